@@ -1,0 +1,140 @@
+#include "common/crypto.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include <memory>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "common/files.h"
+#include "common/status_macros.h"
+
+namespace sluice {
+namespace {
+
+constexpr absl::string_view kSealVersion = "v1";
+constexpr size_t kNonceBytes = 12;
+constexpr size_t kTagBytes = 16;
+
+struct CipherCtxDeleter {
+  void operator()(EVP_CIPHER_CTX* ctx) const { EVP_CIPHER_CTX_free(ctx); }
+};
+using CipherCtx = std::unique_ptr<EVP_CIPHER_CTX, CipherCtxDeleter>;
+
+const unsigned char* U(absl::string_view s) {
+  return reinterpret_cast<const unsigned char*>(s.data());
+}
+
+}  // namespace
+
+std::string RandomBytes(size_t n) {
+  std::string out(n, '\0');
+  // RAND_bytes only fails when the CSPRNG cannot be seeded; nothing can run safely then.
+  if (n > 0 && RAND_bytes(reinterpret_cast<unsigned char*>(out.data()), static_cast<int>(n)) != 1) {
+    std::abort();
+  }
+  return out;
+}
+
+std::string HexEncode(absl::string_view bytes) { return absl::BytesToHexString(bytes); }
+
+std::string RandomHex(size_t n) { return HexEncode(RandomBytes(n)); }
+
+std::string Sha256(absl::string_view data) {
+  std::string out(32, '\0');
+  unsigned int len = 0;
+  EVP_Digest(data.data(), data.size(), reinterpret_cast<unsigned char*>(out.data()), &len,
+             EVP_sha256(), nullptr);
+  return out;
+}
+
+std::string Sha256Hex(absl::string_view data) { return HexEncode(Sha256(data)); }
+
+bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
+  if (a.size() != b.size()) return false;
+  return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+absl::StatusOr<std::string> AesGcmSeal(absl::string_view key, absl::string_view plaintext,
+                                       absl::string_view aad) {
+  if (key.size() != kAesKeyBytes) return absl::InvalidArgumentError("AES-256-GCM key must be 32 bytes");
+  std::string nonce = RandomBytes(kNonceBytes);
+  CipherCtx ctx(EVP_CIPHER_CTX_new());
+  if (!ctx) return absl::InternalError("EVP_CIPHER_CTX_new failed");
+  std::string out;
+  out.reserve(kSealVersion.size() + kNonceBytes + plaintext.size() + kTagBytes);
+  out.append(kSealVersion.data(), kSealVersion.size());
+  out.append(nonce);
+  size_t ct_off = out.size();
+  out.resize(ct_off + plaintext.size() + kTagBytes);
+  auto* ct = reinterpret_cast<unsigned char*>(out.data() + ct_off);
+  int len = 0;
+  if (EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, nullptr, nullptr) != 1 ||
+      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_IVLEN, kNonceBytes, nullptr) != 1 ||
+      EVP_EncryptInit_ex(ctx.get(), nullptr, nullptr, U(key), U(nonce)) != 1 ||
+      EVP_EncryptUpdate(ctx.get(), nullptr, &len, U(aad), static_cast<int>(aad.size())) != 1 ||
+      EVP_EncryptUpdate(ctx.get(), ct, &len, U(plaintext), static_cast<int>(plaintext.size())) != 1) {
+    return absl::InternalError("AES-256-GCM encryption failed");
+  }
+  int fin = 0;
+  if (EVP_EncryptFinal_ex(ctx.get(), ct + len, &fin) != 1 ||
+      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, kTagBytes, ct + plaintext.size()) != 1) {
+    return absl::InternalError("AES-256-GCM encryption failed");
+  }
+  return out;
+}
+
+absl::StatusOr<std::string> AesGcmOpen(absl::string_view key, absl::string_view sealed,
+                                       absl::string_view aad) {
+  if (key.size() != kAesKeyBytes) return absl::InvalidArgumentError("AES-256-GCM key must be 32 bytes");
+  if (sealed.size() < kSealVersion.size() + kNonceBytes + kTagBytes ||
+      sealed.substr(0, kSealVersion.size()) != kSealVersion) {
+    return absl::DataLossError("sealed value is malformed");
+  }
+  absl::string_view nonce = sealed.substr(kSealVersion.size(), kNonceBytes);
+  absl::string_view body = sealed.substr(kSealVersion.size() + kNonceBytes);
+  absl::string_view ct = body.substr(0, body.size() - kTagBytes);
+  std::string tag(body.substr(body.size() - kTagBytes));
+  CipherCtx ctx(EVP_CIPHER_CTX_new());
+  if (!ctx) return absl::InternalError("EVP_CIPHER_CTX_new failed");
+  std::string out(ct.size(), '\0');
+  int len = 0;
+  if (EVP_DecryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, nullptr, nullptr) != 1 ||
+      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_IVLEN, kNonceBytes, nullptr) != 1 ||
+      EVP_DecryptInit_ex(ctx.get(), nullptr, nullptr, U(key), U(nonce)) != 1 ||
+      EVP_DecryptUpdate(ctx.get(), nullptr, &len, U(aad), static_cast<int>(aad.size())) != 1 ||
+      EVP_DecryptUpdate(ctx.get(), reinterpret_cast<unsigned char*>(out.data()), &len, U(ct),
+                        static_cast<int>(ct.size())) != 1 ||
+      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, kTagBytes, tag.data()) != 1) {
+    return absl::DataLossError("AES-256-GCM decryption failed");
+  }
+  int fin = 0;
+  if (EVP_DecryptFinal_ex(ctx.get(), reinterpret_cast<unsigned char*>(out.data()) + len, &fin) != 1) {
+    return absl::DataLossError(
+        "sealed value failed authentication (altered, wrong key, or moved from another record)");
+  }
+  return out;
+}
+
+absl::StatusOr<std::string> LoadOrCreateMasterKey(const std::string& path, bool* created) {
+  *created = false;
+  if (!FileExists(path)) {
+    std::string key = RandomBytes(kAesKeyBytes);
+    RETURN_IF_ERROR(WriteFileAtomic(path, HexEncode(key) + "\n", 0600));
+    *created = true;
+    return key;
+  }
+  ASSIGN_OR_RETURN(std::string text, ReadFile(path, 4096));
+  std::string hex(absl::StripAsciiWhitespace(text));
+  if (hex.size() != 2 * kAesKeyBytes ||
+      hex.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "master key file ", path, " must hold exactly 64 hex characters (a 32-byte key)"));
+  }
+  return absl::HexStringToBytes(hex);
+}
+
+}  // namespace sluice

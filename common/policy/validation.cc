@@ -1,0 +1,342 @@
+#include "common/policy/validation.h"
+
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/files.h"
+#include "common/policy/resource.h"
+
+namespace sluice::policy {
+namespace {
+
+using v1::Resource;
+
+constexpr size_t kMaxNameLength = 63;
+constexpr size_t kMaxLabelValue = 253;
+constexpr uint32_t kMaxApprovals = 100;
+constexpr int64_t kMaxApprovalTimeoutSeconds = 24 * 3600;
+
+class Checker {
+ public:
+  void Fail(std::string field, std::string message) {
+    errors_.push_back({std::move(field), std::move(message)});
+  }
+  std::vector<FieldError> Take() { return std::move(errors_); }
+
+  void Name(const std::string& name) {
+    if (name.empty()) return Fail("name", "required");
+    if (name.size() > kMaxNameLength) {
+      return Fail("name", absl::StrCat("at most ", kMaxNameLength, " characters"));
+    }
+    bool ok = absl::ascii_islower(name[0]) || absl::ascii_isdigit(name[0]);
+    for (char c : name) {
+      ok = ok && (absl::ascii_islower(c) || absl::ascii_isdigit(c) || c == '-' || c == '_' || c == '.');
+    }
+    if (!ok) {
+      Fail("name", "use lower-case letters, digits, '-', '_' and '.', starting with a letter or digit");
+    }
+  }
+
+  void Required(const std::string& field, const std::string& value) {
+    if (value.empty()) Fail(field, "required");
+  }
+
+  void Labels(const std::string& field, const google::protobuf::Map<std::string, std::string>& m) {
+    for (const auto& [k, v] : m) {
+      if (k.empty() || k.size() > kMaxNameLength) {
+        Fail(field, absl::StrCat("label key '", k, "' must be 1-", kMaxNameLength, " characters"));
+      }
+      if (v.size() > kMaxLabelValue) {
+        Fail(absl::StrCat(field, ".", k), absl::StrCat("at most ", kMaxLabelValue, " characters"));
+      }
+    }
+  }
+
+  void HttpUrl(const std::string& field, const std::string& url) {
+    if (url.empty()) return Fail(field, "required");
+    if (!absl::StartsWith(url, "https://") && !absl::StartsWith(url, "http://")) {
+      Fail(field, "must be an http:// or https:// URL");
+    }
+  }
+
+  void Selector(const std::string& field, const v1::ConnectionSelector& s) {
+    if (s.names().empty() && s.tags().empty()) {
+      return Fail(field, "required: name connections (names: [...]) or select them by tags");
+    }
+    Labels(field + ".tags", s.tags());
+  }
+
+  void Subjects(const std::string& field, const v1::SubjectSelector& s, bool required) {
+    if (required && s.subjects().empty() && s.groups().empty()) {
+      Fail(field, "required: list subjects or groups");
+    }
+  }
+
+ private:
+  std::vector<FieldError> errors_;
+};
+
+void CheckConnection(const v1::Connection& c, Checker& ck) {
+  ck.Name(c.name());
+  if (c.protocol() == v1::PROTOCOL_UNSPECIFIED) ck.Fail("protocol", "required: postgres, mysql or http");
+  if (!c.has_upstream()) {
+    ck.Fail("upstream", "required: {host, port}");
+  } else {
+    const auto& u = c.upstream();
+    ck.Required("upstream.host", u.host());
+    if (u.host().size() > 253) ck.Fail("upstream.host", "at most 253 characters");
+    if (u.port() == 0 || u.port() > 65535) ck.Fail("upstream.port", "required: 1-65535");
+  }
+  if (!c.has_credentials()) {
+    ck.Fail("credentials", "required: {username, password or password_from}");
+  } else {
+    const auto& cr = c.credentials();
+    ck.Required("credentials.username", cr.username());
+    bool inline_pw = !cr.password().empty();
+    bool ref_pw = !cr.password_from().empty();
+    if (inline_pw == ref_pw) {
+      ck.Fail("credentials", "set exactly one of password and password_from");
+    }
+    if (ref_pw && !(absl::StartsWith(cr.password_from(), "env:") && cr.password_from().size() > 4) &&
+        !(absl::StartsWith(cr.password_from(), "file:/") && cr.password_from().size() > 6)) {
+      ck.Fail("credentials.password_from", "must be env:NAME or file:/absolute/path");
+    }
+  }
+  if (c.agents().empty()) {
+    ck.Fail("agents", "required: a label selector naming the agents that serve this connection");
+  }
+  ck.Labels("agents", c.agents());
+  ck.Labels("tags", c.tags());
+}
+
+void CheckIssuer(const v1::Issuer& i, Checker& ck) {
+  ck.Name(i.name());
+  ck.Required("issuer", i.issuer());
+  ck.Required("audience", i.audience());
+  bool url = !i.jwks().url().empty();
+  bool inl = !i.jwks().inline_().empty();
+  if (url == inl) {
+    ck.Fail("jwks", "set exactly one of url and inline");
+  } else if (url) {
+    ck.HttpUrl("jwks.url", i.jwks().url());
+  } else {
+    nlohmann::json j = nlohmann::json::parse(i.jwks().inline_(), nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("keys") || !j["keys"].is_array()) {
+      ck.Fail("jwks.inline", "must be a JWKS JSON document: {\"keys\": [...]}");
+    }
+  }
+}
+
+void CheckAccessRule(const v1::AccessRule& a, Checker& ck) {
+  ck.Name(a.name());
+  ck.Subjects("subjects", a.subjects(), true);
+  ck.Selector("connections", a.connections());
+  if (a.access() == v1::ACCESS_UNSPECIFIED) ck.Fail("access", "required: read, write or admin");
+}
+
+void CheckGuardrail(const v1::Guardrail& g, Checker& ck) {
+  ck.Name(g.name());
+  ck.Selector("connections", g.connections());
+  if (g.rules().empty()) ck.Fail("rules", "required: at least one rule");
+  const auto& matches = GuardrailMatches();
+  for (int i = 0; i < g.rules_size(); ++i) {
+    const auto& r = g.rules(i);
+    std::string p = absl::StrCat("rules[", i, "]");
+    if (std::find(matches.begin(), matches.end(), r.match()) == matches.end()) {
+      ck.Fail(p + ".match", absl::StrCat("'", r.match(), "' is not one of: ", absl::StrJoin(matches, ", ")));
+    }
+    if (r.action() == v1::GUARDRAIL_ACTION_UNSPECIFIED) {
+      ck.Fail(p + ".action", "required: block, require_approval, allow or alert");
+    }
+    if (r.action() == v1::GUARDRAIL_ACTION_REQUIRE_APPROVAL && r.approval().empty()) {
+      ck.Fail(p + ".approval", "required with require_approval: the ApprovalPolicy name");
+    }
+    if (r.action() != v1::GUARDRAIL_ACTION_REQUIRE_APPROVAL && !r.approval().empty()) {
+      ck.Fail(p + ".approval", "only meaningful with action require_approval");
+    }
+  }
+}
+
+void CheckMaskingRule(const v1::MaskingRule& m, Checker& ck) {
+  ck.Name(m.name());
+  ck.Selector("connections", m.connections());
+  if (m.columns().empty() && m.detectors().empty()) {
+    ck.Fail("columns", "required: column patterns, detectors, or both");
+  }
+  for (int i = 0; i < m.columns_size(); ++i) {
+    const std::string& c = m.columns(i);
+    size_t dot = c.find('.');
+    if (dot == std::string::npos || dot == 0 || dot + 1 == c.size() || c.find('.', dot + 1) != std::string::npos) {
+      ck.Fail(absl::StrCat("columns[", i, "]"), "must be table.column, either part may be '*'");
+    }
+  }
+  const auto& detectors = MaskingDetectors();
+  for (int i = 0; i < m.detectors_size(); ++i) {
+    if (std::find(detectors.begin(), detectors.end(), m.detectors(i)) == detectors.end()) {
+      ck.Fail(absl::StrCat("detectors[", i, "]"),
+              absl::StrCat("'", m.detectors(i), "' is not one of: ", absl::StrJoin(detectors, ", ")));
+    }
+  }
+  if (m.strategy() == v1::MASKING_STRATEGY_UNSPECIFIED) {
+    ck.Fail("strategy", "required: redact, partial, hash or null");
+  }
+}
+
+void CheckApprovalPolicy(const v1::ApprovalPolicy& a, Checker& ck) {
+  ck.Name(a.name());
+  ck.Subjects("approvers", a.approvers(), true);
+  if (a.min_approvals() > kMaxApprovals) {
+    ck.Fail("min_approvals", absl::StrCat("at most ", kMaxApprovals));
+  }
+  if (a.has_timeout() &&
+      (a.timeout().seconds() <= 0 || a.timeout().seconds() > kMaxApprovalTimeoutSeconds)) {
+    ck.Fail("timeout", "must be between 1s and 24h");
+  }
+}
+
+void CheckWebhook(const v1::Webhook& w, Checker& ck) {
+  ck.Name(w.name());
+  ck.HttpUrl("url", w.url());
+}
+
+}  // namespace
+
+const std::vector<std::string>& GuardrailMatches() {
+  static const auto* v = new std::vector<std::string>{
+      "drop_database", "drop_table", "truncate", "delete_without_where", "update_without_where",
+      "ddl", "dcl", "alter_system", "copy_program", "dangerous_function", "unknown"};
+  return *v;
+}
+
+const std::vector<std::string>& MaskingDetectors() {
+  static const auto* v = new std::vector<std::string>{"email", "credit_card", "us_ssn", "phone",
+                                                       "iban", "secret"};
+  return *v;
+}
+
+std::string ProtocolName(v1::Protocol protocol) {
+  switch (protocol) {
+    case v1::PROTOCOL_POSTGRES: return "postgres";
+    case v1::PROTOCOL_MYSQL: return "mysql";
+    case v1::PROTOCOL_HTTP: return "http";
+    default: return "unspecified";
+  }
+}
+
+std::vector<FieldError> ValidateResource(const Resource& r) {
+  Checker ck;
+  switch (r.kind_case()) {
+    case Resource::kConnection: CheckConnection(r.connection(), ck); break;
+    case Resource::kIssuer: CheckIssuer(r.issuer(), ck); break;
+    case Resource::kAccessRule: CheckAccessRule(r.access_rule(), ck); break;
+    case Resource::kGuardrail: CheckGuardrail(r.guardrail(), ck); break;
+    case Resource::kMaskingRule: CheckMaskingRule(r.masking_rule(), ck); break;
+    case Resource::kApprovalPolicy: CheckApprovalPolicy(r.approval_policy(), ck); break;
+    case Resource::kWebhook: CheckWebhook(r.webhook(), ck); break;
+    case Resource::KIND_NOT_SET: ck.Fail("kind", "required"); break;
+  }
+  return ck.Take();
+}
+
+std::vector<DocumentError> ValidateBatch(const std::vector<Resource>& batch) {
+  std::vector<DocumentError> out;
+  absl::flat_hash_set<std::string> seen;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const Resource& r = batch[i];
+    int index = static_cast<int>(i);
+    std::string kind = KindOf(r), name = NameOf(r);
+    for (const FieldError& fe : ValidateResource(r)) out.push_back({index, kind, name, fe.field, fe.message});
+    if (!seen.insert(absl::StrCat(kind, "/", name)).second) {
+      out.push_back({index, kind, name, "name", "appears more than once in this batch"});
+    }
+  }
+  return out;
+}
+
+std::vector<DocumentError> CheckReferences(const std::vector<Resource>& batch,
+                                           const ResourceNames& after) {
+  std::vector<DocumentError> out;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const Resource& r = batch[i];
+    int index = static_cast<int>(i);
+    if (r.has_guardrail()) {
+      for (int j = 0; j < r.guardrail().rules_size(); ++j) {
+        const std::string& ap = r.guardrail().rules(j).approval();
+        if (!ap.empty() && !after.approval_policies.contains(ap)) {
+          out.push_back({index, "Guardrail", r.guardrail().name(), absl::StrCat("rules[", j, "].approval"),
+                         absl::StrCat("ApprovalPolicy '", ap, "' does not exist")});
+        }
+      }
+    }
+    if (r.has_approval_policy()) {
+      for (int j = 0; j < r.approval_policy().webhooks_size(); ++j) {
+        const std::string& w = r.approval_policy().webhooks(j);
+        if (!after.webhooks.contains(w)) {
+          out.push_back({index, "ApprovalPolicy", r.approval_policy().name(),
+                         absl::StrCat("webhooks[", j, "]"), absl::StrCat("Webhook '", w, "' does not exist")});
+        }
+      }
+    }
+  }
+  return out;
+}
+
+std::string ValidateSnapshot(const v1::PolicySnapshot& snapshot,
+                             const std::vector<std::string>& capabilities) {
+  std::vector<std::string> problems;
+  auto check = [&](Resource r) {
+    std::string where = absl::StrCat(KindOf(r), " ", NameOf(r));
+    for (const FieldError& fe : ValidateResource(r)) {
+      problems.push_back(absl::StrCat(where, ": ", fe.field, ": ", fe.message));
+    }
+  };
+  for (const auto& c : snapshot.connections()) {
+    Resource r;
+    *r.mutable_connection() = c;
+    check(r);
+    std::string proto = ProtocolName(c.protocol());
+    if (std::find(capabilities.begin(), capabilities.end(), proto) == capabilities.end()) {
+      problems.push_back(absl::StrCat("Connection ", c.name(), ": protocol ", proto,
+                                      " is not supported by this agent (it serves: ",
+                                      absl::StrJoin(capabilities, ", "), ")"));
+    }
+    const std::string& from = c.credentials().password_from();
+    if (absl::StartsWith(from, "env:") && std::getenv(from.substr(4).c_str()) == nullptr) {
+      problems.push_back(absl::StrCat("Connection ", c.name(), ": credentials.password_from: ",
+                                      "environment variable ", from.substr(4),
+                                      " is not set on this agent"));
+    }
+    if (absl::StartsWith(from, "file:") && !FileExists(from.substr(5))) {
+      problems.push_back(absl::StrCat("Connection ", c.name(), ": credentials.password_from: ",
+                                      "file ", from.substr(5), " does not exist on this agent"));
+    }
+  }
+  for (const auto& x : snapshot.issuers()) { Resource r; *r.mutable_issuer() = x; check(r); }
+  for (const auto& x : snapshot.access_rules()) { Resource r; *r.mutable_access_rule() = x; check(r); }
+  for (const auto& x : snapshot.guardrails()) { Resource r; *r.mutable_guardrail() = x; check(r); }
+  for (const auto& x : snapshot.masking_rules()) { Resource r; *r.mutable_masking_rule() = x; check(r); }
+  absl::flat_hash_set<std::string> policies;
+  for (const auto& x : snapshot.approval_policies()) {
+    Resource r;
+    *r.mutable_approval_policy() = x;
+    r.mutable_approval_policy()->clear_webhooks();  // webhooks stay on the control plane
+    check(r);
+    policies.insert(x.name());
+  }
+  for (const auto& g : snapshot.guardrails()) {
+    for (const auto& rule : g.rules()) {
+      if (!rule.approval().empty() && !policies.contains(rule.approval())) {
+        problems.push_back(absl::StrCat("Guardrail ", g.name(), ": ApprovalPolicy '", rule.approval(),
+                                        "' is missing from the snapshot"));
+      }
+    }
+  }
+  return absl::StrJoin(problems, "; ");
+}
+
+}  // namespace sluice::policy

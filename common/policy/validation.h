@@ -1,0 +1,48 @@
+// Semantic validation of policy resources, shared by sluicectl (before sending), the control plane
+// (before storing) and the agent (before applying a snapshot).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "common/policy/yaml_codec.h"
+#include "sluice/v1/policy.pb.h"
+
+namespace sluice::policy {
+
+struct FieldError {
+  std::string field;    // dotted path inside the resource
+  std::string message;  // why
+};
+
+// Statement kinds a Guardrail rule can match, and the content detectors of MaskingRule.
+const std::vector<std::string>& GuardrailMatches();
+const std::vector<std::string>& MaskingDetectors();
+// The protocol names agents advertise as capabilities ("postgres", "mysql", "http").
+std::string ProtocolName(v1::Protocol protocol);
+
+// Checks one resource on its own: required fields, ranges, formats, known values.
+std::vector<FieldError> ValidateResource(const v1::Resource& resource);
+
+// Validates a batch whole: every document, plus duplicate (kind, name) pairs inside the batch.
+std::vector<DocumentError> ValidateBatch(const std::vector<v1::Resource>& batch);
+
+// Names of the resources that exist once a batch is stored, for reference checks.
+struct ResourceNames {
+  absl::flat_hash_set<std::string> approval_policies;
+  absl::flat_hash_set<std::string> webhooks;
+};
+// Checks that what `batch` references exists in `after` (the store as it would be after the
+// batch): Guardrail rules' `approval`, ApprovalPolicy `webhooks`.
+std::vector<DocumentError> CheckReferences(const std::vector<v1::Resource>& batch,
+                                           const ResourceNames& after);
+
+// An agent's view of a snapshot: validates it whole against what this agent can serve.
+// `capabilities` are protocol names. `password_from` references must resolve on this agent
+// (environment variable set, file present). Returns "" when the snapshot can be applied, else
+// every reason, joined by "; ".
+std::string ValidateSnapshot(const v1::PolicySnapshot& snapshot,
+                             const std::vector<std::string>& capabilities);
+
+}  // namespace sluice::policy

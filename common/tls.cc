@@ -1,0 +1,163 @@
+#include "common/tls.h"
+
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <unistd.h>
+
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/crypto.h"
+#include "common/files.h"
+#include "common/status_macros.h"
+
+namespace sluice {
+namespace {
+
+struct Free {
+  void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
+  void operator()(X509* p) const { X509_free(p); }
+  void operator()(BIO* p) const { BIO_free(p); }
+  void operator()(X509_EXTENSION* p) const { X509_EXTENSION_free(p); }
+};
+template <typename T>
+using Ptr = std::unique_ptr<T, Free>;
+
+std::string BioToString(BIO* bio) {
+  char* data = nullptr;
+  long len = BIO_get_mem_data(bio, &data);
+  return std::string(data, static_cast<size_t>(len));
+}
+
+absl::StatusOr<std::string> KeyToPem(EVP_PKEY* key) {
+  Ptr<BIO> bio(BIO_new(BIO_s_mem()));
+  if (!PEM_write_bio_PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr)) {
+    return absl::InternalError("cannot encode private key");
+  }
+  return BioToString(bio.get());
+}
+
+absl::StatusOr<std::string> CertToPem(X509* cert) {
+  Ptr<BIO> bio(BIO_new(BIO_s_mem()));
+  if (!PEM_write_bio_X509(bio.get(), cert)) return absl::InternalError("cannot encode certificate");
+  return BioToString(bio.get());
+}
+
+bool AddExt(X509* cert, X509* issuer, int nid, const std::string& value) {
+  X509V3_CTX ctx;
+  X509V3_set_ctx_nodb(&ctx);
+  X509V3_set_ctx(&ctx, issuer, cert, nullptr, nullptr, 0);
+  Ptr<X509_EXTENSION> ext(X509V3_EXT_conf_nid(nullptr, &ctx, nid, value.c_str()));
+  return ext && X509_add_ext(cert, ext.get(), -1) == 1;
+}
+
+absl::StatusOr<Ptr<X509>> NewCert(EVP_PKEY* key, const std::string& cn, int days) {
+  Ptr<X509> cert(X509_new());
+  if (!cert) return absl::InternalError("X509_new failed");
+  X509_set_version(cert.get(), 2);
+  std::string serial = RandomBytes(16);
+  serial[0] &= 0x7f;
+  BIGNUM* bn = BN_bin2bn(reinterpret_cast<const unsigned char*>(serial.data()), 16, nullptr);
+  BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert.get()));
+  BN_free(bn);
+  X509_gmtime_adj(X509_getm_notBefore(cert.get()), -3600);
+  X509_gmtime_adj(X509_getm_notAfter(cert.get()), static_cast<long>(days) * 24 * 3600);
+  X509_set_pubkey(cert.get(), key);
+  X509_NAME* name = X509_get_subject_name(cert.get());
+  X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC,
+                             reinterpret_cast<const unsigned char*>("Sluice"), -1, -1, 0);
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                             reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1, 0);
+  return cert;
+}
+
+bool LooksLikeIp(const std::string& host) {
+  return host.find_first_not_of("0123456789.") == std::string::npos ||
+         host.find(':') != std::string::npos;
+}
+
+}  // namespace
+
+absl::StatusOr<PemKeyPair> GenerateCa(const std::string& common_name) {
+  Ptr<EVP_PKEY> key(EVP_EC_gen("P-256"));
+  if (!key) return absl::InternalError("cannot generate CA key");
+  ASSIGN_OR_RETURN(Ptr<X509> cert, NewCert(key.get(), common_name, 3650));
+  X509_set_issuer_name(cert.get(), X509_get_subject_name(cert.get()));
+  if (!AddExt(cert.get(), cert.get(), NID_basic_constraints, "critical,CA:TRUE,pathlen:0") ||
+      !AddExt(cert.get(), cert.get(), NID_key_usage, "critical,keyCertSign,cRLSign") ||
+      !AddExt(cert.get(), cert.get(), NID_subject_key_identifier, "hash")) {
+    return absl::InternalError("cannot add CA extensions");
+  }
+  if (X509_sign(cert.get(), key.get(), EVP_sha256()) == 0) return absl::InternalError("cannot sign CA");
+  PemKeyPair out;
+  ASSIGN_OR_RETURN(out.cert_pem, CertToPem(cert.get()));
+  ASSIGN_OR_RETURN(out.key_pem, KeyToPem(key.get()));
+  return out;
+}
+
+absl::StatusOr<PemKeyPair> IssueServerCert(const PemKeyPair& ca, const std::string& common_name,
+                                           const std::vector<std::string>& hosts, int days) {
+  Ptr<BIO> ca_cert_bio(BIO_new_mem_buf(ca.cert_pem.data(), static_cast<int>(ca.cert_pem.size())));
+  Ptr<X509> ca_cert(PEM_read_bio_X509(ca_cert_bio.get(), nullptr, nullptr, nullptr));
+  Ptr<BIO> ca_key_bio(BIO_new_mem_buf(ca.key_pem.data(), static_cast<int>(ca.key_pem.size())));
+  Ptr<EVP_PKEY> ca_key(PEM_read_bio_PrivateKey(ca_key_bio.get(), nullptr, nullptr, nullptr));
+  if (!ca_cert || !ca_key) return absl::InvalidArgumentError("cannot read the CA certificate or key");
+
+  Ptr<EVP_PKEY> key(EVP_EC_gen("P-256"));
+  if (!key) return absl::InternalError("cannot generate server key");
+  ASSIGN_OR_RETURN(Ptr<X509> cert, NewCert(key.get(), common_name, days));
+  X509_set_issuer_name(cert.get(), X509_get_subject_name(ca_cert.get()));
+  std::vector<std::string> sans;
+  for (const std::string& h : hosts) sans.push_back(absl::StrCat(LooksLikeIp(h) ? "IP:" : "DNS:", h));
+  if (!AddExt(cert.get(), ca_cert.get(), NID_basic_constraints, "critical,CA:FALSE") ||
+      !AddExt(cert.get(), ca_cert.get(), NID_key_usage, "critical,digitalSignature,keyEncipherment") ||
+      !AddExt(cert.get(), ca_cert.get(), NID_ext_key_usage, "serverAuth,clientAuth") ||
+      (!sans.empty() &&
+       !AddExt(cert.get(), ca_cert.get(), NID_subject_alt_name, absl::StrJoin(sans, ",")))) {
+    return absl::InternalError("cannot add server certificate extensions");
+  }
+  if (X509_sign(cert.get(), ca_key.get(), EVP_sha256()) == 0) {
+    return absl::InternalError("cannot sign server certificate");
+  }
+  PemKeyPair out;
+  ASSIGN_OR_RETURN(out.cert_pem, CertToPem(cert.get()));
+  ASSIGN_OR_RETURN(out.key_pem, KeyToPem(key.get()));
+  return out;
+}
+
+absl::StatusOr<ServerTlsFiles> EnsureServerTls(const std::string& dir,
+                                               const std::vector<std::string>& extra_hosts) {
+  ServerTlsFiles files;
+  files.ca_cert = dir + "/ca.crt";
+  files.server_cert = dir + "/server.crt";
+  files.server_key = dir + "/server.key";
+  std::string ca_key_path = dir + "/ca.key";
+  if (FileExists(files.ca_cert) && FileExists(files.server_cert) && FileExists(files.server_key)) {
+    return files;
+  }
+  RETURN_IF_ERROR(EnsureDir(dir, 0700));
+  PemKeyPair ca;
+  if (FileExists(files.ca_cert) && FileExists(ca_key_path)) {
+    ASSIGN_OR_RETURN(ca.cert_pem, ReadFile(files.ca_cert));
+    ASSIGN_OR_RETURN(ca.key_pem, ReadFile(ca_key_path));
+  } else {
+    ASSIGN_OR_RETURN(ca, GenerateCa("Sluice private CA"));
+    RETURN_IF_ERROR(WriteFileAtomic(ca_key_path, ca.key_pem, 0600));
+    RETURN_IF_ERROR(WriteFileAtomic(files.ca_cert, ca.cert_pem, 0644));
+  }
+  std::vector<std::string> hosts = {"localhost", "127.0.0.1", "::1"};
+  char hostname[256] = {0};
+  if (gethostname(hostname, sizeof(hostname) - 1) == 0 && hostname[0] != '\0') hosts.push_back(hostname);
+  for (const auto& h : extra_hosts) hosts.push_back(h);
+  ASSIGN_OR_RETURN(PemKeyPair server, IssueServerCert(ca, "sluice-controlplane", hosts, 825));
+  RETURN_IF_ERROR(WriteFileAtomic(files.server_key, server.key_pem, 0600));
+  RETURN_IF_ERROR(WriteFileAtomic(files.server_cert, server.cert_pem, 0644));
+  files.created = true;
+  return files;
+}
+
+}  // namespace sluice
