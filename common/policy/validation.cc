@@ -21,6 +21,7 @@ constexpr size_t kMaxLabelValue = 253;
 constexpr uint32_t kMaxApprovals = 100;
 constexpr int64_t kMaxApprovalTimeoutSeconds = 24 * 3600;
 
+
 class Checker {
  public:
   void Fail(std::string field, std::string message) {
@@ -29,17 +30,8 @@ class Checker {
   std::vector<FieldError> Take() { return std::move(errors_); }
 
   void Name(const std::string& name) {
-    if (name.empty()) return Fail("name", "required");
-    if (name.size() > kMaxNameLength) {
-      return Fail("name", absl::StrCat("at most ", kMaxNameLength, " characters"));
-    }
-    bool ok = absl::ascii_islower(name[0]) || absl::ascii_isdigit(name[0]);
-    for (char c : name) {
-      ok = ok && (absl::ascii_islower(c) || absl::ascii_isdigit(c) || c == '-' || c == '_' || c == '.');
-    }
-    if (!ok) {
-      Fail("name", "use lower-case letters, digits, '-', '_' and '.', starting with a letter or digit");
-    }
+    std::string problem = NameProblem(name);
+    if (!problem.empty()) Fail("name", problem);
   }
 
   void Required(const std::string& field, const std::string& value) {
@@ -205,6 +197,17 @@ void CheckWebhook(const v1::Webhook& w, Checker& ck) {
 }
 
 }  // namespace
+
+std::string NameProblem(const std::string& name) {
+  if (name.empty()) return "required";
+  if (name.size() > kMaxNameLength) return absl::StrCat("at most ", kMaxNameLength, " characters");
+  bool ok = absl::ascii_islower(name[0]) || absl::ascii_isdigit(name[0]);
+  for (char c : name) {
+    ok = ok && (absl::ascii_islower(c) || absl::ascii_isdigit(c) || c == '-' || c == '_' || c == '.');
+  }
+  if (!ok) return "use lower-case letters, digits, '-', '_' and '.', starting with a letter or digit";
+  return "";
+}
 
 const std::vector<std::string>& GuardrailMatches() {
   static const auto* v = new std::vector<std::string>{

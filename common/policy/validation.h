@@ -22,6 +22,10 @@ const std::vector<std::string>& MaskingDetectors();
 // The protocol names agents advertise as capabilities ("postgres", "mysql", "http").
 std::string ProtocolName(v1::Protocol protocol);
 
+// "" when `name` is a valid resource (or agent) name, else why not: [a-z0-9][a-z0-9._-]*, at
+// most 63 characters.
+std::string NameProblem(const std::string& name);
+
 // Checks one resource on its own: required fields, ranges, formats, known values.
 std::vector<FieldError> ValidateResource(const v1::Resource& resource);
 

@@ -1,0 +1,200 @@
+// sluice-controlplane: stores policy in SQLite, streams per-agent snapshots to agents over gRPC,
+// serves the admin API, and a small HTTP port for health and metrics.
+#include <grpcpp/ext/health_check_service_server_builder_option.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/crypto.h"
+#include "common/files.h"
+#include "common/http_server.h"
+#include "common/flags.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+#include "common/tls.h"
+#include "controlplane/service/admin_service.h"
+#include "controlplane/service/agent_hub.h"
+#include "controlplane/service/agent_service.h"
+#include "controlplane/service/policy_manager.h"
+#include "controlplane/service/worker.h"
+#include "controlplane/store/sqlite_store.h"
+
+ABSL_FLAG(std::string, data_dir, "./sluice-data",
+          "directory for the SQLite database, keys, certificates and tokens (created 0700)");
+ABSL_FLAG(std::string, grpc_listen, "0.0.0.0:7443",
+          "address of the TLS gRPC port (AgentService and AdminService); port 0 = any free port");
+ABSL_FLAG(std::string, http_listen, "127.0.0.1:7080",
+          "address of the HTTP port (/healthz, /readyz, /metrics); port 0 = any free port");
+ABSL_FLAG(std::string, tls_cert, "",
+          "server certificate chain (PEM); without it a private CA and a server certificate are "
+          "created in the data dir");
+ABSL_FLAG(std::string, tls_key, "", "server private key (PEM), with --tls-cert");
+ABSL_FLAG(std::string, tls_hosts, "",
+          "extra comma-separated host names or IPs for the generated server certificate");
+ABSL_FLAG(std::string, master_key_file, "",
+          "32-byte key (64 hex chars) that encrypts secrets at rest; created 0600 if absent "
+          "(default: <data-dir>/master.key)");
+ABSL_FLAG(std::string, admin_token_file, "",
+          "bootstrap admin token; created 0600 if absent (default: <data-dir>/admin.token)");
+ABSL_FLAG(bool, verbose, false, "log debug messages");
+
+namespace sluice::controlplane {
+namespace {
+
+absl::StatusOr<std::string> LoadOrCreateToken(const std::string& path, bool* created) {
+  *created = false;
+  if (!FileExists(path)) {
+    std::string token = "sluice-admin-" + RandomHex(24);
+    RETURN_IF_ERROR(WriteFileAtomic(path, token + "\n", 0600));
+    *created = true;
+    return token;
+  }
+  ASSIGN_OR_RETURN(std::string text, ReadFile(path, 4096));
+  std::string token(absl::StripAsciiWhitespace(text));
+  if (token.size() < 16) {
+    return absl::InvalidArgumentError(absl::StrCat("admin token in ", path, " is shorter than 16 characters"));
+  }
+  return token;
+}
+
+absl::Status Run() {
+  const std::string data_dir = absl::GetFlag(FLAGS_data_dir);
+  RETURN_IF_ERROR(EnsureDir(data_dir, 0700));
+
+  std::string key_path = absl::GetFlag(FLAGS_master_key_file);
+  if (key_path.empty()) key_path = data_dir + "/master.key";
+  bool created = false;
+  ASSIGN_OR_RETURN(std::string master_key, LoadOrCreateMasterKey(key_path, &created));
+  if (created) LogInfo("created master key ", key_path, " (0600); back it up: secrets at rest need it");
+
+  std::string token_path = absl::GetFlag(FLAGS_admin_token_file);
+  if (token_path.empty()) token_path = data_dir + "/admin.token";
+  ASSIGN_OR_RETURN(std::string admin_token, LoadOrCreateToken(token_path, &created));
+  if (created) LogInfo("created bootstrap admin token ", token_path, " (0600)");
+
+  std::string cert_path = absl::GetFlag(FLAGS_tls_cert), key_file = absl::GetFlag(FLAGS_tls_key);
+  std::string ca_path;
+  if (cert_path.empty() != key_file.empty()) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
+  }
+  if (cert_path.empty()) {
+    std::vector<std::string> hosts;
+    for (absl::string_view h : absl::StrSplit(absl::GetFlag(FLAGS_tls_hosts), ',', absl::SkipEmpty())) {
+      hosts.emplace_back(h);
+    }
+    ASSIGN_OR_RETURN(ServerTlsFiles tls, EnsureServerTls(data_dir + "/tls", hosts));
+    cert_path = tls.server_cert;
+    key_file = tls.server_key;
+    ca_path = tls.ca_cert;
+    if (tls.created) {
+      LogInfo("created a private CA and server certificate in ", data_dir,
+              "/tls; agents and sluicectl trust ", ca_path);
+    }
+  }
+  ASSIGN_OR_RETURN(std::string cert_pem, ReadFile(cert_path));
+  ASSIGN_OR_RETURN(std::string key_pem, ReadFile(key_file));
+
+  ASSIGN_OR_RETURN(auto store, SqliteStore::Open(data_dir + "/sluice.db"));
+  PolicyManager policy(store.get(), master_key);
+  RETURN_IF_ERROR(policy.Load());
+  AgentHub hub;
+  ASSIGN_OR_RETURN(auto agents, store->ListAgents());
+  hub.LoadCredentials(agents);
+  hub.SetState(policy.state());
+  Worker worker;
+
+  AgentServiceImpl agent_service(store.get(), &hub, &worker);
+  AdminServiceImpl admin_service(store.get(), &policy, &hub, &worker, admin_token);
+
+  grpc::SslServerCredentialsOptions ssl;
+  ssl.pem_key_cert_pairs.push_back({key_pem, cert_pem});
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder builder;
+  int grpc_port = 0;
+  builder.AddListeningPort(absl::GetFlag(FLAGS_grpc_listen), grpc::SslServerCredentials(ssl), &grpc_port);
+  builder.RegisterService(&agent_service);
+  builder.RegisterService(&admin_service);
+  builder.SetMaxReceiveMessageSize(32 << 20);
+  // Agents send keepalive pings; accept them as often as every 10 s even on an idle stream.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || grpc_port == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", absl::GetFlag(FLAGS_grpc_listen)));
+  }
+
+  HttpServer http;
+  http.AddGet("/metrics", "text/plain; version=0.0.4", [&hub] {
+    return absl::StrCat(
+        "# HELP sluice_policy_version Current global policy version.\n"
+        "# TYPE sluice_policy_version gauge\n"
+        "sluice_policy_version ", hub.version(), "\n",
+        "# HELP sluice_agents_connected Agents with a live stream.\n"
+        "# TYPE sluice_agents_connected gauge\n"
+        "sluice_agents_connected ", hub.connected_count(), "\n");
+  });
+  ASSIGN_OR_RETURN(int http_port, http.Start(absl::GetFlag(FLAGS_http_listen)));
+  http.SetReady(true);
+
+  std::string grpc_host, http_host;
+  int ignored;
+  RETURN_IF_ERROR(SplitHostPort(absl::GetFlag(FLAGS_grpc_listen), &grpc_host, &ignored));
+  RETURN_IF_ERROR(SplitHostPort(absl::GetFlag(FLAGS_http_listen), &http_host, &ignored));
+  nlohmann::json endpoints = {
+      {"grpc", absl::StrCat(grpc_host == "0.0.0.0" ? "127.0.0.1" : grpc_host, ":", grpc_port)},
+      {"http", absl::StrCat(http_host == "0.0.0.0" ? "127.0.0.1" : http_host, ":", http_port)},
+      {"ca_file", ca_path},
+      {"admin_token_file", token_path},
+      {"pid", static_cast<int>(getpid())}};
+  RETURN_IF_ERROR(WriteFileAtomic(data_dir + "/endpoints.json", endpoints.dump(2) + "\n", 0600));
+  LogInfo("sluice-controlplane serving: gRPC (TLS) on port ", grpc_port, ", HTTP on port ",
+          http_port, ", policy version ", policy.state()->version, ", ", agents.size(),
+          " enrolled agent(s)");
+
+  // Wait for SIGINT/SIGTERM (blocked in every thread since main started).
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  int sig = 0;
+  sigwait(&set, &sig);
+  LogInfo("signal ", sig, ": shutting down");
+  http.SetReady(false);
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  http.Stop();
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace sluice::controlplane
+
+int main(int argc, char** argv) {
+  // Block the shutdown signals before any thread starts, so that only sigwait() receives them.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  umask(077);  // the database, keys and tokens are readable by this user only
+
+  absl::SetProgramUsageMessage("sluice-controlplane [flags]: the Sluice control plane");
+  sluice::ParseFlags(argc, argv);
+  sluice::SetLogComponent("controlplane");
+  if (absl::GetFlag(FLAGS_verbose)) sluice::SetLogLevel(sluice::LogLevel::kDebug);
+  absl::Status st = sluice::controlplane::Run();
+  if (!st.ok()) {
+    sluice::LogError(st.message());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,108 @@
+#include "controlplane/service/agent_hub.h"
+
+#include "common/crypto.h"
+#include "common/log.h"
+
+namespace sluice::controlplane {
+
+void AgentHub::LoadCredentials(const std::vector<AgentRecord>& agents) {
+  for (const auto& a : agents) AddCredential(a);
+}
+
+void AgentHub::AddCredential(const AgentRecord& agent) {
+  absl::MutexLock lock(&mu_);
+  credentials_[agent.id] = Credential{agent.secret_hash, agent.labels};
+}
+
+std::optional<Labels> AgentHub::Authenticate(const std::string& agent_id,
+                                             const std::string& secret) const {
+  std::string hash = Sha256Hex(secret);
+  absl::MutexLock lock(&mu_);
+  auto it = credentials_.find(agent_id);
+  if (it == credentials_.end() || !ConstantTimeEquals(it->second.secret_hash, hash)) {
+    return std::nullopt;
+  }
+  return it->second.labels;
+}
+
+void AgentHub::SetState(std::shared_ptr<const PolicyState> state) {
+  absl::MutexLock lock(&mu_);
+  state_ = std::move(state);
+}
+
+void AgentHub::SendSnapshotLocked(Live& live) {
+  v1::PolicySnapshot snap = BuildSnapshot(*state_, live.stream->labels());
+  live.digest = SnapshotDigest(snap);
+  live.status.desired_version = snap.version();
+  live.status.pending_nonce = RandomHex(8);
+  v1::ControlMessage msg;
+  *msg.mutable_snapshot()->mutable_snapshot() = std::move(snap);
+  msg.mutable_snapshot()->set_nonce(live.status.pending_nonce);
+  live.stream->Send(std::move(msg));
+}
+
+int AgentHub::PushState(std::shared_ptr<const PolicyState> state) {
+  absl::MutexLock lock(&mu_);
+  state_ = std::move(state);
+  int pushed = 0;
+  for (auto& [id, live] : live_) {
+    v1::PolicySnapshot snap = BuildSnapshot(*state_, live.stream->labels());
+    if (SnapshotDigest(snap) == live.digest) continue;
+    SendSnapshotLocked(live);
+    ++pushed;
+  }
+  return pushed;
+}
+
+void AgentHub::Register(AgentStreamHandle* stream) {
+  absl::MutexLock lock(&mu_);
+  Live& live = live_[stream->agent_id()];
+  if (live.stream != nullptr && live.stream != stream) {
+    live.stream->Close("replaced by a newer connection of the same agent");
+  }
+  live = Live{};
+  live.stream = stream;
+  live.status.connected = true;
+  SendSnapshotLocked(live);
+}
+
+void AgentHub::Unregister(AgentStreamHandle* stream) {
+  absl::MutexLock lock(&mu_);
+  auto it = live_.find(stream->agent_id());
+  if (it != live_.end() && it->second.stream == stream) live_.erase(it);
+}
+
+bool AgentHub::OnAck(AgentStreamHandle* stream, uint64_t version, const std::string& nonce) {
+  absl::MutexLock lock(&mu_);
+  auto it = live_.find(stream->agent_id());
+  if (it == live_.end() || it->second.stream != stream || it->second.status.pending_nonce != nonce) {
+    return false;
+  }
+  it->second.status.applied_version = version;
+  return true;
+}
+
+bool AgentHub::OnNack(AgentStreamHandle* stream, uint64_t /*version*/, const std::string& nonce) {
+  absl::MutexLock lock(&mu_);
+  auto it = live_.find(stream->agent_id());
+  return it != live_.end() && it->second.stream == stream && it->second.status.pending_nonce == nonce;
+}
+
+std::map<std::string, LiveAgentStatus> AgentHub::LiveStatus() const {
+  absl::MutexLock lock(&mu_);
+  std::map<std::string, LiveAgentStatus> out;
+  for (const auto& [id, live] : live_) out[id] = live.status;
+  return out;
+}
+
+size_t AgentHub::connected_count() const {
+  absl::MutexLock lock(&mu_);
+  return live_.size();
+}
+
+uint64_t AgentHub::version() const {
+  absl::MutexLock lock(&mu_);
+  return state_->version;
+}
+
+}  // namespace sluice::controlplane

@@ -1,0 +1,266 @@
+#include "controlplane/service/agent_service.h"
+
+#include <deque>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "common/crypto.h"
+#include "common/grpc_status.h"
+#include "common/log.h"
+
+namespace sluice::controlplane {
+namespace {
+
+int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
+
+// Agents present "Agent <id>:<secret>".
+bool ParseAgentAuth(const grpc::CallbackServerContext* ctx, std::string* id, std::string* secret) {
+  auto it = ctx->client_metadata().find("authorization");
+  if (it == ctx->client_metadata().end()) return false;
+  std::string value(it->second.data(), it->second.size());
+  constexpr absl::string_view kPrefix = "Agent ";
+  if (value.size() > 512 || !absl::StartsWith(value, kPrefix)) return false;
+  std::string rest = value.substr(kPrefix.size());
+  size_t colon = rest.find(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == rest.size()) return false;
+  *id = rest.substr(0, colon);
+  *secret = rest.substr(colon + 1);
+  return true;
+}
+
+class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::ControlMessage>,
+                          public AgentStreamHandle {
+ public:
+  AgentStream(grpc::CallbackServerContext* ctx, Store* store, AgentHub* hub, Worker* worker)
+      : store_(store), hub_(hub), worker_(worker) {
+    std::string secret;
+    std::optional<Labels> labels;
+    if (ParseAgentAuth(ctx, &agent_id_, &secret)) labels = hub_->Authenticate(agent_id_, secret);
+    if (!labels) {
+      LogWarning("agent stream refused: missing or invalid agent credentials");
+      absl::MutexLock lock(&mu_);
+      FinishLocked(grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                                "unknown agent or wrong agent secret; enroll the agent again"));
+      return;
+    }
+    enrolled_labels_ = *std::move(labels);
+    StartRead(&in_);
+  }
+
+  const std::string& agent_id() const override { return agent_id_; }
+  const Labels& labels() const override { return enrolled_labels_; }
+
+  void Send(v1::ControlMessage message) override {
+    absl::MutexLock lock(&mu_);
+    if (finishing_) return;
+    out_.push_back(std::move(message));
+    if (!writing_) {
+      writing_ = true;
+      StartWrite(&out_.front());
+    }
+  }
+
+  void Close(const std::string& reason) override {
+    absl::MutexLock lock(&mu_);
+    FinishLocked(grpc::Status(grpc::StatusCode::ABORTED, reason));
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      absl::MutexLock lock(&mu_);
+      FinishLocked(grpc::Status::OK);
+      return;
+    }
+    grpc::Status st = Handle(in_);
+    if (!st.ok()) {
+      absl::MutexLock lock(&mu_);
+      FinishLocked(st);
+      return;
+    }
+    StartRead(&in_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    out_.pop_front();
+    if (!ok) {
+      out_.clear();
+      writing_ = false;
+      FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE, "write to agent failed"));
+      return;
+    }
+    if (!out_.empty() && !finishing_) {
+      StartWrite(&out_.front());
+      return;
+    }
+    writing_ = false;
+    if (finishing_ && !finish_sent_) {
+      finish_sent_ = true;
+      Finish(finish_status_);
+    }
+  }
+
+  void OnDone() override {
+    if (registered_) {
+      hub_->Unregister(this);
+      std::string id = agent_id_;
+      Store* store = store_;
+      worker_->Post([store, id] { store->UpdateAgentSeen(id, NowMs()).IgnoreError(); });
+      LogInfo("agent ", agent_id_, " disconnected");
+    }
+    delete this;
+  }
+
+ private:
+  // Finishes once; when a write is in flight, after it completes.
+  void FinishLocked(grpc::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finishing_) return;
+    finishing_ = true;
+    finish_status_ = std::move(status);
+    if (!writing_) {
+      finish_sent_ = true;
+      Finish(finish_status_);
+    }
+  }
+
+  grpc::Status Handle(const v1::AgentMessage& msg) {
+    if (!registered_) {
+      if (!msg.has_hello()) {
+        return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "the first message must be Hello");
+      }
+      return OnHello(msg.hello());
+    }
+    switch (msg.msg_case()) {
+      case v1::AgentMessage::kAck: {
+        uint64_t version = msg.ack().version();
+        if (!hub_->OnAck(this, version, msg.ack().nonce())) {
+          LogInfo("agent ", agent_id_, " acknowledged a superseded snapshot (version ", version, ")");
+          return grpc::Status::OK;
+        }
+        LogInfo("agent ", agent_id_, " ACK version ", version);
+        std::string id = agent_id_;
+        Store* store = store_;
+        worker_->Post([store, id, version] { store->RecordAck(id, version, NowMs()).IgnoreError(); });
+        return grpc::Status::OK;
+      }
+      case v1::AgentMessage::kNack: {
+        uint64_t version = msg.nack().version();
+        std::string error = msg.nack().error().substr(0, 4096);
+        if (!hub_->OnNack(this, version, msg.nack().nonce())) return grpc::Status::OK;
+        LogWarning("agent ", agent_id_, " NACK version ", version, ": ", error);
+        std::string id = agent_id_;
+        Store* store = store_;
+        worker_->Post([store, id, version, error] {
+          store->RecordNack(id, version, error, NowMs()).IgnoreError();
+        });
+        return grpc::Status::OK;
+      }
+      case v1::AgentMessage::kHeartbeat: {
+        std::string id = agent_id_;
+        Store* store = store_;
+        worker_->Post([store, id] { store->UpdateAgentSeen(id, NowMs()).IgnoreError(); });
+        return grpc::Status::OK;
+      }
+      case v1::AgentMessage::kHello:
+        return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "Hello was already sent");
+      default:
+        // Audit batches, recordings and approval requests come with later issues; refusing them
+        // loudly is better than dropping audit data on the floor.
+        return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                            "this control plane does not accept audit, recording or approval "
+                            "messages yet");
+    }
+  }
+
+  grpc::Status OnHello(const v1::Hello& hello) {
+    if (hello.agent_id() != agent_id_) {
+      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                          "Hello.agent_id does not match the agent credentials");
+    }
+    for (const auto& [k, v] : hello.labels()) {
+      auto it = enrolled_labels_.find(k);
+      if (it == enrolled_labels_.end() || it->second != v) {
+        std::vector<std::string> granted;
+        for (const auto& [gk, gv] : enrolled_labels_) granted.push_back(absl::StrCat(gk, "=", gv));
+        return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                            absl::StrCat("label ", k, "=", v, " was not granted at enrollment (granted: ",
+                                         absl::StrJoin(granted, ","), ")"));
+      }
+    }
+    std::vector<std::string> caps;
+    for (const auto& c : hello.capabilities()) caps.push_back(c.substr(0, 32));
+    if (caps.size() > 16) caps.resize(16);
+    std::string version = hello.agent_version().substr(0, 64);
+    std::string id = agent_id_;
+    Store* store = store_;
+    worker_->Post([store, id, version, caps] {
+      store->UpdateAgentHello(id, version, caps, NowMs()).IgnoreError();
+    });
+    LogInfo("agent ", agent_id_, " connected (applied version ", hello.applied_version(), ")");
+    registered_ = true;
+    hub_->Register(this);
+    return grpc::Status::OK;
+  }
+
+  Store* store_;
+  AgentHub* hub_;
+  Worker* worker_;
+  std::string agent_id_;
+  Labels enrolled_labels_;
+  bool registered_ = false;  // touched only by the read path and OnDone, which never overlap
+  v1::AgentMessage in_;
+
+  absl::Mutex mu_;
+  std::deque<v1::ControlMessage> out_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finishing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finish_sent_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status finish_status_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+grpc::ServerUnaryReactor* AgentServiceImpl::Enroll(grpc::CallbackServerContext* context,
+                                                   const v1::EnrollRequest* request,
+                                                   v1::EnrollResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (request->token().empty() || request->token().size() > 256) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "enrollment token is required"));
+    return reactor;
+  }
+  std::string token_hash = Sha256Hex(request->token());
+  std::string peer = context->peer();
+  worker_->Post([this, reactor, response, token_hash, peer] {
+    std::string secret = RandomHex(32);
+    auto agent = store_->ConsumeEnrollment(token_hash, Sha256Hex(secret), NowMs());
+    AuditRecord audit{0, NowMs(), "anonymous", "AgentService.Enroll", "", "ok", "from " + peer};
+    if (!agent.ok()) {
+      audit.outcome = absl::StatusCodeToString(agent.status().code());
+      audit.detail = absl::StrCat(agent.status().message(), " (from ", peer, ")");
+      store_->AppendAudit(audit).IgnoreError();
+      LogWarning("enrollment refused: ", agent.status().message());
+      reactor->Finish(grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                                   absl::StrCat("enrollment refused: ", agent.status().message())));
+      return;
+    }
+    audit.actor = "agent:" + agent->id;
+    audit.target = "Agent/" + agent->id;
+    store_->AppendAudit(audit).IgnoreError();
+    hub_->AddCredential(*agent);
+    response->set_agent_id(agent->id);
+    response->set_agent_secret(secret);
+    response->mutable_labels()->insert(agent->labels.begin(), agent->labels.end());
+    LogInfo("agent ", agent->id, " enrolled");
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+grpc::ServerBidiReactor<v1::AgentMessage, v1::ControlMessage>* AgentServiceImpl::Connect(
+    grpc::CallbackServerContext* context) {
+  return new AgentStream(context, store_, hub_, worker_);
+}
+
+}  // namespace sluice::controlplane

@@ -1,0 +1,31 @@
+// sluice.v1.AgentService on the gRPC callback API: enrollment, and one long-lived bidirectional
+// stream per agent. Reactions never block: store writes are posted to the store worker.
+#pragma once
+
+#include <string>
+
+#include "controlplane/service/agent_hub.h"
+#include "controlplane/service/worker.h"
+#include "controlplane/store/store.h"
+#include "sluice/v1/agent.grpc.pb.h"
+
+namespace sluice::controlplane {
+
+class AgentServiceImpl final : public v1::AgentService::CallbackService {
+ public:
+  AgentServiceImpl(Store* store, AgentHub* hub, Worker* worker)
+      : store_(store), hub_(hub), worker_(worker) {}
+
+  grpc::ServerUnaryReactor* Enroll(grpc::CallbackServerContext* context,
+                                   const v1::EnrollRequest* request,
+                                   v1::EnrollResponse* response) override;
+  grpc::ServerBidiReactor<v1::AgentMessage, v1::ControlMessage>* Connect(
+      grpc::CallbackServerContext* context) override;
+
+ private:
+  Store* store_;
+  AgentHub* hub_;
+  Worker* worker_;
+};
+
+}  // namespace sluice::controlplane

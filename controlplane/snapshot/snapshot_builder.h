@@ -1,0 +1,49 @@
+// Computes the policy snapshot one agent receives: only what its labels entitle it to.
+// Pure functions over an immutable PolicyState, so they are unit-tested without a server.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "sluice/v1/policy.pb.h"
+
+namespace sluice::controlplane {
+
+// Every resource at one policy version, with inline secrets decrypted. Immutable once built and
+// shared by pointer between the store worker and the agent streams.
+struct PolicyState {
+  uint64_t version = 0;
+  std::vector<v1::Connection> connections;
+  std::vector<v1::Issuer> issuers;
+  std::vector<v1::AccessRule> access_rules;
+  std::vector<v1::Guardrail> guardrails;
+  std::vector<v1::MaskingRule> masking_rules;
+  std::vector<v1::ApprovalPolicy> approval_policies;
+  std::vector<v1::Webhook> webhooks;
+
+  // Adds one resource to the matching list.
+  void Add(const v1::Resource& resource);
+};
+
+using Labels = std::map<std::string, std::string>;
+
+// True when every key/value of `selector` is in `labels`. An empty selector matches nothing.
+bool SelectorMatches(const google::protobuf::Map<std::string, std::string>& selector,
+                     const Labels& labels);
+// True when `selector` names the connection or all its tags are on the connection.
+bool SelectsConnection(const v1::ConnectionSelector& selector, const v1::Connection& connection);
+
+// The snapshot for an agent with `labels`:
+// - connections whose `agents` selector matches the labels (with their credentials);
+// - access rules, guardrails and masking rules that select at least one of those connections;
+// - approval policies those guardrails reference (without webhooks: they stay here);
+// - issuers the included access rules accept (all issuers when a rule does not restrict them).
+// An agent that serves no connection gets an empty snapshot (version only).
+v1::PolicySnapshot BuildSnapshot(const PolicyState& state, const Labels& labels);
+
+// A digest of the snapshot's content, version excluded: equal digests = nothing to push.
+std::string SnapshotDigest(const v1::PolicySnapshot& snapshot);
+
+}  // namespace sluice::controlplane

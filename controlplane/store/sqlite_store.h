@@ -1,0 +1,57 @@
+// The embedded store: one SQLite database in WAL mode under the control plane's data dir.
+#pragma once
+
+#include <sqlite3.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "controlplane/store/store.h"
+
+namespace sluice::controlplane {
+
+class SqliteStore : public Store {
+ public:
+  // Opens (creating if needed) the database at `path`, switches it to WAL mode and applies the
+  // schema migrations.
+  static absl::StatusOr<std::unique_ptr<SqliteStore>> Open(const std::string& path);
+  ~SqliteStore() override;
+
+  absl::StatusOr<uint64_t> PolicyVersion() override;
+  absl::StatusOr<uint64_t> UpsertResources(const std::vector<StoredResource>& batch,
+                                           const std::string& actor, int64_t now_ms) override;
+  absl::StatusOr<uint64_t> DeleteResource(const std::string& kind, const std::string& name) override;
+  absl::StatusOr<std::vector<StoredResource>> ListResources(const std::string& kind) override;
+  absl::StatusOr<StoredResource> GetResource(const std::string& kind, const std::string& name) override;
+
+  absl::Status CreateEnrollment(const EnrollmentRecord& enrollment) override;
+  absl::StatusOr<AgentRecord> ConsumeEnrollment(const std::string& token_hash,
+                                                const std::string& secret_hash,
+                                                int64_t now_ms) override;
+  absl::StatusOr<std::vector<AgentRecord>> ListAgents() override;
+  absl::Status UpdateAgentHello(const std::string& id, const std::string& agent_version,
+                                const std::vector<std::string>& capabilities,
+                                int64_t now_ms) override;
+  absl::Status UpdateAgentSeen(const std::string& id, int64_t now_ms) override;
+  absl::Status RecordAck(const std::string& id, uint64_t version, int64_t now_ms) override;
+  absl::Status RecordNack(const std::string& id, uint64_t version, const std::string& error,
+                          int64_t now_ms) override;
+
+  absl::StatusOr<int64_t> AppendAudit(const AuditRecord& record) override;
+  absl::StatusOr<std::vector<AuditRecord>> ListAudit(int limit) override;
+
+ private:
+  explicit SqliteStore(sqlite3* db) : db_(db) {}
+  absl::StatusOr<uint64_t> BumpVersionLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<std::vector<StoredResource>> QueryResourcesLocked(const std::string& where,
+                                                                   const std::string& kind,
+                                                                   const std::string& name)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  absl::Mutex mu_;
+  sqlite3* db_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace sluice::controlplane

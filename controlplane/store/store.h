@@ -1,0 +1,98 @@
+// The control plane's storage interface. SqliteStore is the embedded default; a PostgreSQL
+// implementation for HA deployments satisfies the same interface (see docs/architecture.md).
+//
+// Implementations are called from one owner thread (the control plane's store worker), but must
+// be safe to call from any single thread at a time.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "sluice/v1/policy.pb.h"
+
+namespace sluice::controlplane {
+
+// A resource as stored: the spec without its inline secret, and the secret sealed with
+// AES-256-GCM under the master key (empty when the resource has none).
+struct StoredResource {
+  v1::Resource resource;  // meta is filled on reads
+  std::string sealed_secret;
+};
+
+struct AgentRecord {
+  std::string id;
+  std::map<std::string, std::string> labels;
+  std::string secret_hash;  // SHA-256 hex of the agent's secret
+  int64_t enrolled_ms = 0;
+  int64_t last_seen_ms = 0;
+  std::string agent_version;
+  std::vector<std::string> capabilities;
+  uint64_t applied_version = 0;
+  uint64_t last_nack_version = 0;
+  std::string last_nack_error;
+};
+
+struct EnrollmentRecord {
+  std::string token_hash;  // SHA-256 hex of the one-time token
+  std::string agent_id;
+  std::map<std::string, std::string> labels;
+  int64_t created_ms = 0;
+  int64_t expires_ms = 0;
+};
+
+// One operator action (admin API call) or control-plane event, for the audit trail.
+struct AuditRecord {
+  int64_t id = 0;  // assigned by the store
+  int64_t time_ms = 0;
+  std::string actor;    // who ("bootstrap-admin", "agent:<id>", "anonymous")
+  std::string action;   // e.g. "AdminService.Apply"
+  std::string target;   // e.g. "Connection/orders-prod"
+  std::string outcome;  // "ok" or the error code name
+  std::string detail;   // human-readable detail; never a secret
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // The current global policy version (0 before anything was applied).
+  virtual absl::StatusOr<uint64_t> PolicyVersion() = 0;
+
+  // Creates or replaces every resource of `batch` in one transaction and bumps the policy version
+  // once; returns the new version. Each stored resource gets that version in its meta.
+  virtual absl::StatusOr<uint64_t> UpsertResources(const std::vector<StoredResource>& batch,
+                                                   const std::string& actor, int64_t now_ms) = 0;
+  // Deletes one resource and bumps the version. NotFound when it does not exist.
+  virtual absl::StatusOr<uint64_t> DeleteResource(const std::string& kind, const std::string& name) = 0;
+  // `kind` "" lists every kind. Ordered by kind, then name.
+  virtual absl::StatusOr<std::vector<StoredResource>> ListResources(const std::string& kind) = 0;
+  virtual absl::StatusOr<StoredResource> GetResource(const std::string& kind,
+                                                     const std::string& name) = 0;
+
+  virtual absl::Status CreateEnrollment(const EnrollmentRecord& enrollment) = 0;
+  // Consumes a one-time token: NotFound when unknown, FailedPrecondition when used or expired.
+  // On success the agent is created (or its credential replaced) with `secret_hash`.
+  virtual absl::StatusOr<AgentRecord> ConsumeEnrollment(const std::string& token_hash,
+                                                        const std::string& secret_hash,
+                                                        int64_t now_ms) = 0;
+  virtual absl::StatusOr<std::vector<AgentRecord>> ListAgents() = 0;
+  // Records what the agent said in Hello.
+  virtual absl::Status UpdateAgentHello(const std::string& id, const std::string& agent_version,
+                                        const std::vector<std::string>& capabilities,
+                                        int64_t now_ms) = 0;
+  virtual absl::Status UpdateAgentSeen(const std::string& id, int64_t now_ms) = 0;
+  virtual absl::Status RecordAck(const std::string& id, uint64_t version, int64_t now_ms) = 0;
+  virtual absl::Status RecordNack(const std::string& id, uint64_t version, const std::string& error,
+                                  int64_t now_ms) = 0;
+
+  virtual absl::StatusOr<int64_t> AppendAudit(const AuditRecord& record) = 0;
+  // The most recent `limit` records, newest first.
+  virtual absl::StatusOr<std::vector<AuditRecord>> ListAudit(int limit) = 0;
+};
+
+}  // namespace sluice::controlplane
