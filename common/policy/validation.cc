@@ -82,7 +82,8 @@ void CheckConnection(const v1::Connection& c, Checker& ck) {
     const auto& u = c.upstream();
     ck.Required("upstream.host", u.host());
     if (u.host().size() > 253) ck.Fail("upstream.host", "at most 253 characters");
-    if (u.port() == 0 || u.port() > 65535) ck.Fail("upstream.port", "required: 1-65535");
+    if (u.port() == 0) ck.Fail("upstream.port", "required: 1-65535");
+    if (u.port() > 65535) ck.Fail("upstream.port", absl::StrCat(u.port(), " is not a TCP port (1-65535)"));
   }
   if (!c.has_credentials()) {
     ck.Fail("credentials", "required: {username, password or password_from}");

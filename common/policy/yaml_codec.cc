@@ -3,9 +3,9 @@
 #include <yaml-cpp/yaml.h>
 
 #include <google/protobuf/duration.pb.h>
-#include <google/protobuf/util/json_util.h>
 
 #include <limits>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/ascii.h"
@@ -229,82 +229,112 @@ bool ToMessage(const YAML::Node& node, Message* msg, const std::string& path, Fi
   return true;
 }
 
-void EmitMessage(YAML::Emitter& out, const Message& msg);
+using Json = nlohmann::ordered_json;
 
-void EmitValue(YAML::Emitter& out, const Message& msg, const FieldDescriptor* f, int index) {
+Json MessageToJson(const Message& msg);
+
+Json ValueToJson(const Message& msg, const FieldDescriptor* f, int index) {
   const Reflection* r = msg.GetReflection();
   bool rep = index >= 0;
   switch (f->cpp_type()) {
     case FieldDescriptor::CPPTYPE_STRING:
-      out << (rep ? r->GetRepeatedString(msg, f, index) : r->GetString(msg, f));
-      break;
+      return rep ? r->GetRepeatedString(msg, f, index) : r->GetString(msg, f);
     case FieldDescriptor::CPPTYPE_UINT32:
-      out << (rep ? r->GetRepeatedUInt32(msg, f, index) : r->GetUInt32(msg, f));
-      break;
+      return rep ? r->GetRepeatedUInt32(msg, f, index) : r->GetUInt32(msg, f);
     case FieldDescriptor::CPPTYPE_INT32:
-      out << (rep ? r->GetRepeatedInt32(msg, f, index) : r->GetInt32(msg, f));
-      break;
+      return rep ? r->GetRepeatedInt32(msg, f, index) : r->GetInt32(msg, f);
     case FieldDescriptor::CPPTYPE_UINT64:
-      out << (rep ? r->GetRepeatedUInt64(msg, f, index) : r->GetUInt64(msg, f));
-      break;
+      return rep ? r->GetRepeatedUInt64(msg, f, index) : r->GetUInt64(msg, f);
     case FieldDescriptor::CPPTYPE_INT64:
-      out << (rep ? r->GetRepeatedInt64(msg, f, index) : r->GetInt64(msg, f));
-      break;
+      return rep ? r->GetRepeatedInt64(msg, f, index) : r->GetInt64(msg, f);
     case FieldDescriptor::CPPTYPE_BOOL:
-      out << (rep ? r->GetRepeatedBool(msg, f, index) : r->GetBool(msg, f));
-      break;
+      return rep ? r->GetRepeatedBool(msg, f, index) : r->GetBool(msg, f);
     case FieldDescriptor::CPPTYPE_ENUM:
-      out << EnumYamlName(rep ? r->GetRepeatedEnum(msg, f, index) : r->GetEnum(msg, f));
-      break;
+      return EnumYamlName(rep ? r->GetRepeatedEnum(msg, f, index) : r->GetEnum(msg, f));
     case FieldDescriptor::CPPTYPE_MESSAGE:
-      EmitMessage(out, rep ? r->GetRepeatedMessage(msg, f, index) : r->GetMessage(msg, f));
-      break;
+      return MessageToJson(rep ? r->GetRepeatedMessage(msg, f, index) : r->GetMessage(msg, f));
     default:
-      out << YAML::Null;
+      return nullptr;
   }
 }
 
-void EmitFields(YAML::Emitter& out, const Message& msg) {
+// The same shape operators write in YAML: field names as in policy.proto, enums in lower case
+// without prefix, durations as "300s", maps sorted by key, fields at their default omitted.
+Json MessageToJson(const Message& msg) {
+  if (msg.GetDescriptor()->full_name() == "google.protobuf.Duration") {
+    const auto& dur = static_cast<const google::protobuf::Duration&>(msg);
+    return absl::FormatDuration(absl::Seconds(dur.seconds()) + absl::Nanoseconds(dur.nanos()));
+  }
   const Reflection* r = msg.GetReflection();
   const Descriptor* d = msg.GetDescriptor();
+  Json out = Json::object();
   for (int i = 0; i < d->field_count(); ++i) {
     const FieldDescriptor* f = d->field(i);
     if (f->is_repeated() ? r->FieldSize(msg, f) == 0 : !r->HasField(msg, f)) continue;
-    out << YAML::Key << f->name() << YAML::Value;
     if (f->is_map()) {
-      // Sort map entries so output is stable.
-      std::vector<std::pair<std::string, std::string>> entries;
+      std::map<std::string, std::string> sorted;
       for (int j = 0; j < r->FieldSize(msg, f); ++j) {
         const Message& e = r->GetRepeatedMessage(msg, f, j);
         const auto* er = e.GetReflection();
-        entries.emplace_back(er->GetString(e, f->message_type()->map_key()),
-                             er->GetString(e, f->message_type()->map_value()));
+        sorted[er->GetString(e, f->message_type()->map_key())] =
+            er->GetString(e, f->message_type()->map_value());
       }
-      std::sort(entries.begin(), entries.end());
-      out << YAML::Flow << YAML::BeginMap;
-      for (const auto& [k, v] : entries) out << YAML::Key << k << YAML::Value << v;
-      out << YAML::EndMap;
+      Json m = Json::object();
+      for (const auto& [k, v] : sorted) m[k] = v;
+      out[f->name()] = std::move(m);
     } else if (f->is_repeated()) {
-      bool scalars = f->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE;
-      if (scalars) out << YAML::Flow;
-      out << YAML::BeginSeq;
-      for (int j = 0; j < r->FieldSize(msg, f); ++j) EmitValue(out, msg, f, j);
-      out << YAML::EndSeq;
+      Json a = Json::array();
+      for (int j = 0; j < r->FieldSize(msg, f); ++j) a.push_back(ValueToJson(msg, f, j));
+      out[f->name()] = std::move(a);
     } else {
-      EmitValue(out, msg, f, -1);
+      out[f->name()] = ValueToJson(msg, f, -1);
     }
+  }
+  return out;
+}
+
+// Emits JSON as block YAML; maps of scalars and lists of scalars in flow style.
+void EmitYaml(YAML::Emitter& out, const Json& j) {
+  auto all_scalars = [](const Json& c) {
+    for (const auto& v : c) {
+      if (v.is_structured()) return false;
+    }
+    return true;
+  };
+  if (j.is_object()) {
+    if (!j.empty() && all_scalars(j) && j.size() <= 4) out << YAML::Flow;
+    out << YAML::BeginMap;
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      out << YAML::Key << it.key() << YAML::Value;
+      EmitYaml(out, it.value());
+    }
+    out << YAML::EndMap;
+  } else if (j.is_array()) {
+    if (all_scalars(j)) out << YAML::Flow;
+    out << YAML::BeginSeq;
+    for (const auto& v : j) EmitYaml(out, v);
+    out << YAML::EndSeq;
+  } else if (j.is_string()) {
+    out << j.get<std::string>();
+  } else if (j.is_boolean()) {
+    out << j.get<bool>();
+  } else if (j.is_number_unsigned()) {
+    out << j.get<uint64_t>();
+  } else if (j.is_number_integer()) {
+    out << j.get<int64_t>();
+  } else {
+    out << YAML::Null;
   }
 }
 
-void EmitMessage(YAML::Emitter& out, const Message& msg) {
-  if (msg.GetDescriptor()->full_name() == "google.protobuf.Duration") {
-    const auto& dur = static_cast<const google::protobuf::Duration&>(msg);
-    out << absl::FormatDuration(absl::Seconds(dur.seconds()) + absl::Nanoseconds(dur.nanos()));
-    return;
+Json ResourceJson(const v1::Resource& resource) {
+  Json j = Json::object();
+  j["kind"] = KindOf(resource);
+  if (const Message* spec = Spec(resource)) {
+    Json fields = MessageToJson(*spec);
+    for (auto it = fields.begin(); it != fields.end(); ++it) j[it.key()] = it.value();
   }
-  out << YAML::BeginMap;
-  EmitFields(out, msg);
-  out << YAML::EndMap;
+  return j;
 }
 
 }  // namespace
@@ -363,7 +393,8 @@ ParsedDocuments ParseYamlDocuments(absl::string_view text) {
     }
     YAML::Node spec_node(YAML::NodeType::Map);
     for (const auto& kv : doc) {
-      if (kv.first.IsScalar() && kv.first.Scalar() == "kind") continue;
+      // `kind` picks the message; `meta` is what `get -o json` shows and apply ignores.
+      if (kv.first.IsScalar() && (kv.first.Scalar() == "kind" || kv.first.Scalar() == "meta")) continue;
       spec_node[kv.first] = kv.second;
     }
     v1::Resource resource;
@@ -382,32 +413,13 @@ ParsedDocuments ParseYamlDocuments(absl::string_view text) {
 
 std::string ResourceToYaml(const v1::Resource& resource) {
   YAML::Emitter out;
-  out << YAML::BeginMap << YAML::Key << "kind" << YAML::Value << KindOf(resource);
-  if (const Message* spec = Spec(resource)) EmitFields(out, *spec);
-  out << YAML::EndMap;
+  EmitYaml(out, ResourceJson(resource));
   return std::string(out.c_str()) + "\n";
 }
 
 std::string ResourceToJson(const v1::Resource& resource) {
-  google::protobuf::util::JsonPrintOptions opts;
-  opts.preserve_proto_field_names = true;
-  nlohmann::json j = nlohmann::json::object();
-  j["kind"] = KindOf(resource);
-  if (const Message* spec = Spec(resource)) {
-    std::string text;
-    if (google::protobuf::util::MessageToJsonString(*spec, &text, opts).ok()) {
-      nlohmann::json fields = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-      if (fields.is_object()) {
-        for (auto it = fields.begin(); it != fields.end(); ++it) j[it.key()] = it.value();
-      }
-    }
-  }
-  if (resource.has_meta()) {
-    std::string text;
-    if (google::protobuf::util::MessageToJsonString(resource.meta(), &text, opts).ok()) {
-      j["meta"] = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-    }
-  }
+  Json j = ResourceJson(resource);
+  if (resource.has_meta()) j["meta"] = MessageToJson(resource.meta());
   return j.dump(2);
 }
 

@@ -1,0 +1,307 @@
+#include "agent/control_client.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/log.h"
+#include "common/policy/validation.h"
+#include "sluice/v1/agent.grpc.pb.h"
+
+namespace sluice::agent {
+namespace {
+
+int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
+
+}  // namespace
+
+ControlClient::ControlClient(ControlClientOptions options, PolicyHolder* policy)
+    : options_(std::move(options)), policy_(policy) {}
+
+ControlClient::~ControlClient() { Stop(); }
+
+uint64_t ControlClient::LoadFromDisk() {
+  auto snap = LoadSnapshot(options_.data_dir);
+  if (!snap.ok()) {
+    if (!absl::IsNotFound(snap.status())) {
+      LogError("ignoring the snapshot on disk: ", snap.status().message());
+    }
+    return 0;
+  }
+  std::string problem = Apply(*snap, "disk");
+  if (!problem.empty()) {
+    LogError("the snapshot on disk is no longer valid here, not enforcing it: ", problem);
+    return 0;
+  }
+  return snap->version();
+}
+
+std::string ControlClient::Apply(const v1::PolicySnapshot& snapshot, const std::string& source) {
+  std::string problem = policy::ValidateSnapshot(snapshot, options_.capabilities);
+  if (problem.empty() && source != "disk") {
+    absl::Status st = SaveSnapshot(options_.data_dir, snapshot);
+    if (!st.ok()) problem = absl::StrCat("cannot persist the snapshot: ", st.message());
+  }
+  absl::MutexLock lock(&mu_);
+  if (!problem.empty()) {
+    last_nack_version_ = snapshot.version();
+    last_nack_error_ = problem;
+    return problem;
+  }
+  policy_->Set(std::make_shared<const v1::PolicySnapshot>(snapshot));
+  applied_version_ = snapshot.version();
+  snapshot_source_ = source;
+  LogInfo("applied snapshot version ", snapshot.version(), " from ", source, ": ",
+          snapshot.connections_size(), " connection(s)");
+  return "";
+}
+
+void ControlClient::Start() { thread_ = std::thread([this] { Loop(); }); }
+
+void ControlClient::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    if (active_context_ != nullptr) static_cast<grpc::ClientContext*>(active_context_)->TryCancel();
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+std::string ControlClient::fatal_error() const {
+  absl::MutexLock lock(&mu_);
+  return fatal_error_;
+}
+
+void ControlClient::SetState(const std::string& state, const std::string& error) {
+  absl::MutexLock lock(&mu_);
+  if (state_ != state) state_since_ms_ = NowMs();
+  state_ = state;
+  if (!error.empty()) last_error_ = error;
+}
+
+bool ControlClient::SleepFor(absl::Duration d) {
+  absl::MutexLock lock(&mu_);
+  mu_.AwaitWithTimeout(absl::Condition(&stopping_), d);
+  return !stopping_;
+}
+
+std::string ControlClient::StatusJson() const {
+  absl::MutexLock lock(&mu_);
+  nlohmann::json connections = nlohmann::json::array();
+  if (auto snap = policy_->Get()) {
+    for (const auto& c : snap->connections()) connections.push_back(c.name());
+  }
+  nlohmann::json j = {
+      {"agent_id", identity_ ? identity_->agent_id : ""},
+      {"state", state_},
+      {"state_since_unix_ms", state_since_ms_},
+      {"control_plane", options_.address},
+      {"applied_version", applied_version_},
+      {"snapshot_source", snapshot_source_},
+      {"connections", connections},
+      {"capabilities", options_.capabilities},
+      {"last_error", last_error_},
+      {"last_nack_version", last_nack_version_},
+      {"last_nack_error", last_nack_error_},
+      {"reconnects", reconnects_},
+      {"fatal_error", fatal_error_}};
+  return j.dump(2) + "\n";
+}
+
+void ControlClient::Loop() {
+  absl::BitGen rng;
+  int attempt = 0;
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_ || !fatal_error_.empty()) return;
+    }
+    bool synced = ConnectOnce();
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_ || !fatal_error_.empty()) return;
+      ++reconnects_;
+    }
+    if (synced) attempt = 0;
+    absl::Duration cap = options_.initial_backoff * (1 << std::min(attempt, 16));
+    if (cap > options_.max_backoff) cap = options_.max_backoff;
+    ++attempt;
+    // Full jitter: a fleet of agents does not reconnect in lock step after an outage.
+    absl::Duration wait = absl::Milliseconds(absl::Uniform<double>(rng, 0.0, absl::ToDoubleMilliseconds(cap)));
+    LogInfo("reconnecting to the control plane in ", absl::FormatDuration(wait));
+    if (!SleepFor(wait)) return;
+  }
+}
+
+bool ControlClient::EnsureIdentity() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (identity_) return true;
+  }
+  auto loaded = LoadIdentity(options_.data_dir);
+  if (loaded.ok()) {
+    absl::MutexLock lock(&mu_);
+    identity_ = *std::move(loaded);
+    return true;
+  }
+  if (!absl::IsNotFound(loaded.status())) {
+    absl::MutexLock lock(&mu_);
+    fatal_error_ = std::string(loaded.status().message());
+    return false;
+  }
+  if (options_.enroll_token.empty()) {
+    absl::MutexLock lock(&mu_);
+    fatal_error_ = "this agent is not enrolled: start it once with --enroll-token (from "
+                   "`sluicectl agents enroll`)";
+    return false;
+  }
+  return false;
+}
+
+bool ControlClient::ConnectOnce() {
+  {
+    absl::MutexLock lock(&mu_);
+    std::string state = reconnects_ == 0 ? "connecting" : "reconnecting";
+    if (state_ != state) state_since_ms_ = NowMs();
+    state_ = state;
+  }
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = options_.ca_pem;
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  args.SetMaxReceiveMessageSize(64 << 20);
+  auto channel = grpc::CreateCustomChannel(options_.address, grpc::SslCredentials(ssl), args);
+  auto stub = v1::AgentService::NewStub(channel);
+
+  if (!EnsureIdentity()) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (!fatal_error_.empty()) return false;
+    }
+    // Enroll with the one-time token.
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(15));
+    v1::EnrollRequest req;
+    req.set_token(options_.enroll_token);
+    req.set_agent_version(options_.agent_version);
+    v1::EnrollResponse resp;
+    grpc::Status st = stub->Enroll(&ctx, req, &resp);
+    if (!st.ok()) {
+      std::string why = absl::StrCat("enrollment failed: ", st.error_message());
+      if (st.error_code() == grpc::StatusCode::UNAVAILABLE ||
+          st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+        SetState("connecting", why);
+        LogWarning(why);
+      } else {
+        absl::MutexLock lock(&mu_);
+        fatal_error_ = why;
+      }
+      return false;
+    }
+    AgentIdentity id{resp.agent_id(), resp.agent_secret(), {resp.labels().begin(), resp.labels().end()}};
+    absl::Status saved = SaveIdentity(options_.data_dir, id);
+    if (!saved.ok()) {
+      absl::MutexLock lock(&mu_);
+      fatal_error_ = absl::StrCat("enrolled, but cannot save the identity: ", saved.message());
+      return false;
+    }
+    LogInfo("enrolled as agent ", id.agent_id);
+    absl::MutexLock lock(&mu_);
+    identity_ = std::move(id);
+  }
+
+  AgentIdentity id;
+  grpc::ClientContext ctx;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return false;
+    id = *identity_;
+    active_context_ = &ctx;
+  }
+  ctx.AddMetadata("authorization", absl::StrCat("Agent ", id.agent_id, ":", id.secret));
+  auto stream = stub->Connect(&ctx);
+
+  absl::Mutex write_mu;
+  bool done = false;
+  v1::AgentMessage hello_msg;
+  v1::Hello* hello = hello_msg.mutable_hello();
+  hello->set_agent_id(id.agent_id);
+  const auto& labels = options_.labels.empty() ? id.labels : options_.labels;
+  hello->mutable_labels()->insert(labels.begin(), labels.end());
+  hello->set_agent_version(options_.agent_version);
+  for (const auto& c : options_.capabilities) hello->add_capabilities(c);
+  {
+    absl::MutexLock lock(&mu_);
+    hello->set_applied_version(applied_version_);
+  }
+  bool ok = stream->Write(hello_msg);
+
+  std::thread heartbeat([&] {
+    absl::MutexLock lock(&write_mu);
+    while (!write_mu.AwaitWithTimeout(absl::Condition(&done), options_.heartbeat_interval)) {
+      v1::AgentMessage hb;
+      hb.mutable_heartbeat()->set_time_unix_ms(NowMs());
+      if (!stream->Write(hb)) break;
+    }
+  });
+
+  bool synced = false;
+  bool write_failed = !ok;
+  v1::ControlMessage msg;
+  while (ok && stream->Read(&msg)) {
+    if (msg.has_snapshot()) {
+      const v1::PolicySnapshot& snap = msg.snapshot().snapshot();
+      if (!synced) {
+        synced = true;
+        SetState("connected", "");
+      }
+      std::string problem = Apply(snap, "control-plane");
+      v1::AgentMessage answer;
+      if (problem.empty()) {
+        answer.mutable_ack()->set_version(snap.version());
+        answer.mutable_ack()->set_nonce(msg.snapshot().nonce());
+      } else {
+        LogWarning("rejected snapshot version ", snap.version(), ": ", problem);
+        answer.mutable_nack()->set_version(snap.version());
+        answer.mutable_nack()->set_nonce(msg.snapshot().nonce());
+        answer.mutable_nack()->set_error(problem);
+      }
+      absl::MutexLock lock(&write_mu);
+      if (!stream->Write(answer)) {
+        write_failed = true;
+        break;
+      }
+    } else {
+      LogWarning("ignoring a control message this agent does not handle yet (case ",
+                 static_cast<int>(msg.msg_case()), ")");
+    }
+  }
+  {
+    absl::MutexLock lock(&write_mu);
+    done = true;
+  }
+  heartbeat.join();
+  if (write_failed) ctx.TryCancel();  // the stream may still be open; make Finish return
+  grpc::Status st = stream->Finish();
+  {
+    absl::MutexLock lock(&mu_);
+    active_context_ = nullptr;
+  }
+  std::string why = st.ok() ? "the control plane closed the stream"
+                            : absl::StrCat("stream ended: ", st.error_message());
+  if (st.error_code() == grpc::StatusCode::UNAUTHENTICATED ||
+      st.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
+    LogError(why);
+  } else {
+    LogWarning(why);
+  }
+  SetState("reconnecting", why);
+  return synced;
+}
+
+}  // namespace sluice::agent

@@ -1,0 +1,148 @@
+// sluice-agent: runs inside a VPC next to the targets. Dials out to the control plane, receives
+// the policy snapshot computed for it, validates, applies and keeps it on disk, and (from the
+// next issues on) proxies PostgreSQL, MySQL and HTTP callers under that policy.
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <map>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
+#include "agent/control_client.h"
+#include "agent/policy_holder.h"
+#include "common/files.h"
+#include "common/flags.h"
+#include "common/http_server.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+
+ABSL_FLAG(std::string, control_plane, "127.0.0.1:7443", "control plane gRPC address host:port");
+ABSL_FLAG(std::string, ca_file, "", "CA certificate (PEM) the control plane's certificate chains to");
+ABSL_FLAG(std::string, enroll_token, "",
+          "one-time enrollment token from `sluicectl agents enroll` (needed on first start only)");
+ABSL_FLAG(std::string, labels, "",
+          "comma-separated k=v labels; must agree with the labels granted at enrollment "
+          "(empty = the granted labels)");
+ABSL_FLAG(std::string, data_dir, "./sluice-agent-data",
+          "directory for the agent identity and the last good snapshot (created 0700)");
+ABSL_FLAG(std::string, protocols, "postgres,mysql,http",
+          "protocols this agent serves; a snapshot with a connection of another protocol is NACKed");
+ABSL_FLAG(std::string, status_listen, "127.0.0.1:7081",
+          "address of the HTTP status port (/healthz, /readyz, /status); empty = off; port 0 = any");
+ABSL_FLAG(absl::Duration, reconnect_max_backoff, absl::Seconds(30),
+          "upper bound of the reconnect backoff (exponential with full jitter)");
+ABSL_FLAG(absl::Duration, heartbeat_interval, absl::Seconds(10), "heartbeat period on the stream");
+ABSL_FLAG(bool, verbose, false, "log debug messages");
+
+namespace sluice::agent {
+namespace {
+
+constexpr char kAgentVersion[] = "0.1.0";
+
+absl::StatusOr<std::map<std::string, std::string>> ParseLabels(const std::string& text) {
+  std::map<std::string, std::string> out;
+  for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipEmpty())) {
+    std::pair<std::string, std::string> kv = absl::StrSplit(part, absl::MaxSplits('=', 1));
+    if (kv.first.empty() || part.find('=') == absl::string_view::npos) {
+      return absl::InvalidArgumentError(absl::StrCat("--labels: '", part, "' is not k=v"));
+    }
+    out[kv.first] = kv.second;
+  }
+  return out;
+}
+
+absl::Status Run() {
+  ControlClientOptions opts;
+  opts.address = absl::GetFlag(FLAGS_control_plane);
+  opts.data_dir = absl::GetFlag(FLAGS_data_dir);
+  opts.enroll_token = absl::GetFlag(FLAGS_enroll_token);
+  opts.agent_version = kAgentVersion;
+  opts.max_backoff = absl::GetFlag(FLAGS_reconnect_max_backoff);
+  opts.heartbeat_interval = absl::GetFlag(FLAGS_heartbeat_interval);
+  if (opts.max_backoff < absl::Milliseconds(100)) {
+    return absl::InvalidArgumentError("--reconnect-max-backoff must be at least 100ms");
+  }
+  ASSIGN_OR_RETURN(opts.labels, ParseLabels(absl::GetFlag(FLAGS_labels)));
+  for (absl::string_view p : absl::StrSplit(absl::GetFlag(FLAGS_protocols), ',', absl::SkipEmpty())) {
+    if (p != "postgres" && p != "mysql" && p != "http") {
+      return absl::InvalidArgumentError(absl::StrCat("--protocols: unknown protocol '", p,
+                                                     "' (postgres, mysql, http)"));
+    }
+    opts.capabilities.emplace_back(p);
+  }
+  if (absl::GetFlag(FLAGS_ca_file).empty()) {
+    return absl::InvalidArgumentError(
+        "--ca-file is required: the CA certificate of the control plane (its data dir holds "
+        "tls/ca.crt when it made its own)");
+  }
+  ASSIGN_OR_RETURN(opts.ca_pem, ReadFile(absl::GetFlag(FLAGS_ca_file), 1 << 20));
+  RETURN_IF_ERROR(EnsureDir(opts.data_dir, 0700));
+
+  PolicyHolder policy;
+  ControlClient client(opts, &policy);
+  uint64_t from_disk = client.LoadFromDisk();
+  if (from_disk > 0) LogInfo("enforcing snapshot version ", from_disk, " from disk until the control plane answers");
+
+  HttpServer http;
+  http.AddGet("/status", "application/json", [&client] { return client.StatusJson(); });
+  if (!absl::GetFlag(FLAGS_status_listen).empty()) {
+    ASSIGN_OR_RETURN(int port, http.Start(absl::GetFlag(FLAGS_status_listen)));
+    LogInfo("status on http://", absl::GetFlag(FLAGS_status_listen).substr(
+                                     0, absl::GetFlag(FLAGS_status_listen).rfind(':')),
+            ":", port, "/status");
+    RETURN_IF_ERROR(WriteFileAtomic(opts.data_dir + "/status.port", absl::StrCat(port, "\n"), 0600));
+  }
+  http.SetReady(true);
+  LogInfo("sluice-agent ", kAgentVersion, ": the PostgreSQL, MySQL and HTTP listeners are not built "
+          "yet; this agent receives, validates and holds policy snapshots");
+  client.Start();
+
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  struct timespec tick = {0, 200 * 1000 * 1000};
+  while (true) {
+    int sig = sigtimedwait(&set, nullptr, &tick);
+    if (sig == SIGINT || sig == SIGTERM) {
+      LogInfo("signal ", sig, ": shutting down");
+      break;
+    }
+    std::string fatal = client.fatal_error();
+    if (!fatal.empty()) {
+      client.Stop();
+      http.Stop();
+      return absl::FailedPreconditionError(fatal);
+    }
+  }
+  client.Stop();
+  http.Stop();
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace sluice::agent
+
+int main(int argc, char** argv) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  umask(077);
+
+  absl::SetProgramUsageMessage("sluice-agent [flags]: the Sluice agent");
+  sluice::ParseFlags(argc, argv);
+  sluice::SetLogComponent("agent");
+  if (absl::GetFlag(FLAGS_verbose)) sluice::SetLogLevel(sluice::LogLevel::kDebug);
+  absl::Status st = sluice::agent::Run();
+  if (!st.ok()) {
+    sluice::LogError(st.message());
+    return 1;
+  }
+  return 0;
+}

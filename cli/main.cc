@@ -1,0 +1,275 @@
+// sluicectl: the Sluice admin CLI. Exit codes: 0 success, 1 failure (bad input, refused by the
+// control plane, unreachable), 2 usage error.
+#include <CLI/CLI.hpp>
+#include <google/protobuf/util/json_util.h>
+#include <grpcpp/grpcpp.h>
+
+#include <cstdio>
+#include <iostream>
+#include <iterator>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "cli/config.h"
+#include "common/files.h"
+#include "common/policy/resource.h"
+#include "common/policy/yaml_codec.h"
+
+namespace sluice::cli {
+namespace {
+
+int Fail(const std::string& message) {
+  std::fprintf(stderr, "error: %s\n", message.c_str());
+  return 1;
+}
+
+int FailRpc(const grpc::Status& st) {
+  if (st.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    return Fail(absl::StrCat("control plane unreachable: ", st.error_message()));
+  }
+  return Fail(st.error_message());
+}
+
+std::string Ago(int64_t unix_ms) {
+  if (unix_ms == 0) return "never";
+  absl::Duration d = absl::Now() - absl::FromUnixMillis(unix_ms);
+  if (d < absl::Seconds(2)) return "now";
+  if (d < absl::Minutes(2)) return absl::StrCat(absl::ToInt64Seconds(d), "s ago");
+  if (d < absl::Hours(2)) return absl::StrCat(absl::ToInt64Minutes(d), "m ago");
+  return absl::FormatTime("%Y-%m-%d %H:%M:%SZ", absl::FromUnixMillis(unix_ms), absl::UTCTimeZone());
+}
+
+// Prints rows as aligned columns.
+void PrintTable(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> width;
+  for (const auto& r : rows) {
+    for (size_t i = 0; i < r.size(); ++i) {
+      if (width.size() <= i) width.push_back(0);
+      width[i] = std::max(width[i], r[i].size());
+    }
+  }
+  for (const auto& r : rows) {
+    std::string line;
+    for (size_t i = 0; i < r.size(); ++i) {
+      line += r[i];
+      if (i + 1 < r.size()) line += std::string(width[i] - r[i].size() + 2, ' ');
+    }
+    std::printf("%s\n", line.c_str());
+  }
+}
+
+std::string Labels(const google::protobuf::Map<std::string, std::string>& m) {
+  std::vector<std::string> parts;
+  std::map<std::string, std::string> sorted(m.begin(), m.end());
+  for (const auto& [k, v] : sorted) parts.push_back(absl::StrCat(k, "=", v));
+  return absl::StrJoin(parts, ",");
+}
+
+int Apply(AdminClient& client, const std::string& file) {
+  absl::StatusOr<std::string> text;
+  if (file == "-") {
+    std::string in((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
+    text = in;
+  } else {
+    text = ReadFile(file, policy::kMaxYamlBytes);
+  }
+  if (!text.ok()) return Fail(std::string(text.status().message()));
+  policy::ParsedDocuments parsed = policy::ParseYamlDocuments(*text);
+  if (!parsed.errors.empty()) {
+    for (const auto& e : parsed.errors) std::fprintf(stderr, "error: %s\n", e.ToString(file).c_str());
+    std::fprintf(stderr, "nothing was applied\n");
+    return 1;
+  }
+  if (parsed.resources.empty()) return Fail(absl::StrCat(file, ": no documents"));
+  v1::ApplyRequest req;
+  req.set_source(file);
+  for (auto& r : parsed.resources) *req.add_resources() = std::move(r);
+  v1::ApplyResponse resp;
+  grpc::Status st = client.stub()->Apply(client.Context().get(), req, &resp);
+  if (!st.ok()) return FailRpc(st);
+  std::printf("applied %d document(s) from %s: %d created, %d updated, %d unchanged; policy version %llu\n",
+              req.resources_size(), file.c_str(), resp.created(), resp.updated(), resp.unchanged(),
+              static_cast<unsigned long long>(resp.version()));
+  return 0;
+}
+
+int Get(AdminClient& client, const std::string& kind, const std::string& name, const std::string& output) {
+  if (output != "table" && output != "yaml" && output != "json") {
+    std::fprintf(stderr, "error: -o must be table, yaml or json\n");
+    return 2;
+  }
+  std::vector<v1::Resource> resources;
+  if (!name.empty()) {
+    v1::GetRequest req;
+    req.set_kind(kind);
+    req.set_name(name);
+    v1::Resource r;
+    grpc::Status st = client.stub()->Get(client.Context().get(), req, &r);
+    if (!st.ok()) return FailRpc(st);
+    resources.push_back(std::move(r));
+  } else {
+    v1::ListRequest req;
+    req.set_kind(kind == "all" ? "" : kind);
+    v1::ListResponse resp;
+    grpc::Status st = client.stub()->List(client.Context().get(), req, &resp);
+    if (!st.ok()) return FailRpc(st);
+    resources.assign(resp.resources().begin(), resp.resources().end());
+  }
+  if (output == "yaml") {
+    for (size_t i = 0; i < resources.size(); ++i) {
+      if (i > 0) std::printf("---\n");
+      std::printf("%s", policy::ResourceToYaml(resources[i]).c_str());
+    }
+  } else if (output == "json") {
+    std::vector<std::string> items;
+    for (const auto& r : resources) items.push_back(policy::ResourceToJson(r));
+    if (!name.empty()) {
+      std::printf("%s\n", items[0].c_str());
+    } else {
+      std::printf("[%s]\n", absl::StrJoin(items, ",\n").c_str());
+    }
+  } else {
+    std::vector<std::vector<std::string>> rows = {{"KIND", "NAME", "VERSION", "UPDATED", "BY"}};
+    for (const auto& r : resources) {
+      rows.push_back({policy::KindOf(r), policy::NameOf(r), absl::StrCat(r.meta().version()),
+                      Ago(r.meta().updated_unix_ms()), r.meta().updated_by()});
+    }
+    if (resources.empty()) {
+      std::printf("no resources\n");
+    } else {
+      PrintTable(rows);
+    }
+  }
+  return 0;
+}
+
+int Delete(AdminClient& client, const std::string& kind, const std::string& name) {
+  v1::DeleteRequest req;
+  req.set_kind(kind);
+  req.set_name(name);
+  v1::DeleteResponse resp;
+  grpc::Status st = client.stub()->Delete(client.Context().get(), req, &resp);
+  if (!st.ok()) return FailRpc(st);
+  std::printf("deleted %s %s; policy version %llu\n", kind.c_str(), name.c_str(),
+              static_cast<unsigned long long>(resp.version()));
+  return 0;
+}
+
+int Enroll(AdminClient& client, const ClientConfig& config, const std::string& labels,
+           const std::string& name, uint32_t ttl) {
+  v1::EnrollAgentRequest req;
+  for (absl::string_view part : absl::StrSplit(labels, ',', absl::SkipEmpty())) {
+    size_t eq = part.find('=');
+    if (eq == absl::string_view::npos || eq == 0) {
+      std::fprintf(stderr, "error: --labels: '%s' is not k=v\n", std::string(part).c_str());
+      return 2;
+    }
+    (*req.mutable_labels())[std::string(part.substr(0, eq))] = std::string(part.substr(eq + 1));
+  }
+  req.set_name(name);
+  req.set_ttl_seconds(ttl);
+  v1::EnrollAgentResponse resp;
+  grpc::Status st = client.stub()->EnrollAgent(client.Context().get(), req, &resp);
+  if (!st.ok()) return FailRpc(st);
+  std::printf("agent:   %s\ntoken:   %s\nexpires: %s\n\nstart the agent with:\n"
+              "  sluice-agent --control-plane %s --ca-file %s --enroll-token %s --labels %s\n",
+              resp.agent_id().c_str(), resp.token().c_str(),
+              absl::FormatTime("%Y-%m-%d %H:%M:%SZ", absl::FromUnixMillis(resp.expires_unix_ms()),
+                               absl::UTCTimeZone()).c_str(),
+              config.server.c_str(), config.ca_file.c_str(), resp.token().c_str(), labels.c_str());
+  return 0;
+}
+
+int ListAgents(AdminClient& client, const std::string& output) {
+  v1::ListAgentsResponse resp;
+  grpc::Status st = client.stub()->ListAgents(client.Context().get(), v1::ListAgentsRequest(), &resp);
+  if (!st.ok()) return FailRpc(st);
+  if (output == "json") {
+    google::protobuf::util::JsonPrintOptions opts;
+    opts.preserve_proto_field_names = true;
+    opts.always_print_primitive_fields = true;
+    opts.add_whitespace = true;
+    std::string text;
+    if (!google::protobuf::util::MessageToJsonString(resp, &text, opts).ok()) return Fail("cannot encode");
+    std::printf("%s", text.c_str());
+    return 0;
+  }
+  std::printf("policy version %llu\n", static_cast<unsigned long long>(resp.policy_version()));
+  if (resp.agents().empty()) {
+    std::printf("no agents enrolled (sluicectl agents enroll --labels k=v)\n");
+    return 0;
+  }
+  std::vector<std::vector<std::string>> rows = {
+      {"AGENT", "CONNECTED", "LAST SEEN", "APPLIED", "SENT", "LABELS", "LAST NACK"}};
+  for (const auto& a : resp.agents()) {
+    std::string nack = a.last_nack_error().empty()
+                           ? "-"
+                           : absl::StrCat("v", a.last_nack_version(), ": ", a.last_nack_error());
+    rows.push_back({a.agent_id(), a.connected() ? "yes" : "no", Ago(a.last_seen_unix_ms()),
+                    a.applied_version() ? absl::StrCat(a.applied_version()) : "-",
+                    a.desired_version() ? absl::StrCat(a.desired_version()) : "-", Labels(a.labels()),
+                    nack});
+  }
+  PrintTable(rows);
+  return 0;
+}
+
+}  // namespace
+}  // namespace sluice::cli
+
+int main(int argc, char** argv) {
+  using namespace sluice::cli;
+  CLI::App app{"sluicectl: administer a Sluice control plane"};
+  app.require_subcommand(1);
+  ClientConfig flags;
+  app.add_option("--server", flags.server, "control plane gRPC address host:port [SLUICE_SERVER]");
+  app.add_option("--ca-file", flags.ca_file, "CA certificate to trust [SLUICE_CA_FILE]");
+  app.add_option("--token", flags.token, "admin token [SLUICE_TOKEN]");
+  app.add_option("--token-file", flags.token_file, "file holding the admin token [SLUICE_TOKEN_FILE]");
+  app.add_option("--config", flags.config_file,
+                 "config file with server, ca_file, token_file [SLUICE_CONFIG; default "
+                 "~/.config/sluice/config.yaml]");
+
+  std::string file, kind, name, output = "table", labels, agent_name;
+  uint32_t ttl = 0;
+  auto* apply = app.add_subcommand("apply", "validate and store policy documents (all or nothing)");
+  apply->add_option("-f,--filename", file, "multi-document YAML file, or - for stdin")->required();
+  auto* get = app.add_subcommand("get", "show resources (KIND: connection, issuer, access_rule, "
+                                        "guardrail, masking_rule, approval_policy, webhook, all)");
+  get->add_option("kind", kind, "resource kind")->required();
+  get->add_option("name", name, "resource name (all of the kind when omitted)");
+  get->add_option("-o,--output", output, "table, yaml or json");
+  auto* del = app.add_subcommand("delete", "delete one resource");
+  del->add_option("kind", kind, "resource kind")->required();
+  del->add_option("name", name, "resource name")->required();
+  auto* agents = app.add_subcommand("agents", "enroll and list agents");
+  agents->require_subcommand(1);
+  auto* enroll = agents->add_subcommand("enroll", "mint a one-time enrollment token");
+  enroll->add_option("--labels", labels, "labels granted to the agent, k=v,k=v")->required();
+  enroll->add_option("--name", agent_name, "agent id (generated when omitted)");
+  enroll->add_option("--ttl-seconds", ttl, "token lifetime (default 24h)");
+  auto* list = agents->add_subcommand("list", "agents, their connection state and applied version");
+  list->add_option("-o,--output", output, "table or json");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // CLI11 reports usage errors by exception; this is the one place they are caught.
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+
+  auto config = ResolveConfig(flags);
+  if (!config.ok()) return Fail(std::string(config.status().message()));
+  auto client = AdminClient::Connect(*config);
+  if (!client.ok()) return Fail(std::string(client.status().message()));
+  AdminClient& c = **client;
+  if (apply->parsed()) return Apply(c, file);
+  if (get->parsed()) return Get(c, kind, name, output);
+  if (del->parsed()) return Delete(c, kind, name);
+  if (enroll->parsed()) return Enroll(c, *config, labels, agent_name, ttl);
+  if (list->parsed()) return ListAgents(c, output);
+  return 2;
+}
