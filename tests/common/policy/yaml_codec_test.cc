@@ -1,0 +1,173 @@
+#include "common/policy/yaml_codec.h"
+
+#include <gmock/gmock.h>
+#include <google/protobuf/util/message_differencer.h>
+#include <gtest/gtest.h>
+
+#include "common/files.h"
+#include "common/policy/resource.h"
+#include "common/policy/validation.h"
+
+namespace sluice::policy {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::vector<std::string> Errors(const ParsedDocuments& p) {
+  std::vector<std::string> out;
+  for (const auto& e : p.errors) out.push_back(e.ToString("policy.yaml"));
+  return out;
+}
+
+TEST(YamlCodec, ParsesTheExamplePolicy) {
+  auto text = ReadFile(std::string(SLUICE_SOURCE_DIR) + "/examples/policy.yaml");
+  ASSERT_TRUE(text.ok());
+  ParsedDocuments p = ParseYamlDocuments(*text);
+  ASSERT_TRUE(p.errors.empty()) << ::testing::PrintToString(Errors(p));
+  ASSERT_EQ(p.resources.size(), 6u);
+  const v1::Connection& c = p.resources[0].connection();
+  EXPECT_EQ(c.name(), "demo-pg");
+  EXPECT_EQ(c.protocol(), v1::PROTOCOL_POSTGRES);
+  EXPECT_EQ(c.upstream().port(), 55432u);
+  EXPECT_EQ(c.upstream().tls(), v1::UPSTREAM_TLS_DISABLE);
+  EXPECT_EQ(c.agents().at("site"), "local");
+  const v1::ApprovalPolicy& ap = p.resources[3].approval_policy();
+  EXPECT_EQ(ap.timeout().seconds(), 300);
+  const v1::Guardrail& g = p.resources[4].guardrail();
+  ASSERT_EQ(g.rules_size(), 4);
+  EXPECT_EQ(g.rules(3).action(), v1::GUARDRAIL_ACTION_REQUIRE_APPROVAL);
+  EXPECT_EQ(p.resources[5].masking_rule().strategy(), v1::MASKING_STRATEGY_PARTIAL);
+}
+
+TEST(YamlCodec, YamlRoundTripIsLossless) {
+  auto text = ReadFile(std::string(SLUICE_SOURCE_DIR) + "/examples/policy.yaml");
+  ASSERT_TRUE(text.ok());
+  ParsedDocuments first = ParseYamlDocuments(*text);
+  ASSERT_TRUE(first.errors.empty());
+  for (const auto& r : first.resources) {
+    ParsedDocuments again = ParseYamlDocuments(ResourceToYaml(r));
+    ASSERT_TRUE(again.errors.empty()) << ResourceToYaml(r);
+    ASSERT_EQ(again.resources.size(), 1u);
+    EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(r, again.resources[0]))
+        << ResourceToYaml(r);
+    // JSON output (what `get -o json` prints) is accepted back by apply too.
+    ParsedDocuments from_json = ParseYamlDocuments(ResourceToJson(r));
+    ASSERT_TRUE(from_json.errors.empty()) << ResourceToJson(r);
+    EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(r, from_json.resources[0]));
+  }
+}
+
+struct BadCase {
+  std::string yaml;
+  std::string expected;  // a substring of the error
+};
+
+class YamlCodecBad : public ::testing::TestWithParam<BadCase> {};
+
+TEST_P(YamlCodecBad, NamesDocumentFieldAndWhy) {
+  ParsedDocuments p = ParseYamlDocuments(GetParam().yaml);
+  ASSERT_FALSE(p.errors.empty()) << GetParam().yaml;
+  EXPECT_THAT(Errors(p), ::testing::Contains(HasSubstr(GetParam().expected)));
+}
+
+constexpr char kGoodConnection[] =
+    "kind: Connection\nname: orders\nprotocol: postgres\nupstream: {host: db, port: 5432}\n"
+    "credentials: {username: app, password: pw}\nagents: {vpc: a}\n";
+
+INSTANTIATE_TEST_SUITE_P(
+    Documents, YamlCodecBad,
+    ::testing::Values(
+        BadCase{"kind: [1]\n", "document 1: kind: required"},
+        BadCase{"name: x\n", "document 1 (x): kind: required"},
+        BadCase{"kind: Gadget\nname: x\n", "unknown kind 'Gadget'"},
+        BadCase{"kind: Connection\nname: a\nprotocol: postgres\nupstream: {host: db, port: 5432}\n"
+                "credentials: {username: u, password: p}\nagents: {vpc: a}\ncolor: red\n",
+                "document 1 (Connection a): color: unknown field; fields of Connection are: name"},
+        BadCase{std::string(kGoodConnection) + "---\nkind: Connection\nname: b\nprotocol: oracle\n",
+                "document 2 (Connection b): protocol: 'oracle' is not one of: postgres, mysql, http"},
+        BadCase{"kind: Connection\nname: c\nprotocol: postgres\nupstream: {host: db, port: http}\n",
+                "upstream.port: expected a non-negative integer, got 'http'"},
+        BadCase{"kind: Connection\nname: c\nprotocol: postgres\nupstream: {host: db, port: 5432}\n"
+                "credentials: {username: u}\nagents: {vpc: a}\n",
+                "credentials: set exactly one of password and password_from"},
+        BadCase{"kind: Connection\nname: c\nprotocol: postgres\nupstream: {host: db, port: 5432}\n"
+                "credentials: {username: u, password_from: vault:x}\nagents: {vpc: a}\n",
+                "credentials.password_from: must be env:NAME or file:/absolute/path"},
+        BadCase{"kind: Connection\nname: c\nprotocol: postgres\nupstream: {host: db, port: 5432}\n"
+                "credentials: {username: u, password: p}\n",
+                "agents: required"},
+        BadCase{"kind: Connection\nname: Bad_Name\n", "name: use lower-case letters"},
+        BadCase{"kind: Issuer\nname: i\nissuer: https://x\naudience: s\njwks: {inline: 'nope'}\n",
+                "jwks.inline: must be a JWKS JSON document"},
+        BadCase{"kind: AccessRule\nname: r\nsubjects: {groups: [ci]}\nconnections: {}\naccess: read\n",
+                "connections: required"},
+        BadCase{"kind: Guardrail\nname: g\nconnections: {names: [a]}\nrules:\n"
+                "  - {match: ddl, action: require_approval}\n",
+                "rules[0].approval: required with require_approval"},
+        BadCase{"kind: Guardrail\nname: g\nconnections: {names: [a]}\nrules:\n"
+                "  - {match: ddl, action: explode}\n",
+                "rules[0].action: 'explode' is not one of: block, require_approval, allow, alert"},
+        BadCase{"kind: MaskingRule\nname: m\nconnections: {names: [a]}\ncolumns: [email]\nstrategy: redact\n",
+                "columns[0]: must be table.column"},
+        BadCase{"kind: ApprovalPolicy\nname: p\napprovers: {groups: [dba]}\ntimeout: forever\n",
+                "timeout: expected a duration"},
+        BadCase{"kind: ApprovalPolicy\nname: p\napprovers: {groups: [dba]}\ntimeout: 48h\n",
+                "timeout: must be between 1s and 24h"},
+        BadCase{"kind: Webhook\nname: w\nurl: ftp://x\n", "url: must be an http:// or https:// URL"},
+        BadCase{"kind: Connection\nname: a\n  bad indent: [\n", "YAML syntax error at line"},
+        BadCase{"- just\n- a list\n", "document 1: expected a mapping, got a list"}));
+
+TEST(YamlCodec, EveryDocumentIsReported) {
+  ParsedDocuments p = ParseYamlDocuments(
+      "kind: Webhook\nname: w1\nurl: ftp://x\n---\nkind: Webhook\nname: ok\nurl: https://x\n---\n"
+      "kind: Webhook\nname: w3\n");
+  ASSERT_EQ(p.errors.size(), 2u);
+  EXPECT_EQ(p.errors[0].index, 0);
+  EXPECT_EQ(p.errors[1].index, 2);
+  EXPECT_EQ(p.errors[1].field, "url");
+}
+
+TEST(Validation, DuplicatesInOneBatchAreRejected) {
+  ParsedDocuments p = ParseYamlDocuments("kind: Webhook\nname: w\nurl: https://a\n---\n"
+                                         "kind: Webhook\nname: w\nurl: https://b\n");
+  ASSERT_TRUE(p.errors.empty());
+  auto errors = ValidateBatch(p.resources);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].index, 1);
+  EXPECT_THAT(errors[0].message, HasSubstr("more than once"));
+}
+
+TEST(Validation, SnapshotWithUnsupportedProtocolIsRejected) {
+  v1::PolicySnapshot snap;
+  snap.set_version(3);
+  ParsedDocuments p = ParseYamlDocuments(
+      "kind: Connection\nname: shop\nprotocol: mysql\nupstream: {host: db, port: 3306}\n"
+      "credentials: {username: u, password: p}\nagents: {vpc: a}\n");
+  ASSERT_TRUE(p.errors.empty());
+  *snap.add_connections() = p.resources[0].connection();
+  EXPECT_EQ(ValidateSnapshot(snap, {"postgres", "mysql"}), "");
+  EXPECT_THAT(ValidateSnapshot(snap, {"postgres"}),
+              HasSubstr("Connection shop: protocol mysql is not supported by this agent"));
+}
+
+TEST(Validation, SnapshotPasswordReferencesMustResolveOnTheAgent) {
+  v1::PolicySnapshot snap;
+  ParsedDocuments p = ParseYamlDocuments(
+      "kind: Connection\nname: c\nprotocol: postgres\nupstream: {host: db, port: 5432}\n"
+      "credentials: {username: u, password_from: env:SLUICE_TEST_UNSET_VARIABLE}\nagents: {vpc: a}\n");
+  ASSERT_TRUE(p.errors.empty());
+  *snap.add_connections() = p.resources[0].connection();
+  EXPECT_THAT(ValidateSnapshot(snap, {"postgres"}),
+              HasSubstr("environment variable SLUICE_TEST_UNSET_VARIABLE is not set on this agent"));
+}
+
+TEST(Resource, KindsAreAcceptedInEverySpelling) {
+  EXPECT_EQ(*CanonicalKind("access_rules"), "AccessRule");
+  EXPECT_EQ(*CanonicalKind("AccessRule"), "AccessRule");
+  EXPECT_EQ(*CanonicalKind("approval-policy"), "ApprovalPolicy");
+  EXPECT_EQ(*CanonicalKind("connections"), "Connection");
+  EXPECT_FALSE(CanonicalKind("tables").ok());
+}
+
+}  // namespace
+}  // namespace sluice::policy

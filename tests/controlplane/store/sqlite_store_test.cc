@@ -1,0 +1,152 @@
+#include "controlplane/store/sqlite_store.h"
+
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include <filesystem>
+
+#include "controlplane/store/migrations.h"
+
+namespace sluice::controlplane {
+namespace {
+
+std::string FreshPath(const std::string& name) {
+  std::string dir = ::testing::TempDir() + "/store_test_" + name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir + "/sluice.db";
+}
+
+std::vector<std::string> Tables(sqlite3* db) {
+  std::vector<std::string> out;
+  sqlite3_stmt* s;
+  sqlite3_prepare_v2(db, "SELECT name FROM sqlite_master WHERE type='table' ORDER BY name", -1, &s, nullptr);
+  while (sqlite3_step(s) == SQLITE_ROW) out.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(s, 0)));
+  sqlite3_finalize(s);
+  return out;
+}
+
+StoredResource Webhook(const std::string& name, const std::string& url) {
+  StoredResource r;
+  r.resource.mutable_webhook()->set_name(name);
+  r.resource.mutable_webhook()->set_url(url);
+  return r;
+}
+
+TEST(Migrations, FreshDatabaseGetsEveryMigration) {
+  std::string path = FreshPath("fresh");
+  auto store = SqliteStore::Open(path);
+  ASSERT_TRUE(store.ok()) << store.status();
+  sqlite3* db;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  EXPECT_EQ(*SchemaVersion(db), LatestSchemaVersion());
+  auto tables = Tables(db);
+  for (const char* t : {"agents", "audit_events", "enrollment_tokens", "meta", "resources",
+                        "schema_migrations"}) {
+    EXPECT_NE(std::find(tables.begin(), tables.end(), t), tables.end()) << t;
+  }
+  sqlite3_stmt* s;
+  sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &s, nullptr);
+  ASSERT_EQ(sqlite3_step(s), SQLITE_ROW);
+  EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(s, 0)), "wal");
+  sqlite3_finalize(s);
+  sqlite3_close(db);
+}
+
+TEST(Migrations, UpgradeKeepsExistingData) {
+  std::string path = FreshPath("upgrade");
+  {
+    // A database left by a build that knew only migration 1, holding one resource.
+    sqlite3* db;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    ASSERT_TRUE(Migrate(db, 1).ok());
+    EXPECT_EQ(*SchemaVersion(db), 1);
+    v1::Resource r;
+    r.mutable_webhook()->set_name("pager");
+    r.mutable_webhook()->set_url("https://pager.example");
+    std::string bytes = r.SerializeAsString();
+    sqlite3_stmt* s;
+    sqlite3_prepare_v2(db,
+                       "INSERT INTO resources(kind, name, version, spec, updated_ms, updated_by) "
+                       "VALUES ('Webhook', 'pager', 1, ?1, 0, 'test')",
+                       -1, &s, nullptr);
+    sqlite3_bind_blob(s, 1, bytes.data(), static_cast<int>(bytes.size()), SQLITE_TRANSIENT);
+    ASSERT_EQ(sqlite3_step(s), SQLITE_DONE);
+    sqlite3_finalize(s);
+    ASSERT_TRUE(ExecSql(db, "UPDATE meta SET value = '1' WHERE key = 'policy_version'").ok());
+    auto tables = Tables(db);
+    EXPECT_EQ(std::find(tables.begin(), tables.end(), "agents"), tables.end());
+    sqlite3_close(db);
+  }
+  auto store = SqliteStore::Open(path);
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_EQ(*(*store)->PolicyVersion(), 1u);
+  auto got = (*store)->GetResource("Webhook", "pager");
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->resource.webhook().url(), "https://pager.example");
+  EXPECT_TRUE((*store)->ListAgents().ok());  // the table migration 2 added
+}
+
+TEST(Migrations, RefusesANewerSchema) {
+  std::string path = FreshPath("newer");
+  ASSERT_TRUE(SqliteStore::Open(path).ok());
+  sqlite3* db;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  ASSERT_TRUE(ExecSql(db, "INSERT INTO schema_migrations(version, applied_ms) VALUES (999, 0)").ok());
+  sqlite3_close(db);
+  auto store = SqliteStore::Open(path);
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(store.status().message().find("version 999"), std::string::npos);
+}
+
+TEST(SqliteStore, EveryChangeBumpsTheVersion) {
+  auto store = *SqliteStore::Open(FreshPath("versions"));
+  EXPECT_EQ(*store->PolicyVersion(), 0u);
+  EXPECT_EQ(*store->UpsertResources({Webhook("a", "https://a"), Webhook("b", "https://b")}, "t", 1), 1u);
+  EXPECT_EQ(*store->UpsertResources({Webhook("a", "https://a2")}, "t", 2), 2u);
+  auto a = store->GetResource("Webhook", "a");
+  EXPECT_EQ(a->resource.webhook().url(), "https://a2");
+  EXPECT_EQ(a->resource.meta().version(), 2u);
+  EXPECT_EQ(store->GetResource("Webhook", "b")->resource.meta().version(), 1u);
+  EXPECT_EQ(*store->DeleteResource("Webhook", "b"), 3u);
+  EXPECT_EQ(store->DeleteResource("Webhook", "b").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(*store->PolicyVersion(), 3u);
+  EXPECT_EQ(store->ListResources("")->size(), 1u);
+}
+
+TEST(SqliteStore, EnrollmentTokensAreSingleUseAndExpire) {
+  auto store = *SqliteStore::Open(FreshPath("enroll"));
+  ASSERT_TRUE(store->CreateEnrollment({"hash1", "agent-a", {{"vpc", "a"}}, 0, 1000}).ok());
+  ASSERT_TRUE(store->CreateEnrollment({"hash2", "agent-b", {{"vpc", "b"}}, 0, 1000}).ok());
+  auto agent = store->ConsumeEnrollment("hash1", "secret-hash", 500);
+  ASSERT_TRUE(agent.ok()) << agent.status();
+  EXPECT_EQ(agent->id, "agent-a");
+  EXPECT_EQ(agent->labels.at("vpc"), "a");
+  EXPECT_EQ(store->ConsumeEnrollment("hash1", "x", 600).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store->ConsumeEnrollment("hash2", "x", 2000).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store->ConsumeEnrollment("nope", "x", 600).status().code(), absl::StatusCode::kNotFound);
+  auto agents = *store->ListAgents();
+  ASSERT_EQ(agents.size(), 1u);
+  EXPECT_EQ(agents[0].secret_hash, "secret-hash");
+}
+
+TEST(SqliteStore, AckClearsAnOlderNack) {
+  auto store = *SqliteStore::Open(FreshPath("acks"));
+  ASSERT_TRUE(store->CreateEnrollment({"h", "a", {{"k", "v"}}, 0, 1000}).ok());
+  ASSERT_TRUE(store->ConsumeEnrollment("h", "s", 1).ok());
+  ASSERT_TRUE(store->RecordAck("a", 4, 2).ok());
+  ASSERT_TRUE(store->RecordNack("a", 5, "protocol mysql is not supported", 3).ok());
+  auto a = (*store->ListAgents())[0];
+  EXPECT_EQ(a.applied_version, 4u);
+  EXPECT_EQ(a.last_nack_version, 5u);
+  EXPECT_EQ(a.last_nack_error, "protocol mysql is not supported");
+  ASSERT_TRUE(store->RecordAck("a", 6, 4).ok());
+  a = (*store->ListAgents())[0];
+  EXPECT_EQ(a.applied_version, 6u);
+  EXPECT_EQ(a.last_nack_error, "");
+}
+
+}  // namespace
+}  // namespace sluice::controlplane
