@@ -1,0 +1,196 @@
+"""Real Sluice processes on loopback for integration tests.
+
+Each test gets a temp dir; processes listen on port 0 and report their ports through files in
+their data dirs; every wait is a poll of a condition with a deadline, never a fixed sleep.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+BIN_DIR = os.environ.get("SLUICE_BIN_DIR", os.path.join(os.path.dirname(__file__), "../../build"))
+CONTROLPLANE = os.path.join(BIN_DIR, "controlplane", "sluice-controlplane")
+AGENT = os.path.join(BIN_DIR, "agent", "sluice-agent")
+SLUICECTL = os.path.join(BIN_DIR, "cli", "sluicectl")
+
+
+def wait_for(predicate, timeout=20.0, interval=0.05, what="condition"):
+    """Polls predicate() until it returns a truthy value; returns it, or raises on timeout."""
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as e:  # the process may not be up yet
+            last_error = e
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
+
+
+class Process:
+    def __init__(self, args, log_path, env=None):
+        self.args = args
+        self.log_path = log_path
+        self.log = open(log_path, "ab")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
+                                     env=env or os.environ.copy())
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        self.log.close()
+
+    def stop(self):
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+        if not self.log.closed:
+            self.log.close()
+
+    def output(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+
+class ControlPlane:
+    def __init__(self, workdir, grpc_port=0):
+        self.workdir = workdir
+        self.data_dir = os.path.join(workdir, "cp-data")
+        self.grpc_port = grpc_port
+        self.process = None
+
+    def start(self):
+        endpoints = os.path.join(self.data_dir, "endpoints.json")
+        if os.path.exists(endpoints):
+            os.unlink(endpoints)
+        self.process = Process(
+            [CONTROLPLANE, "--data-dir", self.data_dir,
+             "--grpc-listen", f"127.0.0.1:{self.grpc_port}", "--http-listen", "127.0.0.1:0"],
+            os.path.join(self.workdir, "controlplane.log"))
+
+        def ready():
+            if not self.process.alive():
+                raise AssertionError("control plane exited:\n" + self.process.output())
+            with open(endpoints) as f:
+                return json.load(f)
+        ep = wait_for(ready, what="control plane endpoints.json")
+        self.address = ep["grpc"]
+        self.grpc_port = int(self.address.rsplit(":", 1)[1])
+        self.http = ep["http"]
+        self.ca_file = ep["ca_file"]
+        self.token_file = ep["admin_token_file"]
+        return self
+
+    def http_get(self, path):
+        with urllib.request.urlopen(f"http://{self.http}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+
+    def ctl(self, *args, check=True, stdin=None):
+        env = os.environ.copy()
+        env.update({"SLUICE_SERVER": self.address, "SLUICE_CA_FILE": self.ca_file,
+                    "SLUICE_TOKEN_FILE": self.token_file, "HOME": self.workdir})
+        r = subprocess.run([SLUICECTL, *args], capture_output=True, text=True, env=env,
+                           input=stdin, timeout=60)
+        if check and r.returncode != 0:
+            raise AssertionError(f"sluicectl {' '.join(args)} failed ({r.returncode}):\n"
+                                 f"{r.stdout}\n{r.stderr}")
+        return r
+
+    def apply(self, yaml_text, name="policy.yaml"):
+        path = os.path.join(self.workdir, name)
+        with open(path, "w") as f:
+            f.write(yaml_text)
+        return self.ctl("apply", "-f", path)
+
+    def agents(self):
+        return json.loads(self.ctl("agents", "list", "-o", "json").stdout)
+
+    def agent(self, agent_id):
+        for a in self.agents().get("agents", []):
+            if a["agent_id"] == agent_id:
+                return a
+        return None
+
+    def enroll(self, name, labels):
+        out = self.ctl("agents", "enroll", "--name", name, "--labels", labels).stdout
+        for line in out.splitlines():
+            if line.startswith("token:"):
+                return line.split()[1]
+        raise AssertionError("no token in:\n" + out)
+
+    def stop(self):
+        if self.process:
+            self.process.stop()
+
+
+class Agent:
+    def __init__(self, workdir, name, controlplane, token, protocols="postgres,mysql,http",
+                 env=None, labels=""):
+        self.name = name
+        self.workdir = workdir
+        self.data_dir = os.path.join(workdir, f"agent-{name}")
+        self.cp = controlplane
+        self.token = token
+        self.protocols = protocols
+        self.env = env
+        self.labels = labels
+        self.process = None
+
+    def start(self):
+        port_file = os.path.join(self.data_dir, "status.port")
+        if os.path.exists(port_file):
+            os.unlink(port_file)
+        env = os.environ.copy()
+        env.update(self.env or {})
+        self.process = Process(
+            [AGENT, "--control-plane", self.cp.address, "--ca-file", self.cp.ca_file,
+             "--enroll-token", self.token, "--data-dir", self.data_dir,
+             "--protocols", self.protocols, "--status-listen", "127.0.0.1:0",
+             "--reconnect-max-backoff", "1s", "--heartbeat-interval", "1s",
+             "--labels", self.labels],
+            os.path.join(self.workdir, f"agent-{self.name}.log"), env=env)
+
+        def port():
+            if not self.process.alive():
+                raise AssertionError(f"agent {self.name} exited:\n" + self.process.output())
+            with open(port_file) as f:
+                return int(f.read().strip())
+        self.status_port = wait_for(port, what=f"agent {self.name} status port")
+        return self
+
+    def status(self):
+        url = f"http://127.0.0.1:{self.status_port}/status"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return json.loads(r.read().decode())
+
+    def snapshot_on_disk(self):
+        with open(os.path.join(self.data_dir, "snapshot.json")) as f:
+            return f.read()
+
+    def stop(self):
+        if self.process:
+            self.process.stop()
+
+
+class Workdir:
+    def __init__(self, name):
+        self.path = tempfile.mkdtemp(prefix=f"sluice-{name}-")
+
+    def cleanup(self, keep):
+        if keep:
+            print(f"logs kept in {self.path}")
+        else:
+            shutil.rmtree(self.path, ignore_errors=True)
