@@ -8,6 +8,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
@@ -23,6 +24,8 @@ ABSL_FLAG(std::string, control_plane, "127.0.0.1:7443", "control plane gRPC addr
 ABSL_FLAG(std::string, ca_file, "", "CA certificate (PEM) the control plane's certificate chains to");
 ABSL_FLAG(std::string, enroll_token, "",
           "one-time enrollment token from `sluicectl agents enroll` (needed on first start only)");
+ABSL_FLAG(std::string, enroll_token_file, "",
+          "file holding the enrollment token (keeps it out of the process list)");
 ABSL_FLAG(std::string, labels, "",
           "comma-separated k=v labels; must agree with the labels granted at enrollment "
           "(empty = the granted labels)");
@@ -59,6 +62,13 @@ absl::Status Run() {
   opts.address = absl::GetFlag(FLAGS_control_plane);
   opts.data_dir = absl::GetFlag(FLAGS_data_dir);
   opts.enroll_token = absl::GetFlag(FLAGS_enroll_token);
+  if (!absl::GetFlag(FLAGS_enroll_token_file).empty()) {
+    if (!opts.enroll_token.empty()) {
+      return absl::InvalidArgumentError("give --enroll-token or --enroll-token-file, not both");
+    }
+    ASSIGN_OR_RETURN(std::string text, ReadFile(absl::GetFlag(FLAGS_enroll_token_file), 4096));
+    opts.enroll_token = std::string(absl::StripAsciiWhitespace(text));
+  }
   opts.agent_version = kAgentVersion;
   opts.max_backoff = absl::GetFlag(FLAGS_reconnect_max_backoff);
   opts.heartbeat_interval = absl::GetFlag(FLAGS_heartbeat_interval);

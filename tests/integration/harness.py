@@ -155,9 +155,13 @@ class Agent:
             os.unlink(port_file)
         env = os.environ.copy()
         env.update(self.env or {})
+        # The token goes in a 0600 file, as a careful operator would pass it.
+        token_file = os.path.join(self.workdir, f"agent-{self.name}.token")
+        with open(os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            f.write(self.token + "\n")
         self.process = Process(
             [AGENT, "--control-plane", self.cp.address, "--ca-file", self.cp.ca_file,
-             "--enroll-token", self.token, "--data-dir", self.data_dir,
+             "--enroll-token-file", token_file, "--data-dir", self.data_dir,
              "--protocols", self.protocols, "--status-listen", "127.0.0.1:0",
              "--reconnect-max-backoff", "1s", "--heartbeat-interval", "1s",
              "--labels", self.labels],
@@ -190,7 +194,7 @@ class Workdir:
         self.path = tempfile.mkdtemp(prefix=f"sluice-{name}-")
 
     def cleanup(self, keep):
-        if keep:
+        if keep or os.environ.get("SLUICE_KEEP_LOGS"):
             print(f"logs kept in {self.path}")
         else:
             shutil.rmtree(self.path, ignore_errors=True)
