@@ -75,6 +75,14 @@ class PolicyDistributionTest(unittest.TestCase):
         cp = self.start(ControlPlane(self.work.path))
         self.assertEqual(cp.http_get("/healthz"), (200, "ok\n"))
         self.assertEqual(cp.http_get("/readyz"), (200, "ready\n"))
+        # The standard gRPC health service answers SERVING (grpc.health.v1 HealthCheckResponse
+        # with status = 1, i.e. the bytes 08 01) over TLS.
+        import grpc
+        with open(cp.ca_file, "rb") as f:
+            channel = grpc.secure_channel(cp.address, grpc.ssl_channel_credentials(f.read()))
+        check = channel.unary_unary("/grpc.health.v1.Health/Check")
+        self.assertEqual(check(b"", timeout=10), b"\x08\x01")
+        channel.close()
 
         agent_a = self.start(Agent(self.work.path, "a", cp, cp.enroll("agent-a", "vpc=a")))
         agent_b = self.start(Agent(self.work.path, "b", cp, cp.enroll("agent-b", "vpc=b"),
