@@ -7,17 +7,12 @@
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/policy/validation.h"
 #include "sluice/v1/agent.grpc.pb.h"
 
 namespace sluice::agent {
-namespace {
-
-int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
-
-}  // namespace
-
 ControlClient::ControlClient(ControlClientOptions options, PolicyHolder* policy)
     : options_(std::move(options)), policy_(policy) {}
 
@@ -77,7 +72,7 @@ std::string ControlClient::fatal_error() const {
 
 void ControlClient::SetState(const std::string& state, const std::string& error) {
   absl::MutexLock lock(&mu_);
-  if (state_ != state) state_since_ms_ = NowMs();
+  if (state_ != state) state_since_ms_ = NowUnixMs();
   state_ = state;
   if (!error.empty()) last_error_ = error;
 }
@@ -165,7 +160,7 @@ bool ControlClient::ConnectOnce() {
   {
     absl::MutexLock lock(&mu_);
     std::string state = reconnects_ == 0 ? "connecting" : "reconnecting";
-    if (state_ != state) state_since_ms_ = NowMs();
+    if (state_ != state) state_since_ms_ = NowUnixMs();
     state_ = state;
   }
   grpc::SslCredentialsOptions ssl;
@@ -245,7 +240,7 @@ bool ControlClient::ConnectOnce() {
     absl::MutexLock lock(&write_mu);
     while (!write_mu.AwaitWithTimeout(absl::Condition(&done), options_.heartbeat_interval)) {
       v1::AgentMessage hb;
-      hb.mutable_heartbeat()->set_time_unix_ms(NowMs());
+      hb.mutable_heartbeat()->set_time_unix_ms(NowUnixMs());
       if (!stream->Write(hb)) break;
     }
   });

@@ -1,21 +1,17 @@
 // sluice-agent: runs inside a VPC next to the targets. Dials out to the control plane, receives
 // the policy snapshot computed for it, validates, applies and keeps it on disk, and (from the
 // next issues on) proxies PostgreSQL, MySQL and HTTP callers under that policy.
-#include <signal.h>
-#include <sys/stat.h>
-
 #include <map>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "agent/control_client.h"
 #include "agent/policy_holder.h"
+#include "common/daemon.h"
 #include "common/files.h"
-#include "common/flags.h"
 #include "common/http_server.h"
 #include "common/log.h"
 #include "common/status_macros.h"
@@ -110,26 +106,11 @@ absl::Status Run() {
           "yet; this agent receives, validates and holds policy snapshots");
   client.Start();
 
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  struct timespec tick = {0, 200 * 1000 * 1000};
-  while (true) {
-    int sig = sigtimedwait(&set, nullptr, &tick);
-    if (sig == SIGINT || sig == SIGTERM) {
-      LogInfo("signal ", sig, ": shutting down");
-      break;
-    }
-    std::string fatal = client.fatal_error();
-    if (!fatal.empty()) {
-      client.Stop();
-      http.Stop();
-      return absl::FailedPreconditionError(fatal);
-    }
-  }
+  WaitForShutdownSignal([&client] { return client.fatal_error().empty(); });
+  std::string fatal = client.fatal_error();
   client.Stop();
   http.Stop();
+  if (!fatal.empty()) return absl::FailedPreconditionError(fatal);
   return absl::OkStatus();
 }
 
@@ -137,22 +118,7 @@ absl::Status Run() {
 }  // namespace sluice::agent
 
 int main(int argc, char** argv) {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  signal(SIGPIPE, SIG_IGN);
-  umask(077);
-
-  absl::SetProgramUsageMessage("sluice-agent [flags]: the Sluice agent");
-  sluice::ParseFlags(argc, argv);
-  sluice::SetLogComponent("agent");
+  sluice::InitDaemon(argc, argv, "agent", "sluice-agent [flags]: the Sluice agent");
   if (absl::GetFlag(FLAGS_verbose)) sluice::SetLogLevel(sluice::LogLevel::kDebug);
-  absl::Status st = sluice::agent::Run();
-  if (!st.ok()) {
-    sluice::LogError(st.message());
-    return 1;
-  }
-  return 0;
+  return sluice::ExitCode(sluice::agent::Run());
 }

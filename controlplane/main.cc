@@ -3,22 +3,17 @@
 #include <grpcpp/ext/health_check_service_server_builder_option.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
-#include <signal.h>
-#include <sys/resource.h>
-#include <sys/stat.h>
 
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/crypto.h"
+#include "common/daemon.h"
 #include "common/files.h"
 #include "common/http_server.h"
-#include "common/flags.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "common/tls.h"
@@ -161,14 +156,7 @@ absl::Status Run() {
           http_port, ", policy version ", policy.state()->version, ", ", agents.size(),
           " enrolled agent(s)");
 
-  // Wait for SIGINT/SIGTERM (blocked in every thread since main started).
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  int sig = 0;
-  sigwait(&set, &sig);
-  LogInfo("signal ", sig, ": shutting down");
+  WaitForShutdownSignal();
   http.SetReady(false);
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   http.Stop();
@@ -179,29 +167,8 @@ absl::Status Run() {
 }  // namespace sluice::controlplane
 
 int main(int argc, char** argv) {
-  // Block the shutdown signals before any thread starts, so that only sigwait() receives them.
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  signal(SIGPIPE, SIG_IGN);
-  umask(077);  // the database, keys and tokens are readable by this user only
-  // One stream per agent: allow as many open files as the hard limit permits.
-  struct rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-  }
-
-  absl::SetProgramUsageMessage("sluice-controlplane [flags]: the Sluice control plane");
-  sluice::ParseFlags(argc, argv);
-  sluice::SetLogComponent("controlplane");
+  sluice::InitDaemon(argc, argv, "controlplane",
+                     "sluice-controlplane [flags]: the Sluice control plane");
   if (absl::GetFlag(FLAGS_verbose)) sluice::SetLogLevel(sluice::LogLevel::kDebug);
-  absl::Status st = sluice::controlplane::Run();
-  if (!st.ok()) {
-    sluice::LogError(st.message());
-    return 1;
-  }
-  return 0;
+  return sluice::ExitCode(sluice::controlplane::Run());
 }

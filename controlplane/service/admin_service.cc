@@ -5,6 +5,7 @@
 #include "absl/time/clock.h"
 #include "common/crypto.h"
 #include "common/grpc_status.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/policy/resource.h"
 #include "common/policy/validation.h"
@@ -12,8 +13,6 @@
 
 namespace sluice::controlplane {
 namespace {
-
-int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
 
 constexpr int64_t kDefaultEnrollTtlSeconds = 24 * 3600;
 constexpr int64_t kMaxEnrollTtlSeconds = 30 * 24 * 3600;
@@ -36,7 +35,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Run(
   std::string act(action);
   if (!authenticated) {
     worker_->Post([this, act, peer] {
-      store_->AppendAudit({0, NowMs(), "anonymous", act, "", "UNAUTHENTICATED",
+      store_->AppendAudit({0, NowUnixMs(), "anonymous", act, "", "UNAUTHENTICATED",
                            "missing or wrong admin token (from " + peer + ")"})
           .IgnoreError();
     });
@@ -49,7 +48,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Run(
     absl::Status st = work(&target);
     // The error text may name documents and fields; it never holds a secret value.
     std::string detail = st.ok() ? "from " + peer : absl::StrCat(st.message().substr(0, 2000), " (from ", peer, ")");
-    store_->AppendAudit({0, NowMs(), "bootstrap-admin", act, target,
+    store_->AppendAudit({0, NowUnixMs(), "bootstrap-admin", act, target,
                          st.ok() ? "ok" : absl::StatusCodeToString(st.code()), detail})
         .IgnoreError();
     reactor->Finish(ToGrpcStatus(st));
@@ -122,7 +121,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::EnrollAgent(grpc::CallbackServerCont
     if (ttl > kMaxEnrollTtlSeconds) return absl::InvalidArgumentError("ttl_seconds: at most 30 days");
     std::string token = "sluice-enroll-" + RandomHex(24);
     e.token_hash = Sha256Hex(token);
-    e.created_ms = NowMs();
+    e.created_ms = NowUnixMs();
     e.expires_ms = e.created_ms + ttl * 1000;
     RETURN_IF_ERROR(store_->CreateEnrollment(e));
     resp->set_agent_id(e.agent_id);
@@ -154,7 +153,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListAgents(grpc::CallbackServerConte
       if (it != live.end()) {
         s->set_connected(true);
         s->set_desired_version(it->second.desired_version);
-        s->set_last_seen_unix_ms(NowMs());
+        s->set_last_seen_unix_ms(NowUnixMs());
       }
     }
     return absl::OkStatus();

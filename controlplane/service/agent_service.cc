@@ -8,12 +8,11 @@
 #include "absl/time/clock.h"
 #include "common/crypto.h"
 #include "common/grpc_status.h"
+#include "common/clock.h"
 #include "common/log.h"
 
 namespace sluice::controlplane {
 namespace {
-
-int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
 
 // Agents present "Agent <id>:<secret>".
 bool ParseAgentAuth(const grpc::CallbackServerContext* ctx, std::string* id, std::string* secret) {
@@ -107,7 +106,7 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
       hub_->Unregister(this);
       std::string id = agent_id_;
       Store* store = store_;
-      worker_->Post([store, id] { store->UpdateAgentSeen(id, NowMs()).IgnoreError(); });
+      worker_->Post([store, id] { store->UpdateAgentSeen(id, NowUnixMs()).IgnoreError(); });
       LogInfo("agent ", agent_id_, " disconnected");
     }
     delete this;
@@ -142,7 +141,7 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
         LogInfo("agent ", agent_id_, " ACK version ", version);
         std::string id = agent_id_;
         Store* store = store_;
-        worker_->Post([store, id, version] { store->RecordAck(id, version, NowMs()).IgnoreError(); });
+        worker_->Post([store, id, version] { store->RecordAck(id, version, NowUnixMs()).IgnoreError(); });
         return grpc::Status::OK;
       }
       case v1::AgentMessage::kNack: {
@@ -153,14 +152,14 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
         std::string id = agent_id_;
         Store* store = store_;
         worker_->Post([store, id, version, error] {
-          store->RecordNack(id, version, error, NowMs()).IgnoreError();
+          store->RecordNack(id, version, error, NowUnixMs()).IgnoreError();
         });
         return grpc::Status::OK;
       }
       case v1::AgentMessage::kHeartbeat: {
         std::string id = agent_id_;
         Store* store = store_;
-        worker_->Post([store, id] { store->UpdateAgentSeen(id, NowMs()).IgnoreError(); });
+        worker_->Post([store, id] { store->UpdateAgentSeen(id, NowUnixMs()).IgnoreError(); });
         return grpc::Status::OK;
       }
       case v1::AgentMessage::kHello:
@@ -196,7 +195,7 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
     std::string id = agent_id_;
     Store* store = store_;
     worker_->Post([store, id, version, caps] {
-      store->UpdateAgentHello(id, version, caps, NowMs()).IgnoreError();
+      store->UpdateAgentHello(id, version, caps, NowUnixMs()).IgnoreError();
     });
     LogInfo("agent ", agent_id_, " connected (applied version ", hello.applied_version(), ")");
     registered_ = true;
@@ -234,8 +233,8 @@ grpc::ServerUnaryReactor* AgentServiceImpl::Enroll(grpc::CallbackServerContext* 
   std::string peer = context->peer();
   worker_->Post([this, reactor, response, token_hash, peer] {
     std::string secret = RandomHex(32);
-    auto agent = store_->ConsumeEnrollment(token_hash, Sha256Hex(secret), NowMs());
-    AuditRecord audit{0, NowMs(), "anonymous", "AgentService.Enroll", "", "ok", "from " + peer};
+    auto agent = store_->ConsumeEnrollment(token_hash, Sha256Hex(secret), NowUnixMs());
+    AuditRecord audit{0, NowUnixMs(), "anonymous", "AgentService.Enroll", "", "ok", "from " + peer};
     if (!agent.ok()) {
       audit.outcome = absl::StatusCodeToString(agent.status().code());
       audit.detail = absl::StrCat(agent.status().message(), " (from ", peer, ")");

@@ -62,6 +62,8 @@ struct BadCase {
   std::string expected;  // a substring of the error
 };
 
+void PrintTo(const BadCase& c, std::ostream* os) { *os << "expects: " << c.expected; }
+
 class YamlCodecBad : public ::testing::TestWithParam<BadCase> {};
 
 TEST_P(YamlCodecBad, NamesDocumentFieldAndWhy) {
@@ -115,7 +117,8 @@ INSTANTIATE_TEST_SUITE_P(
                 "timeout: must be between 1s and 24h"},
         BadCase{"kind: Webhook\nname: w\nurl: ftp://x\n", "url: must be an http:// or https:// URL"},
         BadCase{"kind: Connection\nname: a\n  bad indent: [\n", "YAML syntax error at line"},
-        BadCase{"- just\n- a list\n", "document 1: expected a mapping, got a list"}));
+        BadCase{"- just\n- a list\n", "document 1: expected a mapping, got a list"}),
+    [](const ::testing::TestParamInfo<BadCase>& info) { return "case" + std::to_string(info.index); });
 
 TEST(YamlCodec, EveryDocumentIsReported) {
   ParsedDocuments p = ParseYamlDocuments(

@@ -1,0 +1,60 @@
+#include "common/daemon.h"
+
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+#include <ctime>
+
+#include "absl/flags/usage.h"
+#include "common/flags.h"
+#include "common/log.h"
+
+namespace sluice {
+namespace {
+
+sigset_t ShutdownSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  return set;
+}
+
+}  // namespace
+
+void InitDaemon(int argc, char** argv, absl::string_view component, absl::string_view usage) {
+  sigset_t set = ShutdownSignals();
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  umask(077);
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  absl::SetProgramUsageMessage(usage);
+  ParseFlags(argc, argv);
+  SetLogComponent(component);
+}
+
+int WaitForShutdownSignal(const std::function<bool()>& keep_waiting) {
+  sigset_t set = ShutdownSignals();
+  struct timespec tick = {0, 200 * 1000 * 1000};
+  while (true) {
+    int sig = sigtimedwait(&set, nullptr, &tick);
+    if (sig == SIGINT || sig == SIGTERM) {
+      LogInfo("signal ", sig, ": shutting down");
+      return sig;
+    }
+    if (keep_waiting && !keep_waiting()) return 0;
+  }
+}
+
+int ExitCode(const absl::Status& status) {
+  if (status.ok()) return 0;
+  LogError(status.message());
+  return 1;
+}
+
+}  // namespace sluice
