@@ -11,21 +11,23 @@
 #include "common/status_macros.h"
 
 namespace sluice::cli {
-namespace {
-
-void FromEnv(std::string* field, const char* name) {
-  if (!field->empty()) return;
-  if (const char* v = std::getenv(name)) *field = v;
-}
-
-}  // namespace
 
 absl::StatusOr<ClientConfig> ResolveConfig(ClientConfig c) {
-  FromEnv(&c.server, "SLUICE_SERVER");
-  FromEnv(&c.ca_file, "SLUICE_CA_FILE");
-  FromEnv(&c.token, "SLUICE_TOKEN");
-  FromEnv(&c.token_file, "SLUICE_TOKEN_FILE");
-  FromEnv(&c.config_file, "SLUICE_CONFIG");
+  // Flags beat the environment, which beats the config file. A token and a token file are one
+  // setting: the first level that gives either wins.
+  auto take_token = [&c](const std::string& token, const std::string& token_file) {
+    if (!c.token.empty() || !c.token_file.empty()) return;
+    c.token = token;
+    c.token_file = token_file;
+  };
+  auto env = [](const char* name) -> std::string {
+    const char* v = std::getenv(name);
+    return v == nullptr ? "" : v;
+  };
+  if (c.server.empty()) c.server = env("SLUICE_SERVER");
+  if (c.ca_file.empty()) c.ca_file = env("SLUICE_CA_FILE");
+  if (c.config_file.empty()) c.config_file = env("SLUICE_CONFIG");
+  take_token(env("SLUICE_TOKEN"), env("SLUICE_TOKEN_FILE"));
   bool explicit_config = !c.config_file.empty();
   if (c.config_file.empty()) {
     if (const char* home = std::getenv("HOME")) c.config_file = absl::StrCat(home, "/.config/sluice/config.yaml");
@@ -36,17 +38,17 @@ absl::StatusOr<ClientConfig> ResolveConfig(ClientConfig c) {
     try {
       node = YAML::Load(text);
     } catch (const YAML::Exception& e) {
+      // yaml-cpp reports syntax errors by exception; they stop here.
       return absl::InvalidArgumentError(absl::StrCat(c.config_file, ": YAML syntax error at line ",
                                                      e.mark.line + 1, ": ", e.msg));
     }
     if (!node.IsMap()) return absl::InvalidArgumentError(c.config_file + ": expected a mapping");
-    auto take = [&](std::string* field, const char* key) {
-      if (field->empty() && node[key] && node[key].IsScalar()) *field = node[key].Scalar();
+    auto get = [&node](const char* key) -> std::string {
+      return node[key] && node[key].IsScalar() ? node[key].Scalar() : "";
     };
-    take(&c.server, "server");
-    take(&c.ca_file, "ca_file");
-    take(&c.token, "token");
-    take(&c.token_file, "token_file");
+    if (c.server.empty()) c.server = get("server");
+    if (c.ca_file.empty()) c.ca_file = get("ca_file");
+    take_token(get("token"), get("token_file"));
   } else if (explicit_config) {
     return absl::NotFoundError(absl::StrCat("config file ", c.config_file, " does not exist"));
   }

@@ -87,6 +87,7 @@ int Apply(AdminClient& client, const std::string& file) {
   v1::ApplyRequest req;
   req.set_source(file);
   for (auto& r : parsed.resources) *req.add_resources() = std::move(r);
+  for (int p : parsed.positions) req.add_positions(p);
   v1::ApplyResponse resp;
   grpc::Status st = client.stub()->Apply(client.Context().get(), req, &resp);
   if (!st.ok()) return FailRpc(st);

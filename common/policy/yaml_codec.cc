@@ -407,6 +407,7 @@ ParsedDocuments ParseYamlDocuments(absl::string_view text) {
       out.errors.push_back({index, *kind, name, fe.field, fe.message});
     }
     out.resources.push_back(std::move(resource));
+    out.positions.push_back(index);
   }
   return out;
 }

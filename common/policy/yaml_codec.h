@@ -25,6 +25,7 @@ struct DocumentError {
 
 struct ParsedDocuments {
   std::vector<v1::Resource> resources;
+  std::vector<int> positions;  // for each resource, its 0-based document index in the stream
   std::vector<DocumentError> errors;  // empty when every document parsed and validated
 };
 

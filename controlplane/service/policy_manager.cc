@@ -2,6 +2,8 @@
 
 #include <google/protobuf/util/message_differencer.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -101,6 +103,12 @@ absl::Status PolicyManager::Apply(const v1::ApplyRequest& request, const std::st
   for (auto& e : policy::CheckReferences(batch, after)) errors.push_back(std::move(e));
 
   if (!errors.empty()) {
+    // Count documents as the source does (it may hold empty documents that were not sent).
+    if (request.positions_size() == request.resources_size()) {
+      for (auto& e : errors) e.index = request.positions(e.index);
+    }
+    std::stable_sort(errors.begin(), errors.end(),
+              [](const auto& a, const auto& b) { return a.index < b.index; });
     std::vector<std::string> lines;
     for (const auto& e : errors) {
       v1::ValidationError* ve = response->add_errors();

@@ -8,7 +8,7 @@ import stat
 import subprocess
 import unittest
 
-from harness import AGENT, Agent, ControlPlane, Workdir, wait_for
+from harness import AGENT, SLUICECTL, Agent, ControlPlane, Workdir, wait_for
 
 POLICY = """
 kind: Connection
@@ -198,12 +198,13 @@ class PolicyDistributionTest(unittest.TestCase):
                       "not one of", r.stderr)
         self.assertIn("nothing was applied", r.stderr)
         # Rejected by the control plane (a reference): same shape, and still nothing stored.
+        # (An empty document first: errors count documents as the file does.)
         r = cp.ctl("apply", "-f", "-", check=False, stdin=(
-            "kind: Webhook\nname: w\nurl: https://hooks.example\n---\n"
+            "---\n# nothing here\n---\nkind: Webhook\nname: w\nurl: https://hooks.example\n---\n"
             "kind: Guardrail\nname: g\nconnections: {tags: {env: prod}}\nrules:\n"
             "  - {match: ddl, action: require_approval, approval: nobody}\n"))
         self.assertEqual(r.returncode, 1)
-        self.assertIn("-: document 2 (Guardrail g): rules[0].approval: ApprovalPolicy 'nobody' "
+        self.assertIn("-: document 3 (Guardrail g): rules[0].approval: ApprovalPolicy 'nobody' "
                       "does not exist", r.stderr)
         listing = cp.ctl("get", "all").stdout
         self.assertNotIn("Webhook", listing)
@@ -216,9 +217,18 @@ class PolicyDistributionTest(unittest.TestCase):
         r = cp.ctl("delete", "connection", "nope", check=False)
         self.assertEqual(r.returncode, 1)
         self.assertIn("Connection 'nope' does not exist", r.stderr)
+        # A token flag beats the token file in the environment.
         r = cp.ctl("--token", "wrong-token-value", "get", "all", check=False)
         self.assertEqual(r.returncode, 1)
         self.assertIn("missing or wrong admin token", r.stderr)
+        # A config file works in place of the environment.
+        config = os.path.join(self.work.path, "sluicectl.yaml")
+        with open(config, "w") as f:
+            f.write(f"server: {cp.address}\nca_file: {cp.ca_file}\ntoken_file: {cp.token_file}\n")
+        r = subprocess.run([SLUICECTL, "--config", config, "get", "connection", "orders-a"],
+                           capture_output=True, text=True, timeout=60, env={"HOME": self.work.path})
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("orders-a", r.stdout)
         r = cp.ctl("frobnicate", check=False)
         self.assertEqual(r.returncode, 2)
 
