@@ -36,6 +36,19 @@ uint64_t ControlClient::LoadFromDisk() {
 
 std::string ControlClient::Apply(const v1::PolicySnapshot& snapshot, const std::string& source) {
   std::string problem = policy::ValidateSnapshot(snapshot, options_.capabilities);
+  auto compiled = std::make_shared<AgentPolicy>();
+  if (problem.empty()) {
+    // The issuers' keys must be usable here: a key this agent cannot load is a NACK, not a
+    // silent hole in authentication.
+    std::vector<v1::Issuer> issuers(snapshot.issuers().begin(), snapshot.issuers().end());
+    auto verifier = jwt::Verifier::FromIssuers(issuers);
+    if (!verifier.ok()) {
+      problem = std::string(verifier.status().message());
+    } else {
+      compiled->verifier = std::make_shared<const jwt::Verifier>(*std::move(verifier));
+      compiled->snapshot = snapshot;
+    }
+  }
   if (problem.empty() && source != "disk") {
     absl::Status st = SaveSnapshot(options_.data_dir, snapshot);
     if (!st.ok()) problem = absl::StrCat("cannot persist the snapshot: ", st.message());
@@ -46,7 +59,7 @@ std::string ControlClient::Apply(const v1::PolicySnapshot& snapshot, const std::
     last_nack_error_ = problem;
     return problem;
   }
-  policy_->Set(std::make_shared<const v1::PolicySnapshot>(snapshot));
+  policy_->Set(std::move(compiled));
   applied_version_ = snapshot.version();
   snapshot_source_ = source;
   LogInfo("applied snapshot version ", snapshot.version(), " from ", source, ": ",
@@ -86,8 +99,8 @@ bool ControlClient::SleepFor(absl::Duration d) {
 std::string ControlClient::StatusJson() const {
   absl::MutexLock lock(&mu_);
   nlohmann::json connections = nlohmann::json::array();
-  if (auto snap = policy_->Get()) {
-    for (const auto& c : snap->connections()) connections.push_back(c.name());
+  if (auto current = policy_->Get()) {
+    for (const auto& c : current->snapshot.connections()) connections.push_back(c.name());
   }
   nlohmann::json j = {
       {"agent_id", identity_ ? identity_->agent_id : ""},

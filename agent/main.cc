@@ -10,6 +10,8 @@
 #include "absl/time/time.h"
 #include "agent/control_client.h"
 #include "agent/policy_holder.h"
+#include "agent/postgres/listener.h"
+#include "common/tls.h"
 #include "common/daemon.h"
 #include "common/files.h"
 #include "common/http_server.h"
@@ -34,6 +36,16 @@ ABSL_FLAG(std::string, status_listen, "127.0.0.1:7081",
 ABSL_FLAG(absl::Duration, reconnect_max_backoff, absl::Seconds(30),
           "upper bound of the reconnect backoff (exponential with full jitter)");
 ABSL_FLAG(absl::Duration, heartbeat_interval, absl::Seconds(10), "heartbeat period on the stream");
+ABSL_FLAG(std::string, postgres_listen, "127.0.0.1:6432",
+          "address of the PostgreSQL port (host:port; port 0 = any free port; empty = off)");
+ABSL_FLAG(std::string, postgres_tls_cert, "",
+          "certificate chain (PEM) of the PostgreSQL port; without it the agent creates a private "
+          "CA and certificate in <data-dir>/tls");
+ABSL_FLAG(std::string, postgres_tls_key, "", "private key (PEM) of --postgres-tls-cert");
+ABSL_FLAG(bool, postgres_allow_plaintext, false,
+          "accept PostgreSQL sessions without TLS (tokens then cross the network in clear: only "
+          "for loopback and tests)");
+ABSL_FLAG(int, workers, 2, "data-path event loops (threads); one per core is right");
 ABSL_FLAG(bool, verbose, false, "log debug messages");
 
 namespace sluice::agent {
@@ -101,13 +113,35 @@ absl::Status Run() {
             ":", port, "/status");
     RETURN_IF_ERROR(WriteFileAtomic(opts.data_dir + "/status.port", absl::StrCat(port, "\n"), 0600));
   }
+  std::unique_ptr<postgres::Listener> pg;
+  if (!absl::GetFlag(FLAGS_postgres_listen).empty()) {
+    postgres::ListenerOptions lo;
+    lo.listen = absl::GetFlag(FLAGS_postgres_listen);
+    lo.tls_cert_file = absl::GetFlag(FLAGS_postgres_tls_cert);
+    lo.tls_key_file = absl::GetFlag(FLAGS_postgres_tls_key);
+    lo.allow_plaintext = absl::GetFlag(FLAGS_postgres_allow_plaintext);
+    lo.workers = absl::GetFlag(FLAGS_workers);
+    if (lo.tls_cert_file.empty() != lo.tls_key_file.empty()) {
+      return absl::InvalidArgumentError("--postgres-tls-cert and --postgres-tls-key go together");
+    }
+    if (lo.tls_cert_file.empty()) {
+      ASSIGN_OR_RETURN(ServerTlsFiles tls, EnsureServerTls(opts.data_dir + "/tls", {}));
+      lo.tls_cert_file = tls.server_cert;
+      lo.tls_key_file = tls.server_key;
+      if (tls.created) LogInfo("created a private CA and certificate for the PostgreSQL port in ", opts.data_dir, "/tls");
+    }
+    pg = std::make_unique<postgres::Listener>(lo, &policy);
+    ASSIGN_OR_RETURN(int pg_port, pg->Start());
+    RETURN_IF_ERROR(WriteFileAtomic(opts.data_dir + "/postgres.port", absl::StrCat(pg_port, "\n"), 0600));
+    LogInfo("PostgreSQL port ", pg_port, lo.allow_plaintext ? " (TLS, plaintext allowed)" : " (TLS required)");
+  }
   http.SetReady(true);
-  LogInfo("sluice-agent ", kAgentVersion, ": the PostgreSQL, MySQL and HTTP listeners are not built "
-          "yet; this agent receives, validates and holds policy snapshots");
+  LogInfo("sluice-agent ", kAgentVersion, " running; the MySQL and HTTP listeners are not built yet");
   client.Start();
 
   WaitForShutdownSignal([&client] { return client.fatal_error().empty(); });
   std::string fatal = client.fatal_error();
+  if (pg) pg->Stop();
   client.Stop();
   http.Stop();
   if (!fatal.empty()) return absl::FailedPreconditionError(fatal);

@@ -1,29 +1,45 @@
-// The snapshot the agent enforces. Data-path workers take the pointer when a session starts and
-// keep it for the session's life; a new snapshot replaces the pointer, never the object.
+// The policy the agent enforces: the snapshot, and what is compiled from it once (the token
+// verifier with the issuers' keys). Data-path sessions take the pointer when they start and keep
+// it for their life; a new snapshot replaces the pointer, never the object.
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "common/jwt.h"
 #include "sluice/v1/policy.pb.h"
 
 namespace sluice::agent {
 
+struct AgentPolicy {
+  v1::PolicySnapshot snapshot;
+  std::shared_ptr<const jwt::Verifier> verifier;
+
+  // The connection named `name` with `protocol`, or nullptr.
+  const v1::Connection* FindConnection(const std::string& name, v1::Protocol protocol) const {
+    for (const auto& c : snapshot.connections()) {
+      if (c.name() == name && c.protocol() == protocol) return &c;
+    }
+    return nullptr;
+  }
+};
+
 class PolicyHolder {
  public:
-  std::shared_ptr<const v1::PolicySnapshot> Get() const {
+  std::shared_ptr<const AgentPolicy> Get() const {
     absl::MutexLock lock(&mu_);
-    return snapshot_;
+    return policy_;
   }
-  void Set(std::shared_ptr<const v1::PolicySnapshot> snapshot) {
+  void Set(std::shared_ptr<const AgentPolicy> policy) {
     absl::MutexLock lock(&mu_);
-    snapshot_ = std::move(snapshot);
+    policy_ = std::move(policy);
   }
 
  private:
   mutable absl::Mutex mu_;
-  std::shared_ptr<const v1::PolicySnapshot> snapshot_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<const AgentPolicy> policy_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace sluice::agent

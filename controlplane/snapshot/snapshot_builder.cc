@@ -23,32 +23,12 @@ void PolicyState::Add(const v1::Resource& r) {
   }
 }
 
-bool SelectorMatches(const google::protobuf::Map<std::string, std::string>& selector,
-                     const Labels& labels) {
-  if (selector.empty()) return false;
-  for (const auto& [k, v] : selector) {
-    auto it = labels.find(k);
-    if (it == labels.end() || it->second != v) return false;
-  }
-  return true;
-}
-
-bool SelectsConnection(const v1::ConnectionSelector& selector, const v1::Connection& connection) {
-  if (std::find(selector.names().begin(), selector.names().end(), connection.name()) !=
-      selector.names().end()) {
-    return true;
-  }
-  if (selector.tags().empty()) return false;
-  Labels tags(connection.tags().begin(), connection.tags().end());
-  return SelectorMatches(selector.tags(), tags);
-}
-
 namespace {
 
 template <typename Rule>
 bool SelectsAny(const Rule& rule, const google::protobuf::RepeatedPtrField<v1::Connection>& conns) {
   for (const auto& c : conns) {
-    if (SelectsConnection(rule.connections(), c)) return true;
+    if (policy::SelectsConnection(rule.connections(), c)) return true;
   }
   return false;
 }
@@ -59,7 +39,7 @@ v1::PolicySnapshot BuildSnapshot(const PolicyState& state, const Labels& labels)
   v1::PolicySnapshot snap;
   snap.set_version(state.version);
   for (const auto& c : state.connections) {
-    if (SelectorMatches(c.agents(), labels)) *snap.add_connections() = c;
+    if (policy::SelectorMatches(c.agents(), labels)) *snap.add_connections() = c;
   }
   if (snap.connections().empty()) return snap;
 

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "common/policy/selectors.h"
 #include "sluice/v1/policy.pb.h"
 
 namespace sluice::controlplane {
@@ -27,13 +28,7 @@ struct PolicyState {
   void Add(const v1::Resource& resource);
 };
 
-using Labels = std::map<std::string, std::string>;
-
-// True when every key/value of `selector` is in `labels`. An empty selector matches nothing.
-bool SelectorMatches(const google::protobuf::Map<std::string, std::string>& selector,
-                     const Labels& labels);
-// True when `selector` names the connection or all its tags are on the connection.
-bool SelectsConnection(const v1::ConnectionSelector& selector, const v1::Connection& connection);
+using policy::Labels;
 
 // The snapshot for an agent with `labels`:
 // - connections whose `agents` selector matches the labels (with their credentials);

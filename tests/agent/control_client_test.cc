@@ -44,7 +44,7 @@ TEST_F(ControlClientTest, ValidSnapshotIsAppliedAndPersistedPrivately) {
   ControlClient client(opts_, &holder_);
   EXPECT_EQ(client.Apply(Snapshot(3, "postgres"), "control-plane"), "");
   ASSERT_NE(holder_.Get(), nullptr);
-  EXPECT_EQ(holder_.Get()->version(), 3u);
+  EXPECT_EQ(holder_.Get()->snapshot.version(), 3u);
   std::string path = dir_ + "/snapshot.json";
   EXPECT_EQ(std::filesystem::status(path).permissions() & std::filesystem::perms::all,
             std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
@@ -54,7 +54,7 @@ TEST_F(ControlClientTest, ValidSnapshotIsAppliedAndPersistedPrivately) {
   PolicyHolder again;
   ControlClient restarted(opts_, &again);
   EXPECT_EQ(restarted.LoadFromDisk(), 3u);
-  EXPECT_EQ(again.Get()->connections(0).name(), "db");
+  EXPECT_EQ(again.Get()->snapshot.connections(0).name(), "db");
   EXPECT_THAT(restarted.StatusJson(), HasSubstr("\"snapshot_source\": \"disk\""));
 }
 
@@ -63,7 +63,7 @@ TEST_F(ControlClientTest, RejectedSnapshotKeepsThePreviousOne) {
   ASSERT_EQ(client.Apply(Snapshot(3, "postgres"), "control-plane"), "");
   std::string reason = client.Apply(Snapshot(4, "mysql"), "control-plane");
   EXPECT_THAT(reason, HasSubstr("protocol mysql is not supported by this agent (it serves: postgres)"));
-  EXPECT_EQ(holder_.Get()->version(), 3u);
+  EXPECT_EQ(holder_.Get()->snapshot.version(), 3u);
   EXPECT_THAT(*ReadFile(dir_ + "/snapshot.json"), ::testing::Not(HasSubstr("PROTOCOL_MYSQL")));
   EXPECT_THAT(client.StatusJson(), HasSubstr("\"last_nack_version\": 4"));
 }

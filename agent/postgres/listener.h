@@ -1,0 +1,51 @@
+// The agent's PostgreSQL port: one acceptor, one event loop (asio::io_context) per worker thread,
+// each accepted connection confined to one loop for its whole life, so a session needs no locks.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "agent/policy_holder.h"
+#include "agent/postgres/cancel_registry.h"
+#include "agent/postgres/session.h"
+
+namespace sluice::agent::postgres {
+
+struct ListenerOptions {
+  std::string listen = "127.0.0.1:6432";  // host:port; port 0 = any free port
+  std::string tls_cert_file;              // PEM chain; empty = no TLS
+  std::string tls_key_file;
+  bool allow_plaintext = false;
+  int workers = 2;
+  DecodeLimits limits;
+};
+
+class Listener {
+ public:
+  Listener(ListenerOptions options, PolicyHolder* policy);
+  ~Listener();
+
+  // Binds and starts the worker threads. Returns the bound port.
+  absl::StatusOr<int> Start();
+  void Stop();
+  size_t active_cancel_keys() const { return cancels_.size(); }
+
+ private:
+  asio::awaitable<void> AcceptLoop();
+
+  ListenerOptions options_;
+  PolicyHolder* policy_;
+  SessionConfig config_;
+  CancelRegistry cancels_;
+  asio::ssl::context tls_{asio::ssl::context::tls_server};
+  std::vector<std::unique_ptr<asio::io_context>> loops_;
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards_;
+  std::unique_ptr<asio::ip::tcp::acceptor> acceptor_;
+  std::vector<std::thread> threads_;
+  size_t next_loop_ = 0;
+};
+
+}  // namespace sluice::agent::postgres

@@ -1,0 +1,297 @@
+#include "agent/postgres/session.h"
+
+#include <asio/experimental/awaitable_operators.hpp>
+
+#include <algorithm>
+#include <cstdlib>
+#include <variant>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "agent/auth/authorizer.h"
+#include "agent/postgres/messages.h"
+#include "agent/postgres/upstream.h"
+#include "agent/postgres/wire.h"
+#include "common/log.h"
+
+namespace sluice::agent::postgres {
+namespace {
+
+using namespace asio::experimental::awaitable_operators;
+
+// Startup parameters a client may pass through to the database. Everything else ("user",
+// "database", "replication", "_pq_.*", unknown GUC-like names) is dropped or handled here.
+bool PassThroughParameter(absl::string_view name) {
+  return name == "application_name" || name == "client_encoding" || name == "DateStyle" ||
+         name == "TimeZone" || name == "extra_float_digits" || name == "search_path" ||
+         name == "IntervalStyle" || name == "options" || name == "datestyle" ||
+         name == "timezone" || name == "intervalstyle";
+}
+
+bool Truthy(absl::string_view v) {
+  std::string l = absl::AsciiStrToLower(v);
+  return !(l.empty() || l == "false" || l == "0" || l == "off" || l == "no");
+}
+
+// The whole life of one client connection.
+class Session {
+ public:
+  Session(asio::ip::tcp::socket socket, SessionDeps deps)
+      : deps_(deps), client_(std::move(socket), *deps.server_tls) {
+    asio::error_code ec;
+    auto ep = client_.socket().remote_endpoint(ec);
+    peer_ = ec ? "unknown" : absl::StrCat(ep.address().to_string(), ":", ep.port());
+  }
+
+  asio::awaitable<void> Run() {
+    absl::Status st = co_await Serve();
+    if (!st.ok() && !absl::IsUnavailable(st)) {
+      LogInfo("postgres session from ", peer_, " ended: ", st.message());
+    }
+    if (agent_key_.process_id != 0) deps_.cancels->Unregister(agent_key_.process_id);
+    client_.Close();
+    if (upstream_.stream) upstream_.stream->Close();
+  }
+
+ private:
+  const DecodeLimits& limits() const { return deps_.config->limits; }
+
+  asio::awaitable<absl::Status> Fatal(absl::string_view sqlstate, absl::string_view message) {
+    ErrorOrNotice e = ErrorOrNotice::Make("FATAL", sqlstate, message);
+    co_await client_.Write(e.Encode('E'));
+    co_return absl::PermissionDeniedError(message);
+  }
+
+  asio::awaitable<absl::Status> Serve() {
+    // Pre-startup: TLS negotiation and cancel requests, until a StartupMessage arrives.
+    StartupMessage startup;
+    while (true) {
+      if (!client_.is_tls() && client_.buffer().empty()) {
+        // PostgreSQL 17 direct TLS (sslnegotiation=direct) starts with a ClientHello instead of
+        // SSLRequest: look at the first byte without consuming it, so OpenSSL sees it whole.
+        auto first = co_await client_.PeekByte();
+        if (!first.ok()) co_return first.status();
+        if (LooksLikeTlsClientHello(std::string(1, *first))) {
+          if (!deps_.config->tls_available) {
+            co_return absl::InvalidArgumentError("direct TLS requested but no certificate is loaded");
+          }
+          absl::Status st = co_await client_.ServerHandshake();
+          if (!st.ok()) co_return st;
+          continue;
+        }
+      }
+      auto m = co_await client_.ReadMessage(true, Direction::kFrontend, limits());
+      if (!m.ok()) co_return m.status();
+      auto kind = ClassifyStartup(m->payload);
+      if (!kind.ok()) co_return co_await Fatal("08P01", kind.status().message());
+      if (*kind == StartupKind::kSslRequest) {
+        if (client_.is_tls() || !deps_.config->tls_available) {
+          absl::Status st = co_await client_.Write("N");
+          if (!st.ok()) co_return st;
+          continue;
+        }
+        absl::Status st = co_await client_.Write("S");
+        if (!st.ok()) co_return st;
+        st = co_await client_.ServerHandshake();
+        if (!st.ok()) co_return st;
+        continue;
+      }
+      if (*kind == StartupKind::kGssEncRequest) {
+        absl::Status st = co_await client_.Write("N");
+        if (!st.ok()) co_return st;
+        continue;
+      }
+      if (*kind == StartupKind::kCancelRequest) {
+        co_await HandleCancel(m->payload);
+        co_return absl::UnavailableError("cancel request handled");
+      }
+      auto s = StartupMessage::Decode(m->payload);
+      if (!s.ok()) co_return co_await Fatal("08P01", s.status().message());
+      startup = *std::move(s);
+      break;
+    }
+    if (!client_.is_tls() && !deps_.config->allow_plaintext) {
+      co_return co_await Fatal("28000", "Sluice: this listener requires TLS (use sslmode=require)");
+    }
+
+    // Protocol version: 3.0 and 3.2 are spoken; newer minors and _pq_ options are negotiated down.
+    int minor = startup.protocol & 0xffff;
+    std::vector<std::string> unknown_options;
+    for (const auto& [k, v] : startup.parameters) {
+      if (absl::StartsWith(k, "_pq_.")) unknown_options.push_back(k);
+    }
+    if (minor > 2 || !unknown_options.empty()) {
+      absl::Status st = co_await client_.Write(
+          NegotiateProtocolVersion{std::min(minor, 2), unknown_options}.Encode());
+      if (!st.ok()) co_return st;
+    }
+    protocol_minor_ = std::min(minor, 2);
+
+    if (auto r = startup.Get("replication"); r && Truthy(*r)) {
+      co_return co_await Fatal("0A000", "Sluice: replication connections are not supported");
+    }
+    std::string database = startup.Get("database").value_or("");
+    std::string user = startup.Get("user").value_or("");
+    if (user.empty()) co_return co_await Fatal("28000", "Sluice: no user name given");
+    if (database.empty()) database = user;  // libpq's default, as PostgreSQL does
+
+    policy_ = deps_.policy->Get();
+    const v1::Connection* connection =
+        policy_ ? policy_->FindConnection(database, v1::PROTOCOL_POSTGRES) : nullptr;
+    if (connection == nullptr) {
+      co_return co_await Fatal("3D000", absl::StrCat("Sluice: connection \"", database,
+                                                     "\" does not exist on this agent"));
+    }
+
+    // The caller's OIDC token, as a cleartext password (over TLS, or plaintext only where the
+    // listener explicitly allows it).
+    absl::Status st = co_await client_.Write(Authentication{Authentication::kCleartextPassword, ""}.Encode());
+    if (!st.ok()) co_return st;
+    auto pw = co_await client_.ReadMessage(false, Direction::kFrontend, limits());
+    if (!pw.ok()) co_return pw.status();
+    if (pw->type != 'p') co_return co_await Fatal("08P01", "Sluice: expected a password message");
+    auto password = PasswordMessage::Decode(pw->payload);
+    if (!password.ok()) co_return co_await Fatal("08P01", password.status().message());
+    auto identity = policy_->verifier->Verify(password->password, absl::Now());
+    if (!identity.ok()) {
+      LogInfo("postgres auth refused for ", peer_, " on ", database, ": ", identity.status().message());
+      co_return co_await Fatal("28P01", absl::StrCat("Sluice: token rejected: ", identity.status().message()));
+    }
+    Caller caller{identity->issuer, identity->subject, identity->groups};
+    auto grant = Authorize(policy_->snapshot, *connection, caller);
+    if (!grant) {
+      LogInfo("postgres access refused: ", identity->subject, " on ", database);
+      co_return co_await Fatal("28000", absl::StrCat("Sluice: no access rule lets \"", identity->subject,
+                                                     "\" use connection \"", database, "\""));
+    }
+
+    // Upstream login with the injected credentials.
+    UpstreamLogin login;
+    login.user = connection->credentials().username();
+    auto secret = ResolvePassword(*connection);
+    if (!secret.ok()) co_return co_await Fatal("08006", absl::StrCat("Sluice: ", secret.status().message()));
+    login.password = *std::move(secret);
+    login.database = connection->upstream().database().empty() ? connection->name()
+                                                               : connection->upstream().database();
+    std::string options;
+    for (const auto& [k, v] : startup.parameters) {
+      if (k == "options") {
+        options = v;
+      } else if (PassThroughParameter(k)) {
+        login.parameters.emplace_back(k, v);
+      }
+    }
+    if (grant->access == v1::ACCESS_READ) {
+      // Enforced by the database itself: the session starts read-only.
+      options = absl::StrCat(options, options.empty() ? "" : " ", "-c default_transaction_read_only=on");
+    }
+    if (!options.empty()) login.parameters.emplace_back("options", options);
+    if (std::none_of(login.parameters.begin(), login.parameters.end(),
+                     [](const auto& p) { return p.first == "application_name"; })) {
+      login.parameters.emplace_back("application_name", "sluice");
+    }
+    UpstreamTarget target = TargetOf(*connection);
+    auto up = co_await ConnectUpstream(co_await asio::this_coro::executor, target, login, limits());
+    if (!up.ok()) {
+      LogWarning("upstream login for connection ", database, " failed: ", up.status().message());
+      co_return co_await Fatal("08006", absl::StrCat("Sluice: cannot open connection \"", database,
+                                                     "\": ", up.status().message()));
+    }
+    upstream_ = *std::move(up);
+
+    // The client sees a normal login: AuthenticationOk, the server's parameters, the agent's own
+    // cancel key, notices, ReadyForQuery.
+    agent_key_ = deps_.cancels->Register(CancelTarget{target, upstream_.key}, protocol_minor_ >= 2 ? 32 : 4);
+    std::string hello = Authentication{Authentication::kOk, ""}.Encode();
+    for (const auto& p : upstream_.parameters) hello += p.Encode();
+    hello += agent_key_.Encode();
+    for (const auto& n : upstream_.notices) hello += n;
+    hello += ReadyForQuery{upstream_.transaction_status}.Encode();
+    st = co_await client_.Write(hello);
+    if (!st.ok()) co_return st;
+    LogInfo("postgres session: ", identity->subject, " (", identity->issuer, ") from ", peer_, " on ",
+            database, " with ", AccessName(grant->access), " access (rule ", grant->rule, ")");
+
+    // Both directions until either ends; the other is then cancelled.
+    auto ended = co_await (Relay(client_, *upstream_.stream, Direction::kFrontend) ||
+                           Relay(*upstream_.stream, client_, Direction::kBackend));
+    co_return std::visit([](absl::Status& s) { return s; }, ended);
+  }
+
+  absl::StatusOr<std::string> ResolvePassword(const v1::Connection& c) {
+    const auto& cred = c.credentials();
+    if (!cred.password().empty()) return cred.password();
+    const std::string& from = cred.password_from();
+    if (absl::StartsWith(from, "env:")) {
+      const char* v = std::getenv(from.substr(4).c_str());
+      if (v == nullptr) return absl::FailedPreconditionError("the connection's password is not available on this agent");
+      return std::string(v);
+    }
+    return absl::FailedPreconditionError("the connection's password source is not supported yet");
+  }
+
+  // Copies framed messages from `from` to `to`, checking every frame; a protocol error ends the
+  // session (and is reported to the client when the client broke it).
+  asio::awaitable<absl::Status> Relay(Stream& from, Stream& to, Direction direction) {
+    while (true) {
+      size_t validated = 0;
+      bool terminate = false;
+      while (true) {
+        DecodeResult r = DecodeFrame(absl::string_view(from.buffer()).substr(validated), direction, limits());
+        if (r.status == DecodeStatus::kError) {
+          if (direction == Direction::kFrontend) {
+            co_await client_.Write(ErrorOrNotice::Make("FATAL", "08P01", "Sluice: protocol violation: " + r.error).Encode('E'));
+          }
+          co_return absl::InvalidArgumentError(r.error);
+        }
+        if (r.status == DecodeStatus::kNeedMore) break;
+        validated += r.message.wire_size;
+        if (direction == Direction::kFrontend && r.message.type == 'X') {
+          terminate = true;
+          break;
+        }
+      }
+      if (validated > 0) {
+        absl::Status st = co_await to.Write(absl::string_view(from.buffer()).substr(0, validated));
+        if (!st.ok()) co_return st;
+        from.Consume(validated);
+      }
+      if (terminate) co_return absl::UnavailableError("client terminated");
+      absl::Status st = co_await from.ReadMore(limits().max_message_bytes + 5);
+      if (!st.ok()) co_return st;
+    }
+  }
+
+  asio::awaitable<void> HandleCancel(const std::string& payload) {
+    auto req = CancelRequest::Decode(payload);
+    if (!req.ok()) co_return;
+    auto target = deps_.cancels->Lookup(req->process_id, req->secret_key);
+    if (!target) {
+      LogInfo("cancel request from ", peer_, " with an unknown key ignored");
+      co_return;
+    }
+    absl::Status st = co_await SendUpstreamCancel(co_await asio::this_coro::executor, target->target,
+                                                  target->upstream_key);
+    if (!st.ok()) LogWarning("forwarding a cancel request failed: ", st.message());
+  }
+
+  SessionDeps deps_;
+  Stream client_;
+  std::string peer_;
+  std::shared_ptr<const AgentPolicy> policy_;
+  UpstreamSession upstream_;
+  BackendKeyData agent_key_;
+  int protocol_minor_ = 0;
+};
+
+}  // namespace
+
+asio::awaitable<void> RunSession(asio::ip::tcp::socket socket, SessionDeps deps) {
+  socket.set_option(asio::ip::tcp::no_delay(true));
+  Session session(std::move(socket), deps);
+  co_await session.Run();
+}
+
+}  // namespace sluice::agent::postgres

@@ -1,0 +1,33 @@
+// One PostgreSQL client session through the agent, from the first byte to the last:
+//   pre-startup codes (SSLRequest, GSSENCRequest 'N', direct TLS, CancelRequest), the
+//   StartupMessage (3.0 / 3.2, NegotiateProtocolVersion, replication refused), the caller's
+//   token as a cleartext password verified against the snapshot's issuers, authorization by
+//   AccessRules, the upstream login with the Connection's credentials, then a relay of framed
+//   messages in both directions with every length checked. A protocol error closes the session.
+#pragma once
+
+#include <string>
+
+#include "agent/policy_holder.h"
+#include "agent/postgres/cancel_registry.h"
+#include "agent/postgres/decoder.h"
+#include "agent/postgres/stream.h"
+
+namespace sluice::agent::postgres {
+
+struct SessionConfig {
+  bool tls_available = false;   // a certificate is loaded: SSLRequest is answered 'S'
+  bool allow_plaintext = false; // sessions without TLS are allowed (loopback, tests)
+  DecodeLimits limits;
+};
+
+struct SessionDeps {
+  PolicyHolder* policy = nullptr;
+  CancelRegistry* cancels = nullptr;
+  asio::ssl::context* server_tls = nullptr;
+  const SessionConfig* config = nullptr;
+};
+
+asio::awaitable<void> RunSession(asio::ip::tcp::socket socket, SessionDeps deps);
+
+}  // namespace sluice::agent::postgres

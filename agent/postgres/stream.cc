@@ -1,0 +1,102 @@
+#include "agent/postgres/stream.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace sluice::agent::postgres {
+namespace {
+
+constexpr size_t kReadChunk = 64 << 10;
+
+absl::Status FromError(const asio::error_code& ec, absl::string_view what) {
+  if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated ||
+      ec == asio::error::connection_reset || ec == asio::error::broken_pipe ||
+      ec == asio::error::operation_aborted) {
+    return absl::UnavailableError(absl::StrCat(what, ": connection closed"));
+  }
+  return absl::UnavailableError(absl::StrCat(what, ": ", ec.message()));
+}
+
+}  // namespace
+
+asio::awaitable<absl::Status> Stream::ServerHandshake() {
+  if (!buffer_.empty()) {
+    co_return absl::InvalidArgumentError("data arrived before the TLS handshake");
+  }
+  auto [ec] = co_await tls_.async_handshake(asio::ssl::stream_base::server, kNoThrow);
+  if (ec) co_return absl::UnavailableError(absl::StrCat("TLS handshake failed: ", ec.message()));
+  is_tls_ = true;
+  co_return absl::OkStatus();
+}
+
+asio::awaitable<absl::Status> Stream::ClientHandshake() {
+  if (!buffer_.empty()) {
+    co_return absl::InvalidArgumentError("the server sent data before the TLS handshake");
+  }
+  auto [ec] = co_await tls_.async_handshake(asio::ssl::stream_base::client, kNoThrow);
+  if (ec) co_return absl::UnavailableError(absl::StrCat("TLS handshake failed: ", ec.message()));
+  is_tls_ = true;
+  co_return absl::OkStatus();
+}
+
+asio::awaitable<absl::Status> Stream::ReadMore(size_t max_buffer) {
+  if (buffer_.size() >= max_buffer) {
+    co_return absl::ResourceExhaustedError("receive buffer limit reached");
+  }
+  size_t old = buffer_.size();
+  size_t want = std::min(kReadChunk, max_buffer - old);
+  buffer_.resize(old + want);
+  asio::error_code ec;
+  size_t n = 0;
+  if (is_tls_) {
+    std::tie(ec, n) = co_await tls_.async_read_some(asio::buffer(buffer_.data() + old, want), kNoThrow);
+  } else {
+    std::tie(ec, n) = co_await socket().async_read_some(asio::buffer(buffer_.data() + old, want), kNoThrow);
+  }
+  buffer_.resize(old + n);
+  if (ec) co_return FromError(ec, "read");
+  co_return absl::OkStatus();
+}
+
+asio::awaitable<absl::Status> Stream::Write(absl::string_view data) {
+  asio::error_code ec;
+  if (is_tls_) {
+    std::tie(ec, std::ignore) = co_await asio::async_write(tls_, asio::buffer(data.data(), data.size()), kNoThrow);
+  } else {
+    std::tie(ec, std::ignore) = co_await asio::async_write(socket(), asio::buffer(data.data(), data.size()), kNoThrow);
+  }
+  if (ec) co_return FromError(ec, "write");
+  co_return absl::OkStatus();
+}
+
+asio::awaitable<absl::StatusOr<Message>> Stream::ReadMessage(bool startup, Direction direction,
+                                                             const DecodeLimits& limits) {
+  while (true) {
+    DecodeResult r = startup ? DecodeStartupFrame(buffer_, limits) : DecodeFrame(buffer_, direction, limits);
+    if (r.status == DecodeStatus::kError) co_return absl::InvalidArgumentError(r.error);
+    if (r.status == DecodeStatus::kMessage) {
+      Message m{r.message.type, std::string(r.message.payload)};
+      Consume(r.message.wire_size);
+      co_return m;
+    }
+    absl::Status st = co_await ReadMore(limits.max_message_bytes + 5);
+    if (!st.ok()) co_return st;
+  }
+}
+
+asio::awaitable<absl::StatusOr<char>> Stream::PeekByte() {
+  char c = 0;
+  auto [ec, n] = co_await socket().async_receive(asio::buffer(&c, 1), asio::socket_base::message_peek, kNoThrow);
+  if (ec) co_return FromError(ec, "read");
+  if (n == 0) co_return absl::UnavailableError("read: connection closed");
+  co_return c;
+}
+
+void Stream::Consume(size_t n) { buffer_.erase(0, n); }
+
+void Stream::Close() {
+  asio::error_code ignored;
+  socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+  socket().close(ignored);
+}
+
+}  // namespace sluice::agent::postgres

@@ -1,0 +1,62 @@
+// One TCP connection of the data path, plaintext or TLS (switchable once, after SSLRequest or on
+// a direct-TLS ClientHello), with a receive buffer and PostgreSQL message reads on top.
+// Coroutine-based (standalone Asio, C++20); errors are returned, never thrown.
+#pragma once
+
+#include <asio.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/ssl.hpp>
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "agent/postgres/decoder.h"
+
+namespace sluice::agent::postgres {
+
+// Completion token for coroutine ops that report errors as values: (error_code, result...).
+inline constexpr auto kNoThrow = asio::experimental::as_tuple(asio::use_awaitable);
+
+// A whole message read from a stream (copied out of the buffer).
+struct Message {
+  char type = 0;  // 0 for startup-phase messages
+  std::string payload;
+};
+
+class Stream {
+ public:
+  Stream(asio::ip::tcp::socket socket, asio::ssl::context& tls_context)
+      : tls_(std::move(socket), tls_context) {}
+
+  asio::ip::tcp::socket& socket() { return tls_.next_layer(); }
+  asio::ssl::stream<asio::ip::tcp::socket>& tls_stream() { return tls_; }
+  bool is_tls() const { return is_tls_; }
+  // What the peer sent that has not been consumed yet.
+  std::string& buffer() { return buffer_; }
+
+  // TLS handshakes. After success every read and write is encrypted. Bytes already buffered
+  // before a server handshake are refused (they would be plaintext injected before TLS).
+  asio::awaitable<absl::Status> ServerHandshake();
+  asio::awaitable<absl::Status> ClientHandshake();
+
+  // Reads more bytes into buffer(); Unavailable at end of stream. Refuses to grow the buffer
+  // past `max_buffer` (a message larger than the decode limit never gets that far).
+  asio::awaitable<absl::Status> ReadMore(size_t max_buffer);
+  asio::awaitable<absl::Status> Write(absl::string_view data);
+
+  // Reads one whole message: startup-phase framing when `startup`, else typed framing in
+  // `direction`. Protocol errors are InvalidArgument; a closed peer is Unavailable.
+  asio::awaitable<absl::StatusOr<Message>> ReadMessage(bool startup, Direction direction,
+                                                       const DecodeLimits& limits);
+  // The next byte without consuming it (plaintext only).
+  asio::awaitable<absl::StatusOr<char>> PeekByte();
+  void Consume(size_t n);
+  void Close();
+
+ private:
+  asio::ssl::stream<asio::ip::tcp::socket> tls_;
+  bool is_tls_ = false;
+  std::string buffer_;
+};
+
+}  // namespace sluice::agent::postgres
