@@ -58,9 +58,12 @@ class Session {
  private:
   const DecodeLimits& limits() const { return deps_.config->limits; }
 
-  asio::awaitable<absl::Status> Fatal(absl::string_view sqlstate, absl::string_view message) {
-    ErrorOrNotice e = ErrorOrNotice::Make("FATAL", sqlstate, message);
-    co_await client_.Write(e.Encode('E'));
+  // Sends a FATAL ErrorResponse and ends the session. Arguments are taken by value: they live in
+  // the coroutine frame. (Throughout the data path, values passed into a co_await expression are
+  // named locals, never temporaries: GCC 12 mis-destroys temporaries inside co_await.)
+  asio::awaitable<absl::Status> Fatal(std::string sqlstate, std::string message) {
+    std::string wire = ErrorOrNotice::Make("FATAL", sqlstate, message).Encode('E');
+    co_await client_.Write(wire);
     co_return absl::PermissionDeniedError(message);
   }
 
@@ -85,7 +88,7 @@ class Session {
       auto m = co_await client_.ReadMessage(true, Direction::kFrontend, limits());
       if (!m.ok()) co_return m.status();
       auto kind = ClassifyStartup(m->payload);
-      if (!kind.ok()) co_return co_await Fatal("08P01", kind.status().message());
+      if (!kind.ok()) co_return co_await Fatal("08P01", std::string(kind.status().message()));
       if (*kind == StartupKind::kSslRequest) {
         if (client_.is_tls() || !deps_.config->tls_available) {
           absl::Status st = co_await client_.Write("N");
@@ -108,7 +111,7 @@ class Session {
         co_return absl::UnavailableError("cancel request handled");
       }
       auto s = StartupMessage::Decode(m->payload);
-      if (!s.ok()) co_return co_await Fatal("08P01", s.status().message());
+      if (!s.ok()) co_return co_await Fatal("08P01", std::string(s.status().message()));
       startup = *std::move(s);
       break;
     }
@@ -123,8 +126,8 @@ class Session {
       if (absl::StartsWith(k, "_pq_.")) unknown_options.push_back(k);
     }
     if (minor > 2 || !unknown_options.empty()) {
-      absl::Status st = co_await client_.Write(
-          NegotiateProtocolVersion{std::min(minor, 2), unknown_options}.Encode());
+      std::string negotiate = NegotiateProtocolVersion{std::min(minor, 2), unknown_options}.Encode();
+      absl::Status st = co_await client_.Write(negotiate);
       if (!st.ok()) co_return st;
     }
     protocol_minor_ = std::min(minor, 2);
@@ -147,13 +150,14 @@ class Session {
 
     // The caller's OIDC token, as a cleartext password (over TLS, or plaintext only where the
     // listener explicitly allows it).
-    absl::Status st = co_await client_.Write(Authentication{Authentication::kCleartextPassword, ""}.Encode());
+    std::string ask = Authentication{Authentication::kCleartextPassword, ""}.Encode();
+    absl::Status st = co_await client_.Write(ask);
     if (!st.ok()) co_return st;
     auto pw = co_await client_.ReadMessage(false, Direction::kFrontend, limits());
     if (!pw.ok()) co_return pw.status();
     if (pw->type != 'p') co_return co_await Fatal("08P01", "Sluice: expected a password message");
     auto password = PasswordMessage::Decode(pw->payload);
-    if (!password.ok()) co_return co_await Fatal("08P01", password.status().message());
+    if (!password.ok()) co_return co_await Fatal("08P01", std::string(password.status().message()));
     auto identity = policy_->verifier->Verify(password->password, absl::Now());
     if (!identity.ok()) {
       LogInfo("postgres auth refused for ", peer_, " on ", database, ": ", identity.status().message());
@@ -193,7 +197,8 @@ class Session {
       login.parameters.emplace_back("application_name", "sluice");
     }
     UpstreamTarget target = TargetOf(*connection);
-    auto up = co_await ConnectUpstream(co_await asio::this_coro::executor, target, login, limits());
+    asio::any_io_executor executor = co_await asio::this_coro::executor;
+    auto up = co_await ConnectUpstream(executor, target, login, limits());
     if (!up.ok()) {
       LogWarning("upstream login for connection ", database, " failed: ", up.status().message());
       co_return co_await Fatal("08006", absl::StrCat("Sluice: cannot open connection \"", database,
@@ -242,7 +247,9 @@ class Session {
         DecodeResult r = DecodeFrame(absl::string_view(from.buffer()).substr(validated), direction, limits());
         if (r.status == DecodeStatus::kError) {
           if (direction == Direction::kFrontend) {
-            co_await client_.Write(ErrorOrNotice::Make("FATAL", "08P01", "Sluice: protocol violation: " + r.error).Encode('E'));
+            std::string wire =
+                ErrorOrNotice::Make("FATAL", "08P01", "Sluice: protocol violation: " + r.error).Encode('E');
+            co_await client_.Write(wire);
           }
           co_return absl::InvalidArgumentError(r.error);
         }
@@ -254,7 +261,8 @@ class Session {
         }
       }
       if (validated > 0) {
-        absl::Status st = co_await to.Write(absl::string_view(from.buffer()).substr(0, validated));
+        absl::string_view chunk = absl::string_view(from.buffer()).substr(0, validated);
+        absl::Status st = co_await to.Write(chunk);
         if (!st.ok()) co_return st;
         from.Consume(validated);
       }
@@ -272,8 +280,8 @@ class Session {
       LogInfo("cancel request from ", peer_, " with an unknown key ignored");
       co_return;
     }
-    absl::Status st = co_await SendUpstreamCancel(co_await asio::this_coro::executor, target->target,
-                                                  target->upstream_key);
+    asio::any_io_executor executor = co_await asio::this_coro::executor;
+    absl::Status st = co_await SendUpstreamCancel(executor, target->target, target->upstream_key);
     if (!st.ok()) LogWarning("forwarding a cancel request failed: ", st.message());
   }
 

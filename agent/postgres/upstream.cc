@@ -37,7 +37,8 @@ UpstreamTarget TargetOf(const v1::Connection& connection) {
 asio::awaitable<absl::StatusOr<std::pair<std::unique_ptr<Stream>, std::unique_ptr<asio::ssl::context>>>>
 OpenUpstream(asio::any_io_executor executor, const UpstreamTarget& target) {
   asio::ip::tcp::resolver resolver(executor);
-  auto [rec, endpoints] = co_await resolver.async_resolve(target.host, std::to_string(target.port), kNoThrow);
+  std::string service = std::to_string(target.port);
+  auto [rec, endpoints] = co_await resolver.async_resolve(target.host, service, kNoThrow);
   if (rec) co_return absl::UnavailableError(absl::StrCat("cannot resolve ", target.host, ": ", rec.message()));
   auto ctx = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
   ctx->set_options(asio::ssl::context::no_sslv2 | asio::ssl::context::no_sslv3 |
@@ -67,7 +68,8 @@ OpenUpstream(asio::any_io_executor executor, const UpstreamTarget& target) {
     SSL_set_tlsext_host_name(stream->tls_stream().native_handle(), target.host.c_str());
     WireWriter w;
     w.Int32(kSslRequestCode);
-    absl::Status st = co_await stream->Write(Frame(0, w.data()));
+    std::string ssl_request = Frame(0, w.data());
+    absl::Status st = co_await stream->Write(ssl_request);
     if (!st.ok()) co_return st;
     while (stream->buffer().empty()) {
       st = co_await stream->ReadMore(1);
@@ -101,7 +103,8 @@ asio::awaitable<absl::StatusOr<UpstreamSession>> ConnectUpstream(asio::any_io_ex
   startup.parameters.emplace_back("user", login.user);
   startup.parameters.emplace_back("database", login.database);
   for (const auto& p : login.parameters) startup.parameters.push_back(p);
-  absl::Status st = co_await s.Write(startup.Encode());
+  std::string startup_wire = startup.Encode();
+  absl::Status st = co_await s.Write(startup_wire);
   if (!st.ok()) co_return st;
 
   std::optional<ScramSha256Client> scram;
@@ -194,7 +197,8 @@ asio::awaitable<absl::Status> SendUpstreamCancel(asio::any_io_executor executor,
                                                  const BackendKeyData& key) {
   auto opened = co_await OpenUpstream(executor, target);
   if (!opened.ok()) co_return opened.status();
-  absl::Status st = co_await opened->first->Write(CancelRequest{key.process_id, key.secret_key}.Encode());
+  std::string cancel = CancelRequest{key.process_id, key.secret_key}.Encode();
+  absl::Status st = co_await opened->first->Write(cancel);
   opened->first->Close();
   co_return st;
 }

@@ -138,7 +138,7 @@ class ControlPlane:
 
 class Agent:
     def __init__(self, workdir, name, controlplane, token, protocols="postgres,mysql,http",
-                 env=None, labels=""):
+                 env=None, labels="", extra_args=()):
         self.name = name
         self.workdir = workdir
         self.data_dir = os.path.join(workdir, f"agent-{name}")
@@ -147,6 +147,7 @@ class Agent:
         self.protocols = protocols
         self.env = env
         self.labels = labels
+        self.extra_args = list(extra_args)
         self.process = None
 
     def start(self):
@@ -164,7 +165,7 @@ class Agent:
              "--enroll-token-file", token_file, "--data-dir", self.data_dir,
              "--protocols", self.protocols, "--status-listen", "127.0.0.1:0",
              "--reconnect-max-backoff", "1s", "--heartbeat-interval", "1s",
-             "--labels", self.labels],
+             "--labels", self.labels, "--postgres-listen", "127.0.0.1:0", *self.extra_args],
             os.path.join(self.workdir, f"agent-{self.name}.log"), env=env)
 
         def port():
@@ -179,6 +180,10 @@ class Agent:
         url = f"http://127.0.0.1:{self.status_port}/status"
         with urllib.request.urlopen(url, timeout=5) as r:
             return json.loads(r.read().decode())
+
+    def postgres_port(self):
+        with open(os.path.join(self.data_dir, "postgres.port")) as f:
+            return int(f.read().strip())
 
     def snapshot_on_disk(self):
         with open(os.path.join(self.data_dir, "snapshot.json")) as f:
@@ -198,3 +203,117 @@ class Workdir:
             print(f"logs kept in {self.path}")
         else:
             shutil.rmtree(self.path, ignore_errors=True)
+
+
+PG_BIN = "/usr/lib/postgresql/15/bin"
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PostgresServer:
+    """A real PostgreSQL 15 in a temp dir, run as the postgres user (initdb refuses root).
+
+    auth: "scram-sha-256", "md5" or "trust" for TCP logins; tls: also require TLS on TCP.
+    """
+
+    def __init__(self, workdir, name="pg", auth="scram-sha-256", tls=False):
+        self.dir = os.path.join(workdir, name)
+        self.data = os.path.join(self.dir, "data")
+        self.socket_dir = os.path.join(self.dir, "sock")
+        self.auth = auth
+        self.tls = tls
+        self.port = free_port()
+        self.process = None
+
+    def _as_postgres(self, *args, **kw):
+        return subprocess.run(["runuser", "-u", "postgres", "--", *args], check=True,
+                              capture_output=True, text=True, **kw)
+
+    def start(self):
+        os.makedirs(self.socket_dir, exist_ok=True)
+        # The postgres user must reach its directory through the test's temp dirs.
+        path = self.dir
+        while path not in ("/", ""):
+            os.chmod(path, os.stat(path).st_mode | 0o711)
+            path = os.path.dirname(path)
+        subprocess.run(["chown", "-R", "postgres:postgres", self.dir], check=True)
+        self._as_postgres(f"{PG_BIN}/initdb", "-D", self.data, "-U", "postgres", "-A", "trust",
+                          "--no-sync")
+        conf = [f"listen_addresses = '127.0.0.1'", f"port = {self.port}",
+                f"unix_socket_directories = '{self.socket_dir}'", "fsync = off",
+                f"password_encryption = '{'md5' if self.auth == 'md5' else 'scram-sha-256'}'"]
+        hba = ["local all all trust"]
+        if self.tls:
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                            "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj",
+                            "/CN=127.0.0.1", "-keyout", os.path.join(self.data, "server.key"),
+                            "-out", os.path.join(self.data, "server.crt")],
+                           check=True, capture_output=True)
+            subprocess.run(["chown", "postgres:postgres", os.path.join(self.data, "server.key"),
+                            os.path.join(self.data, "server.crt")], check=True)
+            os.chmod(os.path.join(self.data, "server.key"), 0o600)
+            conf.append("ssl = on")
+            hba.append(f"hostssl all all 127.0.0.1/32 {self.auth}")
+            hba.append("hostnossl all all 127.0.0.1/32 reject")
+        else:
+            hba.append(f"host all all 127.0.0.1/32 {self.auth}")
+        with open(os.path.join(self.data, "postgresql.auto.conf"), "a") as f:
+            f.write("\n".join(conf) + "\n")
+        with open(os.path.join(self.data, "pg_hba.conf"), "w") as f:
+            f.write("\n".join(hba) + "\n")
+        self.process = subprocess.Popen(
+            ["runuser", "-u", "postgres", "--", f"{PG_BIN}/postgres", "-D", self.data],
+            stdout=open(os.path.join(self.dir, "postgres.log"), "ab"), stderr=subprocess.STDOUT)
+        wait_for(lambda: subprocess.run([f"{PG_BIN}/pg_isready", "-h", self.socket_dir, "-p",
+                                         str(self.port)], capture_output=True).returncode == 0,
+                 what="postgres to accept connections")
+        return self
+
+    def sql(self, statement, database="postgres"):
+        """Runs SQL as the superuser over the unix socket; returns psql's unaligned output."""
+        r = subprocess.run([f"{PG_BIN}/psql", "-h", self.socket_dir, "-p", str(self.port), "-U",
+                            "postgres", "-d", database, "-XAtqv", "ON_ERROR_STOP=1", "-c", statement],
+                           capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise AssertionError(f"psql failed: {r.stderr}")
+        return r.stdout.strip()
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)  # fast shutdown
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+class TokenIssuer:
+    """An OIDC-style issuer the test controls: an ES256 key pair, its JWKS, and signed tokens.
+
+    Signing uses PyJWT and cryptography (Debian's python3-jwt, python3-cryptography), an
+    implementation independent of the agent's verifier."""
+
+    def __init__(self, iss="https://idp.test", audience="sluice", kid="test-key-1"):
+        from cryptography.hazmat.primitives.asymmetric import ec
+        self.iss, self.audience, self.kid = iss, audience, kid
+        self.key = ec.generate_private_key(ec.SECP256R1())
+
+    def jwks(self):
+        import jwt
+        jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.key.public_key()))
+        jwk.update({"kid": self.kid, "use": "sig", "alg": "ES256"})
+        return json.dumps({"keys": [jwk]})
+
+    def token(self, sub="ci-bot", groups=("ci",), lifetime=300, **overrides):
+        import jwt
+        now = int(time.time())
+        claims = {"iss": self.iss, "aud": self.audience, "sub": sub, "groups": list(groups),
+                  "iat": now, "exp": now + lifetime}
+        claims.update(overrides)
+        claims = {k: v for k, v in claims.items() if v is not None}
+        return jwt.encode(claims, self.key, algorithm="ES256", headers={"kid": self.kid})
