@@ -1,0 +1,260 @@
+"""PostgreSQL through the agent, with real servers and real clients: psql, pgbench, psycopg.
+
+One PostgreSQL 15 (SCRAM-SHA-256), one control plane and one agent serve the whole class; the
+test issuer is an ES256 key pair made here, its JWKS given inline to the Issuer resource, and
+tokens are signed with PyJWT (independent of the agent's verifier)."""
+
+import os
+import signal
+import subprocess
+import time
+import unittest
+
+from harness import (PG_BIN, Agent, ControlPlane, PostgresServer, TokenIssuer, Workdir, wait_for)
+
+POLICY = """
+kind: Connection
+name: demo
+protocol: postgres
+upstream: {{host: 127.0.0.1, port: {pg_port}, database: demo, tls: disable}}
+credentials: {{username: app, password: app-Secret-PW-1}}
+agents: {{vpc: a}}
+tags: {{env: prod}}
+---
+kind: Issuer
+name: test-idp
+issuer: {iss}
+audience: sluice
+jwks: {{inline: '{jwks}'}}
+claims: {{attribution: [run_id]}}
+---
+kind: AccessRule
+name: ci-read
+subjects: {{groups: [ci]}}
+connections: {{names: [demo]}}
+access: read
+---
+kind: AccessRule
+name: bench-admin
+subjects: {{groups: [bench]}}
+connections: {{names: [demo]}}
+access: admin
+"""
+
+
+class PostgresProxyTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.work = Workdir("pgproxy")
+        cls.pg = PostgresServer(cls.work.path).start()
+        cls.pg.sql("CREATE USER app PASSWORD 'app-Secret-PW-1'")
+        cls.pg.sql("CREATE DATABASE demo OWNER app")
+        cls.pg.sql("CREATE TABLE customers (id int PRIMARY KEY, name text, email text);"
+                   "INSERT INTO customers SELECT g, 'name ' || g, 'user' || g || '@example.com' "
+                   "FROM generate_series(1, 50) g; ALTER TABLE customers OWNER TO app", "demo")
+        cls.cp = ControlPlane(cls.work.path).start()
+        cls.idp = TokenIssuer()
+        cls.agent = Agent(cls.work.path, "a", cls.cp, cls.cp.enroll("agent-a", "vpc=a")).start()
+        cls.cp.apply(POLICY.format(pg_port=cls.pg.port, iss=cls.idp.iss, jwks=cls.idp.jwks()))
+        wait_for(lambda: cls.agent.status()["applied_version"] == 1, what="agent to apply policy")
+        cls.port = cls.agent.postgres_port()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.agent.stop()
+        cls.cp.stop()
+        cls.pg.stop()
+        cls.work.cleanup(keep=False)
+
+    def dsn(self, sslmode="require", dbname="demo", **extra):
+        parts = [f"host=127.0.0.1 port={self.port} dbname={dbname} user=ci-bot sslmode={sslmode}"]
+        parts += [f"{k}={v}" for k, v in extra.items()]
+        return " ".join(parts)
+
+    def psql(self, *args, token=None, dsn=None, check=True, timeout=60, stdin=None):
+        env = dict(os.environ, PGPASSWORD=token if token is not None else self.idp.token(),
+                   PGCONNECT_TIMEOUT="10")
+        r = subprocess.run([f"{PG_BIN}/psql", dsn or self.dsn(), "-X", "-v", "ON_ERROR_STOP=1",
+                            *args], capture_output=True, text=True, env=env, timeout=timeout,
+                           input=stdin)
+        if check and r.returncode != 0:
+            raise AssertionError(f"psql {args} failed ({r.returncode}): {r.stderr}")
+        return r
+
+    # --- psql ---------------------------------------------------------------------------------
+
+    def test_psql_queries_describe_and_multi_statement(self):
+        r = self.psql("-Atc", "SELECT current_user, count(*) FROM customers")
+        self.assertEqual(r.stdout.strip(), "app|50")  # the injected user, never the caller's
+        r = self.psql("-c", r"\d customers")
+        self.assertIn('Table "public.customers"', r.stdout)
+        self.assertIn("email", r.stdout)
+        r = self.psql("-Atc", "SELECT 1; SELECT 'two'; SELECT 3")
+        self.assertEqual(r.stdout.split(), ["1", "two", "3"])
+
+    def test_transaction_with_error_and_rollback(self):
+        script = ("BEGIN;\nSELECT count(*) FROM customers;\nSELECT 1/0;\nROLLBACK;\n"
+                  "SELECT 'after rollback';\n")
+        r = self.psql("-At", "-v", "ON_ERROR_STOP=0", stdin=script, check=False)
+        self.assertIn("division by zero", r.stderr)
+        self.assertIn("after rollback", r.stdout)
+
+    def test_copy_out_and_in(self):
+        out = os.path.join(self.work.path, "customers.csv")
+        self.psql("-c", rf"\copy customers TO '{out}' CSV")
+        with open(out) as f:
+            lines = f.read().splitlines()
+        self.assertEqual(len(lines), 50)
+        self.assertEqual(lines[0], "1,name 1,user1@example.com")
+        # COPY FROM into a temp table (a read grant still may write temp tables? no: read-only
+        # transactions refuse COPY FROM, which is the point of the read grant).
+        r = self.psql("-c", rf"\copy customers FROM '{out}' CSV", check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("read-only transaction", r.stderr)
+        bench = self.idp.token(sub="bench-bot", groups=["bench"])
+        self.psql("-c", "CREATE TABLE IF NOT EXISTS copy_target (id int, name text, email text)",
+                  token=bench)
+        self.psql("-c", rf"\copy copy_target FROM '{out}' CSV", token=bench)
+        r = self.psql("-Atc", "SELECT count(*), max(email) FROM copy_target", token=bench)
+        self.assertEqual(r.stdout.strip(), "50|user9@example.com")
+
+    def test_read_grant_is_read_only(self):
+        r = self.psql("-c", "INSERT INTO customers VALUES (1000, 'x', 'x@example.com')", check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("cannot execute INSERT in a read-only transaction", r.stderr)
+
+    def test_cancel_from_psql_ctrl_c(self):
+        env = dict(os.environ, PGPASSWORD=self.idp.token())
+        start = time.monotonic()
+        proc = subprocess.Popen([f"{PG_BIN}/psql", self.dsn(), "-X", "-c", "SELECT pg_sleep(30)"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        # Wait until the query runs on the server, then Ctrl-C psql: it sends a CancelRequest
+        # with the agent's key to the agent, which must cancel the right backend.
+        wait_for(lambda: self.pg.sql("SELECT count(*) FROM pg_stat_activity WHERE query = "
+                                     "'SELECT pg_sleep(30)' AND state = 'active'") == "1",
+                 what="pg_sleep to be running")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+        self.assertLess(time.monotonic() - start, 20)
+        self.assertIn("canceling statement due to user request", err)
+
+    def test_plaintext_and_replication_are_refused(self):
+        r = self.psql("-c", "SELECT 1", dsn=self.dsn(sslmode="disable"), check=False)
+        self.assertIn("Sluice: this listener requires TLS", r.stderr)
+        r = self.psql("-c", "SELECT 1", dsn=self.dsn(replication="database"), check=False)
+        self.assertIn("Sluice: replication connections are not supported", r.stderr)
+        r = self.psql("-c", "SELECT 1", dsn=self.dsn(dbname="nope"), check=False)
+        self.assertIn('Sluice: connection "nope" does not exist on this agent', r.stderr)
+
+    # --- tokens -------------------------------------------------------------------------------
+
+    def assert_refused(self, token, message):
+        r = self.psql("-c", "SELECT 1", token=token, check=False)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("FATAL:  Sluice: token rejected: " + message, r.stderr)
+
+    def test_token_failures(self):
+        import jwt
+        now = int(time.time())
+        self.assert_refused(self.idp.token(exp=now - 3600), "token expired at")
+        self.assert_refused(self.idp.token(nbf=now + 3600), "token is not valid before")
+        self.assert_refused(self.idp.token(aud="someone-else"),
+                            "audience 'someone-else' is not accepted here; expected 'sluice'")
+        self.assert_refused(self.idp.token(iss="https://evil.example"),
+                            "issuer 'https://evil.example' is not trusted")
+        unsigned = jwt.encode({"iss": self.idp.iss, "aud": "sluice", "sub": "x", "exp": now + 60},
+                              None, algorithm="none")
+        self.assert_refused(unsigned, "algorithm 'none' is not accepted")
+        # HS256 keyed with the issuer's public key: the classic algorithm-confusion attack.
+        hs = jwt.api_jws.PyJWS().encode(
+            b'{"iss":"%s","aud":"sluice","sub":"x","exp":%d}' % (self.idp.iss.encode(), now + 60),
+            b"any-secret", algorithm="HS256")
+        self.assert_refused(hs, "algorithm 'HS256' is not accepted")
+        self.assert_refused("not-a-jwt", "token is malformed")
+        good = self.idp.token()
+        tampered = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
+        self.assert_refused(tampered, "signature does not verify")
+
+    def test_caller_without_access_rule(self):
+        r = self.psql("-c", "SELECT 1", token=self.idp.token(sub="intruder", groups=["marketing"]),
+                      check=False)
+        self.assertIn('Sluice: no access rule lets "intruder" use connection "demo"', r.stderr)
+
+    # --- other clients ------------------------------------------------------------------------
+
+    def test_psycopg_parameters_binary_and_prepared(self):
+        import psycopg
+        conn = psycopg.connect(self.dsn(), password=self.idp.token())
+        with conn:
+            cur = conn.cursor()
+            cur.execute("SELECT name, email FROM customers WHERE id = %s", (7,))
+            self.assertEqual(cur.fetchone(), ("name 7", "user7@example.com"))
+            cur = conn.cursor(binary=True)
+            cur.execute("SELECT id, email FROM customers WHERE id <= %s ORDER BY id", (3,))
+            self.assertEqual(cur.fetchall(), [(1, "user1@example.com"), (2, "user2@example.com"),
+                                              (3, "user3@example.com")])
+            for i in range(1, 8):  # prepare_threshold=5: server-side prepared after 5 uses
+                cur = conn.execute("SELECT email FROM customers WHERE id = %s", (i,), prepare=i > 2)
+                self.assertEqual(cur.fetchone()[0], f"user{i}@example.com")
+
+    def test_pgbench_protocols(self):
+        token = self.idp.token(sub="bench-bot", groups=["bench"], lifetime=900)
+        env = dict(os.environ, PGPASSWORD=token)
+        dsn = ["-h", "127.0.0.1", "-p", str(self.port), "-U", "bench-bot"]
+        env["PGSSLMODE"] = "require"
+        init = subprocess.run([f"{PG_BIN}/pgbench", "-i", "-s", "1", "-q", *dsn, "demo"],
+                              capture_output=True, text=True, env=env, timeout=180)
+        self.assertEqual(init.returncode, 0, init.stderr)
+        runs = [["-S", "--protocol=simple"], ["-S", "--protocol=extended"],
+                ["-S", "--protocol=prepared"], ["-N", "--protocol=prepared"],
+                ["--protocol=extended"], ["-S", "-C", "--protocol=simple"]]
+        for extra in runs:
+            r = subprocess.run([f"{PG_BIN}/pgbench", *extra, "-c", "8", "-j", "2", "-t", "50",
+                                "-n", *dsn, "demo"], capture_output=True, text=True, env=env,
+                               timeout=300)
+            self.assertEqual(r.returncode, 0, f"{extra}: {r.stderr}")
+            self.assertIn("number of failed transactions: 0", r.stdout, extra)
+            self.assertIn("number of transactions actually processed: 400/400", r.stdout, extra)
+
+
+class UpstreamAuthTest(unittest.TestCase):
+    """The agent logs in upstream with md5, and with SCRAM-SHA-256 over required TLS."""
+
+    def run_against(self, auth, tls, upstream_tls):
+        work = Workdir(f"upstream-{auth}")
+        pg = PostgresServer(work.path, auth=auth, tls=tls).start()
+        cp = agent = None
+        try:
+            pg.sql("CREATE USER app PASSWORD 'pw-for-" + auth + "'")
+            pg.sql("CREATE DATABASE demo OWNER app")
+            cp = ControlPlane(work.path).start()
+            idp = TokenIssuer()
+            agent = Agent(work.path, "a", cp, cp.enroll("agent-a", "vpc=a")).start()
+            cp.apply(POLICY.format(pg_port=pg.port, iss=idp.iss, jwks=idp.jwks())
+                     .replace("tls: disable", f"tls: {upstream_tls}")
+                     .replace("app-Secret-PW-1", "pw-for-" + auth))
+            wait_for(lambda: agent.status()["applied_version"] == 1, what="policy applied")
+            env = dict(os.environ, PGPASSWORD=idp.token())
+            r = subprocess.run([f"{PG_BIN}/psql", f"host=127.0.0.1 port={agent.postgres_port()} "
+                                "dbname=demo user=ci-bot sslmode=require", "-XAtc",
+                                "SELECT current_user, ssl FROM pg_stat_ssl "
+                                "JOIN pg_stat_activity USING (pid) WHERE pid = pg_backend_pid()"],
+                               capture_output=True, text=True, env=env, timeout=60)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            return r.stdout.strip()
+        finally:
+            for p in (agent, cp, pg):
+                if p:
+                    p.stop()
+            work.cleanup(keep=False)
+
+    def test_md5(self):
+        self.assertEqual(self.run_against("md5", tls=False, upstream_tls="disable"), "app|f")
+
+    def test_scram_with_tls_required(self):
+        self.assertEqual(self.run_against("scram-sha-256", tls=True, upstream_tls="require"),
+                         "app|t")
+
+
+if __name__ == "__main__":
+    unittest.main()
