@@ -285,7 +285,9 @@ class PostgresServer:
 
     def stop(self):
         if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)  # fast shutdown
+            # runuser does not forward signals: ask postgres itself for a fast shutdown.
+            subprocess.run(["runuser", "-u", "postgres", "--", f"{PG_BIN}/pg_ctl", "stop", "-D",
+                            self.data, "-m", "fast", "-w", "-t", "30"], capture_output=True)
             try:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
