@@ -1,0 +1,167 @@
+#include "common/sql/lexer.h"
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/crypto.h"
+
+namespace sluice::sql {
+namespace {
+
+bool IdentStart(char c) { return absl::ascii_isalpha(c) || c == '_' || static_cast<unsigned char>(c) >= 0x80; }
+bool IdentChar(char c) { return IdentStart(c) || absl::ascii_isdigit(c) || c == '$'; }
+
+// True when `word` occurs in `text` as a whole word.
+bool HasWord(absl::string_view text, absl::string_view word) {
+  for (size_t pos = text.find(word); pos != absl::string_view::npos; pos = text.find(word, pos + 1)) {
+    bool left = pos == 0 || !IdentChar(text[pos - 1]);
+    size_t end = pos + word.size();
+    bool right = end == text.size() || !IdentChar(text[end]);
+    if (left && right) return true;
+  }
+  return false;
+}
+
+std::string Classify(const std::string& first, const std::string& normalized) {
+  if (first.empty()) return "empty";
+  if (first == "select" || first == "show" || first == "explain" || first == "values" ||
+      first == "table" || first == "fetch" || first == "declare" || first == "listen" ||
+      first == "unlisten") {
+    return "read";
+  }
+  if (first == "with") {
+    // A data-modifying CTE is a write.
+    for (const char* kw : {"insert", "update", "delete", "merge"}) {
+      if (HasWord(normalized, kw)) return "write";
+    }
+    return "read";
+  }
+  if (first == "insert" || first == "update" || first == "delete" || first == "merge" ||
+      first == "copy" || first == "call" || first == "do" || first == "notify" ||
+      first == "lock") {
+    return "write";
+  }
+  if (first == "create" || first == "alter" || first == "drop" || first == "truncate" ||
+      first == "comment" || first == "reindex" || first == "cluster" || first == "vacuum" ||
+      first == "analyze" || first == "refresh" || first == "security" || first == "import") {
+    return "ddl";
+  }
+  if (first == "grant" || first == "revoke" || first == "reassign") return "dcl";
+  if (first == "begin" || first == "start" || first == "commit" || first == "end" ||
+      first == "rollback" || first == "abort" || first == "savepoint" || first == "release" ||
+      first == "prepare" || first == "set" || first == "reset") {
+    return "transaction";
+  }
+  return "other";
+}
+
+}  // namespace
+
+Shape Analyze(absl::string_view sql) {
+  if (sql.size() > kMaxLexBytes) sql = sql.substr(0, kMaxLexBytes);
+  Shape out;
+  std::string& n = out.normalized;
+  n.reserve(sql.size());
+  std::string first;
+  auto space = [&n] {
+    if (!n.empty() && n.back() != ' ') n.push_back(' ');
+  };
+  size_t i = 0;
+  while (i < sql.size()) {
+    char c = sql[i];
+    if (absl::ascii_isspace(c)) {
+      space();
+      ++i;
+    } else if (c == '-' && i + 1 < sql.size() && sql[i + 1] == '-') {
+      while (i < sql.size() && sql[i] != '\n') ++i;
+      space();
+    } else if (c == '/' && i + 1 < sql.size() && sql[i + 1] == '*') {
+      int depth = 0;  // PostgreSQL block comments nest
+      while (i < sql.size()) {
+        if (sql[i] == '/' && i + 1 < sql.size() && sql[i + 1] == '*') {
+          ++depth;
+          i += 2;
+        } else if (sql[i] == '*' && i + 1 < sql.size() && sql[i + 1] == '/') {
+          i += 2;
+          if (--depth == 0) break;
+        } else {
+          ++i;
+        }
+      }
+      space();
+    } else if (c == '\'' || ((c == 'E' || c == 'e' || c == 'B' || c == 'b' || c == 'X' || c == 'x' ||
+                               c == 'N' || c == 'n') &&
+                              i + 1 < sql.size() && sql[i + 1] == '\'' &&
+                              (n.empty() || !IdentChar(n.back())))) {
+      bool backslash = (c == 'E' || c == 'e');
+      i += (c == '\'') ? 1 : 2;
+      while (i < sql.size()) {
+        if (backslash && sql[i] == '\\' && i + 1 < sql.size()) {
+          i += 2;
+        } else if (sql[i] == '\'') {
+          if (i + 1 < sql.size() && sql[i + 1] == '\'') {
+            i += 2;
+          } else {
+            ++i;
+            break;
+          }
+        } else {
+          ++i;
+        }
+      }
+      n.push_back('?');
+    } else if (c == '$' && i + 1 < sql.size() && (sql[i + 1] == '$' || IdentStart(sql[i + 1]))) {
+      // Dollar quoting: $tag$ ... $tag$.
+      size_t end_tag = sql.find('$', i + 1);
+      if (end_tag == absl::string_view::npos) {
+        absl::StrAppend(&n, sql.substr(i));
+        break;
+      }
+      absl::string_view tag = sql.substr(i, end_tag - i + 1);
+      size_t close = sql.find(tag, end_tag + 1);
+      i = close == absl::string_view::npos ? sql.size() : close + tag.size();
+      n.push_back('?');
+    } else if (c == '$' && i + 1 < sql.size() && absl::ascii_isdigit(sql[i + 1])) {
+      ++i;  // $1 parameters are placeholders already
+      while (i < sql.size() && absl::ascii_isdigit(sql[i])) ++i;
+      n.push_back('?');
+    } else if (absl::ascii_isdigit(c) || (c == '.' && i + 1 < sql.size() && absl::ascii_isdigit(sql[i + 1]))) {
+      if (!n.empty() && IdentChar(n.back())) {  // part of an identifier like t1
+        n.push_back(c);
+        ++i;
+        continue;
+      }
+      while (i < sql.size() && (absl::ascii_isalnum(sql[i]) || sql[i] == '.' || sql[i] == '_' ||
+                                ((sql[i] == '+' || sql[i] == '-') && (sql[i - 1] == 'e' || sql[i - 1] == 'E')))) {
+        ++i;
+      }
+      n.push_back('?');
+    } else if (c == '"') {
+      size_t start = i++;
+      while (i < sql.size()) {
+        if (sql[i] == '"' && i + 1 < sql.size() && sql[i + 1] == '"') {
+          i += 2;
+        } else if (sql[i++] == '"') {
+          break;
+        }
+      }
+      absl::StrAppend(&n, sql.substr(start, i - start));  // quoted identifiers keep their case
+    } else if (IdentStart(c)) {
+      size_t start = i;
+      while (i < sql.size() && IdentChar(sql[i])) ++i;
+      std::string word = absl::AsciiStrToLower(sql.substr(start, i - start));
+      if (first.empty()) first = word;
+      n.append(word);
+    } else {
+      n.push_back(c);
+      ++i;
+    }
+  }
+  while (!n.empty() && (n.back() == ' ' || n.back() == ';')) n.pop_back();
+  while (!n.empty() && n.front() == ' ') n.erase(0, 1);
+  out.classification = Classify(first, n);
+  out.fingerprint = Sha256Hex(n).substr(0, 16);
+  return out;
+}
+
+}  // namespace sluice::sql

@@ -1,0 +1,24 @@
+// A fast, forgiving SQL lexer for audit records: a normalized fingerprint (literals replaced by
+// '?', comments dropped, whitespace collapsed, keywords lower-cased) and a first-keyword
+// classification. It is not a parser and never decides policy: guardrails use PostgreSQL's own
+// parser (libpg_query). It runs on every statement, so it is linear and allocation-light.
+#pragma once
+
+#include <string>
+
+#include "absl/strings/string_view.h"
+
+namespace sluice::sql {
+
+struct Shape {
+  std::string normalized;   // e.g. "select * from t where id = ?"
+  std::string fingerprint;  // 16 hex chars of SHA-256(normalized)
+  std::string classification;  // read | write | ddl | dcl | transaction | other | empty
+};
+
+// Statement text longer than this is fingerprinted on its first kMaxLexBytes only.
+inline constexpr size_t kMaxLexBytes = 64 << 10;
+
+Shape Analyze(absl::string_view sql);
+
+}  // namespace sluice::sql
