@@ -2,6 +2,8 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
+
 #include <nlohmann/json.hpp>
 
 #include "absl/random/random.h"
@@ -249,12 +251,29 @@ bool ControlClient::ConnectOnce() {
   }
   bool ok = stream->Write(hello_msg);
 
-  std::thread heartbeat([&] {
-    absl::MutexLock lock(&write_mu);
-    while (!write_mu.AwaitWithTimeout(absl::Condition(&done), options_.heartbeat_interval)) {
-      v1::AgentMessage hb;
-      hb.mutable_heartbeat()->set_time_unix_ms(NowUnixMs());
-      if (!stream->Write(hb)) break;
+  // The writer: audit batches as soon as events are queued, a heartbeat when idle.
+  std::atomic<bool> stream_done{false};
+  std::thread writer([&] {
+    absl::Time last_write = absl::Now();
+    constexpr size_t kBatch = 500;
+    while (!stream_done.load()) {
+      bool have = options_.events != nullptr &&
+                  options_.events->WaitForEvents(absl::Milliseconds(50));
+      if (stream_done.load()) break;
+      v1::AgentMessage out;
+      if (have) {
+        for (auto& e : options_.events->TakeBatch(kBatch)) *out.mutable_audit()->add_events() = std::move(e);
+      } else if (options_.events == nullptr) {
+        absl::MutexLock lock(&write_mu);
+        write_mu.AwaitWithTimeout(absl::Condition(&done), absl::Milliseconds(50));
+      }
+      if (!out.has_audit()) {
+        if (absl::Now() - last_write < options_.heartbeat_interval) continue;
+        out.mutable_heartbeat()->set_time_unix_ms(NowUnixMs());
+      }
+      absl::MutexLock lock(&write_mu);
+      if (done || !stream->Write(out)) break;
+      last_write = absl::Now();
     }
   });
 
@@ -284,6 +303,8 @@ bool ControlClient::ConnectOnce() {
         write_failed = true;
         break;
       }
+    } else if (msg.has_audit_ack()) {
+      if (options_.events != nullptr) options_.events->Ack(msg.audit_ack().committed_sequence());
     } else {
       LogWarning("ignoring a control message this agent does not handle yet (case ",
                  static_cast<int>(msg.msg_case()), ")");
@@ -293,7 +314,10 @@ bool ControlClient::ConnectOnce() {
     absl::MutexLock lock(&write_mu);
     done = true;
   }
-  heartbeat.join();
+  stream_done.store(true);
+  writer.join();
+  // Whatever was sent but not acknowledged goes again on the next stream.
+  if (options_.events != nullptr) options_.events->Requeue();
   if (write_failed) ctx.TryCancel();  // the stream may still be open; make Finish return
   grpc::Status st = stream->Finish();
   {

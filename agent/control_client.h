@@ -13,6 +13,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "agent/audit/event_sink.h"
 #include "agent/policy_holder.h"
 #include "agent/state_files.h"
 #include "sluice/v1/agent.pb.h"
@@ -30,6 +31,7 @@ struct ControlClientOptions {
   absl::Duration initial_backoff = absl::Milliseconds(500);
   absl::Duration max_backoff = absl::Seconds(30);
   absl::Duration heartbeat_interval = absl::Seconds(10);
+  EventSink* events = nullptr;  // audit events to stream (not owned); may be null
 };
 
 class ControlClient {

@@ -100,6 +100,8 @@ absl::Status Run() {
   RETURN_IF_ERROR(EnsureDir(opts.data_dir, 0700));
 
   PolicyHolder policy;
+  EventSink events;
+  opts.events = &events;
   ControlClient client(opts, &policy);
   uint64_t from_disk = client.LoadFromDisk();
   if (from_disk > 0) LogInfo("enforcing snapshot version ", from_disk, " from disk until the control plane answers");
@@ -130,7 +132,7 @@ absl::Status Run() {
       lo.tls_key_file = tls.server_key;
       if (tls.created) LogInfo("created a private CA and certificate for the PostgreSQL port in ", opts.data_dir, "/tls");
     }
-    pg = std::make_unique<postgres::Listener>(lo, &policy);
+    pg = std::make_unique<postgres::Listener>(lo, &policy, &events);
     ASSIGN_OR_RETURN(int pg_port, pg->Start());
     RETURN_IF_ERROR(WriteFileAtomic(opts.data_dir + "/postgres.port", absl::StrCat(pg_port, "\n"), 0600));
     LogInfo("PostgreSQL port ", pg_port, lo.allow_plaintext ? " (TLS, plaintext allowed)" : " (TLS required)");

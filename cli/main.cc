@@ -7,8 +7,12 @@
 #include <cstdio>
 #include <iostream>
 #include <iterator>
+#include <map>
+#include <nlohmann/json.hpp>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
@@ -218,6 +222,126 @@ int ListAgents(AdminClient& client, const std::string& output) {
   return 0;
 }
 
+// "1h", "30m", "2d" (ago) or an RFC 3339 time; 0 for empty.
+absl::StatusOr<int64_t> ParseTimeArg(const std::string& text) {
+  if (text.empty()) return 0;
+  absl::Duration d;
+  std::string dur = text;
+  if (!dur.empty() && dur.back() == 'd') {
+    int days = 0;
+    if (absl::SimpleAtoi(dur.substr(0, dur.size() - 1), &days)) return absl::ToUnixMillis(absl::Now() - absl::Hours(24 * days));
+  }
+  if (absl::ParseDuration(dur, &d)) return absl::ToUnixMillis(absl::Now() - d);
+  absl::Time t;
+  std::string err;
+  if (absl::ParseTime(absl::RFC3339_full, text, &t, &err)) return absl::ToUnixMillis(t);
+  return absl::InvalidArgumentError(absl::StrCat("'", text, "' is neither a duration (1h, 30m, 2d) nor an RFC 3339 time"));
+}
+
+std::string Time(int64_t unix_ms) {
+  if (unix_ms == 0) return "-";
+  return absl::FormatTime("%Y-%m-%d %H:%M:%S", absl::FromUnixMillis(unix_ms), absl::UTCTimeZone());
+}
+
+std::string PrintJson(const google::protobuf::Message& m) {
+  google::protobuf::util::JsonPrintOptions opts;
+  opts.preserve_proto_field_names = true;
+  opts.add_whitespace = true;
+  std::string text;
+  (void)google::protobuf::util::MessageToJsonString(m, &text, opts);
+  return text;
+}
+
+int ListSessions(AdminClient& client, const std::string& identity, const std::string& connection,
+                 const std::string& since, const std::string& until, uint32_t limit,
+                 const std::string& output) {
+  v1::ListSessionsRequest req;
+  req.set_subject(identity);
+  req.set_connection(connection);
+  auto s = ParseTimeArg(since);
+  if (!s.ok()) return Fail(absl::StrCat("--since: ", s.status().message()));
+  auto u = ParseTimeArg(until);
+  if (!u.ok()) return Fail(absl::StrCat("--until: ", u.status().message()));
+  req.set_since_unix_ms(*s);
+  req.set_until_unix_ms(*u);
+  req.set_limit(limit);
+  v1::ListSessionsResponse resp;
+  grpc::Status st = client.stub()->ListSessions(client.Context().get(), req, &resp);
+  if (!st.ok()) return FailRpc(st);
+  if (output == "json") {
+    std::printf("%s", PrintJson(resp).c_str());
+    return 0;
+  }
+  if (resp.sessions().empty()) {
+    std::printf("no sessions\n");
+    return 0;
+  }
+  std::vector<std::vector<std::string>> rows = {
+      {"SESSION", "STARTED (UTC)", "IDENTITY", "CONNECTION", "ACCESS", "OUTCOME", "STMTS", "ERRORS", "CLIENT"}};
+  for (const auto& x : resp.sessions()) {
+    std::string who = x.subject().empty() ? "-" : x.subject();
+    std::string outcome = x.outcome();
+    if (x.outcome() == "refused") outcome += ": " + x.reason().substr(0, 80);
+    rows.push_back({x.session_id(), Time(x.started_unix_ms()), who, x.connection(),
+                    x.access().empty() ? "-" : x.access(), outcome, absl::StrCat(x.statements()),
+                    absl::StrCat(x.errors()), x.client_addr()});
+  }
+  PrintTable(rows);
+  return 0;
+}
+
+int ShowSession(AdminClient& client, const std::string& id, const std::string& output) {
+  v1::GetSessionRequest req;
+  req.set_session_id(id);
+  v1::SessionDetail d;
+  grpc::Status st = client.stub()->GetSession(client.Context().get(), req, &d);
+  if (!st.ok()) return FailRpc(st);
+  if (output == "json") {
+    std::printf("%s", PrintJson(d).c_str());
+    return 0;
+  }
+  const auto& s = d.session();
+  std::printf("session     %s (agent %s)\n", s.session_id().c_str(), s.agent_id().c_str());
+  std::printf("identity    %s (issuer %s) groups [%s]\n", s.subject().c_str(), s.issuer().c_str(),
+              absl::StrJoin(s.groups(), ", ").c_str());
+  std::vector<std::string> attribution;
+  for (const auto& [k, v] : std::map<std::string, std::string>(s.attribution().begin(), s.attribution().end())) {
+    attribution.push_back(absl::StrCat(k, "=", v));
+  }
+  if (!attribution.empty()) std::printf("attribution %s\n", absl::StrJoin(attribution, " ").c_str());
+  std::printf("connection  %s  access %s (rule %s)\n", s.connection().c_str(),
+              s.access().empty() ? "-" : s.access().c_str(), s.rule().empty() ? "-" : s.rule().c_str());
+  std::printf("client      %s  tls %s\n", s.client_addr().c_str(), s.tls() ? "yes" : "no");
+  std::printf("time        %s .. %s UTC  outcome %s%s%s\n", Time(s.started_unix_ms()).c_str(),
+              Time(s.ended_unix_ms()).c_str(), s.outcome().c_str(), s.reason().empty() ? "" : ": ",
+              s.reason().c_str());
+  std::vector<std::vector<std::string>> rows = {{"TIME (UTC)", "CLASS", "ROWS", "MS", "RESULT", "STATEMENT"}};
+  for (const auto& e : d.events()) {
+    if (e.type() != "statement") continue;
+    nlohmann::json j = nlohmann::json::parse(e.json(), nullptr, false);
+    if (!j.is_object()) continue;
+    auto str = [&j](const char* k) { return j.contains(k) && j[k].is_string() ? j[k].get<std::string>() : std::string(); };
+    std::string text = str("statement");
+    for (char& c : text) {
+      if (c == '\n' || c == '\t') c = ' ';
+    }
+    if (text.size() > 100) text = text.substr(0, 97) + "...";
+    std::string result = str("sqlstate").empty() ? str("command_tags") : "ERROR " + str("sqlstate") + " " + str("error");
+    if (str("sqlstate").empty() && !str("error").empty()) result = str("error");
+    double ms = j.contains("duration_ms") && j["duration_ms"].is_number() ? j["duration_ms"].get<double>() : 0;
+    int64_t rows_n = j.contains("rows") && j["rows"].is_number_integer() ? j["rows"].get<int64_t>() : 0;
+    rows.push_back({Time(e.time_unix_ms()), str("classification"), absl::StrCat(rows_n),
+                    absl::StrFormat("%.1f", ms), result.substr(0, 60), text});
+  }
+  std::printf("\n");
+  if (rows.size() == 1) {
+    std::printf("no statements\n");
+  } else {
+    PrintTable(rows);
+  }
+  return 0;
+}
+
 }  // namespace
 }  // namespace sluice::cli
 
@@ -255,6 +379,21 @@ int main(int argc, char** argv) {
   auto* list = agents->add_subcommand("list", "agents, their connection state and applied version");
   list->add_option("-o,--output", output, "table or json");
 
+  std::string identity, connection, since, until, session_id;
+  uint32_t limit = 100;
+  auto* sessions = app.add_subcommand("sessions", "data-path sessions and their statements");
+  sessions->require_subcommand(1);
+  auto* slist = sessions->add_subcommand("list", "sessions, newest first");
+  slist->add_option("--identity", identity, "only this caller (token subject)");
+  slist->add_option("--connection", connection, "only this connection");
+  slist->add_option("--since", since, "started after: 1h, 30m, 2d ago, or an RFC 3339 time");
+  slist->add_option("--until", until, "started before: same forms as --since");
+  slist->add_option("--limit", limit, "at most this many (default 100)");
+  slist->add_option("-o,--output", output, "table or json");
+  auto* sshow = sessions->add_subcommand("show", "one session with its statements");
+  sshow->add_option("id", session_id, "session id")->required();
+  sshow->add_option("-o,--output", output, "table or json");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -272,5 +411,7 @@ int main(int argc, char** argv) {
   if (del->parsed()) return Delete(c, kind, name);
   if (enroll->parsed()) return Enroll(c, *config, labels, agent_name, ttl);
   if (list->parsed()) return ListAgents(c, output);
+  if (slist->parsed()) return ListSessions(c, identity, connection, since, until, limit, output);
+  if (sshow->parsed()) return ShowSession(c, session_id, output);
   return 2;
 }

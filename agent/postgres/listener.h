@@ -25,7 +25,7 @@ struct ListenerOptions {
 
 class Listener {
  public:
-  Listener(ListenerOptions options, PolicyHolder* policy);
+  Listener(ListenerOptions options, PolicyHolder* policy, EventSink* events);
   ~Listener();
 
   // Binds and starts the worker threads. Returns the bound port.
@@ -38,6 +38,7 @@ class Listener {
 
   ListenerOptions options_;
   PolicyHolder* policy_;
+  EventSink* events_;
   SessionConfig config_;
   CancelRegistry cancels_;
   asio::ssl::context tls_{asio::ssl::context::tls_server};

@@ -3,6 +3,7 @@
 #include <asio/experimental/awaitable_operators.hpp>
 
 #include <algorithm>
+#include <nlohmann/json.hpp>
 #include <cstdlib>
 #include <variant>
 
@@ -12,9 +13,12 @@
 #include "absl/time/clock.h"
 #include "agent/auth/authorizer.h"
 #include "agent/postgres/messages.h"
+#include "agent/postgres/statement_tracker.h"
 #include "agent/postgres/upstream.h"
 #include "agent/postgres/wire.h"
+#include "common/crypto.h"
 #include "common/log.h"
+#include "common/sql/lexer.h"
 
 namespace sluice::agent::postgres {
 namespace {
@@ -39,7 +43,11 @@ bool Truthy(absl::string_view v) {
 class Session {
  public:
   Session(asio::ip::tcp::socket socket, SessionDeps deps)
-      : deps_(deps), client_(std::move(socket), *deps.server_tls) {
+      : deps_(deps),
+        client_(std::move(socket), *deps.server_tls),
+        session_id_(RandomHex(8)),
+        started_(absl::Now()),
+        tracker_([this](const StatementRecord& r) { OnStatement(r); }) {
     asio::error_code ec;
     auto ep = client_.socket().remote_endpoint(ec);
     peer_ = ec ? "unknown" : absl::StrCat(ep.address().to_string(), ":", ep.port());
@@ -49,6 +57,15 @@ class Session {
     absl::Status st = co_await Serve();
     if (!st.ok() && !absl::IsUnavailable(st)) {
       LogInfo("postgres session from ", peer_, " ended: ", st.message());
+    }
+    if (started_session_) {
+      tracker_.Abandon(absl::Now());
+      nlohmann::json end = {{"reason", st.ok() ? "closed" : std::string(st.message())},
+                            {"duration_ms", absl::ToDoubleMilliseconds(absl::Now() - started_)},
+                            {"statements", statements_},
+                            {"bytes_from_client", bytes_from_client_},
+                            {"bytes_from_server", bytes_from_server_}};
+      Emit("session_end", end);
     }
     if (agent_key_.process_id != 0) deps_.cancels->Unregister(agent_key_.process_id);
     client_.Close();
@@ -62,6 +79,12 @@ class Session {
   // the coroutine frame. (Throughout the data path, values passed into a co_await expression are
   // named locals, never temporaries: GCC 12 mis-destroys temporaries inside co_await.)
   asio::awaitable<absl::Status> Fatal(std::string sqlstate, std::string message) {
+    if (!started_session_) {
+      nlohmann::json refused = Who();
+      refused["reason"] = message;
+      refused["sqlstate"] = sqlstate;
+      Emit("session_refused", refused);
+    }
     std::string wire = ErrorOrNotice::Make("FATAL", sqlstate, message).Encode('E');
     co_await client_.Write(wire);
     co_return absl::PermissionDeniedError(message);
@@ -137,6 +160,11 @@ class Session {
     }
     std::string database = startup.Get("database").value_or("");
     std::string user = startup.Get("user").value_or("");
+    startup_user_ = user;
+    connection_name_ = database.empty() ? user : database;
+    if (deps_.events->Full()) {
+      co_return co_await Fatal("53300", "Sluice: the agent's audit buffer is full; try again later");
+    }
     if (user.empty()) co_return co_await Fatal("28000", "Sluice: no user name given");
     if (database.empty()) database = user;  // libpq's default, as PostgreSQL does
 
@@ -163,6 +191,7 @@ class Session {
       LogInfo("postgres auth refused for ", peer_, " on ", database, ": ", identity.status().message());
       co_return co_await Fatal("28P01", absl::StrCat("Sluice: token rejected: ", identity.status().message()));
     }
+    identity_ = *identity;
     Caller caller{identity->issuer, identity->subject, identity->groups};
     auto grant = Authorize(policy_->snapshot, *connection, caller);
     if (!grant) {
@@ -218,6 +247,13 @@ class Session {
     if (!st.ok()) co_return st;
     LogInfo("postgres session: ", identity->subject, " (", identity->issuer, ") from ", peer_, " on ",
             database, " with ", AccessName(grant->access), " access (rule ", grant->rule, ")");
+    nlohmann::json start = Who();
+    start["access"] = AccessName(grant->access);
+    start["rule"] = grant->rule;
+    start["protocol"] = absl::StrCat("3.", protocol_minor_);
+    start["application_name"] = startup.Get("application_name").value_or("");
+    Emit("session_start", start);
+    started_session_ = true;
 
     // Both directions until either ends; the other is then cancelled.
     auto ended = co_await (Relay(client_, *upstream_.stream, Direction::kFrontend) ||
@@ -255,6 +291,13 @@ class Session {
         }
         if (r.status == DecodeStatus::kNeedMore) break;
         validated += r.message.wire_size;
+        if (direction == Direction::kFrontend) {
+          bytes_from_client_ += r.message.wire_size;
+          ObserveFrontend(r.message);
+        } else {
+          bytes_from_server_ += r.message.wire_size;
+          ObserveBackend(r.message);
+        }
         if (direction == Direction::kFrontend && r.message.type == 'X') {
           terminate = true;
           break;
@@ -266,9 +309,93 @@ class Session {
         if (!st.ok()) co_return st;
         from.Consume(validated);
       }
-      if (terminate) co_return absl::UnavailableError("client terminated");
+      if (terminate) co_return absl::OkStatus();  // the client said goodbye (Terminate)
       absl::Status st = co_await from.ReadMore(limits().max_message_bytes + 5);
       if (!st.ok()) co_return st;
+    }
+  }
+
+  // The audit view of a relayed client message (never changes it).
+  void ObserveFrontend(const RawMessage& m) {
+    WireReader r(m.payload);
+    switch (m.type) {
+      case 'Q': tracker_.OnQuery(r.CString(), absl::Now()); break;
+      case 'P': {
+        std::string name = r.CString();
+        tracker_.OnParse(name, r.CString());
+        break;
+      }
+      case 'B': {
+        std::string portal = r.CString();
+        tracker_.OnBind(portal, r.CString());
+        break;
+      }
+      case 'E': tracker_.OnExecute(r.CString(), absl::Now()); break;
+      case 'C':
+        if (r.Byte() == 'S') tracker_.OnCloseStatement(r.CString());
+        break;
+      default: break;
+    }
+  }
+
+  void ObserveBackend(const RawMessage& m) {
+    switch (m.type) {
+      case 'D': tracker_.OnDataRow(m.payload.size()); break;
+      case 'C': {
+        WireReader r(m.payload);
+        tracker_.OnCommandComplete(r.CString(), absl::Now());
+        break;
+      }
+      case 'E': {
+        auto e = ErrorOrNotice::Decode(m.payload);
+        if (e.ok()) tracker_.OnError(e->Get('C').value_or(""), e->Get('M').value_or(""), absl::Now());
+        break;
+      }
+      case 'I': tracker_.OnEmptyQuery(absl::Now()); break;
+      case 's': tracker_.OnPortalSuspended(absl::Now()); break;
+      case 'Z': tracker_.OnReadyForQuery(absl::Now()); break;
+      default: break;
+    }
+  }
+
+  void OnStatement(const StatementRecord& rec) {
+    ++statements_;
+    constexpr size_t kMaxText = 64 << 10;
+    sql::Shape shape = sql::Analyze(rec.text);
+    nlohmann::json j = {{"connection", connection_name_},
+                        {"subject", identity_.subject},
+                        {"issuer", identity_.issuer},
+                        {"statement", rec.text.substr(0, kMaxText)},
+                        {"truncated", rec.text.size() > kMaxText},
+                        {"fingerprint", shape.fingerprint},
+                        {"classification", shape.classification},
+                        {"protocol", rec.extended ? "extended" : "simple"},
+                        {"rows", rec.rows},
+                        {"bytes", rec.row_bytes},
+                        {"duration_ms", absl::ToDoubleMilliseconds(rec.duration)},
+                        {"command_tags", rec.tags},
+                        {"sqlstate", rec.sqlstate},
+                        {"error", rec.error},
+                        {"suspended", rec.suspended}};
+    Emit("statement", j);
+  }
+
+  // Who and where, for every session-level event.
+  nlohmann::json Who() const {
+    nlohmann::json j = {{"connection", connection_name_},
+                        {"client_addr", peer_},
+                        {"tls", client_.is_tls()},
+                        {"user", startup_user_},
+                        {"subject", identity_.subject},
+                        {"issuer", identity_.issuer},
+                        {"groups", identity_.groups},
+                        {"attribution", identity_.attribution}};
+    return j;
+  }
+
+  void Emit(const char* type, const nlohmann::json& body) {
+    if (!deps_.events->Emit(type, session_id_, body)) {
+      LogError("audit buffer full: an event of session ", session_id_, " could not be queued");
     }
   }
 
@@ -287,7 +414,17 @@ class Session {
 
   SessionDeps deps_;
   Stream client_;
+  std::string session_id_;
+  absl::Time started_;
+  StatementTracker tracker_;
   std::string peer_;
+  std::string startup_user_;
+  std::string connection_name_;
+  jwt::Identity identity_;
+  bool started_session_ = false;
+  int64_t statements_ = 0;
+  int64_t bytes_from_client_ = 0;
+  int64_t bytes_from_server_ = 0;
   std::shared_ptr<const AgentPolicy> policy_;
   UpstreamSession upstream_;
   BackendKeyData agent_key_;

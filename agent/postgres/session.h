@@ -8,6 +8,7 @@
 
 #include <string>
 
+#include "agent/audit/event_sink.h"
 #include "agent/policy_holder.h"
 #include "agent/postgres/cancel_registry.h"
 #include "agent/postgres/decoder.h"
@@ -26,6 +27,7 @@ struct SessionDeps {
   CancelRegistry* cancels = nullptr;
   asio::ssl::context* server_tls = nullptr;
   const SessionConfig* config = nullptr;
+  EventSink* events = nullptr;  // audit events of every session and statement
 };
 
 asio::awaitable<void> RunSession(asio::ip::tcp::socket socket, SessionDeps deps);

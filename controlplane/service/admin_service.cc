@@ -160,4 +160,26 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListAgents(grpc::CallbackServerConte
   });
 }
 
+grpc::ServerUnaryReactor* AdminServiceImpl::ListSessions(grpc::CallbackServerContext* ctx,
+                                                         const v1::ListSessionsRequest* req,
+                                                         v1::ListSessionsResponse* resp) {
+  return Run(ctx, "AdminService.ListSessions", [this, req, resp](std::string* target) {
+    *target = absl::StrCat("subject=", req->subject().substr(0, 64), " connection=",
+                           req->connection().substr(0, 64));
+    ASSIGN_OR_RETURN(auto sessions, store_->ListSessions(*req));
+    for (auto& s : sessions) *resp->add_sessions() = std::move(s);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::GetSession(grpc::CallbackServerContext* ctx,
+                                                       const v1::GetSessionRequest* req,
+                                                       v1::SessionDetail* resp) {
+  return Run(ctx, "AdminService.GetSession", [this, req, resp](std::string* target) {
+    *target = "Session/" + req->session_id().substr(0, 64);
+    ASSIGN_OR_RETURN(*resp, store_->GetSession(req->session_id()));
+    return absl::OkStatus();
+  });
+}
+
 }  // namespace sluice::controlplane

@@ -88,6 +88,14 @@ bool AgentHub::OnNack(AgentStreamHandle* stream, uint64_t /*version*/, const std
   return it != live_.end() && it->second.stream == stream && it->second.status.pending_nonce == nonce;
 }
 
+bool AgentHub::SendTo(const std::string& agent_id, v1::ControlMessage message) {
+  absl::MutexLock lock(&mu_);
+  auto it = live_.find(agent_id);
+  if (it == live_.end()) return false;
+  it->second.stream->Send(std::move(message));
+  return true;
+}
+
 std::map<std::string, LiveAgentStatus> AgentHub::LiveStatus() const {
   absl::MutexLock lock(&mu_);
   std::map<std::string, LiveAgentStatus> out;

@@ -64,6 +64,9 @@ class AgentHub {
   bool OnAck(AgentStreamHandle* stream, uint64_t version, const std::string& nonce);
   bool OnNack(AgentStreamHandle* stream, uint64_t version, const std::string& nonce);
 
+  // Sends a message to the agent's live stream, if it has one.
+  bool SendTo(const std::string& agent_id, v1::ControlMessage message);
+
   std::map<std::string, LiveAgentStatus> LiveStatus() const;
   size_t connected_count() const;
   uint64_t version() const;

@@ -14,6 +14,9 @@
 namespace sluice::controlplane {
 namespace {
 
+constexpr int kMaxEventsPerBatch = 5000;
+constexpr size_t kMaxEventBytes = 1 << 20;
+
 // Agents present "Agent <id>:<secret>".
 bool ParseAgentAuth(const grpc::CallbackServerContext* ctx, std::string* id, std::string* secret) {
   auto it = ctx->client_metadata().find("authorization");
@@ -162,14 +165,39 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
         worker_->Post([store, id] { store->UpdateAgentSeen(id, NowUnixMs()).IgnoreError(); });
         return grpc::Status::OK;
       }
+      case v1::AgentMessage::kAudit: {
+        if (msg.audit().events_size() > kMaxEventsPerBatch) {
+          return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "audit batch too large");
+        }
+        std::vector<v1::AuditEvent> events(msg.audit().events().begin(), msg.audit().events().end());
+        for (const auto& e : events) {
+          if (e.json().size() > kMaxEventBytes || e.session_id().size() > 128 || e.type().size() > 64) {
+            return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "audit event too large");
+          }
+        }
+        // Stored on the store worker; acknowledged only once committed.
+        std::string id = agent_id_;
+        Store* store = store_;
+        AgentHub* hub = hub_;
+        worker_->Post([store, hub, id, events = std::move(events)] {
+          auto committed = store->AppendAgentEvents(id, events);
+          if (!committed.ok()) {
+            LogError("cannot store audit events of agent ", id, ": ", committed.status().message());
+            return;  // not acknowledged: the agent sends them again
+          }
+          v1::ControlMessage ack;
+          ack.mutable_audit_ack()->set_committed_sequence(*committed);
+          hub->SendTo(id, std::move(ack));
+        });
+        return grpc::Status::OK;
+      }
       case v1::AgentMessage::kHello:
         return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "Hello was already sent");
       default:
-        // Audit batches, recordings and approval requests come with later issues; refusing them
-        // loudly is better than dropping audit data on the floor.
+        // Recordings and approval requests come with later issues; refusing them loudly is
+        // better than dropping them on the floor.
         return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                            "this control plane does not accept audit, recording or approval "
-                            "messages yet");
+                            "this control plane does not accept recording or approval messages yet");
     }
   }
 

@@ -55,6 +55,34 @@ const std::vector<const char*>& Migrations() {
           used_ms INTEGER);
         CREATE INDEX audit_events_time ON audit_events(time_ms);
       )sql",
+      // 3: data-path audit events from agents, and the session index built from them.
+      R"sql(
+        CREATE TABLE agent_events (
+          agent_id TEXT NOT NULL,
+          sequence INTEGER NOT NULL,
+          time_ms INTEGER NOT NULL,
+          type TEXT NOT NULL,
+          session_id TEXT NOT NULL,
+          body TEXT NOT NULL,
+          PRIMARY KEY (agent_id, sequence));
+        CREATE INDEX agent_events_session ON agent_events(session_id, agent_id, sequence);
+        CREATE TABLE sessions (
+          session_id TEXT PRIMARY KEY,
+          agent_id TEXT NOT NULL,
+          connection TEXT NOT NULL,
+          subject TEXT NOT NULL,
+          issuer TEXT NOT NULL,
+          summary TEXT NOT NULL,
+          started_ms INTEGER NOT NULL,
+          ended_ms INTEGER NOT NULL DEFAULT 0,
+          outcome TEXT NOT NULL,
+          reason TEXT NOT NULL DEFAULT '',
+          statements INTEGER NOT NULL DEFAULT 0,
+          errors INTEGER NOT NULL DEFAULT 0);
+        CREATE INDEX sessions_started ON sessions(started_ms);
+        CREATE INDEX sessions_subject ON sessions(subject, started_ms);
+        CREATE INDEX sessions_connection ON sessions(connection, started_ms);
+      )sql",
   };
   return *m;
 }

@@ -343,3 +343,152 @@ absl::StatusOr<std::vector<AuditRecord>> SqliteStore::ListAudit(int limit) {
 }
 
 }  // namespace sluice::controlplane
+
+namespace sluice::controlplane {
+namespace {
+
+// The session summary fields an event body carries (session_start / session_refused).
+v1::SessionSummary SummaryFromEvent(const std::string& agent_id, const v1::AuditEvent& e,
+                                    const nlohmann::json& body) {
+  v1::SessionSummary s;
+  auto str = [&body](const char* key) -> std::string {
+    auto it = body.find(key);
+    return it != body.end() && it->is_string() ? it->get<std::string>() : "";
+  };
+  s.set_session_id(e.session_id());
+  s.set_agent_id(agent_id);
+  s.set_connection(str("connection"));
+  s.set_subject(str("subject"));
+  s.set_issuer(str("issuer"));
+  if (auto it = body.find("groups"); it != body.end() && it->is_array()) {
+    for (const auto& g : *it) {
+      if (g.is_string()) s.add_groups(g.get<std::string>());
+    }
+  }
+  if (auto it = body.find("attribution"); it != body.end() && it->is_object()) {
+    for (auto a = it->begin(); a != it->end(); ++a) {
+      if (a.value().is_string()) (*s.mutable_attribution())[a.key()] = a.value().get<std::string>();
+    }
+  }
+  s.set_client_addr(str("client_addr"));
+  s.set_access(str("access"));
+  s.set_rule(str("rule"));
+  s.set_started_unix_ms(e.time_unix_ms());
+  if (auto it = body.find("tls"); it != body.end() && it->is_boolean()) s.set_tls(it->get<bool>());
+  return s;
+}
+
+}  // namespace
+
+absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent_id,
+                                                        const std::vector<v1::AuditEvent>& events) {
+  absl::MutexLock lock(&mu_);
+  Txn txn(db_);
+  RETURN_IF_ERROR(txn.begun());
+  uint64_t highest = 0;
+  for (const auto& e : events) {
+    highest = std::max(highest, e.sequence());
+    Stmt ins(db_,
+             "INSERT OR IGNORE INTO agent_events(agent_id, sequence, time_ms, type, session_id, body) "
+             "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+    ins.Bind(1, agent_id).Bind(2, static_cast<int64_t>(e.sequence())).Bind(3, e.time_unix_ms());
+    ins.Bind(4, e.type()).Bind(5, e.session_id()).Bind(6, e.json());
+    RETURN_IF_ERROR(ins.Run());
+    if (sqlite3_changes(db_) == 0) continue;  // a resent event: already counted
+    nlohmann::json body = nlohmann::json::parse(e.json(), nullptr, false);
+    if (!body.is_object()) body = nlohmann::json::object();
+    if (e.type() == "session_start" || e.type() == "session_refused") {
+      v1::SessionSummary s = SummaryFromEvent(agent_id, e, body);
+      std::string summary;
+      s.SerializeToString(&summary);
+      bool refused = e.type() == "session_refused";
+      Stmt up(db_,
+              "INSERT OR IGNORE INTO sessions(session_id, agent_id, connection, subject, issuer, summary, "
+              "started_ms, ended_ms, outcome, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
+      up.Bind(1, e.session_id()).Bind(2, agent_id).Bind(3, s.connection()).Bind(4, s.subject());
+      up.Bind(5, s.issuer()).BindBlob(6, summary).Bind(7, e.time_unix_ms());
+      up.Bind(8, refused ? e.time_unix_ms() : 0).Bind(9, std::string(refused ? "refused" : "open"));
+      up.Bind(10, refused && body.contains("reason") && body["reason"].is_string()
+                      ? body["reason"].get<std::string>() : std::string());
+      RETURN_IF_ERROR(up.Run());
+    } else if (e.type() == "session_end") {
+      std::string reason = body.contains("reason") && body["reason"].is_string()
+                               ? body["reason"].get<std::string>() : "";
+      Stmt up(db_, "UPDATE sessions SET ended_ms = ?2, outcome = 'closed', reason = ?3 WHERE session_id = ?1");
+      up.Bind(1, e.session_id()).Bind(2, e.time_unix_ms()).Bind(3, reason);
+      RETURN_IF_ERROR(up.Run());
+    } else if (e.type() == "statement") {
+      bool failed = body.contains("sqlstate") && body["sqlstate"].is_string() &&
+                    !body["sqlstate"].get<std::string>().empty();
+      Stmt up(db_,
+              "UPDATE sessions SET statements = statements + 1, errors = errors + ?2 WHERE session_id = ?1");
+      up.Bind(1, e.session_id()).Bind(2, static_cast<int64_t>(failed ? 1 : 0));
+      RETURN_IF_ERROR(up.Run());
+    }
+  }
+  RETURN_IF_ERROR(txn.Commit());
+  return highest;
+}
+
+namespace {
+
+constexpr char kSessionColumns[] =
+    "summary, ended_ms, outcome, reason, statements, errors FROM sessions";
+
+v1::SessionSummary ReadSession(Stmt& s) {
+  v1::SessionSummary out;
+  out.ParseFromString(s.Text(0));
+  out.set_ended_unix_ms(s.Int(1));
+  out.set_outcome(s.Text(2));
+  out.set_reason(s.Text(3));
+  out.set_statements(static_cast<uint32_t>(s.Int(4)));
+  out.set_errors(static_cast<uint32_t>(s.Int(5)));
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<v1::SessionSummary>> SqliteStore::ListSessions(
+    const v1::ListSessionsRequest& f) {
+  absl::MutexLock lock(&mu_);
+  int64_t limit = f.limit() == 0 ? 100 : std::min<int64_t>(f.limit(), 10000);
+  std::string sql = absl::StrCat(
+      "SELECT ", kSessionColumns,
+      " WHERE (?1 = '' OR subject = ?1) AND (?2 = '' OR connection = ?2)"
+      " AND (?3 = 0 OR started_ms >= ?3) AND (?4 = 0 OR started_ms < ?4)"
+      " ORDER BY started_ms DESC, session_id LIMIT ?5");
+  Stmt s(db_, sql.c_str());
+  RETURN_IF_ERROR(s.status());
+  s.Bind(1, f.subject()).Bind(2, f.connection()).Bind(3, f.since_unix_ms()).Bind(4, f.until_unix_ms());
+  s.Bind(5, limit);
+  std::vector<v1::SessionSummary> out;
+  while (s.Step() == SQLITE_ROW) out.push_back(ReadSession(s));
+  return out;
+}
+
+absl::StatusOr<v1::SessionDetail> SqliteStore::GetSession(const std::string& session_id) {
+  absl::MutexLock lock(&mu_);
+  std::string sql = absl::StrCat("SELECT ", kSessionColumns, " WHERE session_id = ?1");
+  Stmt s(db_, sql.c_str());
+  RETURN_IF_ERROR(s.status());
+  s.Bind(1, session_id);
+  if (s.Step() != SQLITE_ROW) return absl::NotFoundError(absl::StrCat("session '", session_id, "' does not exist"));
+  v1::SessionDetail d;
+  *d.mutable_session() = ReadSession(s);
+  Stmt ev(db_,
+          "SELECT agent_id, sequence, time_ms, type, body FROM agent_events WHERE session_id = ?1 "
+          "ORDER BY agent_id, sequence");
+  RETURN_IF_ERROR(ev.status());
+  ev.Bind(1, session_id);
+  while (ev.Step() == SQLITE_ROW) {
+    v1::StoredEvent* e = d.add_events();
+    e->set_agent_id(ev.Text(0));
+    e->set_sequence(static_cast<uint64_t>(ev.Int(1)));
+    e->set_time_unix_ms(ev.Int(2));
+    e->set_type(ev.Text(3));
+    e->set_json(ev.Text(4));
+  }
+  return d;
+}
+
+}  // namespace sluice::controlplane

@@ -13,6 +13,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "sluice/v1/admin.pb.h"
+#include "sluice/v1/agent.pb.h"
 #include "sluice/v1/policy.pb.h"
 
 namespace sluice::controlplane {
@@ -91,6 +93,16 @@ class Store {
                                   int64_t now_ms) = 0;
 
   virtual absl::StatusOr<int64_t> AppendAudit(const AuditRecord& record) = 0;
+
+  // Stores a batch of an agent's data-path events in one transaction and updates the session
+  // index. Events already stored (same agent and sequence) are skipped, so a resent batch is
+  // harmless. Returns the highest sequence now committed from this batch.
+  virtual absl::StatusOr<uint64_t> AppendAgentEvents(const std::string& agent_id,
+                                                     const std::vector<v1::AuditEvent>& events) = 0;
+  virtual absl::StatusOr<std::vector<v1::SessionSummary>> ListSessions(
+      const v1::ListSessionsRequest& filter) = 0;
+  // NotFound when there is no such session.
+  virtual absl::StatusOr<v1::SessionDetail> GetSession(const std::string& session_id) = 0;
   // The most recent `limit` records, newest first.
   virtual absl::StatusOr<std::vector<AuditRecord>> ListAudit(int limit) = 0;
 };

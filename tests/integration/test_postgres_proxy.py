@@ -180,6 +180,55 @@ class PostgresProxyTest(unittest.TestCase):
                       check=False)
         self.assertIn('Sluice: no access rule lets "intruder" use connection "demo"', r.stderr)
 
+    # --- audit -------------------------------------------------------------------------------
+
+    def test_audit_records_sessions_statements_and_refusals(self):
+        import json
+        token = self.idp.token(sub="audit-bot", groups=["ci"], run_id="run-42")
+        self.psql("-c", "SELECT id FROM customers WHERE id <= 3", token=token)
+        self.psql("-c", "INSERT INTO customers VALUES (999, 'x', 'y')", token=token, check=False)
+        self.psql("-c", "SELECT 1", token=self.idp.token(sub="audit-bot", aud="elsewhere"), check=False)
+        self.psql("-c", "SELECT 1", token=self.idp.token(sub="nobody", groups=["none"]), check=False)
+
+        def sessions(*args):
+            return json.loads(self.cp.ctl("sessions", "list", "-o", "json", *args).stdout).get("sessions", [])
+        mine = wait_for(lambda: (s := sessions("--identity", "audit-bot")) and len(s) >= 2 and
+                        all(x.get("outcome") == "closed" for x in s) and s,
+                        what="audit-bot's sessions to be recorded and closed")
+        self.assertEqual(len(mine), 2)
+        for x in mine:
+            self.assertEqual(x["connection"], "demo")
+            self.assertEqual(x["access"], "read")
+            self.assertEqual(x["rule"], "ci-read")
+            self.assertEqual(x["attribution"], {"run_id": "run-42"})
+            self.assertTrue(x["tls"])
+        detail = {}
+        for x in mine:
+            d = json.loads(self.cp.ctl("sessions", "show", x["session_id"], "-o", "json").stdout)
+            for e in d["events"]:
+                if e["type"] == "statement":
+                    body = json.loads(e["json"])
+                    detail[body["statement"]] = body
+        select = detail["SELECT id FROM customers WHERE id <= 3"]
+        self.assertEqual(select["rows"], 3)
+        self.assertEqual(select["classification"], "read")
+        self.assertEqual(select["sqlstate"], "")
+        insert = detail["INSERT INTO customers VALUES (999, 'x', 'y')"]
+        self.assertEqual(insert["classification"], "write")
+        self.assertEqual(insert["sqlstate"], "25006")  # read_only_sql_transaction
+        # Refused attempts are on record too, with the reason.
+        refused = wait_for(lambda: [x for x in sessions("--connection", "demo")
+                                    if x.get("outcome") == "refused"
+                                    and ("elsewhere" in x.get("reason", "")
+                                         or "nobody" in x.get("reason", ""))],
+                           what="refusals to be recorded")
+        reasons = " | ".join(x["reason"] for x in refused)
+        self.assertIn("audience 'elsewhere' is not accepted here", reasons)
+        self.assertIn('no access rule lets "nobody" use connection "demo"', reasons)
+        table = self.cp.ctl("sessions", "show", mine[0]["session_id"]).stdout
+        self.assertIn("identity    audit-bot (issuer test-idp) groups [ci]", table)
+        self.assertIn("attribution run_id=run-42", table)
+
     # --- other clients ------------------------------------------------------------------------
 
     def test_psycopg_parameters_binary_and_prepared(self):
