@@ -259,6 +259,8 @@ bool ControlClient::ConnectOnce() {
     while (!stream_done.load()) {
       bool have = options_.events != nullptr &&
                   options_.events->WaitForEvents(absl::Milliseconds(50));
+      // Linger briefly so that a busy data path sends a few large batches, not one per event.
+      if (have) options_.events->WaitForBatch(kBatch, absl::Milliseconds(20));
       if (stream_done.load()) break;
       v1::AgentMessage out;
       if (have) {

@@ -10,13 +10,20 @@ EventSink::EventSink(size_t capacity)
     : capacity_(capacity), next_sequence_(static_cast<uint64_t>(NowUnixMs()) * 1000) {}
 
 bool EventSink::Emit(const std::string& type, const std::string& session_id,
-                     const nlohmann::json& body) {
+                     const nlohmann::json& body, bool failed) {
+  // Replace invalid UTF-8 instead of failing: text comes from clients.
+  return EmitJson(type, session_id, body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
+                  failed);
+}
+
+bool EventSink::EmitJson(const std::string& type, const std::string& session_id, std::string json,
+                         bool failed) {
   v1::AuditEvent e;
+  e.set_failed(failed);
   e.set_time_unix_ms(NowUnixMs());
   e.set_type(type);
   e.set_session_id(session_id);
-  // Replace invalid UTF-8 instead of failing: statement text comes from clients.
-  e.set_json(body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  e.set_json(std::move(json));
   absl::MutexLock lock(&mu_);
   if (queued_.size() + in_flight_.size() >= capacity_) return false;
   e.set_sequence(++next_sequence_);
@@ -60,6 +67,16 @@ bool EventSink::WaitForEvents(absl::Duration timeout) {
       absl::Condition(+[](std::deque<v1::AuditEvent>* q) { return !q->empty(); }, &queued_),
       timeout);
   return !queued_.empty();
+}
+
+void EventSink::WaitForBatch(size_t count, absl::Duration linger) {
+  struct Want {
+    const std::deque<v1::AuditEvent>* queue;
+    size_t count;
+  } want{&queued_, count};
+  absl::MutexLock lock(&mu_);
+  mu_.AwaitWithTimeout(absl::Condition(+[](Want* w) { return w->queue->size() >= w->count; }, &want),
+                       linger);
 }
 
 size_t EventSink::queued() const {

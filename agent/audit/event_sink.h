@@ -26,7 +26,11 @@ class EventSink {
   explicit EventSink(size_t capacity = 200000);
 
   // Queues an event; false when the queue is full (the caller must fail closed).
-  bool Emit(const std::string& type, const std::string& session_id, const nlohmann::json& body);
+  bool Emit(const std::string& type, const std::string& session_id, const nlohmann::json& body,
+            bool failed = false);
+  // The same with the body already serialized (valid JSON), for the per-statement hot path.
+  bool EmitJson(const std::string& type, const std::string& session_id, std::string json,
+                bool failed = false);
   bool Full() const;
 
   // Up to `max` queued events, now in flight, oldest first.
@@ -37,6 +41,9 @@ class EventSink {
   void Requeue();
   // Waits up to `timeout` for queued events; true when there are some.
   bool WaitForEvents(absl::Duration timeout);
+  // Waits up to `linger` for `count` events to queue (call after WaitForEvents): sends fewer,
+  // larger batches when the data path is busy.
+  void WaitForBatch(size_t count, absl::Duration linger);
 
   size_t queued() const;
   size_t in_flight() const;

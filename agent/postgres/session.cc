@@ -17,6 +17,7 @@
 #include "agent/postgres/upstream.h"
 #include "agent/postgres/wire.h"
 #include "common/crypto.h"
+#include "common/json_writer.h"
 #include "common/log.h"
 #include "common/sql/lexer.h"
 
@@ -280,7 +281,7 @@ class Session {
       size_t validated = 0;
       bool terminate = false;
       while (true) {
-        DecodeResult r = DecodeFrame(absl::string_view(from.buffer()).substr(validated), direction, limits());
+        DecodeResult r = DecodeFrame(from.buffer().data().substr(validated), direction, limits());
         if (r.status == DecodeStatus::kError) {
           if (direction == Direction::kFrontend) {
             std::string wire =
@@ -304,7 +305,7 @@ class Session {
         }
       }
       if (validated > 0) {
-        absl::string_view chunk = absl::string_view(from.buffer()).substr(0, validated);
+        absl::string_view chunk = from.buffer().data().substr(0, validated);
         absl::Status st = co_await to.Write(chunk);
         if (!st.ok()) co_return st;
         from.Consume(validated);
@@ -362,22 +363,28 @@ class Session {
     ++statements_;
     constexpr size_t kMaxText = 64 << 10;
     sql::Shape shape = sql::Analyze(rec.text);
-    nlohmann::json j = {{"connection", connection_name_},
-                        {"subject", identity_.subject},
-                        {"issuer", identity_.issuer},
-                        {"statement", rec.text.substr(0, kMaxText)},
-                        {"truncated", rec.text.size() > kMaxText},
-                        {"fingerprint", shape.fingerprint},
-                        {"classification", shape.classification},
-                        {"protocol", rec.extended ? "extended" : "simple"},
-                        {"rows", rec.rows},
-                        {"bytes", rec.row_bytes},
-                        {"duration_ms", absl::ToDoubleMilliseconds(rec.duration)},
-                        {"command_tags", rec.tags},
-                        {"sqlstate", rec.sqlstate},
-                        {"error", rec.error},
-                        {"suspended", rec.suspended}};
-    Emit("statement", j);
+    absl::string_view text = rec.text;
+    std::string json = JsonObjectWriter()
+                           .Str("connection", connection_name_)
+                           .Str("subject", identity_.subject)
+                           .Str("issuer", identity_.issuer)
+                           .Str("statement", text.substr(0, kMaxText))
+                           .Bool("truncated", text.size() > kMaxText)
+                           .Str("fingerprint", shape.fingerprint)
+                           .Str("classification", shape.classification)
+                           .Str("protocol", rec.extended ? "extended" : "simple")
+                           .Int("rows", rec.rows)
+                           .Int("bytes", rec.row_bytes)
+                           .Double("duration_ms", absl::ToDoubleMilliseconds(rec.duration))
+                           .Str("command_tags", rec.tags)
+                           .Str("sqlstate", rec.sqlstate)
+                           .Str("error", rec.error)
+                           .Bool("suspended", rec.suspended)
+                           .Finish();
+    if (!deps_.events->EmitJson("statement", session_id_, std::move(json),
+                                !rec.sqlstate.empty() || !rec.error.empty())) {
+      LogError("audit buffer full: an event of session ", session_id_, " could not be queued");
+    }
   }
 
   // Who and where, for every session-level event.

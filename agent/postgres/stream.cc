@@ -1,5 +1,7 @@
 #include "agent/postgres/stream.h"
 
+#include <cstring>
+
 #include "absl/strings/str_cat.h"
 
 namespace sluice::agent::postgres {
@@ -17,6 +19,28 @@ absl::Status FromError(const asio::error_code& ec, absl::string_view what) {
 }
 
 }  // namespace
+
+char* RecvBuffer::Prepare(size_t n) {
+  if (capacity_ - end_ >= n) return buf_.get() + end_;
+  size_t used = end_ - start_;
+  if (start_ > 0 && capacity_ - used >= n) {
+    std::memmove(buf_.get(), buf_.get() + start_, used);
+  } else {
+    size_t cap = std::max(capacity_ * 2, used + n);
+    auto bigger = std::make_unique_for_overwrite<char[]>(cap);
+    if (used > 0) std::memcpy(bigger.get(), buf_.get() + start_, used);
+    buf_ = std::move(bigger);
+    capacity_ = cap;
+  }
+  start_ = 0;
+  end_ = used;
+  return buf_.get() + end_;
+}
+
+void RecvBuffer::Consume(size_t n) {
+  start_ += n;
+  if (start_ == end_) start_ = end_ = 0;
+}
 
 asio::awaitable<absl::Status> Stream::ServerHandshake() {
   if (!buffer_.empty()) {
@@ -42,17 +66,16 @@ asio::awaitable<absl::Status> Stream::ReadMore(size_t max_buffer) {
   if (buffer_.size() >= max_buffer) {
     co_return absl::ResourceExhaustedError("receive buffer limit reached");
   }
-  size_t old = buffer_.size();
-  size_t want = std::min(kReadChunk, max_buffer - old);
-  buffer_.resize(old + want);
+  size_t want = std::min(kReadChunk, max_buffer - buffer_.size());
+  char* tail = buffer_.Prepare(want);
   asio::error_code ec;
   size_t n = 0;
   if (is_tls_) {
-    std::tie(ec, n) = co_await tls_.async_read_some(asio::buffer(buffer_.data() + old, want), kNoThrow);
+    std::tie(ec, n) = co_await tls_.async_read_some(asio::buffer(tail, want), kNoThrow);
   } else {
-    std::tie(ec, n) = co_await socket().async_read_some(asio::buffer(buffer_.data() + old, want), kNoThrow);
+    std::tie(ec, n) = co_await socket().async_read_some(asio::buffer(tail, want), kNoThrow);
   }
-  buffer_.resize(old + n);
+  buffer_.Commit(n);
   if (ec) co_return FromError(ec, "read");
   co_return absl::OkStatus();
 }
@@ -71,7 +94,8 @@ asio::awaitable<absl::Status> Stream::Write(absl::string_view data) {
 asio::awaitable<absl::StatusOr<Message>> Stream::ReadMessage(bool startup, Direction direction,
                                                              const DecodeLimits& limits) {
   while (true) {
-    DecodeResult r = startup ? DecodeStartupFrame(buffer_, limits) : DecodeFrame(buffer_, direction, limits);
+    absl::string_view data = buffer_.data();
+    DecodeResult r = startup ? DecodeStartupFrame(data, limits) : DecodeFrame(data, direction, limits);
     if (r.status == DecodeStatus::kError) co_return absl::InvalidArgumentError(r.error);
     if (r.status == DecodeStatus::kMessage) {
       Message m{r.message.type, std::string(r.message.payload)};
@@ -91,7 +115,7 @@ asio::awaitable<absl::StatusOr<char>> Stream::PeekByte() {
   co_return c;
 }
 
-void Stream::Consume(size_t n) { buffer_.erase(0, n); }
+void Stream::Consume(size_t n) { buffer_.Consume(n); }
 
 void Stream::Close() {
   asio::error_code ignored;

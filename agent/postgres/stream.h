@@ -7,6 +7,7 @@
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/ssl.hpp>
 
+#include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -23,6 +24,26 @@ struct Message {
   std::string payload;
 };
 
+// Received bytes not consumed yet: one growable array, consumed from the front without moving
+// memory, compacted only when the free tail is too small, never zero-filled.
+class RecvBuffer {
+ public:
+  absl::string_view data() const { return absl::string_view(buf_.get() + start_, end_ - start_); }
+  bool empty() const { return start_ == end_; }
+  size_t size() const { return end_ - start_; }
+  char operator[](size_t i) const { return buf_[start_ + i]; }
+  // Room for `n` more bytes at the tail.
+  char* Prepare(size_t n);
+  void Commit(size_t n) { end_ += n; }
+  void Consume(size_t n);
+
+ private:
+  std::unique_ptr<char[]> buf_;
+  size_t capacity_ = 0;
+  size_t start_ = 0;
+  size_t end_ = 0;
+};
+
 class Stream {
  public:
   Stream(asio::ip::tcp::socket socket, asio::ssl::context& tls_context)
@@ -32,7 +53,7 @@ class Stream {
   asio::ssl::stream<asio::ip::tcp::socket>& tls_stream() { return tls_; }
   bool is_tls() const { return is_tls_; }
   // What the peer sent that has not been consumed yet.
-  std::string& buffer() { return buffer_; }
+  const RecvBuffer& buffer() const { return buffer_; }
 
   // TLS handshakes. After success every read and write is encrypted. Bytes already buffered
   // before a server handshake are refused (they would be plaintext injected before TLS).
@@ -56,7 +77,7 @@ class Stream {
  private:
   asio::ssl::stream<asio::ip::tcp::socket> tls_;
   bool is_tls_ = false;
-  std::string buffer_;
+  RecvBuffer buffer_;
 };
 
 }  // namespace sluice::agent::postgres

@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -40,6 +41,11 @@ class Stmt {
   }
   // SQLITE_ROW, SQLITE_DONE or an error code.
   int Step() { return sqlite3_step(stmt_); }
+  // Makes the statement ready to run again with new bindings.
+  void Reset() {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+  }
   absl::Status Run() {
     RETURN_IF_ERROR(status());
     int rc = Step();
@@ -386,45 +392,63 @@ absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent
   Txn txn(db_);
   RETURN_IF_ERROR(txn.begun());
   uint64_t highest = 0;
+  // Statement counters are summed per session and written once per batch.
+  struct Counts {
+    int64_t statements = 0;
+    int64_t errors = 0;
+  };
+  absl::flat_hash_map<std::string, Counts> counts;
+  Stmt ins(db_,
+           "INSERT OR IGNORE INTO agent_events(agent_id, sequence, time_ms, type, session_id, body) "
+           "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+  RETURN_IF_ERROR(ins.status());
   for (const auto& e : events) {
     highest = std::max(highest, e.sequence());
-    Stmt ins(db_,
-             "INSERT OR IGNORE INTO agent_events(agent_id, sequence, time_ms, type, session_id, body) "
-             "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+    ins.Reset();
     ins.Bind(1, agent_id).Bind(2, static_cast<int64_t>(e.sequence())).Bind(3, e.time_unix_ms());
     ins.Bind(4, e.type()).Bind(5, e.session_id()).Bind(6, e.json());
-    RETURN_IF_ERROR(ins.Run());
+    if (ins.Step() != SQLITE_DONE) return absl::InternalError(absl::StrCat("sqlite: ", sqlite3_errmsg(db_)));
     if (sqlite3_changes(db_) == 0) continue;  // a resent event: already counted
+    if (e.type() == "statement") {
+      Counts& c = counts[e.session_id()];
+      ++c.statements;
+      if (e.failed()) ++c.errors;
+      continue;
+    }
+    if (e.type() != "session_start" && e.type() != "session_refused" && e.type() != "session_end") {
+      continue;
+    }
     nlohmann::json body = nlohmann::json::parse(e.json(), nullptr, false);
     if (!body.is_object()) body = nlohmann::json::object();
-    if (e.type() == "session_start" || e.type() == "session_refused") {
-      v1::SessionSummary s = SummaryFromEvent(agent_id, e, body);
-      std::string summary;
-      s.SerializeToString(&summary);
-      bool refused = e.type() == "session_refused";
-      Stmt up(db_,
-              "INSERT OR IGNORE INTO sessions(session_id, agent_id, connection, subject, issuer, summary, "
-              "started_ms, ended_ms, outcome, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
-      up.Bind(1, e.session_id()).Bind(2, agent_id).Bind(3, s.connection()).Bind(4, s.subject());
-      up.Bind(5, s.issuer()).BindBlob(6, summary).Bind(7, e.time_unix_ms());
-      up.Bind(8, refused ? e.time_unix_ms() : 0).Bind(9, std::string(refused ? "refused" : "open"));
-      up.Bind(10, refused && body.contains("reason") && body["reason"].is_string()
-                      ? body["reason"].get<std::string>() : std::string());
-      RETURN_IF_ERROR(up.Run());
-    } else if (e.type() == "session_end") {
-      std::string reason = body.contains("reason") && body["reason"].is_string()
-                               ? body["reason"].get<std::string>() : "";
+    auto reason = [&body]() -> std::string {
+      auto it = body.find("reason");
+      return it != body.end() && it->is_string() ? it->get<std::string>() : "";
+    };
+    if (e.type() == "session_end") {
       Stmt up(db_, "UPDATE sessions SET ended_ms = ?2, outcome = 'closed', reason = ?3 WHERE session_id = ?1");
-      up.Bind(1, e.session_id()).Bind(2, e.time_unix_ms()).Bind(3, reason);
+      up.Bind(1, e.session_id()).Bind(2, e.time_unix_ms()).Bind(3, reason());
       RETURN_IF_ERROR(up.Run());
-    } else if (e.type() == "statement") {
-      bool failed = body.contains("sqlstate") && body["sqlstate"].is_string() &&
-                    !body["sqlstate"].get<std::string>().empty();
-      Stmt up(db_,
-              "UPDATE sessions SET statements = statements + 1, errors = errors + ?2 WHERE session_id = ?1");
-      up.Bind(1, e.session_id()).Bind(2, static_cast<int64_t>(failed ? 1 : 0));
-      RETURN_IF_ERROR(up.Run());
+      continue;
     }
+    v1::SessionSummary summary = SummaryFromEvent(agent_id, e, body);
+    std::string bytes;
+    summary.SerializeToString(&bytes);
+    bool refused = e.type() == "session_refused";
+    Stmt up(db_,
+            "INSERT OR IGNORE INTO sessions(session_id, agent_id, connection, subject, issuer, summary, "
+            "started_ms, ended_ms, outcome, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
+    up.Bind(1, e.session_id()).Bind(2, agent_id).Bind(3, summary.connection()).Bind(4, summary.subject());
+    up.Bind(5, summary.issuer()).BindBlob(6, bytes).Bind(7, e.time_unix_ms());
+    up.Bind(8, refused ? e.time_unix_ms() : 0).Bind(9, std::string(refused ? "refused" : "open"));
+    up.Bind(10, refused ? reason() : std::string());
+    RETURN_IF_ERROR(up.Run());
+  }
+  Stmt up(db_, "UPDATE sessions SET statements = statements + ?2, errors = errors + ?3 WHERE session_id = ?1");
+  RETURN_IF_ERROR(up.status());
+  for (const auto& [session, c] : counts) {
+    up.Reset();
+    up.Bind(1, session).Bind(2, c.statements).Bind(3, c.errors);
+    if (up.Step() != SQLITE_DONE) return absl::InternalError(absl::StrCat("sqlite: ", sqlite3_errmsg(db_)));
   }
   RETURN_IF_ERROR(txn.Commit());
   return highest;

@@ -221,12 +221,13 @@ class PostgresServer:
     auth: "scram-sha-256", "md5" or "trust" for TCP logins; tls: also require TLS on TCP.
     """
 
-    def __init__(self, workdir, name="pg", auth="scram-sha-256", tls=False):
+    def __init__(self, workdir, name="pg", auth="scram-sha-256", tls=False, max_connections=100):
         self.dir = os.path.join(workdir, name)
         self.data = os.path.join(self.dir, "data")
         self.socket_dir = os.path.join(self.dir, "sock")
         self.auth = auth
         self.tls = tls
+        self.max_connections = max_connections
         self.port = free_port()
         self.process = None
 
@@ -246,6 +247,7 @@ class PostgresServer:
                           "--no-sync")
         conf = [f"listen_addresses = '127.0.0.1'", f"port = {self.port}",
                 f"unix_socket_directories = '{self.socket_dir}'", "fsync = off",
+                f"max_connections = {self.max_connections}",
                 f"password_encryption = '{'md5' if self.auth == 'md5' else 'scram-sha-256'}'"]
         hba = ["local all all trust"]
         if self.tls:

@@ -1,0 +1,33 @@
+// Builds one flat JSON object without a DOM, for events written on the data path (one per
+// statement): strings are escaped, and invalid UTF-8 is replaced by U+FFFD so the output is
+// always valid JSON.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/strings/string_view.h"
+
+namespace sluice {
+
+class JsonObjectWriter {
+ public:
+  JsonObjectWriter() { out_.push_back('{'); }
+  JsonObjectWriter& Str(absl::string_view key, absl::string_view value);
+  JsonObjectWriter& Int(absl::string_view key, int64_t value);
+  JsonObjectWriter& Double(absl::string_view key, double value);
+  JsonObjectWriter& Bool(absl::string_view key, bool value);
+  // Inserts `json` (already valid JSON) as the value.
+  JsonObjectWriter& Raw(absl::string_view key, absl::string_view json);
+  std::string Finish();  // leaves the writer empty
+
+ private:
+  void Key(absl::string_view key);
+  std::string out_;
+  bool first_ = true;
+};
+
+// Appends `s` as a JSON string literal (with quotes) to `out`.
+void AppendJsonString(std::string* out, absl::string_view s);
+
+}  // namespace sluice
