@@ -342,6 +342,34 @@ int ShowSession(AdminClient& client, const std::string& id, const std::string& o
   return 0;
 }
 
+int MintToken(AdminClient& client, const std::string& subject, const std::string& groups,
+              const std::string& ttl, const std::vector<std::string>& claims) {
+  v1::MintDevTokenRequest req;
+  req.set_subject(subject);
+  for (absl::string_view g : absl::StrSplit(groups, ',', absl::SkipEmpty())) req.add_groups(std::string(g));
+  absl::Duration d;
+  if (!ttl.empty()) {
+    if (!absl::ParseDuration(ttl, &d) || d <= absl::ZeroDuration()) {
+      std::fprintf(stderr, "error: --ttl: '%s' is not a duration such as 30m or 2h\n", ttl.c_str());
+      return 2;
+    }
+    req.set_ttl_seconds(static_cast<uint32_t>(absl::ToInt64Seconds(d)));
+  }
+  for (const auto& c : claims) {
+    size_t eq = c.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      std::fprintf(stderr, "error: --claim: '%s' is not k=v\n", c.c_str());
+      return 2;
+    }
+    (*req.mutable_claims())[c.substr(0, eq)] = c.substr(eq + 1);
+  }
+  v1::MintDevTokenResponse resp;
+  grpc::Status st = client.stub()->MintDevToken(client.Context().get(), req, &resp);
+  if (!st.ok()) return FailRpc(st);
+  std::printf("%s\n", resp.token().c_str());
+  return 0;
+}
+
 }  // namespace
 }  // namespace sluice::cli
 
@@ -394,6 +422,15 @@ int main(int argc, char** argv) {
   sshow->add_option("id", session_id, "session id")->required();
   sshow->add_option("-o,--output", output, "table or json");
 
+  std::string subject, groups, token_ttl;
+  std::vector<std::string> claims;
+  auto* token = app.add_subcommand(
+      "token", "mint a caller token from the control plane's dev issuer (--dev-issuer only)");
+  token->add_option("--subject", subject, "the caller identity (sub)")->required();
+  token->add_option("--groups", groups, "comma-separated groups");
+  token->add_option("--ttl", token_ttl, "lifetime, e.g. 30m (default 1h, at most 24h)");
+  token->add_option("--claim", claims, "extra claim k=v (repeatable), e.g. run_id=1234");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -413,5 +450,6 @@ int main(int argc, char** argv) {
   if (list->parsed()) return ListAgents(c, output);
   if (slist->parsed()) return ListSessions(c, identity, connection, since, until, limit, output);
   if (sshow->parsed()) return ShowSession(c, session_id, output);
+  if (token->parsed()) return MintToken(c, subject, groups, token_ttl, claims);
   return 2;
 }

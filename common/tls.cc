@@ -82,6 +82,12 @@ bool LooksLikeIp(const std::string& host) {
 
 }  // namespace
 
+absl::StatusOr<std::string> GenerateEcPrivateKeyPem() {
+  Ptr<EVP_PKEY> key(EVP_EC_gen("P-256"));
+  if (!key) return absl::InternalError("cannot generate an EC key");
+  return KeyToPem(key.get());
+}
+
 absl::StatusOr<PemKeyPair> GenerateCa(const std::string& common_name) {
   Ptr<EVP_PKEY> key(EVP_EC_gen("P-256"));
   if (!key) return absl::InternalError("cannot generate CA key");

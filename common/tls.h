@@ -13,6 +13,9 @@ struct PemKeyPair {
   std::string key_pem;
 };
 
+// A new ECDSA P-256 private key, PEM (PKCS#8).
+absl::StatusOr<std::string> GenerateEcPrivateKeyPem();
+
 // A self-signed CA certificate (ECDSA P-256, 10 years).
 absl::StatusOr<PemKeyPair> GenerateCa(const std::string& common_name);
 

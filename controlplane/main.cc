@@ -20,6 +20,7 @@
 #include "controlplane/service/admin_service.h"
 #include "controlplane/service/agent_hub.h"
 #include "controlplane/service/agent_service.h"
+#include "controlplane/service/dev_issuer.h"
 #include "controlplane/service/policy_manager.h"
 #include "controlplane/service/worker.h"
 #include "controlplane/store/sqlite_store.h"
@@ -41,6 +42,9 @@ ABSL_FLAG(std::string, master_key_file, "",
           "(default: <data-dir>/master.key)");
 ABSL_FLAG(std::string, admin_token_file, "",
           "bootstrap admin token; created 0600 if absent (default: <data-dir>/admin.token)");
+ABSL_FLAG(bool, dev_issuer, false,
+          "run a development token issuer (Issuer 'sluice-dev'; `sluicectl token` mints tokens). "
+          "For quickstarts and tests only");
 ABSL_FLAG(bool, verbose, false, "log debug messages");
 
 namespace sluice::controlplane {
@@ -102,6 +106,17 @@ absl::Status Run() {
   ASSIGN_OR_RETURN(auto store, SqliteStore::Open(data_dir + "/sluice.db"));
   PolicyManager policy(store.get(), master_key);
   RETURN_IF_ERROR(policy.Load());
+  std::unique_ptr<DevIssuer> dev_issuer;
+  if (absl::GetFlag(FLAGS_dev_issuer)) {
+    ASSIGN_OR_RETURN(dev_issuer, DevIssuer::LoadOrCreate(data_dir + "/dev-issuer.key"));
+    v1::ApplyRequest publish;
+    publish.set_source("--dev-issuer");
+    *publish.add_resources() = dev_issuer->resource();
+    v1::ApplyResponse published;
+    RETURN_IF_ERROR(policy.Apply(publish, "controlplane", &published));
+    LogInfo("dev issuer on: Issuer '", DevIssuer::kName, "' (", DevIssuer::kIss,
+            "); mint tokens with `sluicectl token --subject NAME --groups G`");
+  }
   AgentHub hub;
   ASSIGN_OR_RETURN(auto agents, store->ListAgents());
   hub.LoadCredentials(agents);
@@ -109,7 +124,7 @@ absl::Status Run() {
   Worker worker;
 
   AgentServiceImpl agent_service(store.get(), &hub, &worker);
-  AdminServiceImpl admin_service(store.get(), &policy, &hub, &worker, admin_token);
+  AdminServiceImpl admin_service(store.get(), &policy, &hub, &worker, admin_token, dev_issuer.get());
 
   grpc::SslServerCredentialsOptions ssl;
   ssl.pem_key_cert_pairs.push_back({key_pem, cert_pem});

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "controlplane/service/agent_hub.h"
+#include "controlplane/service/dev_issuer.h"
 #include "controlplane/service/policy_manager.h"
 #include "controlplane/service/worker.h"
 #include "controlplane/store/store.h"
@@ -15,9 +16,15 @@ namespace sluice::controlplane {
 
 class AdminServiceImpl final : public v1::AdminService::CallbackService {
  public:
+  // `dev_issuer` may be null (the dev issuer is off).
   AdminServiceImpl(Store* store, PolicyManager* policy, AgentHub* hub, Worker* worker,
-                   std::string admin_token)
-      : store_(store), policy_(policy), hub_(hub), worker_(worker), admin_token_(std::move(admin_token)) {}
+                   std::string admin_token, const DevIssuer* dev_issuer)
+      : store_(store),
+        policy_(policy),
+        hub_(hub),
+        worker_(worker),
+        admin_token_(std::move(admin_token)),
+        dev_issuer_(dev_issuer) {}
 
   grpc::ServerUnaryReactor* Apply(grpc::CallbackServerContext* ctx, const v1::ApplyRequest* req,
                                   v1::ApplyResponse* resp) override;
@@ -39,6 +46,9 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   grpc::ServerUnaryReactor* GetSession(grpc::CallbackServerContext* ctx,
                                        const v1::GetSessionRequest* req,
                                        v1::SessionDetail* resp) override;
+  grpc::ServerUnaryReactor* MintDevToken(grpc::CallbackServerContext* ctx,
+                                         const v1::MintDevTokenRequest* req,
+                                         v1::MintDevTokenResponse* resp) override;
 
  private:
   // Authenticates, then runs `work` on the store worker, audits the outcome and finishes.
@@ -51,6 +61,7 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   AgentHub* hub_;
   Worker* worker_;
   std::string admin_token_;
+  const DevIssuer* dev_issuer_;
 };
 
 }  // namespace sluice::controlplane

@@ -66,8 +66,9 @@ class Process:
 
 
 class ControlPlane:
-    def __init__(self, workdir, grpc_port=0):
+    def __init__(self, workdir, grpc_port=0, extra_args=()):
         self.workdir = workdir
+        self.extra_args = list(extra_args)
         self.data_dir = os.path.join(workdir, "cp-data")
         self.grpc_port = grpc_port
         self.process = None
@@ -78,7 +79,8 @@ class ControlPlane:
             os.unlink(endpoints)
         self.process = Process(
             [CONTROLPLANE, "--data-dir", self.data_dir,
-             "--grpc-listen", f"127.0.0.1:{self.grpc_port}", "--http-listen", "127.0.0.1:0"],
+             "--grpc-listen", f"127.0.0.1:{self.grpc_port}", "--http-listen", "127.0.0.1:0",
+             *self.extra_args],
             os.path.join(self.workdir, "controlplane.log"))
 
         def ready():

@@ -229,6 +229,9 @@ class PolicyDistributionTest(unittest.TestCase):
                            capture_output=True, text=True, timeout=60, env={"HOME": self.work.path})
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("orders-a", r.stdout)
+        r = cp.ctl("token", "--subject", "alice", check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("the dev issuer is off: start sluice-controlplane with --dev-issuer", r.stderr)
         r = cp.ctl("frobnicate", check=False)
         self.assertEqual(r.returncode, 2)
 
