@@ -31,6 +31,8 @@ TEST(YamlCodec, ParsesTheExamplePolicy) {
   EXPECT_EQ(c.upstream().port(), 55432u);
   EXPECT_EQ(c.upstream().tls(), v1::UPSTREAM_TLS_DISABLE);
   EXPECT_EQ(c.agents().at("site"), "local");
+  EXPECT_EQ(p.resources[1].access_rule().access(), v1::ACCESS_READ);
+  EXPECT_EQ(p.resources[2].access_rule().access(), v1::ACCESS_ADMIN);
   const v1::ApprovalPolicy& ap = p.resources[3].approval_policy();
   EXPECT_EQ(ap.timeout().seconds(), 300);
   const v1::Guardrail& g = p.resources[4].guardrail();
