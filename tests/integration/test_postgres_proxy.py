@@ -5,6 +5,7 @@ test issuer is an ES256 key pair made here, its JWKS given inline to the Issuer 
 tokens are signed with PyJWT (independent of the agent's verifier)."""
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -179,6 +180,24 @@ class PostgresProxyTest(unittest.TestCase):
         r = self.psql("-c", "SELECT 1", token=self.idp.token(sub="intruder", groups=["marketing"]),
                       check=False)
         self.assertIn('Sluice: no access rule lets "intruder" use connection "demo"', r.stderr)
+
+    # --- large results -------------------------------------------------------------------
+
+    def test_large_result_streams_in_bounded_memory(self):
+        def hwm_kb():
+            with open(f"/proc/{self.agent.process.proc.pid}/status") as f:
+                return int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1))
+        client = os.path.join(os.environ["SLUICE_BIN_DIR"], "tests", "large_result_client")
+        before = hwm_kb()
+        # 1,048,576 rows of 1000 bytes: 1 GiB of values through the agent (TLS both ways).
+        r = subprocess.run([client, self.dsn(),
+                            "SELECT repeat('x', 1000) FROM generate_series(1, 1048576)"],
+                           capture_output=True, text=True, timeout=600,
+                           env=dict(os.environ, PGPASSWORD=self.idp.token()))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.strip(), "rows=1048576 bytes=1048576000")
+        grown_mb = (hwm_kb() - before) / 1024
+        self.assertLess(grown_mb, 64, f"agent peak RSS grew by {grown_mb:.1f} MB")
 
     # --- audit -------------------------------------------------------------------------------
 
