@@ -17,6 +17,7 @@
 #include "agent/postgres/upstream.h"
 #include "agent/postgres/wire.h"
 #include "common/crypto.h"
+#include "common/files.h"
 #include "common/json_writer.h"
 #include "common/log.h"
 #include "common/sql/lexer.h"
@@ -271,7 +272,14 @@ class Session {
       if (v == nullptr) return absl::FailedPreconditionError("the connection's password is not available on this agent");
       return std::string(v);
     }
-    return absl::FailedPreconditionError("the connection's password source is not supported yet");
+    if (absl::StartsWith(from, "file:")) {
+      auto text = ReadFile(from.substr(5), 4096);
+      if (!text.ok()) return absl::FailedPreconditionError("the connection's password file cannot be read on this agent");
+      std::string pw = *std::move(text);
+      while (!pw.empty() && (pw.back() == '\n' || pw.back() == '\r')) pw.pop_back();
+      return pw;
+    }
+    return absl::FailedPreconditionError("the connection's password source is not supported");
   }
 
   // Copies framed messages from `from` to `to`, checking every frame; a protocol error ends the

@@ -342,7 +342,7 @@ access: write
 class UpstreamAuthTest(unittest.TestCase):
     """The agent logs in upstream with md5, and with SCRAM-SHA-256 over required TLS."""
 
-    def run_against(self, auth, tls, upstream_tls):
+    def run_against(self, auth, tls, upstream_tls, password_file=False):
         work = Workdir(f"upstream-{auth}")
         pg = PostgresServer(work.path, auth=auth, tls=tls).start()
         cp = agent = None
@@ -352,9 +352,17 @@ class UpstreamAuthTest(unittest.TestCase):
             cp = ControlPlane(work.path).start()
             idp = TokenIssuer()
             agent = Agent(work.path, "a", cp, cp.enroll("agent-a", "vpc=a")).start()
-            cp.apply(POLICY.format(pg_port=pg.port, iss=idp.iss, jwks=idp.jwks())
-                     .replace("tls: disable", f"tls: {upstream_tls}")
-                     .replace("app-Secret-PW-1", "pw-for-" + auth))
+            policy = (POLICY.format(pg_port=pg.port, iss=idp.iss, jwks=idp.jwks())
+                      .replace("tls: disable", f"tls: {upstream_tls}"))
+            if password_file:
+                # The secret never leaves the agent's host: password_from: file:
+                path = os.path.join(work.path, "upstream-password")
+                with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+                    f.write("pw-for-" + auth + "\n")
+                policy = policy.replace("password: app-Secret-PW-1", f"password_from: file:{path}")
+            else:
+                policy = policy.replace("app-Secret-PW-1", "pw-for-" + auth)
+            cp.apply(policy)
             wait_for(lambda: agent.status()["applied_version"] == 1, what="policy applied")
             env = dict(os.environ, PGPASSWORD=idp.token())
             r = subprocess.run([f"{PG_BIN}/psql", f"host=127.0.0.1 port={agent.postgres_port()} "
@@ -371,7 +379,8 @@ class UpstreamAuthTest(unittest.TestCase):
             work.cleanup(keep=False)
 
     def test_md5(self):
-        self.assertEqual(self.run_against("md5", tls=False, upstream_tls="disable"), "app|f")
+        self.assertEqual(self.run_against("md5", tls=False, upstream_tls="disable",
+                                          password_file=True), "app|f")
 
     def test_scram_with_tls_required(self):
         self.assertEqual(self.run_against("scram-sha-256", tls=True, upstream_tls="require"),
