@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <variant>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -370,7 +371,7 @@ class Session {
   void OnStatement(const StatementRecord& rec) {
     ++statements_;
     constexpr size_t kMaxText = 64 << 10;
-    sql::Shape shape = sql::Analyze(rec.text);
+    const sql::Shape& shape = ShapeOf(rec.text);
     absl::string_view text = rec.text;
     std::string json = JsonObjectWriter()
                            .Str("connection", connection_name_)
@@ -393,6 +394,19 @@ class Session {
                                 !rec.sqlstate.empty() || !rec.error.empty())) {
       LogError("audit buffer full: an event of session ", session_id_, " could not be queued");
     }
+  }
+
+  // Statement shapes by exact text: prepared and repeated statements are lexed once per session.
+  const sql::Shape& ShapeOf(const std::string& text) {
+    constexpr size_t kMaxCached = 1024;
+    constexpr size_t kMaxCachedText = 4096;
+    if (text.size() <= kMaxCachedText) {
+      auto it = shapes_.find(text);
+      if (it != shapes_.end()) return it->second;
+      if (shapes_.size() < kMaxCached) return shapes_.emplace(text, sql::Analyze(text)).first->second;
+    }
+    uncached_shape_ = sql::Analyze(text);
+    return uncached_shape_;
   }
 
   // Who and where, for every session-level event.
@@ -438,6 +452,8 @@ class Session {
   jwt::Identity identity_;
   bool started_session_ = false;
   int64_t statements_ = 0;
+  absl::flat_hash_map<std::string, sql::Shape> shapes_;
+  sql::Shape uncached_shape_;
   int64_t bytes_from_client_ = 0;
   int64_t bytes_from_server_ = 0;
   std::shared_ptr<const AgentPolicy> policy_;

@@ -147,6 +147,93 @@ class PostgresProxyTest(unittest.TestCase):
         r = self.psql("-c", "SELECT 1", dsn=self.dsn(dbname="nope"), check=False)
         self.assertIn('Sluice: connection "nope" does not exist on this agent', r.stderr)
 
+    # --- the wire, byte by byte ----------------------------------------------------------------
+
+    def raw_tls(self):
+        import socket
+        import ssl
+        import struct
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        sock.sendall(struct.pack("!II", 8, 80877104))  # GSSENCRequest: answered 'N'
+        self.assertEqual(sock.recv(1), b"N")
+        sock.sendall(struct.pack("!II", 8, 80877103))  # SSLRequest: answered 'S'
+        self.assertEqual(sock.recv(1), b"S")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx.wrap_socket(sock)
+
+    @staticmethod
+    def send_startup(sock, version, params):
+        import struct
+        body = struct.pack("!I", version) + b"".join(
+            k.encode() + b"\0" + v.encode() + b"\0" for k, v in params) + b"\0"
+        sock.sendall(struct.pack("!I", len(body) + 4) + body)
+
+    @staticmethod
+    def read_msg(sock):
+        import struct
+        def exact(n):
+            buf = b""
+            while len(buf) < n:
+                chunk = sock.recv(n - len(buf))
+                if not chunk:
+                    raise EOFError("connection closed")
+                buf += chunk
+            return buf
+        header = exact(5)
+        (length,) = struct.unpack("!I", header[1:])
+        return header[:1], exact(length - 4)
+
+    def test_protocol_32_negotiation_and_long_cancel_key(self):
+        import struct
+        sock = self.raw_tls()
+        # Protocol 3.3 with an unknown _pq_ option: the agent offers 3.2 and lists the option.
+        self.send_startup(sock, (3 << 16) | 3, [("user", "ci-bot"), ("database", "demo"),
+                                                ("_pq_.made_up", "1")])
+        t, body = self.read_msg(sock)
+        self.assertEqual(t, b"v")
+        minor, count = struct.unpack("!II", body[:8])
+        self.assertEqual((minor, count), (2, 1))
+        self.assertEqual(body[8:], b"_pq_.made_up\0")
+        t, body = self.read_msg(sock)
+        self.assertEqual((t, body), (b"R", struct.pack("!I", 3)))  # cleartext password, please
+        token = self.idp.token().encode()
+        sock.sendall(b"p" + struct.pack("!I", len(token) + 5) + token + b"\0")
+        seen = {}
+        while True:
+            t, body = self.read_msg(sock)
+            seen.setdefault(t, []).append(body)
+            if t == b"Z":
+                break
+        self.assertEqual(seen[b"R"], [struct.pack("!I", 0)])
+        self.assertEqual(len(seen[b"K"][0]), 4 + 32)  # 3.2: a 256-bit cancel key
+        names = {b.split(b"\0")[0] for b in seen[b"S"]}
+        self.assertTrue({b"server_version", b"client_encoding", b"standard_conforming_strings"} <= names)
+        sock.close()
+
+    def test_protocol_violation_closes_the_session_with_an_error(self):
+        import struct
+        sock = self.raw_tls()
+        self.send_startup(sock, 3 << 16, [("user", "ci-bot"), ("database", "demo")])
+        self.assertEqual(self.read_msg(sock)[0], b"R")
+        token = self.idp.token(sub="wire-bot").encode()
+        sock.sendall(b"p" + struct.pack("!I", len(token) + 5) + token + b"\0")
+        while self.read_msg(sock)[0] != b"Z":
+            pass
+        sock.sendall(b"Q" + struct.pack("!I", 0x7fffff00))  # a 2 GiB Query: refused at once
+        t, body = self.read_msg(sock)
+        self.assertEqual(t, b"E")
+        self.assertIn(b"C08P01", body)
+        self.assertIn(b"Sluice: protocol violation: message 'Q' of 2147483392 bytes exceeds the limit", body)
+        with self.assertRaises((EOFError, ConnectionError, OSError)):
+            self.read_msg(sock)
+        import json
+        ended = wait_for(lambda: [x for x in json.loads(self.cp.ctl(
+            "sessions", "list", "-o", "json", "--identity", "wire-bot").stdout).get("sessions", [])
+            if x.get("outcome") == "closed"], what="the session end to be recorded")
+        self.assertIn("exceeds the limit", ended[0]["reason"])
+
     # --- tokens -------------------------------------------------------------------------------
 
     def assert_refused(self, token, message):
