@@ -371,25 +371,24 @@ class Session {
   void OnStatement(const StatementRecord& rec) {
     ++statements_;
     constexpr size_t kMaxText = 64 << 10;
-    const sql::Shape& shape = ShapeOf(rec.text);
-    absl::string_view text = rec.text;
-    std::string json = JsonObjectWriter()
-                           .Str("connection", connection_name_)
-                           .Str("subject", identity_.subject)
-                           .Str("issuer", identity_.issuer)
-                           .Str("statement", text.substr(0, kMaxText))
-                           .Bool("truncated", text.size() > kMaxText)
-                           .Str("fingerprint", shape.fingerprint)
-                           .Str("classification", shape.classification)
-                           .Str("protocol", rec.extended ? "extended" : "simple")
-                           .Int("rows", rec.rows)
-                           .Int("bytes", rec.row_bytes)
-                           .Double("duration_ms", absl::ToDoubleMilliseconds(rec.duration))
-                           .Str("command_tags", rec.tags)
-                           .Str("sqlstate", rec.sqlstate)
-                           .Str("error", rec.error)
-                           .Bool("suspended", rec.suspended)
-                           .Finish();
+    const sql::Shape& shape = ShapeOf(*rec.text);
+    absl::string_view text = *rec.text;
+    // Who ran it is in the session's start event (joined by session id); a statement event
+    // carries only what is particular to it, and leaves out empty fields.
+    JsonObjectWriter w;
+    w.Str("statement", text.substr(0, kMaxText));
+    if (text.size() > kMaxText) w.Bool("truncated", true);
+    w.Str("fingerprint", shape.fingerprint)
+        .Str("classification", shape.classification)
+        .Str("protocol", rec.extended ? "extended" : "simple")
+        .Int("rows", rec.rows)
+        .Int("bytes", rec.row_bytes)
+        .Double("duration_ms", absl::ToDoubleMilliseconds(rec.duration));
+    if (!rec.tags.empty()) w.Str("command_tags", rec.tags);
+    if (!rec.sqlstate.empty()) w.Str("sqlstate", rec.sqlstate);
+    if (!rec.error.empty()) w.Str("error", rec.error);
+    if (rec.suspended) w.Bool("suspended", true);
+    std::string json = w.Finish();
     if (!deps_.events->EmitJson("statement", session_id_, std::move(json),
                                 !rec.sqlstate.empty() || !rec.error.empty())) {
       LogError("audit buffer full: an event of session ", session_id_, " could not be queued");

@@ -19,32 +19,37 @@ int64_t RowsOf(absl::string_view tag) {
   return 0;
 }
 
+const std::shared_ptr<const std::string>& Empty() {
+  static const auto* empty = new std::shared_ptr<const std::string>(std::make_shared<const std::string>());
+  return *empty;
+}
+
 }  // namespace
 
 void StatementTracker::OnQuery(absl::string_view sql, absl::Time now) {
   if (pending_.size() >= kMaxPendingStatements) return;
   StatementRecord r;
-  r.text = std::string(sql);
+  r.text = std::make_shared<const std::string>(sql);
   r.started = now;
   pending_.push_back(std::move(r));
 }
 
 void StatementTracker::OnParse(absl::string_view name, absl::string_view sql) {
   if (!name.empty() && statements_.size() >= kMaxNamedStatements && !statements_.contains(name)) return;
-  statements_[name] = std::string(sql);
+  statements_[name] = std::make_shared<const std::string>(sql);
 }
 
 void StatementTracker::OnBind(absl::string_view portal, absl::string_view statement) {
   auto it = statements_.find(statement);
   if (portals_.size() >= kMaxNamedStatements && !portals_.contains(portal)) return;
-  portals_[portal] = it == statements_.end() ? "" : it->second;
+  portals_[portal] = it == statements_.end() ? Empty() : it->second;
 }
 
 void StatementTracker::OnExecute(absl::string_view portal, absl::Time now) {
   if (pending_.size() >= kMaxPendingStatements) return;
   StatementRecord r;
   auto it = portals_.find(portal);
-  r.text = it == portals_.end() ? "" : it->second;
+  r.text = it == portals_.end() ? Empty() : it->second;
   r.extended = true;
   r.started = now;
   pending_.push_back(std::move(r));

@@ -11,6 +11,7 @@
 
 #include <deque>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "absl/container/flat_hash_map.h"
@@ -20,7 +21,9 @@
 namespace sluice::agent::postgres {
 
 struct StatementRecord {
-  std::string text;
+  // Shared with the prepared statement it came from: executing a prepared statement copies no
+  // text.
+  std::shared_ptr<const std::string> text;
   bool extended = false;
   absl::Time started;
   absl::Duration duration;
@@ -61,8 +64,8 @@ class StatementTracker {
 
   Sink sink_;
   std::deque<StatementRecord> pending_;
-  absl::flat_hash_map<std::string, std::string> statements_;  // prepared name -> text
-  absl::flat_hash_map<std::string, std::string> portals_;     // portal -> text
+  absl::flat_hash_map<std::string, std::shared_ptr<const std::string>> statements_;  // name -> text
+  absl::flat_hash_map<std::string, std::shared_ptr<const std::string>> portals_;     // portal -> text
   bool failed_in_pipeline_ = false;
 };
 

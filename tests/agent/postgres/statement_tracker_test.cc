@@ -22,7 +22,7 @@ TEST_F(TrackerTest, SimpleMultiStatementQueryIsOneRecord) {
   EXPECT_TRUE(records_.empty());
   tracker_.OnReadyForQuery(t0_ + absl::Milliseconds(3));
   ASSERT_EQ(records_.size(), 1u);
-  EXPECT_EQ(records_[0].text, "SELECT 1; SELECT * FROM t");
+  EXPECT_EQ(*records_[0].text, "SELECT 1; SELECT * FROM t");
   EXPECT_EQ(records_[0].rows, 3);
   EXPECT_EQ(records_[0].row_bytes, 50);
   EXPECT_EQ(records_[0].tags, "SELECT 1;SELECT 2");
@@ -51,11 +51,11 @@ TEST_F(TrackerTest, ExtendedPipelineWithNamedStatementAndError) {
   tracker_.OnError("22P02", "invalid input syntax for type integer", t0_);
   tracker_.OnReadyForQuery(t0_);
   ASSERT_EQ(records_.size(), 3u);
-  EXPECT_EQ(records_[0].text, "INSERT INTO t VALUES ($1)");
+  EXPECT_EQ(*records_[0].text, "INSERT INTO t VALUES ($1)");
   EXPECT_EQ(records_[0].rows, 1);
-  EXPECT_EQ(records_[1].text, "SELECT $1::int");
+  EXPECT_EQ(*records_[1].text, "SELECT $1::int");
   EXPECT_EQ(records_[1].sqlstate, "22P02");
-  EXPECT_EQ(records_[2].text, "INSERT INTO t VALUES ($1)");
+  EXPECT_EQ(*records_[2].text, "INSERT INTO t VALUES ($1)");
   EXPECT_EQ(records_[2].error, "not executed: an earlier statement in the pipeline failed");
   // The named statement outlives the batch; Close forgets it.
   tracker_.OnBind("p", "s1");
@@ -67,7 +67,7 @@ TEST_F(TrackerTest, ExtendedPipelineWithNamedStatementAndError) {
   tracker_.OnBind("q", "s1");
   tracker_.OnExecute("q", t0_);
   tracker_.OnCommandComplete("SELECT 0", t0_);
-  EXPECT_EQ(records_[4].text, "");
+  EXPECT_EQ(*records_[4].text, "");
 }
 
 }  // namespace
