@@ -21,6 +21,7 @@
 #include "controlplane/service/agent_hub.h"
 #include "controlplane/service/agent_service.h"
 #include "controlplane/service/dev_issuer.h"
+#include "controlplane/service/jwks_fetcher.h"
 #include "controlplane/service/policy_manager.h"
 #include "controlplane/service/worker.h"
 #include "controlplane/store/sqlite_store.h"
@@ -45,6 +46,8 @@ ABSL_FLAG(std::string, admin_token_file, "",
 ABSL_FLAG(bool, dev_issuer, false,
           "run a development token issuer (Issuer 'sluice-dev'; `sluicectl token` mints tokens). "
           "For quickstarts and tests only");
+ABSL_FLAG(absl::Duration, jwks_refresh, absl::Minutes(10),
+          "how often Issuer JWKS URLs are fetched again (also after every policy change)");
 ABSL_FLAG(bool, verbose, false, "log debug messages");
 
 namespace sluice::controlplane {
@@ -123,8 +126,31 @@ absl::Status Run() {
   hub.SetState(policy.state());
   Worker worker;
 
+  // Issuer keys from JWKS URLs: fetched here, shipped inline in the snapshots.
+  JwksFetcher jwks(
+      absl::GetFlag(FLAGS_jwks_refresh),
+      [&hub] {
+        std::vector<std::string> urls;
+        for (const auto& i : hub.state()->issuers) {
+          if (!i.jwks().url().empty()) urls.push_back(i.jwks().url());
+        }
+        return urls;
+      },
+      [&worker, &policy, &hub](const std::string& url, const std::string& doc) {
+        worker.Post([&policy, &hub, url, doc] {
+          absl::Status st = policy.SetFetchedJwks(url, doc);
+          if (!st.ok()) {
+            LogError("cannot apply the keys fetched from ", url, ": ", st.message());
+            return;
+          }
+          hub.PushState(policy.state());
+        });
+      });
+  jwks.Start();
+
   AgentServiceImpl agent_service(store.get(), &hub, &worker);
-  AdminServiceImpl admin_service(store.get(), &policy, &hub, &worker, admin_token, dev_issuer.get());
+  AdminServiceImpl admin_service(store.get(), &policy, &hub, &worker, admin_token, dev_issuer.get(),
+                                 [&jwks] { jwks.Wake(); });
 
   grpc::SslServerCredentialsOptions ssl;
   ssl.pem_key_cert_pairs.push_back({key_pem, cert_pem});
@@ -175,6 +201,7 @@ absl::Status Run() {
   http.SetReady(false);
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   http.Stop();
+  jwks.Stop();
   return absl::OkStatus();
 }
 

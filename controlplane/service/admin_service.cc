@@ -68,6 +68,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Apply(grpc::CallbackServerContext* c
     if (policy_->state()->version != before) {
       int pushed = hub_->PushState(policy_->state());
       LogInfo("policy version ", resp->version(), ": pushed to ", pushed, " agent(s)");
+      if (on_policy_change_) on_policy_change_();
     }
     return absl::OkStatus();
   });

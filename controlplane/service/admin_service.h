@@ -3,6 +3,7 @@
 // on the store worker; reactions only post and return.
 #pragma once
 
+#include <functional>
 #include <string>
 
 #include "controlplane/service/agent_hub.h"
@@ -17,14 +18,17 @@ namespace sluice::controlplane {
 class AdminServiceImpl final : public v1::AdminService::CallbackService {
  public:
   // `dev_issuer` may be null (the dev issuer is off).
+  // `on_policy_change` runs after every change that was stored (e.g. to fetch new JWKS URLs).
   AdminServiceImpl(Store* store, PolicyManager* policy, AgentHub* hub, Worker* worker,
-                   std::string admin_token, const DevIssuer* dev_issuer)
+                   std::string admin_token, const DevIssuer* dev_issuer,
+                   std::function<void()> on_policy_change = nullptr)
       : store_(store),
         policy_(policy),
         hub_(hub),
         worker_(worker),
         admin_token_(std::move(admin_token)),
-        dev_issuer_(dev_issuer) {}
+        dev_issuer_(dev_issuer),
+        on_policy_change_(std::move(on_policy_change)) {}
 
   grpc::ServerUnaryReactor* Apply(grpc::CallbackServerContext* ctx, const v1::ApplyRequest* req,
                                   v1::ApplyResponse* resp) override;
@@ -62,6 +66,7 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   Worker* worker_;
   std::string admin_token_;
   const DevIssuer* dev_issuer_;
+  std::function<void()> on_policy_change_;
 };
 
 }  // namespace sluice::controlplane

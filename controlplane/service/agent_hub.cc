@@ -108,6 +108,11 @@ size_t AgentHub::connected_count() const {
   return live_.size();
 }
 
+std::shared_ptr<const PolicyState> AgentHub::state() const {
+  absl::MutexLock lock(&mu_);
+  return state_;
+}
+
 uint64_t AgentHub::version() const {
   absl::MutexLock lock(&mu_);
   return state_->version;

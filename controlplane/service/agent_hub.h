@@ -69,6 +69,7 @@ class AgentHub {
 
   std::map<std::string, LiveAgentStatus> LiveStatus() const;
   size_t connected_count() const;
+  std::shared_ptr<const PolicyState> state() const;
   uint64_t version() const;
 
  private:

@@ -43,6 +43,10 @@ absl::StatusOr<std::shared_ptr<const PolicyState>> PolicyManager::BuildState() {
       }
       policy::SetSecret(&sr.resource, *std::move(secret));
     }
+    if (sr.resource.has_issuer() && sr.resource.issuer().jwks().inline_().empty()) {
+      auto it = fetched_jwks_.find(sr.resource.issuer().jwks().url());
+      if (it != fetched_jwks_.end()) sr.resource.mutable_issuer()->mutable_jwks()->set_inline_(it->second);
+    }
     state->Add(sr.resource);
   }
   return std::shared_ptr<const PolicyState>(std::move(state));
@@ -132,6 +136,12 @@ absl::Status PolicyManager::Apply(const v1::ApplyRequest& request, const std::st
   int64_t now_ms = absl::ToUnixMillis(absl::Now());
   ASSIGN_OR_RETURN(uint64_t version, store_->UpsertResources(changed, actor, now_ms));
   response->set_version(version);
+  ASSIGN_OR_RETURN(state_, BuildState());
+  return absl::OkStatus();
+}
+
+absl::Status PolicyManager::SetFetchedJwks(const std::string& url, const std::string& jwks) {
+  fetched_jwks_[url] = jwks;
   ASSIGN_OR_RETURN(state_, BuildState());
   return absl::OkStatus();
 }

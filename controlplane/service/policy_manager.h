@@ -5,6 +5,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -35,6 +36,10 @@ class PolicyManager {
 
   std::shared_ptr<const PolicyState> state() const { return state_; }
 
+  // Keys fetched from an Issuer's `jwks.url`: issuers naming that URL get the document as their
+  // `jwks.inline` in snapshots (the stored resource keeps only the URL).
+  absl::Status SetFetchedJwks(const std::string& url, const std::string& jwks);
+
  private:
   absl::StatusOr<std::shared_ptr<const PolicyState>> BuildState();
   static std::string SecretAad(const v1::Resource& resource);
@@ -42,6 +47,7 @@ class PolicyManager {
   Store* store_;
   std::string master_key_;
   std::shared_ptr<const PolicyState> state_ = std::make_shared<PolicyState>();
+  std::map<std::string, std::string> fetched_jwks_;  // url -> JWKS document
 };
 
 }  // namespace sluice::controlplane

@@ -52,7 +52,11 @@ v1::PolicySnapshot BuildSnapshot(const PolicyState& state, const Labels& labels)
     issuer_names.insert(r.subjects().issuers().begin(), r.subjects().issuers().end());
   }
   for (const auto& i : state.issuers) {
-    if (all_issuers || issuer_names.count(i.name())) *snap.add_issuers() = i;
+    if (!all_issuers && !issuer_names.count(i.name())) continue;
+    v1::Issuer* out = snap.add_issuers();
+    *out = i;
+    // Keys fetched from a JWKS URL travel inline; the agent never calls the identity provider.
+    if (!out->jwks().inline_().empty()) out->mutable_jwks()->clear_url();
   }
   std::set<std::string> policies;
   for (const auto& g : state.guardrails) {

@@ -426,6 +426,86 @@ access: write
             work.cleanup(keep=False)
 
 
+class JwksUrlTest(unittest.TestCase):
+    """An Issuer with a JWKS URL: the control plane fetches the keys and ships them inside the
+    snapshots (the agent never calls the identity provider), and picks up a key rotation."""
+
+    def test_keys_fetched_by_the_control_plane_reach_the_agent(self):
+        import http.server
+        import threading
+        served = {"jwks": ""}
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = served["jwks"].encode()
+                self.send_response(200 if self.path == "/jwks.json" else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        work = Workdir("jwksurl")
+        pg = PostgresServer(work.path).start()
+        cp = ControlPlane(work.path, extra_args=["--jwks-refresh", "1s"]).start()
+        agent = None
+        try:
+            pg.sql("CREATE USER app PASSWORD 'pw'")
+            pg.sql("CREATE DATABASE demo OWNER app")
+            idp = TokenIssuer(kid="key-one")
+            served["jwks"] = idp.jwks()
+            agent = Agent(work.path, "a", cp, cp.enroll("agent-a", "vpc=a")).start()
+            cp.apply(f"""
+kind: Connection
+name: demo
+protocol: postgres
+upstream: {{host: 127.0.0.1, port: {pg.port}, database: demo, tls: disable}}
+credentials: {{username: app, password: pw}}
+agents: {{vpc: a}}
+---
+kind: Issuer
+name: remote-idp
+issuer: {idp.iss}
+audience: sluice
+jwks: {{url: 'http://127.0.0.1:{httpd.server_address[1]}/jwks.json'}}
+---
+kind: AccessRule
+name: ci
+subjects: {{groups: [ci]}}
+connections: {{names: [demo]}}
+access: read
+""")
+            wait_for(lambda: "key-one" in agent.snapshot_on_disk(), what="the fetched keys on the agent")
+
+            def psql(token):
+                return subprocess.run([f"{PG_BIN}/psql", f"host=127.0.0.1 port={agent.postgres_port()} "
+                                       "dbname=demo user=ci sslmode=require", "-XAtc", "SELECT 7"],
+                                      capture_output=True, text=True, timeout=60,
+                                      env=dict(os.environ, PGPASSWORD=token))
+            r = psql(idp.token())
+            self.assertEqual(r.stdout.strip(), "7", r.stderr)
+            # The identity provider rotates its key: the next refresh ships it.
+            rotated = TokenIssuer(kid="key-two")
+            served["jwks"] = rotated.jwks()
+            wait_for(lambda: "key-two" in agent.snapshot_on_disk(), what="the rotated key on the agent")
+            self.assertEqual(psql(rotated.token()).stdout.strip(), "7")
+            r = psql(idp.token())
+            self.assertIn("no key 'key-one' for issuer", r.stderr)
+            # The stored Issuer still says only the URL.
+            stored = cp.ctl("get", "issuer", "remote-idp", "-o", "yaml").stdout
+            self.assertNotIn("inline", stored)
+        finally:
+            httpd.shutdown()
+            for p in (agent, cp, pg):
+                if p:
+                    p.stop()
+            work.cleanup(keep=False)
+
+
 class UpstreamAuthTest(unittest.TestCase):
     """The agent logs in upstream with md5, and with SCRAM-SHA-256 over required TLS."""
 
