@@ -323,3 +323,58 @@ class TokenIssuer:
         claims.update(overrides)
         claims = {k: v for k, v in claims.items() if v is not None}
         return jwt.encode(claims, self.key, algorithm="ES256", headers={"kid": self.kid})
+
+
+class Stack:
+    """A whole gateway for one test: PostgreSQL (database `demo` owned by `app`), a control plane
+    and one agent labelled vpc=a. Use as a context manager; everything stops at the end.
+
+        with Stack("name", cp_args=["--dev-issuer"]) as s:
+            s.cp.apply(s.connection_yaml() + "---\\n" + more)
+    """
+
+    def __init__(self, name, auth="scram-sha-256", pg_tls=False, cp_args=(), app_password="pw"):
+        self.name, self.auth, self.pg_tls = name, auth, pg_tls
+        self.cp_args, self.app_password = list(cp_args), app_password
+        self.pg = self.cp = self.agent = None
+
+    def __enter__(self):
+        self.work = Workdir(self.name)
+        try:
+            self.pg = PostgresServer(self.work.path, auth=self.auth, tls=self.pg_tls).start()
+            self.pg.sql(f"CREATE USER app PASSWORD '{self.app_password}'")
+            self.pg.sql("CREATE DATABASE demo OWNER app")
+            self.cp = ControlPlane(self.work.path, extra_args=self.cp_args).start()
+            self.agent = Agent(self.work.path, "a", self.cp, self.cp.enroll("agent-a", "vpc=a")).start()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        for p in (self.agent, self.cp, self.pg):
+            if p:
+                p.stop()
+        self.work.cleanup(keep=exc[0] is not None)
+        return False
+
+    def connection_yaml(self, upstream_tls="disable", credentials=None):
+        """The `demo` Connection served by this stack's agent."""
+        credentials = credentials or f"password: {self.app_password}"
+        return (f"kind: Connection\nname: demo\nprotocol: postgres\n"
+                f"upstream: {{host: 127.0.0.1, port: {self.pg.port}, database: demo, "
+                f"tls: {upstream_tls}}}\n"
+                f"credentials: {{username: app, {credentials}}}\nagents: {{vpc: a}}\n")
+
+    def apply_and_wait(self, yaml_text):
+        """Applies policy and waits until the agent runs the new version; returns the version."""
+        out = self.cp.apply(yaml_text).stdout
+        version = int(out.rsplit("policy version ", 1)[1])
+        wait_for(lambda: self.agent.status()["applied_version"] == version, what="policy applied")
+        return version
+
+    def psql(self, sql, token, user="ci"):
+        return subprocess.run([f"{PG_BIN}/psql", f"host=127.0.0.1 port={self.agent.postgres_port()} "
+                               f"dbname=demo user={user} sslmode=require", "-XAtc", sql],
+                              capture_output=True, text=True, timeout=60,
+                              env=dict(os.environ, PGPASSWORD=token))

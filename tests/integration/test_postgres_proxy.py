@@ -11,7 +11,8 @@ import subprocess
 import time
 import unittest
 
-from harness import (PG_BIN, Agent, ControlPlane, PostgresServer, TokenIssuer, Workdir, wait_for)
+from harness import (PG_BIN, Agent, ControlPlane, PostgresServer, Stack, TokenIssuer, Workdir,
+                     wait_for)
 
 POLICY = """
 kind: Connection
@@ -382,52 +383,28 @@ class DevIssuerTest(unittest.TestCase):
 
     def test_token_from_dev_issuer_works_end_to_end(self):
         import json
-        work = Workdir("devissuer")
-        pg = PostgresServer(work.path).start()
-        cp = ControlPlane(work.path, extra_args=["--dev-issuer"]).start()
-        agent = None
-        try:
-            pg.sql("CREATE USER app PASSWORD 'pw'")
-            pg.sql("CREATE DATABASE demo OWNER app")
-            issuers = cp.ctl("get", "issuer", "sluice-dev", "-o", "json").stdout
+        with Stack("devissuer", cp_args=["--dev-issuer"]) as s:
+            issuers = s.cp.ctl("get", "issuer", "sluice-dev", "-o", "json").stdout
             self.assertIn('"issuer": "urn:sluice:dev-issuer"', issuers)
-            agent = Agent(work.path, "a", cp, cp.enroll("agent-a", "vpc=a")).start()
-            out = cp.apply(f"""
-kind: Connection
-name: demo
-protocol: postgres
-upstream: {{host: 127.0.0.1, port: {pg.port}, database: demo, tls: disable}}
-credentials: {{username: app, password: pw}}
-agents: {{vpc: a}}
----
+            s.apply_and_wait(s.connection_yaml() + """---
 kind: AccessRule
 name: developers
-subjects: {{groups: [developers], issuers: [sluice-dev]}}
-connections: {{names: [demo]}}
+subjects: {groups: [developers], issuers: [sluice-dev]}
+connections: {names: [demo]}
 access: write
-""").stdout
-            version = int(out.rsplit("policy version ", 1)[1])
-            wait_for(lambda: agent.status()["applied_version"] == version, what="policy applied")
-            token = cp.ctl("token", "--subject", "alice", "--groups", "developers", "--ttl", "10m",
-                           "--claim", "run_id=77").stdout.strip()
-            env = dict(os.environ, PGPASSWORD=token)
-            r = subprocess.run([f"{PG_BIN}/psql", f"host=127.0.0.1 port={agent.postgres_port()} "
-                                "dbname=demo user=alice sslmode=require", "-XAtc", "SELECT 40 + 2"],
-                               capture_output=True, text=True, env=env, timeout=60)
+""")
+            token = s.cp.ctl("token", "--subject", "alice", "--groups", "developers", "--ttl", "10m",
+                             "--claim", "run_id=77").stdout.strip()
+            r = s.psql("SELECT 40 + 2", token, user="alice")
             self.assertEqual(r.returncode, 0, r.stderr)
             self.assertEqual(r.stdout.strip(), "42")
-            s = wait_for(lambda: json.loads(cp.ctl("sessions", "list", "-o", "json", "--identity",
-                                                   "alice").stdout).get("sessions"),
-                         what="alice's session to be recorded")
-            self.assertEqual(s[0]["issuer"], "sluice-dev")
-            self.assertEqual(s[0]["attribution"], {"run_id": "77"})
-            r = cp.ctl("token", "--subject", "alice", "--ttl", "48h", check=False)
+            sessions = wait_for(lambda: json.loads(s.cp.ctl("sessions", "list", "-o", "json", "--identity",
+                                                            "alice").stdout).get("sessions"),
+                                what="alice's session to be recorded")
+            self.assertEqual(sessions[0]["issuer"], "sluice-dev")
+            self.assertEqual(sessions[0]["attribution"], {"run_id": "77"})
+            r = s.cp.ctl("token", "--subject", "alice", "--ttl", "48h", check=False)
             self.assertIn("ttl_seconds: at most 86400", r.stderr)
-        finally:
-            for p in (agent, cp, pg):
-                if p:
-                    p.stop()
-            work.cleanup(keep=False)
 
 
 class JwksUrlTest(unittest.TestCase):
@@ -453,24 +430,11 @@ class JwksUrlTest(unittest.TestCase):
 
         httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=httpd.serve_forever, daemon=True).start()
-        work = Workdir("jwksurl")
-        pg = PostgresServer(work.path).start()
-        cp = ControlPlane(work.path, extra_args=["--jwks-refresh", "1s"]).start()
-        agent = None
+        idp = TokenIssuer(kid="key-one")
+        served["jwks"] = idp.jwks()
         try:
-            pg.sql("CREATE USER app PASSWORD 'pw'")
-            pg.sql("CREATE DATABASE demo OWNER app")
-            idp = TokenIssuer(kid="key-one")
-            served["jwks"] = idp.jwks()
-            agent = Agent(work.path, "a", cp, cp.enroll("agent-a", "vpc=a")).start()
-            cp.apply(f"""
-kind: Connection
-name: demo
-protocol: postgres
-upstream: {{host: 127.0.0.1, port: {pg.port}, database: demo, tls: disable}}
-credentials: {{username: app, password: pw}}
-agents: {{vpc: a}}
----
+            with Stack("jwksurl", cp_args=["--jwks-refresh", "1s"]) as s:
+                s.cp.apply(s.connection_yaml() + f"""---
 kind: Issuer
 name: remote-idp
 issuer: {idp.iss}
@@ -483,71 +447,54 @@ subjects: {{groups: [ci]}}
 connections: {{names: [demo]}}
 access: read
 """)
-            wait_for(lambda: "key-one" in agent.snapshot_on_disk(), what="the fetched keys on the agent")
-
-            def psql(token):
-                return subprocess.run([f"{PG_BIN}/psql", f"host=127.0.0.1 port={agent.postgres_port()} "
-                                       "dbname=demo user=ci sslmode=require", "-XAtc", "SELECT 7"],
-                                      capture_output=True, text=True, timeout=60,
-                                      env=dict(os.environ, PGPASSWORD=token))
-            r = psql(idp.token())
-            self.assertEqual(r.stdout.strip(), "7", r.stderr)
-            # The identity provider rotates its key: the next refresh ships it.
-            rotated = TokenIssuer(kid="key-two")
-            served["jwks"] = rotated.jwks()
-            wait_for(lambda: "key-two" in agent.snapshot_on_disk(), what="the rotated key on the agent")
-            self.assertEqual(psql(rotated.token()).stdout.strip(), "7")
-            r = psql(idp.token())
-            self.assertIn("no key 'key-one' for issuer", r.stderr)
-            # The stored Issuer still says only the URL.
-            stored = cp.ctl("get", "issuer", "remote-idp", "-o", "yaml").stdout
-            self.assertNotIn("inline", stored)
+                wait_for(lambda: "key-one" in s.agent.snapshot_on_disk(),
+                         what="the fetched keys on the agent")
+                r = s.psql("SELECT 7", idp.token())
+                self.assertEqual(r.stdout.strip(), "7", r.stderr)
+                # The identity provider rotates its key: the next refresh ships it.
+                rotated = TokenIssuer(kid="key-two")
+                served["jwks"] = rotated.jwks()
+                wait_for(lambda: "key-two" in s.agent.snapshot_on_disk(),
+                         what="the rotated key on the agent")
+                self.assertEqual(s.psql("SELECT 7", rotated.token()).stdout.strip(), "7")
+                self.assertIn("no key 'key-one' for issuer", s.psql("SELECT 7", idp.token()).stderr)
+                # The stored Issuer still holds only the URL.
+                self.assertNotIn("inline", s.cp.ctl("get", "issuer", "remote-idp", "-o", "yaml").stdout)
         finally:
             httpd.shutdown()
-            for p in (agent, cp, pg):
-                if p:
-                    p.stop()
-            work.cleanup(keep=False)
 
 
 class UpstreamAuthTest(unittest.TestCase):
-    """The agent logs in upstream with md5, and with SCRAM-SHA-256 over required TLS."""
+    """The agent logs in upstream with md5 (password from a file on the agent), and with
+    SCRAM-SHA-256 over required TLS."""
 
     def run_against(self, auth, tls, upstream_tls, password_file=False):
-        work = Workdir(f"upstream-{auth}")
-        pg = PostgresServer(work.path, auth=auth, tls=tls).start()
-        cp = agent = None
-        try:
-            pg.sql("CREATE USER app PASSWORD 'pw-for-" + auth + "'")
-            pg.sql("CREATE DATABASE demo OWNER app")
-            cp = ControlPlane(work.path).start()
-            idp = TokenIssuer()
-            agent = Agent(work.path, "a", cp, cp.enroll("agent-a", "vpc=a")).start()
-            policy = (POLICY.format(pg_port=pg.port, iss=idp.iss, jwks=idp.jwks())
-                      .replace("tls: disable", f"tls: {upstream_tls}"))
+        idp = TokenIssuer()
+        with Stack(f"upstream-{auth}", auth=auth, pg_tls=tls, app_password="pw-for-" + auth) as s:
+            credentials = None
             if password_file:
                 # The secret never leaves the agent's host: password_from: file:
-                path = os.path.join(work.path, "upstream-password")
+                path = os.path.join(s.work.path, "upstream-password")
                 with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
                     f.write("pw-for-" + auth + "\n")
-                policy = policy.replace("password: app-Secret-PW-1", f"password_from: file:{path}")
-            else:
-                policy = policy.replace("app-Secret-PW-1", "pw-for-" + auth)
-            cp.apply(policy)
-            wait_for(lambda: agent.status()["applied_version"] == 1, what="policy applied")
-            env = dict(os.environ, PGPASSWORD=idp.token())
-            r = subprocess.run([f"{PG_BIN}/psql", f"host=127.0.0.1 port={agent.postgres_port()} "
-                                "dbname=demo user=ci-bot sslmode=require", "-XAtc",
-                                "SELECT current_user, ssl FROM pg_stat_ssl "
-                                "JOIN pg_stat_activity USING (pid) WHERE pid = pg_backend_pid()"],
-                               capture_output=True, text=True, env=env, timeout=60)
+                credentials = f"password_from: 'file:{path}'"
+            s.apply_and_wait(s.connection_yaml(upstream_tls, credentials) + f"""---
+kind: Issuer
+name: test-idp
+issuer: {idp.iss}
+audience: sluice
+jwks: {{inline: '{idp.jwks()}'}}
+---
+kind: AccessRule
+name: ci
+subjects: {{groups: [ci]}}
+connections: {{names: [demo]}}
+access: read
+""")
+            r = s.psql("SELECT current_user, ssl FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) "
+                       "WHERE pid = pg_backend_pid()", idp.token())
             self.assertEqual(r.returncode, 0, r.stderr)
             return r.stdout.strip()
-        finally:
-            for p in (agent, cp, pg):
-                if p:
-                    p.stop()
-            work.cleanup(keep=False)
 
     def test_md5(self):
         self.assertEqual(self.run_against("md5", tls=False, upstream_tls="disable",
