@@ -52,8 +52,15 @@ void AppendJsonString(std::string* out, absl::string_view s) {
       }
       ++i;
     } else if (c < 0x80) {
-      out->push_back(static_cast<char>(c));
-      ++i;
+      // Copy the run of plain ASCII in one go.
+      size_t j = i + 1;
+      while (j < s.size()) {
+        unsigned char d = static_cast<unsigned char>(s[j]);
+        if (d < 0x20 || d >= 0x80 || d == '"' || d == '\\') break;
+        ++j;
+      }
+      out->append(s.data() + i, j - i);
+      i = j;
     } else {
       size_t n = Utf8Length(s, i);
       if (n == 0) {
