@@ -366,6 +366,14 @@ class Stack:
                 f"tls: {upstream_tls}}}\n"
                 f"credentials: {{username: app, {credentials}}}\nagents: {{vpc: a}}\n")
 
+    @staticmethod
+    def issuer_and_read_rule(iss, jwks):
+        """An Issuer `test-idp` (its `jwks` given as a YAML flow mapping) and read access to
+        `demo` for group ci."""
+        return (f"---\nkind: Issuer\nname: test-idp\nissuer: {iss}\naudience: sluice\n"
+                f"jwks: {jwks}\n---\nkind: AccessRule\nname: ci\nsubjects: {{groups: [ci]}}\n"
+                f"connections: {{names: [demo]}}\naccess: read\n")
+
     def apply_and_wait(self, yaml_text):
         """Applies policy and waits until the agent runs the new version; returns the version."""
         out = self.cp.apply(yaml_text).stdout

@@ -434,19 +434,8 @@ class JwksUrlTest(unittest.TestCase):
         served["jwks"] = idp.jwks()
         try:
             with Stack("jwksurl", cp_args=["--jwks-refresh", "1s"]) as s:
-                s.cp.apply(s.connection_yaml() + f"""---
-kind: Issuer
-name: remote-idp
-issuer: {idp.iss}
-audience: sluice
-jwks: {{url: 'http://127.0.0.1:{httpd.server_address[1]}/jwks.json'}}
----
-kind: AccessRule
-name: ci
-subjects: {{groups: [ci]}}
-connections: {{names: [demo]}}
-access: read
-""")
+                url = f"http://127.0.0.1:{httpd.server_address[1]}/jwks.json"
+                s.cp.apply(s.connection_yaml() + s.issuer_and_read_rule(idp.iss, f"{{url: '{url}'}}"))
                 wait_for(lambda: "key-one" in s.agent.snapshot_on_disk(),
                          what="the fetched keys on the agent")
                 r = s.psql("SELECT 7", idp.token())
@@ -459,7 +448,7 @@ access: read
                 self.assertEqual(s.psql("SELECT 7", rotated.token()).stdout.strip(), "7")
                 self.assertIn("no key 'key-one' for issuer", s.psql("SELECT 7", idp.token()).stderr)
                 # The stored Issuer still holds only the URL.
-                self.assertNotIn("inline", s.cp.ctl("get", "issuer", "remote-idp", "-o", "yaml").stdout)
+                self.assertNotIn("inline", s.cp.ctl("get", "issuer", "test-idp", "-o", "yaml").stdout)
         finally:
             httpd.shutdown()
 
@@ -478,19 +467,8 @@ class UpstreamAuthTest(unittest.TestCase):
                 with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
                     f.write("pw-for-" + auth + "\n")
                 credentials = f"password_from: 'file:{path}'"
-            s.apply_and_wait(s.connection_yaml(upstream_tls, credentials) + f"""---
-kind: Issuer
-name: test-idp
-issuer: {idp.iss}
-audience: sluice
-jwks: {{inline: '{idp.jwks()}'}}
----
-kind: AccessRule
-name: ci
-subjects: {{groups: [ci]}}
-connections: {{names: [demo]}}
-access: read
-""")
+            s.apply_and_wait(s.connection_yaml(upstream_tls, credentials) +
+                             s.issuer_and_read_rule(idp.iss, f"{{inline: '{idp.jwks()}'}}"))
             r = s.psql("SELECT current_user, ssl FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) "
                        "WHERE pid = pg_backend_pid()", idp.token())
             self.assertEqual(r.returncode, 0, r.stderr)
