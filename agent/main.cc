@@ -46,6 +46,8 @@ ABSL_FLAG(bool, postgres_allow_plaintext, false,
           "accept PostgreSQL sessions without TLS (tokens then cross the network in clear: only "
           "for loopback and tests)");
 ABSL_FLAG(int, workers, 2, "data-path event loops (threads); one per core is right");
+ABSL_FLAG(absl::Duration, postgres_login_timeout, absl::Seconds(30),
+          "a PostgreSQL client must finish TLS, startup and authentication within this time");
 ABSL_FLAG(bool, verbose, false, "log debug messages");
 
 namespace sluice::agent {
@@ -123,6 +125,7 @@ absl::Status Run() {
     lo.tls_key_file = absl::GetFlag(FLAGS_postgres_tls_key);
     lo.allow_plaintext = absl::GetFlag(FLAGS_postgres_allow_plaintext);
     lo.workers = absl::GetFlag(FLAGS_workers);
+    lo.login_timeout = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_postgres_login_timeout));
     if (lo.tls_cert_file.empty() != lo.tls_key_file.empty()) {
       return absl::InvalidArgumentError("--postgres-tls-cert and --postgres-tls-key go together");
     }

@@ -20,6 +20,7 @@ struct ListenerOptions {
   std::string tls_key_file;
   bool allow_plaintext = false;
   int workers = 2;
+  std::chrono::steady_clock::duration login_timeout = std::chrono::seconds(30);
   DecodeLimits limits;
 };
 

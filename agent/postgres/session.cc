@@ -57,7 +57,10 @@ class Session {
   }
 
   asio::awaitable<void> Run() {
-    absl::Status st = co_await Serve();
+    // Login (TLS, startup, token, upstream) must finish within the limit: a client that opens a
+    // connection and says nothing does not hold a session forever.
+    auto ended = co_await (Serve() || LoginDeadline());
+    absl::Status st = std::visit([](absl::Status& s) { return s; }, ended);
     if (!st.ok() && !absl::IsUnavailable(st)) {
       LogInfo("postgres session from ", peer_, " ended: ", st.message());
     }
@@ -77,6 +80,21 @@ class Session {
 
  private:
   const DecodeLimits& limits() const { return deps_.config->limits; }
+
+  asio::awaitable<absl::Status> LoginDeadline() {
+    asio::steady_timer timer(co_await asio::this_coro::executor, deps_.config->login_timeout);
+    auto [ec] = co_await timer.async_wait(kNoThrow);
+    if (ec) co_return absl::OkStatus();  // the session ended first
+    if (!logged_in_) {
+      client_.Close();
+      if (upstream_.stream) upstream_.stream->Close();
+      co_return absl::DeadlineExceededError("login not completed in time");
+    }
+    // Logged in: no deadline any more; this waits until the session ends and cancels it.
+    timer.expires_at(asio::steady_timer::time_point::max());
+    co_await timer.async_wait(kNoThrow);
+    co_return absl::OkStatus();
+  }
 
   // Sends a FATAL ErrorResponse and ends the session. Arguments are taken by value: they live in
   // the coroutine frame. (Throughout the data path, values passed into a co_await expression are
@@ -248,6 +266,7 @@ class Session {
     hello += ReadyForQuery{upstream_.transaction_status}.Encode();
     st = co_await client_.Write(hello);
     if (!st.ok()) co_return st;
+    logged_in_ = true;
     LogInfo("postgres session: ", identity->subject, " (", identity->issuer, ") from ", peer_, " on ",
             database, " with ", AccessName(grant->access), " access (rule ", grant->rule, ")");
     nlohmann::json start = Who();
@@ -450,6 +469,7 @@ class Session {
   std::string connection_name_;
   jwt::Identity identity_;
   bool started_session_ = false;
+  bool logged_in_ = false;
   int64_t statements_ = 0;
   absl::flat_hash_map<std::string, sql::Shape> shapes_;
   sql::Shape uncached_shape_;

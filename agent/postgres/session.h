@@ -6,6 +6,7 @@
 //   messages in both directions with every length checked. A protocol error closes the session.
 #pragma once
 
+#include <chrono>
 #include <string>
 
 #include "agent/audit/event_sink.h"
@@ -20,6 +21,7 @@ struct SessionConfig {
   bool tls_available = false;   // a certificate is loaded: SSLRequest is answered 'S'
   bool allow_plaintext = false; // sessions without TLS are allowed (loopback, tests)
   DecodeLimits limits;
+  std::chrono::steady_clock::duration login_timeout = std::chrono::seconds(30);
 };
 
 struct SessionDeps {

@@ -56,7 +56,8 @@ class PostgresProxyTest(unittest.TestCase):
                    "FROM generate_series(1, 50) g; ALTER TABLE customers OWNER TO app", "demo")
         cls.cp = ControlPlane(cls.work.path).start()
         cls.idp = TokenIssuer()
-        cls.agent = Agent(cls.work.path, "a", cls.cp, cls.cp.enroll("agent-a", "vpc=a")).start()
+        cls.agent = Agent(cls.work.path, "a", cls.cp, cls.cp.enroll("agent-a", "vpc=a"),
+                          extra_args=["--postgres-login-timeout", "2s"]).start()
         cls.cp.apply(POLICY.format(pg_port=cls.pg.port, iss=cls.idp.iss, jwks=cls.idp.jwks()))
         wait_for(lambda: cls.agent.status()["applied_version"] == 1, what="agent to apply policy")
         cls.port = cls.agent.postgres_port()
@@ -212,6 +213,17 @@ class PostgresProxyTest(unittest.TestCase):
         names = {b.split(b"\0")[0] for b in seen[b"S"]}
         self.assertTrue({b"server_version", b"client_encoding", b"standard_conforming_strings"} <= names)
         sock.close()
+
+    def test_silent_client_is_disconnected_after_the_login_timeout(self):
+        import socket
+        start = time.monotonic()
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=20)
+        self.assertEqual(sock.recv(1), b"")  # closed by the agent, having sent nothing
+        self.assertLess(time.monotonic() - start, 10)
+        sock.close()
+        # A session that logged in is not subject to it.
+        r = self.psql("-Atc", "SELECT pg_sleep(3), 'still here'")
+        self.assertEqual(r.stdout.strip(), "|still here")
 
     def test_protocol_violation_closes_the_session_with_an_error(self):
         import struct
