@@ -188,18 +188,23 @@ int Enroll(AdminClient& client, const ClientConfig& config, const std::string& l
   return 0;
 }
 
+// A response as JSON with the proto field names; `all_fields` prints zero values too.
+std::string PrintJson(const google::protobuf::Message& m, bool all_fields = false) {
+  google::protobuf::util::JsonPrintOptions opts;
+  opts.preserve_proto_field_names = true;
+  opts.always_print_primitive_fields = all_fields;
+  opts.add_whitespace = true;
+  std::string text;
+  (void)google::protobuf::util::MessageToJsonString(m, &text, opts);
+  return text;
+}
+
 int ListAgents(AdminClient& client, const std::string& output) {
   v1::ListAgentsResponse resp;
   grpc::Status st = client.stub()->ListAgents(client.Context().get(), v1::ListAgentsRequest(), &resp);
   if (!st.ok()) return FailRpc(st);
   if (output == "json") {
-    google::protobuf::util::JsonPrintOptions opts;
-    opts.preserve_proto_field_names = true;
-    opts.always_print_primitive_fields = true;
-    opts.add_whitespace = true;
-    std::string text;
-    if (!google::protobuf::util::MessageToJsonString(resp, &text, opts).ok()) return Fail("cannot encode");
-    std::printf("%s", text.c_str());
+    std::printf("%s", PrintJson(resp, /*all_fields=*/true).c_str());
     return 0;
   }
   std::printf("policy version %llu\n", static_cast<unsigned long long>(resp.policy_version()));
@@ -241,15 +246,6 @@ absl::StatusOr<int64_t> ParseTimeArg(const std::string& text) {
 std::string Time(int64_t unix_ms) {
   if (unix_ms == 0) return "-";
   return absl::FormatTime("%Y-%m-%d %H:%M:%S", absl::FromUnixMillis(unix_ms), absl::UTCTimeZone());
-}
-
-std::string PrintJson(const google::protobuf::Message& m) {
-  google::protobuf::util::JsonPrintOptions opts;
-  opts.preserve_proto_field_names = true;
-  opts.add_whitespace = true;
-  std::string text;
-  (void)google::protobuf::util::MessageToJsonString(m, &text, opts);
-  return text;
 }
 
 int ListSessions(AdminClient& client, const std::string& identity, const std::string& connection,

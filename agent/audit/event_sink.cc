@@ -9,13 +9,6 @@ namespace sluice::agent {
 EventSink::EventSink(size_t capacity)
     : capacity_(capacity), next_sequence_(static_cast<uint64_t>(NowUnixMs()) * 1000) {}
 
-bool EventSink::Emit(const std::string& type, const std::string& session_id,
-                     const nlohmann::json& body, bool failed) {
-  // Replace invalid UTF-8 instead of failing: text comes from clients.
-  return EmitJson(type, session_id, body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
-                  failed);
-}
-
 bool EventSink::EmitJson(const std::string& type, const std::string& session_id, std::string json,
                          bool failed) {
   v1::AuditEvent e;

@@ -12,8 +12,6 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -25,10 +23,8 @@ class EventSink {
  public:
   explicit EventSink(size_t capacity = 200000);
 
-  // Queues an event; false when the queue is full (the caller must fail closed).
-  bool Emit(const std::string& type, const std::string& session_id, const nlohmann::json& body,
-            bool failed = false);
-  // The same with the body already serialized (valid JSON), for the per-statement hot path.
+  // Queues an event whose body is serialized JSON; false when the queue is full (the caller must
+  // fail closed).
   bool EmitJson(const std::string& type, const std::string& session_id, std::string json,
                 bool failed = false);
   bool Full() const;

@@ -18,7 +18,7 @@
 #include "agent/postgres/upstream.h"
 #include "agent/postgres/wire.h"
 #include "common/crypto.h"
-#include "common/files.h"
+#include "common/policy/validation.h"
 #include "common/json_writer.h"
 #include "common/log.h"
 #include "common/sql/lexer.h"
@@ -224,8 +224,12 @@ class Session {
     // Upstream login with the injected credentials.
     UpstreamLogin login;
     login.user = connection->credentials().username();
-    auto secret = ResolvePassword(*connection);
-    if (!secret.ok()) co_return co_await Fatal("08006", absl::StrCat("Sluice: ", secret.status().message()));
+    auto secret = policy::ResolvePassword(connection->credentials());
+    if (!secret.ok()) {
+      // The caller learns only that the password is missing here; the log says which one.
+      LogError("connection ", database, ": ", secret.status().message());
+      co_return co_await Fatal("08006", "Sluice: the connection's password is not available on this agent");
+    }
     login.password = *std::move(secret);
     login.database = connection->upstream().database().empty() ? connection->name()
                                                                : connection->upstream().database();
@@ -281,25 +285,6 @@ class Session {
     auto ended = co_await (Relay(client_, *upstream_.stream, Direction::kFrontend) ||
                            Relay(*upstream_.stream, client_, Direction::kBackend));
     co_return std::visit([](absl::Status& s) { return s; }, ended);
-  }
-
-  absl::StatusOr<std::string> ResolvePassword(const v1::Connection& c) {
-    const auto& cred = c.credentials();
-    if (!cred.password().empty()) return cred.password();
-    const std::string& from = cred.password_from();
-    if (absl::StartsWith(from, "env:")) {
-      const char* v = std::getenv(from.substr(4).c_str());
-      if (v == nullptr) return absl::FailedPreconditionError("the connection's password is not available on this agent");
-      return std::string(v);
-    }
-    if (absl::StartsWith(from, "file:")) {
-      auto text = ReadFile(from.substr(5), 4096);
-      if (!text.ok()) return absl::FailedPreconditionError("the connection's password file cannot be read on this agent");
-      std::string pw = *std::move(text);
-      while (!pw.empty() && (pw.back() == '\n' || pw.back() == '\r')) pw.pop_back();
-      return pw;
-    }
-    return absl::FailedPreconditionError("the connection's password source is not supported");
   }
 
   // Copies framed messages from `from` to `to`, checking every frame; a protocol error ends the
@@ -408,10 +393,7 @@ class Session {
     if (!rec.error.empty()) w.Str("error", rec.error);
     if (rec.suspended) w.Bool("suspended", true);
     std::string json = w.Finish();
-    if (!deps_.events->EmitJson("statement", session_id_, std::move(json),
-                                !rec.sqlstate.empty() || !rec.error.empty())) {
-      LogError("audit buffer full: an event of session ", session_id_, " could not be queued");
-    }
+    EmitJson("statement", std::move(json), !rec.sqlstate.empty() || !rec.error.empty());
   }
 
   // Statement shapes by exact text: prepared and repeated statements are lexed once per session.
@@ -441,7 +423,11 @@ class Session {
   }
 
   void Emit(const char* type, const nlohmann::json& body) {
-    if (!deps_.events->Emit(type, session_id_, body)) {
+    EmitJson(type, body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), false);
+  }
+
+  void EmitJson(const char* type, std::string json, bool failed) {
+    if (!deps_.events->EmitJson(type, session_id_, std::move(json), failed)) {
       LogError("audit buffer full: an event of session ", session_id_, " could not be queued");
     }
   }

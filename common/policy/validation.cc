@@ -290,6 +290,30 @@ std::vector<DocumentError> CheckReferences(const std::vector<Resource>& batch,
   return out;
 }
 
+absl::StatusOr<std::string> ResolvePassword(const v1::Credentials& credentials) {
+  if (!credentials.password().empty()) return credentials.password();
+  const std::string& from = credentials.password_from();
+  if (absl::StartsWith(from, "env:")) {
+    const char* v = std::getenv(from.substr(4).c_str());
+    if (v == nullptr) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("environment variable ", from.substr(4), " is not set on this agent"));
+    }
+    return std::string(v);
+  }
+  if (absl::StartsWith(from, "file:")) {
+    auto text = ReadFile(from.substr(5), 4096);
+    if (!text.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "file ", from.substr(5), " cannot be read on this agent: ", text.status().message()));
+    }
+    std::string pw = *std::move(text);
+    while (!pw.empty() && (pw.back() == '\n' || pw.back() == '\r')) pw.pop_back();
+    return pw;
+  }
+  return absl::FailedPreconditionError("no password and no supported password_from");
+}
+
 std::string ValidateSnapshot(const v1::PolicySnapshot& snapshot,
                              const std::vector<std::string>& capabilities) {
   std::vector<std::string> problems;
@@ -309,15 +333,12 @@ std::string ValidateSnapshot(const v1::PolicySnapshot& snapshot,
                                       " is not supported by this agent (it serves: ",
                                       absl::StrJoin(capabilities, ", "), ")"));
     }
-    const std::string& from = c.credentials().password_from();
-    if (absl::StartsWith(from, "env:") && std::getenv(from.substr(4).c_str()) == nullptr) {
-      problems.push_back(absl::StrCat("Connection ", c.name(), ": credentials.password_from: ",
-                                      "environment variable ", from.substr(4),
-                                      " is not set on this agent"));
-    }
-    if (absl::StartsWith(from, "file:") && !FileExists(from.substr(5))) {
-      problems.push_back(absl::StrCat("Connection ", c.name(), ": credentials.password_from: ",
-                                      "file ", from.substr(5), " does not exist on this agent"));
+    if (!c.credentials().password_from().empty()) {
+      auto resolved = ResolvePassword(c.credentials());
+      if (!resolved.ok()) {
+        problems.push_back(absl::StrCat("Connection ", c.name(), ": credentials.password_from: ",
+                                        resolved.status().message()));
+      }
     }
   }
   for (const auto& x : snapshot.issuers()) { Resource r; *r.mutable_issuer() = x; check(r); }

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/status/statusor.h"
 #include "common/policy/yaml_codec.h"
 #include "sluice/v1/policy.pb.h"
 
@@ -41,6 +42,11 @@ struct ResourceNames {
 // batch): Guardrail rules' `approval`, ApprovalPolicy `webhooks`.
 std::vector<DocumentError> CheckReferences(const std::vector<v1::Resource>& batch,
                                            const ResourceNames& after);
+
+// The upstream password of a Connection as this agent sees it: the inline password, or what
+// `password_from` names (`env:NAME`, or `file:/path` with trailing newlines removed, at most
+// 4 KiB). FailedPrecondition says what cannot be resolved here.
+absl::StatusOr<std::string> ResolvePassword(const v1::Credentials& credentials);
 
 // An agent's view of a snapshot: validates it whole against what this agent can serve.
 // `capabilities` are protocol names. `password_from` references must resolve on this agent

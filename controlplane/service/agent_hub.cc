@@ -30,9 +30,8 @@ void AgentHub::SetState(std::shared_ptr<const PolicyState> state) {
   state_ = std::move(state);
 }
 
-void AgentHub::SendSnapshotLocked(Live& live) {
-  v1::PolicySnapshot snap = BuildSnapshot(*state_, live.stream->labels());
-  live.digest = SnapshotDigest(snap);
+void AgentHub::SendSnapshotLocked(Live& live, v1::PolicySnapshot snap, std::string digest) {
+  live.digest = std::move(digest);
   live.status.desired_version = snap.version();
   live.status.pending_nonce = RandomHex(8);
   v1::ControlMessage msg;
@@ -47,8 +46,9 @@ int AgentHub::PushState(std::shared_ptr<const PolicyState> state) {
   int pushed = 0;
   for (auto& [id, live] : live_) {
     v1::PolicySnapshot snap = BuildSnapshot(*state_, live.stream->labels());
-    if (SnapshotDigest(snap) == live.digest) continue;
-    SendSnapshotLocked(live);
+    std::string digest = SnapshotDigest(snap);
+    if (digest == live.digest) continue;
+    SendSnapshotLocked(live, std::move(snap), std::move(digest));
     ++pushed;
   }
   return pushed;
@@ -63,7 +63,9 @@ void AgentHub::Register(AgentStreamHandle* stream) {
   live = Live{};
   live.stream = stream;
   live.status.connected = true;
-  SendSnapshotLocked(live);
+  v1::PolicySnapshot snap = BuildSnapshot(*state_, stream->labels());
+  std::string digest = SnapshotDigest(snap);
+  SendSnapshotLocked(live, std::move(snap), std::move(digest));
 }
 
 void AgentHub::Unregister(AgentStreamHandle* stream) {

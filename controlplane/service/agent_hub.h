@@ -82,7 +82,9 @@ class AgentHub {
     std::string secret_hash;
     Labels labels;
   };
-  void SendSnapshotLocked(Live& live) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sends `snap` (cut for this agent from state_, with its content digest).
+  void SendSnapshotLocked(Live& live, v1::PolicySnapshot snap, std::string digest)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, Credential> credentials_ ABSL_GUARDED_BY(mu_);
