@@ -118,6 +118,13 @@ std::string ControlClient::StatusJson() const {
       {"last_nack_error", last_nack_error_},
       {"reconnects", reconnects_},
       {"fatal_error", fatal_error_}};
+  if (options_.events != nullptr) {
+    EventSink::Stats st = options_.events->stats();
+    j["audit"] = {{"emitted", st.emitted},
+                  {"queued", st.queued_events},
+                  {"in_flight", st.in_flight_events},
+                  {"buffer_bytes", st.bytes}};
+  }
   return j.dump(2) + "\n";
 }
 
@@ -251,20 +258,21 @@ bool ControlClient::ConnectOnce() {
   }
   bool ok = stream->Write(hello_msg);
 
-  // The writer: audit batches as soon as events are queued, a heartbeat when idle.
+  // The writer: audit chunks as soon as events are queued, a heartbeat when idle.
   std::atomic<bool> stream_done{false};
   std::thread writer([&] {
     absl::Time last_write = absl::Now();
-    constexpr size_t kBatch = 500;
     while (!stream_done.load()) {
       bool have = options_.events != nullptr &&
                   options_.events->WaitForEvents(absl::Milliseconds(50));
-      // Linger briefly so that a busy data path sends a few large batches, not one per event.
-      if (have) options_.events->WaitForBatch(kBatch, absl::Milliseconds(20));
+      // Linger briefly so that a busy data path sends a few large chunks, not one per event.
+      if (have) options_.events->WaitForChunk(absl::Milliseconds(20));
       if (stream_done.load()) break;
       v1::AgentMessage out;
       if (have) {
-        for (auto& e : options_.events->TakeBatch(kBatch)) *out.mutable_audit()->add_events() = std::move(e);
+        if (auto chunk = options_.events->TakeChunk()) {
+          out.mutable_audit()->set_records(std::move(chunk->records));
+        }
       } else if (options_.events == nullptr) {
         absl::MutexLock lock(&write_mu);
         write_mu.AwaitWithTimeout(absl::Condition(&done), absl::Milliseconds(50));

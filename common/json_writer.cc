@@ -76,45 +76,50 @@ void AppendJsonString(std::string* out, absl::string_view s) {
 }
 
 void JsonObjectWriter::Key(absl::string_view key) {
-  if (!first_) out_.push_back(',');
+  if (!first_) out_->push_back(',');
   first_ = false;
-  AppendJsonString(&out_, key);
-  out_.push_back(':');
+  AppendJsonString(out_, key);
+  out_->push_back(':');
 }
 
 JsonObjectWriter& JsonObjectWriter::Str(absl::string_view key, absl::string_view value) {
   Key(key);
-  AppendJsonString(&out_, value);
+  AppendJsonString(out_, value);
   return *this;
 }
 
 JsonObjectWriter& JsonObjectWriter::Int(absl::string_view key, int64_t value) {
   Key(key);
-  absl::StrAppend(&out_, value);
+  absl::StrAppend(out_, value);
   return *this;
 }
 
 JsonObjectWriter& JsonObjectWriter::Double(absl::string_view key, double value) {
   Key(key);
-  absl::StrAppendFormat(&out_, "%.3f", value);
+  absl::StrAppendFormat(out_, "%.3f", value);
   return *this;
 }
 
 JsonObjectWriter& JsonObjectWriter::Bool(absl::string_view key, bool value) {
   Key(key);
-  out_.append(value ? "true" : "false");
+  out_->append(value ? "true" : "false");
   return *this;
 }
 
 JsonObjectWriter& JsonObjectWriter::Raw(absl::string_view key, absl::string_view json) {
   Key(key);
-  absl::StrAppend(&out_, json);
+  absl::StrAppend(out_, json);
   return *this;
 }
 
 std::string JsonObjectWriter::Finish() {
-  out_.push_back('}');
-  return std::move(out_);
+  out_->push_back('}');
+  return std::move(*out_);
+}
+
+absl::string_view JsonObjectWriter::Close() {
+  out_->push_back('}');
+  return *out_;
 }
 
 }  // namespace sluice

@@ -12,7 +12,15 @@ namespace sluice {
 
 class JsonObjectWriter {
  public:
-  JsonObjectWriter() { out_.push_back('{'); }
+  JsonObjectWriter() : out_(&own_) { out_->push_back('{'); }
+  // Writes into `buffer` (cleared first, its capacity kept): a caller that builds one object per
+  // statement reuses one buffer instead of allocating each time.
+  explicit JsonObjectWriter(std::string* buffer) : out_(buffer) {
+    out_->clear();
+    out_->push_back('{');
+  }
+  JsonObjectWriter(const JsonObjectWriter&) = delete;
+  JsonObjectWriter& operator=(const JsonObjectWriter&) = delete;
   JsonObjectWriter& Str(absl::string_view key, absl::string_view value);
   JsonObjectWriter& Int(absl::string_view key, int64_t value);
   JsonObjectWriter& Double(absl::string_view key, double value);
@@ -20,10 +28,13 @@ class JsonObjectWriter {
   // Inserts `json` (already valid JSON) as the value.
   JsonObjectWriter& Raw(absl::string_view key, absl::string_view json);
   std::string Finish();  // leaves the writer empty
+  // Closes the object and returns a view of it in the buffer.
+  absl::string_view Close();
 
  private:
   void Key(absl::string_view key);
-  std::string out_;
+  std::string own_;
+  std::string* out_;
   bool first_ = true;
 };
 

@@ -1,55 +1,81 @@
 // Audit events produced in the data path (session start and end, statements, refused logins,
 // protocol errors), waiting to be streamed to the control plane. Each gets a per-agent sequence
-// number; the control plane acknowledges the highest sequence it committed, and only then are
-// events dropped here. A broken stream puts in-flight events back in the queue.
+// number and is encoded once, on the thread that emits it, as a framed record
+// (common/audit/records.h) appended to the open chunk. Chunks are what travels: the writer takes
+// whole chunks (AuditBatch.records) and keeps them in flight until the control plane
+// acknowledges the highest sequence it committed. A broken stream puts in-flight chunks back at
+// the front, in order, so the control plane sees every sequence again and drops the ones it has.
 //
-// Memory only for now (durable on-disk spooling comes with the recording work): a bounded
-// queue; when it is full, new sessions are refused (fail closed) instead of losing events.
+// Memory only for now (durable on-disk spooling comes with the recording work): bounded in
+// bytes; when it is full, new sessions are refused (fail closed) instead of losing events.
 #pragma once
 
 #include <cstdint>
 #include <deque>
+#include <optional>
 #include <string>
-#include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "sluice/v1/agent.pb.h"
 
 namespace sluice::agent {
 
+// A run of consecutive records.
+struct EventChunk {
+  std::string records;
+  uint64_t first_sequence = 0;
+  uint64_t last_sequence = 0;
+  size_t count = 0;
+};
+
 class EventSink {
  public:
-  explicit EventSink(size_t capacity = 200000);
+  static constexpr size_t kDefaultCapacityBytes = 64 << 20;
+  static constexpr size_t kDefaultChunkBytes = 256 << 10;
 
-  // Queues an event whose body is serialized JSON; false when the queue is full (the caller must
+  explicit EventSink(size_t capacity_bytes = kDefaultCapacityBytes,
+                     size_t chunk_bytes = kDefaultChunkBytes);
+
+  // Queues an event whose body is serialized JSON; false when the buffer is full (the caller must
   // fail closed).
-  bool EmitJson(const std::string& type, const std::string& session_id, std::string json,
-                bool failed = false);
+  bool Emit(absl::string_view type, absl::string_view session_id, absl::string_view json,
+            bool failed = false);
   bool Full() const;
 
-  // Up to `max` queued events, now in flight, oldest first.
-  std::vector<v1::AuditEvent> TakeBatch(size_t max);
+  // Waits up to `timeout` for queued events; true when there are some.
+  bool WaitForEvents(absl::Duration timeout);
+  // Waits up to `linger` for a full chunk (call after WaitForEvents): sends fewer, larger batches
+  // when the data path is busy.
+  void WaitForChunk(absl::Duration linger);
+  // The oldest queued chunk (the open one too, when nothing else is queued), now in flight.
+  std::optional<EventChunk> TakeChunk();
   // The control plane committed everything up to `sequence`.
   void Ack(uint64_t sequence);
   // The stream broke: everything in flight goes back to the front of the queue.
   void Requeue();
-  // Waits up to `timeout` for queued events; true when there are some.
-  bool WaitForEvents(absl::Duration timeout);
-  // Waits up to `linger` for `count` events to queue (call after WaitForEvents): sends fewer,
-  // larger batches when the data path is busy.
-  void WaitForBatch(size_t count, absl::Duration linger);
 
-  size_t queued() const;
-  size_t in_flight() const;
-  uint64_t emitted() const;
+  struct Stats {
+    uint64_t emitted = 0;
+    size_t queued_events = 0;
+    size_t in_flight_events = 0;
+    size_t bytes = 0;  // queued and in flight
+  };
+  Stats stats() const;
 
  private:
-  const size_t capacity_;
+  bool HasFullChunk() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const size_t capacity_bytes_;
+  const size_t chunk_bytes_;
   mutable absl::Mutex mu_;
-  std::deque<v1::AuditEvent> queued_ ABSL_GUARDED_BY(mu_);
-  std::deque<v1::AuditEvent> in_flight_ ABSL_GUARDED_BY(mu_);
+  // queued_.back() is the open chunk records are appended to.
+  std::deque<EventChunk> queued_ ABSL_GUARDED_BY(mu_);
+  std::deque<EventChunk> in_flight_ ABSL_GUARDED_BY(mu_);
+  size_t bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t queued_events_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t in_flight_events_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_sequence_ ABSL_GUARDED_BY(mu_);
   uint64_t emitted_ ABSL_GUARDED_BY(mu_) = 0;
 };

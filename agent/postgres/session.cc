@@ -50,7 +50,7 @@ class Session {
         client_(std::move(socket), *deps.server_tls),
         session_id_(RandomHex(8)),
         started_(absl::Now()),
-        tracker_([this](const StatementRecord& r) { OnStatement(r); }) {
+        tracker_([this](StatementRecord&& r) { completed_.push_back(std::move(r)); }) {
     asio::error_code ec;
     auto ep = client_.socket().remote_endpoint(ec);
     peer_ = ec ? "unknown" : absl::StrCat(ep.address().to_string(), ":", ep.port());
@@ -66,6 +66,7 @@ class Session {
     }
     if (started_session_) {
       tracker_.Abandon(absl::Now());
+      EmitCompleted();
       nlohmann::json end = {{"reason", st.ok() ? "closed" : std::string(st.message())},
                             {"duration_ms", absl::ToDoubleMilliseconds(absl::Now() - started_)},
                             {"statements", statements_},
@@ -323,6 +324,9 @@ class Session {
         if (!st.ok()) co_return st;
         from.Consume(validated);
       }
+      // Statements the relayed messages completed become events only now, after the answer is on
+      // its way to the client: the audit work is off the query's critical path.
+      EmitCompleted();
       if (terminate) co_return absl::OkStatus();  // the client said goodbye (Terminate)
       absl::Status st = co_await from.ReadMore(limits().max_message_bytes + 5);
       if (!st.ok()) co_return st;
@@ -333,20 +337,20 @@ class Session {
   void ObserveFrontend(const RawMessage& m) {
     WireReader r(m.payload);
     switch (m.type) {
-      case 'Q': tracker_.OnQuery(r.CString(), absl::Now()); break;
+      case 'Q': tracker_.OnQuery(r.CStringView(), absl::Now()); break;
       case 'P': {
-        std::string name = r.CString();
-        tracker_.OnParse(name, r.CString());
+        absl::string_view name = r.CStringView();
+        tracker_.OnParse(name, r.CStringView());
         break;
       }
       case 'B': {
-        std::string portal = r.CString();
-        tracker_.OnBind(portal, r.CString());
+        absl::string_view portal = r.CStringView();
+        tracker_.OnBind(portal, r.CStringView());
         break;
       }
-      case 'E': tracker_.OnExecute(r.CString(), absl::Now()); break;
+      case 'E': tracker_.OnExecute(r.CStringView(), absl::Now()); break;
       case 'C':
-        if (r.Byte() == 'S') tracker_.OnCloseStatement(r.CString());
+        if (r.Byte() == 'S') tracker_.OnCloseStatement(r.CStringView());
         break;
       default: break;
     }
@@ -357,7 +361,7 @@ class Session {
       case 'D': tracker_.OnDataRow(m.payload.size()); break;
       case 'C': {
         WireReader r(m.payload);
-        tracker_.OnCommandComplete(r.CString(), absl::Now());
+        tracker_.OnCommandComplete(r.CStringView(), absl::Now());
         break;
       }
       case 'E': {
@@ -372,6 +376,11 @@ class Session {
     }
   }
 
+  void EmitCompleted() {
+    for (const StatementRecord& r : completed_) OnStatement(r);
+    completed_.clear();
+  }
+
   void OnStatement(const StatementRecord& rec) {
     ++statements_;
     constexpr size_t kMaxText = 64 << 10;
@@ -379,7 +388,7 @@ class Session {
     absl::string_view text = *rec.text;
     // Who ran it is in the session's start event (joined by session id); a statement event
     // carries only what is particular to it, and leaves out empty fields.
-    JsonObjectWriter w;
+    JsonObjectWriter w(&event_buffer_);
     w.Str("statement", text.substr(0, kMaxText));
     if (text.size() > kMaxText) w.Bool("truncated", true);
     w.Str("fingerprint", shape.fingerprint)
@@ -392,21 +401,14 @@ class Session {
     if (!rec.sqlstate.empty()) w.Str("sqlstate", rec.sqlstate);
     if (!rec.error.empty()) w.Str("error", rec.error);
     if (rec.suspended) w.Bool("suspended", true);
-    std::string json = w.Finish();
-    EmitJson("statement", std::move(json), !rec.sqlstate.empty() || !rec.error.empty());
+    EmitJson("statement", w.Close(), !rec.sqlstate.empty() || !rec.error.empty());
   }
 
-  // Statement shapes by exact text: prepared and repeated statements are lexed once per session.
-  const sql::Shape& ShapeOf(const std::string& text) {
-    constexpr size_t kMaxCached = 1024;
-    constexpr size_t kMaxCachedText = 4096;
-    if (text.size() <= kMaxCachedText) {
-      auto it = shapes_.find(text);
-      if (it != shapes_.end()) return it->second;
-      if (shapes_.size() < kMaxCached) return shapes_.emplace(text, sql::Analyze(text)).first->second;
-    }
-    uncached_shape_ = sql::Analyze(text);
-    return uncached_shape_;
+  // Statement shapes, cached by normalized text per worker thread (a session runs on one worker's
+  // event loop): a repeated shape costs the lexer and a hash lookup.
+  static const sql::Shape& ShapeOf(const std::string& text) {
+    thread_local sql::ShapeCache cache;
+    return cache.Get(text);
   }
 
   // Who and where, for every session-level event.
@@ -426,8 +428,8 @@ class Session {
     EmitJson(type, body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), false);
   }
 
-  void EmitJson(const char* type, std::string json, bool failed) {
-    if (!deps_.events->EmitJson(type, session_id_, std::move(json), failed)) {
+  void EmitJson(absl::string_view type, absl::string_view json, bool failed) {
+    if (!deps_.events->Emit(type, session_id_, json, failed)) {
       LogError("audit buffer full: an event of session ", session_id_, " could not be queued");
     }
   }
@@ -457,8 +459,8 @@ class Session {
   bool started_session_ = false;
   bool logged_in_ = false;
   int64_t statements_ = 0;
-  absl::flat_hash_map<std::string, sql::Shape> shapes_;
-  sql::Shape uncached_shape_;
+  std::string event_buffer_;  // the statement event being built, reused
+  std::vector<StatementRecord> completed_;  // statements completed, their events not yet emitted
   int64_t bytes_from_client_ = 0;
   int64_t bytes_from_server_ = 0;
   std::shared_ptr<const AgentPolicy> policy_;

@@ -115,7 +115,7 @@ void StatementTracker::Finish(absl::Time now) {
   StatementRecord r = std::move(pending_.front());
   pending_.pop_front();
   r.duration = now - r.started;
-  sink_(r);
+  sink_(std::move(r));
 }
 
 }  // namespace sluice::agent::postgres

@@ -37,7 +37,7 @@ struct StatementRecord {
 
 class StatementTracker {
  public:
-  using Sink = std::function<void(const StatementRecord&)>;
+  using Sink = std::function<void(StatementRecord&&)>;
   explicit StatementTracker(Sink sink) : sink_(std::move(sink)) {}
 
   // Frontend messages (payloads as relayed).

@@ -31,14 +31,16 @@ int32_t WireReader::Int32() {
   return static_cast<int32_t>(v);
 }
 
-std::string WireReader::CString() {
-  if (!ok_) return "";
+std::string WireReader::CString() { return std::string(CStringView()); }
+
+absl::string_view WireReader::CStringView() {
+  if (!ok_) return {};
   size_t end = data_.find('\0', pos_);
   if (end == absl::string_view::npos) {
     ok_ = false;
-    return "";
+    return {};
   }
-  std::string out(data_.substr(pos_, end - pos_));
+  absl::string_view out = data_.substr(pos_, end - pos_);
   pos_ = end + 1;
   return out;
 }

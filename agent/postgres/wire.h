@@ -25,6 +25,8 @@ class WireReader {
   int32_t Int32();
   // A NUL-terminated string (the NUL is consumed, not returned).
   std::string CString();
+  // The same, as a view into the message (valid while the message is).
+  absl::string_view CStringView();
   // `n` raw bytes.
   std::string Bytes(size_t n);
   // Everything left.

@@ -1,5 +1,7 @@
 #include "common/sql/lexer.h"
 
+#include <algorithm>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -22,7 +24,7 @@ bool HasWord(absl::string_view text, absl::string_view word) {
   return false;
 }
 
-std::string Classify(const std::string& first, const std::string& normalized) {
+absl::string_view Classify(absl::string_view first, absl::string_view normalized) {
   if (first.empty()) return "empty";
   if (first == "select" || first == "show" || first == "explain" || first == "values" ||
       first == "table" || first == "fetch" || first == "declare" || first == "listen" ||
@@ -57,12 +59,13 @@ std::string Classify(const std::string& first, const std::string& normalized) {
 
 }  // namespace
 
-Shape Analyze(absl::string_view sql) {
+absl::string_view Normalize(absl::string_view sql, std::string* normalized) {
   if (sql.size() > kMaxLexBytes) sql = sql.substr(0, kMaxLexBytes);
-  Shape out;
-  std::string& n = out.normalized;
+  std::string& n = *normalized;
+  n.clear();
   n.reserve(sql.size());
-  std::string first;
+  size_t first_at = 0;
+  size_t first_len = 0;
   auto space = [&n] {
     if (!n.empty() && n.back() != ' ') n.push_back(' ');
   };
@@ -149,19 +152,59 @@ Shape Analyze(absl::string_view sql) {
     } else if (IdentStart(c)) {
       size_t start = i;
       while (i < sql.size() && IdentChar(sql[i])) ++i;
-      std::string word = absl::AsciiStrToLower(sql.substr(start, i - start));
-      if (first.empty()) first = word;
-      n.append(word);
+      size_t at = n.size();
+      n.append(sql.data() + start, i - start);
+      for (size_t k = at; k < n.size(); ++k) n[k] = absl::ascii_tolower(static_cast<unsigned char>(n[k]));
+      if (first_len == 0) {
+        first_at = at;
+        first_len = i - start;
+      }
     } else {
       n.push_back(c);
       ++i;
     }
   }
   while (!n.empty() && (n.back() == ' ' || n.back() == ';')) n.pop_back();
-  while (!n.empty() && n.front() == ' ') n.erase(0, 1);
-  out.classification = Classify(first, n);
-  out.fingerprint = Sha256Hex(n).substr(0, 16);
+  size_t lead = 0;
+  while (lead < n.size() && n[lead] == ' ') ++lead;
+  if (lead > 0) {
+    n.erase(0, lead);
+    first_at -= std::min(first_at, lead);
+  }
+  if (first_len == 0 || first_at + first_len > n.size()) return absl::string_view();
+  return absl::string_view(n).substr(first_at, first_len);
+}
+
+namespace {
+
+Shape ShapeOfNormalized(std::string normalized, absl::string_view first) {
+  Shape out;
+  out.classification = std::string(Classify(first, normalized));
+  out.fingerprint = Sha256Hex(normalized).substr(0, 16);
+  out.normalized = std::move(normalized);
   return out;
+}
+
+}  // namespace
+
+Shape Analyze(absl::string_view sql) {
+  std::string normalized;
+  absl::string_view first = Normalize(sql, &normalized);
+  std::string first_word(first);
+  return ShapeOfNormalized(std::move(normalized), first_word);
+}
+
+const Shape& ShapeCache::Get(absl::string_view sql) {
+  absl::string_view first = Normalize(sql, &scratch_);
+  auto it = shapes_.find(scratch_);
+  if (it != shapes_.end()) return it->second;
+  std::string first_word(first);
+  if (shapes_.size() >= max_entries_) {
+    uncached_ = ShapeOfNormalized(scratch_, first_word);
+    return uncached_;
+  }
+  Shape shape = ShapeOfNormalized(scratch_, first_word);
+  return shapes_.emplace(scratch_, std::move(shape)).first->second;
 }
 
 }  // namespace sluice::sql

@@ -8,14 +8,15 @@
 #include "absl/time/clock.h"
 #include "common/crypto.h"
 #include "common/grpc_status.h"
+#include "common/audit/records.h"
 #include "common/clock.h"
 #include "common/log.h"
 
 namespace sluice::controlplane {
 namespace {
 
-constexpr int kMaxEventsPerBatch = 5000;
-constexpr size_t kMaxEventBytes = 1 << 20;
+constexpr size_t kMaxEventsPerBatch = 20000;
+constexpr size_t kMaxBatchBytes = 3 << 20;  // under gRPC's default 4 MiB message limit
 
 // Agents present "Agent <id>:<secret>".
 bool ParseAgentAuth(const grpc::CallbackServerContext* ctx, std::string* id, std::string* secret) {
@@ -166,21 +167,24 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
         return grpc::Status::OK;
       }
       case v1::AgentMessage::kAudit: {
-        if (msg.audit().events_size() > kMaxEventsPerBatch) {
+        if (msg.audit().records().size() > kMaxBatchBytes) {
           return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "audit batch too large");
         }
-        std::vector<v1::AuditEvent> events(msg.audit().events().begin(), msg.audit().events().end());
-        for (const auto& e : events) {
-          if (e.json().size() > kMaxEventBytes || e.session_id().size() > 128 || e.type().size() > 64) {
-            return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "audit event too large");
-          }
+        EventBatch batch;
+        auto decoded = audit::DecodeEvents(msg.audit().records(), kMaxEventsPerBatch, &batch.offsets);
+        if (!decoded.ok()) {
+          LogError("agent ", agent_id_, " sent an audit batch that does not decode: ", decoded.status().message());
+          return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                              absl::StrCat("audit batch refused: ", decoded.status().message()));
         }
+        batch.events = *std::move(decoded);
+        batch.records = msg.audit().records();
         // Stored on the store worker; acknowledged only once committed.
         std::string id = agent_id_;
         Store* store = store_;
         AgentHub* hub = hub_;
-        worker_->Post([store, hub, id, events = std::move(events)] {
-          auto committed = store->AppendAgentEvents(id, events);
+        worker_->Post([store, hub, id, batch = std::move(batch)] {
+          auto committed = store->AppendAgentEvents(id, batch);
           if (!committed.ok()) {
             LogError("cannot store audit events of agent ", id, ": ", committed.status().message());
             return;  // not acknowledged: the agent sends them again

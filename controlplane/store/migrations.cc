@@ -3,7 +3,10 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/audit/records.h"
 #include "common/status_macros.h"
+#include "controlplane/store/sqlite_stmt.h"
+#include "sluice/v1/agent.pb.h"
 
 namespace sluice::controlplane {
 namespace {
@@ -83,8 +86,99 @@ const std::vector<const char*>& Migrations() {
         CREATE INDEX sessions_subject ON sessions(subject, started_ms);
         CREATE INDEX sessions_connection ON sessions(connection, started_ms);
       )sql",
+      // 4: events stored as the agent's chunks of framed records (one row per batch, not per
+      // event), with a session -> chunk index; duplicates are recognised by each agent's highest
+      // committed sequence (agents send in sequence order). The rows of agent_events move into
+      // chunks in MoveAgentEventsToChunks below.
+      R"sql(
+        CREATE TABLE event_chunks (
+          id INTEGER PRIMARY KEY,
+          agent_id TEXT NOT NULL,
+          first_sequence INTEGER NOT NULL,
+          last_sequence INTEGER NOT NULL,
+          first_time_ms INTEGER NOT NULL,
+          last_time_ms INTEGER NOT NULL,
+          events INTEGER NOT NULL,
+          records BLOB NOT NULL);
+        CREATE INDEX event_chunks_agent ON event_chunks(agent_id, last_sequence);
+        CREATE INDEX event_chunks_time ON event_chunks(last_time_ms);
+        CREATE TABLE session_chunks (
+          session_id TEXT NOT NULL,
+          chunk_id INTEGER NOT NULL,
+          PRIMARY KEY (session_id, chunk_id)) WITHOUT ROWID;
+        ALTER TABLE agents ADD COLUMN events_committed INTEGER NOT NULL DEFAULT 0;
+      )sql",
   };
   return *m;
+}
+
+// Migration 4's data step: every agent's rows of agent_events become chunks of framed records, in
+// sequence order, and the table goes.
+absl::Status MoveAgentEventsToChunks(sqlite3* db) {
+  constexpr size_t kPerChunk = 1000;
+  Stmt rows(db,
+            "SELECT agent_id, sequence, time_ms, type, session_id, body FROM agent_events "
+            "ORDER BY agent_id, sequence");
+  RETURN_IF_ERROR(rows.status());
+  Stmt put(db,
+           "INSERT INTO event_chunks(agent_id, first_sequence, last_sequence, first_time_ms, "
+           "last_time_ms, events, records) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+  RETURN_IF_ERROR(put.status());
+  Stmt link(db, "INSERT OR IGNORE INTO session_chunks(session_id, chunk_id) VALUES (?1, ?2)");
+  RETURN_IF_ERROR(link.status());
+  struct Pending {
+    std::string agent;
+    std::string records;
+    std::vector<v1::AuditEvent> events;
+  } p;
+  auto flush = [&]() -> absl::Status {
+    if (p.events.empty()) return absl::OkStatus();
+    put.Reset();
+    put.Bind(1, p.agent).Bind(2, static_cast<int64_t>(p.events.front().sequence()));
+    put.Bind(3, static_cast<int64_t>(p.events.back().sequence()));
+    put.Bind(4, p.events.front().time_unix_ms()).Bind(5, p.events.back().time_unix_ms());
+    put.Bind(6, static_cast<int64_t>(p.events.size())).BindBlob(7, p.records);
+    RETURN_IF_ERROR(put.Run());
+    int64_t chunk = sqlite3_last_insert_rowid(db);
+    for (const auto& e : p.events) {
+      link.Reset();
+      link.Bind(1, e.session_id()).Bind(2, chunk);
+      RETURN_IF_ERROR(link.Run());
+    }
+    std::string mark = absl::StrCat("UPDATE agents SET events_committed = ",
+                                    p.events.back().sequence(), " WHERE id = ?1");
+    Stmt committed(db, mark.c_str());
+    committed.Bind(1, p.agent);
+    RETURN_IF_ERROR(committed.Run());
+    p.records.clear();
+    p.events.clear();
+    return absl::OkStatus();
+  };
+  while (rows.Step() == SQLITE_ROW) {
+    std::string agent = rows.Text(0);
+    if (agent != p.agent || p.events.size() == kPerChunk) {
+      RETURN_IF_ERROR(flush());
+      p.agent = agent;
+    }
+    v1::AuditEvent& e = p.events.emplace_back();
+    e.set_sequence(static_cast<uint64_t>(rows.Int(1)));
+    e.set_time_unix_ms(rows.Int(2));
+    e.set_type(rows.Text(3));
+    e.set_session_id(rows.Text(4));
+    e.set_json(rows.Text(5));
+    audit::AppendRecord(&p.records, e.SerializeAsString());
+  }
+  RETURN_IF_ERROR(flush());
+  return ExecSql(db, "DROP TABLE agent_events");
+}
+
+// Data steps that run after a migration's SQL, in the same transaction (index i: migration i+1).
+absl::Status NoDataStep(sqlite3*) { return absl::OkStatus(); }
+using DataStep = absl::Status (*)(sqlite3*);
+const std::vector<DataStep>& DataSteps() {
+  static const auto* steps = new std::vector<DataStep>{NoDataStep, NoDataStep, NoDataStep,
+                                                       MoveAgentEventsToChunks};
+  return *steps;
 }
 
 }  // namespace
@@ -127,6 +221,7 @@ absl::Status Migrate(sqlite3* db, int target) {
   for (int v = current + 1; v <= target; ++v) {
     RETURN_IF_ERROR(ExecSql(db, "BEGIN IMMEDIATE"));
     absl::Status st = ExecSql(db, Migrations()[v - 1]);
+    if (st.ok() && static_cast<size_t>(v) <= DataSteps().size()) st = DataSteps()[v - 1](db);
     if (st.ok()) {
       std::string record = absl::StrCat(
           "INSERT INTO schema_migrations(version, applied_ms) VALUES (", v,

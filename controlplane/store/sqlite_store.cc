@@ -2,69 +2,21 @@
 
 #include <nlohmann/json.hpp>
 
+#include <limits>
+
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/audit/records.h"
 #include "common/policy/resource.h"
 #include "common/status_macros.h"
 #include "controlplane/store/migrations.h"
+#include "controlplane/store/sqlite_stmt.h"
 
 namespace sluice::controlplane {
 namespace {
-
-// A prepared statement that finalizes itself; Bind* take 1-based indexes.
-class Stmt {
- public:
-  Stmt(sqlite3* db, const char* sql) : db_(db) {
-    rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr);
-  }
-  ~Stmt() { sqlite3_finalize(stmt_); }
-  Stmt(const Stmt&) = delete;
-  Stmt& operator=(const Stmt&) = delete;
-
-  absl::Status status() const {
-    if (rc_ == SQLITE_OK) return absl::OkStatus();
-    return absl::InternalError(absl::StrCat("sqlite prepare: ", sqlite3_errmsg(db_)));
-  }
-  Stmt& Bind(int i, const std::string& v) {
-    sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
-    return *this;
-  }
-  Stmt& BindBlob(int i, const std::string& v) {
-    sqlite3_bind_blob(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
-    return *this;
-  }
-  Stmt& Bind(int i, int64_t v) {
-    sqlite3_bind_int64(stmt_, i, v);
-    return *this;
-  }
-  // SQLITE_ROW, SQLITE_DONE or an error code.
-  int Step() { return sqlite3_step(stmt_); }
-  // Makes the statement ready to run again with new bindings.
-  void Reset() {
-    sqlite3_reset(stmt_);
-    sqlite3_clear_bindings(stmt_);
-  }
-  absl::Status Run() {
-    RETURN_IF_ERROR(status());
-    int rc = Step();
-    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-      return absl::InternalError(absl::StrCat("sqlite: ", sqlite3_errmsg(db_)));
-    }
-    return absl::OkStatus();
-  }
-  std::string Text(int col) {
-    const auto* p = reinterpret_cast<const char*>(sqlite3_column_blob(stmt_, col));
-    return p == nullptr ? std::string() : std::string(p, static_cast<size_t>(sqlite3_column_bytes(stmt_, col)));
-  }
-  int64_t Int(int col) { return sqlite3_column_int64(stmt_, col); }
-
- private:
-  sqlite3* db_;
-  sqlite3_stmt* stmt_ = nullptr;
-  int rc_;
-};
 
 // Rolls back unless committed.
 class Txn {
@@ -124,7 +76,7 @@ constexpr char kAgentColumns[] =
 absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path) {
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &db,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     std::string msg = db != nullptr ? sqlite3_errmsg(db) : "out of memory";
     sqlite3_close(db);
@@ -387,28 +339,49 @@ v1::SessionSummary SummaryFromEvent(const std::string& agent_id, const v1::Audit
 }  // namespace
 
 absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent_id,
-                                                        const std::vector<v1::AuditEvent>& events) {
+                                                        const EventBatch& batch) {
+  if (batch.offsets.size() != batch.events.size()) {
+    return absl::InvalidArgumentError("event batch: one record offset per event is required");
+  }
   absl::MutexLock lock(&mu_);
   Txn txn(db_);
   RETURN_IF_ERROR(txn.begun());
-  uint64_t highest = 0;
+  // Agents send in sequence order and resend from their first unacknowledged event, so whatever
+  // is at or below the agent's committed sequence is a duplicate.
+  Stmt committed_q(db_, "SELECT events_committed FROM agents WHERE id = ?1");
+  RETURN_IF_ERROR(committed_q.status());
+  committed_q.Bind(1, agent_id);
+  if (committed_q.Step() != SQLITE_ROW) {
+    return absl::NotFoundError(absl::StrCat("agent '", agent_id, "' is not enrolled"));
+  }
+  const uint64_t committed = static_cast<uint64_t>(committed_q.Int(0));
+  size_t first_new = 0;
+  while (first_new < batch.events.size() && batch.events[first_new].sequence() <= committed) ++first_new;
+  if (first_new == batch.events.size()) return committed;  // all resent: stored already
+
+  // The new events are a suffix of the batch: stored as they came, as one chunk.
+  const v1::AuditEvent& first = batch.events[first_new];
+  const v1::AuditEvent& last = batch.events.back();
+  Stmt put(db_,
+           "INSERT INTO event_chunks(agent_id, first_sequence, last_sequence, first_time_ms, "
+           "last_time_ms, events, records) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+  put.Bind(1, agent_id).Bind(2, static_cast<int64_t>(first.sequence()));
+  put.Bind(3, static_cast<int64_t>(last.sequence())).Bind(4, first.time_unix_ms());
+  put.Bind(5, last.time_unix_ms()).Bind(6, static_cast<int64_t>(batch.events.size() - first_new));
+  put.BindBlob(7, absl::string_view(batch.records).substr(batch.offsets[first_new]));
+  RETURN_IF_ERROR(put.Run());
+  const int64_t chunk_id = sqlite3_last_insert_rowid(db_);
+
   // Statement counters are summed per session and written once per batch.
   struct Counts {
     int64_t statements = 0;
     int64_t errors = 0;
   };
   absl::flat_hash_map<std::string, Counts> counts;
-  Stmt ins(db_,
-           "INSERT OR IGNORE INTO agent_events(agent_id, sequence, time_ms, type, session_id, body) "
-           "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
-  RETURN_IF_ERROR(ins.status());
-  for (const auto& e : events) {
-    highest = std::max(highest, e.sequence());
-    ins.Reset();
-    ins.Bind(1, agent_id).Bind(2, static_cast<int64_t>(e.sequence())).Bind(3, e.time_unix_ms());
-    ins.Bind(4, e.type()).Bind(5, e.session_id()).Bind(6, e.json());
-    if (ins.Step() != SQLITE_DONE) return absl::InternalError(absl::StrCat("sqlite: ", sqlite3_errmsg(db_)));
-    if (sqlite3_changes(db_) == 0) continue;  // a resent event: already counted
+  absl::flat_hash_set<std::string> sessions;
+  for (size_t i = first_new; i < batch.events.size(); ++i) {
+    const v1::AuditEvent& e = batch.events[i];
+    sessions.insert(e.session_id());
     if (e.type() == "statement") {
       Counts& c = counts[e.session_id()];
       ++c.statements;
@@ -448,10 +421,20 @@ absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent
   for (const auto& [session, c] : counts) {
     up.Reset();
     up.Bind(1, session).Bind(2, c.statements).Bind(3, c.errors);
-    if (up.Step() != SQLITE_DONE) return absl::InternalError(absl::StrCat("sqlite: ", sqlite3_errmsg(db_)));
+    RETURN_IF_ERROR(up.Run());
   }
+  Stmt link(db_, "INSERT OR IGNORE INTO session_chunks(session_id, chunk_id) VALUES (?1, ?2)");
+  RETURN_IF_ERROR(link.status());
+  for (const auto& session : sessions) {
+    link.Reset();
+    link.Bind(1, session).Bind(2, chunk_id);
+    RETURN_IF_ERROR(link.Run());
+  }
+  Stmt mark(db_, "UPDATE agents SET events_committed = ?2 WHERE id = ?1");
+  mark.Bind(1, agent_id).Bind(2, static_cast<int64_t>(last.sequence()));
+  RETURN_IF_ERROR(mark.Run());
   RETURN_IF_ERROR(txn.Commit());
-  return highest;
+  return last.sequence();
 }
 
 namespace {
@@ -499,18 +482,29 @@ absl::StatusOr<v1::SessionDetail> SqliteStore::GetSession(const std::string& ses
   if (s.Step() != SQLITE_ROW) return absl::NotFoundError(absl::StrCat("session '", session_id, "' does not exist"));
   v1::SessionDetail d;
   *d.mutable_session() = ReadSession(s);
+  // The chunks that hold the session's events, oldest first; each is decoded whole (checksums
+  // included) and the session's events picked out.
   Stmt ev(db_,
-          "SELECT agent_id, sequence, time_ms, type, body FROM agent_events WHERE session_id = ?1 "
-          "ORDER BY agent_id, sequence");
+          "SELECT c.id, c.agent_id, c.records FROM session_chunks s JOIN event_chunks c ON c.id = s.chunk_id "
+          "WHERE s.session_id = ?1 ORDER BY c.id");
   RETURN_IF_ERROR(ev.status());
   ev.Bind(1, session_id);
   while (ev.Step() == SQLITE_ROW) {
-    v1::StoredEvent* e = d.add_events();
-    e->set_agent_id(ev.Text(0));
-    e->set_sequence(static_cast<uint64_t>(ev.Int(1)));
-    e->set_time_unix_ms(ev.Int(2));
-    e->set_type(ev.Text(3));
-    e->set_json(ev.Text(4));
+    std::string agent = ev.Text(1);
+    auto events = audit::DecodeEvents(ev.Text(2), std::numeric_limits<size_t>::max());
+    if (!events.ok()) {
+      return absl::DataLossError(absl::StrCat("stored events of agent ", agent, " (chunk ", ev.Int(0),
+                                              ") are damaged: ", events.status().message()));
+    }
+    for (auto& e : *events) {
+      if (e.session_id() != session_id) continue;
+      v1::StoredEvent* out = d.add_events();
+      out->set_agent_id(agent);
+      out->set_sequence(e.sequence());
+      out->set_time_unix_ms(e.time_unix_ms());
+      out->set_type(e.type());
+      out->set_json(std::move(*e.mutable_json()));
+    }
   }
   return d;
 }

@@ -41,8 +41,7 @@ class SqliteStore : public Store {
 
   absl::StatusOr<int64_t> AppendAudit(const AuditRecord& record) override;
   absl::StatusOr<std::vector<AuditRecord>> ListAudit(int limit) override;
-  absl::StatusOr<uint64_t> AppendAgentEvents(const std::string& agent_id,
-                                             const std::vector<v1::AuditEvent>& events) override;
+  absl::StatusOr<uint64_t> AppendAgentEvents(const std::string& agent_id, const EventBatch& batch) override;
   absl::StatusOr<std::vector<v1::SessionSummary>> ListSessions(
       const v1::ListSessionsRequest& filter) override;
   absl::StatusOr<v1::SessionDetail> GetSession(const std::string& session_id) override;

@@ -58,6 +58,14 @@ struct AuditRecord {
   std::string detail;   // human-readable detail; never a secret
 };
 
+// A batch of an agent's audit events: the framed records as received (common/audit/records.h)
+// and what they decode to.
+struct EventBatch {
+  std::string records;
+  std::vector<v1::AuditEvent> events;  // in sequence order
+  std::vector<size_t> offsets;         // offsets[i]: where events[i]'s record starts in `records`
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -95,10 +103,10 @@ class Store {
   virtual absl::StatusOr<int64_t> AppendAudit(const AuditRecord& record) = 0;
 
   // Stores a batch of an agent's data-path events in one transaction and updates the session
-  // index. Events already stored (same agent and sequence) are skipped, so a resent batch is
-  // harmless. Returns the highest sequence now committed from this batch.
+  // index. Events at or below the agent's committed sequence are skipped, so a resent batch is
+  // harmless. Returns the agent's committed sequence after the batch.
   virtual absl::StatusOr<uint64_t> AppendAgentEvents(const std::string& agent_id,
-                                                     const std::vector<v1::AuditEvent>& events) = 0;
+                                                     const EventBatch& batch) = 0;
   virtual absl::StatusOr<std::vector<v1::SessionSummary>> ListSessions(
       const v1::ListSessionsRequest& filter) = 0;
   // NotFound when there is no such session.

@@ -24,5 +24,16 @@ TEST(JsonObjectWriter, WritesValidJsonForHostileStrings) {
   EXPECT_EQ(s.find("\xff"), std::string::npos);
 }
 
+TEST(JsonObjectWriter, ReusesACallersBuffer) {
+  std::string buffer = "left over from the last event";
+  {
+    JsonObjectWriter w(&buffer);
+    EXPECT_EQ(w.Str("a", "x").Int("n", 1).Close(), R"({"a":"x","n":1})");
+  }
+  EXPECT_EQ(buffer, R"({"a":"x","n":1})");
+  JsonObjectWriter w(&buffer);
+  EXPECT_EQ(w.Bool("b", false).Close(), R"({"b":false})");
+}
+
 }  // namespace
 }  // namespace sluice

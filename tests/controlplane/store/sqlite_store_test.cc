@@ -5,6 +5,7 @@
 
 #include <filesystem>
 
+#include "common/audit/records.h"
 #include "controlplane/store/migrations.h"
 
 namespace sluice::controlplane {
@@ -146,6 +147,101 @@ TEST(SqliteStore, AckClearsAnOlderNack) {
   a = (*store->ListAgents())[0];
   EXPECT_EQ(a.applied_version, 6u);
   EXPECT_EQ(a.last_nack_error, "");
+}
+
+v1::AuditEvent Event(uint64_t sequence, const std::string& type, const std::string& session,
+                     const std::string& json, bool failed = false) {
+  v1::AuditEvent e;
+  e.set_sequence(sequence);
+  e.set_time_unix_ms(static_cast<int64_t>(sequence) * 10);
+  e.set_type(type);
+  e.set_session_id(session);
+  e.set_json(json);
+  e.set_failed(failed);
+  return e;
+}
+
+EventBatch BatchOf(const std::vector<v1::AuditEvent>& events) {
+  EventBatch b;
+  for (const auto& e : events) {
+    b.offsets.push_back(b.records.size());
+    audit::AppendRecord(&b.records, e.SerializeAsString());
+  }
+  b.events = events;
+  return b;
+}
+
+std::unique_ptr<SqliteStore> StoreWithAgent(const std::string& name) {
+  auto store = *SqliteStore::Open(FreshPath(name));
+  EXPECT_TRUE(store->CreateEnrollment({"h", "a", {{"k", "v"}}, 0, 1000}).ok());
+  EXPECT_TRUE(store->ConsumeEnrollment("h", "s", 1).ok());
+  return store;
+}
+
+TEST(SqliteStore, AgentEventsAreStoredOnceAndCounted) {
+  auto store = StoreWithAgent("events");
+  const std::string start = R"({"connection":"db","subject":"bot","issuer":"https://idp"})";
+  std::vector<v1::AuditEvent> batch = {Event(10, "session_start", "s1", start),
+                                       Event(11, "statement", "s1", R"({"statement":"select 1"})"),
+                                       Event(12, "statement", "s1", R"({"statement":"oops"})", true)};
+  EXPECT_EQ(*store->AppendAgentEvents("a", BatchOf(batch)), 12u);
+  // The stream broke before the ack: the agent resends from 11, with one new event.
+  std::vector<v1::AuditEvent> again = {Event(11, "statement", "s1", R"({"statement":"select 1"})"),
+                                       Event(12, "statement", "s1", R"({"statement":"oops"})", true),
+                                       Event(13, "session_end", "s1", R"({"reason":"closed"})")};
+  EXPECT_EQ(*store->AppendAgentEvents("a", BatchOf(again)), 13u);
+  // Nothing new at all still answers with the committed sequence.
+  EXPECT_EQ(*store->AppendAgentEvents("a", BatchOf({Event(9, "statement", "s1", "{}")})), 13u);
+
+  auto detail = store->GetSession("s1");
+  ASSERT_TRUE(detail.ok()) << detail.status();
+  EXPECT_EQ(detail->session().statements(), 2u);
+  EXPECT_EQ(detail->session().errors(), 1u);
+  EXPECT_EQ(detail->session().outcome(), "closed");
+  EXPECT_EQ(detail->session().subject(), "bot");
+  ASSERT_EQ(detail->events_size(), 4);
+  EXPECT_EQ(detail->events(0).type(), "session_start");
+  EXPECT_EQ(detail->events(1).json(), R"({"statement":"select 1"})");
+  EXPECT_EQ(detail->events(3).sequence(), 13u);
+
+  EXPECT_EQ(store->AppendAgentEvents("ghost", BatchOf(batch)).status().code(), absl::StatusCode::kNotFound);
+
+  // A second session in the same agent's stream: each session shows only its own events.
+  EXPECT_EQ(*store->AppendAgentEvents("a", BatchOf({Event(14, "session_start", "s2", start),
+                                                    Event(15, "statement", "s2", "{}")})),
+            15u);
+  EXPECT_EQ(store->GetSession("s2")->events_size(), 2);
+  EXPECT_EQ(store->GetSession("s1")->events_size(), 4);
+}
+
+TEST(Migrations, EventsSurviveTheMoveToChunks) {
+  std::string path = FreshPath("events_upgrade");
+  {
+    // A database at migration 3, whose agent_events held two events of one agent.
+    sqlite3* db;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    ASSERT_TRUE(Migrate(db, 3).ok());
+    ASSERT_TRUE(ExecSql(db,
+                        "INSERT INTO agents(id, labels, secret_hash, enrolled_ms) VALUES ('a', '{}', 'x', 0);"
+                        "INSERT INTO agent_events(agent_id, sequence, time_ms, type, session_id, body) VALUES"
+                        " ('a', 7, 70, 'session_start', 's1', '{}'),"
+                        " ('a', 8, 80, 'statement', 's1', '{\"statement\":\"select 2\"}');"
+                        "INSERT INTO sessions(session_id, agent_id, connection, subject, issuer, summary,"
+                        " started_ms, outcome) VALUES ('s1', 'a', 'db', 'bot', 'i', '', 70, 'open');")
+                    .ok());
+    sqlite3_close(db);
+  }
+  auto store = SqliteStore::Open(path);
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto detail = (*store)->GetSession("s1");
+  ASSERT_TRUE(detail.ok()) << detail.status();
+  ASSERT_EQ(detail->events_size(), 2);
+  EXPECT_EQ(detail->events(1).json(), R"({"statement":"select 2"})");
+  // The committed sequence came along: a resend of 8 is a duplicate, 9 is new.
+  EXPECT_EQ(*(*store)->AppendAgentEvents("a", BatchOf({Event(8, "statement", "s1", "{}"),
+                                                       Event(9, "statement", "s1", "{}")})),
+            9u);
+  EXPECT_EQ((*store)->GetSession("s1")->events_size(), 3);
 }
 
 }  // namespace

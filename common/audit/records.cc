@@ -1,0 +1,96 @@
+#include "common/audit/records.h"
+
+#include <zlib.h>
+
+#include <cstring>
+
+#include "absl/base/internal/endian.h"
+#include "absl/strings/str_cat.h"
+
+namespace sluice::audit {
+namespace {
+
+uint32_t Crc(absl::string_view payload) {
+  // zlib's crc32 takes a uInt length; records are capped far below that.
+  return static_cast<uint32_t>(
+      crc32(0L, reinterpret_cast<const Bytef*>(payload.data()), static_cast<uInt>(payload.size())));
+}
+
+}  // namespace
+
+char* AppendRecordSpace(std::string* out, size_t payload_size, size_t* offset) {
+  *offset = out->size();
+  out->resize(*offset + kRecordHeaderBytes + payload_size);
+  return out->data() + *offset + kRecordHeaderBytes;
+}
+
+void SealRecord(std::string* out, size_t offset) {
+  char* header = out->data() + offset;
+  size_t size = out->size() - offset - kRecordHeaderBytes;
+  absl::little_endian::Store32(header, static_cast<uint32_t>(size));
+  absl::little_endian::Store32(header + 4, Crc(absl::string_view(header + kRecordHeaderBytes, size)));
+}
+
+void AppendRecord(std::string* out, absl::string_view payload) {
+  size_t offset = 0;
+  char* p = AppendRecordSpace(out, payload.size(), &offset);
+  if (!payload.empty()) std::memcpy(p, payload.data(), payload.size());
+  SealRecord(out, offset);
+}
+
+absl::StatusOr<absl::string_view> RecordReader::Next() {
+  size_t left = data_.size() - pos_;
+  if (left < kRecordHeaderBytes) {
+    return absl::DataLossError(absl::StrCat("audit record at offset ", pos_, ": truncated header (",
+                                            left, " bytes)"));
+  }
+  const char* header = data_.data() + pos_;
+  uint32_t size = absl::little_endian::Load32(header);
+  uint32_t crc = absl::little_endian::Load32(header + 4);
+  if (size > kMaxRecordBytes) {
+    return absl::DataLossError(absl::StrCat("audit record at offset ", pos_, ": length ", size,
+                                            " is over the limit of ", kMaxRecordBytes));
+  }
+  if (left - kRecordHeaderBytes < size) {
+    return absl::DataLossError(absl::StrCat("audit record at offset ", pos_, ": truncated payload (",
+                                            left - kRecordHeaderBytes, " of ", size, " bytes)"));
+  }
+  absl::string_view payload(header + kRecordHeaderBytes, size);
+  if (Crc(payload) != crc) {
+    return absl::DataLossError(absl::StrCat("audit record at offset ", pos_, ": checksum mismatch"));
+  }
+  pos_ += kRecordHeaderBytes + size;
+  return payload;
+}
+
+absl::StatusOr<std::vector<v1::AuditEvent>> DecodeEvents(absl::string_view records, size_t max_events,
+                                                         std::vector<size_t>* offsets) {
+  std::vector<v1::AuditEvent> out;
+  if (offsets != nullptr) offsets->clear();
+  RecordReader reader(records);
+  while (!reader.done()) {
+    size_t at = reader.offset();
+    auto payload = reader.Next();
+    if (!payload.ok()) return payload.status();
+    if (out.size() == max_events) {
+      return absl::InvalidArgumentError(absl::StrCat("audit batch holds more than ", max_events, " events"));
+    }
+    if (offsets != nullptr) offsets->push_back(at);
+    v1::AuditEvent& e = out.emplace_back();
+    if (!e.ParseFromArray(payload->data(), static_cast<int>(payload->size()))) {
+      return absl::DataLossError(absl::StrCat("audit record at offset ", at, ": not an AuditEvent"));
+    }
+    if (e.type().empty() || e.type().size() > 64 || e.session_id().size() > 128) {
+      return absl::InvalidArgumentError(absl::StrCat("audit record at offset ", at,
+                                                     ": type or session id missing or too long"));
+    }
+    if (out.size() > 1 && e.sequence() <= out[out.size() - 2].sequence()) {
+      return absl::InvalidArgumentError(absl::StrCat("audit record at offset ", at, ": sequence ",
+                                                     e.sequence(), " does not follow ",
+                                                     out[out.size() - 2].sequence()));
+    }
+  }
+  return out;
+}
+
+}  // namespace sluice::audit

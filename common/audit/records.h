@@ -1,0 +1,56 @@
+// Framing of audit records: how the agent buffers (and, later, spools to disk) its audit events
+// and how they travel to the control plane in AuditBatch.records. Each record is
+//
+//   uint32 little-endian  payload length (at most kMaxRecordBytes)
+//   uint32 little-endian  CRC-32 (zlib polynomial) of the payload
+//   payload               a serialized sluice.v1.AuditEvent
+//
+// back to back, with nothing in between. The checksum catches a torn or corrupted record; it is
+// not tamper evidence (that is the hash chain over the events themselves).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "sluice/v1/agent.pb.h"
+
+namespace sluice::audit {
+
+inline constexpr size_t kRecordHeaderBytes = 8;
+inline constexpr size_t kMaxRecordBytes = 1 << 20;
+
+// Appends one framed record holding `payload` (at most kMaxRecordBytes) to `out`.
+void AppendRecord(std::string* out, absl::string_view payload);
+
+// Reserves room for a record of `payload_size` bytes at the end of `out` and returns where the
+// payload goes; call SealRecord(out, offset) after writing it. For encoders that serialize in
+// place instead of through a temporary string.
+char* AppendRecordSpace(std::string* out, size_t payload_size, size_t* offset);
+void SealRecord(std::string* out, size_t offset);
+
+// Reads records from a buffer, front to back.
+class RecordReader {
+ public:
+  explicit RecordReader(absl::string_view data) : data_(data) {}
+  // The next record's payload (call while !done()). Errors name the record's offset: a short
+  // header or payload, a length over the cap, or a checksum mismatch.
+  absl::StatusOr<absl::string_view> Next();
+  bool done() const { return pos_ == data_.size(); }
+  size_t offset() const { return pos_; }
+
+ private:
+  absl::string_view data_;
+  size_t pos_ = 0;
+};
+
+// Decodes a batch of event records (AuditBatch.records) whole: every checksum, every payload a
+// valid AuditEvent with its fields within bounds, sequences strictly increasing, at most
+// `max_events`. The first problem is the error; nothing is returned partially. When `offsets` is
+// given it receives where each event's record starts in `records`.
+absl::StatusOr<std::vector<v1::AuditEvent>> DecodeEvents(absl::string_view records, size_t max_events,
+                                                         std::vector<size_t>* offsets = nullptr);
+
+}  // namespace sluice::audit

@@ -1,0 +1,107 @@
+#include "agent/audit/event_sink.h"
+
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "common/audit/records.h"
+
+namespace sluice::agent {
+namespace {
+
+std::vector<v1::AuditEvent> Decode(const EventChunk& chunk) {
+  auto events = audit::DecodeEvents(chunk.records, 1 << 20);
+  EXPECT_TRUE(events.ok()) << events.status();
+  return events.ok() ? *events : std::vector<v1::AuditEvent>{};
+}
+
+TEST(EventSink, EventsTravelInOrderedChunks) {
+  EventSink sink(1 << 20, 200);  // small chunks: a few events each
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_TRUE(sink.Emit("statement", "s1", absl::StrCat(R"({"n":)", i, "}"), i == 3));
+  }
+  EXPECT_EQ(sink.stats().queued_events, 10u);
+  std::vector<v1::AuditEvent> all;
+  while (auto chunk = sink.TakeChunk()) {
+    auto events = Decode(*chunk);
+    ASSERT_EQ(events.size(), chunk->count);
+    EXPECT_EQ(events.front().sequence(), chunk->first_sequence);
+    EXPECT_EQ(events.back().sequence(), chunk->last_sequence);
+    all.insert(all.end(), events.begin(), events.end());
+  }
+  ASSERT_EQ(all.size(), 10u);
+  for (size_t i = 0; i < all.size(); ++i) {
+    EXPECT_EQ(all[i].json(), absl::StrCat(R"({"n":)", i, "}"));
+    EXPECT_EQ(all[i].type(), "statement");
+    EXPECT_EQ(all[i].session_id(), "s1");
+    EXPECT_EQ(all[i].failed(), i == 3);
+    if (i > 0) {
+      EXPECT_EQ(all[i].sequence(), all[i - 1].sequence() + 1);
+    }
+  }
+  EXPECT_EQ(sink.stats().in_flight_events, 10u);
+  EXPECT_EQ(sink.stats().queued_events, 0u);
+}
+
+TEST(EventSink, AckDropsAndRequeueResendsFromTheFirstUnacknowledged) {
+  EventSink sink(1 << 20, 100);
+  for (int i = 0; i < 6; ++i) ASSERT_TRUE(sink.Emit("statement", "s", "{}"));
+  auto first = sink.TakeChunk();
+  auto second = sink.TakeChunk();
+  ASSERT_TRUE(first && second);
+  sink.Ack(first->last_sequence);
+  EXPECT_EQ(sink.stats().in_flight_events, second->count);
+  // The stream breaks: the unacknowledged chunk comes back before anything newer.
+  ASSERT_TRUE(sink.Emit("statement", "s", R"({"late":true})"));
+  sink.Requeue();
+  auto again = sink.TakeChunk();
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->first_sequence, second->first_sequence);
+  EXPECT_EQ(again->records.substr(0, second->records.size()), second->records);
+  uint64_t last = again->last_sequence;
+  while (auto more = sink.TakeChunk()) last = more->last_sequence;
+  sink.Ack(last);
+  EventSink::Stats st = sink.stats();
+  EXPECT_EQ(st.queued_events + st.in_flight_events, 0u);
+  EXPECT_EQ(st.bytes, 0u);
+  EXPECT_EQ(st.emitted, 7u);
+}
+
+TEST(EventSink, FullBufferRefusesInsteadOfDropping) {
+  EventSink sink(1000, 300);
+  int accepted = 0;
+  while (sink.Emit("statement", "s", std::string(100, 'x'))) ++accepted;
+  EXPECT_GT(accepted, 3);
+  EXPECT_TRUE(sink.Full());
+  // Acknowledging what was sent makes room again.
+  uint64_t last = 0;
+  while (auto c = sink.TakeChunk()) last = c->last_sequence;
+  sink.Ack(last);
+  EXPECT_FALSE(sink.Full());
+  EXPECT_TRUE(sink.Emit("statement", "s", "{}"));
+}
+
+TEST(EventSink, ConcurrentEmittersGetDistinctIncreasingSequences) {
+  EventSink sink;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&sink, t] {
+      for (int i = 0; i < 2000; ++i) sink.Emit("statement", absl::StrCat("s", t), "{}");
+    });
+  }
+  for (auto& th : threads) th.join();
+  uint64_t previous = 0;
+  size_t total = 0;
+  while (auto chunk = sink.TakeChunk()) {
+    for (const auto& e : Decode(*chunk)) {
+      EXPECT_GT(e.sequence(), previous);
+      previous = e.sequence();
+      ++total;
+    }
+  }
+  EXPECT_EQ(total, 8000u);
+}
+
+}  // namespace
+}  // namespace sluice::agent

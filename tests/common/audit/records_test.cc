@@ -1,0 +1,83 @@
+#include "common/audit/records.h"
+
+#include <gtest/gtest.h>
+
+namespace sluice::audit {
+namespace {
+
+v1::AuditEvent Event(uint64_t sequence, const std::string& json) {
+  v1::AuditEvent e;
+  e.set_sequence(sequence);
+  e.set_type("statement");
+  e.set_session_id("s1");
+  e.set_json(json);
+  return e;
+}
+
+std::string Batch(const std::vector<v1::AuditEvent>& events) {
+  std::string out;
+  for (const auto& e : events) AppendRecord(&out, e.SerializeAsString());
+  return out;
+}
+
+TEST(AuditRecords, RoundTrip) {
+  std::string data = Batch({Event(1, R"({"statement":"select 1"})"), Event(2, ""), Event(5, "{}")});
+  auto events = DecodeEvents(data, 10);
+  ASSERT_TRUE(events.ok()) << events.status();
+  ASSERT_EQ(events->size(), 3u);
+  EXPECT_EQ((*events)[0].json(), R"({"statement":"select 1"})");
+  EXPECT_EQ((*events)[2].sequence(), 5u);
+  EXPECT_TRUE(DecodeEvents("", 10)->empty());
+}
+
+TEST(AuditRecords, EveryTruncatedPrefixIsRefused) {
+  std::string data = Batch({Event(1, "{\"a\":1}"), Event(2, "{\"b\":2}")});
+  size_t first_end = kRecordHeaderBytes + Event(1, "{\"a\":1}").ByteSizeLong();
+  for (size_t n = 1; n < data.size(); ++n) {
+    auto events = DecodeEvents(absl::string_view(data).substr(0, n), 10);
+    if (n == first_end) {
+      EXPECT_TRUE(events.ok()) << n;  // a clean record boundary
+      continue;
+    }
+    ASSERT_FALSE(events.ok()) << n;
+    EXPECT_EQ(events.status().code(), absl::StatusCode::kDataLoss) << n;
+    EXPECT_NE(events.status().message().find("truncated"), std::string::npos) << events.status();
+  }
+}
+
+TEST(AuditRecords, EveryFlippedPayloadByteIsCaught) {
+  std::string data = Batch({Event(1, R"({"statement":"select 1"})")});
+  for (size_t i = kRecordHeaderBytes; i < data.size(); ++i) {
+    std::string bad = data;
+    bad[i] ^= 0x01;
+    auto events = DecodeEvents(bad, 10);
+    ASSERT_FALSE(events.ok()) << i;
+    EXPECT_NE(events.status().message().find("checksum mismatch"), std::string::npos) << events.status();
+  }
+}
+
+TEST(AuditRecords, LimitsAndOrderAreEnforced) {
+  std::string huge(8, '\0');
+  huge[3] = 0x7f;  // length 0x7f000000
+  auto over = DecodeEvents(huge, 10);
+  EXPECT_NE(over.status().message().find("over the limit"), std::string::npos) << over.status();
+
+  auto backwards = DecodeEvents(Batch({Event(5, ""), Event(5, "")}), 10);
+  EXPECT_NE(backwards.status().message().find("does not follow"), std::string::npos) << backwards.status();
+
+  auto many = DecodeEvents(Batch({Event(1, ""), Event(2, ""), Event(3, "")}), 2);
+  EXPECT_NE(many.status().message().find("more than 2"), std::string::npos) << many.status();
+
+  v1::AuditEvent untyped = Event(1, "");
+  untyped.clear_type();
+  auto missing = DecodeEvents(Batch({untyped}), 10);
+  EXPECT_NE(missing.status().message().find("type or session id"), std::string::npos) << missing.status();
+
+  std::string garbage;
+  AppendRecord(&garbage, "\xff\xff\xff");
+  auto not_event = DecodeEvents(garbage, 10);
+  EXPECT_NE(not_event.status().message().find("not an AuditEvent"), std::string::npos) << not_event.status();
+}
+
+}  // namespace
+}  // namespace sluice::audit
