@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 #include <cstdlib>
+#include <deque>
 #include <variant>
 
 #include "absl/container/flat_hash_map.h"
@@ -14,6 +15,7 @@
 #include "absl/time/clock.h"
 #include "agent/auth/authorizer.h"
 #include "agent/postgres/messages.h"
+#include "agent/postgres/sql_analysis.h"
 #include "agent/postgres/statement_tracker.h"
 #include "agent/postgres/upstream.h"
 #include "agent/postgres/wire.h"
@@ -216,6 +218,7 @@ class Session {
     identity_ = *identity;
     Caller caller{identity->issuer, identity->subject, identity->groups};
     auto grant = Authorize(policy_->snapshot, *connection, caller);
+    if (grant) grant_ = *grant;
     if (!grant) {
       LogInfo("postgres access refused: ", identity->subject, " on ", database);
       co_return co_await Fatal("28000", absl::StrCat("Sluice: no access rule lets \"", identity->subject,
@@ -283,39 +286,119 @@ class Session {
     started_session_ = true;
 
     // Both directions until either ends; the other is then cancelled.
-    auto ended = co_await (Relay(client_, *upstream_.stream, Direction::kFrontend) ||
-                           Relay(*upstream_.stream, client_, Direction::kBackend));
+    auto ended = co_await (RelayFrontend() || RelayBackend());
     co_return std::visit([](absl::Status& s) { return s; }, ended);
   }
 
-  // Copies framed messages from `from` to `to`, checking every frame; a protocol error ends the
-  // session (and is reported to the client when the client broke it).
-  asio::awaitable<absl::Status> Relay(Stream& from, Stream& to, Direction direction) {
+  // Client to server: every frame checked, and every statement inspected before it is forwarded.
+  // Forwarded messages go in as few writes as possible; a refused statement never reaches the
+  // server (see Inspect), and a protocol error ends the session with a FATAL to the client.
+  asio::awaitable<absl::Status> RelayFrontend() {
+    Stream& from = client_;
+    Stream& to = *upstream_.stream;
     while (true) {
-      size_t validated = 0;
+      size_t validated = 0;  // bytes [0, validated) are forwarded as they are
       bool terminate = false;
       while (true) {
-        DecodeResult r = DecodeFrame(from.buffer().data().substr(validated), direction, limits());
+        DecodeResult r = DecodeFrame(from.buffer().data().substr(validated), Direction::kFrontend, limits());
         if (r.status == DecodeStatus::kError) {
-          if (direction == Direction::kFrontend) {
-            std::string wire =
-                ErrorOrNotice::Make("FATAL", "08P01", "Sluice: protocol violation: " + r.error).Encode('E');
-            co_await client_.Write(wire);
-          }
+          std::string wire =
+              ErrorOrNotice::Make("FATAL", "08P01", "Sluice: protocol violation: " + r.error).Encode('E');
+          co_await client_.Write(wire);
           co_return absl::InvalidArgumentError(r.error);
         }
         if (r.status == DecodeStatus::kNeedMore) break;
-        validated += r.message.wire_size;
-        if (direction == Direction::kFrontend) {
-          bytes_from_client_ += r.message.wire_size;
+        bytes_from_client_ += r.message.wire_size;
+        Action action = Inspect(r.message);
+        if (action == Action::kForward) {
           ObserveFrontend(r.message);
-        } else {
-          bytes_from_server_ += r.message.wire_size;
-          ObserveBackend(r.message);
+          validated += r.message.wire_size;
+          if (r.message.type == 'X') {
+            terminate = true;
+            break;
+          }
+          continue;
         }
-        if (direction == Direction::kFrontend && r.message.type == 'X') {
-          terminate = true;
-          break;
+        // What came before goes out first; the message itself never does.
+        size_t skip = r.message.wire_size;
+        if (validated > 0) {
+          absl::string_view before = from.buffer().data().substr(0, validated);
+          absl::Status st = co_await to.Write(before);
+          if (!st.ok()) co_return st;
+          from.Consume(validated);
+          validated = 0;
+        }
+        if (action == Action::kSubstitute) {
+          // An empty query in its place: the server answers it in order (EmptyQueryResponse,
+          // which the backend relay replaces with the refusal, then ReadyForQuery with the real
+          // transaction status).
+          std::string empty_query = Query{""}.Encode();
+          absl::Status st = co_await to.Write(empty_query);
+          if (!st.ok()) co_return st;
+        }
+        from.Consume(skip);
+      }
+      if (validated > 0) {
+        absl::string_view chunk = from.buffer().data().substr(0, validated);
+        absl::Status st = co_await to.Write(chunk);
+        if (!st.ok()) co_return st;
+        from.Consume(validated);
+      }
+      EmitCompleted();
+      if (terminate) co_return absl::OkStatus();  // the client said goodbye (Terminate)
+      absl::Status st = co_await from.ReadMore(limits().max_message_bytes + 5);
+      if (!st.ok()) co_return st;
+    }
+  }
+
+  // Server to client: every frame checked; refusals are put in the places the server's answers
+  // leave for them (see Expectation).
+  asio::awaitable<absl::Status> RelayBackend() {
+    Stream& from = *upstream_.stream;
+    Stream& to = client_;
+    while (true) {
+      size_t validated = 0;
+      while (true) {
+        DecodeResult r = DecodeFrame(from.buffer().data().substr(validated), Direction::kBackend, limits());
+        if (r.status == DecodeStatus::kError) co_return absl::InvalidArgumentError(r.error);
+        if (r.status == DecodeStatus::kNeedMore) break;
+        const char type = r.message.type;
+        bytes_from_server_ += r.message.wire_size;
+        std::string inject;  // a refusal to send before this message
+        bool replace = false;  // ... in place of it
+        if (!expected_.empty()) {
+          Expectation& head = expected_.front();
+          if (type == 'E') head.server_failed = true;  // the server skips the rest up to Sync
+          if (type == 'I' && head.substitute && !head.refusal.empty()) {
+            inject = std::move(head.refusal);
+            head.refusal.clear();
+            replace = true;
+          } else if (type == 'Z') {
+            if (!head.refusal.empty() && !head.server_failed) inject = std::move(head.refusal);
+            expected_.pop_front();
+          }
+        }
+        if (inject.empty()) {
+          ObserveBackend(r.message);
+          validated += r.message.wire_size;
+          continue;
+        }
+        if (validated > 0) {
+          absl::string_view before = from.buffer().data().substr(0, validated);
+          absl::Status st = co_await to.Write(before);
+          if (!st.ok()) co_return st;
+          from.Consume(validated);
+          validated = 0;
+        }
+        absl::Status st = co_await to.Write(inject);
+        if (!st.ok()) co_return st;
+        if (replace) {
+          from.Consume(r.message.wire_size);
+        } else {
+          // Not consumed: the message is decoded again at the front of the buffer and relayed.
+          // Its expectation is gone, so it passes this time.
+          ObserveBackend(r.message);
+          validated = r.message.wire_size;
         }
       }
       if (validated > 0) {
@@ -327,10 +410,105 @@ class Session {
       // Statements the relayed messages completed become events only now, after the answer is on
       // its way to the client: the audit work is off the query's critical path.
       EmitCompleted();
-      if (terminate) co_return absl::OkStatus();  // the client said goodbye (Terminate)
       absl::Status st = co_await from.ReadMore(limits().max_message_bytes + 5);
       if (!st.ok()) co_return st;
     }
+  }
+
+  enum class Action { kForward, kDrop, kSubstitute };
+
+  // Decides what happens to one client message, and keeps the expectations of the answers in
+  // step: every forwarded Query, Sync and FunctionCall gets exactly one ReadyForQuery back.
+  //
+  // A refused simple Query is replaced by an empty query; its refusal takes the place of the
+  // EmptyQueryResponse. A refused Parse starts discarding, as the server does after an error:
+  // everything up to Sync is dropped, the Sync is forwarded, and the refusal is sent just before
+  // its ReadyForQuery (after the answers to what was forwarded before it) unless the server
+  // failed that stretch itself. Either way the session goes on.
+  Action Inspect(const RawMessage& m) {
+    if (discarding_ && m.type != 'S' && m.type != 'X') return Action::kDrop;
+    switch (m.type) {
+      case 'Q': {
+        WireReader r(m.payload);
+        absl::string_view sql = r.CStringView();
+        std::string refusal = Check(sql, false);
+        if (!refusal.empty()) {
+          expected_.push_back(Expectation{std::move(refusal), true, false});
+          return Action::kSubstitute;
+        }
+        expected_.push_back(Expectation{});
+        return Action::kForward;
+      }
+      case 'P': {
+        WireReader r(m.payload);
+        r.CStringView();  // statement name
+        absl::string_view sql = r.CStringView();
+        std::string refusal = Check(sql, true);
+        if (!refusal.empty()) {
+          discarding_ = true;
+          pending_refusal_ = std::move(refusal);
+          return Action::kDrop;
+        }
+        return Action::kForward;
+      }
+      case 'F': {
+        // A FunctionCall names its function by OID: it cannot be classified.
+        if (grant_.access == v1::ACCESS_READ) {
+          std::string refusal = RefuseReadOnly("<FunctionCall>", nullptr, false);
+          expected_.push_back(Expectation{std::move(refusal), true, false});
+          return Action::kSubstitute;
+        }
+        expected_.push_back(Expectation{});
+        return Action::kForward;
+      }
+      case 'S':
+        expected_.push_back(Expectation{std::move(pending_refusal_), false, false});
+        pending_refusal_.clear();
+        discarding_ = false;
+        return Action::kForward;
+      default:
+        return Action::kForward;
+    }
+  }
+
+  // Empty when `sql` may run; otherwise the ErrorResponse to send (the refusal is recorded).
+  std::string Check(absl::string_view sql, bool extended) {
+    if (grant_.access != v1::ACCESS_READ) return "";
+    const StatementInfo& info = Statements().Get(sql);
+    if (info.read_only()) return "";
+    return RefuseReadOnly(sql, &info, extended);
+  }
+
+  // Records the refusal of `sql` on a read grant and returns the ErrorResponse for it. `info` is
+  // null for what has no SQL text (a FunctionCall).
+  std::string RefuseReadOnly(absl::string_view sql, const StatementInfo* info, bool extended) {
+    StatementClass cls = info != nullptr ? info->overall : StatementClass::kUnknown;
+    std::string kind = info != nullptr ? info->deciding_kind() : "FunctionCall";
+    std::string parse_error = info != nullptr ? info->parse_error : "called by OID";
+    std::string what;
+    switch (cls) {
+      case StatementClass::kWrite: what = "writes data"; break;
+      case StatementClass::kDdl: what = "changes the schema"; break;
+      case StatementClass::kDcl: what = "changes privileges"; break;
+      default: what = "cannot be classified"; break;
+    }
+    std::string message = absl::StrCat("Sluice: your access to connection \"", connection_name_,
+                                       "\" is read-only (rule ", grant_.rule, "); this statement ", what,
+                                       " (", kind, parse_error.empty() ? "" : ": ", parse_error, ")");
+    constexpr size_t kMaxText = 64 << 10;
+    JsonObjectWriter w(&event_buffer_);
+    w.Str("statement", sql.substr(0, kMaxText));
+    if (sql.size() > kMaxText) w.Bool("truncated", true);
+    if (info != nullptr) w.Str("fingerprint", info->shape.fingerprint);
+    w.Str("classification", ClassName(cls))
+        .Str("protocol", extended ? "extended" : "simple")
+        .Str("decision", "refused")
+        .Str("reason", message)
+        .Str("sqlstate", "25006");
+    ++statements_;
+    EmitJson("statement", w.Close(), true);
+    LogInfo("refused for ", identity_.subject, " on ", connection_name_, ": ", kind, " on a read grant");
+    return ErrorOrNotice::Make("ERROR", "25006", message).Encode('E');
   }
 
   // The audit view of a relayed client message (never changes it).
@@ -384,15 +562,15 @@ class Session {
   void OnStatement(const StatementRecord& rec) {
     ++statements_;
     constexpr size_t kMaxText = 64 << 10;
-    const sql::Shape& shape = ShapeOf(*rec.text);
+    const StatementInfo& info = Statements().Get(*rec.text);
     absl::string_view text = *rec.text;
     // Who ran it is in the session's start event (joined by session id); a statement event
     // carries only what is particular to it, and leaves out empty fields.
     JsonObjectWriter w(&event_buffer_);
     w.Str("statement", text.substr(0, kMaxText));
     if (text.size() > kMaxText) w.Bool("truncated", true);
-    w.Str("fingerprint", shape.fingerprint)
-        .Str("classification", shape.classification)
+    w.Str("fingerprint", info.shape.fingerprint)
+        .Str("classification", ClassName(info.overall))
         .Str("protocol", rec.extended ? "extended" : "simple")
         .Int("rows", rec.rows)
         .Int("bytes", rec.row_bytes)
@@ -404,11 +582,11 @@ class Session {
     EmitJson("statement", w.Close(), !rec.sqlstate.empty() || !rec.error.empty());
   }
 
-  // Statement shapes, cached by normalized text per worker thread (a session runs on one worker's
-  // event loop): a repeated shape costs the lexer and a hash lookup.
-  static const sql::Shape& ShapeOf(const std::string& text) {
-    thread_local sql::ShapeCache cache;
-    return cache.Get(text);
+  // Statement facts, cached by shape per worker thread (a session runs on one worker's event
+  // loop): a repeated shape costs the lexer and a hash lookup.
+  static StatementCache& Statements() {
+    thread_local StatementCache cache;
+    return cache;
   }
 
   // Who and where, for every session-level event.
@@ -461,6 +639,17 @@ class Session {
   int64_t statements_ = 0;
   std::string event_buffer_;  // the statement event being built, reused
   std::vector<StatementRecord> completed_;  // statements completed, their events not yet emitted
+  Grant grant_;
+
+  // One per forwarded Query, Sync or FunctionCall, in order: what to do when its answer comes.
+  struct Expectation {
+    std::string refusal;         // an ErrorResponse to deliver (empty: none)
+    bool substitute = false;     // the Query was replaced by an empty one: refusal replaces 'I'
+    bool server_failed = false;  // the server reported an error in this stretch itself
+  };
+  std::deque<Expectation> expected_;
+  bool discarding_ = false;      // after a refused Parse, until Sync
+  std::string pending_refusal_;  // the refusal the next Sync carries
   int64_t bytes_from_client_ = 0;
   int64_t bytes_from_server_ = 0;
   std::shared_ptr<const AgentPolicy> policy_;

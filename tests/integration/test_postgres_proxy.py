@@ -53,7 +53,8 @@ class PostgresProxyTest(unittest.TestCase):
         cls.pg.sql("CREATE DATABASE demo OWNER app")
         cls.pg.sql("CREATE TABLE customers (id int PRIMARY KEY, name text, email text);"
                    "INSERT INTO customers SELECT g, 'name ' || g, 'user' || g || '@example.com' "
-                   "FROM generate_series(1, 50) g; ALTER TABLE customers OWNER TO app", "demo")
+                   "FROM generate_series(1, 50) g; ALTER TABLE customers OWNER TO app;"
+                   "CREATE SEQUENCE customer_numbers; ALTER SEQUENCE customer_numbers OWNER TO app", "demo")
         cls.cp = ControlPlane(cls.work.path).start()
         cls.idp = TokenIssuer()
         cls.agent = Agent(cls.work.path, "a", cls.cp, cls.cp.enroll("agent-a", "vpc=a"),
@@ -109,11 +110,10 @@ class PostgresProxyTest(unittest.TestCase):
             lines = f.read().splitlines()
         self.assertEqual(len(lines), 50)
         self.assertEqual(lines[0], "1,name 1,user1@example.com")
-        # COPY FROM into a temp table (a read grant still may write temp tables? no: read-only
-        # transactions refuse COPY FROM, which is the point of the read grant).
+        # COPY FROM on a read grant is a write: the agent refuses it.
         r = self.psql("-c", rf"\copy customers FROM '{out}' CSV", check=False)
         self.assertNotEqual(r.returncode, 0)
-        self.assertIn("read-only transaction", r.stderr)
+        self.assertIn("read-only (rule ci-read); this statement writes data (CopyStmt)", r.stderr)
         bench = self.idp.token(sub="bench-bot", groups=["bench"])
         self.psql("-c", "CREATE TABLE IF NOT EXISTS copy_target (id int, name text, email text)",
                   token=bench)
@@ -122,9 +122,68 @@ class PostgresProxyTest(unittest.TestCase):
         self.assertEqual(r.stdout.strip(), "50|user9@example.com")
 
     def test_read_grant_is_read_only(self):
-        r = self.psql("-c", "INSERT INTO customers VALUES (1000, 'x', 'x@example.com')", check=False)
+        def count():
+            return self.psql("-Atc", "SELECT count(*) FROM customers").stdout.strip()
+        before = count()
+        # Refused at the agent, by PostgreSQL's grammar, whatever hides the write; the session
+        # goes on after each refusal (the script keeps running and its last SELECT answers).
+        script = "\n".join([
+            "INSERT INTO customers VALUES (1000, 'x', 'x@example.com');",
+            "SELECT 1; DELETE FROM customers;",  # the write last: none of the string runs
+            "WITH d AS (DELETE FROM customers RETURNING *) SELECT count(*) FROM d;",
+            "/* harmless */ dElEtE -- comment\n FROM \"customers\";",
+            "EXPLAIN ANALYZE DELETE FROM customers;",
+            "PREPARE p AS DELETE FROM customers;",
+            "GRANT SELECT ON customers TO PUBLIC;",
+            "DO $$ BEGIN DELETE FROM customers; END $$;",
+            "SELECT 'still here';",
+        ]) + "\n"
+        r = self.psql("-At", "-v", "ON_ERROR_STOP=0", stdin=script, check=False)
+        self.assertEqual(r.stdout.strip().splitlines()[-1], "still here", r.stdout + r.stderr)
+        errors = [line for line in r.stderr.splitlines() if "ERROR:" in line]
+        self.assertEqual(len(errors), 8, r.stderr)
+        for e in errors:
+            self.assertIn('Sluice: your access to connection "demo" is read-only (rule ci-read)', e)
+        self.assertIn("this statement writes data (InsertStmt)", errors[0])
+        self.assertIn("this statement writes data (DeleteStmt)", errors[1])
+        self.assertIn("this statement changes privileges (GrantStmt)", errors[6])
+        self.assertIn("this statement cannot be classified (DoStmt)", errors[7])
+        # One Query holding several statements, the write last: none of it runs.
+        r = self.psql("-Atc", "SELECT 'first'; DELETE FROM customers", check=False)
         self.assertNotEqual(r.returncode, 0)
-        self.assertIn("cannot execute INSERT in a read-only transaction", r.stderr)
+        self.assertNotIn("first", r.stdout)
+        self.assertIn("this statement writes data (DeleteStmt)", r.stderr)
+        self.assertEqual(count(), before)
+        # The database is the second line: what the grammar cannot see as a write (a function
+        # with side effects) is refused by the read-only session.
+        r = self.psql("-c", "SELECT nextval('customer_numbers')", check=False)
+        self.assertIn("cannot execute nextval() in a read-only transaction", r.stderr)
+
+    def test_read_grant_refusal_in_the_extended_protocol(self):
+        import psycopg
+        with psycopg.connect(self.dsn(), password=self.idp.token(), autocommit=True) as conn:
+            with self.assertRaises(psycopg.errors.ReadOnlySqlTransaction) as caught:
+                conn.execute("INSERT INTO customers VALUES (%s, %s, %s)", (2000, "x", "y"))
+            self.assertIn("this statement writes data (InsertStmt)", str(caught.exception))
+            # The same connection goes on, in and out of a transaction.
+            self.assertEqual(conn.execute("SELECT count(*) FROM customers WHERE id = %s", (7,)).fetchone()[0], 1)
+            conn.autocommit = False
+            with self.assertRaises(psycopg.errors.ReadOnlySqlTransaction):
+                conn.execute("UPDATE customers SET name = %s WHERE id = %s", ("z", 1), prepare=True)
+            conn.rollback()
+            self.assertEqual(conn.execute("SELECT name FROM customers WHERE id = %s", (1,)).fetchone()[0], "name 1")
+            conn.rollback()
+        # Pipelined: the statement before the refused one in the same Sync runs and answers first;
+        # the refusal comes in its place, and the connection goes on.
+        with psycopg.connect(self.dsn(), password=self.idp.token(), autocommit=True) as conn:
+            with self.assertRaises(psycopg.errors.ReadOnlySqlTransaction) as caught:
+                with conn.pipeline():
+                    first = conn.execute("SELECT 41 + %s", (1,))
+                    conn.execute("DELETE FROM customers WHERE id = %s", (1,))
+                    conn.execute("SELECT 'skipped'")
+            self.assertIn("(DeleteStmt)", str(caught.exception))
+            self.assertEqual(first.fetchone()[0], 42)
+            self.assertEqual(conn.execute("SELECT count(*) FROM customers WHERE id = 1").fetchone()[0], 1)
 
     def test_cancel_from_psql_ctrl_c(self):
         env = dict(os.environ, PGPASSWORD=self.idp.token())
@@ -338,6 +397,8 @@ class PostgresProxyTest(unittest.TestCase):
         self.assertNotIn("sqlstate", select)
         insert = detail["INSERT INTO customers VALUES (999, 'x', 'y')"]
         self.assertEqual(insert["classification"], "write")
+        self.assertEqual(insert["decision"], "refused")
+        self.assertIn("is read-only (rule ci-read)", insert["reason"])
         self.assertEqual(insert["sqlstate"], "25006")  # read_only_sql_transaction
         # Refused attempts are on record too, with the reason.
         refused = wait_for(lambda: [x for x in sessions("--connection", "demo")

@@ -1,0 +1,209 @@
+#include "agent/postgres/sql_analysis.h"
+
+#include <pg_query.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+
+namespace sluice::agent::postgres {
+namespace {
+
+using nlohmann::json;
+
+// True when a node of one of `kinds` occurs anywhere under `node`.
+bool Contains(const json& node, const absl::flat_hash_set<absl::string_view>& kinds) {
+  if (node.is_object()) {
+    for (auto it = node.begin(); it != node.end(); ++it) {
+      if (kinds.contains(it.key())) return true;
+      if (Contains(it.value(), kinds)) return true;
+    }
+  } else if (node.is_array()) {
+    for (const auto& v : node) {
+      if (Contains(v, kinds)) return true;
+    }
+  }
+  return false;
+}
+
+const absl::flat_hash_set<absl::string_view>& WriteKinds() {
+  static const auto* k = new absl::flat_hash_set<absl::string_view>{"InsertStmt", "UpdateStmt",
+                                                                    "DeleteStmt", "MergeStmt"};
+  return *k;
+}
+
+// EXPLAIN runs its statement only with ANALYZE. Anything but a clear "false" counts as running
+// it (the conservative reading).
+bool ExplainExecutes(const json& explain) {
+  auto options = explain.find("options");
+  if (options == explain.end() || !options->is_array()) return false;
+  for (const auto& o : *options) {
+    auto def = o.find("DefElem");
+    if (def == o.end() || !def->is_object() || def->value("defname", "") != "analyze") continue;
+    auto arg = def->find("arg");
+    if (arg == def->end()) return true;  // ANALYZE
+    if (auto s = arg->find("String"); s != arg->end() && s->is_object()) {
+      std::string v = absl::AsciiStrToLower(s->value("sval", ""));
+      return !(v == "false" || v == "off" || v == "no" || v == "0");
+    }
+    if (auto i = arg->find("Integer"); i != arg->end() && i->is_object()) {
+      return i->value("ival", 0) != 0;  // the parser leaves out a zero
+    }
+    return true;
+  }
+  return false;
+}
+
+StatementClass ClassOf(const json& stmt);
+
+// A statement node wrapped as {"Kind": {...}}.
+StatementClass ClassOfWrapped(const json& wrapped) {
+  if (!wrapped.is_object() || wrapped.size() != 1) return StatementClass::kUnknown;
+  return ClassOf(wrapped);
+}
+
+StatementClass ClassOf(const json& stmt) {
+  const std::string& kind = stmt.begin().key();
+  const json& body = stmt.begin().value();
+  using C = StatementClass;
+  static const auto* read = new absl::flat_hash_set<absl::string_view>{"VariableShowStmt", "FetchStmt"};
+  static const auto* other = new absl::flat_hash_set<absl::string_view>{
+      "TransactionStmt", "VariableSetStmt", "DiscardStmt", "DeallocateStmt", "ListenStmt",
+      "UnlistenStmt", "ClosePortalStmt", "ExecuteStmt", "CheckPointStmt", "ConstraintsSetStmt"};
+  static const auto* write = new absl::flat_hash_set<absl::string_view>{
+      "InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt", "CallStmt", "LockStmt", "NotifyStmt"};
+  static const auto* dcl = new absl::flat_hash_set<absl::string_view>{
+      "GrantStmt", "GrantRoleStmt", "CreateRoleStmt", "AlterRoleStmt", "AlterRoleSetStmt",
+      "DropRoleStmt", "ReassignOwnedStmt", "DropOwnedStmt", "AlterDefaultPrivilegesStmt",
+      "AlterOwnerStmt", "CreatePolicyStmt", "AlterPolicyStmt"};
+  static const auto* ddl = new absl::flat_hash_set<absl::string_view>{
+      "TruncateStmt", "RenameStmt", "CommentStmt", "IndexStmt", "ViewStmt", "VacuumStmt",
+      "ClusterStmt", "ReindexStmt", "RefreshMatViewStmt", "SecLabelStmt", "ImportForeignSchemaStmt",
+      "DefineStmt", "CompositeTypeStmt", "RuleStmt", "AlterSystemStmt"};
+  static const auto* unknown = new absl::flat_hash_set<absl::string_view>{"DoStmt", "LoadStmt"};
+
+  if (kind == "SelectStmt") {
+    if (body.contains("intoClause")) return C::kDdl;  // SELECT INTO creates a table
+    return Contains(body, WriteKinds()) ? C::kWrite : C::kRead;
+  }
+  if (kind == "ExplainStmt") {
+    if (!ExplainExecutes(body)) return C::kRead;
+    auto query = body.find("query");
+    return query == body.end() ? C::kUnknown : std::max(C::kRead, ClassOfWrapped(*query));
+  }
+  if (kind == "DeclareCursorStmt" || kind == "PrepareStmt") {
+    auto query = body.find("query");
+    if (query == body.end()) return C::kUnknown;
+    C inner = ClassOfWrapped(*query);
+    return kind == "PrepareStmt" && inner == C::kRead ? C::kOther : inner;
+  }
+  if (kind == "CopyStmt") {
+    if (body.value("is_program", false) || body.value("is_from", false)) return C::kWrite;
+    if (body.contains("filename")) return C::kWrite;  // the server writes a file
+    auto query = body.find("query");
+    return query == body.end() ? C::kRead : std::max(C::kRead, ClassOfWrapped(*query));
+  }
+  if (kind == "VariableSetStmt") {
+    // Switching standard_conforming_strings off would make the server read string literals
+    // differently from the parser that classified them.
+    if (body.value("name", "") == "standard_conforming_strings") return C::kUnknown;
+    return C::kOther;
+  }
+  if (kind == "CreateTableAsStmt") return C::kDdl;
+  if (read->contains(kind)) return C::kRead;
+  if (other->contains(kind)) return C::kOther;
+  if (write->contains(kind)) return C::kWrite;
+  if (dcl->contains(kind)) return C::kDcl;
+  if (unknown->contains(kind)) return C::kUnknown;
+  if (ddl->contains(kind) || absl::StartsWith(kind, "Create") || absl::StartsWith(kind, "Alter") ||
+      absl::StartsWith(kind, "Drop")) {
+    return C::kDdl;
+  }
+  return C::kUnknown;
+}
+
+}  // namespace
+
+const char* ClassName(StatementClass c) {
+  switch (c) {
+    case StatementClass::kEmpty: return "empty";
+    case StatementClass::kRead: return "read";
+    case StatementClass::kOther: return "other";
+    case StatementClass::kWrite: return "write";
+    case StatementClass::kDdl: return "ddl";
+    case StatementClass::kDcl: return "dcl";
+    case StatementClass::kUnknown: return "unknown";
+  }
+  return "unknown";
+}
+
+std::string StatementInfo::deciding_kind() const {
+  for (const auto& s : statements) {
+    if (s.cls == overall) return s.kind.empty() ? "unparsed text" : s.kind;
+  }
+  return "";
+}
+
+StatementInfo AnalyzeStatement(absl::string_view sql) {
+  StatementInfo info;
+  info.shape = sql::Analyze(sql);
+  if (sql.size() > kMaxParseBytes) {
+    info.overall = StatementClass::kUnknown;
+    info.parse_error = absl::StrCat("statement longer than ", kMaxParseBytes, " bytes is not parsed");
+    info.statements.push_back({StatementClass::kUnknown, ""});
+    return info;
+  }
+  std::string text(sql);  // NUL-terminated for the C API
+  PgQueryParseResult result = pg_query_parse(text.c_str());
+  if (result.error != nullptr) {
+    info.overall = StatementClass::kUnknown;
+    info.parse_error = result.error->message != nullptr ? result.error->message : "parse error";
+    info.statements.push_back({StatementClass::kUnknown, ""});
+    pg_query_free_parse_result(result);
+    return info;
+  }
+  json tree = json::parse(result.parse_tree != nullptr ? result.parse_tree : "{}", nullptr, false);
+  pg_query_free_parse_result(result);
+  auto stmts = tree.is_object() ? tree.find("stmts") : tree.end();
+  if (!tree.is_object() || stmts == tree.end() || !stmts->is_array()) {
+    info.overall = tree.is_object() ? StatementClass::kEmpty : StatementClass::kUnknown;
+    if (!tree.is_object()) info.parse_error = "the parse tree could not be read";
+    return info;
+  }
+  for (const auto& raw : *stmts) {
+    auto stmt = raw.find("stmt");
+    StatementFacts facts;
+    if (stmt == raw.end() || !stmt->is_object() || stmt->size() != 1) {
+      facts.cls = StatementClass::kUnknown;
+    } else {
+      facts.kind = stmt->begin().key();
+      facts.cls = ClassOf(*stmt);
+    }
+    info.overall = std::max(info.overall, facts.cls);
+    info.statements.push_back(std::move(facts));
+  }
+  return info;
+}
+
+const StatementInfo& StatementCache::Get(absl::string_view sql) {
+  constexpr size_t kMaxKeyBytes = 8192;
+  sql::Normalize(sql, &scratch_);
+  if (scratch_.size() <= kMaxKeyBytes) {
+    auto it = cache_.find(scratch_);
+    if (it != cache_.end()) return it->second;
+  }
+  StatementInfo info = AnalyzeStatement(sql);
+  // What the parser refused is never cached: whether a text parses can depend on its literals,
+  // and one caller's malformed text must not decide how another's same-shaped one is treated.
+  if (!info.parse_error.empty() || scratch_.size() > kMaxKeyBytes || cache_.size() >= max_entries_) {
+    uncached_ = std::move(info);
+    return uncached_;
+  }
+  return cache_.emplace(scratch_, std::move(info)).first->second;
+}
+
+}  // namespace sluice::agent::postgres
