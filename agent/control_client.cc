@@ -1,7 +1,9 @@
 #include "agent/control_client.h"
 
 #include <grpcpp/grpcpp.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 
 #include <nlohmann/json.hpp>
@@ -10,8 +12,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/clock.h"
+#include "common/files.h"
 #include "common/log.h"
 #include "common/policy/validation.h"
+#include "common/tls.h"
 #include "sluice/v1/agent.grpc.pb.h"
 
 namespace sluice::agent {
@@ -96,6 +100,20 @@ bool ControlClient::SleepFor(absl::Duration d) {
   absl::MutexLock lock(&mu_);
   mu_.AwaitWithTimeout(absl::Condition(&stopping_), d);
   return !stopping_;
+}
+
+bool ControlClient::enrolled() const {
+  absl::MutexLock lock(&mu_);
+  return identity_.has_value();
+}
+
+std::optional<IssuedTlsFiles> FindIssuedTls(const std::string& data_dir) {
+  IssuedTlsFiles f{data_dir + "/tls/listener.crt", data_dir + "/tls/listener.key",
+                   data_dir + "/tls/agent-ca.crt"};
+  for (const std::string* path : {&f.cert, &f.key, &f.ca}) {
+    if (access(path->c_str(), R_OK) != 0) return std::nullopt;
+  }
+  return f;
 }
 
 std::string ControlClient::StatusJson() const {
@@ -206,6 +224,24 @@ bool ControlClient::ConnectOnce() {
     v1::EnrollRequest req;
     req.set_token(options_.enroll_token);
     req.set_agent_version(options_.agent_version);
+    // The listener's key is made here and never leaves the agent; the control plane signs a
+    // request for it.
+    std::string listener_key;
+    if (options_.request_certificate) {
+      std::vector<std::string> names = LoopbackTlsNames();
+      for (const auto& n : options_.tls_names) {
+        if (std::find(names.begin(), names.end(), n) == names.end()) names.push_back(n);
+      }
+      auto key = GenerateEcPrivateKeyPem();
+      auto csr = key.ok() ? CreateCsr(*key, "sluice-agent", names) : key.status();
+      if (!csr.ok()) {
+        absl::MutexLock lock(&mu_);
+        fatal_error_ = absl::StrCat("cannot make the certificate request: ", csr.status().message());
+        return false;
+      }
+      listener_key = *key;
+      req.set_tls_csr_pem(*csr);
+    }
     v1::EnrollResponse resp;
     grpc::Status st = stub->Enroll(&ctx, req, &resp);
     if (!st.ok()) {
@@ -219,6 +255,21 @@ bool ControlClient::ConnectOnce() {
         fatal_error_ = why;
       }
       return false;
+    }
+    if (!resp.tls_cert_pem().empty()) {
+      std::string dir = options_.data_dir + "/tls";
+      absl::Status saved = EnsureDir(dir, 0700);
+      if (saved.ok()) saved = WriteFileAtomic(dir + "/listener.key", listener_key, 0600);
+      if (saved.ok()) saved = WriteFileAtomic(dir + "/listener.crt", resp.tls_cert_pem(), 0644);
+      if (saved.ok()) saved = WriteFileAtomic(dir + "/agent-ca.crt", resp.tls_ca_pem(), 0644);
+      if (!saved.ok()) {
+        absl::MutexLock lock(&mu_);
+        fatal_error_ = absl::StrCat("enrolled, but cannot save the listener certificate: ", saved.message());
+        return false;
+      }
+      LogInfo("listener certificate issued by the control plane's agent CA (", dir, "/agent-ca.crt)");
+    } else if (!resp.tls_note().empty()) {
+      LogWarning(resp.tls_note());
     }
     AgentIdentity id{resp.agent_id(), resp.agent_secret(), {resp.labels().begin(), resp.labels().end()}};
     absl::Status saved = SaveIdentity(options_.data_dir, id);

@@ -32,7 +32,20 @@ struct ControlClientOptions {
   absl::Duration max_backoff = absl::Seconds(30);
   absl::Duration heartbeat_interval = absl::Seconds(10);
   EventSink* events = nullptr;  // audit events to stream (not owned); may be null
+  // Ask the control plane at enrollment for a certificate for the data-path listeners, for these
+  // names (loopback names are always asked for too). Stored as <data_dir>/tls/listener.*.
+  bool request_certificate = false;
+  std::vector<std::string> tls_names;
 };
+
+// The listener certificate from enrollment, when the control plane issued one.
+struct IssuedTlsFiles {
+  std::string cert;  // <data_dir>/tls/listener.crt
+  std::string key;   // <data_dir>/tls/listener.key (0600)
+  std::string ca;    // <data_dir>/tls/agent-ca.crt: what clients trust
+};
+// The files, when all three exist.
+std::optional<IssuedTlsFiles> FindIssuedTls(const std::string& data_dir);
 
 class ControlClient {
  public:
@@ -50,6 +63,8 @@ class ControlClient {
 
   // A permanent error (e.g. enrollment refused): the agent cannot go on.
   std::string fatal_error() const;
+  // The agent has its identity (enrolled now or earlier).
+  bool enrolled() const;
   // The agent's status as JSON, for /status.
   std::string StatusJson() const;
 

@@ -11,12 +11,12 @@
 #include "agent/control_client.h"
 #include "agent/policy_holder.h"
 #include "agent/postgres/listener.h"
-#include "common/tls.h"
 #include "common/daemon.h"
 #include "common/files.h"
 #include "common/http_server.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "common/tls.h"
 
 ABSL_FLAG(std::string, control_plane, "127.0.0.1:7443", "control plane gRPC address host:port");
 ABSL_FLAG(std::string, ca_file, "", "CA certificate (PEM) the control plane's certificate chains to");
@@ -45,6 +45,10 @@ ABSL_FLAG(std::string, postgres_tls_key, "", "private key (PEM) of --postgres-tl
 ABSL_FLAG(bool, postgres_allow_plaintext, false,
           "accept PostgreSQL sessions without TLS (tokens then cross the network in clear: only "
           "for loopback and tests)");
+ABSL_FLAG(std::string, tls_names, "",
+          "host names and IP addresses clients use to reach this agent, a,b: put in the listener "
+          "certificate the control plane issues at enrollment (they must be granted with "
+          "`sluicectl agents enroll --tls-names`)");
 ABSL_FLAG(int, workers, 2, "data-path event loops (threads); one per core is right");
 ABSL_FLAG(absl::Duration, postgres_login_timeout, absl::Seconds(30),
           "a PostgreSQL client must finish TLS, startup and authentication within this time");
@@ -101,6 +105,17 @@ absl::Status Run() {
   ASSIGN_OR_RETURN(opts.ca_pem, ReadFile(absl::GetFlag(FLAGS_ca_file), 1 << 20));
   RETURN_IF_ERROR(EnsureDir(opts.data_dir, 0700));
 
+  const bool postgres_on = !absl::GetFlag(FLAGS_postgres_listen).empty();
+  // Without a certificate of its own, the PostgreSQL listener uses one issued by the control
+  // plane's agent CA at enrollment, for --tls-names and the loopback names.
+  opts.request_certificate = postgres_on && absl::GetFlag(FLAGS_postgres_tls_cert).empty();
+  for (absl::string_view n : absl::StrSplit(absl::GetFlag(FLAGS_tls_names), ',', absl::SkipEmpty())) {
+    std::string name(absl::StripAsciiWhitespace(n));
+    absl::Status ok = CheckTlsName(name);
+    if (!ok.ok()) return absl::InvalidArgumentError(absl::StrCat("--tls-names: ", ok.message()));
+    opts.tls_names.push_back(name);
+  }
+
   PolicyHolder policy;
   EventSink events;
   opts.events = &events;
@@ -117,8 +132,18 @@ absl::Status Run() {
             ":", port, "/status");
     RETURN_IF_ERROR(WriteFileAtomic(opts.data_dir + "/status.port", absl::StrCat(port, "\n"), 0600));
   }
+  client.Start();
+  if (opts.request_certificate && !FindIssuedTls(opts.data_dir) && !client.enrolled()) {
+    // First start: the listener's certificate comes with enrollment.
+    int sig = WaitForShutdownSignal([&client] { return !client.enrolled() && client.fatal_error().empty(); });
+    if (sig != 0) {
+      client.Stop();
+      http.Stop();
+      return absl::OkStatus();
+    }
+  }
   std::unique_ptr<postgres::Listener> pg;
-  if (!absl::GetFlag(FLAGS_postgres_listen).empty()) {
+  if (postgres_on && client.fatal_error().empty()) {
     postgres::ListenerOptions lo;
     lo.listen = absl::GetFlag(FLAGS_postgres_listen);
     lo.tls_cert_file = absl::GetFlag(FLAGS_postgres_tls_cert);
@@ -129,11 +154,15 @@ absl::Status Run() {
     if (lo.tls_cert_file.empty() != lo.tls_key_file.empty()) {
       return absl::InvalidArgumentError("--postgres-tls-cert and --postgres-tls-key go together");
     }
-    if (lo.tls_cert_file.empty()) {
-      ASSIGN_OR_RETURN(ServerTlsFiles tls, EnsureServerTls(opts.data_dir + "/tls", {}));
+    if (auto issued = FindIssuedTls(opts.data_dir); lo.tls_cert_file.empty() && issued) {
+      lo.tls_cert_file = issued->cert;
+      lo.tls_key_file = issued->key;
+      LogInfo("PostgreSQL TLS: certificate from the control plane's agent CA; clients verify with ", issued->ca);
+    } else if (lo.tls_cert_file.empty()) {
+      ASSIGN_OR_RETURN(ServerTlsFiles tls, EnsureServerTls(opts.data_dir + "/tls", opts.tls_names));
       lo.tls_cert_file = tls.server_cert;
       lo.tls_key_file = tls.server_key;
-      if (tls.created) LogInfo("created a private CA and certificate for the PostgreSQL port in ", opts.data_dir, "/tls");
+      LogInfo("PostgreSQL TLS: the agent's own private CA (", tls.ca_cert, "); the control plane issued no certificate");
     }
     pg = std::make_unique<postgres::Listener>(lo, &policy, &events);
     ASSIGN_OR_RETURN(int pg_port, pg->Start());
@@ -142,7 +171,6 @@ absl::Status Run() {
   }
   http.SetReady(true);
   LogInfo("sluice-agent ", kAgentVersion, " running; the MySQL and HTTP listeners are not built yet");
-  client.Start();
 
   WaitForShutdownSignal([&client] { return client.fatal_error().empty(); });
   std::string fatal = client.fatal_error();

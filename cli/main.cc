@@ -10,6 +10,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -164,7 +165,7 @@ int Delete(AdminClient& client, const std::string& kind, const std::string& name
 }
 
 int Enroll(AdminClient& client, const ClientConfig& config, const std::string& labels,
-           const std::string& name, uint32_t ttl) {
+           const std::string& name, uint32_t ttl, const std::string& tls_names) {
   v1::EnrollAgentRequest req;
   for (absl::string_view part : absl::StrSplit(labels, ',', absl::SkipEmpty())) {
     size_t eq = part.find('=');
@@ -176,15 +177,20 @@ int Enroll(AdminClient& client, const ClientConfig& config, const std::string& l
   }
   req.set_name(name);
   req.set_ttl_seconds(ttl);
+  for (absl::string_view n : absl::StrSplit(tls_names, ',', absl::SkipEmpty())) {
+    req.add_tls_names(std::string(absl::StripAsciiWhitespace(n)));
+  }
   v1::EnrollAgentResponse resp;
   grpc::Status st = client.stub()->EnrollAgent(client.Context().get(), req, &resp);
   if (!st.ok()) return FailRpc(st);
+  std::string names_flag = tls_names.empty() ? "" : " --tls-names " + tls_names;
   std::printf("agent:   %s\ntoken:   %s\nexpires: %s\n\nstart the agent with:\n"
-              "  sluice-agent --control-plane %s --ca-file %s --enroll-token %s --labels %s\n",
+              "  sluice-agent --control-plane %s --ca-file %s --enroll-token %s --labels %s%s\n",
               resp.agent_id().c_str(), resp.token().c_str(),
               absl::FormatTime("%Y-%m-%d %H:%M:%SZ", absl::FromUnixMillis(resp.expires_unix_ms()),
                                absl::UTCTimeZone()).c_str(),
-              config.server.c_str(), config.ca_file.c_str(), resp.token().c_str(), labels.c_str());
+              config.server.c_str(), config.ca_file.c_str(), resp.token().c_str(), labels.c_str(),
+              names_flag.c_str());
   return 0;
 }
 
@@ -400,6 +406,10 @@ int main(int argc, char** argv) {
   enroll->add_option("--labels", labels, "labels granted to the agent, k=v,k=v")->required();
   enroll->add_option("--name", agent_name, "agent id (generated when omitted)");
   enroll->add_option("--ttl-seconds", ttl, "token lifetime (default 24h)");
+  std::string tls_names;
+  enroll->add_option("--tls-names", tls_names,
+                     "host names and IPs the agent's listener certificate may carry, a,b (loopback "
+                     "names are always allowed)");
   auto* list = agents->add_subcommand("list", "agents, their connection state and applied version");
   list->add_option("-o,--output", output, "table or json");
 
@@ -442,7 +452,7 @@ int main(int argc, char** argv) {
   if (apply->parsed()) return Apply(c, file);
   if (get->parsed()) return Get(c, kind, name, output);
   if (del->parsed()) return Delete(c, kind, name);
-  if (enroll->parsed()) return Enroll(c, *config, labels, agent_name, ttl);
+  if (enroll->parsed()) return Enroll(c, *config, labels, agent_name, ttl, tls_names);
   if (list->parsed()) return ListAgents(c, output);
   if (slist->parsed()) return ListSessions(c, identity, connection, since, until, limit, output);
   if (sshow->parsed()) return ShowSession(c, session_id, output);

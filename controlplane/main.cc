@@ -36,6 +36,10 @@ ABSL_FLAG(std::string, tls_cert, "",
           "server certificate chain (PEM); without it a private CA and a server certificate are "
           "created in the data dir");
 ABSL_FLAG(std::string, tls_key, "", "server private key (PEM), with --tls-cert");
+ABSL_FLAG(std::string, agent_ca_cert, "",
+          "CA certificate (PEM) that signs agents' data-path certificates at enrollment; default: "
+          "the control plane's own CA when it made one in <data-dir>/tls");
+ABSL_FLAG(std::string, agent_ca_key, "", "private key (PEM) of --agent-ca-cert");
 ABSL_FLAG(std::string, tls_hosts, "",
           "extra comma-separated host names or IPs for the generated server certificate");
 ABSL_FLAG(std::string, master_key_file, "",
@@ -106,6 +110,27 @@ absl::Status Run() {
   ASSIGN_OR_RETURN(std::string cert_pem, ReadFile(cert_path));
   ASSIGN_OR_RETURN(std::string key_pem, ReadFile(key_file));
 
+  // The CA that signs agents' listener certificates at enrollment.
+  std::string agent_ca_cert = absl::GetFlag(FLAGS_agent_ca_cert);
+  std::string agent_ca_key = absl::GetFlag(FLAGS_agent_ca_key);
+  if (agent_ca_cert.empty() != agent_ca_key.empty()) {
+    return absl::InvalidArgumentError("--agent-ca-cert and --agent-ca-key go together");
+  }
+  if (agent_ca_cert.empty() && !ca_path.empty()) {
+    agent_ca_cert = ca_path;
+    agent_ca_key = data_dir + "/tls/ca.key";
+  }
+  std::optional<PemKeyPair> agent_ca;
+  if (!agent_ca_cert.empty()) {
+    PemKeyPair ca;
+    ASSIGN_OR_RETURN(ca.cert_pem, ReadFile(agent_ca_cert, 1 << 20));
+    ASSIGN_OR_RETURN(ca.key_pem, ReadFile(agent_ca_key, 1 << 20));
+    agent_ca = std::move(ca);
+    LogInfo("agents' certificates are signed by ", agent_ca_cert);
+  } else {
+    LogInfo("no agent CA (--agent-ca-cert): agents keep certificates of their own");
+  }
+
   ASSIGN_OR_RETURN(auto store, SqliteStore::Open(data_dir + "/sluice.db"));
   PolicyManager policy(store.get(), master_key);
   RETURN_IF_ERROR(policy.Load());
@@ -148,7 +173,7 @@ absl::Status Run() {
       });
   jwks.Start();
 
-  AgentServiceImpl agent_service(store.get(), &hub, &worker);
+  AgentServiceImpl agent_service(store.get(), &hub, &worker, agent_ca);
   AdminServiceImpl admin_service(store.get(), &policy, &hub, &worker, admin_token, dev_issuer.get(),
                                  [&jwks] { jwks.Wake(); });
 

@@ -72,16 +72,37 @@ asio::awaitable<absl::Status> Stream::ReadMore(size_t max_buffer) {
   size_t n = 0;
   if (is_tls_) {
     std::tie(ec, n) = co_await tls_.async_read_some(asio::buffer(tail, want), kNoThrow);
-  } else {
-    std::tie(ec, n) = co_await socket().async_read_some(asio::buffer(tail, want), kNoThrow);
+    buffer_.Commit(n);
+    if (ec) co_return FromError(ec, "read");
+    co_return absl::OkStatus();
   }
-  buffer_.Commit(n);
-  if (ec) co_return FromError(ec, "read");
-  co_return absl::OkStatus();
+  // Plaintext: read now when bytes are there (no trip through the event loop), else wait until
+  // the socket is readable and read then.
+  while (true) {
+    n = socket().read_some(asio::buffer(tail, want), ec);
+    if (!ec) {
+      buffer_.Commit(n);
+      co_return absl::OkStatus();
+    }
+    if (ec != asio::error::would_block && ec != asio::error::try_again) co_return FromError(ec, "read");
+    auto [wait_ec] = co_await socket().async_wait(asio::socket_base::wait_read, kNoThrow);
+    if (wait_ec) co_return FromError(wait_ec, "read");
+  }
 }
 
 asio::awaitable<absl::Status> Stream::Write(absl::string_view data) {
   asio::error_code ec;
+  if (!is_tls_ && !data.empty()) {
+    // Plaintext: what the socket takes now is written without a trip through the event loop.
+    size_t n = socket().write_some(asio::buffer(data.data(), data.size()), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+      n = 0;
+      ec.clear();
+    }
+    if (ec) co_return FromError(ec, "write");
+    if (n == data.size()) co_return absl::OkStatus();
+    data.remove_prefix(n);
+  }
   if (is_tls_) {
     std::tie(ec, std::ignore) = co_await asio::async_write(tls_, asio::buffer(data.data(), data.size()), kNoThrow);
   } else {

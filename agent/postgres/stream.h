@@ -46,8 +46,13 @@ class RecvBuffer {
 
 class Stream {
  public:
+  // The socket is switched to non-blocking mode: plaintext reads and writes are tried at once and
+  // wait in the event loop only when the socket is not ready.
   Stream(asio::ip::tcp::socket socket, asio::ssl::context& tls_context)
-      : tls_(std::move(socket), tls_context) {}
+      : tls_(std::move(socket), tls_context) {
+    asio::error_code ignored;
+    tls_.next_layer().non_blocking(true, ignored);
+  }
 
   asio::ip::tcp::socket& socket() { return tls_.next_layer(); }
   asio::ssl::stream<asio::ip::tcp::socket>& tls_stream() { return tls_; }

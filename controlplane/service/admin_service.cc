@@ -8,6 +8,7 @@
 #include "common/grpc_status.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/tls.h"
 #include "common/policy/resource.h"
 #include "common/policy/validation.h"
 #include "common/status_macros.h"
@@ -119,6 +120,12 @@ grpc::ServerUnaryReactor* AdminServiceImpl::EnrollAgent(grpc::CallbackServerCont
       return absl::InvalidArgumentError("labels: required; they decide which connections the agent serves");
     }
     e.labels.insert(req->labels().begin(), req->labels().end());
+    if (req->tls_names_size() > 32) return absl::InvalidArgumentError("tls_names: at most 32");
+    for (const std::string& name : req->tls_names()) {
+      absl::Status ok = CheckTlsName(name);
+      if (!ok.ok()) return absl::InvalidArgumentError(absl::StrCat("tls_names: ", ok.message()));
+      e.tls_names.push_back(name);
+    }
     int64_t ttl = req->ttl_seconds() == 0 ? kDefaultEnrollTtlSeconds : req->ttl_seconds();
     if (ttl > kMaxEnrollTtlSeconds) return absl::InvalidArgumentError("ttl_seconds: at most 30 days");
     std::string token = "sluice-enroll-" + RandomHex(24);

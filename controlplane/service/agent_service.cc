@@ -1,5 +1,6 @@
 #include "controlplane/service/agent_service.h"
 
+#include <algorithm>
 #include <deque>
 
 #include "absl/strings/match.h"
@@ -11,11 +12,14 @@
 #include "common/audit/records.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/status_macros.h"
+#include "common/tls.h"
 
 namespace sluice::controlplane {
 namespace {
 
 constexpr size_t kMaxEventsPerBatch = 20000;
+constexpr int kAgentCertDays = 365;
 constexpr size_t kMaxBatchBytes = 3 << 20;  // under gRPC's default 4 MiB message limit
 
 // Agents present "Agent <id>:<secret>".
@@ -261,11 +265,40 @@ grpc::ServerUnaryReactor* AgentServiceImpl::Enroll(grpc::CallbackServerContext* 
     reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "enrollment token is required"));
     return reactor;
   }
+  if (request->tls_csr_pem().size() > 16384) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "tls_csr_pem: over 16 KiB"));
+    return reactor;
+  }
   std::string token_hash = Sha256Hex(request->token());
   std::string peer = context->peer();
-  worker_->Post([this, reactor, response, token_hash, peer] {
+  std::string csr = request->tls_csr_pem();
+  worker_->Post([this, reactor, response, token_hash, peer, csr] {
     std::string secret = RandomHex(32);
-    auto agent = store_->ConsumeEnrollment(token_hash, Sha256Hex(secret), NowUnixMs());
+    // The certificate is signed inside the enrollment's transaction: a request for names the
+    // enrollment did not grant refuses the enrollment and leaves the token unused.
+    std::string cert_pem;
+    auto sign = [&](const EnrollmentRecord& e) -> absl::Status {
+      if (csr.empty() || !agent_ca_) return absl::OkStatus();
+      ASSIGN_OR_RETURN(std::vector<std::string> asked, CsrHosts(csr));
+      if (asked.empty() || asked.size() > 40) {
+        return absl::InvalidArgumentError("the certificate request must name 1 to 40 hosts");
+      }
+      std::vector<std::string> refused;
+      for (const std::string& h : asked) {
+        bool granted = std::find(e.tls_names.begin(), e.tls_names.end(), h) != e.tls_names.end() ||
+                       std::find(LoopbackTlsNames().begin(), LoopbackTlsNames().end(), h) !=
+                           LoopbackTlsNames().end();
+        if (!granted) refused.push_back(h);
+      }
+      if (!refused.empty()) {
+        return absl::PermissionDeniedError(absl::StrCat(
+            "the certificate request names ", absl::StrJoin(refused, ", "),
+            ", which this enrollment does not grant (sluicectl agents enroll --tls-names ...)"));
+      }
+      ASSIGN_OR_RETURN(cert_pem, SignCsr(*agent_ca_, csr, e.agent_id, asked, kAgentCertDays));
+      return absl::OkStatus();
+    };
+    auto agent = store_->ConsumeEnrollment(token_hash, Sha256Hex(secret), NowUnixMs(), sign);
     AuditRecord audit{0, NowUnixMs(), "anonymous", "AgentService.Enroll", "", "ok", "from " + peer};
     if (!agent.ok()) {
       audit.outcome = absl::StatusCodeToString(agent.status().code());
@@ -283,7 +316,15 @@ grpc::ServerUnaryReactor* AgentServiceImpl::Enroll(grpc::CallbackServerContext* 
     response->set_agent_id(agent->id);
     response->set_agent_secret(secret);
     response->mutable_labels()->insert(agent->labels.begin(), agent->labels.end());
-    LogInfo("agent ", agent->id, " enrolled");
+    if (!cert_pem.empty()) {
+      response->set_tls_cert_pem(cert_pem);
+      response->set_tls_ca_pem(agent_ca_->cert_pem);
+    } else if (!csr.empty()) {
+      response->set_tls_note(
+          "this control plane has no agent CA (give it --agent-ca-cert and --agent-ca-key, or let it "
+          "make its own CA), so the agent keeps its own certificate");
+    }
+    LogInfo("agent ", agent->id, " enrolled", cert_pem.empty() ? "" : " with a certificate from the agent CA");
     reactor->Finish(grpc::Status::OK);
   });
   return reactor;

@@ -2,8 +2,11 @@
 // stream per agent. Reactions never block: store writes are posted to the store worker.
 #pragma once
 
+#include <optional>
+
 #include <string>
 
+#include "common/tls.h"
 #include "controlplane/service/agent_hub.h"
 #include "controlplane/service/worker.h"
 #include "controlplane/store/store.h"
@@ -13,8 +16,9 @@ namespace sluice::controlplane {
 
 class AgentServiceImpl final : public v1::AgentService::CallbackService {
  public:
-  AgentServiceImpl(Store* store, AgentHub* hub, Worker* worker)
-      : store_(store), hub_(hub), worker_(worker) {}
+  // `agent_ca`, when given, signs the certificate requests agents send at enrollment.
+  AgentServiceImpl(Store* store, AgentHub* hub, Worker* worker, std::optional<PemKeyPair> agent_ca = {})
+      : store_(store), hub_(hub), worker_(worker), agent_ca_(std::move(agent_ca)) {}
 
   grpc::ServerUnaryReactor* Enroll(grpc::CallbackServerContext* context,
                                    const v1::EnrollRequest* request,
@@ -26,6 +30,7 @@ class AgentServiceImpl final : public v1::AgentService::CallbackService {
   Store* store_;
   AgentHub* hub_;
   Worker* worker_;
+  std::optional<PemKeyPair> agent_ca_;
 };
 
 }  // namespace sluice::controlplane

@@ -108,6 +108,10 @@ const std::vector<const char*>& Migrations() {
           PRIMARY KEY (session_id, chunk_id)) WITHOUT ROWID;
         ALTER TABLE agents ADD COLUMN events_committed INTEGER NOT NULL DEFAULT 0;
       )sql",
+      // 5: the names an agent's certificate may carry, granted with its enrollment token.
+      R"sql(
+        ALTER TABLE enrollment_tokens ADD COLUMN tls_names TEXT NOT NULL DEFAULT '';
+      )sql",
   };
   return *m;
 }

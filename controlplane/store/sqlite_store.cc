@@ -190,20 +190,22 @@ absl::StatusOr<StoredResource> SqliteStore::GetResource(const std::string& kind,
 absl::Status SqliteStore::CreateEnrollment(const EnrollmentRecord& e) {
   absl::MutexLock lock(&mu_);
   Stmt s(db_,
-         "INSERT INTO enrollment_tokens(token_hash, agent_id, labels, created_ms, expires_ms) "
-         "VALUES (?1, ?2, ?3, ?4, ?5)");
+         "INSERT INTO enrollment_tokens(token_hash, agent_id, labels, created_ms, expires_ms, tls_names) "
+         "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
   s.Bind(1, e.token_hash).Bind(2, e.agent_id).Bind(3, LabelsToJson(e.labels));
-  s.Bind(4, e.created_ms).Bind(5, e.expires_ms);
+  s.Bind(4, e.created_ms).Bind(5, e.expires_ms).Bind(6, absl::StrJoin(e.tls_names, ","));
   return s.Run();
 }
 
 absl::StatusOr<AgentRecord> SqliteStore::ConsumeEnrollment(const std::string& token_hash,
                                                            const std::string& secret_hash,
-                                                           int64_t now_ms) {
+                                                           int64_t now_ms, const EnrollmentCheck& check) {
   absl::MutexLock lock(&mu_);
   Txn txn(db_);
   RETURN_IF_ERROR(txn.begun());
-  Stmt q(db_, "SELECT agent_id, labels, expires_ms, used_ms FROM enrollment_tokens WHERE token_hash = ?1");
+  Stmt q(db_,
+         "SELECT agent_id, labels, expires_ms, used_ms, created_ms, tls_names FROM enrollment_tokens "
+         "WHERE token_hash = ?1");
   RETURN_IF_ERROR(q.status());
   q.Bind(1, token_hash);
   if (q.Step() != SQLITE_ROW) return absl::NotFoundError("unknown enrollment token");
@@ -214,6 +216,11 @@ absl::StatusOr<AgentRecord> SqliteStore::ConsumeEnrollment(const std::string& to
     return absl::FailedPreconditionError("this enrollment token was already used");
   }
   if (q.Int(2) < now_ms) return absl::FailedPreconditionError("this enrollment token has expired");
+  if (check) {
+    EnrollmentRecord e{token_hash, agent.id, agent.labels, q.Int(4), q.Int(2), {}};
+    e.tls_names = absl::StrSplit(q.Text(5), ',', absl::SkipEmpty());
+    RETURN_IF_ERROR(check(e));
+  }
   Stmt used(db_, "UPDATE enrollment_tokens SET used_ms = ?2 WHERE token_hash = ?1");
   used.Bind(1, token_hash).Bind(2, now_ms);
   RETURN_IF_ERROR(used.Run());

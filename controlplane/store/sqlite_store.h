@@ -27,9 +27,8 @@ class SqliteStore : public Store {
   absl::StatusOr<StoredResource> GetResource(const std::string& kind, const std::string& name) override;
 
   absl::Status CreateEnrollment(const EnrollmentRecord& enrollment) override;
-  absl::StatusOr<AgentRecord> ConsumeEnrollment(const std::string& token_hash,
-                                                const std::string& secret_hash,
-                                                int64_t now_ms) override;
+  absl::StatusOr<AgentRecord> ConsumeEnrollment(const std::string& token_hash, const std::string& secret_hash,
+                                                int64_t now_ms, const EnrollmentCheck& check) override;
   absl::StatusOr<std::vector<AgentRecord>> ListAgents() override;
   absl::Status UpdateAgentHello(const std::string& id, const std::string& agent_version,
                                 const std::vector<std::string>& capabilities,

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -45,6 +46,7 @@ struct EnrollmentRecord {
   std::map<std::string, std::string> labels;
   int64_t created_ms = 0;
   int64_t expires_ms = 0;
+  std::vector<std::string> tls_names;  // names the agent's certificate may carry
 };
 
 // One operator action (admin API call) or control-plane event, for the audit trail.
@@ -86,10 +88,13 @@ class Store {
 
   virtual absl::Status CreateEnrollment(const EnrollmentRecord& enrollment) = 0;
   // Consumes a one-time token: NotFound when unknown, FailedPrecondition when used or expired.
-  // On success the agent is created (or its credential replaced) with `secret_hash`.
+  // `check` (may be empty) sees the enrollment first; its error refuses the enrollment and
+  // leaves the token unused. On success the agent is created (or its credential replaced) with
+  // `secret_hash`.
+  using EnrollmentCheck = std::function<absl::Status(const EnrollmentRecord&)>;
   virtual absl::StatusOr<AgentRecord> ConsumeEnrollment(const std::string& token_hash,
-                                                        const std::string& secret_hash,
-                                                        int64_t now_ms) = 0;
+                                                        const std::string& secret_hash, int64_t now_ms,
+                                                        const EnrollmentCheck& check) = 0;
   virtual absl::StatusOr<std::vector<AgentRecord>> ListAgents() = 0;
   // Records what the agent said in Hello.
   virtual absl::Status UpdateAgentHello(const std::string& id, const std::string& agent_version,

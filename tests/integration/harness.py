@@ -126,8 +126,9 @@ class ControlPlane:
                 return a
         return None
 
-    def enroll(self, name, labels):
-        out = self.ctl("agents", "enroll", "--name", name, "--labels", labels).stdout
+    def enroll(self, name, labels, tls_names=None):
+        extra = ["--tls-names", tls_names] if tls_names else []
+        out = self.ctl("agents", "enroll", "--name", name, "--labels", labels, *extra).stdout
         for line in out.splitlines():
             if line.startswith("token:"):
                 return line.split()[1]
@@ -184,8 +185,13 @@ class Agent:
             return json.loads(r.read().decode())
 
     def postgres_port(self):
-        with open(os.path.join(self.data_dir, "postgres.port")) as f:
-            return int(f.read().strip())
+        # Written once the listener runs (on a first start, after enrollment brought its certificate).
+        def read():
+            if not self.process.alive():
+                raise AssertionError(f"agent {self.name} exited:\n" + self.process.output())
+            with open(os.path.join(self.data_dir, "postgres.port")) as f:
+                return int(f.read().strip())
+        return wait_for(read, what=f"agent {self.name} PostgreSQL port")
 
     def snapshot_on_disk(self):
         with open(os.path.join(self.data_dir, "snapshot.json")) as f:
@@ -255,7 +261,8 @@ class PostgresServer:
         if self.tls:
             subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
                             "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj",
-                            "/CN=127.0.0.1", "-keyout", os.path.join(self.data, "server.key"),
+                            "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                            "-keyout", os.path.join(self.data, "server.key"),
                             "-out", os.path.join(self.data, "server.crt")],
                            check=True, capture_output=True)
             subprocess.run(["chown", "postgres:postgres", os.path.join(self.data, "server.key"),

@@ -273,6 +273,95 @@ class PostgresProxyTest(unittest.TestCase):
         self.assertTrue({b"server_version", b"client_encoding", b"standard_conforming_strings"} <= names)
         sock.close()
 
+    def test_direct_tls_with_alpn(self):
+        """PostgreSQL 17's sslnegotiation=direct: TLS from the first byte, ALPN "postgresql", no
+        SSLRequest. Debian 12's libpq (15) cannot do it, so the client here is Python's ssl."""
+        import socket
+        import ssl
+        import struct
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.set_alpn_protocols(["postgresql"])
+        sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", self.port), timeout=10))
+        self.assertEqual(sock.selected_alpn_protocol(), "postgresql")
+        self.send_startup(sock, 3 << 16, [("user", "ci-bot"), ("database", "demo")])
+        self.assertEqual(self.read_msg(sock), (b"R", struct.pack("!I", 3)))
+        token = self.idp.token().encode()
+        sock.sendall(b"p" + struct.pack("!I", len(token) + 5) + token + b"\0")
+        while self.read_msg(sock)[0] != b"Z":
+            pass
+        query = b"SELECT email FROM customers WHERE id = 2\0"
+        sock.sendall(b"Q" + struct.pack("!I", len(query) + 4) + query)
+        rows = []
+        while True:
+            t, body = self.read_msg(sock)
+            if t == b"D":
+                (n,) = struct.unpack("!I", body[2:6])
+                rows.append(body[6:6 + n].decode())
+            if t == b"Z":
+                break
+        self.assertEqual(rows, ["user2@example.com"])
+        sock.close()
+        # A client offering only other protocols is refused during the handshake.
+        other = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        other.check_hostname = False
+        other.verify_mode = ssl.CERT_NONE
+        other.set_alpn_protocols(["http/1.1"])
+        with self.assertRaises((ssl.SSLError, ConnectionError, OSError, EOFError)):
+            s2 = other.wrap_socket(socket.create_connection(("127.0.0.1", self.port), timeout=10))
+            self.send_startup(s2, 3 << 16, [("user", "ci-bot"), ("database", "demo")])
+            self.read_msg(s2)
+
+    def test_agent_certificate_from_the_control_plane_ca(self):
+        """Enrollment gave the agent a listener certificate signed by the control plane's CA, for
+        the loopback names: clients verify the agent fully with that CA."""
+        ca = os.path.join(self.cp.data_dir, "tls", "ca.crt")
+        for host in ("127.0.0.1", "localhost"):
+            dsn = f"host={host} port={self.port} dbname=demo user=ci-bot sslmode=verify-full sslrootcert={ca}"
+            self.assertEqual(self.psql("-Atc", "SELECT 1", dsn=dsn).stdout.strip(), "1")
+        issued = os.path.join(self.agent.data_dir, "tls")
+        with open(os.path.join(issued, "agent-ca.crt")) as f, open(ca) as g:
+            self.assertEqual(f.read(), g.read())
+        self.assertEqual(os.stat(os.path.join(issued, "listener.key")).st_mode & 0o777, 0o600)
+
+    def test_certificate_names_must_be_granted_at_enrollment(self):
+        import socket
+        import ssl
+        import struct
+        ca = os.path.join(self.cp.data_dir, "tls", "ca.crt")
+        # Asking for a name the enrollment did not grant: refused, and the token stays unused.
+        token = self.cp.enroll("agent-named", "vpc=a")
+        agent = Agent(self.work.path, "named", self.cp, token, extra_args=["--tls-names", "db.example.com"])
+        agent.start()
+        try:
+            wait_for(lambda: not agent.process.alive(), what="the refused agent to exit")
+            log = agent.process.output()
+            self.assertIn("the certificate request names db.example.com, which this enrollment does "
+                          "not grant (sluicectl agents enroll --tls-names ...)", log)
+        finally:
+            agent.stop()
+        # Granted: the certificate carries the name, and a client checking it connects.
+        token = self.cp.enroll("agent-named", "vpc=a", tls_names="db.example.com")
+        agent = Agent(self.work.path, "named2", self.cp, token, extra_args=["--tls-names", "db.example.com"])
+        agent.start()
+        try:
+            port = agent.postgres_port()
+            ctx = ssl.create_default_context(cafile=ca)
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock.sendall(struct.pack("!II", 8, 80877103))
+            self.assertEqual(sock.recv(1), b"S")
+            tls = ctx.wrap_socket(sock, server_hostname="db.example.com")
+            self.assertIn(("DNS", "db.example.com"), tls.getpeercert()["subjectAltName"])
+            tls.close()
+            with self.assertRaises(ssl.SSLCertVerificationError):
+                sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+                sock.sendall(struct.pack("!II", 8, 80877103))
+                sock.recv(1)
+                ctx.wrap_socket(sock, server_hostname="other.example.com")
+        finally:
+            agent.stop()
+
     def test_silent_client_is_disconnected_after_the_login_timeout(self):
         import socket
         start = time.monotonic()
@@ -554,6 +643,25 @@ class UpstreamAuthTest(unittest.TestCase):
     def test_scram_with_tls_required(self):
         self.assertEqual(self.run_against("scram-sha-256", tls=True, upstream_tls="require"),
                          "app|t")
+
+    def test_tls_verify_full(self):
+        """verify-full checks the server's chain against upstream.ca_file and its name (here an
+        IP address SAN); the wrong CA is refused with the reason, and the caller is told."""
+        idp = TokenIssuer()
+        with Stack("upstream-verify", pg_tls=True, app_password="pw-v") as s:
+            server_cert = os.path.join(s.pg.data, "server.crt")
+            rule = s.issuer_and_read_rule(idp.iss, f"{{inline: '{idp.jwks()}'}}")
+            conn = s.connection_yaml("verify-full").replace(
+                "tls: verify-full}", f"tls: verify-full, ca_file: '{server_cert}'}}")
+            s.apply_and_wait(conn + rule)
+            r = s.psql("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", idp.token())
+            self.assertEqual((r.returncode, r.stdout.strip()), (0, "t"), r.stderr)
+            wrong_ca = os.path.join(s.cp.data_dir, "tls", "ca.crt")  # a CA that did not sign it
+            s.apply_and_wait(conn.replace(server_cert, wrong_ca) + rule)
+            r = s.psql("SELECT 1", idp.token())
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn('Sluice: cannot open connection "demo"', r.stderr)
+            self.assertIn("certificate verify failed", r.stderr)
 
 
 if __name__ == "__main__":

@@ -117,26 +117,43 @@ TEST(SqliteStore, EveryChangeBumpsTheVersion) {
 
 TEST(SqliteStore, EnrollmentTokensAreSingleUseAndExpire) {
   auto store = *SqliteStore::Open(FreshPath("enroll"));
-  ASSERT_TRUE(store->CreateEnrollment({"hash1", "agent-a", {{"vpc", "a"}}, 0, 1000}).ok());
-  ASSERT_TRUE(store->CreateEnrollment({"hash2", "agent-b", {{"vpc", "b"}}, 0, 1000}).ok());
-  auto agent = store->ConsumeEnrollment("hash1", "secret-hash", 500);
+  ASSERT_TRUE(store->CreateEnrollment({"hash1", "agent-a", {{"vpc", "a"}}, 0, 1000, {}}).ok());
+  ASSERT_TRUE(store->CreateEnrollment({"hash2", "agent-b", {{"vpc", "b"}}, 0, 1000, {}}).ok());
+  auto agent = store->ConsumeEnrollment("hash1", "secret-hash", 500, {});
   ASSERT_TRUE(agent.ok()) << agent.status();
   EXPECT_EQ(agent->id, "agent-a");
   EXPECT_EQ(agent->labels.at("vpc"), "a");
-  EXPECT_EQ(store->ConsumeEnrollment("hash1", "x", 600).status().code(),
+  EXPECT_EQ(store->ConsumeEnrollment("hash1", "x", 600, {}).status().code(),
             absl::StatusCode::kFailedPrecondition);
-  EXPECT_EQ(store->ConsumeEnrollment("hash2", "x", 2000).status().code(),
+  EXPECT_EQ(store->ConsumeEnrollment("hash2", "x", 2000, {}).status().code(),
             absl::StatusCode::kFailedPrecondition);
-  EXPECT_EQ(store->ConsumeEnrollment("nope", "x", 600).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store->ConsumeEnrollment("nope", "x", 600, {}).status().code(), absl::StatusCode::kNotFound);
   auto agents = *store->ListAgents();
   ASSERT_EQ(agents.size(), 1u);
   EXPECT_EQ(agents[0].secret_hash, "secret-hash");
 }
 
+TEST(SqliteStore, EnrollmentCheckSeesTheGrantedNamesAndCanRefuse) {
+  auto store = *SqliteStore::Open(FreshPath("enroll_check"));
+  EnrollmentRecord e{"h", "agent-a", {{"vpc", "a"}}, 0, 1000, {"db.example.com", "10.0.0.5"}};
+  ASSERT_TRUE(store->CreateEnrollment(e).ok());
+  std::vector<std::string> seen;
+  auto refuse = [&seen](const EnrollmentRecord& r) {
+    seen = r.tls_names;
+    return absl::PermissionDeniedError("not that name");
+  };
+  auto refused = store->ConsumeEnrollment("h", "s", 10, refuse);
+  EXPECT_EQ(refused.status().message(), "not that name");
+  EXPECT_EQ(seen, (std::vector<std::string>{"db.example.com", "10.0.0.5"}));
+  EXPECT_TRUE(store->ListAgents()->empty());
+  // The token was not used up by the refusal.
+  EXPECT_TRUE(store->ConsumeEnrollment("h", "s", 20, [](const EnrollmentRecord&) { return absl::OkStatus(); }).ok());
+}
+
 TEST(SqliteStore, AckClearsAnOlderNack) {
   auto store = *SqliteStore::Open(FreshPath("acks"));
-  ASSERT_TRUE(store->CreateEnrollment({"h", "a", {{"k", "v"}}, 0, 1000}).ok());
-  ASSERT_TRUE(store->ConsumeEnrollment("h", "s", 1).ok());
+  ASSERT_TRUE(store->CreateEnrollment({"h", "a", {{"k", "v"}}, 0, 1000, {}}).ok());
+  ASSERT_TRUE(store->ConsumeEnrollment("h", "s", 1, {}).ok());
   ASSERT_TRUE(store->RecordAck("a", 4, 2).ok());
   ASSERT_TRUE(store->RecordNack("a", 5, "protocol mysql is not supported", 3).ok());
   auto a = (*store->ListAgents())[0];
@@ -173,8 +190,8 @@ EventBatch BatchOf(const std::vector<v1::AuditEvent>& events) {
 
 std::unique_ptr<SqliteStore> StoreWithAgent(const std::string& name) {
   auto store = *SqliteStore::Open(FreshPath(name));
-  EXPECT_TRUE(store->CreateEnrollment({"h", "a", {{"k", "v"}}, 0, 1000}).ok());
-  EXPECT_TRUE(store->ConsumeEnrollment("h", "s", 1).ok());
+  EXPECT_TRUE(store->CreateEnrollment({"h", "a", {{"k", "v"}}, 0, 1000, {}}).ok());
+  EXPECT_TRUE(store->ConsumeEnrollment("h", "s", 1, {}).ok());
   return store;
 }
 
