@@ -3,6 +3,8 @@
 // it for their life; a new snapshot replaces the pointer, never the object.
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -35,11 +37,15 @@ class PolicyHolder {
   void Set(std::shared_ptr<const AgentPolicy> policy) {
     absl::MutexLock lock(&mu_);
     policy_ = std::move(policy);
+    generation_.fetch_add(1, std::memory_order_release);
   }
+  // Changes with every Set: a cheap way for the data path to notice new policy.
+  uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
 
  private:
   mutable absl::Mutex mu_;
   std::shared_ptr<const AgentPolicy> policy_ ABSL_GUARDED_BY(mu_);
+  std::atomic<uint64_t> generation_{0};
 };
 
 }  // namespace sluice::agent

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "agent/auth/authorizer.h"
+#include "agent/postgres/guardrails.h"
 #include "agent/postgres/messages.h"
 #include "agent/postgres/sql_analysis.h"
 #include "agent/postgres/statement_tracker.h"
@@ -199,6 +200,7 @@ class Session {
       co_return co_await Fatal("3D000", absl::StrCat("Sluice: connection \"", database,
                                                      "\" does not exist on this agent"));
     }
+    connection_ = connection;
 
     // The caller's OIDC token, as a cleartext password (over TLS, or plaintext only where the
     // listener explicitly allows it).
@@ -461,6 +463,27 @@ class Session {
         expected_.push_back(Expectation{});
         return Action::kForward;
       }
+      case 'B': {
+        // A named statement is checked again when it is executed: policy may have changed since
+        // its Parse.
+        WireReader r(m.payload);
+        r.CStringView();  // portal
+        absl::string_view name = r.CStringView();
+        if (name.empty() || (grant_.access != v1::ACCESS_READ && guardrails_.empty() &&
+                             deps_.policy->generation() == guardrails_generation_)) {
+          return Action::kForward;
+        }
+        const std::string* text = tracker_.StatementText(name);
+        if (text == nullptr) return Action::kForward;  // unknown to us: the server refuses it
+        std::string sql = *text;
+        std::string refusal = Check(sql, true);
+        if (!refusal.empty()) {
+          discarding_ = true;
+          pending_refusal_ = std::move(refusal);
+          return Action::kDrop;
+        }
+        return Action::kForward;
+      }
       case 'S':
         expected_.push_back(Expectation{std::move(pending_refusal_), false, false});
         pending_refusal_.clear();
@@ -472,11 +495,73 @@ class Session {
   }
 
   // Empty when `sql` may run; otherwise the ErrorResponse to send (the refusal is recorded).
+  // Empty when `sql` may run; otherwise the ErrorResponse to send (the refusal is recorded).
+  // Read grants refuse anything but reads; guardrails block what their rules say. `alert`
+  // statements run and raise an alert event.
   std::string Check(absl::string_view sql, bool extended) {
-    if (grant_.access != v1::ACCESS_READ) return "";
+    RefreshGuardrails();
+    const bool read_only = grant_.access == v1::ACCESS_READ;
+    if (!read_only && guardrails_.empty()) return "";
     const StatementInfo& info = Statements().Get(sql);
-    if (info.read_only()) return "";
-    return RefuseReadOnly(sql, &info, extended);
+    if (read_only && !info.read_only()) return RefuseReadOnly(sql, &info, extended);
+    GuardrailDecision d = guardrails_.Decide(info);
+    switch (d.action) {
+      case GuardrailDecision::kAllow: return "";
+      case GuardrailDecision::kAlert:
+        RecordGuardrail(sql, &info, extended, d, "alerted", "");
+        return "";
+      case GuardrailDecision::kRequireApproval:
+      case GuardrailDecision::kBlock: break;
+    }
+    std::string target = d.target.empty() ? "" : absl::StrCat(" on ", d.target);
+    std::string message =
+        d.action == GuardrailDecision::kBlock
+            ? absl::StrCat("Sluice: statement blocked by guardrail \"", d.guardrail, "\": ", d.match, target,
+                           " (", d.statement_kind, ")")
+            : absl::StrCat("Sluice: statement needs approval under guardrail \"", d.guardrail, "\" (", d.match,
+                           target, ", ApprovalPolicy \"", d.approval,
+                           "\"); approvals are not built yet, so it is refused");
+    return RecordGuardrail(sql, &info, extended, d, d.action == GuardrailDecision::kBlock ? "blocked" : "denied",
+                           message);
+  }
+
+  // The session's guardrails follow policy changes: a long session gets new rules too.
+  void RefreshGuardrails() {
+    uint64_t generation = deps_.policy->generation();
+    if (generation == guardrails_generation_) return;
+    guardrails_generation_ = generation;
+    auto current = deps_.policy->Get();
+    if (!current) return;
+    const v1::Connection* c = current->FindConnection(connection_->name(), v1::PROTOCOL_POSTGRES);
+    guardrails_ = GuardrailSet(current->snapshot, c != nullptr ? *c : *connection_);
+    guardrails_policy_ = std::move(current);
+  }
+
+  // Records a guardrail decision on `sql` as its statement event (an alert event for `alerted`)
+  // and returns the ErrorResponse for `message` (empty when the statement runs).
+  std::string RecordGuardrail(absl::string_view sql, const StatementInfo* info, bool extended,
+                              const GuardrailDecision& d, const char* decision, const std::string& message) {
+    const bool refused = !message.empty();
+    constexpr size_t kMaxText = 64 << 10;
+    JsonObjectWriter w(&event_buffer_);
+    w.Str("statement", sql.substr(0, kMaxText));
+    if (sql.size() > kMaxText) w.Bool("truncated", true);
+    if (info != nullptr) w.Str("fingerprint", info->shape.fingerprint);
+    w.Str("classification", ClassName(info != nullptr ? info->overall : StatementClass::kUnknown))
+        .Str("protocol", extended ? "extended" : "simple")
+        .Str("decision", decision)
+        .Str("guardrail", d.guardrail)
+        .Str("match", d.match)
+        .Str("action", ActionName(d.action));
+    if (!d.target.empty()) w.Str("target", d.target);
+    if (!d.approval.empty()) w.Str("approval_policy", d.approval);
+    if (refused) w.Str("reason", message).Str("sqlstate", "42501");
+    if (refused) ++statements_;
+    EmitJson(refused ? "statement" : "alert", w.Close(), refused);
+    LogInfo("guardrail ", d.guardrail, " ", decision, " ", d.match, " for ", identity_.subject, " on ",
+            connection_name_);
+    if (!refused) return "";
+    return ErrorOrNotice::Make("ERROR", "42501", message).Encode('E');
   }
 
   // Records the refusal of `sql` on a read grant and returns the ErrorResponse for it. `info` is
@@ -640,6 +725,10 @@ class Session {
   std::string event_buffer_;  // the statement event being built, reused
   std::vector<StatementRecord> completed_;  // statements completed, their events not yet emitted
   Grant grant_;
+  const v1::Connection* connection_ = nullptr;  // in policy_, the snapshot the session started with
+  GuardrailSet guardrails_;
+  uint64_t guardrails_generation_ = ~uint64_t{0};
+  std::shared_ptr<const AgentPolicy> guardrails_policy_;  // keeps the rules' snapshot alive
 
   // One per forwarded Query, Sync or FunctionCall, in order: what to do when its answer comes.
   struct Expectation {

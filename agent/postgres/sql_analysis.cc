@@ -60,6 +60,101 @@ bool ExplainExecutes(const json& explain) {
 
 StatementClass ClassOf(const json& stmt);
 
+// A copy of `node` without "location" keys, for comparing expressions by content.
+json WithoutLocations(const json& node) {
+  if (node.is_object()) {
+    json out = json::object();
+    for (auto it = node.begin(); it != node.end(); ++it) {
+      if (it.key() != "location") out[it.key()] = WithoutLocations(it.value());
+    }
+    return out;
+  }
+  if (node.is_array()) {
+    json out = json::array();
+    for (const auto& v : node) out.push_back(WithoutLocations(v));
+    return out;
+  }
+  return node;
+}
+
+// A WHERE that holds for every row: absent, `true`, or a comparison of two equal constants
+// (`1 = 1`, `'a' = 'a'`).
+bool AlwaysTrue(const json& body) {
+  auto where = body.find("whereClause");
+  if (where == body.end()) return true;
+  if (auto c = where->find("A_Const"); c != where->end()) {
+    auto b = c->find("boolval");
+    return b != c->end() && b->is_object() && b->value("boolval", false);
+  }
+  if (auto e = where->find("A_Expr"); e != where->end() && e->is_object()) {
+    std::string op;
+    if (auto name = e->find("name"); name != e->end() && name->is_array() && name->size() == 1) {
+      op = (*name)[0].value("/String/sval"_json_pointer, std::string());
+    }
+    auto l = e->find("lexpr");
+    auto r = e->find("rexpr");
+    return op == "=" && l != e->end() && r != e->end() && l->contains("A_Const") && r->contains("A_Const") &&
+           WithoutLocations(*l) == WithoutLocations(*r);
+  }
+  return false;
+}
+
+void AddUnique(std::vector<std::string>* v, std::string s) {
+  if (std::find(v->begin(), v->end(), s) == v->end()) v->push_back(std::move(s));
+}
+
+// Walks one statement's tree for what guardrails match on.
+void CollectFacts(const json& node, StatementFacts* facts) {
+  if (node.is_array()) {
+    for (const auto& v : node) CollectFacts(v, facts);
+    return;
+  }
+  if (!node.is_object()) return;
+  if (auto rel = node.find("relname"); rel != node.end() && rel->is_string()) {
+    Relation r{node.value("schemaname", ""), rel->get<std::string>()};
+    if (std::find(facts->relations.begin(), facts->relations.end(), r) == facts->relations.end()) {
+      facts->relations.push_back(std::move(r));
+    }
+  }
+  for (auto it = node.begin(); it != node.end(); ++it) {
+    const std::string& key = it.key();
+    const json& body = it.value();
+    if (!body.is_object()) {
+      CollectFacts(body, facts);
+      continue;
+    }
+    if (key == "DropdbStmt") AddUnique(&facts->guarded, "drop_database");
+    if (key == "TruncateStmt") AddUnique(&facts->guarded, "truncate");
+    if (key == "AlterSystemStmt") AddUnique(&facts->guarded, "alter_system");
+    if (key == "CopyStmt" && body.value("is_program", false)) AddUnique(&facts->guarded, "copy_program");
+    if (key == "DeleteStmt" && AlwaysTrue(body)) AddUnique(&facts->guarded, "delete_without_where");
+    if (key == "UpdateStmt" && AlwaysTrue(body)) AddUnique(&facts->guarded, "update_without_where");
+    if (key == "DropStmt" && body.value("removeType", "") == "OBJECT_TABLE") {
+      AddUnique(&facts->guarded, "drop_table");
+      // objects: [{"List": {"items": [{"String": {"sval": schema}}, {"String": {"sval": table}}]}}]
+      for (const auto& o : body.value("objects", json::array())) {
+        std::vector<std::string> parts;
+        for (const auto& item : o.value("/List/items"_json_pointer, json::array())) {
+          parts.push_back(item.value("/String/sval"_json_pointer, std::string()));
+        }
+        if (parts.empty()) continue;
+        Relation r{parts.size() >= 2 ? parts[parts.size() - 2] : "", parts.back()};
+        if (std::find(facts->relations.begin(), facts->relations.end(), r) == facts->relations.end()) {
+          facts->relations.push_back(std::move(r));
+        }
+      }
+    }
+    if (key == "FuncCall") {
+      auto name = body.find("funcname");
+      if (name != body.end() && name->is_array() && !name->empty()) {
+        AddUnique(&facts->functions,
+                  absl::AsciiStrToLower(name->back().value("/String/sval"_json_pointer, std::string())));
+      }
+    }
+    CollectFacts(body, facts);
+  }
+}
+
 // A statement node wrapped as {"Kind": {...}}.
 StatementClass ClassOfWrapped(const json& wrapped) {
   if (!wrapped.is_object() || wrapped.size() != 1) return StatementClass::kUnknown;
@@ -154,7 +249,7 @@ StatementInfo AnalyzeStatement(absl::string_view sql) {
   if (sql.size() > kMaxParseBytes) {
     info.overall = StatementClass::kUnknown;
     info.parse_error = absl::StrCat("statement longer than ", kMaxParseBytes, " bytes is not parsed");
-    info.statements.push_back({StatementClass::kUnknown, ""});
+    info.statements.emplace_back();  // one unclassifiable statement
     return info;
   }
   std::string text(sql);  // NUL-terminated for the C API
@@ -162,7 +257,7 @@ StatementInfo AnalyzeStatement(absl::string_view sql) {
   if (result.error != nullptr) {
     info.overall = StatementClass::kUnknown;
     info.parse_error = result.error->message != nullptr ? result.error->message : "parse error";
-    info.statements.push_back({StatementClass::kUnknown, ""});
+    info.statements.emplace_back();  // one unclassifiable statement
     pg_query_free_parse_result(result);
     return info;
   }
@@ -181,7 +276,14 @@ StatementInfo AnalyzeStatement(absl::string_view sql) {
       facts.cls = StatementClass::kUnknown;
     } else {
       facts.kind = stmt->begin().key();
-      facts.cls = ClassOf(*stmt);
+      try {
+        facts.cls = ClassOf(*stmt);
+        CollectFacts(*stmt, &facts);
+      } catch (const json::exception& e) {
+        // A tree shape this code does not expect: it cannot be classified (fail closed).
+        facts.cls = StatementClass::kUnknown;
+        info.parse_error = absl::StrCat("parse tree not understood: ", e.what());
+      }
     }
     info.overall = std::max(info.overall, facts.cls);
     info.statements.push_back(std::move(facts));

@@ -27,9 +27,22 @@ enum class StatementClass {
 
 const char* ClassName(StatementClass c);
 
+// A table a statement names: schema empty when unqualified.
+struct Relation {
+  std::string schema;
+  std::string table;
+  bool operator==(const Relation&) const = default;
+};
+
 struct StatementFacts {
   StatementClass cls = StatementClass::kUnknown;
   std::string kind;  // the parser's node name, e.g. "DeleteStmt" (empty when unparseable)
+  // What guardrails match on, found anywhere in the statement (CTEs, subqueries, EXPLAIN
+  // ANALYZE included): drop_database, drop_table, truncate, delete_without_where,
+  // update_without_where, alter_system, copy_program. (ddl, dcl and unknown come from `cls`.)
+  std::vector<std::string> guarded;
+  std::vector<Relation> relations;     // every table it names
+  std::vector<std::string> functions;  // every function it calls, lower-case, without schema
 };
 
 struct StatementInfo {

@@ -58,6 +58,11 @@ class StatementTracker {
   void Abandon(absl::Time now);
 
   size_t pending() const { return pending_.size(); }
+  // The text of the prepared statement `name`, or nullptr.
+  const std::string* StatementText(absl::string_view name) const {
+    auto it = statements_.find(name);
+    return it == statements_.end() ? nullptr : it->second.get();
+  }
 
  private:
   void Finish(absl::Time now);

@@ -41,6 +41,22 @@ name: bench-admin
 subjects: {{groups: [bench]}}
 connections: {{names: [demo]}}
 access: admin
+---
+kind: ApprovalPolicy
+name: dba-on-call
+approvers: {{groups: [dba]}}
+---
+kind: Guardrail
+name: prod-safety
+connections: {{tags: {{env: prod}}}}
+rules:
+  - {{match: drop_database, action: block}}
+  - {{match: delete_without_where, action: block}}
+  - {{match: update_without_where, action: require_approval, approval: dba-on-call}}
+  - {{match: truncate, action: block, tables: ["gr_*"]}}
+  - {{match: copy_program, action: block}}
+  - {{match: dangerous_function, action: block}}
+  - {{match: dcl, action: alert}}
 """
 
 
@@ -184,6 +200,90 @@ class PostgresProxyTest(unittest.TestCase):
             self.assertIn("(DeleteStmt)", str(caught.exception))
             self.assertEqual(first.fetchone()[0], 42)
             self.assertEqual(conn.execute("SELECT count(*) FROM customers WHERE id = 1").fetchone()[0], 1)
+
+    def test_guardrails_block_by_grammar_and_the_session_goes_on(self):
+        import json
+        admin = self.idp.token(sub="guard-bot", groups=["bench"])
+        self.psql("-c", "DROP TABLE IF EXISTS gr_items; CREATE TABLE gr_items (id int);"
+                  "INSERT INTO gr_items VALUES (1), (2)", token=admin)
+
+        def count():
+            return self.psql("-Atc", "SELECT count(*) FROM gr_items", token=admin).stdout.strip()
+        script = "\n".join([
+            "DELETE FROM gr_items;",
+            "DeLeTe /* hidden */ FROM \"gr_items\" WHERE true;",
+            "WITH d AS (DELETE FROM gr_items RETURNING *) SELECT count(*) FROM d;",
+            "DROP DATABASE demo;",
+            "COPY gr_items TO PROGRAM 'cat';",
+            "SELECT pg_terminate_backend(pg_backend_pid());",
+            "UPDATE gr_items SET id = 0;",
+            "TRUNCATE gr_items;",
+            "DO $$ BEGIN DELETE FROM gr_items; END $$;",
+            "PREPARE wipe AS DELETE FROM gr_items;",
+            "EXECUTE wipe;",
+            "SELECT 'still here';",
+        ]) + "\n"
+        r = self.psql("-At", "-v", "ON_ERROR_STOP=0", stdin=script, token=admin, check=False)
+        self.assertEqual(r.stdout.strip().splitlines()[-1], "still here", r.stdout + r.stderr)
+        errors = [line for line in r.stderr.splitlines() if "ERROR:" in line]
+        self.assertEqual(len(errors), 11, r.stderr)
+        want = ["delete_without_where", "delete_without_where", "delete_without_where", "drop_database",
+                "copy_program", "dangerous_function on pg_terminate_backend", "update_without_where",
+                "truncate on gr_items", "unknown", "delete_without_where"]
+        for i, (e, w) in enumerate(zip(errors, want)):
+            if i == 6:
+                continue  # the approval message, below
+            self.assertIn(f"prod-safety\": {w}" if w != "unknown" else '"(default)": unknown', e)
+        self.assertIn('needs approval under guardrail "prod-safety" (update_without_where', errors[6])
+        self.assertIn("approvals are not built yet", errors[6])
+        self.assertIn('prepared statement "wipe" does not exist', errors[10])  # never prepared
+        self.assertEqual(count(), "2")
+        # One Query with the bad statement last: none of it runs.
+        r = self.psql("-c", "INSERT INTO gr_items VALUES (3); DELETE FROM gr_items", token=admin, check=False)
+        self.assertIn("blocked by guardrail", r.stderr)
+        self.assertEqual(count(), "2")
+
+        # Extended protocol: psycopg's server-side prepared statement is blocked at Parse; a
+        # statement prepared while allowed is checked again when executed after a policy change.
+        import psycopg
+        with psycopg.connect(self.dsn(), password=admin, autocommit=True) as conn:
+            with self.assertRaises(psycopg.errors.InsufficientPrivilege) as caught:
+                conn.execute("DELETE FROM gr_items", prepare=True)
+            self.assertIn("delete_without_where", str(caught.exception))
+            self.assertEqual(conn.execute("SELECT upper(%s)", ("a",), prepare=True).fetchone()[0], "A")
+            version = self.cp.apply("""kind: Guardrail
+name: no-upper
+connections: {names: [demo]}
+rules:
+  - {match: dangerous_function, action: block, functions: [upper]}
+""").stdout
+            wait_for(lambda: self.agent.status()["applied_version"] == int(version.rsplit(" ", 1)[1]),
+                     what="the new guardrail to reach the agent")
+            try:
+                with self.assertRaises(psycopg.errors.InsufficientPrivilege) as caught:
+                    conn.execute("SELECT upper(%s)", ("b",), prepare=True)
+                self.assertIn('guardrail "no-upper": dangerous_function on upper', str(caught.exception))
+                self.assertEqual(conn.execute("SELECT 40 + %s", (2,)).fetchone()[0], 42)
+            finally:
+                self.cp.ctl("delete", "guardrail", "no-upper")
+        self.assertEqual(count(), "2")
+
+        # An alert lets the statement run and raises an alert event; blocks are on record.
+        self.psql("-c", "GRANT SELECT ON gr_items TO PUBLIC", token=admin)
+
+        def events():
+            out = []
+            for s in json.loads(self.cp.ctl("sessions", "list", "--identity", "guard-bot", "-o",
+                                            "json").stdout).get("sessions", []):
+                d = json.loads(self.cp.ctl("sessions", "show", s["session_id"], "-o", "json").stdout)
+                out += [(e["type"], json.loads(e["json"])) for e in d.get("events", [])]
+            return out
+        found = wait_for(lambda: (ev := events()) and any(t == "alert" for t, _ in ev) and ev,
+                         what="the alert event to be stored")
+        alert = next(b for t, b in found if t == "alert")
+        self.assertEqual((alert["guardrail"], alert["match"], alert["decision"]), ("prod-safety", "dcl", "alerted"))
+        blocked = [b for t, b in found if t == "statement" and b.get("decision") == "blocked"]
+        self.assertTrue(any(b["match"] == "drop_database" and b["sqlstate"] == "42501" for b in blocked), blocked)
 
     def test_cancel_from_psql_ctrl_c(self):
         env = dict(os.environ, PGPASSWORD=self.idp.token())
