@@ -280,10 +280,15 @@ class JwkParser {
   absl::StatusOr<std::shared_ptr<EVP_PKEY>> ParseEcP256() const {
     ASSIGN_OR_RETURN(std::string x, Bytes("x"));
     ASSIGN_OR_RETURN(std::string y, Bytes("y"));
-    // RFC 7518 section 6.2.1.2: each coordinate is the full size for the curve.
-    if (x.size() != size_t{kP256CoordinateBytes} || y.size() != size_t{kP256CoordinateBytes}) {
-      return Error("P-256 coordinates 'x' and 'y' must be 32 bytes each");
+    // RFC 7518 section 6.2.1.2 wants each coordinate at the full size for the curve, but some
+    // JWK writers drop leading zero bytes (one key in 128 has one). A shorter value is the same
+    // number, so it is padded back; a longer one is refused. OpenSSL checks the point is on the curve.
+    if (x.empty() || y.empty() || x.size() > size_t{kP256CoordinateBytes} ||
+        y.size() > size_t{kP256CoordinateBytes}) {
+      return Error("P-256 coordinates 'x' and 'y' must be 1 to 32 bytes each");
     }
+    x.insert(0, kP256CoordinateBytes - x.size(), '\0');
+    y.insert(0, kP256CoordinateBytes - y.size(), '\0');
     std::string point = absl::StrCat("\x04", x, y);  // SEC 1 uncompressed point
     char group[] = "prime256v1";
     ParamBld bld(OSSL_PARAM_BLD_new());

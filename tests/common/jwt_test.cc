@@ -770,11 +770,30 @@ TEST_F(JwksTest, EcPointMustBeOnTheCurve) {
   ec["y"] = B64(y);
   EXPECT_INVALID(Parse({ec}), "JWKS keys[0] (kid 'e'): 'x', 'y' is not a point on P-256");
   ec = EcJwk();
-  ec["x"] = B64(std::string(31, '\x01'));
+  ec["x"] = B64(std::string(33, '\x01'));
   EXPECT_INVALID(Parse({ec}),
-                 "JWKS keys[0] (kid 'e'): P-256 coordinates 'x' and 'y' must be 32 bytes each");
+                 "JWKS keys[0] (kid 'e'): P-256 coordinates 'x' and 'y' must be 1 to 32 bytes each");
   ec.erase("crv");
   EXPECT_INVALID(Parse({ec}), "JWKS keys[0] (kid 'e'): EC key has no 'crv' string");
+}
+
+TEST_F(JwksTest, CoordinateWithoutItsLeadingZeroIsTheSameKey) {
+  // Some JWK writers drop a coordinate's leading zero byte (one key in 128 has one).
+  for (int attempt = 0; attempt < 20000; ++attempt) {
+    TestKey key = MakeKey(EVP_EC_gen("P-256"));
+    json full = json::parse(Jwk(key, "z"));
+    std::string x;
+    ASSERT_TRUE(absl::WebSafeBase64Unescape(full["x"].get<std::string>(), &x));
+    if (x[0] != '\0') continue;
+    json trimmed = full;
+    trimmed["x"] = B64(x.substr(1));
+    absl::StatusOr<KeySet> a = Parse({full});
+    absl::StatusOr<KeySet> b = Parse({trimmed});
+    ASSERT_TRUE(a.ok() && b.ok()) << b.status();
+    EXPECT_EQ(EVP_PKEY_eq(a->keys[0].key.get(), b->keys[0].key.get()), 1);
+    return;
+  }
+  FAIL() << "no key with a leading zero in x after 20000 tries";
 }
 
 TEST_F(JwksTest, MalformedEntries) {
