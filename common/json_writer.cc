@@ -100,6 +100,17 @@ JsonObjectWriter& JsonObjectWriter::Double(absl::string_view key, double value) 
   return *this;
 }
 
+JsonObjectWriter& JsonObjectWriter::Millis(absl::string_view key, int64_t microseconds) {
+  Key(key);
+  if (microseconds < 0) microseconds = 0;
+  absl::StrAppend(out_, microseconds / 1000, ".");
+  int64_t frac = microseconds % 1000;
+  out_->push_back(static_cast<char>('0' + frac / 100));
+  out_->push_back(static_cast<char>('0' + frac / 10 % 10));
+  out_->push_back(static_cast<char>('0' + frac % 10));
+  return *this;
+}
+
 JsonObjectWriter& JsonObjectWriter::Bool(absl::string_view key, bool value) {
   Key(key);
   out_->append(value ? "true" : "false");

@@ -24,6 +24,8 @@ class JsonObjectWriter {
   JsonObjectWriter& Str(absl::string_view key, absl::string_view value);
   JsonObjectWriter& Int(absl::string_view key, int64_t value);
   JsonObjectWriter& Double(absl::string_view key, double value);
+  // A non-negative duration in milliseconds with three decimals ("0.087"), without printf.
+  JsonObjectWriter& Millis(absl::string_view key, int64_t microseconds);
   JsonObjectWriter& Bool(absl::string_view key, bool value);
   // Inserts `json` (already valid JSON) as the value.
   JsonObjectWriter& Raw(absl::string_view key, absl::string_view json);

@@ -647,7 +647,14 @@ class Session {
   void OnStatement(const StatementRecord& rec) {
     ++statements_;
     constexpr size_t kMaxText = 64 << 10;
-    const StatementInfo& info = Statements().Get(*rec.text);
+    // Prepared and re-parsed statements come back with the same text object: their facts are
+    // looked up once.
+    if (rec.text != last_text_) {
+      const StatementInfo& got = Statements().Get(*rec.text);
+      last_info_ = &got;
+      last_text_ = Statements().Kept(got) ? rec.text : nullptr;
+    }
+    const StatementInfo& info = *last_info_;
     absl::string_view text = *rec.text;
     // Who ran it is in the session's start event (joined by session id); a statement event
     // carries only what is particular to it, and leaves out empty fields.
@@ -659,7 +666,7 @@ class Session {
         .Str("protocol", rec.extended ? "extended" : "simple")
         .Int("rows", rec.rows)
         .Int("bytes", rec.row_bytes)
-        .Double("duration_ms", absl::ToDoubleMilliseconds(rec.duration));
+        .Millis("duration_ms", absl::ToInt64Microseconds(rec.duration));
     if (!rec.tags.empty()) w.Str("command_tags", rec.tags);
     if (!rec.sqlstate.empty()) w.Str("sqlstate", rec.sqlstate);
     if (!rec.error.empty()) w.Str("error", rec.error);
@@ -724,6 +731,8 @@ class Session {
   int64_t statements_ = 0;
   std::string event_buffer_;  // the statement event being built, reused
   std::vector<StatementRecord> completed_;  // statements completed, their events not yet emitted
+  std::shared_ptr<const std::string> last_text_;  // the last statement text whose facts are kept
+  const StatementInfo* last_info_ = nullptr;      // ... and those facts
   Grant grant_;
   const v1::Connection* connection_ = nullptr;  // in policy_, the snapshot the session started with
   GuardrailSet guardrails_;

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "absl/container/flat_hash_map.h"
+#include "absl/container/node_hash_map.h"
 #include "absl/strings/string_view.h"
 #include "common/sql/lexer.h"
 
@@ -67,13 +67,16 @@ StatementInfo AnalyzeStatement(absl::string_view sql);
 class StatementCache {
  public:
   explicit StatementCache(size_t max_entries = 4096) : max_entries_(max_entries) {}
-  // The reference is valid until the next call.
+  // The reference is valid until the next call, or for the cache's life when Kept().
   const StatementInfo& Get(absl::string_view sql);
+  // Whether `info` (from Get) is a cache entry, which stays where it is (entries are never
+  // evicted or moved).
+  bool Kept(const StatementInfo& info) const { return &info != &uncached_; }
 
  private:
   size_t max_entries_;
   std::string scratch_;
-  absl::flat_hash_map<std::string, StatementInfo> cache_;
+  absl::node_hash_map<std::string, StatementInfo> cache_;
   StatementInfo uncached_;
 };
 

@@ -35,8 +35,15 @@ void StatementTracker::OnQuery(absl::string_view sql, absl::Time now) {
 }
 
 void StatementTracker::OnParse(absl::string_view name, absl::string_view sql) {
-  if (!name.empty() && statements_.size() >= kMaxNamedStatements && !statements_.contains(name)) return;
-  statements_[name] = std::make_shared<const std::string>(sql);
+  auto it = statements_.find(name);
+  if (it != statements_.end()) {
+    // Drivers re-parse the same unnamed statement for every execution: keep the text object
+    // (and whatever is cached by it) when the text is unchanged.
+    if (*it->second != sql) it->second = std::make_shared<const std::string>(sql);
+    return;
+  }
+  if (!name.empty() && statements_.size() >= kMaxNamedStatements) return;
+  statements_.emplace(std::string(name), std::make_shared<const std::string>(sql));
 }
 
 void StatementTracker::OnBind(absl::string_view portal, absl::string_view statement) {

@@ -24,6 +24,11 @@ TEST(JsonObjectWriter, WritesValidJsonForHostileStrings) {
   EXPECT_EQ(s.find("\xff"), std::string::npos);
 }
 
+TEST(JsonObjectWriter, MillisHasThreeDecimals) {
+  EXPECT_EQ(JsonObjectWriter().Millis("a", 87).Millis("b", 12345678).Millis("c", 0).Millis("d", -5).Finish(),
+            R"({"a":0.087,"b":12345.678,"c":0.000,"d":0.000})");
+}
+
 TEST(JsonObjectWriter, ReusesACallersBuffer) {
   std::string buffer = "left over from the last event";
   {
