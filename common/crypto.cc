@@ -2,6 +2,7 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/rand.h>
 
 #include <memory>
@@ -49,6 +50,14 @@ std::string Sha256(absl::string_view data) {
   EVP_Digest(data.data(), data.size(), reinterpret_cast<unsigned char*>(out.data()), &len,
              EVP_sha256(), nullptr);
   return out;
+}
+
+std::string HmacSha256(absl::string_view key, absl::string_view data) {
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+       reinterpret_cast<const unsigned char*>(data.data()), data.size(), out, &len);
+  return std::string(reinterpret_cast<const char*>(out), len);
 }
 
 std::string Sha256Hex(absl::string_view data) { return HexEncode(Sha256(data)); }

@@ -16,6 +16,7 @@ std::string RandomHex(size_t n);
 std::string HexEncode(absl::string_view bytes);
 std::string Sha256(absl::string_view data);  // raw 32 bytes
 std::string Sha256Hex(absl::string_view data);
+std::string HmacSha256(absl::string_view key, absl::string_view data);  // raw 32 bytes
 bool ConstantTimeEquals(absl::string_view a, absl::string_view b);
 
 // AES-256-GCM with a random 96-bit nonce. The sealed form is

@@ -22,13 +22,7 @@ std::string Md5Hex(absl::string_view data) {
   return HexEncode(absl::string_view(reinterpret_cast<const char*>(out), len));
 }
 
-std::string Hmac(absl::string_view key, absl::string_view data) {
-  unsigned char out[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
-       reinterpret_cast<const unsigned char*>(data.data()), data.size(), out, &len);
-  return std::string(reinterpret_cast<const char*>(out), len);
-}
+std::string Hmac(absl::string_view key, absl::string_view data) { return HmacSha256(key, data); }
 
 // The value of attribute `name` ("r", "s", "i", "v", "e") in a SCRAM message, or nullopt.
 std::optional<std::string> Attribute(absl::string_view message, char name) {
