@@ -111,6 +111,11 @@ GuardrailDecision GuardrailSet::Decide(const StatementInfo& info) const {
         allowed_kinds.push_back(r.rule.match());
         continue;
       }
+      if (target.empty() && !facts.relations.empty()) {
+        // Name the table for the message and the event, even when the rule has no patterns.
+        const Relation& t = facts.relations.front();
+        target = t.schema.empty() ? t.table : absl::StrCat(t.schema, ".", t.table);
+      }
       candidates.push_back(GuardrailDecision{ActionOf(r.rule.action()), r.guardrail, r.rule.match(), target,
                                              r.rule.approval(), facts.kind});
     }

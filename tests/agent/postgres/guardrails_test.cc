@@ -87,6 +87,7 @@ TEST(Guardrails, BypassCorpus) {
   EXPECT_EQ(t.target, "public.audit_2026");
   EXPECT_EQ(t.guardrail, "production-safety");
   EXPECT_EQ(On(set, "UPDATE customers SET a = 1").approval, "dba-on-call");
+  EXPECT_EQ(On(set, "DELETE FROM sales.orders").target, "sales.orders");  // named without patterns too
   EXPECT_EQ(On(set, "DO $$ BEGIN END $$").guardrail, "(default)");
 }
 
