@@ -46,8 +46,8 @@ class RecvBuffer {
 
 class Stream {
  public:
-  // The socket is switched to non-blocking mode: plaintext reads and writes are tried at once and
-  // wait in the event loop only when the socket is not ready.
+  // The socket is switched to non-blocking mode: plaintext writes are tried at once and wait in
+  // the event loop only when the socket does not take everything.
   Stream(asio::ip::tcp::socket socket, asio::ssl::context& tls_context)
       : tls_(std::move(socket), tls_context) {
     asio::error_code ignored;
