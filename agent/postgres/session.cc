@@ -9,6 +9,7 @@
 #include <variant>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -443,14 +444,16 @@ class Session {
       }
       case 'P': {
         WireReader r(m.payload);
-        r.CStringView();  // statement name
+        absl::string_view name = r.CStringView();
         absl::string_view sql = r.CStringView();
         std::string refusal = Check(sql, true);
         if (!refusal.empty()) {
+          if (!name.empty()) checked_names_.erase(name);
           discarding_ = true;
           pending_refusal_ = std::move(refusal);
           return Action::kDrop;
         }
+        if (!name.empty()) MarkChecked(name);
         return Action::kForward;
       }
       case 'F': {
@@ -473,6 +476,10 @@ class Session {
                              deps_.policy->generation() == guardrails_generation_)) {
           return Action::kForward;
         }
+        // Checked already under the policy in force: the answer would be the same.
+        if (checked_generation_ == deps_.policy->generation() && checked_names_.contains(name)) {
+          return Action::kForward;
+        }
         const std::string* text = tracker_.StatementText(name);
         if (text == nullptr) return Action::kForward;  // unknown to us: the server refuses it
         std::string sql = *text;
@@ -482,6 +489,7 @@ class Session {
           pending_refusal_ = std::move(refusal);
           return Action::kDrop;
         }
+        MarkChecked(name);
         return Action::kForward;
       }
       case 'S':
@@ -495,6 +503,17 @@ class Session {
   }
 
   // Empty when `sql` may run; otherwise the ErrorResponse to send (the refusal is recorded).
+  // Remembers that the named statement passed the checks under the current policy.
+  void MarkChecked(absl::string_view name) {
+    constexpr size_t kMaxChecked = 10000;
+    uint64_t generation = deps_.policy->generation();
+    if (generation != checked_generation_ || checked_names_.size() >= kMaxChecked) {
+      checked_names_.clear();
+      checked_generation_ = generation;
+    }
+    checked_names_.insert(std::string(name));
+  }
+
   // Empty when `sql` may run; otherwise the ErrorResponse to send (the refusal is recorded).
   // Read grants refuse anything but reads; guardrails block what their rules say. `alert`
   // statements run and raise an alert event.
@@ -738,6 +757,9 @@ class Session {
   GuardrailSet guardrails_;
   uint64_t guardrails_generation_ = ~uint64_t{0};
   std::shared_ptr<const AgentPolicy> guardrails_policy_;  // keeps the rules' snapshot alive
+  // Named statements that passed the checks under policy generation checked_generation_.
+  absl::flat_hash_set<std::string> checked_names_;
+  uint64_t checked_generation_ = ~uint64_t{0};
 
   // One per forwarded Query, Sync or FunctionCall, in order: what to do when its answer comes.
   struct Expectation {
