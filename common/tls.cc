@@ -84,6 +84,13 @@ bool LooksLikeIp(const std::string& host) {
          host.find(':') != std::string::npos;
 }
 
+// A subjectAltName value for `hosts`: "DNS:a,IP:10.0.0.1".
+std::string SubjectAltNames(const std::vector<std::string>& hosts) {
+  std::vector<std::string> sans;
+  for (const std::string& h : hosts) sans.push_back(absl::StrCat(LooksLikeIp(h) ? "IP:" : "DNS:", h));
+  return absl::StrJoin(sans, ",");
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> GenerateEcPrivateKeyPem() {
@@ -121,13 +128,11 @@ absl::StatusOr<std::string> SignServerCert(const PemKeyPair& ca, EVP_PKEY* key, 
   if (!ca_cert || !ca_key) return absl::InvalidArgumentError("cannot read the CA certificate or key");
   ASSIGN_OR_RETURN(Ptr<X509> cert, NewCert(key, common_name, days));
   X509_set_issuer_name(cert.get(), X509_get_subject_name(ca_cert.get()));
-  std::vector<std::string> sans;
-  for (const std::string& h : hosts) sans.push_back(absl::StrCat(LooksLikeIp(h) ? "IP:" : "DNS:", h));
   if (!AddExt(cert.get(), ca_cert.get(), NID_basic_constraints, "critical,CA:FALSE") ||
       !AddExt(cert.get(), ca_cert.get(), NID_key_usage, "critical,digitalSignature,keyEncipherment") ||
       !AddExt(cert.get(), ca_cert.get(), NID_ext_key_usage, "serverAuth,clientAuth") ||
-      (!sans.empty() &&
-       !AddExt(cert.get(), ca_cert.get(), NID_subject_alt_name, absl::StrJoin(sans, ",")))) {
+      (!hosts.empty() &&
+       !AddExt(cert.get(), ca_cert.get(), NID_subject_alt_name, SubjectAltNames(hosts)))) {
     return absl::InternalError("cannot add server certificate extensions");
   }
   if (X509_sign(cert.get(), ca_key.get(), EVP_sha256()) == 0) {
@@ -190,10 +195,8 @@ absl::StatusOr<std::string> CreateCsr(const std::string& key_pem, const std::str
                              reinterpret_cast<const unsigned char*>(common_name.c_str()), -1, -1, 0);
   X509_REQ_set_pubkey(req.get(), key.get());
   if (!hosts.empty()) {
-    std::vector<std::string> sans;
-    for (const std::string& h : hosts) sans.push_back(absl::StrCat(LooksLikeIp(h) ? "IP:" : "DNS:", h));
     STACK_OF(X509_EXTENSION)* exts = sk_X509_EXTENSION_new_null();
-    X509_EXTENSION* san = X509V3_EXT_conf_nid(nullptr, nullptr, NID_subject_alt_name, absl::StrJoin(sans, ",").c_str());
+    X509_EXTENSION* san = X509V3_EXT_conf_nid(nullptr, nullptr, NID_subject_alt_name, SubjectAltNames(hosts).c_str());
     bool ok = san != nullptr && sk_X509_EXTENSION_push(exts, san) > 0 && X509_REQ_add_extensions(req.get(), exts) == 1;
     if (san != nullptr && !ok) X509_EXTENSION_free(san);
     sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);

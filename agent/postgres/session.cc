@@ -324,13 +324,8 @@ class Session {
         }
         // What came before goes out first; the message itself never does.
         size_t skip = r.message.wire_size;
-        if (validated > 0) {
-          absl::string_view before = from.buffer().data().substr(0, validated);
-          absl::Status st = co_await to.Write(before);
-          if (!st.ok()) co_return st;
-          from.Consume(validated);
-          validated = 0;
-        }
+        absl::Status forwarded = co_await ForwardValidated(from, to, &validated);
+        if (!forwarded.ok()) co_return forwarded;
         if (action == Action::kSubstitute) {
           // An empty query in its place: the server answers it in order (EmptyQueryResponse,
           // which the backend relay replaces with the refusal, then ReadyForQuery with the real
@@ -341,12 +336,8 @@ class Session {
         }
         from.Consume(skip);
       }
-      if (validated > 0) {
-        absl::string_view chunk = from.buffer().data().substr(0, validated);
-        absl::Status st = co_await to.Write(chunk);
-        if (!st.ok()) co_return st;
-        from.Consume(validated);
-      }
+      absl::Status forwarded = co_await ForwardValidated(from, to, &validated);
+      if (!forwarded.ok()) co_return forwarded;
       EmitCompleted();
       if (terminate) co_return absl::OkStatus();  // the client said goodbye (Terminate)
       absl::Status st = co_await from.ReadMore(limits().max_message_bytes + 5);
@@ -386,36 +377,38 @@ class Session {
           validated += r.message.wire_size;
           continue;
         }
-        if (validated > 0) {
-          absl::string_view before = from.buffer().data().substr(0, validated);
-          absl::Status st = co_await to.Write(before);
-          if (!st.ok()) co_return st;
-          from.Consume(validated);
-          validated = 0;
-        }
+        absl::Status forwarded = co_await ForwardValidated(from, to, &validated);
+        if (!forwarded.ok()) co_return forwarded;
         absl::Status st = co_await to.Write(inject);
         if (!st.ok()) co_return st;
         if (replace) {
           from.Consume(r.message.wire_size);
         } else {
-          // Not consumed: the message is decoded again at the front of the buffer and relayed.
-          // Its expectation is gone, so it passes this time.
+          // The message itself stays at the front of the buffer and goes out with what follows.
           ObserveBackend(r.message);
           validated = r.message.wire_size;
         }
       }
-      if (validated > 0) {
-        absl::string_view chunk = from.buffer().data().substr(0, validated);
-        absl::Status st = co_await to.Write(chunk);
-        if (!st.ok()) co_return st;
-        from.Consume(validated);
-      }
+      absl::Status forwarded = co_await ForwardValidated(from, to, &validated);
+      if (!forwarded.ok()) co_return forwarded;
       // Statements the relayed messages completed become events only now, after the answer is on
       // its way to the client: the audit work is off the query's critical path.
       EmitCompleted();
       absl::Status st = co_await from.ReadMore(limits().max_message_bytes + 5);
       if (!st.ok()) co_return st;
     }
+  }
+
+  // Writes the first `*validated` bytes of `from`'s buffer (checked frames) to `to` as they are,
+  // consumes them, and sets `*validated` to 0.
+  asio::awaitable<absl::Status> ForwardValidated(Stream& from, Stream& to, size_t* validated) {
+    if (*validated == 0) co_return absl::OkStatus();
+    absl::string_view chunk = from.buffer().data().substr(0, *validated);
+    absl::Status st = co_await to.Write(chunk);
+    if (!st.ok()) co_return st;
+    from.Consume(*validated);
+    *validated = 0;
+    co_return absl::OkStatus();
   }
 
   enum class Action { kForward, kDrop, kSubstitute };
@@ -502,7 +495,6 @@ class Session {
     }
   }
 
-  // Empty when `sql` may run; otherwise the ErrorResponse to send (the refusal is recorded).
   // Remembers that the named statement passed the checks under the current policy.
   void MarkChecked(absl::string_view name) {
     constexpr size_t kMaxChecked = 10000;
@@ -561,14 +553,9 @@ class Session {
   std::string RecordGuardrail(absl::string_view sql, const StatementInfo* info, bool extended,
                               const GuardrailDecision& d, const char* decision, const std::string& message) {
     const bool refused = !message.empty();
-    constexpr size_t kMaxText = 64 << 10;
     JsonObjectWriter w(&event_buffer_);
-    w.Str("statement", sql.substr(0, kMaxText));
-    if (sql.size() > kMaxText) w.Bool("truncated", true);
-    if (info != nullptr) w.Str("fingerprint", info->shape.fingerprint);
-    w.Str("classification", ClassName(info != nullptr ? info->overall : StatementClass::kUnknown))
-        .Str("protocol", extended ? "extended" : "simple")
-        .Str("decision", decision)
+    StatementEventHead(&w, sql, info, extended);
+    w.Str("decision", decision)
         .Str("guardrail", d.guardrail)
         .Str("match", d.match)
         .Str("action", ActionName(d.action));
@@ -599,14 +586,9 @@ class Session {
     std::string message = absl::StrCat("Sluice: your access to connection \"", connection_name_,
                                        "\" is read-only (rule ", grant_.rule, "); this statement ", what,
                                        " (", kind, parse_error.empty() ? "" : ": ", parse_error, ")");
-    constexpr size_t kMaxText = 64 << 10;
     JsonObjectWriter w(&event_buffer_);
-    w.Str("statement", sql.substr(0, kMaxText));
-    if (sql.size() > kMaxText) w.Bool("truncated", true);
-    if (info != nullptr) w.Str("fingerprint", info->shape.fingerprint);
-    w.Str("classification", ClassName(cls))
-        .Str("protocol", extended ? "extended" : "simple")
-        .Str("decision", "refused")
+    StatementEventHead(&w, sql, info, extended);
+    w.Str("decision", "refused")
         .Str("reason", message)
         .Str("sqlstate", "25006");
     ++statements_;
@@ -663,9 +645,20 @@ class Session {
     completed_.clear();
   }
 
+  // The fields every statement event starts with: the text (first 64 KiB), its fingerprint,
+  // classification (unknown without facts: a FunctionCall) and protocol.
+  static void StatementEventHead(JsonObjectWriter* w, absl::string_view sql, const StatementInfo* info,
+                                 bool extended) {
+    constexpr size_t kMaxText = 64 << 10;
+    w->Str("statement", sql.substr(0, kMaxText));
+    if (sql.size() > kMaxText) w->Bool("truncated", true);
+    if (info != nullptr) w->Str("fingerprint", info->shape.fingerprint);
+    w->Str("classification", ClassName(info != nullptr ? info->overall : StatementClass::kUnknown))
+        .Str("protocol", extended ? "extended" : "simple");
+  }
+
   void OnStatement(const StatementRecord& rec) {
     ++statements_;
-    constexpr size_t kMaxText = 64 << 10;
     // Prepared and re-parsed statements come back with the same text object: their facts are
     // looked up once.
     if (rec.text != last_text_) {
@@ -674,16 +667,11 @@ class Session {
       last_text_ = Statements().Kept(got) ? rec.text : nullptr;
     }
     const StatementInfo& info = *last_info_;
-    absl::string_view text = *rec.text;
     // Who ran it is in the session's start event (joined by session id); a statement event
     // carries only what is particular to it, and leaves out empty fields.
     JsonObjectWriter w(&event_buffer_);
-    w.Str("statement", text.substr(0, kMaxText));
-    if (text.size() > kMaxText) w.Bool("truncated", true);
-    w.Str("fingerprint", info.shape.fingerprint)
-        .Str("classification", ClassName(info.overall))
-        .Str("protocol", rec.extended ? "extended" : "simple")
-        .Int("rows", rec.rows)
+    StatementEventHead(&w, *rec.text, &info, rec.extended);
+    w.Int("rows", rec.rows)
         .Int("bytes", rec.row_bytes)
         .Millis("duration_ms", absl::ToInt64Microseconds(rec.duration));
     if (!rec.tags.empty()) w.Str("command_tags", rec.tags);

@@ -99,8 +99,9 @@ bool AlwaysTrue(const json& body) {
   return false;
 }
 
-void AddUnique(std::vector<std::string>* v, std::string s) {
-  if (std::find(v->begin(), v->end(), s) == v->end()) v->push_back(std::move(s));
+template <typename T>
+void AddUnique(std::vector<T>* v, T item) {
+  if (std::find(v->begin(), v->end(), item) == v->end()) v->push_back(std::move(item));
 }
 
 // Walks one statement's tree for what guardrails match on.
@@ -111,10 +112,7 @@ void CollectFacts(const json& node, StatementFacts* facts) {
   }
   if (!node.is_object()) return;
   if (auto rel = node.find("relname"); rel != node.end() && rel->is_string()) {
-    Relation r{node.value("schemaname", ""), rel->get<std::string>()};
-    if (std::find(facts->relations.begin(), facts->relations.end(), r) == facts->relations.end()) {
-      facts->relations.push_back(std::move(r));
-    }
+    AddUnique(&facts->relations, Relation{node.value("schemaname", ""), rel->get<std::string>()});
   }
   for (auto it = node.begin(); it != node.end(); ++it) {
     const std::string& key = it.key();
@@ -123,14 +121,14 @@ void CollectFacts(const json& node, StatementFacts* facts) {
       CollectFacts(body, facts);
       continue;
     }
-    if (key == "DropdbStmt") AddUnique(&facts->guarded, "drop_database");
-    if (key == "TruncateStmt") AddUnique(&facts->guarded, "truncate");
-    if (key == "AlterSystemStmt") AddUnique(&facts->guarded, "alter_system");
-    if (key == "CopyStmt" && body.value("is_program", false)) AddUnique(&facts->guarded, "copy_program");
-    if (key == "DeleteStmt" && AlwaysTrue(body)) AddUnique(&facts->guarded, "delete_without_where");
-    if (key == "UpdateStmt" && AlwaysTrue(body)) AddUnique(&facts->guarded, "update_without_where");
+    if (key == "DropdbStmt") AddUnique<std::string>(&facts->guarded, "drop_database");
+    if (key == "TruncateStmt") AddUnique<std::string>(&facts->guarded, "truncate");
+    if (key == "AlterSystemStmt") AddUnique<std::string>(&facts->guarded, "alter_system");
+    if (key == "CopyStmt" && body.value("is_program", false)) AddUnique<std::string>(&facts->guarded, "copy_program");
+    if (key == "DeleteStmt" && AlwaysTrue(body)) AddUnique<std::string>(&facts->guarded, "delete_without_where");
+    if (key == "UpdateStmt" && AlwaysTrue(body)) AddUnique<std::string>(&facts->guarded, "update_without_where");
     if (key == "DropStmt" && body.value("removeType", "") == "OBJECT_TABLE") {
-      AddUnique(&facts->guarded, "drop_table");
+      AddUnique<std::string>(&facts->guarded, "drop_table");
       // objects: [{"List": {"items": [{"String": {"sval": schema}}, {"String": {"sval": table}}]}}]
       for (const auto& o : body.value("objects", json::array())) {
         std::vector<std::string> parts;
@@ -138,16 +136,13 @@ void CollectFacts(const json& node, StatementFacts* facts) {
           parts.push_back(item.value("/String/sval"_json_pointer, std::string()));
         }
         if (parts.empty()) continue;
-        Relation r{parts.size() >= 2 ? parts[parts.size() - 2] : "", parts.back()};
-        if (std::find(facts->relations.begin(), facts->relations.end(), r) == facts->relations.end()) {
-          facts->relations.push_back(std::move(r));
-        }
+        AddUnique(&facts->relations, Relation{parts.size() >= 2 ? parts[parts.size() - 2] : "", parts.back()});
       }
     }
     if (key == "FuncCall") {
       auto name = body.find("funcname");
       if (name != body.end() && name->is_array() && !name->empty()) {
-        AddUnique(&facts->functions,
+        AddUnique<std::string>(&facts->functions,
                   absl::AsciiStrToLower(name->back().value("/String/sval"_json_pointer, std::string())));
       }
     }

@@ -175,36 +175,12 @@ absl::string_view Normalize(absl::string_view sql, std::string* normalized) {
   return absl::string_view(n).substr(first_at, first_len);
 }
 
-namespace {
-
-Shape ShapeOfNormalized(std::string normalized, absl::string_view first) {
-  Shape out;
-  out.classification = std::string(Classify(first, normalized));
-  out.fingerprint = Sha256Hex(normalized).substr(0, 16);
-  out.normalized = std::move(normalized);
-  return out;
-}
-
-}  // namespace
-
 Shape Analyze(absl::string_view sql) {
-  std::string normalized;
-  absl::string_view first = Normalize(sql, &normalized);
-  std::string first_word(first);
-  return ShapeOfNormalized(std::move(normalized), first_word);
-}
-
-const Shape& ShapeCache::Get(absl::string_view sql) {
-  absl::string_view first = Normalize(sql, &scratch_);
-  auto it = shapes_.find(scratch_);
-  if (it != shapes_.end()) return it->second;
-  std::string first_word(first);
-  if (shapes_.size() >= max_entries_) {
-    uncached_ = ShapeOfNormalized(scratch_, first_word);
-    return uncached_;
-  }
-  Shape shape = ShapeOfNormalized(scratch_, first_word);
-  return shapes_.emplace(scratch_, std::move(shape)).first->second;
+  Shape out;
+  absl::string_view first = Normalize(sql, &out.normalized);
+  out.classification = std::string(Classify(first, out.normalized));
+  out.fingerprint = Sha256Hex(out.normalized).substr(0, 16);
+  return out;
 }
 
 }  // namespace sluice::sql

@@ -6,7 +6,6 @@
 
 #include <string>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/strings/string_view.h"
 
 namespace sluice::sql {
@@ -25,20 +24,5 @@ Shape Analyze(absl::string_view sql);
 // The normalized text of `sql`, written into `*normalized` (cleared first, its capacity kept);
 // returns the first keyword, lower-cased (a view into *normalized, empty when there is none).
 absl::string_view Normalize(absl::string_view sql, std::string* normalized);
-
-// Shapes by normalized text, bounded: a statement whose shape was seen before costs the lexer and
-// one hash lookup (no SHA-256, no classification). Not thread-safe: one per thread or session.
-class ShapeCache {
- public:
-  explicit ShapeCache(size_t max_entries = 4096) : max_entries_(max_entries) {}
-  // The shape of `sql`; the reference is valid until the next call.
-  const Shape& Get(absl::string_view sql);
-
- private:
-  size_t max_entries_;
-  std::string scratch_;
-  absl::flat_hash_map<std::string, Shape> shapes_;
-  Shape uncached_;
-};
 
 }  // namespace sluice::sql

@@ -39,21 +39,6 @@ TEST(SqlLexer, UnterminatedInputDoesNotOverrun) {
   }
 }
 
-TEST(SqlLexer, ShapeCacheGivesTheSameAnswerAsAnalyze) {
-  ShapeCache cache(2);
-  for (const char* sql : {"SELECT abalance FROM pgbench_accounts WHERE aid = 1;",
-                          "select abalance from pgbench_accounts where aid = 99",  // same shape
-                          "  -- lead\n DELETE FROM t", "UPDATE t SET a = 1",
-                          "INSERT INTO t VALUES (2)",  // over the cap: computed, not kept
-                          "UPDATE t SET a = 7", ""}) {
-    Shape want = Analyze(sql);
-    const Shape& got = cache.Get(sql);
-    EXPECT_EQ(got.normalized, want.normalized) << sql;
-    EXPECT_EQ(got.fingerprint, want.fingerprint) << sql;
-    EXPECT_EQ(got.classification, want.classification) << sql;
-  }
-}
-
 TEST(SqlLexer, NormalizeReturnsTheFirstKeyword) {
   std::string n = "old contents";
   EXPECT_EQ(Normalize("  /* c */ WITH x AS (select 1) table x", &n), "with");
