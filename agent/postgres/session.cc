@@ -13,10 +13,15 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "agent/auth/authorizer.h"
+#include "agent/masking/policy.h"
+#include "agent/postgres/catalog.h"
 #include "agent/postgres/guardrails.h"
 #include "agent/postgres/messages.h"
+#include "agent/postgres/result_masking.h"
+#include "agent/postgres/result_router.h"
 #include "agent/postgres/sql_analysis.h"
 #include "agent/postgres/statement_tracker.h"
 #include "agent/postgres/upstream.h"
@@ -39,6 +44,14 @@ bool PassThroughParameter(absl::string_view name) {
          name == "TimeZone" || name == "extra_float_digits" || name == "search_path" ||
          name == "IntervalStyle" || name == "options" || name == "datestyle" ||
          name == "timezone" || name == "intervalstyle";
+}
+
+// Whether `sql` has the word COPY in any case (a cheap test before parsing for COPY options).
+bool MentionsCopy(absl::string_view sql) {
+  for (size_t i = 0; i + 4 <= sql.size(); ++i) {
+    if ((sql[i] | 0x20) == 'c' && absl::EqualsIgnoreCase(sql.substr(i, 4), "copy")) return true;
+  }
+  return false;
 }
 
 bool Truthy(absl::string_view v) {
@@ -266,6 +279,7 @@ class Session {
                                                      "\": ", up.status().message()));
     }
     upstream_ = *std::move(up);
+    catalog_ = std::make_unique<CatalogResolver>(target, login, limits());
 
     // The client sees a normal login: AuthenticationOk, the server's parameters, the agent's own
     // cancel key, notices, ReadyForQuery.
@@ -313,6 +327,21 @@ class Session {
         if (r.status == DecodeStatus::kNeedMore) break;
         bytes_from_client_ += r.message.wire_size;
         Action action = Inspect(r.message);
+        if (action == Action::kDescribeFirst) {
+          // The agent's own Describe of the portal goes just before the Execute: its answer
+          // tells the backend relay which columns the rows hold (and is not relayed).
+          absl::Status forwarded = co_await ForwardValidated(from, to, &validated);
+          if (!forwarded.ok()) co_return forwarded;
+          WireReader er(r.message.payload);
+          std::string portal(er.CStringView());
+          std::string describe = DescribeOrClose{'P', portal}.Encode('D');
+          absl::Status st = co_await to.Write(describe);
+          if (!st.ok()) co_return st;
+          router_.OnInjectedDescribe(portal);
+          action = Action::kForward;
+          // The Execute is now the first byte of the buffer.
+          r = DecodeFrame(from.buffer().data(), Direction::kFrontend, limits());
+        }
         if (action == Action::kForward) {
           ObserveFrontend(r.message);
           validated += r.message.wire_size;
@@ -333,6 +362,7 @@ class Session {
           std::string empty_query = Query{""}.Encode();
           absl::Status st = co_await to.Write(empty_query);
           if (!st.ok()) co_return st;
+          router_.OnQuery("", false);
         }
         from.Consume(skip);
       }
@@ -358,6 +388,22 @@ class Session {
         if (r.status == DecodeStatus::kNeedMore) break;
         const char type = r.message.type;
         bytes_from_server_ += r.message.wire_size;
+        auto step = co_await RouteBackend(r.message);
+        if (!step.ok()) {
+          std::string wire =
+              ErrorOrNotice::Make("FATAL", "XX000", absl::StrCat("Sluice: ", step.status().message())).Encode('E');
+          co_await client_.Write(wire);
+          co_return step.status();
+        }
+        if (*step != BackendStep::kForward) {
+          // What came before is kept to go out with the rest; the message is replaced or dropped.
+          if (*step == BackendStep::kReplace) ObserveBackend(r.message);
+          backend_out_.append(from.buffer().data().data(), validated);
+          if (*step == BackendStep::kReplace) backend_out_.append(replacement_);
+          from.Consume(validated + r.message.wire_size);
+          validated = 0;
+          continue;
+        }
         std::string inject;  // a refusal to send before this message
         bool replace = false;  // ... in place of it
         if (!expected_.empty()) {
@@ -401,7 +447,16 @@ class Session {
 
   // Writes the first `*validated` bytes of `from`'s buffer (checked frames) to `to` as they are,
   // consumes them, and sets `*validated` to 0.
+  // In the backend direction, rewritten messages wait in backend_out_ and go first.
   asio::awaitable<absl::Status> ForwardValidated(Stream& from, Stream& to, size_t* validated) {
+    if (&from == upstream_.stream.get() && !backend_out_.empty()) {
+      backend_out_.append(from.buffer().data().data(), *validated);
+      from.Consume(*validated);
+      *validated = 0;
+      absl::Status st = co_await to.Write(backend_out_);
+      backend_out_.clear();
+      co_return st;
+    }
     if (*validated == 0) co_return absl::OkStatus();
     absl::string_view chunk = from.buffer().data().substr(0, *validated);
     absl::Status st = co_await to.Write(chunk);
@@ -411,7 +466,7 @@ class Session {
     co_return absl::OkStatus();
   }
 
-  enum class Action { kForward, kDrop, kSubstitute };
+  enum class Action { kForward, kDrop, kSubstitute, kDescribeFirst };
 
   // Decides what happens to one client message, and keeps the expectations of the answers in
   // step: every forwarded Query, Sync and FunctionCall gets exactly one ReadyForQuery back.
@@ -428,6 +483,7 @@ class Session {
         WireReader r(m.payload);
         absl::string_view sql = r.CStringView();
         std::string refusal = Check(sql, false);
+        if (refusal.empty()) refusal = CheckCopy(sql, false);
         if (!refusal.empty()) {
           expected_.push_back(Expectation{std::move(refusal), true, false});
           return Action::kSubstitute;
@@ -440,6 +496,7 @@ class Session {
         absl::string_view name = r.CStringView();
         absl::string_view sql = r.CStringView();
         std::string refusal = Check(sql, true);
+        if (refusal.empty()) refusal = CheckCopy(sql, true);
         if (!refusal.empty()) {
           if (!name.empty()) checked_names_.erase(name);
           discarding_ = true;
@@ -485,6 +542,11 @@ class Session {
         MarkChecked(name);
         return Action::kForward;
       }
+      case 'E': {
+        if (!MaskingOn()) return Action::kForward;
+        WireReader r(m.payload);
+        return router_.NeedsDescribe(r.CStringView()) ? Action::kDescribeFirst : Action::kForward;
+      }
       case 'S':
         expected_.push_back(Expectation{std::move(pending_refusal_), false, false});
         pending_refusal_.clear();
@@ -493,6 +555,214 @@ class Session {
       default:
         return Action::kForward;
     }
+  }
+
+  // ---- Masking (see result_masking.h and result_router.h) ----
+
+  // The session's MaskingRules follow policy changes, from the next result on.
+  bool MaskingOn() {
+    uint64_t generation = deps_.policy->generation();
+    if (generation != masking_generation_) {
+      masking_generation_ = generation;
+      auto current = deps_.policy->Get();
+      if (current) {
+        const v1::Connection* c = current->FindConnection(connection_->name(), v1::PROTOCOL_POSTGRES);
+        masking_ = masking::MaskingPolicy(current->snapshot, c != nullptr ? *c : *connection_, identity_.issuer,
+                                          identity_.subject, identity_.groups);
+      }
+      plan_cache_.clear();
+    }
+    return !masking_.empty();
+  }
+
+  enum class BackendStep { kForward, kReplace, kSwallow };
+
+  // Follows the server's answers (ResultRouter) and masks result rows: kReplace leaves the new
+  // message in replacement_; kSwallow drops the message (the answer to the agent's own
+  // Describe). An error ends the session: a result that cannot be masked is never relayed.
+  asio::awaitable<absl::StatusOr<BackendStep>> RouteBackend(const RawMessage& m) {
+    switch (m.type) {
+      case 'D': {
+        PendingResult* front = router_.Front();
+        if (front == nullptr) co_return BackendStep::kForward;
+        if (!front->planned && front->kind == PendingResult::kExecute && front->store && MaskingOn()) {
+          absl::string_view described;
+          const std::vector<int16_t>* formats = nullptr;
+          if (!router_.ExecuteDescription(&described, &formats)) {
+            co_return absl::InternalError("the columns of this result are unknown, so it cannot be masked");
+          }
+          std::string payload(described);
+          std::vector<int16_t> bind_formats;
+          if (formats != nullptr) bind_formats = *formats;
+          absl::Status st = co_await PlanRows(front, payload, formats != nullptr ? &bind_formats : nullptr);
+          if (!st.ok()) co_return st;
+        }
+        if (!front->planned || !front->plan->active) co_return BackendStep::kForward;
+        auto changed = MaskDataRow(m.payload, *front->plan, masking_, &replacement_);
+        if (!changed.ok()) co_return changed.status();
+        if (!*changed) co_return BackendStep::kForward;
+        tracker_.OnMaskedRow(front->plan->rules);
+        co_return BackendStep::kReplace;
+      }
+      case 'T':
+      case 'n': {
+        if (router_.OnDescription(m.type, m.payload)) co_return BackendStep::kSwallow;
+        PendingResult* front = router_.Front();
+        if (m.type == 'T' && front != nullptr && front->kind == PendingResult::kQuery && front->store &&
+            MaskingOn()) {
+          std::string payload(m.payload);
+          absl::Status st = co_await PlanRows(front, payload, nullptr);
+          if (!st.ok()) co_return st;
+        }
+        co_return BackendStep::kForward;
+      }
+      case 'H': {
+        PendingResult* front = router_.Front();
+        if (front == nullptr) co_return BackendStep::kForward;
+        int index = front->copies++;
+        if (!front->store || !MaskingOn()) co_return BackendStep::kForward;
+        absl::Status st = co_await PlanCopyOut(front, index, m.payload);
+        if (!st.ok()) co_return st;
+        co_return BackendStep::kForward;
+      }
+      case 'd': {
+        PendingResult* front = router_.Front();
+        if (front == nullptr || !front->copy_active) co_return BackendStep::kForward;
+        if (front->copy_header_pending) {
+          front->copy_header_pending = false;
+          co_return BackendStep::kForward;
+        }
+        auto changed = MaskCopyRow(m.payload, *front->plan, front->copy_format, masking_, &replacement_);
+        if (!changed.ok()) co_return changed.status();
+        if (!*changed) co_return BackendStep::kForward;
+        tracker_.OnMaskedRow(front->plan->rules);
+        co_return BackendStep::kReplace;
+      }
+      case 'c': {
+        if (PendingResult* front = router_.Front()) front->copy_active = false;
+        co_return BackendStep::kForward;
+      }
+      case 'C':
+      case 'I':
+      case 's': router_.OnCompletion(); co_return BackendStep::kForward;
+      case 'E': router_.OnError(); co_return BackendStep::kForward;
+      case 'Z': router_.OnReady(); co_return BackendStep::kForward;
+      default: co_return BackendStep::kForward;
+    }
+  }
+
+  // The masking plan of a result described by `payload` (a RowDescription), with `formats`
+  // (the Bind's result formats) when the description is a statement's. Plans are cached by
+  // description for as long as the table names they used.
+  asio::awaitable<absl::Status> PlanRows(PendingResult* front, const std::string& payload,
+                                         const std::vector<int16_t>* formats) {
+    std::string key = payload;
+    if (formats != nullptr) {
+      key.push_back('\xff');
+      for (int16_t f : *formats) key.push_back(static_cast<char>(f));
+    }
+    absl::Time now = absl::Now();
+    if (auto it = plan_cache_.find(key); it != plan_cache_.end() && it->second.expires > now) {
+      front->plan = it->second.plan;
+      front->planned = true;
+      co_return absl::OkStatus();
+    }
+    auto described = RowDescription::Decode(payload);
+    if (!described.ok()) co_return described.status();
+    std::vector<RowDescription::Field> fields = std::move(described->fields);
+    if (formats != nullptr) {
+      for (size_t i = 0; i < fields.size(); ++i) {
+        fields[i].format = formats->empty() ? 0 : formats->size() == 1 ? (*formats)[0]
+                                                 : i < formats->size() ? (*formats)[i] : 0;
+      }
+    }
+    absl::flat_hash_map<uint32_t, std::shared_ptr<const TableNames>> tables;
+    std::vector<uint32_t> oids;
+    if (masking_.has_column_rules()) {
+      for (const auto& f : fields) {
+        if (f.table_oid != 0) oids.push_back(static_cast<uint32_t>(f.table_oid));
+      }
+    }
+    if (!oids.empty()) {
+      auto looked_up = co_await catalog_->Tables(oids);
+      if (!looked_up.ok()) {
+        co_return absl::UnavailableError(absl::StrCat("cannot look up the tables of this result for masking: ",
+                                                      looked_up.status().message()));
+      }
+      tables = *std::move(looked_up);
+    }
+    auto plan = std::make_shared<const ResultPlan>(PlanResult(fields, tables, masking_));
+    constexpr size_t kMaxPlans = 256;
+    if (plan_cache_.size() >= kMaxPlans) plan_cache_.clear();
+    plan_cache_[key] = CachedPlan{plan, now + absl::Minutes(1)};
+    front->plan = std::move(plan);
+    front->planned = true;
+    co_return absl::OkStatus();
+  }
+
+  // The plan of the `index`-th COPY TO STDOUT of the request in front, from its statement
+  // (`payload` is the CopyOutResponse).
+  asio::awaitable<absl::Status> PlanCopyOut(PendingResult* front, int index, absl::string_view payload) {
+    const std::string* sql = front->kind == PendingResult::kQuery ? &front->sql : front->text.get();
+    std::vector<CopyOutFacts> copies = sql != nullptr ? CopyOutputs(*sql) : std::vector<CopyOutFacts>{};
+    WireReader r(payload);
+    int overall = r.Byte();
+    int16_t columns = r.Int16();
+    if (!r.ok() || index >= static_cast<int>(copies.size())) {
+      co_return absl::InternalError("COPY output this agent cannot match to its statement, so it cannot be masked");
+    }
+    const CopyOutFacts& f = copies[index];
+    if (overall != 0 || f.binary || !f.problem.empty()) {
+      co_return absl::InternalError("COPY output in a form this agent cannot mask");
+    }
+    std::vector<std::string> names = f.columns;
+    std::string table = f.relation.table;
+    if (f.query) {
+      if (masking_.has_column_rules()) co_return absl::InternalError("COPY (query) output cannot be masked by column");
+    } else if (names.empty() && masking_.has_column_rules()) {
+      Relation relation = f.relation;
+      auto found = co_await catalog_->TableByName(relation);
+      if (!found.ok()) co_return found.status();
+      if (*found == nullptr) co_return absl::InternalError("the table of this COPY cannot be found for masking");
+      for (const auto& c : (*found)->columns) {
+        if (!c.empty()) names.push_back(c);
+      }
+    }
+    if (masking_.has_column_rules() && !f.query && names.size() != static_cast<size_t>(columns)) {
+      co_return absl::InternalError("the columns of this COPY do not match its table's, so it cannot be masked");
+    }
+    auto plan = std::make_shared<const ResultPlan>(PlanCopy(table, names, static_cast<size_t>(columns), masking_));
+    front->copy_active = plan->active;
+    front->plan = std::move(plan);
+    front->copy_header_pending = f.header;
+    front->copy_format = CopyFormat{f.csv, f.delimiter, f.null_string, f.quote, f.escape, f.header};
+    co_return absl::OkStatus();
+  }
+
+  // Refuses a COPY whose output masking could not handle (before it runs). Empty: it may run.
+  std::string CheckCopy(absl::string_view sql, bool extended) {
+    if (!MentionsCopy(sql) || !MaskingOn()) return "";
+    for (const CopyOutFacts& f : CopyOutputs(sql)) {
+      std::string why;
+      if (f.binary) {
+        why = "binary COPY output cannot be masked; use the text or csv format";
+      } else if (!f.problem.empty()) {
+        why = absl::StrCat("its COPY options cannot be read (", f.problem, ")");
+      } else if (f.query && masking_.has_column_rules()) {
+        why = "the columns of COPY (query) TO STDOUT cannot be resolved for masking by column; COPY a table, or use SELECT";
+      }
+      if (why.empty()) continue;
+      std::string message = absl::StrCat("Sluice: statement refused on connection \"", connection_name_,
+                                         "\", where results are masked: ", why);
+      JsonObjectWriter w(&event_buffer_);
+      const StatementInfo& info = Statements().Get(sql);
+      StatementEventHead(&w, sql, &info, extended);
+      w.Str("decision", "refused").Str("reason", message).Str("sqlstate", "42501");
+      ++statements_;
+      EmitJson("statement", w.Close(), true);
+      return ErrorOrNotice::Make("ERROR", "42501", message).Encode('E');
+    }
+    return "";
   }
 
   // Remembers that the named statement passed the checks under the current policy.
@@ -598,24 +868,42 @@ class Session {
   }
 
   // The audit view of a relayed client message (never changes it).
+  // The result router follows every forwarded request, masking or not (see result_router.h).
   void ObserveFrontend(const RawMessage& m) {
     WireReader r(m.payload);
     switch (m.type) {
-      case 'Q': tracker_.OnQuery(r.CStringView(), absl::Now()); break;
+      case 'Q': {
+        absl::string_view sql = r.CStringView();
+        tracker_.OnQuery(sql, absl::Now());
+        router_.OnQuery(sql, MaskingOn());
+        break;
+      }
       case 'P': {
         absl::string_view name = r.CStringView();
         tracker_.OnParse(name, r.CStringView());
+        router_.OnParse(name);
         break;
       }
       case 'B': {
         absl::string_view portal = r.CStringView();
-        tracker_.OnBind(portal, r.CStringView());
+        absl::string_view statement = r.CStringView();
+        tracker_.OnBind(portal, statement);
+        router_.OnBind(m.payload, MaskingOn() ? tracker_.SharedStatementText(statement) : nullptr);
         break;
       }
-      case 'E': tracker_.OnExecute(r.CStringView(), absl::Now()); break;
+      case 'D': router_.OnDescribe(m.payload, MaskingOn()); break;
+      case 'E': {
+        absl::string_view portal = r.CStringView();
+        tracker_.OnExecute(portal, absl::Now());
+        router_.OnExecute(portal);
+        break;
+      }
       case 'C':
         if (r.Byte() == 'S') tracker_.OnCloseStatement(r.CStringView());
+        router_.OnClose(m.payload);
         break;
+      case 'S': router_.OnSync(); break;
+      case 'F': router_.OnFunctionCall(); break;
       default: break;
     }
   }
@@ -678,6 +966,9 @@ class Session {
     if (!rec.sqlstate.empty()) w.Str("sqlstate", rec.sqlstate);
     if (!rec.error.empty()) w.Str("error", rec.error);
     if (rec.suspended) w.Bool("suspended", true);
+    if (rec.masked_rows > 0) {
+      w.Str("masked_by", absl::StrJoin(rec.masked_by, ",")).Int("masked_rows", rec.masked_rows);
+    }
     EmitJson("statement", w.Close(), !rec.sqlstate.empty() || !rec.error.empty());
   }
 
@@ -761,6 +1052,18 @@ class Session {
   int64_t bytes_from_client_ = 0;
   int64_t bytes_from_server_ = 0;
   std::shared_ptr<const AgentPolicy> policy_;
+  // Masking.
+  masking::MaskingPolicy masking_;
+  uint64_t masking_generation_ = ~uint64_t{0};
+  ResultRouter router_;
+  std::unique_ptr<CatalogResolver> catalog_;
+  struct CachedPlan {
+    std::shared_ptr<const ResultPlan> plan;
+    absl::Time expires;
+  };
+  absl::flat_hash_map<std::string, CachedPlan> plan_cache_;  // by RowDescription (+ formats)
+  std::string backend_out_;  // relayed bytes waiting behind a rewritten message
+  std::string replacement_;  // the rewritten message
   UpstreamSession upstream_;
   BackendKeyData agent_key_;
   int protocol_minor_ = 0;

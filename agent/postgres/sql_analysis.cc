@@ -3,6 +3,7 @@
 #include <pg_query.h>
 
 #include <algorithm>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "absl/container/flat_hash_set.h"
@@ -284,6 +285,103 @@ StatementInfo AnalyzeStatement(absl::string_view sql) {
     info.statements.push_back(std::move(facts));
   }
   return info;
+}
+
+namespace {
+
+// A DefElem's argument as text ("" when it has none).
+std::string OptionText(const json& elem) {
+  auto arg = elem.find("arg");
+  if (arg == elem.end()) return "";
+  if (auto s = arg->find("String"); s != arg->end()) return s->value("sval", "");
+  if (auto b = arg->find("Boolean"); b != arg->end()) return b->value("boolval", false) ? "true" : "false";
+  if (auto i = arg->find("Integer"); i != arg->end()) return std::to_string(i->value("ival", 0));
+  return "?";
+}
+
+CopyOutFacts CopyFactsOf(const json& body) {
+  CopyOutFacts f;
+  if (auto rel = body.find("relation"); rel != body.end()) {
+    f.relation = Relation{rel->value("schemaname", ""), rel->value("relname", "")};
+  }
+  f.query = body.contains("query");
+  for (const auto& item : body.value("attlist", json::array())) {
+    f.columns.push_back(item.value("/String/sval"_json_pointer, std::string()));
+  }
+  std::optional<std::string> delimiter, null_string, quote, escape;
+  for (const auto& o : body.value("options", json::array())) {
+    const json& elem = o.value("DefElem", json::object());
+    std::string name = elem.value("defname", "");
+    std::string arg = OptionText(elem);
+    if (name == "format") {
+      f.binary = arg == "binary";
+      f.csv = arg == "csv";
+      if (arg != "binary" && arg != "csv" && arg != "text") f.problem = "format " + arg;
+    } else if (name == "header") {
+      std::string l = absl::AsciiStrToLower(arg);
+      f.header = !(l == "false" || l == "off" || l == "0");
+    } else if (name == "delimiter") {
+      delimiter = arg;
+    } else if (name == "null") {
+      null_string = arg;
+    } else if (name == "quote") {
+      quote = arg;
+    } else if (name == "escape") {
+      escape = arg;
+    }
+  }
+  if (f.csv) {
+    f.delimiter = ',';
+    f.null_string = "";
+  }
+  auto one_byte = [&](const std::optional<std::string>& v, char* out, const char* what) {
+    if (!v) return;
+    if (v->size() != 1) {
+      f.problem = absl::StrCat(what, " '", *v, "'");
+      return;
+    }
+    *out = (*v)[0];
+  };
+  one_byte(delimiter, &f.delimiter, "delimiter");
+  one_byte(quote, &f.quote, "quote");
+  f.escape = f.quote;
+  one_byte(escape, &f.escape, "escape");
+  if (null_string) f.null_string = *null_string;
+  return f;
+}
+
+}  // namespace
+
+std::vector<CopyOutFacts> CopyOutputs(absl::string_view sql) {
+  std::vector<CopyOutFacts> out;
+  if (sql.size() > kMaxParseBytes) return out;
+  std::string text(sql);
+  PgQueryParseResult result = pg_query_parse(text.c_str());
+  if (result.error != nullptr) {
+    pg_query_free_parse_result(result);
+    return out;
+  }
+  json tree = json::parse(result.parse_tree != nullptr ? result.parse_tree : "{}", nullptr, false);
+  pg_query_free_parse_result(result);
+  if (!tree.is_object() || !tree.contains("stmts") || !tree["stmts"].is_array()) return out;
+  for (const auto& raw : tree["stmts"]) {
+    const json* body = nullptr;
+    if (auto stmt = raw.find("stmt"); stmt != raw.end() && stmt->is_object()) {
+      if (auto copy = stmt->find("CopyStmt"); copy != stmt->end()) body = &*copy;
+    }
+    if (body == nullptr || body->value("is_from", false) || body->value("is_program", false) ||
+        body->contains("filename")) {
+      continue;
+    }
+    try {
+      out.push_back(CopyFactsOf(*body));
+    } catch (const json::exception& e) {
+      CopyOutFacts f;
+      f.problem = "parse tree not understood";
+      out.push_back(std::move(f));
+    }
+  }
+  return out;
 }
 
 const StatementInfo& StatementCache::Get(absl::string_view sql) {

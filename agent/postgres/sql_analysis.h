@@ -57,6 +57,25 @@ struct StatementInfo {
   std::string deciding_kind() const;
 };
 
+// A COPY ... TO STDOUT statement: what its output rows hold and how they are written.
+struct CopyOutFacts {
+  Relation relation;                 // COPY table: the table (empty table for COPY (query))
+  std::vector<std::string> columns;  // the column list, when given
+  bool query = false;                // COPY (query) TO STDOUT
+  bool binary = false;
+  bool csv = false;
+  bool header = false;
+  char delimiter = '\t';
+  std::string null_string = "\\N";
+  char quote = '"';
+  char escape = '"';
+  std::string problem;  // set when an option cannot be understood (the output cannot be masked)
+};
+
+// Every COPY ... TO STDOUT of `sql`, in order (parsed, never cached: the options are literals,
+// which the shape cache does not see). Empty when there is none or the text does not parse.
+std::vector<CopyOutFacts> CopyOutputs(absl::string_view sql);
+
 // Texts longer than this are not parsed (kUnknown): parsing cost must stay bounded.
 inline constexpr size_t kMaxParseBytes = 1 << 20;
 

@@ -1,5 +1,7 @@
 #include "agent/postgres/statement_tracker.h"
 
+#include <algorithm>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -66,6 +68,15 @@ void StatementTracker::OnCloseStatement(absl::string_view name) { statements_.er
 
 void StatementTracker::OnDataRow(size_t bytes) {
   if (!pending_.empty()) pending_.front().row_bytes += static_cast<int64_t>(bytes);
+}
+
+void StatementTracker::OnMaskedRow(const std::vector<std::string>& rules) {
+  if (pending_.empty()) return;
+  StatementRecord& r = pending_.front();
+  ++r.masked_rows;
+  for (const auto& rule : rules) {
+    if (std::find(r.masked_by.begin(), r.masked_by.end(), rule) == r.masked_by.end()) r.masked_by.push_back(rule);
+  }
 }
 
 void StatementTracker::OnCommandComplete(absl::string_view tag, absl::Time now) {

@@ -13,6 +13,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/string_view.h"
@@ -33,6 +34,8 @@ struct StatementRecord {
   std::string sqlstate;   // set on error
   std::string error;      // error message, or "not executed ..." for skipped Executes
   bool suspended = false; // the portal was suspended (row limit reached)
+  std::vector<std::string> masked_by;  // MaskingRules that changed rows of its result
+  int64_t masked_rows = 0;             // rows changed by masking
 };
 
 class StatementTracker {
@@ -57,11 +60,19 @@ class StatementTracker {
   // The session ended: whatever is pending is recorded as not completed.
   void Abandon(absl::Time now);
 
+  // Rows of the statement answering now were masked (one more row, under `rules`).
+  void OnMaskedRow(const std::vector<std::string>& rules);
+
   size_t pending() const { return pending_.size(); }
   // The text of the prepared statement `name`, or nullptr.
   const std::string* StatementText(absl::string_view name) const {
     auto it = statements_.find(name);
     return it == statements_.end() ? nullptr : it->second.get();
+  }
+  // The same, shared (nullptr when unknown).
+  std::shared_ptr<const std::string> SharedStatementText(absl::string_view name) const {
+    auto it = statements_.find(name);
+    return it == statements_.end() ? nullptr : it->second;
   }
 
  private:

@@ -52,6 +52,10 @@ std::string WireReader::Bytes(size_t n) {
   return out;
 }
 
+void WireReader::Skip(size_t n) {
+  if (Need(n)) pos_ += n;
+}
+
 std::string WireReader::Rest() { return Bytes(remaining()); }
 
 void WireWriter::Int16(int16_t v) {

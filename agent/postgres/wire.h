@@ -29,6 +29,8 @@ class WireReader {
   absl::string_view CStringView();
   // `n` raw bytes.
   std::string Bytes(size_t n);
+  // Skips `n` bytes.
+  void Skip(size_t n);
   // Everything left.
   std::string Rest();
 

@@ -344,7 +344,15 @@ std::string ValidateSnapshot(const v1::PolicySnapshot& snapshot,
   for (const auto& x : snapshot.issuers()) { Resource r; *r.mutable_issuer() = x; check(r); }
   for (const auto& x : snapshot.access_rules()) { Resource r; *r.mutable_access_rule() = x; check(r); }
   for (const auto& x : snapshot.guardrails()) { Resource r; *r.mutable_guardrail() = x; check(r); }
-  for (const auto& x : snapshot.masking_rules()) { Resource r; *r.mutable_masking_rule() = x; check(r); }
+  for (const auto& x : snapshot.masking_rules()) {
+    Resource r;
+    *r.mutable_masking_rule() = x;
+    check(r);
+    if (x.strategy() == v1::MASKING_STRATEGY_HASH && snapshot.masking_hash_key().size() < 16) {
+      problems.push_back(absl::StrCat("MaskingRule ", x.name(),
+                                      ": strategy hash needs the snapshot's masking_hash_key, which is missing"));
+    }
+  }
   absl::flat_hash_set<std::string> policies;
   for (const auto& x : snapshot.approval_policies()) {
     Resource r;

@@ -31,6 +31,8 @@ absl::Status PolicyManager::Load() {
 absl::StatusOr<std::shared_ptr<const PolicyState>> PolicyManager::BuildState() {
   auto state = std::make_shared<PolicyState>();
   ASSIGN_OR_RETURN(state->version, store_->PolicyVersion());
+  // Derived, not stored: the same master key always gives the same tokens.
+  state->masking_hash_key = HmacSha256(master_key_, "sluice masking hash key v1");
   ASSIGN_OR_RETURN(auto rows, store_->ListResources(""));
   for (StoredResource& sr : rows) {
     if (!sr.sealed_secret.empty()) {

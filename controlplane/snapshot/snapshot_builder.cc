@@ -69,6 +69,7 @@ v1::PolicySnapshot BuildSnapshot(const PolicyState& state, const Labels& labels)
   for (const auto& m : state.masking_rules) {
     if (SelectsAny(m, snap.connections())) *snap.add_masking_rules() = m;
   }
+  if (!snap.masking_rules().empty()) snap.set_masking_hash_key(state.masking_hash_key);
   for (const auto& p : state.approval_policies) {
     if (!policies.count(p.name())) continue;
     v1::ApprovalPolicy* out = snap.add_approval_policies();

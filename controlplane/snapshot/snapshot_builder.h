@@ -23,6 +23,8 @@ struct PolicyState {
   std::vector<v1::MaskingRule> masking_rules;
   std::vector<v1::ApprovalPolicy> approval_policies;
   std::vector<v1::Webhook> webhooks;
+  // The `hash` masking strategy's key, shipped with masking rules (see PolicySnapshot).
+  std::string masking_hash_key;
 
   // Adds one resource to the matching list.
   void Add(const v1::Resource& resource);

@@ -84,5 +84,30 @@ TEST(SqlAnalysis, CacheAnswersByShapeButNeverCachesParseFailures) {
   EXPECT_EQ(cache.Get("DELETE FROM t WHERE id = 3").overall, StatementClass::kWrite);
 }
 
+TEST(SqlAnalysis, CopyOutputsReadTheirOptions) {
+  auto copies = CopyOutputs(
+      "SELECT 1; COPY public.customers (email, name) TO STDOUT WITH (FORMAT csv, HEADER, DELIMITER ';', "
+      "NULL 'x', QUOTE '''');"
+      "COPY t FROM STDIN; COPY t TO '/tmp/f'; COPY (SELECT 1) TO STDOUT (FORMAT binary); copy t to stdout csv");
+  ASSERT_EQ(copies.size(), 3u);
+  EXPECT_EQ(copies[0].relation, (Relation{"public", "customers"}));
+  EXPECT_EQ(copies[0].columns, (std::vector<std::string>{"email", "name"}));
+  EXPECT_TRUE(copies[0].csv);
+  EXPECT_TRUE(copies[0].header);
+  EXPECT_EQ(copies[0].delimiter, ';');
+  EXPECT_EQ(copies[0].null_string, "x");
+  EXPECT_EQ(copies[0].quote, '\'');
+  EXPECT_EQ(copies[0].escape, '\'');  // defaults to the quote
+  EXPECT_TRUE(copies[1].query);
+  EXPECT_TRUE(copies[1].binary);
+  EXPECT_TRUE(copies[2].csv);
+  EXPECT_EQ(copies[2].delimiter, ',');
+  EXPECT_EQ(copies[2].null_string, "");
+  EXPECT_FALSE(copies[2].header);
+  EXPECT_EQ(CopyOutputs("COPY t TO STDOUT (DELIMITER '::')")[0].problem, "delimiter '::'");
+  EXPECT_EQ(CopyOutputs("COPY t TO STDOUT")[0].null_string, "\\N");
+  EXPECT_TRUE(CopyOutputs("not sql").empty());
+}
+
 }  // namespace
 }  // namespace sluice::agent::postgres
