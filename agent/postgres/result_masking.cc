@@ -353,6 +353,26 @@ absl::StatusOr<bool> MaskDataRow(absl::string_view payload, const ResultPlan& pl
   return true;
 }
 
+absl::StatusOr<bool> MaskErrorOrNotice(char type, absl::string_view payload, const MaskingPolicy& policy,
+                                       std::string* out) {
+  if (!policy.has_detectors()) return false;
+  auto m = ErrorOrNotice::Decode(payload);
+  if (!m.ok()) return m.status();
+  bool changed = false;
+  std::string masked;
+  for (auto& [code, value] : m->fields) {
+    if (code != 'M' && code != 'D' && code != 'H' && code != 'W' && code != 'q') continue;
+    switch (policy.MaskText(value, &masked, false)) {
+      case Outcome::kUnchanged: break;
+      case Outcome::kReplaced: value = masked; changed = true; break;
+      case Outcome::kNull: value = "[REDACTED]"; changed = true; break;
+    }
+  }
+  if (!changed) return false;
+  *out = m->Encode(type);
+  return true;
+}
+
 absl::StatusOr<bool> MaskCopyRow(absl::string_view row, const ResultPlan& plan, const CopyFormat& format,
                                  const MaskingPolicy& policy, std::string* out) {
   absl::string_view body = row;

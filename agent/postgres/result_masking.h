@@ -69,6 +69,13 @@ struct CopyFormat {
 absl::StatusOr<bool> MaskCopyRow(absl::string_view row, const ResultPlan& plan, const CopyFormat& format,
                                  const masking::MaskingPolicy& policy, std::string* out);
 
+// Runs the detectors on the human-readable fields of an ErrorResponse or NoticeResponse
+// (message, detail, hint, context, internal query): `Key (email)=(ada@example.com) already
+// exists` is a result too. Returns false when nothing changed; true with `*out` holding the
+// whole new message of `type`.
+absl::StatusOr<bool> MaskErrorOrNotice(char type, absl::string_view payload, const masking::MaskingPolicy& policy,
+                                       std::string* out);
+
 // Type OIDs whose values are plain text in both formats.
 bool TextLikeType(int32_t type_oid);
 

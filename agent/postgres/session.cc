@@ -397,7 +397,11 @@ class Session {
         }
         if (*step != BackendStep::kForward) {
           // What came before is kept to go out with the rest; the message is replaced or dropped.
-          if (*step == BackendStep::kReplace) ObserveBackend(r.message);
+          if (type == 'E' && !expected_.empty()) expected_.front().server_failed = true;  // as below
+          if (*step == BackendStep::kReplace) {
+            // The audit sees what the client sees.
+            ObserveBackend(RawMessage{type, absl::string_view(replacement_).substr(5), replacement_.size()});
+          }
           backend_out_.append(from.buffer().data().data(), validated);
           if (*step == BackendStep::kReplace) backend_out_.append(replacement_);
           from.Consume(validated + r.message.wire_size);
@@ -645,7 +649,14 @@ class Session {
       case 'C':
       case 'I':
       case 's': router_.OnCompletion(); co_return BackendStep::kForward;
-      case 'E': router_.OnError(); co_return BackendStep::kForward;
+      case 'E':
+      case 'N': {
+        if (m.type == 'E') router_.OnError();
+        if (!MaskingOn()) co_return BackendStep::kForward;
+        auto changed = MaskErrorOrNotice(m.type, m.payload, masking_, &replacement_);
+        if (!changed.ok()) co_return changed.status();
+        co_return *changed ? BackendStep::kReplace : BackendStep::kForward;
+      }
       case 'Z': router_.OnReady(); co_return BackendStep::kForward;
       default: co_return BackendStep::kForward;
     }

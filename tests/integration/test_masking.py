@@ -274,6 +274,24 @@ class MaskingTest(unittest.TestCase):
         self.assertEqual(self.data_row(seen[1][1]), [b"[REDACTED]", b"Ada Example"])
         sock.close()
 
+    def test_errors_and_notices_are_searched_by_detectors(self):
+        import psycopg
+        with self.connect() as conn:
+            conn.execute("CREATE TEMP TABLE seen (e text UNIQUE)")
+            with self.assertRaises(psycopg.errors.UniqueViolation) as caught:
+                conn.execute("INSERT INTO seen VALUES ('z@example.com'), ('z@example.com')")
+            self.assertEqual(caught.exception.diag.message_detail, "Key (e)=([REDACTED]) already exists.")
+            with self.assertRaises(psycopg.errors.InvalidTextRepresentation) as caught:
+                conn.execute("SELECT email::int FROM customers WHERE id = 2")
+            self.assertEqual(caught.exception.diag.message_primary,
+                             'invalid input syntax for type integer: "[REDACTED]"')
+            notices = []
+            conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+            conn.execute("DO $$ BEGIN RAISE NOTICE 'mail %', (SELECT email FROM customers WHERE id = 2); END $$")
+            self.assertEqual(notices, ["mail [REDACTED]"])
+            # The session goes on.
+            self.assertEqual(conn.execute("SELECT ssn FROM customers WHERE id = 1").fetchone(), ("[REDACTED]",))
+
     # --- COPY ----------------------------------------------------------------------------------
 
     def test_copy_to_stdout_text_and_csv(self):
