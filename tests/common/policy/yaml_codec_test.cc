@@ -155,6 +155,18 @@ TEST(Validation, SnapshotWithUnsupportedProtocolIsRejected) {
               HasSubstr("Connection shop: protocol mysql is not supported by this agent"));
 }
 
+TEST(Validation, SnapshotWithHashMaskingNeedsTheKey) {
+  v1::PolicySnapshot snap;
+  ParsedDocuments p = ParseYamlDocuments(
+      "kind: MaskingRule\nname: pii\nconnections: {names: [shop]}\ncolumns: [\"*.email\"]\nstrategy: hash\n");
+  ASSERT_TRUE(p.errors.empty());
+  *snap.add_masking_rules() = p.resources[0].masking_rule();
+  EXPECT_THAT(ValidateSnapshot(snap, {"postgres"}),
+              HasSubstr("MaskingRule pii: strategy hash needs the snapshot's masking_hash_key"));
+  snap.set_masking_hash_key(std::string(32, 'k'));
+  EXPECT_EQ(ValidateSnapshot(snap, {"postgres"}), "");
+}
+
 TEST(Validation, SnapshotPasswordReferencesMustResolveOnTheAgent) {
   v1::PolicySnapshot snap;
   ParsedDocuments p = ParseYamlDocuments(

@@ -76,6 +76,7 @@ PolicyState State() {
   EXPECT_TRUE(p.errors.empty());
   PolicyState s;
   s.version = 7;
+  s.masking_hash_key = std::string(32, 'k');
   for (const auto& r : p.resources) s.Add(r);
   return s;
 }
@@ -96,6 +97,7 @@ TEST(SnapshotBuilder, AgentGetsOnlyItsConnectionsAndWhatAppliesToThem) {
   EXPECT_EQ(Names(a.issuers()), std::vector<std::string>{"gha"});  // ci-prod accepts only gha
   EXPECT_EQ(Names(a.guardrails()), std::vector<std::string>{"prod-safety"});
   EXPECT_TRUE(a.masking_rules().empty());
+  EXPECT_TRUE(a.masking_hash_key().empty());  // the key goes only with masking rules
   ASSERT_EQ(Names(a.approval_policies()), std::vector<std::string>{"dba"});
   EXPECT_TRUE(a.approval_policies(0).webhooks().empty());  // webhooks stay on the control plane
   EXPECT_EQ(a.SerializeAsString().find("secret-b"), std::string::npos);
@@ -107,6 +109,7 @@ TEST(SnapshotBuilder, AgentGetsOnlyItsConnectionsAndWhatAppliesToThem) {
   EXPECT_EQ(Names(b.issuers()), (std::vector<std::string>{"gha", "okta"}));  // any issuer
   EXPECT_TRUE(b.guardrails().empty());
   EXPECT_EQ(Names(b.masking_rules()), std::vector<std::string>{"pii"});
+  EXPECT_EQ(b.masking_hash_key(), std::string(32, 'k'));
   EXPECT_EQ(b.SerializeAsString().find("secret-a"), std::string::npos);
 }
 
