@@ -135,6 +135,7 @@ std::string ControlClient::StatusJson() const {
       {"last_nack_version", last_nack_version_},
       {"last_nack_error", last_nack_error_},
       {"reconnects", reconnects_},
+      {"held_for_approval", options_.approvals != nullptr ? options_.approvals->held() : 0},
       {"fatal_error", fatal_error_}};
   if (options_.events != nullptr) {
     EventSink::Stats st = options_.events->stats();
@@ -319,6 +320,18 @@ bool ControlClient::ConnectOnce() {
       // Linger briefly so that a busy data path sends a few large chunks, not one per event.
       if (have) options_.events->WaitForChunk(absl::Milliseconds(20));
       if (stream_done.load()) break;
+      if (options_.approvals != nullptr) {
+        bool failed = false;
+        for (auto& held : options_.approvals->TakeOutgoing()) {
+          absl::MutexLock lock(&write_mu);
+          if (done || !stream->Write(held)) {
+            failed = true;
+            break;
+          }
+          last_write = absl::Now();
+        }
+        if (failed) break;
+      }
       v1::AgentMessage out;
       if (have) {
         if (auto chunk = options_.events->TakeChunk()) {
@@ -347,6 +360,7 @@ bool ControlClient::ConnectOnce() {
       if (!synced) {
         synced = true;
         SetState("connected", "");
+        if (options_.approvals != nullptr) options_.approvals->SetConnected(true);
       }
       std::string problem = Apply(snap, "control-plane");
       v1::AgentMessage answer;
@@ -366,6 +380,10 @@ bool ControlClient::ConnectOnce() {
       }
     } else if (msg.has_audit_ack()) {
       if (options_.events != nullptr) options_.events->Ack(msg.audit_ack().committed_sequence());
+    } else if (msg.has_approval_registered()) {
+      if (options_.approvals != nullptr) options_.approvals->OnRegistered(msg.approval_registered());
+    } else if (msg.has_approval_decision()) {
+      if (options_.approvals != nullptr) options_.approvals->OnDecision(msg.approval_decision());
     } else {
       LogWarning("ignoring a control message this agent does not handle yet (case ",
                  static_cast<int>(msg.msg_case()), ")");
@@ -376,6 +394,8 @@ bool ControlClient::ConnectOnce() {
     done = true;
   }
   stream_done.store(true);
+  // Statements held for approval are denied: nobody can decide them now.
+  if (options_.approvals != nullptr) options_.approvals->SetConnected(false);
   writer.join();
   // Whatever was sent but not acknowledged goes again on the next stream.
   if (options_.events != nullptr) options_.events->Requeue();

@@ -13,6 +13,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "agent/approvals/broker.h"
 #include "agent/audit/event_sink.h"
 #include "agent/policy_holder.h"
 #include "agent/state_files.h"
@@ -32,6 +33,7 @@ struct ControlClientOptions {
   absl::Duration max_backoff = absl::Seconds(30);
   absl::Duration heartbeat_interval = absl::Seconds(10);
   EventSink* events = nullptr;  // audit events to stream (not owned); may be null
+  ApprovalBroker* approvals = nullptr;  // held statements (not owned); may be null
   // Ask the control plane at enrollment for a certificate for the data-path listeners, for these
   // names (loopback names are always asked for too). Stored as <data_dir>/tls/listener.*.
   bool request_certificate = false;

@@ -119,6 +119,8 @@ absl::Status Run() {
   PolicyHolder policy;
   EventSink events;
   opts.events = &events;
+  ApprovalBroker approvals;
+  opts.approvals = &approvals;
   ControlClient client(opts, &policy);
   uint64_t from_disk = client.LoadFromDisk();
   if (from_disk > 0) LogInfo("enforcing snapshot version ", from_disk, " from disk until the control plane answers");
@@ -164,7 +166,7 @@ absl::Status Run() {
       lo.tls_key_file = tls.server_key;
       LogInfo("PostgreSQL TLS: the agent's own private CA (", tls.ca_cert, "); the control plane issued no certificate");
     }
-    pg = std::make_unique<postgres::Listener>(lo, &policy, &events);
+    pg = std::make_unique<postgres::Listener>(lo, &policy, &events, &approvals);
     ASSIGN_OR_RETURN(int pg_port, pg->Start());
     RETURN_IF_ERROR(WriteFileAtomic(opts.data_dir + "/postgres.port", absl::StrCat(pg_port, "\n"), 0600));
     LogInfo("PostgreSQL port ", pg_port, lo.allow_plaintext ? " (TLS, plaintext allowed)" : " (TLS required)");

@@ -372,6 +372,104 @@ int MintToken(AdminClient& client, const std::string& subject, const std::string
   return 0;
 }
 
+void PrintApproval(const v1::Approval& a) {
+  std::printf("approval    %llu  %s%s%s\n", static_cast<unsigned long long>(a.id()), a.status().c_str(),
+              a.reason().empty() ? "" : ": ", a.reason().c_str());
+  std::printf("requester   %s (issuer %s) groups [%s]\n", a.subject().c_str(), a.issuer().c_str(),
+              absl::StrJoin(a.groups(), ", ").c_str());
+  std::vector<std::string> attribution;
+  for (const auto& [k, v] : std::map<std::string, std::string>(a.attribution().begin(), a.attribution().end())) {
+    attribution.push_back(absl::StrCat(k, "=", v));
+  }
+  if (!attribution.empty()) std::printf("attribution %s\n", absl::StrJoin(attribution, " ").c_str());
+  std::printf("connection  %s  session %s (agent %s)\n", a.connection().c_str(), a.session_id().c_str(),
+              a.agent_id().c_str());
+  std::printf("guardrail   %s: %s%s%s\n", a.guardrail().c_str(), a.rule().c_str(), a.target().empty() ? "" : " on ",
+              a.target().c_str());
+  std::printf("policy      %s (%u approval%s needed)\n", a.approval_policy().c_str(), a.min_approvals(),
+              a.min_approvals() == 1 ? "" : "s");
+  std::printf("time        asked %s UTC, expires %s UTC%s%s\n", Time(a.created_unix_ms()).c_str(),
+              Time(a.expires_unix_ms()).c_str(), a.decided_unix_ms() ? ", decided " : "",
+              a.decided_unix_ms() ? (Time(a.decided_unix_ms()) + " UTC").c_str() : "");
+  std::printf("statement   %s\n", a.statement().c_str());
+  if (!a.parameters().empty()) std::printf("parameters  %s\n", absl::StrJoin(a.parameters(), ", ").c_str());
+  for (const auto& v : a.votes()) {
+    std::printf("vote        %s %s by %s%s%s\n", Time(v.time_unix_ms()).c_str(), v.approved() ? "approved" : "denied",
+                v.approver().c_str(), v.reason().empty() ? "" : ": ", v.reason().c_str());
+  }
+  for (const auto& d : a.deliveries()) {
+    std::printf("webhook     %s %s attempt %u: %s\n", Time(d.time_unix_ms()).c_str(), d.webhook().c_str(), d.attempt(),
+                d.error().empty() ? absl::StrCat("HTTP ", d.http_status()).c_str()
+                                  : absl::StrCat(d.http_status() ? absl::StrCat("HTTP ", d.http_status(), " ") : "",
+                                                 d.error()).c_str());
+  }
+}
+
+int ListApprovals(AdminClient& client, const std::string& status, uint32_t limit, const std::string& output) {
+  v1::ListApprovalsRequest req;
+  req.set_status(status);
+  req.set_limit(limit);
+  v1::ListApprovalsResponse resp;
+  grpc::Status st = client.stub()->ListApprovals(client.Context().get(), req, &resp);
+  if (!st.ok()) return FailRpc(st);
+  if (output == "json") {
+    std::printf("%s", PrintJson(resp).c_str());
+    return 0;
+  }
+  if (resp.approvals().empty()) {
+    std::printf("no approval requests\n");
+    return 0;
+  }
+  std::vector<std::vector<std::string>> rows = {
+      {"ID", "STATUS", "ASKED (UTC)", "REQUESTER", "CONNECTION", "RULE", "VOTES", "STATEMENT"}};
+  for (const auto& a : resp.approvals()) {
+    std::string text = a.statement();
+    for (char& ch : text) {
+      if (ch == '\n' || ch == '\t') ch = ' ';
+    }
+    if (text.size() > 60) text = text.substr(0, 57) + "...";
+    int yes = 0;
+    for (const auto& v : a.votes()) yes += v.approved() ? 1 : 0;
+    rows.push_back({absl::StrCat(a.id()), a.status(), Time(a.created_unix_ms()), a.subject(), a.connection(), a.rule(),
+                    absl::StrCat(yes, "/", a.min_approvals()), text});
+  }
+  PrintTable(rows);
+  return 0;
+}
+
+int ShowApproval(AdminClient& client, uint64_t id, const std::string& output) {
+  v1::GetApprovalRequest req;
+  req.set_id(id);
+  v1::Approval a;
+  grpc::Status st = client.stub()->GetApproval(client.Context().get(), req, &a);
+  if (!st.ok()) return FailRpc(st);
+  if (output == "json") {
+    std::printf("%s", PrintJson(a).c_str());
+    return 0;
+  }
+  PrintApproval(a);
+  return 0;
+}
+
+int DecideApproval(AdminClient& client, uint64_t id, bool approve, const std::string& reason) {
+  v1::DecideApprovalRequest req;
+  req.set_id(id);
+  req.set_approve(approve);
+  req.set_reason(reason);
+  v1::Approval a;
+  grpc::Status st = client.stub()->DecideApproval(client.Context().get(), req, &a);
+  if (!st.ok()) return FailRpc(st);
+  int yes = 0;
+  for (const auto& v : a.votes()) yes += v.approved() ? 1 : 0;
+  if (a.status() == "pending") {
+    std::printf("approval %llu: your approval is recorded (%d of %u); still pending\n",
+                static_cast<unsigned long long>(id), yes, a.min_approvals());
+  } else {
+    std::printf("approval %llu: %s\n", static_cast<unsigned long long>(id), a.status().c_str());
+  }
+  return 0;
+}
+
 }  // namespace
 }  // namespace sluice::cli
 
@@ -428,6 +526,26 @@ int main(int argc, char** argv) {
   sshow->add_option("id", session_id, "session id")->required();
   sshow->add_option("-o,--output", output, "table or json");
 
+  std::string status, reason;
+  uint64_t approval_id = 0;
+  auto* approvals = app.add_subcommand(
+      "approvals", "statements held at agents for a decision (approve and deny need your own OIDC token "
+                   "in SLUICE_TOKEN or --token)");
+  approvals->require_subcommand(1);
+  auto* alist = approvals->add_subcommand("list", "approval requests, newest first");
+  alist->add_option("--status", status, "pending, approved, denied, expired or withdrawn");
+  alist->add_option("--limit", limit, "at most this many (default 100)");
+  alist->add_option("-o,--output", output, "table or json");
+  auto* ashow = approvals->add_subcommand("show", "one request with its votes and webhook deliveries");
+  ashow->add_option("id", approval_id, "approval request id")->required();
+  ashow->add_option("-o,--output", output, "table or json");
+  auto* aapprove = approvals->add_subcommand("approve", "approve a held statement");
+  aapprove->add_option("id", approval_id, "approval request id")->required();
+  aapprove->add_option("--reason", reason, "why (kept with the decision)");
+  auto* adeny = approvals->add_subcommand("deny", "deny a held statement; the caller sees the reason");
+  adeny->add_option("id", approval_id, "approval request id")->required();
+  adeny->add_option("--reason", reason, "why (shown to the caller)");
+
   std::string subject, groups, token_ttl;
   std::vector<std::string> claims;
   auto* token = app.add_subcommand(
@@ -457,5 +575,9 @@ int main(int argc, char** argv) {
   if (slist->parsed()) return ListSessions(c, identity, connection, since, until, limit, output);
   if (sshow->parsed()) return ShowSession(c, session_id, output);
   if (token->parsed()) return MintToken(c, subject, groups, token_ttl, claims);
+  if (alist->parsed()) return ListApprovals(c, status, limit, output);
+  if (ashow->parsed()) return ShowApproval(c, approval_id, output);
+  if (aapprove->parsed()) return DecideApproval(c, approval_id, true, reason);
+  if (adeny->parsed()) return DecideApproval(c, approval_id, false, reason);
   return 2;
 }

@@ -44,6 +44,28 @@ void HttpServer::AddGet(const std::string& path, const std::string& content_type
   });
 }
 
+namespace {
+
+httplib::Server::Handler Adapt(HttpServer::Handler handler) {
+  return [handler = std::move(handler)](const httplib::Request& req, httplib::Response& res) {
+    HttpServer::Request r;
+    for (size_t i = 1; i < req.matches.size(); ++i) r.matches.push_back(req.matches[i].str());
+    for (const auto& [k, v] : req.params) r.params.emplace(k, v);
+    HttpServer::Response out = handler(r);
+    res.status = out.status;
+    res.set_header("Cache-Control", "no-store");
+    res.set_content(out.body, out.content_type);
+  };
+}
+
+}  // namespace
+
+void HttpServer::AddGet(const std::string& pattern, Handler handler) { server_->Get(pattern, Adapt(std::move(handler))); }
+
+void HttpServer::AddPost(const std::string& pattern, Handler handler) {
+  server_->Post(pattern, Adapt(std::move(handler)));
+}
+
 HttpServer::~HttpServer() { Stop(); }
 
 absl::StatusOr<int> HttpServer::Start(const std::string& listen) {

@@ -4,6 +4,8 @@
 
 #include <atomic>
 #include <functional>
+#include <map>
+#include <vector>
 #include <memory>
 #include <string>
 #include <thread>
@@ -24,6 +26,21 @@ class HttpServer {
   // Adds `GET path`; `render` returns the body, served with `content_type`. Call before Start.
   void AddGet(const std::string& path, const std::string& content_type,
               std::function<std::string()> render);
+
+  // A route with a regular-expression path: `matches` are its groups, `params` the query string
+  // (and, for a form POST, the form fields).
+  struct Request {
+    std::vector<std::string> matches;
+    std::map<std::string, std::string> params;
+  };
+  struct Response {
+    int status = 200;
+    std::string content_type = "text/plain; charset=utf-8";
+    std::string body;
+  };
+  using Handler = std::function<Response(const Request&)>;
+  void AddGet(const std::string& pattern, Handler handler);
+  void AddPost(const std::string& pattern, Handler handler);
 
   // Binds `host:port` (port 0 = any free port) and serves on a background thread. Returns the
   // bound port.

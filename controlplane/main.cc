@@ -4,12 +4,18 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
+#include <atomic>
 #include <cstdio>
+#include <future>
+#include <thread>
 #include <nlohmann/json.hpp>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/clock.h"
 #include "common/crypto.h"
 #include "common/daemon.h"
 #include "common/files.h"
@@ -17,6 +23,8 @@
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "common/tls.h"
+#include "controlplane/approvals/desk.h"
+#include "controlplane/approvals/webhooks.h"
 #include "controlplane/service/admin_service.h"
 #include "controlplane/service/agent_hub.h"
 #include "controlplane/service/agent_service.h"
@@ -52,10 +60,115 @@ ABSL_FLAG(bool, dev_issuer, false,
           "For quickstarts and tests only");
 ABSL_FLAG(absl::Duration, jwks_refresh, absl::Minutes(10),
           "how often Issuer JWKS URLs are fetched again (also after every policy change)");
+ABSL_FLAG(std::string, admin_groups, "",
+          "comma-separated groups whose OIDC callers (tokens from the policy's Issuers) hold the admin "
+          "role on the admin API");
+ABSL_FLAG(std::string, auditor_groups, "", "comma-separated groups whose OIDC callers hold the auditor role (reads)");
+ABSL_FLAG(std::string, approver_groups, "",
+          "comma-separated groups whose OIDC callers hold the approver role (anyone an ApprovalPolicy "
+          "lists as an approver has it too)");
+ABSL_FLAG(std::string, public_url, "",
+          "the HTTP port's URL as approvers reach it, for approval callback links in webhooks "
+          "(default: http://<the HTTP listen address>)");
 ABSL_FLAG(bool, verbose, false, "log debug messages");
 
 namespace sluice::controlplane {
 namespace {
+
+std::vector<std::string> SplitList(const std::string& s) {
+  std::vector<std::string> out;
+  for (absl::string_view p : absl::StrSplit(s, ',', absl::SkipEmpty())) out.emplace_back(absl::StripAsciiWhitespace(p));
+  return out;
+}
+
+std::string HtmlEscape(absl::string_view s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      case '\'': out += "&#39;"; break;
+      default: out.push_back(c);
+    }
+  }
+  return out;
+}
+
+HttpServer::Response Page(int status, const std::string& title, const std::string& body_html) {
+  HttpServer::Response r;
+  r.status = status;
+  r.content_type = "text/html; charset=utf-8";
+  r.body = absl::StrCat("<!doctype html><html><head><meta charset=\"utf-8\"><title>", HtmlEscape(title),
+                        "</title></head><body><h1>", HtmlEscape(title), "</h1>", body_html, "</body></html>\n");
+  return r;
+}
+
+// Runs `fn` on the store worker and waits for its answer (HTTP handlers run on their own thread).
+template <typename Fn>
+auto OnWorker(Worker& worker, Fn fn) -> decltype(fn()) {
+  std::promise<decltype(fn())> done;
+  auto answer = done.get_future();
+  worker.Post([&done, &fn] { done.set_value(fn()); });
+  return answer.get();
+}
+
+// The approval callback link pages: GET shows the request and a button (link previewers fetch
+// GET, so it never decides); POST decides, once.
+void AddApprovalLinks(HttpServer& http, Worker& worker, ApprovalDesk& desk, PolicyManager& policy, Store& store) {
+  auto check = [&desk](const HttpServer::Request& req, uint64_t* id, bool* approve, std::string* webhook,
+                       int64_t* exp) -> absl::Status {
+    if (req.matches.size() != 2 || !absl::SimpleAtoi(req.matches[0], id)) return absl::InvalidArgumentError("bad link");
+    *approve = req.matches[1] == "approve";
+    auto get = [&req](const char* k) {
+      auto it = req.params.find(k);
+      return it == req.params.end() ? std::string() : it->second;
+    };
+    *webhook = get("webhook");
+    if (!absl::SimpleAtoi(get("exp"), exp)) return absl::InvalidArgumentError("bad link");
+    return desk.CheckLink(*id, *approve, *webhook, *exp, get("sig"), NowUnixMs());
+  };
+  http.AddGet(R"(/approvals/(\d+)/(approve|deny))", [&, check](const HttpServer::Request& req) {
+    uint64_t id = 0;
+    bool approve = false;
+    std::string webhook;
+    int64_t exp = 0;
+    absl::Status ok = check(req, &id, &approve, &webhook, &exp);
+    if (!ok.ok()) return Page(403, "Sluice approval", "<p>" + HtmlEscape(std::string(ok.message())) + "</p>");
+    auto record = OnWorker(worker, [&] { return store.GetApproval(id); });
+    if (!record.ok()) return Page(404, "Sluice approval", "<p>" + HtmlEscape(std::string(record.status().message())) + "</p>");
+    const v1::Approval& a = record->approval;
+    std::string query = absl::StrCat("webhook=", webhook, "&exp=", exp, "&sig=", req.params.at("sig"));
+    std::string body = absl::StrCat(
+        "<p>Request ", id, " (", HtmlEscape(a.status()), "): <b>", HtmlEscape(a.subject()), "</b> on connection <b>",
+        HtmlEscape(a.connection()), "</b>, guardrail ", HtmlEscape(a.guardrail()), " (", HtmlEscape(a.rule()),
+        ").</p><pre>", HtmlEscape(a.statement()), "</pre>");
+    if (a.status() == kPending) {
+      absl::StrAppend(&body, "<form method=\"post\" action=\"/approvals/", id, "/", approve ? "approve" : "deny", "?",
+                      HtmlEscape(query), "\"><label>Reason <input name=\"reason\" maxlength=\"1000\"></label> ",
+                      "<button type=\"submit\">", approve ? "Approve" : "Deny", " request ", id, "</button></form>");
+    }
+    return Page(200, absl::StrCat("Sluice approval request ", id), body);
+  });
+  http.AddPost(R"(/approvals/(\d+)/(approve|deny))", [&, check](const HttpServer::Request& req) {
+    uint64_t id = 0;
+    bool approve = false;
+    std::string webhook;
+    int64_t exp = 0;
+    absl::Status ok = check(req, &id, &approve, &webhook, &exp);
+    if (!ok.ok()) return Page(403, "Sluice approval", "<p>" + HtmlEscape(std::string(ok.message())) + "</p>");
+    auto it = req.params.find("reason");
+    std::string reason = it == req.params.end() ? "" : it->second.substr(0, 1000);
+    Approver who;
+    who.link_webhook = webhook;
+    auto decided = OnWorker(worker, [&] { return desk.Decide(id, who, approve, reason, *policy.state(), NowUnixMs()); });
+    if (!decided.ok()) return Page(409, "Sluice approval", "<p>" + HtmlEscape(std::string(decided.status().message())) + "</p>");
+    return Page(200, absl::StrCat("Sluice approval request ", id),
+                absl::StrCat("<p>Recorded: ", approve ? "approved" : "denied", ". The request is now <b>",
+                             HtmlEscape(decided->status()), "</b>.</p>"));
+  });
+}
 
 absl::StatusOr<std::string> LoadOrCreateToken(const std::string& path, bool* created) {
   *created = false;
@@ -173,9 +286,28 @@ absl::Status Run() {
       });
   jwks.Start();
 
-  AgentServiceImpl agent_service(store.get(), &hub, &worker, agent_ca);
+  // Approvals: requests from agents, webhooks, callback links signed with a key derived from
+  // the master key.
+  std::unique_ptr<ApprovalDesk> desk;
+  WebhookSender webhooks([&worker, &desk](uint64_t id, v1::WebhookDelivery delivery) {
+    worker.Post([&desk, id, delivery] { desk->RecordDelivery(id, delivery); });
+  });
+  desk = std::make_unique<ApprovalDesk>(store.get(), &hub, &webhooks,
+                                        HmacSha256(master_key, "sluice approval links v1"),
+                                        absl::GetFlag(FLAGS_public_url));
+  std::atomic<bool> stopping{false};
+  std::thread expiry([&] {
+    while (!stopping.load()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      worker.Post([&desk] { desk->ExpireDue(NowUnixMs()); });
+    }
+  });
+
+  AgentServiceImpl agent_service(store.get(), &hub, &worker, agent_ca, desk.get());
+  AdminRoles roles{SplitList(absl::GetFlag(FLAGS_admin_groups)), SplitList(absl::GetFlag(FLAGS_auditor_groups)),
+                   SplitList(absl::GetFlag(FLAGS_approver_groups))};
   AdminServiceImpl admin_service(store.get(), &policy, &hub, &worker, admin_token, dev_issuer.get(),
-                                 [&jwks] { jwks.Wake(); });
+                                 [&jwks] { jwks.Wake(); }, roles, desk.get());
 
   grpc::SslServerCredentialsOptions ssl;
   ssl.pem_key_cert_pairs.push_back({key_pem, cert_pem});
@@ -204,6 +336,7 @@ absl::Status Run() {
         "# TYPE sluice_agents_connected gauge\n"
         "sluice_agents_connected ", hub.connected_count(), "\n");
   });
+  AddApprovalLinks(http, worker, *desk, policy, *store);
   ASSIGN_OR_RETURN(int http_port, http.Start(absl::GetFlag(FLAGS_http_listen)));
   http.SetReady(true);
 
@@ -218,6 +351,7 @@ absl::Status Run() {
       {"admin_token_file", token_path},
       {"pid", static_cast<int>(getpid())}};
   RETURN_IF_ERROR(WriteFileAtomic(data_dir + "/endpoints.json", endpoints.dump(2) + "\n", 0600));
+  if (absl::GetFlag(FLAGS_public_url).empty()) desk->SetPublicUrl(absl::StrCat("http://", endpoints["http"].get<std::string>()));
   LogInfo("sluice-controlplane serving: gRPC (TLS) on port ", grpc_port, ", HTTP on port ",
           http_port, ", policy version ", policy.state()->version, ", ", agents.size(),
           " enrolled agent(s)");
@@ -227,6 +361,11 @@ absl::Status Run() {
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   http.Stop();
   jwks.Stop();
+  webhooks.Stop();
+  stopping.store(true);
+  expiry.join();
+  // Whatever is still queued for the worker runs before the desk goes.
+  OnWorker(worker, [] { return 0; });
   return absl::OkStatus();
 }
 

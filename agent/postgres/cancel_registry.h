@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <optional>
 
 #include "absl/base/thread_annotations.h"
@@ -17,6 +19,9 @@ namespace sluice::agent::postgres {
 struct CancelTarget {
   UpstreamTarget target;
   BackendKeyData upstream_key;
+  // A cancel the session handles itself (a statement held for approval is withdrawn); returns
+  // true when it did, so nothing goes upstream. May be null.
+  std::shared_ptr<std::function<bool()>> local;
 };
 
 class CancelRegistry {

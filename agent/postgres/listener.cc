@@ -25,8 +25,8 @@ int SelectAlpn(SSL*, const unsigned char** out, unsigned char* outlen, const uns
 
 }  // namespace
 
-Listener::Listener(ListenerOptions options, PolicyHolder* policy, EventSink* events)
-    : options_(std::move(options)), policy_(policy), events_(events) {}
+Listener::Listener(ListenerOptions options, PolicyHolder* policy, EventSink* events, ApprovalBroker* approvals)
+    : options_(std::move(options)), policy_(policy), events_(events), approvals_(approvals) {}
 
 Listener::~Listener() { Stop(); }
 
@@ -80,7 +80,7 @@ absl::StatusOr<int> Listener::Start() {
 }
 
 asio::awaitable<void> Listener::AcceptLoop() {
-  SessionDeps deps{policy_, &cancels_, &tls_, &config_, events_};
+  SessionDeps deps{policy_, &cancels_, &tls_, &config_, events_, approvals_};
   while (acceptor_->is_open()) {
     asio::io_context& loop = *loops_[next_loop_++ % loops_.size()];
     auto [ec, socket] = co_await acceptor_->async_accept(loop, asio::experimental::as_tuple(asio::use_awaitable));

@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "agent/policy_holder.h"
 #include "agent/postgres/cancel_registry.h"
+#include "agent/approvals/broker.h"
 #include "agent/postgres/session.h"
 
 namespace sluice::agent::postgres {
@@ -26,7 +27,7 @@ struct ListenerOptions {
 
 class Listener {
  public:
-  Listener(ListenerOptions options, PolicyHolder* policy, EventSink* events);
+  Listener(ListenerOptions options, PolicyHolder* policy, EventSink* events, ApprovalBroker* approvals = nullptr);
   ~Listener();
 
   // Binds and starts the worker threads. Returns the bound port.
@@ -40,6 +41,7 @@ class Listener {
   ListenerOptions options_;
   PolicyHolder* policy_;
   EventSink* events_;
+  ApprovalBroker* approvals_;
   SessionConfig config_;
   CancelRegistry cancels_;
   asio::ssl::context tls_{asio::ssl::context::tls_server};

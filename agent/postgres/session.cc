@@ -6,6 +6,8 @@
 #include <nlohmann/json.hpp>
 #include <cstdlib>
 #include <deque>
+#include <functional>
+#include <optional>
 #include <variant>
 
 #include "absl/container/flat_hash_map.h"
@@ -14,6 +16,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "agent/auth/authorizer.h"
 #include "agent/masking/policy.h"
@@ -283,7 +286,18 @@ class Session {
 
     // The client sees a normal login: AuthenticationOk, the server's parameters, the agent's own
     // cancel key, notices, ReadyForQuery.
-    agent_key_ = deps_.cancels->Register(CancelTarget{target, upstream_.key}, protocol_minor_ >= 2 ? 32 : 4);
+    // A cancel request while a statement is held withdraws it (nothing runs upstream yet).
+    auto local = std::make_shared<std::function<bool()>>([slot = hold_slot_] {
+      std::shared_ptr<ApprovalWaiter> waiter;
+      {
+        absl::MutexLock lock(&slot->mu);
+        waiter = slot->waiter;
+      }
+      if (waiter == nullptr) return false;
+      waiter->Decided(ApprovalOutcome{ApprovalOutcome::kCancelled, "cancelled by the client", {}});
+      return true;
+    });
+    agent_key_ = deps_.cancels->Register(CancelTarget{target, upstream_.key, local}, protocol_minor_ >= 2 ? 32 : 4);
     std::string hello = Authentication{Authentication::kOk, ""}.Encode();
     for (const auto& p : upstream_.parameters) hello += p.Encode();
     hello += agent_key_.Encode();
@@ -327,6 +341,18 @@ class Session {
         if (r.status == DecodeStatus::kNeedMore) break;
         bytes_from_client_ += r.message.wire_size;
         Action action = Inspect(r.message);
+        if (action == Action::kHold) {
+          // What came before goes out first; the held message waits at the front of the buffer
+          // (nothing more is read from the client) until it is decided.
+          absl::Status forwarded = co_await ForwardValidated(from, to, &validated);
+          if (!forwarded.ok()) co_return forwarded;
+          HoldRequest hold = std::move(*pending_hold_);
+          pending_hold_.reset();
+          auto outcome = co_await Hold(hold);
+          if (!outcome.ok()) co_return outcome.status();
+          action = Release(hold, r.message.type, *outcome);
+          r = DecodeFrame(from.buffer().data(), Direction::kFrontend, limits());
+        }
         if (action == Action::kDescribeFirst) {
           // The agent's own Describe of the portal goes just before the Execute: its answer
           // tells the backend relay which columns the rows hold (and is not relayed).
@@ -470,7 +496,7 @@ class Session {
     co_return absl::OkStatus();
   }
 
-  enum class Action { kForward, kDrop, kSubstitute, kDescribeFirst };
+  enum class Action { kForward, kDrop, kSubstitute, kDescribeFirst, kHold };
 
   // Decides what happens to one client message, and keeps the expectations of the answers in
   // step: every forwarded Query, Sync and FunctionCall gets exactly one ReadyForQuery back.
@@ -489,9 +515,11 @@ class Session {
         std::string refusal = Check(sql, false);
         if (refusal.empty()) refusal = CheckCopy(sql, false);
         if (!refusal.empty()) {
+          pending_hold_.reset();
           expected_.push_back(Expectation{std::move(refusal), true, false});
           return Action::kSubstitute;
         }
+        if (pending_hold_) return Action::kHold;  // expectations are set when it is released
         expected_.push_back(Expectation{});
         return Action::kForward;
       }
@@ -501,6 +529,11 @@ class Session {
         absl::string_view sql = r.CStringView();
         std::string refusal = Check(sql, true);
         if (refusal.empty()) refusal = CheckCopy(sql, true);
+        if (!refusal.empty()) pending_hold_.reset();
+        if (pending_hold_) {
+          pending_hold_->name = std::string(name);
+          return Action::kHold;
+        }
         if (!refusal.empty()) {
           if (!name.empty()) checked_names_.erase(name);
           discarding_ = true;
@@ -530,6 +563,11 @@ class Session {
                              deps_.policy->generation() == guardrails_generation_)) {
           return Action::kForward;
         }
+        // Approved at its Parse: that approval covers this one execution.
+        if (auto it = approved_once_.find(name); it != approved_once_.end()) {
+          approved_once_.erase(it);
+          return Action::kForward;
+        }
         // Checked already under the policy in force: the answer would be the same.
         if (checked_generation_ == deps_.policy->generation() && checked_names_.contains(name)) {
           return Action::kForward;
@@ -538,6 +576,11 @@ class Session {
         if (text == nullptr) return Action::kForward;  // unknown to us: the server refuses it
         std::string sql = *text;
         std::string refusal = Check(sql, true);
+        if (pending_hold_) {
+          pending_hold_->name = std::string(name);
+          pending_hold_->parameters = BindParameters(m.payload);
+          return Action::kHold;
+        }
         if (!refusal.empty()) {
           discarding_ = true;
           pending_refusal_ = std::move(refusal);
@@ -776,6 +819,202 @@ class Session {
     return "";
   }
 
+  // ---- Approvals ----
+
+  // A statement held for approval (from Check), and where it came from.
+  struct HoldRequest {
+    std::string sql;
+    GuardrailDecision decision;
+    bool extended = false;
+    std::string fingerprint;
+    std::string name;  // the prepared statement's name (Parse, Bind)
+    std::vector<std::string> parameters;
+  };
+
+  // The text form of a Bind's parameters, for the approvers (capped; binary ones as hex).
+  static std::vector<std::string> BindParameters(absl::string_view payload) {
+    constexpr int kMax = 100;
+    constexpr size_t kMaxBytes = 1024;
+    WireReader r(payload);
+    r.CStringView();
+    r.CStringView();
+    std::vector<int16_t> formats;
+    int16_t nf = r.Int16();
+    for (int i = 0; i < nf && r.ok(); ++i) formats.push_back(r.Int16());
+    int16_t n = r.Int16();
+    std::vector<std::string> out;
+    for (int i = 0; i < n && r.ok() && i < kMax; ++i) {
+      int32_t len = r.Int32();
+      if (len < 0) {
+        out.push_back("NULL");
+        continue;
+      }
+      std::string v = r.Bytes(static_cast<size_t>(len));
+      bool binary = formats.size() == 1 ? formats[0] == 1 : (static_cast<size_t>(i) < formats.size() && formats[i] == 1);
+      if (binary) v = "\\x" + HexEncode(v);
+      if (v.size() > kMaxBytes) v = v.substr(0, kMaxBytes) + "...";
+      out.push_back(std::move(v));
+    }
+    return out;
+  }
+
+  // Asks the control plane for a decision on `h` and waits for it: the client gets a notice
+  // with the request's number and waits, its connection open. Denied when the control plane
+  // cannot be reached, refuses the request, or decides nothing before the policy's timeout.
+  // An error only when the session itself ends while waiting.
+  asio::awaitable<absl::StatusOr<ApprovalOutcome>> Hold(const HoldRequest& h) {
+    const GuardrailDecision& d = h.decision;
+    absl::Duration timeout = absl::Seconds(300);
+    for (const auto& p : guardrails_policy_->snapshot.approval_policies()) {
+      if (p.name() == d.approval && p.has_timeout()) {
+        timeout = absl::Seconds(p.timeout().seconds()) + absl::Nanoseconds(p.timeout().nanos());
+      }
+    }
+    v1::ApprovalRequest req;
+    req.set_request_id(absl::StrCat(session_id_, "-", ++holds_));
+    req.set_session_id(session_id_);
+    req.set_connection(connection_name_);
+    req.set_subject(identity_.subject);
+    req.set_issuer(identity_.issuer);
+    for (const auto& g : identity_.groups) req.add_groups(g);
+    req.mutable_attribution()->insert(identity_.attribution.begin(), identity_.attribution.end());
+    req.set_statement(h.sql.substr(0, 64 << 10));
+    req.set_fingerprint(h.fingerprint);
+    req.set_rule(d.match);
+    req.set_guardrail(d.guardrail);
+    req.set_target(d.target);
+    req.set_approval_policy(d.approval);
+    for (const auto& p : h.parameters) req.add_parameters(p);
+
+    asio::any_io_executor executor = co_await asio::this_coro::executor;
+    auto waiter = std::make_shared<ApprovalWaiter>(executor);
+    {
+      absl::MutexLock lock(&hold_slot_->mu);
+      hold_slot_->waiter = waiter;
+    }
+    ApprovalOutcome outcome;
+    uint64_t approval_id = 0;
+    std::string request_id = req.request_id();
+    if (!deps_.approvals->Submit(std::move(req), waiter)) {
+      outcome = ApprovalOutcome{ApprovalOutcome::kUnavailable, "the control plane is unreachable", {}};
+    } else {
+      absl::Time registration_deadline = absl::Now() + absl::Seconds(10);
+      absl::Status st = co_await WaitForAnswer(waiter, registration_deadline, false);
+      ApprovalWaiter::State s = waiter->state();
+      if (st.ok() && !s.decided && s.registered && s.error.empty()) {
+        approval_id = s.approval_id;
+        std::string notice_text = absl::StrCat(
+            "Sluice: approval required: request ", approval_id, ", waiting up to ",
+            absl::ToInt64Seconds(timeout), " s (guardrail \"", d.guardrail, "\": ", d.match,
+            d.target.empty() ? "" : " on " + d.target, "; ApprovalPolicy \"", d.approval,
+            "\"). An approver runs: sluicectl approvals approve ", approval_id);
+        std::string notice = ErrorOrNotice::Make("NOTICE", "00000", notice_text).Encode('N');
+        LogInfo("statement of ", identity_.subject, " on ", connection_name_, " held: approval request ", approval_id);
+        st = co_await client_.Write(notice);
+        absl::Time decision_deadline = absl::Now() + timeout + absl::Seconds(3);
+        if (st.ok()) st = co_await WaitForAnswer(waiter, decision_deadline, true);
+        s = waiter->state();
+      }
+      if (!st.ok()) {
+        deps_.approvals->Withdraw(request_id, "the session ended while the statement was held");
+        ClearHold();
+        co_return st;  // the session ends
+      }
+      if (s.decided) {
+        outcome = s.outcome;
+      } else if (s.registered && !s.error.empty()) {
+        outcome = ApprovalOutcome{ApprovalOutcome::kUnavailable,
+                                  absl::StrCat("the control plane refused the request: ", s.error), {}};
+      } else if (!s.registered) {
+        outcome = ApprovalOutcome{ApprovalOutcome::kUnavailable, "the control plane did not answer", {}};
+      } else {
+        outcome = ApprovalOutcome{ApprovalOutcome::kDenied,
+                                  absl::StrCat("no decision within ", absl::ToInt64Seconds(timeout), " s"), {}};
+      }
+      deps_.approvals->Withdraw(request_id, outcome.kind == ApprovalOutcome::kCancelled ? "cancelled by the client" : "");
+    }
+    ClearHold();
+    const char* decision = outcome.kind == ApprovalOutcome::kApproved      ? "approved"
+                           : outcome.kind == ApprovalOutcome::kCancelled   ? "cancelled"
+                           : outcome.kind == ApprovalOutcome::kUnavailable ? "unavailable"
+                                                                           : "denied";
+    JsonObjectWriter w(&event_buffer_);
+    StatementEventHead(&w, h.sql, nullptr, h.extended);
+    w.Str("decision", decision)
+        .Int("approval_id", static_cast<int64_t>(approval_id))
+        .Str("guardrail", d.guardrail)
+        .Str("match", d.match)
+        .Str("approval_policy", d.approval)
+        .Str("approvers", absl::StrJoin(outcome.approvers, ","))
+        .Str("reason", outcome.reason);
+    EmitJson("approval", w.Close(), outcome.kind != ApprovalOutcome::kApproved);
+    LogInfo("approval request ", approval_id, " for ", identity_.subject, " on ", connection_name_, ": ", decision,
+            outcome.reason.empty() ? "" : " (" + outcome.reason + ")");
+    co_return outcome;
+  }
+
+  // Waits until the waiter has an answer (a decision; or, unless `decision_only`, a
+  // registration) or `deadline` passes. An error when the session is being torn down.
+  asio::awaitable<absl::Status> WaitForAnswer(const std::shared_ptr<ApprovalWaiter>& waiter, absl::Time deadline,
+                                              bool decision_only) {
+    while (true) {
+      ApprovalWaiter::State s = waiter->state();
+      if (s.decided || (!decision_only && s.registered)) co_return absl::OkStatus();
+      absl::Duration left = deadline - absl::Now();
+      if (left <= absl::ZeroDuration()) co_return absl::OkStatus();
+      waiter->timer().expires_after(absl::ToChronoMilliseconds(left) + std::chrono::milliseconds(1));
+      auto [ec] = co_await waiter->timer().async_wait(kNoThrow);
+      (void)ec;  // woken (cancelled) or expired: the state says which
+      asio::cancellation_state cs = co_await asio::this_coro::cancellation_state;
+      if (cs.cancelled() != asio::cancellation_type::none) {
+        co_return absl::CancelledError("the session ended while a statement was held");
+      }
+    }
+  }
+
+  void ClearHold() {
+    absl::MutexLock lock(&hold_slot_->mu);
+    hold_slot_->waiter.reset();
+  }
+
+  // What happens to a held message of `type` after its decision; sets the expectations of the
+  // answers as Inspect does for a checked message.
+  Action Release(const HoldRequest& h, char type, const ApprovalOutcome& outcome) {
+    const GuardrailDecision& d = h.decision;
+    if (outcome.kind == ApprovalOutcome::kApproved) {
+      if (type == 'Q') {
+        expected_.push_back(Expectation{});
+      } else if (!h.name.empty()) {
+        approved_once_.insert(h.name);  // its next Bind runs once without asking again
+      }
+      return Action::kForward;
+    }
+    std::string sqlstate = outcome.kind == ApprovalOutcome::kCancelled ? "57014" : "42501";
+    std::string message;
+    switch (outcome.kind) {
+      case ApprovalOutcome::kCancelled:
+        message = "Sluice: canceling statement due to user request (it was waiting for approval)";
+        break;
+      case ApprovalOutcome::kUnavailable:
+        message = absl::StrCat("Sluice: statement needs approval under guardrail \"", d.guardrail, "\" (", d.match,
+                               "), but ", outcome.reason, "; it was not run");
+        break;
+      default:
+        message = absl::StrCat("Sluice: statement denied (guardrail \"", d.guardrail, "\", ", d.match, "): ",
+                               outcome.reason.empty() ? "denied" : outcome.reason);
+    }
+    ++statements_;
+    std::string refusal = ErrorOrNotice::Make("ERROR", sqlstate, message).Encode('E');
+    if (type == 'Q') {
+      expected_.push_back(Expectation{std::move(refusal), true, false});
+      return Action::kSubstitute;
+    }
+    if (!h.name.empty()) checked_names_.erase(h.name);
+    discarding_ = true;
+    pending_refusal_ = std::move(refusal);
+    return Action::kDrop;
+  }
+
   // Remembers that the named statement passed the checks under the current policy.
   void MarkChecked(absl::string_view name) {
     constexpr size_t kMaxChecked = 10000;
@@ -803,6 +1042,12 @@ class Session {
         RecordGuardrail(sql, &info, extended, d, "alerted", "");
         return "";
       case GuardrailDecision::kRequireApproval:
+        if (deps_.approvals != nullptr) {
+          // Held: the relay asks for a decision before the statement goes anywhere (Hold).
+          pending_hold_ = HoldRequest{std::string(sql), d, extended, info.shape.fingerprint, "", {}};
+          return "";
+        }
+        break;
       case GuardrailDecision::kBlock: break;
     }
     std::string target = d.target.empty() ? "" : absl::StrCat(" on ", d.target);
@@ -812,7 +1057,7 @@ class Session {
                            " (", d.statement_kind, ")")
             : absl::StrCat("Sluice: statement needs approval under guardrail \"", d.guardrail, "\" (", d.match,
                            target, ", ApprovalPolicy \"", d.approval,
-                           "\"); approvals are not built yet, so it is refused");
+                           "\"), and this agent cannot hold statements, so it is refused");
     return RecordGuardrail(sql, &info, extended, d, d.action == GuardrailDecision::kBlock ? "blocked" : "denied",
                            message);
   }
@@ -1021,6 +1266,7 @@ class Session {
       LogInfo("cancel request from ", peer_, " with an unknown key ignored");
       co_return;
     }
+    if (target->local && (*target->local)()) co_return;  // a held statement, withdrawn
     asio::any_io_executor executor = co_await asio::this_coro::executor;
     absl::Status st = co_await SendUpstreamCancel(executor, target->target, target->upstream_key);
     if (!st.ok()) LogWarning("forwarding a cancel request failed: ", st.message());
@@ -1058,6 +1304,15 @@ class Session {
     bool server_failed = false;  // the server reported an error in this stretch itself
   };
   std::deque<Expectation> expected_;
+  // Approvals.
+  std::optional<HoldRequest> pending_hold_;         // set by Check for the message being inspected
+  absl::flat_hash_set<std::string> approved_once_;  // named statements approved at Parse
+  uint64_t holds_ = 0;
+  struct HoldSlot {  // the statement held now, for a cancel request from another connection
+    absl::Mutex mu;
+    std::shared_ptr<ApprovalWaiter> waiter ABSL_GUARDED_BY(mu);
+  };
+  std::shared_ptr<HoldSlot> hold_slot_ = std::make_shared<HoldSlot>();
   bool discarding_ = false;      // after a refused Parse, until Sync
   std::string pending_refusal_;  // the refusal the next Sync carries
   int64_t bytes_from_client_ = 0;

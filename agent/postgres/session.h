@@ -9,6 +9,7 @@
 #include <chrono>
 #include <string>
 
+#include "agent/approvals/broker.h"
 #include "agent/audit/event_sink.h"
 #include "agent/policy_holder.h"
 #include "agent/postgres/cancel_registry.h"
@@ -30,6 +31,7 @@ struct SessionDeps {
   asio::ssl::context* server_tls = nullptr;
   const SessionConfig* config = nullptr;
   EventSink* events = nullptr;  // audit events of every session and statement
+  ApprovalBroker* approvals = nullptr;  // statements held for approval; null = none can be held
 };
 
 asio::awaitable<void> RunSession(asio::ip::tcp::socket socket, SessionDeps deps);

@@ -1,5 +1,7 @@
 #include "controlplane/service/admin_service.h"
 
+#include <algorithm>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -10,6 +12,7 @@
 #include "common/log.h"
 #include "common/tls.h"
 #include "common/policy/resource.h"
+#include "common/policy/selectors.h"
 #include "common/policy/validation.h"
 #include "common/status_macros.h"
 
@@ -21,36 +24,115 @@ constexpr int64_t kMaxEnrollTtlSeconds = 30 * 24 * 3600;
 
 }  // namespace
 
+namespace {
+
+bool InAny(const std::vector<std::string>& groups, const std::vector<std::string>& wanted) {
+  for (const auto& g : groups) {
+    if (std::find(wanted.begin(), wanted.end(), g) != wanted.end()) return true;
+  }
+  return false;
+}
+
+const char* NeedName(AdminServiceImpl::Need need) {
+  switch (need) {
+    case AdminServiceImpl::Need::kAdmin: return "the admin role";
+    case AdminServiceImpl::Need::kRead: return "the admin or auditor role";
+    case AdminServiceImpl::Need::kApprovals: return "the admin, auditor or approver role";
+    case AdminServiceImpl::Need::kDecide: return "an approver's own OIDC token";
+  }
+  return "a role";
+}
+
+std::string RolesOf(const AdminServiceImpl::Caller& c) {
+  std::vector<std::string> roles;
+  if (c.admin) roles.push_back("admin");
+  if (c.auditor) roles.push_back("auditor");
+  if (c.approver) roles.push_back("approver");
+  return roles.empty() ? "none" : absl::StrJoin(roles, ", ");
+}
+
+bool Allowed(const AdminServiceImpl::Caller& c, AdminServiceImpl::Need need) {
+  switch (need) {
+    case AdminServiceImpl::Need::kAdmin: return c.admin;
+    case AdminServiceImpl::Need::kRead: return c.admin || c.auditor;
+    case AdminServiceImpl::Need::kApprovals: return c.admin || c.auditor || c.approver;
+    case AdminServiceImpl::Need::kDecide: return !c.bootstrap && c.approver;
+  }
+  return false;
+}
+
+}  // namespace
+
+absl::StatusOr<AdminServiceImpl::Caller> AdminServiceImpl::Authenticate(const std::string& token) {
+  Caller c;
+  if (token.empty()) return absl::UnauthenticatedError("missing or wrong admin token (set SLUICE_TOKEN or --token)");
+  if (ConstantTimeEquals(token, admin_token_)) {
+    c.actor = "bootstrap-admin";
+    c.bootstrap = true;
+    c.admin = true;
+    return c;
+  }
+  if (std::count(token.begin(), token.end(), '.') != 2) {
+    return absl::UnauthenticatedError(
+        "missing or wrong admin token, and not an OIDC token either (set SLUICE_TOKEN or --token)");
+  }
+  std::shared_ptr<const PolicyState> state = policy_->state();
+  if (state != verifier_state_) {
+    auto verifier = jwt::Verifier::FromIssuers(state->issuers);
+    if (!verifier.ok()) return absl::UnavailableError(absl::StrCat("cannot verify tokens: ", verifier.status().message()));
+    verifier_ = std::make_shared<const jwt::Verifier>(*std::move(verifier));
+    verifier_state_ = state;
+  }
+  auto identity = verifier_->Verify(token, absl::Now());
+  if (!identity.ok()) {
+    return absl::UnauthenticatedError(absl::StrCat("token rejected: ", identity.status().message(),
+                                                   " (give the bootstrap admin token or an OIDC token)"));
+  }
+  c.identity = *std::move(identity);
+  c.actor = absl::StrCat(c.identity.subject, " (", c.identity.issuer, ")");
+  c.admin = InAny(c.identity.groups, roles_.admin_groups);
+  c.auditor = InAny(c.identity.groups, roles_.auditor_groups);
+  c.approver = InAny(c.identity.groups, roles_.approver_groups);
+  for (const auto& p : state->approval_policies) {
+    if (policy::SelectsCaller(p.approvers(), c.identity.issuer, c.identity.subject, c.identity.groups)) {
+      c.approver = true;
+    }
+  }
+  return c;
+}
+
 grpc::ServerUnaryReactor* AdminServiceImpl::Run(
-    grpc::CallbackServerContext* ctx, const char* action,
-    std::function<absl::Status(std::string* target)> work) {
+    grpc::CallbackServerContext* ctx, const char* action, Need need,
+    std::function<absl::Status(const Caller& caller, std::string* target)> work) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   std::string peer = ctx->peer();
-  bool authenticated = false;
+  std::string token;
   auto it = ctx->client_metadata().find("authorization");
   if (it != ctx->client_metadata().end()) {
     std::string value(it->second.data(), it->second.size());
     constexpr absl::string_view kBearer = "Bearer ";
-    authenticated = absl::StartsWith(value, kBearer) &&
-                    ConstantTimeEquals(value.substr(kBearer.size()), admin_token_);
+    if (absl::StartsWith(value, kBearer) && value.size() <= 16384) token = value.substr(kBearer.size());
   }
   std::string act(action);
-  if (!authenticated) {
-    worker_->Post([this, act, peer] {
-      store_->AppendAudit({0, NowUnixMs(), "anonymous", act, "", "UNAUTHENTICATED",
-                           "missing or wrong admin token (from " + peer + ")"})
+  worker_->Post([this, reactor, act, peer, need, token = std::move(token), work = std::move(work)] {
+    auto caller = Authenticate(token);
+    if (!caller.ok() || !Allowed(*caller, need)) {
+      absl::Status st = caller.ok()
+                            ? absl::PermissionDeniedError(absl::StrCat(caller->actor, " (roles: ", RolesOf(*caller),
+                                                                       ") may not call ", act, ": it needs ",
+                                                                       NeedName(need)))
+                            : caller.status();
+      store_->AppendAudit({0, NowUnixMs(), caller.ok() ? caller->actor : "anonymous", act, "",
+                           absl::StatusCodeToString(st.code()), absl::StrCat(st.message(), " (from ", peer, ")")})
           .IgnoreError();
-    });
-    reactor->Finish(grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                                 "missing or wrong admin token (set SLUICE_TOKEN or --token)"));
-    return reactor;
-  }
-  worker_->Post([this, reactor, act, peer, work = std::move(work)] {
+      reactor->Finish(ToGrpcStatus(st));
+      return;
+    }
     std::string target;
-    absl::Status st = work(&target);
+    absl::Status st = work(*caller, &target);
     // The error text may name documents and fields; it never holds a secret value.
     std::string detail = st.ok() ? "from " + peer : absl::StrCat(st.message().substr(0, 2000), " (from ", peer, ")");
-    store_->AppendAudit({0, NowUnixMs(), "bootstrap-admin", act, target,
+    store_->AppendAudit({0, NowUnixMs(), caller->actor, act, target,
                          st.ok() ? "ok" : absl::StatusCodeToString(st.code()), detail})
         .IgnoreError();
     reactor->Finish(ToGrpcStatus(st));
@@ -61,11 +143,11 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Run(
 grpc::ServerUnaryReactor* AdminServiceImpl::Apply(grpc::CallbackServerContext* ctx,
                                                   const v1::ApplyRequest* req,
                                                   v1::ApplyResponse* resp) {
-  return Run(ctx, "AdminService.Apply", [this, req, resp](std::string* target) {
+  return Run(ctx, "AdminService.Apply", Need::kAdmin, [this, req, resp](const Caller& caller, std::string* target) {
     *target = absl::StrCat(req->resources_size(), " document(s)",
                            req->source().empty() ? "" : " from " + req->source().substr(0, 256));
     uint64_t before = policy_->state()->version;
-    RETURN_IF_ERROR(policy_->Apply(*req, "bootstrap-admin", resp));
+    RETURN_IF_ERROR(policy_->Apply(*req, caller.actor, resp));
     if (policy_->state()->version != before) {
       int pushed = hub_->PushState(policy_->state());
       LogInfo("policy version ", resp->version(), ": pushed to ", pushed, " agent(s)");
@@ -77,7 +159,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Apply(grpc::CallbackServerContext* c
 
 grpc::ServerUnaryReactor* AdminServiceImpl::Get(grpc::CallbackServerContext* ctx,
                                                 const v1::GetRequest* req, v1::Resource* resp) {
-  return Run(ctx, "AdminService.Get", [this, req, resp](std::string* target) {
+  return Run(ctx, "AdminService.Get", Need::kRead, [this, req, resp](const Caller&, std::string* target) {
     *target = absl::StrCat(req->kind().substr(0, 64), "/", req->name().substr(0, 64));
     ASSIGN_OR_RETURN(*resp, policy_->Get(req->kind(), req->name()));
     return absl::OkStatus();
@@ -86,7 +168,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Get(grpc::CallbackServerContext* ctx
 
 grpc::ServerUnaryReactor* AdminServiceImpl::List(grpc::CallbackServerContext* ctx,
                                                  const v1::ListRequest* req, v1::ListResponse* resp) {
-  return Run(ctx, "AdminService.List", [this, req, resp](std::string* target) {
+  return Run(ctx, "AdminService.List", Need::kRead, [this, req, resp](const Caller&, std::string* target) {
     *target = req->kind().substr(0, 64);
     ASSIGN_OR_RETURN(*resp, policy_->List(req->kind()));
     return absl::OkStatus();
@@ -96,7 +178,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::List(grpc::CallbackServerContext* ct
 grpc::ServerUnaryReactor* AdminServiceImpl::Delete(grpc::CallbackServerContext* ctx,
                                                    const v1::DeleteRequest* req,
                                                    v1::DeleteResponse* resp) {
-  return Run(ctx, "AdminService.Delete", [this, req, resp](std::string* target) {
+  return Run(ctx, "AdminService.Delete", Need::kAdmin, [this, req, resp](const Caller&, std::string* target) {
     *target = absl::StrCat(req->kind().substr(0, 64), "/", req->name().substr(0, 64));
     ASSIGN_OR_RETURN(uint64_t version, policy_->Delete(req->kind(), req->name()));
     resp->set_version(version);
@@ -109,7 +191,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Delete(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* AdminServiceImpl::EnrollAgent(grpc::CallbackServerContext* ctx,
                                                         const v1::EnrollAgentRequest* req,
                                                         v1::EnrollAgentResponse* resp) {
-  return Run(ctx, "AdminService.EnrollAgent", [this, req, resp](std::string* target) {
+  return Run(ctx, "AdminService.EnrollAgent", Need::kAdmin, [this, req, resp](const Caller&, std::string* target) {
     EnrollmentRecord e;
     e.agent_id = req->name().empty() ? "agent-" + RandomHex(4) : req->name();
     *target = "Agent/" + e.agent_id.substr(0, 64);
@@ -143,7 +225,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::EnrollAgent(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* AdminServiceImpl::ListAgents(grpc::CallbackServerContext* ctx,
                                                        const v1::ListAgentsRequest* /*req*/,
                                                        v1::ListAgentsResponse* resp) {
-  return Run(ctx, "AdminService.ListAgents", [this, resp](std::string* /*target*/) {
+  return Run(ctx, "AdminService.ListAgents", Need::kRead, [this, resp](const Caller&, std::string* /*target*/) {
     ASSIGN_OR_RETURN(auto agents, store_->ListAgents());
     auto live = hub_->LiveStatus();
     resp->set_policy_version(policy_->state()->version);
@@ -172,7 +254,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListAgents(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* AdminServiceImpl::ListSessions(grpc::CallbackServerContext* ctx,
                                                          const v1::ListSessionsRequest* req,
                                                          v1::ListSessionsResponse* resp) {
-  return Run(ctx, "AdminService.ListSessions", [this, req, resp](std::string* target) {
+  return Run(ctx, "AdminService.ListSessions", Need::kRead, [this, req, resp](const Caller&, std::string* target) {
     *target = absl::StrCat("subject=", req->subject().substr(0, 64), " connection=",
                            req->connection().substr(0, 64));
     ASSIGN_OR_RETURN(auto sessions, store_->ListSessions(*req));
@@ -184,7 +266,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListSessions(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* AdminServiceImpl::GetSession(grpc::CallbackServerContext* ctx,
                                                        const v1::GetSessionRequest* req,
                                                        v1::SessionDetail* resp) {
-  return Run(ctx, "AdminService.GetSession", [this, req, resp](std::string* target) {
+  return Run(ctx, "AdminService.GetSession", Need::kRead, [this, req, resp](const Caller&, std::string* target) {
     *target = "Session/" + req->session_id().substr(0, 64);
     ASSIGN_OR_RETURN(*resp, store_->GetSession(req->session_id()));
     return absl::OkStatus();
@@ -194,7 +276,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetSession(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* AdminServiceImpl::MintDevToken(grpc::CallbackServerContext* ctx,
                                                          const v1::MintDevTokenRequest* req,
                                                          v1::MintDevTokenResponse* resp) {
-  return Run(ctx, "AdminService.MintDevToken", [this, req, resp](std::string* target) {
+  return Run(ctx, "AdminService.MintDevToken", Need::kAdmin, [this, req, resp](const Caller&, std::string* target) {
     // The audit record names the subject and groups, never the token.
     *target = absl::StrCat("subject=", req->subject().substr(0, 64), " groups=",
                            absl::StrJoin(req->groups(), ",").substr(0, 128));
@@ -203,6 +285,44 @@ grpc::ServerUnaryReactor* AdminServiceImpl::MintDevToken(grpc::CallbackServerCon
           "the dev issuer is off: start sluice-controlplane with --dev-issuer (for local use only)");
     }
     ASSIGN_OR_RETURN(*resp, dev_issuer_->Mint(*req, absl::Now()));
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ListApprovals(grpc::CallbackServerContext* ctx,
+                                                          const v1::ListApprovalsRequest* req,
+                                                          v1::ListApprovalsResponse* resp) {
+  return Run(ctx, "AdminService.ListApprovals", Need::kApprovals, [this, req, resp](const Caller&, std::string* target) {
+    *target = "status=" + req->status().substr(0, 16);
+    const std::string& status = req->status();
+    if (!status.empty() && status != "pending" && status != "approved" && status != "denied" && status != "expired" &&
+        status != "withdrawn") {
+      return absl::InvalidArgumentError("status: one of pending, approved, denied, expired, withdrawn (or empty for all)");
+    }
+    int limit = req->limit() == 0 ? 100 : static_cast<int>(std::min<uint32_t>(req->limit(), 1000));
+    ASSIGN_OR_RETURN(auto approvals, store_->ListApprovals(status, limit));
+    for (auto& a : approvals) *resp->add_approvals() = std::move(a);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::GetApproval(grpc::CallbackServerContext* ctx,
+                                                        const v1::GetApprovalRequest* req, v1::Approval* resp) {
+  return Run(ctx, "AdminService.GetApproval", Need::kApprovals, [this, req, resp](const Caller&, std::string* target) {
+    *target = absl::StrCat("Approval/", req->id());
+    ASSIGN_OR_RETURN(ApprovalRecord r, store_->GetApproval(req->id()));
+    *resp = std::move(r.approval);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::DecideApproval(grpc::CallbackServerContext* ctx,
+                                                           const v1::DecideApprovalRequest* req, v1::Approval* resp) {
+  return Run(ctx, "AdminService.DecideApproval", Need::kDecide, [this, req, resp](const Caller& caller, std::string* target) {
+    *target = absl::StrCat("Approval/", req->id(), req->approve() ? " approve" : " deny");
+    if (desk_ == nullptr) return absl::FailedPreconditionError("this control plane does not take approvals");
+    Approver who{caller.identity.subject, caller.identity.issuer, caller.identity.groups, ""};
+    ASSIGN_OR_RETURN(*resp, desk_->Decide(req->id(), who, req->approve(), req->reason(), *policy_->state(), NowUnixMs()));
     return absl::OkStatus();
   });
 }

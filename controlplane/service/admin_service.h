@@ -1,10 +1,16 @@
-// sluice.v1.AdminService: what operators and sluicectl call. Every call is authenticated
-// (bootstrap admin token for now) and recorded as an audit event, allowed or not. The work runs
-// on the store worker; reactions only post and return.
+// sluice.v1.AdminService: what operators and sluicectl call. Every call is authenticated (the
+// bootstrap admin token, or an OIDC token from one of the policy's Issuers with roles from its
+// groups), authorized by role, and recorded as an audit event, allowed or not. The work runs on
+// the store worker; reactions only post and return.
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <string>
+#include <vector>
+
+#include "common/jwt.h"
+#include "controlplane/approvals/desk.h"
 
 #include "controlplane/service/agent_hub.h"
 #include "controlplane/service/dev_issuer.h"
@@ -15,20 +21,31 @@
 
 namespace sluice::controlplane {
 
+// Which groups of OIDC callers hold which role. Anyone an ApprovalPolicy lists as an approver
+// is an approver too.
+struct AdminRoles {
+  std::vector<std::string> admin_groups;
+  std::vector<std::string> auditor_groups;
+  std::vector<std::string> approver_groups;
+};
+
 class AdminServiceImpl final : public v1::AdminService::CallbackService {
  public:
-  // `dev_issuer` may be null (the dev issuer is off).
+  // `dev_issuer` may be null (the dev issuer is off); `desk` may be null (no approvals).
   // `on_policy_change` runs after every change that was stored (e.g. to fetch new JWKS URLs).
   AdminServiceImpl(Store* store, PolicyManager* policy, AgentHub* hub, Worker* worker,
                    std::string admin_token, const DevIssuer* dev_issuer,
-                   std::function<void()> on_policy_change = nullptr)
+                   std::function<void()> on_policy_change = nullptr, AdminRoles roles = {},
+                   ApprovalDesk* desk = nullptr)
       : store_(store),
         policy_(policy),
         hub_(hub),
         worker_(worker),
         admin_token_(std::move(admin_token)),
         dev_issuer_(dev_issuer),
-        on_policy_change_(std::move(on_policy_change)) {}
+        on_policy_change_(std::move(on_policy_change)),
+        roles_(std::move(roles)),
+        desk_(desk) {}
 
   grpc::ServerUnaryReactor* Apply(grpc::CallbackServerContext* ctx, const v1::ApplyRequest* req,
                                   v1::ApplyResponse* resp) override;
@@ -53,12 +70,33 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   grpc::ServerUnaryReactor* MintDevToken(grpc::CallbackServerContext* ctx,
                                          const v1::MintDevTokenRequest* req,
                                          v1::MintDevTokenResponse* resp) override;
+  grpc::ServerUnaryReactor* ListApprovals(grpc::CallbackServerContext* ctx, const v1::ListApprovalsRequest* req,
+                                          v1::ListApprovalsResponse* resp) override;
+  grpc::ServerUnaryReactor* GetApproval(grpc::CallbackServerContext* ctx, const v1::GetApprovalRequest* req,
+                                        v1::Approval* resp) override;
+  grpc::ServerUnaryReactor* DecideApproval(grpc::CallbackServerContext* ctx,
+                                           const v1::DecideApprovalRequest* req, v1::Approval* resp) override;
+
+  // What a call needs: admin (changes), read (admin or auditor), approvals (admin, auditor or
+  // approver), decide (an approver's own OIDC identity).
+  enum class Need { kAdmin, kRead, kApprovals, kDecide };
+
+  // The authenticated caller.
+  struct Caller {
+    std::string actor;  // for audit records: "bootstrap-admin" or "subject (issuer)"
+    bool bootstrap = false;
+    bool admin = false, auditor = false, approver = false;
+    jwt::Identity identity;
+  };
 
  private:
-  // Authenticates, then runs `work` on the store worker, audits the outcome and finishes.
-  // `work` returns the status and fills `target` (e.g. "Connection/orders") for the audit event.
-  grpc::ServerUnaryReactor* Run(grpc::CallbackServerContext* ctx, const char* action,
-                                std::function<absl::Status(std::string* target)> work);
+  // Authenticates and authorizes, then runs `work` on the store worker, audits the outcome and
+  // finishes. `work` returns the status and fills `target` (e.g. "Connection/orders") for the
+  // audit event.
+  grpc::ServerUnaryReactor* Run(grpc::CallbackServerContext* ctx, const char* action, Need need,
+                                std::function<absl::Status(const Caller& caller, std::string* target)> work);
+  // On the store worker: who `token` is (Unauthenticated when nobody).
+  absl::StatusOr<Caller> Authenticate(const std::string& token);
 
   Store* store_;
   PolicyManager* policy_;
@@ -67,6 +105,11 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   std::string admin_token_;
   const DevIssuer* dev_issuer_;
   std::function<void()> on_policy_change_;
+  AdminRoles roles_;
+  ApprovalDesk* desk_;
+  // The verifier of OIDC callers, built from the policy's Issuers (store worker only).
+  std::shared_ptr<const jwt::Verifier> verifier_;
+  std::shared_ptr<const PolicyState> verifier_state_;  // the state it was built from
 };
 
 }  // namespace sluice::controlplane

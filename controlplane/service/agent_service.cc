@@ -40,8 +40,8 @@ bool ParseAgentAuth(const grpc::CallbackServerContext* ctx, std::string* id, std
 class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::ControlMessage>,
                           public AgentStreamHandle {
  public:
-  AgentStream(grpc::CallbackServerContext* ctx, Store* store, AgentHub* hub, Worker* worker)
-      : store_(store), hub_(hub), worker_(worker) {
+  AgentStream(grpc::CallbackServerContext* ctx, Store* store, AgentHub* hub, Worker* worker, ApprovalDesk* desk)
+      : store_(store), hub_(hub), worker_(worker), desk_(desk) {
     std::string secret;
     std::optional<Labels> labels;
     if (ParseAgentAuth(ctx, &agent_id_, &secret)) labels = hub_->Authenticate(agent_id_, secret);
@@ -199,13 +199,38 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
         });
         return grpc::Status::OK;
       }
+      case v1::AgentMessage::kApprovalRequest: {
+        // Stored on the store worker; the agent learns the request's id (or why it was refused).
+        std::string id = agent_id_;
+        AgentHub* hub = hub_;
+        ApprovalDesk* desk = desk_;
+        v1::ApprovalRequest request = msg.approval_request();
+        worker_->Post([hub, desk, id, request = std::move(request)] {
+          v1::ControlMessage answer;
+          if (desk == nullptr) {
+            answer.mutable_approval_registered()->set_request_id(request.request_id().substr(0, 64));
+            answer.mutable_approval_registered()->set_error("this control plane does not take approval requests");
+          } else {
+            *answer.mutable_approval_registered() = desk->Register(id, request, *hub->state(), NowUnixMs());
+          }
+          hub->SendTo(id, std::move(answer));
+        });
+        return grpc::Status::OK;
+      }
+      case v1::AgentMessage::kApprovalWithdrawn: {
+        std::string id = agent_id_;
+        ApprovalDesk* desk = desk_;
+        v1::ApprovalWithdrawn withdrawn = msg.approval_withdrawn();
+        if (desk != nullptr) worker_->Post([desk, id, withdrawn] { desk->Withdraw(id, withdrawn, NowUnixMs()); });
+        return grpc::Status::OK;
+      }
       case v1::AgentMessage::kHello:
         return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "Hello was already sent");
       default:
-        // Recordings and approval requests come with later issues; refusing them loudly is
-        // better than dropping them on the floor.
+        // Recordings come with a later issue; refusing them loudly is better than dropping
+        // them on the floor.
         return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                            "this control plane does not accept recording or approval messages yet");
+                            "this control plane does not accept recording messages yet");
     }
   }
 
@@ -242,6 +267,7 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
   Store* store_;
   AgentHub* hub_;
   Worker* worker_;
+  ApprovalDesk* desk_;
   std::string agent_id_;
   Labels enrolled_labels_;
   bool registered_ = false;  // touched only by the read path and OnDone, which never overlap
@@ -332,7 +358,7 @@ grpc::ServerUnaryReactor* AgentServiceImpl::Enroll(grpc::CallbackServerContext* 
 
 grpc::ServerBidiReactor<v1::AgentMessage, v1::ControlMessage>* AgentServiceImpl::Connect(
     grpc::CallbackServerContext* context) {
-  return new AgentStream(context, store_, hub_, worker_);
+  return new AgentStream(context, store_, hub_, worker_, desk_);
 }
 
 }  // namespace sluice::controlplane

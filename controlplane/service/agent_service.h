@@ -7,6 +7,7 @@
 #include <string>
 
 #include "common/tls.h"
+#include "controlplane/approvals/desk.h"
 #include "controlplane/service/agent_hub.h"
 #include "controlplane/service/worker.h"
 #include "controlplane/store/store.h"
@@ -17,8 +18,10 @@ namespace sluice::controlplane {
 class AgentServiceImpl final : public v1::AgentService::CallbackService {
  public:
   // `agent_ca`, when given, signs the certificate requests agents send at enrollment.
-  AgentServiceImpl(Store* store, AgentHub* hub, Worker* worker, std::optional<PemKeyPair> agent_ca = {})
-      : store_(store), hub_(hub), worker_(worker), agent_ca_(std::move(agent_ca)) {}
+  // `desk` (may be null: approval requests are refused) takes agents' approval requests.
+  AgentServiceImpl(Store* store, AgentHub* hub, Worker* worker, std::optional<PemKeyPair> agent_ca = {},
+                   ApprovalDesk* desk = nullptr)
+      : store_(store), hub_(hub), worker_(worker), agent_ca_(std::move(agent_ca)), desk_(desk) {}
 
   grpc::ServerUnaryReactor* Enroll(grpc::CallbackServerContext* context,
                                    const v1::EnrollRequest* request,
@@ -31,6 +34,7 @@ class AgentServiceImpl final : public v1::AgentService::CallbackService {
   AgentHub* hub_;
   Worker* worker_;
   std::optional<PemKeyPair> agent_ca_;
+  ApprovalDesk* desk_;
 };
 
 }  // namespace sluice::controlplane

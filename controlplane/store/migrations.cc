@@ -112,6 +112,20 @@ const std::vector<const char*>& Migrations() {
       R"sql(
         ALTER TABLE enrollment_tokens ADD COLUMN tls_names TEXT NOT NULL DEFAULT '';
       )sql",
+      // 6: approval requests of statements held at agents (the request, its votes and webhook
+      // deliveries as one serialized Approval; status and times as columns for listing).
+      R"sql(
+        CREATE TABLE approvals (
+          id INTEGER PRIMARY KEY AUTOINCREMENT,
+          status TEXT NOT NULL,
+          agent_id TEXT NOT NULL,
+          agent_request_id TEXT NOT NULL,
+          created_ms INTEGER NOT NULL,
+          expires_ms INTEGER NOT NULL,
+          spec BLOB NOT NULL);
+        CREATE INDEX approvals_status ON approvals(status, expires_ms);
+        CREATE INDEX approvals_agent ON approvals(agent_id, agent_request_id);
+      )sql",
   };
   return *m;
 }

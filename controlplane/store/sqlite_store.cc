@@ -516,4 +516,95 @@ absl::StatusOr<v1::SessionDetail> SqliteStore::GetSession(const std::string& ses
   return d;
 }
 
+absl::StatusOr<uint64_t> SqliteStore::CreateApproval(const ApprovalRecord& r) {
+  absl::MutexLock lock(&mu_);
+  Txn txn(db_);
+  RETURN_IF_ERROR(txn.begun());
+  Stmt s(db_,
+         "INSERT INTO approvals(status, agent_id, agent_request_id, created_ms, expires_ms, spec) "
+         "VALUES (?1, ?2, ?3, ?4, ?5, x'')");
+  s.Bind(1, r.approval.status()).Bind(2, r.approval.agent_id()).Bind(3, r.agent_request_id);
+  s.Bind(4, r.approval.created_unix_ms()).Bind(5, r.approval.expires_unix_ms());
+  RETURN_IF_ERROR(s.Run());
+  uint64_t id = static_cast<uint64_t>(sqlite3_last_insert_rowid(db_));
+  v1::Approval stored = r.approval;
+  stored.set_id(id);
+  Stmt put(db_, "UPDATE approvals SET spec = ?2 WHERE id = ?1");
+  put.Bind(1, static_cast<int64_t>(id)).BindBlob(2, stored.SerializeAsString());
+  RETURN_IF_ERROR(put.Run());
+  RETURN_IF_ERROR(txn.Commit());
+  return id;
+}
+
+namespace {
+
+absl::StatusOr<ApprovalRecord> ReadApproval(Stmt& s) {
+  ApprovalRecord r;
+  if (!r.approval.ParseFromString(s.Text(1))) {
+    return absl::DataLossError(absl::StrCat("stored approval ", s.Int(0), " is damaged"));
+  }
+  r.agent_request_id = s.Text(2);
+  return r;
+}
+
+}  // namespace
+
+absl::StatusOr<ApprovalRecord> SqliteStore::GetApproval(uint64_t id) {
+  absl::MutexLock lock(&mu_);
+  Stmt s(db_, "SELECT id, spec, agent_request_id FROM approvals WHERE id = ?1");
+  RETURN_IF_ERROR(s.status());
+  s.Bind(1, static_cast<int64_t>(id));
+  if (s.Step() != SQLITE_ROW) return absl::NotFoundError(absl::StrCat("approval request ", id, " does not exist"));
+  return ReadApproval(s);
+}
+
+absl::StatusOr<ApprovalRecord> SqliteStore::FindApproval(const std::string& agent_id,
+                                                         const std::string& agent_request_id) {
+  absl::MutexLock lock(&mu_);
+  Stmt s(db_, "SELECT id, spec, agent_request_id FROM approvals WHERE agent_id = ?1 AND agent_request_id = ?2");
+  RETURN_IF_ERROR(s.status());
+  s.Bind(1, agent_id).Bind(2, agent_request_id);
+  if (s.Step() != SQLITE_ROW) return absl::NotFoundError("no such approval request");
+  return ReadApproval(s);
+}
+
+absl::Status SqliteStore::UpdateApproval(const v1::Approval& a) {
+  absl::MutexLock lock(&mu_);
+  Stmt s(db_, "UPDATE approvals SET status = ?2, spec = ?3 WHERE id = ?1");
+  s.Bind(1, static_cast<int64_t>(a.id())).Bind(2, a.status()).BindBlob(3, a.SerializeAsString());
+  RETURN_IF_ERROR(s.Run());
+  if (sqlite3_changes(db_) == 0) return absl::NotFoundError(absl::StrCat("approval request ", a.id(), " does not exist"));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<v1::Approval>> SqliteStore::ListApprovals(const std::string& status, int limit) {
+  absl::MutexLock lock(&mu_);
+  Stmt s(db_,
+         "SELECT id, spec, agent_request_id FROM approvals WHERE (?1 = '' OR status = ?1) "
+         "ORDER BY id DESC LIMIT ?2");
+  RETURN_IF_ERROR(s.status());
+  s.Bind(1, status).Bind(2, static_cast<int64_t>(limit));
+  std::vector<v1::Approval> out;
+  while (s.Step() == SQLITE_ROW) {
+    ASSIGN_OR_RETURN(ApprovalRecord r, ReadApproval(s));
+    out.push_back(std::move(r.approval));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<ApprovalRecord>> SqliteStore::DueApprovals(int64_t now_ms) {
+  absl::MutexLock lock(&mu_);
+  Stmt s(db_,
+         "SELECT id, spec, agent_request_id FROM approvals WHERE status = 'pending' AND expires_ms <= ?1 "
+         "ORDER BY id LIMIT 1000");
+  RETURN_IF_ERROR(s.status());
+  s.Bind(1, now_ms);
+  std::vector<ApprovalRecord> out;
+  while (s.Step() == SQLITE_ROW) {
+    ASSIGN_OR_RETURN(ApprovalRecord r, ReadApproval(s));
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
 }  // namespace sluice::controlplane

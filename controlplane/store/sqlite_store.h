@@ -44,6 +44,12 @@ class SqliteStore : public Store {
   absl::StatusOr<std::vector<v1::SessionSummary>> ListSessions(
       const v1::ListSessionsRequest& filter) override;
   absl::StatusOr<v1::SessionDetail> GetSession(const std::string& session_id) override;
+  absl::StatusOr<uint64_t> CreateApproval(const ApprovalRecord& record) override;
+  absl::StatusOr<ApprovalRecord> GetApproval(uint64_t id) override;
+  absl::Status UpdateApproval(const v1::Approval& approval) override;
+  absl::StatusOr<std::vector<v1::Approval>> ListApprovals(const std::string& status, int limit) override;
+  absl::StatusOr<std::vector<ApprovalRecord>> DueApprovals(int64_t now_ms) override;
+  absl::StatusOr<ApprovalRecord> FindApproval(const std::string& agent_id, const std::string& agent_request_id) override;
 
  private:
   explicit SqliteStore(sqlite3* db) : db_(db) {}

@@ -68,6 +68,12 @@ struct EventBatch {
   std::vector<size_t> offsets;         // offsets[i]: where events[i]'s record starts in `records`
 };
 
+// An approval request as stored, with what only the control plane needs.
+struct ApprovalRecord {
+  v1::Approval approval;
+  std::string agent_request_id;  // the agent's id for it, echoed in the decision
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -118,6 +124,20 @@ class Store {
   virtual absl::StatusOr<v1::SessionDetail> GetSession(const std::string& session_id) = 0;
   // The most recent `limit` records, newest first.
   virtual absl::StatusOr<std::vector<AuditRecord>> ListAudit(int limit) = 0;
+
+  // Approval requests. Create assigns the id (returned, and set in the stored approval).
+  virtual absl::StatusOr<uint64_t> CreateApproval(const ApprovalRecord& record) = 0;
+  // NotFound when there is no such request.
+  virtual absl::StatusOr<ApprovalRecord> GetApproval(uint64_t id) = 0;
+  // Replaces the stored approval (status, votes, deliveries); NotFound when it does not exist.
+  virtual absl::Status UpdateApproval(const v1::Approval& approval) = 0;
+  // Newest first; `status` empty = any.
+  virtual absl::StatusOr<std::vector<v1::Approval>> ListApprovals(const std::string& status, int limit) = 0;
+  // The request an agent knows as `agent_request_id`; NotFound when there is none.
+  virtual absl::StatusOr<ApprovalRecord> FindApproval(const std::string& agent_id,
+                                                      const std::string& agent_request_id) = 0;
+  // Pending requests whose expiry is at or before `now_ms`.
+  virtual absl::StatusOr<std::vector<ApprovalRecord>> DueApprovals(int64_t now_ms) = 0;
 };
 
 }  // namespace sluice::controlplane
