@@ -61,7 +61,7 @@ CatalogResolver::~CatalogResolver() {
 }
 
 asio::awaitable<absl::StatusOr<absl::flat_hash_map<uint32_t, std::shared_ptr<const TableNames>>>>
-CatalogResolver::Tables(std::vector<uint32_t> oids) {
+CatalogResolver::Tables(const std::vector<uint32_t>& oids) {
   absl::flat_hash_map<uint32_t, std::shared_ptr<const TableNames>> found;
   std::vector<std::string> missing;
   absl::Time now = absl::Now();
@@ -85,7 +85,7 @@ CatalogResolver::Tables(std::vector<uint32_t> oids) {
   co_return found;
 }
 
-asio::awaitable<absl::StatusOr<std::shared_ptr<const TableNames>>> CatalogResolver::TableByName(Relation relation) {
+asio::awaitable<absl::StatusOr<std::shared_ptr<const TableNames>>> CatalogResolver::TableByName(const Relation& relation) {
   std::string name = relation.schema.empty()
                          ? QuotedIdentifierLiteral(relation.table)
                          : absl::StrCat(QuotedIdentifierLiteral(relation.schema), ".",
@@ -98,7 +98,7 @@ asio::awaitable<absl::StatusOr<std::shared_ptr<const TableNames>>> CatalogResolv
 }
 
 asio::awaitable<absl::StatusOr<absl::flat_hash_map<uint32_t, std::shared_ptr<const TableNames>>>>
-CatalogResolver::Query(std::string sql) {
+CatalogResolver::Query(const std::string& sql) {
   if (!side_.stream) {
     asio::any_io_executor executor = co_await asio::this_coro::executor;
     auto up = co_await ConnectUpstream(executor, target_, login_, limits_);

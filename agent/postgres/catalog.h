@@ -29,7 +29,8 @@ struct TableNames {
   std::vector<std::string> columns;  // by attribute number - 1; empty where dropped
   // The name of attribute `attnum`, or empty.
   absl::string_view Column(int attnum) const {
-    return attnum >= 1 && static_cast<size_t>(attnum) <= columns.size() ? columns[attnum - 1] : "";
+    if (attnum < 1 || static_cast<size_t>(attnum) > columns.size()) return absl::string_view();
+    return columns[attnum - 1];
   }
 };
 
@@ -58,15 +59,15 @@ class CatalogResolver {
   // The names of the tables `oids` (cached or looked up). A table that no longer exists is
   // missing from the answer; a failed lookup is an error.
   asio::awaitable<absl::StatusOr<absl::flat_hash_map<uint32_t, std::shared_ptr<const TableNames>>>>
-  Tables(std::vector<uint32_t> oids);
+  Tables(const std::vector<uint32_t>& oids);
   // The table `relation` resolves to on the side connection's default search_path (for COPY),
   // or nullptr when there is none.
-  asio::awaitable<absl::StatusOr<std::shared_ptr<const TableNames>>> TableByName(Relation relation);
+  asio::awaitable<absl::StatusOr<std::shared_ptr<const TableNames>>> TableByName(const Relation& relation);
 
  private:
   // Runs a catalog query returning (oid, schema, table, attnum, attname) rows.
   asio::awaitable<absl::StatusOr<absl::flat_hash_map<uint32_t, std::shared_ptr<const TableNames>>>>
-  Query(std::string sql);
+  Query(const std::string& sql);
 
   UpstreamTarget target_;
   UpstreamLogin login_;
