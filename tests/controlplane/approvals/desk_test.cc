@@ -26,7 +26,9 @@ class FakeStream : public AgentStreamHandle {
 class DeskTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string dir = ::testing::TempDir() + "/desk_test";
+    // ctest runs the tests of this binary in parallel: one directory each.
+    std::string dir = ::testing::TempDir() + "/desk_test_" +
+                      ::testing::UnitTest::GetInstance()->current_test_info()->name();
     std::filesystem::remove_all(dir);
     std::filesystem::create_directories(dir);
     store_ = *SqliteStore::Open(dir + "/sluice.db");
