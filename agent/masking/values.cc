@@ -1,6 +1,7 @@
 #include "agent/masking/values.h"
 
 #include <re2/re2.h>
+#include <re2/set.h>
 
 #include <algorithm>
 #include <cstring>
@@ -101,6 +102,12 @@ size_t CharCount(absl::string_view s) {
 
 }  // namespace
 
+struct Detectors::AnySet {
+  explicit AnySet(const RE2::Options& o) : set(o, RE2::UNANCHORED) {}
+  RE2::Set set;
+  bool ok = false;
+};
+
 struct Detectors::Compiled {
   Detector detector;
   RE2 re;
@@ -139,14 +146,37 @@ Detectors::Detectors(const std::vector<Detector>& enabled) {
       detectors_.push_back(std::make_unique<Compiled>(d, options));
     }
   }
+  any_ = std::make_unique<AnySet>(options);
+  bool added = true;
+  for (const auto& c : detectors_) added = added && any_->set.Add(PatternOf(c->detector), nullptr) >= 0;
+  any_->ok = added && any_->set.Compile();
 }
 
 Detectors::~Detectors() = default;
 
 std::vector<Finding> Detectors::Find(absl::string_view text) const {
   std::vector<Finding> found;
-  for (const auto& c : detectors_) {
-    if (!c->re.ok() || !MayContain(c->detector, text)) continue;
+  // Which detectors may match: the byte prefilters, then (when more than one is left) one pass
+  // of the combined automaton.
+  uint32_t candidates = 0;
+  int count = 0;
+  for (size_t i = 0; i < detectors_.size(); ++i) {
+    if (detectors_[i]->re.ok() && MayContain(detectors_[i]->detector, text)) {
+      candidates |= 1u << i;
+      ++count;
+    }
+  }
+  if (count == 0) return found;
+  if (count > 1 && any_->ok) {
+    std::vector<int> hits;
+    if (!any_->set.Match(re2::StringPiece(text.data(), text.size()), &hits)) return found;
+    uint32_t matched = 0;
+    for (int h : hits) matched |= 1u << h;
+    candidates &= matched;
+  }
+  for (size_t i = 0; i < detectors_.size(); ++i) {
+    const auto& c = detectors_[i];
+    if ((candidates & (1u << i)) == 0) continue;
     re2::StringPiece input(text.data(), text.size());
     size_t pos = 0;
     re2::StringPiece match;

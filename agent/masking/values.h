@@ -42,7 +42,11 @@ class Detectors {
 
  private:
   struct Compiled;
+  struct AnySet;
   std::vector<std::unique_ptr<Compiled>> detectors_;
+  // All patterns in one automaton: one pass tells which detectors can match at all (most
+  // values match none), so the others never run.
+  std::unique_ptr<AnySet> any_;
 };
 
 // The key of the `hash` strategy: equal values under the same key give equal tokens.
