@@ -21,15 +21,6 @@ std::string DigitsOf(absl::string_view s) {
   return out;
 }
 
-bool HasDigitRun(absl::string_view text, size_t n) {
-  size_t run = 0;
-  for (char c : text) {
-    run = absl::ascii_isdigit(c) ? run + 1 : 0;
-    if (run >= n) return true;
-  }
-  return false;
-}
-
 // Extra checks on a candidate match a pattern cannot express.
 bool Confirm(Detector d, absl::string_view match) {
   switch (d) {
@@ -49,15 +40,53 @@ bool Confirm(Detector d, absl::string_view match) {
   }
 }
 
-// Cheap tests that rule a text out before RE2 runs.
-bool MayContain(Detector d, absl::string_view text) {
+// What the cheap tests look at, from one pass over the text.
+struct TextStats {
+  size_t digits = 0;
+  bool at = false;
+  bool dash = false;
+  bool iban_start = false;  // two upper-case letters followed by two digits
+};
+
+TextStats StatsOf(absl::string_view t) {
+  TextStats s;
+  for (size_t i = 0; i < t.size(); ++i) {
+    char c = t[i];
+    if (absl::ascii_isdigit(c)) {
+      ++s.digits;
+    } else if (c == '@') {
+      s.at = true;
+    } else if (c == '-') {
+      s.dash = true;
+    } else if (!s.iban_start && absl::ascii_isupper(c) && i + 3 < t.size() && absl::ascii_isupper(t[i + 1]) &&
+               absl::ascii_isdigit(t[i + 2]) && absl::ascii_isdigit(t[i + 3])) {
+      s.iban_start = true;
+    }
+  }
+  return s;
+}
+
+// The literal starts of the secret patterns (see PatternOf).
+bool MayHoldSecret(absl::string_view t) {
+  if (t.size() < 16) return false;
+  for (absl::string_view start : {"eyJ", "AKIA", "ASIA", "xox", "AIza", "-----BEGIN"}) {
+    if (t.find(start) != absl::string_view::npos) return true;
+  }
+  for (size_t at = t.find("gh"); at != absl::string_view::npos; at = t.find("gh", at + 1)) {
+    if (at + 3 < t.size() && t[at + 3] == '_') return true;
+  }
+  return false;
+}
+
+// Cheap tests that rule a text out before RE2 runs: what each pattern cannot match without.
+bool MayContain(Detector d, absl::string_view text, const TextStats& s) {
   switch (d) {
-    case Detector::kEmail: return text.find('@') != absl::string_view::npos;
-    case Detector::kCreditCard: return HasDigitRun(text, 4);
-    case Detector::kUsSsn: return text.find('-') != absl::string_view::npos && HasDigitRun(text, 2);
-    case Detector::kPhone: return HasDigitRun(text, 3);
-    case Detector::kIban: return HasDigitRun(text, 2);
-    case Detector::kSecret: return text.size() >= 16;
+    case Detector::kEmail: return s.at;
+    case Detector::kCreditCard: return s.digits >= 13;
+    case Detector::kUsSsn: return s.dash && s.digits >= 9;
+    case Detector::kPhone: return s.digits >= 10;
+    case Detector::kIban: return s.iban_start;
+    case Detector::kSecret: return MayHoldSecret(text);
   }
   return true;
 }
@@ -160,8 +189,9 @@ std::vector<Finding> Detectors::Find(absl::string_view text) const {
   // of the combined automaton.
   uint32_t candidates = 0;
   int count = 0;
+  TextStats stats = StatsOf(text);
   for (size_t i = 0; i < detectors_.size(); ++i) {
-    if (detectors_[i]->re.ok() && MayContain(detectors_[i]->detector, text)) {
+    if (detectors_[i]->re.ok() && MayContain(detectors_[i]->detector, text, stats)) {
       candidates |= 1u << i;
       ++count;
     }

@@ -35,7 +35,7 @@ void ResultRouter::OnBind(absl::string_view payload, std::shared_ptr<const std::
     int32_t len = r.Int32();
     if (len > 0) r.Skip(static_cast<size_t>(len));
   }
-  std::vector<int16_t> formats;
+  ResultFormats formats;
   n = r.Int16();
   for (int i = 0; i < n && r.ok(); ++i) formats.push_back(r.Int16());
   if (portals_.size() >= kMaxNames && !portals_.contains(portal)) portals_.clear();
@@ -44,7 +44,7 @@ void ResultRouter::OnBind(absl::string_view payload, std::shared_ptr<const std::
   auto it = statements_.find(statement);
   p.parse_id = it != statements_.end() ? it->second.parse_id : 0;
   p.described = it != statements_.end() && it->second.described;
-  p.formats = r.ok() ? std::move(formats) : std::vector<int16_t>{};
+  p.formats = r.ok() ? std::move(formats) : ResultFormats{};
   p.text = std::move(text);
 }
 
@@ -142,7 +142,7 @@ bool ResultRouter::OnDescription(char type, absl::string_view payload) {
   return injected;
 }
 
-bool ResultRouter::ExecuteDescription(absl::string_view* payload, const std::vector<int16_t>** formats) {
+bool ResultRouter::ExecuteDescription(absl::string_view* payload, const ResultFormats** formats) {
   if (pending_.empty() || pending_.front().kind != PendingResult::kExecute) return false;
   const PendingResult& front = pending_.front();
   if (auto it = portal_fields_.find(front.id); front.id != 0 && it != portal_fields_.end()) {

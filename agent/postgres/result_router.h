@@ -17,12 +17,16 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/inlined_vector.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "agent/postgres/messages.h"
 #include "agent/postgres/result_masking.h"
 
 namespace sluice::agent::postgres {
+
+// A Bind's result format codes (0 text, 1 binary): none, one for all columns, or one each.
+using ResultFormats = absl::InlinedVector<int16_t, 4>;
 
 // A request the server will answer, and the state of its answer while it streams.
 struct PendingResult {
@@ -34,7 +38,7 @@ struct PendingResult {
   uint64_t parse_id = 0;  // Execute: the statement's Parse
   std::string sql;        // Query (when stored): the text, for COPY
   std::shared_ptr<const std::string> text;  // Execute: the statement's text, for COPY
-  std::vector<int16_t> formats;             // Execute: the Bind's result formats
+  ResultFormats formats;             // Execute: the Bind's result formats
 
   // The result streaming now (a statement of a Query, or an Execute).
   bool planned = false;
@@ -69,7 +73,7 @@ class ResultRouter {
   // The description of the Execute in front: the RowDescription payload (empty for NoData), and
   // the Bind's result formats when the description is the statement's (whose formats are all
   // 0), else nullptr. False when unknown.
-  bool ExecuteDescription(absl::string_view* payload, const std::vector<int16_t>** formats);
+  bool ExecuteDescription(absl::string_view* payload, const ResultFormats** formats);
   // 'C', 'I', 's': a statement or portal run ended.
   void OnCompletion();
   void OnError();
@@ -86,7 +90,7 @@ class ResultRouter {
     uint64_t bind_id = 0;
     uint64_t parse_id = 0;
     bool described = false;  // a stored Describe of it (or of its statement) was sent
-    std::vector<int16_t> formats;
+    ResultFormats formats;
     std::shared_ptr<const std::string> text;
   };
   void Prune();

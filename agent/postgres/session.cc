@@ -634,15 +634,17 @@ class Session {
         if (front == nullptr) co_return BackendStep::kForward;
         if (!front->planned && front->kind == PendingResult::kExecute && front->store && MaskingOn()) {
           absl::string_view described;
-          const std::vector<int16_t>* formats = nullptr;
+          const ResultFormats* formats = nullptr;
           if (!router_.ExecuteDescription(&described, &formats)) {
             co_return absl::InternalError("the columns of this result are unknown, so it cannot be masked");
           }
-          std::string payload(described);
-          std::vector<int16_t> bind_formats;
-          if (formats != nullptr) bind_formats = *formats;
-          absl::Status st = co_await PlanRows(front, payload, formats != nullptr ? &bind_formats : nullptr);
-          if (!st.ok()) co_return st;
+          if (!PlanFromCache(front, described, formats)) {
+            std::string payload(described);
+            ResultFormats bind_formats;
+            if (formats != nullptr) bind_formats = *formats;
+            absl::Status st = co_await PlanRows(front, payload, formats != nullptr ? &bind_formats : nullptr);
+            if (!st.ok()) co_return st;
+          }
         }
         if (!front->planned || !front->plan->active) co_return BackendStep::kForward;
         auto changed = MaskDataRow(m.payload, *front->plan, masking_, &replacement_);
@@ -657,9 +659,11 @@ class Session {
         PendingResult* front = router_.Front();
         if (m.type == 'T' && front != nullptr && front->kind == PendingResult::kQuery && front->store &&
             MaskingOn()) {
-          std::string payload(m.payload);
-          absl::Status st = co_await PlanRows(front, payload, nullptr);
-          if (!st.ok()) co_return st;
+          if (!PlanFromCache(front, m.payload, nullptr)) {
+            std::string payload(m.payload);
+            absl::Status st = co_await PlanRows(front, payload, nullptr);
+            if (!st.ok()) co_return st;
+          }
         }
         co_return BackendStep::kForward;
       }
@@ -705,16 +709,32 @@ class Session {
     }
   }
 
+  // The cache key of a description (+ the Bind's formats), built in plan_key_.
+  const std::string& PlanKey(absl::string_view payload, const ResultFormats* formats) {
+    plan_key_.assign(payload.data(), payload.size());
+    if (formats != nullptr) {
+      plan_key_.push_back('\xff');
+      for (int16_t f : *formats) plan_key_.push_back(static_cast<char>(f));
+    }
+    return plan_key_;
+  }
+
+  // The cached plan for a description, without allocating: a repeated statement's rows need
+  // nothing more.
+  bool PlanFromCache(PendingResult* front, absl::string_view payload, const ResultFormats* formats) {
+    auto it = plan_cache_.find(PlanKey(payload, formats));
+    if (it == plan_cache_.end() || it->second.expires <= absl::Now()) return false;
+    front->plan = it->second.plan;
+    front->planned = true;
+    return true;
+  }
+
   // The masking plan of a result described by `payload` (a RowDescription), with `formats`
   // (the Bind's result formats) when the description is a statement's. Plans are cached by
   // description for as long as the table names they used.
   asio::awaitable<absl::Status> PlanRows(PendingResult* front, const std::string& payload,
-                                         const std::vector<int16_t>* formats) {
-    std::string key = payload;
-    if (formats != nullptr) {
-      key.push_back('\xff');
-      for (int16_t f : *formats) key.push_back(static_cast<char>(f));
-    }
+                                         const ResultFormats* formats) {
+    std::string key = PlanKey(payload, formats);
     absl::Time now = absl::Now();
     if (auto it = plan_cache_.find(key); it != plan_cache_.end() && it->second.expires > now) {
       front->plan = it->second.plan;
@@ -1328,6 +1348,7 @@ class Session {
     absl::Time expires;
   };
   absl::flat_hash_map<std::string, CachedPlan> plan_cache_;  // by RowDescription (+ formats)
+  std::string plan_key_;  // reused
   std::string backend_out_;  // relayed bytes waiting behind a rewritten message
   std::string replacement_;  // the rewritten message
   UpstreamSession upstream_;

@@ -36,11 +36,11 @@ TEST(ResultRouter, ExecuteUsesTheStatementDescriptionWithTheBindFormats) {
   r.OnExecute("");
   r.OnSync();
   absl::string_view payload;
-  const std::vector<int16_t>* formats = nullptr;
+  const ResultFormats* formats = nullptr;
   ASSERT_TRUE(r.ExecuteDescription(&payload, &formats));
   EXPECT_EQ(payload, "T-of-s1");
   ASSERT_NE(formats, nullptr);
-  EXPECT_EQ(*formats, (std::vector<int16_t>{1}));
+  EXPECT_EQ(*formats, (ResultFormats{1}));
   EXPECT_TRUE(r.Front()->store);
   r.OnCompletion();
   r.OnReady();
@@ -62,7 +62,7 @@ TEST(ResultRouter, AnUndescribedPortalIsDescribedByTheAgentAndTheAnswerIsSwallow
   r.OnSync();
   EXPECT_TRUE(r.OnDescription('T', "T1"));
   absl::string_view payload;
-  const std::vector<int16_t>* formats = nullptr;
+  const ResultFormats* formats = nullptr;
   ASSERT_TRUE(r.ExecuteDescription(&payload, &formats));
   EXPECT_EQ(payload, "T1");
   EXPECT_EQ(formats, nullptr);  // a portal's description carries its formats
@@ -115,7 +115,7 @@ TEST(ResultRouter, WithoutMaskingNothingIsStored) {
   r.OnSync();
   EXPECT_FALSE(r.Front()->store);
   absl::string_view payload;
-  const std::vector<int16_t>* formats = nullptr;
+  const ResultFormats* formats = nullptr;
   EXPECT_FALSE(r.ExecuteDescription(&payload, &formats));
 }
 
