@@ -142,7 +142,10 @@ std::string ControlClient::StatusJson() const {
     j["audit"] = {{"emitted", st.emitted},
                   {"queued", st.queued_events},
                   {"in_flight", st.in_flight_events},
-                  {"buffer_bytes", st.bytes}};
+                  {"buffer_bytes", st.bytes},
+                  {"spool_bytes", st.spool_bytes},
+                  {"spool_segments", st.spool_segments},
+                  {"spool_error", st.spool_error}};
   }
   return j.dump(2) + "\n";
 }

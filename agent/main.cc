@@ -5,9 +5,11 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
+#include "agent/audit/spool.h"
 #include "agent/control_client.h"
 #include "agent/policy_holder.h"
 #include "agent/postgres/listener.h"
@@ -29,6 +31,9 @@ ABSL_FLAG(std::string, labels, "",
           "(empty = the granted labels)");
 ABSL_FLAG(std::string, data_dir, "./sluice-agent-data",
           "directory for the agent identity and the last good snapshot (created 0700)");
+ABSL_FLAG(std::string, spool_max_bytes, "1073741824",
+          "cap of the on-disk audit spool (<data-dir>/spool) in bytes; when it is full, new sessions "
+          "are refused until the control plane has acknowledged what it holds");
 ABSL_FLAG(std::string, protocols, "postgres,mysql,http",
           "protocols this agent serves; a snapshot with a connection of another protocol is NACKed");
 ABSL_FLAG(std::string, status_listen, "127.0.0.1:7081",
@@ -117,7 +122,16 @@ absl::Status Run() {
   }
 
   PolicyHolder policy;
+  // Audit events are spooled to disk before they are sent (agent/audit/spool.h).
+  Spool::Options spool_options;
+  spool_options.dir = opts.data_dir + "/spool";
+  if (!absl::SimpleAtoi(absl::GetFlag(FLAGS_spool_max_bytes), &spool_options.max_bytes) ||
+      spool_options.max_bytes < (1 << 20)) {
+    return absl::InvalidArgumentError("--spool-max-bytes: a number of bytes, at least 1048576");
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<Spool> spool, Spool::Open(spool_options));
   EventSink events;
+  events.StartSpooling(spool.get());
   opts.events = &events;
   ApprovalBroker approvals;
   opts.approvals = &approvals;

@@ -1,7 +1,12 @@
 #include "agent/audit/event_sink.h"
 
+#include <algorithm>
+#include <vector>
+
+#include "agent/audit/spool.h"
 #include "common/audit/records.h"
 #include "common/clock.h"
+#include "common/log.h"
 #include "sluice/v1/agent.pb.h"
 
 namespace sluice::agent {
@@ -12,6 +17,78 @@ EventSink::EventSink(size_t capacity_bytes, size_t chunk_bytes)
     : capacity_bytes_(capacity_bytes),
       chunk_bytes_(chunk_bytes),
       next_sequence_(static_cast<uint64_t>(NowUnixMs()) * 1000) {}
+
+EventSink::~EventSink() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  if (spooler_.joinable()) spooler_.join();
+  if (spool_ != nullptr) spool_->MaybeSync(true).IgnoreError();
+}
+
+void EventSink::StartSpooling(Spool* spool) {
+  spool_ = spool;
+  std::vector<EventChunk> recovered = spool->TakeRecovered(chunk_bytes_);
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto it = recovered.rbegin(); it != recovered.rend(); ++it) {
+      bytes_ += it->records.size();
+      queued_events_ += it->count;
+      queued_.push_front(std::move(*it));
+    }
+    next_sequence_ = std::max(next_sequence_, spool->last_sequence());
+  }
+  spooler_ = std::thread([this] { SpoolLoop(); });
+}
+
+bool EventSink::HasUnspooled() const {
+  return stopping_ || std::any_of(queued_.begin(), queued_.end(), [](const EventChunk& c) { return !c.spooled; });
+}
+
+bool EventSink::OpenChunkFull() const {
+  return stopping_ || (!queued_.empty() && queued_.back().records.size() >= chunk_bytes_);
+}
+
+bool EventSink::HasSendable() const {
+  return !queued_.empty() && (spool_ == nullptr || queued_.front().spooled);
+}
+
+// Seals the chunks not yet on disk (the open one after a short linger, so that a busy data path
+// writes few, larger pieces), appends them to the spool outside the lock (sealed chunks are not
+// touched by Emit, and TakeChunk takes only spooled ones), then lets them be sent.
+void EventSink::SpoolLoop() {
+  while (true) {
+    std::vector<EventChunk*> todo;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.AwaitWithTimeout(absl::Condition(this, &EventSink::HasUnspooled), absl::Milliseconds(100));
+      if (stopping_) return;
+      mu_.AwaitWithTimeout(absl::Condition(this, &EventSink::OpenChunkFull), absl::Milliseconds(20));
+      for (EventChunk& c : queued_) {
+        if (c.spooled) continue;
+        c.sealed = true;
+        todo.push_back(&c);
+      }
+    }
+    absl::Status st;
+    for (EventChunk* c : todo) {
+      if (st.ok()) st = spool_->Append(*c);
+    }
+    if (st.ok()) st = spool_->MaybeSync();
+    absl::MutexLock lock(&mu_);
+    if (!st.ok()) {
+      if (spool_error_.empty()) LogError("audit spool: ", st.message(), "; new sessions are refused");
+      spool_error_ = std::string(st.message());
+    } else if (!spool_error_.empty()) {
+      LogInfo("audit spool: writing again");
+      spool_error_.clear();
+    }
+    // Sent either way: the control plane is the other copy. A failed spool refuses new sessions.
+    for (EventChunk* c : todo) c->spooled = true;
+    if (todo.empty()) spool_->MaybeSync().IgnoreError();
+  }
+}
 
 bool EventSink::Emit(absl::string_view type, absl::string_view session_id, absl::string_view json,
                      bool failed) {
@@ -31,7 +108,7 @@ bool EventSink::Emit(absl::string_view type, absl::string_view session_id, absl:
   size_t size = event.ByteSizeLong();
   if (size > audit::kMaxRecordBytes) return false;
   ++next_sequence_;
-  if (queued_.empty() || queued_.back().records.size() >= chunk_bytes_) {
+  if (queued_.empty() || queued_.back().sealed || queued_.back().records.size() >= chunk_bytes_) {
     EventChunk& fresh = queued_.emplace_back();
     fresh.records.reserve(chunk_bytes_ + 4096);
     fresh.first_sequence = next_sequence_;
@@ -52,7 +129,7 @@ bool EventSink::Emit(absl::string_view type, absl::string_view session_id, absl:
 
 bool EventSink::Full() const {
   absl::MutexLock lock(&mu_);
-  return bytes_ >= capacity_bytes_;
+  return bytes_ >= capacity_bytes_ || !spool_error_.empty() || (spool_ != nullptr && spool_->Full());
 }
 
 bool EventSink::HasFullChunk() const {
@@ -61,9 +138,8 @@ bool EventSink::HasFullChunk() const {
 
 bool EventSink::WaitForEvents(absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
-  mu_.AwaitWithTimeout(
-      absl::Condition(+[](std::deque<EventChunk>* q) { return !q->empty(); }, &queued_), timeout);
-  return !queued_.empty();
+  mu_.AwaitWithTimeout(absl::Condition(this, &EventSink::HasSendable), timeout);
+  return HasSendable();
 }
 
 void EventSink::WaitForChunk(absl::Duration linger) {
@@ -73,7 +149,7 @@ void EventSink::WaitForChunk(absl::Duration linger) {
 
 std::optional<EventChunk> EventSink::TakeChunk() {
   absl::MutexLock lock(&mu_);
-  if (queued_.empty()) return std::nullopt;
+  if (!HasSendable()) return std::nullopt;
   EventChunk& sent = in_flight_.emplace_back(std::move(queued_.front()));
   queued_.pop_front();
   queued_events_ -= sent.count;
@@ -82,12 +158,15 @@ std::optional<EventChunk> EventSink::TakeChunk() {
 }
 
 void EventSink::Ack(uint64_t sequence) {
-  absl::MutexLock lock(&mu_);
-  while (!in_flight_.empty() && in_flight_.front().last_sequence <= sequence) {
-    bytes_ -= in_flight_.front().records.size();
-    in_flight_events_ -= in_flight_.front().count;
-    in_flight_.pop_front();
+  {
+    absl::MutexLock lock(&mu_);
+    while (!in_flight_.empty() && in_flight_.front().last_sequence <= sequence) {
+      bytes_ -= in_flight_.front().records.size();
+      in_flight_events_ -= in_flight_.front().count;
+      in_flight_.pop_front();
+    }
   }
+  if (spool_ != nullptr) spool_->Ack(sequence);
 }
 
 void EventSink::Requeue() {
@@ -102,7 +181,12 @@ void EventSink::Requeue() {
 
 EventSink::Stats EventSink::stats() const {
   absl::MutexLock lock(&mu_);
-  return Stats{emitted_, queued_events_, in_flight_events_, bytes_};
+  Stats s{emitted_, queued_events_, in_flight_events_, bytes_, 0, 0, spool_error_};
+  if (spool_ != nullptr) {
+    s.spool_bytes = spool_->bytes();
+    s.spool_segments = spool_->segments();
+  }
+  return s;
 }
 
 }  // namespace sluice::agent

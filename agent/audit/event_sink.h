@@ -6,14 +6,18 @@
 // acknowledges the highest sequence it committed. A broken stream puts in-flight chunks back at
 // the front, in order, so the control plane sees every sequence again and drops the ones it has.
 //
-// Memory only for now (durable on-disk spooling comes with the recording work): bounded in
-// bytes; when it is full, new sessions are refused (fail closed) instead of losing events.
+// With a Spool attached (StartSpooling), a thread of the sink appends every chunk to the agent's
+// on-disk spool before the chunk can be sent (the open chunk is sealed at most 20 ms after its
+// first event), and what the control plane acknowledges is deleted from disk; chunks read back
+// from the spool at start are sent first. Bounded in memory bytes and in spool bytes; when
+// either is full, or the spool cannot be written, new sessions are refused (fail closed).
 #pragma once
 
 #include <cstdint>
 #include <deque>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/string_view.h"
@@ -28,7 +32,11 @@ struct EventChunk {
   uint64_t first_sequence = 0;
   uint64_t last_sequence = 0;
   size_t count = 0;
+  bool sealed = false;   // nothing more is appended (it is being spooled)
+  bool spooled = false;  // on disk: it may be sent
 };
+
+class Spool;
 
 class EventSink {
  public:
@@ -37,6 +45,11 @@ class EventSink {
 
   explicit EventSink(size_t capacity_bytes = kDefaultCapacityBytes,
                      size_t chunk_bytes = kDefaultChunkBytes);
+  ~EventSink();
+
+  // Makes the sink durable: what `spool` read back is queued first (sequences continue after
+  // it), and a thread spools every chunk before it may be sent. Call before any Emit.
+  void StartSpooling(Spool* spool);
 
   // Queues an event whose body is serialized JSON; false when the buffer is full (the caller must
   // fail closed).
@@ -61,11 +74,18 @@ class EventSink {
     size_t queued_events = 0;
     size_t in_flight_events = 0;
     size_t bytes = 0;  // queued and in flight
+    size_t spool_bytes = 0;
+    size_t spool_segments = 0;
+    std::string spool_error;
   };
   Stats stats() const;
 
  private:
   bool HasFullChunk() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool HasSendable() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool HasUnspooled() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool OpenChunkFull() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SpoolLoop();
 
   const size_t capacity_bytes_;
   const size_t chunk_bytes_;
@@ -78,6 +98,10 @@ class EventSink {
   size_t in_flight_events_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_sequence_ ABSL_GUARDED_BY(mu_);
   uint64_t emitted_ ABSL_GUARDED_BY(mu_) = 0;
+  Spool* spool_ = nullptr;  // set once, before use
+  std::string spool_error_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread spooler_;
 };
 
 }  // namespace sluice::agent

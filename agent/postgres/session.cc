@@ -205,7 +205,8 @@ class Session {
     startup_user_ = user;
     connection_name_ = database.empty() ? user : database;
     if (deps_.events->Full()) {
-      co_return co_await Fatal("53300", "Sluice: the agent's audit buffer is full; try again later");
+      co_return co_await Fatal("53300", "Sluice: the agent cannot record audit events now (its buffer or spool is "
+                                        "full, or the spool cannot be written); try again later");
     }
     if (user.empty()) co_return co_await Fatal("28000", "Sluice: no user name given");
     if (database.empty()) database = user;  // libpq's default, as PostgreSQL does

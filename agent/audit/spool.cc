@@ -1,0 +1,235 @@
+#include "agent/audit/spool.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "agent/audit/event_sink.h"
+#include "common/audit/records.h"
+#include "common/log.h"
+#include "sluice/v1/agent.pb.h"
+
+namespace sluice::agent {
+namespace {
+
+absl::Status Errno(const std::string& what) {
+  return absl::InternalError(absl::StrCat(what, ": ", std::strerror(errno)));
+}
+
+absl::StatusOr<std::string> ReadWhole(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Errno("open " + path);
+  std::string out;
+  char buf[1 << 16];
+  while (true) {
+    ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      ::close(fd);
+      return Errno("read " + path);
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+// The sequence of a record's event; 0 when it does not parse.
+uint64_t SequenceOf(absl::string_view payload) {
+  v1::AuditEvent e;
+  if (!e.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) return 0;
+  return e.sequence();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Spool>> Spool::Open(Options options) {
+  if (::mkdir(options.dir.c_str(), 0700) != 0 && errno != EEXIST) return Errno("mkdir " + options.dir);
+  std::unique_ptr<Spool> spool(new Spool(std::move(options)));
+  absl::Status st = spool->Recover();
+  if (!st.ok()) return st;
+  return spool;
+}
+
+Spool::~Spool() {
+  absl::MutexLock lock(&mu_);
+  if (fd_ >= 0) ::fdatasync(fd_);
+  CloseLocked();
+}
+
+absl::Status Spool::Recover() {
+  std::vector<std::pair<uint64_t, std::string>> files;
+  DIR* dir = ::opendir(options_.dir.c_str());
+  if (dir == nullptr) return Errno("opendir " + options_.dir);
+  while (dirent* e = ::readdir(dir)) {
+    absl::string_view name(e->d_name);
+    uint64_t first = 0;
+    if (name.size() == 24 && absl::EndsWith(name, ".seg") && absl::SimpleAtoi(name.substr(0, 20), &first)) {
+      files.emplace_back(first, options_.dir + "/" + std::string(name));
+    }
+  }
+  ::closedir(dir);
+  std::sort(files.begin(), files.end());
+  absl::MutexLock lock(&mu_);
+  for (size_t i = 0; i < files.size(); ++i) {
+    const std::string& path = files[i].second;
+    auto data = ReadWhole(path);
+    if (!data.ok()) return data.status();
+    audit::RecordReader reader(*data);
+    Segment seg{path, 0, 0, 0};
+    size_t good = 0;
+    while (!reader.done()) {
+      auto payload = reader.Next();
+      uint64_t seq = payload.ok() ? SequenceOf(*payload) : 0;
+      if (!payload.ok() || seq == 0 || seq <= last_sequence_) {
+        // A torn or damaged tail (the agent died while writing): what follows is not trusted.
+        LogWarning("audit spool ", path, ": cut at byte ", good, " of ", data->size(), " (",
+                   payload.ok() ? "a record out of sequence" : payload.status().message(), ")");
+        break;
+      }
+      if (seg.first == 0) seg.first = seq;
+      seg.last = seq;
+      last_sequence_ = seq;
+      good = reader.offset();
+    }
+    if (good < data->size() && ::truncate(path.c_str(), static_cast<off_t>(good)) != 0) {
+      return Errno("truncate " + path);
+    }
+    if (good == 0) {
+      ::unlink(path.c_str());
+      continue;
+    }
+    seg.bytes = good;
+    bytes_ += good;
+    recovered_.push_back(data->substr(0, good));
+    segments_.push_back(seg);
+  }
+  if (!segments_.empty()) {
+    LogInfo("audit spool: ", segments_.size(), " segment(s), ", bytes_, " bytes not yet acknowledged, up to sequence ",
+            last_sequence_);
+  }
+  return absl::OkStatus();
+}
+
+std::vector<EventChunk> Spool::TakeRecovered(size_t chunk_bytes) {
+  std::vector<EventChunk> out;
+  for (const std::string& records : recovered_) {
+    audit::RecordReader reader(records);
+    size_t start = 0;
+    while (!reader.done()) {
+      auto payload = reader.Next();
+      if (!payload.ok()) break;  // checked at Open
+      uint64_t seq = SequenceOf(*payload);
+      if (out.empty() || out.back().records.size() >= chunk_bytes) {
+        EventChunk& c = out.emplace_back();
+        c.first_sequence = seq;
+        c.spooled = true;
+        c.sealed = true;
+      }
+      EventChunk& c = out.back();
+      c.records.append(records, start, reader.offset() - start);
+      c.last_sequence = seq;
+      ++c.count;
+      start = reader.offset();
+    }
+  }
+  recovered_.clear();
+  recovered_.shrink_to_fit();
+  return out;
+}
+
+uint64_t Spool::last_sequence() const {
+  absl::MutexLock lock(&mu_);
+  return last_sequence_;
+}
+
+absl::Status Spool::OpenSegmentLocked(uint64_t first) {
+  std::string path = absl::StrFormat("%s/%020u.seg", options_.dir, first);
+  fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (fd_ < 0) return Errno("open " + path);
+  segments_.push_back(Segment{path, first, first, 0});
+  return absl::OkStatus();
+}
+
+void Spool::CloseLocked() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+absl::Status Spool::Append(const EventChunk& chunk) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (chunk.records.empty()) return absl::OkStatus();
+    if (fd_ >= 0 && segments_.back().bytes >= options_.segment_bytes) {
+      ::fdatasync(fd_);
+      CloseLocked();
+    }
+    if (fd_ < 0) {
+      absl::Status st = OpenSegmentLocked(chunk.first_sequence);
+      if (!st.ok()) return st;
+    }
+    const char* p = chunk.records.data();
+    size_t left = chunk.records.size();
+    while (left > 0) {
+      ssize_t n = ::write(fd_, p, left);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return Errno("write to the audit spool");
+      }
+      p += n;
+      left -= static_cast<size_t>(n);
+    }
+    Segment& seg = segments_.back();
+    seg.bytes += chunk.records.size();
+    seg.last = chunk.last_sequence;
+    bytes_ += chunk.records.size();
+    last_sequence_ = std::max(last_sequence_, chunk.last_sequence);
+    dirty_ = true;
+  }
+  return MaybeSync();
+}
+
+absl::Status Spool::MaybeSync(bool force) {
+  absl::MutexLock lock(&mu_);
+  if (!dirty_ || fd_ < 0) return absl::OkStatus();
+  absl::Time now = absl::Now();
+  if (!force && now - last_sync_ < options_.sync_interval) return absl::OkStatus();
+  if (::fdatasync(fd_) != 0) return Errno("fdatasync of the audit spool");
+  dirty_ = false;
+  last_sync_ = now;
+  return absl::OkStatus();
+}
+
+void Spool::Ack(uint64_t sequence) {
+  absl::MutexLock lock(&mu_);
+  while (!segments_.empty() && segments_.front().last <= sequence) {
+    bool active = fd_ >= 0 && segments_.size() == 1;
+    if (active) CloseLocked();  // the next append starts a new segment
+    ::unlink(segments_.front().path.c_str());
+    bytes_ -= segments_.front().bytes;
+    segments_.pop_front();
+  }
+}
+
+size_t Spool::bytes() const {
+  absl::MutexLock lock(&mu_);
+  return bytes_;
+}
+
+size_t Spool::segments() const {
+  absl::MutexLock lock(&mu_);
+  return segments_.size();
+}
+
+}  // namespace sluice::agent

@@ -1,0 +1,78 @@
+// The agent's durable audit spool: segment files of framed records (common/audit/records.h)
+// under <data-dir>/spool, each named by its first sequence. Chunks of events are appended before
+// they are sent; segments are deleted once the control plane has acknowledged every record in
+// them; after a restart the records still on disk are read back (checksums verified, a torn tail
+// cut off) and sent again, and the control plane drops what it already holds.
+//
+// Written with write(2) as they come (a killed agent loses nothing that reached the spool) and
+// made durable with fdatasync at most every `sync_interval` (a machine crash loses at most that).
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+
+namespace sluice::agent {
+
+struct EventChunk;
+
+class Spool {
+ public:
+  struct Options {
+    std::string dir;
+    size_t max_bytes = size_t{1} << 30;
+    size_t segment_bytes = 8 << 20;
+    absl::Duration sync_interval = absl::Milliseconds(100);
+  };
+  // Opens (creating the directory 0700) and reads back what is there.
+  static absl::StatusOr<std::unique_ptr<Spool>> Open(Options options);
+  ~Spool();
+
+  // The records found on disk at Open, as chunks of at most `chunk_bytes`, oldest first (once).
+  std::vector<EventChunk> TakeRecovered(size_t chunk_bytes);
+  // The highest sequence on disk (0 when empty).
+  uint64_t last_sequence() const;
+
+  // Appends a chunk (its sequences follow the last appended). Syncs when the interval passed.
+  absl::Status Append(const EventChunk& chunk);
+  // fdatasync when something was written since the last sync and the interval passed (or
+  // `force`).
+  absl::Status MaybeSync(bool force = false);
+  // Deletes the segments whose records are all at or below `sequence`.
+  void Ack(uint64_t sequence);
+
+  size_t bytes() const;
+  size_t segments() const;
+  bool Full() const { return bytes() >= options_.max_bytes; }
+
+ private:
+  struct Segment {
+    std::string path;
+    uint64_t first = 0;
+    uint64_t last = 0;
+    size_t bytes = 0;
+  };
+  explicit Spool(Options options) : options_(std::move(options)) {}
+  absl::Status Recover();
+  absl::Status OpenSegmentLocked(uint64_t first) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CloseLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const Options options_;
+  mutable absl::Mutex mu_;
+  std::deque<Segment> segments_ ABSL_GUARDED_BY(mu_);  // back() is the one appended to, when fd_ >= 0
+  int fd_ ABSL_GUARDED_BY(mu_) = -1;
+  bool dirty_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time last_sync_ ABSL_GUARDED_BY(mu_);
+  size_t bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t last_sequence_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<std::string> recovered_;  // records read back at Open, one string per segment
+};
+
+}  // namespace sluice::agent

@@ -1,0 +1,134 @@
+#include "agent/audit/spool.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "absl/time/clock.h"
+#include "agent/audit/event_sink.h"
+#include "common/audit/records.h"
+
+namespace sluice::agent {
+namespace {
+
+std::string FreshDir() {
+  std::string dir = ::testing::TempDir() + "/spool_test_" +
+                    ::testing::UnitTest::GetInstance()->current_test_info()->name();
+  std::filesystem::remove_all(dir);
+  return dir;
+}
+
+EventChunk Chunk(uint64_t first, int n) {
+  EventChunk c;
+  c.first_sequence = first;
+  for (int i = 0; i < n; ++i) {
+    v1::AuditEvent e;
+    e.set_sequence(first + i);
+    e.set_type("statement");
+    e.set_json("{\"n\":" + std::to_string(first + i) + "}");
+    audit::AppendRecord(&c.records, e.SerializeAsString());
+  }
+  c.last_sequence = first + n - 1;
+  c.count = n;
+  return c;
+}
+
+std::vector<uint64_t> Sequences(const std::vector<EventChunk>& chunks) {
+  std::vector<uint64_t> out;
+  for (const auto& c : chunks) {
+    auto events = audit::DecodeEvents(c.records, 100000);
+    EXPECT_TRUE(events.ok());
+    for (const auto& e : *events) out.push_back(e.sequence());
+    EXPECT_EQ(c.count, events->size());
+  }
+  return out;
+}
+
+TEST(Spool, WhatWasAppendedComesBackAfterARestartUntilAcknowledged) {
+  std::string dir = FreshDir();
+  Spool::Options o;
+  o.dir = dir;
+  o.segment_bytes = 200;  // a segment per chunk or two
+  {
+    auto spool = Spool::Open(o);
+    ASSERT_TRUE(spool.ok()) << spool.status();
+    for (uint64_t first : {10, 13, 16, 19}) ASSERT_TRUE((*spool)->Append(Chunk(first, 3)).ok());
+    EXPECT_GE((*spool)->segments(), 2u);
+    (*spool)->Ack(15);  // the segments wholly at or below 15 go
+  }
+  auto spool = Spool::Open(o);
+  ASSERT_TRUE(spool.ok());
+  EXPECT_EQ((*spool)->last_sequence(), 21u);
+  std::vector<uint64_t> seqs = Sequences((*spool)->TakeRecovered(1 << 20));
+  ASSERT_FALSE(seqs.empty());
+  EXPECT_LE(seqs.front(), 16u);  // nothing above the acknowledged sequence is lost
+  EXPECT_EQ(seqs.back(), 21u);
+  (*spool)->Ack(21);
+  EXPECT_EQ((*spool)->bytes(), 0u);
+  EXPECT_EQ((*spool)->segments(), 0u);
+}
+
+TEST(Spool, ATornTailIsCutOff) {
+  std::string dir = FreshDir();
+  Spool::Options o;
+  o.dir = dir;
+  std::string path;
+  {
+    auto spool = Spool::Open(o);
+    ASSERT_TRUE(spool.ok());
+    ASSERT_TRUE((*spool)->Append(Chunk(100, 4)).ok());
+  }
+  for (const auto& e : std::filesystem::directory_iterator(dir)) path = e.path();
+  {
+    std::ofstream f(path, std::ios::app | std::ios::binary);
+    f << std::string("\x20\x00\x00\x00garbage", 11);  // half a record: the agent died mid-write
+  }
+  auto spool = Spool::Open(o);
+  ASSERT_TRUE(spool.ok());
+  EXPECT_EQ(Sequences((*spool)->TakeRecovered(1 << 20)), (std::vector<uint64_t>{100, 101, 102, 103}));
+  ASSERT_TRUE((*spool)->Append(Chunk(104, 1)).ok());  // appends after the cut
+  auto again = Spool::Open(o);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(Sequences((*again)->TakeRecovered(1 << 20)).back(), 104u);
+}
+
+TEST(EventSinkSpool, EventsAreSpooledBeforeTheyCanBeSentAndSurviveARestart) {
+  std::string dir = FreshDir();
+  Spool::Options o;
+  o.dir = dir;
+  uint64_t last = 0;
+  {
+    auto spool = Spool::Open(o);
+    ASSERT_TRUE(spool.ok());
+    EventSink sink(1 << 20, 4096);
+    sink.StartSpooling(spool->get());
+    for (int i = 0; i < 50; ++i) ASSERT_TRUE(sink.Emit("statement", "s1", "{}"));
+    ASSERT_TRUE(sink.WaitForEvents(absl::Seconds(5)));  // only once on disk
+    EXPECT_GT(sink.stats().spool_bytes, 0u);
+    auto chunk = sink.TakeChunk();
+    ASSERT_TRUE(chunk.has_value());
+    EXPECT_TRUE(chunk->spooled);
+    last = chunk->last_sequence;
+    sink.Ack(last);  // acknowledged: gone from disk once its segment is complete
+  }
+  auto spool = Spool::Open(o);
+  ASSERT_TRUE(spool.ok());
+  EventSink sink(1 << 20, 4096);
+  sink.StartSpooling(spool->get());
+  ASSERT_TRUE(sink.Emit("statement", "s2", "{}"));
+  ASSERT_TRUE(sink.WaitForEvents(absl::Seconds(5)));
+  std::vector<uint64_t> seqs;
+  while (auto c = sink.TakeChunk()) {
+    for (uint64_t s : Sequences({*c})) seqs.push_back(s);
+    if (seqs.size() >= 50 && !sink.WaitForEvents(absl::Milliseconds(200))) break;
+  }
+  ASSERT_FALSE(seqs.empty());
+  EXPECT_TRUE(std::is_sorted(seqs.begin(), seqs.end()));
+  EXPECT_EQ(std::adjacent_find(seqs.begin(), seqs.end()), seqs.end());  // no duplicates
+  EXPECT_GT(seqs.back(), last);  // the new event follows what was spooled before
+}
+
+}  // namespace
+}  // namespace sluice::agent
