@@ -143,6 +143,7 @@ std::string ControlClient::StatusJson() const {
                   {"queued", st.queued_events},
                   {"in_flight", st.in_flight_events},
                   {"buffer_bytes", st.bytes},
+                  {"unspooled", st.unspooled_events},
                   {"spool_bytes", st.spool_bytes},
                   {"spool_segments", st.spool_segments},
                   {"spool_error", st.spool_error}};

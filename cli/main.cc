@@ -372,6 +372,29 @@ int MintToken(AdminClient& client, const std::string& subject, const std::string
   return 0;
 }
 
+int VerifyAudit(AdminClient& client, const std::string& from, const std::string& until, const std::string& output) {
+  v1::VerifyAuditRequest req;
+  auto f = ParseTimeArg(from);
+  if (!f.ok()) return Fail(absl::StrCat("--from: ", f.status().message()));
+  auto u = ParseTimeArg(until);
+  if (!u.ok()) return Fail(absl::StrCat("--to: ", u.status().message()));
+  req.set_from_unix_ms(*f);
+  req.set_until_unix_ms(*u);
+  v1::VerifyAuditResponse resp;
+  grpc::Status st = client.stub()->VerifyAudit(client.Context().get(), req, &resp);
+  if (!st.ok()) return FailRpc(st);
+  if (output == "json") {
+    std::printf("%s", PrintJson(resp, /*all_fields=*/true).c_str());
+  } else if (resp.ok()) {
+    std::printf("audit verified: %llu records of %u agent(s), every checksum and chain link intact\n",
+                static_cast<unsigned long long>(resp.records()), resp.agents());
+  } else {
+    std::printf("audit verification FAILED: %u record(s) do not verify\nfirst: %s\n", resp.problems(),
+                resp.first_problem().c_str());
+  }
+  return resp.ok() ? 0 : 1;
+}
+
 void PrintApproval(const v1::Approval& a) {
   std::printf("approval    %llu  %s%s%s\n", static_cast<unsigned long long>(a.id()), a.status().c_str(),
               a.reason().empty() ? "" : ": ", a.reason().c_str());
@@ -546,6 +569,14 @@ int main(int argc, char** argv) {
   adeny->add_option("id", approval_id, "approval request id")->required();
   adeny->add_option("--reason", reason, "why (shown to the caller)");
 
+  std::string verify_from, verify_to;
+  auto* audit = app.add_subcommand("audit", "the control plane's stored audit events");
+  audit->require_subcommand(1);
+  auto* verify = audit->add_subcommand("verify", "re-verify checksums and hash chains from storage");
+  verify->add_option("--from", verify_from, "report problems in events after: 1h, 2d, or an RFC 3339 time");
+  verify->add_option("--to", verify_to, "... and before: same forms");
+  verify->add_option("-o,--output", output, "table or json");
+
   std::string subject, groups, token_ttl;
   std::vector<std::string> claims;
   auto* token = app.add_subcommand(
@@ -576,6 +607,7 @@ int main(int argc, char** argv) {
   if (sshow->parsed()) return ShowSession(c, session_id, output);
   if (token->parsed()) return MintToken(c, subject, groups, token_ttl, claims);
   if (alist->parsed()) return ListApprovals(c, status, limit, output);
+  if (verify->parsed()) return VerifyAudit(c, verify_from, verify_to, output);
   if (ashow->parsed()) return ShowApproval(c, approval_id, output);
   if (aapprove->parsed()) return DecideApproval(c, approval_id, true, reason);
   if (adeny->parsed()) return DecideApproval(c, approval_id, false, reason);

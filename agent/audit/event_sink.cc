@@ -6,6 +6,7 @@
 #include "agent/audit/spool.h"
 #include "common/audit/records.h"
 #include "common/clock.h"
+#include "common/crypto.h"
 #include "common/log.h"
 #include "sluice/v1/agent.pb.h"
 
@@ -38,6 +39,7 @@ void EventSink::StartSpooling(Spool* spool) {
       queued_.push_front(std::move(*it));
     }
     next_sequence_ = std::max(next_sequence_, spool->last_sequence());
+    chain_head_ = spool->chain_head();  // the chain goes on across restarts
   }
   spooler_ = std::thread([this] { SpoolLoop(); });
 }
@@ -105,6 +107,7 @@ bool EventSink::Emit(absl::string_view type, absl::string_view session_id, absl:
   absl::MutexLock lock(&mu_);
   if (bytes_ >= capacity_bytes_) return false;
   event.set_sequence(next_sequence_ + 1);
+  event.set_prev_hash(chain_head_);
   size_t size = event.ByteSizeLong();
   if (size > audit::kMaxRecordBytes) return false;
   ++next_sequence_;
@@ -118,6 +121,8 @@ bool EventSink::Emit(absl::string_view type, absl::string_view session_id, absl:
   size_t offset = 0;
   char* payload = audit::AppendRecordSpace(&chunk.records, size, &offset);
   event.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(payload));
+  chain_head_ = Sha256(absl::string_view(payload, size));
+  chunk.last_hash = chain_head_;
   audit::SealRecord(&chunk.records, offset);
   chunk.last_sequence = next_sequence_;
   ++chunk.count;
@@ -181,7 +186,10 @@ void EventSink::Requeue() {
 
 EventSink::Stats EventSink::stats() const {
   absl::MutexLock lock(&mu_);
-  Stats s{emitted_, queued_events_, in_flight_events_, bytes_, 0, 0, spool_error_};
+  Stats s{emitted_, queued_events_, in_flight_events_, bytes_, 0, 0, 0, spool_error_};
+  for (const EventChunk& c : queued_) {
+    if (!c.spooled) s.unspooled_events += c.count;
+  }
   if (spool_ != nullptr) {
     s.spool_bytes = spool_->bytes();
     s.spool_segments = spool_->segments();

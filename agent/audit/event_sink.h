@@ -6,6 +6,10 @@
 // acknowledges the highest sequence it committed. A broken stream puts in-flight chunks back at
 // the front, in order, so the control plane sees every sequence again and drops the ones it has.
 //
+// Events form a hash chain per agent: each carries in `prev_hash` the SHA-256 of the previous
+// event's serialized record payload, so a changed, removed or inserted event breaks the chain at
+// the next one (the control plane checks it on ingest and `sluicectl audit verify` from storage).
+//
 // With a Spool attached (StartSpooling), a thread of the sink appends every chunk to the agent's
 // on-disk spool before the chunk can be sent (the open chunk is sealed at most 20 ms after its
 // first event), and what the control plane acknowledges is deleted from disk; chunks read back
@@ -34,6 +38,7 @@ struct EventChunk {
   size_t count = 0;
   bool sealed = false;   // nothing more is appended (it is being spooled)
   bool spooled = false;  // on disk: it may be sent
+  std::string last_hash;  // SHA-256 of its last record's payload (the chain head after it)
 };
 
 class Spool;
@@ -74,6 +79,7 @@ class EventSink {
     size_t queued_events = 0;
     size_t in_flight_events = 0;
     size_t bytes = 0;  // queued and in flight
+    size_t unspooled_events = 0;  // not on disk yet (the open chunk, for at most ~20 ms)
     size_t spool_bytes = 0;
     size_t spool_segments = 0;
     std::string spool_error;
@@ -97,6 +103,7 @@ class EventSink {
   size_t queued_events_ ABSL_GUARDED_BY(mu_) = 0;
   size_t in_flight_events_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_sequence_ ABSL_GUARDED_BY(mu_);
+  std::string chain_head_ ABSL_GUARDED_BY(mu_);  // SHA-256 of the last record's payload
   uint64_t emitted_ ABSL_GUARDED_BY(mu_) = 0;
   Spool* spool_ = nullptr;  // set once, before use
   std::string spool_error_ ABSL_GUARDED_BY(mu_);

@@ -10,12 +10,16 @@
 #include <cstring>
 
 #include "absl/strings/match.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "agent/audit/event_sink.h"
 #include "common/audit/records.h"
+#include "common/crypto.h"
 #include "common/log.h"
 #include "sluice/v1/agent.pb.h"
 
@@ -82,6 +86,16 @@ absl::Status Spool::Recover() {
   ::closedir(dir);
   std::sort(files.begin(), files.end());
   absl::MutexLock lock(&mu_);
+  // The head when every segment was acknowledged and deleted; the segments' last record wins.
+  if (auto head = ReadWhole(options_.dir + "/chain.head"); head.ok()) {
+    std::vector<std::string> parts = absl::StrSplit(*head, ' ');
+    uint64_t seq = 0;
+    absl::string_view hex = parts.size() == 2 ? absl::StripAsciiWhitespace(parts[1]) : "";
+    if (parts.size() == 2 && absl::SimpleAtoi(parts[0], &seq) && hex.size() == 64) {
+      last_sequence_ = seq;
+      chain_head_ = absl::HexStringToBytes(hex);
+    }
+  }
   for (size_t i = 0; i < files.size(); ++i) {
     const std::string& path = files[i].second;
     auto data = ReadWhole(path);
@@ -101,6 +115,7 @@ absl::Status Spool::Recover() {
       if (seg.first == 0) seg.first = seq;
       seg.last = seq;
       last_sequence_ = seq;
+      chain_head_ = Sha256(*payload);
       good = reader.offset();
     }
     if (good < data->size() && ::truncate(path.c_str(), static_cast<off_t>(good)) != 0) {
@@ -149,6 +164,11 @@ std::vector<EventChunk> Spool::TakeRecovered(size_t chunk_bytes) {
   return out;
 }
 
+std::string Spool::chain_head() const {
+  absl::MutexLock lock(&mu_);
+  return chain_head_;
+}
+
 uint64_t Spool::last_sequence() const {
   absl::MutexLock lock(&mu_);
   return last_sequence_;
@@ -195,6 +215,7 @@ absl::Status Spool::Append(const EventChunk& chunk) {
     seg.last = chunk.last_sequence;
     bytes_ += chunk.records.size();
     last_sequence_ = std::max(last_sequence_, chunk.last_sequence);
+    if (!chunk.last_hash.empty()) chain_head_ = chunk.last_hash;
     dirty_ = true;
   }
   return MaybeSync();
@@ -213,6 +234,19 @@ absl::Status Spool::MaybeSync(bool force) {
 
 void Spool::Ack(uint64_t sequence) {
   absl::MutexLock lock(&mu_);
+  if (!segments_.empty() && segments_.back().last <= sequence && !chain_head_.empty()) {
+    // Everything goes: keep the chain's head (and the sequence) for the next start.
+    std::string head = absl::StrCat(last_sequence_, " ", absl::BytesToHexString(chain_head_), "\n");
+    std::string tmp = options_.dir + "/chain.head.tmp";
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+      bool ok = ::write(fd, head.data(), head.size()) == static_cast<ssize_t>(head.size()) && ::fdatasync(fd) == 0;
+      ::close(fd);
+      if (!ok || ::rename(tmp.c_str(), (options_.dir + "/chain.head").c_str()) != 0) {
+        LogError("audit spool: cannot keep the chain head; the chain restarts after the next restart");
+      }
+    }
+  }
   while (!segments_.empty() && segments_.front().last <= sequence) {
     bool active = fd_ >= 0 && segments_.size() == 1;
     if (active) CloseLocked();  // the next append starts a new segment

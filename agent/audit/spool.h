@@ -39,6 +39,9 @@ class Spool {
   std::vector<EventChunk> TakeRecovered(size_t chunk_bytes);
   // The highest sequence on disk (0 when empty).
   uint64_t last_sequence() const;
+  // The hash of the last record ever appended (kept in chain.head when the segments are gone),
+  // so the event chain goes on after a restart; empty for a new spool.
+  std::string chain_head() const;
 
   // Appends a chunk (its sequences follow the last appended). Syncs when the interval passed.
   absl::Status Append(const EventChunk& chunk);
@@ -72,6 +75,7 @@ class Spool {
   absl::Time last_sync_ ABSL_GUARDED_BY(mu_);
   size_t bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t last_sequence_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string chain_head_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> recovered_;  // records read back at Open, one string per segment
 };
 

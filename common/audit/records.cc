@@ -38,6 +38,12 @@ void AppendRecord(std::string* out, absl::string_view payload) {
   SealRecord(out, offset);
 }
 
+absl::string_view RecordPayload(absl::string_view records, size_t offset) {
+  if (offset + kRecordHeaderBytes > records.size()) return {};
+  uint32_t size = absl::little_endian::Load32(records.data() + offset);
+  return records.substr(offset + kRecordHeaderBytes, size);
+}
+
 absl::StatusOr<absl::string_view> RecordReader::Next() {
   size_t left = data_.size() - pos_;
   if (left < kRecordHeaderBytes) {

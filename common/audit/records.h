@@ -31,6 +31,9 @@ void AppendRecord(std::string* out, absl::string_view payload);
 char* AppendRecordSpace(std::string* out, size_t payload_size, size_t* offset);
 void SealRecord(std::string* out, size_t offset);
 
+// The payload of the record that starts at `offset` of `records` (a record DecodeEvents checked).
+absl::string_view RecordPayload(absl::string_view records, size_t offset);
+
 // Reads records from a buffer, front to back.
 class RecordReader {
  public:

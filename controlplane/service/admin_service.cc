@@ -327,4 +327,15 @@ grpc::ServerUnaryReactor* AdminServiceImpl::DecideApproval(grpc::CallbackServerC
   });
 }
 
+grpc::ServerUnaryReactor* AdminServiceImpl::VerifyAudit(grpc::CallbackServerContext* ctx,
+                                                        const v1::VerifyAuditRequest* req,
+                                                        v1::VerifyAuditResponse* resp) {
+  return Run(ctx, "AdminService.VerifyAudit", Need::kRead, [this, req, resp](const Caller&, std::string* target) {
+    ASSIGN_OR_RETURN(*resp, store_->VerifyAudit(*req));
+    *target = resp->ok() ? absl::StrCat("ok: ", resp->records(), " records")
+                         : absl::StrCat("FAILED: ", resp->first_problem().substr(0, 500));
+    return absl::OkStatus();
+  });
+}
+
 }  // namespace sluice::controlplane

@@ -76,6 +76,8 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
                                         v1::Approval* resp) override;
   grpc::ServerUnaryReactor* DecideApproval(grpc::CallbackServerContext* ctx,
                                            const v1::DecideApprovalRequest* req, v1::Approval* resp) override;
+  grpc::ServerUnaryReactor* VerifyAudit(grpc::CallbackServerContext* ctx, const v1::VerifyAuditRequest* req,
+                                        v1::VerifyAuditResponse* resp) override;
 
   // What a call needs: admin (changes), read (admin or auditor), approvals (admin, auditor or
   // approver), decide (an approver's own OIDC identity).

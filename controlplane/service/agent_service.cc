@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <deque>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -191,6 +192,18 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
           auto committed = store->AppendAgentEvents(id, batch);
           if (!committed.ok()) {
             LogError("cannot store audit events of agent ", id, ": ", committed.status().message());
+            if (absl::IsDataLoss(committed.status())) {
+              // A broken hash chain is refused, and is an alert in the control plane's own audit
+              // trail (once a minute per agent: the agent keeps sending what is refused).
+              static absl::flat_hash_map<std::string, int64_t>* alerted = new absl::flat_hash_map<std::string, int64_t>();
+              int64_t now = NowUnixMs();
+              if (now - (*alerted)[id] >= 60000) {
+                (*alerted)[id] = now;
+                store->AppendAudit({0, now, "agent:" + id, "Audit.refused", "Agent/" + id, "DATA_LOSS",
+                                    std::string(committed.status().message())})
+                    .IgnoreError();
+              }
+            }
             return;  // not acknowledged: the agent sends them again
           }
           v1::ControlMessage ack;

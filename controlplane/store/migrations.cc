@@ -126,6 +126,11 @@ const std::vector<const char*>& Migrations() {
         CREATE INDEX approvals_status ON approvals(status, expires_ms);
         CREATE INDEX approvals_agent ON approvals(agent_id, agent_request_id);
       )sql",
+      // 7: the head of each agent's event hash chain (SHA-256 of its last stored record's
+      // payload), checked against the next event's prev_hash on ingest.
+      R"sql(
+        ALTER TABLE agents ADD COLUMN chain_head BLOB NOT NULL DEFAULT x'';
+      )sql",
   };
   return *m;
 }

@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/audit/records.h"
+#include "common/crypto.h"
 #include "common/policy/resource.h"
 #include "common/status_macros.h"
 #include "controlplane/store/migrations.h"
@@ -355,7 +356,7 @@ absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent
   RETURN_IF_ERROR(txn.begun());
   // Agents send in sequence order and resend from their first unacknowledged event, so whatever
   // is at or below the agent's committed sequence is a duplicate.
-  Stmt committed_q(db_, "SELECT events_committed FROM agents WHERE id = ?1");
+  Stmt committed_q(db_, "SELECT events_committed, chain_head FROM agents WHERE id = ?1");
   RETURN_IF_ERROR(committed_q.status());
   committed_q.Bind(1, agent_id);
   if (committed_q.Step() != SQLITE_ROW) {
@@ -365,6 +366,20 @@ absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent
   size_t first_new = 0;
   while (first_new < batch.events.size() && batch.events[first_new].sequence() <= committed) ++first_new;
   if (first_new == batch.events.size()) return committed;  // all resent: stored already
+
+  // The hash chain: each new event names the hash of the one before it. An agent's first stored
+  // event starts its chain; so does an event with no prev_hash (an agent from before chains, or
+  // one that lost its spool), which `audit verify` reports as a break. A prev_hash that names
+  // something else is refused.
+  std::string head = committed_q.Text(1);
+  for (size_t i = first_new; i < batch.events.size(); ++i) {
+    const v1::AuditEvent& e = batch.events[i];
+    if (!head.empty() && !e.prev_hash().empty() && e.prev_hash() != head) {
+      return absl::DataLossError(absl::StrCat("the audit chain of agent ", agent_id, " breaks at sequence ",
+                                              e.sequence(), ": its prev_hash does not match the event stored before it"));
+    }
+    head = Sha256(audit::RecordPayload(batch.records, batch.offsets[i]));
+  }
 
   // The new events are a suffix of the batch: stored as they came, as one chunk.
   const v1::AuditEvent& first = batch.events[first_new];
@@ -437,8 +452,8 @@ absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent
     link.Bind(1, session).Bind(2, chunk_id);
     RETURN_IF_ERROR(link.Run());
   }
-  Stmt mark(db_, "UPDATE agents SET events_committed = ?2 WHERE id = ?1");
-  mark.Bind(1, agent_id).Bind(2, static_cast<int64_t>(last.sequence()));
+  Stmt mark(db_, "UPDATE agents SET events_committed = ?2, chain_head = ?3 WHERE id = ?1");
+  mark.Bind(1, agent_id).Bind(2, static_cast<int64_t>(last.sequence())).BindBlob(3, head);
   RETURN_IF_ERROR(mark.Run());
   RETURN_IF_ERROR(txn.Commit());
   return last.sequence();
@@ -604,6 +619,57 @@ absl::StatusOr<std::vector<ApprovalRecord>> SqliteStore::DueApprovals(int64_t no
     ASSIGN_OR_RETURN(ApprovalRecord r, ReadApproval(s));
     out.push_back(std::move(r));
   }
+  return out;
+}
+
+absl::StatusOr<v1::VerifyAuditResponse> SqliteStore::VerifyAudit(const v1::VerifyAuditRequest& req) {
+  absl::MutexLock lock(&mu_);
+  v1::VerifyAuditResponse out;
+  Stmt s(db_, "SELECT id, agent_id, records FROM event_chunks ORDER BY agent_id, id");
+  RETURN_IF_ERROR(s.status());
+  std::string agent;
+  std::string head;        // hash of the agent's previous record
+  uint64_t previous = 0;   // its sequence
+  auto in_window = [&req](int64_t t) {
+    return (req.from_unix_ms() == 0 || t >= req.from_unix_ms()) && (req.until_unix_ms() == 0 || t < req.until_unix_ms());
+  };
+  auto problem = [&out](const std::string& what) {
+    if (out.problems() == 0) out.set_first_problem(what);
+    out.set_problems(out.problems() + 1);
+  };
+  while (s.Step() == SQLITE_ROW) {
+    int64_t chunk = s.Int(0);
+    std::string chunk_agent = s.Text(1);
+    std::string records = s.Text(2);
+    if (chunk_agent != agent) {
+      agent = chunk_agent;
+      head.clear();
+      previous = 0;
+      out.set_agents(out.agents() + 1);
+    }
+    audit::RecordReader reader(records);
+    while (!reader.done()) {
+      size_t offset = reader.offset();
+      auto payload = reader.Next();
+      v1::AuditEvent e;
+      if (!payload.ok() || !e.ParseFromArray(payload->data(), static_cast<int>(payload->size()))) {
+        problem(absl::StrCat("agent ", agent, ": the record after sequence ", previous, " (chunk ", chunk,
+                             ", byte ", offset, ") is damaged: ",
+                             payload.ok() ? "it is not an audit event" : payload.status().message()));
+        break;  // the rest of the chunk cannot be framed
+      }
+      out.set_records(out.records() + 1);
+      if (!head.empty() && e.prev_hash() != head && in_window(e.time_unix_ms())) {
+        problem(absl::StrCat("agent ", agent, ": the chain breaks at sequence ", e.sequence(), " (chunk ", chunk,
+                             "): ", e.prev_hash().empty() ? "it starts a new chain (no prev_hash) after sequence "
+                                                          : "its prev_hash does not match the record before it (sequence ",
+                             previous, e.prev_hash().empty() ? "" : "); that record was changed, or records between them are missing"));
+      }
+      head = Sha256(*payload);
+      previous = e.sequence();
+    }
+  }
+  out.set_ok(out.problems() == 0);
   return out;
 }
 

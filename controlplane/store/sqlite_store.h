@@ -44,6 +44,7 @@ class SqliteStore : public Store {
   absl::StatusOr<std::vector<v1::SessionSummary>> ListSessions(
       const v1::ListSessionsRequest& filter) override;
   absl::StatusOr<v1::SessionDetail> GetSession(const std::string& session_id) override;
+  absl::StatusOr<v1::VerifyAuditResponse> VerifyAudit(const v1::VerifyAuditRequest& request) override;
   absl::StatusOr<uint64_t> CreateApproval(const ApprovalRecord& record) override;
   absl::StatusOr<ApprovalRecord> GetApproval(uint64_t id) override;
   absl::Status UpdateApproval(const v1::Approval& approval) override;

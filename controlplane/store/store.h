@@ -124,6 +124,8 @@ class Store {
   virtual absl::StatusOr<v1::SessionDetail> GetSession(const std::string& session_id) = 0;
   // The most recent `limit` records, newest first.
   virtual absl::StatusOr<std::vector<AuditRecord>> ListAudit(int limit) = 0;
+  // Re-verifies every stored agent event (checksums and hash chains) from storage.
+  virtual absl::StatusOr<v1::VerifyAuditResponse> VerifyAudit(const v1::VerifyAuditRequest& request) = 0;
 
   // Approval requests. Create assigns the id (returned, and set in the stored approval).
   virtual absl::StatusOr<uint64_t> CreateApproval(const ApprovalRecord& record) = 0;

@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "common/audit/records.h"
+#include "common/crypto.h"
 #include "controlplane/store/migrations.h"
 
 namespace sluice::controlplane {
@@ -178,15 +179,27 @@ v1::AuditEvent Event(uint64_t sequence, const std::string& type, const std::stri
   return e;
 }
 
-EventBatch BatchOf(const std::vector<v1::AuditEvent>& events) {
-  EventBatch b;
-  for (const auto& e : events) {
-    b.offsets.push_back(b.records.size());
-    audit::AppendRecord(&b.records, e.SerializeAsString());
+// Links events the way an agent does: each event's prev_hash is the SHA-256 of the record payload
+// of the event one sequence before it (events are built again, identically, when resent).
+class Chain {
+ public:
+  EventBatch BatchOf(std::vector<v1::AuditEvent> events) {
+    EventBatch b;
+    for (auto& e : events) {
+      auto it = hashes_.find(e.sequence() - 1);
+      e.set_prev_hash(it == hashes_.end() ? "" : it->second);
+      std::string payload = e.SerializeAsString();
+      hashes_[e.sequence()] = Sha256(payload);
+      b.offsets.push_back(b.records.size());
+      audit::AppendRecord(&b.records, payload);
+    }
+    b.events = std::move(events);
+    return b;
   }
-  b.events = events;
-  return b;
-}
+
+ private:
+  std::map<uint64_t, std::string> hashes_;
+};
 
 std::unique_ptr<SqliteStore> StoreWithAgent(const std::string& name) {
   auto store = *SqliteStore::Open(FreshPath(name));
@@ -197,18 +210,19 @@ std::unique_ptr<SqliteStore> StoreWithAgent(const std::string& name) {
 
 TEST(SqliteStore, AgentEventsAreStoredOnceAndCounted) {
   auto store = StoreWithAgent("events");
+  Chain chain;
   const std::string start = R"({"connection":"db","subject":"bot","issuer":"https://idp"})";
   std::vector<v1::AuditEvent> batch = {Event(10, "session_start", "s1", start),
                                        Event(11, "statement", "s1", R"({"statement":"select 1"})"),
                                        Event(12, "statement", "s1", R"({"statement":"oops"})", true)};
-  EXPECT_EQ(*store->AppendAgentEvents("a", BatchOf(batch)), 12u);
+  EXPECT_EQ(*store->AppendAgentEvents("a", chain.BatchOf(batch)), 12u);
   // The stream broke before the ack: the agent resends from 11, with one new event.
   std::vector<v1::AuditEvent> again = {Event(11, "statement", "s1", R"({"statement":"select 1"})"),
                                        Event(12, "statement", "s1", R"({"statement":"oops"})", true),
                                        Event(13, "session_end", "s1", R"({"reason":"closed"})")};
-  EXPECT_EQ(*store->AppendAgentEvents("a", BatchOf(again)), 13u);
+  EXPECT_EQ(*store->AppendAgentEvents("a", chain.BatchOf(again)), 13u);
   // Nothing new at all still answers with the committed sequence.
-  EXPECT_EQ(*store->AppendAgentEvents("a", BatchOf({Event(9, "statement", "s1", "{}")})), 13u);
+  EXPECT_EQ(*store->AppendAgentEvents("a", chain.BatchOf({Event(9, "statement", "s1", "{}")})), 13u);
 
   auto detail = store->GetSession("s1");
   ASSERT_TRUE(detail.ok()) << detail.status();
@@ -221,10 +235,10 @@ TEST(SqliteStore, AgentEventsAreStoredOnceAndCounted) {
   EXPECT_EQ(detail->events(1).json(), R"({"statement":"select 1"})");
   EXPECT_EQ(detail->events(3).sequence(), 13u);
 
-  EXPECT_EQ(store->AppendAgentEvents("ghost", BatchOf(batch)).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store->AppendAgentEvents("ghost", chain.BatchOf(batch)).status().code(), absl::StatusCode::kNotFound);
 
   // A second session in the same agent's stream: each session shows only its own events.
-  EXPECT_EQ(*store->AppendAgentEvents("a", BatchOf({Event(14, "session_start", "s2", start),
+  EXPECT_EQ(*store->AppendAgentEvents("a", chain.BatchOf({Event(14, "session_start", "s2", start),
                                                     Event(15, "statement", "s2", "{}")})),
             15u);
   EXPECT_EQ(store->GetSession("s2")->events_size(), 2);
@@ -255,10 +269,75 @@ TEST(Migrations, EventsSurviveTheMoveToChunks) {
   ASSERT_EQ(detail->events_size(), 2);
   EXPECT_EQ(detail->events(1).json(), R"({"statement":"select 2"})");
   // The committed sequence came along: a resend of 8 is a duplicate, 9 is new.
-  EXPECT_EQ(*(*store)->AppendAgentEvents("a", BatchOf({Event(8, "statement", "s1", "{}"),
+  EXPECT_EQ(*(*store)->AppendAgentEvents("a", Chain().BatchOf({Event(8, "statement", "s1", "{}"),
                                                        Event(9, "statement", "s1", "{}")})),
             9u);
   EXPECT_EQ((*store)->GetSession("s1")->events_size(), 3);
+}
+
+TEST(SqliteStore, TheHashChainIsCheckedOnIngestAndVerifiedFromStorage) {
+  std::string path = FreshPath("chain");
+  auto store = *SqliteStore::Open(path);
+  ASSERT_TRUE(store->CreateEnrollment({"h", "a", {{"k", "v"}}, 0, 1000, {}}).ok());
+  ASSERT_TRUE(store->ConsumeEnrollment("h", "s", 1, {}).ok());
+  Chain chain;
+  std::vector<v1::AuditEvent> first;
+  for (uint64_t s = 1; s <= 5; ++s) first.push_back(Event(s, "statement", "s1", "{\"n\":" + std::to_string(s) + "}"));
+  ASSERT_TRUE(store->AppendAgentEvents("a", chain.BatchOf(first)).ok());
+  std::vector<v1::AuditEvent> second;
+  for (uint64_t s = 6; s <= 8; ++s) second.push_back(Event(s, "statement", "s1", "{}"));
+  ASSERT_TRUE(store->AppendAgentEvents("a", chain.BatchOf(second)).ok());
+  auto verified = store->VerifyAudit({});
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_TRUE(verified->ok()) << verified->first_problem();
+  EXPECT_EQ(verified->records(), 8u);
+
+  // An event that does not link to the stored chain is refused (nothing stored, not acknowledged).
+  v1::AuditEvent forged = Event(9, "statement", "s1", "{}");
+  forged.set_prev_hash(std::string(32, 'x'));
+  EventBatch bad;
+  bad.offsets.push_back(0);
+  audit::AppendRecord(&bad.records, forged.SerializeAsString());
+  bad.events = {forged};
+  auto refused = store->AppendAgentEvents("a", bad);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(refused.status().message(),
+            "the audit chain of agent a breaks at sequence 9: its prev_hash does not match the event stored before it");
+
+  // One byte changed in storage, with its checksum made to match: the chain names the next record.
+  sqlite3* db;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  {
+    sqlite3_stmt* q;
+    sqlite3_prepare_v2(db, "SELECT id, records FROM event_chunks ORDER BY id LIMIT 1", -1, &q, nullptr);
+    ASSERT_EQ(sqlite3_step(q), SQLITE_ROW);
+    int64_t id = sqlite3_column_int64(q, 0);
+    std::string records(static_cast<const char*>(sqlite3_column_blob(q, 1)), sqlite3_column_bytes(q, 1));
+    sqlite3_finalize(q);
+    // Re-frame the records with event 3's body changed.
+    std::string changed;
+    audit::RecordReader reader(records);
+    while (!reader.done()) {
+      v1::AuditEvent e;
+      auto payload = reader.Next();
+      ASSERT_TRUE(payload.ok());
+      ASSERT_TRUE(e.ParseFromArray(payload->data(), static_cast<int>(payload->size())));
+      if (e.sequence() == 3) e.set_json("{\"n\":4}");
+      audit::AppendRecord(&changed, e.SerializeAsString());
+    }
+    sqlite3_prepare_v2(db, "UPDATE event_chunks SET records = ?2 WHERE id = ?1", -1, &q, nullptr);
+    sqlite3_bind_int64(q, 1, id);
+    sqlite3_bind_blob(q, 2, changed.data(), static_cast<int>(changed.size()), SQLITE_TRANSIENT);
+    ASSERT_EQ(sqlite3_step(q), SQLITE_DONE);
+    sqlite3_finalize(q);
+  }
+  sqlite3_close(db);
+  verified = store->VerifyAudit({});
+  ASSERT_TRUE(verified.ok());
+  EXPECT_FALSE(verified->ok());
+  EXPECT_EQ(verified->problems(), 1u);
+  EXPECT_EQ(verified->first_problem().rfind("agent a: the chain breaks at sequence 4 (chunk ", 0), 0u)
+      << verified->first_problem();
 }
 
 }  // namespace
