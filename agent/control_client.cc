@@ -227,6 +227,7 @@ bool ControlClient::ConnectOnce() {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(15));
     v1::EnrollRequest req;
+    req.set_audit_public_key(options_.audit_public_key);
     req.set_token(options_.enroll_token);
     req.set_agent_version(options_.agent_version);
     // The listener's key is made here and never leaves the agent; the control plane signs a
@@ -311,6 +312,7 @@ bool ControlClient::ConnectOnce() {
   {
     absl::MutexLock lock(&mu_);
     hello->set_applied_version(applied_version_);
+    hello->set_audit_public_key(options_.audit_public_key);
   }
   bool ok = stream->Write(hello_msg);
 

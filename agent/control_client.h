@@ -34,6 +34,7 @@ struct ControlClientOptions {
   absl::Duration heartbeat_interval = absl::Seconds(10);
   EventSink* events = nullptr;  // audit events to stream (not owned); may be null
   ApprovalBroker* approvals = nullptr;  // held statements (not owned); may be null
+  std::string audit_public_key;  // Ed25519 (raw) of the audit checkpoint key, sent at enrollment and in Hello
   // Ask the control plane at enrollment for a certificate for the data-path listeners, for these
   // names (loopback names are always asked for too). Stored as <data_dir>/tls/listener.*.
   bool request_certificate = false;

@@ -13,6 +13,7 @@
 #include "agent/control_client.h"
 #include "agent/policy_holder.h"
 #include "agent/postgres/listener.h"
+#include "common/crypto.h"
 #include "common/daemon.h"
 #include "common/files.h"
 #include "common/http_server.h"
@@ -130,7 +131,14 @@ absl::Status Run() {
     return absl::InvalidArgumentError("--spool-max-bytes: a number of bytes, at least 1048576");
   }
   ASSIGN_OR_RETURN(std::unique_ptr<Spool> spool, Spool::Open(spool_options));
+  // The agent's own Ed25519 key signs checkpoints of its audit chain; the control plane learns
+  // the public half at enrollment.
+  bool key_created = false;
+  ASSIGN_OR_RETURN(std::string audit_key, LoadOrCreateEd25519Key(opts.data_dir + "/audit-key.pem", &key_created));
+  ASSIGN_OR_RETURN(opts.audit_public_key, Ed25519PublicKey(audit_key));
+  if (key_created) LogInfo("created the audit signing key ", opts.data_dir, "/audit-key.pem (0600)");
   EventSink events;
+  events.SetCheckpointSigner([audit_key](absl::string_view message) { return Ed25519Sign(audit_key, message); });
   events.StartSpooling(spool.get());
   opts.events = &events;
   ApprovalBroker approvals;

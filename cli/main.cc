@@ -386,8 +386,9 @@ int VerifyAudit(AdminClient& client, const std::string& from, const std::string&
   if (output == "json") {
     std::printf("%s", PrintJson(resp, /*all_fields=*/true).c_str());
   } else if (resp.ok()) {
-    std::printf("audit verified: %llu records of %u agent(s), every checksum and chain link intact\n",
-                static_cast<unsigned long long>(resp.records()), resp.agents());
+    std::printf("audit verified: %llu records of %u agent(s), every checksum and chain link intact; "
+                "%u signed checkpoint(s) hold\n",
+                static_cast<unsigned long long>(resp.records()), resp.agents(), resp.checkpoints());
   } else {
     std::printf("audit verification FAILED: %u record(s) do not verify\nfirst: %s\n", resp.problems(),
                 resp.first_problem().c_str());

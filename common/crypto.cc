@@ -3,6 +3,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/pem.h>
 #include <openssl/rand.h>
 
 #include <memory>
@@ -144,6 +145,78 @@ absl::StatusOr<std::string> LoadOrCreateMasterKey(const std::string& path, bool*
         "master key file ", path, " must hold exactly 64 hex characters (a 32-byte key)"));
   }
   return absl::HexStringToBytes(hex);
+}
+
+namespace {
+
+struct PkeyFree {
+  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
+};
+using Pkey = std::unique_ptr<EVP_PKEY, PkeyFree>;
+
+absl::StatusOr<Pkey> ReadEd25519(const std::string& pem) {
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())), BIO_free);
+  Pkey key(bio ? PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr) : nullptr);
+  if (!key || EVP_PKEY_get_id(key.get()) != EVP_PKEY_ED25519) {
+    return absl::InvalidArgumentError("not an Ed25519 private key (PEM)");
+  }
+  return key;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> LoadOrCreateEd25519Key(const std::string& path, bool* created) {
+  *created = false;
+  if (auto existing = ReadFile(path, 16384); existing.ok()) {
+    ASSIGN_OR_RETURN(Pkey key, ReadEd25519(*existing));
+    return *existing;
+  }
+  Pkey key(EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"));
+  if (!key) return absl::InternalError("cannot create an Ed25519 key");
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), BIO_free);
+  if (!bio || PEM_write_bio_PrivateKey(bio.get(), key.get(), nullptr, nullptr, 0, nullptr, nullptr) != 1) {
+    return absl::InternalError("cannot encode the Ed25519 key");
+  }
+  char* data = nullptr;
+  long len = BIO_get_mem_data(bio.get(), &data);
+  std::string pem(data, static_cast<size_t>(len));
+  RETURN_IF_ERROR(WriteFileAtomic(path, pem, 0600));
+  *created = true;
+  return pem;
+}
+
+absl::StatusOr<std::string> Ed25519PublicKey(const std::string& private_pem) {
+  ASSIGN_OR_RETURN(Pkey key, ReadEd25519(private_pem));
+  std::string out(32, '\0');
+  size_t len = out.size();
+  if (EVP_PKEY_get_raw_public_key(key.get(), reinterpret_cast<unsigned char*>(out.data()), &len) != 1 || len != 32) {
+    return absl::InternalError("cannot read the Ed25519 public key");
+  }
+  return out;
+}
+
+absl::StatusOr<std::string> Ed25519Sign(const std::string& private_pem, absl::string_view message) {
+  ASSIGN_OR_RETURN(Pkey key, ReadEd25519(private_pem));
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  std::string sig(64, '\0');
+  size_t len = sig.size();
+  if (!ctx || EVP_DigestSignInit(ctx.get(), nullptr, nullptr, nullptr, key.get()) != 1 ||
+      EVP_DigestSign(ctx.get(), reinterpret_cast<unsigned char*>(sig.data()), &len,
+                     reinterpret_cast<const unsigned char*>(message.data()), message.size()) != 1) {
+    return absl::InternalError("Ed25519 signing failed");
+  }
+  sig.resize(len);
+  return sig;
+}
+
+bool Ed25519Verify(absl::string_view public_key, absl::string_view message, absl::string_view signature) {
+  if (public_key.size() != 32 || signature.size() != 64) return false;
+  Pkey key(EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nullptr,
+                                       reinterpret_cast<const unsigned char*>(public_key.data()), 32));
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  if (!key || !ctx || EVP_DigestVerifyInit(ctx.get(), nullptr, nullptr, nullptr, key.get()) != 1) return false;
+  return EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(signature.data()), signature.size(),
+                          reinterpret_cast<const unsigned char*>(message.data()), message.size()) == 1;
 }
 
 }  // namespace sluice

@@ -29,6 +29,14 @@ absl::StatusOr<std::string> AesGcmSeal(absl::string_view key, absl::string_view 
 absl::StatusOr<std::string> AesGcmOpen(absl::string_view key, absl::string_view sealed,
                                        absl::string_view aad);
 
+// Ed25519 signing keys (the agent's audit checkpoint key). Private keys are PKCS#8 PEM; public
+// keys and signatures are raw (32 and 64 bytes).
+// Loads the private key from `path`, or creates it with mode 0600 when the file does not exist.
+absl::StatusOr<std::string> LoadOrCreateEd25519Key(const std::string& path, bool* created);
+absl::StatusOr<std::string> Ed25519PublicKey(const std::string& private_pem);
+absl::StatusOr<std::string> Ed25519Sign(const std::string& private_pem, absl::string_view message);
+bool Ed25519Verify(absl::string_view public_key, absl::string_view message, absl::string_view signature);
+
 // Loads the 32-byte master key from `path` (64 hex characters), or creates it with mode 0600 when
 // the file does not exist. `created` tells which happened.
 absl::StatusOr<std::string> LoadOrCreateMasterKey(const std::string& path, bool* created);

@@ -1,6 +1,9 @@
 #include "agent/audit/event_sink.h"
 
 #include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include <vector>
 
 #include "agent/audit/spool.h"
@@ -40,6 +43,7 @@ void EventSink::StartSpooling(Spool* spool) {
     }
     next_sequence_ = std::max(next_sequence_, spool->last_sequence());
     chain_head_ = spool->chain_head();  // the chain goes on across restarts
+    head_sequence_ = spool->last_sequence();
   }
   spooler_ = std::thread([this] { SpoolLoop(); });
 }
@@ -78,17 +82,51 @@ void EventSink::SpoolLoop() {
       if (st.ok()) st = spool_->Append(*c);
     }
     if (st.ok()) st = spool_->MaybeSync();
-    absl::MutexLock lock(&mu_);
-    if (!st.ok()) {
-      if (spool_error_.empty()) LogError("audit spool: ", st.message(), "; new sessions are refused");
-      spool_error_ = std::string(st.message());
-    } else if (!spool_error_.empty()) {
-      LogInfo("audit spool: writing again");
-      spool_error_.clear();
+    {
+      absl::MutexLock lock(&mu_);
+      if (!st.ok()) {
+        if (spool_error_.empty()) LogError("audit spool: ", st.message(), "; new sessions are refused");
+        spool_error_ = std::string(st.message());
+      } else if (!spool_error_.empty()) {
+        LogInfo("audit spool: writing again");
+        spool_error_.clear();
+      }
+      // Sent either way: the control plane is the other copy. A failed spool refuses new sessions.
+      for (EventChunk* c : todo) c->spooled = true;
     }
-    // Sent either way: the control plane is the other copy. A failed spool refuses new sessions.
-    for (EventChunk* c : todo) c->spooled = true;
     if (todo.empty()) spool_->MaybeSync().IgnoreError();
+    MaybeCheckpoint();
+  }
+}
+
+std::string CheckpointMessage(uint64_t sequence, absl::string_view hash) {
+  return absl::StrCat("sluice-audit-checkpoint v1 ", sequence, " ", HexEncode(hash));
+}
+
+void EventSink::MaybeCheckpoint() {
+  if (!sign_) return;
+  absl::Time now = absl::Now();
+  if (now - last_checkpoint_ < absl::Seconds(1)) return;
+  uint64_t sequence;
+  std::string head;
+  {
+    absl::MutexLock lock(&mu_);
+    sequence = head_sequence_;
+    head = chain_head_;
+  }
+  // Nothing new since the last checkpoint (its own event is the only one after it), or nothing
+  // emitted by this process yet (what came before was covered by the last run's checkpoints).
+  if (head.empty() || sequence <= checkpointed_sequence_ + 1 || sequence == 0) return;
+  auto signature = sign_(CheckpointMessage(sequence, head));
+  if (!signature.ok()) {
+    LogError("audit checkpoint not signed: ", signature.status().message());
+    return;
+  }
+  std::string json = absl::StrCat("{\"sequence\":", sequence, ",\"hash\":\"", HexEncode(head),
+                                  "\",\"signature\":\"", HexEncode(*signature), "\"}");
+  if (Emit("checkpoint", "", json)) {
+    last_checkpoint_ = now;
+    checkpointed_sequence_ = sequence;
   }
 }
 
@@ -122,6 +160,7 @@ bool EventSink::Emit(absl::string_view type, absl::string_view session_id, absl:
   char* payload = audit::AppendRecordSpace(&chunk.records, size, &offset);
   event.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(payload));
   chain_head_ = Sha256(absl::string_view(payload, size));
+  head_sequence_ = next_sequence_;
   chunk.last_hash = chain_head_;
   audit::SealRecord(&chunk.records, offset);
   chunk.last_sequence = next_sequence_;

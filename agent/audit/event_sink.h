@@ -19,11 +19,13 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <optional>
 #include <string>
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -55,6 +57,11 @@ class EventSink {
   // Makes the sink durable: what `spool` read back is queued first (sequences continue after
   // it), and a thread spools every chunk before it may be sent. Call before any Emit.
   void StartSpooling(Spool* spool);
+  // Signs checkpoints: at least every second while events come, the spool thread emits a
+  // `checkpoint` event whose body holds the sequence and chain hash of the last event before it
+  // and `sign` of CheckpointMessage(sequence, hash). Call before StartSpooling.
+  using Signer = std::function<absl::StatusOr<std::string>(absl::string_view message)>;
+  void SetCheckpointSigner(Signer sign) { sign_ = std::move(sign); }
 
   // Queues an event whose body is serialized JSON; false when the buffer is full (the caller must
   // fail closed).
@@ -92,6 +99,7 @@ class EventSink {
   bool HasUnspooled() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool OpenChunkFull() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SpoolLoop();
+  void MaybeCheckpoint();
 
   const size_t capacity_bytes_;
   const size_t chunk_bytes_;
@@ -104,11 +112,18 @@ class EventSink {
   size_t in_flight_events_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_sequence_ ABSL_GUARDED_BY(mu_);
   std::string chain_head_ ABSL_GUARDED_BY(mu_);  // SHA-256 of the last record's payload
+  uint64_t head_sequence_ ABSL_GUARDED_BY(mu_) = 0;  // ... and its sequence
   uint64_t emitted_ ABSL_GUARDED_BY(mu_) = 0;
   Spool* spool_ = nullptr;  // set once, before use
   std::string spool_error_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread spooler_;
+  Signer sign_;
+  absl::Time last_checkpoint_;
+  uint64_t checkpointed_sequence_ = 0;  // spool thread only
 };
+
+// What a checkpoint's signature covers: "sluice-audit-checkpoint v1 <sequence> <hex hash>".
+std::string CheckpointMessage(uint64_t sequence, absl::string_view hash);
 
 }  // namespace sluice::agent

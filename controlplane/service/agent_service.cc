@@ -268,8 +268,17 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
     std::string version = hello.agent_version().substr(0, 64);
     std::string id = agent_id_;
     Store* store = store_;
-    worker_->Post([store, id, version, caps] {
+    std::string audit_key = hello.audit_public_key().substr(0, 64);
+    worker_->Post([store, id, version, caps, audit_key] {
       store->UpdateAgentHello(id, version, caps, NowUnixMs()).IgnoreError();
+      if (audit_key.empty()) return;
+      absl::Status registered = store->RegisterAuditKey(id, audit_key, /*replace=*/false);
+      if (!registered.ok()) {
+        LogWarning("agent ", id, ": ", registered.message());
+        store->AppendAudit({0, NowUnixMs(), "agent:" + id, "Audit.key_mismatch", "Agent/" + id, "FAILED_PRECONDITION",
+                            std::string(registered.message())})
+            .IgnoreError();
+      }
     });
     LogInfo("agent ", agent_id_, " connected (applied version ", hello.applied_version(), ")");
     registered_ = true;
@@ -311,7 +320,8 @@ grpc::ServerUnaryReactor* AgentServiceImpl::Enroll(grpc::CallbackServerContext* 
   std::string token_hash = Sha256Hex(request->token());
   std::string peer = context->peer();
   std::string csr = request->tls_csr_pem();
-  worker_->Post([this, reactor, response, token_hash, peer, csr] {
+  std::string audit_key = request->audit_public_key().substr(0, 64);
+  worker_->Post([this, reactor, response, token_hash, peer, csr, audit_key] {
     std::string secret = RandomHex(32);
     // The certificate is signed inside the enrollment's transaction: a request for names the
     // enrollment did not grant refuses the enrollment and leaves the token unused.
@@ -351,6 +361,10 @@ grpc::ServerUnaryReactor* AgentServiceImpl::Enroll(grpc::CallbackServerContext* 
     audit.actor = "agent:" + agent->id;
     audit.target = "Agent/" + agent->id;
     store_->AppendAudit(audit).IgnoreError();
+    if (!audit_key.empty()) {
+      absl::Status registered = store_->RegisterAuditKey(agent->id, audit_key, /*replace=*/true);
+      if (!registered.ok()) LogWarning("agent ", agent->id, ": audit key not registered: ", registered.message());
+    }
     hub_->AddCredential(*agent);
     response->set_agent_id(agent->id);
     response->set_agent_secret(secret);

@@ -131,6 +131,10 @@ const std::vector<const char*>& Migrations() {
       R"sql(
         ALTER TABLE agents ADD COLUMN chain_head BLOB NOT NULL DEFAULT x'';
       )sql",
+      // 8: each agent's Ed25519 public key, which verifies its signed audit checkpoints.
+      R"sql(
+        ALTER TABLE agents ADD COLUMN audit_public_key BLOB NOT NULL DEFAULT x'';
+      )sql",
   };
   return *m;
 }

@@ -3,9 +3,11 @@
 #include <nlohmann/json.hpp>
 
 #include <limits>
+#include <optional>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -256,6 +258,23 @@ absl::Status SqliteStore::UpdateAgentHello(const std::string& id, const std::str
   return s.Run();
 }
 
+absl::Status SqliteStore::RegisterAuditKey(const std::string& id, const std::string& public_key, bool replace) {
+  if (public_key.size() != 32) return absl::InvalidArgumentError("an Ed25519 public key is 32 bytes");
+  absl::MutexLock lock(&mu_);
+  Stmt q(db_, "SELECT audit_public_key FROM agents WHERE id = ?1");
+  RETURN_IF_ERROR(q.status());
+  q.Bind(1, id);
+  if (q.Step() != SQLITE_ROW) return absl::NotFoundError(absl::StrCat("agent '", id, "' is not enrolled"));
+  std::string current = q.Text(0);
+  if (current == public_key) return absl::OkStatus();
+  if (!current.empty() && !replace) {
+    return absl::FailedPreconditionError(absl::StrCat("agent '", id, "' presents an audit key other than the one registered"));
+  }
+  Stmt up(db_, "UPDATE agents SET audit_public_key = ?2 WHERE id = ?1");
+  up.Bind(1, id).BindBlob(2, public_key);
+  return up.Run();
+}
+
 absl::Status SqliteStore::UpdateAgentSeen(const std::string& id, int64_t now_ms) {
   absl::MutexLock lock(&mu_);
   Stmt s(db_, "UPDATE agents SET last_seen_ms = ?2 WHERE id = ?1");
@@ -346,6 +365,37 @@ v1::SessionSummary SummaryFromEvent(const std::string& agent_id, const v1::Audit
 
 }  // namespace
 
+namespace {
+
+// A checkpoint event's claim: the record with `sequence` has `hash`, signed by the agent.
+struct Checkpoint {
+  uint64_t sequence = 0;
+  std::string hash;
+  std::string signature;
+};
+
+std::optional<Checkpoint> ParseCheckpoint(const v1::AuditEvent& e) {
+  if (e.type() != "checkpoint") return std::nullopt;
+  nlohmann::json j = nlohmann::json::parse(e.json(), nullptr, false);
+  Checkpoint c;
+  if (!j.is_object() || !j.contains("sequence") || !j["sequence"].is_number_unsigned() ||
+      !j.contains("hash") || !j["hash"].is_string() || !j.contains("signature") || !j["signature"].is_string()) {
+    return Checkpoint{};  // malformed: sequence 0, never verifies
+  }
+  c.sequence = j["sequence"].get<uint64_t>();
+  c.hash = absl::HexStringToBytes(j["hash"].get<std::string>());
+  c.signature = absl::HexStringToBytes(j["signature"].get<std::string>());
+  return c;
+}
+
+bool SignatureValid(const std::string& key, const Checkpoint& c) {
+  return c.sequence != 0 && Ed25519Verify(key, absl::StrCat("sluice-audit-checkpoint v1 ", c.sequence, " ",
+                                                            absl::BytesToHexString(c.hash)),
+                                          c.signature);
+}
+
+}  // namespace
+
 absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent_id,
                                                         const EventBatch& batch) {
   if (batch.offsets.size() != batch.events.size()) {
@@ -356,7 +406,7 @@ absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent
   RETURN_IF_ERROR(txn.begun());
   // Agents send in sequence order and resend from their first unacknowledged event, so whatever
   // is at or below the agent's committed sequence is a duplicate.
-  Stmt committed_q(db_, "SELECT events_committed, chain_head FROM agents WHERE id = ?1");
+  Stmt committed_q(db_, "SELECT events_committed, chain_head, audit_public_key FROM agents WHERE id = ?1");
   RETURN_IF_ERROR(committed_q.status());
   committed_q.Bind(1, agent_id);
   if (committed_q.Step() != SQLITE_ROW) {
@@ -372,6 +422,7 @@ absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent
   // one that lost its spool), which `audit verify` reports as a break. A prev_hash that names
   // something else is refused.
   std::string head = committed_q.Text(1);
+  const std::string key = committed_q.Text(2);
   for (size_t i = first_new; i < batch.events.size(); ++i) {
     const v1::AuditEvent& e = batch.events[i];
     if (!head.empty() && !e.prev_hash().empty() && e.prev_hash() != head) {
@@ -379,6 +430,12 @@ absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent
                                               e.sequence(), ": its prev_hash does not match the event stored before it"));
     }
     head = Sha256(audit::RecordPayload(batch.records, batch.offsets[i]));
+    // A checkpoint must carry the agent's signature (the claim itself is checked by VerifyAudit,
+    // which follows the whole chain).
+    if (auto c = ParseCheckpoint(e); c && !key.empty() && !SignatureValid(key, *c)) {
+      return absl::DataLossError(absl::StrCat("the audit checkpoint of agent ", agent_id, " at sequence ", e.sequence(),
+                                              " does not carry a valid signature of the agent's key"));
+    }
   }
 
   // The new events are a suffix of the batch: stored as they came, as one chunk.
@@ -625,8 +682,15 @@ absl::StatusOr<std::vector<ApprovalRecord>> SqliteStore::DueApprovals(int64_t no
 absl::StatusOr<v1::VerifyAuditResponse> SqliteStore::VerifyAudit(const v1::VerifyAuditRequest& req) {
   absl::MutexLock lock(&mu_);
   v1::VerifyAuditResponse out;
+  absl::flat_hash_map<std::string, std::string> keys;
+  {
+    Stmt k(db_, "SELECT id, audit_public_key FROM agents");
+    RETURN_IF_ERROR(k.status());
+    while (k.Step() == SQLITE_ROW) keys[k.Text(0)] = k.Text(1);
+  }
   Stmt s(db_, "SELECT id, agent_id, records FROM event_chunks ORDER BY agent_id, id");
   RETURN_IF_ERROR(s.status());
+  absl::flat_hash_map<uint64_t, std::string> hashes;  // the agent's records: sequence -> hash
   std::string agent;
   std::string head;        // hash of the agent's previous record
   uint64_t previous = 0;   // its sequence
@@ -645,6 +709,7 @@ absl::StatusOr<v1::VerifyAuditResponse> SqliteStore::VerifyAudit(const v1::Verif
       agent = chunk_agent;
       head.clear();
       previous = 0;
+      hashes.clear();
       out.set_agents(out.agents() + 1);
     }
     audit::RecordReader reader(records);
@@ -667,6 +732,23 @@ absl::StatusOr<v1::VerifyAuditResponse> SqliteStore::VerifyAudit(const v1::Verif
       }
       head = Sha256(*payload);
       previous = e.sequence();
+      hashes[e.sequence()] = head;
+      if (auto c = ParseCheckpoint(e)) {
+        const std::string& key = keys[agent];
+        auto claimed = hashes.find(c->sequence);
+        if (key.empty() || !SignatureValid(key, *c)) {
+          problem(absl::StrCat("agent ", agent, ": the checkpoint at sequence ", e.sequence(), " (chunk ", chunk, ") ",
+                               key.empty() ? "cannot be checked: the agent has no registered key"
+                                           : "does not carry a valid signature of the agent's key"));
+        } else if (claimed == hashes.end() || claimed->second != c->hash) {
+          problem(absl::StrCat("agent ", agent, ": the checkpoint at sequence ", e.sequence(),
+                               " signed the hash of sequence ", c->sequence, ", and the stored record ",
+                               claimed == hashes.end() ? "is missing" : "no longer has that hash (it was changed)"));
+        } else {
+          out.set_checkpoints(out.checkpoints() + 1);
+          out.set_signed_through(std::max<uint64_t>(out.signed_through(), c->sequence));
+        }
+      }
     }
   }
   out.set_ok(out.problems() == 0);

@@ -45,6 +45,7 @@ class SqliteStore : public Store {
       const v1::ListSessionsRequest& filter) override;
   absl::StatusOr<v1::SessionDetail> GetSession(const std::string& session_id) override;
   absl::StatusOr<v1::VerifyAuditResponse> VerifyAudit(const v1::VerifyAuditRequest& request) override;
+  absl::Status RegisterAuditKey(const std::string& id, const std::string& public_key, bool replace) override;
   absl::StatusOr<uint64_t> CreateApproval(const ApprovalRecord& record) override;
   absl::StatusOr<ApprovalRecord> GetApproval(uint64_t id) override;
   absl::Status UpdateApproval(const v1::Approval& approval) override;

@@ -107,6 +107,10 @@ class Store {
                                         const std::vector<std::string>& capabilities,
                                         int64_t now_ms) = 0;
   virtual absl::Status UpdateAgentSeen(const std::string& id, int64_t now_ms) = 0;
+  // Registers the agent's audit public key: at enrollment (`replace`: a new enrollment brings a
+  // new key), or from Hello when it has none; FailedPrecondition when another key is registered
+  // and `replace` is false.
+  virtual absl::Status RegisterAuditKey(const std::string& id, const std::string& public_key, bool replace) = 0;
   virtual absl::Status RecordAck(const std::string& id, uint64_t version, int64_t now_ms) = 0;
   virtual absl::Status RecordNack(const std::string& id, uint64_t version, const std::string& error,
                                   int64_t now_ms) = 0;

@@ -71,3 +71,39 @@ TEST(MasterKey, CreatedWithMode0600ThenLoaded) {
 
 }  // namespace
 }  // namespace sluice
+
+namespace sluice {
+namespace {
+
+TEST(Ed25519, SignsAndVerifiesAndTheKeyIsKept) {
+  std::string path = ::testing::TempDir() + "/ed25519_test_key.pem";
+  std::remove(path.c_str());
+  bool created = false;
+  auto pem = LoadOrCreateEd25519Key(path, &created);
+  ASSERT_TRUE(pem.ok()) << pem.status();
+  EXPECT_TRUE(created);
+  auto again = LoadOrCreateEd25519Key(path, &created);
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(created);
+  EXPECT_EQ(*again, *pem);
+  auto pub = Ed25519PublicKey(*pem);
+  ASSERT_TRUE(pub.ok());
+  EXPECT_EQ(pub->size(), 32u);
+  auto sig = Ed25519Sign(*pem, "checkpoint 42");
+  ASSERT_TRUE(sig.ok());
+  EXPECT_EQ(sig->size(), 64u);
+  EXPECT_TRUE(Ed25519Verify(*pub, "checkpoint 42", *sig));
+  EXPECT_FALSE(Ed25519Verify(*pub, "checkpoint 43", *sig));
+  std::string bad = *sig;
+  bad[0] ^= 1;
+  EXPECT_FALSE(Ed25519Verify(*pub, "checkpoint 42", bad));
+  std::string other_path = path + ".other";
+  std::remove(other_path.c_str());
+  auto other = LoadOrCreateEd25519Key(other_path, &created);
+  ASSERT_TRUE(other.ok());
+  EXPECT_FALSE(Ed25519Verify(*Ed25519PublicKey(*other), "checkpoint 42", *sig));
+  EXPECT_FALSE(Ed25519PublicKey("not a key").ok());
+}
+
+}  // namespace
+}  // namespace sluice

@@ -4,6 +4,7 @@ plane comes back, and it holds exactly one event per statement, none missing, no
 `sluicectl audit verify` checks the stored hash chains, and names the record when one byte of a
 stored event is changed or an event is removed."""
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -97,7 +98,16 @@ class AuditSpoolTest(unittest.TestCase):
             ports.append(agent.postgres_port())
             run("after", 3)  # and new events still link to it
             wait_for(lambda: len(statements("after")) == 3, what="events after the restart")
-            self.assertEqual(cp.ctl("audit", "verify", check=False).returncode, 0)
+            # The agent signs checkpoints of its chain with its own key, at least every second.
+            last = max(e["sequence"] for s in json.loads(cp.ctl("sessions", "list", "--identity", "after", "-o",
+                                                                 "json").stdout)["sessions"]
+                       for e in json.loads(cp.ctl("sessions", "show", s["session_id"], "-o", "json").stdout)["events"])
+
+            def verified():
+                v = json.loads(cp.ctl("audit", "verify", "-o", "json", check=False).stdout)
+                return v["ok"] and int(v["signed_through"]) >= int(last) and v
+            v = wait_for(verified, what="a signed checkpoint covering the last statements")
+            self.assertGreaterEqual(v["checkpoints"], 1)
 
             db = os.path.join(cp.data_dir, "sluice.db")
 
@@ -142,6 +152,32 @@ class AuditSpoolTest(unittest.TestCase):
             self.assertRegex(r.stdout, r"the chain breaks at sequence \d+ \(chunk \d+\): its prev_hash does not match "
                                        r"the record before it .*records between them are missing")
             store(chunk_id, blob)
+            self.assertEqual(cp.ctl("audit", "verify", check=False).returncode, 0)
+
+            # Someone who rewrites the database can recompute every later hash and checksum too:
+            # the chain then links, but the agent's signed checkpoints no longer match.
+            originals = chunks()
+            prev_old = prev_new = None
+            changed = False
+            for cid, b in originals:
+                out = []
+                for p in records(b):
+                    old_hash = hashlib.sha256(p).digest()
+                    if prev_old is not None and prev_old != prev_new:
+                        p = p.replace(b"\x32\x20" + prev_old, b"\x32\x20" + prev_new)
+                    if not changed and b"SELECT 7 AS n" in p:
+                        p = p.replace(b"SELECT 7 AS n", b"SELECT 8 AS n")
+                        changed = True
+                    prev_old, prev_new = old_hash, hashlib.sha256(p).digest()
+                    out.append(p)
+                store(cid, frame(out))
+            r = cp.ctl("audit", "verify", check=False)
+            self.assertEqual(r.returncode, 1)
+            self.assertNotIn("the chain breaks", r.stdout)  # the links were recomputed
+            self.assertRegex(r.stdout, r"the checkpoint at sequence \d+ signed the hash of sequence \d+, and the stored "
+                                       r"record no longer has that hash")
+            for cid, b in originals:
+                store(cid, b)
             self.assertEqual(cp.ctl("audit", "verify", check=False).returncode, 0)
         finally:
             for p in (agent, cp):
