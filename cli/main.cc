@@ -256,8 +256,8 @@ std::string Time(int64_t unix_ms) {
 
 int ListSessions(AdminClient& client, const std::string& identity, const std::string& connection,
                  const std::string& since, const std::string& until, uint32_t limit,
-                 const std::string& output) {
-  v1::ListSessionsRequest req;
+                 const std::string& output, const v1::ListSessionsRequest& filters) {
+  v1::ListSessionsRequest req = filters;
   req.set_subject(identity);
   req.set_connection(connection);
   auto s = ParseTimeArg(since);
@@ -546,6 +546,10 @@ int main(int argc, char** argv) {
   slist->add_option("--until", until, "started before: same forms as --since");
   slist->add_option("--limit", limit, "at most this many (default 100)");
   slist->add_option("-o,--output", output, "table or json");
+  std::string decision, rule, attribution;
+  slist->add_option("--decision", decision, "only sessions with a statement so decided (blocked, denied, refused, alerted, approved)");
+  slist->add_option("--rule", rule, "only sessions where this guardrail, masking rule or approval policy acted");
+  slist->add_option("--attribution", attribution, "only sessions with this attribution claim, e.g. run_id=1234");
   auto* sshow = sessions->add_subcommand("show", "one session with its statements");
   sshow->add_option("id", session_id, "session id")->required();
   sshow->add_option("-o,--output", output, "table or json");
@@ -604,7 +608,13 @@ int main(int argc, char** argv) {
   if (del->parsed()) return Delete(c, kind, name);
   if (enroll->parsed()) return Enroll(c, *config, labels, agent_name, ttl, tls_names);
   if (list->parsed()) return ListAgents(c, output);
-  if (slist->parsed()) return ListSessions(c, identity, connection, since, until, limit, output);
+  if (slist->parsed()) {
+    sluice::v1::ListSessionsRequest filters;
+    filters.set_decision(decision);
+    filters.set_rule(rule);
+    filters.set_attribution(attribution);
+    return ListSessions(c, identity, connection, since, until, limit, output, filters);
+  }
   if (sshow->parsed()) return ShowSession(c, session_id, output);
   if (token->parsed()) return MintToken(c, subject, groups, token_ttl, claims);
   if (alist->parsed()) return ListApprovals(c, status, limit, output);

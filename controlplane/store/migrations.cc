@@ -135,6 +135,13 @@ const std::vector<const char*>& Migrations() {
       R"sql(
         ALTER TABLE agents ADD COLUMN audit_public_key BLOB NOT NULL DEFAULT x'';
       )sql",
+      // 9: what session filters look at: the decisions of its statements (",blocked,denied,"),
+      // the rules involved (guardrails, masking rules, approval policies) and its attribution.
+      R"sql(
+        ALTER TABLE sessions ADD COLUMN decisions TEXT NOT NULL DEFAULT '';
+        ALTER TABLE sessions ADD COLUMN rules TEXT NOT NULL DEFAULT '';
+        ALTER TABLE sessions ADD COLUMN attribution TEXT NOT NULL DEFAULT '{}';
+      )sql",
   };
   return *m;
 }

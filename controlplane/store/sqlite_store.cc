@@ -2,11 +2,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <limits>
+#include <set>
 #include <optional>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -458,6 +461,29 @@ absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent
   };
   absl::flat_hash_map<std::string, Counts> counts;
   absl::flat_hash_set<std::string> sessions;
+  // Decisions and rules per session, for the session filters. Only events that name one are
+  // parsed (most statement events do not).
+  struct Tags {
+    std::set<std::string> decisions;
+    std::set<std::string> rules;
+  };
+  absl::flat_hash_map<std::string, Tags> tags;
+  auto tag = [&tags](const v1::AuditEvent& e) {
+    const std::string& j = e.json();
+    if (j.find("\"decision\"") == std::string::npos && j.find("\"masked_by\"") == std::string::npos) return;
+    nlohmann::json body = nlohmann::json::parse(j, nullptr, false);
+    if (!body.is_object()) return;
+    Tags& t = tags[e.session_id()];
+    auto str = [&body](const char* k) {
+      auto it = body.find(k);
+      return it != body.end() && it->is_string() ? it->get<std::string>() : std::string();
+    };
+    if (!str("decision").empty()) t.decisions.insert(str("decision"));
+    for (const char* k : {"guardrail", "approval_policy"}) {
+      if (!str(k).empty()) t.rules.insert(str(k));
+    }
+    for (absl::string_view r : absl::StrSplit(str("masked_by"), ',', absl::SkipEmpty())) t.rules.emplace(r);
+  };
   for (size_t i = first_new; i < batch.events.size(); ++i) {
     const v1::AuditEvent& e = batch.events[i];
     sessions.insert(e.session_id());
@@ -465,6 +491,11 @@ absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent
       Counts& c = counts[e.session_id()];
       ++c.statements;
       if (e.failed()) ++c.errors;
+      tag(e);
+      continue;
+    }
+    if (e.type() == "alert" || e.type() == "approval") {
+      tag(e);
       continue;
     }
     if (e.type() != "session_start" && e.type() != "session_refused" && e.type() != "session_end") {
@@ -486,13 +517,30 @@ absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent
     std::string bytes;
     summary.SerializeToString(&bytes);
     bool refused = e.type() == "session_refused";
+    nlohmann::json attribution = nlohmann::json::object();
+    for (const auto& [k, v] : summary.attribution()) attribution[k] = v;
     Stmt up(db_,
             "INSERT OR IGNORE INTO sessions(session_id, agent_id, connection, subject, issuer, summary, "
-            "started_ms, ended_ms, outcome, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
+            "started_ms, ended_ms, outcome, reason, attribution) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
     up.Bind(1, e.session_id()).Bind(2, agent_id).Bind(3, summary.connection()).Bind(4, summary.subject());
     up.Bind(5, summary.issuer()).BindBlob(6, bytes).Bind(7, e.time_unix_ms());
     up.Bind(8, refused ? e.time_unix_ms() : 0).Bind(9, std::string(refused ? "refused" : "open"));
     up.Bind(10, refused ? reason() : std::string());
+    up.Bind(11, attribution.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    RETURN_IF_ERROR(up.Run());
+  }
+  for (const auto& [session, t] : tags) {
+    Stmt q(db_, "SELECT decisions, rules FROM sessions WHERE session_id = ?1");
+    RETURN_IF_ERROR(q.status());
+    q.Bind(1, session);
+    if (q.Step() != SQLITE_ROW) continue;
+    auto merge = [](const std::string& current, const std::set<std::string>& add) {
+      std::set<std::string> all(add);
+      for (absl::string_view v : absl::StrSplit(current, ',', absl::SkipEmpty())) all.emplace(v);
+      return all.empty() ? std::string() : absl::StrCat(",", absl::StrJoin(all, ","), ",");
+    };
+    Stmt up(db_, "UPDATE sessions SET decisions = ?2, rules = ?3 WHERE session_id = ?1");
+    up.Bind(1, session).Bind(2, merge(q.Text(0), t.decisions)).Bind(3, merge(q.Text(1), t.rules));
     RETURN_IF_ERROR(up.Run());
   }
   Stmt up(db_, "UPDATE sessions SET statements = statements + ?2, errors = errors + ?3 WHERE session_id = ?1");
@@ -542,11 +590,25 @@ absl::StatusOr<std::vector<v1::SessionSummary>> SqliteStore::ListSessions(
       "SELECT ", kSessionColumns,
       " WHERE (?1 = '' OR subject = ?1) AND (?2 = '' OR connection = ?2)"
       " AND (?3 = 0 OR started_ms >= ?3) AND (?4 = 0 OR started_ms < ?4)"
+      " AND (?6 = '' OR instr(decisions, ',' || ?6 || ',') > 0) AND (?7 = '' OR instr(rules, ',' || ?7 || ',') > 0)"
+      " AND (?8 = '' OR json_extract(attribution, '$.\"' || ?8 || '\"') = ?9)"
       " ORDER BY started_ms DESC, session_id LIMIT ?5");
   Stmt s(db_, sql.c_str());
   RETURN_IF_ERROR(s.status());
   s.Bind(1, f.subject()).Bind(2, f.connection()).Bind(3, f.since_unix_ms()).Bind(4, f.until_unix_ms());
   s.Bind(5, limit);
+  s.Bind(6, f.decision()).Bind(7, f.rule());
+  std::string key, value;
+  if (!f.attribution().empty()) {
+    size_t eq = f.attribution().find('=');
+    key = f.attribution().substr(0, eq);
+    value = eq == std::string::npos ? "" : f.attribution().substr(eq + 1);
+    if (eq == std::string::npos || key.empty() ||
+        !std::all_of(key.begin(), key.end(), [](char c) { return absl::ascii_isalnum(c) || c == '_' || c == '-' || c == '.'; })) {
+      return absl::InvalidArgumentError("attribution: a filter is claim=value, the claim made of letters, digits, _ - .");
+    }
+  }
+  s.Bind(8, key).Bind(9, value);
   std::vector<v1::SessionSummary> out;
   while (s.Step() == SQLITE_ROW) out.push_back(ReadSession(s));
   return out;

@@ -216,6 +216,24 @@ class ApprovalsTest(unittest.TestCase):
         r = self.decide(approval_id, "approve", sub="erin", check=False)
         self.assertIn(f"approval request {approval_id} is already denied", r.stderr)
 
+    def test_sessions_are_found_by_decision_rule_and_attribution(self):
+        proc = self.psql_background("", sub="filter-bot", stop_on_error=False)
+        approval_id = self.held("n = 555", proc, "UPDATE items SET n = 555;")
+        self.decide(approval_id, "deny", reason="filter test")
+        proc.communicate("", timeout=20)
+
+        def found(*args):
+            out = json.loads(self.cp.ctl("sessions", "list", "--identity", "filter-bot", *args, "-o", "json").stdout)
+            return len(out.get("sessions", []))
+        wait_for(lambda: found("--decision", "denied") == 1, what="the session by decision")
+        self.assertEqual(found("--rule", "dba-on-call"), 1)
+        self.assertEqual(found("--rule", "prod-safety"), 1)
+        self.assertEqual(found("--attribution", "run_id=run-7"), 1)
+        self.assertEqual(found("--attribution", "run_id=other"), 0)
+        self.assertEqual(found("--decision", "approved"), 0)
+        r = self.cp.ctl("sessions", "list", "--attribution", "no equals sign", check=False)
+        self.assertIn("attribution: a filter is claim=value", r.stderr)
+
     def test_self_approval_and_non_approvers_are_refused(self):
         proc = self.psql_background("", sub="dora", groups=("dba",))
         approval_id = self.held("n = 7", proc, "UPDATE items SET n = 7;")

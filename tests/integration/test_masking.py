@@ -344,6 +344,9 @@ class MaskingTest(unittest.TestCase):
         self.assertIn("pii-ids", masked["masked_by"].split(","))
         plain = [s for s in found if "orders" in s["statement"]][0]
         self.assertNotIn("masked_by", plain)
+        listed = json.loads(self.cp.ctl("sessions", "list", "--identity", sub, "--rule", "pii-ids", "-o",
+                                        "json").stdout).get("sessions", [])
+        self.assertEqual(len(listed), 1)
 
     # --- raw protocol helpers ------------------------------------------------------------------
 
