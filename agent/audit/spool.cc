@@ -20,6 +20,7 @@
 #include "agent/audit/event_sink.h"
 #include "common/audit/records.h"
 #include "common/crypto.h"
+#include "common/files.h"
 #include "common/log.h"
 #include "sluice/v1/agent.pb.h"
 
@@ -28,25 +29,6 @@ namespace {
 
 absl::Status Errno(const std::string& what) {
   return absl::InternalError(absl::StrCat(what, ": ", std::strerror(errno)));
-}
-
-absl::StatusOr<std::string> ReadWhole(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Errno("open " + path);
-  std::string out;
-  char buf[1 << 16];
-  while (true) {
-    ssize_t n = ::read(fd, buf, sizeof(buf));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      ::close(fd);
-      return Errno("read " + path);
-    }
-    if (n == 0) break;
-    out.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
-  return out;
 }
 
 // The sequence of a record's event; 0 when it does not parse.
@@ -59,7 +41,7 @@ uint64_t SequenceOf(absl::string_view payload) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Spool>> Spool::Open(Options options) {
-  if (::mkdir(options.dir.c_str(), 0700) != 0 && errno != EEXIST) return Errno("mkdir " + options.dir);
+  if (absl::Status st = EnsureDir(options.dir, 0700); !st.ok()) return st;
   std::unique_ptr<Spool> spool(new Spool(std::move(options)));
   absl::Status st = spool->Recover();
   if (!st.ok()) return st;
@@ -87,7 +69,7 @@ absl::Status Spool::Recover() {
   std::sort(files.begin(), files.end());
   absl::MutexLock lock(&mu_);
   // The head when every segment was acknowledged and deleted; the segments' last record wins.
-  if (auto head = ReadWhole(options_.dir + "/chain.head"); head.ok()) {
+  if (auto head = ReadFile(options_.dir + "/chain.head", 4096); head.ok()) {
     std::vector<std::string> parts = absl::StrSplit(*head, ' ');
     uint64_t seq = 0;
     absl::string_view hex = parts.size() == 2 ? absl::StripAsciiWhitespace(parts[1]) : "";
@@ -98,7 +80,7 @@ absl::Status Spool::Recover() {
   }
   for (size_t i = 0; i < files.size(); ++i) {
     const std::string& path = files[i].second;
-    auto data = ReadWhole(path);
+    auto data = ReadFile(path, options_.segment_bytes + (64 << 20));
     if (!data.ok()) return data.status();
     audit::RecordReader reader(*data);
     Segment seg{path, 0, 0, 0};
@@ -237,14 +219,10 @@ void Spool::Ack(uint64_t sequence) {
   if (!segments_.empty() && segments_.back().last <= sequence && !chain_head_.empty()) {
     // Everything goes: keep the chain's head (and the sequence) for the next start.
     std::string head = absl::StrCat(last_sequence_, " ", absl::BytesToHexString(chain_head_), "\n");
-    std::string tmp = options_.dir + "/chain.head.tmp";
-    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd >= 0) {
-      bool ok = ::write(fd, head.data(), head.size()) == static_cast<ssize_t>(head.size()) && ::fdatasync(fd) == 0;
-      ::close(fd);
-      if (!ok || ::rename(tmp.c_str(), (options_.dir + "/chain.head").c_str()) != 0) {
-        LogError("audit spool: cannot keep the chain head; the chain restarts after the next restart");
-      }
+    absl::Status kept = WriteFileAtomic(options_.dir + "/chain.head", head, 0600);
+    if (!kept.ok()) {
+      LogError("audit spool: cannot keep the chain head (", kept.message(),
+               "); the chain restarts after the next restart");
     }
   }
   while (!segments_.empty() && segments_.front().last <= sequence) {
