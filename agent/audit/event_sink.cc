@@ -99,10 +99,6 @@ void EventSink::SpoolLoop() {
   }
 }
 
-std::string CheckpointMessage(uint64_t sequence, absl::string_view hash) {
-  return absl::StrCat("sluice-audit-checkpoint v1 ", sequence, " ", HexEncode(hash));
-}
-
 void EventSink::MaybeCheckpoint() {
   if (!sign_) return;
   absl::Time now = absl::Now();
@@ -117,7 +113,7 @@ void EventSink::MaybeCheckpoint() {
   // Nothing new since the last checkpoint (its own event is the only one after it), or nothing
   // emitted by this process yet (what came before was covered by the last run's checkpoints).
   if (head.empty() || sequence <= checkpointed_sequence_ + 1 || sequence == 0) return;
-  auto signature = sign_(CheckpointMessage(sequence, head));
+  auto signature = sign_(audit::CheckpointMessage(sequence, head));
   if (!signature.ok()) {
     LogError("audit checkpoint not signed: ", signature.status().message());
     return;
@@ -159,7 +155,7 @@ bool EventSink::Emit(absl::string_view type, absl::string_view session_id, absl:
   size_t offset = 0;
   char* payload = audit::AppendRecordSpace(&chunk.records, size, &offset);
   event.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(payload));
-  chain_head_ = Sha256(absl::string_view(payload, size));
+  chain_head_ = audit::ChainHash(absl::string_view(payload, size));
   head_sequence_ = next_sequence_;
   chunk.last_hash = chain_head_;
   audit::SealRecord(&chunk.records, offset);

@@ -59,7 +59,7 @@ class EventSink {
   void StartSpooling(Spool* spool);
   // Signs checkpoints: at least every second while events come, the spool thread emits a
   // `checkpoint` event whose body holds the sequence and chain hash of the last event before it
-  // and `sign` of CheckpointMessage(sequence, hash). Call before StartSpooling.
+  // and `sign` of audit::CheckpointMessage(sequence, hash). Call before StartSpooling.
   using Signer = std::function<absl::StatusOr<std::string>(absl::string_view message)>;
   void SetCheckpointSigner(Signer sign) { sign_ = std::move(sign); }
 
@@ -123,7 +123,5 @@ class EventSink {
   uint64_t checkpointed_sequence_ = 0;  // spool thread only
 };
 
-// What a checkpoint's signature covers: "sluice-audit-checkpoint v1 <sequence> <hex hash>".
-std::string CheckpointMessage(uint64_t sequence, absl::string_view hash);
 
 }  // namespace sluice::agent

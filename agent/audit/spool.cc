@@ -2,7 +2,6 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -19,7 +18,6 @@
 #include "absl/time/clock.h"
 #include "agent/audit/event_sink.h"
 #include "common/audit/records.h"
-#include "common/crypto.h"
 #include "common/files.h"
 #include "common/log.h"
 #include "sluice/v1/agent.pb.h"
@@ -97,7 +95,7 @@ absl::Status Spool::Recover() {
       if (seg.first == 0) seg.first = seq;
       seg.last = seq;
       last_sequence_ = seq;
-      chain_head_ = Sha256(*payload);
+      chain_head_ = audit::ChainHash(*payload);
       good = reader.offset();
     }
     if (good < data->size() && ::truncate(path.c_str(), static_cast<off_t>(good)) != 0) {

@@ -6,6 +6,7 @@
 
 #include "absl/base/internal/endian.h"
 #include "absl/strings/str_cat.h"
+#include "common/crypto.h"
 
 namespace sluice::audit {
 namespace {
@@ -36,6 +37,12 @@ void AppendRecord(std::string* out, absl::string_view payload) {
   char* p = AppendRecordSpace(out, payload.size(), &offset);
   if (!payload.empty()) std::memcpy(p, payload.data(), payload.size());
   SealRecord(out, offset);
+}
+
+std::string ChainHash(absl::string_view payload) { return Sha256(payload); }
+
+std::string CheckpointMessage(uint64_t sequence, absl::string_view hash) {
+  return absl::StrCat("sluice-audit-checkpoint v1 ", sequence, " ", HexEncode(hash));
 }
 
 absl::string_view RecordPayload(absl::string_view records, size_t offset) {

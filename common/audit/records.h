@@ -31,6 +31,14 @@ void AppendRecord(std::string* out, absl::string_view payload);
 char* AppendRecordSpace(std::string* out, size_t payload_size, size_t* offset);
 void SealRecord(std::string* out, size_t offset);
 
+// The hash chain over an agent's records: each event's prev_hash is ChainHash of the previous
+// record's payload (SHA-256, raw 32 bytes). The agent, its spool and the control plane all use
+// this one definition.
+std::string ChainHash(absl::string_view payload);
+// What an agent's checkpoint signature covers: the record `sequence` has chain hash `hash`.
+// "sluice-audit-checkpoint v1 <sequence> <hex hash>".
+std::string CheckpointMessage(uint64_t sequence, absl::string_view hash);
+
 // The payload of the record that starts at `offset` of `records` (a record DecodeEvents checked).
 absl::string_view RecordPayload(absl::string_view records, size_t offset);
 

@@ -392,9 +392,7 @@ std::optional<Checkpoint> ParseCheckpoint(const v1::AuditEvent& e) {
 }
 
 bool SignatureValid(const std::string& key, const Checkpoint& c) {
-  return c.sequence != 0 && Ed25519Verify(key, absl::StrCat("sluice-audit-checkpoint v1 ", c.sequence, " ",
-                                                            absl::BytesToHexString(c.hash)),
-                                          c.signature);
+  return c.sequence != 0 && Ed25519Verify(key, audit::CheckpointMessage(c.sequence, c.hash), c.signature);
 }
 
 }  // namespace
@@ -432,7 +430,7 @@ absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent
       return absl::DataLossError(absl::StrCat("the audit chain of agent ", agent_id, " breaks at sequence ",
                                               e.sequence(), ": its prev_hash does not match the event stored before it"));
     }
-    head = Sha256(audit::RecordPayload(batch.records, batch.offsets[i]));
+    head = audit::ChainHash(audit::RecordPayload(batch.records, batch.offsets[i]));
     // A checkpoint must carry the agent's signature (the claim itself is checked by VerifyAudit,
     // which follows the whole chain).
     if (auto c = ParseCheckpoint(e); c && !key.empty() && !SignatureValid(key, *c)) {
@@ -792,7 +790,7 @@ absl::StatusOr<v1::VerifyAuditResponse> SqliteStore::VerifyAudit(const v1::Verif
                                                           : "its prev_hash does not match the record before it (sequence ",
                              previous, e.prev_hash().empty() ? "" : "); that record was changed, or records between them are missing"));
       }
-      head = Sha256(*payload);
+      head = audit::ChainHash(*payload);
       previous = e.sequence();
       hashes[e.sequence()] = head;
       if (auto c = ParseCheckpoint(e)) {

@@ -6,7 +6,6 @@
 #include <filesystem>
 
 #include "common/audit/records.h"
-#include "common/crypto.h"
 #include "controlplane/store/migrations.h"
 
 namespace sluice::controlplane {
@@ -189,7 +188,7 @@ class Chain {
       auto it = hashes_.find(e.sequence() - 1);
       e.set_prev_hash(it == hashes_.end() ? "" : it->second);
       std::string payload = e.SerializeAsString();
-      hashes_[e.sequence()] = Sha256(payload);
+      hashes_[e.sequence()] = audit::ChainHash(payload);
       b.offsets.push_back(b.records.size());
       audit::AppendRecord(&b.records, payload);
     }
