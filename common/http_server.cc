@@ -7,6 +7,15 @@
 
 namespace sluice {
 
+absl::Status SplitUrl(const std::string& url, std::string* origin, std::string* path) {
+  size_t scheme_end = url.find("://");
+  if (scheme_end == std::string::npos) return absl::InvalidArgumentError("not a URL");
+  size_t path_start = url.find('/', scheme_end + 3);
+  *origin = url.substr(0, path_start);
+  *path = path_start == std::string::npos ? "/" : url.substr(path_start);
+  return absl::OkStatus();
+}
+
 absl::Status SplitHostPort(const std::string& listen, std::string* host, int* port) {
   size_t colon = listen.rfind(':');
   if (colon == std::string::npos || colon + 1 == listen.size()) {

@@ -54,6 +54,11 @@ class HttpServer {
   std::atomic<bool> ready_{false};
 };
 
+// Splits "scheme://host[:port]/path?query" into the origin ("scheme://host[:port]") and the
+// path with its query ("/" when there is none), as an HTTP client takes them. InvalidArgument
+// when there is no "://".
+absl::Status SplitUrl(const std::string& url, std::string* origin, std::string* path);
+
 // Splits "host:port" ("[::1]:80" too). InvalidArgument when malformed.
 absl::Status SplitHostPort(const std::string& listen, std::string* host, int* port);
 

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/clock.h"
 #include "common/crypto.h"
+#include "common/http_server.h"
 #include "common/log.h"
 
 namespace sluice::controlplane {
@@ -128,10 +129,11 @@ v1::WebhookDelivery WebhookSender::Attempt(const Job& job) {
   d.set_attempt(static_cast<uint32_t>(job.attempt));
   d.set_time_unix_ms(NowUnixMs());
   const std::string& url = job.webhook.url();
-  size_t scheme_end = url.find("://");
-  size_t path_start = scheme_end == std::string::npos ? std::string::npos : url.find('/', scheme_end + 3);
-  std::string origin = path_start == std::string::npos ? url : url.substr(0, path_start);
-  std::string path = path_start == std::string::npos ? "/" : url.substr(path_start);
+  std::string origin, path;
+  if (absl::Status st = SplitUrl(url, &origin, &path); !st.ok()) {
+    d.set_error(absl::StrCat(url.substr(0, 200), ": ", st.message()));
+    return d;
+  }
   httplib::Client client(origin);
   client.set_connection_timeout(5, 0);
   client.set_read_timeout(10, 0);

@@ -4,6 +4,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/http_server.h"
 #include "common/jwt.h"
 #include "common/log.h"
 
@@ -31,11 +32,8 @@ void JwksFetcher::Stop() {
 }
 
 absl::StatusOr<std::string> JwksFetcher::Fetch(const std::string& url) {
-  size_t scheme_end = url.find("://");
-  if (scheme_end == std::string::npos) return absl::InvalidArgumentError("not a URL");
-  size_t path_start = url.find('/', scheme_end + 3);
-  std::string origin = url.substr(0, path_start);
-  std::string path = path_start == std::string::npos ? "/" : url.substr(path_start);
+  std::string origin, path;
+  if (absl::Status st = SplitUrl(url, &origin, &path); !st.ok()) return st;
   httplib::Client client(origin);
   client.set_connection_timeout(5);
   client.set_read_timeout(5);
