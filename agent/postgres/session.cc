@@ -561,7 +561,7 @@ class Session {
         r.CStringView();  // portal
         absl::string_view name = r.CStringView();
         if (name.empty() || (grant_.access != v1::ACCESS_READ && guardrails_.empty() &&
-                             deps_.policy->generation() == guardrails_generation_)) {
+                             deps_.policy->generation() == policy_generation_)) {
           return Action::kForward;
         }
         // Approved at its Parse: that approval covers this one execution.
@@ -607,19 +607,9 @@ class Session {
 
   // ---- Masking (see result_masking.h and result_router.h) ----
 
-  // The session's MaskingRules follow policy changes, from the next result on.
+  // Masking is on when a MaskingRule applies to this session (see FollowPolicy).
   bool MaskingOn() {
-    uint64_t generation = deps_.policy->generation();
-    if (generation != masking_generation_) {
-      masking_generation_ = generation;
-      auto current = deps_.policy->Get();
-      if (current) {
-        const v1::Connection* c = current->FindConnection(connection_->name(), v1::PROTOCOL_POSTGRES);
-        masking_ = masking::MaskingPolicy(current->snapshot, c != nullptr ? *c : *connection_, identity_.issuer,
-                                          identity_.subject, identity_.groups);
-      }
-      plan_cache_.clear();
-    }
+    FollowPolicy();
     return !masking_.empty();
   }
 
@@ -829,13 +819,7 @@ class Session {
       if (why.empty()) continue;
       std::string message = absl::StrCat("Sluice: statement refused on connection \"", connection_name_,
                                          "\", where results are masked: ", why);
-      JsonObjectWriter w(&event_buffer_);
-      const StatementInfo& info = Statements().Get(sql);
-      StatementEventHead(&w, sql, &info, extended);
-      w.Str("decision", "refused").Str("reason", message).Str("sqlstate", "42501");
-      ++statements_;
-      EmitJson("statement", w.Close(), true);
-      return ErrorOrNotice::Make("ERROR", "42501", message).Encode('E');
+      return Refuse(sql, &Statements().Get(sql), extended, message, "42501");
     }
     return "";
   }
@@ -854,25 +838,20 @@ class Session {
 
   // The text form of a Bind's parameters, for the approvers (capped; binary ones as hex).
   static std::vector<std::string> BindParameters(absl::string_view payload) {
-    constexpr int kMax = 100;
+    constexpr size_t kMax = 100;
     constexpr size_t kMaxBytes = 1024;
-    WireReader r(payload);
-    r.CStringView();
-    r.CStringView();
-    std::vector<int16_t> formats;
-    int16_t nf = r.Int16();
-    for (int i = 0; i < nf && r.ok(); ++i) formats.push_back(r.Int16());
-    int16_t n = r.Int16();
     std::vector<std::string> out;
-    for (int i = 0; i < n && r.ok() && i < kMax; ++i) {
-      int32_t len = r.Int32();
-      if (len < 0) {
+    auto bind = Bind::Decode(payload);
+    if (!bind.ok()) return out;  // the server refuses it
+    const auto& formats = bind->param_formats;
+    for (size_t i = 0; i < bind->params.size() && i < kMax; ++i) {
+      const auto& p = bind->params[i];
+      if (!p) {
         out.push_back("NULL");
         continue;
       }
-      std::string v = r.Bytes(static_cast<size_t>(len));
-      bool binary = formats.size() == 1 ? formats[0] == 1 : (static_cast<size_t>(i) < formats.size() && formats[i] == 1);
-      if (binary) v = "\\x" + HexEncode(v);
+      bool binary = formats.size() == 1 ? formats[0] == 1 : (i < formats.size() && formats[i] == 1);
+      std::string v = binary ? "\\x" + HexEncode(*p) : *p;
       if (v.size() > kMaxBytes) v = v.substr(0, kMaxBytes) + "...";
       out.push_back(std::move(v));
     }
@@ -1051,7 +1030,7 @@ class Session {
   // Read grants refuse anything but reads; guardrails block what their rules say. `alert`
   // statements run and raise an alert event.
   std::string Check(absl::string_view sql, bool extended) {
-    RefreshGuardrails();
+    FollowPolicy();
     const bool read_only = grant_.access == v1::ACCESS_READ;
     if (!read_only && guardrails_.empty()) return "";
     const StatementInfo& info = Statements().Get(sql);
@@ -1083,15 +1062,19 @@ class Session {
                            message);
   }
 
-  // The session's guardrails follow policy changes: a long session gets new rules too.
-  void RefreshGuardrails() {
+  // The session's guardrails and masking rules follow policy changes: a long session gets new
+  // rules too (masking from the next result on).
+  void FollowPolicy() {
     uint64_t generation = deps_.policy->generation();
-    if (generation == guardrails_generation_) return;
-    guardrails_generation_ = generation;
+    if (generation == policy_generation_) return;
+    policy_generation_ = generation;
     auto current = deps_.policy->Get();
     if (!current) return;
-    const v1::Connection* c = current->FindConnection(connection_->name(), v1::PROTOCOL_POSTGRES);
-    guardrails_ = GuardrailSet(current->snapshot, c != nullptr ? *c : *connection_);
+    const v1::Connection* found = current->FindConnection(connection_->name(), v1::PROTOCOL_POSTGRES);
+    const v1::Connection& c = found != nullptr ? *found : *connection_;
+    guardrails_ = GuardrailSet(current->snapshot, c);
+    masking_ = masking::MaskingPolicy(current->snapshot, c, identity_.issuer, identity_.subject, identity_.groups);
+    plan_cache_.clear();
     guardrails_policy_ = std::move(current);
   }
 
@@ -1133,15 +1116,20 @@ class Session {
     std::string message = absl::StrCat("Sluice: your access to connection \"", connection_name_,
                                        "\" is read-only (rule ", grant_.rule, "); this statement ", what,
                                        " (", kind, parse_error.empty() ? "" : ": ", parse_error, ")");
+    LogInfo("refused for ", identity_.subject, " on ", connection_name_, ": ", kind, " on a read grant");
+    return Refuse(sql, info, extended, message, "25006");
+  }
+
+  // Records `sql` as a statement refused at the agent (decision `refused`) and returns the
+  // ErrorResponse that tells the client.
+  std::string Refuse(absl::string_view sql, const StatementInfo* info, bool extended, const std::string& message,
+                     const char* sqlstate) {
     JsonObjectWriter w(&event_buffer_);
     StatementEventHead(&w, sql, info, extended);
-    w.Str("decision", "refused")
-        .Str("reason", message)
-        .Str("sqlstate", "25006");
+    w.Str("decision", "refused").Str("reason", message).Str("sqlstate", sqlstate);
     ++statements_;
     EmitJson("statement", w.Close(), true);
-    LogInfo("refused for ", identity_.subject, " on ", connection_name_, ": ", kind, " on a read grant");
-    return ErrorOrNotice::Make("ERROR", "25006", message).Encode('E');
+    return ErrorOrNotice::Make("ERROR", sqlstate, message).Encode('E');
   }
 
   // The audit view of a relayed client message (never changes it).
@@ -1312,7 +1300,7 @@ class Session {
   Grant grant_;
   const v1::Connection* connection_ = nullptr;  // in policy_, the snapshot the session started with
   GuardrailSet guardrails_;
-  uint64_t guardrails_generation_ = ~uint64_t{0};
+  uint64_t policy_generation_ = ~uint64_t{0};  // of the guardrails and masking rules below
   std::shared_ptr<const AgentPolicy> guardrails_policy_;  // keeps the rules' snapshot alive
   // Named statements that passed the checks under policy generation checked_generation_.
   absl::flat_hash_set<std::string> checked_names_;
@@ -1341,7 +1329,6 @@ class Session {
   std::shared_ptr<const AgentPolicy> policy_;
   // Masking.
   masking::MaskingPolicy masking_;
-  uint64_t masking_generation_ = ~uint64_t{0};
   ResultRouter router_;
   std::unique_ptr<CatalogResolver> catalog_;
   struct CachedPlan {
