@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import tempfile
 import time
@@ -340,9 +341,11 @@ class Stack:
             s.cp.apply(s.connection_yaml() + "---\\n" + more)
     """
 
-    def __init__(self, name, auth="scram-sha-256", pg_tls=False, cp_args=(), app_password="pw"):
+    def __init__(self, name, auth="scram-sha-256", pg_tls=False, cp_args=(), app_password="pw",
+                 agent_args=()):
         self.name, self.auth, self.pg_tls = name, auth, pg_tls
         self.cp_args, self.app_password = list(cp_args), app_password
+        self.agent_args = list(agent_args)
         self.pg = self.cp = self.agent = None
 
     def __enter__(self):
@@ -352,7 +355,8 @@ class Stack:
             self.pg.sql(f"CREATE USER app PASSWORD '{self.app_password}'")
             self.pg.sql("CREATE DATABASE demo OWNER app")
             self.cp = ControlPlane(self.work.path, extra_args=self.cp_args).start()
-            self.agent = Agent(self.work.path, "a", self.cp, self.cp.enroll("agent-a", "vpc=a")).start()
+            self.agent = Agent(self.work.path, "a", self.cp, self.cp.enroll("agent-a", "vpc=a"),
+                               extra_args=self.agent_args).start()
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -365,21 +369,34 @@ class Stack:
         self.work.cleanup(keep=exc[0] is not None)
         return False
 
-    def connection_yaml(self, upstream_tls="disable", credentials=None):
-        """The `demo` Connection served by this stack's agent."""
+    def connection_yaml(self, upstream_tls="disable", credentials=None, tags=None):
+        """The `demo` Connection served by this stack's agent (`tags` a YAML flow mapping)."""
         credentials = credentials or f"password: {self.app_password}"
         return (f"kind: Connection\nname: demo\nprotocol: postgres\n"
                 f"upstream: {{host: 127.0.0.1, port: {self.pg.port}, database: demo, "
                 f"tls: {upstream_tls}}}\n"
-                f"credentials: {{username: app, {credentials}}}\nagents: {{vpc: a}}\n")
+                f"credentials: {{username: app, {credentials}}}\nagents: {{vpc: a}}\n"
+                + (f"tags: {tags}\n" if tags else ""))
+
+    @staticmethod
+    def issuer_yaml(iss, jwks, attribution=()):
+        """An Issuer `test-idp` (its `jwks` given as a YAML flow mapping), with `attribution`
+        claims."""
+        claims = f"claims: {{attribution: [{', '.join(attribution)}]}}\n" if attribution else ""
+        return (f"---\nkind: Issuer\nname: test-idp\nissuer: {iss}\naudience: sluice\n"
+                f"jwks: {jwks}\n{claims}")
+
+    @staticmethod
+    def inline_issuer_yaml(idp, attribution=()):
+        """The Issuer `test-idp` of a TokenIssuer, its keys inline."""
+        return Stack.issuer_yaml(idp.iss, f"{{inline: '{idp.jwks()}'}}", attribution)
 
     @staticmethod
     def issuer_and_read_rule(iss, jwks):
         """An Issuer `test-idp` (its `jwks` given as a YAML flow mapping) and read access to
         `demo` for group ci."""
-        return (f"---\nkind: Issuer\nname: test-idp\nissuer: {iss}\naudience: sluice\n"
-                f"jwks: {jwks}\n---\nkind: AccessRule\nname: ci\nsubjects: {{groups: [ci]}}\n"
-                f"connections: {{names: [demo]}}\naccess: read\n")
+        return (Stack.issuer_yaml(iss, jwks) + "---\nkind: AccessRule\nname: ci\nsubjects: {groups: [ci]}\n"
+                "connections: {names: [demo]}\naccess: read\n")
 
     def apply_and_wait(self, yaml_text):
         """Applies policy and waits until the agent runs the new version; returns the version."""
@@ -393,3 +410,32 @@ class Stack:
                                f"dbname=demo user={user} sslmode=require", "-XAtc", sql],
                               capture_output=True, text=True, timeout=60,
                               env=dict(os.environ, PGPASSWORD=token))
+
+
+# PostgreSQL wire messages, for tests that speak the protocol byte by byte.
+
+def pg_send(sock, t, body):
+    """Sends one typed message: type byte, length, body."""
+    sock.sendall(t + struct.pack("!I", len(body) + 4) + body)
+
+
+def pg_send_startup(sock, version, params):
+    """Sends a StartupMessage of `version` with (name, value) parameters."""
+    body = struct.pack("!I", version) + b"".join(
+        k.encode() + b"\0" + v.encode() + b"\0" for k, v in params) + b"\0"
+    sock.sendall(struct.pack("!I", len(body) + 4) + body)
+
+
+def pg_read_msg(sock):
+    """Reads one typed message: (type byte, body)."""
+    def exact(n):
+        buf = b""
+        while len(buf) < n:
+            chunk = sock.recv(n - len(buf))
+            if not chunk:
+                raise EOFError("connection closed")
+            buf += chunk
+        return buf
+    header = exact(5)
+    (length,) = struct.unpack("!I", header[1:])
+    return header[:1], exact(length - 4)

@@ -17,26 +17,12 @@ import unittest
 import urllib.parse
 import urllib.request
 
-from harness import PG_BIN, Agent, ControlPlane, PostgresServer, TokenIssuer, Workdir, free_port, wait_for
+from harness import PG_BIN, Stack, TokenIssuer, free_port, wait_for
 
 WEBHOOK_SECRET = "hook-secret-for-tests-0123456789"
 
-POLICY = """
-kind: Connection
-name: demo
-protocol: postgres
-upstream: {{host: 127.0.0.1, port: {pg_port}, database: demo, tls: disable}}
-credentials: {{username: app, password: app-Secret-PW-1}}
-agents: {{vpc: a}}
-tags: {{env: prod}}
----
-kind: Issuer
-name: test-idp
-issuer: {iss}
-audience: sluice
-jwks: {{inline: '{jwks}'}}
-claims: {{attribution: [run_id]}}
----
+# With the harness Stack's demo Connection (tagged env: prod) and test Issuer (attribution run_id).
+POLICY = """---
 kind: AccessRule
 name: people
 subjects: {{groups: [ci, dba]}}
@@ -113,28 +99,21 @@ class Hooks:
 class ApprovalsTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.work = Workdir("approvals")
-        cls.pg = PostgresServer(cls.work.path).start()
-        cls.pg.sql("CREATE USER app PASSWORD 'app-Secret-PW-1'")
-        cls.pg.sql("CREATE DATABASE demo OWNER app")
+        cls.stack = Stack("approvals").__enter__()
+        cls.pg, cls.cp, cls.agent = cls.stack.pg, cls.stack.cp, cls.stack.agent
         cls.pg.sql("CREATE TABLE items (id int PRIMARY KEY, n int); INSERT INTO items VALUES (1, 0), (2, 0), (3, 0);"
                    "ALTER TABLE items OWNER TO app", "demo")
         cls.hooks = Hooks()
-        cls.cp = ControlPlane(cls.work.path).start()
         cls.idp = TokenIssuer()
-        cls.agent = Agent(cls.work.path, "a", cls.cp, cls.cp.enroll("agent-a", "vpc=a")).start()
-        cls.cp.apply(POLICY.format(pg_port=cls.pg.port, iss=cls.idp.iss, jwks=cls.idp.jwks(),
-                                   hook_port=cls.hooks.port, secret=WEBHOOK_SECRET))
-        wait_for(lambda: cls.agent.status()["applied_version"] == 1, what="agent to apply policy")
+        cls.stack.apply_and_wait(cls.stack.connection_yaml(tags="{env: prod}") +
+                                 Stack.inline_issuer_yaml(cls.idp, attribution=["run_id"]) +
+                                 POLICY.format(hook_port=cls.hooks.port, secret=WEBHOOK_SECRET))
         cls.port = cls.agent.postgres_port()
 
     @classmethod
     def tearDownClass(cls):
         cls.hooks.server.shutdown()
-        cls.agent.stop()
-        cls.cp.stop()
-        cls.pg.stop()
-        cls.work.cleanup(keep=False)
+        cls.stack.__exit__(None, None, None)
 
     def dsn(self):
         return f"host=127.0.0.1 port={self.port} dbname=demo user=someone sslmode=require"

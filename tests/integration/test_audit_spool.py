@@ -9,47 +9,28 @@ import json
 import os
 import sqlite3
 import struct
-import zlib
 import subprocess
+import zlib
 import unittest
 
-from harness import PG_BIN, Agent, ControlPlane, PostgresServer, TokenIssuer, Workdir, wait_for
+from harness import PG_BIN, Stack, TokenIssuer, wait_for
 
-POLICY = """
-kind: Connection
-name: demo
-protocol: postgres
-upstream: {{host: 127.0.0.1, port: {pg_port}, database: demo, tls: disable}}
-credentials: {{username: app, password: app-Secret-PW-1}}
-agents: {{vpc: a}}
----
-kind: Issuer
-name: test-idp
-issuer: {iss}
-audience: sluice
-jwks: {{inline: '{jwks}'}}
----
+# With the harness Stack's demo Connection and test Issuer.
+POLICY = """---
 kind: AccessRule
 name: people
-subjects: {{groups: [ci]}}
-connections: {{names: [demo]}}
+subjects: {groups: [ci]}
+connections: {names: [demo]}
 access: write
 """
 
 
 class AuditSpoolTest(unittest.TestCase):
     def test_events_survive_control_plane_and_agent_crashes(self):
-        work = Workdir("spool")
-        pg = PostgresServer(work.path).start()
-        cp = agent = None
-        try:
-            pg.sql("CREATE USER app PASSWORD 'app-Secret-PW-1'")
-            pg.sql("CREATE DATABASE demo OWNER app")
-            cp = ControlPlane(work.path).start()
+        with Stack("spool") as stack:
+            cp, agent = stack.cp, stack.agent
             idp = TokenIssuer()
-            agent = Agent(work.path, "a", cp, cp.enroll("agent-a", "vpc=a")).start()
-            cp.apply(POLICY.format(pg_port=pg.port, iss=idp.iss, jwks=idp.jwks()))
-            wait_for(lambda: agent.status()["applied_version"] == 1, what="agent to apply policy")
+            stack.apply_and_wait(stack.connection_yaml() + Stack.inline_issuer_yaml(idp) + POLICY)
             ports = [agent.postgres_port()]
 
             def run(sub, n):
@@ -179,12 +160,6 @@ class AuditSpoolTest(unittest.TestCase):
             for cid, b in originals:
                 store(cid, b)
             self.assertEqual(cp.ctl("audit", "verify", check=False).returncode, 0)
-        finally:
-            for p in (agent, cp):
-                if p is not None and p.process is not None and p.process.alive():
-                    p.stop()
-            pg.stop()
-            work.cleanup(keep=False)
 
 
 if __name__ == "__main__":

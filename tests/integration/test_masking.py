@@ -16,62 +16,50 @@ import struct
 import subprocess
 import unittest
 
-from harness import PG_BIN, Agent, ControlPlane, PostgresServer, TokenIssuer, Workdir, wait_for
+from harness import PG_BIN, Stack, TokenIssuer, pg_read_msg, pg_send, pg_send_startup, wait_for
 
-POLICY = """
-kind: Connection
-name: demo
-protocol: postgres
-upstream: {{host: 127.0.0.1, port: {pg_port}, database: demo, tls: disable}}
-credentials: {{username: app, password: app-Secret-PW-1}}
-agents: {{vpc: a}}
----
-kind: Issuer
-name: test-idp
-issuer: {iss}
-audience: sluice
-jwks: {{inline: '{jwks}'}}
----
+# The demo Connection and the test Issuer come from the harness's Stack.
+POLICY = """---
 kind: AccessRule
 name: analysts
-subjects: {{groups: [analyst, dpo]}}
-connections: {{names: [demo]}}
+subjects: {groups: [analyst, dpo]}
+connections: {names: [demo]}
 access: write
 ---
 kind: MaskingRule
 name: pii-email
-connections: {{names: [demo]}}
+connections: {names: [demo]}
 columns: [customers.email]
 strategy: hash
-exempt: {{groups: [dpo]}}
+exempt: {groups: [dpo]}
 ---
 kind: MaskingRule
 name: pii-ids
-connections: {{names: [demo]}}
+connections: {names: [demo]}
 columns: [customers.ssn]
 strategy: redact
-exempt: {{groups: [dpo]}}
+exempt: {groups: [dpo]}
 ---
 kind: MaskingRule
 name: cards
-connections: {{names: [demo]}}
+connections: {names: [demo]}
 columns: ["*.card"]
 strategy: partial
-exempt: {{groups: [dpo]}}
+exempt: {groups: [dpo]}
 ---
 kind: MaskingRule
 name: phones
-connections: {{names: [demo]}}
+connections: {names: [demo]}
 columns: [customers.phone]
 strategy: "null"
-exempt: {{groups: [dpo]}}
+exempt: {groups: [dpo]}
 ---
 kind: MaskingRule
 name: detect
-connections: {{names: [demo]}}
+connections: {names: [demo]}
 detectors: [email, us_ssn, credit_card, phone, secret]
 strategy: redact
-exempt: {{groups: [dpo]}}
+exempt: {groups: [dpo]}
 """
 
 SCHEMA = """
@@ -95,24 +83,16 @@ TOKEN_RE = re.compile(r"^tok_[0-9a-f]{16}$")
 class MaskingTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.work = Workdir("masking")
-        cls.pg = PostgresServer(cls.work.path).start()
-        cls.pg.sql("CREATE USER app PASSWORD 'app-Secret-PW-1'")
-        cls.pg.sql("CREATE DATABASE demo OWNER app")
+        cls.stack = Stack("masking").__enter__()
+        cls.pg, cls.cp, cls.agent = cls.stack.pg, cls.stack.cp, cls.stack.agent
         cls.pg.sql(SCHEMA, "demo")
-        cls.cp = ControlPlane(cls.work.path).start()
         cls.idp = TokenIssuer()
-        cls.agent = Agent(cls.work.path, "a", cls.cp, cls.cp.enroll("agent-a", "vpc=a")).start()
-        cls.cp.apply(POLICY.format(pg_port=cls.pg.port, iss=cls.idp.iss, jwks=cls.idp.jwks()))
-        wait_for(lambda: cls.agent.status()["applied_version"] == 1, what="agent to apply policy")
+        cls.stack.apply_and_wait(cls.stack.connection_yaml() + Stack.inline_issuer_yaml(cls.idp) + POLICY)
         cls.port = cls.agent.postgres_port()
 
     @classmethod
     def tearDownClass(cls):
-        cls.agent.stop()
-        cls.cp.stop()
-        cls.pg.stop()
-        cls.work.cleanup(keep=False)
+        cls.stack.__exit__(None, None, None)
 
     def dsn(self):
         return f"host=127.0.0.1 port={self.port} dbname=demo user=analyst sslmode=require"
@@ -358,37 +338,20 @@ class MaskingTest(unittest.TestCase):
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
         sock = ctx.wrap_socket(sock)
-        body = struct.pack("!I", 3 << 16) + b"user\0analyst\0database\0demo\0\0"
-        sock.sendall(struct.pack("!I", len(body) + 4) + body)
-        t, _ = self.read_msg(sock)
+        pg_send_startup(sock, 3 << 16, [("user", "analyst"), ("database", "demo")])
+        t, _ = pg_read_msg(sock)
         self.assertEqual(t, b"R")
         token = self.idp.token(sub="raw-client", groups=["analyst"]).encode()
-        self.send(sock, b"p", token + b"\0")
+        pg_send(sock, b"p", token + b"\0")
         self.read_until_ready(sock)
         return sock
 
-    @staticmethod
-    def send(sock, t, body):
-        sock.sendall(t + struct.pack("!I", len(body) + 4) + body)
-
-    @staticmethod
-    def read_msg(sock):
-        def exact(n):
-            buf = b""
-            while len(buf) < n:
-                chunk = sock.recv(n - len(buf))
-                if not chunk:
-                    raise EOFError("connection closed")
-                buf += chunk
-            return buf
-        header = exact(5)
-        (length,) = struct.unpack("!I", header[1:])
-        return header[:1], exact(length - 4)
+    send = staticmethod(pg_send)
 
     def read_until_ready(self, sock):
         seen = []
         while True:
-            t, body = self.read_msg(sock)
+            t, body = pg_read_msg(sock)
             if t in (b"S", b"N", b"K"):
                 continue  # ParameterStatus, notices, key data
             seen.append((t, body))

@@ -12,7 +12,7 @@ import time
 import unittest
 
 from harness import (PG_BIN, Agent, ControlPlane, PostgresServer, Stack, TokenIssuer, Workdir,
-                     wait_for)
+                     pg_read_msg, pg_send_startup, wait_for)
 
 POLICY = """
 kind: Connection
@@ -327,27 +327,8 @@ rules:
         ctx.verify_mode = ssl.CERT_NONE
         return ctx.wrap_socket(sock)
 
-    @staticmethod
-    def send_startup(sock, version, params):
-        import struct
-        body = struct.pack("!I", version) + b"".join(
-            k.encode() + b"\0" + v.encode() + b"\0" for k, v in params) + b"\0"
-        sock.sendall(struct.pack("!I", len(body) + 4) + body)
-
-    @staticmethod
-    def read_msg(sock):
-        import struct
-        def exact(n):
-            buf = b""
-            while len(buf) < n:
-                chunk = sock.recv(n - len(buf))
-                if not chunk:
-                    raise EOFError("connection closed")
-                buf += chunk
-            return buf
-        header = exact(5)
-        (length,) = struct.unpack("!I", header[1:])
-        return header[:1], exact(length - 4)
+    send_startup = staticmethod(pg_send_startup)
+    read_msg = staticmethod(pg_read_msg)
 
     def test_protocol_32_negotiation_and_long_cancel_key(self):
         import struct
