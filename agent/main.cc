@@ -58,6 +58,13 @@ ABSL_FLAG(std::string, tls_names, "",
 ABSL_FLAG(int, workers, 2, "data-path event loops (threads); one per core is right");
 ABSL_FLAG(absl::Duration, postgres_login_timeout, absl::Seconds(30),
           "a PostgreSQL client must finish TLS, startup and authentication within this time");
+ABSL_FLAG(bool, record_sessions, true,
+          "record each session's messages (after masking) with its audit events, for `sluicectl "
+          "sessions replay`");
+ABSL_FLAG(int64_t, record_max_rows, 100,
+          "rows (data messages) of each result kept in a session recording; the rest are counted");
+ABSL_FLAG(int64_t, record_max_bytes, 64 << 10,
+          "bytes of data messages of each result kept in a session recording; the rest are counted");
 ABSL_FLAG(bool, verbose, false, "log debug messages");
 
 namespace sluice::agent {
@@ -175,6 +182,14 @@ absl::Status Run() {
     lo.allow_plaintext = absl::GetFlag(FLAGS_postgres_allow_plaintext);
     lo.workers = absl::GetFlag(FLAGS_workers);
     lo.login_timeout = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_postgres_login_timeout));
+    lo.recording.enabled = absl::GetFlag(FLAGS_record_sessions);
+    if (absl::GetFlag(FLAGS_record_max_rows) < 0 || absl::GetFlag(FLAGS_record_max_bytes) < 0 ||
+        absl::GetFlag(FLAGS_record_max_bytes) > (16 << 20)) {
+      return absl::InvalidArgumentError(
+          "--record-max-rows must be at least 0, --record-max-bytes between 0 and 16777216");
+    }
+    lo.recording.max_rows = static_cast<uint64_t>(absl::GetFlag(FLAGS_record_max_rows));
+    lo.recording.max_bytes = static_cast<uint64_t>(absl::GetFlag(FLAGS_record_max_bytes));
     if (lo.tls_cert_file.empty() != lo.tls_key_file.empty()) {
       return absl::InvalidArgumentError("--postgres-tls-cert and --postgres-tls-key go together");
     }

@@ -19,6 +19,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "cli/config.h"
+#include "cli/replay.h"
 #include "common/files.h"
 #include "common/policy/resource.h"
 #include "common/policy/yaml_codec.h"
@@ -292,6 +293,38 @@ int ListSessions(AdminClient& client, const std::string& identity, const std::st
   return 0;
 }
 
+// Pages through the session's events with their recording slices; with `follow`, keeps asking
+// for new ones until the session ends.
+int ReplaySession(AdminClient& client, const std::string& id, bool follow) {
+  cli::TranscriptPrinter printer(stdout);
+  uint64_t after = 0;
+  bool header = false;
+  while (true) {
+    v1::GetSessionRequest req;
+    req.set_session_id(id);
+    req.set_recording(true);
+    req.set_after_sequence(after);
+    req.set_max_events(500);
+    v1::SessionDetail d;
+    grpc::Status st = client.stub()->GetSession(client.Context().get(), req, &d);
+    if (!st.ok()) return FailRpc(st);
+    if (!header) {
+      printer.Header(d.session());
+      header = true;
+    }
+    for (const auto& e : d.events()) {
+      printer.Event(e);
+      after = e.sequence();
+    }
+    if (d.more()) continue;
+    if (!follow || d.session().outcome() != "open") break;
+    std::fflush(stdout);
+    absl::SleepFor(absl::Milliseconds(500));
+  }
+  printer.Flush();
+  return 0;
+}
+
 int ShowSession(AdminClient& client, const std::string& id, const std::string& output) {
   v1::GetSessionRequest req;
   req.set_session_id(id);
@@ -553,6 +586,11 @@ int main(int argc, char** argv) {
   auto* sshow = sessions->add_subcommand("show", "one session with its statements");
   sshow->add_option("id", session_id, "session id")->required();
   sshow->add_option("-o,--output", output, "table or json");
+  bool follow = false;
+  auto* sreplay = sessions->add_subcommand(
+      "replay", "a session's transcript from its recording: statements, decisions, results (as masked), notices, errors");
+  sreplay->add_option("id", session_id, "session id")->required();
+  sreplay->add_flag("--follow", follow, "keep printing while the session goes on, until it ends");
 
   std::string status, reason;
   uint64_t approval_id = 0;
@@ -616,6 +654,7 @@ int main(int argc, char** argv) {
     return ListSessions(c, identity, connection, since, until, limit, output, filters);
   }
   if (sshow->parsed()) return ShowSession(c, session_id, output);
+  if (sreplay->parsed()) return ReplaySession(c, session_id, follow);
   if (token->parsed()) return MintToken(c, subject, groups, token_ttl, claims);
   if (alist->parsed()) return ListApprovals(c, status, limit, output);
   if (verify->parsed()) return VerifyAudit(c, verify_from, verify_to, output);

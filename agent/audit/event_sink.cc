@@ -8,6 +8,7 @@
 
 #include "agent/audit/spool.h"
 #include "common/audit/records.h"
+#include "common/audit/recording.h"
 #include "common/clock.h"
 #include "common/crypto.h"
 #include "common/log.h"
@@ -127,7 +128,7 @@ void EventSink::MaybeCheckpoint() {
 }
 
 bool EventSink::Emit(absl::string_view type, absl::string_view session_id, absl::string_view json,
-                     bool failed) {
+                     bool failed, absl::string_view recording) {
   // One event object per thread, reused: its strings keep their capacity, so encoding an event
   // allocates nothing once the thread has warmed up.
   thread_local v1::AuditEvent event;
@@ -137,12 +138,24 @@ bool EventSink::Emit(absl::string_view type, absl::string_view session_id, absl:
   event.set_type(type.data(), type.size());
   event.set_session_id(session_id.data(), session_id.size());
   event.set_json(json.data(), json.size());
+  if (!recording.empty()) {
+    event.set_recording_bytes(static_cast<uint32_t>(recording.size()));
+    event.set_recording(recording.data(), recording.size());
+  }
 
   absl::MutexLock lock(&mu_);
   if (bytes_ >= capacity_bytes_) return false;
   event.set_sequence(next_sequence_ + 1);
   event.set_prev_hash(chain_head_);
   size_t size = event.ByteSizeLong();
+  if (size > audit::kMaxRecordBytes && !recording.empty()) {
+    // The event must not be lost for its recording: the slice is left out, and says so.
+    std::string omitted;
+    audit::AppendRecordedOmission(&omitted, 0, 1, recording.size());
+    event.set_recording_bytes(static_cast<uint32_t>(omitted.size()));
+    event.set_recording(omitted);
+    size = event.ByteSizeLong();
+  }
   if (size > audit::kMaxRecordBytes) return false;
   ++next_sequence_;
   if (queued_.empty() || queued_.back().sealed || queued_.back().records.size() >= chunk_bytes_) {

@@ -63,10 +63,12 @@ class EventSink {
   using Signer = std::function<absl::StatusOr<std::string>(absl::string_view message)>;
   void SetCheckpointSigner(Signer sign) { sign_ = std::move(sign); }
 
-  // Queues an event whose body is serialized JSON; false when the buffer is full (the caller must
-  // fail closed).
+  // Queues an event whose body is serialized JSON, with the session's recording since its
+  // previous event (common/audit/recording.h), if any; false when the buffer is full (the caller
+  // must fail closed). A recording that would make the record too large is replaced by an
+  // omission entry.
   bool Emit(absl::string_view type, absl::string_view session_id, absl::string_view json,
-            bool failed = false);
+            bool failed = false, absl::string_view recording = {});
   bool Full() const;
 
   // Waits up to `timeout` for queued events; true when there are some.

@@ -34,6 +34,7 @@ absl::StatusOr<int> Listener::Start() {
   config_.allow_plaintext = options_.allow_plaintext;
   config_.limits = options_.limits;
   config_.login_timeout = options_.login_timeout;
+  config_.recording = options_.recording;
   if (!options_.tls_cert_file.empty()) {
     asio::error_code ec;
     tls_.set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |

@@ -23,6 +23,7 @@ struct ListenerOptions {
   int workers = 2;
   std::chrono::steady_clock::duration login_timeout = std::chrono::seconds(30);
   DecodeLimits limits;
+  RecordingLimits recording;
 };
 
 class Listener {

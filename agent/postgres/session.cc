@@ -70,7 +70,8 @@ class Session {
         client_(std::move(socket), *deps.server_tls),
         session_id_(RandomHex(8)),
         started_(absl::Now()),
-        tracker_([this](StatementRecord&& r) { completed_.push_back(std::move(r)); }) {
+        tracker_([this](StatementRecord&& r) { completed_.push_back(std::move(r)); }),
+        recorder_(deps.config->recording, started_) {
     asio::error_code ec;
     auto ep = client_.socket().remote_endpoint(ec);
     peer_ = ec ? "unknown" : absl::StrCat(ep.address().to_string(), ":", ep.port());
@@ -316,6 +317,9 @@ class Session {
     start["application_name"] = startup.Get("application_name").value_or("");
     Emit("session_start", start);
     started_session_ = true;
+    // The recording starts with the first message after the login (the agent's cancel key in the
+    // login answer is not recorded).
+    if (recorder_.enabled()) client_.RecordWrites(&recorder_);
 
     // Both directions until either ends; the other is then cancelled.
     auto ended = co_await (RelayFrontend() || RelayBackend());
@@ -341,6 +345,7 @@ class Session {
         }
         if (r.status == DecodeStatus::kNeedMore) break;
         bytes_from_client_ += r.message.wire_size;
+        recorder_.FromClient(r.message.type, r.message.payload);
         Action action = Inspect(r.message);
         if (action == Action::kHold) {
           // What came before goes out first; the held message waits at the front of the buffer
@@ -396,6 +401,7 @@ class Session {
       absl::Status forwarded = co_await ForwardValidated(from, to, &validated);
       if (!forwarded.ok()) co_return forwarded;
       EmitCompleted();
+      FlushRecording();
       if (terminate) co_return absl::OkStatus();  // the client said goodbye (Terminate)
       absl::Status st = co_await from.ReadMore(limits().max_message_bytes + 5);
       if (!st.ok()) co_return st;
@@ -471,6 +477,7 @@ class Session {
       // Statements the relayed messages completed become events only now, after the answer is on
       // its way to the client: the audit work is off the query's critical path.
       EmitCompleted();
+      FlushRecording();
       absl::Status st = co_await from.ReadMore(limits().max_message_bytes + 5);
       if (!st.ok()) co_return st;
     }
@@ -1261,8 +1268,15 @@ class Session {
     EmitJson(type, body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), false);
   }
 
+  // A long stretch without events (a flood of notices, a long COPY) still reaches the spool in
+  // bounded slices.
+  void FlushRecording() {
+    if (recorder_.size() >= kRecordingFlushBytes) EmitJson("recording", "{}", false);
+  }
+
   void EmitJson(absl::string_view type, absl::string_view json, bool failed) {
-    if (!deps_.events->Emit(type, session_id_, json, failed)) {
+    std::string recording = recorder_.Take();
+    if (!deps_.events->Emit(type, session_id_, json, failed, recording)) {
       LogError("audit buffer full: an event of session ", session_id_, " could not be queued");
     }
   }
@@ -1286,6 +1300,8 @@ class Session {
   std::string session_id_;
   absl::Time started_;
   StatementTracker tracker_;
+  SessionRecorder recorder_;
+  static constexpr size_t kRecordingFlushBytes = 256 << 10;
   std::string peer_;
   std::string startup_user_;
   std::string connection_name_;

@@ -14,6 +14,7 @@
 #include "agent/policy_holder.h"
 #include "agent/postgres/cancel_registry.h"
 #include "agent/postgres/decoder.h"
+#include "agent/postgres/recorder.h"
 #include "agent/postgres/stream.h"
 
 namespace sluice::agent::postgres {
@@ -23,6 +24,7 @@ struct SessionConfig {
   bool allow_plaintext = false; // sessions without TLS are allowed (loopback, tests)
   DecodeLimits limits;
   std::chrono::steady_clock::duration login_timeout = std::chrono::seconds(30);
+  RecordingLimits recording;
 };
 
 struct SessionDeps {

@@ -83,6 +83,7 @@ asio::awaitable<absl::Status> Stream::ReadMore(size_t max_buffer) {
 }
 
 asio::awaitable<absl::Status> Stream::Write(absl::string_view data) {
+  if (recorder_ != nullptr) recorder_->ToClient(data);
   asio::error_code ec;
   if (!is_tls_ && !data.empty()) {
     // Plaintext: what the socket takes now is written without a trip through the event loop.

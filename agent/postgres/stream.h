@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "agent/postgres/decoder.h"
+#include "agent/postgres/recorder.h"
 
 namespace sluice::agent::postgres {
 
@@ -69,6 +70,8 @@ class Stream {
   // past `max_buffer` (a message larger than the decode limit never gets that far).
   asio::awaitable<absl::Status> ReadMore(size_t max_buffer);
   asio::awaitable<absl::Status> Write(absl::string_view data);
+  // From now on, everything written (whole messages) is also given to `recorder` (null: stop).
+  void RecordWrites(SessionRecorder* recorder) { recorder_ = recorder; }
 
   // Reads one whole message: startup-phase framing when `startup`, else typed framing in
   // `direction`. Protocol errors are InvalidArgument; a closed peer is Unavailable.
@@ -83,6 +86,7 @@ class Stream {
   asio::ssl::stream<asio::ip::tcp::socket> tls_;
   bool is_tls_ = false;
   RecvBuffer buffer_;
+  SessionRecorder* recorder_ = nullptr;
 };
 
 }  // namespace sluice::agent::postgres

@@ -17,7 +17,35 @@ uint32_t Crc(absl::string_view payload) {
       crc32(0L, reinterpret_cast<const Bytef*>(payload.data()), static_cast<uInt>(payload.size())));
 }
 
+// The key and length of AuditEvent.recording as serialized before its bytes.
+static_assert(v1::AuditEvent::kRecordingFieldNumber < 16, "the recording field's key is one byte");
+std::string RecordingFieldHead(size_t size) {
+  std::string head(1, static_cast<char>((v1::AuditEvent::kRecordingFieldNumber << 3) | 2));
+  while (size >= 0x80) {
+    head.push_back(static_cast<char>((size & 0x7f) | 0x80));
+    size >>= 7;
+  }
+  head.push_back(static_cast<char>(size));
+  return head;
+}
+
 }  // namespace
+
+uint32_t Crc32(absl::string_view data) { return Crc(data); }
+
+absl::StatusOr<absl::string_view> StripRecording(absl::string_view payload, absl::string_view recording) {
+  std::string head = RecordingFieldHead(recording.size());
+  const size_t field = head.size() + recording.size();
+  if (payload.size() < field || payload.substr(payload.size() - recording.size()) != recording ||
+      payload.substr(payload.size() - field, head.size()) != head) {
+    return absl::InvalidArgumentError("an audit event's recording is not its last field");
+  }
+  return payload.substr(0, payload.size() - field);
+}
+
+std::string JoinRecording(absl::string_view stripped, absl::string_view recording) {
+  return absl::StrCat(stripped, RecordingFieldHead(recording.size()), recording);
+}
 
 char* AppendRecordSpace(std::string* out, size_t payload_size, size_t* offset) {
   *offset = out->size();

@@ -39,6 +39,18 @@ std::string ChainHash(absl::string_view payload);
 // "sluice-audit-checkpoint v1 <sequence> <hex hash>".
 std::string CheckpointMessage(uint64_t sequence, absl::string_view hash);
 
+// Recordings travel in the event (AuditEvent.recording, the last field serialized) and are kept
+// apart from it at the control plane. The event without them is the event's payload with the
+// field's bytes cut from the end; the chain hash is always of the whole payload, so the control
+// plane puts the recording back (JoinRecording) to check it.
+// The stored form of `payload` (an event whose recording is `recording`, non-empty): the payload
+// without the recording field. InvalidArgument when the payload does not end with that field.
+absl::StatusOr<absl::string_view> StripRecording(absl::string_view payload, absl::string_view recording);
+// The whole payload again: `stripped` followed by the recording field holding `recording`.
+std::string JoinRecording(absl::string_view stripped, absl::string_view recording);
+// A 32-bit CRC (zlib's polynomial), as records use.
+uint32_t Crc32(absl::string_view data);
+
 // The payload of the record that starts at `offset` of `records` (a record DecodeEvents checked).
 absl::string_view RecordPayload(absl::string_view records, size_t offset);
 

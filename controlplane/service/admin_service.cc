@@ -268,7 +268,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetSession(grpc::CallbackServerConte
                                                        v1::SessionDetail* resp) {
   return Run(ctx, "AdminService.GetSession", Need::kRead, [this, req, resp](const Caller&, std::string* target) {
     *target = "Session/" + req->session_id().substr(0, 64);
-    ASSIGN_OR_RETURN(*resp, store_->GetSession(req->session_id()));
+    ASSIGN_OR_RETURN(*resp, store_->GetSession(*req));
     return absl::OkStatus();
   });
 }

@@ -142,6 +142,19 @@ const std::vector<const char*>& Migrations() {
         ALTER TABLE sessions ADD COLUMN rules TEXT NOT NULL DEFAULT '';
         ALTER TABLE sessions ADD COLUMN attribution TEXT NOT NULL DEFAULT '{}';
       )sql",
+      // 10: session recordings: blocks of recording slices in files under the data dir
+      // (controlplane/store/recording_files.h), indexed per session and agent sequence range.
+      R"sql(
+        CREATE TABLE recording_blocks (
+          session_id TEXT NOT NULL,
+          agent_id TEXT NOT NULL,
+          first_sequence INTEGER NOT NULL,
+          last_sequence INTEGER NOT NULL,
+          file TEXT NOT NULL,
+          offset INTEGER NOT NULL,
+          length INTEGER NOT NULL,
+          PRIMARY KEY (session_id, first_sequence)) WITHOUT ROWID;
+      )sql",
   };
   return *m;
 }

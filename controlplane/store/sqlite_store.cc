@@ -88,7 +88,9 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string
     sqlite3_close(db);
     return absl::UnavailableError(absl::StrCat("cannot open SQLite database ", path, ": ", msg));
   }
-  std::unique_ptr<SqliteStore> store(new SqliteStore(db));
+  size_t slash = path.rfind('/');
+  std::string dir = slash == std::string::npos ? "." : path.substr(0, slash);
+  std::unique_ptr<SqliteStore> store(new SqliteStore(db, dir + "/recordings"));
   sqlite3_busy_timeout(db, 5000);
   RETURN_IF_ERROR(ExecSql(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"));
   RETURN_IF_ERROR(Migrate(db));
@@ -439,7 +441,35 @@ absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent
     }
   }
 
-  // The new events are a suffix of the batch: stored as they came, as one chunk.
+  // Recordings leave the events here: each slice goes to its session's recording file, and the
+  // event is stored without it (audit::StripRecording); `audit verify` joins them again.
+  absl::string_view stored = absl::string_view(batch.records).substr(batch.offsets[first_new]);
+  std::string stripped_records;
+  std::map<std::string, std::vector<RecordingSlice>> slices;  // by session
+  const bool recorded = std::any_of(batch.events.begin() + static_cast<std::ptrdiff_t>(first_new), batch.events.end(),
+                                    [](const v1::AuditEvent& e) { return e.recording_bytes() != 0 || !e.recording().empty(); });
+  if (recorded) {
+    stripped_records.reserve(stored.size());
+    for (size_t i = first_new; i < batch.events.size(); ++i) {
+      const v1::AuditEvent& e = batch.events[i];
+      absl::string_view payload = audit::RecordPayload(batch.records, batch.offsets[i]);
+      if (e.recording_bytes() == 0 && e.recording().empty()) {
+        audit::AppendRecord(&stripped_records, payload);
+        continue;
+      }
+      if (e.recording().size() != e.recording_bytes()) {
+        return absl::InvalidArgumentError(absl::StrCat("audit event ", e.sequence(), " of agent ", agent_id,
+                                                       ": recording_bytes does not match its recording"));
+      }
+      ASSIGN_OR_RETURN(absl::string_view without, audit::StripRecording(payload, e.recording()));
+      audit::AppendRecord(&stripped_records, without);
+      slices[e.session_id()].push_back(RecordingSlice{e.sequence(), e.recording()});
+    }
+    stored = stripped_records;
+  }
+
+  // The new events are a suffix of the batch: stored as they came (without recordings), as one
+  // chunk.
   const v1::AuditEvent& first = batch.events[first_new];
   const v1::AuditEvent& last = batch.events.back();
   Stmt put(db_,
@@ -448,9 +478,24 @@ absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent
   put.Bind(1, agent_id).Bind(2, static_cast<int64_t>(first.sequence()));
   put.Bind(3, static_cast<int64_t>(last.sequence())).Bind(4, first.time_unix_ms());
   put.Bind(5, last.time_unix_ms()).Bind(6, static_cast<int64_t>(batch.events.size() - first_new));
-  put.BindBlob(7, absl::string_view(batch.records).substr(batch.offsets[first_new]));
+  put.BindBlob(7, stored);
   RETURN_IF_ERROR(put.Run());
   const int64_t chunk_id = sqlite3_last_insert_rowid(db_);
+  if (!slices.empty()) {
+    Stmt index(db_,
+               "INSERT OR REPLACE INTO recording_blocks(session_id, agent_id, first_sequence, last_sequence, file, "
+               "offset, length) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+    RETURN_IF_ERROR(index.status());
+    for (const auto& [session, list] : slices) {
+      const std::string file = RecordingFiles::FileName(session);
+      ASSIGN_OR_RETURN(RecordingBlock block, recordings_.Append(file, list));
+      index.Reset();
+      index.Bind(1, session).Bind(2, agent_id).Bind(3, static_cast<int64_t>(list.front().sequence));
+      index.Bind(4, static_cast<int64_t>(list.back().sequence)).Bind(5, file);
+      index.Bind(6, static_cast<int64_t>(block.offset)).Bind(7, static_cast<int64_t>(block.length));
+      RETURN_IF_ERROR(index.Run());
+    }
+  }
 
   // Statement counters are summed per session and written once per batch.
   struct Counts {
@@ -612,7 +657,26 @@ absl::StatusOr<std::vector<v1::SessionSummary>> SqliteStore::ListSessions(
   return out;
 }
 
-absl::StatusOr<v1::SessionDetail> SqliteStore::GetSession(const std::string& session_id) {
+absl::StatusOr<std::map<uint64_t, std::string>> SqliteStore::ReadRecordingsLocked(const std::string& session_id,
+                                                                                 uint64_t after) {
+  Stmt q(db_,
+         "SELECT file, offset, length FROM recording_blocks WHERE session_id = ?1 AND last_sequence > ?2 "
+         "ORDER BY first_sequence");
+  RETURN_IF_ERROR(q.status());
+  q.Bind(1, session_id).Bind(2, static_cast<int64_t>(after));
+  std::map<uint64_t, std::string> out;
+  while (q.Step() == SQLITE_ROW) {
+    RecordingBlock block{static_cast<uint64_t>(q.Int(1)), static_cast<uint64_t>(q.Int(2))};
+    ASSIGN_OR_RETURN(std::vector<RecordingSlice> slices, recordings_.Read(q.Text(0), block));
+    for (RecordingSlice& slice : slices) {
+      if (slice.sequence > after) out[slice.sequence] = std::move(slice.data);
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<v1::SessionDetail> SqliteStore::GetSession(const v1::GetSessionRequest& req) {
+  const std::string& session_id = req.session_id();
   absl::MutexLock lock(&mu_);
   std::string sql = absl::StrCat("SELECT ", kSessionColumns, " WHERE session_id = ?1");
   Stmt s(db_, sql.c_str());
@@ -621,13 +685,17 @@ absl::StatusOr<v1::SessionDetail> SqliteStore::GetSession(const std::string& ses
   if (s.Step() != SQLITE_ROW) return absl::NotFoundError(absl::StrCat("session '", session_id, "' does not exist"));
   v1::SessionDetail d;
   *d.mutable_session() = ReadSession(s);
+  std::map<uint64_t, std::string> recordings;
+  if (req.recording()) {
+    ASSIGN_OR_RETURN(recordings, ReadRecordingsLocked(session_id, req.after_sequence()));
+  }
   // The chunks that hold the session's events, oldest first; each is decoded whole (checksums
   // included) and the session's events picked out.
   Stmt ev(db_,
           "SELECT c.id, c.agent_id, c.records FROM session_chunks s JOIN event_chunks c ON c.id = s.chunk_id "
-          "WHERE s.session_id = ?1 ORDER BY c.id");
+          "WHERE s.session_id = ?1 AND c.last_sequence > ?2 ORDER BY c.id");
   RETURN_IF_ERROR(ev.status());
-  ev.Bind(1, session_id);
+  ev.Bind(1, session_id).Bind(2, static_cast<int64_t>(req.after_sequence()));
   while (ev.Step() == SQLITE_ROW) {
     std::string agent = ev.Text(1);
     auto events = audit::DecodeEvents(ev.Text(2), std::numeric_limits<size_t>::max());
@@ -636,13 +704,25 @@ absl::StatusOr<v1::SessionDetail> SqliteStore::GetSession(const std::string& ses
                                               ") are damaged: ", events.status().message()));
     }
     for (auto& e : *events) {
-      if (e.session_id() != session_id) continue;
+      if (e.session_id() != session_id || e.sequence() <= req.after_sequence()) continue;
+      if (req.max_events() != 0 && d.events_size() >= static_cast<int>(req.max_events())) {
+        d.set_more(true);
+        return d;
+      }
       v1::StoredEvent* out = d.add_events();
       out->set_agent_id(agent);
       out->set_sequence(e.sequence());
       out->set_time_unix_ms(e.time_unix_ms());
       out->set_type(e.type());
       out->set_json(std::move(*e.mutable_json()));
+      if (e.recording_bytes() > 0 && req.recording()) {
+        auto it = recordings.find(e.sequence());
+        if (it == recordings.end() || it->second.size() != e.recording_bytes()) {
+          return absl::DataLossError(absl::StrCat("the recording of session ", session_id, " at sequence ",
+                                                  e.sequence(), " is missing from its recording file"));
+        }
+        out->set_recording(std::move(it->second));
+      }
     }
   }
   return d;
@@ -751,6 +831,7 @@ absl::StatusOr<v1::VerifyAuditResponse> SqliteStore::VerifyAudit(const v1::Verif
   Stmt s(db_, "SELECT id, agent_id, records FROM event_chunks ORDER BY agent_id, id");
   RETURN_IF_ERROR(s.status());
   absl::flat_hash_map<uint64_t, std::string> hashes;  // the agent's records: sequence -> hash
+  absl::flat_hash_map<std::string, std::map<uint64_t, std::string>> recordings;  // by session, not yet used
   std::string agent;
   std::string head;        // hash of the agent's previous record
   uint64_t previous = 0;   // its sequence
@@ -784,13 +865,40 @@ absl::StatusOr<v1::VerifyAuditResponse> SqliteStore::VerifyAudit(const v1::Verif
         break;  // the rest of the chunk cannot be framed
       }
       out.set_records(out.records() + 1);
+      // An event stored without its recording is hashed with it: the slice comes back from the
+      // session's recording file (read once per session, each slice used once).
+      std::string joined;
+      absl::string_view whole = *payload;
+      if (e.recording_bytes() > 0) {
+        auto loaded = recordings.find(e.session_id());
+        if (loaded == recordings.end()) {
+          auto read = ReadRecordingsLocked(e.session_id(), 0);
+          if (!read.ok()) {
+            problem(absl::StrCat("agent ", agent, ": the recording of session ", e.session_id(), " (sequence ",
+                                 e.sequence(), ") cannot be read: ", read.status().message()));
+          }
+          loaded = recordings.emplace(e.session_id(), read.ok() ? std::move(*read) : std::map<uint64_t, std::string>())
+                       .first;
+        }
+        auto slice = loaded->second.find(e.sequence());
+        if (slice != loaded->second.end() && slice->second.size() == e.recording_bytes()) {
+          joined = audit::JoinRecording(*payload, slice->second);
+          whole = joined;
+          loaded->second.erase(slice);
+          out.set_recording_slices(out.recording_slices() + 1);
+        } else {
+          problem(absl::StrCat("agent ", agent, ": the recording slice of sequence ", e.sequence(), " (session ",
+                               e.session_id(), ") is missing from its recording file"));
+        }
+        if (loaded->second.empty()) recordings.erase(loaded);
+      }
       if (!head.empty() && e.prev_hash() != head && in_window(e.time_unix_ms())) {
         problem(absl::StrCat("agent ", agent, ": the chain breaks at sequence ", e.sequence(), " (chunk ", chunk,
                              "): ", e.prev_hash().empty() ? "it starts a new chain (no prev_hash) after sequence "
                                                           : "its prev_hash does not match the record before it (sequence ",
                              previous, e.prev_hash().empty() ? "" : "); that record was changed, or records between them are missing"));
       }
-      head = audit::ChainHash(*payload);
+      head = audit::ChainHash(whole);
       previous = e.sequence();
       hashes[e.sequence()] = head;
       if (auto c = ParseCheckpoint(e)) {

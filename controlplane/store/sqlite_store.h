@@ -3,11 +3,13 @@
 
 #include <sqlite3.h>
 
+#include <map>
 #include <memory>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "controlplane/store/recording_files.h"
 #include "controlplane/store/store.h"
 
 namespace sluice::controlplane {
@@ -15,7 +17,7 @@ namespace sluice::controlplane {
 class SqliteStore : public Store {
  public:
   // Opens (creating if needed) the database at `path`, switches it to WAL mode and applies the
-  // schema migrations.
+  // schema migrations. Session recordings go to files in the directory `recordings` beside it.
   static absl::StatusOr<std::unique_ptr<SqliteStore>> Open(const std::string& path);
   ~SqliteStore() override;
 
@@ -43,7 +45,8 @@ class SqliteStore : public Store {
   absl::StatusOr<uint64_t> AppendAgentEvents(const std::string& agent_id, const EventBatch& batch) override;
   absl::StatusOr<std::vector<v1::SessionSummary>> ListSessions(
       const v1::ListSessionsRequest& filter) override;
-  absl::StatusOr<v1::SessionDetail> GetSession(const std::string& session_id) override;
+  using Store::GetSession;
+  absl::StatusOr<v1::SessionDetail> GetSession(const v1::GetSessionRequest& request) override;
   absl::StatusOr<v1::VerifyAuditResponse> VerifyAudit(const v1::VerifyAuditRequest& request) override;
   absl::Status RegisterAuditKey(const std::string& id, const std::string& public_key, bool replace) override;
   absl::StatusOr<uint64_t> CreateApproval(const ApprovalRecord& record) override;
@@ -54,7 +57,10 @@ class SqliteStore : public Store {
   absl::StatusOr<ApprovalRecord> FindApproval(const std::string& agent_id, const std::string& agent_request_id) override;
 
  private:
-  explicit SqliteStore(sqlite3* db) : db_(db) {}
+  SqliteStore(sqlite3* db, std::string recordings_dir) : db_(db), recordings_(std::move(recordings_dir)) {}
+  // The recording slices of `session_id` with sequences above `after`, by sequence.
+  absl::StatusOr<std::map<uint64_t, std::string>> ReadRecordingsLocked(const std::string& session_id, uint64_t after)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<uint64_t> BumpVersionLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::vector<StoredResource>> QueryResourcesLocked(const std::string& where,
                                                                    const std::string& kind,
@@ -63,6 +69,7 @@ class SqliteStore : public Store {
 
   absl::Mutex mu_;
   sqlite3* db_ ABSL_GUARDED_BY(mu_);
+  RecordingFiles recordings_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace sluice::controlplane

@@ -125,7 +125,13 @@ class Store {
   virtual absl::StatusOr<std::vector<v1::SessionSummary>> ListSessions(
       const v1::ListSessionsRequest& filter) = 0;
   // NotFound when there is no such session.
-  virtual absl::StatusOr<v1::SessionDetail> GetSession(const std::string& session_id) = 0;
+  // With request.recording, each event's recording slice is read from the recording files.
+  virtual absl::StatusOr<v1::SessionDetail> GetSession(const v1::GetSessionRequest& request) = 0;
+  absl::StatusOr<v1::SessionDetail> GetSession(const std::string& session_id) {
+    v1::GetSessionRequest request;
+    request.set_session_id(session_id);
+    return GetSession(request);
+  }
   // The most recent `limit` records, newest first.
   virtual absl::StatusOr<std::vector<AuditRecord>> ListAudit(int limit) = 0;
   // Re-verifies every stored agent event (checksums and hash chains) from storage.

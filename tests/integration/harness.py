@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+import zlib
 
 BIN_DIR = os.environ.get("SLUICE_BIN_DIR", os.path.join(os.path.dirname(__file__), "../../build"))
 CONTROLPLANE = os.path.join(BIN_DIR, "controlplane", "sluice-controlplane")
@@ -101,11 +102,15 @@ class ControlPlane:
         with urllib.request.urlopen(f"http://{self.http}{path}", timeout=5) as r:
             return r.status, r.read().decode()
 
-    def ctl(self, *args, check=True, stdin=None):
+    def ctl_env(self):
+        """The environment that points sluicectl at this control plane as its admin."""
         env = os.environ.copy()
         env.update({"SLUICE_SERVER": self.address, "SLUICE_CA_FILE": self.ca_file,
                     "SLUICE_TOKEN_FILE": self.token_file, "HOME": self.workdir})
-        r = subprocess.run([SLUICECTL, *args], capture_output=True, text=True, env=env,
+        return env
+
+    def ctl(self, *args, check=True, stdin=None):
+        r = subprocess.run([SLUICECTL, *args], capture_output=True, text=True, env=self.ctl_env(),
                            input=stdin, timeout=60)
         if check and r.returncode != 0:
             raise AssertionError(f"sluicectl {' '.join(args)} failed ({r.returncode}):\n"
@@ -439,3 +444,71 @@ def pg_read_msg(sock):
     header = exact(5)
     (length,) = struct.unpack("!I", header[1:])
     return header[:1], exact(length - 4)
+
+
+# Session recordings as the control plane stores them (controlplane/store/recording_files.h),
+# read independently of the code under test.
+def stored_recordings(cp_data_dir):
+    """{(session_id, sequence): slice bytes} from the recording index and files."""
+    import sqlite3
+    with sqlite3.connect(os.path.join(cp_data_dir, "sluice.db")) as c:
+        rows = c.execute("SELECT session_id, file, offset, length FROM recording_blocks").fetchall()
+    out = {}
+    for session, name, offset, length in rows:
+        with open(os.path.join(cp_data_dir, "recordings", name), "rb") as f:
+            f.seek(offset)
+            block = f.read(length)
+        size, crc = struct.unpack_from("<II", block, 0)
+        assert size == length - 8 and zlib.crc32(block[8:]) == crc, "recording block damaged"
+        raw, at = zlib.decompress(block[8:]), 0
+        while at < len(raw):
+            seq, n = struct.unpack_from("<QI", raw, at)
+            out[(session, seq)] = raw[at + 12:at + 12 + n]
+            at += 12 + n
+    return out
+
+
+def _varint(data, at):
+    value, shift = 0, 0
+    while True:
+        b = data[at]
+        value |= (b & 0x7F) << shift
+        at += 1
+        if b < 0x80:
+            return value, at
+        shift += 7
+
+
+def _put_varint(n):
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def event_fields(payload):
+    """The top-level fields of a serialized AuditEvent: {field number: value (int or bytes)}."""
+    fields, at = {}, 0
+    while at < len(payload):
+        key, at = _varint(payload, at)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            fields[number], at = _varint(payload, at)
+        elif wire == 2:
+            n, at = _varint(payload, at)
+            fields[number] = payload[at:at + n]
+            at += n
+        else:
+            raise ValueError(f"unexpected wire type {wire}")
+    return fields
+
+
+def chained_payload(stored, recordings):
+    """The payload the agent hashed: a stored event with its recording slice (field 15) put back."""
+    f = event_fields(stored)
+    if not f.get(14):
+        return stored
+    data = recordings[(f[4].decode(), f[1])]
+    return stored + b"\x7a" + _put_varint(len(data)) + data

@@ -13,7 +13,7 @@ import subprocess
 import zlib
 import unittest
 
-from harness import PG_BIN, Stack, TokenIssuer, wait_for
+from harness import PG_BIN, Stack, TokenIssuer, chained_payload, stored_recordings, wait_for
 
 # With the harness Stack's demo Connection and test Issuer.
 POLICY = """---
@@ -137,19 +137,21 @@ class AuditSpoolTest(unittest.TestCase):
 
             # Someone who rewrites the database can recompute every later hash and checksum too:
             # the chain then links, but the agent's signed checkpoints no longer match.
+            # (The hash of an event covers its recording slice, kept in the recording files.)
+            recordings = stored_recordings(cp.data_dir)
             originals = chunks()
             prev_old = prev_new = None
             changed = False
             for cid, b in originals:
                 out = []
                 for p in records(b):
-                    old_hash = hashlib.sha256(p).digest()
+                    old_hash = hashlib.sha256(chained_payload(p, recordings)).digest()
                     if prev_old is not None and prev_old != prev_new:
                         p = p.replace(b"\x32\x20" + prev_old, b"\x32\x20" + prev_new)
                     if not changed and b"SELECT 7 AS n" in p:
                         p = p.replace(b"SELECT 7 AS n", b"SELECT 8 AS n")
                         changed = True
-                    prev_old, prev_new = old_hash, hashlib.sha256(p).digest()
+                    prev_old, prev_new = old_hash, hashlib.sha256(chained_payload(p, recordings)).digest()
                     out.append(p)
                 store(cid, frame(out))
             r = cp.ctl("audit", "verify", check=False)

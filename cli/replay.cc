@@ -1,0 +1,264 @@
+#include "cli/replay.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+
+#include "absl/base/internal/endian.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+#include "agent/postgres/messages.h"
+#include "common/audit/recording.h"
+
+namespace sluice::cli {
+namespace pg = agent::postgres;
+namespace {
+
+constexpr size_t kMaxCellChars = 48;
+constexpr size_t kMaxTextChars = 2000;
+
+// Printable on one line: control characters escaped, long values cut.
+std::string Printable(absl::string_view v, size_t max) {
+  std::string out;
+  for (char c : v.substr(0, max)) {
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+      out += absl::StrFormat("\\x%02x", static_cast<unsigned char>(c));
+    } else {
+      out.push_back(c);
+    }
+  }
+  if (v.size() > max) out += "...";
+  return out;
+}
+
+// A value as the client got it: text as it is; the common binary types decoded, others as hex.
+std::string Value(const std::optional<std::string>& v, int32_t type_oid, int16_t format) {
+  if (!v) return "NULL";
+  if (format == 0) return Printable(*v, kMaxCellChars);
+  const std::string& b = *v;
+  if (type_oid == 16 && b.size() == 1) return b[0] ? "t" : "f";
+  if (type_oid == 21 && b.size() == 2) return absl::StrCat(static_cast<int16_t>(absl::big_endian::Load16(b.data())));
+  if (type_oid == 23 && b.size() == 4) return absl::StrCat(static_cast<int32_t>(absl::big_endian::Load32(b.data())));
+  if (type_oid == 20 && b.size() == 8) return absl::StrCat(static_cast<int64_t>(absl::big_endian::Load64(b.data())));
+  if (type_oid == 25 || type_oid == 1043 || type_oid == 19) return Printable(b, kMaxCellChars);
+  std::string hex = absl::BytesToHexString(absl::string_view(b).substr(0, kMaxCellChars / 2));
+  return absl::StrCat("\\x", hex, b.size() > kMaxCellChars / 2 ? "..." : "");
+}
+
+std::string Str(const nlohmann::json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+int64_t Int(const nlohmann::json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_number_integer() ? it->get<int64_t>() : 0;
+}
+
+std::string Quoted(const nlohmann::json& j) { return absl::StrCat("\"", Printable(Str(j, "statement"), 60), "\""); }
+
+}  // namespace
+
+void TranscriptPrinter::Header(const v1::SessionSummary& s) {
+  std::fprintf(out_, "session %s on agent %s\n", s.session_id().c_str(), s.agent_id().c_str());
+  std::fprintf(out_, "identity %s (issuer %s) groups [%s]\n", s.subject().c_str(), s.issuer().c_str(),
+               absl::StrJoin(s.groups(), ", ").c_str());
+  std::fprintf(out_, "connection %s, %s access (rule %s), from %s, TLS %s\n", s.connection().c_str(),
+               s.access().empty() ? "no" : s.access().c_str(), s.rule().empty() ? "-" : s.rule().c_str(),
+               s.client_addr().c_str(), s.tls() ? "yes" : "no");
+  std::fprintf(out_, "started %s UTC\n\n",
+               absl::FormatTime("%Y-%m-%d %H:%M:%E3S", absl::FromUnixMillis(s.started_unix_ms()), absl::UTCTimeZone())
+                   .c_str());
+}
+
+void TranscriptPrinter::Line(uint64_t offset_us, const std::string& text) {
+  std::fprintf(out_, "%+10.3fs  %s\n", static_cast<double>(offset_us) / 1e6, text.c_str());
+}
+
+void TranscriptPrinter::Note(const std::string& text) { std::fprintf(out_, "%12s  = %s\n", "", text.c_str()); }
+
+void TranscriptPrinter::FlushTable() {
+  if (!table_open_) return;
+  table_open_ = false;
+  std::vector<size_t> widths;
+  for (const Column& c : columns_) widths.push_back(c.name.size());
+  for (const auto& row : rows_) {
+    for (size_t i = 0; i < row.size() && i < widths.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+  }
+  auto line = [&](const std::vector<std::string>& cells) {
+    std::string s;
+    for (size_t i = 0; i < widths.size(); ++i) {
+      std::string cell = i < cells.size() ? cells[i] : "";
+      absl::StrAppend(&s, i == 0 ? "" : " | ", cell, std::string(widths[i] - std::min(widths[i], cell.size()), ' '));
+    }
+    s.erase(s.find_last_not_of(' ') + 1);
+    std::fprintf(out_, "%12s    %s\n", "", s.c_str());
+  };
+  std::vector<std::string> names;
+  for (const Column& c : columns_) names.push_back(c.name);
+  line(names);
+  std::string rule;
+  for (size_t i = 0; i < widths.size(); ++i) absl::StrAppend(&rule, i == 0 ? "" : "-+-", std::string(widths[i], '-'));
+  std::fprintf(out_, "%12s    %s\n", "", rule.c_str());
+  for (const auto& row : rows_) line(row);
+  if (omitted_rows_ > 0) {
+    std::fprintf(out_, "%12s    (%llu more rows, %llu bytes, not recorded)\n", "",
+                 static_cast<unsigned long long>(omitted_rows_), static_cast<unsigned long long>(omitted_bytes_));
+  }
+  rows_.clear();
+  omitted_rows_ = omitted_bytes_ = 0;
+}
+
+void TranscriptPrinter::Omitted(uint64_t offset_us, uint64_t messages, uint64_t bytes) {
+  if (table_open_) {
+    omitted_rows_ += messages;
+    omitted_bytes_ += bytes;
+    return;
+  }
+  Line(offset_us, absl::StrCat("(", messages, " messages, ", bytes, " bytes, not recorded)"));
+}
+
+void TranscriptPrinter::Message(char kind, uint64_t offset_us, char type, const std::string& payload) {
+  const bool from_client = kind == audit::kRecordedFromClient;
+  if (!(type == 'D' && !from_client && table_open_)) FlushTable();
+  if (from_client) {
+    switch (type) {
+      case 'Q':
+        if (auto q = pg::Query::Decode(payload); q.ok()) Line(offset_us, "> " + Printable(q->sql, kMaxTextChars));
+        return;
+      case 'P':
+        if (auto p = pg::Parse::Decode(payload); p.ok()) {
+          Line(offset_us, absl::StrCat("> parse", p->statement.empty() ? "" : " " + p->statement, ": ",
+                                       Printable(p->query, kMaxTextChars)));
+        }
+        return;
+      case 'B':
+        if (auto b = pg::Bind::Decode(payload); b.ok()) {
+          std::vector<std::string> params;
+          for (size_t i = 0; i < b->params.size(); ++i) {
+            int16_t format = b->param_formats.empty() ? 0 : b->param_formats[std::min(i, b->param_formats.size() - 1)];
+            params.push_back(absl::StrCat("$", i + 1, "=", Value(b->params[i], 0, format)));
+          }
+          if (!params.empty()) Line(offset_us, absl::StrCat("> bind ", absl::StrJoin(params, ", ")));
+        }
+        return;
+      case 'd': Line(offset_us, absl::StrCat("> copy data (", payload.size(), " bytes)")); return;
+      case 'c': Line(offset_us, "> copy done"); return;
+      case 'f': Line(offset_us, "> copy failed"); return;
+      case 'F': Line(offset_us, "> function call"); return;
+      case 'X': Line(offset_us, "> disconnect"); return;
+      default: return;  // Describe, Execute, Sync, Flush, Close: protocol steps, not content
+    }
+  }
+  switch (type) {
+    case 'T':
+      if (auto t = pg::RowDescription::Decode(payload); t.ok()) {
+        columns_.clear();
+        for (const auto& f : t->fields) columns_.push_back(Column{Printable(f.name, kMaxCellChars), f.type_oid, f.format});
+        table_open_ = true;
+        table_offset_ = offset_us;
+      }
+      return;
+    case 'D':
+      if (auto d = pg::DataRow::Decode(payload); d.ok()) {
+        if (!table_open_) {  // rows of a described statement: columns unknown
+          columns_.assign(d->values.size(), Column{});
+          table_open_ = true;
+          table_offset_ = offset_us;
+        }
+        std::vector<std::string> row;
+        for (size_t i = 0; i < d->values.size(); ++i) {
+          const Column& c = i < columns_.size() ? columns_[i] : Column{};
+          row.push_back(Value(d->values[i], c.type_oid, c.format));
+        }
+        rows_.push_back(std::move(row));
+      }
+      return;
+    case 'C':
+      if (auto c = pg::CommandComplete::Decode(payload); c.ok()) Line(offset_us, "< " + Printable(c->tag, 200));
+      return;
+    case 'E':
+    case 'N':
+      if (auto e = pg::ErrorOrNotice::Decode(payload); e.ok()) {
+        std::string text = absl::StrCat("< ", e->Get('S').value_or(type == 'E' ? "ERROR" : "NOTICE"), " ",
+                                        e->Get('C').value_or(""), ": ", Printable(e->Get('M').value_or(""), kMaxTextChars));
+        if (auto detail = e->Get('D')) absl::StrAppend(&text, " (", Printable(*detail, 400), ")");
+        Line(offset_us, text);
+      }
+      return;
+    case 'A': Line(offset_us, "< notification"); return;
+    case 'G': Line(offset_us, "< copy from client starts"); return;
+    case 'H': Line(offset_us, "< copy to client starts"); return;
+    case 'd': Line(offset_us, "< " + Printable(payload, kMaxTextChars)); return;
+    case 's': Line(offset_us, "< (portal suspended: more rows on the next Execute)"); return;
+    case 'I': Line(offset_us, "< (empty query)"); return;
+    case 'S':
+      if (auto p = pg::ParameterStatus::Decode(payload); p.ok()) {
+        Line(offset_us, absl::StrCat("< parameter ", p->name, " = ", Printable(p->value, 200)));
+      }
+      return;
+    default: return;  // ParseComplete, BindComplete, NoData, ReadyForQuery, ...
+  }
+}
+
+void TranscriptPrinter::Event(const v1::StoredEvent& e) {
+  if (!e.recording().empty()) {
+    audit::RecordingReader reader(e.recording());
+    audit::RecordedEntry entry;
+    while (reader.Next(&entry)) {
+      if (entry.kind == audit::kRecordedOmitted) {
+        Omitted(entry.offset_us, entry.messages, entry.bytes);
+      } else {
+        Message(entry.kind, entry.offset_us, entry.type, std::string(entry.payload));
+      }
+    }
+    if (!reader.status().ok()) Note(absl::StrCat("the recording is damaged: ", reader.status().message()));
+  }
+  nlohmann::json j = nlohmann::json::parse(e.json(), nullptr, false);
+  if (!j.is_object()) return;
+  const std::string decision = Str(j, "decision");
+  if (e.type() == "statement") {
+    FlushTable();
+    if (decision == "blocked" || decision == "denied" || decision == "refused") {
+      std::string rule = Str(j, "guardrail").empty() ? "" : absl::StrCat(" by guardrail ", Str(j, "guardrail"));
+      Note(absl::StrCat(absl::AsciiStrToUpper(decision), rule, ": ", Quoted(j), " did not run: ",
+                        Printable(Str(j, "reason"), kMaxTextChars)));
+      return;
+    }
+    std::string text = absl::StrCat(Str(j, "classification"), " ", Quoted(j), ": ", Int(j, "rows"), " rows");
+    if (auto it = j.find("duration_ms"); it != j.end() && it->is_number()) {
+      absl::StrAppend(&text, ", ", absl::StrFormat("%.1f", it->get<double>()), " ms");
+    }
+    if (!Str(j, "masked_by").empty()) {
+      absl::StrAppend(&text, ", masked by ", Str(j, "masked_by"), " (", Int(j, "masked_rows"), " rows)");
+    }
+    if (!Str(j, "sqlstate").empty()) absl::StrAppend(&text, ", failed with ", Str(j, "sqlstate"));
+    Note(text);
+  } else if (e.type() == "approval") {
+    FlushTable();
+    std::string text = absl::StrCat("approval request ", Int(j, "approval_id"), " for ", Quoted(j), ": ",
+                                    absl::AsciiStrToUpper(decision));
+    if (!Str(j, "approvers").empty()) absl::StrAppend(&text, " by ", Str(j, "approvers"));
+    if (!Str(j, "reason").empty()) absl::StrAppend(&text, " (", Printable(Str(j, "reason"), 400), ")");
+    if (!Str(j, "guardrail").empty()) absl::StrAppend(&text, "; guardrail ", Str(j, "guardrail"));
+    Note(text);
+  } else if (e.type() == "alert") {
+    Note(absl::StrCat("ALERT by guardrail ", Str(j, "guardrail"), ": ", Quoted(j)));
+  } else if (e.type() == "session_end") {
+    FlushTable();
+    Note(absl::StrCat("session ended (", Printable(Str(j, "reason"), 400), ") after ", Int(j, "statements"),
+                      " statements"));
+  }
+}
+
+void TranscriptPrinter::Flush() { FlushTable(); }
+
+}  // namespace sluice::cli
