@@ -347,6 +347,7 @@ int ShowSession(AdminClient& client, const std::string& id, const std::string& o
   std::printf("connection  %s  access %s (rule %s)\n", s.connection().c_str(),
               s.access().empty() ? "-" : s.access().c_str(), s.rule().empty() ? "-" : s.rule().c_str());
   std::printf("client      %s  tls %s\n", s.client_addr().c_str(), s.tls() ? "yes" : "no");
+  if (!s.legal_hold().empty()) std::printf("legal hold  %s\n", s.legal_hold().c_str());
   std::printf("time        %s .. %s UTC  outcome %s%s%s\n", Time(s.started_unix_ms()).c_str(),
               Time(s.ended_unix_ms()).c_str(), s.outcome().c_str(), s.reason().empty() ? "" : ": ",
               s.reason().c_str());
@@ -420,13 +421,51 @@ int VerifyAudit(AdminClient& client, const std::string& from, const std::string&
     std::printf("%s", PrintJson(resp, /*all_fields=*/true).c_str());
   } else if (resp.ok()) {
     std::printf("audit verified: %llu records of %u agent(s), every checksum and chain link intact; "
-                "%u signed checkpoint(s) hold\n",
-                static_cast<unsigned long long>(resp.records()), resp.agents(), resp.checkpoints());
+                "%u signed checkpoint(s) hold; %llu recording slice(s) match; %llu purged record(s) "
+                "(retention) link by their kept hash\n",
+                static_cast<unsigned long long>(resp.records()), resp.agents(), resp.checkpoints(),
+                static_cast<unsigned long long>(resp.recording_slices()),
+                static_cast<unsigned long long>(resp.purged()));
   } else {
     std::printf("audit verification FAILED: %u record(s) do not verify\nfirst: %s\n", resp.problems(),
                 resp.first_problem().c_str());
   }
   return resp.ok() ? 0 : 1;
+}
+
+int HoldSession(AdminClient& client, const std::string& id, const std::string& reason, bool release) {
+  v1::HoldSessionRequest req;
+  req.set_session_id(id);
+  req.set_reason(reason);
+  req.set_release(release);
+  v1::SessionSummary s;
+  grpc::Status st = client.stub()->HoldSession(client.Context().get(), req, &s);
+  if (!st.ok()) return FailRpc(st);
+  if (release) {
+    std::printf("session %s: legal hold released; retention applies again\n", s.session_id().c_str());
+  } else {
+    std::printf("session %s: under legal hold (%s); retention will not purge it\n", s.session_id().c_str(),
+                s.legal_hold().c_str());
+  }
+  return 0;
+}
+
+int PurgeExpired(AdminClient& client, bool dry_run, const std::string& output) {
+  v1::PurgeExpiredRequest req;
+  req.set_dry_run(dry_run);
+  v1::PurgeExpiredResponse resp;
+  grpc::Status st = client.stub()->PurgeExpired(client.Context().get(), req, &resp);
+  if (!st.ok()) return FailRpc(st);
+  if (output == "json") {
+    std::printf("%s", PrintJson(resp, /*all_fields=*/true).c_str());
+    return 0;
+  }
+  std::printf("%s %u session(s) (%llu event(s), %llu recording byte(s)); %u due session(s) kept under legal hold\n",
+              dry_run ? "due for purging:" : "purged", resp.sessions(), static_cast<unsigned long long>(resp.events()),
+              static_cast<unsigned long long>(resp.recording_bytes()), resp.held());
+  for (const auto& id : resp.session_ids()) std::printf("  %s\n", id.c_str());
+  if (resp.audit_id() != 0) std::printf("audit record %lld\n", static_cast<long long>(resp.audit_id()));
+  return 0;
 }
 
 void PrintApproval(const v1::Approval& a) {
@@ -591,6 +630,19 @@ int main(int argc, char** argv) {
       "replay", "a session's transcript from its recording: statements, decisions, results (as masked), notices, errors");
   sreplay->add_option("id", session_id, "session id")->required();
   sreplay->add_flag("--follow", follow, "keep printing while the session goes on, until it ends");
+  std::string hold_reason;
+  auto* shold = sessions->add_subcommand("hold", "put a session under legal hold: retention will not purge it");
+  shold->add_option("id", session_id, "session id")->required();
+  shold->add_option("--reason", hold_reason, "why (e.g. a case number); required")->required();
+  auto* srelease = sessions->add_subcommand("release", "release a session's legal hold");
+  srelease->add_option("id", session_id, "session id")->required();
+  bool dry_run = false;
+  auto* retention = app.add_subcommand("retention", "the retention purge (RetentionPolicy resources)");
+  retention->require_subcommand(1);
+  auto* purge = retention->add_subcommand(
+      "purge", "purge now the sessions their RetentionPolicy no longer keeps (legal holds excepted)");
+  purge->add_flag("--dry-run", dry_run, "only say what is due");
+  purge->add_option("-o,--output", output, "table or json");
 
   std::string status, reason;
   uint64_t approval_id = 0;
@@ -655,6 +707,9 @@ int main(int argc, char** argv) {
   }
   if (sshow->parsed()) return ShowSession(c, session_id, output);
   if (sreplay->parsed()) return ReplaySession(c, session_id, follow);
+  if (shold->parsed()) return HoldSession(c, session_id, hold_reason, false);
+  if (srelease->parsed()) return HoldSession(c, session_id, "", true);
+  if (purge->parsed()) return PurgeExpired(c, dry_run, output);
   if (token->parsed()) return MintToken(c, subject, groups, token_ttl, claims);
   if (alist->parsed()) return ListApprovals(c, status, limit, output);
   if (verify->parsed()) return VerifyAudit(c, verify_from, verify_to, output);

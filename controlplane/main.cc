@@ -31,6 +31,7 @@
 #include "controlplane/service/dev_issuer.h"
 #include "controlplane/service/jwks_fetcher.h"
 #include "controlplane/service/policy_manager.h"
+#include "controlplane/service/retention.h"
 #include "controlplane/service/worker.h"
 #include "controlplane/store/sqlite_store.h"
 
@@ -70,6 +71,9 @@ ABSL_FLAG(std::string, approver_groups, "",
 ABSL_FLAG(std::string, public_url, "",
           "the HTTP port's URL as approvers reach it, for approval callback links in webhooks "
           "(default: http://<the HTTP listen address>)");
+ABSL_FLAG(absl::Duration, retention_interval, absl::Hours(1),
+          "how often the retention purge runs (RetentionPolicy resources say what it purges); 0 = "
+          "only on `sluicectl retention purge`");
 ABSL_FLAG(bool, verbose, false, "log debug messages");
 
 namespace sluice::controlplane {
@@ -296,10 +300,26 @@ absl::Status Run() {
                                         HmacSha256(master_key, "sluice approval links v1"),
                                         absl::GetFlag(FLAGS_public_url));
   std::atomic<bool> stopping{false};
+  // Background duties on the store worker: approval expiry (twice a second) and the retention
+  // purge (every --retention-interval).
+  const int64_t retention_every_ms = absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_retention_interval));
   std::thread expiry([&] {
+    int64_t next_purge = NowUnixMs() + std::min<int64_t>(retention_every_ms, 60000);
     while (!stopping.load()) {
       std::this_thread::sleep_for(std::chrono::milliseconds(500));
       worker.Post([&desk] { desk->ExpireDue(NowUnixMs()); });
+      if (retention_every_ms > 0 && NowUnixMs() >= next_purge) {
+        next_purge = NowUnixMs() + retention_every_ms;
+        worker.Post([&store, &policy] {
+          auto purged = RunRetention(store.get(), *policy.state(), "retention", false, NowUnixMs());
+          if (!purged.ok()) {
+            LogError("retention purge failed: ", purged.status().message());
+          } else if (purged->sessions() > 0) {
+            LogInfo("retention purged ", purged->sessions(), " sessions (", purged->events(), " events, ",
+                    purged->recording_bytes(), " recording bytes); ", purged->held(), " held");
+          }
+        });
+      }
     }
   });
 

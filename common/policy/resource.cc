@@ -14,7 +14,7 @@ const std::vector<KindInfo>& AllKinds() {
       {"Connection", Resource::kConnection},     {"Issuer", Resource::kIssuer},
       {"AccessRule", Resource::kAccessRule},     {"Guardrail", Resource::kGuardrail},
       {"MaskingRule", Resource::kMaskingRule},   {"ApprovalPolicy", Resource::kApprovalPolicy},
-      {"Webhook", Resource::kWebhook},
+      {"Webhook", Resource::kWebhook},           {"RetentionPolicy", Resource::kRetentionPolicy},
   };
   return *kinds;
 }

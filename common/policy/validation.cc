@@ -20,6 +20,7 @@ constexpr size_t kMaxNameLength = 63;
 constexpr size_t kMaxLabelValue = 253;
 constexpr uint32_t kMaxApprovals = 100;
 constexpr int64_t kMaxApprovalTimeoutSeconds = 24 * 3600;
+constexpr int64_t kMaxRetentionSeconds = int64_t{36500} * 24 * 3600;
 
 
 class Checker {
@@ -197,6 +198,16 @@ void CheckWebhook(const v1::Webhook& w, Checker& ck) {
   ck.HttpUrl("url", w.url());
 }
 
+void CheckRetentionPolicy(const v1::RetentionPolicy& r, Checker& ck) {
+  ck.Name(r.name());
+  ck.Selector("connections", r.connections());
+  if (!r.has_keep()) {
+    ck.Fail("keep", "required: how long sessions are kept after they end, e.g. 90d");
+  } else if (r.keep().seconds() < 1 || r.keep().seconds() > kMaxRetentionSeconds) {
+    ck.Fail("keep", "must be between 1s and 100 years (36500d)");
+  }
+}
+
 }  // namespace
 
 std::string NameProblem(const std::string& name) {
@@ -242,6 +253,7 @@ std::vector<FieldError> ValidateResource(const Resource& r) {
     case Resource::kMaskingRule: CheckMaskingRule(r.masking_rule(), ck); break;
     case Resource::kApprovalPolicy: CheckApprovalPolicy(r.approval_policy(), ck); break;
     case Resource::kWebhook: CheckWebhook(r.webhook(), ck); break;
+    case Resource::kRetentionPolicy: CheckRetentionPolicy(r.retention_policy(), ck); break;
     case Resource::KIND_NOT_SET: ck.Fail("kind", "required"); break;
   }
   return ck.Take();

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "common/policy/resource.h"
 #include "common/policy/validation.h"
@@ -69,7 +70,14 @@ std::string NodeKind(const YAML::Node& n) {
 
 bool ParseDuration(absl::string_view text, google::protobuf::Duration* out) {
   absl::Duration d;
-  if (!absl::ParseDuration(text, &d) || d < absl::ZeroDuration()) return false;
+  int64_t days = 0;
+  if (absl::ConsumeSuffix(&text, "d")) {
+    // Days (retention periods): a whole number of them.
+    if (!absl::SimpleAtoi(text, &days) || days < 0 || days > 365000) return false;
+    d = absl::Hours(24 * days);
+  } else if (!absl::ParseDuration(text, &d) || d < absl::ZeroDuration()) {
+    return false;
+  }
   out->set_seconds(absl::IDivDuration(d, absl::Seconds(1), &d));
   out->set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(d)));
   return true;
@@ -171,7 +179,7 @@ bool ToMessage(const YAML::Node& node, Message* msg, const std::string& path, Fi
   if (d->full_name() == "google.protobuf.Duration") {
     if (!node.IsScalar() ||
         !ParseDuration(node.Scalar(), static_cast<google::protobuf::Duration*>(msg))) {
-      *err = {path, "expected a duration such as 30s, 5m or 1h"};
+      *err = {path, "expected a duration such as 30s, 5m, 1h or 90d"};
       return false;
     }
     return true;

@@ -15,6 +15,7 @@
 #include "common/policy/selectors.h"
 #include "common/policy/validation.h"
 #include "common/status_macros.h"
+#include "controlplane/service/retention.h"
 
 namespace sluice::controlplane {
 namespace {
@@ -334,6 +335,32 @@ grpc::ServerUnaryReactor* AdminServiceImpl::VerifyAudit(grpc::CallbackServerCont
     ASSIGN_OR_RETURN(*resp, store_->VerifyAudit(*req));
     *target = resp->ok() ? absl::StrCat("ok: ", resp->records(), " records")
                          : absl::StrCat("FAILED: ", resp->first_problem().substr(0, 500));
+    return absl::OkStatus();
+  });
+}
+
+// A legal hold protects evidence: auditors may place and release one as well as admins.
+grpc::ServerUnaryReactor* AdminServiceImpl::HoldSession(grpc::CallbackServerContext* ctx,
+                                                        const v1::HoldSessionRequest* req, v1::SessionSummary* resp) {
+  return Run(ctx, req->release() ? "AdminService.ReleaseHold" : "AdminService.HoldSession", Need::kRead,
+             [this, req, resp](const Caller& caller, std::string* target) {
+               *target = "Session/" + req->session_id().substr(0, 64);
+               if (!req->release() && req->reason().empty()) {
+                 return absl::InvalidArgumentError("reason: required to place a legal hold (e.g. a case number)");
+               }
+               if (req->reason().size() > 1000) return absl::InvalidArgumentError("reason: at most 1000 characters");
+               ASSIGN_OR_RETURN(*resp, store_->SetLegalHold(req->session_id(), req->reason(), caller.actor, NowUnixMs(),
+                                                            req->release()));
+               return absl::OkStatus();
+             });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::PurgeExpired(grpc::CallbackServerContext* ctx,
+                                                         const v1::PurgeExpiredRequest* req,
+                                                         v1::PurgeExpiredResponse* resp) {
+  return Run(ctx, "AdminService.PurgeExpired", Need::kAdmin, [this, req, resp](const Caller& caller, std::string* target) {
+    ASSIGN_OR_RETURN(*resp, RunRetention(store_, *policy_->state(), caller.actor, req->dry_run(), NowUnixMs()));
+    *target = absl::StrCat(req->dry_run() ? "dry run: " : "", resp->sessions(), " sessions due, ", resp->held(), " held");
     return absl::OkStatus();
   });
 }

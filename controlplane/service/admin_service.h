@@ -78,6 +78,10 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
                                            const v1::DecideApprovalRequest* req, v1::Approval* resp) override;
   grpc::ServerUnaryReactor* VerifyAudit(grpc::CallbackServerContext* ctx, const v1::VerifyAuditRequest* req,
                                         v1::VerifyAuditResponse* resp) override;
+  grpc::ServerUnaryReactor* HoldSession(grpc::CallbackServerContext* ctx, const v1::HoldSessionRequest* req,
+                                        v1::SessionSummary* resp) override;
+  grpc::ServerUnaryReactor* PurgeExpired(grpc::CallbackServerContext* ctx, const v1::PurgeExpiredRequest* req,
+                                         v1::PurgeExpiredResponse* resp) override;
 
   // What a call needs: admin (changes), read (admin or auditor), approvals (admin, auditor or
   // approver), decide (an approver's own OIDC identity).

@@ -19,6 +19,7 @@ void PolicyState::Add(const v1::Resource& r) {
     case v1::Resource::kMaskingRule: masking_rules.push_back(r.masking_rule()); break;
     case v1::Resource::kApprovalPolicy: approval_policies.push_back(r.approval_policy()); break;
     case v1::Resource::kWebhook: webhooks.push_back(r.webhook()); break;
+    case v1::Resource::kRetentionPolicy: retention_policies.push_back(r.retention_policy()); break;
     case v1::Resource::KIND_NOT_SET: break;
   }
 }

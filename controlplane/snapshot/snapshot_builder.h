@@ -23,6 +23,7 @@ struct PolicyState {
   std::vector<v1::MaskingRule> masking_rules;
   std::vector<v1::ApprovalPolicy> approval_policies;
   std::vector<v1::Webhook> webhooks;
+  std::vector<v1::RetentionPolicy> retention_policies;  // control plane only
   // The `hash` masking strategy's key, shipped with masking rules (see PolicySnapshot).
   std::string masking_hash_key;
 

@@ -155,6 +155,15 @@ const std::vector<const char*>& Migrations() {
           length INTEGER NOT NULL,
           PRIMARY KEY (session_id, first_sequence)) WITHOUT ROWID;
       )sql",
+      // 11: legal holds: sessions retention never purges.
+      R"sql(
+        CREATE TABLE legal_holds (
+          session_id TEXT PRIMARY KEY,
+          reason TEXT NOT NULL,
+          held_by TEXT NOT NULL,
+          held_ms INTEGER NOT NULL);
+        CREATE INDEX sessions_ended ON sessions(connection, ended_ms);
+      )sql",
   };
   return *m;
 }

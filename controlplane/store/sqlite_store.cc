@@ -16,6 +16,7 @@
 #include "absl/strings/str_split.h"
 #include "common/audit/records.h"
 #include "common/crypto.h"
+#include "common/log.h"
 #include "common/policy/resource.h"
 #include "common/status_macros.h"
 #include "controlplane/store/migrations.h"
@@ -309,6 +310,10 @@ absl::Status SqliteStore::RecordNack(const std::string& id, uint64_t version, co
 
 absl::StatusOr<int64_t> SqliteStore::AppendAudit(const AuditRecord& r) {
   absl::MutexLock lock(&mu_);
+  return AppendAuditLocked(r);
+}
+
+absl::StatusOr<int64_t> SqliteStore::AppendAuditLocked(const AuditRecord& r) {
   Stmt s(db_,
          "INSERT INTO audit_events(time_ms, actor, action, target, outcome, detail) "
          "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
@@ -428,6 +433,10 @@ absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent
   const std::string key = committed_q.Text(2);
   for (size_t i = first_new; i < batch.events.size(); ++i) {
     const v1::AuditEvent& e = batch.events[i];
+    if (!e.purged_hash().empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("audit event ", e.sequence(), " of agent ", agent_id,
+                                                     " claims to be purged: only the control plane purges"));
+    }
     if (!head.empty() && !e.prev_hash().empty() && e.prev_hash() != head) {
       return absl::DataLossError(absl::StrCat("the audit chain of agent ", agent_id, " breaks at sequence ",
                                               e.sequence(), ": its prev_hash does not match the event stored before it"));
@@ -610,7 +619,8 @@ absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent
 namespace {
 
 constexpr char kSessionColumns[] =
-    "summary, ended_ms, outcome, reason, statements, errors FROM sessions";
+    "summary, ended_ms, outcome, reason, statements, errors, "
+    "(SELECT reason FROM legal_holds h WHERE h.session_id = sessions.session_id) FROM sessions";
 
 v1::SessionSummary ReadSession(Stmt& s) {
   v1::SessionSummary out;
@@ -620,6 +630,7 @@ v1::SessionSummary ReadSession(Stmt& s) {
   out.set_reason(s.Text(3));
   out.set_statements(static_cast<uint32_t>(s.Int(4)));
   out.set_errors(static_cast<uint32_t>(s.Int(5)));
+  out.set_legal_hold(s.Text(6));
   return out;
 }
 
@@ -678,13 +689,8 @@ absl::StatusOr<std::map<uint64_t, std::string>> SqliteStore::ReadRecordingsLocke
 absl::StatusOr<v1::SessionDetail> SqliteStore::GetSession(const v1::GetSessionRequest& req) {
   const std::string& session_id = req.session_id();
   absl::MutexLock lock(&mu_);
-  std::string sql = absl::StrCat("SELECT ", kSessionColumns, " WHERE session_id = ?1");
-  Stmt s(db_, sql.c_str());
-  RETURN_IF_ERROR(s.status());
-  s.Bind(1, session_id);
-  if (s.Step() != SQLITE_ROW) return absl::NotFoundError(absl::StrCat("session '", session_id, "' does not exist"));
   v1::SessionDetail d;
-  *d.mutable_session() = ReadSession(s);
+  ASSIGN_OR_RETURN(*d.mutable_session(), ReadSessionLocked(session_id));
   std::map<uint64_t, std::string> recordings;
   if (req.recording()) {
     ASSIGN_OR_RETURN(recordings, ReadRecordingsLocked(session_id, req.after_sequence()));
@@ -819,6 +825,180 @@ absl::StatusOr<std::vector<ApprovalRecord>> SqliteStore::DueApprovals(int64_t no
   return out;
 }
 
+absl::StatusOr<v1::SessionSummary> SqliteStore::ReadSessionLocked(const std::string& session_id) {
+  std::string sql = absl::StrCat("SELECT ", kSessionColumns, " WHERE session_id = ?1");
+  Stmt s(db_, sql.c_str());
+  RETURN_IF_ERROR(s.status());
+  s.Bind(1, session_id);
+  if (s.Step() != SQLITE_ROW) return absl::NotFoundError(absl::StrCat("session '", session_id, "' does not exist"));
+  return ReadSession(s);
+}
+
+absl::StatusOr<v1::SessionSummary> SqliteStore::SetLegalHold(const std::string& session_id, const std::string& reason,
+                                                             const std::string& actor, int64_t now_ms, bool release) {
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(ReadSessionLocked(session_id).status());
+  if (release) {
+    Stmt del(db_, "DELETE FROM legal_holds WHERE session_id = ?1");
+    del.Bind(1, session_id);
+    RETURN_IF_ERROR(del.Run());
+  } else {
+    Stmt put(db_, "INSERT OR REPLACE INTO legal_holds(session_id, reason, held_by, held_ms) VALUES (?1, ?2, ?3, ?4)");
+    put.Bind(1, session_id).Bind(2, reason).Bind(3, actor).Bind(4, now_ms);
+    RETURN_IF_ERROR(put.Run());
+  }
+  return ReadSessionLocked(session_id);
+}
+
+absl::StatusOr<v1::PurgeExpiredResponse> SqliteStore::PurgeSessions(const PurgeRequest& req) {
+  absl::MutexLock lock(&mu_);
+  v1::PurgeExpiredResponse out;
+  // What is due: ended sessions of each connection older than its cutoff; held ones are counted.
+  std::vector<std::string> due;
+  {
+    Stmt q(db_,
+           "SELECT s.session_id, h.session_id IS NOT NULL FROM sessions s LEFT JOIN legal_holds h "
+           "ON h.session_id = s.session_id WHERE s.connection = ?1 AND s.outcome != 'open' AND s.ended_ms > 0 "
+           "AND s.ended_ms < ?2 ORDER BY s.ended_ms");
+    RETURN_IF_ERROR(q.status());
+    for (const auto& [connection, cutoff] : req.cutoff_ms_by_connection) {
+      q.Reset();
+      q.Bind(1, connection).Bind(2, cutoff);
+      while (q.Step() == SQLITE_ROW && due.size() < req.max_sessions) {
+        if (q.Int(1) != 0) {
+          out.set_held(out.held() + 1);
+        } else {
+          due.push_back(q.Text(0));
+        }
+      }
+    }
+  }
+  out.set_sessions(static_cast<uint32_t>(due.size()));
+  for (size_t i = 0; i < due.size() && i < 1000; ++i) out.add_session_ids(due[i]);
+  if (due.empty()) return out;
+
+  // Each purged event keeps its place in the chain with the hash it had, which covers its
+  // recording slice: the slices are read before anything changes (an unreadable recording stops
+  // the purge, so that the chain is never cut short by it).
+  absl::flat_hash_set<std::string> purged(due.begin(), due.end());
+  absl::flat_hash_map<std::string, std::map<uint64_t, std::string>> slices;
+  std::vector<std::string> files;
+  for (const std::string& session : due) {
+    auto read = ReadRecordingsLocked(session, 0);
+    if (!read.ok()) {
+      return absl::DataLossError(absl::StrCat("retention cannot purge session ", session, ": ", read.status().message(),
+                                              " (run `sluicectl audit verify`)"));
+    }
+    slices[session] = std::move(*read);
+    Stmt f(db_, "SELECT DISTINCT file, (SELECT SUM(length) FROM recording_blocks b WHERE b.file = r.file) "
+                "FROM recording_blocks r WHERE session_id = ?1");
+    RETURN_IF_ERROR(f.status());
+    f.Bind(1, session);
+    while (f.Step() == SQLITE_ROW) {
+      files.push_back(f.Text(0));
+      out.set_recording_bytes(out.recording_bytes() + static_cast<uint64_t>(f.Int(1)));
+    }
+  }
+  std::set<int64_t> chunks;
+  {
+    Stmt c(db_, "SELECT chunk_id FROM session_chunks WHERE session_id = ?1");
+    RETURN_IF_ERROR(c.status());
+    for (const std::string& session : due) {
+      c.Reset();
+      c.Bind(1, session);
+      while (c.Step() == SQLITE_ROW) chunks.insert(c.Int(0));
+    }
+  }
+  if (req.dry_run) {
+    // Count the events without changing anything.
+    for (int64_t chunk : chunks) {
+      Stmt r(db_, "SELECT records FROM event_chunks WHERE id = ?1");
+      r.Bind(1, chunk);
+      if (r.Step() != SQLITE_ROW) continue;
+      ASSIGN_OR_RETURN(auto events, audit::DecodeEvents(r.Text(0), std::numeric_limits<size_t>::max()));
+      for (const auto& e : events) out.set_events(out.events() + (purged.contains(e.session_id()) ? 1 : 0));
+    }
+    return out;
+  }
+
+  Txn txn(db_);
+  RETURN_IF_ERROR(txn.begun());
+  ASSIGN_OR_RETURN(int64_t audit_id,
+                   AppendAuditLocked({0, req.now_ms, req.actor, "Retention.purge", "", "ok", "in progress"}));
+  out.set_audit_id(audit_id);
+  const std::string tombstone_body = absl::StrCat("{\"purged_by_audit_record\":", audit_id, "}");
+  for (int64_t chunk : chunks) {
+    Stmt r(db_, "SELECT records FROM event_chunks WHERE id = ?1");
+    RETURN_IF_ERROR(r.status());
+    r.Bind(1, chunk);
+    if (r.Step() != SQLITE_ROW) continue;
+    const std::string records = r.Text(0);
+    std::string rewritten;
+    rewritten.reserve(records.size());
+    audit::RecordReader reader(records);
+    while (!reader.done()) {
+      size_t at = reader.offset();
+      auto payload = reader.Next();
+      v1::AuditEvent e;
+      if (!payload.ok() || !e.ParseFromArray(payload->data(), static_cast<int>(payload->size()))) {
+        return absl::DataLossError(absl::StrCat("retention cannot purge: stored events (chunk ", chunk, ", byte ", at,
+                                                ") are damaged (run `sluicectl audit verify`)"));
+      }
+      if (!purged.contains(e.session_id()) || !e.purged_hash().empty()) {
+        audit::AppendRecord(&rewritten, *payload);
+        continue;
+      }
+      std::string whole(*payload);
+      if (e.recording_bytes() > 0) {
+        auto& mine = slices[e.session_id()];
+        auto slice = mine.find(e.sequence());
+        if (slice == mine.end()) {
+          return absl::DataLossError(absl::StrCat("retention cannot purge session ", e.session_id(), ": the recording of "
+                                                  "sequence ", e.sequence(), " is missing (run `sluicectl audit verify`)"));
+        }
+        whole = audit::JoinRecording(*payload, slice->second);
+      }
+      v1::AuditEvent tombstone;
+      tombstone.set_sequence(e.sequence());
+      tombstone.set_time_unix_ms(e.time_unix_ms());
+      tombstone.set_type("purged");
+      tombstone.set_session_id(e.session_id());
+      tombstone.set_prev_hash(e.prev_hash());
+      tombstone.set_purged_hash(audit::ChainHash(whole));
+      tombstone.set_json(tombstone_body);
+      audit::AppendRecord(&rewritten, tombstone.SerializeAsString());
+      out.set_events(out.events() + 1);
+    }
+    Stmt w(db_, "UPDATE event_chunks SET records = ?2 WHERE id = ?1");
+    w.Bind(1, chunk).BindBlob(2, rewritten);
+    RETURN_IF_ERROR(w.Run());
+  }
+  for (const char* sql : {"DELETE FROM session_chunks WHERE session_id = ?1", "DELETE FROM recording_blocks WHERE session_id = ?1",
+                          "DELETE FROM sessions WHERE session_id = ?1"}) {
+    Stmt d(db_, sql);
+    RETURN_IF_ERROR(d.status());
+    for (const std::string& session : due) {
+      d.Reset();
+      d.Bind(1, session);
+      RETURN_IF_ERROR(d.Run());
+    }
+  }
+  Stmt detail(db_, "UPDATE audit_events SET target = ?2, detail = ?3 WHERE id = ?1");
+  detail.Bind(1, audit_id).Bind(2, absl::StrCat(due.size(), " sessions"));
+  detail.Bind(3, absl::StrCat("purged ", due.size(), " sessions (", out.events(), " events kept in the chain as purged "
+                              "records, ", out.recording_bytes(), " recording bytes), ", out.held(),
+                              " due sessions under legal hold kept; sessions: ",
+                              absl::StrJoin(out.session_ids(), ",").substr(0, 4000)));
+  RETURN_IF_ERROR(detail.Run());
+  RETURN_IF_ERROR(txn.Commit());
+  // The files go once the index no longer names them (a failure leaves an orphan, not a gap).
+  for (const std::string& file : files) {
+    absl::Status st = recordings_.Remove(file);
+    if (!st.ok()) LogWarning("retention: ", st.message());
+  }
+  return out;
+}
+
 absl::StatusOr<v1::VerifyAuditResponse> SqliteStore::VerifyAudit(const v1::VerifyAuditRequest& req) {
   absl::MutexLock lock(&mu_);
   v1::VerifyAuditResponse out;
@@ -869,7 +1049,9 @@ absl::StatusOr<v1::VerifyAuditResponse> SqliteStore::VerifyAudit(const v1::Verif
       // session's recording file (read once per session, each slice used once).
       std::string joined;
       absl::string_view whole = *payload;
-      if (e.recording_bytes() > 0) {
+      if (!e.purged_hash().empty()) {
+        out.set_purged(out.purged() + 1);
+      } else if (e.recording_bytes() > 0) {
         auto loaded = recordings.find(e.session_id());
         if (loaded == recordings.end()) {
           auto read = ReadRecordingsLocked(e.session_id(), 0);
@@ -898,7 +1080,7 @@ absl::StatusOr<v1::VerifyAuditResponse> SqliteStore::VerifyAudit(const v1::Verif
                                                           : "its prev_hash does not match the record before it (sequence ",
                              previous, e.prev_hash().empty() ? "" : "); that record was changed, or records between them are missing"));
       }
-      head = audit::ChainHash(whole);
+      head = e.purged_hash().empty() ? audit::ChainHash(whole) : e.purged_hash();
       previous = e.sequence();
       hashes[e.sequence()] = head;
       if (auto c = ParseCheckpoint(e)) {

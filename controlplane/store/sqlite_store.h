@@ -45,6 +45,9 @@ class SqliteStore : public Store {
   absl::StatusOr<uint64_t> AppendAgentEvents(const std::string& agent_id, const EventBatch& batch) override;
   absl::StatusOr<std::vector<v1::SessionSummary>> ListSessions(
       const v1::ListSessionsRequest& filter) override;
+  absl::StatusOr<v1::SessionSummary> SetLegalHold(const std::string& session_id, const std::string& reason,
+                                                  const std::string& actor, int64_t now_ms, bool release) override;
+  absl::StatusOr<v1::PurgeExpiredResponse> PurgeSessions(const PurgeRequest& request) override;
   using Store::GetSession;
   absl::StatusOr<v1::SessionDetail> GetSession(const v1::GetSessionRequest& request) override;
   absl::StatusOr<v1::VerifyAuditResponse> VerifyAudit(const v1::VerifyAuditRequest& request) override;
@@ -58,6 +61,9 @@ class SqliteStore : public Store {
 
  private:
   SqliteStore(sqlite3* db, std::string recordings_dir) : db_(db), recordings_(std::move(recordings_dir)) {}
+  absl::StatusOr<int64_t> AppendAuditLocked(const AuditRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<v1::SessionSummary> ReadSessionLocked(const std::string& session_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The recording slices of `session_id` with sequences above `after`, by sequence.
   absl::StatusOr<std::map<uint64_t, std::string>> ReadRecordingsLocked(const std::string& session_id, uint64_t after)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

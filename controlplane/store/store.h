@@ -68,6 +68,15 @@ struct EventBatch {
   std::vector<size_t> offsets;         // offsets[i]: where events[i]'s record starts in `records`
 };
 
+// What retention may purge: for each connection, sessions that ended before its cutoff.
+struct PurgeRequest {
+  std::map<std::string, int64_t> cutoff_ms_by_connection;
+  bool dry_run = false;
+  std::string actor;  // for the audit record of the purge
+  int64_t now_ms = 0;
+  size_t max_sessions = 10000;  // per run; the rest wait for the next one
+};
+
 // An approval request as stored, with what only the control plane needs.
 struct ApprovalRecord {
   v1::Approval approval;
@@ -134,6 +143,14 @@ class Store {
   }
   // The most recent `limit` records, newest first.
   virtual absl::StatusOr<std::vector<AuditRecord>> ListAudit(int limit) = 0;
+  // Puts a session under a legal hold (or releases it: `reason` unused); returns the session.
+  // NotFound when there is no such session.
+  virtual absl::StatusOr<v1::SessionSummary> SetLegalHold(const std::string& session_id, const std::string& reason,
+                                                          const std::string& actor, int64_t now_ms, bool release) = 0;
+  // Purges the sessions `request` selects that are not held, in one transaction: their rows,
+  // their recordings, and their events, which stay in the hash chain as purged records (type
+  // "purged", the body gone, purged_hash = the hash they had). One audit record says what went.
+  virtual absl::StatusOr<v1::PurgeExpiredResponse> PurgeSessions(const PurgeRequest& request) = 0;
   // Re-verifies every stored agent event (checksums and hash chains) from storage.
   virtual absl::StatusOr<v1::VerifyAuditResponse> VerifyAudit(const v1::VerifyAuditRequest& request) = 0;
 

@@ -339,5 +339,73 @@ TEST(SqliteStore, TheHashChainIsCheckedOnIngestAndVerifiedFromStorage) {
       << verified->first_problem();
 }
 
+
+v1::AuditEvent Recorded(v1::AuditEvent e, const std::string& recording) {
+  e.set_recording_bytes(static_cast<uint32_t>(recording.size()));
+  e.set_recording(recording);
+  return e;
+}
+
+TEST(SqliteStore, RecordingsAreKeptApartAndPurgedSessionsKeepTheChain) {
+  auto store = StoreWithAgent("recordings");
+  Chain chain;
+  const std::string start = R"({"connection":"db","subject":"bot","issuer":"i"})";
+  ASSERT_TRUE(store
+                  ->AppendAgentEvents(
+                      "a", chain.BatchOf({Recorded(Event(1, "session_start", "s1", start), "rec-one-start"),
+                                          Event(2, "session_start", "s2", start),
+                                          Recorded(Event(3, "statement", "s1", "{}"), "rec-one-statement"),
+                                          Recorded(Event(4, "statement", "s2", "{}"), "rec-two-statement"),
+                                          Recorded(Event(5, "session_end", "s1", "{}"), "rec-one-end"),
+                                          Event(6, "session_end", "s2", "{}")}))
+                  .ok());
+  // The slices come back with their events, and only when asked for.
+  v1::GetSessionRequest req;
+  req.set_session_id("s1");
+  req.set_recording(true);
+  auto d = store->GetSession(req);
+  ASSERT_TRUE(d.ok()) << d.status();
+  ASSERT_EQ(d->events_size(), 3);
+  EXPECT_EQ(d->events(1).recording(), "rec-one-statement");
+  EXPECT_EQ(store->GetSession("s1")->events(1).recording(), "");
+  req.set_after_sequence(3);
+  EXPECT_EQ(store->GetSession(req)->events_size(), 1);
+  // The event store itself holds the events without them; verify puts them back.
+  auto v = store->VerifyAudit({});
+  ASSERT_TRUE(v.ok() && v->ok()) << v->first_problem();
+  EXPECT_EQ(v->recording_slices(), 4u);
+
+  // s2 is held; both are due: s1 goes, its events stay in the chain as purged records.
+  ASSERT_TRUE(store->SetLegalHold("s2", "case 1", "auditor", 7, false).ok());
+  EXPECT_EQ(store->GetSession("s2")->session().legal_hold(), "case 1");
+  PurgeRequest purge;
+  purge.cutoff_ms_by_connection = {{"db", 1000000}};
+  purge.actor = "test";
+  purge.now_ms = 1000000;
+  auto purged = store->PurgeSessions(purge);
+  ASSERT_TRUE(purged.ok()) << purged.status();
+  EXPECT_EQ(purged->sessions(), 1u);
+  EXPECT_EQ(purged->held(), 1u);
+  EXPECT_EQ(purged->events(), 3u);
+  EXPECT_EQ(store->GetSession("s1").status().code(), absl::StatusCode::kNotFound);
+  req.set_session_id("s2");
+  req.set_after_sequence(0);
+  EXPECT_EQ(store->GetSession(req)->events(1).recording(), "rec-two-statement");
+  v = store->VerifyAudit({});
+  ASSERT_TRUE(v.ok() && v->ok()) << v->first_problem();
+  EXPECT_EQ(v->purged(), 3u);
+  // The chain goes on after the purge.
+  ASSERT_TRUE(store->AppendAgentEvents("a", chain.BatchOf({Event(7, "statement", "s2", "{}")})).ok());
+  EXPECT_TRUE(store->VerifyAudit({})->ok());
+  // Only the control plane purges: an agent's event that claims it is refused.
+  v1::AuditEvent claim = Event(8, "statement", "s2", "{}");
+  claim.set_purged_hash(std::string(32, 'p'));
+  EXPECT_EQ(store->AppendAgentEvents("a", chain.BatchOf({claim})).status().code(), absl::StatusCode::kInvalidArgument);
+  // A recording whose size does not match is refused too.
+  v1::AuditEvent lying = Recorded(Event(8, "statement", "s2", "{}"), "abc");
+  lying.set_recording_bytes(9);
+  EXPECT_EQ(store->AppendAgentEvents("a", chain.BatchOf({lying})).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace sluice::controlplane
