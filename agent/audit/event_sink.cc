@@ -37,6 +37,7 @@ void EventSink::StartSpooling(Spool* spool) {
   std::vector<EventChunk> recovered = spool->TakeRecovered(chunk_bytes_);
   {
     absl::MutexLock lock(&mu_);
+    journal_ = spool->journal();
     for (auto it = recovered.rbegin(); it != recovered.rend(); ++it) {
       bytes_ += it->records.size();
       queued_events_ += it->count;
@@ -77,6 +78,9 @@ void EventSink::SpoolLoop() {
         c.sealed = true;
         todo.push_back(&c);
       }
+      // The sealed chunks' records are in the journal's active half; new ones go to the other,
+      // whose records reached a segment in the previous round.
+      if (!todo.empty() && journal_ != nullptr) journal_->Switch();
     }
     absl::Status st;
     for (EventChunk* c : todo) {
@@ -172,6 +176,7 @@ bool EventSink::Emit(absl::string_view type, absl::string_view session_id, absl:
   head_sequence_ = next_sequence_;
   chunk.last_hash = chain_head_;
   audit::SealRecord(&chunk.records, offset);
+  if (journal_ != nullptr) journal_->Append(absl::string_view(chunk.records).substr(offset));
   chunk.last_sequence = next_sequence_;
   ++chunk.count;
   bytes_ += chunk.records.size() - before;

@@ -10,9 +10,11 @@
 // event's serialized record payload, so a changed, removed or inserted event breaks the chain at
 // the next one (the control plane checks it on ingest and `sluicectl audit verify` from storage).
 //
-// With a Spool attached (StartSpooling), a thread of the sink appends every chunk to the agent's
-// on-disk spool before the chunk can be sent (the open chunk is sealed at most 20 ms after its
-// first event), and what the control plane acknowledges is deleted from disk; chunks read back
+// With a Spool attached (StartSpooling), every record is also copied, as it is emitted, into the
+// spool's memory-mapped journal (agent/audit/journal.h: a killed agent loses nothing), and a
+// thread of the sink appends every chunk to the agent's on-disk spool before the chunk can be
+// sent (the open chunk is sealed at most 20 ms after its first event), and what the control
+// plane acknowledges is deleted from disk; chunks read back
 // from the spool at start are sent first. Bounded in memory bytes and in spool bytes; when
 // either is full, or the spool cannot be written, new sessions are refused (fail closed).
 #pragma once
@@ -43,6 +45,7 @@ struct EventChunk {
   std::string last_hash;  // SHA-256 of its last record's payload (the chain head after it)
 };
 
+class Journal;
 class Spool;
 
 class EventSink {
@@ -117,6 +120,7 @@ class EventSink {
   uint64_t head_sequence_ ABSL_GUARDED_BY(mu_) = 0;  // ... and its sequence
   uint64_t emitted_ ABSL_GUARDED_BY(mu_) = 0;
   Spool* spool_ = nullptr;  // set once, before use
+  Journal* journal_ ABSL_GUARDED_BY(mu_) = nullptr;  // the spool's: every record is copied there
   std::string spool_error_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread spooler_;

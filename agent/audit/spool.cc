@@ -40,9 +40,28 @@ uint64_t SequenceOf(absl::string_view payload) {
 
 absl::StatusOr<std::unique_ptr<Spool>> Spool::Open(Options options) {
   if (absl::Status st = EnsureDir(options.dir, 0700); !st.ok()) return st;
+  const std::string journal_path = options.dir + "/journal";
+  const size_t half = options.journal_half_bytes;
   std::unique_ptr<Spool> spool(new Spool(std::move(options)));
   absl::Status st = spool->Recover();
   if (!st.ok()) return st;
+  auto journal = Journal::Open(journal_path, half);
+  if (!journal.ok()) return journal.status();
+  // What the last run emitted after its last segment write: into a segment of its own now.
+  EventChunk left;
+  left.records = (*journal)->Recover(spool->last_sequence(), &left.count, &left.last_sequence);
+  if (left.count > 0) {
+    left.first_sequence = spool->last_sequence() + 1;
+    audit::RecordReader reader(left.records);
+    while (!reader.done()) left.last_hash = audit::ChainHash(*reader.Next());
+    st = spool->Append(left);
+    if (st.ok()) st = spool->MaybeSync(true);
+    if (!st.ok()) return st;
+    spool->recovered_.push_back(left.records);
+    LogInfo("audit spool: ", left.count, " event(s) recovered from the journal, up to sequence ", left.last_sequence);
+  }
+  (*journal)->Reset();
+  spool->journal_ = std::move(*journal);
   return spool;
 }
 

@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "agent/audit/journal.h"
 
 namespace sluice::agent {
 
@@ -30,8 +31,10 @@ class Spool {
     size_t max_bytes = size_t{1} << 30;
     size_t segment_bytes = 8 << 20;
     absl::Duration sync_interval = absl::Milliseconds(100);
+    size_t journal_half_bytes = 16 << 20;  // agent/audit/journal.h
   };
-  // Opens (creating the directory 0700) and reads back what is there.
+  // Opens (creating the directory 0700) and reads back what is there: the segments, then the
+  // records of the journal that follow them (written to a new segment at once).
   static absl::StatusOr<std::unique_ptr<Spool>> Open(Options options);
   ~Spool();
 
@@ -50,6 +53,9 @@ class Spool {
   absl::Status MaybeSync(bool force = false);
   // Deletes the segments whose records are all at or below `sequence`.
   void Ack(uint64_t sequence);
+
+  // Where the event sink copies each record as it is emitted (agent/audit/journal.h).
+  Journal* journal() { return journal_.get(); }
 
   size_t bytes() const;
   size_t segments() const;
@@ -77,6 +83,7 @@ class Spool {
   uint64_t last_sequence_ ABSL_GUARDED_BY(mu_) = 0;
   std::string chain_head_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> recovered_;  // records read back at Open, one string per segment
+  std::unique_ptr<Journal> journal_;
 };
 
 }  // namespace sluice::agent

@@ -130,5 +130,49 @@ TEST(EventSinkSpool, EventsAreSpooledBeforeTheyCanBeSentAndSurviveARestart) {
   EXPECT_GT(seqs.back(), last);  // the new event follows what was spooled before
 }
 
+// Records an agent emitted but had not yet written to a segment when it died are in the
+// journal: the next start puts them in the spool, after what the segments hold.
+TEST(Spool, RecordsOnlyInTheJournalSurviveAKill) {
+  std::string dir = FreshDir();
+  Spool::Options o;
+  o.dir = dir;
+  o.journal_half_bytes = 4096;
+  {
+    auto spool = Spool::Open(o);
+    ASSERT_TRUE(spool.ok()) << spool.status();
+    ASSERT_TRUE((*spool)->Append(Chunk(10, 3)).ok());
+    Journal* j = (*spool)->journal();
+    // Round one: 10..12 journaled and spooled; round two: 13..14 journaled only (the process
+    // dies before the spool thread writes them; the journal keeps what it was given).
+    EventChunk first = Chunk(10, 3);
+    audit::RecordReader r1(first.records);
+    for (size_t at = 0; !r1.done(); at = r1.offset()) {
+      ASSERT_TRUE(r1.Next().ok());
+      ASSERT_TRUE(j->Append(absl::string_view(first.records).substr(at, r1.offset() - at)));
+    }
+    j->Switch();
+    EventChunk second = Chunk(13, 2);
+    audit::RecordReader r2(second.records);
+    for (size_t at = 0; !r2.done(); at = r2.offset()) {
+      ASSERT_TRUE(r2.Next().ok());
+      ASSERT_TRUE(j->Append(absl::string_view(second.records).substr(at, r2.offset() - at)));
+    }
+    // A record larger than what is left of the half is refused, not cut.
+    EXPECT_FALSE(j->Append(std::string(5000, 'x')));
+    EXPECT_EQ(j->overflows(), 1u);
+  }
+  auto spool = Spool::Open(o);
+  ASSERT_TRUE(spool.ok()) << spool.status();
+  EXPECT_EQ((*spool)->last_sequence(), 14u);
+  EXPECT_EQ(Sequences((*spool)->TakeRecovered(1 << 20)), (std::vector<uint64_t>{10, 11, 12, 13, 14}));
+  EXPECT_EQ((*spool)->chain_head(),
+            audit::ChainHash(audit::RecordPayload(Chunk(14, 1).records, 0)));
+  // Recovered once: the journal was emptied into the spool.
+  spool->reset();
+  auto again = Spool::Open(o);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(Sequences((*again)->TakeRecovered(1 << 20)), (std::vector<uint64_t>{10, 11, 12, 13, 14}));
+}
+
 }  // namespace
 }  // namespace sluice::agent

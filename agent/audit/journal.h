@@ -1,0 +1,56 @@
+// The audit journal: a memory-mapped file (<data-dir>/spool/journal) that every event record is
+// copied into the moment it is emitted, before the spool thread has written its chunk to a
+// segment (which happens within ~20 ms). The mapping is shared with the kernel's page cache, so
+// a killed agent (kill -9, a crash) loses none of these records: at the next start the spool
+// reads them back from the journal. (A machine crash is covered by the spool's fdatasync.)
+//
+// Two halves, used in turn: records go to the active half; when the spool thread seals the
+// chunks they belong to, it switches halves, and the half it switches to is emptied — its
+// records were written to a segment in the previous round. Each half holds framed records
+// (common/audit/records.h) from its start; reading stops at the first record that is not
+// valid or whose sequence does not follow the one before it (older leftovers).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace sluice::agent {
+
+class Journal {
+ public:
+  static constexpr size_t kDefaultHalfBytes = 16 << 20;
+
+  static absl::StatusOr<std::unique_ptr<Journal>> Open(const std::string& path, size_t half_bytes = kDefaultHalfBytes);
+  ~Journal();
+  Journal(const Journal&) = delete;
+  Journal& operator=(const Journal&) = delete;
+
+  // The records the previous run left whose sequences run on from `after` (after + 1, + 2, ...),
+  // framed, oldest first; `count` and `last` say how many and the last sequence.
+  std::string Recover(uint64_t after, size_t* count, uint64_t* last) const;
+  // Copies one framed record into the active half; false when it does not fit (the record is
+  // then only as safe as the spool thread makes it).
+  bool Append(absl::string_view framed);
+  // The records written so far are being spooled: the other half becomes active, emptied.
+  void Switch();
+  // Empties both halves (everything is in the spool).
+  void Reset();
+  uint64_t overflows() const { return overflows_; }
+
+ private:
+  Journal(int fd, char* base, size_t half) : fd_(fd), base_(base), half_(half) {}
+  char* Half(int h) const { return base_ + static_cast<size_t>(h) * half_; }
+
+  int fd_;
+  char* base_;
+  size_t half_;
+  int active_ = 0;
+  size_t pos_ = 0;
+  uint64_t overflows_ = 0;
+};
+
+}  // namespace sluice::agent
