@@ -142,7 +142,7 @@ const std::vector<const char*>& Migrations() {
         ALTER TABLE sessions ADD COLUMN rules TEXT NOT NULL DEFAULT '';
         ALTER TABLE sessions ADD COLUMN attribution TEXT NOT NULL DEFAULT '{}';
       )sql",
-      // 10: session recordings: blocks of recording slices in files under the data dir
+      // 10: session recordings: blocks of recording slices in shared files under the data dir
       // (controlplane/store/recording_files.h), indexed per session and agent sequence range.
       R"sql(
         CREATE TABLE recording_blocks (
@@ -154,6 +154,7 @@ const std::vector<const char*>& Migrations() {
           offset INTEGER NOT NULL,
           length INTEGER NOT NULL,
           PRIMARY KEY (session_id, first_sequence)) WITHOUT ROWID;
+        CREATE INDEX recording_blocks_file ON recording_blocks(file);
       )sql",
       // 11: legal holds: sessions retention never purges.
       R"sql(

@@ -1,17 +1,20 @@
 #include "controlplane/store/recording_files.h"
 
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <unistd.h>
 #include <zlib.h>
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 
 #include "absl/base/internal/endian.h"
-#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/audit/records.h"
-#include "common/crypto.h"
 #include "common/files.h"
 #include "common/status_macros.h"
 
@@ -28,60 +31,98 @@ absl::Status Errno(absl::string_view what, const std::string& path) {
 
 }  // namespace
 
-std::string RecordingFiles::FileName(absl::string_view session_id) {
-  bool safe = !session_id.empty() && session_id.size() <= 64;
-  for (char c : session_id) safe = safe && (absl::ascii_isalnum(c) || c == '-' || c == '_');
-  if (safe) return absl::StrCat(session_id, ".rec");
-  return absl::StrCat("h", Sha256Hex(session_id).substr(0, 32), ".rec");
+absl::Status RecordingFiles::OpenCurrent() {
+  RETURN_IF_ERROR(EnsureDir(dir_, 0700));
+  // Go on with the newest file (by number), or start at 1.
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir_, ec)) {
+    std::string name = entry.path().filename().string();
+    uint64_t number = 0;
+    if (name.size() == 14 && absl::EndsWith(name, ".rec") && absl::SimpleAtoi(name.substr(0, 10), &number) &&
+        number > current_number_) {
+      current_number_ = number;
+      current_size_ = entry.file_size(ec);
+    }
+  }
+  if (ec) return absl::InternalError(absl::StrCat("cannot list ", dir_, ": ", ec.message()));
+  if (current_number_ == 0 || current_size_ >= rotate_bytes_) {
+    ++current_number_;
+    current_size_ = 0;
+  }
+  current_ = absl::StrFormat("%010u.rec", current_number_);
+  return absl::OkStatus();
 }
 
-absl::StatusOr<RecordingBlock> RecordingFiles::Append(const std::string& file,
-                                                      const std::vector<RecordingSlice>& slices) {
+absl::StatusOr<std::pair<std::string, std::vector<RecordingBlock>>> RecordingFiles::Append(
+    const std::vector<const std::vector<RecordingSlice>*>& groups) {
+  if (current_.empty() || current_size_ >= rotate_bytes_) {
+    if (!current_.empty()) {
+      ++current_number_;
+      current_size_ = 0;
+      current_ = absl::StrFormat("%010u.rec", current_number_);
+    } else {
+      RETURN_IF_ERROR(OpenCurrent());
+    }
+  }
+  std::string out;
+  std::vector<size_t> starts;
   std::string raw;
-  for (const RecordingSlice& s : slices) {
-    char head[12];
-    absl::little_endian::Store64(head, s.sequence);
-    absl::little_endian::Store32(head + 8, static_cast<uint32_t>(s.data.size()));
-    raw.append(head, sizeof(head));
-    raw.append(s.data);
+  for (const auto* slices : groups) {
+    raw.clear();
+    for (const RecordingSlice& s : *slices) {
+      char head[12];
+      absl::little_endian::Store64(head, s.sequence);
+      absl::little_endian::Store32(head + 8, static_cast<uint32_t>(s.data.size()));
+      raw.append(head, sizeof(head));
+      raw.append(s.data);
+    }
+    uLongf bound = compressBound(static_cast<uLong>(raw.size()));
+    const size_t at = out.size();
+    starts.push_back(at);
+    out.resize(at + 8 + bound);
+    uLongf size = bound;
+    // Level 1: most of a recording is protocol framing and repeated text; speed matters more.
+    if (compress2(reinterpret_cast<Bytef*>(out.data() + at + 8), &size, reinterpret_cast<const Bytef*>(raw.data()),
+                  static_cast<uLong>(raw.size()), 1) != Z_OK) {
+      return absl::InternalError("compressing a recording block failed");
+    }
+    out.resize(at + 8 + size);
+    absl::little_endian::Store32(out.data() + at, static_cast<uint32_t>(size));
+    absl::little_endian::Store32(out.data() + at + 4, audit::Crc32(absl::string_view(out).substr(at + 8, size)));
   }
-  uLongf bound = compressBound(static_cast<uLong>(raw.size()));
-  std::string block(8 + bound, '\0');
-  uLongf size = bound;
-  // Level 1: most of a recording is protocol framing and repeated text; speed matters more.
-  if (compress2(reinterpret_cast<Bytef*>(block.data() + 8), &size, reinterpret_cast<const Bytef*>(raw.data()),
-                static_cast<uLong>(raw.size()), 1) != Z_OK) {
-    return absl::InternalError("compressing a recording block failed");
-  }
-  block.resize(8 + size);
-  absl::little_endian::Store32(block.data(), static_cast<uint32_t>(size));
-  absl::little_endian::Store32(block.data() + 4, audit::Crc32(absl::string_view(block).substr(8)));
 
-  RETURN_IF_ERROR(EnsureDir(dir_, 0700));
-  const std::string path = absl::StrCat(dir_, "/", file);
+  const std::string path = absl::StrCat(dir_, "/", current_);
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (fd < 0) return Errno("cannot open recording file", path);
   off_t end = ::lseek(fd, 0, SEEK_END);
+  if (end < 0) {
+    absl::Status st = Errno("cannot find the end of recording file", path);
+    ::close(fd);
+    return st;
+  }
   size_t done = 0;
-  while (done < block.size()) {
-    ssize_t n = ::write(fd, block.data() + done, block.size() - done);
+  while (done < out.size()) {
+    ssize_t n = ::write(fd, out.data() + done, out.size() - done);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       absl::Status st = Errno("cannot write recording file", path);
       // A torn block would be unreadable; cut it off again (if that fails too, the index never
       // points at it).
-      if (end >= 0) {
-        int cut = ::ftruncate(fd, end);
-        (void)cut;
-      }
+      int cut = ::ftruncate(fd, end);
+      (void)cut;
       ::close(fd);
       return st;
     }
     done += static_cast<size_t>(n);
   }
   ::close(fd);
-  if (end < 0) return Errno("cannot find the end of recording file", path);
-  return RecordingBlock{static_cast<uint64_t>(end), block.size()};
+  current_size_ = static_cast<uint64_t>(end) + out.size();
+  std::vector<RecordingBlock> blocks;
+  for (size_t i = 0; i < starts.size(); ++i) {
+    size_t next = i + 1 < starts.size() ? starts[i + 1] : out.size();
+    blocks.push_back(RecordingBlock{static_cast<uint64_t>(end) + starts[i], next - starts[i]});
+  }
+  return std::make_pair(current_, std::move(blocks));
 }
 
 absl::StatusOr<std::vector<RecordingSlice>> RecordingFiles::Read(const std::string& file,
@@ -132,7 +173,24 @@ absl::StatusOr<std::vector<RecordingSlice>> RecordingFiles::Read(const std::stri
   return out;
 }
 
-absl::Status RecordingFiles::Remove(const std::string& file) {
+absl::Status RecordingFiles::Erase(const std::string& file, const RecordingBlock& block) {
+  const std::string path = absl::StrCat(dir_, "/", file);
+  int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return errno == ENOENT ? absl::OkStatus() : Errno("cannot open recording file", path);
+  const off_t offset = static_cast<off_t>(block.offset);
+  const off_t length = static_cast<off_t>(block.length);
+  absl::Status st;
+  if (::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) != 0) {
+    // A file system without holes: the bytes are overwritten instead.
+    std::string zeros(block.length, '\0');
+    if (::pwrite(fd, zeros.data(), zeros.size(), offset) != length) st = Errno("cannot erase in recording file", path);
+  }
+  ::close(fd);
+  return st;
+}
+
+absl::Status RecordingFiles::RemoveIfDone(const std::string& file) {
+  if (file == current_) return absl::OkStatus();
   const std::string path = absl::StrCat(dir_, "/", file);
   if (::unlink(path.c_str()) != 0 && errno != ENOENT) return Errno("cannot delete recording file", path);
   return absl::OkStatus();

@@ -1,6 +1,7 @@
-// Session recordings at the control plane: files under <data-dir>/recordings, one per session,
-// indexed in SQLite (recording_blocks). Each ingested batch adds one block per session to the
-// session's file:
+// Session recordings at the control plane: append-only files under <data-dir>/recordings
+// (0000000001.rec, 0000000002.rec, ...; a new one after 256 MiB), indexed in SQLite
+// (recording_blocks). Each ingested batch adds one block per session, all in one write to the
+// current file:
 //
 //   uint32 little-endian  length of the compressed bytes
 //   uint32 little-endian  CRC-32 of the compressed bytes
@@ -9,7 +10,9 @@
 // A slice is what one audit event carried (AuditEvent.recording). The hash chain covers every
 // slice (common/audit/records.h JoinRecording), so `audit verify` finds a changed file.
 // Appends are not synced on their own: they are as durable as the SQLite store's commits (both
-// survive a crash of the process; the database's WAL is synced at checkpoints).
+// survive a crash of the process; the database's WAL is synced at checkpoints). Retention erases
+// a purged session's blocks in place (the file system frees them: a hole is punched) and deletes
+// a file once none of its blocks is indexed any more.
 #pragma once
 
 #include <cstdint>
@@ -34,21 +37,31 @@ struct RecordingBlock {
 
 class RecordingFiles {
  public:
-  explicit RecordingFiles(std::string dir) : dir_(std::move(dir)) {}
+  static constexpr uint64_t kRotateBytes = 256 << 20;
+
+  explicit RecordingFiles(std::string dir, uint64_t rotate_bytes = kRotateBytes)
+      : dir_(std::move(dir)), rotate_bytes_(rotate_bytes) {}
 
   const std::string& dir() const { return dir_; }
-  // The file (a name under dir()) of a session: its id when that is a safe file name, else a
-  // hash of it.
-  static std::string FileName(absl::string_view session_id);
-  // Appends one block holding `slices` to `file`.
-  absl::StatusOr<RecordingBlock> Append(const std::string& file, const std::vector<RecordingSlice>& slices);
+  // Appends one block per group of slices to the current file, in one write. Returns the file's
+  // name (under dir()) and each group's block, in order.
+  absl::StatusOr<std::pair<std::string, std::vector<RecordingBlock>>> Append(
+      const std::vector<const std::vector<RecordingSlice>*>& groups);
   // Reads one block back; DataLoss names what is wrong (short file, checksum, compression, framing).
   absl::StatusOr<std::vector<RecordingSlice>> Read(const std::string& file, const RecordingBlock& block) const;
-  // Deletes a session's file (NotFound is not an error).
-  absl::Status Remove(const std::string& file);
+  // Erases a block's bytes (they read as zeros afterwards).
+  absl::Status Erase(const std::string& file, const RecordingBlock& block);
+  // Deletes a file none of whose blocks is kept, unless it is the one appended to.
+  absl::Status RemoveIfDone(const std::string& file);
 
  private:
+  absl::Status OpenCurrent();
+
   std::string dir_;
+  uint64_t rotate_bytes_;
+  std::string current_;       // the file appended to ("" until the first append)
+  uint64_t current_size_ = 0;
+  uint64_t current_number_ = 0;
 };
 
 }  // namespace sluice::controlplane

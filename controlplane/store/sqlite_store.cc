@@ -495,12 +495,15 @@ absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent
                "INSERT OR REPLACE INTO recording_blocks(session_id, agent_id, first_sequence, last_sequence, file, "
                "offset, length) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
     RETURN_IF_ERROR(index.status());
+    std::vector<const std::vector<RecordingSlice>*> groups;
+    for (const auto& [session, list] : slices) groups.push_back(&list);
+    ASSIGN_OR_RETURN(auto written, recordings_.Append(groups));
+    size_t i = 0;
     for (const auto& [session, list] : slices) {
-      const std::string file = RecordingFiles::FileName(session);
-      ASSIGN_OR_RETURN(RecordingBlock block, recordings_.Append(file, list));
+      const RecordingBlock& block = written.second[i++];
       index.Reset();
       index.Bind(1, session).Bind(2, agent_id).Bind(3, static_cast<int64_t>(list.front().sequence));
-      index.Bind(4, static_cast<int64_t>(list.back().sequence)).Bind(5, file);
+      index.Bind(4, static_cast<int64_t>(list.back().sequence)).Bind(5, written.first);
       index.Bind(6, static_cast<int64_t>(block.offset)).Bind(7, static_cast<int64_t>(block.length));
       RETURN_IF_ERROR(index.Run());
     }
@@ -882,7 +885,7 @@ absl::StatusOr<v1::PurgeExpiredResponse> SqliteStore::PurgeSessions(const PurgeR
   // the purge, so that the chain is never cut short by it).
   absl::flat_hash_set<std::string> purged(due.begin(), due.end());
   absl::flat_hash_map<std::string, std::map<uint64_t, std::string>> slices;
-  std::vector<std::string> files;
+  std::vector<std::pair<std::string, RecordingBlock>> blocks;  // erased after the commit
   for (const std::string& session : due) {
     auto read = ReadRecordingsLocked(session, 0);
     if (!read.ok()) {
@@ -890,13 +893,12 @@ absl::StatusOr<v1::PurgeExpiredResponse> SqliteStore::PurgeSessions(const PurgeR
                                               " (run `sluicectl audit verify`)"));
     }
     slices[session] = std::move(*read);
-    Stmt f(db_, "SELECT DISTINCT file, (SELECT SUM(length) FROM recording_blocks b WHERE b.file = r.file) "
-                "FROM recording_blocks r WHERE session_id = ?1");
+    Stmt f(db_, "SELECT file, offset, length FROM recording_blocks WHERE session_id = ?1");
     RETURN_IF_ERROR(f.status());
     f.Bind(1, session);
     while (f.Step() == SQLITE_ROW) {
-      files.push_back(f.Text(0));
-      out.set_recording_bytes(out.recording_bytes() + static_cast<uint64_t>(f.Int(1)));
+      blocks.emplace_back(f.Text(0), RecordingBlock{static_cast<uint64_t>(f.Int(1)), static_cast<uint64_t>(f.Int(2))});
+      out.set_recording_bytes(out.recording_bytes() + static_cast<uint64_t>(f.Int(2)));
     }
   }
   std::set<int64_t> chunks;
@@ -991,9 +993,19 @@ absl::StatusOr<v1::PurgeExpiredResponse> SqliteStore::PurgeSessions(const PurgeR
                               absl::StrJoin(out.session_ids(), ",").substr(0, 4000)));
   RETURN_IF_ERROR(detail.Run());
   RETURN_IF_ERROR(txn.Commit());
-  // The files go once the index no longer names them (a failure leaves an orphan, not a gap).
+  // The bytes go once the index no longer names them (a failure leaves orphaned bytes, not a gap);
+  // a file none of whose blocks is indexed any more goes whole.
+  std::set<std::string> files;
+  for (const auto& [file, block] : blocks) {
+    absl::Status st = recordings_.Erase(file, block);
+    if (!st.ok()) LogWarning("retention: ", st.message());
+    files.insert(file);
+  }
   for (const std::string& file : files) {
-    absl::Status st = recordings_.Remove(file);
+    Stmt left(db_, "SELECT 1 FROM recording_blocks WHERE file = ?1 LIMIT 1");
+    left.Bind(1, file);
+    if (left.Step() == SQLITE_ROW) continue;
+    absl::Status st = recordings_.RemoveIfDone(file);
     if (!st.ok()) LogWarning("retention: ", st.message());
   }
   return out;

@@ -67,9 +67,12 @@ class RetentionTest(unittest.TestCase):
             return s and s[0]["outcome"] == "closed" and s[0]["session_id"]
         return wait_for(closed, what=f"the session of {subject} to be stored")
 
-    def recording_files(self):
-        d = os.path.join(self.cp.data_dir, "recordings")
-        return set(os.listdir(d)) if os.path.isdir(d) else set()
+    def recording_blocks(self, session):
+        """The bytes of a session's recording blocks, read from the files the index names."""
+        with sqlite3.connect(os.path.join(self.cp.data_dir, "sluice.db")) as c:
+            rows = c.execute("SELECT file, offset, length FROM recording_blocks WHERE session_id = ?",
+                             (session,)).fetchall()
+        return rows
 
     def chunks_blob(self):
         with sqlite3.connect(os.path.join(self.cp.data_dir, "sluice.db")) as c:
@@ -78,8 +81,8 @@ class RetentionTest(unittest.TestCase):
     def test_purge_respects_tags_and_legal_holds_and_keeps_the_chain(self):
         gone1, held, gone2 = (self.run_session(s) for s in ("scratch-1", "scratch-held", "scratch-2"))
         kept = self.run_session("prod-1", "books")
-        files_before = self.recording_files()
-        self.assertIn(f"{gone1}.rec", files_before)
+        blocks = self.recording_blocks(gone1) + self.recording_blocks(gone2)
+        self.assertTrue(blocks)
 
         out = self.cp.ctl("sessions", "hold", held, "--reason", "case 42").stdout
         self.assertIn(f"session {held}: under legal hold (case 42)", out)
@@ -105,7 +108,11 @@ class RetentionTest(unittest.TestCase):
         for s in (gone1, gone2):
             r = self.cp.ctl("sessions", "show", s, check=False)
             self.assertIn(f"session '{s}' does not exist", r.stderr)
-        self.assertEqual(self.recording_files(), files_before - {f"{gone1}.rec", f"{gone2}.rec"})
+        self.assertEqual(self.recording_blocks(gone1) + self.recording_blocks(gone2), [])
+        for name, offset, length in blocks:  # erased in the files
+            with open(os.path.join(self.cp.data_dir, "recordings", name), "rb") as f:
+                f.seek(offset)
+                self.assertEqual(f.read(length), bytes(length))
         blob = self.chunks_blob()
         self.assertNotIn(b"marker-scratch-1", blob)
         self.assertNotIn(b"marker-scratch-2", blob)
