@@ -34,7 +34,7 @@ EventSink::~EventSink() {
 
 void EventSink::StartSpooling(Spool* spool) {
   spool_ = spool;
-  std::vector<EventChunk> recovered = spool->TakeRecovered(chunk_bytes_);
+  std::vector<EventChunk> recovered = spool->TakeRecovered();
   {
     absl::MutexLock lock(&mu_);
     journal_ = spool->journal();
@@ -98,6 +98,7 @@ void EventSink::SpoolLoop() {
       }
       // Sent either way: the control plane is the other copy. A failed spool refuses new sessions.
       for (EventChunk* c : todo) c->spooled = true;
+      if (st.ok()) EvictLocked();
     }
     if (todo.empty()) spool_->MaybeSync().IgnoreError();
     MaybeCheckpoint();
@@ -185,6 +186,16 @@ bool EventSink::Emit(absl::string_view type, absl::string_view session_id, absl:
   return true;
 }
 
+// The newest spooled chunks leave memory first: the oldest are the next to be sent.
+void EventSink::EvictLocked() {
+  for (auto it = queued_.rbegin(); it != queued_.rend() && bytes_ > capacity_bytes_ / 2; ++it) {
+    if (!it->spooled || it->evicted || it->records.empty()) continue;
+    bytes_ -= it->records.size();
+    std::string().swap(it->records);
+    it->evicted = true;
+  }
+}
+
 bool EventSink::Full() const {
   absl::MutexLock lock(&mu_);
   return bytes_ >= capacity_bytes_ || !spool_error_.empty() || (spool_ != nullptr && spool_->Full());
@@ -206,12 +217,31 @@ void EventSink::WaitForChunk(absl::Duration linger) {
 }
 
 std::optional<EventChunk> EventSink::TakeChunk() {
-  absl::MutexLock lock(&mu_);
-  if (!HasSendable()) return std::nullopt;
-  EventChunk& sent = in_flight_.emplace_back(std::move(queued_.front()));
-  queued_.pop_front();
-  queued_events_ -= sent.count;
-  in_flight_events_ += sent.count;
+  EventChunk sent;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!HasSendable()) return std::nullopt;
+    EventChunk& taken = in_flight_.emplace_back(std::move(queued_.front()));
+    queued_.pop_front();
+    queued_events_ -= taken.count;
+    in_flight_events_ += taken.count;
+    if (!taken.evicted) return taken;
+    sent = taken;  // metadata: it stays on disk only while in flight
+  }
+  auto records = spool_->ReadRecords(sent.first_sequence, sent.last_sequence);
+  if (!records.ok() || records->empty()) {
+    std::string why = records.ok() ? "the records are no longer in the spool" : std::string(records.status().message());
+    LogError("audit spool: cannot read back sequences ", sent.first_sequence, "..", sent.last_sequence, ": ", why,
+             "; new sessions are refused");
+    {
+      absl::MutexLock lock(&mu_);
+      spool_error_ = why;
+    }
+    Requeue();  // back to the front, for a later attempt
+    return std::nullopt;
+  }
+  sent.records = std::move(*records);
+  sent.evicted = false;
   return sent;
 }
 
@@ -239,9 +269,13 @@ void EventSink::Requeue() {
 
 EventSink::Stats EventSink::stats() const {
   absl::MutexLock lock(&mu_);
-  Stats s{emitted_, queued_events_, in_flight_events_, bytes_, 0, 0, 0, spool_error_};
+  Stats s{emitted_, queued_events_, in_flight_events_, bytes_, 0, 0, 0, 0, spool_error_};
   for (const EventChunk& c : queued_) {
     if (!c.spooled) s.unspooled_events += c.count;
+    if (c.evicted) s.evicted_events += c.count;
+  }
+  for (const EventChunk& c : in_flight_) {
+    if (c.evicted) s.evicted_events += c.count;
   }
   if (spool_ != nullptr) {
     s.spool_bytes = spool_->bytes();

@@ -42,6 +42,7 @@ struct EventChunk {
   size_t count = 0;
   bool sealed = false;   // nothing more is appended (it is being spooled)
   bool spooled = false;  // on disk: it may be sent
+  bool evicted = false;  // on disk only: `records` is empty until it is read back to be sent
   std::string last_hash;  // SHA-256 of its last record's payload (the chain head after it)
 };
 
@@ -50,6 +51,8 @@ class Spool;
 
 class EventSink {
  public:
+  // Memory for records not yet on disk; spooled chunks beyond half of it are evicted (kept on
+  // disk only, read back when they are sent), so the spool's size, not memory, bounds a backlog.
   static constexpr size_t kDefaultCapacityBytes = 64 << 20;
   static constexpr size_t kDefaultChunkBytes = 256 << 10;
 
@@ -79,7 +82,8 @@ class EventSink {
   // Waits up to `linger` for a full chunk (call after WaitForEvents): sends fewer, larger batches
   // when the data path is busy.
   void WaitForChunk(absl::Duration linger);
-  // The oldest queued chunk (the open one too, when nothing else is queued), now in flight.
+  // The oldest queued chunk (the open one too, when nothing else is queued), now in flight; an
+  // evicted chunk is read back from the spool (nullopt, and the spool in error, when it cannot be).
   std::optional<EventChunk> TakeChunk();
   // The control plane committed everything up to `sequence`.
   void Ack(uint64_t sequence);
@@ -90,7 +94,8 @@ class EventSink {
     uint64_t emitted = 0;
     size_t queued_events = 0;
     size_t in_flight_events = 0;
-    size_t bytes = 0;  // queued and in flight
+    size_t bytes = 0;  // queued and in flight, in memory
+    size_t evicted_events = 0;  // queued or in flight, on disk only
     size_t unspooled_events = 0;  // not on disk yet (the open chunk, for at most ~20 ms)
     size_t spool_bytes = 0;
     size_t spool_segments = 0;
@@ -104,6 +109,7 @@ class EventSink {
   bool HasUnspooled() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool OpenChunkFull() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SpoolLoop();
+  void EvictLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MaybeCheckpoint();
 
   const size_t capacity_bytes_;

@@ -57,7 +57,7 @@ absl::StatusOr<std::unique_ptr<Spool>> Spool::Open(Options options) {
     st = spool->Append(left);
     if (st.ok()) st = spool->MaybeSync(true);
     if (!st.ok()) return st;
-    spool->recovered_.push_back(left.records);
+    spool->AddRecovered(left.records);
     LogInfo("audit spool: ", left.count, " event(s) recovered from the journal, up to sequence ", left.last_sequence);
   }
   (*journal)->Reset();
@@ -113,6 +113,7 @@ absl::Status Spool::Recover() {
       }
       if (seg.first == 0) seg.first = seq;
       seg.last = seq;
+      ++seg.count;
       last_sequence_ = seq;
       chain_head_ = audit::ChainHash(*payload);
       good = reader.offset();
@@ -126,7 +127,7 @@ absl::Status Spool::Recover() {
     }
     seg.bytes = good;
     bytes_ += good;
-    recovered_.push_back(data->substr(0, good));
+    AddRecovered(absl::string_view(*data).substr(0, good));
     segments_.push_back(seg);
   }
   if (!segments_.empty()) {
@@ -136,30 +137,51 @@ absl::Status Spool::Recover() {
   return absl::OkStatus();
 }
 
-std::vector<EventChunk> Spool::TakeRecovered(size_t chunk_bytes) {
-  std::vector<EventChunk> out;
-  for (const std::string& records : recovered_) {
-    audit::RecordReader reader(records);
-    size_t start = 0;
-    while (!reader.done()) {
-      auto payload = reader.Next();
-      if (!payload.ok()) break;  // checked at Open
-      uint64_t seq = SequenceOf(*payload);
-      if (out.empty() || out.back().records.size() >= chunk_bytes) {
-        EventChunk& c = out.emplace_back();
-        c.first_sequence = seq;
-        c.spooled = true;
-        c.sealed = true;
-      }
-      EventChunk& c = out.back();
-      c.records.append(records, start, reader.offset() - start);
-      c.last_sequence = seq;
-      ++c.count;
-      start = reader.offset();
+void Spool::AddRecovered(absl::string_view records) {
+  audit::RecordReader reader(records);
+  size_t bytes = 0;
+  while (!reader.done()) {
+    size_t at = reader.offset();
+    auto payload = reader.Next();
+    if (!payload.ok()) break;  // checked before
+    uint64_t seq = SequenceOf(*payload);
+    if (recovered_.empty() || bytes >= options_.chunk_bytes) {
+      EventChunk& c = recovered_.emplace_back();
+      c.first_sequence = seq;
+      c.spooled = c.sealed = c.evicted = true;
+      bytes = 0;
+    }
+    EventChunk& c = recovered_.back();
+    c.last_sequence = seq;
+    ++c.count;
+    bytes += reader.offset() - at;
+  }
+}
+
+std::vector<EventChunk> Spool::TakeRecovered() { return std::move(recovered_); }
+
+absl::StatusOr<std::string> Spool::ReadRecords(uint64_t first, uint64_t last) const {
+  std::vector<std::string> paths;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const Segment& seg : segments_) {
+      if (seg.last >= first && seg.first <= last) paths.push_back(seg.path);
     }
   }
-  recovered_.clear();
-  recovered_.shrink_to_fit();
+  std::string out;
+  for (const std::string& path : paths) {
+    auto data = ReadFile(path, options_.segment_bytes + (64 << 20));
+    if (!data.ok()) return data.status();
+    audit::RecordReader reader(*data);
+    while (!reader.done()) {
+      size_t at = reader.offset();
+      auto payload = reader.Next();
+      if (!payload.ok()) break;  // the tail being written
+      uint64_t seq = SequenceOf(*payload);
+      if (seq > last) break;
+      if (seq >= first) out.append(*data, at, reader.offset() - at);
+    }
+  }
   return out;
 }
 
@@ -211,6 +233,7 @@ absl::Status Spool::Append(const EventChunk& chunk) {
     }
     Segment& seg = segments_.back();
     seg.bytes += chunk.records.size();
+    seg.count += chunk.count;
     seg.last = chunk.last_sequence;
     bytes_ += chunk.records.size();
     last_sequence_ = std::max(last_sequence_, chunk.last_sequence);

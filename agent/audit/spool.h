@@ -32,14 +32,18 @@ class Spool {
     size_t segment_bytes = 8 << 20;
     absl::Duration sync_interval = absl::Milliseconds(100);
     size_t journal_half_bytes = 16 << 20;  // agent/audit/journal.h
+    size_t chunk_bytes = 256 << 10;        // what was on disk is sent again in chunks of this size
   };
   // Opens (creating the directory 0700) and reads back what is there: the segments, then the
   // records of the journal that follow them (written to a new segment at once).
   static absl::StatusOr<std::unique_ptr<Spool>> Open(Options options);
   ~Spool();
 
-  // The records found on disk at Open, as chunks of at most `chunk_bytes`, oldest first (once).
-  std::vector<EventChunk> TakeRecovered(size_t chunk_bytes);
+  // What was on disk at Open, oldest first (once): chunks of at most Options::chunk_bytes, their
+  // records left on disk (`evicted`: ReadRecords brings them when they are sent).
+  std::vector<EventChunk> TakeRecovered();
+  // The records with sequences first..last, read back from the segments.
+  absl::StatusOr<std::string> ReadRecords(uint64_t first, uint64_t last) const;
   // The highest sequence on disk (0 when empty).
   uint64_t last_sequence() const;
   // The hash of the last record ever appended (kept in chain.head when the segments are gone),
@@ -67,9 +71,12 @@ class Spool {
     uint64_t first = 0;
     uint64_t last = 0;
     size_t bytes = 0;
+    size_t count = 0;  // records
   };
   explicit Spool(Options options) : options_(std::move(options)) {}
   absl::Status Recover();
+  // Adds the chunks `records` (read back) are sent in to recovered_.
+  void AddRecovered(absl::string_view records);
   absl::Status OpenSegmentLocked(uint64_t first) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CloseLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -82,8 +89,8 @@ class Spool {
   size_t bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t last_sequence_ ABSL_GUARDED_BY(mu_) = 0;
   std::string chain_head_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::string> recovered_;  // records read back at Open, one string per segment
   std::unique_ptr<Journal> journal_;
+  std::vector<EventChunk> recovered_;  // what Open found, as chunks without their records
 };
 
 }  // namespace sluice::agent

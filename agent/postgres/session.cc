@@ -402,6 +402,7 @@ class Session {
       if (!forwarded.ok()) co_return forwarded;
       EmitCompleted();
       FlushRecording();
+      if (audit_failed_) co_return co_await EndUnaudited();
       if (terminate) co_return absl::OkStatus();  // the client said goodbye (Terminate)
       absl::Status st = co_await from.ReadMore(limits().max_message_bytes + 5);
       if (!st.ok()) co_return st;
@@ -478,6 +479,7 @@ class Session {
       // its way to the client: the audit work is off the query's critical path.
       EmitCompleted();
       FlushRecording();
+      if (audit_failed_) co_return co_await EndUnaudited();
       absl::Status st = co_await from.ReadMore(limits().max_message_bytes + 5);
       if (!st.ok()) co_return st;
     }
@@ -1274,9 +1276,20 @@ class Session {
     if (recorder_.size() >= kRecordingFlushBytes) EmitJson("recording", "{}", false);
   }
 
+  // Fail closed: a session whose events cannot be recorded does not go on.
+  asio::awaitable<absl::Status> EndUnaudited() {
+    std::string wire = ErrorOrNotice::Make("FATAL", "53000",
+                                           "Sluice: the audit trail cannot take this session's events (the agent's "
+                                           "audit spool is full or failing); the session ends")
+                           .Encode('E');
+    co_await client_.Write(wire);
+    co_return absl::ResourceExhaustedError("audit buffer full: session ended unaudited");
+  }
+
   void EmitJson(absl::string_view type, absl::string_view json, bool failed) {
     std::string recording = recorder_.Take();
     if (!deps_.events->Emit(type, session_id_, json, failed, recording)) {
+      audit_failed_ = true;
       LogError("audit buffer full: an event of session ", session_id_, " could not be queued");
     }
   }
@@ -1308,6 +1321,7 @@ class Session {
   jwt::Identity identity_;
   bool started_session_ = false;
   bool logged_in_ = false;
+  bool audit_failed_ = false;  // an event could not be queued: the session ends
   int64_t statements_ = 0;
   std::string event_buffer_;  // the statement event being built, reused
   std::vector<StatementRecord> completed_;  // statements completed, their events not yet emitted
