@@ -144,6 +144,7 @@ std::string ControlClient::StatusJson() const {
                   {"in_flight", st.in_flight_events},
                   {"buffer_bytes", st.bytes},
                   {"unspooled", st.unspooled_events},
+                  {"evicted", st.evicted_events},
                   {"spool_bytes", st.spool_bytes},
                   {"spool_segments", st.spool_segments},
                   {"spool_error", st.spool_error}};
