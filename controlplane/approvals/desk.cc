@@ -148,6 +148,12 @@ absl::StatusOr<v1::Approval> ApprovalDesk::Decide(uint64_t id, const Approver& w
                                                       SelectorText(policy->approvers()), ")"));
     }
     if (approve && who.subject == a.subject() && who.issuer == a.issuer()) {
+      // Its own record, besides the refused call's: separation-of-duties evidence (AC-5).
+      store_
+          ->AppendAudit({0, now_ms, who.Display(), "Approval.refuse_self",
+                         absl::StrCat("Approval/", id), "PERMISSION_DENIED",
+                         "a requester cannot approve their own statement"})
+          .IgnoreError();
       return absl::PermissionDeniedError(absl::StrCat(
           "request ", id, " is yours (", who.Display(), "): a requester cannot approve their own statement"));
     }

@@ -179,9 +179,9 @@ grpc::ServerUnaryReactor* AdminServiceImpl::List(grpc::CallbackServerContext* ct
 grpc::ServerUnaryReactor* AdminServiceImpl::Delete(grpc::CallbackServerContext* ctx,
                                                    const v1::DeleteRequest* req,
                                                    v1::DeleteResponse* resp) {
-  return Run(ctx, "AdminService.Delete", Need::kAdmin, [this, req, resp](const Caller&, std::string* target) {
+  return Run(ctx, "AdminService.Delete", Need::kAdmin, [this, req, resp](const Caller& caller, std::string* target) {
     *target = absl::StrCat(req->kind().substr(0, 64), "/", req->name().substr(0, 64));
-    ASSIGN_OR_RETURN(uint64_t version, policy_->Delete(req->kind(), req->name()));
+    ASSIGN_OR_RETURN(uint64_t version, policy_->Delete(req->kind(), req->name(), caller.actor));
     resp->set_version(version);
     int pushed = hub_->PushState(policy_->state());
     LogInfo("policy version ", version, ": pushed to ", pushed, " agent(s)");

@@ -8,6 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/crypto.h"
+#include "common/log.h"
 #include "common/policy/resource.h"
 #include "common/policy/validation.h"
 #include "common/status_macros.h"
@@ -62,6 +63,7 @@ absl::Status PolicyManager::Apply(const v1::ApplyRequest& request, const std::st
 
   // Resolve "(redacted)" against what is stored, and find what actually changes.
   std::vector<StoredResource> changed;
+  std::vector<std::pair<std::string, bool>> changes;  // "Kind/name", created
   int created = 0, updated = 0, unchanged = 0;
   policy::ResourceNames after;
   for (const auto& p : state_->approval_policies) after.approval_policies.insert(p.name());
@@ -98,6 +100,7 @@ absl::Status PolicyManager::Apply(const v1::ApplyRequest& request, const std::st
     } else {
       ++created;
     }
+    changes.emplace_back(absl::StrCat(kind, "/", name), !existing.ok());
     StoredResource sr;
     sr.resource = r;
     std::string secret = policy::TakeSecret(&sr.resource);
@@ -137,6 +140,9 @@ absl::Status PolicyManager::Apply(const v1::ApplyRequest& request, const std::st
   }
   int64_t now_ms = absl::ToUnixMillis(absl::Now());
   ASSIGN_OR_RETURN(uint64_t version, store_->UpsertResources(changed, actor, now_ms));
+  for (const auto& [target, was_created] : changes) {
+    RecordChange(actor, was_created ? "Policy.create" : "Policy.update", target, version, now_ms);
+  }
   response->set_version(version);
   ASSIGN_OR_RETURN(state_, BuildState());
   return absl::OkStatus();
@@ -170,7 +176,15 @@ absl::StatusOr<v1::ListResponse> PolicyManager::List(const std::string& kind) {
   return out;
 }
 
-absl::StatusOr<uint64_t> PolicyManager::Delete(const std::string& kind, const std::string& name) {
+void PolicyManager::RecordChange(const std::string& actor, const char* action,
+                                 const std::string& target, uint64_t version, int64_t now_ms) {
+  auto st = store_->AppendAudit(
+      {0, now_ms, actor, action, target, "ok", absl::StrCat("policy version ", version)});
+  if (!st.ok()) LogError("cannot record ", action, " ", target, ": ", st.status().message());
+}
+
+absl::StatusOr<uint64_t> PolicyManager::Delete(const std::string& kind, const std::string& name,
+                                               const std::string& actor) {
   ASSIGN_OR_RETURN(std::string canonical, policy::CanonicalKind(kind));
   if (canonical == "ApprovalPolicy") {
     for (const auto& g : state_->guardrails) {
@@ -193,6 +207,8 @@ absl::StatusOr<uint64_t> PolicyManager::Delete(const std::string& kind, const st
     }
   }
   ASSIGN_OR_RETURN(uint64_t version, store_->DeleteResource(canonical, name));
+  RecordChange(actor, "Policy.delete", absl::StrCat(canonical, "/", name), version,
+               absl::ToUnixMillis(absl::Now()));
   ASSIGN_OR_RETURN(state_, BuildState());
   return version;
 }

@@ -25,14 +25,17 @@ class PolicyManager {
   absl::Status Load();
 
   // Validates `request` whole, then stores the documents that differ from what is stored, in one
-  // transaction. On a bad batch returns InvalidArgument and fills `response->errors`.
+  // transaction. On a bad batch returns InvalidArgument and fills `response->errors`. Each stored
+  // change, and each delete, gets its own audit record (Policy.create / Policy.update /
+  // Policy.delete, target "Kind/name", by `actor`).
   absl::Status Apply(const v1::ApplyRequest& request, const std::string& actor,
                      v1::ApplyResponse* response);
   // Secrets redacted.
   absl::StatusOr<v1::Resource> Get(const std::string& kind, const std::string& name);
   absl::StatusOr<v1::ListResponse> List(const std::string& kind);
   // Refuses (FailedPrecondition) to delete what another resource references.
-  absl::StatusOr<uint64_t> Delete(const std::string& kind, const std::string& name);
+  absl::StatusOr<uint64_t> Delete(const std::string& kind, const std::string& name,
+                                  const std::string& actor);
 
   std::shared_ptr<const PolicyState> state() const { return state_; }
 
@@ -43,6 +46,8 @@ class PolicyManager {
  private:
   absl::StatusOr<std::shared_ptr<const PolicyState>> BuildState();
   static std::string SecretAad(const v1::Resource& resource);
+  void RecordChange(const std::string& actor, const char* action, const std::string& target,
+                    uint64_t version, int64_t now_ms);
 
   Store* store_;
   std::string master_key_;

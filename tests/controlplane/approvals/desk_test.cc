@@ -4,6 +4,7 @@
 
 #include <filesystem>
 
+#include "absl/strings/str_cat.h"
 #include "controlplane/store/sqlite_store.h"
 
 namespace sluice::controlplane {
@@ -94,6 +95,13 @@ TEST_F(DeskTest, RequestersNonApproversAndExpiredRequestsAreRefused) {
   uint64_t id = Request("dora");
   EXPECT_EQ(desk_->Decide(id, Who("dora"), true, "", state_, 2000).status().code(),
             absl::StatusCode::kPermissionDenied);
+  // The refusal is its own audit record (separation-of-duties evidence).
+  auto records = store_->ListAudit(1);
+  ASSERT_TRUE(records.ok());
+  ASSERT_EQ(records->size(), 1u);
+  EXPECT_EQ((*records)[0].action, "Approval.refuse_self");
+  EXPECT_EQ((*records)[0].actor, "dora (idp)");
+  EXPECT_EQ((*records)[0].target, absl::StrCat("Approval/", id));
   auto st = desk_->Decide(id, Who("mallory", {"ci"}), true, "", state_, 2000).status();
   EXPECT_EQ(st.message(), "mallory (idp) is not an approver of ApprovalPolicy 'dba' (approvers: groups [dba])");
   // A deny by one approver decides at once, with the reason.

@@ -6,6 +6,7 @@
 
 #include <filesystem>
 
+#include "absl/strings/str_cat.h"
 #include "common/crypto.h"
 #include "common/policy/yaml_codec.h"
 #include "controlplane/store/sqlite_store.h"
@@ -137,16 +138,36 @@ TEST_F(PolicyManagerTest, ReferencedResourcesCannotBeDeleted) {
                     "kind: Guardrail\nname: g\nconnections: {names: [orders]}\nrules:\n"
                     "  - {match: ddl, action: require_approval, approval: dba}\n")
                   .ok());
-  auto st = manager_->Delete("approval_policy", "dba");
+  auto st = manager_->Delete("approval_policy", "dba", "tester");
   EXPECT_EQ(st.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(st.status().message(), HasSubstr("used by Guardrail 'g'"));
-  EXPECT_EQ(manager_->Delete("webhook", "pager").status().code(), absl::StatusCode::kFailedPrecondition);
-  ASSERT_TRUE(manager_->Delete("guardrail", "g").ok());
-  ASSERT_TRUE(manager_->Delete("approval_policy", "dba").ok());
-  auto v = manager_->Delete("webhook", "pager");
+  EXPECT_EQ(manager_->Delete("webhook", "pager", "tester").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(manager_->Delete("guardrail", "g", "tester").ok());
+  ASSERT_TRUE(manager_->Delete("approval_policy", "dba", "tester").ok());
+  auto v = manager_->Delete("webhook", "pager", "tester");
   ASSERT_TRUE(v.ok());
   EXPECT_EQ(*v, 4u);
-  EXPECT_EQ(manager_->Delete("webhook", "pager").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(manager_->Delete("webhook", "pager", "tester").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(PolicyManagerTest, EachStoredChangeIsAnAuditRecord) {
+  ASSERT_TRUE(Apply(kConnection).ok());
+  ASSERT_TRUE(Apply(kConnection).ok());  // unchanged: no record
+  std::string changed(kConnection);
+  changed.replace(changed.find("port: 5432"), 10, "port: 6432");
+  ASSERT_TRUE(Apply(changed).ok());
+  ASSERT_TRUE(manager_->Delete("connections", "orders", "remover").ok());
+  auto audit = store_->ListAudit(10);
+  ASSERT_TRUE(audit.ok());
+  std::vector<std::string> records;
+  for (const AuditRecord& r : *audit) {
+    records.push_back(absl::StrCat(r.actor, " ", r.action, " ", r.target, " ", r.detail));
+  }
+  EXPECT_THAT(records, ::testing::ElementsAre("remover Policy.delete Connection/orders policy version 3",
+                                              "tester Policy.update Connection/orders policy version 2",
+                                              "tester Policy.create Connection/orders policy version 1"));
 }
 
 TEST_F(PolicyManagerTest, RedactedMarkerWithoutAStoredSecretIsAnError) {
