@@ -315,6 +315,12 @@ class Session {
     start["rule"] = grant->rule;
     start["protocol"] = absl::StrCat("3.", protocol_minor_);
     start["application_name"] = startup.Get("application_name").value_or("");
+    AddTls(start, "", client_);
+    start["upstream_tls"] = upstream_.stream->is_tls();
+    AddTls(start, "upstream_", *upstream_.stream);
+    start["token_alg"] = identity->algorithm;
+    start["token_expires_unix"] = identity->expires_unix;
+    if (identity->issued_at_unix != 0) start["token_issued_unix"] = identity->issued_at_unix;
     Emit("session_start", start);
     started_session_ = true;
     // The recording starts with the first message after the login (the agent's cancel key in the
@@ -948,7 +954,7 @@ class Session {
                            : outcome.kind == ApprovalOutcome::kUnavailable ? "unavailable"
                                                                            : "denied";
     JsonObjectWriter w(&event_buffer_);
-    StatementEventHead(&w, h.sql, nullptr, h.extended);
+    StatementEventHead(&w, h.sql, &Statements().Get(h.sql), h.extended);
     w.Str("decision", decision)
         .Int("approval_id", static_cast<int64_t>(approval_id))
         .Str("guardrail", d.guardrail)
@@ -1264,6 +1270,15 @@ class Session {
                         {"groups", identity_.groups},
                         {"attribution", identity_.attribution}};
     return j;
+  }
+
+  // The negotiated TLS version and cipher of `s` as `<prefix>tls_version` / `<prefix>tls_cipher`
+  // (nothing in plaintext): evidence of the protection of each leg.
+  static void AddTls(nlohmann::json& j, const char* prefix, Stream& s) {
+    if (!s.is_tls()) return;
+    SSL* ssl = s.tls_stream().native_handle();
+    j[absl::StrCat(prefix, "tls_version")] = SSL_get_version(ssl);
+    j[absl::StrCat(prefix, "tls_cipher")] = SSL_get_cipher_name(ssl);
   }
 
   void Emit(const char* type, const nlohmann::json& body) {
