@@ -19,6 +19,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "cli/config.h"
+#include "cli/evidence_format.h"
 #include "cli/replay.h"
 #include "common/files.h"
 #include "common/policy/resource.h"
@@ -234,9 +235,10 @@ int ListAgents(AdminClient& client, const std::string& output) {
   return 0;
 }
 
-// "1h", "30m", "2d" (ago) or an RFC 3339 time; 0 for empty.
+// "1h", "30m", "2d" (ago), "now" or an RFC 3339 time; 0 for empty.
 absl::StatusOr<int64_t> ParseTimeArg(const std::string& text) {
   if (text.empty()) return 0;
+  if (text == "now") return absl::ToUnixMillis(absl::Now());
   absl::Duration d;
   std::string dur = text;
   if (!dur.empty() && dur.back() == 'd') {
@@ -247,7 +249,8 @@ absl::StatusOr<int64_t> ParseTimeArg(const std::string& text) {
   absl::Time t;
   std::string err;
   if (absl::ParseTime(absl::RFC3339_full, text, &t, &err)) return absl::ToUnixMillis(t);
-  return absl::InvalidArgumentError(absl::StrCat("'", text, "' is neither a duration (1h, 30m, 2d) nor an RFC 3339 time"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("'", text, "' is neither a duration (1h, 30m, 2d), now, nor an RFC 3339 time"));
 }
 
 std::string Time(int64_t unix_ms) {
@@ -446,6 +449,47 @@ int HoldSession(AdminClient& client, const std::string& id, const std::string& r
   } else {
     std::printf("session %s: under legal hold (%s); retention will not purge it\n", s.session_id().c_str(),
                 s.legal_hold().c_str());
+  }
+  return 0;
+}
+
+int ExportEvidence(AdminClient& client, const std::string& from, const std::string& to,
+                   const std::string& format, const std::string& output_file) {
+  if (format != "json" && format != "markdown" && format != "html") {
+    std::fprintf(stderr, "error: --format must be json, markdown or html, not '%s'\n",
+                 format.c_str());
+    return 2;
+  }
+  auto f = ParseTimeArg(from);
+  if (!f.ok()) return Fail(absl::StrCat("--from: ", f.status().message()));
+  auto t = ParseTimeArg(to);
+  if (!t.ok()) return Fail(absl::StrCat("--to: ", t.status().message()));
+  if (*t <= *f) {
+    return Fail(
+        absl::StrCat("--to (", Time(*t), " UTC) must be after --from (", Time(*f), " UTC)"));
+  }
+  v1::ExportEvidenceRequest req;
+  req.set_from_unix_ms(*f);
+  req.set_until_unix_ms(*t);
+  v1::ExportEvidenceResponse resp;
+  grpc::Status st = client.stub()->ExportEvidence(client.Context(300).get(), req, &resp);
+  if (!st.ok()) return FailRpc(st);
+  auto text = RenderEvidence(resp.json(), format);
+  if (!text.ok()) return Fail(std::string(text.status().message()));
+  if (output_file.empty()) {
+    std::fwrite(text->data(), 1, text->size(), stdout);
+  } else {
+    // The report holds statement texts and identities: readable by its owner only.
+    absl::Status written = WriteFileAtomic(output_file, *text, 0600);
+    if (!written.ok()) return Fail(absl::StrCat("--output: ", written.message()));
+    std::fprintf(stderr, "evidence for %s .. %s UTC written to %s\n", Time(*f).c_str(),
+                 Time(*t).c_str(), output_file.c_str());
+  }
+  if (!resp.verified()) {
+    std::fprintf(
+        stderr,
+        "error: the audit chain does not verify for this window (see verify in the report)\n");
+    return 1;
   }
   return 0;
 }
@@ -672,6 +716,21 @@ int main(int argc, char** argv) {
   verify->add_option("--to", verify_to, "... and before: same forms");
   verify->add_option("-o,--output", output, "table or json");
 
+  std::string evidence_from, evidence_to, evidence_format = "json", evidence_file;
+  auto* evidence =
+      app.add_subcommand("evidence", "NIST SP 800-53 evidence from the control plane's store");
+  evidence->require_subcommand(1);
+  auto* eexport = evidence->add_subcommand("export",
+                                           "the evidence report of a time window, by control (exit "
+                                           "status 1 when the audit chain does not verify)");
+  eexport->add_option("--from", evidence_from, "window start: 1h, 2d (ago), or an RFC 3339 time")
+      ->required();
+  eexport->add_option("--to", evidence_to, "window end (exclusive): same forms, or now")
+      ->required();
+  eexport->add_option("--format", evidence_format, "json (default), markdown or html");
+  eexport->add_option("--output", evidence_file,
+                      "write the report to this file (0600) instead of stdout");
+
   std::string subject, groups, token_ttl;
   std::vector<std::string> claims;
   auto* token = app.add_subcommand(
@@ -713,6 +772,8 @@ int main(int argc, char** argv) {
   if (token->parsed()) return MintToken(c, subject, groups, token_ttl, claims);
   if (alist->parsed()) return ListApprovals(c, status, limit, output);
   if (verify->parsed()) return VerifyAudit(c, verify_from, verify_to, output);
+  if (eexport->parsed())
+    return ExportEvidence(c, evidence_from, evidence_to, evidence_format, evidence_file);
   if (ashow->parsed()) return ShowApproval(c, approval_id, output);
   if (aapprove->parsed()) return DecideApproval(c, approval_id, true, reason);
   if (adeny->parsed()) return DecideApproval(c, approval_id, false, reason);

@@ -15,6 +15,7 @@
 #include "common/policy/selectors.h"
 #include "common/policy/validation.h"
 #include "common/status_macros.h"
+#include "controlplane/evidence/report.h"
 #include "controlplane/service/retention.h"
 
 namespace sluice::controlplane {
@@ -332,7 +333,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::VerifyAudit(grpc::CallbackServerCont
                                                         const v1::VerifyAuditRequest* req,
                                                         v1::VerifyAuditResponse* resp) {
   return Run(ctx, "AdminService.VerifyAudit", Need::kRead, [this, req, resp](const Caller&, std::string* target) {
-    ASSIGN_OR_RETURN(*resp, store_->VerifyAudit(*req));
+    ASSIGN_OR_RETURN(*resp, store_->VerifyAudit(*req, nullptr));
     *target = resp->ok() ? absl::StrCat("ok: ", resp->records(), " records")
                          : absl::StrCat("FAILED: ", resp->first_problem().substr(0, 500));
     return absl::OkStatus();
@@ -361,6 +362,28 @@ grpc::ServerUnaryReactor* AdminServiceImpl::PurgeExpired(grpc::CallbackServerCon
   return Run(ctx, "AdminService.PurgeExpired", Need::kAdmin, [this, req, resp](const Caller& caller, std::string* target) {
     ASSIGN_OR_RETURN(*resp, RunRetention(store_, *policy_->state(), caller.actor, req->dry_run(), NowUnixMs()));
     *target = absl::StrCat(req->dry_run() ? "dry run: " : "", resp->sessions(), " sessions due, ", resp->held(), " held");
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ExportEvidence(grpc::CallbackServerContext* ctx,
+                                                           const v1::ExportEvidenceRequest* req,
+                                                           v1::ExportEvidenceResponse* resp) {
+  return Run(ctx, "AdminService.ExportEvidence", Need::kRead, [this, req, resp](const Caller&, std::string* target) {
+    evidence::ReportOptions options;
+    options.now_ms = NowUnixMs();
+    options.from_ms = req->from_unix_ms();
+    options.until_ms = req->until_unix_ms() == 0 ? options.now_ms : req->until_unix_ms();
+    *target = absl::StrCat("window ", options.from_ms, "..", options.until_ms);
+    if (options.from_ms <= 0) {
+      return absl::InvalidArgumentError("from_unix_ms: required (the start of the window)");
+    }
+    if (options.until_ms <= options.from_ms) {
+      return absl::InvalidArgumentError("the window's end (until_unix_ms) must be after its start (from_unix_ms)");
+    }
+    ASSIGN_OR_RETURN(nlohmann::ordered_json report, evidence::BuildReport(*store_, options));
+    resp->set_verified(report["verify"]["ok"].get<bool>());
+    resp->set_json(report.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
     return absl::OkStatus();
   });
 }

@@ -82,6 +82,9 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
                                         v1::SessionSummary* resp) override;
   grpc::ServerUnaryReactor* PurgeExpired(grpc::CallbackServerContext* ctx, const v1::PurgeExpiredRequest* req,
                                          v1::PurgeExpiredResponse* resp) override;
+  grpc::ServerUnaryReactor* ExportEvidence(grpc::CallbackServerContext* ctx,
+                                           const v1::ExportEvidenceRequest* req,
+                                           v1::ExportEvidenceResponse* resp) override;
 
   // What a call needs: admin (changes), read (admin or auditor), approvals (admin, auditor or
   // approver), decide (an approver's own OIDC identity).

@@ -1011,7 +1011,8 @@ absl::StatusOr<v1::PurgeExpiredResponse> SqliteStore::PurgeSessions(const PurgeR
   return out;
 }
 
-absl::StatusOr<v1::VerifyAuditResponse> SqliteStore::VerifyAudit(const v1::VerifyAuditRequest& req) {
+absl::StatusOr<v1::VerifyAuditResponse> SqliteStore::VerifyAudit(const v1::VerifyAuditRequest& req,
+                                                                 const EventVisitor& visit) {
   absl::MutexLock lock(&mu_);
   v1::VerifyAuditResponse out;
   absl::flat_hash_map<std::string, std::string> keys;
@@ -1086,7 +1087,8 @@ absl::StatusOr<v1::VerifyAuditResponse> SqliteStore::VerifyAudit(const v1::Verif
         }
         if (loaded->second.empty()) recordings.erase(loaded);
       }
-      if (!head.empty() && e.prev_hash() != head && in_window(e.time_unix_ms())) {
+      const bool linked = head.empty() || e.prev_hash() == head;
+      if (!linked && in_window(e.time_unix_ms())) {
         problem(absl::StrCat("agent ", agent, ": the chain breaks at sequence ", e.sequence(), " (chunk ", chunk,
                              "): ", e.prev_hash().empty() ? "it starts a new chain (no prev_hash) after sequence "
                                                           : "its prev_hash does not match the record before it (sequence ",
@@ -1111,10 +1113,75 @@ absl::StatusOr<v1::VerifyAuditResponse> SqliteStore::VerifyAudit(const v1::Verif
           out.set_signed_through(std::max<uint64_t>(out.signed_through(), c->sequence));
         }
       }
+      if (visit) visit(agent, e, linked);
     }
   }
   out.set_ok(out.problems() == 0);
   return out;
+}
+
+absl::Status SqliteStore::VisitAudit(int64_t from_ms, int64_t until_ms,
+                                     const std::function<void(const AuditRecord&)>& visit) {
+  absl::MutexLock lock(&mu_);
+  Stmt s(db_,
+         "SELECT id, time_ms, actor, action, target, outcome, detail FROM audit_events "
+         "WHERE time_ms >= ?1 AND time_ms < ?2 ORDER BY time_ms, id");
+  RETURN_IF_ERROR(s.status());
+  s.Bind(1, from_ms).Bind(2, until_ms);
+  int rc;
+  while ((rc = s.Step()) == SQLITE_ROW) {
+    visit({s.Int(0), s.Int(1), s.Text(2), s.Text(3), s.Text(4), s.Text(5), s.Text(6)});
+  }
+  if (rc != SQLITE_DONE) return absl::InternalError(absl::StrCat("sqlite: ", sqlite3_errmsg(db_)));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<v1::SessionSummary>> SqliteStore::FindSessions(
+    const std::vector<std::string>& session_ids) {
+  absl::MutexLock lock(&mu_);
+  std::string sql = absl::StrCat("SELECT ", kSessionColumns, " WHERE session_id = ?1");
+  Stmt s(db_, sql.c_str());
+  RETURN_IF_ERROR(s.status());
+  std::vector<v1::SessionSummary> out;
+  for (const std::string& id : session_ids) {
+    s.Reset();
+    s.Bind(1, id);
+    if (s.Step() == SQLITE_ROW) out.push_back(ReadSession(s));
+  }
+  return out;
+}
+
+absl::StatusOr<RecordsHeld> SqliteStore::Held() {
+  absl::MutexLock lock(&mu_);
+  RecordsHeld out;
+  Stmt e(db_, "SELECT COALESCE(MIN(first_time_ms), 0) FROM event_chunks");
+  RETURN_IF_ERROR(e.status());
+  if (e.Step() == SQLITE_ROW) out.oldest_event_ms = e.Int(0);
+  Stmt a(db_, "SELECT COALESCE(MIN(time_ms), 0), COUNT(*) FROM audit_events");
+  RETURN_IF_ERROR(a.status());
+  if (a.Step() == SQLITE_ROW) {
+    out.oldest_audit_ms = a.Int(0);
+    out.audit_records = a.Int(1);
+  }
+  return out;
+}
+
+absl::Status SqliteStore::VisitApprovals(int64_t from_ms, int64_t until_ms,
+                                         const std::function<void(const v1::Approval&)>& visit) {
+  absl::MutexLock lock(&mu_);
+  Stmt s(
+      db_,
+      "SELECT id, spec, agent_request_id FROM approvals WHERE created_ms >= ?1 AND created_ms < ?2 "
+      "ORDER BY created_ms, id");
+  RETURN_IF_ERROR(s.status());
+  s.Bind(1, from_ms).Bind(2, until_ms);
+  int rc;
+  while ((rc = s.Step()) == SQLITE_ROW) {
+    ASSIGN_OR_RETURN(ApprovalRecord r, ReadApproval(s));
+    visit(r.approval);
+  }
+  if (rc != SQLITE_DONE) return absl::InternalError(absl::StrCat("sqlite: ", sqlite3_errmsg(db_)));
+  return absl::OkStatus();
 }
 
 }  // namespace sluice::controlplane

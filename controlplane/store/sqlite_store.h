@@ -50,7 +50,15 @@ class SqliteStore : public Store {
   absl::StatusOr<v1::PurgeExpiredResponse> PurgeSessions(const PurgeRequest& request) override;
   using Store::GetSession;
   absl::StatusOr<v1::SessionDetail> GetSession(const v1::GetSessionRequest& request) override;
-  absl::StatusOr<v1::VerifyAuditResponse> VerifyAudit(const v1::VerifyAuditRequest& request) override;
+  absl::StatusOr<v1::VerifyAuditResponse> VerifyAudit(const v1::VerifyAuditRequest& request,
+                                                      const EventVisitor& visit) override;
+  absl::Status VisitAudit(int64_t from_ms, int64_t until_ms,
+                          const std::function<void(const AuditRecord&)>& visit) override;
+  absl::StatusOr<std::vector<v1::SessionSummary>> FindSessions(
+      const std::vector<std::string>& session_ids) override;
+  absl::StatusOr<RecordsHeld> Held() override;
+  absl::Status VisitApprovals(int64_t from_ms, int64_t until_ms,
+                              const std::function<void(const v1::Approval&)>& visit) override;
   absl::Status RegisterAuditKey(const std::string& id, const std::string& public_key, bool replace) override;
   absl::StatusOr<uint64_t> CreateApproval(const ApprovalRecord& record) override;
   absl::StatusOr<ApprovalRecord> GetApproval(uint64_t id) override;

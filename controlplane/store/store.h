@@ -77,6 +77,20 @@ struct PurgeRequest {
   size_t max_sessions = 10000;  // per run; the rest wait for the next one
 };
 
+// What the store holds, for retention evidence (0 when there is nothing).
+struct RecordsHeld {
+  int64_t oldest_event_ms = 0;  // the oldest stored agent event
+  int64_t oldest_audit_ms = 0;  // the oldest control-plane audit record
+  int64_t audit_records = 0;
+};
+
+// Sees each stored agent event as VerifyAudit reads it, every agent's in sequence order.
+// `linked`: its prev_hash names the record before it (true for an agent's first record; false
+// where the chain breaks or a new chain starts). It runs inside the store's call: it must not
+// call the store.
+using EventVisitor =
+    std::function<void(const std::string& agent_id, const v1::AuditEvent& event, bool linked)>;
+
 // An approval request as stored, with what only the control plane needs.
 struct ApprovalRecord {
   v1::Approval approval;
@@ -151,8 +165,18 @@ class Store {
   // their recordings, and their events, which stay in the hash chain as purged records (type
   // "purged", the body gone, purged_hash = the hash they had). One audit record says what went.
   virtual absl::StatusOr<v1::PurgeExpiredResponse> PurgeSessions(const PurgeRequest& request) = 0;
-  // Re-verifies every stored agent event (checksums and hash chains) from storage.
-  virtual absl::StatusOr<v1::VerifyAuditResponse> VerifyAudit(const v1::VerifyAuditRequest& request) = 0;
+  // Re-verifies every stored agent event (checksums and hash chains) from storage. `visit` (may
+  // be empty) sees every event that decodes, in the same pass.
+  virtual absl::StatusOr<v1::VerifyAuditResponse> VerifyAudit(const v1::VerifyAuditRequest& request,
+                                                              const EventVisitor& visit) = 0;
+  // Control-plane audit records with time in [from_ms, until_ms), oldest first. (Visitors, here
+  // and below, run inside the call: they must not call the store.)
+  virtual absl::Status VisitAudit(int64_t from_ms, int64_t until_ms,
+                                  const std::function<void(const AuditRecord&)>& visit) = 0;
+  // The index entries of these sessions (those that exist).
+  virtual absl::StatusOr<std::vector<v1::SessionSummary>> FindSessions(
+      const std::vector<std::string>& session_ids) = 0;
+  virtual absl::StatusOr<RecordsHeld> Held() = 0;
 
   // Approval requests. Create assigns the id (returned, and set in the stored approval).
   virtual absl::StatusOr<uint64_t> CreateApproval(const ApprovalRecord& record) = 0;
@@ -165,6 +189,9 @@ class Store {
   // The request an agent knows as `agent_request_id`; NotFound when there is none.
   virtual absl::StatusOr<ApprovalRecord> FindApproval(const std::string& agent_id,
                                                       const std::string& agent_request_id) = 0;
+  // Requests created in [from_ms, until_ms), oldest first.
+  virtual absl::Status VisitApprovals(int64_t from_ms, int64_t until_ms,
+                                      const std::function<void(const v1::Approval&)>& visit) = 0;
   // Pending requests whose expiry is at or before `now_ms`.
   virtual absl::StatusOr<std::vector<ApprovalRecord>> DueApprovals(int64_t now_ms) = 0;
 };

@@ -7,6 +7,7 @@
 
 #include "common/audit/records.h"
 #include "controlplane/store/migrations.h"
+#include "tests/controlplane/store/event_chain.h"
 
 namespace sluice::controlplane {
 namespace {
@@ -166,40 +167,6 @@ TEST(SqliteStore, AckClearsAnOlderNack) {
   EXPECT_EQ(a.last_nack_error, "");
 }
 
-v1::AuditEvent Event(uint64_t sequence, const std::string& type, const std::string& session,
-                     const std::string& json, bool failed = false) {
-  v1::AuditEvent e;
-  e.set_sequence(sequence);
-  e.set_time_unix_ms(static_cast<int64_t>(sequence) * 10);
-  e.set_type(type);
-  e.set_session_id(session);
-  e.set_json(json);
-  e.set_failed(failed);
-  return e;
-}
-
-// Links events the way an agent does: each event's prev_hash is the SHA-256 of the record payload
-// of the event one sequence before it (events are built again, identically, when resent).
-class Chain {
- public:
-  EventBatch BatchOf(std::vector<v1::AuditEvent> events) {
-    EventBatch b;
-    for (auto& e : events) {
-      auto it = hashes_.find(e.sequence() - 1);
-      e.set_prev_hash(it == hashes_.end() ? "" : it->second);
-      std::string payload = e.SerializeAsString();
-      hashes_[e.sequence()] = audit::ChainHash(payload);
-      b.offsets.push_back(b.records.size());
-      audit::AppendRecord(&b.records, payload);
-    }
-    b.events = std::move(events);
-    return b;
-  }
-
- private:
-  std::map<uint64_t, std::string> hashes_;
-};
-
 std::unique_ptr<SqliteStore> StoreWithAgent(const std::string& name) {
   auto store = *SqliteStore::Open(FreshPath(name));
   EXPECT_TRUE(store->CreateEnrollment({"h", "a", {{"k", "v"}}, 0, 1000, {}}).ok());
@@ -286,7 +253,7 @@ TEST(SqliteStore, TheHashChainIsCheckedOnIngestAndVerifiedFromStorage) {
   std::vector<v1::AuditEvent> second;
   for (uint64_t s = 6; s <= 8; ++s) second.push_back(Event(s, "statement", "s1", "{}"));
   ASSERT_TRUE(store->AppendAgentEvents("a", chain.BatchOf(second)).ok());
-  auto verified = store->VerifyAudit({});
+  auto verified = store->VerifyAudit({}, nullptr);
   ASSERT_TRUE(verified.ok()) << verified.status();
   EXPECT_TRUE(verified->ok()) << verified->first_problem();
   EXPECT_EQ(verified->records(), 8u);
@@ -331,7 +298,7 @@ TEST(SqliteStore, TheHashChainIsCheckedOnIngestAndVerifiedFromStorage) {
     sqlite3_finalize(q);
   }
   sqlite3_close(db);
-  verified = store->VerifyAudit({});
+  verified = store->VerifyAudit({}, nullptr);
   ASSERT_TRUE(verified.ok());
   EXPECT_FALSE(verified->ok());
   EXPECT_EQ(verified->problems(), 1u);
@@ -371,7 +338,7 @@ TEST(SqliteStore, RecordingsAreKeptApartAndPurgedSessionsKeepTheChain) {
   req.set_after_sequence(3);
   EXPECT_EQ(store->GetSession(req)->events_size(), 1);
   // The event store itself holds the events without them; verify puts them back.
-  auto v = store->VerifyAudit({});
+  auto v = store->VerifyAudit({}, nullptr);
   ASSERT_TRUE(v.ok() && v->ok()) << v->first_problem();
   EXPECT_EQ(v->recording_slices(), 4u);
 
@@ -391,12 +358,12 @@ TEST(SqliteStore, RecordingsAreKeptApartAndPurgedSessionsKeepTheChain) {
   req.set_session_id("s2");
   req.set_after_sequence(0);
   EXPECT_EQ(store->GetSession(req)->events(1).recording(), "rec-two-statement");
-  v = store->VerifyAudit({});
+  v = store->VerifyAudit({}, nullptr);
   ASSERT_TRUE(v.ok() && v->ok()) << v->first_problem();
   EXPECT_EQ(v->purged(), 3u);
   // The chain goes on after the purge.
   ASSERT_TRUE(store->AppendAgentEvents("a", chain.BatchOf({Event(7, "statement", "s2", "{}")})).ok());
-  EXPECT_TRUE(store->VerifyAudit({})->ok());
+  EXPECT_TRUE(store->VerifyAudit({}, nullptr)->ok());
   // Only the control plane purges: an agent's event that claims it is refused.
   v1::AuditEvent claim = Event(8, "statement", "s2", "{}");
   claim.set_purged_hash(std::string(32, 'p'));
