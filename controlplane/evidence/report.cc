@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -319,6 +320,9 @@ class Collector {
   int64_t blocked_ = 0, alerted_ = 0, held_not_run_ = 0, approvals_at_agents_ = 0;
   int64_t ddl_ran_ = 0, ddl_with_approval_ = 0, ddl_stopped_ = 0;
   int64_t checkpoints_ = 0;
+  int64_t purged_ = 0;  // events of sessions retention purged (their bodies are gone)
+  int64_t recorded_events_ = 0, recording_bytes_ = 0;
+  absl::flat_hash_set<std::string> recorded_sessions_;
 
   // Evidence lists.
   Listed decisions_, denials_, statement_denials_, writes_, clients_list_, tls_list_,
@@ -330,12 +334,12 @@ class Collector {
   std::map<std::string, int64_t> approver_votes_;
   int64_t votes_ = 0;
   int64_t webhook_deliveries_ = 0, webhook_failures_ = 0;
-  Listed approvals_list_, self_refused_list_, issuer_changes_, policy_changes_;
+  Listed approvals_list_, self_refused_list_, issuer_changes_, policy_changes_, purges_, holds_;
   int64_t admin_calls_ = 0, admin_refused_ = 0, admin_unauthenticated_ = 0,
           audit_ingest_refused_ = 0, audit_key_mismatch_ = 0, approvals_expired_ = 0,
           audit_records_ = 0;
   Counts admin_refused_by_outcome_;
-  std::vector<StoredResource> issuers_, connections_, webhooks_;
+  std::vector<StoredResource> issuers_, connections_, webhooks_, retention_;
   std::vector<AgentRecord> enrolled_;
   RecordsHeld held_;
 };
@@ -368,6 +372,11 @@ void Collector::Visit(const std::string& agent, const v1::AuditEvent& e, bool li
   }
   ++events_;
   ++events_by_type_[e.type()];
+  if (e.recording_bytes() > 0) {
+    ++recorded_events_;
+    recording_bytes_ += e.recording_bytes();
+    recorded_sessions_.insert(e.session_id());
+  }
   Cite(kAU2, id);
   Sample(agent, id, e);
   if (!e.session_id().empty()) {
@@ -389,6 +398,9 @@ void Collector::Visit(const std::string& agent, const v1::AuditEvent& e, bool li
     Alert(id, e);
   } else if (type == "approval") {
     Approval(id, e);
+  } else if (type == "purged") {
+    ++purged_;
+    Cite(kAU11, id);
   } else if (type == "checkpoint") {
     ++checkpoints_;
     ++a.checkpoints;
@@ -756,6 +768,11 @@ void Collector::AuditRecord(const controlplane::AuditRecord& r) {
   }
   if (r.action == "Audit.refused") ++audit_ingest_refused_;
   if (r.action == "Audit.key_mismatch") ++audit_key_mismatch_;
+  if (r.action == "Retention.purge") Add(purges_, entry());
+  if (r.outcome == "ok" &&
+      (r.action == "AdminService.HoldSession" || r.action == "AdminService.ReleaseHold")) {
+    Add(holds_, entry());
+  }
 }
 
 absl::Status Collector::Finish(Store& store) {
@@ -800,6 +817,7 @@ absl::Status Collector::Finish(Store& store) {
   ASSIGN_OR_RETURN(issuers_, store.ListResources("Issuer"));
   ASSIGN_OR_RETURN(connections_, store.ListResources("Connection"));
   ASSIGN_OR_RETURN(webhooks_, store.ListResources("Webhook"));
+  ASSIGN_OR_RETURN(retention_, store.ListResources("RetentionPolicy"));
   ASSIGN_OR_RETURN(enrolled_, store.ListAgents());
   ASSIGN_OR_RETURN(held_, store.Held());
   return absl::OkStatus();
@@ -1036,6 +1054,8 @@ Json Collector::Report(const v1::VerifyAuditResponse& verify) {
     counts[kAU9]["checkpoints_in_window"] = checkpoints_;
     counts[kAU9]["ingest_refusals"] = audit_ingest_refused_;
     counts[kAU9]["audit_key_mismatches"] = audit_key_mismatch_;
+    counts[kAU9]["recording_slices_verified"] = verify.recording_slices();
+    counts[kAU9]["purged_records"] = verify.purged();
     evidence[kAU9]["verify_ok"] = verify.ok();
     evidence[kAU9]["first_problem"] = verify.first_problem();
     evidence[kAU9]["signed_through"] = verify.signed_through();
@@ -1081,17 +1101,63 @@ Json Collector::Report(const v1::VerifyAuditResponse& verify) {
   }
   // AU-11
   {
+    // How long each connection's sessions are kept: the longest `keep` of the RetentionPolicies
+    // selecting it (controlplane/service/retention.h); none selects it = kept for good.
+    Json policies = Json::array();
+    for (const StoredResource& r : retention_) {
+      const v1::RetentionPolicy& p = r.resource.retention_policy();
+      Json j;
+      j["name"] = p.name();
+      j["connections"]["names"] =
+          std::vector<std::string>(p.connections().names().begin(), p.connections().names().end());
+      j["connections"]["tags"] = std::map<std::string, std::string>(p.connections().tags().begin(),
+                                                                    p.connections().tags().end());
+      j["keep_s"] = p.keep().seconds();
+      j["last_changed"] = Rfc3339(r.resource.meta().updated_unix_ms());
+      j["last_changed_by"] = r.resource.meta().updated_by();
+      policies.push_back(std::move(j));
+    }
+    Json kept = Json::array();
+    for (const StoredResource& c : connections_) {
+      int64_t keep = 0;
+      for (const StoredResource& r : retention_) {
+        const v1::RetentionPolicy& p = r.resource.retention_policy();
+        if (policy::SelectsConnection(p.connections(), c.resource.connection())) {
+          keep = std::max<int64_t>(keep, p.keep().seconds());
+        }
+      }
+      Json j;
+      j["connection"] = c.resource.connection().name();
+      j["keep_s"] = keep == 0 ? Json("forever") : Json(keep);
+      kept.push_back(std::move(j));
+    }
+    counts[kAU11]["retention_policies"] = retention_.size();
+    counts[kAU11]["sessions_on_legal_hold"] = held_.legal_holds;
+    counts[kAU11]["legal_hold_changes"] = holds_.items.size() + holds_.left_out;
+    counts[kAU11]["purges"] = purges_.items.size() + purges_.left_out;
+    counts[kAU11]["purged_records_in_window"] = purged_;
+    counts[kAU11]["purged_records_held"] = verify.purged();
     counts[kAU11]["oldest_event"] =
         held_.oldest_event_ms == 0 ? Json(nullptr) : Json(Rfc3339(held_.oldest_event_ms));
     counts[kAU11]["oldest_audit_record"] =
         held_.oldest_audit_ms == 0 ? Json(nullptr) : Json(Rfc3339(held_.oldest_audit_ms));
     counts[kAU11]["event_records_held"] = verify.records();
     counts[kAU11]["audit_records_held"] = held_.audit_records;
+    evidence[kAU11]["retention_policies"] = std::move(policies);
+    evidence[kAU11]["retention_per_connection_now"] = std::move(kept);
+    purges_.Into(evidence[kAU11], "purges");
+    holds_.Into(evidence[kAU11], "legal_hold_changes");
     summary[kAU11] = absl::StrCat(
-        "oldest event held ", held_.oldest_event_ms == 0 ? "none" : Rfc3339(held_.oldest_event_ms),
-        "; retention setting and legal hold not yet available");
-    not_recorded(kAU11, "retention period", "retention is not built yet: every record is kept");
-    not_recorded(kAU11, "legal hold", "legal hold is not built yet");
+        retention_.size(), " retention polic", retention_.size() == 1 ? "y" : "ies", ", ",
+        held_.legal_holds, " session(s) on legal hold, ", counts[kAU11]["purges"].get<int64_t>(),
+        " purge(s) in the window; oldest event held ",
+        held_.oldest_event_ms == 0 ? "none" : Rfc3339(held_.oldest_event_ms));
+    if (purged_ > 0) {
+      not_recorded(kAU11, absl::StrCat("the content of ", purged_, " event(s) in the window"),
+                   "retention purged their sessions; they stay in the chain as purged records "
+                   "(their hash kept), "
+                   "so the other controls do not count them");
+    }
   }
   // AU-12
   {
@@ -1275,11 +1341,14 @@ Json Collector::Report(const v1::VerifyAuditResponse& verify) {
       m[name]["masked_rows"] = h.rows;
     }
     counts[kSC28]["masking_by_rule"] = std::move(m);
+    counts[kSC28]["sessions_recorded"] = recorded_sessions_.size();
+    counts[kSC28]["recorded_events"] = recorded_events_;
+    counts[kSC28]["recording_bytes"] = recording_bytes_;
     evidence[kSC28]["connection_credentials"] = std::move(list);
     summary[kSC28] =
         absl::StrCat(sealed, " connection secret(s) encrypted at rest, ", on_agents,
-                     " held on agents; ", masked_statements_, " statement(s) with masked results");
-    not_recorded(kSC28, "session recordings", "session recordings are not built yet");
+                     " held on agents; ", masked_statements_, " statement(s) with masked results; ",
+                     recorded_sessions_.size(), " session(s) recorded (after masking)");
   }
   // SI-4
   {
@@ -1327,6 +1396,8 @@ Json Collector::Report(const v1::VerifyAuditResponse& verify) {
   v["first_problem"] = verify.first_problem();
   v["checkpoints"] = verify.checkpoints();
   v["signed_through"] = verify.signed_through();
+  v["recording_slices"] = verify.recording_slices();
+  v["purged"] = verify.purged();
   report["verify"] = std::move(v);
   report["controls"] = Json::array();
   for (size_t i = 0; i < kControls; ++i) {

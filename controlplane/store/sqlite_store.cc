@@ -1163,6 +1163,9 @@ absl::StatusOr<RecordsHeld> SqliteStore::Held() {
     out.oldest_audit_ms = a.Int(0);
     out.audit_records = a.Int(1);
   }
+  Stmt h(db_, "SELECT COUNT(*) FROM legal_holds");
+  RETURN_IF_ERROR(h.status());
+  if (h.Step() == SQLITE_ROW) out.legal_holds = h.Int(0);
   return out;
 }
 

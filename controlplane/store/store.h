@@ -82,6 +82,7 @@ struct RecordsHeld {
   int64_t oldest_event_ms = 0;  // the oldest stored agent event
   int64_t oldest_audit_ms = 0;  // the oldest control-plane audit record
   int64_t audit_records = 0;
+  int64_t legal_holds = 0;  // sessions under a legal hold now
 };
 
 // Sees each stored agent event as VerifyAudit reads it, every agent's in sequence order.

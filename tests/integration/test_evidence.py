@@ -2,7 +2,8 @@
 sessions runs through a real agent and PostgreSQL inside a window (two identities allowed, a
 caller with no access rule, a bad token, a write on a read grant, a guardrail block, a masked
 read, a DDL statement approved, an update denied, a self-approval refused and then approved by
-someone else, an Issuer added); a session before the window and one after it. The test counts
+someone else, an Issuer added, a session put under legal hold); a session before the window and
+one after it. The test counts
 what it ran and checks the exact counts per control in the JSON export, the markdown and HTML
 renderings, who may export, and the CLI's errors."""
 
@@ -42,6 +43,11 @@ rules:
   - {match: delete_without_where, action: block}
   - {match: update_without_where, action: require_approval, approval: dba-on-call}
   - {match: drop_table, action: require_approval, approval: dba-on-call}
+---
+kind: RetentionPolicy
+name: prod-long
+connections: {tags: {env: prod}}
+keep: 30d
 ---
 kind: MaskingRule
 name: pii
@@ -110,6 +116,10 @@ class EvidenceTest(unittest.TestCase):
         r = cls.psql("DELETE FROM items", "alice", ["dev"])  # blocked by the guardrail
         assert "blocked by guardrail" in r.stderr, r.stderr
         cls.run_ok("SELECT 1", "bob", ["reader"])
+        # Bob's session goes under a legal hold (AU-11).
+        bob = wait_for(lambda: json.loads(cls.cp.ctl("sessions", "list", "--identity", "bob", "-o", "json").stdout)
+                       .get("sessions"), what="bob's session in the store")
+        cls.cp.ctl("sessions", "hold", bob[0]["session_id"], "--reason", "case 7")
         r = cls.psql(READ_GRANT_WRITE, "bob", ["reader"])  # a write on a read grant
         assert "is read-only" in r.stderr, r.stderr
         r = cls.psql("SELECT 1", "carol", ["nobody"])  # no access rule
@@ -303,7 +313,12 @@ class EvidenceTest(unittest.TestCase):
 
         au11 = self.control(r, "AU-11")
         self.assertLess(au11["counts"]["oldest_event"][:23], rfc3339(self.from_ms)[:23])
-        self.assertEqual({n["what"] for n in au11["not_recorded"]}, {"retention period", "legal hold"})
+        c = au11["counts"]
+        self.assertEqual((c["retention_policies"], c["sessions_on_legal_hold"], c["legal_hold_changes"], c["purges"],
+                          c["purged_records_in_window"]), (1, 1, 1, 0, 0))
+        self.assertEqual(au11["evidence"]["retention_per_connection_now"], [{"connection": "demo", "keep_s": 30 * 86400}])
+        self.assertEqual(au11["evidence"]["legal_hold_changes"][0]["action"], "AdminService.HoldSession")
+        self.assertEqual(au11["not_recorded"], [])
 
         c = self.control(r, "AU-12")["counts"]
         self.assertEqual((c["agents_enrolled"], c["agents_reporting"], c["sequence_gaps"]), (1, 1, 0))
@@ -344,6 +359,9 @@ class EvidenceTest(unittest.TestCase):
         c = self.control(r, "SC-28")["counts"]
         self.assertEqual((c["connections"], c["connection_secrets_encrypted"], c["masked_statements"], c["masked_rows"]),
                          (1, 1, 1, 2))
+        self.assertEqual(c["sessions_recorded"], granted)  # the agent records every session it lets in
+        self.assertEqual(self.control(r, "SC-28")["not_recorded"], [])
+        self.assertGreater(self.control(r, "AU-9")["counts"]["recording_slices_verified"], 0)
 
         c = self.control(r, "SI-4")["counts"]
         self.assertEqual((c["sessions_started"], c["sessions_refused"], c["sessions_ended"]), (granted, refused, granted))

@@ -95,7 +95,12 @@ class ReportTest : public ::testing::Test {
     connection.resource.mutable_connection()->set_name("demo");
     (*connection.resource.mutable_connection()->mutable_agents())["vpc"] = "a";
     connection.sealed_secret = "sealed";
-    ASSERT_TRUE(store_->UpsertResources({issuer, connection}, "tester", 50).ok());
+    StoredResource retention;
+    retention.resource.mutable_retention_policy()->set_name("prod-90d");
+    retention.resource.mutable_retention_policy()->mutable_connections()->add_names("demo");
+    retention.resource.mutable_retention_policy()->mutable_keep()->set_seconds(90 * 86400);
+    ASSERT_TRUE(store_->UpsertResources({issuer, connection, retention}, "tester", 50).ok());
+    ASSERT_TRUE(store_->SetLegalHold("s1", "case 7", "tester", 700, false).ok());
 
     ApprovalRecord approval;
     approval.approval.set_status("approved");
@@ -113,6 +118,8 @@ class ReportTest : public ::testing::Test {
              {0, 200, "tester", "Policy.update", "Issuer/idp", "ok", "policy version 2"},
              {0, 400, "bob (idp)", "Approval.refuse_self", "Approval/1", "PERMISSION_DENIED", ""},
              {0, 600, "anonymous", "AdminService.Apply", "", "UNAUTHENTICATED", ""},
+             {0, 700, "tester", "AdminService.HoldSession", "Session/s1", "ok", ""},
+             {0, 800, "controlplane", "Retention.purge", "0 sessions", "ok", ""},
              {0, 3000, "tester", "Policy.update", "Issuer/idp", "ok", "after the window"}}) {
       ASSERT_TRUE(store_->AppendAudit(r).ok());
     }
@@ -202,7 +209,13 @@ TEST_F(ReportTest, CountsEachControlFromTheWindowOnly) {
   EXPECT_EQ(si4["statements"], 5);
   EXPECT_EQ(si4["statement_errors"], 1);
   EXPECT_EQ(si4["admin_calls_refused"], 1);
-  EXPECT_FALSE(Control(r, "AU-11")["not_recorded"].empty());
+  const Json& au11 = Control(r, "AU-11");
+  EXPECT_EQ(au11["counts"]["retention_policies"], 1);
+  EXPECT_EQ(au11["counts"]["sessions_on_legal_hold"], 1);
+  EXPECT_EQ(au11["counts"]["legal_hold_changes"], 1);
+  EXPECT_EQ(au11["counts"]["purges"], 1);
+  EXPECT_EQ(au11["evidence"]["retention_per_connection_now"],
+            Json::parse(R"([{"connection":"demo","keep_s":7776000}])"));
 }
 
 TEST_F(ReportTest, ListsAndEventIdsAreCappedAndSaySo) {
@@ -214,6 +227,25 @@ TEST_F(ReportTest, ListsAndEventIdsAreCappedAndSaySo) {
   EXPECT_EQ(ac3["evidence"]["session_decisions"].size(), 1u);
   EXPECT_EQ(ac3["evidence"]["session_decisions_left_out"], 2);
   EXPECT_EQ(ac3["counts"]["sessions"], 3);  // counts are never capped
+}
+
+TEST_F(ReportTest, PurgedSessionsCountAsPurgedRecordsOnly) {
+  PurgeRequest purge;
+  purge.cutoff_ms_by_connection["demo"] = 1000;  // s1 ended before, but is on legal hold
+  purge.actor = "tester";
+  purge.now_ms = 900;
+  auto purged = store_->PurgeSessions(purge);
+  ASSERT_TRUE(purged.ok()) << purged.status();
+  EXPECT_EQ(purged->sessions(), 2u);  // the refused s2 and s3
+  EXPECT_EQ(purged->held(), 1u);
+  Json r = Report();
+  EXPECT_TRUE(r["verify"]["ok"].get<bool>()) << r["verify"].dump();
+  const Json& au11 = Control(r, "AU-11");
+  EXPECT_EQ(au11["counts"]["purged_records_in_window"], 2);
+  EXPECT_EQ(au11["counts"]["purges"], 2);  // the one recorded in SetUp and this one
+  EXPECT_EQ(au11["not_recorded"].size(), 1u);
+  EXPECT_EQ(Control(r, "AU-2/AU-3")["counts"]["by_type"]["purged"], 2);
+  EXPECT_EQ(Control(r, "AC-3")["counts"]["sessions_refused"], 0);
 }
 
 TEST_F(ReportTest, AnEmptyWindowIsRefused) {
