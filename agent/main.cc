@@ -147,6 +147,7 @@ absl::Status Run() {
   EventSink events;
   events.SetCheckpointSigner([audit_key](absl::string_view message) { return Ed25519Sign(audit_key, message); });
   events.StartSpooling(spool.get());
+  events.RecoverInflight(spool->inflight(), spool->TakeJournalRecords());
   opts.events = &events;
   ApprovalBroker approvals;
   opts.approvals = &approvals;
@@ -182,6 +183,7 @@ absl::Status Run() {
     lo.allow_plaintext = absl::GetFlag(FLAGS_postgres_allow_plaintext);
     lo.workers = absl::GetFlag(FLAGS_workers);
     lo.login_timeout = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_postgres_login_timeout));
+    lo.inflight = spool->inflight();
     lo.recording.enabled = absl::GetFlag(FLAGS_record_sessions);
     if (absl::GetFlag(FLAGS_record_max_rows) < 0 || absl::GetFlag(FLAGS_record_max_bytes) < 0 ||
         absl::GetFlag(FLAGS_record_max_bytes) > (16 << 20)) {

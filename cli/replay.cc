@@ -233,6 +233,10 @@ void TranscriptPrinter::Event(const v1::StoredEvent& e) {
                         Printable(Str(j, "reason"), kMaxTextChars)));
       return;
     }
+    if (Str(j, "outcome") == "unknown") {
+      Note(absl::StrCat("OUTCOME UNKNOWN: ", Quoted(j), ": ", Printable(Str(j, "error"), 400)));
+      return;
+    }
     std::string text = absl::StrCat(Str(j, "classification"), " ", Quoted(j), ": ", Int(j, "rows"), " rows");
     if (auto it = j.find("duration_ms"); it != j.end() && it->is_number()) {
       absl::StrAppend(&text, ", ", absl::StrFormat("%.1f", it->get<double>()), " ms");

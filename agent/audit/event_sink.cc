@@ -6,11 +6,13 @@
 #include "absl/time/clock.h"
 #include <vector>
 
+#include "agent/audit/inflight.h"
 #include "agent/audit/spool.h"
 #include "common/audit/records.h"
 #include "common/audit/recording.h"
 #include "common/clock.h"
 #include "common/crypto.h"
+#include "common/json_writer.h"
 #include "common/log.h"
 #include "sluice/v1/agent.pb.h"
 
@@ -133,7 +135,7 @@ void EventSink::MaybeCheckpoint() {
 }
 
 bool EventSink::Emit(absl::string_view type, absl::string_view session_id, absl::string_view json,
-                     bool failed, absl::string_view recording) {
+                     bool failed, absl::string_view recording, const Inflight& inflight) {
   // One event object per thread, reused: its strings keep their capacity, so encoding an event
   // allocates nothing once the thread has warmed up.
   thread_local v1::AuditEvent event;
@@ -178,6 +180,7 @@ bool EventSink::Emit(absl::string_view type, absl::string_view session_id, absl:
   chunk.last_hash = chain_head_;
   audit::SealRecord(&chunk.records, offset);
   if (journal_ != nullptr) journal_->Append(absl::string_view(chunk.records).substr(offset));
+  if (inflight.table != nullptr) inflight.table->Account(inflight.slot, next_sequence_, inflight.settles, inflight.release);
   chunk.last_sequence = next_sequence_;
   ++chunk.count;
   bytes_ += chunk.records.size() - before;
@@ -194,6 +197,46 @@ void EventSink::EvictLocked() {
     std::string().swap(it->records);
     it->evicted = true;
   }
+}
+
+void EventSink::RecoverInflight(InflightTable* table, absl::string_view journal_records) {
+  if (table == nullptr) return;
+  for (const InflightTable::Leftover& l : table->Recover()) {
+    uint32_t pending = l.pending;
+    size_t answered = 0;  // of the texts kept
+    bool ended = false;
+    // The one event of the session the slot may not have accounted for.
+    audit::RecordReader reader(journal_records);
+    while (!reader.done()) {
+      auto payload = reader.Next();
+      v1::AuditEvent e;
+      if (!payload.ok() || !e.ParseFromArray(payload->data(), static_cast<int>(payload->size()))) break;
+      if (e.session_id() != l.session_id || e.sequence() <= l.sequence) continue;
+      if (e.type() == "session_end") ended = true;
+      // Answers to forwarded requests are the statement events without a policy decision.
+      if (e.type() == "statement" && e.json().find("\"decision\"") == std::string::npos && pending > 0) {
+        --pending;
+        ++answered;
+      }
+    }
+    for (uint32_t k = 0; k < pending; ++k) {
+      const size_t t = answered + k;
+      JsonObjectWriter w;
+      w.Str("statement", t < l.texts.size() ? l.texts[t] : "")
+          .Str("outcome", "unknown")
+          .Str("error", "the agent stopped before the server answered: the statement may or may not have run");
+      if (t >= l.texts.size()) w.Bool("text_not_kept", true);
+      Emit("statement", l.session_id, w.Finish(), true);
+    }
+    if (!ended) {
+      Emit("session_end", l.session_id, R"({"reason":"the agent stopped (killed or crashed) during the session"})");
+    }
+    if (pending > 0 || !ended) {
+      LogWarning("audit: session ", l.session_id, " was open when the agent stopped: ", pending,
+                 " statement(s) recorded with an unknown outcome");
+    }
+  }
+  table->Reset();
 }
 
 bool EventSink::Full() const {

@@ -46,8 +46,17 @@ struct EventChunk {
   std::string last_hash;  // SHA-256 of its last record's payload (the chain head after it)
 };
 
+class InflightTable;
 class Journal;
 class Spool;
+
+// Where an event is accounted in a session's in-flight slot (EventSink::Emit).
+struct InflightAccount {
+  InflightTable* table = nullptr;
+  int slot = -1;
+  bool settles = false;  // the event answers a request the session forwarded
+  bool release = false;  // the session's last event
+};
 
 class EventSink {
  public:
@@ -73,8 +82,16 @@ class EventSink {
   // previous event (common/audit/recording.h), if any; false when the buffer is full (the caller
   // must fail closed). A recording that would make the record too large is replaced by an
   // omission entry.
+  // `inflight` (optional) is the session's slot in the in-flight table: the event is accounted
+  // there in the same critical section that copies it into the journal (agent/audit/inflight.h).
+  using Inflight = InflightAccount;
   bool Emit(absl::string_view type, absl::string_view session_id, absl::string_view json,
-            bool failed = false, absl::string_view recording = {});
+            bool failed = false, absl::string_view recording = {}, const Inflight& inflight = {});
+  // After a restart (call after StartSpooling): the sessions the previous run left open become
+  // events — a statement event with outcome "unknown" for each request the server may have run
+  // whose answer the agent never saw, and a session_end. `journal_records` are the records the
+  // spool recovered from the journal (the only place an event newer than its slot can be).
+  void RecoverInflight(InflightTable* table, absl::string_view journal_records);
   bool Full() const;
 
   // Waits up to `timeout` for queued events; true when there are some.

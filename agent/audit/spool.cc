@@ -60,8 +60,12 @@ absl::StatusOr<std::unique_ptr<Spool>> Spool::Open(Options options) {
     spool->AddRecovered(left.records);
     LogInfo("audit spool: ", left.count, " event(s) recovered from the journal, up to sequence ", left.last_sequence);
   }
+  spool->journal_records_ = std::move(left.records);
   (*journal)->Reset();
   spool->journal_ = std::move(*journal);
+  auto inflight = InflightTable::Open(spool->options_.dir + "/inflight");
+  if (!inflight.ok()) return inflight.status();
+  spool->inflight_ = std::move(*inflight);
   return spool;
 }
 

@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "agent/audit/inflight.h"
 #include "agent/audit/journal.h"
 
 namespace sluice::agent {
@@ -60,6 +61,10 @@ class Spool {
 
   // Where the event sink copies each record as it is emitted (agent/audit/journal.h).
   Journal* journal() { return journal_.get(); }
+  // The in-flight table (agent/audit/inflight.h), in the spool directory.
+  InflightTable* inflight() { return inflight_.get(); }
+  // The records Open recovered from the journal (once; for EventSink::RecoverInflight).
+  std::string TakeJournalRecords() { return std::move(journal_records_); }
 
   size_t bytes() const;
   size_t segments() const;
@@ -90,6 +95,8 @@ class Spool {
   uint64_t last_sequence_ ABSL_GUARDED_BY(mu_) = 0;
   std::string chain_head_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<Journal> journal_;
+  std::unique_ptr<InflightTable> inflight_;
+  std::string journal_records_;
   std::vector<EventChunk> recovered_;  // what Open found, as chunks without their records
 };
 

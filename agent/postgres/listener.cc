@@ -81,7 +81,7 @@ absl::StatusOr<int> Listener::Start() {
 }
 
 asio::awaitable<void> Listener::AcceptLoop() {
-  SessionDeps deps{policy_, &cancels_, &tls_, &config_, events_, approvals_};
+  SessionDeps deps{policy_, &cancels_, &tls_, &config_, events_, approvals_, options_.inflight};
   while (acceptor_->is_open()) {
     asio::io_context& loop = *loops_[next_loop_++ % loops_.size()];
     auto [ec, socket] = co_await acceptor_->async_accept(loop, asio::experimental::as_tuple(asio::use_awaitable));

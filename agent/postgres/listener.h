@@ -24,6 +24,7 @@ struct ListenerOptions {
   std::chrono::steady_clock::duration login_timeout = std::chrono::seconds(30);
   DecodeLimits limits;
   RecordingLimits recording;
+  InflightTable* inflight = nullptr;  // the spool's in-flight table (agent/audit/inflight.h); null = none
 };
 
 class Listener {

@@ -323,6 +323,8 @@ class Session {
     if (identity->issued_at_unix != 0) start["token_issued_unix"] = identity->issued_at_unix;
     Emit("session_start", start);
     started_session_ = true;
+    // Requests in flight are noted where a killed agent keeps them (agent/audit/inflight.h).
+    if (deps_.inflight != nullptr) inflight_slot_ = deps_.inflight->Acquire(session_id_, 0);
     // The recording starts with the first message after the login (the agent's cancel key in the
     // login answer is not recorded).
     if (recorder_.enabled()) client_.RecordWrites(&recorder_);
@@ -1155,6 +1157,7 @@ class Session {
       case 'Q': {
         absl::string_view sql = r.CStringView();
         tracker_.OnQuery(sql, absl::Now());
+        if (inflight_slot_ >= 0) deps_.inflight->Begin(inflight_slot_, sql);
         router_.OnQuery(sql, MaskingOn());
         break;
       }
@@ -1175,6 +1178,7 @@ class Session {
       case 'E': {
         absl::string_view portal = r.CStringView();
         tracker_.OnExecute(portal, absl::Now());
+        if (inflight_slot_ >= 0) deps_.inflight->Begin(inflight_slot_, tracker_.newest_text());
         router_.OnExecute(portal);
         break;
       }
@@ -1249,7 +1253,7 @@ class Session {
     if (rec.masked_rows > 0) {
       w.Str("masked_by", absl::StrJoin(rec.masked_by, ",")).Int("masked_rows", rec.masked_rows);
     }
-    EmitJson("statement", w.Close(), !rec.sqlstate.empty() || !rec.error.empty());
+    EmitJson("statement", w.Close(), !rec.sqlstate.empty() || !rec.error.empty(), /*settles=*/true);
   }
 
   // Statement facts, cached by shape per worker thread (a session runs on one worker's event
@@ -1301,10 +1305,17 @@ class Session {
     co_return absl::ResourceExhaustedError("audit buffer full: session ended unaudited");
   }
 
-  void EmitJson(absl::string_view type, absl::string_view json, bool failed) {
+  // `settles`: the event answers a request forwarded to the server (its in-flight note goes).
+  void EmitJson(absl::string_view type, absl::string_view json, bool failed, bool settles = false) {
     std::string recording = recorder_.Take();
-    if (!deps_.events->Emit(type, session_id_, json, failed, recording)) {
+    EventSink::Inflight inflight;
+    if (inflight_slot_ >= 0) {
+      inflight = {deps_.inflight, inflight_slot_, settles, type == "session_end"};
+      if (inflight.release) inflight_slot_ = -1;
+    }
+    if (!deps_.events->Emit(type, session_id_, json, failed, recording, inflight)) {
       audit_failed_ = true;
+      if (inflight.release) deps_.inflight->Account(inflight.slot, 0, false, true);  // the slot is free all the same
       LogError("audit buffer full: an event of session ", session_id_, " could not be queued");
     }
   }
@@ -1337,6 +1348,7 @@ class Session {
   bool started_session_ = false;
   bool logged_in_ = false;
   bool audit_failed_ = false;  // an event could not be queued: the session ends
+  int inflight_slot_ = -1;     // this session's slot in deps_.inflight (-1: none)
   int64_t statements_ = 0;
   std::string event_buffer_;  // the statement event being built, reused
   std::vector<StatementRecord> completed_;  // statements completed, their events not yet emitted

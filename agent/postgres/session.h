@@ -11,6 +11,7 @@
 
 #include "agent/approvals/broker.h"
 #include "agent/audit/event_sink.h"
+#include "agent/audit/inflight.h"
 #include "agent/policy_holder.h"
 #include "agent/postgres/cancel_registry.h"
 #include "agent/postgres/decoder.h"
@@ -34,6 +35,7 @@ struct SessionDeps {
   const SessionConfig* config = nullptr;
   EventSink* events = nullptr;  // audit events of every session and statement
   ApprovalBroker* approvals = nullptr;  // statements held for approval; null = none can be held
+  InflightTable* inflight = nullptr;    // requests in flight, for a restart after a kill; null = none
 };
 
 asio::awaitable<void> RunSession(asio::ip::tcp::socket socket, SessionDeps deps);

@@ -64,6 +64,10 @@ class StatementTracker {
   void OnMaskedRow(const std::vector<std::string>& rules);
 
   size_t pending() const { return pending_.size(); }
+  // The text of the request recorded last (OnQuery / OnExecute), "" when none is pending.
+  absl::string_view newest_text() const {
+    return pending_.empty() || pending_.back().text == nullptr ? absl::string_view() : *pending_.back().text;
+  }
   // The text of the prepared statement `name`, or nullptr.
   const std::string* StatementText(absl::string_view name) const {
     auto it = statements_.find(name);

@@ -216,5 +216,55 @@ TEST(Spool, RecordsOnlyInTheJournalSurviveAKill) {
   EXPECT_EQ(Sequences(Recovered(**again)), (std::vector<uint64_t>{10, 11, 12, 13, 14}));
 }
 
+// A session's requests in flight when the agent dies become "unknown" statement events at the
+// next start, minus the one answer the journal holds that the slot had not counted yet.
+TEST(Inflight, WhatWasInFlightBecomesUnknownAfterARestart) {
+  std::string dir = FreshDir();
+  std::filesystem::create_directories(dir);
+  auto table = InflightTable::Open(dir + "/inflight", 8);
+  ASSERT_TRUE(table.ok()) << table.status();
+  int a = (*table)->Acquire("sess-a", 0);
+  int b = (*table)->Acquire("sess-b", 0);
+  int c = (*table)->Acquire("sess-c", 0);
+  (*table)->Begin(a, "UPDATE t SET n = 1");
+  (*table)->Account(a, 5, /*settles=*/true, false);  // answered
+  (*table)->Begin(a, "UPDATE t SET n = 2");          // in flight at the kill
+  (*table)->Begin(b, "SELECT 1");
+  (*table)->Begin(b, "SELECT 2");                    // pipelined: two in flight
+  (*table)->Account(c, 7, false, /*release=*/true);  // ended: its slot is free
+  EXPECT_GE((*table)->Acquire("x", 0), 0);           // ... and taken again
+  // The journal holds b's answer to "SELECT 1", emitted but not yet accounted in the slot.
+  std::string journal;
+  v1::AuditEvent answer;
+  answer.set_sequence(9);
+  answer.set_type("statement");
+  answer.set_session_id("sess-b");
+  answer.set_json("{\"statement\":\"SELECT 1\",\"rows\":1}");
+  audit::AppendRecord(&journal, answer.SerializeAsString());
+
+  EventSink sink;
+  sink.RecoverInflight(table->get(), journal);
+  std::vector<std::pair<std::string, std::string>> got;  // session, type + body
+  while (auto chunk = sink.TakeChunk()) {
+    auto events = audit::DecodeEvents(chunk->records, 100);
+    ASSERT_TRUE(events.ok()) << events.status();
+    for (const auto& e : *events) got.emplace_back(e.session_id(), e.type() + " " + e.json());
+  }
+  auto has = [&](const std::string& session, const std::string& part) {
+    return std::count_if(got.begin(), got.end(), [&](const auto& g) {
+      return g.first == session && g.second.find(part) != std::string::npos;
+    });
+  };
+  EXPECT_EQ(has("sess-a", "\"outcome\":\"unknown\""), 1);
+  EXPECT_EQ(has("sess-a", "UPDATE t SET n = 2"), 1);
+  EXPECT_EQ(has("sess-b", "\"outcome\":\"unknown\""), 1);
+  EXPECT_EQ(has("sess-b", "SELECT 2"), 1);
+  EXPECT_EQ(has("sess-a", "session_end"), 1);
+  EXPECT_EQ(has("sess-x", "session_end"), 0);
+  EXPECT_EQ(has("sess-c", "session_end"), 0);
+  EXPECT_EQ(has("x", "session_end"), 1);
+  EXPECT_TRUE((*table)->Recover().empty());  // once
+}
+
 }  // namespace
 }  // namespace sluice::agent
