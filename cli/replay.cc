@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "agent/postgres/messages.h"
+#include "common/json_fields.h"
 #include "common/audit/recording.h"
 
 namespace sluice::cli {
@@ -53,17 +54,8 @@ std::string Value(const std::optional<std::string>& v, int32_t type_oid, int16_t
   return absl::StrCat("\\x", hex, b.size() > kMaxCellChars / 2 ? "..." : "");
 }
 
-std::string Str(const nlohmann::json& j, const char* key) {
-  auto it = j.find(key);
-  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
-}
 
-int64_t Int(const nlohmann::json& j, const char* key) {
-  auto it = j.find(key);
-  return it != j.end() && it->is_number_integer() ? it->get<int64_t>() : 0;
-}
-
-std::string Quoted(const nlohmann::json& j) { return absl::StrCat("\"", Printable(Str(j, "statement"), 60), "\""); }
+std::string Quoted(const nlohmann::json& j) { return absl::StrCat("\"", Printable(JsonStr(j, "statement"), 60), "\""); }
 
 }  // namespace
 
@@ -224,41 +216,41 @@ void TranscriptPrinter::Event(const v1::StoredEvent& e) {
   }
   nlohmann::json j = nlohmann::json::parse(e.json(), nullptr, false);
   if (!j.is_object()) return;
-  const std::string decision = Str(j, "decision");
+  const std::string decision = JsonStr(j, "decision");
   if (e.type() == "statement") {
     FlushTable();
     if (decision == "blocked" || decision == "denied" || decision == "refused") {
-      std::string rule = Str(j, "guardrail").empty() ? "" : absl::StrCat(" by guardrail ", Str(j, "guardrail"));
+      std::string rule = JsonStr(j, "guardrail").empty() ? "" : absl::StrCat(" by guardrail ", JsonStr(j, "guardrail"));
       Note(absl::StrCat(absl::AsciiStrToUpper(decision), rule, ": ", Quoted(j), " did not run: ",
-                        Printable(Str(j, "reason"), kMaxTextChars)));
+                        Printable(JsonStr(j, "reason"), kMaxTextChars)));
       return;
     }
-    if (Str(j, "outcome") == "unknown") {
-      Note(absl::StrCat("OUTCOME UNKNOWN: ", Quoted(j), ": ", Printable(Str(j, "error"), 400)));
+    if (JsonStr(j, "outcome") == "unknown") {
+      Note(absl::StrCat("OUTCOME UNKNOWN: ", Quoted(j), ": ", Printable(JsonStr(j, "error"), 400)));
       return;
     }
-    std::string text = absl::StrCat(Str(j, "classification"), " ", Quoted(j), ": ", Int(j, "rows"), " rows");
+    std::string text = absl::StrCat(JsonStr(j, "classification"), " ", Quoted(j), ": ", JsonInt(j, "rows"), " rows");
     if (auto it = j.find("duration_ms"); it != j.end() && it->is_number()) {
       absl::StrAppend(&text, ", ", absl::StrFormat("%.1f", it->get<double>()), " ms");
     }
-    if (!Str(j, "masked_by").empty()) {
-      absl::StrAppend(&text, ", masked by ", Str(j, "masked_by"), " (", Int(j, "masked_rows"), " rows)");
+    if (!JsonStr(j, "masked_by").empty()) {
+      absl::StrAppend(&text, ", masked by ", JsonStr(j, "masked_by"), " (", JsonInt(j, "masked_rows"), " rows)");
     }
-    if (!Str(j, "sqlstate").empty()) absl::StrAppend(&text, ", failed with ", Str(j, "sqlstate"));
+    if (!JsonStr(j, "sqlstate").empty()) absl::StrAppend(&text, ", failed with ", JsonStr(j, "sqlstate"));
     Note(text);
   } else if (e.type() == "approval") {
     FlushTable();
-    std::string text = absl::StrCat("approval request ", Int(j, "approval_id"), " for ", Quoted(j), ": ",
+    std::string text = absl::StrCat("approval request ", JsonInt(j, "approval_id"), " for ", Quoted(j), ": ",
                                     absl::AsciiStrToUpper(decision));
-    if (!Str(j, "approvers").empty()) absl::StrAppend(&text, " by ", Str(j, "approvers"));
-    if (!Str(j, "reason").empty()) absl::StrAppend(&text, " (", Printable(Str(j, "reason"), 400), ")");
-    if (!Str(j, "guardrail").empty()) absl::StrAppend(&text, "; guardrail ", Str(j, "guardrail"));
+    if (!JsonStr(j, "approvers").empty()) absl::StrAppend(&text, " by ", JsonStr(j, "approvers"));
+    if (!JsonStr(j, "reason").empty()) absl::StrAppend(&text, " (", Printable(JsonStr(j, "reason"), 400), ")");
+    if (!JsonStr(j, "guardrail").empty()) absl::StrAppend(&text, "; guardrail ", JsonStr(j, "guardrail"));
     Note(text);
   } else if (e.type() == "alert") {
-    Note(absl::StrCat("ALERT by guardrail ", Str(j, "guardrail"), ": ", Quoted(j)));
+    Note(absl::StrCat("ALERT by guardrail ", JsonStr(j, "guardrail"), ": ", Quoted(j)));
   } else if (e.type() == "session_end") {
     FlushTable();
-    Note(absl::StrCat("session ended (", Printable(Str(j, "reason"), 400), ") after ", Int(j, "statements"),
+    Note(absl::StrCat("session ended (", Printable(JsonStr(j, "reason"), 400), ") after ", JsonInt(j, "statements"),
                       " statements"));
   }
 }

@@ -14,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
+#include "common/json_fields.h"
 #include "common/policy/selectors.h"
 #include "common/status_macros.h"
 
@@ -102,15 +103,6 @@ std::string Cap(absl::string_view s, size_t n = kMaxText) {
   return absl::StrCat(s.substr(0, end), "...");
 }
 
-std::string Str(const nlohmann::json& j, const char* key) {
-  auto it = j.find(key);
-  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
-}
-
-int64_t Int(const nlohmann::json& j, const char* key) {
-  auto it = j.find(key);
-  return it != j.end() && it->is_number_integer() ? it->get<int64_t>() : 0;
-}
 
 nlohmann::json Parse(const std::string& text) {
   nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
@@ -184,12 +176,12 @@ struct Who {
 Who WhoFrom(const nlohmann::json& body) {
   Who w;
   w.known = true;
-  w.subject = Str(body, "subject");
-  w.issuer = Str(body, "issuer");
-  w.connection = Str(body, "connection");
-  w.client_addr = Str(body, "client_addr");
-  w.access = Str(body, "access");
-  w.rule = Str(body, "rule");
+  w.subject = JsonStr(body, "subject");
+  w.issuer = JsonStr(body, "issuer");
+  w.connection = JsonStr(body, "connection");
+  w.client_addr = JsonStr(body, "client_addr");
+  w.access = JsonStr(body, "access");
+  w.rule = JsonStr(body, "rule");
   if (auto it = body.find("groups"); it != body.end() && it->is_array()) {
     for (const auto& g : *it) {
       if (g.is_string()) w.groups.push_back(g.get<std::string>());
@@ -461,7 +453,7 @@ void Collector::SessionStart(const std::string& agent, const std::string& id,
   if (tls) {
     ++tls_sessions_;
     ++client.tls;
-    std::string version = Str(body, "tls_version"), cipher = Str(body, "tls_cipher");
+    std::string version = JsonStr(body, "tls_version"), cipher = JsonStr(body, "tls_cipher");
     if (version.empty()) {
       ++tls_not_recorded_;
     } else {
@@ -480,10 +472,10 @@ void Collector::SessionStart(const std::string& agent, const std::string& id,
   if (auto it = body.find("upstream_tls"); it != body.end() && it->is_boolean()) {
     if (it->get<bool>()) {
       ++upstream_tls_;
-      ++upstream_tls_versions_[Str(body, "upstream_tls_version")];
-      ++upstream_tls_ciphers_[Str(body, "upstream_tls_cipher")];
-      t["upstream_tls"] = Str(body, "upstream_tls_version");
-      t["upstream_cipher"] = Str(body, "upstream_tls_cipher");
+      ++upstream_tls_versions_[JsonStr(body, "upstream_tls_version")];
+      ++upstream_tls_ciphers_[JsonStr(body, "upstream_tls_cipher")];
+      t["upstream_tls"] = JsonStr(body, "upstream_tls_version");
+      t["upstream_cipher"] = JsonStr(body, "upstream_tls_cipher");
     } else {
       ++upstream_plaintext_;
       t["upstream_tls"] = "no";
@@ -497,7 +489,7 @@ void Collector::SessionStart(const std::string& agent, const std::string& id,
   Add(tls_list_, std::move(t));
 
   // The caller's token.
-  int64_t expires = Int(body, "token_expires_unix"), issued = Int(body, "token_issued_unix");
+  int64_t expires = JsonInt(body, "token_expires_unix"), issued = JsonInt(body, "token_issued_unix");
   if (expires == 0) {
     ++tokens_not_recorded_;
   } else if (issued == 0) {
@@ -505,7 +497,7 @@ void Collector::SessionStart(const std::string& agent, const std::string& id,
   } else {
     token_lifetimes_s_.push_back(expires - issued);
   }
-  std::string alg = Str(body, "token_alg");
+  std::string alg = JsonStr(body, "token_alg");
   if (!alg.empty()) ++token_algorithms_[alg];
 }
 
@@ -517,7 +509,7 @@ void Collector::SessionRefused(const std::string& agent, const std::string& id,
   s.decision = SessionTally::kRefused;
   const Who& w = s.who;
   ++sessions_refused_;
-  const std::string reason = Str(body, "reason"), sqlstate = Str(body, "sqlstate");
+  const std::string reason = JsonStr(body, "reason"), sqlstate = JsonStr(body, "sqlstate");
   const std::string kind = RefusalKind(sqlstate, reason);
   ++refused_by_kind_[kind];
   Cite(kAC3, id);
@@ -565,12 +557,12 @@ void Collector::Statement(const std::string& id, const v1::AuditEvent& e) {
     return;
   }
   nlohmann::json body = Parse(text);
-  const std::string decision = Str(body, "decision"), classification = Str(body, "classification");
-  const std::string statement = Str(body, "statement");
+  const std::string decision = JsonStr(body, "decision"), classification = JsonStr(body, "classification");
+  const std::string statement = JsonStr(body, "statement");
   if (decision.empty() && e.failed()) ++statement_errors_;
 
-  if (std::string masked_by = Str(body, "masked_by"); !masked_by.empty()) {
-    int64_t rows = Int(body, "masked_rows");
+  if (std::string masked_by = JsonStr(body, "masked_by"); !masked_by.empty()) {
+    int64_t rows = JsonInt(body, "masked_rows");
     ++masked_statements_;
     masked_rows_ += rows;
     for (absl::string_view rule : absl::StrSplit(masked_by, ',', absl::SkipEmpty())) {
@@ -587,7 +579,7 @@ void Collector::Statement(const std::string& id, const v1::AuditEvent& e) {
     Cite(kAC3, id);
     Cite(kAU6, id);
     Cite(kSI4, id);
-    const std::string guardrail = Str(body, "guardrail");
+    const std::string guardrail = JsonStr(body, "guardrail");
     if (!guardrail.empty()) ++guardrail_hits_[guardrail].by_decision[decision];
     Json d = Entry(id, e);
     d["decision"] = decision;
@@ -595,13 +587,13 @@ void Collector::Statement(const std::string& id, const v1::AuditEvent& e) {
     d["statement"] = Cap(statement);
     if (!guardrail.empty()) {
       d["guardrail"] = guardrail;
-      d["match"] = Str(body, "match");
-      if (!Str(body, "target").empty()) d["target"] = Str(body, "target");
+      d["match"] = JsonStr(body, "match");
+      if (!JsonStr(body, "target").empty()) d["target"] = JsonStr(body, "target");
     }
-    d["reason"] = Cap(Str(body, "reason"));
-    d["sqlstate"] = Str(body, "sqlstate");
+    d["reason"] = Cap(JsonStr(body, "reason"));
+    d["sqlstate"] = JsonStr(body, "sqlstate");
     Add(statement_denials_, d);
-    if (decision == "refused" && Str(body, "sqlstate") == "25006") {
+    if (decision == "refused" && JsonStr(body, "sqlstate") == "25006") {
       ++writes_on_read_;
       Cite(kAC6, id);
       Add(writes_, d);
@@ -648,22 +640,22 @@ void Collector::Alert(const std::string& id, const v1::AuditEvent& e) {
   nlohmann::json body = Parse(e.json());
   ++alerted_;
   ++statement_decisions_["alerted"];
-  const std::string guardrail = Str(body, "guardrail");
+  const std::string guardrail = JsonStr(body, "guardrail");
   ++guardrail_hits_[guardrail].by_decision["alerted"];
   for (Control c : {kIR4, kAU6, kSI4}) Cite(c, id);
   Json a = Entry(id, e);
   a["guardrail"] = guardrail;
-  a["match"] = Str(body, "match");
-  a["statement"] = Cap(Str(body, "statement"));
+  a["match"] = JsonStr(body, "match");
+  a["statement"] = Cap(JsonStr(body, "statement"));
   Add(alerts_list_, std::move(a));
 }
 
 void Collector::Approval(const std::string& id, const v1::AuditEvent& e) {
   nlohmann::json body = Parse(e.json());
   ++approvals_at_agents_;
-  const std::string decision = Str(body, "decision"), policy = Str(body, "approval_policy");
-  const std::string guardrail = Str(body, "guardrail"), statement = Str(body, "statement");
-  const int64_t approval_id = Int(body, "approval_id");
+  const std::string decision = JsonStr(body, "decision"), policy = JsonStr(body, "approval_policy");
+  const std::string guardrail = JsonStr(body, "guardrail"), statement = JsonStr(body, "statement");
+  const int64_t approval_id = JsonInt(body, "approval_id");
   ++approval_policy_hits_[policy][decision];
   if (!guardrail.empty()) ++guardrail_hits_[guardrail].by_decision[decision];
   ++statement_decisions_[decision == "approved" ? "approved" : "held_not_approved"];
@@ -679,12 +671,12 @@ void Collector::Approval(const std::string& id, const v1::AuditEvent& e) {
   h["approval_id"] = approval_id;
   h["decision"] = decision;
   h["guardrail"] = guardrail;
-  h["match"] = Str(body, "match");
+  h["match"] = JsonStr(body, "match");
   h["approval_policy"] = policy;
-  h["reason"] = Cap(Str(body, "reason"));
+  h["reason"] = Cap(JsonStr(body, "reason"));
   h["statement"] = Cap(statement);
   Add(held_list_, h);
-  if (Str(body, "classification") == "ddl") {
+  if (JsonStr(body, "classification") == "ddl") {
     ++ddl_stopped_;
     Cite(kCM5, id);
     Json d = Entry(id, e);
