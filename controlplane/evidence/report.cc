@@ -196,7 +196,8 @@ struct SessionTally {
   int64_t first_ms = 0;  // its first and last event in the window
   int64_t last_ms = 0;
   int64_t statements = 0;
-  enum { kNone, kGranted, kRefused } decision = kNone;  // its start in the window
+  enum Decision { kNone, kGranted, kRefused };
+  Decision decision = kNone;  // its start in the window
 };
 
 struct AgentTally {
@@ -265,6 +266,9 @@ class Collector {
 
   void SessionStart(const std::string& agent, const std::string& id, const v1::AuditEvent& e);
   void SessionRefused(const std::string& agent, const std::string& id, const v1::AuditEvent& e);
+  const Who& Decided(const v1::AuditEvent& e, const nlohmann::json& body, SessionTally::Decision decision);
+  Json DecisionEntry(const std::string& agent, const std::string& id, const v1::AuditEvent& e, const Who& w,
+                     const char* decision);
   void Statement(const std::string& id, const v1::AuditEvent& e);
   void Alert(const std::string& id, const v1::AuditEvent& e);
   void Approval(const std::string& id, const v1::AuditEvent& e);
@@ -423,23 +427,35 @@ void Collector::Sample(const std::string& agent, const std::string& id, const v1
   samples_[e.type()] = std::move(s);
 }
 
+// The session's tally, with who it was and how the agent decided.
+const Who& Collector::Decided(const v1::AuditEvent& e, const nlohmann::json& body, SessionTally::Decision decision) {
+  SessionTally& s = sessions_[e.session_id()];
+  s.who = WhoFrom(body);
+  s.decision = decision;
+  return s.who;
+}
+
+// A session's entry in the list of authorization decisions.
+Json Collector::DecisionEntry(const std::string& agent, const std::string& id, const v1::AuditEvent& e, const Who& w,
+                              const char* decision) {
+  Json d = Entry(id, e);
+  d["agent_id"] = agent;
+  d["connection"] = w.connection;
+  d["client_addr"] = w.client_addr;
+  d["decision"] = decision;
+  return d;
+}
+
 void Collector::SessionStart(const std::string& agent, const std::string& id,
                              const v1::AuditEvent& e) {
   nlohmann::json body = Parse(e.json());
-  SessionTally& s = sessions_[e.session_id()];
-  s.who = WhoFrom(body);
-  s.decision = SessionTally::kGranted;
-  const Who& w = s.who;
+  const Who& w = Decided(e, body, SessionTally::kGranted);
   ++sessions_started_;
   ++by_access_[w.access];
   ++access_rule_hits_[w.rule];
   for (Control c : {kAC2, kAC3, kAC6, kAC17, kSC8, kIA2}) Cite(c, id);
 
-  Json d = Entry(id, e);
-  d["agent_id"] = agent;
-  d["connection"] = w.connection;
-  d["client_addr"] = w.client_addr;
-  d["decision"] = "granted";
+  Json d = DecisionEntry(agent, id, e, w, "granted");
   d["access"] = w.access;
   d["rule"] = w.rule;
   Add(decisions_, std::move(d));
@@ -504,10 +520,7 @@ void Collector::SessionStart(const std::string& agent, const std::string& id,
 void Collector::SessionRefused(const std::string& agent, const std::string& id,
                                const v1::AuditEvent& e) {
   nlohmann::json body = Parse(e.json());
-  SessionTally& s = sessions_[e.session_id()];
-  s.who = WhoFrom(body);
-  s.decision = SessionTally::kRefused;
-  const Who& w = s.who;
+  const Who& w = Decided(e, body, SessionTally::kRefused);
   ++sessions_refused_;
   const std::string reason = JsonStr(body, "reason"), sqlstate = JsonStr(body, "sqlstate");
   const std::string kind = RefusalKind(sqlstate, reason);
@@ -516,11 +529,7 @@ void Collector::SessionRefused(const std::string& agent, const std::string& id,
   Cite(kAU6, id);
   if (!w.subject.empty()) Cite(kAC2, id);
 
-  Json d = Entry(id, e);
-  d["agent_id"] = agent;
-  d["connection"] = w.connection;
-  d["client_addr"] = w.client_addr;
-  d["decision"] = "refused";
+  Json d = DecisionEntry(agent, id, e, w, "refused");
   d["refusal"] = kind;
   d["reason"] = Cap(reason);
   d["sqlstate"] = sqlstate;
