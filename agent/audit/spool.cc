@@ -260,7 +260,11 @@ absl::Status Spool::MaybeSync(bool force) {
 
 void Spool::Ack(uint64_t sequence) {
   absl::MutexLock lock(&mu_);
-  if (!segments_.empty() && segments_.back().last <= sequence && !chain_head_.empty()) {
+  // The segment being appended to stays until it is full, even when all of it is acknowledged:
+  // a busy agent would otherwise create, sync and delete a file for every acknowledgement. (After
+  // a restart its acknowledged records are sent again; the control plane drops them.)
+  const bool keep_active = fd_ >= 0;
+  if (!keep_active && !segments_.empty() && segments_.back().last <= sequence && !chain_head_.empty()) {
     // Everything goes: keep the chain's head (and the sequence) for the next start.
     std::string head = absl::StrCat(last_sequence_, " ", absl::BytesToHexString(chain_head_), "\n");
     absl::Status kept = WriteFileAtomic(options_.dir + "/chain.head", head, 0600);
@@ -270,8 +274,10 @@ void Spool::Ack(uint64_t sequence) {
     }
   }
   while (!segments_.empty() && segments_.front().last <= sequence) {
-    bool active = fd_ >= 0 && segments_.size() == 1;
-    if (active) CloseLocked();  // the next append starts a new segment
+    if (keep_active && segments_.size() == 1) {
+      segments_.front().acked_bytes = segments_.front().bytes;
+      break;
+    }
     ::unlink(segments_.front().path.c_str());
     bytes_ -= segments_.front().bytes;
     segments_.pop_front();
@@ -280,7 +286,7 @@ void Spool::Ack(uint64_t sequence) {
 
 size_t Spool::bytes() const {
   absl::MutexLock lock(&mu_);
-  return bytes_;
+  return bytes_ - (segments_.empty() ? 0 : segments_.back().acked_bytes);
 }
 
 size_t Spool::segments() const {

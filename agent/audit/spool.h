@@ -66,6 +66,7 @@ class Spool {
   // The records Open recovered from the journal (once; for EventSink::RecoverInflight).
   std::string TakeJournalRecords() { return std::move(journal_records_); }
 
+  // Bytes not yet acknowledged.
   size_t bytes() const;
   size_t segments() const;
   bool Full() const { return bytes() >= options_.max_bytes; }
@@ -77,6 +78,7 @@ class Spool {
     uint64_t last = 0;
     size_t bytes = 0;
     size_t count = 0;  // records
+    size_t acked_bytes = 0;  // of the segment being appended to: how much is acknowledged
   };
   explicit Spool(Options options) : options_(std::move(options)) {}
   absl::Status Recover();
