@@ -273,6 +273,20 @@ std::optional<EventChunk> EventSink::TakeChunk() {
   }
   auto records = spool_->ReadRecords(sent.first_sequence, sent.last_sequence);
   if (!records.ok() || records->empty()) {
+    absl::MutexLock lock(&mu_);
+    if (sent.last_sequence <= acked_) {
+      // Acknowledged while it was being read back: the control plane has it, and the next
+      // TakeChunk goes on with the rest.
+      auto it = std::find_if(in_flight_.begin(), in_flight_.end(),
+                             [&](const EventChunk& c) { return c.first_sequence == sent.first_sequence; });
+      if (it != in_flight_.end()) {
+        in_flight_events_ -= it->count;
+        in_flight_.erase(it);
+      }
+      return std::nullopt;
+    }
+  }
+  if (!records.ok() || records->empty()) {
     std::string why = records.ok() ? "the records are no longer in the spool" : std::string(records.status().message());
     LogError("audit spool: cannot read back sequences ", sent.first_sequence, "..", sent.last_sequence, ": ", why,
              "; new sessions are refused");
@@ -291,10 +305,19 @@ std::optional<EventChunk> EventSink::TakeChunk() {
 void EventSink::Ack(uint64_t sequence) {
   {
     absl::MutexLock lock(&mu_);
+    acked_ = std::max(acked_, sequence);
     while (!in_flight_.empty() && in_flight_.front().last_sequence <= sequence) {
       bytes_ -= in_flight_.front().records.size();
       in_flight_events_ -= in_flight_.front().count;
       in_flight_.pop_front();
+    }
+    // Queued chunks the control plane already holds (sent before a restart or a broken stream,
+    // acknowledged now) need not go again; their segments are about to be deleted. (Only spooled
+    // ones: the spool thread may be writing the others.)
+    while (!queued_.empty() && queued_.front().spooled && queued_.front().last_sequence <= sequence) {
+      bytes_ -= queued_.front().records.size();
+      queued_events_ -= queued_.front().count;
+      queued_.pop_front();
     }
   }
   if (spool_ != nullptr) spool_->Ack(sequence);

@@ -142,6 +142,7 @@ class EventSink {
   std::string chain_head_ ABSL_GUARDED_BY(mu_);  // SHA-256 of the last record's payload
   uint64_t head_sequence_ ABSL_GUARDED_BY(mu_) = 0;  // ... and its sequence
   uint64_t emitted_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t acked_ ABSL_GUARDED_BY(mu_) = 0;  // the highest sequence the control plane committed
   Spool* spool_ = nullptr;  // set once, before use
   Journal* journal_ ABSL_GUARDED_BY(mu_) = nullptr;  // the spool's: every record is copied there
   std::string spool_error_ ABSL_GUARDED_BY(mu_);

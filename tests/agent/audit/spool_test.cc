@@ -172,6 +172,39 @@ TEST(EventSinkSpool, ABacklogBeyondMemoryWaitsOnDisk) {
   for (size_t i = 1; i < seqs.size(); ++i) ASSERT_EQ(seqs[i], seqs[i - 1] + 1);
 }
 
+// After a restart, what the control plane already committed is not sent again: its
+// acknowledgement drops the recovered chunks (and the spool deletes their segment).
+TEST(EventSinkSpool, RecoveredChunksTheControlPlaneHoldsAreDroppedOnAck) {
+  std::string dir = FreshDir();
+  Spool::Options o;
+  o.dir = dir;
+  uint64_t last = 0;
+  {
+    auto spool = Spool::Open(o);
+    ASSERT_TRUE(spool.ok());
+    EventSink sink(1 << 20, 4096);
+    sink.StartSpooling(spool->get());
+    for (int i = 0; i < 100; ++i) ASSERT_TRUE(sink.Emit("statement", "s1", "{}"));
+    while (sink.stats().unspooled_events > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    while (auto c = sink.TakeChunk()) last = c->last_sequence;  // sent; the ack never came
+  }
+  auto spool = Spool::Open(o);
+  ASSERT_TRUE(spool.ok());
+  EventSink sink(1 << 20, 4096);
+  sink.StartSpooling(spool->get());
+  EXPECT_EQ(sink.stats().queued_events, 100u);
+  sink.Ack(last);  // the control plane had them all
+  EXPECT_EQ(sink.stats().queued_events, 0u);
+  EXPECT_FALSE(sink.TakeChunk().has_value());
+  ASSERT_TRUE(sink.Emit("statement", "s2", "{}"));
+  ASSERT_TRUE(sink.WaitForEvents(absl::Seconds(5)));
+  auto next = sink.TakeChunk();
+  ASSERT_TRUE(next.has_value());
+  std::vector<uint64_t> seqs = Sequences({*next});
+  ASSERT_EQ(seqs.size(), 1u);  // only the new event
+  EXPECT_GT(seqs[0], last);
+}
+
 // Records an agent emitted but had not yet written to a segment when it died are in the
 // journal: the next start puts them in the spool, after what the segments hold.
 TEST(Spool, RecordsOnlyInTheJournalSurviveAKill) {
