@@ -334,6 +334,15 @@ int ShowSession(AdminClient& client, const std::string& id, const std::string& o
   v1::SessionDetail d;
   grpc::Status st = client.stub()->GetSession(client.Context().get(), req, &d);
   if (!st.ok()) return FailRpc(st);
+  // A long session comes in pages.
+  while (d.more() && d.events_size() > 0) {
+    req.set_after_sequence(d.events(d.events_size() - 1).sequence());
+    v1::SessionDetail page;
+    st = client.stub()->GetSession(client.Context().get(), req, &page);
+    if (!st.ok()) return FailRpc(st);
+    for (auto& e : *page.mutable_events()) *d.add_events() = std::move(e);
+    d.set_more(page.more());
+  }
   if (output == "json") {
     std::printf("%s", PrintJson(d).c_str());
     return 0;

@@ -705,6 +705,10 @@ absl::StatusOr<v1::SessionDetail> SqliteStore::GetSession(const v1::GetSessionRe
           "WHERE s.session_id = ?1 AND c.last_sequence > ?2 ORDER BY c.id");
   RETURN_IF_ERROR(ev.status());
   ev.Bind(1, session_id).Bind(2, static_cast<int64_t>(req.after_sequence()));
+  // A page stays well under gRPC's 4 MiB message limit: at most 2 MiB of bodies and recordings
+  // (always at least one event), the rest with `more`.
+  constexpr size_t kMaxPageBytes = 2 << 20;
+  size_t page_bytes = 0;
   while (ev.Step() == SQLITE_ROW) {
     std::string agent = ev.Text(1);
     auto events = audit::DecodeEvents(ev.Text(2), std::numeric_limits<size_t>::max());
@@ -714,10 +718,13 @@ absl::StatusOr<v1::SessionDetail> SqliteStore::GetSession(const v1::GetSessionRe
     }
     for (auto& e : *events) {
       if (e.session_id() != session_id || e.sequence() <= req.after_sequence()) continue;
-      if (req.max_events() != 0 && d.events_size() >= static_cast<int>(req.max_events())) {
+      const size_t size = e.json().size() + (req.recording() ? e.recording_bytes() : 0);
+      if ((req.max_events() != 0 && d.events_size() >= static_cast<int>(req.max_events())) ||
+          (d.events_size() > 0 && page_bytes + size > kMaxPageBytes)) {
         d.set_more(true);
         return d;
       }
+      page_bytes += size;
       v1::StoredEvent* out = d.add_events();
       out->set_agent_id(agent);
       out->set_sequence(e.sequence());

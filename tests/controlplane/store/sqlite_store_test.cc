@@ -337,10 +337,30 @@ TEST(SqliteStore, RecordingsAreKeptApartAndPurgedSessionsKeepTheChain) {
   EXPECT_EQ(store->GetSession("s1")->events(1).recording(), "");
   req.set_after_sequence(3);
   EXPECT_EQ(store->GetSession(req)->events_size(), 1);
+  // Pages stay under 2 MiB of bodies and recordings.
+  const std::string big(900 << 10, 'r');
+  ASSERT_TRUE(store
+                  ->AppendAgentEvents("a", chain.BatchOf({Event(7, "session_start", "s3", start),
+                                                          Recorded(Event(8, "statement", "s3", "{}"), big),
+                                                          Recorded(Event(9, "statement", "s3", "{}"), big),
+                                                          Recorded(Event(10, "statement", "s3", "{}"), big)}))
+                  .ok());
+  v1::GetSessionRequest paged;
+  paged.set_session_id("s3");
+  paged.set_recording(true);
+  auto first_page = store->GetSession(paged);
+  ASSERT_TRUE(first_page.ok()) << first_page.status();
+  EXPECT_EQ(first_page->events_size(), 3);
+  EXPECT_TRUE(first_page->more());
+  paged.set_after_sequence(9);
+  auto second_page = store->GetSession(paged);
+  ASSERT_EQ(second_page->events_size(), 1);
+  EXPECT_EQ(second_page->events(0).recording(), big);
+  EXPECT_FALSE(second_page->more());
   // The event store itself holds the events without them; verify puts them back.
   auto v = store->VerifyAudit({}, nullptr);
   ASSERT_TRUE(v.ok() && v->ok()) << v->first_problem();
-  EXPECT_EQ(v->recording_slices(), 4u);
+  EXPECT_EQ(v->recording_slices(), 7u);
 
   // s2 is held; both are due: s1 goes, its events stay in the chain as purged records.
   ASSERT_TRUE(store->SetLegalHold("s2", "case 1", "auditor", 7, false).ok());
@@ -362,14 +382,14 @@ TEST(SqliteStore, RecordingsAreKeptApartAndPurgedSessionsKeepTheChain) {
   ASSERT_TRUE(v.ok() && v->ok()) << v->first_problem();
   EXPECT_EQ(v->purged(), 3u);
   // The chain goes on after the purge.
-  ASSERT_TRUE(store->AppendAgentEvents("a", chain.BatchOf({Event(7, "statement", "s2", "{}")})).ok());
+  ASSERT_TRUE(store->AppendAgentEvents("a", chain.BatchOf({Event(11, "statement", "s2", "{}")})).ok());
   EXPECT_TRUE(store->VerifyAudit({}, nullptr)->ok());
   // Only the control plane purges: an agent's event that claims it is refused.
-  v1::AuditEvent claim = Event(8, "statement", "s2", "{}");
+  v1::AuditEvent claim = Event(12, "statement", "s2", "{}");
   claim.set_purged_hash(std::string(32, 'p'));
   EXPECT_EQ(store->AppendAgentEvents("a", chain.BatchOf({claim})).status().code(), absl::StatusCode::kInvalidArgument);
   // A recording whose size does not match is refused too.
-  v1::AuditEvent lying = Recorded(Event(8, "statement", "s2", "{}"), "abc");
+  v1::AuditEvent lying = Recorded(Event(12, "statement", "s2", "{}"), "abc");
   lying.set_recording_bytes(9);
   EXPECT_EQ(store->AppendAgentEvents("a", chain.BatchOf({lying})).status().code(), absl::StatusCode::kInvalidArgument);
 }
