@@ -147,7 +147,9 @@ std::string ControlClient::StatusJson() const {
                   {"evicted", st.evicted_events},
                   {"spool_bytes", st.spool_bytes},
                   {"spool_segments", st.spool_segments},
-                  {"spool_error", st.spool_error}};
+                  {"spool_error", st.spool_error},
+                  {"journal_overflows", st.journal_overflows},
+                  {"inflight_uncovered", st.inflight_uncovered}};
   }
   return j.dump(2) + "\n";
 }

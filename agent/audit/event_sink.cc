@@ -346,6 +346,8 @@ EventSink::Stats EventSink::stats() const {
   if (spool_ != nullptr) {
     s.spool_bytes = spool_->bytes();
     s.spool_segments = spool_->segments();
+    if (journal_ != nullptr) s.journal_overflows = journal_->overflows();
+    if (spool_->inflight() != nullptr) s.inflight_uncovered = spool_->inflight()->uncovered();
   }
   return s;
 }

@@ -117,6 +117,8 @@ class EventSink {
     size_t spool_bytes = 0;
     size_t spool_segments = 0;
     std::string spool_error;
+    uint64_t journal_overflows = 0;   // records too many for the journal's half (not journaled)
+    uint64_t inflight_uncovered = 0;  // sessions the in-flight table had no slot for
   };
   Stats stats() const;
 
