@@ -80,13 +80,14 @@ double SpoolRate(const std::string& dir, int events, bool recording) {
       std::string session = absl::StrCat("bench-session-", t);
       for (int i = t; i < events; i += 2) {
         while (!sink.Emit("statement", session, StatementJson(i), false, recording ? slice : "")) {
-          std::this_thread::sleep_for(std::chrono::milliseconds(1));
+          sink.WaitUntilSpooled(absl::Seconds(1));  // memory full: the spool thread catches up
         }
       }
     });
   }
   for (auto& e : emitters) e.join();
-  while (sink.stats().unspooled_events > 0) std::this_thread::sleep_for(std::chrono::microseconds(200));
+  while (!sink.WaitUntilSpooled(absl::Seconds(1))) {
+  }
   absl::Duration took = absl::Now() - start;
   done.store(true);
   sender.join();

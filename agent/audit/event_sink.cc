@@ -1,10 +1,11 @@
 #include "agent/audit/event_sink.h"
 
 #include <algorithm>
+#include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include <vector>
 
 #include "agent/audit/inflight.h"
 #include "agent/audit/spool.h"
@@ -52,9 +53,7 @@ void EventSink::StartSpooling(Spool* spool) {
   spooler_ = std::thread([this] { SpoolLoop(); });
 }
 
-bool EventSink::HasUnspooled() const {
-  return stopping_ || std::any_of(queued_.begin(), queued_.end(), [](const EventChunk& c) { return !c.spooled; });
-}
+bool EventSink::HasUnspooled() const { return stopping_ || !AllSpooled(); }
 
 bool EventSink::OpenChunkFull() const {
   return stopping_ || (!queued_.empty() && queued_.back().records.size() >= chunk_bytes_);
@@ -201,20 +200,35 @@ void EventSink::EvictLocked() {
 
 void EventSink::RecoverInflight(InflightTable* table, absl::string_view journal_records) {
   if (table == nullptr) return;
-  for (const InflightTable::Leftover& l : table->Recover()) {
-    uint32_t pending = l.pending;
-    size_t answered = 0;  // of the texts kept
-    bool ended = false;
-    // The one event of the session the slot may not have accounted for.
+  std::vector<InflightTable::Leftover> leftovers = table->Recover();
+  // The journal's events by session, read once: what a slot may not have accounted for.
+  struct Seen {
+    uint64_t sequence = 0;
+    bool ends = false;     // a session_end
+    bool answers = false;  // answers a forwarded request: a statement event without a policy decision
+  };
+  absl::flat_hash_map<std::string, std::vector<Seen>> journaled;
+  if (!leftovers.empty()) {
     audit::RecordReader reader(journal_records);
     while (!reader.done()) {
       auto payload = reader.Next();
       v1::AuditEvent e;
       if (!payload.ok() || !e.ParseFromArray(payload->data(), static_cast<int>(payload->size()))) break;
-      if (e.session_id() != l.session_id || e.sequence() <= l.sequence) continue;
-      if (e.type() == "session_end") ended = true;
-      // Answers to forwarded requests are the statement events without a policy decision.
-      if (e.type() == "statement" && e.json().find("\"decision\"") == std::string::npos && pending > 0) {
+      journaled[e.session_id()].push_back(
+          Seen{e.sequence(), e.type() == "session_end",
+               e.type() == "statement" && e.json().find("\"decision\"") == std::string::npos});
+    }
+  }
+  for (const InflightTable::Leftover& l : leftovers) {
+    uint32_t pending = l.pending;
+    size_t answered = 0;  // of the texts kept
+    bool ended = false;
+    static const std::vector<Seen> kNothing;
+    auto seen = journaled.find(l.session_id);
+    for (const Seen& s : seen != journaled.end() ? seen->second : kNothing) {
+      if (s.sequence <= l.sequence) continue;
+      ended = ended || s.ends;
+      if (s.answers && pending > 0) {
         --pending;
         ++answered;
       }
@@ -248,6 +262,15 @@ bool EventSink::HasFullChunk() const {
   return queued_.size() > 1 || (queued_.size() == 1 && queued_.front().records.size() >= chunk_bytes_);
 }
 
+bool EventSink::AllSpooled() const {
+  return std::none_of(queued_.begin(), queued_.end(), [](const EventChunk& c) { return !c.spooled; });
+}
+
+bool EventSink::WaitUntilSpooled(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  return mu_.AwaitWithTimeout(absl::Condition(this, &EventSink::AllSpooled), timeout);
+}
+
 bool EventSink::WaitForEvents(absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
   mu_.AwaitWithTimeout(absl::Condition(this, &EventSink::HasSendable), timeout);
@@ -273,26 +296,22 @@ std::optional<EventChunk> EventSink::TakeChunk() {
   }
   auto records = spool_->ReadRecords(sent.first_sequence, sent.last_sequence);
   if (!records.ok() || records->empty()) {
-    absl::MutexLock lock(&mu_);
-    if (sent.last_sequence <= acked_) {
-      // Acknowledged while it was being read back: the control plane has it, and the next
-      // TakeChunk goes on with the rest.
-      auto it = std::find_if(in_flight_.begin(), in_flight_.end(),
-                             [&](const EventChunk& c) { return c.first_sequence == sent.first_sequence; });
-      if (it != in_flight_.end()) {
-        in_flight_events_ -= it->count;
-        in_flight_.erase(it);
-      }
-      return std::nullopt;
-    }
-  }
-  if (!records.ok() || records->empty()) {
-    std::string why = records.ok() ? "the records are no longer in the spool" : std::string(records.status().message());
-    LogError("audit spool: cannot read back sequences ", sent.first_sequence, "..", sent.last_sequence, ": ", why,
-             "; new sessions are refused");
     {
       absl::MutexLock lock(&mu_);
-      spool_error_ = why;
+      // Acknowledged while it was being read back (its segment went with the acknowledgement):
+      // the control plane has it, and the next TakeChunk goes on with the rest.
+      if (sent.last_sequence <= acked_) {
+        auto it = std::find_if(in_flight_.begin(), in_flight_.end(),
+                               [&](const EventChunk& c) { return c.first_sequence == sent.first_sequence; });
+        if (it != in_flight_.end()) {
+          in_flight_events_ -= it->count;
+          in_flight_.erase(it);
+        }
+        return std::nullopt;
+      }
+      spool_error_ = records.ok() ? "the records are no longer in the spool" : std::string(records.status().message());
+      LogError("audit spool: cannot read back sequences ", sent.first_sequence, "..", sent.last_sequence, ": ",
+               spool_error_, "; new sessions are refused");
     }
     Requeue();  // back to the front, for a later attempt
     return std::nullopt;

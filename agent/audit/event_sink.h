@@ -96,6 +96,8 @@ class EventSink {
 
   // Waits up to `timeout` for queued events; true when there are some.
   bool WaitForEvents(absl::Duration timeout);
+  // Waits up to `timeout` until every event emitted so far is in the spool; false on timeout.
+  bool WaitUntilSpooled(absl::Duration timeout);
   // Waits up to `linger` for a full chunk (call after WaitForEvents): sends fewer, larger batches
   // when the data path is busy.
   void WaitForChunk(absl::Duration linger);
@@ -126,6 +128,7 @@ class EventSink {
   bool HasFullChunk() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool HasSendable() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool HasUnspooled() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool AllSpooled() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool OpenChunkFull() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SpoolLoop();
   void EvictLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

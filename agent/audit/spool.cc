@@ -52,12 +52,18 @@ absl::StatusOr<std::unique_ptr<Spool>> Spool::Open(Options options) {
   left.records = (*journal)->Recover(spool->last_sequence(), &left.count, &left.last_sequence);
   if (left.count > 0) {
     left.first_sequence = spool->last_sequence() + 1;
+    // Consecutive sequences (Journal::Recover); each record is sent again like a segment's.
     audit::RecordReader reader(left.records);
-    while (!reader.done()) left.last_hash = audit::ChainHash(*reader.Next());
+    absl::string_view last;
+    for (uint64_t seq = left.first_sequence; !reader.done(); ++seq) {
+      size_t at = reader.offset();
+      last = *reader.Next();
+      spool->AddRecovered(seq, reader.offset() - at);
+    }
+    left.last_hash = audit::ChainHash(last);
     st = spool->Append(left);
     if (st.ok()) st = spool->MaybeSync(true);
     if (!st.ok()) return st;
-    spool->AddRecovered(left.records);
     LogInfo("audit spool: ", left.count, " event(s) recovered from the journal, up to sequence ", left.last_sequence);
   }
   spool->journal_records_ = std::move(left.records);
@@ -106,7 +112,9 @@ absl::Status Spool::Recover() {
     audit::RecordReader reader(*data);
     Segment seg{path, 0, 0, 0};
     size_t good = 0;
+    absl::string_view last;  // the last good record's payload: the chain head after this segment
     while (!reader.done()) {
+      size_t at = reader.offset();
       auto payload = reader.Next();
       uint64_t seq = payload.ok() ? SequenceOf(*payload) : 0;
       if (!payload.ok() || seq == 0 || seq <= last_sequence_) {
@@ -119,9 +127,11 @@ absl::Status Spool::Recover() {
       seg.last = seq;
       ++seg.count;
       last_sequence_ = seq;
-      chain_head_ = audit::ChainHash(*payload);
+      last = *payload;
       good = reader.offset();
+      AddRecovered(seq, good - at);
     }
+    if (!last.empty()) chain_head_ = audit::ChainHash(last);
     if (good < data->size() && ::truncate(path.c_str(), static_cast<off_t>(good)) != 0) {
       return Errno("truncate " + path);
     }
@@ -131,7 +141,6 @@ absl::Status Spool::Recover() {
     }
     seg.bytes = good;
     bytes_ += good;
-    AddRecovered(absl::string_view(*data).substr(0, good));
     segments_.push_back(seg);
   }
   if (!segments_.empty()) {
@@ -141,25 +150,17 @@ absl::Status Spool::Recover() {
   return absl::OkStatus();
 }
 
-void Spool::AddRecovered(absl::string_view records) {
-  audit::RecordReader reader(records);
-  size_t bytes = 0;
-  while (!reader.done()) {
-    size_t at = reader.offset();
-    auto payload = reader.Next();
-    if (!payload.ok()) break;  // checked before
-    uint64_t seq = SequenceOf(*payload);
-    if (recovered_.empty() || bytes >= options_.chunk_bytes) {
-      EventChunk& c = recovered_.emplace_back();
-      c.first_sequence = seq;
-      c.spooled = c.sealed = c.evicted = true;
-      bytes = 0;
-    }
-    EventChunk& c = recovered_.back();
-    c.last_sequence = seq;
-    ++c.count;
-    bytes += reader.offset() - at;
+void Spool::AddRecovered(uint64_t sequence, size_t record_bytes) {
+  if (recovered_.empty() || recovered_bytes_ >= options_.chunk_bytes) {
+    EventChunk& c = recovered_.emplace_back();
+    c.first_sequence = sequence;
+    c.spooled = c.sealed = c.evicted = true;
+    recovered_bytes_ = 0;
   }
+  EventChunk& c = recovered_.back();
+  c.last_sequence = sequence;
+  ++c.count;
+  recovered_bytes_ += record_bytes;
 }
 
 std::vector<EventChunk> Spool::TakeRecovered() { return std::move(recovered_); }

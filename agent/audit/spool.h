@@ -82,8 +82,8 @@ class Spool {
   };
   explicit Spool(Options options) : options_(std::move(options)) {}
   absl::Status Recover();
-  // Adds the chunks `records` (read back) are sent in to recovered_.
-  void AddRecovered(absl::string_view records);
+  // Adds a record read back at Open to the chunks it will be sent in (recovered_).
+  void AddRecovered(uint64_t sequence, size_t record_bytes);
   absl::Status OpenSegmentLocked(uint64_t first) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CloseLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -100,6 +100,7 @@ class Spool {
   std::unique_ptr<InflightTable> inflight_;
   std::string journal_records_;
   std::vector<EventChunk> recovered_;  // what Open found, as chunks without their records
+  size_t recovered_bytes_ = 0;         // ... the bytes of the last of them
 };
 
 }  // namespace sluice::agent

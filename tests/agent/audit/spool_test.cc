@@ -156,10 +156,10 @@ TEST(EventSinkSpool, ABacklogBeyondMemoryWaitsOnDisk) {
   sink.StartSpooling(spool->get());
   const std::string body = "{\"statement\":\"" + std::string(200, 'x') + "\"}";
   for (int i = 0; i < 2000; ++i) {  // ~500 KiB of records
-    while (!sink.Emit("statement", "s1", body)) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    while (!sink.Emit("statement", "s1", body)) ASSERT_TRUE(sink.WaitUntilSpooled(absl::Seconds(5)));
   }
   ASSERT_TRUE(sink.WaitForEvents(absl::Seconds(5)));
-  while (sink.stats().unspooled_events > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_TRUE(sink.WaitUntilSpooled(absl::Seconds(5)));
   EventSink::Stats st = sink.stats();
   EXPECT_LE(st.bytes, kMemory);
   EXPECT_GT(st.evicted_events, 1000u);
@@ -185,7 +185,7 @@ TEST(EventSinkSpool, RecoveredChunksTheControlPlaneHoldsAreDroppedOnAck) {
     EventSink sink(1 << 20, 4096);
     sink.StartSpooling(spool->get());
     for (int i = 0; i < 100; ++i) ASSERT_TRUE(sink.Emit("statement", "s1", "{}"));
-    while (sink.stats().unspooled_events > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    ASSERT_TRUE(sink.WaitUntilSpooled(absl::Seconds(5)));
     while (auto c = sink.TakeChunk()) last = c->last_sequence;  // sent; the ack never came
   }
   auto spool = Spool::Open(o);
