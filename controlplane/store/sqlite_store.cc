@@ -887,25 +887,24 @@ absl::StatusOr<v1::PurgeExpiredResponse> SqliteStore::PurgeSessions(const PurgeR
   for (size_t i = 0; i < due.size() && i < 1000; ++i) out.add_session_ids(due[i]);
   if (due.empty()) return out;
 
-  // Each purged event keeps its place in the chain with the hash it had, which covers its
-  // recording slice: the slices are read before anything changes (an unreadable recording stops
-  // the purge, so that the chain is never cut short by it).
   absl::flat_hash_set<std::string> purged(due.begin(), due.end());
-  absl::flat_hash_map<std::string, std::map<uint64_t, std::string>> slices;
-  std::vector<std::pair<std::string, RecordingBlock>> blocks;  // erased after the commit
-  for (const std::string& session : due) {
-    auto read = ReadRecordingsLocked(session, 0);
-    if (!read.ok()) {
-      return absl::DataLossError(absl::StrCat("retention cannot purge session ", session, ": ", read.status().message(),
-                                              " (run `sluicectl audit verify`)"));
-    }
-    slices[session] = std::move(*read);
-    Stmt f(db_, "SELECT file, offset, length FROM recording_blocks WHERE session_id = ?1");
+  struct DueBlock {
+    std::string session;
+    std::string file;
+    RecordingBlock block;
+  };
+  std::vector<DueBlock> blocks;  // the sessions' recording blocks, erased after the commit
+  {
+    Stmt f(db_, "SELECT file, offset, length FROM recording_blocks WHERE session_id = ?1 ORDER BY first_sequence");
     RETURN_IF_ERROR(f.status());
-    f.Bind(1, session);
-    while (f.Step() == SQLITE_ROW) {
-      blocks.emplace_back(f.Text(0), RecordingBlock{static_cast<uint64_t>(f.Int(1)), static_cast<uint64_t>(f.Int(2))});
-      out.set_recording_bytes(out.recording_bytes() + static_cast<uint64_t>(f.Int(2)));
+    for (const std::string& session : due) {
+      f.Reset();
+      f.Bind(1, session);
+      while (f.Step() == SQLITE_ROW) {
+        blocks.push_back(
+            DueBlock{session, f.Text(0), RecordingBlock{static_cast<uint64_t>(f.Int(1)), static_cast<uint64_t>(f.Int(2))}});
+        out.set_recording_bytes(out.recording_bytes() + static_cast<uint64_t>(f.Int(2)));
+      }
     }
   }
   std::set<int64_t> chunks;
@@ -918,16 +917,31 @@ absl::StatusOr<v1::PurgeExpiredResponse> SqliteStore::PurgeSessions(const PurgeR
       while (c.Step() == SQLITE_ROW) chunks.insert(c.Int(0));
     }
   }
+  Stmt r(db_, "SELECT records FROM event_chunks WHERE id = ?1");
+  RETURN_IF_ERROR(r.status());
   if (req.dry_run) {
     // Count the events without changing anything.
     for (int64_t chunk : chunks) {
-      Stmt r(db_, "SELECT records FROM event_chunks WHERE id = ?1");
+      r.Reset();
       r.Bind(1, chunk);
       if (r.Step() != SQLITE_ROW) continue;
       ASSIGN_OR_RETURN(auto events, audit::DecodeEvents(r.Text(0), std::numeric_limits<size_t>::max()));
       for (const auto& e : events) out.set_events(out.events() + (purged.contains(e.session_id()) ? 1 : 0));
     }
     return out;
+  }
+
+  // Each purged event keeps its place in the chain with the hash it had, which covers its
+  // recording slice: the slices are read before anything changes (an unreadable recording stops
+  // the purge, so that the chain is never cut short by it).
+  absl::flat_hash_map<std::string, std::map<uint64_t, std::string>> slices;
+  for (const DueBlock& b : blocks) {
+    auto read = recordings_.Read(b.file, b.block);
+    if (!read.ok()) {
+      return absl::DataLossError(absl::StrCat("retention cannot purge session ", b.session, ": ",
+                                              read.status().message(), " (run `sluicectl audit verify`)"));
+    }
+    for (RecordingSlice& slice : *read) slices[b.session][slice.sequence] = std::move(slice.data);
   }
 
   Txn txn(db_);
@@ -937,8 +951,7 @@ absl::StatusOr<v1::PurgeExpiredResponse> SqliteStore::PurgeSessions(const PurgeR
   out.set_audit_id(audit_id);
   const std::string tombstone_body = absl::StrCat("{\"purged_by_audit_record\":", audit_id, "}");
   for (int64_t chunk : chunks) {
-    Stmt r(db_, "SELECT records FROM event_chunks WHERE id = ?1");
-    RETURN_IF_ERROR(r.status());
+    r.Reset();
     r.Bind(1, chunk);
     if (r.Step() != SQLITE_ROW) continue;
     const std::string records = r.Text(0);
@@ -1003,10 +1016,10 @@ absl::StatusOr<v1::PurgeExpiredResponse> SqliteStore::PurgeSessions(const PurgeR
   // The bytes go once the index no longer names them (a failure leaves orphaned bytes, not a gap);
   // a file none of whose blocks is indexed any more goes whole.
   std::set<std::string> files;
-  for (const auto& [file, block] : blocks) {
-    absl::Status st = recordings_.Erase(file, block);
+  for (const DueBlock& b : blocks) {
+    absl::Status st = recordings_.Erase(b.file, b.block);
     if (!st.ok()) LogWarning("retention: ", st.message());
-    files.insert(file);
+    files.insert(b.file);
   }
   for (const std::string& file : files) {
     Stmt left(db_, "SELECT 1 FROM recording_blocks WHERE file = ?1 LIMIT 1");
