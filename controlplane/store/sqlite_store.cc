@@ -1044,7 +1044,9 @@ absl::StatusOr<v1::VerifyAuditResponse> SqliteStore::VerifyAudit(const v1::Verif
   Stmt s(db_, "SELECT id, agent_id, records FROM event_chunks ORDER BY agent_id, id");
   RETURN_IF_ERROR(s.status());
   absl::flat_hash_map<uint64_t, std::string> hashes;  // the agent's records: sequence -> hash
-  absl::flat_hash_map<std::string, std::map<uint64_t, std::string>> recordings;  // by session, not yet used
+  // By session, the slices not yet used (read once per session: a session whose recording cannot
+  // be read is reported once, and each of its slices as missing).
+  absl::flat_hash_map<std::string, std::map<uint64_t, std::string>> recordings;
   std::string agent;
   std::string head;        // hash of the agent's previous record
   uint64_t previous = 0;   // its sequence
@@ -1105,7 +1107,6 @@ absl::StatusOr<v1::VerifyAuditResponse> SqliteStore::VerifyAudit(const v1::Verif
           problem(absl::StrCat("agent ", agent, ": the recording slice of sequence ", e.sequence(), " (session ",
                                e.session_id(), ") is missing from its recording file"));
         }
-        if (loaded->second.empty()) recordings.erase(loaded);
       }
       const bool linked = head.empty() || e.prev_hash() == head;
       if (!linked && in_window(e.time_unix_ms())) {
