@@ -327,7 +327,7 @@ bool ControlClient::ConnectOnce() {
       bool have = options_.events != nullptr &&
                   options_.events->WaitForEvents(absl::Milliseconds(50));
       // Linger briefly so that a busy data path sends a few large chunks, not one per event.
-      if (have) options_.events->WaitForChunk(absl::Milliseconds(20));
+      if (have) options_.events->WaitForChunk(EventSink::kLinger);
       if (stream_done.load()) break;
       if (options_.approvals != nullptr) {
         bool failed = false;

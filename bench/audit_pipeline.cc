@@ -4,7 +4,7 @@
 //   spool   — one agent's EventSink with its Spool (journal copy, segment writes, fdatasync every
 //             100 ms): events emitted from 2 threads until each is on disk, chunks taken and
 //             acknowledged as a control plane would.
-//   ingest  — the control plane's SqliteStore: the agent's chunks (256 KiB of framed records)
+//   ingest  — the control plane's SqliteStore: the agent's chunks (1 MiB of framed records)
 //             through AppendAgentEvents (decode, chain check, recording files, session index).
 //
 // Each runs with and without a recording slice per event (a typical pgbench -S exchange after
@@ -101,7 +101,7 @@ double IngestRate(const std::string& dir, int events, bool recording) {
   if (!store.ok()) return 0;
   (void)(*store)->CreateEnrollment({"h", "bench", {}, 0, 1LL << 60, {}});
   (void)(*store)->ConsumeEnrollment("h", "s", 1, {});
-  // The batches, built first (as the agent's EventSink would have): chunks of ~256 KiB.
+  // The batches, built first (as the agent's EventSink would have): chunks of ~1 MiB.
   std::vector<controlplane::EventBatch> batches;
   std::string head;
   const std::string slice = RecordingSlice(1);
@@ -109,7 +109,7 @@ double IngestRate(const std::string& dir, int events, bool recording) {
       R"({"connection":"bench","client_addr":"127.0.0.1:5000","tls":false,"user":"app","subject":"bench-bot","issuer":"bench-idp","groups":["bench"],"attribution":{},"access":"write","rule":"bench"})";
   controlplane::EventBatch* b = nullptr;
   for (int i = 0; i < events; ++i) {
-    if (b == nullptr || b->records.size() >= (256 << 10)) b = &batches.emplace_back();
+    if (b == nullptr || b->records.size() >= agent::EventSink::kDefaultChunkBytes) b = &batches.emplace_back();
     const int session = i / (kStatementsPerSession + 2);
     const int pos = i % (kStatementsPerSession + 2);
     v1::AuditEvent e;

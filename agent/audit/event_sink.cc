@@ -73,7 +73,7 @@ void EventSink::SpoolLoop() {
       absl::MutexLock lock(&mu_);
       mu_.AwaitWithTimeout(absl::Condition(this, &EventSink::HasUnspooled), absl::Milliseconds(100));
       if (stopping_) return;
-      mu_.AwaitWithTimeout(absl::Condition(this, &EventSink::OpenChunkFull), absl::Milliseconds(20));
+      mu_.AwaitWithTimeout(absl::Condition(this, &EventSink::OpenChunkFull), kLinger);
       for (EventChunk& c : queued_) {
         if (c.spooled) continue;
         c.sealed = true;
@@ -166,7 +166,9 @@ bool EventSink::Emit(absl::string_view type, absl::string_view session_id, absl:
   ++next_sequence_;
   if (queued_.empty() || queued_.back().sealed || queued_.back().records.size() >= chunk_bytes_) {
     EventChunk& fresh = queued_.emplace_back();
-    fresh.records.reserve(chunk_bytes_ + 4096);
+    // Grown as it fills: a quiet agent seals a chunk per event or two, and a full-size reservation
+    // each would hold 1 MiB of address space per chunk while the control plane is away.
+    fresh.records.reserve(std::min<size_t>(chunk_bytes_, 64 << 10));
     fresh.first_sequence = next_sequence_;
   }
   EventChunk& chunk = queued_.back();

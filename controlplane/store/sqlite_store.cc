@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cstring>
 #include <limits>
 #include <set>
 #include <optional>
@@ -100,6 +101,7 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string
 
 SqliteStore::~SqliteStore() {
   absl::MutexLock lock(&mu_);
+  statements_.Clear();  // a connection with statements left does not close
   sqlite3_close(db_);
 }
 
@@ -414,7 +416,7 @@ absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent
   RETURN_IF_ERROR(txn.begun());
   // Agents send in sequence order and resend from their first unacknowledged event, so whatever
   // is at or below the agent's committed sequence is a duplicate.
-  Stmt committed_q(db_, "SELECT events_committed, chain_head, audit_public_key FROM agents WHERE id = ?1");
+  Stmt committed_q(db_, statements_, "SELECT events_committed, chain_head, audit_public_key FROM agents WHERE id = ?1");
   RETURN_IF_ERROR(committed_q.status());
   committed_q.Bind(1, agent_id);
   if (committed_q.Step() != SQLITE_ROW) {
@@ -481,17 +483,17 @@ absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent
   // chunk.
   const v1::AuditEvent& first = batch.events[first_new];
   const v1::AuditEvent& last = batch.events.back();
-  Stmt put(db_,
+  Stmt put(db_, statements_,
            "INSERT INTO event_chunks(agent_id, first_sequence, last_sequence, first_time_ms, "
            "last_time_ms, events, records) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
   put.Bind(1, agent_id).Bind(2, static_cast<int64_t>(first.sequence()));
   put.Bind(3, static_cast<int64_t>(last.sequence())).Bind(4, first.time_unix_ms());
   put.Bind(5, last.time_unix_ms()).Bind(6, static_cast<int64_t>(batch.events.size() - first_new));
-  put.BindBlob(7, stored);
+  put.BindBlobNoCopy(7, stored);
   RETURN_IF_ERROR(put.Run());
   const int64_t chunk_id = sqlite3_last_insert_rowid(db_);
   if (!slices.empty()) {
-    Stmt index(db_,
+    Stmt index(db_, statements_,
                "INSERT OR REPLACE INTO recording_blocks(session_id, agent_id, first_sequence, last_sequence, file, "
                "offset, length) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
     RETURN_IF_ERROR(index.status());
@@ -525,7 +527,9 @@ absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent
   absl::flat_hash_map<std::string, Tags> tags;
   auto tag = [&tags](const v1::AuditEvent& e) {
     const std::string& j = e.json();
-    if (j.find("\"decision\"") == std::string::npos && j.find("\"masked_by\"") == std::string::npos) return;
+    // memmem, not std::string::find: find stops at every '"' of the body (6% of ingest).
+    auto has = [&j](absl::string_view key) { return memmem(j.data(), j.size(), key.data(), key.size()) != nullptr; };
+    if (!has("\"decision\"") && !has("\"masked_by\"")) return;
     nlohmann::json body = nlohmann::json::parse(j, nullptr, false);
     if (!body.is_object()) return;
     Tags& t = tags[e.session_id()];
@@ -563,7 +567,7 @@ absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent
       return it != body.end() && it->is_string() ? it->get<std::string>() : "";
     };
     if (e.type() == "session_end") {
-      Stmt up(db_, "UPDATE sessions SET ended_ms = ?2, outcome = 'closed', reason = ?3 WHERE session_id = ?1");
+      Stmt up(db_, statements_, "UPDATE sessions SET ended_ms = ?2, outcome = 'closed', reason = ?3 WHERE session_id = ?1");
       up.Bind(1, e.session_id()).Bind(2, e.time_unix_ms()).Bind(3, reason());
       RETURN_IF_ERROR(up.Run());
       continue;
@@ -574,7 +578,7 @@ absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent
     bool refused = e.type() == "session_refused";
     nlohmann::json attribution = nlohmann::json::object();
     for (const auto& [k, v] : summary.attribution()) attribution[k] = v;
-    Stmt up(db_,
+    Stmt up(db_, statements_,
             "INSERT OR IGNORE INTO sessions(session_id, agent_id, connection, subject, issuer, summary, "
             "started_ms, ended_ms, outcome, reason, attribution) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
     up.Bind(1, e.session_id()).Bind(2, agent_id).Bind(3, summary.connection()).Bind(4, summary.subject());
@@ -585,7 +589,7 @@ absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent
     RETURN_IF_ERROR(up.Run());
   }
   for (const auto& [session, t] : tags) {
-    Stmt q(db_, "SELECT decisions, rules FROM sessions WHERE session_id = ?1");
+    Stmt q(db_, statements_, "SELECT decisions, rules FROM sessions WHERE session_id = ?1");
     RETURN_IF_ERROR(q.status());
     q.Bind(1, session);
     if (q.Step() != SQLITE_ROW) continue;
@@ -594,25 +598,25 @@ absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent
       for (absl::string_view v : absl::StrSplit(current, ',', absl::SkipEmpty())) all.emplace(v);
       return all.empty() ? std::string() : absl::StrCat(",", absl::StrJoin(all, ","), ",");
     };
-    Stmt up(db_, "UPDATE sessions SET decisions = ?2, rules = ?3 WHERE session_id = ?1");
+    Stmt up(db_, statements_, "UPDATE sessions SET decisions = ?2, rules = ?3 WHERE session_id = ?1");
     up.Bind(1, session).Bind(2, merge(q.Text(0), t.decisions)).Bind(3, merge(q.Text(1), t.rules));
     RETURN_IF_ERROR(up.Run());
   }
-  Stmt up(db_, "UPDATE sessions SET statements = statements + ?2, errors = errors + ?3 WHERE session_id = ?1");
+  Stmt up(db_, statements_, "UPDATE sessions SET statements = statements + ?2, errors = errors + ?3 WHERE session_id = ?1");
   RETURN_IF_ERROR(up.status());
   for (const auto& [session, c] : counts) {
     up.Reset();
     up.Bind(1, session).Bind(2, c.statements).Bind(3, c.errors);
     RETURN_IF_ERROR(up.Run());
   }
-  Stmt link(db_, "INSERT OR IGNORE INTO session_chunks(session_id, chunk_id) VALUES (?1, ?2)");
+  Stmt link(db_, statements_, "INSERT OR IGNORE INTO session_chunks(session_id, chunk_id) VALUES (?1, ?2)");
   RETURN_IF_ERROR(link.status());
   for (const auto& session : sessions) {
     link.Reset();
     link.Bind(1, session).Bind(2, chunk_id);
     RETURN_IF_ERROR(link.Run());
   }
-  Stmt mark(db_, "UPDATE agents SET events_committed = ?2, chain_head = ?3 WHERE id = ?1");
+  Stmt mark(db_, statements_, "UPDATE agents SET events_committed = ?2, chain_head = ?3 WHERE id = ?1");
   mark.Bind(1, agent_id).Bind(2, static_cast<int64_t>(last.sequence())).BindBlob(3, head);
   RETURN_IF_ERROR(mark.Run());
   RETURN_IF_ERROR(txn.Commit());

@@ -10,6 +10,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "controlplane/store/recording_files.h"
+#include "controlplane/store/sqlite_stmt.h"
 #include "controlplane/store/store.h"
 
 namespace sluice::controlplane {
@@ -68,7 +69,8 @@ class SqliteStore : public Store {
   absl::StatusOr<ApprovalRecord> FindApproval(const std::string& agent_id, const std::string& agent_request_id) override;
 
  private:
-  SqliteStore(sqlite3* db, std::string recordings_dir) : db_(db), recordings_(std::move(recordings_dir)) {}
+  SqliteStore(sqlite3* db, std::string recordings_dir)
+      : db_(db), statements_(db), recordings_(std::move(recordings_dir)) {}
   absl::StatusOr<int64_t> AppendAuditLocked(const AuditRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<v1::SessionSummary> ReadSessionLocked(const std::string& session_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -83,6 +85,8 @@ class SqliteStore : public Store {
 
   absl::Mutex mu_;
   sqlite3* db_ ABSL_GUARDED_BY(mu_);
+  // Statements of the ingest path, prepared once.
+  StmtCache statements_ ABSL_GUARDED_BY(mu_);
   RecordingFiles recordings_ ABSL_GUARDED_BY(mu_);
 };
 

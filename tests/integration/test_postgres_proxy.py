@@ -574,11 +574,13 @@ rules:
         self.assertIn("is read-only (rule ci-read)", insert["reason"])
         self.assertEqual(insert["sqlstate"], "25006")  # read_only_sql_transaction
         # Refused attempts are on record too, with the reason.
-        refused = wait_for(lambda: [x for x in sessions("--connection", "demo")
-                                    if x.get("outcome") == "refused"
-                                    and ("elsewhere" in x.get("reason", "")
-                                         or "nobody" in x.get("reason", ""))],
-                           what="refusals to be recorded")
+        # Both refusals (they may reach the control plane in different batches).
+        def both_refusals():
+            got = [x for x in sessions("--connection", "demo") if x.get("outcome") == "refused"
+                   and ("elsewhere" in x.get("reason", "") or "nobody" in x.get("reason", ""))]
+            reasons = " ".join(x["reason"] for x in got)
+            return got if "elsewhere" in reasons and "nobody" in reasons else None
+        refused = wait_for(both_refusals, what="both refusals to be recorded")
         reasons = " | ".join(x["reason"] for x in refused)
         self.assertIn("audience 'elsewhere' is not accepted here", reasons)
         self.assertIn('no access rule lets "nobody" use connection "demo"', reasons)
