@@ -77,6 +77,9 @@ void EventSink::SpoolLoop() {
       for (EventChunk& c : queued_) {
         if (c.spooled) continue;
         c.sealed = true;
+        // A quiet agent seals chunks of an event or two: their 1 MiB reservation is given back
+        // (kept, they would hold it until acknowledged, for as long as the control plane is away).
+        if (c.records.capacity() > 2 * c.records.size() + (64 << 10)) c.records.shrink_to_fit();
         todo.push_back(&c);
       }
       // The sealed chunks' records are in the journal's active half; new ones go to the other,
@@ -166,9 +169,7 @@ bool EventSink::Emit(absl::string_view type, absl::string_view session_id, absl:
   ++next_sequence_;
   if (queued_.empty() || queued_.back().sealed || queued_.back().records.size() >= chunk_bytes_) {
     EventChunk& fresh = queued_.emplace_back();
-    // Grown as it fills: a quiet agent seals a chunk per event or two, and a full-size reservation
-    // each would hold 1 MiB of address space per chunk while the control plane is away.
-    fresh.records.reserve(std::min<size_t>(chunk_bytes_, 64 << 10));
+    fresh.records.reserve(chunk_bytes_ + 4096);
     fresh.first_sequence = next_sequence_;
   }
   EventChunk& chunk = queued_.back();
