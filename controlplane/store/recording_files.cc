@@ -4,6 +4,7 @@
 #include <linux/falloc.h>
 #include <unistd.h>
 #include <zlib.h>
+#include <zstd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -25,11 +26,26 @@ namespace {
 constexpr uint64_t kMaxBlockBytes = 64 << 20;
 constexpr uint64_t kMaxInflatedBytes = 256 << 20;
 
+// The first four bytes of a zstd frame (little-endian); a zlib stream starts with 0x78.
+constexpr uint32_t kZstdMagic = 0xFD2FB528;
+
 absl::Status Errno(absl::string_view what, const std::string& path) {
   return absl::InternalError(absl::StrCat(what, " ", path, ": ", std::strerror(errno)));
 }
 
 }  // namespace
+
+RecordingFiles::RecordingFiles(std::string dir, uint64_t rotate_bytes)
+    : zstd_(ZSTD_createCCtx(), &ZSTD_freeCCtx), dir_(std::move(dir)), rotate_bytes_(rotate_bytes) {
+  if (zstd_ != nullptr) {
+    // Level 1: most of a recording is protocol framing and repeated text; speed matters more.
+    // The frame carries a checksum of its content (as zlib's stream did).
+    ZSTD_CCtx_setParameter(zstd_.get(), ZSTD_c_compressionLevel, 1);
+    ZSTD_CCtx_setParameter(zstd_.get(), ZSTD_c_checksumFlag, 1);
+  }
+}
+
+RecordingFiles::~RecordingFiles() = default;
 
 absl::Status RecordingFiles::OpenCurrent() {
   RETURN_IF_ERROR(EnsureDir(dir_, 0700));
@@ -76,15 +92,14 @@ absl::StatusOr<std::pair<std::string, std::vector<RecordingBlock>>> RecordingFil
       raw.append(head, sizeof(head));
       raw.append(s.data);
     }
-    uLongf bound = compressBound(static_cast<uLong>(raw.size()));
+    const size_t bound = ZSTD_compressBound(raw.size());
     const size_t at = out.size();
     starts.push_back(at);
     out.resize(at + 8 + bound);
-    uLongf size = bound;
-    // Level 1: most of a recording is protocol framing and repeated text; speed matters more.
-    if (compress2(reinterpret_cast<Bytef*>(out.data() + at + 8), &size, reinterpret_cast<const Bytef*>(raw.data()),
-                  static_cast<uLong>(raw.size()), 1) != Z_OK) {
-      return absl::InternalError("compressing a recording block failed");
+    if (zstd_ == nullptr) return absl::ResourceExhaustedError("no memory for a zstd compression context");
+    const size_t size = ZSTD_compress2(zstd_.get(), out.data() + at + 8, bound, raw.data(), raw.size());
+    if (ZSTD_isError(size)) {
+      return absl::InternalError(absl::StrCat("compressing a recording block failed: ", ZSTD_getErrorName(size)));
     }
     out.resize(at + 8 + size);
     absl::little_endian::Store32(out.data() + at, static_cast<uint32_t>(size));
@@ -144,19 +159,31 @@ absl::StatusOr<std::vector<RecordingSlice>> RecordingFiles::Read(const std::stri
   if (absl::little_endian::Load32(bytes.data() + 4) != audit::Crc32(compressed)) {
     return damaged("the block's checksum does not match (the file was changed)");
   }
-  // The inflated size is not stored: grow until it fits, within a cap.
   std::string raw;
-  for (uLongf cap = static_cast<uLongf>(compressed.size()) * 4 + 1024;; cap *= 2) {
-    if (cap > kMaxInflatedBytes) return damaged("the block inflates past the cap");
-    raw.resize(cap);
-    uLongf got = cap;
-    int rc = uncompress(reinterpret_cast<Bytef*>(raw.data()), &got, reinterpret_cast<const Bytef*>(compressed.data()),
-                        static_cast<uLong>(compressed.size()));
-    if (rc == Z_OK) {
-      raw.resize(got);
-      break;
+  if (compressed.size() >= 4 && absl::little_endian::Load32(compressed.data()) == kZstdMagic) {
+    const unsigned long long size = ZSTD_getFrameContentSize(compressed.data(), compressed.size());
+    if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN) {
+      return damaged("the block is not a zstd frame with its size");
     }
-    if (rc != Z_BUF_ERROR) return damaged("the block does not decompress");
+    if (size > kMaxInflatedBytes) return damaged("the block inflates past the cap");
+    raw.resize(static_cast<size_t>(size));
+    const size_t got = ZSTD_decompress(raw.data(), raw.size(), compressed.data(), compressed.size());
+    if (ZSTD_isError(got) || got != raw.size()) return damaged("the block does not decompress");
+  } else {
+    // A zlib block (written before zstd): the inflated size is not stored, so grow until it
+    // fits, within a cap.
+    for (uLongf cap = static_cast<uLongf>(compressed.size()) * 4 + 1024;; cap *= 2) {
+      if (cap > kMaxInflatedBytes) return damaged("the block inflates past the cap");
+      raw.resize(cap);
+      uLongf got = cap;
+      int rc = uncompress(reinterpret_cast<Bytef*>(raw.data()), &got,
+                          reinterpret_cast<const Bytef*>(compressed.data()), static_cast<uLong>(compressed.size()));
+      if (rc == Z_OK) {
+        raw.resize(got);
+        break;
+      }
+      if (rc != Z_BUF_ERROR) return damaged("the block does not decompress");
+    }
   }
   std::vector<RecordingSlice> out;
   absl::string_view rest = raw;

@@ -448,6 +448,15 @@ def pg_read_msg(sock):
 
 # Session recordings as the control plane stores them (controlplane/store/recording_files.h),
 # read independently of the code under test.
+def inflate_recording_block(compressed):
+    """The entries of a recording block's compressed bytes: a zstd frame (decoded with the zstd
+    command), or a zlib stream (blocks written before zstd)."""
+    if compressed[:4] == b"\x28\xb5\x2f\xfd":
+        return subprocess.run(["zstd", "-d", "-c", "-q"], input=compressed, capture_output=True,
+                              check=True).stdout
+    return zlib.decompress(compressed)
+
+
 def stored_recordings(cp_data_dir):
     """{(session_id, sequence): slice bytes} from the recording index and files."""
     import sqlite3
@@ -460,7 +469,7 @@ def stored_recordings(cp_data_dir):
             block = f.read(length)
         size, crc = struct.unpack_from("<II", block, 0)
         assert size == length - 8 and zlib.crc32(block[8:]) == crc, "recording block damaged"
-        raw, at = zlib.decompress(block[8:]), 0
+        raw, at = inflate_recording_block(block[8:]), 0
         while at < len(raw):
             seq, n = struct.unpack_from("<QI", raw, at)
             out[(session, seq)] = raw[at + 12:at + 12 + n]

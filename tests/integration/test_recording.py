@@ -14,7 +14,7 @@ import time
 import unittest
 import zlib
 
-from harness import PG_BIN, SLUICECTL, Stack, TokenIssuer, stored_recordings, wait_for
+from harness import PG_BIN, SLUICECTL, Stack, TokenIssuer, inflate_recording_block, stored_recordings, wait_for
 
 POLICY = """---
 kind: AccessRule
@@ -187,8 +187,9 @@ class RecordingTest(unittest.TestCase):
             # Rewritten by someone who knows the format (checksum and index fixed): the hash chain
             # no longer links at the record after it.
             block = original[offset:offset + length]
-            raw = zlib.decompress(block[8:])
+            raw = inflate_recording_block(block[8:])
             self.assertIn(b"tamper-me", raw)
+            # (written as a zlib block, the format before zstd, which is still read)
             forged = zlib.compress(raw.replace(b"tamper-me", b"tamper-ME"))
             with open(path, "wb") as f:
                 f.write(original + struct.pack("<II", len(forged), zlib.crc32(forged)) + forged)
