@@ -1,5 +1,6 @@
 #include "common/daemon.h"
 
+#include <malloc.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -34,6 +35,14 @@ void InitDaemon(int argc, char** argv, absl::string_view component, absl::string
     rl.rlim_cur = rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
   }
+#if !defined(__SANITIZE_ADDRESS__)
+  // The audit path moves megabyte buffers (1 MiB event chunks, batches, recording blocks) many
+  // times a second. With glibc's defaults each could come fresh from the kernel (mmap, or a heap
+  // trimmed back after the last one) and be faulted in page by page: 9 % of the control plane's
+  // ingest time. Freed memory is kept for reuse instead (up to 64 MiB at the top of a heap).
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 64 << 20);
+#endif
 #if defined(NDEBUG) && !defined(__SANITIZE_ADDRESS__)
   // Debian's Abseil is built with mutex deadlock detection on, which keeps a lock graph on every
   // acquisition (measurable on the data path). Release binaries turn it off; the sanitizer build
