@@ -31,6 +31,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/audit/records.h"
 
 namespace sluice::agent {
 
@@ -67,7 +68,7 @@ class EventSink {
   // cost per batch (one transaction, its index pages, one recording-file write) is then shared by
   // ~1,500 events on a busy agent (with 256 KiB / 20 ms chunks its ingest cost per event was
   // 1.5 times as high).
-  static constexpr size_t kDefaultChunkBytes = 1 << 20;
+  static constexpr size_t kDefaultChunkBytes = audit::kChunkBytes;
   static constexpr absl::Duration kLinger = absl::Milliseconds(60);
 
   explicit EventSink(size_t capacity_bytes = kDefaultCapacityBytes,

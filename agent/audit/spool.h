@@ -20,6 +20,7 @@
 #include "absl/time/time.h"
 #include "agent/audit/inflight.h"
 #include "agent/audit/journal.h"
+#include "common/audit/records.h"
 
 namespace sluice::agent {
 
@@ -33,7 +34,7 @@ class Spool {
     size_t segment_bytes = 8 << 20;
     absl::Duration sync_interval = absl::Milliseconds(100);
     size_t journal_half_bytes = 16 << 20;  // agent/audit/journal.h
-    size_t chunk_bytes = 1 << 20;          // what was on disk is sent again in chunks of this size
+    size_t chunk_bytes = audit::kChunkBytes;  // what was on disk is sent again in chunks of this size
   };
   // Opens (creating the directory 0700) and reads back what is there: the segments, then the
   // records of the journal that follow them (written to a new segment at once).

@@ -21,6 +21,9 @@ namespace sluice::audit {
 
 inline constexpr size_t kRecordHeaderBytes = 8;
 inline constexpr size_t kMaxRecordBytes = 1 << 20;
+// The framed records an agent sends in one AuditBatch, live (agent/audit/event_sink.h) or read
+// back from its spool (agent/audit/spool.h): about 1 MiB (a chunk may end one record past it).
+inline constexpr size_t kChunkBytes = 1 << 20;
 
 // Appends one framed record holding `payload` (at most kMaxRecordBytes) to `out`.
 void AppendRecord(std::string* out, absl::string_view payload);
