@@ -325,17 +325,25 @@ absl::StatusOr<int64_t> SqliteStore::AppendAuditLocked(const AuditRecord& r) {
   return sqlite3_last_insert_rowid(db_);
 }
 
+namespace {
+
+// The control plane's own audit records: the columns every query reads, and one row of them.
+constexpr char kAuditColumns[] = "SELECT id, time_ms, actor, action, target, outcome, detail FROM audit_events ";
+
+AuditRecord ReadAuditRecord(Stmt& s) {
+  return {s.Int(0), s.Int(1), s.Text(2), s.Text(3), s.Text(4), s.Text(5), s.Text(6)};
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<AuditRecord>> SqliteStore::ListAudit(int limit) {
   absl::MutexLock lock(&mu_);
-  Stmt s(db_,
-         "SELECT id, time_ms, actor, action, target, outcome, detail FROM audit_events "
-         "ORDER BY id DESC LIMIT ?1");
+  const std::string sql = absl::StrCat(kAuditColumns, "ORDER BY id DESC LIMIT ?1");
+  Stmt s(db_, sql.c_str());
   RETURN_IF_ERROR(s.status());
   s.Bind(1, static_cast<int64_t>(limit));
   std::vector<AuditRecord> out;
-  while (s.Step() == SQLITE_ROW) {
-    out.push_back({s.Int(0), s.Int(1), s.Text(2), s.Text(3), s.Text(4), s.Text(5), s.Text(6)});
-  }
+  while (s.Step() == SQLITE_ROW) out.push_back(ReadAuditRecord(s));
   return out;
 }
 
@@ -1148,15 +1156,12 @@ absl::StatusOr<v1::VerifyAuditResponse> SqliteStore::VerifyAudit(const v1::Verif
 absl::Status SqliteStore::VisitAudit(int64_t from_ms, int64_t until_ms,
                                      const std::function<void(const AuditRecord&)>& visit) {
   absl::MutexLock lock(&mu_);
-  Stmt s(db_,
-         "SELECT id, time_ms, actor, action, target, outcome, detail FROM audit_events "
-         "WHERE time_ms >= ?1 AND time_ms < ?2 ORDER BY time_ms, id");
+  const std::string sql = absl::StrCat(kAuditColumns, "WHERE time_ms >= ?1 AND time_ms < ?2 ORDER BY time_ms, id");
+  Stmt s(db_, sql.c_str());
   RETURN_IF_ERROR(s.status());
   s.Bind(1, from_ms).Bind(2, until_ms);
   int rc;
-  while ((rc = s.Step()) == SQLITE_ROW) {
-    visit({s.Int(0), s.Int(1), s.Text(2), s.Text(3), s.Text(4), s.Text(5), s.Text(6)});
-  }
+  while ((rc = s.Step()) == SQLITE_ROW) visit(ReadAuditRecord(s));
   if (rc != SQLITE_DONE) return absl::InternalError(absl::StrCat("sqlite: ", sqlite3_errmsg(db_)));
   return absl::OkStatus();
 }
