@@ -1,6 +1,7 @@
 #include "common/audit/records.h"
 
 #include <gtest/gtest.h>
+#include <zlib.h>
 
 namespace sluice::audit {
 namespace {
@@ -18,6 +19,19 @@ std::string Batch(const std::vector<v1::AuditEvent>& events) {
   std::string out;
   for (const auto& e : events) AppendRecord(&out, e.SerializeAsString());
   return out;
+}
+
+// Records written by earlier agents (zlib's crc32) and by this build must check the same way: the
+// CRC is the standard CRC-32 whichever library computes it.
+TEST(AuditRecords, ChecksumIsStandardCrc32) {
+  EXPECT_EQ(Crc32("123456789"), 0xCBF43926u);  // the CRC-32 check value
+  EXPECT_EQ(Crc32(""), 0u);
+  std::string data;
+  for (int i = 0; i < 5000; ++i) data.push_back(static_cast<char>(i * 131 + i / 7));
+  for (size_t n : {1, 7, 63, 64, 65, 700, 4999}) {
+    const auto* bytes = reinterpret_cast<const Bytef*>(data.data());
+    EXPECT_EQ(Crc32(absl::string_view(data).substr(0, n)), crc32(0L, bytes, static_cast<uInt>(n))) << n;
+  }
 }
 
 TEST(AuditRecords, RoundTrip) {
