@@ -16,8 +16,8 @@ uint32_t ReadLength(const char* p) {
 
 }  // namespace
 
-uint64_t SessionRecorder::Offset() const {
-  int64_t us = absl::ToInt64Microseconds(absl::Now() - started_);
+uint64_t SessionRecorder::Offset(absl::Time at) const {
+  int64_t us = absl::ToInt64Microseconds(at - started_);
   return us < 0 ? 0 : static_cast<uint64_t>(us);
 }
 
@@ -43,14 +43,14 @@ void SessionRecorder::Record(char kind, char type, absl::string_view payload, ui
   audit::AppendRecordedMessage(&data_, kind, offset, type, payload);
 }
 
-void SessionRecorder::FromClient(char type, absl::string_view payload) {
+void SessionRecorder::FromClient(char type, absl::string_view payload, absl::Time at) {
   if (!limits_.enabled) return;
-  Record(audit::kRecordedFromClient, type, payload, Offset(), &client_);
+  Record(audit::kRecordedFromClient, type, payload, Offset(at), &client_);
 }
 
 void SessionRecorder::ToClient(absl::string_view wire) {
   if (!limits_.enabled) return;
-  const uint64_t offset = Offset();
+  const uint64_t offset = Offset(absl::Now());
   while (wire.size() >= 5) {
     uint32_t length = ReadLength(wire.data() + 1);
     if (length < 4 || length - 4 > wire.size() - 5) break;
@@ -61,10 +61,13 @@ void SessionRecorder::ToClient(absl::string_view wire) {
   if (!wire.empty()) audit::AppendRecordedOmission(&data_, offset, 1, wire.size());
 }
 
-std::string SessionRecorder::Take() {
-  std::string out;
-  out.swap(data_);
-  return out;
+void SessionRecorder::Clear() {
+  constexpr size_t kKeptCapacity = 64 << 10;
+  if (data_.capacity() > kKeptCapacity) {
+    std::string().swap(data_);
+  } else {
+    data_.clear();
+  }
 }
 
 }  // namespace sluice::agent::postgres

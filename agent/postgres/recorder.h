@@ -27,12 +27,15 @@ class SessionRecorder {
   SessionRecorder(const RecordingLimits& limits, absl::Time started) : limits_(limits), started_(started) {}
 
   bool enabled() const { return limits_.enabled; }
-  // One message from the client (type and payload, as decoded).
-  void FromClient(char type, absl::string_view payload);
+  // One message from the client (type and payload, as decoded), read at `at`.
+  void FromClient(char type, absl::string_view payload, absl::Time at);
   // Bytes written to the client: whole framed messages back to back.
   void ToClient(absl::string_view wire);
-  // The recording since the previous Take; the recorder starts over.
-  std::string Take();
+  // The recording since the previous Clear (valid until the next call that records).
+  absl::string_view data() const { return data_; }
+  // Starts over. The buffer is kept (up to 64 KiB), so a session's next recording does not grow
+  // it again from nothing.
+  void Clear();
   size_t size() const { return data_.size(); }
 
  private:
@@ -44,7 +47,7 @@ class SessionRecorder {
     uint64_t omitted_bytes = 0;
   };
   void Record(char kind, char type, absl::string_view payload, uint64_t offset, Result* result);
-  uint64_t Offset() const;
+  uint64_t Offset(absl::Time at) const;
 
   RecordingLimits limits_;
   absl::Time started_;

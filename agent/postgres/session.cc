@@ -343,6 +343,7 @@ class Session {
     while (true) {
       size_t validated = 0;  // bytes [0, validated) are forwarded as they are
       bool terminate = false;
+      frontend_now_ = absl::Now();  // the time of every message of this read
       while (true) {
         DecodeResult r = DecodeFrame(from.buffer().data().substr(validated), Direction::kFrontend, limits());
         if (r.status == DecodeStatus::kError) {
@@ -353,7 +354,7 @@ class Session {
         }
         if (r.status == DecodeStatus::kNeedMore) break;
         bytes_from_client_ += r.message.wire_size;
-        recorder_.FromClient(r.message.type, r.message.payload);
+        recorder_.FromClient(r.message.type, r.message.payload, frontend_now_);
         Action action = Inspect(r.message);
         if (action == Action::kHold) {
           // What came before goes out first; the held message waits at the front of the buffer
@@ -364,6 +365,7 @@ class Session {
           pending_hold_.reset();
           auto outcome = co_await Hold(hold);
           if (!outcome.ok()) co_return outcome.status();
+          frontend_now_ = absl::Now();  // it runs from now
           action = Release(hold, r.message.type, *outcome);
           r = DecodeFrame(from.buffer().data(), Direction::kFrontend, limits());
         }
@@ -424,6 +426,7 @@ class Session {
     Stream& to = client_;
     while (true) {
       size_t validated = 0;
+      backend_now_ = absl::Now();  // the time of every message of this read
       while (true) {
         DecodeResult r = DecodeFrame(from.buffer().data().substr(validated), Direction::kBackend, limits());
         if (r.status == DecodeStatus::kError) co_return absl::InvalidArgumentError(r.error);
@@ -1156,7 +1159,7 @@ class Session {
     switch (m.type) {
       case 'Q': {
         absl::string_view sql = r.CStringView();
-        tracker_.OnQuery(sql, absl::Now());
+        tracker_.OnQuery(sql, frontend_now_);
         if (inflight_slot_ >= 0) deps_.inflight->Begin(inflight_slot_, sql);
         router_.OnQuery(sql, MaskingOn());
         break;
@@ -1177,7 +1180,7 @@ class Session {
       case 'D': router_.OnDescribe(m.payload, MaskingOn()); break;
       case 'E': {
         absl::string_view portal = r.CStringView();
-        tracker_.OnExecute(portal, absl::Now());
+        tracker_.OnExecute(portal, frontend_now_);
         if (inflight_slot_ >= 0) deps_.inflight->Begin(inflight_slot_, tracker_.newest_text());
         router_.OnExecute(portal);
         break;
@@ -1197,17 +1200,17 @@ class Session {
       case 'D': tracker_.OnDataRow(m.payload.size()); break;
       case 'C': {
         WireReader r(m.payload);
-        tracker_.OnCommandComplete(r.CStringView(), absl::Now());
+        tracker_.OnCommandComplete(r.CStringView(), backend_now_);
         break;
       }
       case 'E': {
         auto e = ErrorOrNotice::Decode(m.payload);
-        if (e.ok()) tracker_.OnError(e->Get('C').value_or(""), e->Get('M').value_or(""), absl::Now());
+        if (e.ok()) tracker_.OnError(e->Get('C').value_or(""), e->Get('M').value_or(""), backend_now_);
         break;
       }
-      case 'I': tracker_.OnEmptyQuery(absl::Now()); break;
-      case 's': tracker_.OnPortalSuspended(absl::Now()); break;
-      case 'Z': tracker_.OnReadyForQuery(absl::Now()); break;
+      case 'I': tracker_.OnEmptyQuery(backend_now_); break;
+      case 's': tracker_.OnPortalSuspended(backend_now_); break;
+      case 'Z': tracker_.OnReadyForQuery(backend_now_); break;
       default: break;
     }
   }
@@ -1307,13 +1310,15 @@ class Session {
 
   // `settles`: the event answers a request forwarded to the server (its in-flight note goes).
   void EmitJson(absl::string_view type, absl::string_view json, bool failed, bool settles = false) {
-    std::string recording = recorder_.Take();
+    absl::string_view recording = recorder_.data();
     EventSink::Inflight inflight;
     if (inflight_slot_ >= 0) {
       inflight = {deps_.inflight, inflight_slot_, settles, type == "session_end"};
       if (inflight.release) inflight_slot_ = -1;
     }
-    if (!deps_.events->Emit(type, session_id_, json, failed, recording, inflight)) {
+    const bool queued = deps_.events->Emit(type, session_id_, json, failed, recording, inflight);
+    recorder_.Clear();
+    if (!queued) {
       audit_failed_ = true;
       if (inflight.release) deps_.inflight->Account(inflight.slot, 0, false, true);  // the slot is free all the same
       LogError("audit buffer full: an event of session ", session_id_, " could not be queued");
@@ -1340,6 +1345,10 @@ class Session {
   absl::Time started_;
   StatementTracker tracker_;
   SessionRecorder recorder_;
+  // When the bytes being relayed in each direction were read (one clock read per read, not one
+  // per message): the times statement events and the recording give.
+  absl::Time frontend_now_;
+  absl::Time backend_now_;
   static constexpr size_t kRecordingFlushBytes = 256 << 10;
   std::string peer_;
   std::string startup_user_;

@@ -22,14 +22,15 @@ std::vector<audit::RecordedEntry> Entries(const std::string& data) {
 
 TEST(SessionRecorder, KeepsTheFirstRowsOfEachResultAndCountsTheRest) {
   SessionRecorder r(RecordingLimits{true, 2, 1 << 20}, absl::Now());
-  r.FromClient('Q', Query{"select x from t"}.Encode().substr(5));
+  r.FromClient('Q', Query{"select x from t"}.Encode().substr(5), absl::Now());
   std::string wire = RowDescription{{{"x", 0, 0, 25, -1, -1, 0}}}.Encode();
   for (int i = 0; i < 5; ++i) wire += DataRow{{std::string("row") + char('0' + i)}}.Encode();
   wire += CommandComplete{"SELECT 5"}.Encode();
   r.ToClient(wire);
   // A second result starts over.
   r.ToClient(DataRow{{std::string("again")}}.Encode() + CommandComplete{"SELECT 1"}.Encode());
-  std::string data = r.Take();
+  std::string data(r.data());
+  r.Clear();
   EXPECT_EQ(r.size(), 0u);
   auto e = Entries(data);
   ASSERT_EQ(e.size(), 8u);
@@ -49,7 +50,7 @@ TEST(SessionRecorder, KeepsTheFirstRowsOfEachResultAndCountsTheRest) {
 TEST(SessionRecorder, ByteLimitAndOffAndTornWrites) {
   SessionRecorder bytes(RecordingLimits{true, 100, 10}, absl::Now());
   bytes.ToClient(DataRow{{std::string(8, 'a')}}.Encode() + DataRow{{std::string(8, 'b')}}.Encode() + CommandComplete{"SELECT 2"}.Encode());
-  auto e = Entries(bytes.Take());
+  auto e = Entries(std::string(bytes.data()));
   // Neither row fits in 10 bytes (a DataRow of one 8-byte value has a 14-byte payload).
   ASSERT_EQ(e.size(), 2u);
   EXPECT_EQ(e[0].kind, audit::kRecordedOmitted);
@@ -57,12 +58,12 @@ TEST(SessionRecorder, ByteLimitAndOffAndTornWrites) {
 
   SessionRecorder off(RecordingLimits{false, 100, 100}, absl::Now());
   off.ToClient(CommandComplete{"SELECT 2"}.Encode());
-  off.FromClient('Q', "x");
-  EXPECT_EQ(off.Take(), "");
+  off.FromClient('Q', "x", absl::Now());
+  EXPECT_EQ(off.data(), "");
 
   SessionRecorder torn(RecordingLimits{}, absl::Now());
   torn.ToClient(CommandComplete{"SELECT 2"}.Encode().substr(0, 6));
-  e = Entries(torn.Take());
+  e = Entries(std::string(torn.data()));
   ASSERT_EQ(e.size(), 1u);
   EXPECT_EQ(e[0].kind, audit::kRecordedOmitted);
   EXPECT_EQ(e[0].bytes, 6u);
