@@ -5,29 +5,40 @@
 namespace sluice::audit {
 namespace {
 
-void PutVarint(std::string* out, uint64_t v) {
+// Writes `v` as a base-128 varint at `p` (room for 10 bytes); the bytes written.
+size_t EncodeVarint(uint64_t v, char* p) {
+  size_t n = 0;
   while (v >= 0x80) {
-    out->push_back(static_cast<char>((v & 0x7f) | 0x80));
+    p[n++] = static_cast<char>((v & 0x7f) | 0x80);
     v >>= 7;
   }
-  out->push_back(static_cast<char>(v));
+  p[n++] = static_cast<char>(v);
+  return n;
 }
 
 }  // namespace
 
+// Every relayed message is recorded: the head is built on the stack and appended at once (byte
+// by byte push_back was a measurable part of the agent's time per statement).
 void AppendRecordedMessage(std::string* out, char kind, uint64_t offset_us, char type, absl::string_view payload) {
-  out->push_back(kind);
-  PutVarint(out, offset_us);
-  out->push_back(type);
-  PutVarint(out, payload.size());
+  char head[2 + 2 * 10];
+  size_t n = 0;
+  head[n++] = kind;
+  n += EncodeVarint(offset_us, head + n);
+  head[n++] = type;
+  n += EncodeVarint(payload.size(), head + n);
+  out->append(head, n);
   out->append(payload.data(), payload.size());
 }
 
 void AppendRecordedOmission(std::string* out, uint64_t offset_us, uint64_t messages, uint64_t bytes) {
-  out->push_back(kRecordedOmitted);
-  PutVarint(out, offset_us);
-  PutVarint(out, messages);
-  PutVarint(out, bytes);
+  char head[1 + 3 * 10];
+  size_t n = 0;
+  head[n++] = kRecordedOmitted;
+  n += EncodeVarint(offset_us, head + n);
+  n += EncodeVarint(messages, head + n);
+  n += EncodeVarint(bytes, head + n);
+  out->append(head, n);
 }
 
 bool RecordingReader::Varint(uint64_t* v) {

@@ -1,4 +1,5 @@
 #include "common/audit/records.h"
+#include "common/audit/recording.h"
 
 #include <gtest/gtest.h>
 #include <zlib.h>
@@ -32,6 +33,33 @@ TEST(AuditRecords, ChecksumIsStandardCrc32) {
     const auto* bytes = reinterpret_cast<const Bytef*>(data.data());
     EXPECT_EQ(Crc32(absl::string_view(data).substr(0, n)), crc32(0L, bytes, static_cast<uInt>(n))) << n;
   }
+}
+
+// Recording entries read back exactly, at every varint width (1 to 10 bytes).
+TEST(AuditRecording, EntriesRoundTripAtEveryVarintWidth) {
+  std::string data;
+  std::vector<uint64_t> values = {0, 1, 127, 128, 16383, 16384, uint64_t{1} << 35, ~uint64_t{0}};
+  std::string payload(300, 'p');
+  for (uint64_t v : values) {
+    AppendRecordedMessage(&data, kRecordedFromClient, v, 'Q', absl::string_view(payload).substr(0, v % 300));
+    AppendRecordedOmission(&data, v, v / 3, v / 5);
+  }
+  RecordingReader reader(data);
+  RecordedEntry e;
+  for (uint64_t v : values) {
+    ASSERT_TRUE(reader.Next(&e)) << reader.status();
+    EXPECT_EQ(e.kind, kRecordedFromClient);
+    EXPECT_EQ(e.offset_us, v);
+    EXPECT_EQ(e.type, 'Q');
+    EXPECT_EQ(e.payload.size(), v % 300);
+    ASSERT_TRUE(reader.Next(&e)) << reader.status();
+    EXPECT_EQ(e.kind, kRecordedOmitted);
+    EXPECT_EQ(e.offset_us, v);
+    EXPECT_EQ(e.messages, v / 3);
+    EXPECT_EQ(e.bytes, v / 5);
+  }
+  EXPECT_FALSE(reader.Next(&e));
+  EXPECT_TRUE(reader.status().ok()) << reader.status();
 }
 
 TEST(AuditRecords, RoundTrip) {
