@@ -144,12 +144,13 @@ bool EventSink::Emit(absl::string_view type, absl::string_view session_id, absl:
   event.Clear();
   event.set_failed(failed);
   event.set_time_unix_ms(NowUnixMs());
-  event.set_type(type.data(), type.size());
-  event.set_session_id(session_id.data(), session_id.size());
-  event.set_json(json.data(), json.size());
+  // assign(), not set_*(): the setters build a new string each time, assign reuses the capacity.
+  event.mutable_type()->assign(type.data(), type.size());
+  event.mutable_session_id()->assign(session_id.data(), session_id.size());
+  event.mutable_json()->assign(json.data(), json.size());
   if (!recording.empty()) {
     event.set_recording_bytes(static_cast<uint32_t>(recording.size()));
-    event.set_recording(recording.data(), recording.size());
+    event.mutable_recording()->assign(recording.data(), recording.size());
   }
 
   absl::MutexLock lock(&mu_);

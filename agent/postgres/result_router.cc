@@ -10,11 +10,10 @@ constexpr size_t kMaxNames = 10000;
 }  // namespace
 
 void ResultRouter::OnQuery(absl::string_view sql, bool store) {
-  PendingResult p;
+  PendingResult& p = pending_.emplace_back();
   p.kind = PendingResult::kQuery;
   p.store = store;
   if (store) p.sql = std::string(sql);
-  pending_.push_back(std::move(p));
 }
 
 void ResultRouter::OnParse(absl::string_view name) {
@@ -52,7 +51,7 @@ void ResultRouter::OnDescribe(absl::string_view payload, bool store) {
   WireReader r(payload);
   char target = static_cast<char>(r.Byte());
   absl::string_view name = r.CStringView();
-  PendingResult p;
+  PendingResult& p = pending_.emplace_back();
   p.store = store;
   if (target == 'S') {
     p.kind = PendingResult::kDescribeStatement;
@@ -69,7 +68,6 @@ void ResultRouter::OnDescribe(absl::string_view payload, bool store) {
       if (store) it->second.described = true;
     }
   }
-  pending_.push_back(std::move(p));
 }
 
 void ResultRouter::OnClose(absl::string_view payload) {
@@ -89,7 +87,7 @@ bool ResultRouter::NeedsDescribe(absl::string_view portal) const {
 }
 
 void ResultRouter::OnInjectedDescribe(absl::string_view portal) {
-  PendingResult p;
+  PendingResult& p = pending_.emplace_back();
   p.kind = PendingResult::kDescribePortal;
   p.store = true;
   p.injected = true;
@@ -98,11 +96,10 @@ void ResultRouter::OnInjectedDescribe(absl::string_view portal) {
     p.id = it->second.bind_id;
     it->second.described = true;
   }
-  pending_.push_back(std::move(p));
 }
 
 void ResultRouter::OnExecute(absl::string_view portal) {
-  PendingResult p;
+  PendingResult& p = pending_.emplace_back();
   p.kind = PendingResult::kExecute;
   auto it = portals_.find(portal);
   if (it != portals_.end()) {
@@ -112,19 +109,16 @@ void ResultRouter::OnExecute(absl::string_view portal) {
     p.text = it->second.text;
   }
   p.store = it != portals_.end() && it->second.described;
-  pending_.push_back(std::move(p));
 }
 
 void ResultRouter::OnSync() {
-  PendingResult p;
+  PendingResult& p = pending_.emplace_back();
   p.kind = PendingResult::kSync;
-  pending_.push_back(std::move(p));
 }
 
 void ResultRouter::OnFunctionCall() {
-  PendingResult p;
+  PendingResult& p = pending_.emplace_back();
   p.kind = PendingResult::kFunctionCall;
-  pending_.push_back(std::move(p));
 }
 
 bool ResultRouter::OnDescription(char type, absl::string_view payload) {

@@ -11,7 +11,6 @@
 // not see).
 #pragma once
 
-#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -20,6 +19,7 @@
 #include "absl/container/inlined_vector.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "agent/postgres/fifo.h"
 #include "agent/postgres/messages.h"
 #include "agent/postgres/result_masking.h"
 
@@ -95,7 +95,7 @@ class ResultRouter {
   };
   void Prune();
 
-  std::deque<PendingResult> pending_;
+  Fifo<PendingResult> pending_;
   uint64_t next_id_ = 0;
   absl::flat_hash_map<std::string, Statement> statements_;
   absl::flat_hash_map<std::string, Portal> portals_;

@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 #include <cstdlib>
-#include <deque>
 #include <functional>
 #include <optional>
 #include <variant>
@@ -21,6 +20,7 @@
 #include "agent/auth/authorizer.h"
 #include "agent/masking/policy.h"
 #include "agent/postgres/catalog.h"
+#include "agent/postgres/fifo.h"
 #include "agent/postgres/guardrails.h"
 #include "agent/postgres/messages.h"
 #include "agent/postgres/result_masking.h"
@@ -1378,7 +1378,7 @@ class Session {
     bool substitute = false;     // the Query was replaced by an empty one: refusal replaces 'I'
     bool server_failed = false;  // the server reported an error in this stretch itself
   };
-  std::deque<Expectation> expected_;
+  Fifo<Expectation> expected_;
   // Approvals.
   std::optional<HoldRequest> pending_hold_;         // set by Check for the message being inspected
   absl::flat_hash_set<std::string> approved_once_;  // named statements approved at Parse

@@ -30,10 +30,9 @@ const std::shared_ptr<const std::string>& Empty() {
 
 void StatementTracker::OnQuery(absl::string_view sql, absl::Time now) {
   if (pending_.size() >= kMaxPendingStatements) return;
-  StatementRecord r;
+  StatementRecord& r = pending_.emplace_back();
   r.text = std::make_shared<const std::string>(sql);
   r.started = now;
-  pending_.push_back(std::move(r));
 }
 
 void StatementTracker::OnParse(absl::string_view name, absl::string_view sql) {
@@ -56,12 +55,11 @@ void StatementTracker::OnBind(absl::string_view portal, absl::string_view statem
 
 void StatementTracker::OnExecute(absl::string_view portal, absl::Time now) {
   if (pending_.size() >= kMaxPendingStatements) return;
-  StatementRecord r;
+  StatementRecord& r = pending_.emplace_back();
   auto it = portals_.find(portal);
   r.text = it == portals_.end() ? Empty() : it->second;
   r.extended = true;
   r.started = now;
-  pending_.push_back(std::move(r));
 }
 
 void StatementTracker::OnCloseStatement(absl::string_view name) { statements_.erase(name); }

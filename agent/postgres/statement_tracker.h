@@ -9,7 +9,6 @@
 // by the server after an error (until Sync) are recorded as not executed.
 #pragma once
 
-#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
@@ -18,6 +17,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "agent/postgres/fifo.h"
 
 namespace sluice::agent::postgres {
 
@@ -83,7 +83,7 @@ class StatementTracker {
   void Finish(absl::Time now);
 
   Sink sink_;
-  std::deque<StatementRecord> pending_;
+  Fifo<StatementRecord> pending_;
   absl::flat_hash_map<std::string, std::shared_ptr<const std::string>> statements_;  // name -> text
   absl::flat_hash_map<std::string, std::shared_ptr<const std::string>> portals_;     // portal -> text
   bool failed_in_pipeline_ = false;
