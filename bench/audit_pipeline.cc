@@ -5,7 +5,8 @@
 //             100 ms): events emitted from 2 threads until each is on disk, chunks taken and
 //             acknowledged as a control plane would.
 //   ingest  — the control plane's SqliteStore: the agent's chunks (1 MiB of framed records)
-//             through AppendAgentEvents (decode, chain check, recording files, session index).
+//             decoded as the stream handler does, then through AppendAgentEvents (chain check,
+//             recording files, session index).
 //
 // Each runs with and without a recording slice per event (a typical pgbench -S exchange after
 // masking). Events look like the agent's: a statement event of ~200 bytes of JSON, sessions of 50
@@ -13,6 +14,7 @@
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
+#include <limits>
 #include <string>
 #include <thread>
 #include <vector>
@@ -125,12 +127,19 @@ double IngestRate(const std::string& dir, int events, bool recording) {
     }
     std::string payload = e.SerializeAsString();
     head = audit::ChainHash(payload);
-    b->offsets.push_back(b->records.size());
     audit::AppendRecord(&b->records, payload);
-    b->events.push_back(std::move(e));
   }
   absl::Time start = absl::Now();
-  for (const auto& batch : batches) {
+  for (const auto& built : batches) {
+    // As the control plane's stream handler does: decode the records, then store them.
+    controlplane::EventBatch batch;
+    auto decoded = audit::DecodeEvents(built.records, std::numeric_limits<size_t>::max(), &batch.offsets);
+    if (!decoded.ok()) {
+      std::fprintf(stderr, "decode: %s\n", std::string(decoded.status().message()).c_str());
+      return 0;
+    }
+    batch.events = *std::move(decoded);
+    batch.records = built.records;
     auto st = (*store)->AppendAgentEvents("bench", batch);
     if (!st.ok()) {
       std::fprintf(stderr, "ingest: %s\n", std::string(st.status().message()).c_str());
