@@ -105,20 +105,22 @@ absl::StatusOr<absl::string_view> RecordReader::Next() {
   return payload;
 }
 
-absl::StatusOr<std::vector<v1::AuditEvent>> DecodeEvents(absl::string_view records, size_t max_events,
-                                                         std::vector<size_t>* offsets) {
-  std::vector<v1::AuditEvent> out;
+absl::Status DecodeEventsInto(absl::string_view records, size_t max_events, std::vector<v1::AuditEvent>* out,
+                              std::vector<size_t>* offsets) {
   if (offsets != nullptr) offsets->clear();
+  size_t n = 0;  // events decoded; out's elements from n on are left over from its last use
   RecordReader reader(records);
   while (!reader.done()) {
     size_t at = reader.offset();
     auto payload = reader.Next();
     if (!payload.ok()) return payload.status();
-    if (out.size() == max_events) {
+    if (n == max_events) {
       return absl::InvalidArgumentError(absl::StrCat("audit batch holds more than ", max_events, " events"));
     }
     if (offsets != nullptr) offsets->push_back(at);
-    v1::AuditEvent& e = out.emplace_back();
+    v1::AuditEvent& e = n < out->size() ? (*out)[n] : out->emplace_back();
+    ++n;
+    // Parsing clears the event first; its strings keep their capacity.
     if (!e.ParseFromArray(payload->data(), static_cast<int>(payload->size()))) {
       return absl::DataLossError(absl::StrCat("audit record at offset ", at, ": not an AuditEvent"));
     }
@@ -126,12 +128,21 @@ absl::StatusOr<std::vector<v1::AuditEvent>> DecodeEvents(absl::string_view recor
       return absl::InvalidArgumentError(absl::StrCat("audit record at offset ", at,
                                                      ": type or session id missing or too long"));
     }
-    if (out.size() > 1 && e.sequence() <= out[out.size() - 2].sequence()) {
+    if (n > 1 && e.sequence() <= (*out)[n - 2].sequence()) {
       return absl::InvalidArgumentError(absl::StrCat("audit record at offset ", at, ": sequence ",
                                                      e.sequence(), " does not follow ",
-                                                     out[out.size() - 2].sequence()));
+                                                     (*out)[n - 2].sequence()));
     }
   }
+  out->resize(n);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<v1::AuditEvent>> DecodeEvents(absl::string_view records, size_t max_events,
+                                                         std::vector<size_t>* offsets) {
+  std::vector<v1::AuditEvent> out;
+  absl::Status st = DecodeEventsInto(records, max_events, &out, offsets);
+  if (!st.ok()) return st;
   return out;
 }
 

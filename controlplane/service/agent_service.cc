@@ -7,6 +7,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "common/crypto.h"
 #include "common/grpc_status.h"
@@ -22,6 +23,33 @@ namespace {
 constexpr size_t kMaxEventsPerBatch = 20000;
 constexpr int kAgentCertDays = 365;
 constexpr size_t kMaxBatchBytes = 3 << 20;  // under gRPC's default 4 MiB message limit
+
+// Decoded audit batches' event vectors, recycled: a busy agent's ~2,000 events per batch decode
+// into strings that already have their capacity instead of allocating and freeing each one
+// (audit::DecodeEventsInto). A few are kept, for all agents' streams.
+class RecycledEvents {
+ public:
+  static RecycledEvents& Instance() {
+    static RecycledEvents* pool = new RecycledEvents();
+    return *pool;
+  }
+  std::vector<v1::AuditEvent> Get() {
+    absl::MutexLock lock(&mu_);
+    if (free_.empty()) return {};
+    std::vector<v1::AuditEvent> v = std::move(free_.back());
+    free_.pop_back();
+    return v;
+  }
+  void Put(std::vector<v1::AuditEvent> v) {
+    absl::MutexLock lock(&mu_);
+    if (free_.size() < kKept) free_.push_back(std::move(v));
+  }
+
+ private:
+  static constexpr size_t kKept = 4;
+  absl::Mutex mu_;
+  std::vector<std::vector<v1::AuditEvent>> free_ ABSL_GUARDED_BY(mu_);
+};
 
 // Agents present "Agent <id>:<secret>".
 bool ParseAgentAuth(const grpc::CallbackServerContext* ctx, std::string* id, std::string* secret) {
@@ -176,20 +204,22 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
           return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "audit batch too large");
         }
         EventBatch batch;
-        auto decoded = audit::DecodeEvents(msg.audit().records(), kMaxEventsPerBatch, &batch.offsets);
+        batch.events = RecycledEvents::Instance().Get();
+        absl::Status decoded =
+            audit::DecodeEventsInto(msg.audit().records(), kMaxEventsPerBatch, &batch.events, &batch.offsets);
         if (!decoded.ok()) {
-          LogError("agent ", agent_id_, " sent an audit batch that does not decode: ", decoded.status().message());
+          LogError("agent ", agent_id_, " sent an audit batch that does not decode: ", decoded.message());
           return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                              absl::StrCat("audit batch refused: ", decoded.status().message()));
+                              absl::StrCat("audit batch refused: ", decoded.message()));
         }
-        batch.events = *std::move(decoded);
         batch.records = msg.audit().records();
         // Stored on the store worker; acknowledged only once committed.
         std::string id = agent_id_;
         Store* store = store_;
         AgentHub* hub = hub_;
-        worker_->Post([store, hub, id, batch = std::move(batch)] {
+        worker_->Post([store, hub, id, batch = std::move(batch)]() mutable {
           auto committed = store->AppendAgentEvents(id, batch);
+          RecycledEvents::Instance().Put(std::move(batch.events));
           if (!committed.ok()) {
             LogError("cannot store audit events of agent ", id, ": ", committed.status().message());
             if (absl::IsDataLoss(committed.status())) {

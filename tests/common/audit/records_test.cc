@@ -72,6 +72,35 @@ TEST(AuditRecords, RoundTrip) {
   EXPECT_TRUE(DecodeEvents("", 10)->empty());
 }
 
+// A vector decoded into again holds exactly the new batch: nothing of the previous one (a field
+// the new event does not set, an event past the new count) is left over.
+TEST(AuditRecords, DecodingIntoAUsedVectorLeavesNothingBehind) {
+  v1::AuditEvent recorded = Event(1, R"({"statement":"select 1"})");
+  recorded.set_recording("Q select 1");
+  recorded.set_recording_bytes(10);
+  recorded.set_failed(true);
+  std::vector<v1::AuditEvent> events;
+  std::vector<size_t> offsets;
+  ASSERT_TRUE(DecodeEventsInto(Batch({recorded, Event(2, "{}"), Event(3, "{}")}), 10, &events, &offsets).ok());
+  ASSERT_EQ(events.size(), 3u);
+  EXPECT_EQ(events[0].recording(), "Q select 1");
+
+  ASSERT_TRUE(DecodeEventsInto(Batch({Event(7, R"({"x":1})"), Event(8, "")}), 10, &events, &offsets).ok());
+  ASSERT_EQ(events.size(), 2u);
+  ASSERT_EQ(offsets.size(), 2u);
+  EXPECT_EQ(events[0].sequence(), 7u);
+  EXPECT_EQ(events[0].json(), R"({"x":1})");
+  EXPECT_TRUE(events[0].recording().empty());
+  EXPECT_EQ(events[0].recording_bytes(), 0u);
+  EXPECT_FALSE(events[0].failed());
+  EXPECT_EQ(events[1].sequence(), 8u);
+  EXPECT_TRUE(events[1].json().empty());
+
+  // Refused batches are refused the same way as by DecodeEvents.
+  EXPECT_FALSE(DecodeEventsInto(Batch({Event(9, ""), Event(9, "")}), 10, &events).ok());
+  EXPECT_FALSE(DecodeEventsInto(Batch({Event(1, ""), Event(2, "")}), 1, &events).ok());
+}
+
 TEST(AuditRecords, EveryTruncatedPrefixIsRefused) {
   std::string data = Batch({Event(1, "{\"a\":1}"), Event(2, "{\"b\":2}")});
   size_t first_end = kRecordHeaderBytes + Event(1, "{\"a\":1}").ByteSizeLong();
