@@ -1,19 +1,18 @@
 #include "common/audit/recording.h"
 
+#include <google/protobuf/io/coded_stream.h>
+
 #include "absl/strings/str_cat.h"
 
 namespace sluice::audit {
 namespace {
 
+using google::protobuf::io::CodedOutputStream;
+
 // Writes `v` as a base-128 varint at `p` (room for 10 bytes); the bytes written.
 size_t EncodeVarint(uint64_t v, char* p) {
-  size_t n = 0;
-  while (v >= 0x80) {
-    p[n++] = static_cast<char>((v & 0x7f) | 0x80);
-    v >>= 7;
-  }
-  p[n++] = static_cast<char>(v);
-  return n;
+  auto* start = reinterpret_cast<uint8_t*>(p);
+  return static_cast<size_t>(CodedOutputStream::WriteVarint64ToArray(v, start) - start);
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 #include "common/audit/records.h"
 
+#include <google/protobuf/io/coded_stream.h>
 #include <isa-l/crc.h>
 
 #include <cstring>
@@ -11,28 +12,23 @@
 namespace sluice::audit {
 namespace {
 
-// The CRC-32 of gzip and zlib (reflected, polynomial 0x04C11DB7), computed by ISA-L with
-// carry-less multiplication: about 7 times as fast as zlib's crc32 on a 700-byte event, and the
-// same value. Records are capped far below its 64-bit length.
-uint32_t Crc(absl::string_view payload) {
-  return crc32_gzip_refl(0, reinterpret_cast<const unsigned char*>(payload.data()), payload.size());
-}
-
 // The key and length of AuditEvent.recording as serialized before its bytes.
 static_assert(v1::AuditEvent::kRecordingFieldNumber < 16, "the recording field's key is one byte");
 std::string RecordingFieldHead(size_t size) {
-  std::string head(1, static_cast<char>((v1::AuditEvent::kRecordingFieldNumber << 3) | 2));
-  while (size >= 0x80) {
-    head.push_back(static_cast<char>((size & 0x7f) | 0x80));
-    size >>= 7;
-  }
-  head.push_back(static_cast<char>(size));
-  return head;
+  uint8_t head[1 + 10];
+  head[0] = static_cast<uint8_t>((v1::AuditEvent::kRecordingFieldNumber << 3) | 2);
+  uint8_t* end = google::protobuf::io::CodedOutputStream::WriteVarint64ToArray(size, head + 1);
+  return std::string(reinterpret_cast<const char*>(head), static_cast<size_t>(end - head));
 }
 
 }  // namespace
 
-uint32_t Crc32(absl::string_view data) { return Crc(data); }
+// The CRC-32 of gzip and zlib (reflected, polynomial 0x04C11DB7), computed by ISA-L with
+// carry-less multiplication: about 7 times as fast as zlib's crc32 on a 700-byte event, and the
+// same value. Records are capped far below its 64-bit length.
+uint32_t Crc32(absl::string_view data) {
+  return crc32_gzip_refl(0, reinterpret_cast<const unsigned char*>(data.data()), data.size());
+}
 
 absl::StatusOr<absl::string_view> StripRecording(absl::string_view payload, absl::string_view recording) {
   std::string head = RecordingFieldHead(recording.size());
@@ -58,7 +54,7 @@ void SealRecord(std::string* out, size_t offset) {
   char* header = out->data() + offset;
   size_t size = out->size() - offset - kRecordHeaderBytes;
   absl::little_endian::Store32(header, static_cast<uint32_t>(size));
-  absl::little_endian::Store32(header + 4, Crc(absl::string_view(header + kRecordHeaderBytes, size)));
+  absl::little_endian::Store32(header + 4, Crc32(absl::string_view(header + kRecordHeaderBytes, size)));
 }
 
 void AppendRecord(std::string* out, absl::string_view payload) {
@@ -98,7 +94,7 @@ absl::StatusOr<absl::string_view> RecordReader::Next() {
                                             left - kRecordHeaderBytes, " of ", size, " bytes)"));
   }
   absl::string_view payload(header + kRecordHeaderBytes, size);
-  if (Crc(payload) != crc) {
+  if (Crc32(payload) != crc) {
     return absl::DataLossError(absl::StrCat("audit record at offset ", pos_, ": checksum mismatch"));
   }
   pos_ += kRecordHeaderBytes + size;
