@@ -87,8 +87,10 @@ void EventSink::SpoolLoop() {
       if (!todo.empty() && journal_ != nullptr) journal_->Switch();
     }
     absl::Status st;
+    size_t written = 0;  // todo[0..written) are in a segment
     for (EventChunk* c : todo) {
       if (st.ok()) st = spool_->Append(*c);
+      if (st.ok()) ++written;
     }
     if (st.ok()) st = spool_->MaybeSync();
     {
@@ -102,6 +104,7 @@ void EventSink::SpoolLoop() {
       }
       // Sent either way: the control plane is the other copy. A failed spool refuses new sessions.
       for (EventChunk* c : todo) c->spooled = true;
+      for (size_t i = 0; i < written; ++i) todo[i]->on_disk = true;
       if (st.ok()) EvictLocked();
     }
     if (todo.empty()) spool_->MaybeSync().IgnoreError();
@@ -295,7 +298,19 @@ std::optional<EventChunk> EventSink::TakeChunk() {
     queued_.pop_front();
     queued_events_ -= taken.count;
     in_flight_events_ += taken.count;
-    if (!taken.evicted) return taken;
+    if (!taken.evicted) {
+      if (!taken.on_disk) return taken;  // memory holds its only copy until it is acknowledged
+      // In a segment: the records go out with the message, and the chunk in flight keeps only
+      // its metadata (a resend after a broken stream reads them back, as for an evicted chunk).
+      std::string records = std::move(taken.records);
+      taken.records = std::string();
+      taken.evicted = true;
+      bytes_ -= records.size();
+      sent = taken;
+      sent.records = std::move(records);
+      sent.evicted = false;
+      return sent;
+    }
     sent = taken;  // metadata: it stays on disk only while in flight
   }
   auto records = spool_->ReadRecords(sent.first_sequence, sent.last_sequence);
@@ -361,9 +376,6 @@ EventSink::Stats EventSink::stats() const {
   Stats s{emitted_, queued_events_, in_flight_events_, bytes_, 0, 0, 0, 0, spool_error_};
   for (const EventChunk& c : queued_) {
     if (!c.spooled) s.unspooled_events += c.count;
-    if (c.evicted) s.evicted_events += c.count;
-  }
-  for (const EventChunk& c : in_flight_) {
     if (c.evicted) s.evicted_events += c.count;
   }
   if (spool_ != nullptr) {

@@ -44,6 +44,7 @@ struct EventChunk {
   bool sealed = false;   // nothing more is appended (it is being spooled)
   bool spooled = false;  // on disk: it may be sent
   bool evicted = false;  // on disk only: `records` is empty until it is read back to be sent
+  bool on_disk = false;  // written to a spool segment (a failed write leaves it false)
   std::string last_hash;  // SHA-256 of its last record's payload (the chain head after it)
 };
 
@@ -109,6 +110,8 @@ class EventSink {
   void WaitForChunk(absl::Duration linger);
   // The oldest queued chunk (the open one too, when nothing else is queued), now in flight; an
   // evicted chunk is read back from the spool (nullopt, and the spool in error, when it cannot be).
+  // A chunk already in a spool segment gives its records to the caller (no copy), and stays in
+  // flight as metadata: a resend after Requeue reads them back from the segment.
   std::optional<EventChunk> TakeChunk();
   // The control plane committed everything up to `sequence`.
   void Ack(uint64_t sequence);
@@ -120,7 +123,7 @@ class EventSink {
     size_t queued_events = 0;
     size_t in_flight_events = 0;
     size_t bytes = 0;  // queued and in flight, in memory
-    size_t evicted_events = 0;  // queued or in flight, on disk only
+    size_t evicted_events = 0;  // waiting to be sent, on disk only (memory was short, or a restart)
     size_t unspooled_events = 0;  // not on disk yet (the open chunk, for at most ~60 ms)
     size_t spool_bytes = 0;
     size_t spool_segments = 0;

@@ -154,7 +154,7 @@ void Spool::AddRecovered(uint64_t sequence, size_t record_bytes) {
   if (recovered_.empty() || recovered_bytes_ >= options_.chunk_bytes) {
     EventChunk& c = recovered_.emplace_back();
     c.first_sequence = sequence;
-    c.spooled = c.sealed = c.evicted = true;
+    c.spooled = c.sealed = c.evicted = c.on_disk = true;
     recovered_bytes_ = 0;
   }
   EventChunk& c = recovered_.back();

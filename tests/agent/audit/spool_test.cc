@@ -143,6 +143,37 @@ TEST(EventSinkSpool, EventsAreSpooledBeforeTheyCanBeSentAndSurviveARestart) {
   EXPECT_GT(seqs.back(), last);  // the new event follows what was spooled before
 }
 
+// A chunk being sent is not held in memory a second time once it is in a segment; a broken
+// stream sends the same records again, read back from the segment.
+TEST(EventSinkSpool, AChunkInFlightIsReadBackFromTheSegmentForAResend) {
+  std::string dir = FreshDir();
+  Spool::Options o;
+  o.dir = dir;
+  auto spool = Spool::Open(o);
+  ASSERT_TRUE(spool.ok());
+  EventSink sink(1 << 20, 4096);
+  sink.StartSpooling(spool->get());
+  for (int i = 0; i < 30; ++i) ASSERT_TRUE(sink.Emit("statement", "s1", "{\"n\":" + std::to_string(i) + "}"));
+  ASSERT_TRUE(sink.WaitUntilSpooled(absl::Seconds(5)));
+  ASSERT_TRUE(sink.WaitForEvents(absl::Seconds(5)));
+  auto first = sink.TakeChunk();
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(Sequences({*first}).size(), 30u);
+  EventSink::Stats st = sink.stats();
+  EXPECT_EQ(st.in_flight_events, 30u);
+  EXPECT_EQ(st.bytes, 0u);           // what is in flight is in the segment, not in memory
+  EXPECT_EQ(st.evicted_events, 0u);  // and is not a backlog
+  sink.Requeue();                    // the stream broke before the acknowledgement
+  auto again = sink.TakeChunk();
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(again->first_sequence, first->first_sequence);
+  EXPECT_EQ(again->last_sequence, first->last_sequence);
+  EXPECT_EQ(again->records, first->records);
+  sink.Ack(again->last_sequence);
+  EXPECT_EQ(sink.stats().in_flight_events, 0u);
+  EXPECT_FALSE(sink.TakeChunk().has_value());
+}
+
 // A backlog larger than the sink's memory (the control plane is away): spooled chunks leave
 // memory and are read back from disk when they are sent; nothing is refused, nothing lost.
 TEST(EventSinkSpool, ABacklogBeyondMemoryWaitsOnDisk) {
