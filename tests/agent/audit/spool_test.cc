@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <memory>
 #include <fstream>
 #include <thread>
 
@@ -34,6 +35,15 @@ EventChunk Chunk(uint64_t first, int n) {
   c.last_sequence = first + n - 1;
   c.count = n;
   return c;
+}
+
+// A spool with default options in a new directory (null when it cannot be opened).
+std::unique_ptr<Spool> OpenFresh() {
+  Spool::Options o;
+  o.dir = FreshDir();
+  auto spool = Spool::Open(o);
+  EXPECT_TRUE(spool.ok()) << spool.status();
+  return spool.ok() ? std::move(*spool) : nullptr;
 }
 
 std::vector<uint64_t> Sequences(const std::vector<EventChunk>& chunks) {
@@ -146,13 +156,10 @@ TEST(EventSinkSpool, EventsAreSpooledBeforeTheyCanBeSentAndSurviveARestart) {
 // A chunk being sent is not held in memory a second time once it is in a segment; a broken
 // stream sends the same records again, read back from the segment.
 TEST(EventSinkSpool, AChunkInFlightIsReadBackFromTheSegmentForAResend) {
-  std::string dir = FreshDir();
-  Spool::Options o;
-  o.dir = dir;
-  auto spool = Spool::Open(o);
-  ASSERT_TRUE(spool.ok());
+  std::unique_ptr<Spool> spool = OpenFresh();
+  ASSERT_NE(spool, nullptr);
   EventSink sink(1 << 20, 4096);
-  sink.StartSpooling(spool->get());
+  sink.StartSpooling(spool.get());
   for (int i = 0; i < 30; ++i) ASSERT_TRUE(sink.Emit("statement", "s1", "{\"n\":" + std::to_string(i) + "}"));
   ASSERT_TRUE(sink.WaitUntilSpooled(absl::Seconds(5)));
   ASSERT_TRUE(sink.WaitForEvents(absl::Seconds(5)));
@@ -177,14 +184,11 @@ TEST(EventSinkSpool, AChunkInFlightIsReadBackFromTheSegmentForAResend) {
 // A backlog larger than the sink's memory (the control plane is away): spooled chunks leave
 // memory and are read back from disk when they are sent; nothing is refused, nothing lost.
 TEST(EventSinkSpool, ABacklogBeyondMemoryWaitsOnDisk) {
-  std::string dir = FreshDir();
-  Spool::Options o;
-  o.dir = dir;
-  auto spool = Spool::Open(o);
-  ASSERT_TRUE(spool.ok());
+  std::unique_ptr<Spool> spool = OpenFresh();
+  ASSERT_NE(spool, nullptr);
   constexpr size_t kMemory = 64 << 10;
   EventSink sink(kMemory, 4096);
-  sink.StartSpooling(spool->get());
+  sink.StartSpooling(spool.get());
   const std::string body = "{\"statement\":\"" + std::string(200, 'x') + "\"}";
   for (int i = 0; i < 2000; ++i) {  // ~500 KiB of records
     while (!sink.Emit("statement", "s1", body)) ASSERT_TRUE(sink.WaitUntilSpooled(absl::Seconds(5)));
