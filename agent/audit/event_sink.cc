@@ -199,10 +199,16 @@ bool EventSink::Emit(absl::string_view type, absl::string_view session_id, absl:
 void EventSink::EvictLocked() {
   for (auto it = queued_.rbegin(); it != queued_.rend() && bytes_ > capacity_bytes_ / 2; ++it) {
     if (!it->spooled || it->evicted || it->records.empty()) continue;
-    bytes_ -= it->records.size();
-    std::string().swap(it->records);
-    it->evicted = true;
+    TakeRecordsLocked(*it);  // dropped: the segment has them
   }
+}
+
+std::string EventSink::TakeRecordsLocked(EventChunk& chunk) {
+  bytes_ -= chunk.records.size();
+  std::string records = std::move(chunk.records);
+  chunk.records = std::string();
+  chunk.evicted = true;
+  return records;
 }
 
 void EventSink::RecoverInflight(InflightTable* table, absl::string_view journal_records) {
@@ -302,10 +308,7 @@ std::optional<EventChunk> EventSink::TakeChunk() {
       if (!taken.on_disk) return taken;  // memory holds its only copy until it is acknowledged
       // In a segment: the records go out with the message, and the chunk in flight keeps only
       // its metadata (a resend after a broken stream reads them back, as for an evicted chunk).
-      std::string records = std::move(taken.records);
-      taken.records = std::string();
-      taken.evicted = true;
-      bytes_ -= records.size();
+      std::string records = TakeRecordsLocked(taken);
       sent = taken;
       sent.records = std::move(records);
       sent.evicted = false;

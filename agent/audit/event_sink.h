@@ -141,6 +141,8 @@ class EventSink {
   bool OpenChunkFull() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SpoolLoop();
   void EvictLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Leaves `chunk` on disk only: its records leave memory (returned) and `bytes_` drops.
+  std::string TakeRecordsLocked(EventChunk& chunk) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MaybeCheckpoint();
 
   const size_t capacity_bytes_;
