@@ -143,6 +143,7 @@ absl::Status Spool::Recover() {
     bytes_ += good;
     segments_.push_back(seg);
   }
+  PublishLocked();
   if (!segments_.empty()) {
     LogInfo("audit spool: ", segments_.size(), " segment(s), ", bytes_, " bytes not yet acknowledged, up to sequence ",
             last_sequence_);
@@ -244,6 +245,7 @@ absl::Status Spool::Append(const EventChunk& chunk) {
     last_sequence_ = std::max(last_sequence_, chunk.last_sequence);
     if (!chunk.last_hash.empty()) chain_head_ = chunk.last_hash;
     dirty_ = true;
+    PublishLocked();
   }
   return MaybeSync();
 }
@@ -283,11 +285,15 @@ void Spool::Ack(uint64_t sequence) {
     bytes_ -= segments_.front().bytes;
     segments_.pop_front();
   }
+  PublishLocked();
+}
+
+void Spool::PublishLocked() {
+  unacked_bytes_.store(bytes_ - (segments_.empty() ? 0 : segments_.back().acked_bytes), std::memory_order_relaxed);
 }
 
 size_t Spool::bytes() const {
-  absl::MutexLock lock(&mu_);
-  return bytes_ - (segments_.empty() ? 0 : segments_.back().acked_bytes);
+  return unacked_bytes_.load(std::memory_order_relaxed);
 }
 
 size_t Spool::segments() const {

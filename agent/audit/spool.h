@@ -8,6 +8,7 @@
 // made durable with fdatasync at most every `sync_interval` (a machine crash loses at most that).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -67,7 +68,8 @@ class Spool {
   // The records Open recovered from the journal (once; for EventSink::RecoverInflight).
   std::string TakeJournalRecords() { return std::move(journal_records_); }
 
-  // Bytes not yet acknowledged.
+  // Bytes not yet acknowledged. Does not wait for the spool's lock, which is held while the spool
+  // writes and syncs (milliseconds on a slow disk): a new session asks Full() on the data path.
   size_t bytes() const;
   size_t segments() const;
   bool Full() const { return bytes() >= options_.max_bytes; }
@@ -87,6 +89,8 @@ class Spool {
   void AddRecovered(uint64_t sequence, size_t record_bytes);
   absl::Status OpenSegmentLocked(uint64_t first) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CloseLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Makes bytes() see the current count.
+  void PublishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Options options_;
   mutable absl::Mutex mu_;
@@ -95,6 +99,7 @@ class Spool {
   bool dirty_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time last_sync_ ABSL_GUARDED_BY(mu_);
   size_t bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  std::atomic<size_t> unacked_bytes_{0};  // bytes_ less what is acknowledged of the open segment
   uint64_t last_sequence_ ABSL_GUARDED_BY(mu_) = 0;
   std::string chain_head_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<Journal> journal_;
