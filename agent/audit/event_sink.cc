@@ -1,7 +1,5 @@
 #include "agent/audit/event_sink.h"
 
-#include <sched.h>
-
 #include <algorithm>
 #include <vector>
 
@@ -141,49 +139,6 @@ void EventSink::MaybeCheckpoint() {
   }
 }
 
-namespace {
-
-// How the data path takes the sink's lock. The two worker threads emit ~15k events a second
-// each, with a critical section of about a microsecond, so they rarely meet; but when they do
-// (most often because the holder was preempted), absl::Mutex puts the waiter to sleep in the
-// kernel, its core may go idle, and waking it again costs far more than the wait: with the
-// default lock, pgbench -S through the agent measured 0.91x haproxy with events made but not
-// sent, and 1.00x when the waiter instead spins briefly and then yields its core to whatever
-// else is runnable (the holder, if it was preempted there). After a bounded number of yields
-// (a holder stuck for long) it sleeps after all.
-inline void CpuRelax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
-
-class ABSL_SCOPED_LOCKABLE EmitLock {
- public:
-  explicit EmitLock(absl::Mutex* mu) ABSL_EXCLUSIVE_LOCK_FUNCTION(mu) : mu_(mu) {
-    constexpr int kSpins = 64;
-    constexpr int kYields = 1000;
-    for (int i = 0; i < kSpins + kYields; ++i) {
-      if (mu_->TryLock()) return;
-      if (i < kSpins) {
-        CpuRelax();
-      } else {
-        sched_yield();
-      }
-    }
-    mu_->Lock();
-  }
-  ~EmitLock() ABSL_UNLOCK_FUNCTION() { mu_->Unlock(); }
-  EmitLock(const EmitLock&) = delete;
-  EmitLock& operator=(const EmitLock&) = delete;
-
- private:
-  absl::Mutex* const mu_;
-};
-
-}  // namespace
-
 bool EventSink::Emit(absl::string_view type, absl::string_view session_id, absl::string_view json,
                      bool failed, absl::string_view recording, const Inflight& inflight) {
   // One event object per thread, reused: its strings keep their capacity, so encoding an event
@@ -201,7 +156,7 @@ bool EventSink::Emit(absl::string_view type, absl::string_view session_id, absl:
     event.mutable_recording()->assign(recording.data(), recording.size());
   }
 
-  EmitLock lock(&mu_);
+  absl::MutexLock lock(&mu_);
   if (bytes_ >= capacity_bytes_) return false;
   event.set_sequence(next_sequence_ + 1);
   event.set_prev_hash(chain_head_);
@@ -312,7 +267,7 @@ void EventSink::RecoverInflight(InflightTable* table, absl::string_view journal_
 }
 
 bool EventSink::Full() const {
-  EmitLock lock(&mu_);  // asked by each new session, on the data path
+  absl::MutexLock lock(&mu_);  // spool_->Full() does not wait for the spool's lock
   return bytes_ >= capacity_bytes_ || !spool_error_.empty() || (spool_ != nullptr && spool_->Full());
 }
 

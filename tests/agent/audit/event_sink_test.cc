@@ -82,9 +82,8 @@ TEST(EventSink, FullBufferRefusesInsteadOfDropping) {
   EXPECT_TRUE(sink.Emit("statement", "s", "{}"));
 }
 
-// More emitters than this machine has cores, so that they meet in the sink's lock (which spins
-// and yields before it sleeps): every event gets the next sequence and names its predecessor's
-// hash, whichever thread emitted it.
+// More emitters than this machine has cores, so that they meet in the sink's lock: every event
+// gets the next sequence and names its predecessor's hash, whichever thread emitted it.
 TEST(EventSink, ConcurrentEmittersGetConsecutiveSequencesInOneChain) {
   EventSink sink;
   std::vector<std::thread> threads;
