@@ -206,6 +206,7 @@ absl::Status Spool::OpenSegmentLocked(uint64_t first) {
   fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (fd_ < 0) return Errno("open " + path);
   segments_.push_back(Segment{path, first, first, 0});
+  PublishLocked();  // the segment before it, if acknowledged, counts again until it is deleted
   return absl::OkStatus();
 }
 
