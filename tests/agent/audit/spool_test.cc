@@ -4,8 +4,8 @@
 #include <unistd.h>
 
 #include <filesystem>
-#include <memory>
 #include <fstream>
+#include <memory>
 #include <thread>
 
 #include "absl/time/clock.h"
