@@ -127,6 +127,96 @@ TEST(AuditRecords, EveryFlippedPayloadByteIsCaught) {
   }
 }
 
+// A record as the agent writes it before the chain reaches it: the sequence, an empty prev_hash
+// slot unless `slot` is false, then the rest of the event (with a recording, the last field).
+std::string Slotted(uint64_t sequence, bool slot, const std::string& json, const std::string& recording = "") {
+  v1::AuditEvent rest = Event(0, json);
+  rest.clear_sequence();
+  if (!recording.empty()) {
+    rest.set_recording_bytes(static_cast<uint32_t>(recording.size()));
+    rest.set_recording(recording);
+  }
+  char head[kMaxEventHeadBytes];
+  std::string payload(head, WriteEventHead(sequence, slot, head));
+  payload += rest.SerializeAsString();
+  std::string out;
+  AppendRecord(&out, payload);
+  return out;
+}
+
+// The slot is found where the agent writes it, at every width of the sequence, and nowhere else.
+TEST(AuditRecords, PrevHashSlotFollowsTheSequenceAtEveryWidth) {
+  for (uint64_t sequence : {1ull, 127ull, 128ull, 1ull << 40, 1764000000000000ull, ~0ull}) {
+    std::string record = Slotted(sequence, true, "{}");
+    absl::string_view payload = RecordPayload(record, 0);
+    size_t slot = PrevHashSlot(payload);
+    ASSERT_NE(slot, absl::string_view::npos) << sequence;
+    EXPECT_EQ(payload.substr(slot, kPrevHashBytes), std::string(kPrevHashBytes, '\0'));
+    v1::AuditEvent e;
+    ASSERT_TRUE(e.ParseFromArray(payload.data(), static_cast<int>(payload.size())));
+    EXPECT_EQ(e.sequence(), sequence);
+    EXPECT_EQ(e.prev_hash(), std::string(kPrevHashBytes, '\0'));
+    EXPECT_EQ(e.json(), "{}");
+    EXPECT_EQ(PrevHashSlot(RecordPayload(Slotted(sequence, false, "{}"), 0)), absl::string_view::npos);
+  }
+  // Events encoded whole (an earlier agent's, fields in number order) have none.
+  v1::AuditEvent whole = Event(9, "{}");
+  whole.set_prev_hash(std::string(kPrevHashBytes, 'h'));
+  EXPECT_EQ(PrevHashSlot(whole.SerializeAsString()), absl::string_view::npos);
+  EXPECT_EQ(PrevHashSlot(""), absl::string_view::npos);
+  EXPECT_EQ(PrevHashSlot("\x08\x80\x80"), absl::string_view::npos);  // a sequence cut short
+}
+
+// Following the chain fills every slot with the hash of the payload before it, leaves each
+// record's checksum right, and keeps a recording the last field (what the control plane strips).
+TEST(AuditRecords, ChainRecordsFillsEverySlotInOrder) {
+  std::string records = Slotted(7, false, "{\"first\":1}") + Slotted(8, true, "{}", "rec-bytes") +
+                        Slotted(9, true, "{\"x\":2}");
+  std::string head;
+  ASSERT_TRUE(ChainRecords(&records, &head));
+  std::vector<size_t> offsets;
+  auto events = DecodeEvents(records, 10, &offsets);
+  ASSERT_TRUE(events.ok()) << events.status();
+  ASSERT_EQ(events->size(), 3u);
+  EXPECT_EQ((*events)[0].prev_hash(), "");  // the chain's first event
+  EXPECT_EQ((*events)[1].prev_hash(), ChainHash(RecordPayload(records, offsets[0])));
+  EXPECT_EQ((*events)[2].prev_hash(), ChainHash(RecordPayload(records, offsets[1])));
+  EXPECT_EQ(head, ChainHash(RecordPayload(records, offsets[2])));
+  EXPECT_EQ((*events)[1].recording(), "rec-bytes");
+  auto stripped = StripRecording(RecordPayload(records, offsets[1]), "rec-bytes");
+  ASSERT_TRUE(stripped.ok()) << stripped.status();
+  EXPECT_EQ(JoinRecording(*stripped, "rec-bytes"), RecordPayload(records, offsets[1]));
+
+  // Going on from a known head: the next batch's first slot names it.
+  std::string more = Slotted(10, true, "{}");
+  const std::string before = head;
+  ASSERT_TRUE(ChainRecords(&more, &head));
+  auto next = DecodeEvents(more, 10);
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ((*next)[0].prev_hash(), before);
+}
+
+// A slot with nothing known before it (the start of the chain is lost) is taken out: the event
+// starts a new chain, which the control plane accepts and `audit verify` reports; nothing else
+// about it changes.
+TEST(AuditRecords, ASlotWithNoHashBeforeItIsRemoved) {
+  std::string records = Slotted(20, true, "{\"a\":1}") + Slotted(21, true, "{}");
+  std::string head;
+  ASSERT_TRUE(ChainRecords(&records, &head));
+  std::vector<size_t> offsets;
+  auto events = DecodeEvents(records, 10, &offsets);
+  ASSERT_TRUE(events.ok()) << events.status();
+  EXPECT_EQ((*events)[0].prev_hash(), "");
+  EXPECT_EQ((*events)[0].json(), "{\"a\":1}");
+  EXPECT_EQ((*events)[1].prev_hash(), ChainHash(RecordPayload(records, offsets[0])));
+
+  // Records that are not well framed are left alone from the first bad one.
+  std::string torn = Slotted(30, true, "{}");
+  torn.resize(torn.size() - 3);
+  std::string h(kPrevHashBytes, 'h');
+  EXPECT_FALSE(ChainRecords(&torn, &h));
+}
+
 TEST(AuditRecords, LimitsAndOrderAreEnforced) {
   std::string huge(8, '\0');
   huge[3] = 0x7f;  // length 0x7f000000
