@@ -37,10 +37,16 @@ EventChunk Chunk(uint64_t first, int n) {
   return c;
 }
 
-// A spool with default options in a new directory (null when it cannot be opened).
-std::unique_ptr<Spool> OpenFresh() {
+// Default options in a new directory.
+Spool::Options FreshOptions() {
   Spool::Options o;
   o.dir = FreshDir();
+  return o;
+}
+
+// A spool with default options in a new directory (null when it cannot be opened).
+std::unique_ptr<Spool> OpenFresh() {
+  Spool::Options o = FreshOptions();
   auto spool = Spool::Open(o);
   EXPECT_TRUE(spool.ok()) << spool.status();
   return spool.ok() ? std::move(*spool) : nullptr;
@@ -94,16 +100,14 @@ TEST(Spool, WhatWasAppendedComesBackAfterARestartUntilAcknowledged) {
 }
 
 TEST(Spool, ATornTailIsCutOff) {
-  std::string dir = FreshDir();
-  Spool::Options o;
-  o.dir = dir;
+  Spool::Options o = FreshOptions();
   std::string path;
   {
     auto spool = Spool::Open(o);
     ASSERT_TRUE(spool.ok());
     ASSERT_TRUE((*spool)->Append(Chunk(100, 4)).ok());
   }
-  for (const auto& e : std::filesystem::directory_iterator(dir)) path = e.path();
+  for (const auto& e : std::filesystem::directory_iterator(o.dir)) path = e.path();
   {
     std::ofstream f(path, std::ios::app | std::ios::binary);
     f << std::string("\x20\x00\x00\x00garbage", 11);  // half a record: the agent died mid-write
@@ -288,9 +292,7 @@ TEST(Spool, RecordsOnlyInTheJournalSurviveAKill) {
 // followed when the spool thread writes a chunk). Recovered after a kill, they are chained on from
 // the last record the spool holds, and the spool's head is the last of them.
 TEST(Spool, JournaledRecordsAreChainedOnFromTheSpooledHead) {
-  std::string dir = FreshDir();
-  Spool::Options o;
-  o.dir = dir;
+  Spool::Options o = FreshOptions();
   std::string spooled_last;
   {
     auto spool = Spool::Open(o);
