@@ -147,8 +147,9 @@ class ControlPlane:
 
 class Agent:
     def __init__(self, workdir, name, controlplane, token, protocols="postgres,mysql,http",
-                 env=None, labels="", extra_args=()):
+                 env=None, labels="", extra_args=(), binary=None):
         self.name = name
+        self.binary = binary or AGENT  # another build of the agent (bench/pg_proxy --agent)
         self.workdir = workdir
         self.data_dir = os.path.join(workdir, f"agent-{name}")
         self.cp = controlplane
@@ -170,7 +171,7 @@ class Agent:
         with open(os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
             f.write(self.token + "\n")
         self.process = Process(
-            [AGENT, "--control-plane", self.cp.address, "--ca-file", self.cp.ca_file,
+            [self.binary, "--control-plane", self.cp.address, "--ca-file", self.cp.ca_file,
              "--enroll-token-file", token_file, "--data-dir", self.data_dir,
              "--protocols", self.protocols, "--status-listen", "127.0.0.1:0",
              "--reconnect-max-backoff", "1s", "--heartbeat-interval", "1s",
