@@ -45,7 +45,7 @@ std::string HexEncode(absl::string_view bytes) { return absl::BytesToHexString(b
 
 std::string RandomHex(size_t n) { return HexEncode(RandomBytes(n)); }
 
-void Sha256To(absl::string_view data, char* out) {
+std::string Sha256(absl::string_view data) {
   // The audit chain hashes every event: the algorithm is fetched from the provider once (an
   // implicit fetch per call cost as much as the hash of a small event) and each thread reuses one
   // context.
@@ -54,18 +54,14 @@ void Sha256To(absl::string_view data, char* out) {
     void operator()(EVP_MD_CTX* ctx) const { EVP_MD_CTX_free(ctx); }
   };
   thread_local std::unique_ptr<EVP_MD_CTX, CtxDeleter> ctx(EVP_MD_CTX_new());
+  std::string out(32, '\0');
   unsigned int len = 0;
   // Fails only without memory or without the default provider; nothing can be audited then.
   if (md == nullptr || ctx == nullptr || EVP_DigestInit_ex2(ctx.get(), md, nullptr) != 1 ||
       EVP_DigestUpdate(ctx.get(), data.data(), data.size()) != 1 ||
-      EVP_DigestFinal_ex(ctx.get(), reinterpret_cast<unsigned char*>(out), &len) != 1) {
+      EVP_DigestFinal_ex(ctx.get(), reinterpret_cast<unsigned char*>(out.data()), &len) != 1) {
     std::abort();
   }
-}
-
-std::string Sha256(absl::string_view data) {
-  std::string out(32, '\0');
-  Sha256To(data, out.data());
   return out;
 }
 

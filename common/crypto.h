@@ -15,8 +15,6 @@ std::string RandomBytes(size_t n);
 std::string RandomHex(size_t n);
 std::string HexEncode(absl::string_view bytes);
 std::string Sha256(absl::string_view data);  // raw 32 bytes
-// The same into `out` (32 bytes): no allocation, for hashing in a loop.
-void Sha256To(absl::string_view data, char* out);
 std::string Sha256Hex(absl::string_view data);
 std::string HmacSha256(absl::string_view key, absl::string_view data);  // raw 32 bytes
 bool ConstantTimeEquals(absl::string_view a, absl::string_view b);

@@ -1,7 +1,6 @@
 #include "agent/audit/event_sink.h"
 
 #include <algorithm>
-#include <cstring>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -48,10 +47,9 @@ void EventSink::StartSpooling(Spool* spool) {
       queued_.push_front(std::move(*it));
     }
     next_sequence_ = std::max(next_sequence_, spool->last_sequence());
-    chain_started_ = !spool->chain_head().empty();
+    chain_head_ = spool->chain_head();  // the chain goes on across restarts
+    head_sequence_ = spool->last_sequence();
   }
-  chain_head_ = spool->chain_head();  // the chain goes on across restarts
-  head_sequence_ = spool->last_sequence();
   spooler_ = std::thread([this] { SpoolLoop(); });
 }
 
@@ -91,7 +89,6 @@ void EventSink::SpoolLoop() {
     absl::Status st;
     size_t written = 0;  // todo[0..written) are in a segment
     for (EventChunk* c : todo) {
-      ChainChunk(*c);
       if (st.ok()) st = spool_->Append(*c);
       if (st.ok()) ++written;
     }
@@ -119,8 +116,13 @@ void EventSink::MaybeCheckpoint() {
   if (!sign_) return;
   absl::Time now = absl::Now();
   if (now - last_checkpoint_ < absl::Seconds(1)) return;
-  const uint64_t sequence = head_sequence_;  // the last event spooled
-  const std::string& head = chain_head_;
+  uint64_t sequence;
+  std::string head;
+  {
+    absl::MutexLock lock(&mu_);
+    sequence = head_sequence_;
+    head = chain_head_;
+  }
   // Nothing new since the last checkpoint (its own event is the only one after it), or nothing
   // emitted by this process yet (what came before was covered by the last run's checkpoints).
   if (head.empty() || sequence <= checkpointed_sequence_ + 1 || sequence == 0) return;
@@ -139,13 +141,9 @@ void EventSink::MaybeCheckpoint() {
 
 bool EventSink::Emit(absl::string_view type, absl::string_view session_id, absl::string_view json,
                      bool failed, absl::string_view recording, const Inflight& inflight) {
-  // One event object and one buffer per thread, reused: their strings keep their capacity, so
-  // encoding an event allocates nothing once the thread has warmed up. Everything but the
-  // sequence and the chain is encoded here, before the sink's lock: the lock is held only to
-  // number the event and copy it (a holder preempted by the other core's wake-ups stalls every
-  // emitting thread, so the shorter the better), and the chain is followed later (ChainChunk).
+  // One event object per thread, reused: its strings keep their capacity, so encoding an event
+  // allocates nothing once the thread has warmed up.
   thread_local v1::AuditEvent event;
-  thread_local std::string body;
   event.Clear();
   event.set_failed(failed);
   event.set_time_unix_ms(NowUnixMs());
@@ -157,9 +155,13 @@ bool EventSink::Emit(absl::string_view type, absl::string_view session_id, absl:
     event.set_recording_bytes(static_cast<uint32_t>(recording.size()));
     event.mutable_recording()->assign(recording.data(), recording.size());
   }
-  constexpr size_t kMaxBody = audit::kMaxRecordBytes - audit::kMaxEventHeadBytes;
+
+  absl::MutexLock lock(&mu_);
+  if (bytes_ >= capacity_bytes_) return false;
+  event.set_sequence(next_sequence_ + 1);
+  event.set_prev_hash(chain_head_);
   size_t size = event.ByteSizeLong();
-  if (size > kMaxBody && !recording.empty()) {
+  if (size > audit::kMaxRecordBytes && !recording.empty()) {
     // The event must not be lost for its recording: the slice is left out, and says so.
     std::string omitted;
     audit::AppendRecordedOmission(&omitted, 0, 1, recording.size());
@@ -167,16 +169,8 @@ bool EventSink::Emit(absl::string_view type, absl::string_view session_id, absl:
     event.set_recording(omitted);
     size = event.ByteSizeLong();
   }
-  if (size > kMaxBody) return false;
-  body.resize(size);
-  event.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(body.data()));
-
-  absl::MutexLock lock(&mu_);
-  if (bytes_ >= capacity_bytes_) return false;
+  if (size > audit::kMaxRecordBytes) return false;
   ++next_sequence_;
-  char head[audit::kMaxEventHeadBytes];
-  const size_t head_size = audit::WriteEventHead(next_sequence_, chain_started_, head);
-  chain_started_ = true;
   if (queued_.empty() || queued_.back().sealed || queued_.back().records.size() >= chunk_bytes_) {
     EventChunk& fresh = queued_.emplace_back();
     fresh.records.reserve(chunk_bytes_ + 4096);
@@ -185,9 +179,11 @@ bool EventSink::Emit(absl::string_view type, absl::string_view session_id, absl:
   EventChunk& chunk = queued_.back();
   size_t before = chunk.records.size();
   size_t offset = 0;
-  char* payload = audit::AppendRecordSpace(&chunk.records, head_size + body.size(), &offset);
-  std::memcpy(payload, head, head_size);
-  std::memcpy(payload + head_size, body.data(), body.size());
+  char* payload = audit::AppendRecordSpace(&chunk.records, size, &offset);
+  event.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(payload));
+  chain_head_ = audit::ChainHash(absl::string_view(payload, size));
+  head_sequence_ = next_sequence_;
+  chunk.last_hash = chain_head_;
   audit::SealRecord(&chunk.records, offset);
   if (journal_ != nullptr) journal_->Append(absl::string_view(chunk.records).substr(offset));
   if (inflight.table != nullptr) inflight.table->Account(inflight.slot, next_sequence_, inflight.settles, inflight.release);
@@ -197,18 +193,6 @@ bool EventSink::Emit(absl::string_view type, absl::string_view session_id, absl:
   ++queued_events_;
   ++emitted_;
   return true;
-}
-
-// Sealed chunks only (Emit no longer touches them), in sequence order, each once.
-void EventSink::ChainChunk(EventChunk& chunk) {
-  if (chunk.chained) return;
-  // Chunks are sealed whole, so a record that is not well framed is a bug, not damage.
-  if (!audit::ChainRecords(&chunk.records, &chain_head_)) {
-    LogError("audit: a chunk of sequences ", chunk.first_sequence, "..", chunk.last_sequence, " is not well framed");
-  }
-  chunk.last_hash = chain_head_;
-  head_sequence_ = chunk.last_sequence;
-  chunk.chained = true;
 }
 
 // The newest spooled chunks leave memory first: the oldest are the next to be sent.
@@ -318,11 +302,6 @@ std::optional<EventChunk> EventSink::TakeChunk() {
     if (!HasSendable()) return std::nullopt;
     EventChunk& taken = in_flight_.emplace_back(std::move(queued_.front()));
     queued_.pop_front();
-    if (spool_ == nullptr) {
-      // Without a spool thread the chain is followed here, under the lock (tests and tools).
-      taken.sealed = true;
-      ChainChunk(taken);
-    }
     queued_events_ -= taken.count;
     in_flight_events_ += taken.count;
     if (!taken.evicted) {

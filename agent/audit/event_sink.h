@@ -9,13 +9,9 @@
 // Events form a hash chain per agent: each carries in `prev_hash` the SHA-256 of the previous
 // event's serialized record payload, so a changed, removed or inserted event breaks the chain at
 // the next one (the control plane checks it on ingest and `sluicectl audit verify` from storage).
-// The chain is followed off the data path: Emit writes each record with an empty prev_hash slot
-// (audit::WriteEventHead), and the spool thread fills the slots of a sealed chunk, in order,
-// before writing it to the spool; nothing is sent before that.
 //
 // With a Spool attached (StartSpooling), every record is also copied, as it is emitted, into the
-// spool's memory-mapped journal (agent/audit/journal.h: a killed agent loses nothing; the spool
-// follows the chain through what it recovers from there), and a
+// spool's memory-mapped journal (agent/audit/journal.h: a killed agent loses nothing), and a
 // thread of the sink appends every chunk to the agent's on-disk spool before the chunk can be
 // sent (the open chunk is sealed at most 60 ms (kLinger) after its first event), and what the control
 // plane acknowledges is deleted from disk; chunks read back
@@ -49,8 +45,7 @@ struct EventChunk {
   bool spooled = false;  // on disk: it may be sent
   bool evicted = false;  // on disk only: `records` is empty until it is read back to be sent
   bool on_disk = false;  // written to a spool segment (a failed write leaves it false)
-  bool chained = false;  // its records' prev_hash slots are filled in (EventSink::ChainChunk)
-  std::string last_hash;  // SHA-256 of its last record's payload (the chain head after it), once chained
+  std::string last_hash;  // SHA-256 of its last record's payload (the chain head after it)
 };
 
 class InflightTable;
@@ -149,8 +144,6 @@ class EventSink {
   // Leaves `chunk` on disk only: its records leave memory (returned) and `bytes_` drops.
   std::string TakeRecordsLocked(EventChunk& chunk) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MaybeCheckpoint();
-  // Fills in the prev_hash slots of a sealed chunk's records (audit::ChainRecords), once.
-  void ChainChunk(EventChunk& chunk);
 
   const size_t capacity_bytes_;
   const size_t chunk_bytes_;
@@ -162,11 +155,8 @@ class EventSink {
   size_t queued_events_ ABSL_GUARDED_BY(mu_) = 0;
   size_t in_flight_events_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_sequence_ ABSL_GUARDED_BY(mu_);
-  bool chain_started_ ABSL_GUARDED_BY(mu_) = false;  // an event before the next one has (or will have) a hash
-  // The chain as far as it is followed: SHA-256 of the last chained record's payload and its
-  // sequence. The spool thread's (without a spool, TakeChunk's, under mu_).
-  std::string chain_head_;
-  uint64_t head_sequence_ = 0;
+  std::string chain_head_ ABSL_GUARDED_BY(mu_);  // SHA-256 of the last record's payload
+  uint64_t head_sequence_ ABSL_GUARDED_BY(mu_) = 0;  // ... and its sequence
   uint64_t emitted_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t acked_ ABSL_GUARDED_BY(mu_) = 0;  // the highest sequence the control plane committed
   Spool* spool_ = nullptr;  // set once, before use

@@ -52,18 +52,15 @@ absl::StatusOr<std::unique_ptr<Spool>> Spool::Open(Options options) {
   left.records = (*journal)->Recover(spool->last_sequence(), &left.count, &left.last_sequence);
   if (left.count > 0) {
     left.first_sequence = spool->last_sequence() + 1;
-    // The journal holds records as they were emitted, before the chain was followed through
-    // them (agent/audit/event_sink.h): it goes on from the last spooled record here.
-    left.last_hash = spool->chain_head();
-    audit::ChainRecords(&left.records, &left.last_hash);  // Journal::Recover checked the framing
-    left.chained = true;
     // Consecutive sequences (Journal::Recover); each record is sent again like a segment's.
     audit::RecordReader reader(left.records);
+    absl::string_view last;
     for (uint64_t seq = left.first_sequence; !reader.done(); ++seq) {
       size_t at = reader.offset();
-      reader.Next().IgnoreError();
+      last = *reader.Next();
       spool->AddRecovered(seq, reader.offset() - at);
     }
+    left.last_hash = audit::ChainHash(last);
     st = spool->Append(left);
     if (st.ok()) st = spool->MaybeSync(true);
     if (!st.ok()) return st;

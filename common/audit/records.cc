@@ -66,61 +66,6 @@ void AppendRecord(std::string* out, absl::string_view payload) {
 
 std::string ChainHash(absl::string_view payload) { return Sha256(payload); }
 
-size_t WriteEventHead(uint64_t sequence, bool slot, char* out) {
-  static_assert(v1::AuditEvent::kSequenceFieldNumber < 16 && v1::AuditEvent::kPrevHashFieldNumber < 16,
-                "one-byte keys");
-  uint8_t* p = reinterpret_cast<uint8_t*>(out);
-  *p++ = static_cast<uint8_t>(v1::AuditEvent::kSequenceFieldNumber << 3);  // varint
-  p = google::protobuf::io::CodedOutputStream::WriteVarint64ToArray(sequence, p);
-  if (slot) {
-    *p++ = static_cast<uint8_t>((v1::AuditEvent::kPrevHashFieldNumber << 3) | 2);  // length-delimited
-    *p++ = static_cast<uint8_t>(kPrevHashBytes);
-    std::memset(p, 0, kPrevHashBytes);
-    p += kPrevHashBytes;
-  }
-  return static_cast<size_t>(p - reinterpret_cast<uint8_t*>(out));
-}
-
-size_t PrevHashSlot(absl::string_view payload) {
-  const auto* p = reinterpret_cast<const uint8_t*>(payload.data());
-  const size_t n = payload.size();
-  if (n == 0 || p[0] != (v1::AuditEvent::kSequenceFieldNumber << 3)) return absl::string_view::npos;
-  size_t i = 1;
-  while (i < n && i < 11 && (p[i] & 0x80) != 0) ++i;  // the sequence's varint: at most 10 bytes
-  if (i >= n || i >= 11) return absl::string_view::npos;
-  ++i;
-  if (n - i < 2 + kPrevHashBytes || p[i] != ((v1::AuditEvent::kPrevHashFieldNumber << 3) | 2) ||
-      p[i + 1] != kPrevHashBytes) {
-    return absl::string_view::npos;
-  }
-  return i + 2;
-}
-
-bool ChainRecords(std::string* records, std::string* head) {
-  size_t pos = 0;
-  while (pos < records->size()) {
-    if (records->size() - pos < kRecordHeaderBytes) return false;
-    size_t size = absl::little_endian::Load32(records->data() + pos);
-    if (size > kMaxRecordBytes || records->size() - pos - kRecordHeaderBytes < size) return false;
-    size_t slot = PrevHashSlot(absl::string_view(records->data() + pos + kRecordHeaderBytes, size));
-    if (slot != absl::string_view::npos) {
-      if (head->size() == kPrevHashBytes) {
-        std::memcpy(records->data() + pos + kRecordHeaderBytes + slot, head->data(), kPrevHashBytes);
-      } else {
-        records->erase(pos + kRecordHeaderBytes + slot - 2, 2 + kPrevHashBytes);
-        size -= 2 + kPrevHashBytes;
-      }
-      char* header = records->data() + pos;
-      absl::little_endian::Store32(header, static_cast<uint32_t>(size));
-      absl::little_endian::Store32(header + 4, Crc32(absl::string_view(header + kRecordHeaderBytes, size)));
-    }
-    head->resize(kPrevHashBytes);
-    Sha256To(absl::string_view(records->data() + pos + kRecordHeaderBytes, size), head->data());  // ChainHash
-    pos += kRecordHeaderBytes + size;
-  }
-  return true;
-}
-
 std::string CheckpointMessage(uint64_t sequence, absl::string_view hash) {
   return absl::StrCat("sluice-audit-checkpoint v1 ", sequence, " ", HexEncode(hash));
 }

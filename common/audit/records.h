@@ -38,26 +38,6 @@ void SealRecord(std::string* out, size_t offset);
 // record's payload (SHA-256, raw 32 bytes). The agent, its spool and the control plane all use
 // this one definition.
 std::string ChainHash(absl::string_view payload);
-// An agent encodes each event before it knows the chain hash the event follows
-// (agent/audit/event_sink.h): its payload starts with the sequence field and then a prev_hash of
-// kPrevHashBytes zeros, a slot that ChainRecords fills in when the record's turn in the chain
-// comes. (Protobuf takes fields in any order; the chain hash is of the payload's bytes as they
-// are, and the recording stays the last field.)
-inline constexpr size_t kPrevHashBytes = 32;
-inline constexpr size_t kMaxEventHeadBytes = 1 + 10 + 2 + kPrevHashBytes;
-// Writes that start of a payload (at most kMaxEventHeadBytes) to `out`: the sequence field and,
-// when `slot`, the empty prev_hash slot (the chain's first event has none). Returns its length.
-size_t WriteEventHead(uint64_t sequence, bool slot, char* out);
-// Where the prev_hash slot's 32 bytes begin in `payload`, or npos when it does not start with
-// the sequence field followed by a 32-byte prev_hash.
-size_t PrevHashSlot(absl::string_view payload);
-// Follows the chain through `records` (framed, back to back, in sequence order) from `head`, the
-// chain hash of the record before them (empty when none is known): fills in each prev_hash slot
-// with the hash of the record before it and seals that record again, and leaves `head` the hash
-// of the last one. A slot with no hash before it (the chain's start is not known) is removed, so
-// that event starts a new chain, which the control plane accepts and `audit verify` reports.
-// Returns false at a record that is not well framed (it and what follows are left as they are).
-bool ChainRecords(std::string* records, std::string* head);
 // What an agent's checkpoint signature covers: the record `sequence` has chain hash `hash`.
 // "sluice-audit-checkpoint v1 <sequence> <hex hash>".
 std::string CheckpointMessage(uint64_t sequence, absl::string_view hash);

@@ -37,16 +37,10 @@ EventChunk Chunk(uint64_t first, int n) {
   return c;
 }
 
-// Default options in a new directory.
-Spool::Options FreshOptions() {
-  Spool::Options o;
-  o.dir = FreshDir();
-  return o;
-}
-
 // A spool with default options in a new directory (null when it cannot be opened).
 std::unique_ptr<Spool> OpenFresh() {
-  Spool::Options o = FreshOptions();
+  Spool::Options o;
+  o.dir = FreshDir();
   auto spool = Spool::Open(o);
   EXPECT_TRUE(spool.ok()) << spool.status();
   return spool.ok() ? std::move(*spool) : nullptr;
@@ -100,14 +94,16 @@ TEST(Spool, WhatWasAppendedComesBackAfterARestartUntilAcknowledged) {
 }
 
 TEST(Spool, ATornTailIsCutOff) {
-  Spool::Options o = FreshOptions();
+  std::string dir = FreshDir();
+  Spool::Options o;
+  o.dir = dir;
   std::string path;
   {
     auto spool = Spool::Open(o);
     ASSERT_TRUE(spool.ok());
     ASSERT_TRUE((*spool)->Append(Chunk(100, 4)).ok());
   }
-  for (const auto& e : std::filesystem::directory_iterator(o.dir)) path = e.path();
+  for (const auto& e : std::filesystem::directory_iterator(dir)) path = e.path();
   {
     std::ofstream f(path, std::ios::app | std::ios::binary);
     f << std::string("\x20\x00\x00\x00garbage", 11);  // half a record: the agent died mid-write
@@ -286,46 +282,6 @@ TEST(Spool, RecordsOnlyInTheJournalSurviveAKill) {
   auto again = Spool::Open(o);
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(Sequences(Recovered(**again)), (std::vector<uint64_t>{10, 11, 12, 13, 14}));
-}
-
-// The journal holds records as the sink emitted them, with an empty prev_hash slot (the chain is
-// followed when the spool thread writes a chunk). Recovered after a kill, they are chained on from
-// the last record the spool holds, and the spool's head is the last of them.
-TEST(Spool, JournaledRecordsAreChainedOnFromTheSpooledHead) {
-  Spool::Options o = FreshOptions();
-  std::string spooled_last;
-  {
-    auto spool = Spool::Open(o);
-    ASSERT_TRUE(spool.ok()) << spool.status();
-    EventChunk first = Chunk(10, 3);
-    spooled_last = std::string(audit::RecordPayload(first.records, first.records.size() - Chunk(12, 1).records.size()));
-    ASSERT_TRUE((*spool)->Append(first).ok());
-    for (uint64_t seq : {13, 14}) {
-      v1::AuditEvent rest;
-      rest.set_type("statement");
-      rest.set_session_id("s");
-      rest.set_json("{}");
-      char head[audit::kMaxEventHeadBytes];
-      std::string payload(head, audit::WriteEventHead(seq, true, head));
-      payload += rest.SerializeAsString();
-      std::string record;
-      audit::AppendRecord(&record, payload);
-      ASSERT_TRUE((*spool)->journal()->Append(record));
-    }
-  }
-  auto spool = Spool::Open(o);
-  ASSERT_TRUE(spool.ok()) << spool.status();
-  std::vector<EventChunk> chunks = Recovered(**spool);
-  std::string all;
-  for (const EventChunk& c : chunks) all += c.records;
-  std::vector<size_t> offsets;
-  auto events = audit::DecodeEvents(all, 100, &offsets);
-  ASSERT_TRUE(events.ok()) << events.status();
-  ASSERT_EQ(events->size(), 5u);
-  EXPECT_EQ((*events)[3].sequence(), 13u);
-  EXPECT_EQ((*events)[3].prev_hash(), audit::ChainHash(spooled_last));
-  EXPECT_EQ((*events)[4].prev_hash(), audit::ChainHash(audit::RecordPayload(all, offsets[3])));
-  EXPECT_EQ((*spool)->chain_head(), audit::ChainHash(audit::RecordPayload(all, offsets[4])));
 }
 
 // A session's requests in flight when the agent dies become "unknown" statement events at the
