@@ -56,6 +56,10 @@ ABSL_FLAG(std::string, tls_names, "",
           "certificate the control plane issues at enrollment (they must be granted with "
           "`sluicectl agents enroll --tls-names`)");
 ABSL_FLAG(int, workers, 2, "data-path event loops (threads); one per core is right");
+ABSL_FLAG(bool, worker_cpu_affinity, true,
+          "when --workers equals the number of CPUs the agent may run on, pin each worker to one "
+          "of them and give each new connection to the worker on the CPU it arrives on (balanced); "
+          "false = workers float and connections go round robin");
 ABSL_FLAG(absl::Duration, postgres_login_timeout, absl::Seconds(30),
           "a PostgreSQL client must finish TLS, startup and authentication within this time");
 ABSL_FLAG(bool, record_sessions, true,
@@ -182,6 +186,7 @@ absl::Status Run() {
     lo.tls_key_file = absl::GetFlag(FLAGS_postgres_tls_key);
     lo.allow_plaintext = absl::GetFlag(FLAGS_postgres_allow_plaintext);
     lo.workers = absl::GetFlag(FLAGS_workers);
+    lo.cpu_affinity = absl::GetFlag(FLAGS_worker_cpu_affinity);
     lo.login_timeout = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_postgres_login_timeout));
     lo.inflight = spool->inflight();
     lo.recording.enabled = absl::GetFlag(FLAGS_record_sessions);

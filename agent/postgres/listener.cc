@@ -1,8 +1,15 @@
 #include "agent/postgres/listener.h"
 
 #include <openssl/ssl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/http_server.h"
 #include "common/log.h"
 
@@ -72,25 +79,67 @@ absl::StatusOr<int> Listener::Start() {
   if (!ec) acceptor_->listen(asio::socket_base::max_listen_connections, ec);
   if (ec) return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.listen, ": ", ec.message()));
   int bound = acceptor_->local_endpoint().port();
-  asio::co_spawn(*loops_[0], AcceptLoop(), asio::detached);
-  for (auto& loop : loops_) {
-    asio::io_context* l = loop.get();
+  // One worker per CPU the agent may run on: each is pinned to its CPU (see worker_placement.h).
+  std::vector<int> cpus = options_.cpu_affinity ? AllowedCpus() : std::vector<int>{};
+  std::vector<int> worker_cpus;
+  if (cpus.size() > 1 && cpus.size() == static_cast<size_t>(workers)) worker_cpus = cpus;
+  for (size_t i = 0; i < loops_.size(); ++i) {
+    asio::io_context* l = loops_[i].get();
     threads_.emplace_back([l] { l->run(); });
+    if (worker_cpus.empty()) continue;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(worker_cpus[i], &set);
+    if (int err = pthread_setaffinity_np(threads_.back().native_handle(), sizeof(set), &set); err != 0) {
+      LogWarning("PostgreSQL worker ", i, " not pinned to CPU ", worker_cpus[i], ": ", std::strerror(err),
+                 "; connections are spread round robin");
+      worker_cpus.clear();
+    }
   }
+  if (!worker_cpus.empty()) {
+    LogInfo("PostgreSQL workers pinned to CPUs ", absl::StrJoin(worker_cpus, ","),
+            "; each connection goes to the worker on the CPU it arrives on, while the workers stay balanced");
+  } else if (options_.cpu_affinity && cpus.size() > 1) {
+    LogInfo("PostgreSQL workers not pinned: ", workers, " workers for ", cpus.size(),
+            " CPUs (pinning needs one worker per CPU the agent may run on)");
+  }
+  placement_ = std::make_unique<WorkerPlacement>(loops_.size(), std::move(worker_cpus));
+  asio::co_spawn(*loops_[0], AcceptLoop(), asio::detached);
   return bound;
 }
 
 asio::awaitable<void> Listener::AcceptLoop() {
   SessionDeps deps{policy_, &cancels_, &tls_, &config_, events_, approvals_, options_.inflight};
   while (acceptor_->is_open()) {
-    asio::io_context& loop = *loops_[next_loop_++ % loops_.size()];
-    auto [ec, socket] = co_await acceptor_->async_accept(loop, asio::experimental::as_tuple(asio::use_awaitable));
+    auto [ec, accepted] = co_await acceptor_->async_accept(asio::experimental::as_tuple(asio::use_awaitable));
     if (ec) {
       if (ec == asio::error::operation_aborted) co_return;
       LogWarning("accept failed: ", ec.message());
       continue;
     }
-    asio::co_spawn(loop, RunSession(std::move(socket), deps), [](std::exception_ptr e) {
+    int cpu = -1;
+    socklen_t len = sizeof(cpu);
+    if (getsockopt(accepted.native_handle(), SOL_SOCKET, SO_INCOMING_CPU, &cpu, &len) != 0) cpu = -1;
+    size_t worker = placement_->Pick(cpu);
+    // The socket moves to its worker's loop (accepted on the acceptor's, which is worker 0's).
+    asio::error_code move_ec;
+    auto protocol = accepted.local_endpoint(move_ec).protocol();
+    int fd = move_ec ? -1 : accepted.release(move_ec);
+    if (move_ec) {
+      LogWarning("accepted connection dropped: ", move_ec.message());
+      placement_->Release(worker);
+      continue;
+    }
+    asio::ip::tcp::socket socket(*loops_[worker]);
+    if (socket.assign(protocol, fd, move_ec); move_ec) {
+      LogWarning("accepted connection dropped: ", move_ec.message());
+      ::close(fd);
+      placement_->Release(worker);
+      continue;
+    }
+    WorkerPlacement* placement = placement_.get();
+    asio::co_spawn(*loops_[worker], RunSession(std::move(socket), deps), [placement, worker](std::exception_ptr e) {
+      placement->Release(worker);
       // Our code does not throw; this would be an allocation failure inside Asio or OpenSSL.
       if (e) LogError("a PostgreSQL session ended by an unexpected exception");
     });

@@ -1,5 +1,6 @@
 // The agent's PostgreSQL port: one acceptor, one event loop (asio::io_context) per worker thread,
 // each accepted connection confined to one loop for its whole life, so a session needs no locks.
+// Which loop a connection gets: worker_placement.h.
 #pragma once
 
 #include <memory>
@@ -12,6 +13,7 @@
 #include "agent/postgres/cancel_registry.h"
 #include "agent/approvals/broker.h"
 #include "agent/postgres/session.h"
+#include "agent/postgres/worker_placement.h"
 
 namespace sluice::agent::postgres {
 
@@ -21,6 +23,9 @@ struct ListenerOptions {
   std::string tls_key_file;
   bool allow_plaintext = false;
   int workers = 2;
+  // Pin the workers to the CPUs the agent may run on when there is one worker per CPU, and give
+  // each connection to the worker on the CPU it arrives on (agent/postgres/worker_placement.h).
+  bool cpu_affinity = true;
   std::chrono::steady_clock::duration login_timeout = std::chrono::seconds(30);
   DecodeLimits limits;
   RecordingLimits recording;
@@ -47,11 +52,13 @@ class Listener {
   SessionConfig config_;
   CancelRegistry cancels_;
   asio::ssl::context tls_{asio::ssl::context::tls_server};
+  // Set by Start, before the acceptor runs; declared before the loops so that sessions the loops
+  // still hold when they are destroyed never outlive it.
+  std::unique_ptr<WorkerPlacement> placement_;
   std::vector<std::unique_ptr<asio::io_context>> loops_;
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards_;
   std::unique_ptr<asio::ip::tcp::acceptor> acceptor_;
   std::vector<std::thread> threads_;
-  size_t next_loop_ = 0;
 };
 
 }  // namespace sluice::agent::postgres
