@@ -30,6 +30,27 @@ int SelectAlpn(SSL*, const unsigned char** out, unsigned char* outlen, const uns
   return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
 
+// Moves an accepted socket to another loop (the fd is re-registered with that loop's reactor);
+// on failure the connection is closed.
+asio::error_code MoveToLoop(asio::ip::tcp::socket& from, asio::ip::tcp::socket& to) {
+  asio::error_code ec;
+  auto protocol = from.local_endpoint(ec).protocol();
+  if (ec) return ec;
+  int fd = from.release(ec);
+  if (ec) return ec;
+  to.assign(protocol, fd, ec);
+  if (ec) ::close(fd);
+  return ec;
+}
+
+// Limits `thread` to `cpus`; 0 or an errno value.
+int SetThreadCpus(std::thread& thread, const std::vector<int>& cpus) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  for (int cpu : cpus) CPU_SET(cpu, &set);
+  return pthread_setaffinity_np(thread.native_handle(), sizeof(set), &set);
+}
+
 }  // namespace
 
 Listener::Listener(ListenerOptions options, PolicyHolder* policy, EventSink* events, ApprovalBroker* approvals)
@@ -83,16 +104,15 @@ absl::StatusOr<int> Listener::Start() {
   std::vector<int> cpus = options_.cpu_affinity ? AllowedCpus() : std::vector<int>{};
   std::vector<int> worker_cpus;
   if (cpus.size() > 1 && cpus.size() == static_cast<size_t>(workers)) worker_cpus = cpus;
-  for (size_t i = 0; i < loops_.size(); ++i) {
-    asio::io_context* l = loops_[i].get();
+  for (auto& loop : loops_) {
+    asio::io_context* l = loop.get();
     threads_.emplace_back([l] { l->run(); });
-    if (worker_cpus.empty()) continue;
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(worker_cpus[i], &set);
-    if (int err = pthread_setaffinity_np(threads_.back().native_handle(), sizeof(set), &set); err != 0) {
+  }
+  for (size_t i = 0; i < worker_cpus.size(); ++i) {
+    if (int err = SetThreadCpus(threads_[i], {worker_cpus[i]}); err != 0) {
       LogWarning("PostgreSQL worker ", i, " not pinned to CPU ", worker_cpus[i], ": ", std::strerror(err),
-                 "; connections are spread round robin");
+                 "; workers float and connections are spread round robin");
+      for (size_t j = 0; j < i; ++j) SetThreadCpus(threads_[j], cpus);  // none stays half-pinned
       worker_cpus.clear();
     }
   }
@@ -122,18 +142,9 @@ asio::awaitable<void> Listener::AcceptLoop() {
     if (getsockopt(accepted.native_handle(), SOL_SOCKET, SO_INCOMING_CPU, &cpu, &len) != 0) cpu = -1;
     size_t worker = placement_->Pick(cpu);
     // The socket moves to its worker's loop (accepted on the acceptor's, which is worker 0's).
-    asio::error_code move_ec;
-    auto protocol = accepted.local_endpoint(move_ec).protocol();
-    int fd = move_ec ? -1 : accepted.release(move_ec);
-    if (move_ec) {
-      LogWarning("accepted connection dropped: ", move_ec.message());
-      placement_->Release(worker);
-      continue;
-    }
     asio::ip::tcp::socket socket(*loops_[worker]);
-    if (socket.assign(protocol, fd, move_ec); move_ec) {
+    if (asio::error_code move_ec = MoveToLoop(accepted, socket)) {
       LogWarning("accepted connection dropped: ", move_ec.message());
-      ::close(fd);
       placement_->Release(worker);
       continue;
     }

@@ -49,7 +49,7 @@ TEST(WorkerPlacement, UnknownOrUnpinnedCpusGoRoundRobinOverTheLeastBusy) {
   EXPECT_EQ(picks, (std::vector<size_t>{0, 1, 0, 1}));
 }
 
-TEST(WorkerPlacement, AllowedCpusListsThisProcessesCpus) {
+TEST(WorkerPlacement, AllowedCpusListsThisProcessCpus) {
   std::vector<int> cpus = AllowedCpus();
   ASSERT_FALSE(cpus.empty());
   EXPECT_TRUE(std::is_sorted(cpus.begin(), cpus.end()));
