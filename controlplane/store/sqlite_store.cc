@@ -34,8 +34,14 @@ class Txn {
     if (begun_.ok() && !done_) ExecSql(db_, "ROLLBACK").IgnoreError();
   }
   absl::Status begun() const { return begun_; }
+  // Statements still stepping (a SELECT read for its first row) are reset first: a statement left
+  // open at COMMIT keeps the connection's read snapshot, and while one is open at every commit the
+  // WAL is never checkpointed — under a steady stream of event batches it grew without bound.
   absl::Status Commit() {
     done_ = true;
+    for (sqlite3_stmt* s = sqlite3_next_stmt(db_, nullptr); s != nullptr; s = sqlite3_next_stmt(db_, s)) {
+      if (sqlite3_stmt_busy(s)) sqlite3_reset(s);
+    }
     return ExecSql(db_, "COMMIT");
   }
 

@@ -211,6 +211,32 @@ TEST(SqliteStore, AgentEventsAreStoredOnceAndCounted) {
   EXPECT_EQ(store->GetSession("s1")->events_size(), 4);
 }
 
+// A control plane whose agents never pause commits batch after batch: SQLite's checkpoints must
+// still run, or the write-ahead log grows with everything ever stored (it did: 80 MB after 200
+// batches of 400 KB, the database file untouched).
+TEST(SqliteStore, ASteadyStreamOfBatchesKeepsTheWriteAheadLogBounded) {
+  const std::string path = FreshPath("wal_bound");
+  std::unique_ptr<SqliteStore> store = *SqliteStore::Open(path);
+  ASSERT_TRUE(store->CreateEnrollment({"h", "a", {}, 0, 1000, {}}).ok());
+  ASSERT_TRUE(store->ConsumeEnrollment("h", "s", 1, {}).ok());
+  Chain chain;
+  const std::string body = R"({"statement":")" + std::string(2000, 'x') + R"("})";
+  uint64_t sequence = 1;
+  ASSERT_TRUE(store->AppendAgentEvents("a", chain.BatchOf({Event(sequence, "session_start", "s1", "{}")})).ok());
+  // 60 batches of ~200 KB: 12 MB through the log, three times SQLite's checkpoint threshold.
+  for (int b = 0; b < 60; ++b) {
+    std::vector<v1::AuditEvent> events;
+    for (int i = 0; i < 100; ++i) events.push_back(Event(++sequence, "statement", "s1", body));
+    auto stored = store->AppendAgentEvents("a", chain.BatchOf(std::move(events)));
+    ASSERT_TRUE(stored.ok()) << stored.status();
+  }
+  const uintmax_t wal = std::filesystem::file_size(path + "-wal");
+  const uintmax_t db = std::filesystem::file_size(path);
+  EXPECT_LT(wal, 8u << 20) << "the WAL holds what should have been checkpointed";
+  EXPECT_GT(db, 10u << 20) << "the events never reached the database file";
+  EXPECT_EQ(store->GetSession("s1")->session().statements(), 6000u);
+}
+
 TEST(Migrations, EventsSurviveTheMoveToChunks) {
   std::string path = FreshPath("events_upgrade");
   {
