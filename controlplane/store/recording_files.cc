@@ -4,7 +4,6 @@
 #include <linux/falloc.h>
 #include <unistd.h>
 #include <zlib.h>
-#include <zstd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -18,6 +17,7 @@
 #include "common/audit/records.h"
 #include "common/files.h"
 #include "common/status_macros.h"
+#include "controlplane/store/zstd_codec.h"
 
 namespace sluice::controlplane {
 namespace {
@@ -26,9 +26,6 @@ namespace {
 constexpr uint64_t kMaxBlockBytes = 64 << 20;
 constexpr uint64_t kMaxInflatedBytes = 256 << 20;
 
-// The first four bytes of a zstd frame (little-endian); a zlib stream starts with 0x78.
-constexpr uint32_t kZstdMagic = 0xFD2FB528;
-
 absl::Status Errno(absl::string_view what, const std::string& path) {
   return absl::InternalError(absl::StrCat(what, " ", path, ": ", std::strerror(errno)));
 }
@@ -36,14 +33,9 @@ absl::Status Errno(absl::string_view what, const std::string& path) {
 }  // namespace
 
 RecordingFiles::RecordingFiles(std::string dir, uint64_t rotate_bytes)
-    : zstd_(ZSTD_createCCtx(), &ZSTD_freeCCtx), dir_(std::move(dir)), rotate_bytes_(rotate_bytes) {
-  if (zstd_ != nullptr) {
     // Level 1: most of a recording is protocol framing and repeated text; speed matters more.
     // The frame carries a checksum of its content (as zlib's stream did).
-    ZSTD_CCtx_setParameter(zstd_.get(), ZSTD_c_compressionLevel, 1);
-    ZSTD_CCtx_setParameter(zstd_.get(), ZSTD_c_checksumFlag, 1);
-  }
-}
+    : zstd_(std::make_unique<ZstdCompressor>(1, true)), dir_(std::move(dir)), rotate_bytes_(rotate_bytes) {}
 
 RecordingFiles::~RecordingFiles() = default;
 
@@ -92,16 +84,12 @@ absl::StatusOr<std::pair<std::string, std::vector<RecordingBlock>>> RecordingFil
       raw.append(head, sizeof(head));
       raw.append(s.data);
     }
-    const size_t bound = ZSTD_compressBound(raw.size());
     const size_t at = out.size();
     starts.push_back(at);
-    out.resize(at + 8 + bound);
-    if (zstd_ == nullptr) return absl::ResourceExhaustedError("no memory for a zstd compression context");
-    const size_t size = ZSTD_compress2(zstd_.get(), out.data() + at + 8, bound, raw.data(), raw.size());
-    if (ZSTD_isError(size)) {
-      return absl::InternalError(absl::StrCat("compressing a recording block failed: ", ZSTD_getErrorName(size)));
-    }
-    out.resize(at + 8 + size);
+    out.resize(at + 8);
+    absl::Status compressed = zstd_->AppendFrame(raw, &out);
+    if (!compressed.ok()) return absl::InternalError(absl::StrCat("recording block: ", compressed.message()));
+    const size_t size = out.size() - at - 8;
     absl::little_endian::Store32(out.data() + at, static_cast<uint32_t>(size));
     absl::little_endian::Store32(out.data() + at + 4, audit::Crc32(absl::string_view(out).substr(at + 8, size)));
   }
@@ -160,15 +148,10 @@ absl::StatusOr<std::vector<RecordingSlice>> RecordingFiles::Read(const std::stri
     return damaged("the block's checksum does not match (the file was changed)");
   }
   std::string raw;
-  if (compressed.size() >= 4 && absl::little_endian::Load32(compressed.data()) == kZstdMagic) {
-    const unsigned long long size = ZSTD_getFrameContentSize(compressed.data(), compressed.size());
-    if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN) {
-      return damaged("the block is not a zstd frame with its size");
-    }
-    if (size > kMaxInflatedBytes) return damaged("the block inflates past the cap");
-    raw.resize(static_cast<size_t>(size));
-    const size_t got = ZSTD_decompress(raw.data(), raw.size(), compressed.data(), compressed.size());
-    if (ZSTD_isError(got) || got != raw.size()) return damaged("the block does not decompress");
+  if (IsZstdFrame(compressed)) {
+    auto inflated = ZstdInflate(compressed, kMaxInflatedBytes);
+    if (!inflated.ok()) return damaged(absl::StrCat("the block: ", inflated.status().message()));
+    raw = std::move(*inflated);
   } else {
     // A zlib block (written before zstd): the inflated size is not stored, so grow until it
     // fits, within a cap.

@@ -28,9 +28,9 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
-struct ZSTD_CCtx_s;
-
 namespace sluice::controlplane {
+
+class ZstdCompressor;
 
 struct RecordingSlice {
   uint64_t sequence = 0;
@@ -67,7 +67,7 @@ class RecordingFiles {
   absl::Status OpenCurrent();
 
   // One compression context, reused for every block (Append runs under the store's lock).
-  std::unique_ptr<ZSTD_CCtx_s, size_t (*)(ZSTD_CCtx_s*)> zstd_;
+  std::unique_ptr<ZstdCompressor> zstd_;
   std::string dir_;
   uint64_t rotate_bytes_;
   std::string current_;       // the file appended to ("" until the first append)

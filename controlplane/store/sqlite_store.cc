@@ -51,6 +51,21 @@ class Txn {
   bool done_ = false;
 };
 
+// A stored chunk holds the records of one batch (at most 32 MiB): inflating one is capped at
+// twice that.
+constexpr uint64_t kMaxChunkBytes = 64 << 20;
+
+// The framed records of a stored chunk (common/audit/records.h): a zstd frame is inflated, raw
+// records (chunks stored before compression) are returned as they are.
+absl::StatusOr<std::string> ChunkRecords(std::string stored, int64_t chunk) {
+  if (!IsZstdFrame(stored)) return stored;
+  auto records = ZstdInflate(stored, kMaxChunkBytes);
+  if (!records.ok()) {
+    return absl::DataLossError(absl::StrCat("stored events (chunk ", chunk, ") are damaged: ", records.status().message()));
+  }
+  return records;
+}
+
 std::string LabelsToJson(const std::map<std::string, std::string>& labels) {
   return nlohmann::json(labels).dump();
 }
@@ -503,7 +518,9 @@ absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent
   put.Bind(1, agent_id).Bind(2, static_cast<int64_t>(first.sequence()));
   put.Bind(3, static_cast<int64_t>(last.sequence())).Bind(4, first.time_unix_ms());
   put.Bind(5, last.time_unix_ms()).Bind(6, static_cast<int64_t>(batch.events.size() - first_new));
-  put.BindBlobNoCopy(7, stored);
+  chunk_buffer_.clear();
+  RETURN_IF_ERROR(chunk_zstd_.AppendFrame(stored, &chunk_buffer_));
+  put.BindBlobNoCopy(7, chunk_buffer_);
   RETURN_IF_ERROR(put.Run());
   const int64_t chunk_id = sqlite3_last_insert_rowid(db_);
   if (!slices.empty()) {
@@ -729,7 +746,8 @@ absl::StatusOr<v1::SessionDetail> SqliteStore::GetSession(const v1::GetSessionRe
   size_t page_bytes = 0;
   while (ev.Step() == SQLITE_ROW) {
     std::string agent = ev.Text(1);
-    auto events = audit::DecodeEvents(ev.Text(2), std::numeric_limits<size_t>::max());
+    ASSIGN_OR_RETURN(std::string records, ChunkRecords(ev.Text(2), ev.Int(0)));
+    auto events = audit::DecodeEvents(records, std::numeric_limits<size_t>::max());
     if (!events.ok()) {
       return absl::DataLossError(absl::StrCat("stored events of agent ", agent, " (chunk ", ev.Int(0),
                                               ") are damaged: ", events.status().message()));
@@ -943,7 +961,8 @@ absl::StatusOr<v1::PurgeExpiredResponse> SqliteStore::PurgeSessions(const PurgeR
       r.Reset();
       r.Bind(1, chunk);
       if (r.Step() != SQLITE_ROW) continue;
-      ASSIGN_OR_RETURN(auto events, audit::DecodeEvents(r.Text(0), std::numeric_limits<size_t>::max()));
+      ASSIGN_OR_RETURN(std::string records, ChunkRecords(r.Text(0), chunk));
+      ASSIGN_OR_RETURN(auto events, audit::DecodeEvents(records, std::numeric_limits<size_t>::max()));
       for (const auto& e : events) out.set_events(out.events() + (purged.contains(e.session_id()) ? 1 : 0));
     }
     return out;
@@ -972,7 +991,7 @@ absl::StatusOr<v1::PurgeExpiredResponse> SqliteStore::PurgeSessions(const PurgeR
     r.Reset();
     r.Bind(1, chunk);
     if (r.Step() != SQLITE_ROW) continue;
-    const std::string records = r.Text(0);
+    ASSIGN_OR_RETURN(const std::string records, ChunkRecords(r.Text(0), chunk));
     std::string rewritten;
     rewritten.reserve(records.size());
     audit::RecordReader reader(records);
@@ -1010,7 +1029,9 @@ absl::StatusOr<v1::PurgeExpiredResponse> SqliteStore::PurgeSessions(const PurgeR
       out.set_events(out.events() + 1);
     }
     Stmt w(db_, "UPDATE event_chunks SET records = ?2 WHERE id = ?1");
-    w.Bind(1, chunk).BindBlob(2, rewritten);
+    chunk_buffer_.clear();
+    RETURN_IF_ERROR(chunk_zstd_.AppendFrame(rewritten, &chunk_buffer_));
+    w.Bind(1, chunk).BindBlobNoCopy(2, chunk_buffer_);
     RETURN_IF_ERROR(w.Run());
   }
   for (const char* sql : {"DELETE FROM session_chunks WHERE session_id = ?1", "DELETE FROM recording_blocks WHERE session_id = ?1",
@@ -1078,7 +1099,7 @@ absl::StatusOr<v1::VerifyAuditResponse> SqliteStore::VerifyAudit(const v1::Verif
   while (s.Step() == SQLITE_ROW) {
     int64_t chunk = s.Int(0);
     std::string chunk_agent = s.Text(1);
-    std::string records = s.Text(2);
+    auto records = ChunkRecords(s.Text(2), chunk);
     if (chunk_agent != agent) {
       agent = chunk_agent;
       head.clear();
@@ -1086,7 +1107,11 @@ absl::StatusOr<v1::VerifyAuditResponse> SqliteStore::VerifyAudit(const v1::Verif
       hashes.clear();
       out.set_agents(out.agents() + 1);
     }
-    audit::RecordReader reader(records);
+    if (!records.ok()) {
+      problem(absl::StrCat("agent ", agent, ": ", records.status().message()));
+      continue;  // the chain names the gap at the next chunk
+    }
+    audit::RecordReader reader(*records);
     while (!reader.done()) {
       size_t offset = reader.offset();
       auto payload = reader.Next();

