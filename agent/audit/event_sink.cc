@@ -88,13 +88,22 @@ void EventSink::SpoolLoop() {
     }
     absl::Status st;
     size_t written = 0;  // todo[0..written) are in a segment
+    const absl::Time started = absl::Now();
     for (EventChunk* c : todo) {
       if (st.ok()) st = spool_->Append(*c);
       if (st.ok()) ++written;
     }
     if (st.ok()) st = spool_->MaybeSync();
+    const absl::Duration took = absl::Now() - started;
     {
       absl::MutexLock lock(&mu_);
+      // New events wait in memory while the spool writes: a disk this slow brings the fail-closed
+      // limit nearer, and the log says so.
+      if (took > absl::Seconds(1)) {
+        LogWarning("audit spool: writing and syncing ", todo.size(), " chunk(s) took ", absl::FormatDuration(took),
+                   "; ", bytes_, " bytes of events wait in memory (at ", capacity_bytes_,
+                   " sessions end rather than go on unaudited)");
+      }
       if (!st.ok()) {
         if (spool_error_.empty()) LogError("audit spool: ", st.message(), "; new sessions are refused");
         spool_error_ = std::string(st.message());
