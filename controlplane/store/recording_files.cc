@@ -32,9 +32,9 @@ absl::Status Errno(absl::string_view what, const std::string& path) {
 
 }  // namespace
 
+// Level 1: most of a recording is protocol framing and repeated text; speed matters more. The
+// frame carries a checksum of its content (as zlib's stream did).
 RecordingFiles::RecordingFiles(std::string dir, uint64_t rotate_bytes)
-    // Level 1: most of a recording is protocol framing and repeated text; speed matters more.
-    // The frame carries a checksum of its content (as zlib's stream did).
     : zstd_(std::make_unique<ZstdCompressor>(1, true)), dir_(std::move(dir)), rotate_bytes_(rotate_bytes) {}
 
 RecordingFiles::~RecordingFiles() = default;
