@@ -1,6 +1,6 @@
 // The audit journal: a memory-mapped file (<data-dir>/spool/journal) that every event record is
 // copied into the moment it is emitted, before the spool thread has written its chunk to a
-// segment (which happens within ~60 ms). The mapping is shared with the kernel's page cache, so
+// segment (which happens within ~150 ms). The mapping is shared with the kernel's page cache, so
 // a killed agent (kill -9, a crash) loses none of these records: at the next start the spool
 // reads them back from the journal. (A machine crash is covered by the spool's fdatasync.)
 //

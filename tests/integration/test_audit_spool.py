@@ -59,7 +59,7 @@ class AuditSpoolTest(unittest.TestCase):
             cp.process.kill9()
             run("while-down", 25)
             # 25 statements and the session's start and end, all on disk (the open chunk is
-            # spooled at most 60 ms after its first event).
+            # spooled at most 150 ms after its first event).
             wait_for(lambda: (a := agent.status()["audit"])["queued"] >= 27 and a["unspooled"] == 0,
                      what="the events to be spooled")
             # Then the agent dies too, and comes back from its spool.
