@@ -435,6 +435,12 @@ bool SignatureValid(const std::string& key, const Checkpoint& c) {
 
 }  // namespace
 
+absl::StatusOr<absl::string_view> SqliteStore::StoredChunkLocked(absl::string_view records) {
+  chunk_buffer_.clear();
+  RETURN_IF_ERROR(chunk_zstd_.AppendFrame(records, &chunk_buffer_));
+  return absl::string_view(chunk_buffer_);
+}
+
 absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent_id,
                                                         const EventBatch& batch) {
   if (batch.offsets.size() != batch.events.size()) {
@@ -518,9 +524,8 @@ absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent
   put.Bind(1, agent_id).Bind(2, static_cast<int64_t>(first.sequence()));
   put.Bind(3, static_cast<int64_t>(last.sequence())).Bind(4, first.time_unix_ms());
   put.Bind(5, last.time_unix_ms()).Bind(6, static_cast<int64_t>(batch.events.size() - first_new));
-  chunk_buffer_.clear();
-  RETURN_IF_ERROR(chunk_zstd_.AppendFrame(stored, &chunk_buffer_));
-  put.BindBlobNoCopy(7, chunk_buffer_);
+  ASSIGN_OR_RETURN(absl::string_view compressed, StoredChunkLocked(stored));
+  put.BindBlobNoCopy(7, compressed);
   RETURN_IF_ERROR(put.Run());
   const int64_t chunk_id = sqlite3_last_insert_rowid(db_);
   if (!slices.empty()) {
@@ -1029,9 +1034,8 @@ absl::StatusOr<v1::PurgeExpiredResponse> SqliteStore::PurgeSessions(const PurgeR
       out.set_events(out.events() + 1);
     }
     Stmt w(db_, "UPDATE event_chunks SET records = ?2 WHERE id = ?1");
-    chunk_buffer_.clear();
-    RETURN_IF_ERROR(chunk_zstd_.AppendFrame(rewritten, &chunk_buffer_));
-    w.Bind(1, chunk).BindBlobNoCopy(2, chunk_buffer_);
+    ASSIGN_OR_RETURN(absl::string_view compressed, StoredChunkLocked(rewritten));
+    w.Bind(1, chunk).BindBlobNoCopy(2, compressed);
     RETURN_IF_ERROR(w.Run());
   }
   for (const char* sql : {"DELETE FROM session_chunks WHERE session_id = ?1", "DELETE FROM recording_blocks WHERE session_id = ?1",
