@@ -95,15 +95,9 @@ void EventSink::SpoolLoop() {
     }
     if (st.ok()) st = spool_->MaybeSync();
     const absl::Duration took = absl::Now() - started;
+    size_t waiting = 0;  // bytes of events in memory after this round
     {
       absl::MutexLock lock(&mu_);
-      // New events wait in memory while the spool writes: a disk this slow brings the fail-closed
-      // limit nearer, and the log says so.
-      if (took > absl::Seconds(1)) {
-        LogWarning("audit spool: writing and syncing ", todo.size(), " chunk(s) took ", absl::FormatDuration(took),
-                   "; ", bytes_, " bytes of events wait in memory (at ", capacity_bytes_,
-                   " sessions end rather than go on unaudited)");
-      }
       if (!st.ok()) {
         if (spool_error_.empty()) LogError("audit spool: ", st.message(), "; new sessions are refused");
         spool_error_ = std::string(st.message());
@@ -115,6 +109,14 @@ void EventSink::SpoolLoop() {
       for (EventChunk* c : todo) c->spooled = true;
       for (size_t i = 0; i < written; ++i) todo[i]->on_disk = true;
       if (st.ok()) EvictLocked();
+      waiting = bytes_;
+    }
+    // New events wait in memory while the spool writes: a disk this slow brings the fail-closed
+    // limit nearer, and the log says so (outside the lock every Emit takes).
+    if (took > absl::Seconds(1)) {
+      LogWarning("audit spool: writing and syncing ", todo.size(), " chunk(s) took ", absl::FormatDuration(took), "; ",
+                 waiting, " bytes of events wait in memory (at ", capacity_bytes_,
+                 " sessions end rather than go on unaudited)");
     }
     if (todo.empty()) spool_->MaybeSync().IgnoreError();
     MaybeCheckpoint();
