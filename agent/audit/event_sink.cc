@@ -32,7 +32,7 @@ EventSink::~EventSink() {
     stopping_ = true;
   }
   if (spooler_.joinable()) spooler_.join();
-  if (spool_ != nullptr) spool_->MaybeSync(true).IgnoreError();
+  if (spool_ != nullptr) spool_->Sync().IgnoreError();
 }
 
 void EventSink::StartSpooling(Spool* spool) {
@@ -93,7 +93,8 @@ void EventSink::SpoolLoop() {
       if (st.ok()) st = spool_->Append(*c);
       if (st.ok()) ++written;
     }
-    if (st.ok()) st = spool_->MaybeSync();
+    // Written is enough to send (the spool's own thread syncs): a slow sync must not hold events.
+    if (st.ok()) st = spool_->sync_status();
     const absl::Duration took = absl::Now() - started;
     size_t waiting = 0;  // bytes of events in memory after this round
     {
@@ -114,11 +115,10 @@ void EventSink::SpoolLoop() {
     // New events wait in memory while the spool writes: a disk this slow brings the fail-closed
     // limit nearer, and the log says so (outside the lock every Emit takes).
     if (took > absl::Seconds(1)) {
-      LogWarning("audit spool: writing and syncing ", todo.size(), " chunk(s) took ", absl::FormatDuration(took), "; ",
+      LogWarning("audit spool: writing ", todo.size(), " chunk(s) took ", absl::FormatDuration(took), "; ",
                  waiting, " bytes of events wait in memory (at ", capacity_bytes_,
                  " sessions end rather than go on unaudited)");
     }
-    if (todo.empty()) spool_->MaybeSync().IgnoreError();
     MaybeCheckpoint();
   }
 }

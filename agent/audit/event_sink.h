@@ -13,10 +13,11 @@
 // With a Spool attached (StartSpooling), every record is also copied, as it is emitted, into the
 // spool's memory-mapped journal (agent/audit/journal.h: a killed agent loses nothing), and a
 // thread of the sink appends every chunk to the agent's on-disk spool before the chunk can be
-// sent (the open chunk is sealed at most 150 ms (kLinger) after its first event), and what the control
-// plane acknowledges is deleted from disk; chunks read back
-// from the spool at start are sent first. Bounded in memory bytes and in spool bytes; when
-// either is full, or the spool cannot be written, new sessions are refused (fail closed).
+// sent (the open chunk is sealed at most 150 ms (kLinger) after its first event; the spool's own
+// thread syncs the segments, so a slow disk sync does not hold chunks back), and what the control
+// plane acknowledges is deleted from disk; chunks read back from the spool at start are sent
+// first. Bounded in memory bytes and in spool bytes; when either is full, or the spool cannot be
+// written or synced, new sessions are refused (fail closed).
 #pragma once
 
 #include <cstdint>
@@ -71,7 +72,8 @@ class EventSink {
   // ingest cost per event was 1.5 times as high as with 1 MiB / 60 ms; 150 ms instead of 60 took
   // another 1.2–2 µs per pgbench transaction off the control plane, where 60 ms sealed chunks of
   // ~450 KB). A process crash loses nothing meanwhile (the journal); a machine crash, at most
-  // kLinger plus the spool's sync interval.
+  // kLinger plus the spool's sync interval (longer while the disk is slow to sync, for what the
+  // control plane has not acknowledged yet).
   static constexpr size_t kDefaultChunkBytes = audit::kChunkBytes;
   static constexpr absl::Duration kLinger = absl::Milliseconds(150);
 

@@ -62,7 +62,7 @@ absl::StatusOr<std::unique_ptr<Spool>> Spool::Open(Options options) {
     }
     left.last_hash = audit::ChainHash(last);
     st = spool->Append(left);
-    if (st.ok()) st = spool->MaybeSync(true);
+    if (st.ok()) st = spool->Sync();
     if (!st.ok()) return st;
     LogInfo("audit spool: ", left.count, " event(s) recovered from the journal, up to sequence ", left.last_sequence);
   }
@@ -72,13 +72,90 @@ absl::StatusOr<std::unique_ptr<Spool>> Spool::Open(Options options) {
   auto inflight = InflightTable::Open(spool->options_.dir + "/inflight");
   if (!inflight.ok()) return inflight.status();
   spool->inflight_ = std::move(*inflight);
+  spool->syncer_ = std::thread([s = spool.get()] { s->SyncLoop(); });
   return spool;
 }
 
 Spool::~Spool() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  if (syncer_.joinable()) syncer_.join();
+  Sync().IgnoreError();
   absl::MutexLock lock(&mu_);
-  if (fd_ >= 0) ::fdatasync(fd_);
   CloseLocked();
+}
+
+// Syncs what was written, at most once per interval, outside the lock that Append and Ack take.
+// The active segment's descriptor stays open while it is synced: Append retires a full segment's
+// descriptor to this thread instead of closing it.
+void Spool::SyncLoop() {
+  mu_.Lock();
+  while (true) {
+    mu_.Await(absl::Condition(this, &Spool::SyncWanted));
+    if (stopping_) break;  // the destructor syncs what is left
+    const absl::Duration wait = options_.sync_interval - (absl::Now() - last_sync_);
+    if (wait > absl::ZeroDuration() && mu_.AwaitWithTimeout(absl::Condition(&stopping_), wait)) break;
+    std::vector<int> retired = std::move(retired_fds_);
+    retired_fds_.clear();
+    const int active = dirty_ ? fd_ : -1;
+    dirty_ = false;
+    sync_busy_ = true;
+    const bool had_error = !sync_error_.empty();
+    const absl::Time started = absl::Now();
+    mu_.Unlock();
+    std::string failed;
+    for (int fd : retired) {
+      if (SyncFile(fd) != 0 && failed.empty()) failed = std::strerror(errno);
+      ::close(fd);
+    }
+    if (active >= 0 && SyncFile(active) != 0 && failed.empty()) failed = std::strerror(errno);
+    const absl::Duration took = absl::Now() - started;
+    if (!failed.empty()) {
+      if (!had_error) LogError("audit spool: fdatasync failed: ", failed, "; new sessions are refused until a sync succeeds");
+    } else if (had_error) {
+      LogInfo("audit spool: fdatasync succeeds again");
+    } else if (took > absl::Seconds(1)) {
+      LogWarning("audit spool: fdatasync took ", absl::FormatDuration(took),
+                 " (a slow disk); events went on to the control plane meanwhile");
+    }
+    mu_.Lock();
+    sync_busy_ = false;
+    last_sync_ = started;
+    if (failed.empty()) {
+      sync_error_.clear();
+    } else {
+      sync_error_ = absl::StrCat("fdatasync of the audit spool: ", failed);
+      if (fd_ >= 0) dirty_ = true;  // tried again after the interval
+    }
+  }
+  mu_.Unlock();
+}
+
+absl::Status Spool::Sync() {
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(+[](bool* busy) { return !*busy; }, &sync_busy_));  // it may hold fd_ or a retired one
+  absl::Status st;
+  for (int fd : retired_fds_) {
+    if (SyncFile(fd) != 0 && st.ok()) st = Errno("fdatasync of the audit spool");
+    ::close(fd);
+  }
+  retired_fds_.clear();
+  if (fd_ >= 0 && dirty_) {
+    if (SyncFile(fd_) != 0) {
+      if (st.ok()) st = Errno("fdatasync of the audit spool");
+    } else {
+      dirty_ = false;
+    }
+  }
+  last_sync_ = absl::Now();
+  return st;
+}
+
+absl::Status Spool::sync_status() const {
+  absl::MutexLock lock(&mu_);
+  return sync_error_.empty() ? absl::OkStatus() : absl::InternalError(sync_error_);
 }
 
 absl::Status Spool::Recover() {
@@ -220,8 +297,8 @@ absl::Status Spool::Append(const EventChunk& chunk) {
     absl::MutexLock lock(&mu_);
     if (chunk.records.empty()) return absl::OkStatus();
     if (fd_ >= 0 && segments_.back().bytes >= options_.segment_bytes) {
-      ::fdatasync(fd_);
-      CloseLocked();
+      retired_fds_.push_back(fd_);  // the sync thread syncs and closes it
+      fd_ = -1;
     }
     if (fd_ < 0) {
       absl::Status st = OpenSegmentLocked(chunk.first_sequence);
@@ -248,17 +325,6 @@ absl::Status Spool::Append(const EventChunk& chunk) {
     dirty_ = true;
     PublishLocked();
   }
-  return MaybeSync();
-}
-
-absl::Status Spool::MaybeSync(bool force) {
-  absl::MutexLock lock(&mu_);
-  if (!dirty_ || fd_ < 0) return absl::OkStatus();
-  absl::Time now = absl::Now();
-  if (!force && now - last_sync_ < options_.sync_interval) return absl::OkStatus();
-  if (::fdatasync(fd_) != 0) return Errno("fdatasync of the audit spool");
-  dirty_ = false;
-  last_sync_ = now;
   return absl::OkStatus();
 }
 

@@ -5,14 +5,22 @@
 // cut off) and sent again, and the control plane drops what it already holds.
 //
 // Written with write(2) as they come (a killed agent loses nothing that reached the spool) and
-// made durable with fdatasync at most every `sync_interval` (a machine crash loses at most that).
+// made durable with fdatasync by a thread of the spool's own, about every `sync_interval` (a
+// machine crash loses at most that while the disk keeps up). A chunk may be sent once it is
+// written: a sync that takes seconds (a disk busy with other writers: with ext4's ordered mode one
+// fdatasync can wait for everyone's dirty data) delays only this copy's durability, while the
+// control plane receives and commits the events, instead of holding new events in memory.
 #pragma once
+
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -36,6 +44,8 @@ class Spool {
     absl::Duration sync_interval = absl::Milliseconds(100);
     size_t journal_half_bytes = 16 << 20;  // agent/audit/journal.h
     size_t chunk_bytes = audit::kChunkBytes;  // what was on disk is sent again in chunks of this size
+    // Makes a segment durable (fdatasync(2) when empty); tests stand in a slow or failing disk.
+    std::function<int(int fd)> sync_file;
   };
   // Opens (creating the directory 0700) and reads back what is there: the segments, then the
   // records of the journal that follow them (written to a new segment at once).
@@ -53,11 +63,13 @@ class Spool {
   // so the event chain goes on after a restart; empty for a new spool.
   std::string chain_head() const;
 
-  // Appends a chunk (its sequences follow the last appended). Syncs when the interval passed.
+  // Appends a chunk (its sequences follow the last appended) with write(2); the spool's sync
+  // thread makes it durable.
   absl::Status Append(const EventChunk& chunk);
-  // fdatasync when something was written since the last sync and the interval passed (or
-  // `force`).
-  absl::Status MaybeSync(bool force = false);
+  // Makes everything appended durable now, on the calling thread (at start and at shutdown).
+  absl::Status Sync();
+  // Why the sync thread's latest sync failed (OK once a later one succeeded).
+  absl::Status sync_status() const;
   // Deletes the segments whose records are all at or below `sequence`.
   void Ack(uint64_t sequence);
 
@@ -84,6 +96,11 @@ class Spool {
     size_t acked_bytes = 0;  // of the segment being appended to: how much is acknowledged
   };
   explicit Spool(Options options) : options_(std::move(options)) {}
+  void SyncLoop();
+  bool SyncWanted() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return stopping_ || dirty_ || !retired_fds_.empty();
+  }
+  int SyncFile(int fd) const { return options_.sync_file ? options_.sync_file(fd) : ::fdatasync(fd); }
   absl::Status Recover();
   // Adds a record read back at Open to the chunks it will be sent in (recovered_).
   void AddRecovered(uint64_t sequence, size_t record_bytes);
@@ -96,8 +113,14 @@ class Spool {
   mutable absl::Mutex mu_;
   std::deque<Segment> segments_ ABSL_GUARDED_BY(mu_);  // back() is the one appended to, when fd_ >= 0
   int fd_ ABSL_GUARDED_BY(mu_) = -1;
-  bool dirty_ ABSL_GUARDED_BY(mu_) = false;
+  bool dirty_ ABSL_GUARDED_BY(mu_) = false;  // written since the sync thread last took fd_
+  // Full segments no longer appended to, open until the sync thread has synced them.
+  std::vector<int> retired_fds_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool sync_busy_ ABSL_GUARDED_BY(mu_) = false;  // the sync thread is syncing, outside the lock
+  std::string sync_error_ ABSL_GUARDED_BY(mu_);
   absl::Time last_sync_ ABSL_GUARDED_BY(mu_);
+  std::thread syncer_;
   size_t bytes_ ABSL_GUARDED_BY(mu_) = 0;
   std::atomic<size_t> unacked_bytes_{0};  // bytes_ less what is acknowledged of the open segment
   uint64_t last_sequence_ ABSL_GUARDED_BY(mu_) = 0;

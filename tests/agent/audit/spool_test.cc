@@ -3,11 +3,15 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <thread>
 
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "agent/audit/event_sink.h"
 #include "common/audit/records.h"
@@ -151,6 +155,84 @@ TEST(EventSinkSpool, EventsAreSpooledBeforeTheyCanBeSentAndSurviveARestart) {
   EXPECT_TRUE(std::is_sorted(seqs.begin(), seqs.end()));
   EXPECT_EQ(std::adjacent_find(seqs.begin(), seqs.end()), seqs.end());  // no duplicates
   EXPECT_GT(seqs.back(), last);  // the new event follows what was spooled before
+}
+
+// Polls `done` for up to `timeout`.
+template <typename F>
+bool Eventually(F done, absl::Duration timeout = absl::Seconds(5)) {
+  const absl::Time until = absl::Now() + timeout;
+  while (!done()) {
+    if (absl::Now() > until) return false;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  return true;
+}
+
+// A disk that takes seconds to sync (busy with other writers) must not hold events back: a
+// chunk written while a sync hangs can be sent, and an acknowledgement does not wait for it.
+TEST(EventSinkSpool, ASlowSyncDoesNotHoldEventsBack) {
+  absl::Notification release;
+  std::atomic<int> syncs{0};
+  std::atomic<bool> hanging{false};
+  Spool::Options o;
+  o.dir = FreshDir();
+  o.sync_file = [&](int fd) {
+    hanging = true;
+    ++syncs;
+    release.WaitForNotificationWithTimeout(absl::Seconds(30));
+    hanging = false;
+    return ::fdatasync(fd);
+  };
+  auto spool = Spool::Open(o);
+  ASSERT_TRUE(spool.ok());
+  EventSink sink(1 << 20, 4096);
+  sink.StartSpooling(spool->get());
+  ASSERT_TRUE(sink.Emit("statement", "s1", "{}"));
+  ASSERT_TRUE(Eventually([&] { return hanging.load(); }));  // the first chunk's sync hangs
+  ASSERT_TRUE(sink.WaitForEvents(absl::Seconds(5)));
+  auto first = sink.TakeChunk();
+  ASSERT_TRUE(first.has_value());
+
+  ASSERT_TRUE(sink.Emit("statement", "s1", "{\"n\":2}"));
+  ASSERT_TRUE(sink.WaitForEvents(absl::Seconds(5)));  // written, not yet synced: sendable
+  auto second = sink.TakeChunk();
+  ASSERT_TRUE(second.has_value());
+  EXPECT_GT(second->first_sequence, first->last_sequence);
+  EXPECT_TRUE(second->on_disk);
+  sink.Ack(second->last_sequence);
+  EXPECT_TRUE(hanging.load()) << "the events waited for the sync";
+  EXPECT_EQ(sink.stats().spool_error, "");
+
+  release.Notify();
+  EXPECT_TRUE(Eventually([&] { return syncs.load() >= 2; }));  // what was written meanwhile is synced next
+}
+
+// A sync that fails refuses new sessions (fail closed) until a later sync succeeds.
+TEST(EventSinkSpool, AFailingSyncRefusesNewSessionsUntilOneSucceeds) {
+  std::atomic<bool> failing{true};
+  Spool::Options o;
+  o.dir = FreshDir();
+  o.sync_interval = absl::Milliseconds(10);
+  o.sync_file = [&](int fd) {
+    if (failing) {
+      errno = EIO;
+      return -1;
+    }
+    return ::fdatasync(fd);
+  };
+  auto spool = Spool::Open(o);
+  ASSERT_TRUE(spool.ok());
+  EventSink sink(1 << 20, 4096);
+  sink.StartSpooling(spool->get());
+  ASSERT_TRUE(sink.Emit("statement", "s1", "{}"));
+  ASSERT_TRUE(Eventually([&] { return sink.Full(); }));
+  const std::string error = sink.stats().spool_error;
+  EXPECT_NE(error.find("fdatasync of the audit spool"), std::string::npos) << error;
+  EXPECT_NE(error.find(std::strerror(EIO)), std::string::npos) << error;
+
+  failing = false;
+  EXPECT_TRUE(Eventually([&] { return !sink.Full(); }));
+  EXPECT_EQ(sink.stats().spool_error, "");
 }
 
 // A chunk being sent is not held in memory a second time once it is in a segment; a broken
