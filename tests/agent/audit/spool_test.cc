@@ -168,6 +168,20 @@ bool Eventually(F done, absl::Duration timeout = absl::Seconds(5)) {
   return true;
 }
 
+// An event sink (small chunks) spooling to a spool opened with `o`; `spool` is null when it
+// cannot be opened.
+struct SpooledSink {
+  explicit SpooledSink(Spool::Options o) {
+    auto opened = Spool::Open(std::move(o));
+    EXPECT_TRUE(opened.ok()) << opened.status();
+    if (!opened.ok()) return;
+    spool = std::move(*opened);
+    sink.StartSpooling(spool.get());
+  }
+  std::unique_ptr<Spool> spool;
+  EventSink sink{1 << 20, 4096};  // after `spool`: destroyed first
+};
+
 // A disk that takes seconds to sync (busy with other writers) must not hold events back: a
 // chunk written while a sync hangs can be sent, and an acknowledgement does not wait for it.
 TEST(EventSinkSpool, ASlowSyncDoesNotHoldEventsBack) {
@@ -183,10 +197,9 @@ TEST(EventSinkSpool, ASlowSyncDoesNotHoldEventsBack) {
     hanging = false;
     return ::fdatasync(fd);
   };
-  auto spool = Spool::Open(o);
-  ASSERT_TRUE(spool.ok());
-  EventSink sink(1 << 20, 4096);
-  sink.StartSpooling(spool->get());
+  SpooledSink spooled(std::move(o));
+  ASSERT_NE(spooled.spool, nullptr);
+  EventSink& sink = spooled.sink;
   ASSERT_TRUE(sink.Emit("statement", "s1", "{}"));
   ASSERT_TRUE(Eventually([&] { return hanging.load(); }));  // the first chunk's sync hangs
   ASSERT_TRUE(sink.WaitForEvents(absl::Seconds(5)));
@@ -220,10 +233,9 @@ TEST(EventSinkSpool, AFailingSyncRefusesNewSessionsUntilOneSucceeds) {
     }
     return ::fdatasync(fd);
   };
-  auto spool = Spool::Open(o);
-  ASSERT_TRUE(spool.ok());
-  EventSink sink(1 << 20, 4096);
-  sink.StartSpooling(spool->get());
+  SpooledSink spooled(std::move(o));
+  ASSERT_NE(spooled.spool, nullptr);
+  EventSink& sink = spooled.sink;
   ASSERT_TRUE(sink.Emit("statement", "s1", "{}"));
   ASSERT_TRUE(Eventually([&] { return sink.Full(); }));
   const std::string error = sink.stats().spool_error;
