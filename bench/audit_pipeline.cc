@@ -1,9 +1,9 @@
 // bench/audit_pipeline: how many statement events per second the two ends of the audit path
 // take on this machine, with the real code and nothing else running:
 //
-//   spool   — one agent's EventSink with its Spool (journal copy, segment writes, fdatasync every
-//             100 ms): events emitted from 2 threads until each is on disk, chunks taken and
-//             acknowledged as a control plane would.
+//   spool   — one agent's EventSink with its Spool (journal copy, segment writes; fdatasync
+//             every 100 ms on the spool's own thread): events emitted from 2 threads until each
+//             is written to a segment, chunks taken and acknowledged as a control plane would.
 //   ingest  — the control plane's SqliteStore: the agent's chunks (1 MiB of framed records)
 //             decoded as the stream handler does, then through AppendAgentEvents (chain check,
 //             recording files, session index).
