@@ -105,15 +105,10 @@ void Spool::SyncLoop() {
     const bool had_error = !sync_error_.empty();
     const absl::Time started = absl::Now();
     mu_.Unlock();
-    std::string failed;
-    for (int fd : retired) {
-      if (SyncFile(fd) != 0 && failed.empty()) failed = std::strerror(errno);
-      ::close(fd);
-    }
-    if (active >= 0 && SyncFile(active) != 0 && failed.empty()) failed = std::strerror(errno);
+    const absl::Status synced = SyncFiles(retired, active);
     const absl::Duration took = absl::Now() - started;
-    if (!failed.empty()) {
-      if (!had_error) LogError("audit spool: fdatasync failed: ", failed, "; new sessions are refused until a sync succeeds");
+    if (!synced.ok()) {
+      if (!had_error) LogError(synced.message(), "; new sessions are refused until a sync succeeds");
     } else if (had_error) {
       LogInfo("audit spool: fdatasync succeeds again");
     } else if (took > absl::Seconds(1)) {
@@ -123,32 +118,30 @@ void Spool::SyncLoop() {
     mu_.Lock();
     sync_busy_ = false;
     last_sync_ = started;
-    if (failed.empty()) {
-      sync_error_.clear();
-    } else {
-      sync_error_ = absl::StrCat("fdatasync of the audit spool: ", failed);
-      if (fd_ >= 0) dirty_ = true;  // tried again after the interval
-    }
+    sync_error_ = std::string(synced.message());
+    if (!synced.ok() && fd_ >= 0) dirty_ = true;  // tried again after the interval
   }
   mu_.Unlock();
 }
 
-absl::Status Spool::Sync() {
-  absl::MutexLock lock(&mu_);
-  mu_.Await(absl::Condition(+[](bool* busy) { return !*busy; }, &sync_busy_));  // it may hold fd_ or a retired one
+absl::Status Spool::SyncFiles(const std::vector<int>& retired, int active) const {
   absl::Status st;
-  for (int fd : retired_fds_) {
+  for (int fd : retired) {
     if (SyncFile(fd) != 0 && st.ok()) st = Errno("fdatasync of the audit spool");
     ::close(fd);
   }
+  if (active >= 0 && SyncFile(active) != 0 && st.ok()) st = Errno("fdatasync of the audit spool");
+  return st;
+}
+
+int Spool::SyncFile(int fd) const { return options_.sync_file ? options_.sync_file(fd) : ::fdatasync(fd); }
+
+absl::Status Spool::Sync() {
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(+[](bool* busy) { return !*busy; }, &sync_busy_));  // it may hold fd_ or a retired one
+  absl::Status st = SyncFiles(retired_fds_, dirty_ ? fd_ : -1);
   retired_fds_.clear();
-  if (fd_ >= 0 && dirty_) {
-    if (SyncFile(fd_) != 0) {
-      if (st.ok()) st = Errno("fdatasync of the audit spool");
-    } else {
-      dirty_ = false;
-    }
-  }
+  if (st.ok()) dirty_ = false;
   last_sync_ = absl::Now();
   return st;
 }

@@ -12,8 +12,6 @@
 // control plane receives and commits the events, instead of holding new events in memory.
 #pragma once
 
-#include <unistd.h>
-
 #include <atomic>
 #include <cstdint>
 #include <deque>
@@ -100,7 +98,10 @@ class Spool {
   bool SyncWanted() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return stopping_ || dirty_ || !retired_fds_.empty();
   }
-  int SyncFile(int fd) const { return options_.sync_file ? options_.sync_file(fd) : ::fdatasync(fd); }
+  // fdatasync(2), or the test's stand-in.
+  int SyncFile(int fd) const;
+  // Syncs and closes `retired`, then syncs `active` (none when negative); the first failure.
+  absl::Status SyncFiles(const std::vector<int>& retired, int active) const;
   absl::Status Recover();
   // Adds a record read back at Open to the chunks it will be sent in (recovered_).
   void AddRecovered(uint64_t sequence, size_t record_bytes);
