@@ -1,6 +1,7 @@
 #include "common/audit/records.h"
 
 #include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/wire_format_lite.h>
 #include <isa-l/crc.h>
 
 #include <cstring>
@@ -65,6 +66,61 @@ void AppendRecord(std::string* out, absl::string_view payload) {
 }
 
 std::string ChainHash(absl::string_view payload) { return Sha256(payload); }
+
+namespace {
+
+// Where in `payload` (a serialized AuditEvent) the value of prev_hash starts; npos when the event
+// has none. Every field is walked (the order of fields on the wire is not relied on).
+absl::StatusOr<size_t> PrevHashOffset(absl::string_view payload) {
+  using google::protobuf::internal::WireFormatLite;
+  constexpr int kPrevHashField = v1::AuditEvent::kPrevHashFieldNumber;
+  google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(payload.data()),
+                                            static_cast<int>(payload.size()));
+  size_t found = std::string::npos;
+  while (static_cast<size_t>(in.CurrentPosition()) < payload.size()) {
+    const uint32_t tag = in.ReadTag();
+    if (tag == 0) return absl::InvalidArgumentError("an unreadable field tag");
+    if (WireFormatLite::GetTagFieldNumber(tag) == kPrevHashField &&
+        WireFormatLite::GetTagWireType(tag) == WireFormatLite::WIRETYPE_LENGTH_DELIMITED) {
+      uint32_t length = 0;
+      if (!in.ReadVarint32(&length) || length != 32) return absl::InvalidArgumentError("a prev_hash that is not 32 bytes");
+      found = static_cast<size_t>(in.CurrentPosition());
+      if (!in.Skip(32)) return absl::InvalidArgumentError("a short prev_hash");
+      continue;
+    }
+    if (!WireFormatLite::SkipField(&in, tag)) return absl::InvalidArgumentError("an unreadable field");
+  }
+  return found;
+}
+
+}  // namespace
+
+absl::Status ChainRecords(std::string* records, std::string* head) {
+  size_t pos = 0;
+  while (pos < records->size()) {
+    if (records->size() - pos < kRecordHeaderBytes) {
+      return absl::InvalidArgumentError(absl::StrCat("audit record at offset ", pos, ": short header"));
+    }
+    char* header = records->data() + pos;
+    const uint32_t size = absl::little_endian::Load32(header);
+    if (size > kMaxRecordBytes || records->size() - pos - kRecordHeaderBytes < size) {
+      return absl::InvalidArgumentError(absl::StrCat("audit record at offset ", pos, ": short or oversized payload"));
+    }
+    char* payload = header + kRecordHeaderBytes;
+    auto at = PrevHashOffset(absl::string_view(payload, size));
+    if (!at.ok()) return absl::InvalidArgumentError(absl::StrCat("audit record at offset ", pos, ": ", at.status().message()));
+    if (*at != std::string::npos) {
+      if (head->size() != 32) {
+        return absl::InvalidArgumentError(absl::StrCat("audit record at offset ", pos, ": a prev_hash with no chain head before it"));
+      }
+      std::memcpy(payload + *at, head->data(), 32);
+      absl::little_endian::Store32(header + 4, Crc32(absl::string_view(payload, size)));
+    }
+    *head = ChainHash(absl::string_view(payload, size));
+    pos += kRecordHeaderBytes + size;
+  }
+  return absl::OkStatus();
+}
 
 std::string CheckpointMessage(uint64_t sequence, absl::string_view hash) {
   return absl::StrCat("sluice-audit-checkpoint v1 ", sequence, " ", HexEncode(hash));

@@ -38,6 +38,13 @@ void SealRecord(std::string* out, size_t offset);
 // record's payload (SHA-256, raw 32 bytes). The agent, its spool and the control plane all use
 // this one definition.
 std::string ChainHash(absl::string_view payload);
+// The chain filled in after the records were written (so that the agent's data path does not
+// hash: see docs/postgres.md, "The chain hash belongs on the spool thread"). Each record of
+// `records` that has a prev_hash (32 bytes, a placeholder or an earlier value) gets `*head` written
+// into it and its CRC sealed again; a record without one starts the chain. `*head` is the chain
+// head before the first record and, on return, after the last. InvalidArgument names the offset
+// of a record that cannot be read, or one that has a prev_hash while there is no head yet.
+absl::Status ChainRecords(std::string* records, std::string* head);
 // What an agent's checkpoint signature covers: the record `sequence` has chain hash `hash`.
 // "sluice-audit-checkpoint v1 <sequence> <hex hash>".
 std::string CheckpointMessage(uint64_t sequence, absl::string_view hash);

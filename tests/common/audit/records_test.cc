@@ -151,4 +151,78 @@ TEST(AuditRecords, LimitsAndOrderAreEnforced) {
 }
 
 }  // namespace
+// The chain filled in afterwards (ChainRecords) gives byte for byte the records an agent that
+// hashes as it writes would have: the first event without prev_hash, every later one naming the
+// hash of the one before, CRCs valid.
+TEST(AuditRecords, ChainRecordsFillsInTheSameChainAsHashingInline) {
+  std::vector<v1::AuditEvent> events = {Event(1, "{\"a\":1}"), Event(2, "{\"b\":2}"), Event(3, "{\"c\":3}")};
+  events[2].set_recording(std::string("\x01recorded", 9));
+  events[2].set_recording_bytes(9);
+  std::string inline_records, head;
+  for (v1::AuditEvent e : events) {
+    if (!head.empty()) e.set_prev_hash(head);
+    std::string payload = e.SerializeAsString();
+    AppendRecord(&inline_records, payload);
+    head = ChainHash(payload);
+  }
+  std::string later;
+  for (size_t i = 0; i < events.size(); ++i) {
+    v1::AuditEvent e = events[i];
+    if (i > 0) e.set_prev_hash(std::string(32, '\0'));  // the placeholder
+    AppendRecord(&later, e.SerializeAsString());
+  }
+  std::string later_head;
+  ASSERT_TRUE(ChainRecords(&later, &later_head).ok());
+  EXPECT_EQ(later, inline_records);
+  EXPECT_EQ(later_head, head);
+  RecordReader reader(later);
+  int n = 0;
+  while (!reader.done()) {
+    ASSERT_TRUE(reader.Next().ok());
+    ++n;
+  }
+  EXPECT_EQ(n, 3);
+}
+
+// A chain goes on across calls (one sealed chunk after another) from the head given.
+TEST(AuditRecords, ChainRecordsContinuesFromTheHeadGiven) {
+  std::string head = ChainHash("the record before");
+  v1::AuditEvent e = Event(7, "{}");
+  e.set_prev_hash(std::string(32, '\0'));
+  std::string records;
+  AppendRecord(&records, e.SerializeAsString());
+  const std::string before = head;
+  ASSERT_TRUE(ChainRecords(&records, &head).ok());
+  v1::AuditEvent back;
+  ASSERT_TRUE(back.ParseFromString(std::string(RecordPayload(records, 0))));
+  EXPECT_EQ(back.prev_hash(), before);
+  EXPECT_EQ(head, ChainHash(RecordPayload(records, 0)));
+}
+
+TEST(AuditRecords, ChainRecordsRefusesWhatItCannotChain) {
+  v1::AuditEvent e = Event(1, "{}");
+  e.set_prev_hash(std::string(32, '\0'));
+  std::string records;
+  AppendRecord(&records, e.SerializeAsString());
+  std::string no_head;
+  std::string copy = records;
+  absl::Status st = ChainRecords(&copy, &no_head);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("no chain head"), std::string::npos) << st.message();
+
+  std::string head = ChainHash("x");
+  std::string truncated = records.substr(0, records.size() - 3);
+  st = ChainRecords(&truncated, &head);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("offset 0"), std::string::npos) << st.message();
+
+  v1::AuditEvent short_hash = Event(2, "{}");
+  short_hash.set_prev_hash("abc");
+  std::string bad;
+  AppendRecord(&bad, short_hash.SerializeAsString());
+  st = ChainRecords(&bad, &head);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("not 32 bytes"), std::string::npos) << st.message();
+}
+
 }  // namespace sluice::audit
