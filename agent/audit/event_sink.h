@@ -9,6 +9,9 @@
 // Events form a hash chain per agent: each carries in `prev_hash` the SHA-256 of the previous
 // event's serialized record payload, so a changed, removed or inserted event breaks the chain at
 // the next one (the control plane checks it on ingest and `sluicectl audit verify` from storage).
+// With a spool the chain is filled in by the spool thread, over each sealed chunk before it is
+// written or sent (audit::ChainRecords: Emit leaves a placeholder of the hash's size, and the
+// journal's copies are chained when they are recovered); without one, Emit hashes inline.
 //
 // With a Spool attached (StartSpooling), every record is also copied, as it is emitted, into the
 // spool's memory-mapped journal (agent/audit/journal.h: a killed agent loses nothing), and a
@@ -160,8 +163,14 @@ class EventSink {
   size_t queued_events_ ABSL_GUARDED_BY(mu_) = 0;
   size_t in_flight_events_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_sequence_ ABSL_GUARDED_BY(mu_);
-  std::string chain_head_ ABSL_GUARDED_BY(mu_);  // SHA-256 of the last record's payload
+  // With a spool the chain is filled in by the spool thread (audit::ChainRecords) over each sealed
+  // chunk: these are its head after the last chunk it chained. Without one, Emit hashes inline.
+  std::string chain_head_ ABSL_GUARDED_BY(mu_);  // SHA-256 of the last chained record's payload
   uint64_t head_sequence_ ABSL_GUARDED_BY(mu_) = 0;  // ... and its sequence
+  // Whether the next record has a predecessor to name (its prev_hash is then a placeholder the
+  // spool thread fills in); the agent's very first record has no prev_hash at all.
+  bool has_head_ ABSL_GUARDED_BY(mu_) = false;
+  std::string spool_head_;  // spool thread only: the running chain head
   uint64_t emitted_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t acked_ ABSL_GUARDED_BY(mu_) = 0;  // the highest sequence the control plane committed
   Spool* spool_ = nullptr;  // set once, before use

@@ -51,16 +51,21 @@ absl::StatusOr<std::unique_ptr<Spool>> Spool::Open(Options options) {
   EventChunk left;
   left.records = (*journal)->Recover(spool->last_sequence(), &left.count, &left.last_sequence);
   if (left.count > 0) {
+    // The journal's copies were made before the spool thread filled in their chain (their
+    // prev_hash is a placeholder): chained here from the segments' head.
+    std::string head = spool->chain_head();
+    if (absl::Status chained = audit::ChainRecords(&left.records, &head); !chained.ok()) {
+      return absl::DataLossError(absl::StrCat("audit journal: ", chained.message()));
+    }
     left.first_sequence = spool->last_sequence() + 1;
     // Consecutive sequences (Journal::Recover); each record is sent again like a segment's.
     audit::RecordReader reader(left.records);
-    absl::string_view last;
     for (uint64_t seq = left.first_sequence; !reader.done(); ++seq) {
       size_t at = reader.offset();
-      last = *reader.Next();
+      if (!reader.Next().ok()) break;  // checked by Journal::Recover and ChainRecords
       spool->AddRecovered(seq, reader.offset() - at);
     }
-    left.last_hash = audit::ChainHash(last);
+    left.last_hash = head;
     st = spool->Append(left);
     if (st.ok()) st = spool->Sync();
     if (!st.ok()) return st;
