@@ -173,6 +173,11 @@ bool Eventually(F done, absl::Duration timeout = absl::Seconds(5)) {
 // An event sink (small chunks) spooling to a spool opened with `o`; `spool` is null when it
 // cannot be opened.
 struct SpooledSink {
+  explicit SpooledSink(const std::string& dir) : SpooledSink([&dir] {
+    Spool::Options o;
+    o.dir = dir;
+    return o;
+  }()) {}
   explicit SpooledSink(Spool::Options o) {
     auto opened = Spool::Open(std::move(o));
     EXPECT_TRUE(opened.ok()) << opened.status();
@@ -214,9 +219,7 @@ TEST(EventSinkSpool, TheSpoolThreadChainsEveryRecordAndARestartGoesOn) {
   std::string head;
   uint64_t last = 0;
   {
-    Spool::Options o;
-    o.dir = dir;
-    SpooledSink spooled(std::move(o));
+    SpooledSink spooled(dir);
     ASSERT_NE(spooled.spool, nullptr);
     std::vector<std::thread> threads;
     for (int t = 0; t < 4; ++t) {
@@ -230,9 +233,7 @@ TEST(EventSinkSpool, TheSpoolThreadChainsEveryRecordAndARestartGoesOn) {
     spooled.sink.Ack(last);
   }
   ASSERT_FALSE(head.empty());
-  Spool::Options o;
-  o.dir = dir;
-  SpooledSink again(std::move(o));
+  SpooledSink again(dir);
   ASSERT_NE(again.spool, nullptr);
   ASSERT_TRUE(again.sink.Emit("statement", "s9", "{}"));
   ASSERT_TRUE(again.sink.WaitUntilSpooled(absl::Seconds(10)));
@@ -251,9 +252,7 @@ TEST(EventSinkSpool, RecordsRecoveredFromTheJournalAreChained) {
   std::string head;
   uint64_t last = 0;
   {
-    Spool::Options o;
-    o.dir = dir;
-    SpooledSink spooled(std::move(o));
+    SpooledSink spooled(dir);
     ASSERT_NE(spooled.spool, nullptr);
     for (int i = 0; i < 50; ++i) ASSERT_TRUE(spooled.sink.Emit("statement", "s1", "{}"));
     ASSERT_TRUE(spooled.sink.WaitUntilSpooled(absl::Seconds(10)));
@@ -264,9 +263,7 @@ TEST(EventSinkSpool, RecordsRecoveredFromTheJournalAreChained) {
     for (int i = 0; i < 5; ++i) ASSERT_TRUE(spooled.sink.Emit("statement", "s1", "{}"));
     std::filesystem::copy(dir, dir + ".crashed");
   }
-  Spool::Options o;
-  o.dir = dir + ".crashed";
-  SpooledSink again(std::move(o));
+  SpooledSink again(dir + ".crashed");
   ASSERT_NE(again.spool, nullptr);
   // The 50 taken before come back too (never acknowledged): checked from the start of the chain.
   std::string from_start;
