@@ -9,6 +9,7 @@
 #include "absl/base/internal/endian.h"
 #include "absl/strings/str_cat.h"
 #include "common/crypto.h"
+#include "common/status_macros.h"
 
 namespace sluice::audit {
 namespace {
@@ -96,28 +97,21 @@ absl::StatusOr<size_t> PrevHashOffset(absl::string_view payload) {
 }  // namespace
 
 absl::Status ChainRecords(std::string* records, std::string* head) {
-  size_t pos = 0;
-  while (pos < records->size()) {
-    if (records->size() - pos < kRecordHeaderBytes) {
-      return absl::InvalidArgumentError(absl::StrCat("audit record at offset ", pos, ": short header"));
-    }
-    char* header = records->data() + pos;
-    const uint32_t size = absl::little_endian::Load32(header);
-    if (size > kMaxRecordBytes || records->size() - pos - kRecordHeaderBytes < size) {
-      return absl::InvalidArgumentError(absl::StrCat("audit record at offset ", pos, ": short or oversized payload"));
-    }
-    char* payload = header + kRecordHeaderBytes;
-    auto at = PrevHashOffset(absl::string_view(payload, size));
+  RecordReader reader(*records);  // framing, the length cap and each CRC checked before a change
+  while (!reader.done()) {
+    const size_t pos = reader.offset();
+    ASSIGN_OR_RETURN(absl::string_view record, reader.Next());
+    char* payload = records->data() + pos + kRecordHeaderBytes;  // `record`, writable
+    auto at = PrevHashOffset(record);
     if (!at.ok()) return absl::InvalidArgumentError(absl::StrCat("audit record at offset ", pos, ": ", at.status().message()));
     if (*at != std::string::npos) {
       if (head->size() != 32) {
         return absl::InvalidArgumentError(absl::StrCat("audit record at offset ", pos, ": a prev_hash with no chain head before it"));
       }
       std::memcpy(payload + *at, head->data(), 32);
-      absl::little_endian::Store32(header + 4, Crc32(absl::string_view(payload, size)));
+      absl::little_endian::Store32(records->data() + pos + 4, Crc32(record));
     }
-    *head = ChainHash(absl::string_view(payload, size));
-    pos += kRecordHeaderBytes + size;
+    *head = ChainHash(record);
   }
   return absl::OkStatus();
 }

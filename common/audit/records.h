@@ -42,8 +42,9 @@ std::string ChainHash(absl::string_view payload);
 // hash: see docs/postgres.md, "The chain hash belongs on the spool thread"). Each record of
 // `records` that has a prev_hash (32 bytes, a placeholder or an earlier value) gets `*head` written
 // into it and its CRC sealed again; a record without one starts the chain. `*head` is the chain
-// head before the first record and, on return, after the last. InvalidArgument names the offset
-// of a record that cannot be read, or one that has a prev_hash while there is no head yet.
+// head before the first record and, on return, after the last. Errors name the record's offset:
+// DataLoss when its framing or CRC is wrong (as RecordReader), InvalidArgument when its event
+// cannot be read or has a prev_hash while there is no head yet.
 absl::Status ChainRecords(std::string* records, std::string* head);
 // What an agent's checkpoint signature covers: the record `sequence` has chain hash `hash`.
 // "sluice-audit-checkpoint v1 <sequence> <hex hash>".
