@@ -49,7 +49,6 @@ void EventSink::StartSpooling(Spool* spool) {
     next_sequence_ = std::max(next_sequence_, spool->last_sequence());
     chain_head_ = spool->chain_head();  // the chain goes on across restarts
     head_sequence_ = spool->last_sequence();
-    has_head_ = !chain_head_.empty();
     spool_head_ = chain_head_;
   }
   spooler_ = std::thread([this] { SpoolLoop(); });
@@ -182,12 +181,14 @@ bool EventSink::Emit(absl::string_view type, absl::string_view session_id, absl:
   absl::MutexLock lock(&mu_);
   if (bytes_ >= capacity_bytes_) return false;
   event.set_sequence(next_sequence_ + 1);
-  // With a spool, a placeholder of the hash's size that the spool thread fills in.
+  // With a spool, a placeholder of the hash's size that the spool thread fills in — unless there
+  // is no predecessor to name (no head from the spool, nothing emitted yet): an agent's very
+  // first record has no prev_hash at all.
   static const std::string kPlaceholder(32, '\0');
   const bool deferred = spool_ != nullptr;
   if (!deferred) {
     event.set_prev_hash(chain_head_);
-  } else if (has_head_) {
+  } else if (emitted_ > 0 || !chain_head_.empty()) {
     event.set_prev_hash(kPlaceholder);
   }
   size_t size = event.ByteSizeLong();
@@ -216,7 +217,6 @@ bool EventSink::Emit(absl::string_view type, absl::string_view session_id, absl:
     head_sequence_ = next_sequence_;
     chunk.last_hash = chain_head_;
   }
-  has_head_ = true;
   audit::SealRecord(&chunk.records, offset);
   if (journal_ != nullptr) journal_->Append(absl::string_view(chunk.records).substr(offset));
   if (inflight.table != nullptr) inflight.table->Account(inflight.slot, next_sequence_, inflight.settles, inflight.release);

@@ -167,9 +167,6 @@ class EventSink {
   // chunk: these are its head after the last chunk it chained. Without one, Emit hashes inline.
   std::string chain_head_ ABSL_GUARDED_BY(mu_);  // SHA-256 of the last chained record's payload
   uint64_t head_sequence_ ABSL_GUARDED_BY(mu_) = 0;  // ... and its sequence
-  // Whether the next record has a predecessor to name (its prev_hash is then a placeholder the
-  // spool thread fills in); the agent's very first record has no prev_hash at all.
-  bool has_head_ ABSL_GUARDED_BY(mu_) = false;
   std::string spool_head_;  // spool thread only: the running chain head
   uint64_t emitted_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t acked_ ABSL_GUARDED_BY(mu_) = 0;  // the highest sequence the control plane committed
