@@ -91,17 +91,32 @@ void EventSink::SpoolLoop() {
     size_t written = 0;  // todo[0..written) are in a segment
     const absl::Time started = absl::Now();
     // The hash chain, filled in here rather than in Emit: in one loop over a chunk the hashing
-    // costs a third of what it does inline on a worker (docs/postgres.md, Speed).
+    // costs a third of what it does inline on a worker (docs/postgres.md, Speed). A chunk that
+    // cannot be chained (its records damaged in memory) is held with every chunk after it: never
+    // spooled or sent, tried again next round from the same head (fail closed: the spool reports
+    // the error, so new sessions are refused, and a full buffer ends the running ones).
+    size_t chained = 0;  // todo[0..chained) carry the chain
+    absl::Status chain_st;
     for (EventChunk* c : todo) {
-      if (st.ok()) st = audit::ChainRecords(&c->records, &spool_head_);
-      if (st.ok()) c->last_hash = spool_head_;
+      std::string head = spool_head_;
+      chain_st = chain_(&c->records, &head);
+      if (!chain_st.ok()) {
+        chain_st = absl::DataLossError(absl::StrCat("cannot chain the audit records of sequences ", c->first_sequence,
+                                                    "..", c->last_sequence, " (held, not sent): ",
+                                                    chain_st.message()));
+        break;
+      }
+      spool_head_ = std::move(head);
+      c->last_hash = spool_head_;
+      ++chained;
     }
-    for (EventChunk* c : todo) {
-      if (st.ok()) st = spool_->Append(*c);
+    for (size_t i = 0; i < chained; ++i) {
+      if (st.ok()) st = spool_->Append(*todo[i]);
       if (st.ok()) ++written;
     }
     // Written is enough to send (the spool's own thread syncs): a slow sync must not hold events.
     if (st.ok()) st = spool_->sync_status();
+    if (st.ok()) st = chain_st;
     const absl::Duration took = absl::Now() - started;
     size_t waiting = 0;  // bytes of events in memory after this round
     {
@@ -113,11 +128,12 @@ void EventSink::SpoolLoop() {
         LogInfo("audit spool: writing again");
         spool_error_.clear();
       }
-      // Sent either way: the control plane is the other copy. A failed spool refuses new sessions.
-      for (EventChunk* c : todo) c->spooled = true;
-      if (!todo.empty() && !todo.back()->last_hash.empty()) {
-        chain_head_ = todo.back()->last_hash;
-        head_sequence_ = todo.back()->last_sequence;
+      // Chained chunks are sent even when not written: the control plane is the other copy. A
+      // failed spool refuses new sessions.
+      for (size_t i = 0; i < chained; ++i) todo[i]->spooled = true;
+      if (chained > 0 && !todo[chained - 1]->last_hash.empty()) {
+        chain_head_ = todo[chained - 1]->last_hash;
+        head_sequence_ = todo[chained - 1]->last_sequence;
       }
       for (size_t i = 0; i < written; ++i) todo[i]->on_disk = true;
       if (st.ok()) EvictLocked();

@@ -92,6 +92,10 @@ class EventSink {
   // and `sign` of audit::CheckpointMessage(sequence, hash). Call before StartSpooling.
   using Signer = std::function<absl::StatusOr<std::string>(absl::string_view message)>;
   void SetCheckpointSigner(Signer sign) { sign_ = std::move(sign); }
+  // What fills in the chain of each sealed chunk (audit::ChainRecords); tests replace it to see
+  // what the sink does when a chunk cannot be chained. Call before StartSpooling.
+  using Chainer = std::function<absl::Status(std::string* records, std::string* head)>;
+  void SetChainerForTest(Chainer chain) { chain_ = std::move(chain); }
 
   // Queues an event whose body is serialized JSON, with the session's recording since its
   // previous event (common/audit/recording.h), if any; false when the buffer is full (the caller
@@ -176,6 +180,7 @@ class EventSink {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread spooler_;
   Signer sign_;
+  Chainer chain_ = audit::ChainRecords;
   absl::Time last_checkpoint_;
   uint64_t checkpointed_sequence_ = 0;  // spool thread only
 };

@@ -178,11 +178,13 @@ struct SpooledSink {
     o.dir = dir;
     return o;
   }()) {}
-  explicit SpooledSink(Spool::Options o) {
+  // `chain` (optional) replaces what fills in the chain of each sealed chunk.
+  explicit SpooledSink(Spool::Options o, EventSink::Chainer chain = nullptr) {
     auto opened = Spool::Open(std::move(o));
     EXPECT_TRUE(opened.ok()) << opened.status();
     if (!opened.ok()) return;
     spool = std::move(*opened);
+    if (chain) sink.SetChainerForTest(std::move(chain));
     sink.StartSpooling(spool.get());
   }
   std::unique_ptr<Spool> spool;
@@ -270,6 +272,45 @@ TEST(EventSinkSpool, RecordsRecoveredFromTheJournalAreChained) {
   uint64_t ignored = 0;
   EXPECT_EQ(TakeChained(again.sink, &from_start, &ignored), 55u);
   std::filesystem::remove_all(dir + ".crashed");
+}
+
+// A chunk whose chain cannot be filled in (its records damaged in memory) never leaves the sink,
+// nor does any chunk after it: the spool reports why (new sessions are refused). Chaining is tried
+// again from the same head, so when it works again everything leaves in order, one chain.
+TEST(EventSinkSpool, AChunkThatCannotBeChainedIsHeldWithEveryOneAfterIt) {
+  std::atomic<bool> damaged{false};
+  Spool::Options o;
+  o.dir = FreshDir();
+  SpooledSink spooled(std::move(o), [&damaged](std::string* records, std::string* head) {
+    if (damaged) return absl::DataLossError("record CRC mismatch");
+    return audit::ChainRecords(records, head);
+  });
+  ASSERT_NE(spooled.spool, nullptr);
+  EventSink& sink = spooled.sink;
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(sink.Emit("statement", "s1", "{}"));
+  ASSERT_TRUE(sink.WaitUntilSpooled(absl::Seconds(10)));
+  std::string head;
+  uint64_t last = 0;
+  EXPECT_EQ(TakeChained(sink, &head, &last), 20u);
+  const uint64_t before = last;  // sequences start from the time (a spool that is new)
+
+  damaged = true;
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(sink.Emit("statement", "s1", "{}"));
+  ASSERT_TRUE(Eventually([&] { return !sink.stats().spool_error.empty(); }));
+  const std::string error = sink.stats().spool_error;
+  EXPECT_NE(error.find(absl::StrCat("cannot chain the audit records of sequences ", before + 1, "..")),
+            std::string::npos) << error;
+  EXPECT_NE(error.find("record CRC mismatch"), std::string::npos) << error;
+  EXPECT_FALSE(sink.WaitUntilSpooled(absl::Milliseconds(400)));
+  EXPECT_FALSE(sink.TakeChunk().has_value());
+  ASSERT_TRUE(sink.Emit("statement", "s2", "{}"));  // after the held ones: held too
+  EXPECT_FALSE(sink.WaitForEvents(absl::Milliseconds(400)));
+
+  damaged = false;
+  ASSERT_TRUE(sink.WaitUntilSpooled(absl::Seconds(10)));
+  EXPECT_EQ(TakeChained(sink, &head, &last), 21u);  // on from the head of the first 20
+  EXPECT_EQ(last, before + 21);
+  EXPECT_TRUE(sink.stats().spool_error.empty()) << sink.stats().spool_error;
 }
 
 // A disk that takes seconds to sync (busy with other writers) must not hold events back: a
