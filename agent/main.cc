@@ -13,6 +13,7 @@
 #include "agent/control_client.h"
 #include "agent/policy_holder.h"
 #include "agent/postgres/listener.h"
+#include "agent/session/limits.h"
 #include "common/crypto.h"
 #include "common/daemon.h"
 #include "common/files.h"
@@ -178,6 +179,9 @@ absl::Status Run() {
       return absl::OkStatus();
     }
   }
+  // Session limits per connection and per caller, shared by every listener's workers; declared
+  // before the listener, whose sessions hold its tickets until they end.
+  SessionLimiter limiter;
   std::unique_ptr<postgres::Listener> pg;
   if (postgres_on && client.fatal_error().empty()) {
     postgres::ListenerOptions lo;
@@ -189,6 +193,7 @@ absl::Status Run() {
     lo.cpu_affinity = absl::GetFlag(FLAGS_worker_cpu_affinity);
     lo.login_timeout = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_postgres_login_timeout));
     lo.inflight = spool->inflight();
+    lo.limiter = &limiter;
     lo.recording.enabled = absl::GetFlag(FLAGS_record_sessions);
     if (absl::GetFlag(FLAGS_record_max_rows) < 0 || absl::GetFlag(FLAGS_record_max_bytes) < 0 ||
         absl::GetFlag(FLAGS_record_max_bytes) > (16 << 20)) {

@@ -129,7 +129,8 @@ absl::StatusOr<int> Listener::Start() {
 }
 
 asio::awaitable<void> Listener::AcceptLoop() {
-  SessionDeps deps{policy_, &cancels_, &tls_, &config_, events_, approvals_, options_.inflight};
+  SessionDeps deps{policy_, &cancels_, &tls_, &config_, events_, approvals_, options_.inflight,
+                   options_.limiter};
   while (acceptor_->is_open()) {
     auto [ec, accepted] = co_await acceptor_->async_accept(asio::experimental::as_tuple(asio::use_awaitable));
     if (ec) {

@@ -30,6 +30,7 @@ struct ListenerOptions {
   DecodeLimits limits;
   RecordingLimits recording;
   InflightTable* inflight = nullptr;  // the spool's in-flight table (agent/audit/inflight.h); null = none
+  SessionLimiter* limiter = nullptr;  // agent/session/limits.h, outlives the listener; null = none
 };
 
 class Listener {

@@ -17,6 +17,7 @@
 #include "agent/postgres/decoder.h"
 #include "agent/postgres/recorder.h"
 #include "agent/postgres/stream.h"
+#include "agent/session/limits.h"
 
 namespace sluice::agent::postgres {
 
@@ -36,6 +37,7 @@ struct SessionDeps {
   EventSink* events = nullptr;  // audit events of every session and statement
   ApprovalBroker* approvals = nullptr;  // statements held for approval; null = none can be held
   InflightTable* inflight = nullptr;    // requests in flight, for a restart after a kill; null = none
+  SessionLimiter* limiter = nullptr;    // sessions per connection and per caller; null = no limits
 };
 
 asio::awaitable<void> RunSession(asio::ip::tcp::socket socket, SessionDeps deps);

@@ -106,6 +106,25 @@ void CheckConnection(const v1::Connection& c, Checker& ck) {
   }
   ck.Labels("agents", c.agents());
   ck.Labels("tags", c.tags());
+  const uint32_t total = c.limits().max_sessions();
+  const uint32_t per_identity = c.limits().max_sessions_per_identity();
+  if (total > kMaxSessionLimit) {
+    ck.Fail("limits.max_sessions",
+            absl::StrCat(total, " is more than the cap of ", kMaxSessionLimit,
+                         " (0 = the default, ", kDefaultMaxSessions, ")"));
+  }
+  if (per_identity > kMaxSessionLimit) {
+    ck.Fail("limits.max_sessions_per_identity",
+            absl::StrCat(per_identity, " is more than the cap of ", kMaxSessionLimit,
+                         " (0 = the default, ", kDefaultMaxSessionsPerIdentity, ")"));
+  } else if (total <= kMaxSessionLimit &&
+             per_identity > (total == 0 ? kDefaultMaxSessions : total)) {
+    ck.Fail(
+        "limits.max_sessions_per_identity",
+        absl::StrCat(per_identity, " is more than limits.max_sessions (",
+                     total == 0 ? kDefaultMaxSessions : total, total == 0 ? ", the default" : "",
+                     "): one caller cannot have more sessions than all callers together"));
+  }
 }
 
 void CheckIssuer(const v1::Issuer& i, Checker& ck) {

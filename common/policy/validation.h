@@ -27,6 +27,12 @@ std::string ProtocolName(v1::Protocol protocol);
 // most 63 characters.
 std::string NameProblem(const std::string& name);
 
+// A Connection's session limits (ConnectionLimits in policy.proto): what 0 stands for, and the
+// largest value accepted. The agent enforces them (agent/session/limits.h).
+inline constexpr uint32_t kDefaultMaxSessions = 90;
+inline constexpr uint32_t kDefaultMaxSessionsPerIdentity = 20;
+inline constexpr uint32_t kMaxSessionLimit = 100000;
+
 // Checks one resource on its own: required fields, ranges, formats, known values.
 std::vector<FieldError> ValidateResource(const v1::Resource& resource);
 

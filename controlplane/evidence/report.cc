@@ -120,7 +120,7 @@ std::string HostOf(const std::string& client_addr) {
 }
 
 // Why a session was refused, from the session_refused event's SQLSTATE and reason (the texts of
-// agent/postgres/session.cc).
+// agent/postgres/session.cc), for events that do not say it in "refusal".
 std::string RefusalKind(const std::string& sqlstate, const std::string& reason) {
   if (sqlstate == "28P01") return "token_rejected";
   if (absl::StrContains(reason, "no access rule")) return "no_access_rule";
@@ -523,7 +523,9 @@ void Collector::SessionRefused(const std::string& agent, const std::string& id,
   const Who& w = Decided(e, body, SessionTally::kRefused);
   ++sessions_refused_;
   const std::string reason = JsonStr(body, "reason"), sqlstate = JsonStr(body, "sqlstate");
-  const std::string kind = RefusalKind(sqlstate, reason);
+  // The agent names some refusals itself (a session limit: 53300 like a full audit spool).
+  const std::string given = JsonStr(body, "refusal");
+  const std::string kind = given.empty() ? RefusalKind(sqlstate, reason) : Cap(given, 64);
   ++refused_by_kind_[kind];
   Cite(kAC3, id);
   Cite(kAU6, id);

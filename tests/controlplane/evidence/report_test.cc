@@ -248,6 +248,31 @@ TEST_F(ReportTest, PurgedSessionsCountAsPurgedRecordsOnly) {
   EXPECT_EQ(Control(r, "AC-3")["counts"]["sessions_refused"], 0);
 }
 
+TEST(Report, ARefusalTheAgentNamesIsCountedByItsName) {
+  // A session limit and a full audit spool both answer 53300: the event's "refusal" tells them
+  // apart.
+  auto store = FreshStore("refusal_kind");
+  Chain chain;
+  ASSERT_TRUE(
+      store
+          ->AppendAgentEvents(
+              "a",
+              chain.BatchOf(
+                  {Event(20, "session_refused", "r1",
+                         R"({"connection":"demo","subject":"alice","issuer":"idp","reason":"Sluice: too many sessions for \"alice\" on connection \"demo\" (limit 3 per caller on this agent); close one and try again","sqlstate":"53300","refusal":"session_limit"})"),
+                   Event(21, "session_refused", "r2",
+                         R"({"connection":"demo","subject":"","reason":"Sluice: the agent cannot record audit events now","sqlstate":"53300"})")}))
+          .ok());
+  ReportOptions o;
+  o.from_ms = 100;
+  o.until_ms = 1000;
+  o.now_ms = 2000;
+  auto report = BuildReport(*store, o);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(Control(*report, "AC-3")["counts"]["refused_by_reason"],
+            Json::parse(R"({"audit_unavailable":1,"session_limit":1})"));
+}
+
 TEST_F(ReportTest, AnEmptyWindowIsRefused) {
   ReportOptions o;
   o.from_ms = 500;
