@@ -102,6 +102,15 @@ std::optional<Selected> MaskingPolicy::ForLabel(absl::string_view label) const {
   return best;
 }
 
+std::optional<Selected> MaskingPolicy::ForAnyColumnOf(absl::string_view table) const {
+  std::optional<Selected> best;
+  for (const auto& p : columns_) {
+    if (!Glob(p.table, table)) continue;
+    if (!best || Rank(p.strategy) > Rank(best->strategy)) best = Selected{p.strategy, &p.rule};
+  }
+  return best;
+}
+
 MaskingPolicy::Outcome MaskingPolicy::MaskText(absl::string_view text, std::string* out, bool json) const {
   if (detectors_ == nullptr) return Outcome::kUnchanged;
   std::vector<Finding> findings = detectors_->Find(text);

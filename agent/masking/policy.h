@@ -48,6 +48,9 @@ class MaskingPolicy {
   // For a result column that comes from no table (an expression): `*.column` patterns are
   // matched against its label, so `SELECT lower(email) AS email` is still caught by name.
   std::optional<Selected> ForLabel(absl::string_view label) const;
+  // For a whole-row reference to table `table` (no schema), e.g. `row_to_json(c)`: the strictest
+  // rule whose table pattern matches it, whatever its column pattern (the row holds every column).
+  std::optional<Selected> ForAnyColumnOf(absl::string_view table) const;
 
   enum class Outcome { kUnchanged, kReplaced, kNull };
   // Runs the detectors on `text`. kReplaced: `*out` is the text with each finding masked by its

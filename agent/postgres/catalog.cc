@@ -97,8 +97,21 @@ asio::awaitable<absl::StatusOr<std::shared_ptr<const TableNames>>> CatalogResolv
   co_return looked_up->begin()->second;
 }
 
-asio::awaitable<absl::StatusOr<absl::flat_hash_map<uint32_t, std::shared_ptr<const TableNames>>>>
-CatalogResolver::Query(const std::string& sql) {
+asio::awaitable<absl::StatusOr<std::optional<FunctionNames>>> CatalogResolver::Function(uint32_t oid) {
+  std::string sql = absl::StrCat(
+      "SELECT n.nspname, p.proname, p.provolatile FROM pg_catalog.pg_proc p "
+      "JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE p.oid = ", oid);
+  auto rows = co_await Rows(sql);
+  if (!rows.ok()) co_return rows.status();
+  if (rows->empty()) co_return std::optional<FunctionNames>();
+  const Row& row = rows->front();
+  if (row.size() != 3 || !row[0] || !row[1] || !row[2] || row[2]->size() != 1) {
+    co_return absl::InternalError("unexpected function lookup answer");
+  }
+  co_return FunctionNames{*row[0], *row[1], (*row[2])[0]};
+}
+
+asio::awaitable<absl::StatusOr<std::vector<CatalogResolver::Row>>> CatalogResolver::Rows(const std::string& sql) {
   if (!side_.stream) {
     asio::any_io_executor executor = co_await asio::this_coro::executor;
     auto up = co_await ConnectUpstream(executor, target_, login_, limits_);
@@ -108,7 +121,7 @@ CatalogResolver::Query(const std::string& sql) {
   std::string query = postgres::Query{sql}.Encode();
   absl::Status st = co_await side_.stream->Write(query);
   if (!st.ok()) co_return st;
-  absl::flat_hash_map<uint32_t, std::shared_ptr<TableNames>> building;
+  std::vector<Row> rows;
   std::string error;
   while (true) {
     auto m = co_await side_.stream->ReadMessage(false, Direction::kBackend, limits_);
@@ -121,25 +134,37 @@ CatalogResolver::Query(const std::string& sql) {
     }
     if (m->type != 'D') continue;
     auto row = DataRow::Decode(m->payload);
-    if (!row.ok() || row->values.size() != 5 || !row->values[0] || !row->values[1] || !row->values[2]) {
+    if (!row.ok()) co_return absl::InternalError("unexpected catalog query answer");
+    rows.push_back(std::move(row->values));
+  }
+  if (!error.empty()) co_return absl::InternalError(absl::StrCat("catalog query failed: ", error));
+  co_return rows;
+}
+
+asio::awaitable<absl::StatusOr<absl::flat_hash_map<uint32_t, std::shared_ptr<const TableNames>>>>
+CatalogResolver::Query(const std::string& sql) {
+  auto rows = co_await Rows(sql);
+  if (!rows.ok()) co_return rows.status();
+  absl::flat_hash_map<uint32_t, std::shared_ptr<TableNames>> building;
+  for (const Row& row : *rows) {
+    if (row.size() != 5 || !row[0] || !row[1] || !row[2]) {
       co_return absl::InternalError("unexpected catalog query answer");
     }
     uint32_t oid = 0;
-    if (!absl::SimpleAtoi(*row->values[0], &oid)) co_return absl::InternalError("unexpected table OID");
+    if (!absl::SimpleAtoi(*row[0], &oid)) co_return absl::InternalError("unexpected table OID");
     auto& names = building[oid];
     if (names == nullptr) {
       names = std::make_shared<TableNames>();
-      names->schema = *row->values[1];
-      names->table = *row->values[2];
+      names->schema = *row[1];
+      names->table = *row[2];
     }
     int attnum = 0;
-    if (row->values[3] && row->values[4] && absl::SimpleAtoi(*row->values[3], &attnum) && attnum >= 1 &&
+    if (row[3] && row[4] && absl::SimpleAtoi(*row[3], &attnum) && attnum >= 1 &&
         attnum <= 1664) {  // MaxHeapAttributeNumber
       if (names->columns.size() < static_cast<size_t>(attnum)) names->columns.resize(attnum);
-      names->columns[attnum - 1] = *row->values[4];
+      names->columns[attnum - 1] = *row[4];
     }
   }
-  if (!error.empty()) co_return absl::InternalError(absl::StrCat("catalog query failed: ", error));
   absl::flat_hash_map<uint32_t, std::shared_ptr<const TableNames>> out;
   for (auto& [oid, names] : building) out[oid] = std::move(names);
   co_return out;

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,13 @@ struct TableNames {
     if (attnum < 1 || static_cast<size_t>(attnum) > columns.size()) return absl::string_view();
     return columns[attnum - 1];
   }
+};
+
+// A function, as a FunctionCall names it by OID.
+struct FunctionNames {
+  std::string schema;
+  std::string name;
+  char volatility = 'v';  // pg_proc.provolatile: 'i' immutable, 's' stable, 'v' volatile
 };
 
 // Process-wide, thread-safe, bounded.
@@ -63,8 +71,14 @@ class CatalogResolver {
   // The table `relation` resolves to on the side connection's default search_path (for COPY),
   // or nullptr when there is none.
   asio::awaitable<absl::StatusOr<std::shared_ptr<const TableNames>>> TableByName(const Relation& relation);
+  // The function with OID `oid` (never cached: a FunctionCall is rare), or nullopt when there is
+  // none.
+  asio::awaitable<absl::StatusOr<std::optional<FunctionNames>>> Function(uint32_t oid);
 
  private:
+  using Row = std::vector<std::optional<std::string>>;
+  // Runs `sql` on the side connection; its rows, or the server's error.
+  asio::awaitable<absl::StatusOr<std::vector<Row>>> Rows(const std::string& sql);
   // Runs a catalog query returning (oid, schema, table, attnum, attname) rows.
   asio::awaitable<absl::StatusOr<absl::flat_hash_map<uint32_t, std::shared_ptr<const TableNames>>>>
   Query(const std::string& sql);

@@ -8,7 +8,7 @@ namespace {
 
 // https://www.postgresql.org/docs/current/protocol-message-formats.html
 constexpr absl::string_view kFrontendTypes = "BCDEFHPQSXcdfp";
-constexpr absl::string_view kBackendTypes = "123ACDEGHIKNRSTWZcdnstv";
+constexpr absl::string_view kBackendTypes = "123ACDEGHIKNRSTVWZcdnstv";
 
 DecodeResult Error(std::string why) {
   DecodeResult r;

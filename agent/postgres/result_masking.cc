@@ -244,10 +244,11 @@ bool TextLikeType(int32_t oid) {
 
 ResultPlan PlanResult(const std::vector<RowDescription::Field>& fields,
                       const absl::flat_hash_map<uint32_t, std::shared_ptr<const TableNames>>& tables,
-                      const MaskingPolicy& policy) {
+                      const MaskingPolicy& policy, const std::vector<std::optional<masking::Selected>>& computed) {
   ResultPlan plan;
   plan.columns.reserve(fields.size());
-  for (const auto& f : fields) {
+  for (size_t i = 0; i < fields.size(); ++i) {
+    const auto& f = fields[i];
     ColumnPlan c;
     c.binary = f.format == 1;
     c.type_oid = f.type_oid;
@@ -260,6 +261,10 @@ ResultPlan PlanResult(const std::vector<RowDescription::Field>& fields,
       } else {
         selected = policy.ForLabel(f.name);
       }
+    }
+    if (i < computed.size() && computed[i] &&
+        (!selected || masking::Stricter(selected->strategy, computed[i]->strategy) != selected->strategy)) {
+      selected = computed[i];
     }
     if (selected) {
       c.kind = ColumnPlan::kWhole;
@@ -371,6 +376,49 @@ absl::StatusOr<bool> MaskErrorOrNotice(char type, absl::string_view payload, con
   if (!changed) return false;
   *out = m->Encode(type);
   return true;
+}
+
+absl::StatusOr<bool> MaskSideChannel(char type, absl::string_view payload, const MaskingPolicy& policy,
+                                     std::string* out) {
+  if (!policy.has_detectors()) return false;
+  WireReader r(payload);
+  int32_t pid = type == 'A' ? r.Int32() : 0;
+  std::vector<std::string> strings;
+  strings.emplace_back(r.CStringView());
+  strings.emplace_back(r.CStringView());
+  if (!r.ok() || !r.AtEnd()) return absl::InvalidArgumentError(absl::StrCat("malformed message '", std::string(1, type), "'"));
+  bool changed = false;
+  std::string masked;
+  for (size_t i = type == 'A' ? 0 : 1; i < strings.size(); ++i) {
+    switch (policy.MaskText(strings[i], &masked, false)) {
+      case Outcome::kUnchanged: break;
+      case Outcome::kReplaced: strings[i] = masked; changed = true; break;
+      case Outcome::kNull: strings[i] = "[REDACTED]"; changed = true; break;
+    }
+  }
+  if (!changed) return false;
+  WireWriter w;
+  if (type == 'A') w.Int32(pid);
+  w.CString(strings[0]);
+  w.CString(strings[1]);
+  *out = Frame(type, w.data());
+  return true;
+}
+
+absl::StatusOr<std::string> WithholdErrorOrNotice(char type, absl::string_view payload, absl::string_view masked) {
+  auto m = ErrorOrNotice::Decode(payload);
+  if (!m.ok()) return m.status();
+  ErrorOrNotice out;
+  for (auto& [code, value] : m->fields) {
+    if (code == 'D' || code == 'H' || code == 'W' || code == 'q' || code == 'p') continue;
+    if (code == 'M') {
+      value = absl::StrCat("Sluice: the server's ", type == 'E' ? "error" : "notice",
+                           " text is withheld: the statement reads masked columns (", masked,
+                           "), and the text could quote their values");
+    }
+    out.fields.emplace_back(code, std::move(value));
+  }
+  return out.Encode(type);
 }
 
 absl::StatusOr<bool> MaskCopyRow(absl::string_view row, const ResultPlan& plan, const CopyFormat& format,

@@ -13,6 +13,7 @@
 // Binary values of other types (arrays, records, bytea) are not searched by detectors.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,10 +41,13 @@ struct ResultPlan {
 };
 
 // The plan for a result described by `fields` (formats as they will be sent), given the tables
-// behind them (by OID; a missing table is treated as unnamed).
+// behind them (by OID; a missing table is treated as unnamed). `computed`, when not empty, has one
+// entry per field: a rule for a column computed from masked columns (lineage_masking.h), masked
+// whole whatever its origin says.
 ResultPlan PlanResult(const std::vector<RowDescription::Field>& fields,
                       const absl::flat_hash_map<uint32_t, std::shared_ptr<const TableNames>>& tables,
-                      const masking::MaskingPolicy& policy);
+                      const masking::MaskingPolicy& policy,
+                      const std::vector<std::optional<masking::Selected>>& computed = {});
 
 // The plan for COPY ... TO STDOUT of a table's `columns` (all text-like on the wire).
 ResultPlan PlanCopy(const std::string& table, const std::vector<std::string>& columns, size_t column_count,
@@ -75,6 +79,18 @@ absl::StatusOr<bool> MaskCopyRow(absl::string_view row, const ResultPlan& plan, 
 // whole new message of `type`.
 absl::StatusOr<bool> MaskErrorOrNotice(char type, absl::string_view payload, const masking::MaskingPolicy& policy,
                                        std::string* out);
+
+// An ErrorResponse or NoticeResponse of a statement that reads masked columns (`masked` names
+// them), with the texts that can quote a value (message, detail, hint, context, internal query)
+// withheld: the severity, SQLSTATE and position stay. The whole new message of `type`.
+absl::StatusOr<std::string> WithholdErrorOrNotice(char type, absl::string_view payload, absl::string_view masked);
+
+// Runs the detectors on the strings of a message that carries values outside any result: a
+// NotificationResponse's channel and payload ('A'; NOTIFY can be sent by any session of the
+// database) or a ParameterStatus's value ('S'; set_config can report a value back). Returns
+// false when nothing changed; true with `*out` holding the whole new message.
+absl::StatusOr<bool> MaskSideChannel(char type, absl::string_view payload, const masking::MaskingPolicy& policy,
+                                     std::string* out);
 
 // Type OIDs whose values are plain text in both formats.
 bool TextLikeType(int32_t type_oid);

@@ -22,9 +22,11 @@
 #include "agent/postgres/catalog.h"
 #include "agent/postgres/fifo.h"
 #include "agent/postgres/guardrails.h"
+#include "agent/postgres/lineage_masking.h"
 #include "agent/postgres/messages.h"
 #include "agent/postgres/result_masking.h"
 #include "agent/postgres/result_router.h"
+#include "agent/postgres/session_settings.h"
 #include "agent/postgres/sql_analysis.h"
 #include "agent/postgres/statement_tracker.h"
 #include "agent/postgres/upstream.h"
@@ -126,6 +128,7 @@ class Session {
       nlohmann::json refused = Who();
       refused["reason"] = message;
       refused["sqlstate"] = sqlstate;
+      if (!refusal_kind_.empty()) refused["refusal"] = refusal_kind_;
       Emit("session_refused", refused);
     }
     std::string wire = ErrorOrNotice::Make("FATAL", sqlstate, message).Encode('E');
@@ -245,6 +248,19 @@ class Session {
       co_return co_await Fatal("28000", absl::StrCat("Sluice: no access rule lets \"", identity->subject,
                                                      "\" use connection \"", database, "\""));
     }
+    // A place among the connection's sessions on this agent (ConnectionLimits), held until the
+    // session ends, so that one caller cannot take every upstream connection slot.
+    if (deps_.limiter != nullptr) {
+      auto ticket = deps_.limiter->Acquire(connection->name(), identity->issuer, identity->subject,
+                                           connection->limits());
+      if (!ticket.ok()) {
+        LogInfo("postgres session refused for ", peer_, ": ", ticket.status().message());
+        refusal_kind_ = "session_limit";
+        std::string message = absl::StrCat("Sluice: ", ticket.status().message());
+        co_return co_await Fatal("53300", std::move(message));
+      }
+      session_ticket_ = *std::move(ticket);
+    }
 
     // Upstream login with the injected credentials.
     UpstreamLogin login;
@@ -258,19 +274,29 @@ class Session {
     login.password = *std::move(secret);
     login.database = connection->upstream().database().empty() ? connection->name()
                                                                : connection->upstream().database();
+    // The settings that decide how the server reads a statement are pinned (session_settings.h);
+    // a read grant's session is read-only in the database too.
+    const bool read_only = grant->access == v1::ACCESS_READ;
     std::string options;
     for (const auto& [k, v] : startup.parameters) {
       if (k == "options") {
-        options = v;
+        auto checked = CheckStartupOptions(v, read_only);
+        if (!checked.ok()) {
+          co_return co_await Fatal("22023", absl::StrCat("Sluice: ", checked.status().message()));
+        }
+        options = *std::move(checked);
       } else if (PassThroughParameter(k)) {
+        if (absl::EqualsIgnoreCase(k, "client_encoding") && !AsciiSafeClientEncoding(v)) {
+          co_return co_await Fatal(
+              "22023", absl::StrCat("Sluice: client_encoding \"", v.substr(0, 64),
+                                    "\" is not accepted by the agent: a character's second byte can be a "
+                                    "backslash or quote in it; use UTF8"));
+        }
         login.parameters.emplace_back(k, v);
       }
     }
-    if (grant->access == v1::ACCESS_READ) {
-      // Enforced by the database itself: the session starts read-only.
-      options = absl::StrCat(options, options.empty() ? "" : " ", "-c default_transaction_read_only=on");
-    }
-    if (!options.empty()) login.parameters.emplace_back("options", options);
+    absl::StrAppend(&options, options.empty() ? "" : " ", PinnedOptions(read_only));
+    login.parameters.emplace_back("options", options);
     if (std::none_of(login.parameters.begin(), login.parameters.end(),
                      [](const auto& p) { return p.first == "application_name"; })) {
       login.parameters.emplace_back("application_name", "sluice");
@@ -284,6 +310,14 @@ class Session {
                                                      "\": ", up.status().message()));
     }
     upstream_ = *std::move(up);
+    for (const auto& p : upstream_.parameters) {
+      std::string problem = ParameterStatusProblem(p.name, p.value, read_only);
+      if (!problem.empty()) {
+        LogError("connection ", database, ": ", problem, " at login; session refused");
+        co_return co_await Fatal("08006", absl::StrCat("Sluice: cannot open connection \"", database,
+                                                       "\" safely: ", problem));
+      }
+    }
     catalog_ = std::make_unique<CatalogResolver>(target, login, limits());
 
     // The client sees a normal login: AuthenticationOk, the server's parameters, the agent's own
@@ -367,6 +401,17 @@ class Session {
           if (!outcome.ok()) co_return outcome.status();
           frontend_now_ = absl::Now();  // it runs from now
           action = Release(hold, r.message.type, *outcome);
+          r = DecodeFrame(from.buffer().data(), Direction::kFrontend, limits());
+        }
+        if (action == Action::kResolveFunction) {
+          // A FunctionCall names its function by OID: the agent looks it up first (what came
+          // before goes out; the call waits at the front of the buffer).
+          absl::Status forwarded = co_await ForwardValidated(from, to, &validated);
+          if (!forwarded.ok()) co_return forwarded;
+          WireReader fr(r.message.payload);
+          uint32_t oid = static_cast<uint32_t>(fr.Int32());
+          auto function = co_await catalog_->Function(oid);
+          action = DecideFunctionCall(oid, function);
           r = DecodeFrame(from.buffer().data(), Direction::kFrontend, limits());
         }
         if (action == Action::kDescribeFirst) {
@@ -517,7 +562,7 @@ class Session {
     co_return absl::OkStatus();
   }
 
-  enum class Action { kForward, kDrop, kSubstitute, kDescribeFirst, kHold };
+  enum class Action { kForward, kDrop, kSubstitute, kDescribeFirst, kHold, kResolveFunction };
 
   // Decides what happens to one client message, and keeps the expectations of the answers in
   // step: every forwarded Query, Sync and FunctionCall gets exactly one ReadyForQuery back.
@@ -564,16 +609,7 @@ class Session {
         if (!name.empty()) MarkChecked(name);
         return Action::kForward;
       }
-      case 'F': {
-        // A FunctionCall names its function by OID: it cannot be classified.
-        if (grant_.access == v1::ACCESS_READ) {
-          std::string refusal = RefuseReadOnly("<FunctionCall>", nullptr, false);
-          expected_.push_back(Expectation{std::move(refusal), true, false});
-          return Action::kSubstitute;
-        }
-        expected_.push_back(Expectation{});
-        return Action::kForward;
-      }
+      case 'F': return Action::kResolveFunction;  // decided once its function is known
       case 'B': {
         // A named statement is checked again when it is executed: policy may have changed since
         // its Parse.
@@ -596,7 +632,7 @@ class Session {
         const std::string* text = tracker_.StatementText(name);
         if (text == nullptr) return Action::kForward;  // unknown to us: the server refuses it
         std::string sql = *text;
-        std::string refusal = Check(sql, true);
+        std::string refusal = Check(sql, true, /*parsing=*/false);
         if (pending_hold_) {
           pending_hold_->name = std::string(name);
           pending_hold_->parameters = BindParameters(m.payload);
@@ -623,6 +659,69 @@ class Session {
       default:
         return Action::kForward;
     }
+  }
+
+  // Decides a FunctionCall of the function with `oid` (looked up as `function`) as it decides a
+  // statement calling it: settings, read grants, masking and guardrails; records a refusal and
+  // sets the expectations of the answer as Inspect does.
+  Action DecideFunctionCall(uint32_t oid, const absl::StatusOr<std::optional<FunctionNames>>& function) {
+    FollowPolicy();
+    std::string name = function.ok() && function->has_value()
+                           ? absl::StrCat((*function)->schema, ".", (*function)->name)
+                           : absl::StrCat("OID ", oid);
+    function_text_ = absl::StrCat("FunctionCall ", name, " (OID ", oid, ")");
+    auto refuse = [&](std::string problem, const char* sqlstate) {
+      std::string refusal = RefuseUnsafe(function_text_, nullptr, false, problem, sqlstate);
+      expected_.push_back(Expectation{std::move(refusal), true, false});
+      return Action::kSubstitute;
+    };
+    if (!function.ok()) {
+      return refuse(absl::StrCat("the agent could not look up the function it calls: ", function.status().message()),
+                    "58000");
+    }
+    if (!function->has_value()) return refuse(absl::StrCat("no function has OID ", oid), "42883");
+    const FunctionNames& f = **function;
+    const std::string lower = absl::AsciiStrToLower(f.name);
+    const auto& from_string = SqlFromStringFunctions();
+    if (lower == "set_config" || std::find(from_string.begin(), from_string.end(), lower) != from_string.end()) {
+      return refuse(absl::StrCat("a FunctionCall of ", name,
+                                 " is not accepted (the agent cannot see what it changes or runs); call it with "
+                                 "SELECT"),
+                    "42501");
+    }
+    if (masking_.has_column_rules()) {
+      return refuse("results are masked on this connection, and a FunctionCall's result cannot be masked by "
+                    "column; call the function with SELECT",
+                    "42501");
+    }
+    StatementInfo info;
+    info.statements.emplace_back();
+    StatementFacts& facts = info.statements.back();
+    facts.cls = f.volatility == 'v' ? StatementClass::kWrite : StatementClass::kRead;
+    facts.kind = "FunctionCall";
+    facts.functions.push_back(lower);
+    info.overall = facts.cls;
+    if (grant_.access == v1::ACCESS_READ && !info.read_only()) {
+      std::string refusal = RefuseReadOnly(function_text_, &info, false);
+      expected_.push_back(Expectation{std::move(refusal), true, false});
+      return Action::kSubstitute;
+    }
+    GuardrailDecision d = guardrails_.Decide(info);
+    if (d.action == GuardrailDecision::kAlert) RecordGuardrail(function_text_, &info, false, d, "alerted", "");
+    if (d.action == GuardrailDecision::kBlock || d.action == GuardrailDecision::kRequireApproval) {
+      std::string message =
+          d.action == GuardrailDecision::kBlock
+              ? absl::StrCat("Sluice: statement blocked by guardrail \"", d.guardrail, "\": ", d.match,
+                             d.target.empty() ? "" : " on " + d.target, " (FunctionCall)")
+              : absl::StrCat("Sluice: a FunctionCall needs approval under guardrail \"", d.guardrail, "\" (",
+                             d.match, "), and a FunctionCall cannot be held; call the function with SELECT");
+      std::string refusal = RecordGuardrail(function_text_, &info, false, d,
+                                            d.action == GuardrailDecision::kBlock ? "blocked" : "denied", message);
+      expected_.push_back(Expectation{std::move(refusal), true, false});
+      return Action::kSubstitute;
+    }
+    expected_.push_back(Expectation{});
+    return Action::kForward;
   }
 
   // ---- Masking (see result_masking.h and result_router.h) ----
@@ -709,30 +808,96 @@ class Session {
       case 's': router_.OnCompletion(); co_return BackendStep::kForward;
       case 'E':
       case 'N': {
+        if (!MaskingOn()) {
+          if (m.type == 'E') router_.OnError();
+          co_return BackendStep::kForward;
+        }
+        // The text of an error or notice can quote a value the statement read: withheld when
+        // it reads masked columns.
+        if (masking_.has_column_rules()) {
+          if (PendingResult* front = router_.Front()) {
+            const std::string* text = front->kind == PendingResult::kQuery ? &front->sql : front->text.get();
+            if (text != nullptr && !text->empty()) {
+              LineageVerdict v = JudgeLineage(Statements().Get(*text), masking_);
+              if (v.reads_masked) {
+                auto withheld = WithholdErrorOrNotice(m.type, m.payload, v.masked);
+                if (m.type == 'E') router_.OnError();
+                if (!withheld.ok()) co_return withheld.status();
+                replacement_ = *std::move(withheld);
+                co_return BackendStep::kReplace;
+              }
+            }
+          }
+        }
         if (m.type == 'E') router_.OnError();
-        if (!MaskingOn()) co_return BackendStep::kForward;
         auto changed = MaskErrorOrNotice(m.type, m.payload, masking_, &replacement_);
         if (!changed.ok()) co_return changed.status();
         co_return *changed ? BackendStep::kReplace : BackendStep::kForward;
       }
       case 'Z': router_.OnReady(); co_return BackendStep::kForward;
+      case 'S': {
+        // A setting the agent pins changed under it (code it could not see into): the session
+        // cannot go on, since the agent would no longer read statements as the server does.
+        auto status = ParameterStatus::Decode(m.payload);
+        if (!status.ok()) co_return status.status();
+        std::string problem = ParameterStatusProblem(status->name, status->value,
+                                                     grant_.access == v1::ACCESS_READ);
+        if (!problem.empty()) {
+          co_return absl::FailedPreconditionError(
+              absl::StrCat("the session's settings changed in a way the agent does not allow (", problem,
+                           "); the session ends"));
+        }
+        [[fallthrough]];
+      }
+      case 'A': {
+        // Values outside any result: a setting reported back, a notification from any session.
+        if (!MaskingOn()) co_return BackendStep::kForward;
+        auto changed = MaskSideChannel(m.type, m.payload, masking_, &replacement_);
+        if (!changed.ok()) co_return changed.status();
+        co_return *changed ? BackendStep::kReplace : BackendStep::kForward;
+      }
       default: co_return BackendStep::kForward;
     }
   }
 
-  // The cache key of a description (+ the Bind's formats), built in plan_key_.
+  // The cache key of a description (+ the Bind's formats, + the columns masked whole because
+  // they are computed from masked columns), built in plan_key_.
   const std::string& PlanKey(absl::string_view payload, const ResultFormats* formats) {
     plan_key_.assign(payload.data(), payload.size());
     if (formats != nullptr) {
       plan_key_.push_back('\xff');
       for (int16_t f : *formats) plan_key_.push_back(static_cast<char>(f));
     }
+    if (!computed_.empty()) {
+      plan_key_.push_back('\xfe');
+      for (const auto& c : computed_) {
+        plan_key_.push_back(c ? static_cast<char>(c->strategy) : '\xfd');
+        if (c) plan_key_.append(reinterpret_cast<const char*>(&c->rule), sizeof(c->rule));
+      }
+    }
     return plan_key_;
+  }
+
+  // The columns of the result in front that are computed from masked columns (computed_; empty
+  // when none), from its statement's lineage. An error when they cannot be placed.
+  absl::Status ComputeOverrides(const PendingResult* front, absl::string_view description) {
+    computed_.clear();
+    if (!masking_.has_column_rules()) return absl::OkStatus();
+    const std::string* text = front->kind == PendingResult::kQuery ? &front->sql : front->text.get();
+    if (text == nullptr) return absl::OkStatus();
+    WireReader r(description);
+    int16_t fields = r.Int16();
+    if (!r.ok() || fields < 0) return absl::InvalidArgumentError("malformed RowDescription");
+    auto computed = ComputedColumnStrategies(Statements().Get(*text), masking_, static_cast<size_t>(fields));
+    if (!computed.ok()) return computed.status();
+    computed_ = *std::move(computed);
+    return absl::OkStatus();
   }
 
   // The cached plan for a description, without allocating: a repeated statement's rows need
   // nothing more.
   bool PlanFromCache(PendingResult* front, absl::string_view payload, const ResultFormats* formats) {
+    if (!ComputeOverrides(front, payload).ok()) return false;  // PlanRows reports it
     auto it = plan_cache_.find(PlanKey(payload, formats));
     if (it == plan_cache_.end() || it->second.expires <= absl::Now()) return false;
     front->plan = it->second.plan;
@@ -745,6 +910,8 @@ class Session {
   // description for as long as the table names they used.
   asio::awaitable<absl::Status> PlanRows(PendingResult* front, const std::string& payload,
                                          const ResultFormats* formats) {
+    absl::Status placed = ComputeOverrides(front, payload);
+    if (!placed.ok()) co_return placed;
     std::string key = PlanKey(payload, formats);
     absl::Time now = absl::Now();
     if (auto it = plan_cache_.find(key); it != plan_cache_.end() && it->second.expires > now) {
@@ -776,7 +943,7 @@ class Session {
       }
       tables = *std::move(looked_up);
     }
-    auto plan = std::make_shared<const ResultPlan>(PlanResult(fields, tables, masking_));
+    auto plan = std::make_shared<const ResultPlan>(PlanResult(fields, tables, masking_, computed_));
     constexpr size_t kMaxPlans = 256;
     if (plan_cache_.size() >= kMaxPlans) plan_cache_.clear();
     plan_cache_[key] = CachedPlan{plan, now + absl::Minutes(1)};
@@ -1049,12 +1216,47 @@ class Session {
   // Empty when `sql` may run; otherwise the ErrorResponse to send (the refusal is recorded).
   // Read grants refuse anything but reads; guardrails block what their rules say. `alert`
   // statements run and raise an alert event.
-  std::string Check(absl::string_view sql, bool extended) {
+  // `parsing`: the server parses `sql` now (Query, Parse), rather than running a statement it
+  // parsed before (Bind).
+  std::string Check(absl::string_view sql, bool extended, bool parsing = true) {
     FollowPolicy();
     const bool read_only = grant_.access == v1::ACCESS_READ;
-    if (!read_only && guardrails_.empty()) return "";
+    const bool settings = MayChangeSettings(sql);
+    const bool lexing = parsing && sql::DependsOnStandardConformingStrings(sql);
+    const bool masked = masking_.has_column_rules();
+    if (!read_only && guardrails_.empty() && !settings && !lexing && !masked) return "";
     const StatementInfo& info = Statements().Get(sql);
+    if (lexing && RequestsInFlight()) {
+      // The agent read it with standard_conforming_strings on, which the server confirms only
+      // when nothing sent before could have changed it since (see session_settings.h).
+      return RefuseUnsafe(sql, &info, extended,
+                          "it has a '...' string constant with a backslash, which the server reads "
+                          "differently when standard_conforming_strings is off, and statements sent before "
+                          "it in the same pipeline have not finished (they could change that setting); "
+                          "send it after their results, or write the constant as E'...' or $$...$$",
+                          "42501");
+    }
+    if (settings) {
+      std::string problem = SettingsProblem(info, read_only);
+      if (!problem.empty()) {
+        bool lifts_read_only = absl::StrContains(problem, "read-only session");
+        return RefuseUnsafe(sql, &info, extended, problem, lifts_read_only ? "25006" : "42501");
+      }
+    }
     if (read_only && !info.read_only()) return RefuseReadOnly(sql, &info, extended);
+    if (masked) {
+      // Masked values leave only as result columns the agent masks (lineage_masking.h).
+      std::string problem;
+      if (!info.parse_error.empty()) {
+        problem = absl::StrCat("the agent cannot parse it (", info.parse_error,
+                               "), so it cannot tell which masked values it would return");
+      } else {
+        problem = JudgeLineage(info, masking_).refusal;
+      }
+      if (!problem.empty()) {
+        return RefuseUnsafe(sql, &info, extended, absl::StrCat("results are masked here, and ", problem), "42501");
+      }
+    }
     GuardrailDecision d = guardrails_.Decide(info);
     switch (d.action) {
       case GuardrailDecision::kAllow: return "";
@@ -1140,6 +1342,20 @@ class Session {
     return Refuse(sql, info, extended, message, "25006");
   }
 
+  // Whether requests sent to the server have not all been answered (a ReadyForQuery pending,
+  // or an Execute not yet followed by Sync): code in them may still change session settings.
+  bool RequestsInFlight() const { return !expected_.empty() || executed_since_sync_; }
+
+  // Records the refusal of a statement that would change (or depend on) a session setting the
+  // agent pins, and returns the ErrorResponse for it.
+  std::string RefuseUnsafe(absl::string_view sql, const StatementInfo* info, bool extended,
+                           absl::string_view problem, const char* sqlstate) {
+    std::string message =
+        absl::StrCat("Sluice: statement refused on connection \"", connection_name_, "\": ", problem);
+    LogInfo("refused for ", identity_.subject, " on ", connection_name_, ": ", problem);
+    return Refuse(sql, info, extended, message, sqlstate);
+  }
+
   // Records `sql` as a statement refused at the agent (decision `refused`) and returns the
   // ErrorResponse that tells the client.
   std::string Refuse(absl::string_view sql, const StatementInfo* info, bool extended, const std::string& message,
@@ -1180,6 +1396,7 @@ class Session {
       case 'D': router_.OnDescribe(m.payload, MaskingOn()); break;
       case 'E': {
         absl::string_view portal = r.CStringView();
+        executed_since_sync_ = true;
         tracker_.OnExecute(portal, frontend_now_);
         if (inflight_slot_ >= 0) deps_.inflight->Begin(inflight_slot_, tracker_.newest_text());
         router_.OnExecute(portal);
@@ -1189,8 +1406,15 @@ class Session {
         if (r.Byte() == 'S') tracker_.OnCloseStatement(r.CStringView());
         router_.OnClose(m.payload);
         break;
-      case 'S': router_.OnSync(); break;
-      case 'F': router_.OnFunctionCall(); break;
+      case 'S':
+        executed_since_sync_ = false;
+        router_.OnSync();
+        break;
+      case 'F':
+        tracker_.OnQuery(function_text_, frontend_now_);
+        if (inflight_slot_ >= 0) deps_.inflight->Begin(inflight_slot_, function_text_);
+        router_.OnFunctionCall();
+        break;
       default: break;
     }
   }
@@ -1358,6 +1582,8 @@ class Session {
   bool logged_in_ = false;
   bool audit_failed_ = false;  // an event could not be queued: the session ends
   int inflight_slot_ = -1;     // this session's slot in deps_.inflight (-1: none)
+  SessionTicket session_ticket_;  // this session's place under the connection's session limits
+  std::string refusal_kind_;      // why the login is refused, when the SQLSTATE alone does not say
   int64_t statements_ = 0;
   std::string event_buffer_;  // the statement event being built, reused
   std::vector<StatementRecord> completed_;  // statements completed, their events not yet emitted
@@ -1389,6 +1615,8 @@ class Session {
   };
   std::shared_ptr<HoldSlot> hold_slot_ = std::make_shared<HoldSlot>();
   bool discarding_ = false;      // after a refused Parse, until Sync
+  bool executed_since_sync_ = false;  // an Execute was forwarded since the last Sync
+  std::string function_text_;  // how the FunctionCall being relayed is recorded
   std::string pending_refusal_;  // the refusal the next Sync carries
   int64_t bytes_from_client_ = 0;
   int64_t bytes_from_server_ = 0;
@@ -1403,6 +1631,7 @@ class Session {
   };
   absl::flat_hash_map<std::string, CachedPlan> plan_cache_;  // by RowDescription (+ formats)
   std::string plan_key_;  // reused
+  std::vector<std::optional<masking::Selected>> computed_;  // see ComputeOverrides
   std::string backend_out_;  // relayed bytes waiting behind a rewritten message
   std::string replacement_;  // the rewritten message
   UpstreamSession upstream_;

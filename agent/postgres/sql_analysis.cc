@@ -10,6 +10,8 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 
 namespace sluice::agent::postgres {
 namespace {
@@ -38,8 +40,8 @@ const absl::flat_hash_set<absl::string_view>& WriteKinds() {
 }
 
 // EXPLAIN runs its statement only with ANALYZE. Anything but a clear "false" counts as running
-// it (the conservative reading).
-bool ExplainExecutes(const json& explain) {
+// it (the conservative reading). An argument's value is a literal: `*sensitive` is set.
+bool ExplainExecutes(const json& explain, bool* sensitive) {
   auto options = explain.find("options");
   if (options == explain.end() || !options->is_array()) return false;
   for (const auto& o : *options) {
@@ -47,6 +49,7 @@ bool ExplainExecutes(const json& explain) {
     if (def == o.end() || !def->is_object() || def->value("defname", "") != "analyze") continue;
     auto arg = def->find("arg");
     if (arg == def->end()) return true;  // ANALYZE
+    *sensitive = true;
     if (auto s = arg->find("String"); s != arg->end() && s->is_object()) {
       std::string v = absl::AsciiStrToLower(s->value("sval", ""));
       return !(v == "false" || v == "off" || v == "no" || v == "0");
@@ -59,7 +62,7 @@ bool ExplainExecutes(const json& explain) {
   return false;
 }
 
-StatementClass ClassOf(const json& stmt);
+StatementClass ClassOf(const json& stmt, bool* sensitive);
 
 // A copy of `node` without "location" keys, for comparing expressions by content.
 json WithoutLocations(const json& node) {
@@ -78,26 +81,223 @@ json WithoutLocations(const json& node) {
   return node;
 }
 
-// A WHERE that holds for every row: absent, `true`, or a comparison of two equal constants
-// (`1 = 1`, `'a' = 'a'`).
-bool AlwaysTrue(const json& body) {
-  auto where = body.find("whereClause");
-  if (where == body.end()) return true;
-  if (auto c = where->find("A_Const"); c != where->end()) {
-    auto b = c->find("boolval");
-    return b != c->end() && b->is_object() && b->value("boolval", false);
+// The value of a constant expression, when it is one this code can evaluate: boolean, integer,
+// numeric and string constants (also cast to boolean), NOT / AND / OR, comparisons
+// (= <> != < > <= >=), IN lists, IS [NOT] NULL and IS [NOT] TRUE / FALSE of constants. A
+// comparison of two equal expressions without column references (`'a' = 'a'`) is true too.
+// Whatever looked at a literal's value sets `*sensitive`.
+struct Constant {
+  // kUnreadable: an integer constant whose value the parse tree does not give (see IntegerAt).
+  enum Kind { kNull, kBool, kNumber, kString, kUnreadable } kind = kNull;
+  bool b = false;
+  double number = 0;
+  std::string str;
+};
+
+// The statement text being analyzed (set by AnalyzeStatement for the walk): libpg_query
+// 15-4.0's JSON leaves out the value of a negative integer constant as it does a zero
+// (`"ival": {}`), so the value is read from the text at the constant's location.
+thread_local absl::string_view t_text;
+
+// The integer written at byte `location` of the text being analyzed: an optional '-', blanks,
+// digits. nullopt when it is written otherwise (`-(4)`).
+std::optional<double> IntegerAt(int64_t location) {
+  if (location < 0 || static_cast<size_t>(location) >= t_text.size()) return std::nullopt;
+  absl::string_view rest = t_text.substr(static_cast<size_t>(location));
+  bool negative = false;
+  if (!rest.empty() && rest[0] == '-') {
+    negative = true;
+    rest.remove_prefix(1);
+    while (!rest.empty() && absl::ascii_isspace(rest[0])) rest.remove_prefix(1);
   }
-  if (auto e = where->find("A_Expr"); e != where->end() && e->is_object()) {
-    std::string op;
-    if (auto name = e->find("name"); name != e->end() && name->is_array() && name->size() == 1) {
-      op = (*name)[0].value("/String/sval"_json_pointer, std::string());
+  size_t n = 0;
+  while (n < rest.size() && n < 18 && absl::ascii_isdigit(rest[n])) ++n;
+  if (n == 0 || (n < rest.size() && (absl::ascii_isalnum(rest[n]) || rest[n] == '.'))) return std::nullopt;
+  double v = 0;
+  for (size_t i = 0; i < n; ++i) v = v * 10 + (rest[i] - '0');
+  return negative ? -v : v;
+}
+
+std::optional<Constant> ConstantOf(const json& node, bool* sensitive) {
+  if (!node.is_object()) return std::nullopt;
+  if (auto cast = node.find("TypeCast"); cast != node.end() && cast->is_object()) {
+    std::string type;
+    auto names = cast->value("/typeName/names"_json_pointer, json::array());
+    if (names.is_array() && !names.empty()) type = names.back().value("/String/sval"_json_pointer, std::string());
+    auto inner = cast->find("arg");
+    if (inner == cast->end()) return std::nullopt;
+    auto v = ConstantOf(*inner, sensitive);
+    if (!v || (type != "bool" && type != "boolean")) return std::nullopt;
+    if (v->kind == Constant::kBool || v->kind == Constant::kNull) return v;
+    if (v->kind != Constant::kString) return std::nullopt;
+    std::string l = absl::AsciiStrToLower(absl::StripAsciiWhitespace(v->str));
+    Constant out;
+    out.kind = Constant::kBool;
+    if (l == "t" || l == "true" || l == "y" || l == "yes" || l == "on" || l == "1") {
+      out.b = true;
+    } else if (!(l == "f" || l == "false" || l == "n" || l == "no" || l == "off" || l == "0")) {
+      return std::nullopt;
     }
-    auto l = e->find("lexpr");
-    auto r = e->find("rexpr");
-    return op == "=" && l != e->end() && r != e->end() && l->contains("A_Const") && r->contains("A_Const") &&
-           WithoutLocations(*l) == WithoutLocations(*r);
+    return out;
   }
-  return false;
+  auto c = node.find("A_Const");
+  if (c == node.end() || !c->is_object()) return std::nullopt;
+  *sensitive = true;
+  Constant out;
+  if (c->value("isnull", false)) return out;
+  if (auto b = c->find("boolval"); b != c->end() && b->is_object()) {
+    out.kind = Constant::kBool;
+    out.b = b->value("boolval", false);
+    return out;
+  }
+  if (auto i = c->find("ival"); i != c->end() && i->is_object()) {
+    out.kind = Constant::kNumber;
+    if (i->contains("ival")) {
+      out.number = static_cast<double>(i->value("ival", int64_t{0}));
+    } else if (auto v = IntegerAt(c->value("location", int64_t{-1}))) {
+      out.number = *v;
+    } else {
+      out.kind = Constant::kUnreadable;
+    }
+    return out;
+  }
+  if (auto f = c->find("fval"); f != c->end() && f->is_object()) {
+    out.kind = Constant::kNumber;
+    char* end = nullptr;
+    std::string text = f->value("fval", "");
+    out.number = std::strtod(text.c_str(), &end);
+    if (end == nullptr || *end != '\0') return std::nullopt;
+    return out;
+  }
+  if (auto sv = c->find("sval"); sv != c->end() && sv->is_object()) {
+    out.kind = Constant::kString;
+    out.str = sv->value("sval", "");
+    return out;
+  }
+  return std::nullopt;
+}
+
+std::optional<bool> Compare(const std::string& op, const Constant& l, const Constant& r) {
+  if (l.kind == Constant::kNull || r.kind == Constant::kNull) return std::nullopt;  // NULL: never true
+  // Two constants, one of which cannot be read: it could be true (fail closed for guardrails).
+  if (l.kind == Constant::kUnreadable || r.kind == Constant::kUnreadable) return true;
+  int cmp = 0;
+  if (l.kind == Constant::kNumber && r.kind == Constant::kNumber) {
+    cmp = l.number < r.number ? -1 : l.number > r.number ? 1 : 0;
+  } else if (l.kind == r.kind && l.kind == Constant::kString) {
+    if (op != "=" && op != "<>" && op != "!=") return std::nullopt;  // order depends on collation
+    cmp = l.str == r.str ? 0 : 1;
+  } else if (l.kind == r.kind && l.kind == Constant::kBool) {
+    cmp = l.b == r.b ? 0 : (l.b ? 1 : -1);
+  } else {
+    return std::nullopt;
+  }
+  if (op == "=") return cmp == 0;
+  if (op == "<>" || op == "!=") return cmp != 0;
+  if (op == "<") return cmp < 0;
+  if (op == ">") return cmp > 0;
+  if (op == "<=") return cmp <= 0;
+  if (op == ">=") return cmp >= 0;
+  return std::nullopt;
+}
+
+bool HasColumnRef(const json& node) {
+  static const auto* kinds = new absl::flat_hash_set<absl::string_view>{"ColumnRef", "ParamRef", "SubLink",
+                                                                         "FuncCall"};
+  return Contains(node, *kinds);
+}
+
+std::optional<bool> Truth(const json& node, bool* sensitive, int depth = 0) {
+  if (!node.is_object() || depth > 64) return std::nullopt;
+  if (auto v = ConstantOf(node, sensitive)) {
+    if (v->kind == Constant::kBool) return v->b;
+    return std::nullopt;
+  }
+  if (auto b = node.find("BoolExpr"); b != node.end() && b->is_object()) {
+    std::string op = b->value("boolop", "");
+    auto args = b->value("args", json::array());
+    if (!args.is_array() || args.empty()) return std::nullopt;
+    if (op == "NOT_EXPR") {
+      auto v = Truth(args[0], sensitive, depth + 1);
+      if (!v) return std::nullopt;
+      return !*v;
+    }
+    bool all_known = true;
+    for (const auto& a : args) {
+      auto v = Truth(a, sensitive, depth + 1);
+      if (!v) {
+        all_known = false;
+        continue;
+      }
+      if (op == "AND_EXPR" && !*v) return false;
+      if (op == "OR_EXPR" && *v) return true;
+    }
+    if (!all_known) return std::nullopt;
+    return op == "AND_EXPR";
+  }
+  if (auto t = node.find("NullTest"); t != node.end() && t->is_object()) {
+    auto arg = t->find("arg");
+    if (arg == t->end()) return std::nullopt;
+    auto v = ConstantOf(*arg, sensitive);
+    if (!v) return std::nullopt;
+    bool is_null = v->kind == Constant::kNull;
+    return t->value("nulltesttype", "") == "IS_NULL" ? is_null : !is_null;
+  }
+  if (auto t = node.find("BooleanTest"); t != node.end() && t->is_object()) {
+    auto arg = t->find("arg");
+    if (arg == t->end()) return std::nullopt;
+    auto v = Truth(*arg, sensitive, depth + 1);
+    if (!v) return std::nullopt;
+    std::string type = t->value("booltesttype", "");
+    if (type == "IS_TRUE" || type == "IS_NOT_FALSE") return *v;
+    if (type == "IS_FALSE" || type == "IS_NOT_TRUE") return !*v;
+    return std::nullopt;
+  }
+  auto e = node.find("A_Expr");
+  if (e == node.end() || !e->is_object()) return std::nullopt;
+  std::string op;
+  if (auto name = e->find("name"); name != e->end() && name->is_array() && name->size() == 1) {
+    op = (*name)[0].value("/String/sval"_json_pointer, std::string());
+  }
+  auto l = e->find("lexpr");
+  auto r = e->find("rexpr");
+  if (l == e->end() || r == e->end()) return std::nullopt;
+  std::string kind = e->value("kind", "");
+  if (kind == "AEXPR_OP") {
+    auto lc = ConstantOf(*l, sensitive);
+    auto rc = ConstantOf(*r, sensitive);
+    if (lc && rc) return Compare(op, *lc, *rc);
+    // The same expression on both sides, with nothing that varies by row.
+    if (op == "=" && !HasColumnRef(*l) && WithoutLocations(*l) == WithoutLocations(*r)) {
+      *sensitive = true;
+      return true;
+    }
+    return std::nullopt;
+  }
+  if (kind == "AEXPR_IN" && (op == "=" || op == "<>")) {
+    auto lc = ConstantOf(*l, sensitive);
+    auto items = r->value("/List/items"_json_pointer, json::array());
+    if (!lc || !items.is_array()) return std::nullopt;
+    bool any = false;
+    for (const auto& item : items) {
+      auto ic = ConstantOf(item, sensitive);
+      if (!ic) return std::nullopt;
+      auto eq = Compare("=", *lc, *ic);
+      if (!eq) return std::nullopt;
+      any = any || *eq;
+    }
+    return op == "=" ? any : !any;
+  }
+  return std::nullopt;
+}
+
+// A WHERE (or MERGE condition) that holds for every row: absent, or a constant expression that
+// is true (`true`, `1 = 1`, `2 > 1`, `NOT false`, `1 = 1 OR x = 2`).
+bool AlwaysTrue(const json& body, const char* key, bool* sensitive) {
+  auto where = body.find(key);
+  if (where == body.end()) return true;
+  auto v = Truth(*where, sensitive);
+  return v.has_value() && *v;
 }
 
 template <typename T>
@@ -105,10 +305,113 @@ void AddUnique(std::vector<T>* v, T item) {
   if (std::find(v->begin(), v->end(), item) == v->end()) v->push_back(std::move(item));
 }
 
+// The text of a constant argument (string, number or boolean), when it is one.
+std::optional<std::string> ConstantText(const json& node, bool* sensitive) {
+  auto v = ConstantOf(node, sensitive);
+  if (!v) return std::nullopt;
+  switch (v->kind) {
+    case Constant::kString: return v->str;
+    case Constant::kBool: return std::string(v->b ? "on" : "off");
+    case Constant::kNumber: {
+      if (auto c = node.find("A_Const"); c != node.end()) {
+        if (auto f = c->find("fval"); f != c->end()) return f->value("fval", "");
+      }
+      return std::to_string(static_cast<int64_t>(v->number));
+    }
+    case Constant::kNull:
+    case Constant::kUnreadable: return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+// The settings a VariableSetStmt changes.
+void CollectSet(const json& body, StatementFacts* facts, bool* sensitive) {
+  std::string kind = body.value("kind", "");
+  std::string name = absl::AsciiStrToLower(body.value("name", ""));
+  if (kind == "VAR_RESET_ALL") {
+    facts->settings.push_back(SettingChange{"all", "", true, true});
+    return;
+  }
+  if (kind == "VAR_RESET" || kind == "VAR_SET_DEFAULT") {
+    facts->settings.push_back(SettingChange{name, "", true, true});
+    return;
+  }
+  if (kind == "VAR_SET_CURRENT") return;  // SET x FROM CURRENT: the value it has
+  if (kind == "VAR_SET_MULTI") {
+    // SET TRANSACTION ..., SET SESSION CHARACTERISTICS AS TRANSACTION ...
+    bool session = name == "session characteristics";
+    for (const auto& a : body.value("args", json::array())) {
+      const json& def = a.value("DefElem", json::object());
+      std::string option = def.value("defname", "");
+      if (option.empty()) continue;
+      if (session) option = "default_" + option;
+      auto arg = def.find("arg");
+      std::optional<std::string> value = arg == def.end() ? std::nullopt : ConstantText(*arg, sensitive);
+      facts->settings.push_back(SettingChange{option, value.value_or(""), false, value.has_value()});
+    }
+    return;
+  }
+  // VAR_SET_VALUE: SET name = value[, value...]
+  std::vector<std::string> values;
+  bool known = true;
+  for (const auto& a : body.value("args", json::array())) {
+    auto v = ConstantText(a, sensitive);
+    if (!v) {
+      known = false;
+      continue;
+    }
+    values.push_back(*v);
+  }
+  if (name == "client_encoding" || name == "names") name = "client_encoding";
+  facts->settings.push_back(SettingChange{name, absl::StrJoin(values, ","), false, known});
+}
+
+// A transaction's characteristics given at BEGIN / START TRANSACTION.
+void CollectTransaction(const json& body, StatementFacts* facts, bool* sensitive) {
+  for (const auto& o : body.value("options", json::array())) {
+    const json& def = o.value("DefElem", json::object());
+    std::string option = def.value("defname", "");
+    if (option.empty()) continue;
+    auto arg = def.find("arg");
+    std::optional<std::string> value = arg == def.end() ? std::nullopt : ConstantText(*arg, sensitive);
+    facts->settings.push_back(SettingChange{option, value.value_or(""), false, value.has_value()});
+  }
+}
+
+// set_config(name, value, is_local): the setting, when its name is a constant.
+void CollectSetConfig(const json& call, StatementFacts* facts, bool* sensitive) {
+  auto args = call.value("args", json::array());
+  SettingChange change;
+  change.value_known = false;
+  if (args.is_array() && !args.empty()) {
+    if (auto n = ConstantText(args[0], sensitive)) change.name = absl::AsciiStrToLower(absl::StripAsciiWhitespace(*n));
+  }
+  if (args.is_array() && args.size() >= 2) {
+    if (auto v = ConstantText(args[1], sensitive)) {
+      change.value = *v;
+      change.value_known = true;
+    }
+  }
+  facts->settings.push_back(std::move(change));
+}
+
+// MERGE: a WHEN MATCHED action hits every row of the target when the join condition and the
+// action's own condition are always true: it counts as DELETE / UPDATE without WHERE.
+void CollectMerge(const json& body, StatementFacts* facts, bool* sensitive) {
+  if (!AlwaysTrue(body, "joinCondition", sensitive)) return;
+  for (const auto& w : body.value("mergeWhenClauses", json::array())) {
+    const json& clause = w.value("MergeWhenClause", json::object());
+    if (!clause.value("matched", false) || !AlwaysTrue(clause, "condition", sensitive)) continue;
+    std::string command = clause.value("commandType", "");
+    if (command == "CMD_DELETE") AddUnique<std::string>(&facts->guarded, "delete_without_where");
+    if (command == "CMD_UPDATE") AddUnique<std::string>(&facts->guarded, "update_without_where");
+  }
+}
+
 // Walks one statement's tree for what guardrails match on.
-void CollectFacts(const json& node, StatementFacts* facts) {
+void CollectFacts(const json& node, StatementFacts* facts, bool* sensitive) {
   if (node.is_array()) {
-    for (const auto& v : node) CollectFacts(v, facts);
+    for (const auto& v : node) CollectFacts(v, facts, sensitive);
     return;
   }
   if (!node.is_object()) return;
@@ -119,15 +422,24 @@ void CollectFacts(const json& node, StatementFacts* facts) {
     const std::string& key = it.key();
     const json& body = it.value();
     if (!body.is_object()) {
-      CollectFacts(body, facts);
+      CollectFacts(body, facts, sensitive);
       continue;
     }
     if (key == "DropdbStmt") AddUnique<std::string>(&facts->guarded, "drop_database");
     if (key == "TruncateStmt") AddUnique<std::string>(&facts->guarded, "truncate");
     if (key == "AlterSystemStmt") AddUnique<std::string>(&facts->guarded, "alter_system");
     if (key == "CopyStmt" && body.value("is_program", false)) AddUnique<std::string>(&facts->guarded, "copy_program");
-    if (key == "DeleteStmt" && AlwaysTrue(body)) AddUnique<std::string>(&facts->guarded, "delete_without_where");
-    if (key == "UpdateStmt" && AlwaysTrue(body)) AddUnique<std::string>(&facts->guarded, "update_without_where");
+    if (key == "DeleteStmt" && AlwaysTrue(body, "whereClause", sensitive)) {
+      AddUnique<std::string>(&facts->guarded, "delete_without_where");
+    }
+    if (key == "UpdateStmt" && AlwaysTrue(body, "whereClause", sensitive)) {
+      AddUnique<std::string>(&facts->guarded, "update_without_where");
+    }
+    if (key == "MergeStmt") CollectMerge(body, facts, sensitive);
+    if (key == "VariableSetStmt") CollectSet(body, facts, sensitive);
+    if (key == "TransactionStmt") CollectTransaction(body, facts, sensitive);
+    if (key == "DoStmt" && facts->runs_hidden_code.empty()) facts->runs_hidden_code = "a DO block";
+    if (key == "CallStmt" && facts->runs_hidden_code.empty()) facts->runs_hidden_code = "CALL of a procedure";
     if (key == "DropStmt" && body.value("removeType", "") == "OBJECT_TABLE") {
       AddUnique<std::string>(&facts->guarded, "drop_table");
       // objects: [{"List": {"items": [{"String": {"sval": schema}}, {"String": {"sval": table}}]}}]
@@ -143,21 +455,26 @@ void CollectFacts(const json& node, StatementFacts* facts) {
     if (key == "FuncCall") {
       auto name = body.find("funcname");
       if (name != body.end() && name->is_array() && !name->empty()) {
-        AddUnique<std::string>(&facts->functions,
-                  absl::AsciiStrToLower(name->back().value("/String/sval"_json_pointer, std::string())));
+        std::string f = absl::AsciiStrToLower(name->back().value("/String/sval"_json_pointer, std::string()));
+        if (f == "set_config") CollectSetConfig(body, facts, sensitive);
+        const auto& from_string = SqlFromStringFunctions();
+        if (facts->runs_hidden_code.empty() && std::find(from_string.begin(), from_string.end(), f) != from_string.end()) {
+          facts->runs_hidden_code = absl::StrCat(f, "(), which runs SQL given as a string");
+        }
+        AddUnique<std::string>(&facts->functions, std::move(f));
       }
     }
-    CollectFacts(body, facts);
+    CollectFacts(body, facts, sensitive);
   }
 }
 
 // A statement node wrapped as {"Kind": {...}}.
-StatementClass ClassOfWrapped(const json& wrapped) {
+StatementClass ClassOfWrapped(const json& wrapped, bool* sensitive) {
   if (!wrapped.is_object() || wrapped.size() != 1) return StatementClass::kUnknown;
-  return ClassOf(wrapped);
+  return ClassOf(wrapped, sensitive);
 }
 
-StatementClass ClassOf(const json& stmt) {
+StatementClass ClassOf(const json& stmt, bool* sensitive) {
   const std::string& kind = stmt.begin().key();
   const json& body = stmt.begin().value();
   using C = StatementClass;
@@ -182,21 +499,21 @@ StatementClass ClassOf(const json& stmt) {
     return Contains(body, WriteKinds()) ? C::kWrite : C::kRead;
   }
   if (kind == "ExplainStmt") {
-    if (!ExplainExecutes(body)) return C::kRead;
+    if (!ExplainExecutes(body, sensitive)) return C::kRead;
     auto query = body.find("query");
-    return query == body.end() ? C::kUnknown : std::max(C::kRead, ClassOfWrapped(*query));
+    return query == body.end() ? C::kUnknown : std::max(C::kRead, ClassOfWrapped(*query, sensitive));
   }
   if (kind == "DeclareCursorStmt" || kind == "PrepareStmt") {
     auto query = body.find("query");
     if (query == body.end()) return C::kUnknown;
-    C inner = ClassOfWrapped(*query);
+    C inner = ClassOfWrapped(*query, sensitive);
     return kind == "PrepareStmt" && inner == C::kRead ? C::kOther : inner;
   }
   if (kind == "CopyStmt") {
     if (body.value("is_program", false) || body.value("is_from", false)) return C::kWrite;
     if (body.contains("filename")) return C::kWrite;  // the server writes a file
     auto query = body.find("query");
-    return query == body.end() ? C::kRead : std::max(C::kRead, ClassOfWrapped(*query));
+    return query == body.end() ? C::kRead : std::max(C::kRead, ClassOfWrapped(*query, sensitive));
   }
   if (kind == "VariableSetStmt") {
     // Switching standard_conforming_strings off would make the server read string literals
@@ -218,6 +535,24 @@ StatementClass ClassOf(const json& stmt) {
 }
 
 }  // namespace
+
+const std::vector<std::string>& WritingFunctions() {
+  // Large objects are written in read-only transactions too (PostgreSQL 15 checks none of these);
+  // ending other sessions, remote SQL and server files are effects beyond the session.
+  static const auto* f = new std::vector<std::string>{
+      "lo_from_bytea", "lo_create", "lo_creat", "lo_put", "lo_import", "lo_export", "lo_unlink", "lowrite",
+      "lo_truncate", "lo_truncate64", "pg_terminate_backend", "pg_cancel_backend", "pg_reload_conf",
+      "pg_rotate_logfile", "pg_file_write", "pg_file_rename", "pg_file_unlink", "pg_logical_emit_message",
+      "dblink_exec", "dblink", "dblink_send_query", "dblink_open"};
+  return *f;
+}
+
+const std::vector<std::string>& SqlFromStringFunctions() {
+  static const auto* f = new std::vector<std::string>{
+      "query_to_xml", "query_to_xml_and_xmlschema", "query_to_xmlschema", "ts_stat", "ts_rewrite",
+      "dblink", "dblink_exec", "dblink_open", "dblink_send_query", "dblink_build_sql_insert"};
+  return *f;
+}
 
 const char* ClassName(StatementClass c) {
   switch (c) {
@@ -249,6 +584,7 @@ StatementInfo AnalyzeStatement(absl::string_view sql) {
     return info;
   }
   std::string text(sql);  // NUL-terminated for the C API
+  t_text = text;
   PgQueryParseResult result = pg_query_parse(text.c_str());
   if (result.error != nullptr) {
     info.overall = StatementClass::kUnknown;
@@ -273,8 +609,17 @@ StatementInfo AnalyzeStatement(absl::string_view sql) {
     } else {
       facts.kind = stmt->begin().key();
       try {
-        facts.cls = ClassOf(*stmt);
-        CollectFacts(*stmt, &facts);
+        facts.cls = ClassOf(*stmt, &info.literal_sensitive);
+        CollectFacts(*stmt, &facts, &info.literal_sensitive);
+        // A call of a function that changes the database where a read-only transaction does not
+        // stop it makes the statement a write.
+        const auto& writers = WritingFunctions();
+        for (const std::string& f : facts.functions) {
+          if (std::find(writers.begin(), writers.end(), f) != writers.end()) {
+            facts.cls = std::max(facts.cls, StatementClass::kWrite);
+          }
+        }
+        facts.lineage = ComputeLineage(*stmt);
       } catch (const json::exception& e) {
         // A tree shape this code does not expect: it cannot be classified (fail closed).
         facts.cls = StatementClass::kUnknown;
@@ -387,14 +732,17 @@ std::vector<CopyOutFacts> CopyOutputs(absl::string_view sql) {
 const StatementInfo& StatementCache::Get(absl::string_view sql) {
   constexpr size_t kMaxKeyBytes = 8192;
   sql::Normalize(sql, &scratch_);
-  if (scratch_.size() <= kMaxKeyBytes) {
+  if (scratch_.size() <= kMaxKeyBytes && sql.size() <= sql::kMaxLexBytes) {
     auto it = cache_.find(scratch_);
     if (it != cache_.end()) return it->second;
   }
   StatementInfo info = AnalyzeStatement(sql);
   // What the parser refused is never cached: whether a text parses can depend on its literals,
   // and one caller's malformed text must not decide how another's same-shaped one is treated.
-  if (!info.parse_error.empty() || scratch_.size() > kMaxKeyBytes || cache_.size() >= max_entries_) {
+  // Nor is an analysis that looked at a literal (the shape does not have it), nor one of a text
+  // longer than the lexer reads (its shape is of a prefix).
+  if (!info.parse_error.empty() || info.literal_sensitive || sql.size() > sql::kMaxLexBytes ||
+      scratch_.size() > kMaxKeyBytes || cache_.size() >= max_entries_) {
     uncached_ = std::move(info);
     return uncached_;
   }

@@ -1,8 +1,10 @@
 // What a PostgreSQL statement string does, from PostgreSQL's own parser (libpg_query): one class
 // per statement of a multi-statement string, and the string's overall class (the most
 // privileged of them). Parsing is expensive at data-path rates, so results are cached by query
-// shape (the lexer's normalized text: literals and parameters stripped, which never changes what
-// kind of statement it is); a repeated shape costs the lexer and one hash lookup.
+// shape (the lexer's normalized text: literals and parameters stripped). A shape is a sound key
+// only for facts that no literal decides: an analysis that looked at a literal's value (a WHERE
+// of constants, EXPLAIN (ANALYZE 0), a setting's value, set_config's arguments) is marked
+// `literal_sensitive` and never cached, so one caller's text never decides another's.
 #pragma once
 
 #include <string>
@@ -10,6 +12,7 @@
 
 #include "absl/container/node_hash_map.h"
 #include "absl/strings/string_view.h"
+#include "agent/postgres/lineage.h"
 #include "common/sql/lexer.h"
 
 namespace sluice::agent::postgres {
@@ -19,7 +22,8 @@ enum class StatementClass {
   kEmpty,    // nothing but whitespace and comments
   kRead,     // SELECT (no writing CTE, no INTO), SHOW, EXPLAIN without ANALYZE, COPY ... TO STDOUT, FETCH
   kOther,    // session and transaction control: BEGIN, SET, DISCARD, PREPARE (of a read), EXECUTE, LISTEN
-  kWrite,    // INSERT/UPDATE/DELETE/MERGE anywhere (CTEs included), COPY FROM, CALL, LOCK, NOTIFY
+  kWrite,    // INSERT/UPDATE/DELETE/MERGE anywhere (CTEs included), COPY FROM, CALL, LOCK, NOTIFY,
+             // calls of WritingFunctions()
   kDdl,      // CREATE/ALTER/DROP/TRUNCATE/COMMENT/VACUUM/..., SELECT INTO, ALTER SYSTEM
   kDcl,      // GRANT/REVOKE, roles, ownership, default privileges, row security policies
   kUnknown,  // cannot be classified: DO blocks, LOAD, text the parser refuses, statements over the size cap
@@ -34,6 +38,17 @@ struct Relation {
   bool operator==(const Relation&) const = default;
 };
 
+// A session setting a statement changes: SET / SET LOCAL / RESET / SET ... TO DEFAULT,
+// set_config(), and transaction characteristics (BEGIN READ WRITE, SET TRANSACTION ...,
+// SET SESSION CHARACTERISTICS ..., as transaction_read_only / default_transaction_read_only).
+struct SettingChange {
+  std::string name;          // lower-case; empty when it cannot be told (a computed name)
+  std::string value;         // as text, when known
+  bool reset = false;        // RESET / DEFAULT: back to the session's start value ("all": RESET ALL)
+  bool value_known = true;   // false when the value is computed at run time
+  bool operator==(const SettingChange&) const = default;
+};
+
 struct StatementFacts {
   StatementClass cls = StatementClass::kUnknown;
   std::string kind;  // the parser's node name, e.g. "DeleteStmt" (empty when unparseable)
@@ -43,6 +58,10 @@ struct StatementFacts {
   std::vector<std::string> guarded;
   std::vector<Relation> relations;     // every table it names
   std::vector<std::string> functions;  // every function it calls, lower-case, without schema
+  std::vector<SettingChange> settings;  // session settings it changes
+  // Runs code the agent cannot see into (DO, CALL, functions that run SQL from a string): what.
+  std::string runs_hidden_code;
+  StatementLineage lineage;  // where its values come from and go (agent/postgres/lineage.h)
 };
 
 struct StatementInfo {
@@ -50,6 +69,8 @@ struct StatementInfo {
   std::vector<StatementFacts> statements;  // one per statement, in order
   StatementClass overall = StatementClass::kEmpty;
   std::string parse_error;  // why it could not be classified, when overall is kUnknown
+  // Some fact came from a literal's value (see the file comment): valid for this exact text only.
+  bool literal_sensitive = false;
 
   // Nothing in it writes, changes the schema or privileges, or escapes classification.
   bool read_only() const { return overall <= StatementClass::kOther; }
@@ -76,13 +97,22 @@ struct CopyOutFacts {
 // which the shape cache does not see). Empty when there is none or the text does not parse.
 std::vector<CopyOutFacts> CopyOutputs(absl::string_view sql);
 
+// Functions with effects a read-only transaction does not stop (large objects, other sessions,
+// remote SQL, server files): a statement calling one is a write.
+const std::vector<std::string>& WritingFunctions();
+
+// Functions that run SQL given to them as a string: what they run is invisible to the agent.
+const std::vector<std::string>& SqlFromStringFunctions();
+
 // Texts longer than this are not parsed (kUnknown): parsing cost must stay bounded.
 inline constexpr size_t kMaxParseBytes = 1 << 20;
 
 // Parses and classifies `sql` (no cache).
 StatementInfo AnalyzeStatement(absl::string_view sql);
 
-// AnalyzeStatement results by shape, bounded. Not thread-safe: one per thread.
+// AnalyzeStatement results by shape, bounded. Not thread-safe: one per thread. Only analyses
+// that no literal decided are kept, and only for texts the lexer saw whole (a text longer than
+// sql::kMaxLexBytes is normalized on its prefix only, so it is always analyzed afresh).
 class StatementCache {
  public:
   explicit StatementCache(size_t max_entries = 4096) : max_entries_(max_entries) {}

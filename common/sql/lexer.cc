@@ -134,9 +134,24 @@ absl::string_view Normalize(absl::string_view sql, std::string* normalized) {
         ++i;
         continue;
       }
-      while (i < sql.size() && (absl::ascii_isalnum(sql[i]) || sql[i] == '.' || sql[i] == '_' ||
-                                ((sql[i] == '+' || sql[i] == '-') && (sql[i - 1] == 'e' || sql[i - 1] == 'E')))) {
+      // Exactly PostgreSQL 15's number tokens (digits, one '.', an exponent with digits): what
+      // follows, letters included (`1or`, `0x1F`), is another token, as the server reads it.
+      // Normalized texts are cache keys, so the two must end a literal at the same byte.
+      auto digits = [&] {
+        while (i < sql.size() && absl::ascii_isdigit(sql[i])) ++i;
+      };
+      digits();
+      if (i < sql.size() && sql[i] == '.' && !(i + 1 < sql.size() && sql[i + 1] == '.')) {
         ++i;
+        digits();
+      }
+      if (i < sql.size() && (sql[i] == 'e' || sql[i] == 'E')) {
+        size_t e = i + 1;
+        if (e < sql.size() && (sql[e] == '+' || sql[e] == '-')) ++e;
+        if (e < sql.size() && absl::ascii_isdigit(sql[e])) {
+          i = e;
+          digits();
+        }
       }
       n.push_back('?');
     } else if (c == '"') {
@@ -173,6 +188,81 @@ absl::string_view Normalize(absl::string_view sql, std::string* normalized) {
   }
   if (first_len == 0 || first_at + first_len > n.size()) return absl::string_view();
   return absl::string_view(n).substr(first_at, first_len);
+}
+
+bool DependsOnStandardConformingStrings(absl::string_view sql) {
+  if (sql.find('\\') == absl::string_view::npos) return false;  // the common case: no backslash at all
+  size_t i = 0;
+  bool after_ident = false;  // the previous token was an identifier or keyword (E'' needs none)
+  while (i < sql.size()) {
+    char c = sql[i];
+    if (c == '-' && i + 1 < sql.size() && sql[i + 1] == '-') {
+      while (i < sql.size() && sql[i] != '\n') ++i;
+      after_ident = false;
+    } else if (c == '/' && i + 1 < sql.size() && sql[i + 1] == '*') {
+      int depth = 0;
+      while (i < sql.size()) {
+        if (sql[i] == '/' && i + 1 < sql.size() && sql[i + 1] == '*') {
+          ++depth;
+          i += 2;
+        } else if (sql[i] == '*' && i + 1 < sql.size() && sql[i + 1] == '/') {
+          i += 2;
+          if (--depth == 0) break;
+        } else {
+          ++i;
+        }
+      }
+      if (depth > 0) return true;
+      after_ident = false;
+    } else if (c == '\'' || ((c == 'E' || c == 'e') && !after_ident && i + 1 < sql.size() && sql[i + 1] == '\'')) {
+      bool escape = c != '\'';
+      i += escape ? 2 : 1;
+      bool closed = false;
+      while (i < sql.size()) {
+        if (sql[i] == '\\') {
+          if (!escape) return true;
+          i += 2;
+        } else if (sql[i] == '\'') {
+          if (i + 1 < sql.size() && sql[i + 1] == '\'') {
+            i += 2;
+          } else {
+            ++i;
+            closed = true;
+            break;
+          }
+        } else {
+          ++i;
+        }
+      }
+      if (!closed) return true;
+      after_ident = false;
+    } else if (c == '$' && i + 1 < sql.size() && (sql[i + 1] == '$' || IdentStart(sql[i + 1])) && !after_ident) {
+      size_t end_tag = sql.find('$', i + 1);
+      if (end_tag == absl::string_view::npos) return true;
+      absl::string_view tag = sql.substr(i, end_tag - i + 1);
+      size_t close = sql.find(tag, end_tag + 1);
+      if (close == absl::string_view::npos) return true;
+      i = close + tag.size();
+      after_ident = false;
+    } else if (c == '"') {
+      ++i;
+      while (i < sql.size()) {
+        if (sql[i] == '"' && i + 1 < sql.size() && sql[i + 1] == '"') {
+          i += 2;
+        } else if (sql[i++] == '"') {
+          break;
+        }
+      }
+      after_ident = true;
+    } else if (IdentStart(c)) {
+      while (i < sql.size() && IdentChar(sql[i])) ++i;
+      after_ident = true;
+    } else {
+      after_ident = absl::ascii_isdigit(c) && after_ident;
+      ++i;
+    }
+  }
+  return false;
 }
 
 Shape Analyze(absl::string_view sql) {

@@ -25,4 +25,10 @@ Shape Analyze(absl::string_view sql);
 // returns the first keyword, lower-cased (a view into *normalized, empty when there is none).
 absl::string_view Normalize(absl::string_view sql, std::string* normalized);
 
+// Whether `sql` has a string constant whose meaning depends on standard_conforming_strings: a
+// '...' (or N'...', U&'...') constant holding a backslash, which the server reads as an escape
+// when the setting is off. E'...' and $$...$$ read the same either way. Conservative: an
+// unterminated text counts as sensitive.
+bool DependsOnStandardConformingStrings(absl::string_view sql);
+
 }  // namespace sluice::sql

@@ -50,6 +50,31 @@ TEST(MaskingPolicy, ColumnsByGlobCaseInsensitiveAndTheStrictestWins) {
   EXPECT_FALSE(p.ForLabel("ssn"));
 }
 
+TEST(MaskingPolicy, AnyColumnOfATableForWholeRowReferences) {
+  v1::PolicySnapshot s = Snapshot();
+  MaskingPolicy p(s, s.connections(0), "idp", "alice", {"analyst"});
+  // customers: "*.email" (hash), "Customers.SSN" (partial), "customers.ssn" (redact): redact wins.
+  auto customers = p.ForAnyColumnOf("Customers");
+  ASSERT_TRUE(customers);
+  EXPECT_EQ(customers->strategy, v1::MASKING_STRATEGY_REDACT);
+  EXPECT_EQ(*customers->rule, "strict-ids");
+  // "cust*.card_*" (partial) and "*.email" (hash): hash reveals less.
+  EXPECT_EQ(p.ForAnyColumnOf("cust_2024")->strategy, v1::MASKING_STRATEGY_HASH);
+  // Only "*.email" selects a column of orders.
+  auto orders = p.ForAnyColumnOf("orders");
+  ASSERT_TRUE(orders);
+  EXPECT_EQ(*orders->rule, "emails");
+  // Without a "*." pattern nothing selects an unrelated table.
+  v1::PolicySnapshot narrow = Snapshot();
+  narrow.mutable_masking_rules()->DeleteSubrange(0, 1);  // drop "emails"
+  MaskingPolicy q(narrow, narrow.connections(0), "idp", "alice", {"analyst"});
+  EXPECT_FALSE(q.ForAnyColumnOf("orders"));
+  EXPECT_TRUE(q.ForAnyColumnOf("customers"));
+  // An exempt caller: no rule.
+  MaskingPolicy exempt(s, s.connections(0), "idp", "bob", {"dpo"});
+  EXPECT_FALSE(exempt.ForAnyColumnOf("customers"));
+}
+
 TEST(MaskingPolicy, DetectorsUseTheStrictestStrategyOfTheirRules) {
   v1::PolicySnapshot s = Snapshot();
   MaskingPolicy p(s, s.connections(0), "idp", "alice", {"analyst"});

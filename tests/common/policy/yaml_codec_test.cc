@@ -36,8 +36,11 @@ TEST(YamlCodec, ParsesTheExamplePolicy) {
   const v1::ApprovalPolicy& ap = p.resources[3].approval_policy();
   EXPECT_EQ(ap.timeout().seconds(), 300);
   const v1::Guardrail& g = p.resources[4].guardrail();
-  ASSERT_EQ(g.rules_size(), 4);
+  ASSERT_EQ(g.rules_size(), 6);
   EXPECT_EQ(g.rules(3).action(), v1::GUARDRAIL_ACTION_REQUIRE_APPROVAL);
+  EXPECT_EQ(g.rules(4).match(), "unknown");  // DO blocks wait for a DBA, like DDL
+  EXPECT_EQ(g.rules(4).action(), v1::GUARDRAIL_ACTION_REQUIRE_APPROVAL);
+  EXPECT_EQ(g.rules(5).match(), "dangerous_function");
   EXPECT_EQ(p.resources[5].masking_rule().strategy(), v1::MASKING_STRATEGY_PARTIAL);
 }
 
@@ -100,6 +103,20 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"kind: Connection\nname: c\nprotocol: postgres\nupstream: {host: db, port: 5432}\n"
                 "credentials: {username: u, password: p}\n",
                 "agents: required"},
+        BadCase{std::string(kGoodConnection) + "limits: {max_sessions: 10, max_sessions_per_identity: 11}\n",
+                "document 1 (Connection orders): limits.max_sessions_per_identity: 11 is more than "
+                "limits.max_sessions (10)"},
+        BadCase{std::string(kGoodConnection) + "limits: {max_sessions_per_identity: 91}\n",
+                "limits.max_sessions_per_identity: 91 is more than limits.max_sessions (90, the default)"},
+        BadCase{std::string(kGoodConnection) + "limits: {max_sessions: 100001}\n",
+                "limits.max_sessions: 100001 is more than the cap of 100000"},
+        BadCase{std::string(kGoodConnection) + "limits: {max_sessions_per_identity: 4294967295}\n",
+                "limits.max_sessions_per_identity: 4294967295 is more than the cap of 100000"},
+        BadCase{std::string(kGoodConnection) + "limits: {max_sessions: -1}\n",
+                "limits.max_sessions: expected a non-negative integer, got '-1'"},
+        BadCase{std::string(kGoodConnection) + "limits: {max_session: 5}\n",
+                "limits.max_session: unknown field; fields of ConnectionLimits are: max_sessions, "
+                "max_sessions_per_identity"},
         BadCase{"kind: Connection\nname: Bad_Name\n", "name: use lower-case letters"},
         BadCase{"kind: Issuer\nname: i\nissuer: https://x\naudience: s\njwks: {inline: 'nope'}\n",
                 "jwks.inline: must be a JWKS JSON document"},
@@ -121,6 +138,30 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"kind: Connection\nname: a\n  bad indent: [\n", "YAML syntax error at line"},
         BadCase{"- just\n- a list\n", "document 1: expected a mapping, got a list"}),
     [](const ::testing::TestParamInfo<BadCase>& info) { return "case" + std::to_string(info.index); });
+
+TEST(YamlCodec, ConnectionLimitsRoundTrip) {
+  ParsedDocuments p = ParseYamlDocuments(std::string(kGoodConnection) +
+                                         "limits: {max_sessions: 200, max_sessions_per_identity: 200}\n");
+  ASSERT_TRUE(p.errors.empty()) << ::testing::PrintToString(Errors(p));
+  const v1::Connection& c = p.resources[0].connection();
+  EXPECT_EQ(c.limits().max_sessions(), 200u);
+  EXPECT_EQ(c.limits().max_sessions_per_identity(), 200u);
+  std::string yaml = ResourceToYaml(p.resources[0]);
+  EXPECT_THAT(yaml, HasSubstr("limits: {max_sessions: 200, max_sessions_per_identity: 200}"));
+  ParsedDocuments again = ParseYamlDocuments(yaml);
+  ASSERT_TRUE(again.errors.empty()) << yaml;
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(p.resources[0], again.resources[0])) << yaml;
+  // One limit alone: the other keeps its default (0), and a per-caller limit under the default
+  // total is fine.
+  ParsedDocuments one = ParseYamlDocuments(std::string(kGoodConnection) + "limits: {max_sessions_per_identity: 5}\n");
+  ASSERT_TRUE(one.errors.empty()) << ::testing::PrintToString(Errors(one));
+  EXPECT_EQ(one.resources[0].connection().limits().max_sessions(), 0u);
+  // Without a limits block nothing is shown.
+  ParsedDocuments none = ParseYamlDocuments(kGoodConnection);
+  ASSERT_TRUE(none.errors.empty());
+  EXPECT_FALSE(none.resources[0].connection().has_limits());
+  EXPECT_THAT(ResourceToYaml(none.resources[0]), ::testing::Not(HasSubstr("limits")));
+}
 
 TEST(YamlCodec, EveryDocumentIsReported) {
   ParsedDocuments p = ParseYamlDocuments(

@@ -48,5 +48,26 @@ TEST(SqlLexer, NormalizeReturnsTheFirstKeyword) {
   EXPECT_EQ(n, "");
 }
 
+TEST(SqlLexer, StringsWhoseMeaningDependsOnStandardConformingStrings) {
+  EXPECT_TRUE(DependsOnStandardConformingStrings("SELECT 'a\\' , ' ; DELETE FROM orders; -- '"));
+  EXPECT_TRUE(DependsOnStandardConformingStrings("SELECT N'\\x'"));
+  EXPECT_TRUE(DependsOnStandardConformingStrings("SELECT 'unterminated \\"));
+  EXPECT_FALSE(DependsOnStandardConformingStrings("SELECT E'a\\' , ' ; x"));
+  EXPECT_FALSE(DependsOnStandardConformingStrings("SELECT $$a\\$$, \"we\\ird\" -- '\\'\n"));
+  EXPECT_FALSE(DependsOnStandardConformingStrings("SELECT 'plain' /* '\\' */"));
+  EXPECT_FALSE(DependsOnStandardConformingStrings("SELECT 1"));
+}
+
+TEST(SqlLexer, NumbersEndAsPostgresEndsThem) {
+  std::string a, b;
+  Normalize("DELETE FROM t WHERE id = 1or true", &a);
+  Normalize("DELETE FROM t WHERE id = 1e1", &b);
+  EXPECT_NE(a, b);
+  Normalize("SELECT 1.5e-3, .5, 10", &a);
+  EXPECT_EQ(a, "select ?, ?, ?");
+  Normalize("SELECT 0x1F", &a);
+  EXPECT_EQ(a, "select ?x1f");  // 0 and an alias, to PostgreSQL 15
+}
+
 }  // namespace
 }  // namespace sluice::sql
