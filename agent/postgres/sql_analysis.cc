@@ -587,6 +587,7 @@ StatementInfo AnalyzeStatement(absl::string_view sql) {
   t_text = text;
   PgQueryParseResult result = pg_query_parse(text.c_str());
   if (result.error != nullptr) {
+    t_text = absl::string_view();
     info.overall = StatementClass::kUnknown;
     info.parse_error = result.error->message != nullptr ? result.error->message : "parse error";
     info.statements.emplace_back();  // one unclassifiable statement
@@ -595,6 +596,10 @@ StatementInfo AnalyzeStatement(absl::string_view sql) {
   }
   json tree = json::parse(result.parse_tree != nullptr ? result.parse_tree : "{}", nullptr, false);
   pg_query_free_parse_result(result);
+  // t_text refers to `text` only while this function walks the tree.
+  struct ClearText {
+    ~ClearText() { t_text = absl::string_view(); }
+  } clear_text;
   auto stmts = tree.is_object() ? tree.find("stmts") : tree.end();
   if (!tree.is_object() || stmts == tree.end() || !stmts->is_array()) {
     info.overall = tree.is_object() ? StatementClass::kEmpty : StatementClass::kUnknown;
