@@ -424,7 +424,9 @@ std::vector<Col> Analyzer::Top(const json& stmt) {
     std::vector<Col> cols = Select(b, nullptr);
     if (const json* into = Get(b, "intoClause")) {
       const json* rel = Get(*into, "rel");
-      EscapeCols(cols, absl::StrCat("SELECT INTO ", rel != nullptr ? Str(*rel, "relname") : ""));
+      std::string name = rel != nullptr ? Str(*rel, "relname") : "";
+      if (!name.empty()) Table(name);
+      EscapeCols(cols, absl::StrCat("SELECT INTO ", name));
       return {};
     }
     return cols;
@@ -806,7 +808,10 @@ void Analyzer::BindCtes(const json& with, Level* lv) {
       continue;
     }
     std::string name = Str(*cte.body, "ctename");
-    ctes.push_back(Cte{name, q, &List(*cte.body, "aliascolnames"), false});
+    // SEARCH and CYCLE add columns computed from the CTE's: treated as a recursive CTE's, whose
+    // every column may hold any of its values.
+    bool extra = Get(*cte.body, "search_clause") != nullptr || Get(*cte.body, "cycle_clause") != nullptr;
+    ctes.push_back(Cte{name, q, &List(*cte.body, "aliascolnames"), extra});
   }
   auto bind = [&](const Cte& c) {
     std::vector<Col> cols = Stmt(*c.query, lv);
@@ -827,7 +832,7 @@ void Analyzer::BindCtes(const json& with, Level* lv) {
   // empty relation first, then all are analysed again until what they derive from stops growing
   // (it only grows, and is bounded by the columns the statement names).
   for (auto& c : ctes) {
-    c.self = MentionsRelation(*c.query, c.name);
+    c.self = c.self || MentionsRelation(*c.query, c.name);
     auto open = std::make_shared<Rel>();
     open->kind = Rel::Kind::kDerived;
     open->name = c.name;
@@ -912,11 +917,16 @@ void Analyzer::AddFrom(const json& item, Level* lv) {
     AddFrom(*r, lv);
     if (Bool(b, "isNatural") || !List(b, "usingClause").empty()) lv->merged = true;
     ReadField(b, "quals", lv);
-    if (!alias_name.empty()) {
+    // `(a JOIN b) AS j`, and `a JOIN b USING (id) AS j` (j.id: the merged column).
+    const json* using_alias = Get(b, "join_using_alias");
+    for (std::string name : {alias_name, using_alias != nullptr ? Str(*using_alias, "aliasname") : ""}) {
+      if (name.empty()) continue;
       auto join = std::make_shared<Rel>();
       join->kind = Rel::Kind::kJoin;
-      join->name = alias_name;
-      join->members.assign(lv->rels.begin() + first, lv->rels.end());
+      join->name = std::move(name);
+      for (size_t i = first; i < lv->rels.size(); ++i) {
+        if (lv->rels[i]->kind != Rel::Kind::kJoin) join->members.push_back(lv->rels[i]);
+      }
       lv->rels.push_back(std::move(join));
     }
   } else if (x.kind == "RangeFunction" || x.kind == "RangeTableFunc") {
@@ -1173,7 +1183,11 @@ void Analyzer::ColumnRef(const json& ref, const Level* lv, Sources* out, bool* p
     }
   }
   Read(s);
-  AddAll(out, s);
+  if (out->empty()) {
+    *out = std::move(s);
+  } else {
+    AddAll(out, s);
+  }
 }
 
 // An unqualified column: every relation in scope that could have it, innermost query first; a
@@ -1257,6 +1271,7 @@ std::string Describe(const SourceColumn& c) {
 
 StatementLineage ComputeLineage(const nlohmann::json& stmt) {
   StatementLineage out;
+  out.reads.reserve(4);
   Analyzer a(&out);
   try {
     for (auto& c : a.Top(stmt)) {

@@ -140,6 +140,13 @@ TEST(Lineage, RecursiveCtesMixTheirColumns) {
   l = L("WITH RECURSIVE r(a) AS (SELECT ssn FROM customers UNION SELECT a FROM r WHERE pg_notify('c', a) IS NULL) "
         "SELECT 1 FROM r");
   EXPECT_THAT(l.escapes, ElementsAre(E("customers", "ssn", "pg_notify")));
+  // CYCLE's path and SEARCH's ordering columns hold the CTE's values.
+  l = L("WITH RECURSIVE t(id) AS (SELECT ssn FROM customers UNION ALL SELECT id FROM t) "
+        "CYCLE id SET is_cycle USING path SELECT path FROM t");
+  EXPECT_THAT(l.outputs[0].sources, ElementsAre(C("customers", "ssn")));
+  l = L("WITH RECURSIVE t(id) AS (SELECT ssn FROM customers UNION ALL SELECT id FROM t) "
+        "SEARCH DEPTH FIRST BY id SET ord SELECT ord FROM t");
+  EXPECT_THAT(l.outputs[0].sources, ElementsAre(C("customers", "ssn")));
   l = L("WITH RECURSIVE t AS (SELECT 1 AS n UNION ALL SELECT n + 1 FROM t WHERE n < 5) SELECT n FROM t");
   EXPECT_THAT(l.outputs[0].sources, IsEmpty());
   EXPECT_TRUE(l.opaque.empty());
@@ -239,6 +246,10 @@ TEST(Lineage, PlainColumnsAliasesAndJoins) {
   // An aliased join.
   l = L("SELECT j.ssn FROM (customers c JOIN orders o ON true) j");
   EXPECT_THAT(l.outputs[0].sources, UnorderedElementsAre(C("customers", "ssn"), C("orders", "ssn")));
+
+  // JOIN ... USING (id) AS x: x.id is either side's id.
+  l = L("SELECT x.id FROM customers JOIN orders USING (id) AS x");
+  EXPECT_THAT(l.outputs[0].sources, UnorderedElementsAre(C("customers", "id"), C("orders", "id")));
 
   // With no table to take it from, a column is unresolved.
   l = L("SELECT ssn");
@@ -395,6 +406,7 @@ TEST(Lineage, StatementsThatKeepValuesAreEscapes) {
   l = L("SELECT ssn INTO x FROM customers");
   EXPECT_THAT(l.escapes, ElementsAre(E("customers", "ssn", "SELECT INTO x")));
   EXPECT_THAT(l.outputs, IsEmpty());
+  EXPECT_THAT(l.tables, UnorderedElementsAre("x", "customers"));
   l = L("CREATE MATERIALIZED VIEW mv AS SELECT * FROM customers");
   EXPECT_THAT(l.escapes, ElementsAre(E("customers", "", "CREATE MATERIALIZED VIEW mv")));
   // A view's columns are the view's on the wire, no longer the table's: plain ones escape too.
