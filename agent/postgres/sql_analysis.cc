@@ -177,7 +177,46 @@ std::optional<Constant> ConstantOf(const json& node, bool* sensitive) {
   return std::nullopt;
 }
 
-std::optional<bool> Compare(const std::string& op, const Constant& l, const Constant& r) {
+// A string constant read as a boolean the way PostgreSQL reads an unknown-typed literal in a
+// boolean context ('t', 'yes', 'on', '1', ...); nullopt when it is none.
+std::optional<bool> BoolText(const std::string& text) {
+  std::string l = absl::AsciiStrToLower(absl::StripAsciiWhitespace(text));
+  if (l == "t" || l == "tr" || l == "tru" || l == "true" || l == "y" || l == "ye" || l == "yes" || l == "on" ||
+      l == "1") {
+    return true;
+  }
+  if (l == "f" || l == "fa" || l == "fal" || l == "fals" || l == "false" || l == "n" || l == "no" || l == "of" ||
+      l == "off" || l == "0") {
+    return false;
+  }
+  return std::nullopt;
+}
+
+// `c` as the kind of `other`, as PostgreSQL coerces an unknown-typed string literal to the other
+// side's type.
+Constant Coerced(const Constant& c, const Constant& other) {
+  if (c.kind != Constant::kString || other.kind == Constant::kString) return c;
+  Constant out = c;
+  if (other.kind == Constant::kBool) {
+    if (auto b = BoolText(c.str)) {
+      out.kind = Constant::kBool;
+      out.b = *b;
+    }
+  } else if (other.kind == Constant::kNumber) {
+    std::string text(absl::StripAsciiWhitespace(c.str));
+    char* end = nullptr;
+    double v = std::strtod(text.c_str(), &end);
+    if (!text.empty() && end != nullptr && *end == '\0') {
+      out.kind = Constant::kNumber;
+      out.number = v;
+    }
+  }
+  return out;
+}
+
+std::optional<bool> Compare(const std::string& op, const Constant& given_l, const Constant& given_r) {
+  Constant l = Coerced(given_l, given_r);
+  Constant r = Coerced(given_r, given_l);
   if (l.kind == Constant::kNull || r.kind == Constant::kNull) return std::nullopt;  // NULL: never true
   // Two constants, one of which cannot be read: it could be true (fail closed for guardrails).
   if (l.kind == Constant::kUnreadable || r.kind == Constant::kUnreadable) return true;
@@ -207,10 +246,14 @@ bool HasColumnRef(const json& node) {
   return Contains(node, *kinds);
 }
 
+// `*sensitive` is set only where a literal's value decided the answer (a column compared with a
+// constant decides nothing: `aid = 1` is cached by shape).
 std::optional<bool> Truth(const json& node, bool* sensitive, int depth = 0) {
   if (!node.is_object() || depth > 64) return std::nullopt;
   if (auto v = ConstantOf(node, sensitive)) {
     if (v->kind == Constant::kBool) return v->b;
+    if (v->kind == Constant::kString) return BoolText(v->str);  // WHERE 't'
+    if (v->kind == Constant::kUnreadable) return true;  // fail closed, as Compare does
     return std::nullopt;
   }
   if (auto b = node.find("BoolExpr"); b != node.end() && b->is_object()) {
@@ -238,7 +281,9 @@ std::optional<bool> Truth(const json& node, bool* sensitive, int depth = 0) {
   if (auto t = node.find("NullTest"); t != node.end() && t->is_object()) {
     auto arg = t->find("arg");
     if (arg == t->end()) return std::nullopt;
-    auto v = ConstantOf(*arg, sensitive);
+    bool probe = false;
+    auto v = ConstantOf(*arg, &probe);
+    *sensitive = *sensitive || (v.has_value() && probe);
     if (!v) return std::nullopt;
     bool is_null = v->kind == Constant::kNull;
     return t->value("nulltesttype", "") == "IS_NULL" ? is_null : !is_null;
@@ -264,9 +309,13 @@ std::optional<bool> Truth(const json& node, bool* sensitive, int depth = 0) {
   if (l == e->end() || r == e->end()) return std::nullopt;
   std::string kind = e->value("kind", "");
   if (kind == "AEXPR_OP") {
-    auto lc = ConstantOf(*l, sensitive);
-    auto rc = ConstantOf(*r, sensitive);
-    if (lc && rc) return Compare(op, *lc, *rc);
+    bool probe = false;
+    auto lc = ConstantOf(*l, &probe);
+    auto rc = ConstantOf(*r, &probe);
+    if (lc && rc) {
+      *sensitive = *sensitive || probe;
+      return Compare(op, *lc, *rc);
+    }
     // The same expression on both sides, with nothing that varies by row.
     if (op == "=" && !HasColumnRef(*l) && WithoutLocations(*l) == WithoutLocations(*r)) {
       *sensitive = true;
@@ -275,9 +324,11 @@ std::optional<bool> Truth(const json& node, bool* sensitive, int depth = 0) {
     return std::nullopt;
   }
   if (kind == "AEXPR_IN" && (op == "=" || op == "<>")) {
-    auto lc = ConstantOf(*l, sensitive);
+    bool probe = false;
+    auto lc = ConstantOf(*l, &probe);
     auto items = r->value("/List/items"_json_pointer, json::array());
     if (!lc || !items.is_array()) return std::nullopt;
+    *sensitive = *sensitive || probe;
     bool any = false;
     for (const auto& item : items) {
       auto ic = ConstantOf(item, sensitive);

@@ -493,35 +493,5 @@ TEST(Lineage, MalformedTreesDoNotThrow) {
 
 // The cost: AnalyzeStatement with the lineage against the lineage alone, on a pgbench-like
 // statement (it runs once per statement shape; results are cached by shape).
-TEST(Lineage, CostAgainstAnalyzeStatement) {
-  const char* sql = "SELECT abalance FROM pgbench_accounts WHERE aid = 1";
-  PgQueryParseResult r = pg_query_parse(sql);
-  ASSERT_EQ(r.error, nullptr);
-  nlohmann::json tree = nlohmann::json::parse(r.parse_tree);
-  pg_query_free_parse_result(r);
-  const nlohmann::json& stmt = tree["stmts"][0]["stmt"];
-  using Clock = std::chrono::steady_clock;
-  constexpr int kRuns = 2000;
-  size_t sink = 0;
-  double analyze = 1e9, lineage = 1e9;  // best of several rounds, in microseconds per statement
-  for (int round = 0; round < 5; ++round) {
-    auto t0 = Clock::now();
-    for (int i = 0; i < kRuns; ++i) sink += AnalyzeStatement(sql).statements.size();
-    auto t1 = Clock::now();
-    for (int i = 0; i < kRuns; ++i) sink += ComputeLineage(stmt).reads.size();
-    auto t2 = Clock::now();
-    analyze = std::min(analyze, std::chrono::duration<double, std::micro>(t1 - t0).count() / kRuns);
-    lineage = std::min(lineage, std::chrono::duration<double, std::micro>(t2 - t1).count() / kRuns);
-  }
-  double without = analyze - lineage;
-  double added = lineage / without;
-  std::cout << "  AnalyzeStatement(\"" << sql << "\"): " << analyze << " us with lineage, " << without
-            << " us without; lineage " << lineage << " us = +" << added * 100 << "%\n";
-  RecordProperty("lineage_added_percent", std::to_string(added * 100));
-  EXPECT_GT(sink, 0u);
-  // ~10% is the goal; the bound leaves room for a loaded machine's noise.
-  EXPECT_LT(added, 0.20);
-}
-
 }  // namespace
 }  // namespace sluice::agent::postgres

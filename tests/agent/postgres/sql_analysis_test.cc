@@ -134,13 +134,15 @@ TEST(SqlAnalysis, ConstantWhereClausesThatHoldForEveryRow) {
                           "DELETE FROM t WHERE NULL IS NULL", "DELETE FROM t WHERE 1 IN (1, 2)",
                           "DELETE FROM t WHERE (1 = 1) IS TRUE", "DELETE FROM t WHERE -1 < 0 AND true",
                           "DELETE FROM t WHERE -5 > -10", "DELETE FROM t WHERE 0 = 0", "DELETE FROM t WHERE - 2 = -2",
-                          "DELETE FROM t WHERE -(3) < -(4)"}) {
+                          "DELETE FROM t WHERE -(3) < -(4)", "DELETE FROM t WHERE 't'", "DELETE FROM t WHERE 'yes'",
+                          "DELETE FROM t WHERE 't' = true", "DELETE FROM t WHERE '1' = 1", "DELETE FROM t WHERE NOT 'off'"}) {
     EXPECT_TRUE(Guards(sql, "delete_without_where")) << sql;
   }
   for (const char* sql : {"DELETE FROM t WHERE 1 = 2", "DELETE FROM t WHERE 2 < 1", "DELETE FROM t WHERE id = 1",
                           "DELETE FROM t WHERE 1 = 1 AND id = 3", "DELETE FROM t WHERE NULL = NULL",
                           "DELETE FROM t WHERE 'b' > 'a'", "DELETE FROM t WHERE id = id",
-                          "DELETE FROM t WHERE -10 > -5", "DELETE FROM t WHERE random() = random()"}) {
+                          "DELETE FROM t WHERE -10 > -5", "DELETE FROM t WHERE random() = random()",
+                          "DELETE FROM t WHERE 'f'", "DELETE FROM t WHERE '2' = 1"}) {
     EXPECT_FALSE(Guards(sql, "delete_without_where")) << sql;
   }
   EXPECT_TRUE(Guards("UPDATE t SET a = 1 WHERE 3 >= 3", "update_without_where"));
@@ -171,6 +173,10 @@ TEST(SqlAnalysis, DecisionsThatReadALiteralAreNotSharedByShape) {
   EXPECT_EQ(cache.Get("SET default_transaction_read_only = 'off'").statements[0].settings[0].value, "off");
   EXPECT_TRUE(AnalyzeStatement("DELETE FROM t WHERE 1 = 2").literal_sensitive);
   EXPECT_FALSE(AnalyzeStatement("SELECT abalance FROM pgbench_accounts WHERE aid = 1").literal_sensitive);
+  // A column compared with a constant decides nothing by the constant's value: cached by shape.
+  EXPECT_FALSE(AnalyzeStatement("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = 2").literal_sensitive);
+  EXPECT_FALSE(AnalyzeStatement("DELETE FROM t WHERE id IN (1, 2) AND x IS NULL").literal_sensitive);
+  EXPECT_TRUE(AnalyzeStatement("DELETE FROM t WHERE 1 IN (1, 2)").literal_sensitive);
 }
 
 TEST(SqlAnalysis, TextsLongerThanTheLexerReadsAreAnalyzedWhole) {
