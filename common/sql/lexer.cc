@@ -57,6 +57,24 @@ absl::string_view Classify(absl::string_view first, absl::string_view normalized
   return "other";
 }
 
+// Skips the block comment starting at sql[*i] ("/*"); PostgreSQL's block comments nest. Returns
+// false when it is not closed (the text ends inside it).
+bool SkipBlockComment(absl::string_view sql, size_t* i) {
+  int depth = 0;
+  while (*i < sql.size()) {
+    if (sql[*i] == '/' && *i + 1 < sql.size() && sql[*i + 1] == '*') {
+      ++depth;
+      *i += 2;
+    } else if (sql[*i] == '*' && *i + 1 < sql.size() && sql[*i + 1] == '/') {
+      *i += 2;
+      if (--depth == 0) return true;
+    } else {
+      ++*i;
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 absl::string_view Normalize(absl::string_view sql, std::string* normalized) {
@@ -79,18 +97,7 @@ absl::string_view Normalize(absl::string_view sql, std::string* normalized) {
       while (i < sql.size() && sql[i] != '\n') ++i;
       space();
     } else if (c == '/' && i + 1 < sql.size() && sql[i + 1] == '*') {
-      int depth = 0;  // PostgreSQL block comments nest
-      while (i < sql.size()) {
-        if (sql[i] == '/' && i + 1 < sql.size() && sql[i + 1] == '*') {
-          ++depth;
-          i += 2;
-        } else if (sql[i] == '*' && i + 1 < sql.size() && sql[i + 1] == '/') {
-          i += 2;
-          if (--depth == 0) break;
-        } else {
-          ++i;
-        }
-      }
+      SkipBlockComment(sql, &i);
       space();
     } else if (c == '\'' || ((c == 'E' || c == 'e' || c == 'B' || c == 'b' || c == 'X' || c == 'x' ||
                                c == 'N' || c == 'n') &&
@@ -200,19 +207,7 @@ bool DependsOnStandardConformingStrings(absl::string_view sql) {
       while (i < sql.size() && sql[i] != '\n') ++i;
       after_ident = false;
     } else if (c == '/' && i + 1 < sql.size() && sql[i + 1] == '*') {
-      int depth = 0;
-      while (i < sql.size()) {
-        if (sql[i] == '/' && i + 1 < sql.size() && sql[i + 1] == '*') {
-          ++depth;
-          i += 2;
-        } else if (sql[i] == '*' && i + 1 < sql.size() && sql[i + 1] == '/') {
-          i += 2;
-          if (--depth == 0) break;
-        } else {
-          ++i;
-        }
-      }
-      if (depth > 0) return true;
+      if (!SkipBlockComment(sql, &i)) return true;
       after_ident = false;
     } else if (c == '\'' || ((c == 'E' || c == 'e') && !after_ident && i + 1 < sql.size() && sql[i + 1] == '\'')) {
       bool escape = c != '\'';

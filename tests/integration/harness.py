@@ -8,6 +8,8 @@ import json
 import os
 import shutil
 import signal
+import socket
+import ssl
 import struct
 import subprocess
 import tempfile
@@ -445,6 +447,43 @@ def pg_read_msg(sock):
     header = exact(5)
     (length,) = struct.unpack("!I", header[1:])
     return header[:1], exact(length - 4)
+
+
+def pg_raw_login(port, token, user="raw", database="demo"):
+    """A raw protocol session through an agent on `port`, over TLS (not verified), logged in with
+    `token`: (socket, {ParameterStatus name: value}). Raises on a refused login."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+    sock.sendall(struct.pack("!II", 8, 80877103))  # SSLRequest
+    if sock.recv(1) != b"S":
+        raise AssertionError("the agent did not accept SSLRequest")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    sock = ctx.wrap_socket(sock)
+    pg_send_startup(sock, 3 << 16, [("user", user), ("database", database)])
+    t, _ = pg_read_msg(sock)
+    if t != b"R":
+        raise AssertionError(f"expected an authentication request, got {t!r}")
+    pg_send(sock, b"p", token.encode() + b"\0")
+    params = {}
+    while True:
+        t, body = pg_read_msg(sock)
+        if t == b"E":
+            raise AssertionError(f"login refused: {body!r}")
+        if t == b"S":
+            k, v = body.split(b"\0")[:2]
+            params[k.decode()] = v.decode()
+        if t == b"Z":
+            return sock, params
+
+
+def pg_until_ready(sock):
+    """Messages up to and including ReadyForQuery: [(type, body)]."""
+    out = []
+    while True:
+        t, body = pg_read_msg(sock)
+        out.append((t, body))
+        if t == b"Z":
+            return out
 
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"

@@ -10,13 +10,11 @@ masking. The Guardrail blocks delete/update without WHERE, dangerous functions a
 
 import json
 import os
-import socket
-import ssl
 import struct
 import subprocess
 import unittest
 
-from harness import PG_BIN, Stack, TokenIssuer, pg_read_msg, pg_send, pg_send_startup, wait_for
+from harness import PG_BIN, Stack, TokenIssuer, pg_raw_login, pg_send, pg_until_ready, wait_for
 
 POLICY = """---
 kind: AccessRule
@@ -119,36 +117,9 @@ class HostileCallerTest(unittest.TestCase):
 
     def raw(self, group, sub=None):
         """A raw protocol session, logged in: (socket, ParameterStatus dict)."""
-        sock = socket.create_connection(("127.0.0.1", self.port), timeout=20)
-        pg_send_startup(sock, 80877103, [])  # SSLRequest: 8-byte packet, no parameters
-        self.assertEqual(sock.recv(1), b"S")
-        ctx = ssl.create_default_context()
-        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-        sock = ctx.wrap_socket(sock)
-        pg_send_startup(sock, 196608, [("user", "raw"), ("database", "demo")])
-        t, _ = pg_read_msg(sock)
-        self.assertEqual(t, b"R")
-        pg_send(sock, b"p", self.token(group, sub).encode() + b"\0")
-        params = {}
-        while True:
-            t, body = pg_read_msg(sock)
-            if t == b"S":
-                k, v = body.split(b"\0")[:2]
-                params[k.decode()] = v.decode()
-            if t == b"E":
-                raise AssertionError(f"login refused: {body!r}")
-            if t == b"Z":
-                return sock, params
+        return pg_raw_login(self.port, self.token(group, sub))
 
-    @staticmethod
-    def until_ready(sock):
-        """Messages up to ReadyForQuery: [(type, body)]."""
-        out = []
-        while True:
-            t, body = pg_read_msg(sock)
-            out.append((t, body))
-            if t == b"Z":
-                return out
+    until_ready = staticmethod(pg_until_ready)
 
     @staticmethod
     def error_text(msgs):
@@ -252,6 +223,11 @@ class HostileCallerTest(unittest.TestCase):
                 self.assertEqual(r.stdout.strip(), "", (lift, write))
         r = self.psql("SHOW default_transaction_read_only", "reader")
         self.assertEqual(r.stdout.strip(), "on")
+        # RESET ALL and DISCARD ALL go back to the session's start values: read-only still.
+        r = self.psql_script("RESET ALL;\nDISCARD ALL;\nSHOW default_transaction_read_only;\n"
+                             "SELECT nextval('order_ids');\n", "reader")
+        self.assertEqual(r.stdout.strip(), "on")
+        self.assertIn("read-only transaction", r.stderr)
         # A startup option cannot lift it either.
         r = self.psql("SELECT 1", "reader", env={"PGOPTIONS": "-c default_transaction_read_only=off"})
         self.assertNotEqual(r.returncode, 0)
@@ -344,6 +320,15 @@ class HostileCallerTest(unittest.TestCase):
                 self.assertIn(b"D", [t for t, _ in self.until_ready(sock)])
             finally:
                 sock.close()
+            # On a read grant, a volatile function by OID (lo_creat writes a large object) is refused.
+            sock, _ = self.raw("reader", sub="fc-reader")
+            try:
+                oid = int(self.pg.sql("SELECT 'lo_creat(int4)'::regprocedure::oid", "demo").strip())
+                msgs = self.function_call(sock, oid, [b"-1"])
+                self.assertIn("Sluice:", self.error_text(msgs))
+            finally:
+                sock.close()
+            self.assertEqual(self.pg.sql("SELECT count(*) FROM pg_largeobject_metadata", "demo").strip(), "0")
             self.assertEqual(victim.execute("SELECT 2").fetchone()[0], 2)  # still alive
         finally:
             victim.close()

@@ -10,13 +10,11 @@ Rules under test (connection demo):
 import json
 import os
 import re
-import socket
-import ssl
 import struct
 import subprocess
 import unittest
 
-from harness import PG_BIN, Stack, TokenIssuer, pg_read_msg, pg_send, pg_send_startup, wait_for
+from harness import PG_BIN, Stack, TokenIssuer, pg_raw_login, pg_read_msg, pg_send, wait_for
 
 # The demo Connection and the test Issuer come from the harness's Stack.
 POLICY = """---
@@ -346,19 +344,7 @@ class MaskingTest(unittest.TestCase):
     # --- raw protocol helpers ------------------------------------------------------------------
 
     def raw_session(self):
-        sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
-        sock.sendall(struct.pack("!II", 8, 80877103))
-        self.assertEqual(sock.recv(1), b"S")
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        sock = ctx.wrap_socket(sock)
-        pg_send_startup(sock, 3 << 16, [("user", "analyst"), ("database", "demo")])
-        t, _ = pg_read_msg(sock)
-        self.assertEqual(t, b"R")
-        token = self.idp.token(sub="raw-client", groups=["analyst"]).encode()
-        pg_send(sock, b"p", token + b"\0")
-        self.read_until_ready(sock)
+        sock, _ = pg_raw_login(self.port, self.idp.token(sub="raw-client", groups=["analyst"]), user="analyst")
         return sock
 
     send = staticmethod(pg_send)
