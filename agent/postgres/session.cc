@@ -1237,11 +1237,8 @@ class Session {
                           "42501");
     }
     if (settings) {
-      std::string problem = SettingsProblem(info, read_only);
-      if (!problem.empty()) {
-        bool lifts_read_only = absl::StrContains(problem, "read-only session");
-        return RefuseUnsafe(sql, &info, extended, problem, lifts_read_only ? "25006" : "42501");
-      }
+      SettingsVerdict v = SettingsProblem(info, read_only);
+      if (!v.problem.empty()) return RefuseUnsafe(sql, &info, extended, v.problem, v.lifts_read_only ? "25006" : "42501");
     }
     if (read_only && !info.read_only()) return RefuseReadOnly(sql, &info, extended);
     if (masked) {

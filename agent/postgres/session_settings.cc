@@ -147,14 +147,16 @@ std::string PinnedOptions(bool read_only) {
   return out;
 }
 
-std::string SettingsProblem(const StatementInfo& info, bool read_only) {
+SettingsVerdict SettingsProblem(const StatementInfo& info, bool read_only) {
   for (const StatementFacts& f : info.statements) {
     for (const SettingChange& c : f.settings) {
       std::string problem = SetProblem(c.name, c.value, c.value_known, c.reset, read_only);
-      if (!problem.empty()) return problem;
+      if (problem.empty()) continue;
+      bool lifts = read_only && (c.name == "default_transaction_read_only" || c.name == "transaction_read_only");
+      return SettingsVerdict{std::move(problem), lifts};
     }
   }
-  return "";
+  return SettingsVerdict{};
 }
 
 std::string ParameterStatusProblem(absl::string_view name, absl::string_view value, bool read_only) {

@@ -37,9 +37,13 @@ absl::StatusOr<std::string> CheckStartupOptions(absl::string_view options, bool 
 // The `-c` options the agent puts last in every upstream startup.
 std::string PinnedOptions(bool read_only);
 
-// Why `info` may not run on this session (empty: it may): a pinned setting changed, a computed
-// setting name, or read-only lifted on a read grant.
-std::string SettingsProblem(const StatementInfo& info, bool read_only);
+// Why `info` may not run on this session: a pinned setting changed, a computed setting name, or
+// read-only lifted on a read grant.
+struct SettingsVerdict {
+  std::string problem;        // empty: it may run
+  bool lifts_read_only = false;  // the problem is read-only lifted on a read grant (SQLSTATE 25006)
+};
+SettingsVerdict SettingsProblem(const StatementInfo& info, bool read_only);
 
 // Why the server's report of `name` = `value` means the session cannot go on (empty: it can).
 std::string ParameterStatusProblem(absl::string_view name, absl::string_view value, bool read_only);

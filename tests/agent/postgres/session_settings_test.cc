@@ -34,7 +34,11 @@ TEST(SessionSettings, StartupOptionsArePinnedAndChecked) {
   EXPECT_NE(PinnedOptions(false).find("standard_conforming_strings=on"), std::string::npos);
 }
 
-std::string Problem(const char* sql, bool read_only) { return SettingsProblem(AnalyzeStatement(sql), read_only); }
+std::string Problem(const char* sql, bool read_only) {
+  SettingsVerdict v = SettingsProblem(AnalyzeStatement(sql), read_only);
+  EXPECT_EQ(v.lifts_read_only, !v.problem.empty() && read_only && v.problem.find("read-only") != std::string::npos) << sql;
+  return v.problem;
+}
 
 TEST(SessionSettings, StatementsThatWouldChangeAPinnedSettingAreRefused) {
   for (const char* sql : {"SET standard_conforming_strings = off", "SET LOCAL standard_conforming_strings TO off",
