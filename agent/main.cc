@@ -11,6 +11,7 @@
 #include "absl/time/time.h"
 #include "agent/audit/spool.h"
 #include "agent/control_client.h"
+#include "agent/memory_trimmer.h"
 #include "agent/policy_holder.h"
 #include "agent/postgres/listener.h"
 #include "agent/session/limits.h"
@@ -221,6 +222,8 @@ absl::Status Run() {
     LogInfo("PostgreSQL port ", pg_port, lo.allow_plaintext ? " (TLS, plaintext allowed)" : " (TLS required)");
   }
   http.SetReady(true);
+  // Memory freed after a load of many sessions goes back to the system (agent/memory_trimmer.h).
+  MemoryTrimmer trimmer(MemoryTrimmer::Options{});
   LogInfo("sluice-agent ", kAgentVersion, " running; the MySQL and HTTP listeners are not built yet");
 
   WaitForShutdownSignal([&client] { return client.fatal_error().empty(); });

@@ -350,8 +350,9 @@ class Stack:
     """
 
     def __init__(self, name, auth="scram-sha-256", pg_tls=False, cp_args=(), app_password="pw",
-                 agent_args=()):
+                 agent_args=(), pg_max_connections=100):
         self.name, self.auth, self.pg_tls = name, auth, pg_tls
+        self.pg_max_connections = pg_max_connections
         self.cp_args, self.app_password = list(cp_args), app_password
         self.agent_args = list(agent_args)
         self.pg = self.cp = self.agent = None
@@ -359,7 +360,8 @@ class Stack:
     def __enter__(self):
         self.work = Workdir(self.name)
         try:
-            self.pg = PostgresServer(self.work.path, auth=self.auth, tls=self.pg_tls).start()
+            self.pg = PostgresServer(self.work.path, auth=self.auth, tls=self.pg_tls,
+                                     max_connections=self.pg_max_connections).start()
             self.pg.sql(f"CREATE USER app PASSWORD '{self.app_password}'")
             self.pg.sql("CREATE DATABASE demo OWNER app")
             self.cp = ControlPlane(self.work.path, extra_args=self.cp_args).start()
