@@ -517,6 +517,7 @@ class Session {
           validated += r.message.wire_size;
           continue;
         }
+        EmitCompleted();  // journaled before their answers go out (see below)
         absl::Status forwarded = co_await ForwardValidated(from, to, &validated);
         if (!forwarded.ok()) co_return forwarded;
         absl::Status st = co_await to.Write(inject);
@@ -529,11 +530,13 @@ class Session {
           validated = r.message.wire_size;
         }
       }
+      // Statements these messages complete become events (journaled: a killed agent still has
+      // them) before their answers go out, so a statement the client saw answered is never
+      // recorded as of unknown outcome. Their recording slices end with the request; the answer's
+      // bytes, recorded as they are written, open the next slice.
+      EmitCompleted();
       absl::Status forwarded = co_await ForwardValidated(from, to, &validated);
       if (!forwarded.ok()) co_return forwarded;
-      // Statements the relayed messages completed become events only now, after the answer is on
-      // its way to the client: the audit work is off the query's critical path.
-      EmitCompleted();
       FlushRecording();
       if (audit_failed_) co_return co_await EndUnaudited();
       absl::Status st = co_await from.ReadMore(limits().max_message_bytes + 5);
