@@ -144,10 +144,14 @@ std::string ControlClient::StatusJson() const {
                   {"in_flight", st.in_flight_events},
                   {"buffer_bytes", st.bytes},
                   {"unspooled", st.unspooled_events},
+                  {"unwritten", st.unwritten_events},
                   {"evicted", st.evicted_events},
                   {"spool_bytes", st.spool_bytes},
                   {"spool_segments", st.spool_segments},
                   {"spool_error", st.spool_error},
+                  {"spool_error_since_unix_ms", st.spool_error_since_ms},
+                  {"accepting_sessions", st.refusing.empty()},
+                  {"refusing", st.refusing},
                   {"journal_overflows", st.journal_overflows},
                   {"inflight_uncovered", st.inflight_uncovered}};
   }
@@ -317,6 +321,10 @@ bool ControlClient::ConnectOnce() {
     hello->set_applied_version(applied_version_);
     hello->set_audit_public_key(options_.audit_public_key);
   }
+  // The audit state the control plane last heard (agents list, metrics): told again at once
+  // when it changes.
+  std::string audit_reported = options_.events != nullptr ? options_.events->RefusalReason() : "";
+  hello->set_audit_error(audit_reported);
   bool ok = stream->Write(hello_msg);
 
   // The writer: audit chunks as soon as events are queued, a heartbeat when idle.
@@ -350,9 +358,20 @@ bool ControlClient::ConnectOnce() {
         absl::MutexLock lock(&write_mu);
         write_mu.AwaitWithTimeout(absl::Condition(&done), absl::Milliseconds(50));
       }
+      std::string audit = options_.events != nullptr ? options_.events->RefusalReason() : "";
+      if (audit != audit_reported && out.has_audit()) {  // a busy agent tells it before its events
+        v1::AgentMessage beat;
+        beat.mutable_heartbeat()->set_time_unix_ms(NowUnixMs());
+        beat.mutable_heartbeat()->set_audit_error(audit);
+        absl::MutexLock lock(&write_mu);
+        if (done || !stream->Write(beat)) break;
+        audit_reported = audit;
+      }
       if (!out.has_audit()) {
-        if (absl::Now() - last_write < options_.heartbeat_interval) continue;
+        if (absl::Now() - last_write < options_.heartbeat_interval && audit == audit_reported) continue;
         out.mutable_heartbeat()->set_time_unix_ms(NowUnixMs());
+        out.mutable_heartbeat()->set_audit_error(audit);
+        audit_reported = std::move(audit);
       }
       absl::MutexLock lock(&write_mu);
       if (done || !stream->Write(out)) break;

@@ -1,6 +1,8 @@
 // sluice-agent: runs inside a VPC next to the targets. Dials out to the control plane, receives
 // the policy snapshot computed for it, validates, applies and keeps it on disk, and (from the
 // next issues on) proxies PostgreSQL, MySQL and HTTP callers under that policy.
+#include <unistd.h>
+
 #include <map>
 
 #include "absl/flags/flag.h"
@@ -143,6 +145,7 @@ absl::Status Run() {
       spool_options.max_bytes < (1 << 20)) {
     return absl::InvalidArgumentError("--spool-max-bytes: a number of bytes, at least 1048576");
   }
+  // Fails, saying why, on a volume too small or too full for the audit files allocated up front.
   ASSIGN_OR_RETURN(std::unique_ptr<Spool> spool, Spool::Open(spool_options));
   // The agent's own Ed25519 key signs checkpoints of its audit chain; the control plane learns
   // the public half at enrollment.
@@ -168,7 +171,12 @@ absl::Status Run() {
     LogInfo("status on http://", absl::GetFlag(FLAGS_status_listen).substr(
                                      0, absl::GetFlag(FLAGS_status_listen).rfind(':')),
             ":", port, "/status");
-    RETURN_IF_ERROR(WriteFileAtomic(opts.data_dir + "/status.port", absl::StrCat(port, "\n"), 0600));
+    // Not fatal: an agent restarted on a full disk runs (refusing new sessions until its audit
+    // spool takes writes again) rather than exits.
+    if (absl::Status st = WriteFileAtomic(opts.data_dir + "/status.port", absl::StrCat(port, "\n"), 0600); !st.ok()) {
+      LogWarning("cannot write ", opts.data_dir, "/status.port: ", st.message());
+      ::unlink((opts.data_dir + "/status.port").c_str());  // not a stale port
+    }
   }
   client.Start();
   if (opts.request_certificate && !FindIssuedTls(opts.data_dir) && !client.enrolled()) {
@@ -218,7 +226,11 @@ absl::Status Run() {
     }
     pg = std::make_unique<postgres::Listener>(lo, &policy, &events, &approvals);
     ASSIGN_OR_RETURN(int pg_port, pg->Start());
-    RETURN_IF_ERROR(WriteFileAtomic(opts.data_dir + "/postgres.port", absl::StrCat(pg_port, "\n"), 0600));
+    if (absl::Status st = WriteFileAtomic(opts.data_dir + "/postgres.port", absl::StrCat(pg_port, "\n"), 0600);
+        !st.ok()) {
+      LogWarning("cannot write ", opts.data_dir, "/postgres.port: ", st.message());
+      ::unlink((opts.data_dir + "/postgres.port").c_str());
+    }
     LogInfo("PostgreSQL port ", pg_port, lo.allow_plaintext ? " (TLS, plaintext allowed)" : " (TLS required)");
   }
   http.SetReady(true);

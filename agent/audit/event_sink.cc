@@ -1,6 +1,7 @@
 #include "agent/audit/event_sink.h"
 
 #include <algorithm>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -50,6 +51,7 @@ void EventSink::StartSpooling(Spool* spool) {
     chain_head_ = spool->chain_head();  // the chain goes on across restarts
     head_sequence_ = spool->last_sequence();
     spool_head_ = chain_head_;
+    if (!spool->open_status().ok()) DiskFailedLocked(spool->open_status().message());
   }
   spooler_ = std::thread([this] { SpoolLoop(); });
 }
@@ -66,15 +68,21 @@ bool EventSink::HasSendable() const {
 
 // Seals the chunks not yet on disk (the open one after a short linger, so that a busy data path
 // writes few, larger pieces), appends them to the spool outside the lock (sealed chunks are not
-// touched by Emit, and TakeChunk takes only spooled ones), then lets them be sent.
+// touched by Emit, and TakeChunk takes only spooled ones), then lets them be sent. While the disk
+// fails, chunks are sealed and sent but not written; every retry interval the chunks left
+// unwritten are written first, in order (or the spool is probed when none is left).
 void EventSink::SpoolLoop() {
   while (true) {
     std::vector<EventChunk*> todo;
+    bool failing = false;
+    bool due = true;  // the disk is written to this round
     {
       absl::MutexLock lock(&mu_);
       mu_.AwaitWithTimeout(absl::Condition(this, &EventSink::HasUnspooled), absl::Milliseconds(100));
       if (stopping_) return;
       mu_.AwaitWithTimeout(absl::Condition(this, &EventSink::OpenChunkFull), kLinger);
+      failing = !disk_error_.empty();
+      due = !failing || absl::Now() >= next_retry_;
       for (EventChunk& c : queued_) {
         if (c.spooled) continue;
         c.sealed = true;
@@ -84,11 +92,13 @@ void EventSink::SpoolLoop() {
         todo.push_back(&c);
       }
       // The sealed chunks' records are in the journal's active half; new ones go to the other,
-      // whose records reached a segment in the previous round.
-      if (!todo.empty() && journal_ != nullptr) journal_->Switch();
+      // whose records reached a segment in the previous round. Not while the disk fails: then
+      // both halves keep records that are in memory only, until a round has written them.
+      if (!todo.empty() && journal_ != nullptr && !failing) journal_->Switch();
     }
     absl::Status st;
     size_t written = 0;  // todo[0..written) are in a segment
+    size_t unwritten = 0;  // chunks the spool could not take before, written this round
     const absl::Time started = absl::Now();
     // The hash chain, filled in here rather than in Emit: in one loop over a chunk the hashing
     // costs a third of what it does inline on a worker (docs/postgres.md, Speed). A chunk that
@@ -110,33 +120,50 @@ void EventSink::SpoolLoop() {
       c->last_hash = spool_head_;
       ++chained;
     }
-    for (size_t i = 0; i < chained; ++i) {
-      if (st.ok()) st = spool_->Append(*todo[i]);
-      if (st.ok()) ++written;
+    if (due) {
+      // Oldest first, and nothing after a failed write: a segment's sequences only go up.
+      if (failing) st = WriteUnwritten(&unwritten);
+      for (size_t i = 0; i < chained && st.ok(); ++i) {
+        st = spool_->Append(*todo[i]);
+        if (st.ok()) ++written;
+      }
+      // Written is enough to send (the spool's own thread syncs): a slow sync must not hold events.
+      if (st.ok()) st = spool_->sync_status();
+      // Nothing was left to write: the volume must show that it takes writes again.
+      if (st.ok() && failing && unwritten == 0 && chained == 0) st = spool_->Probe();
     }
-    // Written is enough to send (the spool's own thread syncs): a slow sync must not hold events.
-    if (st.ok()) st = spool_->sync_status();
-    if (st.ok()) st = chain_st;
     const absl::Duration took = absl::Now() - started;
     size_t waiting = 0;  // bytes of events in memory after this round
     {
       absl::MutexLock lock(&mu_);
-      if (!st.ok()) {
-        if (spool_error_.empty()) LogError("audit spool: ", st.message(), "; new sessions are refused");
-        spool_error_ = std::string(st.message());
-      } else if (!spool_error_.empty()) {
-        LogInfo("audit spool: writing again");
+      if (due && !st.ok()) {
+        DiskFailedLocked(st.message());
+      } else if (due && !disk_error_.empty()) {
+        LogInfo("audit spool: writing again after ",
+                absl::FormatDuration(absl::Milliseconds(NowUnixMs() - disk_error_since_ms_)),
+                chain_st.ok() ? "; new sessions are accepted" : "");
+        disk_error_.clear();
+        disk_error_since_ms_ = 0;
         spool_error_.clear();
       }
+      if (disk_error_.empty()) {
+        if (!chain_st.ok() && spool_error_.empty()) {
+          LogError("audit spool: ", chain_st.message(), "; new sessions are refused");
+        } else if (chain_st.ok() && !spool_error_.empty()) {
+          LogInfo("audit spool: writing again");
+        }
+        spool_error_ = std::string(chain_st.message());
+      }
       // Chained chunks are sent even when not written: the control plane is the other copy. A
-      // failed spool refuses new sessions.
+      // failed spool refuses new sessions, and the chunks stay in memory until they are written
+      // or acknowledged.
       for (size_t i = 0; i < chained; ++i) todo[i]->spooled = true;
       if (chained > 0 && !todo[chained - 1]->last_hash.empty()) {
         chain_head_ = todo[chained - 1]->last_hash;
         head_sequence_ = todo[chained - 1]->last_sequence;
       }
       for (size_t i = 0; i < written; ++i) todo[i]->on_disk = true;
-      if (st.ok()) EvictLocked();
+      if (spool_error_.empty()) EvictLocked();
       waiting = bytes_;
     }
     // New events wait in memory while the spool writes: a disk this slow brings the fail-closed
@@ -146,7 +173,90 @@ void EventSink::SpoolLoop() {
                  waiting, " bytes of events wait in memory (at ", capacity_bytes_,
                  " sessions end rather than go on unaudited)");
     }
+    ReportDiskState();
     MaybeCheckpoint();
+  }
+}
+
+void EventSink::DiskFailedLocked(absl::string_view error) {
+  failed_since_report_ = true;
+  if (disk_error_.empty()) {
+    disk_error_since_ms_ = NowUnixMs();
+    failed_since_ms_ = disk_error_since_ms_;
+    LogError("audit spool: ", error, "; new sessions are refused (running sessions go on while their events fit in ",
+             "memory); trying again every ", absl::FormatDuration(spool_->options().retry_interval));
+  }
+  disk_error_ = std::string(error);
+  failed_error_ = disk_error_;
+  spool_error_ = disk_error_;
+  next_retry_ = absl::Now() + spool_->options().retry_interval;
+}
+
+// One chunk at a time, copied under the lock (it may be sent, acknowledged and dropped while it
+// is written): Emit waits for the copy of one chunk, not of the whole backlog.
+absl::Status EventSink::WriteUnwritten(size_t* written) {
+  uint64_t after = 0;  // the first sequence of the chunk written last
+  while (true) {
+    EventChunk copy;
+    {
+      absl::MutexLock lock(&mu_);
+      EventChunk* c = OldestUnwrittenLocked(after);
+      if (c == nullptr) return absl::OkStatus();
+      copy = *c;
+    }
+    absl::Status st = spool_->Append(copy);
+    if (!st.ok()) return st;
+    ++*written;
+    after = copy.first_sequence;
+    absl::MutexLock lock(&mu_);
+    for (std::deque<EventChunk>* q : {&in_flight_, &queued_}) {
+      for (EventChunk& c : *q) {
+        if (c.first_sequence == copy.first_sequence) c.on_disk = true;
+      }
+    }
+  }
+}
+
+EventChunk* EventSink::OldestUnwrittenLocked(uint64_t after) {
+  for (std::deque<EventChunk>* q : {&in_flight_, &queued_}) {  // in flight: the older ones
+    for (EventChunk& c : *q) {
+      if (c.first_sequence > after && c.spooled && !c.on_disk && !c.evicted && !c.records.empty()) return &c;
+    }
+  }
+  return nullptr;
+}
+
+// The trail itself says when the agent's own copy of it could not be kept, and since when (also
+// a failure that ended before this was called: the spool failed at start, and took writes again
+// at the first retry).
+void EventSink::ReportDiskState() {
+  std::string error;
+  std::string failed_error;
+  int64_t failed_since = 0;
+  bool failed = false;
+  {
+    absl::MutexLock lock(&mu_);
+    error = disk_error_;
+    failed_error = failed_error_;
+    failed_since = failed_since_ms_;
+    failed = std::exchange(failed_since_report_, false);
+  }
+  if (reported_disk_error_.empty() && (failed || !error.empty())) {
+    JsonObjectWriter w;
+    w.Str("error", failed_error).Bool("refusing_new_sessions", true);
+    if (!Emit("audit_spool_failed", "", w.Finish(), true)) {
+      LogError("audit: the event buffer is full; the spool's failure is in the log only");
+    }
+    reported_disk_error_ = failed_error;
+    reported_since_ms_ = failed_since;
+  }
+  if (!reported_disk_error_.empty() && error.empty()) {
+    JsonObjectWriter w;
+    w.Str("error", reported_disk_error_).Int("failed_ms", NowUnixMs() - reported_since_ms_);
+    if (!Emit("audit_spool_recovered", "", w.Finish())) {
+      LogError("audit: the event buffer is full; the spool's recovery is in the log only");
+    }
+    reported_disk_error_.clear();
   }
 }
 
@@ -247,7 +357,7 @@ bool EventSink::Emit(absl::string_view type, absl::string_view session_id, absl:
 // The newest spooled chunks leave memory first: the oldest are the next to be sent.
 void EventSink::EvictLocked() {
   for (auto it = queued_.rbegin(); it != queued_.rend() && bytes_ > capacity_bytes_ / 2; ++it) {
-    if (!it->spooled || it->evicted || it->records.empty()) continue;
+    if (!it->spooled || !it->on_disk || it->evicted || it->records.empty()) continue;
     TakeRecordsLocked(*it);  // dropped: the segment has them
   }
 }
@@ -320,6 +430,22 @@ bool EventSink::Full() const {
   return bytes_ >= capacity_bytes_ || !spool_error_.empty() || (spool_ != nullptr && spool_->Full());
 }
 
+std::string EventSink::RefusalReason() const {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!spool_error_.empty()) return spool_error_;
+    if (bytes_ >= capacity_bytes_) {
+      return absl::StrCat("the audit event buffer is full (", bytes_, " bytes in memory, not yet on disk or ",
+                          "acknowledged)");
+    }
+  }
+  if (spool_ != nullptr && spool_->Full()) {
+    return absl::StrCat("the audit spool is full (", spool_->bytes(), " bytes not acknowledged by the control ",
+                        "plane; --spool-max-bytes ", spool_->options().max_bytes, ")");
+  }
+  return "";
+}
+
 bool EventSink::HasFullChunk() const {
   return queued_.size() > 1 || (queued_.size() == 1 && queued_.front().records.size() >= chunk_bytes_);
 }
@@ -380,9 +506,11 @@ std::optional<EventChunk> EventSink::TakeChunk() {
         }
         return std::nullopt;
       }
-      spool_error_ = records.ok() ? "the records are no longer in the spool" : std::string(records.status().message());
-      LogError("audit spool: cannot read back sequences ", sent.first_sequence, "..", sent.last_sequence, ": ",
-               spool_error_, "; new sessions are refused");
+      const std::string why =
+          records.ok() ? "the records are no longer in the spool" : std::string(records.status().message());
+      LogError("audit spool: cannot read back sequences ", sent.first_sequence, "..", sent.last_sequence, ": ", why);
+      DiskFailedLocked(absl::StrCat("cannot read back sequences ", sent.first_sequence, "..", sent.last_sequence,
+                                    ": ", why));
     }
     Requeue();  // back to the front, for a later attempt
     return std::nullopt;
@@ -427,10 +555,14 @@ EventSink::Stats EventSink::stats() const {
   Stats s;
   {
     absl::MutexLock lock(&mu_);
-    s = Stats{emitted_, queued_events_, in_flight_events_, bytes_, 0, 0, 0, 0, spool_error_};
+    s = Stats{emitted_, queued_events_, in_flight_events_, bytes_, 0, 0, 0, 0, 0, spool_error_, disk_error_since_ms_, ""};
     for (const EventChunk& c : queued_) {
       if (!c.spooled) s.unspooled_events += c.count;
       if (c.evicted) s.evicted_events += c.count;
+      if (c.spooled && !c.on_disk) s.unwritten_events += c.count;
+    }
+    for (const EventChunk& c : in_flight_) {
+      if (!c.on_disk) s.unwritten_events += c.count;
     }
     if (journal_ != nullptr) s.journal_overflows = journal_->overflows();  // counted under mu_
   }
@@ -441,6 +573,7 @@ EventSink::Stats EventSink::stats() const {
     s.spool_segments = spool_->segments();
     if (spool_->inflight() != nullptr) s.inflight_uncovered = spool_->inflight()->uncovered();
   }
+  s.refusing = RefusalReason();
   return s;
 }
 

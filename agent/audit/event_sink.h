@@ -21,6 +21,15 @@
 // plane acknowledges is deleted from disk; chunks read back from the spool at start are sent
 // first. Bounded in memory bytes and in spool bytes; when either is full, or the spool cannot be
 // written or synced, new sessions are refused (fail closed).
+//
+// A spool that cannot be written (a full disk, a quota, a read-only or failing file system) is
+// not a crash and not a hole: the chunks it could not take stay in memory (they are still sent,
+// and never evicted) and are written, in order, when it takes writes again; while it fails the
+// spool thread writes nothing else and tries again every Spool::Options::retry_interval (the
+// oldest unwritten chunk, or Spool::Probe when none is left), so the agent recovers by itself
+// when room returns. The failure and the recovery are events of their own (`audit_spool_failed`,
+// `audit_spool_recovered`, no session) in the chain. Running sessions go on while their events
+// fit in memory; a session whose event cannot be queued ends (Emit returns false).
 #pragma once
 
 #include <cstdint>
@@ -29,6 +38,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -112,6 +122,9 @@ class EventSink {
   // spool recovered from the journal (the only place an event newer than its slot can be).
   void RecoverInflight(InflightTable* table, absl::string_view journal_records);
   bool Full() const;
+  // Why new sessions are refused (Full), for the agent's status and the control plane; empty
+  // when they are accepted.
+  std::string RefusalReason() const;
 
   // Waits up to `timeout` for queued events; true when there are some.
   bool WaitForEvents(absl::Duration timeout);
@@ -137,9 +150,12 @@ class EventSink {
     size_t bytes = 0;  // queued and in flight, in memory
     size_t evicted_events = 0;  // waiting to be sent, on disk only (memory was short, or a restart)
     size_t unspooled_events = 0;  // not on disk yet (the open chunk, for at most ~150 ms)
+    size_t unwritten_events = 0;  // sealed, but the spool could not write them: in memory only
     size_t spool_bytes = 0;
     size_t spool_segments = 0;
     std::string spool_error;
+    int64_t spool_error_since_ms = 0;  // when the spool started to fail (0 while it does not)
+    std::string refusing;  // RefusalReason()
     uint64_t journal_overflows = 0;   // records too many for the journal's half (not journaled)
     uint64_t inflight_uncovered = 0;  // sessions the in-flight table had no slot for
   };
@@ -152,6 +168,15 @@ class EventSink {
   bool AllSpooled() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool OpenChunkFull() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SpoolLoop();
+  // The disk failed (`error`): new sessions are refused until a retry succeeds.
+  void DiskFailedLocked(absl::string_view error) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Appends to the spool, oldest first, the chunks a failed write left in memory only (spool
+  // thread); `written` counts them. Stops at the first failure.
+  absl::Status WriteUnwritten(size_t* written);
+  // The oldest such chunk whose first sequence is above `after`, if any.
+  EventChunk* OldestUnwrittenLocked(uint64_t after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Emits audit_spool_failed / audit_spool_recovered when the disk's state changed (spool thread).
+  void ReportDiskState();
   void EvictLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Leaves `chunk` on disk only: its records leave memory (returned) and `bytes_` drops.
   std::string TakeRecordsLocked(EventChunk& chunk) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -176,13 +201,26 @@ class EventSink {
   uint64_t acked_ ABSL_GUARDED_BY(mu_) = 0;  // the highest sequence the control plane committed
   Spool* spool_ = nullptr;  // set once, before use
   Journal* journal_ ABSL_GUARDED_BY(mu_) = nullptr;  // the spool's: every record is copied there
+  // Why the spool cannot be used (what Full and RefusalReason report): the disk's error, else a
+  // chunk that cannot be chained.
   std::string spool_error_ ABSL_GUARDED_BY(mu_);
+  // The disk failed (a write, a sync, a read back): cleared only by a round that writes (or
+  // probes) successfully, tried at most every retry interval (next_retry_).
+  std::string disk_error_ ABSL_GUARDED_BY(mu_);
+  int64_t disk_error_since_ms_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time next_retry_ ABSL_GUARDED_BY(mu_);
+  // For ReportDiskState: the disk failed since it last ran, with this error, first at this time.
+  bool failed_since_report_ ABSL_GUARDED_BY(mu_) = false;
+  std::string failed_error_ ABSL_GUARDED_BY(mu_);
+  int64_t failed_since_ms_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread spooler_;
   Signer sign_;
   Chainer chain_ = audit::ChainRecords;
   absl::Time last_checkpoint_;
   uint64_t checkpointed_sequence_ = 0;  // spool thread only
+  std::string reported_disk_error_;  // spool thread only: the failure reported by an event, until
+  int64_t reported_since_ms_ = 0;    // ... its recovery is; and since when
 };
 
 

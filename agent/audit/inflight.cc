@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "agent/audit/disk_space.h"
 
 namespace sluice::agent {
 
@@ -32,7 +33,13 @@ InflightTable::Slot* InflightTable::At(int slot) const { return slots_ + slot; }
 absl::StatusOr<std::unique_ptr<InflightTable>> InflightTable::Open(const std::string& path, size_t slots) {
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) return absl::InternalError(absl::StrCat("cannot open ", path, ": ", std::strerror(errno)));
-  const size_t bytes = slots * sizeof(Slot);
+  const size_t bytes = FileBytes(slots);
+  // Allocated whole before it is mapped: reading or writing a page the file system cannot
+  // allocate (a sparse file on a full disk) is a SIGBUS.
+  if (absl::Status st = Preallocate(fd, path, bytes); !st.ok()) {
+    ::close(fd);
+    return st;
+  }
   if (::ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
     absl::Status st = absl::InternalError(absl::StrCat("cannot size ", path, ": ", std::strerror(errno)));
     ::close(fd);
@@ -48,7 +55,7 @@ absl::StatusOr<std::unique_ptr<InflightTable>> InflightTable::Open(const std::st
 }
 
 InflightTable::InflightTable(int fd, Slot* slots, size_t count) : fd_(fd), slots_(slots), count_(count) {
-  static_assert(sizeof(Slot) == 1024, "a slot is 1 KiB in the file");
+  static_assert(sizeof(Slot) == kSlotBytes, "a slot is 1 KiB in the file");
   absl::MutexLock lock(&mu_);
   for (size_t i = count; i > 0; --i) free_.push_back(static_cast<int>(i - 1));
 }

@@ -29,7 +29,12 @@ class InflightTable {
   static constexpr size_t kTexts = 4;           // texts kept per slot (the oldest pending requests)
   static constexpr size_t kTextBytes = 200;     // of each
 
+  static constexpr size_t kSlotBytes = 1024;
+
+  // Creates (or reuses) the file, allocated whole (posix_fallocate: a full disk is an error here,
+  // naming the file, its size and the volume's free space, never a SIGBUS later), and maps it.
   static absl::StatusOr<std::unique_ptr<InflightTable>> Open(const std::string& path, size_t slots = kDefaultSlots);
+  static constexpr size_t FileBytes(size_t slots) { return slots * kSlotBytes; }
   ~InflightTable();
   InflightTable(const InflightTable&) = delete;
   InflightTable& operator=(const InflightTable&) = delete;

@@ -7,9 +7,10 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <map>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "agent/audit/disk_space.h"
 #include "common/audit/records.h"
 #include "sluice/v1/agent.pb.h"
 
@@ -18,8 +19,13 @@ namespace sluice::agent {
 absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(const std::string& path, size_t half_bytes) {
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) return absl::InternalError(absl::StrCat("cannot open ", path, ": ", std::strerror(errno)));
-  // A sparse file: only the pages written take room.
-  if (::ftruncate(fd, static_cast<off_t>(2 * half_bytes)) != 0) {
+  // Allocated whole before it is mapped: a page the file system could not allocate when a record
+  // is first copied there (a sparse file on a full disk) would be a SIGBUS on the data path.
+  if (absl::Status st = Preallocate(fd, path, FileBytes(half_bytes)); !st.ok()) {
+    ::close(fd);
+    return st;
+  }
+  if (::ftruncate(fd, static_cast<off_t>(FileBytes(half_bytes))) != 0) {  // shorter halves than before
     absl::Status st = absl::InternalError(absl::StrCat("cannot size ", path, ": ", std::strerror(errno)));
     ::close(fd);
     return st;
@@ -38,9 +44,15 @@ Journal::~Journal() {
   ::close(fd_);
 }
 
-std::string Journal::Recover(uint64_t after, size_t* count, uint64_t* last) const {
-  // Each half's run of records, by sequence; then the run that follows `after`.
-  std::map<uint64_t, absl::string_view> framed;
+std::string Journal::Recover(uint64_t after, size_t* count, uint64_t* first, uint64_t* last) const {
+  // Each half's run of records, oldest first. Within a half sequences only go up, by one — or by
+  // more where the agent restarted and went on after records Spool::Open put back (a half is
+  // closed at its first overflow, so a record left out never leaves a gap inside a half).
+  struct Record {
+    uint64_t sequence;
+    absl::string_view framed;
+  };
+  std::vector<std::vector<Record>> runs(2);
   for (int h = 0; h < 2; ++h) {
     absl::string_view data(Half(h), half_);
     audit::RecordReader reader(data);
@@ -50,28 +62,45 @@ std::string Journal::Recover(uint64_t after, size_t* count, uint64_t* last) cons
       auto payload = reader.Next();
       v1::AuditEvent e;
       if (!payload.ok() || payload->empty() ||
-          !e.ParseFromArray(payload->data(), static_cast<int>(payload->size())) || e.sequence() <= previous ||
-          (previous != 0 && e.sequence() != previous + 1)) {
+          !e.ParseFromArray(payload->data(), static_cast<int>(payload->size())) || e.sequence() <= previous) {
         break;
       }
       previous = e.sequence();
-      framed.emplace(e.sequence(), data.substr(at, reader.offset() - at));
+      runs[h].push_back(Record{e.sequence(), data.substr(at, reader.offset() - at)});
     }
   }
+  std::sort(runs.begin(), runs.end(), [](const std::vector<Record>& a, const std::vector<Record>& b) {
+    return !a.empty() && (b.empty() || a.front().sequence < b.front().sequence);
+  });
+  // What follows `after`: from the half that holds after + 1 — or a later sequence when the agent
+  // restarted since (its first records went only to the journal), or when nothing is on disk at
+  // all — on into the other half if it follows without a gap (records left out of the journal
+  // when a half overflowed are lost, and a chain cannot be mended across them).
   std::string out;
   *count = 0;
+  *first = 0;
   *last = after;
-  for (auto it = framed.find(after + 1); it != framed.end() && it->first == *last + 1; ++it) {
-    out.append(it->second.data(), it->second.size());
-    ++*count;
-    *last = it->first;
+  for (const std::vector<Record>& run : runs) {
+    bool first_of_half = true;
+    for (const Record& r : run) {
+      if (r.sequence <= after) continue;
+      if (*count > 0 && first_of_half && r.sequence != *last + 1) return out;
+      if (*count == 0) *first = r.sequence;
+      out.append(r.framed.data(), r.framed.size());
+      ++*count;
+      *last = r.sequence;
+      first_of_half = false;
+    }
   }
   return out;
 }
 
 bool Journal::Append(absl::string_view framed) {
   // Room for the record and for an empty header after it, which ends the half's run.
-  if (pos_ + framed.size() + audit::kRecordHeaderBytes > half_) {
+  if (closed_ || pos_ + framed.size() + audit::kRecordHeaderBytes > half_) {
+    // Closed until the next switch: a smaller record that still fits would leave a gap inside
+    // the half, which Recover could not tell from a restart.
+    closed_ = true;
     ++overflows_;
     return false;
   }
@@ -88,6 +117,7 @@ bool Journal::Append(absl::string_view framed) {
 void Journal::Switch() {
   active_ = 1 - active_;
   pos_ = 0;
+  closed_ = false;
   std::memset(Half(active_), 0, audit::kRecordHeaderBytes);
 }
 
@@ -95,6 +125,7 @@ void Journal::Reset() {
   for (int h = 0; h < 2; ++h) std::memset(Half(h), 0, audit::kRecordHeaderBytes);
   active_ = 0;
   pos_ = 0;
+  closed_ = false;
 }
 
 }  // namespace sluice::agent

@@ -8,7 +8,11 @@
 // chunks they belong to, it switches halves, and the half it switches to is emptied — its
 // records were written to a segment in the previous round. Each half holds framed records
 // (common/audit/records.h) from its start; reading stops at the first record that is not
-// valid or whose sequence does not follow the one before it (older leftovers).
+// valid or whose sequence is not above the one before it (older leftovers).
+//
+// The file is allocated whole when it is opened (posix_fallocate): a page of a sparse mapped
+// file that the file system cannot allocate when it is first written — a full disk — would kill
+// the agent with SIGBUS on the data path.
 #pragma once
 
 #include <cstdint>
@@ -24,16 +28,22 @@ class Journal {
  public:
   static constexpr size_t kDefaultHalfBytes = 16 << 20;
 
+  // Creates (or reuses) the file, allocated whole (posix_fallocate: a full disk is an error here,
+  // naming the file, its size and the volume's free space, never a SIGBUS when a page is first
+  // written), and maps it.
   static absl::StatusOr<std::unique_ptr<Journal>> Open(const std::string& path, size_t half_bytes = kDefaultHalfBytes);
+  static constexpr size_t FileBytes(size_t half_bytes) { return 2 * half_bytes; }
   ~Journal();
   Journal(const Journal&) = delete;
   Journal& operator=(const Journal&) = delete;
 
-  // The records the previous run left whose sequences run on from `after` (after + 1, + 2, ...),
-  // framed, oldest first; `count` and `last` say how many and the last sequence.
-  std::string Recover(uint64_t after, size_t* count, uint64_t* last) const;
+  // The records the previous runs left after sequence `after` (what the spool's segments hold),
+  // framed, oldest first: after + 1, + 2, ... — sequences jump where the agent restarted — up to
+  // the first gap; `count`, `first` and `last` say how many, the first and the last sequence.
+  std::string Recover(uint64_t after, size_t* count, uint64_t* first, uint64_t* last) const;
   // Copies one framed record into the active half; false when it does not fit (the record is
-  // then only as safe as the spool thread makes it).
+  // then only as safe as the spool thread makes it; nothing more goes to this half until the
+  // next Switch).
   bool Append(absl::string_view framed);
   // The records written so far are being spooled: the other half becomes active, emptied.
   void Switch();
@@ -50,6 +60,7 @@ class Journal {
   size_t half_;
   int active_ = 0;
   size_t pos_ = 0;
+  bool closed_ = false;  // a record did not fit: the active half takes no more
   uint64_t overflows_ = 0;
 };
 

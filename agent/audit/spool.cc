@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "agent/audit/disk_space.h"
 #include "agent/audit/event_sink.h"
 #include "common/audit/records.h"
 #include "common/files.h"
@@ -38,8 +39,25 @@ uint64_t SequenceOf(absl::string_view payload) {
 
 }  // namespace
 
+uint64_t Spool::MinimumVolumeBytes(const Options& options) {
+  return Journal::FileBytes(options.journal_half_bytes) + InflightTable::FileBytes(options.inflight_slots) +
+         options.segment_bytes;
+}
+
 absl::StatusOr<std::unique_ptr<Spool>> Spool::Open(Options options) {
   if (absl::Status st = EnsureDir(options.dir, 0700); !st.ok()) return st;
+  // A volume this small can never hold the spool: said at once rather than found out when the
+  // first segment cannot be written.
+  auto volume = VolumeSpaceOf(options.dir);
+  if (!volume.ok()) return volume.status();
+  if (volume->total_bytes != 0 && volume->total_bytes < MinimumVolumeBytes(options)) {  // 0: not told
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the volume holding ", options.dir, " is ", FormatBytes(volume->total_bytes),
+        "; the audit spool needs at least ", FormatBytes(MinimumVolumeBytes(options)), " (its journal of ",
+        FormatBytes(Journal::FileBytes(options.journal_half_bytes)), " and in-flight table of ",
+        FormatBytes(InflightTable::FileBytes(options.inflight_slots)), ", both allocated whole, and one segment of ",
+        FormatBytes(options.segment_bytes), "): give the agent's --data-dir a larger volume"));
+  }
   const std::string journal_path = options.dir + "/journal";
   const size_t half = options.journal_half_bytes;
   std::unique_ptr<Spool> spool(new Spool(std::move(options)));
@@ -49,7 +67,7 @@ absl::StatusOr<std::unique_ptr<Spool>> Spool::Open(Options options) {
   if (!journal.ok()) return journal.status();
   // What the last run emitted after its last segment write: into a segment of its own now.
   EventChunk left;
-  left.records = (*journal)->Recover(spool->last_sequence(), &left.count, &left.last_sequence);
+  left.records = (*journal)->Recover(spool->last_sequence(), &left.count, &left.first_sequence, &left.last_sequence);
   if (left.count > 0) {
     // The journal's copies were made before the spool thread filled in their chain (their
     // prev_hash is a placeholder): chained here from the segments' head.
@@ -57,24 +75,42 @@ absl::StatusOr<std::unique_ptr<Spool>> Spool::Open(Options options) {
     if (absl::Status chained = audit::ChainRecords(&left.records, &head); !chained.ok()) {
       return absl::DataLossError(absl::StrCat("audit journal: ", chained.message()));
     }
-    left.first_sequence = spool->last_sequence() + 1;
-    // Consecutive sequences (Journal::Recover); each record is sent again like a segment's.
-    audit::RecordReader reader(left.records);
-    for (uint64_t seq = left.first_sequence; !reader.done(); ++seq) {
-      size_t at = reader.offset();
-      if (!reader.Next().ok()) break;  // checked by Journal::Recover and ChainRecords
-      spool->AddRecovered(seq, reader.offset() - at);
-    }
     left.last_hash = head;
     st = spool->Append(left);
-    if (st.ok()) st = spool->Sync();
-    if (!st.ok()) return st;
-    LogInfo("audit spool: ", left.count, " event(s) recovered from the journal, up to sequence ", left.last_sequence);
+    if (st.ok()) {
+      // Each record is sent again like a segment's.
+      audit::RecordReader reader(left.records);
+      while (!reader.done()) {
+        size_t at = reader.offset();
+        auto payload = reader.Next();
+        if (!payload.ok()) break;  // checked by Journal::Recover and ChainRecords
+        spool->AddRecovered(SequenceOf(*payload), reader.offset() - at);
+      }
+      st = spool->Sync();
+      LogInfo("audit spool: ", left.count, " event(s) recovered from the journal, up to sequence ", left.last_sequence);
+    } else {
+      // A full or failing disk at start: the agent runs anyway (refusing new sessions), and these
+      // records are sent from memory and written once the spool takes writes (EventSink).
+      LogError("audit spool: cannot write the ", left.count, " event(s) recovered from the journal (", st.message(),
+               "); they are kept in memory and in the journal until the spool can take them");
+      spool->KeepUnwritten(left);
+    }
+    spool->open_status_ = st;
   }
-  spool->journal_records_ = std::move(left.records);
+  spool->journal_records_ = left.records;
   (*journal)->Reset();
+  if (!spool->open_status_.ok()) {
+    // Still only in the journal: copied back, so that another crash does not lose them either
+    // (the event sink does not switch halves while the spool fails).
+    audit::RecordReader reader(left.records);
+    while (!reader.done()) {
+      size_t at = reader.offset();
+      if (!reader.Next().ok()) break;
+      (*journal)->Append(absl::string_view(left.records).substr(at, reader.offset() - at));
+    }
+  }
   spool->journal_ = std::move(*journal);
-  auto inflight = InflightTable::Open(spool->options_.dir + "/inflight");
+  auto inflight = InflightTable::Open(spool->options_.dir + "/inflight", spool->options_.inflight_slots);
   if (!inflight.ok()) return inflight.status();
   spool->inflight_ = std::move(*inflight);
   spool->syncer_ = std::thread([s = spool.get()] { s->SyncLoop(); });
@@ -140,6 +176,36 @@ absl::Status Spool::SyncFiles(const std::vector<int>& retired, int active) const
 }
 
 int Spool::SyncFile(int fd) const { return options_.sync_file ? options_.sync_file(fd) : ::fdatasync(fd); }
+
+ssize_t Spool::WriteFile(int fd, const void* data, size_t size) const {
+  return options_.write_file ? options_.write_file(fd, data, size) : ::write(fd, data, size);
+}
+
+absl::Status Spool::Probe() {
+  const std::string path = options_.dir + "/probe";
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return Errno("create " + path);
+  absl::Status st;
+  // Room for a chunk at least, so that a volume that frees a few bytes does not flap between
+  // accepting and refusing sessions.
+  if (int err = ::posix_fallocate(fd, 0, static_cast<off_t>(options_.chunk_bytes)); err != 0) {
+    st = absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", FormatBytes(options_.chunk_bytes),
+                                                   " in the audit spool: ", std::strerror(err)));
+  }
+  static const std::string kBlock(4096, '\0');
+  if (st.ok()) {
+    ssize_t n = WriteFile(fd, kBlock.data(), kBlock.size());
+    if (n < 0) {
+      st = Errno("write to the audit spool (" + path + ")");
+    } else if (static_cast<size_t>(n) != kBlock.size()) {
+      st = absl::ResourceExhaustedError(absl::StrCat("write to the audit spool (", path, "): short write"));
+    }
+  }
+  if (st.ok() && SyncFile(fd) != 0) st = Errno("fdatasync of the audit spool (" + path + ")");
+  ::close(fd);
+  ::unlink(path.c_str());
+  return st;
+}
 
 absl::Status Spool::Sync() {
   absl::MutexLock lock(&mu_);
@@ -226,6 +292,32 @@ absl::Status Spool::Recover() {
   return absl::OkStatus();
 }
 
+void Spool::KeepUnwritten(const EventChunk& left) {
+  // In chunks of at most chunk_bytes, like what is read back from segments (a batch the control
+  // plane takes), with their records.
+  audit::RecordReader reader(left.records);
+  while (!reader.done()) {
+    const size_t at = reader.offset();
+    auto payload = reader.Next();
+    if (!payload.ok()) break;  // checked by Journal::Recover and ChainRecords
+    const uint64_t seq = SequenceOf(*payload);
+    if (recovered_.empty() || recovered_.back().on_disk || recovered_.back().records.size() >= options_.chunk_bytes) {
+      EventChunk& c = recovered_.emplace_back();
+      c.first_sequence = seq;
+      c.spooled = c.sealed = true;
+    }
+    EventChunk& c = recovered_.back();
+    c.records.append(left.records, at, reader.offset() - at);
+    c.last_sequence = seq;
+    ++c.count;
+    c.last_hash = audit::ChainHash(*payload);
+  }
+  absl::MutexLock lock(&mu_);
+  // The chain and the sequences go on after them.
+  last_sequence_ = std::max(last_sequence_, left.last_sequence);
+  chain_head_ = left.last_hash;
+}
+
 void Spool::AddRecovered(uint64_t sequence, size_t record_bytes) {
   if (recovered_.empty() || recovered_bytes_ >= options_.chunk_bytes) {
     EventChunk& c = recovered_.emplace_back();
@@ -305,10 +397,12 @@ absl::Status Spool::Append(const EventChunk& chunk) {
     const char* p = chunk.records.data();
     size_t left = chunk.records.size();
     while (left > 0) {
-      ssize_t n = ::write(fd_, p, left);
+      ssize_t n = WriteFile(fd_, p, left);
       if (n < 0) {
         if (errno == EINTR) continue;
-        return Errno("write to the audit spool");
+        absl::Status st = Errno("write to the audit spool (" + segments_.back().path + ")");
+        CutTornWriteLocked();
+        return st;
       }
       p += n;
       left -= static_cast<size_t>(n);
@@ -324,6 +418,18 @@ absl::Status Spool::Append(const EventChunk& chunk) {
     PublishLocked();
   }
   return absl::OkStatus();
+}
+
+// Part of the chunk may be in the segment (a write that filled the disk halfway): cut off, or
+// the records appended after it, once the disk takes them, would follow a torn one and never be
+// read back.
+void Spool::CutTornWriteLocked() {
+  const Segment& seg = segments_.back();
+  if (::ftruncate(fd_, static_cast<off_t>(seg.bytes)) == 0) return;
+  LogWarning("audit spool: cannot cut ", seg.path, " back to ", seg.bytes, " bytes after a failed write (",
+             std::strerror(errno), "); the next chunk starts a new segment");
+  retired_fds_.push_back(fd_);  // the sync thread syncs and closes it; the torn tail is cut at the next start
+  fd_ = -1;
 }
 
 void Spool::Ack(uint64_t sequence) {

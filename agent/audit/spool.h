@@ -42,17 +42,32 @@ class Spool {
     absl::Duration sync_interval = absl::Milliseconds(100);
     size_t journal_half_bytes = 16 << 20;  // agent/audit/journal.h
     size_t chunk_bytes = audit::kChunkBytes;  // what was on disk is sent again in chunks of this size
+    size_t inflight_slots = InflightTable::kDefaultSlots;  // agent/audit/inflight.h
+    // While the spool cannot be written, how often the event sink tries again (Probe).
+    absl::Duration retry_interval = absl::Seconds(1);
     // Makes a segment durable (fdatasync(2) when empty); tests stand in a slow or failing disk.
     std::function<int(int fd)> sync_file;
+    // Writes to a segment like write(2) (write(2) when empty); tests stand in a full or failing disk.
+    std::function<ssize_t(int fd, const void* data, size_t size)> write_file;
   };
   // Opens (creating the directory 0700) and reads back what is there: the segments, then the
-  // records of the journal that follow them (written to a new segment at once).
+  // records of the journal that follow them (written to a new segment at once). Fails, saying so,
+  // when the directory's volume is smaller than the journal and the in-flight table (both
+  // allocated whole) and one segment, or when they cannot be allocated (the volume is full).
   static absl::StatusOr<std::unique_ptr<Spool>> Open(Options options);
+  // The bytes a volume must hold at least for a spool with these options: the journal, the
+  // in-flight table and one segment.
+  static uint64_t MinimumVolumeBytes(const Options& options);
   ~Spool();
 
   // What was on disk at Open, oldest first (once): chunks of at most Options::chunk_bytes, their
-  // records left on disk (`evicted`: ReadRecords brings them when they are sent).
+  // records left on disk (`evicted`: ReadRecords brings them when they are sent) — except, when
+  // the journal's records could not be written at Open (open_status), those, with their records
+  // and not `on_disk`.
   std::vector<EventChunk> TakeRecovered();
+  // Why writing or syncing what the journal held failed at Open (the disk full or failing when
+  // the agent started); the event sink then starts refusing new sessions, and retries.
+  const absl::Status& open_status() const { return open_status_; }
   // The records with sequences first..last, read back from the segments.
   absl::StatusOr<std::string> ReadRecords(uint64_t first, uint64_t last) const;
   // The highest sequence on disk (0 when empty).
@@ -62,8 +77,14 @@ class Spool {
   std::string chain_head() const;
 
   // Appends a chunk (its sequences follow the last appended) with write(2); the spool's sync
-  // thread makes it durable.
+  // thread makes it durable. A write that fails (a full disk, a quota, a read-only or failing
+  // file system) leaves no part of the chunk behind: the segment is cut back to its last whole
+  // record (or, when it cannot be cut, the next chunk starts a new segment), so the chunk can be
+  // appended again later.
   absl::Status Append(const EventChunk& chunk);
+  // Whether the volume takes writes again after a failure: a file of Options::chunk_bytes is
+  // allocated, written to, synced and removed. Used while nothing else is waiting to be written.
+  absl::Status Probe();
   // Makes everything appended durable now, on the calling thread (at start and at shutdown).
   absl::Status Sync();
   // Why the sync thread's latest sync failed (OK once a later one succeeded).
@@ -83,6 +104,7 @@ class Spool {
   size_t bytes() const;
   size_t segments() const;
   bool Full() const { return bytes() >= options_.max_bytes; }
+  const Options& options() const { return options_; }
 
  private:
   struct Segment {
@@ -100,11 +122,17 @@ class Spool {
   }
   // fdatasync(2), or the test's stand-in.
   int SyncFile(int fd) const;
+  // write(2), or the test's stand-in.
+  ssize_t WriteFile(int fd, const void* data, size_t size) const;
+  // After a failed write to fd_: the segment is cut back to what segments_.back() counts.
+  void CutTornWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Syncs and closes `retired`, then syncs `active` (none when negative); the first failure.
   absl::Status SyncFiles(const std::vector<int>& retired, int active) const;
   absl::Status Recover();
   // Adds a record read back at Open to the chunks it will be sent in (recovered_).
   void AddRecovered(uint64_t sequence, size_t record_bytes);
+  // The journal's records that could not be written at Open: chunks in memory (recovered_).
+  void KeepUnwritten(const EventChunk& left);
   absl::Status OpenSegmentLocked(uint64_t first) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CloseLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Makes bytes() see the current count.
@@ -129,6 +157,7 @@ class Spool {
   std::unique_ptr<Journal> journal_;
   std::unique_ptr<InflightTable> inflight_;
   std::string journal_records_;
+  absl::Status open_status_;
   std::vector<EventChunk> recovered_;  // what Open found, as chunks without their records
   size_t recovered_bytes_ = 0;         // ... the bytes of the last of them
 };

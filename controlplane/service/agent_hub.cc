@@ -1,5 +1,7 @@
 #include "controlplane/service/agent_hub.h"
 
+#include <algorithm>
+
 #include "common/crypto.h"
 #include "common/log.h"
 
@@ -88,6 +90,22 @@ bool AgentHub::OnNack(AgentStreamHandle* stream, uint64_t /*version*/, const std
   absl::MutexLock lock(&mu_);
   auto it = live_.find(stream->agent_id());
   return it != live_.end() && it->second.stream == stream && it->second.status.pending_nonce == nonce;
+}
+
+bool AgentHub::SetAuditError(AgentStreamHandle* stream, const std::string& error, int64_t now_ms) {
+  absl::MutexLock lock(&mu_);
+  auto it = live_.find(stream->agent_id());
+  if (it == live_.end() || it->second.stream != stream || it->second.status.audit_error == error) return false;
+  if (it->second.status.audit_error.empty()) it->second.status.audit_error_since_ms = now_ms;
+  if (error.empty()) it->second.status.audit_error_since_ms = 0;
+  it->second.status.audit_error = error;
+  return true;
+}
+
+size_t AgentHub::audit_refusing_count() const {
+  absl::MutexLock lock(&mu_);
+  return static_cast<size_t>(std::count_if(live_.begin(), live_.end(),
+                                           [](const auto& kv) { return !kv.second.status.audit_error.empty(); }));
 }
 
 bool AgentHub::SendTo(const std::string& agent_id, v1::ControlMessage message) {

@@ -39,6 +39,10 @@ struct LiveAgentStatus {
   uint64_t desired_version = 0;  // version of the last snapshot sent
   uint64_t applied_version = 0;  // version of the last ACK on this stream
   std::string pending_nonce;
+  // Why the agent refuses new sessions for its audit trail, as it last said (Hello, Heartbeat);
+  // empty while it accepts them.
+  std::string audit_error;
+  int64_t audit_error_since_ms = 0;  // when it was first heard
 };
 
 class AgentHub {
@@ -63,6 +67,11 @@ class AgentHub {
   // Records an ACK; false when the nonce is not the one last sent (a stale answer).
   bool OnAck(AgentStreamHandle* stream, uint64_t version, const std::string& nonce);
   bool OnNack(AgentStreamHandle* stream, uint64_t version, const std::string& nonce);
+  // Records what the agent says of its audit trail (Hello.audit_error, Heartbeat.audit_error);
+  // true when it changed.
+  bool SetAuditError(AgentStreamHandle* stream, const std::string& error, int64_t now_ms);
+  // Connected agents refusing new sessions for their audit trail.
+  size_t audit_refusing_count() const;
 
   // Sends a message to the agent's live stream, if it has one.
   bool SendTo(const std::string& agent_id, v1::ControlMessage message);

@@ -194,6 +194,7 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
         return grpc::Status::OK;
       }
       case v1::AgentMessage::kHeartbeat: {
+        NoteAuditState(msg.heartbeat().audit_error());
         std::string id = agent_id_;
         Store* store = store_;
         worker_->Post([store, id] { store->UpdateAgentSeen(id, NowUnixMs()).IgnoreError(); });
@@ -313,7 +314,20 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
     LogInfo("agent ", agent_id_, " connected (applied version ", hello.applied_version(), ")");
     registered_ = true;
     hub_->Register(this);
+    NoteAuditState(hello.audit_error());
     return grpc::Status::OK;
+  }
+
+  // What the agent says of its audit trail: shown by `agents list` and /metrics, and logged when
+  // it changes (the agent's own events say it in the trail).
+  void NoteAuditState(const std::string& reported) {
+    std::string error = reported.substr(0, 1024);
+    if (!hub_->SetAuditError(this, error, NowUnixMs())) return;
+    if (!error.empty()) {
+      LogWarning("agent ", agent_id_, " refuses new sessions: it cannot record audit events (", error, ")");
+    } else {
+      LogInfo("agent ", agent_id_, " records audit events again");
+    }
   }
 
   Store* store_;

@@ -1,8 +1,10 @@
 #include "agent/audit/spool.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -378,6 +380,187 @@ TEST(EventSinkSpool, AFailingSyncRefusesNewSessionsUntilOneSucceeds) {
   EXPECT_EQ(sink.stats().spool_error, "");
 }
 
+// A disk that takes part of a write and then is full: the chunk leaves nothing behind, so what is
+// appended once the disk takes writes again is read back after a restart, every record in order.
+TEST(Spool, AFailedWriteLeavesNoTornRecordBehind) {
+  std::atomic<bool> full{false};
+  Spool::Options o;
+  o.dir = FreshDir();
+  o.write_file = [&](int fd, const void* data, size_t size) -> ssize_t {
+    if (!full) return ::write(fd, data, size);
+    static thread_local bool half_written = false;
+    half_written = !half_written;
+    if (half_written) return ::write(fd, data, size / 2);  // the first half fits, then no room
+    errno = ENOSPC;
+    return -1;
+  };
+  {
+    auto spool = Spool::Open(o);
+    ASSERT_TRUE(spool.ok()) << spool.status();
+    ASSERT_TRUE((*spool)->Append(Chunk(1, 3)).ok());
+    full = true;
+    absl::Status st = (*spool)->Append(Chunk(4, 3));
+    EXPECT_FALSE(st.ok());
+    EXPECT_NE(st.message().find("write to the audit spool"), std::string::npos) << st;
+    EXPECT_NE(st.message().find(std::strerror(ENOSPC)), std::string::npos) << st;
+    EXPECT_EQ((*spool)->last_sequence(), 3u);
+    EXPECT_FALSE((*spool)->Probe().ok());
+    full = false;
+    EXPECT_TRUE((*spool)->Probe().ok());
+    ASSERT_TRUE((*spool)->Append(Chunk(4, 3)).ok());
+    ASSERT_TRUE((*spool)->Append(Chunk(7, 2)).ok());
+  }
+  auto spool = Spool::Open(o);
+  ASSERT_TRUE(spool.ok());
+  EXPECT_EQ(Sequences(Recovered(**spool)), (std::vector<uint64_t>{1, 2, 3, 4, 5, 6, 7, 8}));
+}
+
+// The memory-mapped files are allocated whole when they are opened: a full disk later cannot
+// leave a page of them without room (a SIGBUS when it is first touched).
+TEST(Spool, TheJournalAndTheInflightTableAreAllocatedWhole) {
+  Spool::Options o;
+  o.dir = FreshDir();
+  o.journal_half_bytes = 1 << 20;
+  o.inflight_slots = 64;
+  auto spool = Spool::Open(o);
+  ASSERT_TRUE(spool.ok()) << spool.status();
+  for (const char* name : {"journal", "inflight"}) {
+    struct stat st;
+    ASSERT_EQ(::stat((o.dir + "/" + name).c_str(), &st), 0) << name;
+    EXPECT_GE(static_cast<uint64_t>(st.st_blocks) * 512, static_cast<uint64_t>(st.st_size)) << name << " is sparse";
+  }
+  EXPECT_EQ(std::filesystem::file_size(o.dir + "/journal"), 2u << 20);
+  EXPECT_EQ(std::filesystem::file_size(o.dir + "/inflight"), 64u * 1024);
+}
+
+// A volume that can never hold the spool is named at Open, with what it needs.
+TEST(Spool, AVolumeTooSmallIsRefusedAtOpen) {
+  Spool::Options o;
+  o.dir = FreshDir();
+  o.journal_half_bytes = size_t{1} << 52;  // no test machine's disk holds 8 PiB
+  auto spool = Spool::Open(o);
+  ASSERT_FALSE(spool.ok());
+  EXPECT_EQ(spool.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(spool.status().message().find("the volume holding " + o.dir + " is "), std::string::npos)
+      << spool.status();
+  EXPECT_NE(spool.status().message().find("the audit spool needs at least"), std::string::npos) << spool.status();
+  EXPECT_FALSE(std::filesystem::exists(o.dir + "/journal"));  // nothing was allocated
+}
+
+// The event types in `chunks`, in order.
+std::vector<std::string> Types(const std::vector<EventChunk>& chunks) {
+  std::vector<std::string> out;
+  for (const auto& c : chunks) {
+    auto events = audit::DecodeEvents(c.records, 100000);
+    EXPECT_TRUE(events.ok());
+    if (!events.ok()) continue;
+    for (const auto& e : *events) out.push_back(e.type());
+  }
+  return out;
+}
+
+// A full disk (or a quota, a read-only or failing file system: the same error path) refuses new
+// sessions and keeps refusing them — also while nothing is written — until the spool takes writes
+// again, tried every retry interval; events go on meanwhile (they are sent from memory), and the
+// ones the spool could not take are written when it can, in order: a restart then finds them all.
+// The trail says when the agent's own copy failed and when it recovered.
+TEST(EventSinkSpool, AFullDiskRefusesNewSessionsUntilItTakesWritesAgainAndNothingIsLost) {
+  std::atomic<bool> full{false};
+  Spool::Options o;
+  o.dir = FreshDir();
+  o.retry_interval = absl::Milliseconds(50);
+  o.write_file = [&](int fd, const void* data, size_t size) -> ssize_t {
+    if (full) {
+      errno = ENOSPC;
+      return -1;
+    }
+    return ::write(fd, data, size);
+  };
+  const std::string dir = o.dir;
+  std::vector<EventChunk> sent;
+  uint64_t last = 0;
+  {
+    SpooledSink spooled(o);
+    ASSERT_NE(spooled.spool, nullptr);
+    EventSink& sink = spooled.sink;
+    for (int i = 0; i < 10; ++i) ASSERT_TRUE(sink.Emit("statement", "s1", "{}"));
+    ASSERT_TRUE(sink.WaitUntilSpooled(absl::Seconds(10)));
+    EXPECT_FALSE(sink.Full());
+
+    full = true;
+    for (int i = 0; i < 10; ++i) ASSERT_TRUE(sink.Emit("statement", "s1", "{}"));
+    ASSERT_TRUE(Eventually([&] { return sink.Full(); }));
+    EXPECT_NE(sink.RefusalReason().find(std::strerror(ENOSPC)), std::string::npos) << sink.RefusalReason();
+    EXPECT_EQ(sink.stats().refusing, sink.RefusalReason());
+    EXPECT_GT(sink.stats().spool_error_since_ms, 0);
+    // Rounds with nothing new to write do not end the refusal (the disk has not shown it has room).
+    absl::SleepFor(absl::Milliseconds(400));
+    EXPECT_TRUE(sink.Full());
+    // Running sessions go on: their events are queued and sent.
+    for (int i = 0; i < 10; ++i) ASSERT_TRUE(sink.Emit("statement", "s2", "{}"));
+    ASSERT_TRUE(sink.WaitUntilSpooled(absl::Seconds(10)));
+    while (auto c = sink.TakeChunk()) sent.push_back(*c);  // not acknowledged: the control plane is away
+    EXPECT_GE(sink.stats().unwritten_events, 20u);
+
+    full = false;
+    ASSERT_TRUE(Eventually([&] { return !sink.Full(); }));
+    EXPECT_EQ(sink.RefusalReason(), "");
+    EXPECT_EQ(sink.stats().unwritten_events, 0u);
+    ASSERT_TRUE(sink.Emit("statement", "s3", "{}"));
+    ASSERT_TRUE(sink.WaitUntilSpooled(absl::Seconds(10)));
+    while (auto c = sink.TakeChunk()) sent.push_back(*c);
+    last = sent.back().last_sequence;
+  }
+  const std::vector<std::string> types = Types(sent);
+  auto failed = std::find(types.begin(), types.end(), "audit_spool_failed");
+  auto recovered = std::find(types.begin(), types.end(), "audit_spool_recovered");
+  EXPECT_NE(failed, types.end());
+  EXPECT_NE(recovered, types.end());
+  EXPECT_LT(failed, recovered);
+
+  // Everything sent (the control plane never acknowledged it) is on disk, in order.
+  SpooledSink again(dir);
+  ASSERT_NE(again.spool, nullptr);
+  std::string head;
+  uint64_t got_last = 0;
+  EXPECT_EQ(TakeChained(again.sink, &head, &got_last), types.size());
+  EXPECT_EQ(got_last, last);
+}
+
+// A failing disk (an I/O error) with nothing left to write — everything the spool could not take
+// was acknowledged by the control plane — is probed: the refusal ends only when the volume takes
+// a write and a sync again.
+TEST(EventSinkSpool, AFailingDiskWithNothingLeftToWriteIsProbedUntilItWorks) {
+  std::atomic<bool> failing{false};
+  Spool::Options o;
+  o.dir = FreshDir();
+  o.retry_interval = absl::Milliseconds(50);
+  o.write_file = [&](int fd, const void* data, size_t size) -> ssize_t {
+    if (failing) {
+      errno = EIO;
+      return -1;
+    }
+    return ::write(fd, data, size);
+  };
+  SpooledSink spooled(std::move(o));
+  ASSERT_NE(spooled.spool, nullptr);
+  EventSink& sink = spooled.sink;
+  failing = true;
+  ASSERT_TRUE(sink.Emit("statement", "s1", "{}"));
+  ASSERT_TRUE(Eventually([&] { return sink.Full(); }));
+  EXPECT_NE(sink.RefusalReason().find(std::strerror(EIO)), std::string::npos) << sink.RefusalReason();
+  // Sent and acknowledged, event of the failure included: nothing is left to write.
+  ASSERT_TRUE(Eventually([&] {
+    while (auto c = sink.TakeChunk()) sink.Ack(c->last_sequence);
+    EventSink::Stats st = sink.stats();
+    return st.unwritten_events == 0 && st.queued_events == 0 && st.in_flight_events == 0;
+  }));
+  absl::SleepFor(absl::Milliseconds(300));  // probed, and failing
+  EXPECT_TRUE(sink.Full());
+  failing = false;
+  EXPECT_TRUE(Eventually([&] { return !sink.Full(); }));
+}
+
 // A chunk being sent is not held in memory a second time once it is in a segment; a broken
 // stream sends the same records again, read back from the segment.
 TEST(EventSinkSpool, AChunkInFlightIsReadBackFromTheSegmentForAResend) {
@@ -507,6 +690,135 @@ TEST(Spool, RecordsOnlyInTheJournalSurviveAKill) {
   auto again = Spool::Open(o);
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(Sequences(Recovered(**again)), (std::vector<uint64_t>{10, 11, 12, 13, 14}));
+}
+
+// Copies the records of `chunk` into `journal`, as Emit does.
+void Journal(Journal* journal, const EventChunk& chunk) {
+  audit::RecordReader r(chunk.records);
+  for (size_t at = 0; !r.done(); at = r.offset()) {
+    ASSERT_TRUE(r.Next().ok());
+    ASSERT_TRUE(journal->Append(absl::string_view(chunk.records).substr(at, r.offset() - at)));
+  }
+}
+
+// A new agent killed before its first segment write (or whose disk was full from the start) has
+// nothing on disk but its journal: its first events come back from there.
+TEST(Spool, TheFirstEventsOfANewSpoolSurviveAKillFromTheJournal) {
+  Spool::Options o;
+  o.dir = FreshDir();
+  o.journal_half_bytes = 4096;
+  {
+    auto spool = Spool::Open(o);
+    ASSERT_TRUE(spool.ok()) << spool.status();
+    Journal((*spool)->journal(), Chunk(1000, 3));
+  }
+  auto spool = Spool::Open(o);
+  ASSERT_TRUE(spool.ok()) << spool.status();
+  EXPECT_EQ((*spool)->last_sequence(), 1002u);
+  EXPECT_EQ(Sequences(Recovered(**spool)), (std::vector<uint64_t>{1000, 1001, 1002}));
+}
+
+// An agent restarted (its sequences jump: they start from the time) and killed again before its
+// first segment write: its events come back from the journal, after the segments'.
+TEST(Spool, EventsOfARestartedAgentOnlyInTheJournalSurviveAKill) {
+  Spool::Options o;
+  o.dir = FreshDir();
+  o.journal_half_bytes = 4096;
+  {
+    auto spool = Spool::Open(o);
+    ASSERT_TRUE(spool.ok()) << spool.status();
+    ASSERT_TRUE((*spool)->Append(Chunk(10, 3)).ok());
+  }
+  {
+    auto spool = Spool::Open(o);
+    ASSERT_TRUE(spool.ok()) << spool.status();
+    Journal((*spool)->journal(), Chunk(5000, 2));
+  }
+  auto spool = Spool::Open(o);
+  ASSERT_TRUE(spool.ok()) << spool.status();
+  EXPECT_EQ(Sequences(Recovered(**spool)), (std::vector<uint64_t>{10, 11, 12, 5000, 5001}));
+}
+
+// A half that overflowed takes no record after it (a gap inside a half could not be told from a
+// restart), and recovery stops at the gap between the halves: nothing after it is chained wrong.
+TEST(Spool, TheJournalStopsAtTheGapAnOverflowLeft) {
+  Spool::Options o;
+  o.dir = FreshDir();
+  o.journal_half_bytes = 4096;
+  {
+    auto spool = Spool::Open(o);
+    ASSERT_TRUE(spool.ok()) << spool.status();
+    ::sluice::agent::Journal* j = (*spool)->journal();
+    EventChunk first = Chunk(1, 3);
+    Journal(j, first);
+    EXPECT_FALSE(j->Append(std::string(5000, 'x')));  // 4 is left out
+    EventChunk small = Chunk(5, 1);
+    EXPECT_FALSE(j->Append(small.records));  // it would fit, but the half is closed
+    j->Switch();
+    Journal(j, Chunk(6, 2));
+  }
+  auto spool = Spool::Open(o);
+  ASSERT_TRUE(spool.ok()) << spool.status();
+  EXPECT_EQ(Sequences(Recovered(**spool)), (std::vector<uint64_t>{1, 2, 3}));
+}
+
+// An agent restarted on a full disk after a kill: what only its journal held cannot be written
+// at Open, so the spool opens anyway (the sink refuses new sessions), keeps those records in
+// memory and in the journal (a second kill loses nothing either), and the sink writes them when
+// the disk takes writes again.
+TEST(EventSinkSpool, AStartOnAFullDiskKeepsTheJournalsRecordsUntilTheyCanBeWritten) {
+  std::atomic<bool> full{false};
+  Spool::Options o;
+  o.dir = FreshDir();
+  o.retry_interval = absl::Milliseconds(50);
+  o.write_file = [&](int fd, const void* data, size_t size) -> ssize_t {
+    if (full) {
+      errno = ENOSPC;
+      return -1;
+    }
+    return ::write(fd, data, size);
+  };
+  {
+    auto spool = Spool::Open(o);
+    ASSERT_TRUE(spool.ok()) << spool.status();
+    ASSERT_TRUE((*spool)->Append(Chunk(10, 3)).ok());
+    Journal((*spool)->journal(), Chunk(13, 4));  // killed before these reached a segment
+  }
+  full = true;
+  std::vector<uint64_t> journaled = {13, 14, 15, 16};
+  for (uint64_t restart : {1000, 2000}) {  // killed again, still full: the journal still has them
+    auto spool = Spool::Open(o);
+    ASSERT_TRUE(spool.ok()) << spool.status();
+    EXPECT_NE((*spool)->open_status().message().find(std::strerror(ENOSPC)), std::string::npos)
+        << (*spool)->open_status();
+    std::vector<EventChunk> recovered = (*spool)->TakeRecovered();
+    ASSERT_EQ(recovered.size(), 2u);
+    EXPECT_TRUE(recovered[0].on_disk);
+    EXPECT_FALSE(recovered[1].on_disk);
+    EXPECT_EQ(Sequences({recovered[1]}), journaled);
+    // This run's own events (its sequences start higher) reach only the journal too.
+    Journal((*spool)->journal(), Chunk(restart, 2));
+    journaled.push_back(restart);
+    journaled.push_back(restart + 1);
+  }
+  {
+    SpooledSink spooled(o);
+    ASSERT_NE(spooled.spool, nullptr);
+    EXPECT_TRUE(spooled.sink.Full());
+    EXPECT_NE(spooled.sink.RefusalReason().find(std::strerror(ENOSPC)), std::string::npos);
+    EXPECT_EQ(spooled.sink.stats().unwritten_events, 8u);
+    full = false;
+    ASSERT_TRUE(Eventually([&] { return !spooled.sink.Full() && spooled.sink.stats().unwritten_events == 0; }));
+  }
+  auto spool = Spool::Open(o);
+  ASSERT_TRUE(spool.ok()) << spool.status();
+  EXPECT_TRUE((*spool)->open_status().ok());
+  std::vector<uint64_t> seqs = Sequences(Recovered(**spool));
+  // 10..16 and each restart's own, then what the sink emitted (its failure and recovery).
+  ASSERT_GE(seqs.size(), 13u);
+  EXPECT_EQ(std::vector<uint64_t>(seqs.begin(), seqs.begin() + 11),
+            (std::vector<uint64_t>{10, 11, 12, 13, 14, 15, 16, 1000, 1001, 2000, 2001}));
+  EXPECT_TRUE(std::is_sorted(seqs.begin(), seqs.end()));
 }
 
 // A session's requests in flight when the agent dies become "unknown" statement events at the
