@@ -309,11 +309,15 @@ std::string Readable(const Json& report, Writer& w) {
     w.Paragraph("Audit chain: VERIFIED.",
                 absl::StrCat(Text(verify, "records"), " record(s) of ", Text(verify, "agents"),
                              " agent(s); every checksum and chain link intact; ",
+                             verify.contains("trails_complete")  // (a control plane before completeness: absent)
+                                 ? absl::StrCat(Text(verify, "trails_complete"),
+                                                " trail(s) complete from signed genesis to signed head; ")
+                                 : std::string(),
                              Text(verify, "checkpoints"), " signed checkpoint(s) hold."));
   } else {
     w.Paragraph("Audit chain: VERIFICATION FAILED.",
                 absl::StrCat(Text(verify, "problems"),
-                             " record(s) do not verify. First: ", Text(verify, "first_problem")));
+                             " problem(s). First: ", Text(verify, "first_problem")));
   }
   w.Heading(2, "Controls", "summary");
   std::vector<std::vector<std::string>> rows;

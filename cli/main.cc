@@ -221,15 +221,20 @@ int ListAgents(AdminClient& client, const std::string& output) {
     return 0;
   }
   std::vector<std::vector<std::string>> rows = {
-      {"AGENT", "CONNECTED", "LAST SEEN", "APPLIED", "SENT", "LABELS", "LAST NACK"}};
+      {"AGENT", "CONNECTED", "LAST SEEN", "APPLIED", "SENT", "LABELS", "LAST NACK", "AUDIT"}};
   for (const auto& a : resp.agents()) {
     std::string nack = a.last_nack_error().empty()
                            ? "-"
                            : absl::StrCat("v", a.last_nack_version(), ": ", a.last_nack_error());
+    // Whether the agent can record audit events (and so accepts new sessions), as it last said.
+    std::string audit = a.audit_state().empty() ? "-" : a.audit_state();
+    if (!a.audit_error().empty()) {
+      audit = absl::StrCat("REFUSING: ", a.audit_error(), " (since ", Ago(a.audit_error_since_unix_ms()), ")");
+    }
     rows.push_back({a.agent_id(), a.connected() ? "yes" : "no", Ago(a.last_seen_unix_ms()),
                     a.applied_version() ? absl::StrCat(a.applied_version()) : "-",
                     a.desired_version() ? absl::StrCat(a.desired_version()) : "-", Labels(a.labels()),
-                    nack});
+                    nack, audit});
   }
   PrintTable(rows);
   return 0;
@@ -431,17 +436,26 @@ int VerifyAudit(AdminClient& client, const std::string& from, const std::string&
   if (!st.ok()) return FailRpc(st);
   if (output == "json") {
     std::printf("%s", PrintJson(resp, /*all_fields=*/true).c_str());
-  } else if (resp.ok()) {
-    std::printf("audit verified: %llu records of %u agent(s), every checksum and chain link intact; "
-                "%u signed checkpoint(s) hold; %llu recording slice(s) match; %llu purged record(s) "
-                "(retention) link by their kept hash\n",
-                static_cast<unsigned long long>(resp.records()), resp.agents(), resp.checkpoints(),
-                static_cast<unsigned long long>(resp.recording_slices()),
-                static_cast<unsigned long long>(resp.purged()));
-  } else {
-    std::printf("audit verification FAILED: %u record(s) do not verify\nfirst: %s\n", resp.problems(),
-                resp.first_problem().c_str());
+    return resp.ok() ? 0 : 1;
   }
+  if (resp.ok()) {
+    std::printf("audit verified: %llu records of %u agent(s), every checksum and chain link intact; "
+                "complete: %u trail(s) run from their signed genesis to their signed head, %llu session index "
+                "row(s) match their events; %u signed checkpoint(s) hold; %llu recording slice(s) match; %llu "
+                "purged record(s) (retention) link by their kept hash, under %u signed tombstone(s)\n",
+                static_cast<unsigned long long>(resp.records()), resp.agents(), resp.anchored_agents(),
+                static_cast<unsigned long long>(resp.sessions_checked()), resp.checkpoints(),
+                static_cast<unsigned long long>(resp.recording_slices()),
+                static_cast<unsigned long long>(resp.purged()), resp.tombstones());
+  } else {
+    std::printf("audit verification FAILED: %u problem(s)\nfirst: %s\n", resp.problems(), resp.first_problem().c_str());
+    // The next few, each on its line (all of them: -o json).
+    for (int i = 1; i < resp.problem_list_size() && i < 10; ++i) {
+      std::printf("then:  %s\n", resp.problem_list(i).c_str());
+    }
+    if (resp.problems() > 10) std::printf("(%u more: -o json lists the first 100)\n", resp.problems() - 10);
+  }
+  for (const std::string& note : resp.notes()) std::printf("note: %s\n", note.c_str());
   return resp.ok() ? 0 : 1;
 }
 
@@ -720,7 +734,8 @@ int main(int argc, char** argv) {
   std::string verify_from, verify_to;
   auto* audit = app.add_subcommand("audit", "the control plane's stored audit events");
   audit->require_subcommand(1);
-  auto* verify = audit->add_subcommand("verify", "re-verify checksums and hash chains from storage");
+  auto* verify = audit->add_subcommand(
+      "verify", "re-verify checksums, hash chains and completeness (signed heads, tombstones, session index) from storage");
   verify->add_option("--from", verify_from, "report problems in events after: 1h, 2d, or an RFC 3339 time");
   verify->add_option("--to", verify_to, "... and before: same forms");
   verify->add_option("-o,--output", output, "table or json");

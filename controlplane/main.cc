@@ -54,6 +54,10 @@ ABSL_FLAG(std::string, tls_hosts, "",
 ABSL_FLAG(std::string, master_key_file, "",
           "32-byte key (64 hex chars) that encrypts secrets at rest; created 0600 if absent "
           "(default: <data-dir>/master.key)");
+ABSL_FLAG(std::string, trail_key_file, "",
+          "Ed25519 private key (PEM) that signs each agent's audit trail head, the trails' totals and "
+          "retention's purge tombstones, so that `audit verify` can prove the stored trails complete; "
+          "created 0600 if absent (default: <data-dir>/trail-key.pem)");
 ABSL_FLAG(std::string, admin_token_file, "",
           "bootstrap admin token; created 0600 if absent (default: <data-dir>/admin.token)");
 ABSL_FLAG(bool, dev_issuer, false,
@@ -248,7 +252,11 @@ absl::Status Run() {
     LogInfo("no agent CA (--agent-ca-cert): agents keep certificates of their own");
   }
 
-  ASSIGN_OR_RETURN(auto store, SqliteStore::Open(data_dir + "/sluice.db"));
+  std::string trail_key_path = absl::GetFlag(FLAGS_trail_key_file);
+  if (trail_key_path.empty()) trail_key_path = data_dir + "/trail-key.pem";
+  ASSIGN_OR_RETURN(std::string trail_key, LoadOrCreateEd25519Key(trail_key_path, &created));
+  if (created) LogInfo("created the audit trail key ", trail_key_path, " (0600); back it up: `audit verify` needs it");
+  ASSIGN_OR_RETURN(auto store, SqliteStore::Open(data_dir + "/sluice.db", trail_key));
   PolicyManager policy(store.get(), master_key);
   RETURN_IF_ERROR(policy.Load());
   std::unique_ptr<DevIssuer> dev_issuer;
@@ -348,13 +356,29 @@ absl::Status Run() {
 
   HttpServer http;
   http.AddGet("/metrics", "text/plain; version=0.0.4", [&hub] {
-    return absl::StrCat(
+    std::string out = absl::StrCat(
         "# HELP sluice_policy_version Current global policy version.\n"
         "# TYPE sluice_policy_version gauge\n"
         "sluice_policy_version ", hub.version(), "\n",
         "# HELP sluice_agents_connected Agents with a live stream.\n"
         "# TYPE sluice_agents_connected gauge\n"
-        "sluice_agents_connected ", hub.connected_count(), "\n");
+        "sluice_agents_connected ", hub.connected_count(), "\n",
+        "# HELP sluice_agents_audit_refusing Connected agents that refuse new sessions because they cannot record "
+        "audit events (their spool cannot be written or is full).\n"
+        "# TYPE sluice_agents_audit_refusing gauge\n"
+        "sluice_agents_audit_refusing ", hub.audit_refusing_count(), "\n",
+        "# HELP sluice_agent_audit_ok Per connected agent: 1 while it records audit events, 0 while it refuses new "
+        "sessions because it cannot.\n"
+        "# TYPE sluice_agent_audit_ok gauge\n");
+    for (const auto& [id, live] : hub.LiveStatus()) {
+      std::string label;  // a Prometheus label value: backslash, quote and newline escaped
+      for (char c : id) {
+        if (c == '\\' || c == '"') label += '\\';
+        label += c == '\n' ? std::string("\\n") : std::string(1, c);
+      }
+      absl::StrAppend(&out, "sluice_agent_audit_ok{agent=\"", label, "\"} ", live.audit_error.empty() ? 1 : 0, "\n");
+    }
+    return out;
   });
   AddApprovalLinks(http, worker, *desk, policy, *store);
   ASSIGN_OR_RETURN(int http_port, http.Start(absl::GetFlag(FLAGS_http_listen)));

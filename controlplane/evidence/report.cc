@@ -1059,6 +1059,9 @@ Json Collector::Report(const v1::VerifyAuditResponse& verify) {
     counts[kAU9]["audit_key_mismatches"] = audit_key_mismatch_;
     counts[kAU9]["recording_slices_verified"] = verify.recording_slices();
     counts[kAU9]["purged_records"] = verify.purged();
+    counts[kAU9]["trails_complete"] = verify.anchored_agents();
+    counts[kAU9]["purge_tombstones_verified"] = verify.tombstones();
+    counts[kAU9]["session_index_rows_verified"] = verify.sessions_checked();
     evidence[kAU9]["verify_ok"] = verify.ok();
     evidence[kAU9]["first_problem"] = verify.first_problem();
     evidence[kAU9]["signed_through"] = verify.signed_through();
@@ -1066,9 +1069,10 @@ Json Collector::Report(const v1::VerifyAuditResponse& verify) {
         verify.ok()
             ? absl::StrCat("audit chain verified: ", verify.records(), " record(s) of ",
                            verify.agents(), " agent(s), every checksum and link intact; ",
+                           verify.anchored_agents(), " trail(s) complete from signed genesis to signed head; ",
                            verify.checkpoints(), " signed checkpoint(s) hold")
             : absl::StrCat("audit chain verification FAILED: ", verify.problems(),
-                           " record(s) do not verify; first: ", Cap(verify.first_problem()));
+                           " problem(s); first: ", Cap(verify.first_problem()));
   }
   // AU-10
   {
@@ -1401,6 +1405,11 @@ Json Collector::Report(const v1::VerifyAuditResponse& verify) {
   v["signed_through"] = verify.signed_through();
   v["recording_slices"] = verify.recording_slices();
   v["purged"] = verify.purged();
+  v["trails_complete"] = verify.anchored_agents();
+  v["tombstones"] = verify.tombstones();
+  v["sessions_checked"] = verify.sessions_checked();
+  v["notes"] = Json::array();
+  for (const std::string& note : verify.notes()) v["notes"].push_back(note);
   report["verify"] = std::move(v);
   report["controls"] = Json::array();
   for (size_t i = 0; i < kControls; ++i) {

@@ -247,6 +247,9 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListAgents(grpc::CallbackServerConte
         s->set_connected(true);
         s->set_desired_version(it->second.desired_version);
         s->set_last_seen_unix_ms(NowUnixMs());
+        s->set_audit_state(it->second.audit_error.empty() ? "ok" : "refusing");
+        s->set_audit_error(it->second.audit_error);
+        s->set_audit_error_since_unix_ms(it->second.audit_error_since_ms);
       }
     }
     return absl::OkStatus();

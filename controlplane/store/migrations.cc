@@ -165,6 +165,44 @@ const std::vector<const char*>& Migrations() {
           held_ms INTEGER NOT NULL);
         CREATE INDEX sessions_ended ON sessions(connection, ended_ms);
       )sql",
+      // 12: what proves each agent's stored trail complete (controlplane/store/trail_anchor.h),
+      // signed with the control plane's trail key and kept apart from the event rows: each
+      // agent's trail head (genesis, last record, records) with the agent's latest signed
+      // checkpoint, how many trails there are, and a tombstone per retention purge and agent.
+      // Trails stored before this migration are anchored as found, in the same transaction
+      // (SqliteStore's migration hook).
+      R"sql(
+        CREATE TABLE trail_heads (
+          agent_id TEXT PRIMARY KEY,
+          genesis_sequence INTEGER NOT NULL,
+          genesis_hash BLOB NOT NULL,
+          last_sequence INTEGER NOT NULL,
+          last_hash BLOB NOT NULL,
+          records INTEGER NOT NULL,
+          origin INTEGER NOT NULL,
+          anchored_through INTEGER NOT NULL,
+          time_ms INTEGER NOT NULL,
+          signature BLOB NOT NULL,
+          checkpoint_sequence INTEGER NOT NULL DEFAULT 0,
+          checkpoint_hash BLOB NOT NULL DEFAULT x'',
+          checkpoint_signature BLOB NOT NULL DEFAULT x'');
+        CREATE TABLE trail_totals (
+          id INTEGER PRIMARY KEY CHECK (id = 1),
+          agents INTEGER NOT NULL,
+          origin INTEGER NOT NULL,
+          time_ms INTEGER NOT NULL,
+          signature BLOB NOT NULL);
+        CREATE TABLE purge_tombstones (
+          agent_id TEXT NOT NULL,
+          audit_id INTEGER NOT NULL,
+          time_ms INTEGER NOT NULL,
+          events INTEGER NOT NULL,
+          first_sequence INTEGER NOT NULL,
+          last_sequence INTEGER NOT NULL,
+          digest BLOB NOT NULL,
+          signature BLOB NOT NULL,
+          PRIMARY KEY (agent_id, audit_id)) WITHOUT ROWID;
+      )sql",
   };
   return *m;
 }
@@ -267,7 +305,7 @@ absl::StatusOr<int> SchemaVersion(sqlite3* db) {
   return version;
 }
 
-absl::Status Migrate(sqlite3* db, int target) {
+absl::Status Migrate(sqlite3* db, int target, const MigrationHook& after) {
   if (target < 0) target = LatestSchemaVersion();
   ASSIGN_OR_RETURN(int current, SchemaVersion(db));
   if (current > LatestSchemaVersion()) {
@@ -279,6 +317,7 @@ absl::Status Migrate(sqlite3* db, int target) {
     RETURN_IF_ERROR(ExecSql(db, "BEGIN IMMEDIATE"));
     absl::Status st = ExecSql(db, Migrations()[v - 1]);
     if (st.ok() && static_cast<size_t>(v) <= DataSteps().size()) st = DataSteps()[v - 1](db);
+    if (st.ok() && after) st = after(db, v);
     if (st.ok()) {
       std::string record = absl::StrCat(
           "INSERT INTO schema_migrations(version, applied_ms) VALUES (", v,

@@ -1,5 +1,6 @@
 #include "controlplane/store/sqlite_store.h"
 
+#include <google/protobuf/util/message_differencer.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -15,12 +16,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/time.h"
 #include "common/audit/records.h"
 #include "common/crypto.h"
 #include "common/log.h"
 #include "common/policy/resource.h"
 #include "common/status_macros.h"
 #include "controlplane/store/migrations.h"
+#include "controlplane/store/session_index.h"
 #include "controlplane/store/sqlite_stmt.h"
 
 namespace sluice::controlplane {
@@ -102,7 +105,16 @@ constexpr char kAgentColumns[] =
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path) {
+absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path,
+                                                              const std::string& trail_key_pem) {
+  size_t slash = path.rfind('/');
+  std::string dir = slash == std::string::npos ? "." : path.substr(0, slash);
+  std::string pem = trail_key_pem;
+  if (pem.empty()) {
+    bool created = false;
+    ASSIGN_OR_RETURN(pem, LoadOrCreateEd25519Key(dir + "/trail-key.pem", &created));
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<TrailSigner> signer, TrailSigner::FromPem(pem));
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &db,
                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
@@ -111,12 +123,15 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string
     sqlite3_close(db);
     return absl::UnavailableError(absl::StrCat("cannot open SQLite database ", path, ": ", msg));
   }
-  size_t slash = path.rfind('/');
-  std::string dir = slash == std::string::npos ? "." : path.substr(0, slash);
-  std::unique_ptr<SqliteStore> store(new SqliteStore(db, dir + "/recordings"));
+  std::unique_ptr<SqliteStore> store(new SqliteStore(db, dir + "/recordings", std::move(signer)));
   sqlite3_busy_timeout(db, 5000);
   RETURN_IF_ERROR(ExecSql(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"));
-  RETURN_IF_ERROR(Migrate(db));
+  SqliteStore* s = store.get();
+  absl::MutexLock lock(&s->mu_);
+  RETURN_IF_ERROR(Migrate(db, -1, [s](sqlite3*, int version) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return version == kTrailAnchorMigration ? s->AnchorStoredTrailsLocked() : absl::OkStatus();
+  }));
+  RETURN_IF_ERROR(s->CheckTrailKeyLocked());
   return store;
 }
 
@@ -373,47 +388,8 @@ absl::StatusOr<std::vector<AuditRecord>> SqliteStore::ListAudit(int limit) {
 namespace sluice::controlplane {
 namespace {
 
-// The session summary fields an event body carries (session_start / session_refused).
-v1::SessionSummary SummaryFromEvent(const std::string& agent_id, const v1::AuditEvent& e,
-                                    const nlohmann::json& body) {
-  v1::SessionSummary s;
-  auto str = [&body](const char* key) -> std::string {
-    auto it = body.find(key);
-    return it != body.end() && it->is_string() ? it->get<std::string>() : "";
-  };
-  s.set_session_id(e.session_id());
-  s.set_agent_id(agent_id);
-  s.set_connection(str("connection"));
-  s.set_subject(str("subject"));
-  s.set_issuer(str("issuer"));
-  if (auto it = body.find("groups"); it != body.end() && it->is_array()) {
-    for (const auto& g : *it) {
-      if (g.is_string()) s.add_groups(g.get<std::string>());
-    }
-  }
-  if (auto it = body.find("attribution"); it != body.end() && it->is_object()) {
-    for (auto a = it->begin(); a != it->end(); ++a) {
-      if (a.value().is_string()) (*s.mutable_attribution())[a.key()] = a.value().get<std::string>();
-    }
-  }
-  s.set_client_addr(str("client_addr"));
-  s.set_access(str("access"));
-  s.set_rule(str("rule"));
-  s.set_started_unix_ms(e.time_unix_ms());
-  if (auto it = body.find("tls"); it != body.end() && it->is_boolean()) s.set_tls(it->get<bool>());
-  return s;
-}
-
-}  // namespace
-
-namespace {
-
 // A checkpoint event's claim: the record with `sequence` has `hash`, signed by the agent.
-struct Checkpoint {
-  uint64_t sequence = 0;
-  std::string hash;
-  std::string signature;
-};
+using Checkpoint = AgentCheckpoint;
 
 std::optional<Checkpoint> ParseCheckpoint(const v1::AuditEvent& e) {
   if (e.type() != "checkpoint") return std::nullopt;
@@ -434,6 +410,129 @@ bool SignatureValid(const std::string& key, const Checkpoint& c) {
 }
 
 }  // namespace
+
+absl::Status SqliteStore::CheckTrailKeyLocked() {
+  const std::string mine = HexEncode(signer_->public_key());
+  Stmt q(db_, "SELECT value FROM meta WHERE key = 'trail_public_key'");
+  RETURN_IF_ERROR(q.status());
+  if (q.Step() == SQLITE_ROW) {
+    if (q.Text(0) == mine) return absl::OkStatus();
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the audit trails in this store were signed by the trail key whose public half is ", q.Text(0),
+        ", and the trail key given is another (", mine, "): start with that key (--trail-key-file), or "
+        "`audit verify` fails for every trail"));
+  }
+  Stmt put(db_, "INSERT INTO meta(key, value) VALUES ('trail_public_key', ?1)");
+  put.Bind(1, mine);
+  return put.Run();
+}
+
+absl::StatusOr<std::string> SqliteStore::StoredRecordHashLocked(const v1::AuditEvent& e, absl::string_view payload) {
+  if (!e.purged_hash().empty()) return e.purged_hash();
+  if (e.recording_bytes() == 0) return audit::ChainHash(payload);
+  ASSIGN_OR_RETURN(auto slices, ReadRecordingsLocked(e.session_id(), e.sequence() - 1));
+  auto slice = slices.find(e.sequence());
+  if (slice == slices.end() || slice->second.size() != e.recording_bytes()) {
+    return absl::DataLossError(absl::StrCat("the recording slice of sequence ", e.sequence(), " is missing"));
+  }
+  return audit::ChainHash(audit::JoinRecording(payload, slice->second));
+}
+
+absl::Status SqliteStore::PutTrailHeadLocked(const TrailHead& h) {
+  ASSIGN_OR_RETURN(std::string signature, signer_->Sign(TrailHeadMessage(h)));
+  Stmt put(db_, statements_,
+           "INSERT INTO trail_heads(agent_id, genesis_sequence, genesis_hash, last_sequence, last_hash, records, origin, "
+           "anchored_through, time_ms, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) "
+           "ON CONFLICT(agent_id) DO UPDATE SET genesis_sequence = ?2, genesis_hash = ?3, last_sequence = ?4, "
+           "last_hash = ?5, records = ?6, origin = ?7, anchored_through = ?8, time_ms = ?9, signature = ?10");
+  put.Bind(1, h.agent_id).Bind(2, static_cast<int64_t>(h.genesis_sequence)).BindBlob(3, h.genesis_hash);
+  put.Bind(4, static_cast<int64_t>(h.last_sequence)).BindBlob(5, h.last_hash).Bind(6, static_cast<int64_t>(h.records));
+  put.Bind(7, static_cast<int64_t>(h.origin)).Bind(8, static_cast<int64_t>(h.anchored_through)).Bind(9, h.time_ms);
+  put.BindBlob(10, signature);
+  return put.Run();
+}
+
+absl::Status SqliteStore::PutTrailTotalsLocked(const TrailTotals& t) {
+  ASSIGN_OR_RETURN(std::string signature, signer_->Sign(TrailTotalsMessage(t)));
+  Stmt put(db_, statements_,
+           "INSERT INTO trail_totals(id, agents, origin, time_ms, signature) VALUES (1, ?1, ?2, ?3, ?4) "
+           "ON CONFLICT(id) DO UPDATE SET agents = ?1, origin = ?2, time_ms = ?3, signature = ?4");
+  put.Bind(1, static_cast<int64_t>(t.agents)).Bind(2, static_cast<int64_t>(t.origin)).Bind(3, t.time_ms);
+  put.BindBlob(4, signature);
+  return put.Run();
+}
+
+absl::Status SqliteStore::AnchorStoredTrailsLocked() {
+  struct Found {
+    std::string agent;
+    int64_t first_chunk = 0, last_chunk = 0;
+    uint64_t first_sequence = 0, last_sequence = 0, records = 0;
+  };
+  std::vector<Found> found;
+  {
+    Stmt q(db_,
+           "SELECT agent_id, MIN(id), MAX(id), MIN(first_sequence), MAX(last_sequence), SUM(events) FROM event_chunks "
+           "GROUP BY agent_id ORDER BY agent_id");
+    RETURN_IF_ERROR(q.status());
+    while (q.Step() == SQLITE_ROW) {
+      found.push_back(Found{q.Text(0), q.Int(1), q.Int(2), static_cast<uint64_t>(q.Int(3)),
+                            static_cast<uint64_t>(q.Int(4)), static_cast<uint64_t>(q.Int(5))});
+    }
+  }
+  // The first and the last record of a chunk, as stored. What cannot be read (a damaged chunk, a
+  // recording slice gone) leaves the hash empty: the trail is taken as found, and verify names
+  // the damage itself.
+  struct Edge {
+    uint64_t sequence = 0;
+    std::string hash;
+    int64_t time_ms = 0;
+  };
+  Stmt read(db_, "SELECT records FROM event_chunks WHERE id = ?1");
+  RETURN_IF_ERROR(read.status());
+  auto edge = [this, &read](int64_t chunk, bool first) ABSL_NO_THREAD_SAFETY_ANALYSIS -> std::optional<Edge> {
+    read.Reset();
+    read.Bind(1, chunk);
+    if (read.Step() != SQLITE_ROW) return std::nullopt;
+    auto records = ChunkRecords(read.Text(0), chunk);
+    if (!records.ok()) return std::nullopt;
+    audit::RecordReader reader(*records);
+    std::optional<absl::string_view> payload;
+    while (!reader.done()) {
+      auto next = reader.Next();
+      if (!next.ok()) break;
+      payload = *next;
+      if (first) break;
+    }
+    v1::AuditEvent e;
+    if (!payload || !e.ParseFromArray(payload->data(), static_cast<int>(payload->size()))) return std::nullopt;
+    auto hash = StoredRecordHashLocked(e, *payload);
+    return Edge{e.sequence(), hash.ok() ? *hash : std::string(), e.time_unix_ms()};
+  };
+  TrailTotals totals;
+  uint64_t records = 0;
+  for (const Found& f : found) {
+    TrailHead h;
+    h.agent_id = f.agent;
+    h.origin = TrailOrigin::kUpgrade;
+    h.records = f.records;
+    h.genesis_sequence = f.first_sequence;
+    h.last_sequence = f.last_sequence;
+    if (auto g = edge(f.first_chunk, true); g && g->sequence == f.first_sequence) h.genesis_hash = g->hash;
+    if (auto l = edge(f.last_chunk, false); l && l->sequence == f.last_sequence) {
+      h.last_hash = l->hash;
+      h.time_ms = l->time_ms;
+    }
+    h.anchored_through = h.last_sequence;
+    RETURN_IF_ERROR(PutTrailHeadLocked(h));
+    ++totals.agents;
+    records += h.records;
+    totals.time_ms = std::max(totals.time_ms, h.time_ms);
+  }
+  if (found.empty()) return absl::OkStatus();
+  LogInfo("audit trails: anchored the trails of ", found.size(), " agent(s) as stored (", records,
+          " records); `audit verify` proves them complete from here on");
+  return PutTrailTotalsLocked(totals);
+}
 
 absl::StatusOr<absl::string_view> SqliteStore::StoredChunkLocked(absl::string_view records) {
   chunk_buffer_.clear();
@@ -468,6 +567,8 @@ absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent
   // something else is refused.
   std::string head = committed_q.Text(1);
   const std::string key = committed_q.Text(2);
+  std::string first_hash;                   // of the first new event (an agent's genesis)
+  std::optional<Checkpoint> last_checkpoint;  // the batch's last signed checkpoint
   for (size_t i = first_new; i < batch.events.size(); ++i) {
     const v1::AuditEvent& e = batch.events[i];
     if (!e.purged_hash().empty()) {
@@ -479,11 +580,15 @@ absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent
                                               e.sequence(), ": its prev_hash does not match the event stored before it"));
     }
     head = audit::ChainHash(audit::RecordPayload(batch.records, batch.offsets[i]));
+    if (i == first_new) first_hash = head;
     // A checkpoint must carry the agent's signature (the claim itself is checked by VerifyAudit,
     // which follows the whole chain).
-    if (auto c = ParseCheckpoint(e); c && !key.empty() && !SignatureValid(key, *c)) {
-      return absl::DataLossError(absl::StrCat("the audit checkpoint of agent ", agent_id, " at sequence ", e.sequence(),
-                                              " does not carry a valid signature of the agent's key"));
+    if (auto c = ParseCheckpoint(e); c && !key.empty()) {
+      if (!SignatureValid(key, *c)) {
+        return absl::DataLossError(absl::StrCat("the audit checkpoint of agent ", agent_id, " at sequence ", e.sequence(),
+                                                " does not carry a valid signature of the agent's key"));
+      }
+      last_checkpoint = *c;
     }
   }
 
@@ -556,28 +661,13 @@ absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent
   absl::flat_hash_set<std::string> sessions;
   // Decisions and rules per session, for the session filters. Only events that name one are
   // parsed (most statement events do not).
-  struct Tags {
-    std::set<std::string> decisions;
-    std::set<std::string> rules;
-  };
-  absl::flat_hash_map<std::string, Tags> tags;
+  absl::flat_hash_map<std::string, SessionTags> tags;
   auto tag = [&tags](const v1::AuditEvent& e) {
-    const std::string& j = e.json();
-    // memmem, not std::string::find: find stops at every '"' of the body (6% of ingest).
-    auto has = [&j](absl::string_view key) { return memmem(j.data(), j.size(), key.data(), key.size()) != nullptr; };
-    if (!has("\"decision\"") && !has("\"masked_by\"")) return;
-    nlohmann::json body = nlohmann::json::parse(j, nullptr, false);
-    if (!body.is_object()) return;
-    Tags& t = tags[e.session_id()];
-    auto str = [&body](const char* k) {
-      auto it = body.find(k);
-      return it != body.end() && it->is_string() ? it->get<std::string>() : std::string();
-    };
-    if (!str("decision").empty()) t.decisions.insert(str("decision"));
-    for (const char* k : {"guardrail", "approval_policy"}) {
-      if (!str(k).empty()) t.rules.insert(str(k));
-    }
-    for (absl::string_view r : absl::StrSplit(str("masked_by"), ',', absl::SkipEmpty())) t.rules.emplace(r);
+    auto t = EventTags(e);
+    if (!t) return;
+    SessionTags& into = tags[e.session_id()];
+    into.decisions.insert(t->decisions.begin(), t->decisions.end());
+    into.rules.insert(t->rules.begin(), t->rules.end());
   };
   for (size_t i = first_new; i < batch.events.size(); ++i) {
     const v1::AuditEvent& e = batch.events[i];
@@ -598,10 +688,7 @@ absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent
     }
     nlohmann::json body = nlohmann::json::parse(e.json(), nullptr, false);
     if (!body.is_object()) body = nlohmann::json::object();
-    auto reason = [&body]() -> std::string {
-      auto it = body.find("reason");
-      return it != body.end() && it->is_string() ? it->get<std::string>() : "";
-    };
+    auto reason = [&body]() { return BodyReason(body); };
     if (e.type() == "session_end") {
       Stmt up(db_, statements_, "UPDATE sessions SET ended_ms = ?2, outcome = 'closed', reason = ?3 WHERE session_id = ?1");
       up.Bind(1, e.session_id()).Bind(2, e.time_unix_ms()).Bind(3, reason());
@@ -612,8 +699,6 @@ absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent
     std::string bytes;
     summary.SerializeToString(&bytes);
     bool refused = e.type() == "session_refused";
-    nlohmann::json attribution = nlohmann::json::object();
-    for (const auto& [k, v] : summary.attribution()) attribution[k] = v;
     Stmt up(db_, statements_,
             "INSERT OR IGNORE INTO sessions(session_id, agent_id, connection, subject, issuer, summary, "
             "started_ms, ended_ms, outcome, reason, attribution) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
@@ -621,7 +706,7 @@ absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent
     up.Bind(5, summary.issuer()).BindBlob(6, bytes).Bind(7, e.time_unix_ms());
     up.Bind(8, refused ? e.time_unix_ms() : 0).Bind(9, std::string(refused ? "refused" : "open"));
     up.Bind(10, refused ? reason() : std::string());
-    up.Bind(11, attribution.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    up.Bind(11, AttributionJson(summary));
     RETURN_IF_ERROR(up.Run());
   }
   for (const auto& [session, t] : tags) {
@@ -629,11 +714,7 @@ absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent
     RETURN_IF_ERROR(q.status());
     q.Bind(1, session);
     if (q.Step() != SQLITE_ROW) continue;
-    auto merge = [](const std::string& current, const std::set<std::string>& add) {
-      std::set<std::string> all(add);
-      for (absl::string_view v : absl::StrSplit(current, ',', absl::SkipEmpty())) all.emplace(v);
-      return all.empty() ? std::string() : absl::StrCat(",", absl::StrJoin(all, ","), ",");
-    };
+    auto merge = MergeTagList;
     Stmt up(db_, statements_, "UPDATE sessions SET decisions = ?2, rules = ?3 WHERE session_id = ?1");
     up.Bind(1, session).Bind(2, merge(q.Text(0), t.decisions)).Bind(3, merge(q.Text(1), t.rules));
     RETURN_IF_ERROR(up.Run());
@@ -655,8 +736,87 @@ absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent
   Stmt mark(db_, statements_, "UPDATE agents SET events_committed = ?2, chain_head = ?3 WHERE id = ?1");
   mark.Bind(1, agent_id).Bind(2, static_cast<int64_t>(last.sequence())).BindBlob(3, head);
   RETURN_IF_ERROR(mark.Run());
+  RETURN_IF_ERROR(AdvanceTrailLocked(agent_id, committed, batch.events.size() - first_new,
+                                     {first.sequence(), first_hash}, {last.sequence(), head},
+                                     last.time_unix_ms(), last_checkpoint ? &*last_checkpoint : nullptr));
   RETURN_IF_ERROR(txn.Commit());
   return last.sequence();
+}
+
+absl::Status SqliteStore::AdvanceTrailLocked(const std::string& agent_id, uint64_t committed, uint64_t added,
+                                             const SequenceHash& first, const SequenceHash& last, int64_t time_ms,
+                                             const AgentCheckpoint* checkpoint) {
+  TrailHead h;
+  h.agent_id = agent_id;
+  h.last_sequence = last.sequence;
+  h.last_hash = last.hash;
+  h.time_ms = time_ms;
+  bool new_head = false;
+  {
+    Stmt q(db_, statements_,
+           "SELECT genesis_sequence, genesis_hash, records, origin, anchored_through FROM trail_heads WHERE agent_id = ?1");
+    RETURN_IF_ERROR(q.status());
+    q.Bind(1, agent_id);
+    if (q.Step() == SQLITE_ROW) {
+      h.genesis_sequence = static_cast<uint64_t>(q.Int(0));
+      h.genesis_hash = q.Text(1);
+      h.records = static_cast<uint64_t>(q.Int(2)) + added;
+      h.origin = static_cast<TrailOrigin>(q.Int(3));
+      h.anchored_through = static_cast<uint64_t>(q.Int(4));
+    } else {
+      new_head = true;
+      h.genesis_sequence = first.sequence;
+      h.genesis_hash = first.hash;
+      h.records = added;
+    }
+  }
+  if (new_head && committed != 0) {
+    // Events were stored for this agent, and their head is gone: someone removed it. A new head
+    // is signed from what is stored (so that ingest goes on), marked lost: verify reports it.
+    Stmt q(db_, "SELECT MIN(first_sequence), SUM(events) FROM event_chunks WHERE agent_id = ?1");
+    RETURN_IF_ERROR(q.status());
+    q.Bind(1, agent_id);
+    if (q.Step() == SQLITE_ROW) {
+      h.genesis_sequence = static_cast<uint64_t>(q.Int(0));
+      h.records = static_cast<uint64_t>(q.Int(1));
+    }
+    h.genesis_hash.clear();
+    h.origin = TrailOrigin::kLost;
+    h.anchored_through = committed;
+    LogWarning("audit trail of agent ", agent_id, ": its signed head was missing (removed from the store); a new one "
+               "marks the trail through sequence ", committed, " as not proven");
+  }
+  RETURN_IF_ERROR(PutTrailHeadLocked(h));
+  if (checkpoint != nullptr) {
+    Stmt up(db_, statements_,
+            "UPDATE trail_heads SET checkpoint_sequence = ?2, checkpoint_hash = ?3, checkpoint_signature = ?4 "
+            "WHERE agent_id = ?1");
+    up.Bind(1, agent_id).Bind(2, static_cast<int64_t>(checkpoint->sequence)).BindBlob(3, checkpoint->hash);
+    up.BindBlob(4, checkpoint->signature);
+    RETURN_IF_ERROR(up.Run());
+  }
+
+  // The count of trails changes when one starts (a lost head's agent was counted already).
+  TrailTotals totals;
+  totals.time_ms = time_ms;
+  Stmt q(db_, statements_, "SELECT agents, origin FROM trail_totals WHERE id = 1");
+  RETURN_IF_ERROR(q.status());
+  if (q.Step() == SQLITE_ROW) {
+    if (!new_head || committed != 0) return absl::OkStatus();
+    totals.agents = static_cast<uint64_t>(q.Int(0)) + 1;
+    totals.origin = static_cast<TrailOrigin>(q.Int(1));
+  } else {
+    // No totals yet: a new store, whose first trail this is; otherwise someone removed them, and
+    // they are counted again from the heads, marked lost.
+    Stmt heads(db_, "SELECT COUNT(*) FROM trail_heads");
+    RETURN_IF_ERROR(heads.status());
+    if (heads.Step() == SQLITE_ROW) totals.agents = static_cast<uint64_t>(heads.Int(0));
+    if (!(new_head && committed == 0 && totals.agents == 1)) {
+      totals.origin = TrailOrigin::kLost;
+      LogWarning("audit trails: the signed totals were missing (removed from the store); new ones are marked lost");
+    }
+  }
+  return PutTrailTotalsLocked(totals);
 }
 
 namespace {
@@ -958,7 +1118,7 @@ absl::StatusOr<v1::PurgeExpiredResponse> SqliteStore::PurgeSessions(const PurgeR
       while (c.Step() == SQLITE_ROW) chunks.insert(c.Int(0));
     }
   }
-  Stmt r(db_, "SELECT records FROM event_chunks WHERE id = ?1");
+  Stmt r(db_, "SELECT records, agent_id FROM event_chunks WHERE id = ?1");
   RETURN_IF_ERROR(r.status());
   if (req.dry_run) {
     // Count the events without changing anything.
@@ -992,11 +1152,15 @@ absl::StatusOr<v1::PurgeExpiredResponse> SqliteStore::PurgeSessions(const PurgeR
                    AppendAuditLocked({0, req.now_ms, req.actor, "Retention.purge", "", "ok", "in progress"}));
   out.set_audit_id(audit_id);
   const std::string tombstone_body = absl::StrCat("{\"purged_by_audit_record\":", audit_id, "}");
+  // One signed tombstone per agent says which records this purge replaced (trail_anchor.h).
+  // Chunks are visited by id: each agent's in sequence order, as verify folds them.
+  std::map<std::string, PurgeTombstone> tombstones;
   for (int64_t chunk : chunks) {
     r.Reset();
     r.Bind(1, chunk);
     if (r.Step() != SQLITE_ROW) continue;
     ASSIGN_OR_RETURN(const std::string records, ChunkRecords(r.Text(0), chunk));
+    const std::string chunk_agent = r.Text(1);
     std::string rewritten;
     rewritten.reserve(records.size());
     audit::RecordReader reader(records);
@@ -1032,11 +1196,32 @@ absl::StatusOr<v1::PurgeExpiredResponse> SqliteStore::PurgeSessions(const PurgeR
       tombstone.set_json(tombstone_body);
       audit::AppendRecord(&rewritten, tombstone.SerializeAsString());
       out.set_events(out.events() + 1);
+      PurgeTombstone& t = tombstones[chunk_agent];
+      if (t.events == 0) {
+        t.digest = PurgeDigestStart();
+        t.first_sequence = e.sequence();
+      }
+      ++t.events;
+      t.last_sequence = e.sequence();
+      PurgeDigestAdd(&t.digest, e.sequence(), tombstone.purged_hash());
     }
     Stmt w(db_, "UPDATE event_chunks SET records = ?2 WHERE id = ?1");
     ASSIGN_OR_RETURN(absl::string_view compressed, StoredChunkLocked(rewritten));
     w.Bind(1, chunk).BindBlobNoCopy(2, compressed);
     RETURN_IF_ERROR(w.Run());
+  }
+  for (auto& [agent, t] : tombstones) {
+    t.audit_id = audit_id;
+    t.agent_id = agent;
+    t.time_ms = req.now_ms;
+    ASSIGN_OR_RETURN(std::string signature, signer_->Sign(PurgeTombstoneMessage(t)));
+    Stmt put(db_,
+             "INSERT INTO purge_tombstones(agent_id, audit_id, time_ms, events, first_sequence, last_sequence, digest, "
+             "signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+    put.Bind(1, agent).Bind(2, audit_id).Bind(3, t.time_ms).Bind(4, static_cast<int64_t>(t.events));
+    put.Bind(5, static_cast<int64_t>(t.first_sequence)).Bind(6, static_cast<int64_t>(t.last_sequence));
+    put.BindBlob(7, t.digest).BindBlob(8, signature);
+    RETURN_IF_ERROR(put.Run());
   }
   for (const char* sql : {"DELETE FROM session_chunks WHERE session_id = ?1", "DELETE FROM recording_blocks WHERE session_id = ?1",
                           "DELETE FROM sessions WHERE session_id = ?1"}) {
@@ -1074,16 +1259,174 @@ absl::StatusOr<v1::PurgeExpiredResponse> SqliteStore::PurgeSessions(const PurgeR
   return out;
 }
 
+namespace {
+
+std::string FormatMs(int64_t ms) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::FromUnixMillis(ms), absl::UTCTimeZone());
+}
+
+// Since when rows hold what migration `version` added to the session index: 0 (always) when the
+// store was created with it, else when the store was upgraded to it (rows written before hold the
+// columns' defaults). Sessions started before are not compared on those columns.
+int64_t IndexedSinceMs(sqlite3* db, int version) {
+  Stmt q(db, "SELECT (SELECT applied_ms FROM schema_migrations WHERE version = ?1), "
+             "(SELECT applied_ms FROM schema_migrations WHERE version = 1)");
+  q.Bind(1, static_cast<int64_t>(version));
+  if (!q.status().ok() || q.Step() != SQLITE_ROW) return 0;
+  const int64_t applied = q.Int(0), created = q.Int(1);
+  // One run of Migrate applies every migration within moments; an upgrade comes a start later.
+  return applied - created < 60000 ? 0 : applied;
+}
+
+// A trail head as stored, read back to be checked.
+struct StoredHead {
+  TrailHead head;
+  std::string signature;
+  AgentCheckpoint checkpoint;  // sequence 0: none kept
+  bool seen = false;           // the agent has stored records
+};
+
+struct StoredTombstone {
+  PurgeTombstone tombstone;
+  std::string signature;
+};
+
+// What verify learns of one agent's trail while it reads it.
+struct TrailPass {
+  uint64_t records = 0;
+  bool any = false;
+  uint64_t first_sequence = 0;
+  std::string first_hash;
+  uint64_t last_sequence = 0;
+  std::string last_hash;
+  struct Fold {  // the purged records naming one purge
+    uint64_t events = 0;
+    uint64_t first = 0;
+    uint64_t last = 0;
+    std::string digest = PurgeDigestStart();
+  };
+  std::map<int64_t, Fold> purges;  // by the purge's audit record (0: none named)
+  absl::flat_hash_map<std::string, DerivedSession> sessions;
+};
+
+// The audit record a purged record names ({"purged_by_audit_record": N}); 0 when none.
+int64_t PurgedBy(const v1::AuditEvent& e) {
+  nlohmann::json j = nlohmann::json::parse(e.json(), nullptr, false);
+  if (!j.is_object()) return 0;
+  auto it = j.find("purged_by_audit_record");
+  return it != j.end() && it->is_number_integer() ? it->get<int64_t>() : 0;
+}
+
+// The problems and notes of one verification.
+class Findings {
+ public:
+  explicit Findings(v1::VerifyAuditResponse* out) : out_(out) {}
+  void Problem(const std::string& what) {
+    if (out_->problems() == 0) out_->set_first_problem(what);
+    out_->set_problems(out_->problems() + 1);
+    if (out_->problem_list_size() < 100) out_->add_problem_list(what);
+  }
+  void Note(const std::string& what) {
+    if (out_->notes_size() < 100) out_->add_notes(what);
+  }
+
+ private:
+  v1::VerifyAuditResponse* out_;
+};
+
+// Whether the index row of a session (the `sessions` columns read by CheckSessionIndex) says what
+// its events say; the differences, named, or "".
+std::string IndexDifferences(Stmt& row, const std::string& agent, const DerivedSession& d, int64_t tags_since_ms,
+                             int64_t summaries_since_ms) {
+  std::vector<std::string> diffs;
+  auto text = [&diffs](const char* what, const std::string& index, const std::string& events) {
+    if (index != events) diffs.push_back(absl::StrCat(what, " '", index, "' (the events: '", events, "')"));
+  };
+  auto number = [&diffs](const char* what, int64_t index, int64_t events) {
+    if (index != events) diffs.push_back(absl::StrCat(what, " ", index, " (the events: ", events, ")"));
+  };
+  text("agent", row.Text(0), agent);
+  text("connection", row.Text(1), d.summary.connection());
+  text("identity", row.Text(2), d.summary.subject());
+  text("issuer", row.Text(3), d.summary.issuer());
+  number("started_ms", row.Int(5), d.summary.started_unix_ms());
+  number("ended_ms", row.Int(6), d.ended_ms);
+  text("outcome", row.Text(7), d.outcome);
+  text("reason", row.Text(8), d.reason);
+  number("statements", row.Int(9), static_cast<int64_t>(d.statements));
+  number("errors", row.Int(10), static_cast<int64_t>(d.errors));
+  // Rows written before a column existed hold its default: compared only when written since.
+  if (d.summary.started_unix_ms() >= tags_since_ms) {
+    text("decisions", row.Text(11), TagList(d.tags.decisions));
+    text("rules", row.Text(12), TagList(d.tags.rules));
+    text("attribution", row.Text(13), AttributionJson(d.summary));
+  }
+  if (d.summary.started_unix_ms() >= summaries_since_ms) {
+    v1::SessionSummary stored;
+    if (!stored.ParseFromString(row.Text(4)) ||
+        !google::protobuf::util::MessageDifferencer::Equals(stored, d.summary)) {
+      diffs.push_back("summary (identity, groups, client, access, rule, TLS) does not match the session's start event");
+    }
+  }
+  return absl::StrJoin(diffs, "; ");
+}
+
+}  // namespace
+
 absl::StatusOr<v1::VerifyAuditResponse> SqliteStore::VerifyAudit(const v1::VerifyAuditRequest& req,
                                                                  const EventVisitor& visit) {
   absl::MutexLock lock(&mu_);
   v1::VerifyAuditResponse out;
+  out.set_trail_key(HexEncode(signer_->public_key()));
+  Findings findings(&out);
+  auto problem = [&findings](const std::string& what) { findings.Problem(what); };
   absl::flat_hash_map<std::string, std::string> keys;
   {
     Stmt k(db_, "SELECT id, audit_public_key FROM agents");
     RETURN_IF_ERROR(k.status());
     while (k.Step() == SQLITE_ROW) keys[k.Text(0)] = k.Text(1);
   }
+  // What proves the trails complete (trail_anchor.h): small tables, read whole.
+  std::map<std::string, StoredHead> heads;
+  {
+    Stmt h(db_,
+           "SELECT agent_id, genesis_sequence, genesis_hash, last_sequence, last_hash, records, origin, anchored_through, "
+           "time_ms, signature, checkpoint_sequence, checkpoint_hash, checkpoint_signature FROM trail_heads");
+    RETURN_IF_ERROR(h.status());
+    while (h.Step() == SQLITE_ROW) {
+      StoredHead& sh = heads[h.Text(0)];
+      sh.head = TrailHead{h.Text(0), static_cast<uint64_t>(h.Int(1)), h.Text(2), static_cast<uint64_t>(h.Int(3)),
+                          h.Text(4), static_cast<uint64_t>(h.Int(5)), static_cast<TrailOrigin>(h.Int(6)),
+                          static_cast<uint64_t>(h.Int(7)), h.Int(8)};
+      sh.signature = h.Text(9);
+      sh.checkpoint = AgentCheckpoint{static_cast<uint64_t>(h.Int(10)), h.Text(11), h.Text(12)};
+    }
+  }
+  std::map<std::string, std::map<int64_t, StoredTombstone>> tombstones;  // by agent, by audit record
+  {
+    Stmt t(db_,
+           "SELECT agent_id, audit_id, time_ms, events, first_sequence, last_sequence, digest, signature "
+           "FROM purge_tombstones");
+    RETURN_IF_ERROR(t.status());
+    while (t.Step() == SQLITE_ROW) {
+      tombstones[t.Text(0)][t.Int(1)] = StoredTombstone{
+          PurgeTombstone{t.Int(1), t.Text(0), t.Int(2), static_cast<uint64_t>(t.Int(3)), static_cast<uint64_t>(t.Int(4)),
+                         static_cast<uint64_t>(t.Int(5)), t.Text(6)},
+          t.Text(7)};
+    }
+  }
+  std::optional<std::pair<TrailTotals, std::string>> totals;
+  {
+    Stmt t(db_, "SELECT agents, origin, time_ms, signature FROM trail_totals WHERE id = 1");
+    RETURN_IF_ERROR(t.status());
+    if (t.Step() == SQLITE_ROW) {
+      totals.emplace(TrailTotals{static_cast<uint64_t>(t.Int(0)), static_cast<TrailOrigin>(t.Int(1)), t.Int(2)},
+                     t.Text(3));
+    }
+  }
+  const int64_t tags_since_ms = IndexedSinceMs(db_, 9);
+  const int64_t summaries_since_ms = IndexedSinceMs(db_, kTrailAnchorMigration);
+
   Stmt s(db_, "SELECT id, agent_id, records FROM event_chunks ORDER BY agent_id, id");
   RETURN_IF_ERROR(s.status());
   absl::flat_hash_map<uint64_t, std::string> hashes;  // the agent's records: sequence -> hash
@@ -1093,22 +1436,207 @@ absl::StatusOr<v1::VerifyAuditResponse> SqliteStore::VerifyAudit(const v1::Verif
   std::string agent;
   std::string head;        // hash of the agent's previous record
   uint64_t previous = 0;   // its sequence
+  TrailPass pass;
+  // Sessions whose events account for their index row (64-bit hashes of their ids: a large store
+  // has millions).
+  absl::flat_hash_set<size_t> indexed;
+  const absl::Hash<std::string> id_hash;
   auto in_window = [&req](int64_t t) {
     return (req.from_unix_ms() == 0 || t >= req.from_unix_ms()) && (req.until_unix_ms() == 0 || t < req.until_unix_ms());
   };
-  auto problem = [&out](const std::string& what) {
-    if (out.problems() == 0) out.set_first_problem(what);
-    out.set_problems(out.problems() + 1);
+
+  // The end of one agent's trail: is it complete (its signed head, checkpoint and tombstones), and
+  // does the session index say what its events say?
+  Stmt row(db_,
+           "SELECT agent_id, connection, subject, issuer, summary, started_ms, ended_ms, outcome, reason, statements, "
+           "errors, decisions, rules, attribution FROM sessions WHERE session_id = ?1");
+  RETURN_IF_ERROR(row.status());
+  Stmt links(db_, "SELECT chunk_id FROM session_chunks WHERE session_id = ?1");
+  RETURN_IF_ERROR(links.status());
+  auto finish = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    if (agent.empty()) return;
+    const std::string who = absl::StrCat("agent ", agent, ": ");
+    auto found = heads.find(agent);
+    const StoredHead* sh = found == heads.end() ? nullptr : &found->second;
+    if (sh != nullptr) found->second.seen = true;
+    const bool head_valid = sh != nullptr && signer_->Verify(TrailHeadMessage(sh->head), sh->signature);
+    if (sh == nullptr) {
+      problem(absl::StrCat(who, pass.records, " record(s) are stored (sequences ", pass.first_sequence, " to ",
+                           pass.last_sequence, ") and its signed trail head is missing (it was removed): neither the "
+                           "start nor the end of its trail can be proven"));
+    } else if (!head_valid) {
+      problem(absl::StrCat(who, "its trail head does not carry a valid signature of this control plane's trail key "
+                           "(it was changed)"));
+    } else {
+      const TrailHead& h = sh->head;
+      bool complete = true;
+      if (h.origin == TrailOrigin::kLost) {
+        complete = false;
+        problem(absl::StrCat(who, "its signed trail head was missing (removed) when the control plane stored records "
+                             "after sequence ", h.anchored_through, ": the trail through that sequence is not proven "
+                             "complete"));
+      } else if (h.origin == TrailOrigin::kUpgrade) {
+        findings.Note(absl::StrCat(who, "its trail was stored before this control plane anchored trails; it was "
+                                   "anchored as found at the upgrade (sequences ", h.genesis_sequence, " to ",
+                                   h.anchored_through, "), and is proven complete from there on"));
+      }
+      if (!pass.any) {
+        complete = false;
+        problem(absl::StrCat(who, "none of its stored records can be read; its signed head names ", h.records,
+                             " record(s), sequences ", h.genesis_sequence, " to ", h.last_sequence));
+      } else {
+        const bool start_differs = h.origin != TrailOrigin::kLost && pass.first_sequence != h.genesis_sequence;
+        if (start_differs) {
+          complete = false;
+          problem(pass.first_sequence > h.genesis_sequence
+                      ? absl::StrCat(who, "the start of its trail is missing: its signed genesis is sequence ",
+                                     h.genesis_sequence, ", and the oldest stored record is sequence ",
+                                     pass.first_sequence, ": the records from sequence ", h.genesis_sequence,
+                                     " up to it were removed")
+                      : absl::StrCat(who, "records before its signed genesis (sequence ", h.genesis_sequence,
+                                     ") are stored, from sequence ", pass.first_sequence,
+                                     ": the control plane did not store them"));
+        } else if (h.origin != TrailOrigin::kLost && !h.genesis_hash.empty() && pass.first_hash != h.genesis_hash) {
+          complete = false;
+          problem(absl::StrCat(who, "the oldest stored record (sequence ", pass.first_sequence,
+                               ") is not its signed genesis: its hash differs (it was replaced)"));
+        }
+        if (pass.last_sequence != h.last_sequence || (pass.records != h.records && !start_differs)) {
+          complete = false;
+          if (pass.last_sequence < h.last_sequence) {
+            problem(absl::StrCat(who, "the end of its trail is missing: its signed head (", FormatMs(h.time_ms),
+                                 ") ends at sequence ", h.last_sequence, " with ", h.records,
+                                 " record(s), and the newest stored record is sequence ", pass.last_sequence, " with ",
+                                 pass.records, " record(s) stored: the records after sequence ", pass.last_sequence,
+                                 " through ", h.last_sequence, " were removed"));
+          } else if (pass.last_sequence > h.last_sequence) {
+            problem(absl::StrCat(who, "records after its signed head (sequence ", h.last_sequence,
+                                 ") are stored, up to sequence ", pass.last_sequence,
+                                 ": the control plane did not store them"));
+          } else {
+            problem(absl::StrCat(who, pass.records, " record(s) are stored and its signed head counts ", h.records,
+                                 ": ", pass.records < h.records ? "records were removed" : "records were added",
+                                 " between sequences ", h.genesis_sequence, " and ", h.last_sequence));
+          }
+        } else if (!h.last_hash.empty() && pass.last_hash != h.last_hash) {
+          complete = false;
+          problem(absl::StrCat(who, "the newest stored record (sequence ", pass.last_sequence,
+                               ") no longer has the hash its signed head names (it was changed)"));
+        }
+      }
+      if (complete) out.set_anchored_agents(out.anchored_agents() + 1);
+    }
+    // The agent's latest checkpoint, kept with the head: signed with the agent's own key, so it
+    // holds even against someone who could sign heads.
+    if (sh != nullptr && sh->checkpoint.sequence != 0) {
+      const std::string& key = keys[agent];
+      auto claimed = hashes.find(sh->checkpoint.sequence);
+      if (key.empty() || !SignatureValid(key, sh->checkpoint)) {
+        problem(absl::StrCat(who, "the latest checkpoint kept with its trail head does not carry a valid signature "
+                             "of the agent's key"));
+      } else if (claimed == hashes.end() || claimed->second != sh->checkpoint.hash) {
+        problem(absl::StrCat(who, "its latest signed checkpoint (kept with its trail head) covers sequence ",
+                             sh->checkpoint.sequence, ", and the stored record ",
+                             claimed == hashes.end()
+                                 ? absl::StrCat("is missing (the newest stored record is sequence ", pass.last_sequence, ")")
+                                 : std::string("no longer has that hash (it was changed)")));
+      }
+    }
+    // Purged records: each purge's must be exactly what its signed tombstone says.
+    auto& mine = tombstones[agent];
+    uint64_t legacy = 0;
+    for (const auto& [audit_id, fold] : pass.purges) {
+      auto t = mine.find(audit_id);
+      if (t == mine.end()) {
+        if (head_valid && sh->head.origin == TrailOrigin::kUpgrade && fold.last <= sh->head.anchored_through) {
+          legacy += fold.events;  // purged before tombstones existed: taken as found with the trail
+          continue;
+        }
+        problem(absl::StrCat(who, fold.events, " purged record(s) (sequences ", fold.first, " to ", fold.last,
+                             ") name ", audit_id == 0 ? std::string("no purge") : absl::StrCat("purge ", audit_id),
+                             ", and no signed tombstone of it exists: retention did not purge them (their content "
+                             "was removed)"));
+        continue;
+      }
+      const PurgeTombstone& signed_one = t->second.tombstone;
+      if (!signer_->Verify(PurgeTombstoneMessage(signed_one), t->second.signature)) {
+        problem(absl::StrCat(who, "the tombstone of purge ", audit_id, " does not carry a valid signature of this "
+                             "control plane's trail key (it was changed)"));
+      } else if (signed_one.events != fold.events || signed_one.first_sequence != fold.first ||
+                 signed_one.last_sequence != fold.last || signed_one.digest != fold.digest) {
+        problem(absl::StrCat(who, "the purged records naming purge ", audit_id, " (", fold.events, ", sequences ",
+                             fold.first, " to ", fold.last, ") are not those its signed tombstone names (",
+                             signed_one.events, ", sequences ", signed_one.first_sequence, " to ",
+                             signed_one.last_sequence, "): purged records were added, removed or changed"));
+      } else {
+        out.set_tombstones(out.tombstones() + 1);
+      }
+    }
+    for (const auto& [audit_id, t] : mine) {
+      if (pass.purges.contains(audit_id)) continue;
+      problem(absl::StrCat(who, "the signed tombstone of purge ", audit_id, " names ", t.tombstone.events,
+                           " purged record(s) (sequences ", t.tombstone.first_sequence, " to ",
+                           t.tombstone.last_sequence, "), and none is stored: they were removed"));
+    }
+    if (legacy > 0) {
+      findings.Note(absl::StrCat(who, legacy, " purged record(s) from purges before trails were anchored (no "
+                                 "tombstone) are taken as found"));
+    }
+    // The session index, derived again from the events.
+    for (const auto& [session, d] : pass.sessions) {
+      row.Reset();
+      row.Bind(1, session);
+      const bool has_row = row.Step() == SQLITE_ROW;
+      if (d.purged) {
+        if (has_row) indexed.insert(id_hash(session));  // named here, not again as unaccounted for
+        if (has_row && in_window(row.Int(5))) {
+          problem(absl::StrCat("session ", session, " (agent ", agent, "): the session index holds it, and "
+                               "retention purged it (its events are purged records)"));
+        }
+        continue;
+      }
+      if (!d.started) continue;  // no start event: ingest indexed nothing
+      indexed.insert(id_hash(session));
+      out.set_sessions_checked(out.sessions_checked() + 1);
+      if (!in_window(d.summary.started_unix_ms())) continue;
+      const std::string named =
+          absl::StrCat("session ", session, " (agent ", agent, ", connection ", d.summary.connection(), ", identity ",
+                       d.summary.subject().empty() ? "-" : d.summary.subject(), ", started ",
+                       FormatMs(d.summary.started_unix_ms()), ")");
+      if (!has_row) {
+        problem(absl::StrCat(named, ": its row in the session index is missing (`sessions list` and `sessions show` "
+                             "do not show it)"));
+        continue;
+      }
+      if (std::string diffs = IndexDifferences(row, agent, d, tags_since_ms, summaries_since_ms); !diffs.empty()) {
+        problem(absl::StrCat(named, ": its row in the session index differs from its events: ", diffs));
+      }
+      links.Reset();
+      links.Bind(1, session);
+      std::set<int64_t> linked;
+      while (links.Step() == SQLITE_ROW) linked.insert(links.Int(0));
+      std::vector<int64_t> unlinked;
+      for (int64_t chunk : d.chunks) {
+        if (!linked.contains(chunk)) unlinked.push_back(chunk);
+      }
+      if (!unlinked.empty()) {
+        problem(absl::StrCat(named, ": the session index does not link it to chunk(s) ", absl::StrJoin(unlinked, ", "),
+                             " that hold its events (`sessions show` leaves them out)"));
+      }
+    }
   };
+
   while (s.Step() == SQLITE_ROW) {
     int64_t chunk = s.Int(0);
     std::string chunk_agent = s.Text(1);
     auto records = ChunkRecords(s.Text(2), chunk);
     if (chunk_agent != agent) {
+      finish();
       agent = chunk_agent;
       head.clear();
       previous = 0;
       hashes.clear();
+      pass = TrailPass();
       out.set_agents(out.agents() + 1);
     }
     if (!records.ok()) {
@@ -1133,6 +1661,10 @@ absl::StatusOr<v1::VerifyAuditResponse> SqliteStore::VerifyAudit(const v1::Verif
       absl::string_view whole = *payload;
       if (!e.purged_hash().empty()) {
         out.set_purged(out.purged() + 1);
+        TrailPass::Fold& fold = pass.purges[PurgedBy(e)];
+        if (fold.events++ == 0) fold.first = e.sequence();
+        fold.last = e.sequence();
+        PurgeDigestAdd(&fold.digest, e.sequence(), e.purged_hash());
       } else if (e.recording_bytes() > 0) {
         auto loaded = recordings.find(e.session_id());
         if (loaded == recordings.end()) {
@@ -1165,6 +1697,15 @@ absl::StatusOr<v1::VerifyAuditResponse> SqliteStore::VerifyAudit(const v1::Verif
       head = e.purged_hash().empty() ? audit::ChainHash(whole) : e.purged_hash();
       previous = e.sequence();
       hashes[e.sequence()] = head;
+      ++pass.records;
+      if (!pass.any) {
+        pass.any = true;
+        pass.first_sequence = e.sequence();
+        pass.first_hash = head;
+      }
+      pass.last_sequence = e.sequence();
+      pass.last_hash = head;
+      if (!e.session_id().empty()) DeriveSession(agent, e, chunk, &pass.sessions[e.session_id()]);
       if (auto c = ParseCheckpoint(e)) {
         const std::string& key = keys[agent];
         auto claimed = hashes.find(c->sequence);
@@ -1182,6 +1723,54 @@ absl::StatusOr<v1::VerifyAuditResponse> SqliteStore::VerifyAudit(const v1::Verif
         }
       }
       if (visit) visit(agent, e, linked);
+    }
+  }
+  finish();
+
+  // Trails removed whole: a head whose agent has nothing stored, and the totals.
+  for (const auto& [id, sh] : heads) {
+    if (sh.seen) continue;
+    if (!signer_->Verify(TrailHeadMessage(sh.head), sh.signature)) {
+      problem(absl::StrCat("agent ", id, ": its trail head does not carry a valid signature of this control plane's "
+                           "trail key (it was changed)"));
+      continue;
+    }
+    problem(absl::StrCat("agent ", id, ": its signed trail head (", FormatMs(sh.head.time_ms), ") names ",
+                         sh.head.records, " record(s), sequences ", sh.head.genesis_sequence, " to ",
+                         sh.head.last_sequence, ", and none is stored: its whole trail was removed"));
+  }
+  if (!totals) {
+    if (!heads.empty() || out.records() > 0) {
+      problem("the signed totals of the trails are missing (they were removed): a trail removed whole, with its "
+              "head, would not show");
+    }
+  } else if (!signer_->Verify(TrailTotalsMessage(totals->first), totals->second)) {
+    problem("the totals of the trails do not carry a valid signature of this control plane's trail key (they were "
+            "changed)");
+  } else {
+    const TrailTotals& t = totals->first;
+    if (t.origin == TrailOrigin::kLost) {
+      problem("the signed totals of the trails were missing (removed) when records were stored, and were counted "
+              "again from the trail heads then: a trail removed whole before then would not show");
+    }
+    if (t.agents != heads.size()) {
+      problem(absl::StrCat("the signed totals (", FormatMs(t.time_ms), ") count ", t.agents,
+                           " trail(s), and the store holds ", heads.size(), " trail head(s): ",
+                           t.agents > heads.size()
+                               ? "trail heads were removed (a trail removed whole, with its head, shows only here)"
+                               : "trail heads were added"));
+    }
+  }
+  // Index rows that no stored event accounts for.
+  {
+    Stmt all(db_, "SELECT session_id, agent_id, started_ms FROM sessions");
+    RETURN_IF_ERROR(all.status());
+    while (all.Step() == SQLITE_ROW) {
+      std::string session = all.Text(0);
+      if (indexed.contains(id_hash(session)) || !in_window(all.Int(2))) continue;
+      problem(absl::StrCat("session ", session, " (agent ", all.Text(1), ", started ", FormatMs(all.Int(2)),
+                           "): the session index holds it, and no stored event starts it (the row was added, or its "
+                           "events were removed)"));
     }
   }
   out.set_ok(out.problems() == 0);

@@ -12,6 +12,7 @@
 #include "controlplane/store/recording_files.h"
 #include "controlplane/store/sqlite_stmt.h"
 #include "controlplane/store/store.h"
+#include "controlplane/store/trail_anchor.h"
 #include "controlplane/store/zstd_codec.h"
 
 namespace sluice::controlplane {
@@ -20,7 +21,11 @@ class SqliteStore : public Store {
  public:
   // Opens (creating if needed) the database at `path`, switches it to WAL mode and applies the
   // schema migrations. Session recordings go to files in the directory `recordings` beside it.
-  static absl::StatusOr<std::unique_ptr<SqliteStore>> Open(const std::string& path);
+  // `trail_key_pem` is the control plane's trail key (Ed25519, PKCS#8 PEM: trail_anchor.h); empty:
+  // `trail-key.pem` beside the database, created (0600) when missing. A store whose trails were
+  // signed by another key is refused (FailedPrecondition): verification would fail for all of them.
+  static absl::StatusOr<std::unique_ptr<SqliteStore>> Open(const std::string& path,
+                                                           const std::string& trail_key_pem = "");
   ~SqliteStore() override;
 
   absl::StatusOr<uint64_t> PolicyVersion() override;
@@ -70,8 +75,33 @@ class SqliteStore : public Store {
   absl::StatusOr<ApprovalRecord> FindApproval(const std::string& agent_id, const std::string& agent_request_id) override;
 
  private:
-  SqliteStore(sqlite3* db, std::string recordings_dir)
-      : db_(db), statements_(db), recordings_(std::move(recordings_dir)), chunk_zstd_(1, false) {}
+  SqliteStore(sqlite3* db, std::string recordings_dir, std::unique_ptr<TrailSigner> signer)
+      : db_(db),
+        statements_(db),
+        recordings_(std::move(recordings_dir)),
+        chunk_zstd_(1, false),
+        signer_(std::move(signer)) {}
+  // Migration 12's data step: every agent's trail as stored now gets a signed head (origin
+  // kUpgrade: taken as found), and the totals are signed.
+  absl::Status AnchorStoredTrailsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records the trail key's public half, or refuses a store anchored under another key.
+  absl::Status CheckTrailKeyLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The chain hash of a stored record (`payload`, the event `e`): a purged record's kept hash, or
+  // the hash of the payload with its recording slice put back (read from the recording files).
+  absl::StatusOr<std::string> StoredRecordHashLocked(const v1::AuditEvent& e, absl::string_view payload)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status PutTrailHeadLocked(const TrailHead& head) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  struct SequenceHash {
+    uint64_t sequence = 0;
+    std::string hash;
+  };
+  // After a batch is stored (in its transaction): the agent's trail head moves to `last` (`first`
+  // starts a new trail), with the batch's last signed checkpoint (may be null), and the totals
+  // count `added` more records. `committed`: the agent's committed sequence before the batch.
+  absl::Status AdvanceTrailLocked(const std::string& agent_id, uint64_t committed, uint64_t added,
+                                  const SequenceHash& first, const SequenceHash& last, int64_t time_ms,
+                                  const AgentCheckpoint* checkpoint) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status PutTrailTotalsLocked(const TrailTotals& totals) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<int64_t> AppendAuditLocked(const AuditRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<v1::SessionSummary> ReadSessionLocked(const std::string& session_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -97,6 +127,7 @@ class SqliteStore : public Store {
   // records and read as they are.
   ZstdCompressor chunk_zstd_ ABSL_GUARDED_BY(mu_);
   std::string chunk_buffer_ ABSL_GUARDED_BY(mu_);  // StoredChunkLocked's result
+  const std::unique_ptr<TrailSigner> signer_;  // the trail key: signs heads, totals, tombstones
 };
 
 }  // namespace sluice::controlplane

@@ -43,6 +43,8 @@ class Chain {
   }
   // The agent restarted: its sequence resumes at `next`, and the chain goes on from `last`.
   void Restart(uint64_t last, uint64_t next) { hashes_[next - 1] = hashes_.at(last); }
+  // The chain hash of the record `sequence` (built already).
+  const std::string& HashOf(uint64_t sequence) const { return hashes_.at(sequence); }
 
  private:
   std::map<uint64_t, std::string> hashes_;

@@ -1,0 +1,57 @@
+// The session index (the `sessions` table) as a function of the events: what ingest writes for
+// each event, and what `audit verify` derives again from the stored events to compare with what
+// the table holds. One definition for both, so that they cannot drift apart.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "sluice/v1/admin.pb.h"
+#include "sluice/v1/agent.pb.h"
+
+namespace sluice::controlplane {
+
+// The summary a session_start or session_refused event gives its session.
+v1::SessionSummary SummaryFromEvent(const std::string& agent_id, const v1::AuditEvent& e, const nlohmann::json& body);
+
+// What the session filters look at: the decisions of a session's statements and the rules involved.
+struct SessionTags {
+  std::set<std::string> decisions;
+  std::set<std::string> rules;
+};
+// The tags a statement, alert or approval event adds to its session; nullopt (quickly: the body is
+// searched, not parsed) when it names no decision and no masking rule.
+std::optional<SessionTags> EventTags(const v1::AuditEvent& e);
+// The stored form of a tag set: ",a,b," (sorted), or "" when empty; MergeTagList adds `add` to a
+// stored list.
+std::string TagList(const std::set<std::string>& tags);
+std::string MergeTagList(const std::string& stored, const std::set<std::string>& add);
+// The stored form of a summary's attribution claims (the `attribution` column): a JSON object.
+std::string AttributionJson(const v1::SessionSummary& summary);
+// The `reason` of a session_refused or session_end body ("" when none).
+std::string BodyReason(const nlohmann::json& body);
+
+// A session's index row as the events derive it.
+struct DerivedSession {
+  bool started = false;   // a session_start or session_refused event was seen: the index has a row
+  bool purged = false;    // retention purged it: the index has no row
+  v1::SessionSummary summary;  // from its first start event; ended, outcome, reason, counts below
+  int64_t ended_ms = 0;
+  std::string outcome;
+  std::string reason;
+  uint64_t statements = 0;
+  uint64_t errors = 0;
+  SessionTags tags;
+  std::vector<int64_t> chunks;  // the stored chunks holding its events, ascending
+};
+
+// Feeds one stored event (in the agent's sequence order) into `s`, as ingest would have indexed
+// it; `chunk` is the stored chunk that holds it.
+void DeriveSession(const std::string& agent_id, const v1::AuditEvent& e, int64_t chunk, DerivedSession* s);
+
+}  // namespace sluice::controlplane
