@@ -55,11 +55,21 @@ std::string ControlClient::Apply(const v1::PolicySnapshot& snapshot, const std::
       compiled->snapshot = snapshot;
     }
   }
+  // A valid snapshot is enforced even when it cannot be saved (a full disk): the agent must not
+  // keep enforcing an older policy, a revoked access or a loosened guardrail, because of its disk.
+  // Only a restart before the disk recovers would start from the older snapshot on disk (and
+  // take the new one again from the control plane).
+  std::string persist_error;
   if (problem.empty() && source != "disk") {
     absl::Status st = SaveSnapshot(options_.data_dir, snapshot);
-    if (!st.ok()) problem = absl::StrCat("cannot persist the snapshot: ", st.message());
+    if (!st.ok()) {
+      persist_error = absl::StrCat("snapshot version ", snapshot.version(), " is enforced but could not be saved: ",
+                                   st.message());
+      LogError(persist_error);
+    }
   }
   absl::MutexLock lock(&mu_);
+  snapshot_persist_error_ = persist_error;
   if (!problem.empty()) {
     last_nack_version_ = snapshot.version();
     last_nack_error_ = problem;
@@ -132,6 +142,7 @@ std::string ControlClient::StatusJson() const {
       {"connections", connections},
       {"capabilities", options_.capabilities},
       {"last_error", last_error_},
+      {"snapshot_persist_error", snapshot_persist_error_},
       {"last_nack_version", last_nack_version_},
       {"last_nack_error", last_nack_error_},
       {"reconnects", reconnects_},

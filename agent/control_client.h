@@ -94,6 +94,7 @@ class ControlClient {
   uint64_t applied_version_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t last_nack_version_ ABSL_GUARDED_BY(mu_) = 0;
   std::string last_nack_error_ ABSL_GUARDED_BY(mu_);
+  std::string snapshot_persist_error_ ABSL_GUARDED_BY(mu_);  // the last snapshot was enforced, not saved
   uint64_t reconnects_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t state_since_ms_ ABSL_GUARDED_BY(mu_) = 0;
 };

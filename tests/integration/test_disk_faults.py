@@ -182,6 +182,23 @@ class DiskFaultsTest(unittest.TestCase):
                  what="the metric")
         self.assertIn('sluice_agent_audit_ok{agent="agent-a"} 0', self.cp.http_get("/metrics")[1])
 
+        # A new policy arrives while the disk is full: it cannot be saved, and it is enforced all
+        # the same (the running session meets the new guardrail at its next statement).
+        stack = Stack.__new__(Stack)
+        stack.pg, stack.app_password = self.pg, "pw"
+        out = self.cp.apply(stack.connection_yaml() + Stack.inline_issuer_yaml(self.idp) +
+                            "---\nkind: AccessRule\nname: people\nsubjects: {groups: [ci]}\n"
+                            "connections: {names: [demo]}\naccess: write\n"
+                            "---\nkind: Guardrail\nname: no-drops\nconnections: {names: [demo]}\n"
+                            "rules: [{match: drop_database, action: block}]\n").stdout
+        version = int(out.rsplit("policy version ", 1)[1])
+        wait_for(lambda: agent.status()["applied_version"] == version, what="the new policy enforced")
+        self.assertIn("could not be saved", agent.status()["snapshot_persist_error"])
+        with self.assertRaises(psycopg.Error) as blocked:
+            steady.execute("DROP DATABASE nothing_here")
+        self.assertIn('guardrail "no-drops"', str(blocked.exception))
+        ran += 1
+
         # Room returns: new sessions are accepted again, with nobody restarting anything.
         os.unlink(filler)
         freed = time.monotonic()
