@@ -75,6 +75,33 @@ bool SkipBlockComment(absl::string_view sql, size_t* i) {
   return false;
 }
 
+// Skips a '...' constant's body, from sql[*i] (just past its opening quote) to just past its
+// closing quote; `escape`: an E'...' constant, where a backslash escapes the next byte. Returns
+// whether it was closed; `*backslash` is set when a plain constant holds a backslash.
+bool SkipQuoted(absl::string_view sql, size_t* i, bool escape, bool* backslash) {
+  while (*i < sql.size()) {
+    if (sql[*i] == '\\') {
+      if (!escape) {
+        *backslash = true;
+        ++*i;
+        continue;
+      }
+      *i += 2;
+    } else if (sql[*i] == '\'') {
+      if (*i + 1 < sql.size() && sql[*i + 1] == '\'') {
+        *i += 2;
+      } else {
+        ++*i;
+        return true;
+      }
+    } else {
+      ++*i;
+    }
+  }
+  *i = sql.size();
+  return false;
+}
+
 }  // namespace
 
 absl::string_view Normalize(absl::string_view sql, std::string* normalized) {
@@ -103,22 +130,10 @@ absl::string_view Normalize(absl::string_view sql, std::string* normalized) {
                                c == 'N' || c == 'n') &&
                               i + 1 < sql.size() && sql[i + 1] == '\'' &&
                               (n.empty() || !IdentChar(n.back())))) {
-      bool backslash = (c == 'E' || c == 'e');
+      bool escape = (c == 'E' || c == 'e');
       i += (c == '\'') ? 1 : 2;
-      while (i < sql.size()) {
-        if (backslash && sql[i] == '\\' && i + 1 < sql.size()) {
-          i += 2;
-        } else if (sql[i] == '\'') {
-          if (i + 1 < sql.size() && sql[i + 1] == '\'') {
-            i += 2;
-          } else {
-            ++i;
-            break;
-          }
-        } else {
-          ++i;
-        }
-      }
+      bool ignored = false;
+      SkipQuoted(sql, &i, escape, &ignored);
       n.push_back('?');
     } else if (c == '$' && i + 1 < sql.size() && (sql[i + 1] == '$' || IdentStart(sql[i + 1]))) {
       // Dollar quoting: $tag$ ... $tag$.
@@ -212,24 +227,8 @@ bool DependsOnStandardConformingStrings(absl::string_view sql) {
     } else if (c == '\'' || ((c == 'E' || c == 'e') && !after_ident && i + 1 < sql.size() && sql[i + 1] == '\'')) {
       bool escape = c != '\'';
       i += escape ? 2 : 1;
-      bool closed = false;
-      while (i < sql.size()) {
-        if (sql[i] == '\\') {
-          if (!escape) return true;
-          i += 2;
-        } else if (sql[i] == '\'') {
-          if (i + 1 < sql.size() && sql[i + 1] == '\'') {
-            i += 2;
-          } else {
-            ++i;
-            closed = true;
-            break;
-          }
-        } else {
-          ++i;
-        }
-      }
-      if (!closed) return true;
+      bool backslash = false;
+      if (!SkipQuoted(sql, &i, escape, &backslash) || backslash) return true;
       after_ident = false;
     } else if (c == '$' && i + 1 < sql.size() && (sql[i + 1] == '$' || IdentStart(sql[i + 1])) && !after_ident) {
       size_t end_tag = sql.find('$', i + 1);
