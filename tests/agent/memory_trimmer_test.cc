@@ -10,7 +10,7 @@ namespace sluice::agent {
 namespace {
 
 // Small blocks the optimizer cannot elide (each pointer escapes).
-void Allocate(std::vector<std::unique_ptr<char[]>>* blocks, int count) {
+[[maybe_unused]] void Allocate(std::vector<std::unique_ptr<char[]>>* blocks, int count) {
   for (int i = 0; i < count; ++i) {
     blocks->emplace_back(new char[1000]);
     char* p = blocks->back().get();
