@@ -336,6 +336,16 @@ bool ControlClient::ConnectOnce() {
   // when it changes.
   std::string audit_reported = options_.events != nullptr ? options_.events->RefusalReason() : "";
   hello->set_audit_error(audit_reported);
+  if (options_.events != nullptr) {
+    // Where the chain stands: the control plane compares it with what it holds (an agent whose
+    // spool lost its tail in a crash goes on from its older head, and hears so in the first ack).
+    EventSink::ChainStart chain = options_.events->chain_start();
+    if (!chain.hash.empty()) {
+      hello->set_chain_sequence(chain.sequence);
+      hello->set_chain_hash(chain.hash);
+      hello->set_own_sequences_from(chain.own_from);
+    }
+  }
   bool ok = stream->Write(hello_msg);
 
   // The writer: audit chunks as soon as events are queued, a heartbeat when idle.
@@ -418,7 +428,16 @@ bool ControlClient::ConnectOnce() {
         break;
       }
     } else if (msg.has_audit_ack()) {
-      if (options_.events != nullptr) options_.events->Ack(msg.audit_ack().committed_sequence());
+      const v1::AuditAck& ack = msg.audit_ack();
+      if (options_.events != nullptr && ack.has_resumed()) {
+        const v1::ChainResume& r = ack.resumed();
+        if (!options_.events->ChainResumed(r.resumed_after_sequence(), r.resumed_after_hash(),
+                                           r.held_through_sequence(), r.held_records(), r.time_unix_ms())) {
+          LogWarning("the control plane reports a resume of the audit chain after sequence ", r.resumed_after_sequence(),
+                     ", which is not where this agent's chain started; ignored");
+        }
+      }
+      if (options_.events != nullptr) options_.events->Ack(ack.committed_sequence());
     } else if (msg.has_approval_registered()) {
       if (options_.approvals != nullptr) options_.approvals->OnRegistered(msg.approval_registered());
     } else if (msg.has_approval_decision()) {

@@ -447,6 +447,11 @@ int VerifyAudit(AdminClient& client, const std::string& from, const std::string&
                 static_cast<unsigned long long>(resp.sessions_checked()), resp.checkpoints(),
                 static_cast<unsigned long long>(resp.recording_slices()),
                 static_cast<unsigned long long>(resp.purged()), resp.tombstones());
+    if (resp.chain_resumes() > 0) {
+      std::printf("%u chain resume(s): an agent's spool lost its tail and its chain goes on from an older record "
+                  "of its own, under a signed resume; the control plane holds what the agent lost (see the notes)\n",
+                  resp.chain_resumes());
+    }
   } else {
     std::printf("audit verification FAILED: %u problem(s)\nfirst: %s\n", resp.problems(), resp.first_problem().c_str());
     // The next few, each on its line (all of them: -o json).

@@ -25,7 +25,9 @@ namespace sluice::agent {
 EventSink::EventSink(size_t capacity_bytes, size_t chunk_bytes)
     : capacity_bytes_(capacity_bytes),
       chunk_bytes_(chunk_bytes),
-      next_sequence_(static_cast<uint64_t>(NowUnixMs()) * 1000) {}
+      next_sequence_(static_cast<uint64_t>(NowUnixMs()) * 1000) {
+  chain_start_.own_from = next_sequence_ + 1;
+}
 
 EventSink::~EventSink() {
   {
@@ -51,6 +53,7 @@ void EventSink::StartSpooling(Spool* spool) {
     chain_head_ = spool->chain_head();  // the chain goes on across restarts
     head_sequence_ = spool->last_sequence();
     spool_head_ = chain_head_;
+    chain_start_ = ChainStart{head_sequence_, chain_head_, next_sequence_ + 1};
     if (!spool->open_status().ok()) DiskFailedLocked(spool->open_status().message());
   }
   spooler_ = std::thread([this] { SpoolLoop(); });
@@ -539,6 +542,45 @@ void EventSink::Ack(uint64_t sequence) {
     }
   }
   if (spool_ != nullptr) spool_->Ack(sequence);
+}
+
+EventSink::ChainStart EventSink::chain_start() const {
+  absl::MutexLock lock(&mu_);
+  return chain_start_;
+}
+
+bool EventSink::ChainResumed(uint64_t after_sequence, absl::string_view after_hash, uint64_t held_through,
+                             uint64_t held_records, int64_t recorded_ms) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (after_sequence != chain_start_.sequence || after_hash != chain_start_.hash || chain_start_.hash.empty() ||
+        held_through <= after_sequence) {
+      return false;
+    }
+    if (std::find(resumes_reported_.begin(), resumes_reported_.end(), held_through) != resumes_reported_.end()) {
+      return true;
+    }
+    resumes_reported_.push_back(held_through);
+    // Never a sequence the control plane holds (it would drop the event as one it has).
+    next_sequence_ = std::max(next_sequence_, held_through);
+  }
+  LogWarning("audit: this agent's spool ended at sequence ", after_sequence, ", and the control plane holds its trail "
+             "through sequence ", held_through, " (", held_records, " record(s) after it, lost from the spool: a crash ",
+             "before they were durable here); the chain goes on from sequence ", after_sequence,
+             ", and the control plane recorded the resume");
+  JsonObjectWriter w;
+  w.Int("resumed_after_sequence", static_cast<int64_t>(after_sequence))
+      .Str("resumed_after_hash", HexEncode(after_hash))
+      .Int("held_through_sequence", static_cast<int64_t>(held_through))
+      .Int("lost_records", static_cast<int64_t>(held_records))
+      .Int("recorded_unix_ms", recorded_ms)
+      .Str("reason", "the agent's spool lost records the control plane had stored (a crash before they were "
+                     "durable on the agent's disk); the control plane keeps them, and the chain goes on from the "
+                     "last record the spool held");
+  if (!Emit("audit_chain_resumed", "", w.Finish())) {
+    LogError("audit: the event buffer is full; the chain's resume is in the log and at the control plane only");
+  }
+  return true;
 }
 
 void EventSink::Requeue() {

@@ -140,6 +140,24 @@ class EventSink {
   std::optional<EventChunk> TakeChunk();
   // The control plane committed everything up to `sequence`.
   void Ack(uint64_t sequence);
+
+  // Where this process's chain starts, for Hello (docs/audit-and-evidence.md, "When the agent's
+  // spool lost its tail"): the last record the spool held when it was opened — its sequence and
+  // chain hash (0 and empty without a spool, or for a new one) — and the lowest sequence this
+  // process numbers its own events from.
+  struct ChainStart {
+    uint64_t sequence = 0;
+    std::string hash;
+    uint64_t own_from = 0;
+  };
+  ChainStart chain_start() const;
+  // The control plane holds records this agent's spool lost (stored, then lost from the spool in
+  // a machine crash before they were durable), and recorded that the chain goes on from the
+  // spool's head: the trail says so with an `audit_chain_resumed` event (no session; once per
+  // resume in this process), and new events are numbered above what the control plane holds.
+  // False (nothing done) when the resume is not about where this process's chain started.
+  bool ChainResumed(uint64_t after_sequence, absl::string_view after_hash, uint64_t held_through,
+                    uint64_t held_records, int64_t recorded_ms);
   // The stream broke: everything in flight goes back to the front of the queue.
   void Requeue();
 
@@ -198,6 +216,8 @@ class EventSink {
   uint64_t head_sequence_ ABSL_GUARDED_BY(mu_) = 0;  // ... and its sequence
   std::string spool_head_;  // spool thread only: the running chain head
   uint64_t emitted_ ABSL_GUARDED_BY(mu_) = 0;
+  ChainStart chain_start_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint64_t> resumes_reported_ ABSL_GUARDED_BY(mu_);  // held_through of each reported
   uint64_t acked_ ABSL_GUARDED_BY(mu_) = 0;  // the highest sequence the control plane committed
   Spool* spool_ = nullptr;  // set once, before use
   Journal* journal_ ABSL_GUARDED_BY(mu_) = nullptr;  // the spool's: every record is copied there

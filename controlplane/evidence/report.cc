@@ -1062,6 +1062,7 @@ Json Collector::Report(const v1::VerifyAuditResponse& verify) {
     counts[kAU9]["trails_complete"] = verify.anchored_agents();
     counts[kAU9]["purge_tombstones_verified"] = verify.tombstones();
     counts[kAU9]["session_index_rows_verified"] = verify.sessions_checked();
+    counts[kAU9]["chain_resumes"] = verify.chain_resumes();
     evidence[kAU9]["verify_ok"] = verify.ok();
     evidence[kAU9]["first_problem"] = verify.first_problem();
     evidence[kAU9]["signed_through"] = verify.signed_through();
@@ -1408,6 +1409,7 @@ Json Collector::Report(const v1::VerifyAuditResponse& verify) {
   v["trails_complete"] = verify.anchored_agents();
   v["tombstones"] = verify.tombstones();
   v["sessions_checked"] = verify.sessions_checked();
+  v["chain_resumes"] = verify.chain_resumes();
   v["notes"] = Json::array();
   for (const std::string& note : verify.notes()) v["notes"].push_back(note);
   report["verify"] = std::move(v);

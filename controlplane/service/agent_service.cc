@@ -315,7 +315,49 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
     registered_ = true;
     hub_->Register(this);
     NoteAuditState(hello.audit_error());
+    if (!hello.chain_hash().empty() && hello.own_sequences_from() != 0) AgreeOnChain(hello);
     return grpc::Status::OK;
+  }
+
+  // The agent said where its audit chain stands: compared with what is stored, on the store worker
+  // before any batch of this stream (the worker runs tasks in order). An agent whose spool lost
+  // records the control plane holds goes on from its older head (the resume is recorded); the
+  // agent hears where the control plane's chain stands, and of the resume, in the stream's first
+  // acknowledgement. An agent on another chain is named in the log and the control plane's audit
+  // trail, and is not acknowledged: its batches are refused as before.
+  void AgreeOnChain(const v1::Hello& hello) {
+    AgentChainStart start{hello.chain_sequence(), hello.chain_hash().substr(0, 64), hello.own_sequences_from()};
+    std::string id = agent_id_;
+    Store* store = store_;
+    AgentHub* hub = hub_;
+    worker_->Post([store, hub, id, start] {
+      auto state = store->ResumeAgentChain(id, start, NowUnixMs());
+      if (!state.ok()) {
+        if (!absl::IsFailedPrecondition(state.status())) {
+          LogError("agent ", id, ": cannot compare its audit chain with the stored one: ", state.status().message());
+        } else {
+          LogError(state.status().message());  // it names the agent
+          store->AppendAudit({0, NowUnixMs(), "agent:" + id, "Audit.chain_mismatch", "Agent/" + id, "FAILED_PRECONDITION",
+                              std::string(state.status().message())})
+              .IgnoreError();
+        }
+        return;
+      }
+      if (state->committed == 0) return;
+      v1::ControlMessage ack;
+      v1::AuditAck* a = ack.mutable_audit_ack();
+      a->set_committed_sequence(state->committed);
+      a->set_chain_head(state->head);
+      if (state->resume) {
+        v1::ChainResume* r = a->mutable_resumed();
+        r->set_resumed_after_sequence(state->resume->resumed_after_sequence);
+        r->set_resumed_after_hash(state->resume->resumed_after_hash);
+        r->set_held_through_sequence(state->resume->held_through_sequence);
+        r->set_held_records(state->resume->held_records);
+        r->set_time_unix_ms(state->resume->time_ms);
+      }
+      hub->SendTo(id, std::move(ack));
+    });
   }
 
   // What the agent says of its audit trail: shown by `agents list` and /metrics, and logged when

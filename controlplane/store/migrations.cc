@@ -203,6 +203,21 @@ const std::vector<const char*>& Migrations() {
           signature BLOB NOT NULL,
           PRIMARY KEY (agent_id, audit_id)) WITHOUT ROWID;
       )sql",
+      // 13: chain resumes (controlplane/store/trail_anchor.h): an agent whose spool lost its tail
+      // goes on from an older record of its own; signed with the trail key, kept apart from the
+      // event rows; `audit verify` accepts that break of the chain only under such a row.
+      R"sql(
+        CREATE TABLE chain_resumes (
+          agent_id TEXT NOT NULL,
+          resumed_after_sequence INTEGER NOT NULL,
+          resumed_after_hash BLOB NOT NULL,
+          held_through_sequence INTEGER NOT NULL,
+          held_through_hash BLOB NOT NULL,
+          held_records INTEGER NOT NULL,
+          time_ms INTEGER NOT NULL,
+          signature BLOB NOT NULL,
+          PRIMARY KEY (agent_id, held_through_sequence, resumed_after_sequence)) WITHOUT ROWID;
+      )sql",
   };
   return *m;
 }

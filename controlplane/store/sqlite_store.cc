@@ -409,6 +409,28 @@ bool SignatureValid(const std::string& key, const Checkpoint& c) {
   return c.sequence != 0 && Ed25519Verify(key, audit::CheckpointMessage(c.sequence, c.hash), c.signature);
 }
 
+// The start of a chain hash, for messages.
+std::string HashPrefix(absl::string_view hash) {
+  return hash.empty() ? std::string("nothing") : absl::StrCat(HexEncode(hash.substr(0, 8)), "...");
+}
+
+constexpr char kResumeColumns[] =
+    "agent_id, resumed_after_sequence, resumed_after_hash, held_through_sequence, held_through_hash, held_records, "
+    "time_ms, signature";
+
+// A chain_resumes row (kResumeColumns) and its signature.
+std::pair<ChainResume, std::string> ReadResume(Stmt& r) {
+  ChainResume x;
+  x.agent_id = r.Text(0);
+  x.resumed_after_sequence = static_cast<uint64_t>(r.Int(1));
+  x.resumed_after_hash = r.Text(2);
+  x.held_through_sequence = static_cast<uint64_t>(r.Int(3));
+  x.held_through_hash = r.Text(4);
+  x.held_records = static_cast<uint64_t>(r.Int(5));
+  x.time_ms = r.Int(6);
+  return {std::move(x), r.Text(7)};
+}
+
 }  // namespace
 
 absl::Status SqliteStore::CheckTrailKeyLocked() {
@@ -576,8 +598,10 @@ absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent
                                                      " claims to be purged: only the control plane purges"));
     }
     if (!head.empty() && !e.prev_hash().empty() && e.prev_hash() != head) {
-      return absl::DataLossError(absl::StrCat("the audit chain of agent ", agent_id, " breaks at sequence ",
-                                              e.sequence(), ": its prev_hash does not match the event stored before it"));
+      return absl::DataLossError(absl::StrCat(
+          "the audit chain of agent ", agent_id, " breaks at sequence ", e.sequence(),
+          ": its prev_hash does not match the event stored before it (it names ", HashPrefix(e.prev_hash()),
+          ", the control plane expects ", HashPrefix(head), ")"));
     }
     head = audit::ChainHash(audit::RecordPayload(batch.records, batch.offsets[i]));
     if (i == first_new) first_hash = head;
@@ -817,6 +841,147 @@ absl::Status SqliteStore::AdvanceTrailLocked(const std::string& agent_id, uint64
     }
   }
   return PutTrailTotalsLocked(totals);
+}
+
+absl::StatusOr<std::optional<std::string>> SqliteStore::StoredHashAtLocked(const std::string& agent_id,
+                                                                           uint64_t sequence, uint64_t* after_in_chunk) {
+  Stmt q(db_,
+         "SELECT id, first_sequence, records FROM event_chunks WHERE agent_id = ?1 AND last_sequence >= ?2 "
+         "ORDER BY last_sequence LIMIT 1");
+  RETURN_IF_ERROR(q.status());
+  q.Bind(1, agent_id).Bind(2, static_cast<int64_t>(sequence));
+  if (q.Step() != SQLITE_ROW || static_cast<uint64_t>(q.Int(1)) > sequence) return std::nullopt;
+  const int64_t chunk = q.Int(0);
+  ASSIGN_OR_RETURN(std::string records, ChunkRecords(q.Text(2), chunk));
+  audit::RecordReader reader(records);
+  std::optional<std::string> hash;
+  uint64_t after = 0;
+  while (!reader.done()) {
+    auto payload = reader.Next();
+    v1::AuditEvent e;
+    if (!payload.ok() || !e.ParseFromArray(payload->data(), static_cast<int>(payload->size()))) {
+      return absl::DataLossError(absl::StrCat("stored events (chunk ", chunk, ") are damaged"));
+    }
+    if (hash) {
+      ++after;
+    } else if (e.sequence() == sequence) {
+      ASSIGN_OR_RETURN(std::string h, StoredRecordHashLocked(e, *payload));
+      hash = std::move(h);
+    }
+  }
+  if (after_in_chunk != nullptr) *after_in_chunk = after;
+  return hash;
+}
+
+absl::StatusOr<AgentChainState> SqliteStore::ResumeAgentChain(const std::string& agent_id,
+                                                              const AgentChainStart& start, int64_t now_ms) {
+  absl::MutexLock lock(&mu_);
+  Txn txn(db_);
+  RETURN_IF_ERROR(txn.begun());
+  AgentChainState state;
+  {
+    Stmt q(db_, "SELECT events_committed, chain_head FROM agents WHERE id = ?1");
+    RETURN_IF_ERROR(q.status());
+    q.Bind(1, agent_id);
+    if (q.Step() != SQLITE_ROW) return absl::NotFoundError(absl::StrCat("agent '", agent_id, "' is not enrolled"));
+    state.committed = static_cast<uint64_t>(q.Int(0));
+    state.head = q.Text(1);
+  }
+  const uint64_t held = state.committed;
+  // In step: nothing stored yet, an agent that says nothing (from before this), or a spool that
+  // holds the last stored record or more (what the control plane holds is dropped when resent).
+  if (held == 0 || start.hash.empty() || start.own_from == 0 || start.sequence >= held) return state;
+  if (start.own_from <= held) {
+    // Records of this very process are stored: its stream broke and started again. A resume
+    // recorded for its start is told again, in case the agent did not hear of it.
+    Stmt r(db_, absl::StrCat("SELECT ", kResumeColumns, " FROM chain_resumes WHERE agent_id = ?1 AND "
+                             "resumed_after_sequence = ?2 AND resumed_after_hash = ?3 AND held_through_sequence < ?4 "
+                             "ORDER BY held_through_sequence DESC LIMIT 1").c_str());
+    RETURN_IF_ERROR(r.status());
+    r.Bind(1, agent_id).Bind(2, static_cast<int64_t>(start.sequence)).BindBlob(3, start.hash);
+    r.Bind(4, static_cast<int64_t>(start.own_from));
+    if (r.Step() == SQLITE_ROW) state.resume = ReadResume(r).first;
+    return state;
+  }
+  // The control plane holds records after the last one the agent's spool held, and they are not
+  // this process's own: the spool lost them. Recorded once for this start.
+  {
+    Stmt r(db_, absl::StrCat("SELECT ", kResumeColumns, " FROM chain_resumes WHERE agent_id = ?1 AND "
+                             "resumed_after_sequence = ?2 AND resumed_after_hash = ?3 AND held_through_sequence = ?4")
+                    .c_str());
+    RETURN_IF_ERROR(r.status());
+    r.Bind(1, agent_id).Bind(2, static_cast<int64_t>(start.sequence)).BindBlob(3, start.hash);
+    r.Bind(4, static_cast<int64_t>(held));
+    if (r.Step() == SQLITE_ROW) {
+      state.resume = ReadResume(r).first;
+      r.Reset();
+      if (state.head != start.hash) {
+        Stmt up(db_, "UPDATE agents SET chain_head = ?2 WHERE id = ?1");
+        up.Bind(1, agent_id).BindBlob(2, start.hash);
+        RETURN_IF_ERROR(up.Run());
+        RETURN_IF_ERROR(txn.Commit());
+        state.head = start.hash;
+      }
+      return state;
+    }
+  }
+  // Only on the stored chain: the stored record at the agent's head must have its hash.
+  uint64_t after_in_chunk = 0;
+  ASSIGN_OR_RETURN(std::optional<std::string> stored, StoredHashAtLocked(agent_id, start.sequence, &after_in_chunk));
+  if (!stored || *stored != start.hash) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "agent ", agent_id, ": its audit chain is not on the chain the control plane holds: its spool ended at sequence ",
+        start.sequence, " with chain hash ", HashPrefix(start.hash), " when it started, and the control plane holds "
+        "its trail through sequence ", held, ", where ",
+        stored ? absl::StrCat("the stored record at sequence ", start.sequence, " has chain hash ", HashPrefix(*stored))
+               : absl::StrCat("no stored record has sequence ", start.sequence),
+        "; its audit batches are refused (the agent keeps them, and refuses new sessions once its buffers fill). "
+        "Its data directory may have been replaced or copied from another agent's, or the control plane's store "
+        "restored from an older copy. To go on with a new chain: stop the agent and move <data-dir>/spool aside "
+        "(keep it: it holds the events not stored yet); its next events start a new chain, which `audit verify` "
+        "reports as a break"));
+  }
+  ChainResume resume;
+  resume.agent_id = agent_id;
+  resume.resumed_after_sequence = start.sequence;
+  resume.resumed_after_hash = start.hash;
+  resume.held_through_sequence = held;
+  ASSIGN_OR_RETURN(std::optional<std::string> held_hash, StoredHashAtLocked(agent_id, held, nullptr));
+  resume.held_through_hash = held_hash.value_or("");
+  {
+    Stmt n(db_, "SELECT COALESCE(SUM(events), 0) FROM event_chunks WHERE agent_id = ?1 AND first_sequence > ?2");
+    RETURN_IF_ERROR(n.status());
+    n.Bind(1, agent_id).Bind(2, static_cast<int64_t>(start.sequence));
+    resume.held_records = after_in_chunk + (n.Step() == SQLITE_ROW ? static_cast<uint64_t>(n.Int(0)) : 0);
+  }
+  resume.time_ms = now_ms;
+  ASSIGN_OR_RETURN(std::string signature, signer_->Sign(ChainResumeMessage(resume)));
+  Stmt put(db_, absl::StrCat("INSERT INTO chain_resumes(", kResumeColumns,
+                             ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)").c_str());
+  put.Bind(1, agent_id).Bind(2, static_cast<int64_t>(resume.resumed_after_sequence)).BindBlob(3, resume.resumed_after_hash);
+  put.Bind(4, static_cast<int64_t>(resume.held_through_sequence)).BindBlob(5, resume.held_through_hash);
+  put.Bind(6, static_cast<int64_t>(resume.held_records)).Bind(7, resume.time_ms).BindBlob(8, signature);
+  RETURN_IF_ERROR(put.Run());
+  // Its next new event names the head its spool held (and is numbered above `held`: what is at or
+  // below is dropped as resent).
+  Stmt up(db_, "UPDATE agents SET chain_head = ?2 WHERE id = ?1");
+  up.Bind(1, agent_id).BindBlob(2, start.hash);
+  RETURN_IF_ERROR(up.Run());
+  const std::string detail = absl::StrCat(
+      "the agent's spool ended at sequence ", resume.resumed_after_sequence, " (chain hash ",
+      HashPrefix(resume.resumed_after_hash), ") and the control plane holds its trail through sequence ",
+      resume.held_through_sequence, ": the ", resume.held_records, " record(s) after it were stored, then lost from "
+      "the agent's spool (a crash before they were durable there); its chain goes on from sequence ",
+      resume.resumed_after_sequence);
+  RETURN_IF_ERROR(
+      AppendAuditLocked({0, now_ms, "agent:" + agent_id, "Audit.chain_resumed", "Agent/" + agent_id, "ok", detail})
+          .status());
+  RETURN_IF_ERROR(txn.Commit());
+  LogWarning("agent ", agent_id, ": audit chain resumed: ", detail);
+  state.head = start.hash;
+  state.resume = std::move(resume);
+  state.resumed_now = true;
+  return state;
 }
 
 namespace {
@@ -1415,6 +1580,22 @@ absl::StatusOr<v1::VerifyAuditResponse> SqliteStore::VerifyAudit(const v1::Verif
           t.Text(7)};
     }
   }
+  // Chain resumes (an agent whose spool lost its tail went on from an older record), by agent.
+  struct StoredResume {
+    ChainResume resume;
+    std::string signature;
+    bool used = false;  // a stored record goes on from it
+  };
+  std::map<std::string, std::vector<StoredResume>> resumes;
+  {
+    Stmt r(db_, absl::StrCat("SELECT ", kResumeColumns, " FROM chain_resumes ORDER BY agent_id, held_through_sequence")
+                    .c_str());
+    RETURN_IF_ERROR(r.status());
+    while (r.Step() == SQLITE_ROW) {
+      auto [resume, signature] = ReadResume(r);
+      resumes[resume.agent_id].push_back(StoredResume{std::move(resume), std::move(signature)});
+    }
+  }
   std::optional<std::pair<TrailTotals, std::string>> totals;
   {
     Stmt t(db_, "SELECT agents, origin, time_ms, signature FROM trail_totals WHERE id = 1");
@@ -1582,6 +1763,20 @@ absl::StatusOr<v1::VerifyAuditResponse> SqliteStore::VerifyAudit(const v1::Verif
       findings.Note(absl::StrCat(who, legacy, " purged record(s) from purges before trails were anchored (no "
                                  "tombstone) are taken as found"));
     }
+    // Resumes no stored record goes on from (yet): the agent has sent nothing since, or lost its
+    // spool again and went on from another record. Nothing of the chain rests on them.
+    for (const StoredResume& r : resumes[agent]) {
+      if (r.used) continue;
+      if (!signer_->Verify(ChainResumeMessage(r.resume), r.signature)) {
+        problem(absl::StrCat(who, "the chain resume recorded after sequence ", r.resume.resumed_after_sequence,
+                             " does not carry a valid signature of this control plane's trail key (it was changed)"));
+        continue;
+      }
+      findings.Note(absl::StrCat(who, "its spool lost its tail: its chain resumes after sequence ",
+                                 r.resume.resumed_after_sequence, " (recorded ", FormatMs(r.resume.time_ms),
+                                 ", the control plane holding it through sequence ", r.resume.held_through_sequence,
+                                 "), and no stored record goes on from there yet"));
+    }
     // The session index, derived again from the events.
     for (const auto& [session, d] : pass.sessions) {
       row.Reset();
@@ -1687,7 +1882,37 @@ absl::StatusOr<v1::VerifyAuditResponse> SqliteStore::VerifyAudit(const v1::Verif
                                e.session_id(), ") is missing from its recording file"));
         }
       }
-      const bool linked = head.empty() || e.prev_hash() == head;
+      bool linked = head.empty() || e.prev_hash() == head;
+      if (!linked) {
+        // An agent whose spool lost its tail goes on from an older record of its own: accepted
+        // only under a signed resume naming exactly this place (after the record before it, from
+        // the stored record whose hash this one names).
+        for (StoredResume& r : resumes[agent]) {
+          const ChainResume& x = r.resume;
+          if (r.used || x.held_through_sequence != previous || x.held_through_hash != head ||
+              x.resumed_after_hash != e.prev_hash() || e.sequence() <= previous) {
+            continue;
+          }
+          auto from = hashes.find(x.resumed_after_sequence);
+          if (from == hashes.end() || from->second != x.resumed_after_hash) continue;
+          if (!signer_->Verify(ChainResumeMessage(x), r.signature)) {
+            problem(absl::StrCat("agent ", agent, ": the chain resume recorded after sequence ",
+                                 x.resumed_after_sequence, " (where sequence ", e.sequence(), " goes on from) does not "
+                                 "carry a valid signature of this control plane's trail key (it was changed or added)"));
+            break;
+          }
+          r.used = true;
+          linked = true;
+          out.set_chain_resumes(out.chain_resumes() + 1);
+          findings.Note(absl::StrCat(
+              "agent ", agent, ": its chain resumed after sequence ", x.resumed_after_sequence, ": its spool lost the "
+              "records after it (a crash before they were durable there), and the control plane holds the records "
+              "after it through sequence ", x.held_through_sequence, " (", x.held_records, " record(s)); sequence ",
+              e.sequence(), " goes on from sequence ", x.resumed_after_sequence, " (resume recorded ",
+              FormatMs(x.time_ms), ")"));
+          break;
+        }
+      }
       if (!linked && in_window(e.time_unix_ms())) {
         problem(absl::StrCat("agent ", agent, ": the chain breaks at sequence ", e.sequence(), " (chunk ", chunk,
                              "): ", e.prev_hash().empty() ? "it starts a new chain (no prev_hash) after sequence "

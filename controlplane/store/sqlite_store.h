@@ -5,6 +5,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
@@ -50,6 +51,8 @@ class SqliteStore : public Store {
   absl::StatusOr<int64_t> AppendAudit(const AuditRecord& record) override;
   absl::StatusOr<std::vector<AuditRecord>> ListAudit(int limit) override;
   absl::StatusOr<uint64_t> AppendAgentEvents(const std::string& agent_id, const EventBatch& batch) override;
+  absl::StatusOr<AgentChainState> ResumeAgentChain(const std::string& agent_id, const AgentChainStart& start,
+                                                   int64_t now_ms) override;
   absl::StatusOr<std::vector<v1::SessionSummary>> ListSessions(
       const v1::ListSessionsRequest& filter) override;
   absl::StatusOr<v1::SessionSummary> SetLegalHold(const std::string& session_id, const std::string& reason,
@@ -91,6 +94,11 @@ class SqliteStore : public Store {
   absl::StatusOr<std::string> StoredRecordHashLocked(const v1::AuditEvent& e, absl::string_view payload)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status PutTrailHeadLocked(const TrailHead& head) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The stored record `sequence` of `agent_id`: its chain hash (nullopt when no record has that
+  // sequence) and how many of its chunk's records come after it (`after_in_chunk`, may be null).
+  absl::StatusOr<std::optional<std::string>> StoredHashAtLocked(const std::string& agent_id, uint64_t sequence,
+                                                                uint64_t* after_in_chunk)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   struct SequenceHash {
     uint64_t sequence = 0;
     std::string hash;

@@ -14,6 +14,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "controlplane/store/trail_anchor.h"
 #include "sluice/v1/admin.pb.h"
 #include "sluice/v1/agent.pb.h"
 #include "sluice/v1/policy.pb.h"
@@ -85,6 +86,24 @@ struct RecordsHeld {
   int64_t legal_holds = 0;  // sessions under a legal hold now
 };
 
+// Where an agent's audit chain stands when it opens a stream (Hello): the last record its spool
+// held when its process started (its chain goes on from it: sequence and chain hash), and the
+// lowest sequence the process numbers its own events from.
+struct AgentChainStart {
+  uint64_t sequence = 0;
+  std::string hash;
+  uint64_t own_from = 0;
+};
+
+// What the control plane holds of an agent's chain, told to the agent at the start of a stream.
+struct AgentChainState {
+  uint64_t committed = 0;  // the highest stored sequence (0: nothing stored)
+  std::string head;        // the chain hash the agent's next new event must name
+  // The agent's spool lost records the control plane holds: where its chain goes on from.
+  std::optional<ChainResume> resume;
+  bool resumed_now = false;  // the resume was recorded by this call (else: earlier, for this start)
+};
+
 // Sees each stored agent event as VerifyAudit reads it, every agent's in sequence order.
 // `linked`: its prev_hash names the record before it (true for an agent's first record; false
 // where the chain breaks or a new chain starts). It runs inside the store's call: it must not
@@ -146,6 +165,17 @@ class Store {
   // harmless. Returns the agent's committed sequence after the batch.
   virtual absl::StatusOr<uint64_t> AppendAgentEvents(const std::string& agent_id,
                                                      const EventBatch& batch) = 0;
+  // Compares where an agent's chain stands (Hello) with what is stored. When its spool ended
+  // before the last stored record, on the stored chain (the stored record at start.sequence has
+  // start.hash), and the stored records after it are not the process's own (they are below
+  // start.own_from), the agent lost them (a machine crash before its spool made them durable):
+  // the resume is recorded, signed, with an audit record, in one transaction, and the agent's
+  // next new event must name start.hash (its sequence must be above the committed one). Recorded
+  // once: the same start again gets the same resume back. FailedPrecondition when the agent's
+  // head is not on the stored chain, saying what differs and what an operator can do (its
+  // batches stay refused). Nothing changes for an agent whose chain is in step.
+  virtual absl::StatusOr<AgentChainState> ResumeAgentChain(const std::string& agent_id, const AgentChainStart& start,
+                                                           int64_t now_ms) = 0;
   virtual absl::StatusOr<std::vector<v1::SessionSummary>> ListSessions(
       const v1::ListSessionsRequest& filter) = 0;
   // NotFound when there is no such session.

@@ -33,6 +33,12 @@ std::string PurgeTombstoneMessage(const PurgeTombstone& t) {
                       " digest=", HexEncode(t.digest));
 }
 
+std::string ChainResumeMessage(const ChainResume& r) {
+  return absl::StrCat("sluice-trail-resume v1 agent=", Field(r.agent_id), " after=", r.resumed_after_sequence, ":",
+                      HexEncode(r.resumed_after_hash), " held_through=", r.held_through_sequence, ":",
+                      HexEncode(r.held_through_hash), " held_records=", r.held_records, " time=", r.time_ms);
+}
+
 std::string PurgeDigestStart() { return std::string(32, '\0'); }
 
 void PurgeDigestAdd(std::string* digest, uint64_t sequence, absl::string_view purged_hash) {

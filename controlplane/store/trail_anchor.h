@@ -7,7 +7,9 @@
 //   - how many trails there are (signed when a trail starts), so a trail removed whole, with its
 //     head, shows;
 //   - one tombstone per retention purge and agent: which records the purge replaced by purged
-//     records (a digest of their sequences and kept hashes), so a purged record nobody purged shows.
+//     records (a digest of their sequences and kept hashes), so a purged record nobody purged shows;
+//   - each chain resume: where an agent whose spool lost its tail went on from an older record of
+//     its own, so that break of its chain is accepted there and nowhere else.
 //
 // Someone who can write the database can delete these rows but cannot forge them; `audit verify`
 // reports a missing or unsigned one. This file holds the signed texts and the signer; the store
@@ -88,6 +90,25 @@ struct PurgeTombstone {
 // "sluice-trail-tombstone v1 audit=<id> agent=<len>:<id> time=<ms> events=<n> first=<seq>
 //  last=<seq> digest=<hex>".
 std::string PurgeTombstoneMessage(const PurgeTombstone& tombstone);
+
+// An agent's chain went on from an older record of its own (docs/audit-and-evidence.md, "When the
+// agent's spool lost its tail"): a machine crash lost the records after `resumed_after` from the
+// agent's spool before they were durable there, after the control plane had stored them (through
+// `held_through`). Recorded when the agent says where its chain stands at the start of a stream;
+// the agent's next new record names resumed_after's hash in prev_hash, and `audit verify`
+// accepts that break of the chain only where a resume signed with the trail key says so.
+struct ChainResume {
+  std::string agent_id;
+  uint64_t resumed_after_sequence = 0;  // the last record the agent's spool held
+  std::string resumed_after_hash;       // its chain hash
+  uint64_t held_through_sequence = 0;   // the last record stored for the agent then
+  std::string held_through_hash;        // its chain hash
+  uint64_t held_records = 0;            // records stored after resumed_after, through held_through
+  int64_t time_ms = 0;                  // when it was recorded
+};
+// "sluice-trail-resume v1 agent=<len>:<id> after=<seq>:<hex> held_through=<seq>:<hex>
+//  held_records=<n> time=<ms>".
+std::string ChainResumeMessage(const ChainResume& resume);
 
 // The digest of a purge's records: starting from 32 zero bytes, each record (in sequence order)
 // folds in as SHA-256(digest || sequence as 8 bytes big-endian || its kept hash).

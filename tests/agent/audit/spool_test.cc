@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -869,6 +870,88 @@ TEST(Inflight, WhatWasInFlightBecomesUnknownAfterARestart) {
   EXPECT_EQ(has("sess-c", "session_end"), 0);
   EXPECT_EQ(has("x", "session_end"), 1);
   EXPECT_TRUE((*table)->Recover().empty());  // once
+}
+
+// A machine crash lost the tail of the spool (written, not yet synced) after the control plane had
+// stored it: the agent's next process says where its chain starts (the spool's last record), and
+// when the control plane reports the resume, the trail says so in an `audit_chain_resumed` event
+// that goes on from that record, once.
+TEST(EventSinkSpool, ASpoolThatLostItsTailSaysWhereItsChainStartsAndReportsTheResume) {
+  const std::string dir = FreshDir();
+  std::string head;
+  uint64_t last = 0;
+  {
+    SpooledSink spooled(dir);
+    ASSERT_NE(spooled.spool, nullptr);
+    EXPECT_EQ(spooled.sink.chain_start().sequence, 0u);  // a new spool: nothing to go on from
+    EXPECT_EQ(spooled.sink.chain_start().hash, "");
+    for (int i = 0; i < 10; ++i) ASSERT_TRUE(spooled.sink.Emit("statement", "s1", absl::StrCat("{\"n\":", i, "}")));
+    ASSERT_TRUE(spooled.sink.WaitUntilSpooled(absl::Seconds(10)));
+    EXPECT_EQ(TakeChained(spooled.sink, &head, &last), 10u);
+    spooled.sink.Ack(last);  // the control plane holds all ten
+  }
+  // The crash: the segment keeps its first four records, the journal's pages are gone.
+  std::string segment;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    if (entry.path().extension() == ".seg") segment = entry.path();
+  }
+  ASSERT_FALSE(segment.empty());
+  std::string data;
+  {
+    std::ifstream in(segment, std::ios::binary);
+    data.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  audit::RecordReader reader(data);
+  std::string kept_head;
+  uint64_t kept_last = 0;
+  for (int i = 0; i < 4; ++i) {
+    auto payload = reader.Next();
+    ASSERT_TRUE(payload.ok());
+    v1::AuditEvent e;
+    ASSERT_TRUE(e.ParseFromArray(payload->data(), static_cast<int>(payload->size())));
+    kept_head = audit::ChainHash(*payload);
+    kept_last = e.sequence();
+  }
+  ASSERT_EQ(::truncate(segment.c_str(), static_cast<off_t>(reader.offset())), 0);
+  ASSERT_EQ(::unlink((dir + "/journal").c_str()), 0);
+
+  SpooledSink again(dir);
+  ASSERT_NE(again.spool, nullptr);
+  EventSink& sink = again.sink;
+  const EventSink::ChainStart start = sink.chain_start();
+  EXPECT_EQ(start.sequence, kept_last);
+  EXPECT_EQ(start.hash, kept_head);
+  EXPECT_GT(start.own_from, last);  // numbered from the clock: above what the control plane holds
+  // A resume that is not about this start is ignored.
+  EXPECT_FALSE(sink.ChainResumed(kept_last - 1, kept_head, last, 6, 1234));
+  EXPECT_FALSE(sink.ChainResumed(kept_last, std::string(32, 'x'), last, 6, 1234));
+  EXPECT_EQ(sink.stats().emitted, 0u);
+  // Told twice (a stream that started again): one event.
+  EXPECT_TRUE(sink.ChainResumed(kept_last, kept_head, last, 6, 1234));
+  EXPECT_TRUE(sink.ChainResumed(kept_last, kept_head, last, 6, 1234));
+  EXPECT_EQ(sink.stats().emitted, 1u);
+  ASSERT_TRUE(sink.WaitUntilSpooled(absl::Seconds(10)));
+  sink.Ack(last);  // the control plane's first acknowledgement: what the spool still holds goes
+  std::vector<v1::AuditEvent> events;
+  while (auto chunk = sink.TakeChunk()) {
+    audit::RecordReader r(chunk->records);
+    while (!r.done()) {
+      auto payload = r.Next();
+      ASSERT_TRUE(payload.ok());
+      v1::AuditEvent& e = events.emplace_back();
+      ASSERT_TRUE(e.ParseFromArray(payload->data(), static_cast<int>(payload->size())));
+    }
+  }
+  ASSERT_EQ(events.size(), 1u);
+  const v1::AuditEvent& resumed = events[0];
+  EXPECT_EQ(resumed.type(), "audit_chain_resumed");
+  EXPECT_EQ(resumed.session_id(), "");
+  EXPECT_GT(resumed.sequence(), last);
+  EXPECT_EQ(resumed.prev_hash(), kept_head);  // the chain goes on from the spool's last record
+  EXPECT_NE(resumed.json().find(absl::StrCat("\"resumed_after_sequence\":", kept_last)), std::string::npos)
+      << resumed.json();
+  EXPECT_NE(resumed.json().find(absl::StrCat("\"held_through_sequence\":", last)), std::string::npos);
+  EXPECT_NE(resumed.json().find("\"lost_records\":6"), std::string::npos);
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <random>
 
 #include "common/audit/records.h"
+#include "common/crypto.h"
 #include "controlplane/store/migrations.h"
 #include "controlplane/store/zstd_codec.h"
 #include "tests/controlplane/store/event_chain.h"
@@ -303,7 +304,9 @@ TEST(SqliteStore, TheHashChainIsCheckedOnIngestAndVerifiedFromStorage) {
   auto refused = store->AppendAgentEvents("a", bad);
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_EQ(refused.status().message(),
-            "the audit chain of agent a breaks at sequence 9: its prev_hash does not match the event stored before it");
+            "the audit chain of agent a breaks at sequence 9: its prev_hash does not match the event stored before it "
+            "(it names 7878787878787878..., the control plane expects " + HexEncode(chain.HashOf(8).substr(0, 8)) +
+                "...)");
 
   // One byte changed in storage, with its checksum made to match: the chain names the next record.
   sqlite3* db;

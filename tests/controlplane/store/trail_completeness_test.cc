@@ -385,10 +385,10 @@ TEST(TrailUpgrade, AStoreFromBeforeAnchoringIsAnchoredAsFound) {
     ASSERT_EQ(store->PurgeSessions(purge)->events(), 2u);
   }
   {
-    // What a build before migration 12 left: no heads, totals, tombstones or trail key.
+    // What a build before migration 12 left: no heads, totals, tombstones, chain resumes or trail key.
     Tamper t(path);
-    t.Exec("DROP TABLE trail_heads; DROP TABLE trail_totals; DROP TABLE purge_tombstones;"
-           "DELETE FROM schema_migrations WHERE version = 12; DELETE FROM meta WHERE key = 'trail_public_key'");
+    t.Exec("DROP TABLE trail_heads; DROP TABLE trail_totals; DROP TABLE purge_tombstones; DROP TABLE chain_resumes;"
+           "DELETE FROM schema_migrations WHERE version >= 12; DELETE FROM meta WHERE key = 'trail_public_key'");
     ASSERT_EQ(t.Int("SELECT MAX(version) FROM schema_migrations"), 11);
   }
   std::filesystem::remove(dir + "/trail-key.pem");
