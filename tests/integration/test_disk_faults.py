@@ -273,6 +273,12 @@ class DiskFaultsTest(unittest.TestCase):
             # Killed while its disk is full, the agent has what its spool could not take in its
             # journal only; it starts again on the full disk, refusing new sessions.
             agent.process.kill9()
+            # The port files' room (freed by the restart) could take what the journal holds: the
+            # disk is filled again without them, so the restart meets a full disk.
+            for f in ("status.port", "postgres.port"):
+                if os.path.exists(os.path.join(agent.data_dir, f)):
+                    os.unlink(os.path.join(agent.data_dir, f))
+            fill(filler + "-2")
             self.restart(agent)
             audit = agent.status()["audit"]
             self.assertFalse(audit["accepting_sessions"])
@@ -281,6 +287,7 @@ class DiskFaultsTest(unittest.TestCase):
 
             # Room returns: what the journal held is written to the spool, sessions are accepted.
             os.unlink(filler)
+            os.unlink(filler + "-2")
             wait_for(lambda: (a := agent.status()["audit"])["accepting_sessions"] and a["unwritten"] == 0,
                      what="what the disk could not take written to the spool")
             self.assertEqual(self.psql(agent, "SELECT 5", "after-b").stdout.strip(), "5")
