@@ -17,7 +17,6 @@ import os
 import sqlite3
 import struct
 import subprocess
-import time
 import unittest
 from contextlib import closing
 
@@ -103,8 +102,15 @@ class ChainResumeTest(unittest.TestCase):
             # segment ends after the first session (the second session's records were written but
             # never synced), and the journal's mapped pages were lost.
             agent.process.kill9()
-            time.sleep(0.5)  # a batch the control plane was storing is committed
-            held_through = committed()
+            # A batch the control plane was storing when the agent died is committed: its committed
+            # sequence reads the same twice running.
+            last = [None]
+
+            def settled():
+                now, before = committed(), last[0]
+                last[0] = now
+                return now == before and now
+            held_through = wait_for(settled, interval=0.3, what="the control plane's last commit")
             segments = sorted(n for n in os.listdir(spool) if n.endswith(".seg"))
             self.assertTrue(segments, os.listdir(spool))
             cut = None  # (segment index, offset, sequence, payload) after the first session's end
@@ -190,7 +196,6 @@ class ChainResumeTest(unittest.TestCase):
             run("forked", 1)
             wait_for(lambda: "is not on the chain the control plane holds" in cp.process.output(),
                      what="the control plane to name the fork")
-            time.sleep(1)
             self.assertEqual(sessions("forked"), [])  # refused, not stored
             log = cp.process.output()
             self.assertIn(f"its spool ended at sequence {resumed_after} with chain hash abababab", log)
