@@ -714,8 +714,7 @@ class Session {
     if (d.action == GuardrailDecision::kBlock || d.action == GuardrailDecision::kRequireApproval) {
       std::string message =
           d.action == GuardrailDecision::kBlock
-              ? absl::StrCat("Sluice: statement blocked by guardrail \"", d.guardrail, "\": ", d.match,
-                             d.target.empty() ? "" : " on " + d.target, " (FunctionCall)")
+              ? BlockedMessage(d)
               : absl::StrCat("Sluice: a FunctionCall needs approval under guardrail \"", d.guardrail, "\" (",
                              d.match, "), and a FunctionCall cannot be held; call the function with SELECT");
       std::string refusal = RecordGuardrail(function_text_, &info, false, d,
@@ -728,6 +727,12 @@ class Session {
   }
 
   // ---- Masking (see result_masking.h and result_router.h) ----
+
+  // The statement text of the request `p` answers (a Query's, stored when masking was on; an
+  // Execute's prepared statement), or null.
+  static const std::string* TextOf(const PendingResult& p) {
+    return p.kind == PendingResult::kQuery ? &p.sql : p.text.get();
+  }
 
   // Masking is on when a MaskingRule applies to this session (see FollowPolicy).
   bool MaskingOn() {
@@ -819,7 +824,7 @@ class Session {
         // it reads masked columns.
         if (masking_.has_column_rules()) {
           if (PendingResult* front = router_.Front()) {
-            const std::string* text = front->kind == PendingResult::kQuery ? &front->sql : front->text.get();
+            const std::string* text = TextOf(*front);
             if (text != nullptr && !text->empty()) {
               LineageVerdict v = JudgeLineage(Statements().Get(*text), masking_);
               if (v.reads_masked) {
@@ -886,7 +891,7 @@ class Session {
   absl::Status ComputeOverrides(const PendingResult* front, absl::string_view description) {
     computed_.clear();
     if (!masking_.has_column_rules()) return absl::OkStatus();
-    const std::string* text = front->kind == PendingResult::kQuery ? &front->sql : front->text.get();
+    const std::string* text = TextOf(*front);
     if (text == nullptr) return absl::OkStatus();
     WireReader r(description);
     int16_t fields = r.Int16();
@@ -958,7 +963,7 @@ class Session {
   // The plan of the `index`-th COPY TO STDOUT of the request in front, from its statement
   // (`payload` is the CopyOutResponse).
   asio::awaitable<absl::Status> PlanCopyOut(PendingResult* front, int index, absl::string_view payload) {
-    const std::string* sql = front->kind == PendingResult::kQuery ? &front->sql : front->text.get();
+    const std::string* sql = TextOf(*front);
     std::vector<CopyOutFacts> copies = sql != nullptr ? CopyOutputs(*sql) : std::vector<CopyOutFacts>{};
     WireReader r(payload);
     int overall = r.Byte();
@@ -1272,13 +1277,11 @@ class Session {
         break;
       case GuardrailDecision::kBlock: break;
     }
-    std::string target = d.target.empty() ? "" : absl::StrCat(" on ", d.target);
     std::string message =
         d.action == GuardrailDecision::kBlock
-            ? absl::StrCat("Sluice: statement blocked by guardrail \"", d.guardrail, "\": ", d.match, target,
-                           " (", d.statement_kind, ")")
+            ? BlockedMessage(d)
             : absl::StrCat("Sluice: statement needs approval under guardrail \"", d.guardrail, "\" (", d.match,
-                           target, ", ApprovalPolicy \"", d.approval,
+                           d.target.empty() ? "" : " on " + d.target, ", ApprovalPolicy \"", d.approval,
                            "\"), and this agent cannot hold statements, so it is refused");
     return RecordGuardrail(sql, &info, extended, d, d.action == GuardrailDecision::kBlock ? "blocked" : "denied",
                            message);
@@ -1340,6 +1343,12 @@ class Session {
                                        " (", kind, parse_error.empty() ? "" : ": ", parse_error, ")");
     LogInfo("refused for ", identity_.subject, " on ", connection_name_, ": ", kind, " on a read grant");
     return Refuse(sql, info, extended, message, "25006");
+  }
+
+  // What the client is told of a statement a guardrail blocks.
+  static std::string BlockedMessage(const GuardrailDecision& d) {
+    return absl::StrCat("Sluice: statement blocked by guardrail \"", d.guardrail, "\": ", d.match,
+                        d.target.empty() ? "" : " on " + d.target, " (", d.statement_kind, ")");
   }
 
   // Whether requests sent to the server have not all been answered (a ReadyForQuery pending,

@@ -20,13 +20,7 @@ std::string CleanEncodingName(absl::string_view name) {
   return out;
 }
 
-bool Truthy(absl::string_view v) {
-  std::string l = absl::AsciiStrToLower(absl::StripAsciiWhitespace(v));
-  return l == "on" || l == "true" || l == "yes" || l == "1" || l == "t" || l == "y" || l == "tru" ||
-         l == "tr" || l == "ye";
-}
-
-bool IsOn(absl::string_view v) { return Truthy(v); }
+bool IsOn(absl::string_view v) { return BoolText(v).value_or(false); }
 
 // A setting name as PostgreSQL matches it: case-insensitive; `--name=value` options also write
 // dashes for underscores.
@@ -58,7 +52,7 @@ std::string SetProblem(const std::string& name, const std::string& value, bool v
   }
   if (read_only && (name == "default_transaction_read_only" || name == "transaction_read_only")) {
     if (name == "default_transaction_read_only" && reset) return "";  // back to on
-    if (!reset && value_known && Truthy(value)) return "";
+    if (!reset && value_known && IsOn(value)) return "";
     return absl::StrCat("it would lift ", name, " on a read-only session");
   }
   return "";

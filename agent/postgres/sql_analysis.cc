@@ -130,14 +130,11 @@ std::optional<Constant> ConstantOf(const json& node, bool* sensitive) {
     if (!v || (type != "bool" && type != "boolean")) return std::nullopt;
     if (v->kind == Constant::kBool || v->kind == Constant::kNull) return v;
     if (v->kind != Constant::kString) return std::nullopt;
-    std::string l = absl::AsciiStrToLower(absl::StripAsciiWhitespace(v->str));
+    std::optional<bool> b = BoolText(v->str);
+    if (!b) return std::nullopt;
     Constant out;
     out.kind = Constant::kBool;
-    if (l == "t" || l == "true" || l == "y" || l == "yes" || l == "on" || l == "1") {
-      out.b = true;
-    } else if (!(l == "f" || l == "false" || l == "n" || l == "no" || l == "off" || l == "0")) {
-      return std::nullopt;
-    }
+    out.b = *b;
     return out;
   }
   auto c = node.find("A_Const");
@@ -177,9 +174,9 @@ std::optional<Constant> ConstantOf(const json& node, bool* sensitive) {
   return std::nullopt;
 }
 
-// A string constant read as a boolean the way PostgreSQL reads an unknown-typed literal in a
-// boolean context ('t', 'yes', 'on', '1', ...); nullopt when it is none.
-std::optional<bool> BoolText(const std::string& text) {
+}  // namespace
+
+std::optional<bool> BoolText(absl::string_view text) {
   std::string l = absl::AsciiStrToLower(absl::StripAsciiWhitespace(text));
   if (l == "t" || l == "tr" || l == "tru" || l == "true" || l == "y" || l == "ye" || l == "yes" || l == "on" ||
       l == "1") {
@@ -191,6 +188,8 @@ std::optional<bool> BoolText(const std::string& text) {
   }
   return std::nullopt;
 }
+
+namespace {
 
 // `c` as the kind of `other`, as PostgreSQL coerces an unknown-typed string literal to the other
 // side's type.

@@ -7,6 +7,7 @@
 // `literal_sensitive` and never cached, so one caller's text never decides another's.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -96,6 +97,10 @@ struct CopyOutFacts {
 // Every COPY ... TO STDOUT of `sql`, in order (parsed, never cached: the options are literals,
 // which the shape cache does not see). Empty when there is none or the text does not parse.
 std::vector<CopyOutFacts> CopyOutputs(absl::string_view sql);
+
+// `text` read as a boolean the way PostgreSQL reads one ('t', 'yes', 'on', '1', 'of', ... in any
+// case, blanks around); nullopt when it is none.
+std::optional<bool> BoolText(absl::string_view text);
 
 // Functions with effects a read-only transaction does not stop (large objects, other sessions,
 // remote SQL, server files): a statement calling one is a write.
