@@ -11,12 +11,12 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
-#include "agent/postgres/messages.h"
 #include "common/json_fields.h"
 #include "common/audit/recording.h"
+#include "common/wire/postgres/messages.h"
 
 namespace sluice::cli {
-namespace pg = agent::postgres;
+namespace pg = wire::postgres;
 namespace {
 
 constexpr size_t kMaxCellChars = 48;

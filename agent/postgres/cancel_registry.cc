@@ -6,6 +6,8 @@
 
 namespace sluice::agent::postgres {
 
+using wire::postgres::BackendKeyData;
+
 BackendKeyData CancelRegistry::Register(CancelTarget target, size_t key_bytes) {
   BackendKeyData key;
   key.secret_key = RandomBytes(key_bytes);

@@ -11,14 +11,14 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
-#include "agent/postgres/messages.h"
 #include "agent/postgres/upstream.h"
+#include "common/wire/postgres/messages.h"
 
 namespace sluice::agent::postgres {
 
 struct CancelTarget {
   UpstreamTarget target;
-  BackendKeyData upstream_key;
+  wire::postgres::BackendKeyData upstream_key;
   // A cancel the session handles itself (a statement held for approval is withdrawn); returns
   // true when it did, so nothing goes upstream. May be null.
   std::shared_ptr<std::function<bool()>> local;
@@ -28,7 +28,7 @@ class CancelRegistry {
  public:
   // A fresh agent key (`key_bytes` of secret: 4 for protocol 3.0, 32 for 3.2) for a session whose
   // cancels go to `target`.
-  BackendKeyData Register(CancelTarget target, size_t key_bytes);
+  wire::postgres::BackendKeyData Register(CancelTarget target, size_t key_bytes);
   void Unregister(int32_t process_id);
   // The target for a presented key; nullopt when the id is unknown or the secret differs.
   std::optional<CancelTarget> Lookup(int32_t process_id, absl::string_view secret) const;

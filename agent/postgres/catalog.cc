@@ -5,9 +5,15 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/time/clock.h"
-#include "agent/postgres/messages.h"
+#include "common/wire/postgres/messages.h"
 
 namespace sluice::agent::postgres {
+
+using wire::postgres::DataRow;
+using wire::postgres::DecodeLimits;
+using wire::postgres::Direction;
+using wire::postgres::ErrorOrNotice;
+
 namespace {
 
 constexpr absl::Duration kCacheTtl = absl::Minutes(1);
@@ -118,7 +124,7 @@ asio::awaitable<absl::StatusOr<std::vector<CatalogResolver::Row>>> CatalogResolv
     if (!up.ok()) co_return up.status();
     side_ = *std::move(up);
   }
-  std::string query = postgres::Query{sql}.Encode();
+  std::string query = wire::postgres::Query{sql}.Encode();
   absl::Status st = co_await side_.stream->Write(query);
   if (!st.ok()) co_return st;
   std::vector<Row> rows;

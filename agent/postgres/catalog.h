@@ -61,7 +61,7 @@ class CatalogCache {
 // One session's catalog lookups (the side connection lives as long as the session).
 class CatalogResolver {
  public:
-  CatalogResolver(UpstreamTarget target, UpstreamLogin login, DecodeLimits limits);
+  CatalogResolver(UpstreamTarget target, UpstreamLogin login, wire::postgres::DecodeLimits limits);
   ~CatalogResolver();
 
   // The names of the tables `oids` (cached or looked up). A table that no longer exists is
@@ -85,7 +85,7 @@ class CatalogResolver {
 
   UpstreamTarget target_;
   UpstreamLogin login_;
-  DecodeLimits limits_;
+  wire::postgres::DecodeLimits limits_;
   std::string scope_;
   UpstreamSession side_;
 };

@@ -27,7 +27,7 @@ struct ListenerOptions {
   // each connection to the worker on the CPU it arrives on (agent/postgres/worker_placement.h).
   bool cpu_affinity = true;
   std::chrono::steady_clock::duration login_timeout = std::chrono::seconds(30);
-  DecodeLimits limits;
+  wire::postgres::DecodeLimits limits;
   RecordingLimits recording;
   InflightTable* inflight = nullptr;  // the spool's in-flight table (agent/audit/inflight.h); null = none
   SessionLimiter* limiter = nullptr;  // agent/session/limits.h, outlives the listener; null = none

@@ -4,9 +4,16 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "agent/postgres/wire.h"
+#include "common/wire/postgres/wire.h"
 
 namespace sluice::agent::postgres {
+
+using wire::postgres::ErrorOrNotice;
+using wire::postgres::Frame;
+using wire::postgres::RowDescription;
+using wire::postgres::WireReader;
+using wire::postgres::WireWriter;
+
 namespace {
 
 using masking::MaskingPolicy;

@@ -21,7 +21,7 @@
 #include "absl/status/statusor.h"
 #include "agent/masking/policy.h"
 #include "agent/postgres/catalog.h"
-#include "agent/postgres/messages.h"
+#include "common/wire/postgres/messages.h"
 
 namespace sluice::agent::postgres {
 
@@ -44,7 +44,7 @@ struct ResultPlan {
 // behind them (by OID; a missing table is treated as unnamed). `computed`, when not empty, has one
 // entry per field: a rule for a column computed from masked columns (lineage_masking.h), masked
 // whole whatever its origin says.
-ResultPlan PlanResult(const std::vector<RowDescription::Field>& fields,
+ResultPlan PlanResult(const std::vector<wire::postgres::RowDescription::Field>& fields,
                       const absl::flat_hash_map<uint32_t, std::shared_ptr<const TableNames>>& tables,
                       const masking::MaskingPolicy& policy,
                       const std::vector<std::optional<masking::Selected>>& computed = {});

@@ -1,8 +1,11 @@
 #include "agent/postgres/result_router.h"
 
-#include "agent/postgres/wire.h"
+#include "common/wire/postgres/wire.h"
 
 namespace sluice::agent::postgres {
+
+using wire::postgres::WireReader;
+
 namespace {
 
 constexpr size_t kMaxNames = 10000;

@@ -20,8 +20,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "agent/postgres/fifo.h"
-#include "agent/postgres/messages.h"
 #include "agent/postgres/result_masking.h"
+#include "common/wire/postgres/messages.h"
 
 namespace sluice::agent::postgres {
 

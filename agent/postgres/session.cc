@@ -23,21 +23,46 @@
 #include "agent/postgres/fifo.h"
 #include "agent/postgres/guardrails.h"
 #include "agent/postgres/lineage_masking.h"
-#include "agent/postgres/messages.h"
 #include "agent/postgres/result_masking.h"
 #include "agent/postgres/result_router.h"
 #include "agent/postgres/session_settings.h"
 #include "agent/postgres/sql_analysis.h"
 #include "agent/postgres/statement_tracker.h"
 #include "agent/postgres/upstream.h"
-#include "agent/postgres/wire.h"
 #include "common/crypto.h"
 #include "common/policy/validation.h"
 #include "common/json_writer.h"
 #include "common/log.h"
 #include "common/sql/lexer.h"
+#include "common/wire/postgres/messages.h"
+#include "common/wire/postgres/wire.h"
 
 namespace sluice::agent::postgres {
+
+using wire::postgres::Authentication;
+using wire::postgres::BackendKeyData;
+using wire::postgres::Bind;
+using wire::postgres::CancelRequest;
+using wire::postgres::ClassifyStartup;
+using wire::postgres::DecodeFrame;
+using wire::postgres::DecodeLimits;
+using wire::postgres::DecodeResult;
+using wire::postgres::DecodeStatus;
+using wire::postgres::DescribeOrClose;
+using wire::postgres::Direction;
+using wire::postgres::ErrorOrNotice;
+using wire::postgres::LooksLikeTlsClientHello;
+using wire::postgres::NegotiateProtocolVersion;
+using wire::postgres::ParameterStatus;
+using wire::postgres::PasswordMessage;
+using wire::postgres::Query;
+using wire::postgres::RawMessage;
+using wire::postgres::ReadyForQuery;
+using wire::postgres::RowDescription;
+using wire::postgres::StartupKind;
+using wire::postgres::StartupMessage;
+using wire::postgres::WireReader;
+
 namespace {
 
 using namespace asio::experimental::awaitable_operators;

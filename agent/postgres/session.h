@@ -14,17 +14,17 @@
 #include "agent/audit/inflight.h"
 #include "agent/policy_holder.h"
 #include "agent/postgres/cancel_registry.h"
-#include "agent/postgres/decoder.h"
 #include "agent/postgres/recorder.h"
 #include "agent/postgres/stream.h"
 #include "agent/session/limits.h"
+#include "common/wire/postgres/decoder.h"
 
 namespace sluice::agent::postgres {
 
 struct SessionConfig {
   bool tls_available = false;   // a certificate is loaded: SSLRequest is answered 'S'
   bool allow_plaintext = false; // sessions without TLS are allowed (loopback, tests)
-  DecodeLimits limits;
+  wire::postgres::DecodeLimits limits;
   std::chrono::steady_clock::duration login_timeout = std::chrono::seconds(30);
   RecordingLimits recording;
 };

@@ -5,6 +5,14 @@
 #include "absl/strings/str_cat.h"
 
 namespace sluice::agent::postgres {
+
+using wire::postgres::DecodeFrame;
+using wire::postgres::DecodeLimits;
+using wire::postgres::DecodeResult;
+using wire::postgres::DecodeStartupFrame;
+using wire::postgres::DecodeStatus;
+using wire::postgres::Direction;
+
 namespace {
 
 constexpr size_t kReadChunk = 64 << 10;

@@ -11,8 +11,8 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "agent/postgres/decoder.h"
 #include "agent/postgres/recorder.h"
+#include "common/wire/postgres/decoder.h"
 
 namespace sluice::agent::postgres {
 
@@ -75,8 +75,9 @@ class Stream {
 
   // Reads one whole message: startup-phase framing when `startup`, else typed framing in
   // `direction`. Protocol errors are InvalidArgument; a closed peer is Unavailable.
-  asio::awaitable<absl::StatusOr<Message>> ReadMessage(bool startup, Direction direction,
-                                                       const DecodeLimits& limits);
+  asio::awaitable<absl::StatusOr<Message>> ReadMessage(bool startup,
+                                                       wire::postgres::Direction direction,
+                                                       const wire::postgres::DecodeLimits& limits);
   // The next byte without consuming it (plaintext only).
   asio::awaitable<absl::StatusOr<char>> PeekByte();
   void Consume(size_t n);

@@ -3,9 +3,25 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "agent/postgres/upstream_auth.h"
-#include "agent/postgres/wire.h"
+#include "common/wire/postgres/wire.h"
 
 namespace sluice::agent::postgres {
+
+using wire::postgres::Authentication;
+using wire::postgres::BackendKeyData;
+using wire::postgres::CancelRequest;
+using wire::postgres::DecodeLimits;
+using wire::postgres::Direction;
+using wire::postgres::ErrorOrNotice;
+using wire::postgres::Frame;
+using wire::postgres::ParameterStatus;
+using wire::postgres::PasswordMessage;
+using wire::postgres::ReadyForQuery;
+using wire::postgres::StartupMessage;
+using wire::postgres::WireWriter;
+using wire::postgres::kProtocol30;
+using wire::postgres::kSslRequestCode;
+
 namespace {
 
 std::string UpstreamError(const Message& m) {

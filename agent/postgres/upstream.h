@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "agent/postgres/messages.h"
 #include "agent/postgres/stream.h"
+#include "common/wire/postgres/messages.h"
 #include "sluice/v1/policy.pb.h"
 
 namespace sluice::agent::postgres {
@@ -35,8 +35,8 @@ struct UpstreamLogin {
 struct UpstreamSession {
   std::unique_ptr<Stream> stream;
   std::unique_ptr<asio::ssl::context> tls_context;  // owns what the stream's TLS refers to
-  std::vector<ParameterStatus> parameters;
-  BackendKeyData key;
+  std::vector<wire::postgres::ParameterStatus> parameters;
+  wire::postgres::BackendKeyData key;
   std::vector<std::string> notices;  // NoticeResponse messages (encoded) sent during login
   char transaction_status = 'I';
 };
@@ -49,14 +49,13 @@ OpenUpstream(asio::any_io_executor executor, const UpstreamTarget& target);
 
 // Opens, logs in, and reads up to the first ReadyForQuery. Errors are fit to show the caller:
 // they never contain the password.
-asio::awaitable<absl::StatusOr<UpstreamSession>> ConnectUpstream(asio::any_io_executor executor,
-                                                                 const UpstreamTarget& target,
-                                                                 const UpstreamLogin& login,
-                                                                 const DecodeLimits& limits);
+asio::awaitable<absl::StatusOr<UpstreamSession>> ConnectUpstream(
+    asio::any_io_executor executor, const UpstreamTarget& target, const UpstreamLogin& login,
+    const wire::postgres::DecodeLimits& limits);
 
 // Sends a CancelRequest for `key` to the target (new connection, TLS as configured).
 asio::awaitable<absl::Status> SendUpstreamCancel(asio::any_io_executor executor,
                                                  const UpstreamTarget& target,
-                                                 const BackendKeyData& key);
+                                                 const wire::postgres::BackendKeyData& key);
 
 }  // namespace sluice::agent::postgres

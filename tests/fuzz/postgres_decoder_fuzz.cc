@@ -5,10 +5,10 @@
 #include <cstdint>
 #include <cstdlib>
 
-#include "agent/postgres/decoder.h"
-#include "agent/postgres/messages.h"
+#include "common/wire/postgres/decoder.h"
+#include "common/wire/postgres/messages.h"
 
-namespace pg = sluice::agent::postgres;
+namespace pg = sluice::wire::postgres;
 
 namespace {
 

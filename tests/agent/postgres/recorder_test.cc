@@ -5,10 +5,16 @@
 #include <vector>
 
 #include "absl/time/clock.h"
-#include "agent/postgres/messages.h"
 #include "common/audit/recording.h"
+#include "common/wire/postgres/messages.h"
 
 namespace sluice::agent::postgres {
+
+using wire::postgres::CommandComplete;
+using wire::postgres::DataRow;
+using wire::postgres::Query;
+using wire::postgres::RowDescription;
+
 namespace {
 
 std::vector<audit::RecordedEntry> Entries(const std::string& data) {

@@ -2,9 +2,13 @@
 
 #include <gtest/gtest.h>
 
-#include "agent/postgres/wire.h"
+#include "common/wire/postgres/wire.h"
 
 namespace sluice::agent::postgres {
+
+using wire::postgres::DataRow;
+using wire::postgres::RowDescription;
+
 namespace {
 
 masking::MaskingPolicy Policy() {

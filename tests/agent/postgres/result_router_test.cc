@@ -2,9 +2,12 @@
 
 #include <gtest/gtest.h>
 
-#include "agent/postgres/wire.h"
+#include "common/wire/postgres/wire.h"
 
 namespace sluice::agent::postgres {
+
+using wire::postgres::WireWriter;
+
 namespace {
 
 std::string BindPayload(const std::string& portal, const std::string& statement, std::vector<int16_t> formats) {

@@ -1,11 +1,11 @@
-#include "agent/postgres/messages.h"
+#include "common/wire/postgres/messages.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "agent/postgres/decoder.h"
+#include "common/wire/postgres/decoder.h"
 
-namespace sluice::agent::postgres {
+namespace sluice::wire::postgres {
 namespace {
 
 using ::testing::HasSubstr;
@@ -135,4 +135,4 @@ TEST(Messages, HostileCountsAreRefusedWithoutAllocating) {
 }
 
 }  // namespace
-}  // namespace sluice::agent::postgres
+}  // namespace sluice::wire::postgres

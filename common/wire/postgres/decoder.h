@@ -10,7 +10,7 @@
 
 #include "absl/strings/string_view.h"
 
-namespace sluice::agent::postgres {
+namespace sluice::wire::postgres {
 
 enum class Direction { kFrontend, kBackend };
 
@@ -47,4 +47,4 @@ DecodeResult DecodeFrame(absl::string_view buffered, Direction direction, const 
 // sslnegotiation=direct): record type 0x16 (handshake).
 bool LooksLikeTlsClientHello(absl::string_view buffered);
 
-}  // namespace sluice::agent::postgres
+}  // namespace sluice::wire::postgres

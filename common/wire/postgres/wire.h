@@ -8,7 +8,7 @@
 
 #include "absl/strings/string_view.h"
 
-namespace sluice::agent::postgres {
+namespace sluice::wire::postgres {
 
 // Reads from a payload; every read checks bounds. After a failed read ok() is false and every
 // later read fails too, so a decoder can read a whole message and check once.
@@ -59,4 +59,4 @@ class WireWriter {
 // itself and the payload.
 std::string Frame(char type, absl::string_view payload);
 
-}  // namespace sluice::agent::postgres
+}  // namespace sluice::wire::postgres

@@ -1,6 +1,6 @@
-// Typed PostgreSQL protocol messages the agent inspects or produces. Each has
-// `Decode(payload)` (the bytes after the length field, as DecodeFrame/DecodeStartupFrame give
-// them) and `Encode()` (the whole framed message). Decoders reject trailing bytes, missing
+// Typed PostgreSQL protocol messages the agent inspects or produces and sluicectl's replay reads.
+// Each has `Decode(payload)` (the bytes after the length field, as DecodeFrame/DecodeStartupFrame
+// give them) and `Encode()` (the whole framed message). Decoders reject trailing bytes, missing
 // terminators and counts that do not fit the payload.
 // https://www.postgresql.org/docs/current/protocol-message-formats.html
 #pragma once
@@ -15,7 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
-namespace sluice::agent::postgres {
+namespace sluice::wire::postgres {
 
 // Startup-phase request codes.
 inline constexpr int32_t kSslRequestCode = 80877103;
@@ -185,4 +185,4 @@ struct CommandComplete {
   std::string Encode() const;
 };
 
-}  // namespace sluice::agent::postgres
+}  // namespace sluice::wire::postgres

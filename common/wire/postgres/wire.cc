@@ -1,6 +1,6 @@
-#include "agent/postgres/wire.h"
+#include "common/wire/postgres/wire.h"
 
-namespace sluice::agent::postgres {
+namespace sluice::wire::postgres {
 
 bool WireReader::Need(size_t n) {
   if (!ok_ || data_.size() - pos_ < n) {
@@ -82,4 +82,4 @@ std::string Frame(char type, absl::string_view payload) {
   return w.Take();
 }
 
-}  // namespace sluice::agent::postgres
+}  // namespace sluice::wire::postgres

@@ -1,9 +1,9 @@
-#include "agent/postgres/messages.h"
+#include "common/wire/postgres/messages.h"
 
 #include "absl/strings/str_cat.h"
-#include "agent/postgres/wire.h"
+#include "common/wire/postgres/wire.h"
 
-namespace sluice::agent::postgres {
+namespace sluice::wire::postgres {
 namespace {
 
 // Counts in a payload can never exceed the bytes left; checking keeps hostile counts from
@@ -429,4 +429,4 @@ std::string CommandComplete::Encode() const {
   return Frame('C', w.data());
 }
 
-}  // namespace sluice::agent::postgres
+}  // namespace sluice::wire::postgres

@@ -1,13 +1,13 @@
-#include "agent/postgres/decoder.h"
+#include "common/wire/postgres/decoder.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <random>
 
-#include "agent/postgres/messages.h"
+#include "common/wire/postgres/messages.h"
 
-namespace sluice::agent::postgres {
+namespace sluice::wire::postgres {
 namespace {
 
 using ::testing::HasSubstr;
@@ -119,4 +119,4 @@ TEST(DecodeFrame, RandomInputNeverReadsPastTheBuffer) {
 }
 
 }  // namespace
-}  // namespace sluice::agent::postgres
+}  // namespace sluice::wire::postgres

@@ -1,9 +1,9 @@
-#include "agent/postgres/decoder.h"
+#include "common/wire/postgres/decoder.h"
 
 #include "absl/strings/str_cat.h"
-#include "agent/postgres/wire.h"
+#include "common/wire/postgres/wire.h"
 
-namespace sluice::agent::postgres {
+namespace sluice::wire::postgres {
 namespace {
 
 // https://www.postgresql.org/docs/current/protocol-message-formats.html
@@ -73,4 +73,4 @@ bool LooksLikeTlsClientHello(absl::string_view buffered) {
   return !buffered.empty() && static_cast<unsigned char>(buffered[0]) == 0x16;
 }
 
-}  // namespace sluice::agent::postgres
+}  // namespace sluice::wire::postgres
