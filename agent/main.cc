@@ -17,6 +17,7 @@
 #include "agent/policy_holder.h"
 #include "agent/postgres/listener.h"
 #include "agent/session/limits.h"
+#include "agent/test_faults.h"
 #include "common/crypto.h"
 #include "common/daemon.h"
 #include "common/files.h"
@@ -69,6 +70,9 @@ ABSL_FLAG(absl::Duration, postgres_login_timeout, absl::Seconds(30),
 ABSL_FLAG(bool, record_sessions, true,
           "record each session's messages (after masking) with its audit events, for `sluicectl "
           "sessions replay`");
+ABSL_FLAG(uint64_t, test_kill_after_answers, 0,
+          "tests only: kill the agent (SIGKILL) right after the answers of this many statements were written "
+          "to their clients (agent/test_faults.h); 0: never");
 ABSL_FLAG(int64_t, record_max_rows, 100,
           "rows (data messages) of each result kept in a session recording; the rest are counted");
 ABSL_FLAG(int64_t, record_max_bytes, 64 << 10,
@@ -93,6 +97,10 @@ absl::StatusOr<std::map<std::string, std::string>> ParseLabels(const std::string
 }
 
 absl::Status Run() {
+  if (const uint64_t n = absl::GetFlag(FLAGS_test_kill_after_answers); n > 0) {
+    LogWarning("--test-kill-after-answers ", n, ": this agent kills itself after ", n, " answers (a test fault)");
+    test_faults::KillAfterAnswers(n);
+  }
   ControlClientOptions opts;
   opts.address = absl::GetFlag(FLAGS_control_plane);
   opts.data_dir = absl::GetFlag(FLAGS_data_dir);

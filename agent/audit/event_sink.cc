@@ -77,6 +77,7 @@ bool EventSink::HasSendable() const {
 void EventSink::SpoolLoop() {
   while (true) {
     std::vector<EventChunk*> todo;
+    absl::Status mapped_st;  // the journal's and the in-flight table's pages
     bool failing = false;
     bool due = true;  // the disk is written to this round
     {
@@ -86,6 +87,7 @@ void EventSink::SpoolLoop() {
       mu_.AwaitWithTimeout(absl::Condition(this, &EventSink::OpenChunkFull), kLinger);
       failing = !disk_error_.empty();
       due = !failing || absl::Now() >= next_retry_;
+      mapped_st = MappedFilesLocked(/*repair=*/failing && due);
       for (EventChunk& c : queued_) {
         if (c.spooled) continue;
         c.sealed = true;
@@ -135,6 +137,7 @@ void EventSink::SpoolLoop() {
       // Nothing was left to write: the volume must show that it takes writes again.
       if (st.ok() && failing && unwritten == 0 && chained == 0) st = spool_->Probe();
     }
+    if (st.ok()) st = mapped_st;
     const absl::Duration took = absl::Now() - started;
     size_t waiting = 0;  // bytes of events in memory after this round
     {
@@ -179,6 +182,33 @@ void EventSink::SpoolLoop() {
     ReportDiskState();
     MaybeCheckpoint();
   }
+}
+
+// The journal and the in-flight table are memory-mapped: a page the kernel could not read or
+// keep was caught (agent/audit/mapped_file.h). Faulted, they no longer cover what the agent holds
+// against a kill: an error like a failed segment write (new sessions are refused) until a retry
+// maps them anew. The journal is repaired here, where the chunks are sealed: every record it
+// held is in a chunk that this round writes.
+absl::Status EventSink::MappedFilesLocked(bool repair) {
+  InflightTable* inflight = spool_ != nullptr ? spool_->inflight() : nullptr;
+  absl::Status st;
+  bool faulted = false;
+  auto check = [repair](auto* file) -> absl::Status {
+    if (!repair) return absl::DataLossError(file->FaultMessage());
+    absl::Status repaired = file->Repair();
+    if (repaired.ok()) return repaired;
+    return absl::DataLossError(absl::StrCat(file->FaultMessage(), "; cannot map it anew: ", repaired.message()));
+  };
+  if (journal_ != nullptr && journal_->faulted()) {
+    faulted = true;
+    st = check(journal_);
+  }
+  if (st.ok() && inflight != nullptr && inflight->faulted()) {
+    faulted = true;
+    st = check(inflight);
+  }
+  if (faulted && repair && st.ok()) LogInfo("audit spool: the journal and the in-flight table are mapped anew");
+  return st;
 }
 
 void EventSink::DiskFailedLocked(absl::string_view error) {

@@ -187,6 +187,7 @@ class EventSink {
   bool OpenChunkFull() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SpoolLoop();
   // The disk failed (`error`): new sessions are refused until a retry succeeds.
+  absl::Status MappedFilesLocked(bool repair) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DiskFailedLocked(absl::string_view error) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Appends to the spool, oldest first, the chunks a failed write left in memory only (spool
   // thread); `written` counts them. Stops at the first failure.

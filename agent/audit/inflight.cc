@@ -1,15 +1,7 @@
 #include "agent/audit/inflight.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
-
-#include "absl/strings/str_cat.h"
-#include "agent/audit/disk_space.h"
 
 namespace sluice::agent {
 
@@ -31,38 +23,16 @@ struct InflightTable::Slot {
 InflightTable::Slot* InflightTable::At(int slot) const { return slots_ + slot; }
 
 absl::StatusOr<std::unique_ptr<InflightTable>> InflightTable::Open(const std::string& path, size_t slots) {
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) return absl::InternalError(absl::StrCat("cannot open ", path, ": ", std::strerror(errno)));
-  const size_t bytes = FileBytes(slots);
-  // Allocated whole before it is mapped: reading or writing a page the file system cannot
-  // allocate (a sparse file on a full disk) is a SIGBUS.
-  if (absl::Status st = Preallocate(fd, path, bytes); !st.ok()) {
-    ::close(fd);
-    return st;
-  }
-  if (::ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
-    absl::Status st = absl::InternalError(absl::StrCat("cannot size ", path, ": ", std::strerror(errno)));
-    ::close(fd);
-    return st;
-  }
-  void* base = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  if (base == MAP_FAILED) {
-    absl::Status st = absl::InternalError(absl::StrCat("cannot map ", path, ": ", std::strerror(errno)));
-    ::close(fd);
-    return st;
-  }
-  return std::unique_ptr<InflightTable>(new InflightTable(fd, static_cast<Slot*>(base), slots));
+  auto file = MappedFile::Open(path, FileBytes(slots));
+  if (!file.ok()) return file.status();
+  return std::unique_ptr<InflightTable>(new InflightTable(std::move(*file), slots));
 }
 
-InflightTable::InflightTable(int fd, Slot* slots, size_t count) : fd_(fd), slots_(slots), count_(count) {
+InflightTable::InflightTable(std::unique_ptr<MappedFile> file, size_t count)
+    : file_(std::move(file)), slots_(reinterpret_cast<Slot*>(file_->data())), count_(count) {
   static_assert(sizeof(Slot) == kSlotBytes, "a slot is 1 KiB in the file");
   absl::MutexLock lock(&mu_);
   for (size_t i = count; i > 0; --i) free_.push_back(static_cast<int>(i - 1));
-}
-
-InflightTable::~InflightTable() {
-  ::munmap(slots_, count_ * sizeof(Slot));
-  ::close(fd_);
 }
 
 int InflightTable::Acquire(absl::string_view session_id, uint64_t sequence) {

@@ -20,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "agent/audit/mapped_file.h"
 
 namespace sluice::agent {
 
@@ -35,7 +36,6 @@ class InflightTable {
   // naming the file, its size and the volume's free space, never a SIGBUS later), and maps it.
   static absl::StatusOr<std::unique_ptr<InflightTable>> Open(const std::string& path, size_t slots = kDefaultSlots);
   static constexpr size_t FileBytes(size_t slots) { return slots * kSlotBytes; }
-  ~InflightTable();
   InflightTable(const InflightTable&) = delete;
   InflightTable& operator=(const InflightTable&) = delete;
 
@@ -60,12 +60,19 @@ class InflightTable {
   void Reset();
   uint64_t uncovered() const;
 
+  // A page of the file faulted (agent/audit/mapped_file.h): what sessions note there no longer
+  // reaches the file, until Repair() maps it anew with the table's current content (a note made
+  // by a session at that very instant may be lost: it matters only after a kill during a repair).
+  bool faulted() const { return file_->faulted(); }
+  std::string FaultMessage() const { return file_->FaultMessage(); }
+  absl::Status Repair() { return file_->Repair(); }
+
  private:
   struct Slot;
-  InflightTable(int fd, Slot* slots, size_t count);
+  InflightTable(std::unique_ptr<MappedFile> file, size_t count);
   Slot* At(int slot) const;
 
-  int fd_;
+  std::unique_ptr<MappedFile> file_;
   Slot* slots_;
   size_t count_;
   mutable absl::Mutex mu_;

@@ -1,47 +1,19 @@
 #include "agent/audit/journal.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "agent/audit/disk_space.h"
 #include "common/audit/records.h"
 #include "sluice/v1/agent.pb.h"
 
 namespace sluice::agent {
 
 absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(const std::string& path, size_t half_bytes) {
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) return absl::InternalError(absl::StrCat("cannot open ", path, ": ", std::strerror(errno)));
-  // Allocated whole before it is mapped: a page the file system could not allocate when a record
-  // is first copied there (a sparse file on a full disk) would be a SIGBUS on the data path.
-  if (absl::Status st = Preallocate(fd, path, FileBytes(half_bytes)); !st.ok()) {
-    ::close(fd);
-    return st;
-  }
-  if (::ftruncate(fd, static_cast<off_t>(FileBytes(half_bytes))) != 0) {  // shorter halves than before
-    absl::Status st = absl::InternalError(absl::StrCat("cannot size ", path, ": ", std::strerror(errno)));
-    ::close(fd);
-    return st;
-  }
-  void* base = ::mmap(nullptr, 2 * half_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  if (base == MAP_FAILED) {
-    absl::Status st = absl::InternalError(absl::StrCat("cannot map ", path, ": ", std::strerror(errno)));
-    ::close(fd);
-    return st;
-  }
-  return std::unique_ptr<Journal>(new Journal(fd, static_cast<char*>(base), half_bytes));
-}
-
-Journal::~Journal() {
-  ::munmap(base_, 2 * half_);
-  ::close(fd_);
+  auto file = MappedFile::Open(path, FileBytes(half_bytes));
+  if (!file.ok()) return file.status();
+  return std::unique_ptr<Journal>(new Journal(std::move(*file), half_bytes));
 }
 
 std::string Journal::Recover(uint64_t after, size_t* count, uint64_t* first, uint64_t* last) const {
@@ -97,6 +69,7 @@ std::string Journal::Recover(uint64_t after, size_t* count, uint64_t* first, uin
 
 bool Journal::Append(absl::string_view framed) {
   // Room for the record and for an empty header after it, which ends the half's run.
+  if (file_->faulted()) return false;  // counted by the event sink as a spool error
   if (closed_ || pos_ + framed.size() + audit::kRecordHeaderBytes > half_) {
     // Closed until the next switch: a smaller record that still fits would leave a gap inside
     // the half, which Recover could not tell from a restart.
@@ -119,6 +92,12 @@ void Journal::Switch() {
   pos_ = 0;
   closed_ = false;
   std::memset(Half(active_), 0, audit::kRecordHeaderBytes);
+}
+
+absl::Status Journal::Repair() {
+  if (absl::Status st = file_->Repair(); !st.ok()) return st;
+  Reset();
+  return file_->faulted() ? absl::DataLossError(file_->FaultMessage()) : absl::OkStatus();
 }
 
 void Journal::Reset() {

@@ -12,7 +12,9 @@
 //
 // The file is allocated whole when it is opened (posix_fallocate): a page of a sparse mapped
 // file that the file system cannot allocate when it is first written — a full disk — would kill
-// the agent with SIGBUS on the data path.
+// the agent with SIGBUS on the data path. A page the kernel cannot read or keep later (a failing
+// disk) is caught (agent/audit/mapped_file.h): the journal is then faulted — it takes no more
+// records, the event sink refuses new sessions — until Repair() maps it anew.
 #pragma once
 
 #include <cstdint>
@@ -21,6 +23,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "agent/audit/mapped_file.h"
 
 namespace sluice::agent {
 
@@ -33,7 +36,6 @@ class Journal {
   // written), and maps it.
   static absl::StatusOr<std::unique_ptr<Journal>> Open(const std::string& path, size_t half_bytes = kDefaultHalfBytes);
   static constexpr size_t FileBytes(size_t half_bytes) { return 2 * half_bytes; }
-  ~Journal();
   Journal(const Journal&) = delete;
   Journal& operator=(const Journal&) = delete;
 
@@ -51,12 +53,18 @@ class Journal {
   void Reset();
   uint64_t overflows() const { return overflows_; }
 
- private:
-  Journal(int fd, char* base, size_t half) : fd_(fd), base_(base), half_(half) {}
-  char* Half(int h) const { return base_ + static_cast<size_t>(h) * half_; }
+  // A page of the file faulted (agent/audit/mapped_file.h): Append takes nothing until Repair.
+  bool faulted() const { return file_->faulted(); }
+  std::string FaultMessage() const { return file_->FaultMessage(); }
+  // Maps the file anew and empties both halves: the caller has every record appended so far in
+  // hand (the event sink calls it when it seals its chunks, which the spool then writes).
+  absl::Status Repair();
 
-  int fd_;
-  char* base_;
+ private:
+  Journal(std::unique_ptr<MappedFile> file, size_t half) : file_(std::move(file)), half_(half) {}
+  char* Half(int h) const { return file_->data() + static_cast<size_t>(h) * half_; }
+
+  std::unique_ptr<MappedFile> file_;
   size_t half_;
   int active_ = 0;
   size_t pos_ = 0;

@@ -68,6 +68,12 @@ absl::StatusOr<std::unique_ptr<Spool>> Spool::Open(Options options) {
   // What the last run emitted after its last segment write: into a segment of its own now.
   EventChunk left;
   left.records = (*journal)->Recover(spool->last_sequence(), &left.count, &left.first_sequence, &left.last_sequence);
+  if ((*journal)->faulted()) {
+    // Read back as far as its pages could be read; the event sink refuses new sessions until
+    // the file is mapped anew.
+    LogError("audit spool: ", (*journal)->FaultMessage(), " while reading it back: events the previous run emitted ",
+             "after sequence ", left.last_sequence, " may be lost (the control plane holds what it acknowledged)");
+  }
   if (left.count > 0) {
     // The journal's copies were made before the spool thread filled in their chain (their
     // prev_hash is a placeholder): chained here from the segments' head.

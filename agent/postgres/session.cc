@@ -29,6 +29,7 @@
 #include "agent/postgres/sql_analysis.h"
 #include "agent/postgres/statement_tracker.h"
 #include "agent/postgres/upstream.h"
+#include "agent/test_faults.h"
 #include "common/crypto.h"
 #include "common/policy/validation.h"
 #include "common/json_writer.h"
@@ -559,9 +560,11 @@ class Session {
       // them) before their answers go out, so a statement the client saw answered is never
       // recorded as of unknown outcome. Their recording slices end with the request; the answer's
       // bytes, recorded as they are written, open the next slice.
+      const size_t answered = completed_.size();
       EmitCompleted();
       absl::Status forwarded = co_await ForwardValidated(from, to, &validated);
       if (!forwarded.ok()) co_return forwarded;
+      if (answered > 0) test_faults::AnswersWritten(answered);
       FlushRecording();
       if (audit_failed_) co_return co_await EndUnaudited();
       absl::Status st = co_await from.ReadMore(limits().max_message_bytes + 5);

@@ -15,6 +15,8 @@ import time
 import zlib
 import unittest
 
+import psycopg
+
 from harness import PG_BIN, Stack, TokenIssuer, chained_payload, stored_chunks, stored_recordings, wait_for
 
 # With the harness Stack's demo Connection and test Issuer.
@@ -245,6 +247,44 @@ class AuditSpoolTest(unittest.TestCase):
             self.assertEqual([s for s in sessions if s["outcome"] != "closed"], [])
             self.assertEqual(sum("the agent stopped" in s.get("reason", "") for s in sessions), clients)
             # The stored chain verifies across both kills.
+            self.assertEqual(cp.ctl("audit", "verify", check=False).returncode, 0)
+
+    def test_a_statement_whose_answer_was_written_is_recorded_answered_after_a_kill(self):
+        """A statement's event is journaled before its answer is written to the client: an agent
+        killed (SIGKILL) right after it wrote the answer of its third statement — its own test
+        fault (--test-kill-after-answers), at that exact point, which no outside kill can hit
+        reliably — has that statement recorded with its answer once it is back, not as of unknown
+        outcome (the client saw the answer)."""
+        with Stack("spool-answered", agent_args=["--test-kill-after-answers", "3"]) as stack:
+            cp, agent = stack.cp, stack.agent
+            idp = TokenIssuer()
+            stack.apply_and_wait(stack.connection_yaml() + Stack.inline_issuer_yaml(idp) + POLICY)
+            conn = psycopg.connect(host="127.0.0.1", port=agent.postgres_port(), dbname="demo", user="answered",
+                                   password=idp.token(sub="answered", groups=["ci"]), sslmode="require",
+                                   autocommit=True)
+            cur = conn.cursor()
+            for n in (1, 2, 3):
+                cur.execute(f"SELECT {n} AS answered_{n}")
+                self.assertEqual(cur.fetchall(), [(n,)])  # the third answer reached the client
+            wait_for(lambda: not agent.process.alive(), what="the agent to kill itself after three answers")
+            conn.close()
+            agent.extra_args = []
+            os.unlink(os.path.join(agent.data_dir, "postgres.port"))
+            agent.start()
+
+            def outcomes():
+                got = {}
+                for sess in json.loads(cp.ctl("sessions", "list", "--identity", "answered", "-o",
+                                              "json").stdout).get("sessions", []):
+                    d = json.loads(cp.ctl("sessions", "show", sess["session_id"], "-o", "json").stdout)
+                    for e in d.get("events", []):
+                        body = json.loads(e["json"])
+                        m = re.match(r"SELECT (\d) AS answered_", body.get("statement", ""))
+                        if e["type"] == "statement" and m:
+                            got[int(m.group(1))] = body.get("outcome", "ok")
+                return got
+            got = wait_for(lambda: len(o := outcomes()) == 3 and o, what="the three statements in the trail")
+            self.assertEqual(got, {1: "ok", 2: "ok", 3: "ok"})
             self.assertEqual(cp.ctl("audit", "verify", check=False).returncode, 0)
 
 if __name__ == "__main__":

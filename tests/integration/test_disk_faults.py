@@ -228,6 +228,62 @@ class DiskFaultsTest(unittest.TestCase):
         self.assertTrue(agent.process.alive())
         self.assertNotIn("SIGBUS", agent.process.output())
 
+    def test_an_io_error_on_the_mapped_journal_and_inflight_table_is_caught_not_a_crash(self):
+        """The journal and the in-flight table are memory-mapped: a page the kernel cannot read or
+        keep is a SIGBUS. Cut short under the agent (every page past the new end faults, as pages
+        of a failing disk do), with the volume too full to allocate them again: the agent stays
+        up, refuses new sessions, the running session goes on, and once room returns the files
+        are mapped anew with nobody restarting anything."""
+        path = self.volume("mapped", "64m")
+        agent = self.agent("mapped").start()
+        wait_for(lambda: agent.status()["applied_version"] >= 1, what="the policy applied")
+        steady = self.connect(agent, "mapped-steady").cursor()
+        steady.execute("SELECT 1")
+        ran = 1
+        # Cut short (the room they took is freed), then the volume full but for 2 MiB: segments can
+        # still be written, the 32 MiB journal cannot be allocated again.
+        for name in ("journal", "inflight"):
+            os.truncate(os.path.join(agent.data_dir, "spool", name), 0)
+        pad = os.path.join(path, "pad")
+        with open(pad, "wb") as f:
+            f.write(b"\0" * (2 << 20))
+        filler = os.path.join(path, "filler")
+        fill(filler)
+        os.unlink(pad)
+        steady.execute("SELECT 2")
+        self.assertEqual(steady.fetchall(), [(2,)])
+        ran += 1
+        wait_for(lambda: not agent.status()["audit"]["accepting_sessions"], what="the agent to refuse new sessions")
+        self.assertTrue(agent.process.alive(), agent.process.output())
+        self.assertIn("I/O error on the memory-mapped pages of", agent.status()["audit"]["refusing"])
+        # Tried again every second: the volume cannot hold the file whole again.
+        refusing = wait_for(lambda: (r := agent.status()["audit"]["refusing"]) and "cannot map it anew" in r and r,
+                            what="a failed attempt to map the files anew")
+        self.assertIn("No space left on device", refusing)
+        r = self.psql(agent, "SELECT 1", "mapped-refused")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn(REFUSAL, r.stderr)
+        for _ in range(3):
+            steady.execute("SELECT 3")
+            self.assertEqual(steady.fetchall(), [(3,)])
+            ran += 1
+
+        os.unlink(filler)
+        wait_for(lambda: self.psql(agent, "SELECT 4", "mapped-after").returncode == 0, what="a new session accepted")
+        self.assertTrue(agent.status()["audit"]["accepting_sessions"])
+        self.assertIn("mapped anew", agent.process.output())
+        for name in ("journal", "inflight"):
+            self.assertGreater(os.path.getsize(os.path.join(agent.data_dir, "spool", name)), 0)
+        steady.execute("SELECT 5")
+        ran += 1
+        steady.connection.close()
+        wait_for(lambda: self.statements("mapped-steady") == ran, what=f"the {ran} statements of the running session")
+        types = wait_for(lambda: (t := self.stored_types()) and "audit_spool_recovered" in t and t,
+                         what="the failure and recovery in the trail")
+        self.assertIn("audit_spool_failed", types)
+        self.assertIn("every checksum and chain link intact", self.cp.ctl("audit", "verify").stdout)
+        self.assertTrue(agent.process.alive())
+
     def restart(self, agent):
         """Starts `agent` again (after a kill), also on a full disk, where it cannot write its port
         files: the ports are read from its log. Returns (status port, PostgreSQL port)."""

@@ -16,9 +16,11 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "agent/audit/event_sink.h"
+#include "agent/audit/mapped_file.h"
 #include "common/audit/records.h"
 
 namespace sluice::agent {
@@ -952,6 +954,84 @@ TEST(EventSinkSpool, ASpoolThatLostItsTailSaysWhereItsChainStartsAndReportsTheRe
       << resumed.json();
   EXPECT_NE(resumed.json().find(absl::StrCat("\"held_through_sequence\":", last)), std::string::npos);
   EXPECT_NE(resumed.json().find("\"lost_records\":6"), std::string::npos);
+}
+
+// A page of a mapped file that the kernel cannot read or keep — here the file cut short under the
+// mapping, which makes every page past its end a SIGBUS — is caught: the write lands on a
+// private page, the file is noted as faulted, and Repair allocates it again and maps it anew
+// with what the memory held.
+TEST(MappedFile, AFaultingPageIsCaughtAndRepairedWithTheContentInMemory) {
+  const std::string dir = FreshDir();
+  std::filesystem::create_directories(dir);
+  const std::string path = dir + "/mapped";
+  auto file = MappedFile::Open(path, 4 * 4096);
+  ASSERT_TRUE(file.ok()) << file.status();
+  (*file)->data()[3 * 4096] = 'a';
+  EXPECT_FALSE((*file)->faulted());
+  ASSERT_EQ(::truncate(path.c_str(), 0), 0);
+  (*file)->data()[2 * 4096] = 'b';  // past the end of the file now: SIGBUS, caught
+  EXPECT_TRUE((*file)->faulted());
+  EXPECT_EQ((*file)->data()[2 * 4096], 'b');
+  EXPECT_NE((*file)->FaultMessage().find("I/O error on the memory-mapped pages of " + path), std::string::npos);
+  ASSERT_TRUE((*file)->Repair().ok());
+  EXPECT_FALSE((*file)->faulted());
+  EXPECT_EQ(std::filesystem::file_size(path), 4u * 4096);
+  (*file)->data()[0] = 'c';
+  std::ifstream in(path, std::ios::binary);
+  std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_EQ(content.size(), 4u * 4096);
+  EXPECT_EQ(content[0], 'c');
+  EXPECT_EQ(content[2 * 4096], 'b');  // what the private page held is in the file again
+  EXPECT_EQ(content[3 * 4096], '\0');  // cut off with the file: lost, as on the disk
+}
+
+// The journal or the in-flight table faulting on the data path neither kills the agent nor goes
+// unnoticed: new sessions are refused, the trail records the failure and, once the files are
+// mapped anew at a retry, the recovery; every event is sent.
+TEST(EventSinkSpool, AFaultingJournalOrInflightTableRefusesUntilMappedAnew) {
+  for (const char* name : {"journal", "inflight"}) {
+    SCOPED_TRACE(name);
+    Spool::Options o;
+    o.dir = FreshDir() + "_" + name;
+    std::filesystem::remove_all(o.dir);
+    o.retry_interval = absl::Milliseconds(50);
+    SpooledSink spooled(o);
+    ASSERT_NE(spooled.spool, nullptr);
+    EventSink& sink = spooled.sink;
+    InflightTable* table = spooled.spool->inflight();
+    const int slot = table->Acquire("s1", 0);
+    ASSERT_EQ(::truncate((o.dir + "/" + name).c_str(), 0), 0);
+    table->Begin(slot, "SELECT 1");
+    ASSERT_TRUE(sink.Emit("statement", "s1", "{}", false, {}, EventSink::Inflight{table, slot, true, false}));
+    EXPECT_TRUE(std::string(name) == "journal" ? spooled.spool->journal()->faulted() : table->faulted());
+    std::vector<EventChunk> sent;
+    ASSERT_TRUE(Eventually([&] {
+      while (auto c = sink.TakeChunk()) {
+        sink.Ack(c->last_sequence);
+        sent.push_back(std::move(*c));
+      }
+      const std::vector<std::string> types = Types(sent);
+      return std::find(types.begin(), types.end(), "audit_spool_recovered") != types.end();
+    })) << absl::StrJoin(Types(sent), ",") << " refusing: " << sink.RefusalReason();
+    const std::vector<std::string> types = Types(sent);
+    EXPECT_EQ(types.front(), "statement");
+    EXPECT_NE(std::find(types.begin(), types.end(), "audit_spool_failed"), types.end());
+    std::string failed;
+    for (const EventChunk& c : sent) {
+      auto events = audit::DecodeEvents(c.records, 100000);
+      ASSERT_TRUE(events.ok());
+      for (const v1::AuditEvent& e : *events) {
+        if (e.type() == "audit_spool_failed") failed = e.json();
+      }
+    }
+    EXPECT_NE(failed.find("memory-mapped pages of " + o.dir + "/" + name), std::string::npos) << failed;
+    EXPECT_EQ(sink.RefusalReason(), "");
+    EXPECT_FALSE(table->faulted());
+    EXPECT_FALSE(spooled.spool->journal()->faulted());
+    EXPECT_EQ(std::filesystem::file_size(o.dir + "/" + name), std::string(name) == "journal"
+                                                                   ? Journal::FileBytes(o.journal_half_bytes)
+                                                                   : InflightTable::FileBytes(o.inflight_slots));
+  }
 }
 
 }  // namespace
