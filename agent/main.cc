@@ -14,6 +14,7 @@
 #include "agent/audit/spool.h"
 #include "agent/control_client.h"
 #include "agent/memory_trimmer.h"
+#include "agent/net/worker_pool.h"
 #include "agent/policy_holder.h"
 #include "agent/postgres/listener.h"
 #include "agent/session/limits.h"
@@ -199,6 +200,10 @@ absl::Status Run() {
   // Session limits per connection and per caller, shared by every listener's workers; declared
   // before the listener, whose sessions hold its tickets until they end.
   SessionLimiter limiter;
+  // The data path's event loops, shared by every listener (agent/net/worker_pool.h); declared
+  // after what sessions use and before the listeners.
+  net::WorkerPool pool(
+      net::WorkerPool::Options{absl::GetFlag(FLAGS_workers), absl::GetFlag(FLAGS_worker_cpu_affinity)});
   std::unique_ptr<postgres::Listener> pg;
   if (postgres_on && client.fatal_error().empty()) {
     postgres::ListenerOptions lo;
@@ -206,8 +211,6 @@ absl::Status Run() {
     lo.tls_cert_file = absl::GetFlag(FLAGS_postgres_tls_cert);
     lo.tls_key_file = absl::GetFlag(FLAGS_postgres_tls_key);
     lo.allow_plaintext = absl::GetFlag(FLAGS_postgres_allow_plaintext);
-    lo.workers = absl::GetFlag(FLAGS_workers);
-    lo.cpu_affinity = absl::GetFlag(FLAGS_worker_cpu_affinity);
     lo.login_timeout = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_postgres_login_timeout));
     lo.inflight = spool->inflight();
     lo.limiter = &limiter;
@@ -232,7 +235,7 @@ absl::Status Run() {
       lo.tls_key_file = tls.server_key;
       LogInfo("PostgreSQL TLS: the agent's own private CA (", tls.ca_cert, "); the control plane issued no certificate");
     }
-    pg = std::make_unique<postgres::Listener>(lo, &policy, &events, &approvals);
+    pg = std::make_unique<postgres::Listener>(lo, &pool, &policy, &events, &approvals);
     ASSIGN_OR_RETURN(int pg_port, pg->Start());
     if (absl::Status st = WriteFileAtomic(opts.data_dir + "/postgres.port", absl::StrCat(pg_port, "\n"), 0600);
         !st.ok()) {
@@ -249,6 +252,7 @@ absl::Status Run() {
   WaitForShutdownSignal([&client] { return client.fatal_error().empty(); });
   std::string fatal = client.fatal_error();
   if (pg) pg->Stop();
+  pool.Stop();  // the sessions end here
   client.Stop();
   http.Stop();
   if (!fatal.empty()) return absl::FailedPreconditionError(fatal);

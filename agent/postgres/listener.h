@@ -1,19 +1,18 @@
-// The agent's PostgreSQL port: one acceptor, one event loop (asio::io_context) per worker thread,
-// each accepted connection confined to one loop for its whole life, so a session needs no locks.
-// Which loop a connection gets: worker_placement.h.
+// The agent's PostgreSQL port: a net::Listener (agent/net/listener.h) on the agent's shared worker
+// pool whose sessions are PostgreSQL sessions (session.h), with the port's TLS context and cancel
+// registry.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
-#include <thread>
-#include <vector>
 
 #include "absl/status/statusor.h"
-#include "agent/policy_holder.h"
-#include "agent/postgres/cancel_registry.h"
 #include "agent/approvals/broker.h"
+#include "agent/net/listener.h"
+#include "agent/net/worker_pool.h"
+#include "agent/policy_holder.h"
 #include "agent/postgres/session.h"
-#include "agent/postgres/worker_placement.h"
 
 namespace sluice::agent::postgres {
 
@@ -22,44 +21,32 @@ struct ListenerOptions {
   std::string tls_cert_file;              // PEM chain; empty = no TLS
   std::string tls_key_file;
   bool allow_plaintext = false;
-  int workers = 2;
-  // Pin the workers to the CPUs the agent may run on when there is one worker per CPU, and give
-  // each connection to the worker on the CPU it arrives on (agent/postgres/worker_placement.h).
-  bool cpu_affinity = true;
   std::chrono::steady_clock::duration login_timeout = std::chrono::seconds(30);
   wire::postgres::DecodeLimits limits;
   RecordingLimits recording;
   InflightTable* inflight = nullptr;  // the spool's in-flight table (agent/audit/inflight.h); null = none
-  SessionLimiter* limiter = nullptr;  // agent/session/limits.h, outlives the listener; null = none
+  SessionLimiter* limiter = nullptr;  // agent/session/limits.h, outlives the pool; null = none
 };
 
 class Listener {
  public:
-  Listener(ListenerOptions options, PolicyHolder* policy, EventSink* events, ApprovalBroker* approvals = nullptr);
+  // `policy`, `events`, `approvals` and what `options` points to outlive `pool`.
+  Listener(ListenerOptions options, net::WorkerPool* pool, PolicyHolder* policy, EventSink* events,
+           ApprovalBroker* approvals = nullptr);
   ~Listener();
 
-  // Binds and starts the worker threads. Returns the bound port.
+  // Loads the TLS certificate, binds and starts accepting. Returns the bound port.
   absl::StatusOr<int> Start();
+  // Stops accepting; the sessions end when the pool stops.
   void Stop();
-  size_t active_cancel_keys() const { return cancels_.size(); }
+
+  // What every session of the port shares: kept alive by each session until it ends.
+  struct Shared;
 
  private:
-  asio::awaitable<void> AcceptLoop();
-
   ListenerOptions options_;
-  PolicyHolder* policy_;
-  EventSink* events_;
-  ApprovalBroker* approvals_;
-  SessionConfig config_;
-  CancelRegistry cancels_;
-  asio::ssl::context tls_{asio::ssl::context::tls_server};
-  // Set by Start, before the acceptor runs; declared before the loops so that sessions the loops
-  // still hold when they are destroyed never outlive it.
-  std::unique_ptr<WorkerPlacement> placement_;
-  std::vector<std::unique_ptr<asio::io_context>> loops_;
-  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards_;
-  std::unique_ptr<asio::ip::tcp::acceptor> acceptor_;
-  std::vector<std::thread> threads_;
+  std::shared_ptr<Shared> shared_;
+  net::Listener listener_;
 };
 
 }  // namespace sluice::agent::postgres

@@ -1,4 +1,4 @@
-// Which worker (event loop) a new PostgreSQL connection goes to.
+// Which worker (event loop) of the pool (agent/net/worker_pool.h) a new connection goes to.
 //
 // With one worker per CPU the agent may run on, each worker is pinned to its CPU and a connection
 // goes to the worker on the CPU its packets arrive on (SO_INCOMING_CPU): the client's CPU on
@@ -16,7 +16,7 @@
 #include <memory>
 #include <vector>
 
-namespace sluice::agent::postgres {
+namespace sluice::agent::net {
 
 // The CPUs this process may run on (sched_getaffinity), ascending; empty if it cannot be read.
 std::vector<int> AllowedCpus();
@@ -40,4 +40,4 @@ class WorkerPlacement {
   size_t next_ = 0;  // round robin among equally busy workers
 };
 
-}  // namespace sluice::agent::postgres
+}  // namespace sluice::agent::net

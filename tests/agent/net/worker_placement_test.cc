@@ -1,10 +1,10 @@
-#include "agent/postgres/worker_placement.h"
+#include "agent/net/worker_placement.h"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
 
-namespace sluice::agent::postgres {
+namespace sluice::agent::net {
 namespace {
 
 TEST(WorkerPlacement, ConnectionsGoToTheWorkerOnTheirArrivalCpu) {
@@ -57,4 +57,4 @@ TEST(WorkerPlacement, AllowedCpusListsThisProcessCpus) {
 }
 
 }  // namespace
-}  // namespace sluice::agent::postgres
+}  // namespace sluice::agent::net

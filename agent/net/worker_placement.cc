@@ -1,11 +1,11 @@
-#include "agent/postgres/worker_placement.h"
+#include "agent/net/worker_placement.h"
 
 #include <sched.h>
 
 #include <algorithm>
 #include <limits>
 
-namespace sluice::agent::postgres {
+namespace sluice::agent::net {
 
 std::vector<int> AllowedCpus() {
   std::vector<int> cpus;
@@ -51,4 +51,4 @@ void WorkerPlacement::Release(size_t worker) {
   if (worker < workers_) live_[worker].fetch_sub(1, std::memory_order_relaxed);
 }
 
-}  // namespace sluice::agent::postgres
+}  // namespace sluice::agent::net
