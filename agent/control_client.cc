@@ -32,15 +32,14 @@ uint64_t ControlClient::LoadFromDisk() {
     }
     return 0;
   }
-  std::string problem = Apply(*snap, "disk");
-  if (!problem.empty()) {
-    LogError("the snapshot on disk is no longer valid here, not enforcing it: ", problem);
+  if (absl::Status applied = Apply(*snap, "disk"); !applied.ok()) {
+    LogError("the snapshot on disk is no longer valid here, not enforcing it: ", applied.message());
     return 0;
   }
   return snap->version();
 }
 
-std::string ControlClient::Apply(const v1::PolicySnapshot& snapshot, const std::string& source) {
+absl::Status ControlClient::Apply(const v1::PolicySnapshot& snapshot, const std::string& source) {
   std::string problem = policy::ValidateSnapshot(snapshot, options_.capabilities);
   auto compiled = std::make_shared<AgentPolicy>();
   if (problem.empty()) {
@@ -73,14 +72,14 @@ std::string ControlClient::Apply(const v1::PolicySnapshot& snapshot, const std::
   if (!problem.empty()) {
     last_nack_version_ = snapshot.version();
     last_nack_error_ = problem;
-    return problem;
+    return absl::InvalidArgumentError(problem);
   }
   policy_->Set(std::move(compiled));
   applied_version_ = snapshot.version();
   snapshot_source_ = source;
   LogInfo("applied snapshot version ", snapshot.version(), " from ", source, ": ",
           snapshot.connections_size(), " connection(s)");
-  return "";
+  return absl::OkStatus();
 }
 
 void ControlClient::Start() { thread_ = std::thread([this] { Loop(); }); }
@@ -219,6 +218,19 @@ bool ControlClient::EnsureIdentity() {
   return false;
 }
 
+// One connection: the channel's stub, the stream, and what the stream's writer thread shares
+// with the reader.
+struct ControlClient::Link {
+  std::unique_ptr<v1::AgentService::Stub> stub;
+  grpc::ClientContext ctx;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::AgentMessage, v1::ControlMessage>> stream;
+  absl::Mutex write_mu;
+  bool done ABSL_GUARDED_BY(write_mu) = false;  // no more writes
+  std::atomic<bool> stream_done{false};        // the writer stops
+  std::string audit_reported;  // the audit state the control plane last heard (writer thread)
+  bool write_failed = false;   // the reader's own write (an ACK/NACK) failed
+};
+
 bool ControlClient::ConnectOnce() {
   {
     absl::MutexLock lock(&mu_);
@@ -226,6 +238,7 @@ bool ControlClient::ConnectOnce() {
     if (state_ != state) state_since_ms_ = NowUnixMs();
     state_ = state;
   }
+  Link link;
   grpc::SslCredentialsOptions ssl;
   ssl.pem_root_certs = options_.ca_pem;
   grpc::ChannelArguments args;
@@ -233,93 +246,102 @@ bool ControlClient::ConnectOnce() {
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   args.SetMaxReceiveMessageSize(64 << 20);
-  auto channel = grpc::CreateCustomChannel(options_.address, grpc::SslCredentials(ssl), args);
-  auto stub = v1::AgentService::NewStub(channel);
-
-  if (!EnsureIdentity()) {
-    {
-      absl::MutexLock lock(&mu_);
-      if (!fatal_error_.empty()) return false;
-    }
-    // Enroll with the one-time token.
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(15));
-    v1::EnrollRequest req;
-    req.set_audit_public_key(options_.audit_public_key);
-    req.set_token(options_.enroll_token);
-    req.set_agent_version(options_.agent_version);
-    // The listener's key is made here and never leaves the agent; the control plane signs a
-    // request for it.
-    std::string listener_key;
-    if (options_.request_certificate) {
-      std::vector<std::string> names = LoopbackTlsNames();
-      for (const auto& n : options_.tls_names) {
-        if (std::find(names.begin(), names.end(), n) == names.end()) names.push_back(n);
-      }
-      auto key = GenerateEcPrivateKeyPem();
-      auto csr = key.ok() ? CreateCsr(*key, "sluice-agent", names) : key.status();
-      if (!csr.ok()) {
-        absl::MutexLock lock(&mu_);
-        fatal_error_ = absl::StrCat("cannot make the certificate request: ", csr.status().message());
-        return false;
-      }
-      listener_key = *key;
-      req.set_tls_csr_pem(*csr);
-    }
-    v1::EnrollResponse resp;
-    grpc::Status st = stub->Enroll(&ctx, req, &resp);
-    if (!st.ok()) {
-      std::string why = absl::StrCat("enrollment failed: ", st.error_message());
-      if (st.error_code() == grpc::StatusCode::UNAVAILABLE ||
-          st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
-        SetState("connecting", why);
-        LogWarning(why);
-      } else {
-        absl::MutexLock lock(&mu_);
-        fatal_error_ = why;
-      }
-      return false;
-    }
-    if (!resp.tls_cert_pem().empty()) {
-      std::string dir = options_.data_dir + "/tls";
-      absl::Status saved = EnsureDir(dir, 0700);
-      if (saved.ok()) saved = WriteFileAtomic(dir + "/listener.key", listener_key, 0600);
-      if (saved.ok()) saved = WriteFileAtomic(dir + "/listener.crt", resp.tls_cert_pem(), 0644);
-      if (saved.ok()) saved = WriteFileAtomic(dir + "/agent-ca.crt", resp.tls_ca_pem(), 0644);
-      if (!saved.ok()) {
-        absl::MutexLock lock(&mu_);
-        fatal_error_ = absl::StrCat("enrolled, but cannot save the listener certificate: ", saved.message());
-        return false;
-      }
-      LogInfo("listener certificate issued by the control plane's agent CA (", dir, "/agent-ca.crt)");
-    } else if (!resp.tls_note().empty()) {
-      LogWarning(resp.tls_note());
-    }
-    AgentIdentity id{resp.agent_id(), resp.agent_secret(), {resp.labels().begin(), resp.labels().end()}};
-    absl::Status saved = SaveIdentity(options_.data_dir, id);
-    if (!saved.ok()) {
-      absl::MutexLock lock(&mu_);
-      fatal_error_ = absl::StrCat("enrolled, but cannot save the identity: ", saved.message());
-      return false;
-    }
-    LogInfo("enrolled as agent ", id.agent_id);
-    absl::MutexLock lock(&mu_);
-    identity_ = std::move(id);
-  }
+  link.stub = v1::AgentService::NewStub(grpc::CreateCustomChannel(options_.address, grpc::SslCredentials(ssl), args));
+  if (!EnsureIdentity() && !Enroll(&link)) return false;
 
   AgentIdentity id;
-  grpc::ClientContext ctx;
   {
     absl::MutexLock lock(&mu_);
     if (stopping_) return false;
     id = *identity_;
-    active_context_ = &ctx;
+    active_context_ = &link.ctx;
   }
-  ctx.AddMetadata("authorization", absl::StrCat("Agent ", id.agent_id, ":", id.secret));
-  auto stream = stub->Connect(&ctx);
+  link.ctx.AddMetadata("authorization", absl::StrCat("Agent ", id.agent_id, ":", id.secret));
+  link.stream = link.stub->Connect(&link.ctx);
+  const bool hello_sent = link.stream->Write(Hello(id, &link.audit_reported));
+  std::thread writer([this, &link] { WriteLoop(&link); });
+  link.write_failed = !hello_sent;
+  const bool synced = hello_sent && ReadLoop(&link);
+  {
+    absl::MutexLock lock(&link.write_mu);
+    link.done = true;
+  }
+  link.stream_done.store(true);
+  // Statements held for approval are denied: nobody can decide them now.
+  if (options_.approvals != nullptr) options_.approvals->SetConnected(false);
+  writer.join();
+  EndStream(&link);
+  return synced;
+}
 
-  absl::Mutex write_mu;
-  bool done = false;
+// Enrolls with the one-time token: true once the identity is saved; false with fatal_error_ set
+// (refused), or to try again (the control plane unreachable).
+bool ControlClient::Enroll(Link* link) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!fatal_error_.empty()) return false;
+  }
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(15));
+  v1::EnrollRequest req;
+  req.set_audit_public_key(options_.audit_public_key);
+  req.set_token(options_.enroll_token);
+  req.set_agent_version(options_.agent_version);
+  // The listener's key is made here and never leaves the agent; the control plane signs a
+  // request for it.
+  std::string listener_key;
+  if (options_.request_certificate) {
+    std::vector<std::string> names = LoopbackTlsNames();
+    for (const auto& n : options_.tls_names) {
+      if (std::find(names.begin(), names.end(), n) == names.end()) names.push_back(n);
+    }
+    auto key = GenerateEcPrivateKeyPem();
+    auto csr = key.ok() ? CreateCsr(*key, "sluice-agent", names) : key.status();
+    if (!csr.ok()) return Fatal(absl::StrCat("cannot make the certificate request: ", csr.status().message()));
+    listener_key = *key;
+    req.set_tls_csr_pem(*csr);
+  }
+  v1::EnrollResponse resp;
+  grpc::Status st = link->stub->Enroll(&ctx, req, &resp);
+  if (!st.ok()) {
+    std::string why = absl::StrCat("enrollment failed: ", st.error_message());
+    if (st.error_code() != grpc::StatusCode::UNAVAILABLE && st.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
+      return Fatal(why);
+    }
+    SetState("connecting", why);
+    LogWarning(why);
+    return false;
+  }
+  if (!resp.tls_cert_pem().empty()) {
+    const std::string dir = options_.data_dir + "/tls";
+    absl::Status saved = EnsureDir(dir, 0700);
+    if (saved.ok()) saved = WriteFileAtomic(dir + "/listener.key", listener_key, 0600);
+    if (saved.ok()) saved = WriteFileAtomic(dir + "/listener.crt", resp.tls_cert_pem(), 0644);
+    if (saved.ok()) saved = WriteFileAtomic(dir + "/agent-ca.crt", resp.tls_ca_pem(), 0644);
+    if (!saved.ok()) return Fatal(absl::StrCat("enrolled, but cannot save the listener certificate: ", saved.message()));
+    LogInfo("listener certificate issued by the control plane's agent CA (", dir, "/agent-ca.crt)");
+  } else if (!resp.tls_note().empty()) {
+    LogWarning(resp.tls_note());
+  }
+  AgentIdentity id{resp.agent_id(), resp.agent_secret(), {resp.labels().begin(), resp.labels().end()}};
+  if (absl::Status saved = SaveIdentity(options_.data_dir, id); !saved.ok()) {
+    return Fatal(absl::StrCat("enrolled, but cannot save the identity: ", saved.message()));
+  }
+  LogInfo("enrolled as agent ", id.agent_id);
+  absl::MutexLock lock(&mu_);
+  identity_ = std::move(id);
+  return true;
+}
+
+bool ControlClient::Fatal(std::string why) {
+  absl::MutexLock lock(&mu_);
+  fatal_error_ = std::move(why);
+  return false;
+}
+
+// The stream's first message: who the agent is, what it applied, the audit state the control
+// plane shows (`*audit_reported`), and where its audit chain stands.
+v1::AgentMessage ControlClient::Hello(const AgentIdentity& id, std::string* audit_reported) {
   v1::AgentMessage hello_msg;
   v1::Hello* hello = hello_msg.mutable_hello();
   hello->set_agent_id(id.agent_id);
@@ -332,10 +354,9 @@ bool ControlClient::ConnectOnce() {
     hello->set_applied_version(applied_version_);
     hello->set_audit_public_key(options_.audit_public_key);
   }
-  // The audit state the control plane last heard (agents list, metrics): told again at once
-  // when it changes.
-  std::string audit_reported = options_.events != nullptr ? options_.events->RefusalReason() : "";
-  hello->set_audit_error(audit_reported);
+  // Told again at once when it changes (agents list, metrics).
+  *audit_reported = options_.events != nullptr ? options_.events->RefusalReason() : "";
+  hello->set_audit_error(*audit_reported);
   if (options_.events != nullptr) {
     // Where the chain stands: the control plane compares it with what it holds (an agent whose
     // spool lost its tail in a crash goes on from its older head, and hears so in the first ack).
@@ -346,98 +367,78 @@ bool ControlClient::ConnectOnce() {
       hello->set_own_sequences_from(chain.own_from);
     }
   }
-  bool ok = stream->Write(hello_msg);
+  return hello_msg;
+}
 
-  // The writer: audit chunks as soon as events are queued, a heartbeat when idle.
-  std::atomic<bool> stream_done{false};
-  std::thread writer([&] {
-    absl::Time last_write = absl::Now();
-    while (!stream_done.load()) {
-      bool have = options_.events != nullptr &&
-                  options_.events->WaitForEvents(absl::Milliseconds(50));
-      // Linger briefly so that a busy data path sends a few large chunks, not one per event.
-      if (have) options_.events->WaitForChunk(EventSink::kLinger);
-      if (stream_done.load()) break;
-      if (options_.approvals != nullptr) {
-        bool failed = false;
-        for (auto& held : options_.approvals->TakeOutgoing()) {
-          absl::MutexLock lock(&write_mu);
-          if (done || !stream->Write(held)) {
-            failed = true;
-            break;
-          }
-          last_write = absl::Now();
+// The writer thread: messages for held statements, audit chunks as soon as events are queued, a
+// heartbeat when idle or when the audit state changed.
+void ControlClient::WriteLoop(Link* link) {
+  absl::Time last_write = absl::Now();
+  auto write = [link, &last_write](const v1::AgentMessage& m) {
+    absl::MutexLock lock(&link->write_mu);
+    if (link->done || !link->stream->Write(m)) return false;
+    last_write = absl::Now();
+    return true;
+  };
+  while (!link->stream_done.load()) {
+    const bool have = options_.events != nullptr && options_.events->WaitForEvents(absl::Milliseconds(50));
+    // Linger briefly so that a busy data path sends a few large chunks, not one per event.
+    if (have) options_.events->WaitForChunk(EventSink::kLinger);
+    if (link->stream_done.load()) break;
+    if (options_.approvals != nullptr) {
+      bool failed = false;
+      for (auto& held : options_.approvals->TakeOutgoing()) {
+        if (!write(held)) {
+          failed = true;
+          break;
         }
-        if (failed) break;
       }
-      v1::AgentMessage out;
-      if (have) {
-        if (auto chunk = options_.events->TakeChunk()) {
-          out.mutable_audit()->set_records(std::move(chunk->records));
-        }
-      } else if (options_.events == nullptr) {
-        absl::MutexLock lock(&write_mu);
-        write_mu.AwaitWithTimeout(absl::Condition(&done), absl::Milliseconds(50));
-      }
-      std::string audit = options_.events != nullptr ? options_.events->RefusalReason() : "";
-      if (audit != audit_reported && out.has_audit()) {  // a busy agent tells it before its events
-        v1::AgentMessage beat;
-        beat.mutable_heartbeat()->set_time_unix_ms(NowUnixMs());
-        beat.mutable_heartbeat()->set_audit_error(audit);
-        absl::MutexLock lock(&write_mu);
-        if (done || !stream->Write(beat)) break;
-        audit_reported = audit;
-      }
-      if (!out.has_audit()) {
-        if (absl::Now() - last_write < options_.heartbeat_interval && audit == audit_reported) continue;
-        out.mutable_heartbeat()->set_time_unix_ms(NowUnixMs());
-        out.mutable_heartbeat()->set_audit_error(audit);
-        audit_reported = std::move(audit);
-      }
-      absl::MutexLock lock(&write_mu);
-      if (done || !stream->Write(out)) break;
-      last_write = absl::Now();
+      if (failed) break;
     }
-  });
+    v1::AgentMessage out;
+    if (have) {
+      if (auto chunk = options_.events->TakeChunk()) out.mutable_audit()->set_records(std::move(chunk->records));
+    } else if (options_.events == nullptr) {
+      absl::MutexLock lock(&link->write_mu);
+      link->write_mu.AwaitWithTimeout(absl::Condition(&link->done), absl::Milliseconds(50));
+    }
+    std::string audit = options_.events != nullptr ? options_.events->RefusalReason() : "";
+    if (audit != link->audit_reported && out.has_audit()) {  // a busy agent tells it before its events
+      v1::AgentMessage beat;
+      beat.mutable_heartbeat()->set_time_unix_ms(NowUnixMs());
+      beat.mutable_heartbeat()->set_audit_error(audit);
+      if (!write(beat)) break;
+      link->audit_reported = audit;
+    }
+    if (!out.has_audit()) {
+      if (absl::Now() - last_write < options_.heartbeat_interval && audit == link->audit_reported) continue;
+      out.mutable_heartbeat()->set_time_unix_ms(NowUnixMs());
+      out.mutable_heartbeat()->set_audit_error(audit);
+      link->audit_reported = std::move(audit);
+    }
+    if (!write(out)) break;
+  }
+}
 
+// Reads the control plane's messages until the stream ends; true when a snapshot came.
+bool ControlClient::ReadLoop(Link* link) {
   bool synced = false;
-  bool write_failed = !ok;
   v1::ControlMessage msg;
-  while (ok && stream->Read(&msg)) {
+  while (link->stream->Read(&msg)) {
     if (msg.has_snapshot()) {
-      const v1::PolicySnapshot& snap = msg.snapshot().snapshot();
       if (!synced) {
         synced = true;
         SetState("connected", "");
         if (options_.approvals != nullptr) options_.approvals->SetConnected(true);
       }
-      std::string problem = Apply(snap, "control-plane");
-      v1::AgentMessage answer;
-      if (problem.empty()) {
-        answer.mutable_ack()->set_version(snap.version());
-        answer.mutable_ack()->set_nonce(msg.snapshot().nonce());
-      } else {
-        LogWarning("rejected snapshot version ", snap.version(), ": ", problem);
-        answer.mutable_nack()->set_version(snap.version());
-        answer.mutable_nack()->set_nonce(msg.snapshot().nonce());
-        answer.mutable_nack()->set_error(problem);
-      }
-      absl::MutexLock lock(&write_mu);
-      if (!stream->Write(answer)) {
-        write_failed = true;
+      v1::AgentMessage answer = AnswerSnapshot(msg.snapshot());
+      absl::MutexLock lock(&link->write_mu);
+      if (!link->stream->Write(answer)) {
+        link->write_failed = true;
         break;
       }
     } else if (msg.has_audit_ack()) {
-      const v1::AuditAck& ack = msg.audit_ack();
-      if (options_.events != nullptr && ack.has_resumed()) {
-        const v1::ChainResume& r = ack.resumed();
-        if (!options_.events->ChainResumed(r.resumed_after_sequence(), r.resumed_after_hash(),
-                                           r.held_through_sequence(), r.held_records(), r.time_unix_ms())) {
-          LogWarning("the control plane reports a resume of the audit chain after sequence ", r.resumed_after_sequence(),
-                     ", which is not where this agent's chain started; ignored");
-        }
-      }
-      if (options_.events != nullptr) options_.events->Ack(ack.committed_sequence());
+      OnAuditAck(msg.audit_ack());
     } else if (msg.has_approval_registered()) {
       if (options_.approvals != nullptr) options_.approvals->OnRegistered(msg.approval_registered());
     } else if (msg.has_approval_decision()) {
@@ -447,32 +448,56 @@ bool ControlClient::ConnectOnce() {
                  static_cast<int>(msg.msg_case()), ")");
     }
   }
-  {
-    absl::MutexLock lock(&write_mu);
-    done = true;
+  return synced;
+}
+
+// Applies a pushed snapshot; the ACK, or the NACK with why it was rejected.
+v1::AgentMessage ControlClient::AnswerSnapshot(const v1::SnapshotPush& push) {
+  const v1::PolicySnapshot& snap = push.snapshot();
+  v1::AgentMessage answer;
+  absl::Status applied = Apply(snap, "control-plane");
+  if (applied.ok()) {
+    answer.mutable_ack()->set_version(snap.version());
+    answer.mutable_ack()->set_nonce(push.nonce());
+  } else {
+    LogWarning("rejected snapshot version ", snap.version(), ": ", applied.message());
+    answer.mutable_nack()->set_version(snap.version());
+    answer.mutable_nack()->set_nonce(push.nonce());
+    answer.mutable_nack()->set_error(std::string(applied.message()));
   }
-  stream_done.store(true);
-  // Statements held for approval are denied: nobody can decide them now.
-  if (options_.approvals != nullptr) options_.approvals->SetConnected(false);
-  writer.join();
-  // Whatever was sent but not acknowledged goes again on the next stream.
+  return answer;
+}
+
+void ControlClient::OnAuditAck(const v1::AuditAck& ack) {
+  if (options_.events == nullptr) return;
+  if (ack.has_resumed()) {
+    const v1::ChainResume& r = ack.resumed();
+    if (!options_.events->ChainResumed(r.resumed_after_sequence(), r.resumed_after_hash(), r.held_through_sequence(),
+                                       r.held_records(), r.time_unix_ms())) {
+      LogWarning("the control plane reports a resume of the audit chain after sequence ", r.resumed_after_sequence(),
+                 ", which is not where this agent's chain started; ignored");
+    }
+  }
+  options_.events->Ack(ack.committed_sequence());
+}
+
+// After the reader and the writer stopped: what was sent but not acknowledged goes again on the
+// next stream; the stream's end is logged and shown.
+void ControlClient::EndStream(Link* link) {
   if (options_.events != nullptr) options_.events->Requeue();
-  if (write_failed) ctx.TryCancel();  // the stream may still be open; make Finish return
-  grpc::Status st = stream->Finish();
+  if (link->write_failed) link->ctx.TryCancel();  // the stream may still be open; make Finish return
+  grpc::Status st = link->stream->Finish();
   {
     absl::MutexLock lock(&mu_);
     active_context_ = nullptr;
   }
-  std::string why = st.ok() ? "the control plane closed the stream"
-                            : absl::StrCat("stream ended: ", st.error_message());
-  if (st.error_code() == grpc::StatusCode::UNAUTHENTICATED ||
-      st.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
+  std::string why = st.ok() ? "the control plane closed the stream" : absl::StrCat("stream ended: ", st.error_message());
+  if (st.error_code() == grpc::StatusCode::UNAUTHENTICATED || st.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
     LogError(why);
   } else {
     LogWarning(why);
   }
   SetState("reconnecting", why);
-  return synced;
 }
 
 }  // namespace sluice::agent

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "agent/approvals/broker.h"
@@ -57,9 +58,9 @@ class ControlClient {
 
   // Starts from the snapshot on disk, if there is a valid one. Returns its version (0 = none).
   uint64_t LoadFromDisk();
-  // Validates `snapshot` whole against this agent; applies and persists it when valid.
-  // Returns "" on success, else why it was rejected.
-  std::string Apply(const v1::PolicySnapshot& snapshot, const std::string& source);
+  // Validates `snapshot` whole against this agent; applies and persists it when valid. An
+  // InvalidArgument error says why it was rejected.
+  absl::Status Apply(const v1::PolicySnapshot& snapshot, const std::string& source);
 
   void Start();
   void Stop();
@@ -72,10 +73,20 @@ class ControlClient {
   std::string StatusJson() const;
 
  private:
+  struct Link;  // one connection (control_client.cc)
+
   void Loop();
   // One connection attempt; returns true when the stream got as far as a snapshot.
   bool ConnectOnce();
   bool EnsureIdentity();
+  bool Enroll(Link* link);
+  bool Fatal(std::string why);  // sets fatal_error_; false
+  v1::AgentMessage Hello(const AgentIdentity& id, std::string* audit_reported);
+  void WriteLoop(Link* link);
+  bool ReadLoop(Link* link);
+  v1::AgentMessage AnswerSnapshot(const v1::SnapshotPush& push);
+  void OnAuditAck(const v1::AuditAck& ack);
+  void EndStream(Link* link);
   void SetState(const std::string& state, const std::string& error);
   bool SleepFor(absl::Duration d);  // false when stopping
 

@@ -44,6 +44,8 @@ uint64_t Spool::MinimumVolumeBytes(const Options& options) {
          options.segment_bytes;
 }
 
+Spool::Spool(Options options) : options_(std::move(options)) {}
+
 absl::StatusOr<std::unique_ptr<Spool>> Spool::Open(Options options) {
   if (absl::Status st = EnsureDir(options.dir, 0700); !st.ok()) return st;
   // A volume this small can never hold the spool: said at once rather than found out when the

@@ -115,7 +115,7 @@ class Spool {
     size_t count = 0;  // records
     size_t acked_bytes = 0;  // of the segment being appended to: how much is acknowledged
   };
-  explicit Spool(Options options) : options_(std::move(options)) {}
+  explicit Spool(Options options);  // in spool.cc, where EventChunk is complete
   void SyncLoop();
   bool SyncWanted() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return stopping_ || dirty_ || !retired_fds_.empty();

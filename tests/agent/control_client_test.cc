@@ -42,7 +42,7 @@ class ControlClientTest : public ::testing::Test {
 
 TEST_F(ControlClientTest, ValidSnapshotIsAppliedAndPersistedPrivately) {
   ControlClient client(opts_, &holder_);
-  EXPECT_EQ(client.Apply(Snapshot(3, "postgres"), "control-plane"), "");
+  EXPECT_TRUE(client.Apply(Snapshot(3, "postgres"), "control-plane").ok());
   ASSERT_NE(holder_.Get(), nullptr);
   EXPECT_EQ(holder_.Get()->snapshot.version(), 3u);
   std::string path = dir_ + "/snapshot.json";
@@ -60,8 +60,8 @@ TEST_F(ControlClientTest, ValidSnapshotIsAppliedAndPersistedPrivately) {
 
 TEST_F(ControlClientTest, RejectedSnapshotKeepsThePreviousOne) {
   ControlClient client(opts_, &holder_);
-  ASSERT_EQ(client.Apply(Snapshot(3, "postgres"), "control-plane"), "");
-  std::string reason = client.Apply(Snapshot(4, "mysql"), "control-plane");
+  ASSERT_TRUE(client.Apply(Snapshot(3, "postgres"), "control-plane").ok());
+  std::string reason(client.Apply(Snapshot(4, "mysql"), "control-plane").message());
   EXPECT_THAT(reason, HasSubstr("protocol mysql is not supported by this agent (it serves: postgres)"));
   EXPECT_EQ(holder_.Get()->snapshot.version(), 3u);
   EXPECT_THAT(*ReadFile(dir_ + "/snapshot.json"), ::testing::Not(HasSubstr("PROTOCOL_MYSQL")));
@@ -80,7 +80,7 @@ TEST_F(ControlClientTest, SnapshotOnDiskThatNoLongerFitsIsNotEnforced) {
     ControlClientOptions wide = opts_;
     wide.capabilities = {"postgres", "mysql"};
     ControlClient client(wide, &holder_);
-    ASSERT_EQ(client.Apply(Snapshot(5, "mysql"), "control-plane"), "");
+    ASSERT_TRUE(client.Apply(Snapshot(5, "mysql"), "control-plane").ok());
   }
   PolicyHolder narrow_holder;
   ControlClient narrow(opts_, &narrow_holder);  // restarted with --protocols postgres
