@@ -595,24 +595,11 @@ absl::StatusOr<Verifier> Verifier::FromIssuers(const std::vector<sluice::v1::Iss
   return Create(std::move(trusted));
 }
 
-absl::StatusOr<Identity> Verifier::Verify(absl::string_view token, absl::Time now) const {
-  if (token.size() > kMaxTokenBytes) {
-    return Refused(absl::StrCat("token is too long: ", token.size(), " bytes; at most ",
-                                kMaxTokenBytes, " are accepted"));
-  }
-  std::vector<absl::string_view> parts = absl::StrSplit(token, '.');
-  if (parts.size() != 3) {
-    return Malformed("expected three base64url parts separated by '.'");
-  }
-  ASSIGN_OR_RETURN(Json header, DecodeObject(parts[0], "header"));
-  ASSIGN_OR_RETURN(Json payload, DecodeObject(parts[1], "payload"));
-  std::string signature;
-  if (!DecodeBase64Url(parts[2], &signature)) {
-    return Malformed("the signature is not valid base64url");
-  }
+namespace {
 
-  // Algorithm: an allow-list of two, so that "none" and HMAC keyed with a public key (the
-  // classic algorithm confusion) can never reach a verifier.
+// The algorithm, from an allow-list of two, so that "none" and HMAC keyed with a public key (the
+// classic algorithm confusion) can never reach a verifier; the key type it needs.
+absl::StatusOr<KeyType> CheckAlgorithm(const Json& header, const std::string& signature, std::string* alg_out) {
   const Json* alg_json = Member(header, "alg");
   if (alg_json == nullptr || !alg_json->is_string()) {
     return Malformed("the header has no 'alg' string");
@@ -634,84 +621,71 @@ absl::StatusOr<Identity> Verifier::Verify(absl::string_view token, absl::Time no
     return Malformed(absl::StrCat("an ES256 signature is ", kEs256SignatureBytes, " bytes, not ",
                                   signature.size()));
   }
+  *alg_out = alg;
+  return key_type;
+}
 
-  // Issuer. Read before the signature is checked: it picks the keys.
-  const Json* iss_json = Member(payload, "iss");
-  if (iss_json == nullptr) return Refused("token has no issuer ('iss')");
-  if (!iss_json->is_string()) return Malformed("'iss' is not a string");
-  const std::string& iss = iss_json->get_ref<const std::string&>();
-  auto found = by_iss_.find(iss);
-  if (found == by_iss_.end())
-    return Refused(absl::StrCat("issuer ", Quote(iss), " is not trusted"));
-  const TrustedIssuer& issuer = found->second;
-
-  // Keys.
+// The issuer's keys that may have signed: the one named by 'kid', or every key that fits.
+absl::StatusOr<std::vector<const Jwk*>> CandidateKeys(const Json& header, const std::string& iss,
+                                                      const TrustedIssuer& issuer, KeyType key_type,
+                                                      const std::string& alg) {
   std::vector<const Jwk*> candidates;
-  if (const Json* kid_json = Member(header, "kid")) {
-    if (!kid_json->is_string()) return Malformed("'kid' is not a string");
-    const std::string& kid = kid_json->get_ref<const std::string&>();
-    const Jwk* unfit = nullptr;
-    for (const Jwk& k : issuer.keys.keys) {
-      if (k.kid != kid) continue;
-      if (KeyFits(k, key_type, alg)) {
-        candidates.push_back(&k);
-      } else {
-        unfit = &k;
-      }
-    }
-    if (candidates.empty() && unfit == nullptr) {
-      return Refused(absl::StrCat("no key ", Quote(kid), " for issuer ", Quote(iss)));
-    }
-    if (candidates.empty() && unfit->type != key_type) {
-      return Refused(absl::StrCat("key ", Quote(kid), " of issuer ", Quote(iss), " is ",
-                                  KeyTypeName(unfit->type), " and cannot verify ", alg));
-    }
-    if (candidates.empty()) {
-      return Refused(absl::StrCat("key ", Quote(kid), " of issuer ", Quote(iss),
-                                  " is for algorithm ", Quote(unfit->alg), ", not ", alg));
-    }
-  } else {
+  const Json* kid_json = Member(header, "kid");
+  if (kid_json == nullptr) {
     if (issuer.keys.keys.empty()) {
       return Refused(absl::StrCat("issuer ", Quote(iss), " has no signing keys yet"));
     }
     for (const Jwk& k : issuer.keys.keys) {
       if (KeyFits(k, key_type, alg)) candidates.push_back(&k);
     }
-    if (candidates.empty()) {
-      return Refused(absl::StrCat("issuer ", Quote(iss), " has no key for ", alg));
+    if (candidates.empty()) return Refused(absl::StrCat("issuer ", Quote(iss), " has no key for ", alg));
+    return candidates;
+  }
+  if (!kid_json->is_string()) return Malformed("'kid' is not a string");
+  const std::string& kid = kid_json->get_ref<const std::string&>();
+  const Jwk* unfit = nullptr;
+  for (const Jwk& k : issuer.keys.keys) {
+    if (k.kid != kid) continue;
+    if (KeyFits(k, key_type, alg)) {
+      candidates.push_back(&k);
+    } else {
+      unfit = &k;
     }
   }
-  const absl::string_view signing_input(token.data(), parts[0].size() + 1 + parts[1].size());
-  const Jwk* verified_by = nullptr;
-  for (const Jwk* k : candidates) {
-    ASSIGN_OR_RETURN(bool ok, VerifySignature(*k, signing_input, signature));
-    if (ok) {
-      verified_by = k;
-      break;
-    }
+  if (!candidates.empty()) return candidates;
+  if (unfit == nullptr) return Refused(absl::StrCat("no key ", Quote(kid), " for issuer ", Quote(iss)));
+  if (unfit->type != key_type) {
+    return Refused(absl::StrCat("key ", Quote(kid), " of issuer ", Quote(iss), " is ",
+                                KeyTypeName(unfit->type), " and cannot verify ", alg));
   }
-  if (verified_by == nullptr) return Refused("signature does not verify");
+  return Refused(absl::StrCat("key ", Quote(kid), " of issuer ", Quote(iss),
+                              " is for algorithm ", Quote(unfit->alg), ", not ", alg));
+}
 
-  // Claims, now that they are known to come from the issuer.
-  RETURN_IF_ERROR(CheckAudience(payload, issuer.audience));
-  Identity id;
+// exp (required), nbf and iat, with the clock leeway.
+absl::Status CheckTimes(const Json& payload, absl::Time now, Identity* id) {
   bool present = false;
-  RETURN_IF_ERROR(DateClaim(payload, "exp", &present, &id.expires_unix));
+  RETURN_IF_ERROR(DateClaim(payload, "exp", &present, &id->expires_unix));
   if (!present) return Refused("token has no expiry ('exp')");
-  if (now >= absl::FromUnixSeconds(id.expires_unix) + kClockLeeway) {
-    return Refused(absl::StrCat("token expired at ", FormatUnix(id.expires_unix)));
+  if (now >= absl::FromUnixSeconds(id->expires_unix) + kClockLeeway) {
+    return Refused(absl::StrCat("token expired at ", FormatUnix(id->expires_unix)));
   }
   int64_t nbf = 0;
   RETURN_IF_ERROR(DateClaim(payload, "nbf", &present, &nbf));
   if (present && absl::FromUnixSeconds(nbf) > now + kClockLeeway) {
     return Refused(absl::StrCat("token is not valid before ", FormatUnix(nbf)));
   }
-  RETURN_IF_ERROR(DateClaim(payload, "iat", &present, &id.issued_at_unix));
-  if (present && absl::FromUnixSeconds(id.issued_at_unix) > now + kClockLeeway) {
-    return Refused(absl::StrCat("token is not valid before ", FormatUnix(id.issued_at_unix),
+  RETURN_IF_ERROR(DateClaim(payload, "iat", &present, &id->issued_at_unix));
+  if (present && absl::FromUnixSeconds(id->issued_at_unix) > now + kClockLeeway) {
+    return Refused(absl::StrCat("token is not valid before ", FormatUnix(id->issued_at_unix),
                                 " (it was issued in the future; check the clocks)"));
   }
+  return absl::OkStatus();
+}
 
+// Who the token is about: the subject claim (required), groups (an array of strings, capped) and
+// the attribution claims the issuer names.
+absl::Status ReadIdentity(const Json& payload, const TrustedIssuer& issuer, Identity* id) {
   const Json* sub = Member(payload, issuer.subject_claim);
   if (sub == nullptr) {
     return Refused(absl::StrCat("token has no subject claim ", Quote(issuer.subject_claim)));
@@ -720,7 +694,7 @@ absl::StatusOr<Identity> Verifier::Verify(absl::string_view token, absl::Time no
     return Refused(
         absl::StrCat("subject claim ", Quote(issuer.subject_claim), " is not a non-empty string"));
   }
-  id.subject = sub->get<std::string>();
+  id->subject = sub->get<std::string>();
 
   const Json* groups = Member(payload, issuer.groups_claim);
   bool string_array = groups != nullptr && groups->is_array();
@@ -737,7 +711,7 @@ absl::StatusOr<Identity> Verifier::Verify(absl::string_view token, absl::Time no
         return Refused(
             absl::StrCat("a group name in the token is longer than ", kMaxGroupBytes, " bytes"));
       }
-      id.groups.push_back(g.get<std::string>());
+      id->groups.push_back(g.get<std::string>());
     }
   }
 
@@ -745,12 +719,60 @@ absl::StatusOr<Identity> Verifier::Verify(absl::string_view token, absl::Time no
     const Json* v = Member(payload, name);
     if (v == nullptr) continue;
     if (v->is_string()) {
-      id.attribution[name] = v->get<std::string>();
+      id->attribution[name] = v->get<std::string>();
     } else if (v->is_number()) {
-      id.attribution[name] = Dump(*v);
+      id->attribution[name] = Dump(*v);
     }
   }
+  return absl::OkStatus();
+}
 
+}  // namespace
+
+absl::StatusOr<Identity> Verifier::Verify(absl::string_view token, absl::Time now) const {
+  if (token.size() > kMaxTokenBytes) {
+    return Refused(absl::StrCat("token is too long: ", token.size(), " bytes; at most ",
+                                kMaxTokenBytes, " are accepted"));
+  }
+  std::vector<absl::string_view> parts = absl::StrSplit(token, '.');
+  if (parts.size() != 3) {
+    return Malformed("expected three base64url parts separated by '.'");
+  }
+  ASSIGN_OR_RETURN(Json header, DecodeObject(parts[0], "header"));
+  ASSIGN_OR_RETURN(Json payload, DecodeObject(parts[1], "payload"));
+  std::string signature;
+  if (!DecodeBase64Url(parts[2], &signature)) {
+    return Malformed("the signature is not valid base64url");
+  }
+  std::string alg;
+  ASSIGN_OR_RETURN(KeyType key_type, CheckAlgorithm(header, signature, &alg));
+
+  // Issuer. Read before the signature is checked: it picks the keys.
+  const Json* iss_json = Member(payload, "iss");
+  if (iss_json == nullptr) return Refused("token has no issuer ('iss')");
+  if (!iss_json->is_string()) return Malformed("'iss' is not a string");
+  const std::string& iss = iss_json->get_ref<const std::string&>();
+  auto found = by_iss_.find(iss);
+  if (found == by_iss_.end()) return Refused(absl::StrCat("issuer ", Quote(iss), " is not trusted"));
+  const TrustedIssuer& issuer = found->second;
+
+  ASSIGN_OR_RETURN(std::vector<const Jwk*> candidates, CandidateKeys(header, iss, issuer, key_type, alg));
+  const absl::string_view signing_input(token.data(), parts[0].size() + 1 + parts[1].size());
+  const Jwk* verified_by = nullptr;
+  for (const Jwk* k : candidates) {
+    ASSIGN_OR_RETURN(bool ok, VerifySignature(*k, signing_input, signature));
+    if (ok) {
+      verified_by = k;
+      break;
+    }
+  }
+  if (verified_by == nullptr) return Refused("signature does not verify");
+
+  // Claims, now that they are known to come from the issuer.
+  RETURN_IF_ERROR(CheckAudience(payload, issuer.audience));
+  Identity id;
+  RETURN_IF_ERROR(CheckTimes(payload, now, &id));
+  RETURN_IF_ERROR(ReadIdentity(payload, issuer, &id));
   id.issuer = issuer.name;
   id.key_id = verified_by->kid;
   id.algorithm = alg;
