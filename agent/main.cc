@@ -97,11 +97,8 @@ absl::StatusOr<std::map<std::string, std::string>> ParseLabels(const std::string
   return out;
 }
 
-absl::Status Run() {
-  if (const uint64_t n = absl::GetFlag(FLAGS_test_kill_after_answers); n > 0) {
-    LogWarning("--test-kill-after-answers ", n, ": this agent kills itself after ", n, " answers (a test fault)");
-    test_faults::KillAfterAnswers(n);
-  }
+// The control client's options from the flags; an error names the flag that is wrong.
+absl::StatusOr<ControlClientOptions> ControlOptionsFromFlags() {
   ControlClientOptions opts;
   opts.address = absl::GetFlag(FLAGS_control_plane);
   opts.data_dir = absl::GetFlag(FLAGS_data_dir);
@@ -146,6 +143,63 @@ absl::Status Run() {
     opts.tls_names.push_back(name);
   }
 
+  return opts;
+}
+
+// The PostgreSQL listener's options from the flags, its certificate: the one given, else the one
+// the control plane issued at enrollment, else one of the agent's own private CA.
+absl::StatusOr<postgres::ListenerOptions> PostgresOptionsFromFlags(const ControlClientOptions& opts,
+                                                                   InflightTable* inflight,
+                                                                   SessionLimiter* limiter) {
+  postgres::ListenerOptions lo;
+  lo.listen = absl::GetFlag(FLAGS_postgres_listen);
+  lo.tls_cert_file = absl::GetFlag(FLAGS_postgres_tls_cert);
+  lo.tls_key_file = absl::GetFlag(FLAGS_postgres_tls_key);
+  lo.allow_plaintext = absl::GetFlag(FLAGS_postgres_allow_plaintext);
+  lo.login_timeout = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_postgres_login_timeout));
+  lo.inflight = inflight;
+  lo.limiter = limiter;
+  lo.recording.enabled = absl::GetFlag(FLAGS_record_sessions);
+  if (absl::GetFlag(FLAGS_record_max_rows) < 0 || absl::GetFlag(FLAGS_record_max_bytes) < 0 ||
+      absl::GetFlag(FLAGS_record_max_bytes) > (16 << 20)) {
+    return absl::InvalidArgumentError(
+        "--record-max-rows must be at least 0, --record-max-bytes between 0 and 16777216");
+  }
+  lo.recording.max_rows = static_cast<uint64_t>(absl::GetFlag(FLAGS_record_max_rows));
+  lo.recording.max_bytes = static_cast<uint64_t>(absl::GetFlag(FLAGS_record_max_bytes));
+  if (lo.tls_cert_file.empty() != lo.tls_key_file.empty()) {
+    return absl::InvalidArgumentError("--postgres-tls-cert and --postgres-tls-key go together");
+  }
+  if (auto issued = FindIssuedTls(opts.data_dir); lo.tls_cert_file.empty() && issued) {
+    lo.tls_cert_file = issued->cert;
+    lo.tls_key_file = issued->key;
+    LogInfo("PostgreSQL TLS: certificate from the control plane's agent CA; clients verify with ", issued->ca);
+  } else if (lo.tls_cert_file.empty()) {
+    ASSIGN_OR_RETURN(ServerTlsFiles tls, EnsureServerTls(opts.data_dir + "/tls", opts.tls_names));
+    lo.tls_cert_file = tls.server_cert;
+    lo.tls_key_file = tls.server_key;
+    LogInfo("PostgreSQL TLS: the agent's own private CA (", tls.ca_cert, "); the control plane issued no certificate");
+  }
+  return lo;
+}
+
+// <data-dir>/<name>.port for tests and scripts. Not fatal: an agent restarted on a full disk runs
+// (refusing new sessions until its audit spool takes writes again) rather than exits.
+void WritePortFile(const std::string& data_dir, const std::string& name, int port) {
+  const std::string path = absl::StrCat(data_dir, "/", name, ".port");
+  if (absl::Status st = WriteFileAtomic(path, absl::StrCat(port, "\n"), 0600); !st.ok()) {
+    LogWarning("cannot write ", path, ": ", st.message());
+    ::unlink(path.c_str());  // not a stale port
+  }
+}
+
+absl::Status Run() {
+  if (const uint64_t n = absl::GetFlag(FLAGS_test_kill_after_answers); n > 0) {
+    LogWarning("--test-kill-after-answers ", n, ": this agent kills itself after ", n, " answers (a test fault)");
+    test_faults::KillAfterAnswers(n);
+  }
+  ASSIGN_OR_RETURN(ControlClientOptions opts, ControlOptionsFromFlags());
+  const bool postgres_on = !absl::GetFlag(FLAGS_postgres_listen).empty();
   PolicyHolder policy;
   // Audit events are spooled to disk before they are sent (agent/audit/spool.h).
   Spool::Options spool_options;
@@ -180,12 +234,7 @@ absl::Status Run() {
     LogInfo("status on http://", absl::GetFlag(FLAGS_status_listen).substr(
                                      0, absl::GetFlag(FLAGS_status_listen).rfind(':')),
             ":", port, "/status");
-    // Not fatal: an agent restarted on a full disk runs (refusing new sessions until its audit
-    // spool takes writes again) rather than exits.
-    if (absl::Status st = WriteFileAtomic(opts.data_dir + "/status.port", absl::StrCat(port, "\n"), 0600); !st.ok()) {
-      LogWarning("cannot write ", opts.data_dir, "/status.port: ", st.message());
-      ::unlink((opts.data_dir + "/status.port").c_str());  // not a stale port
-    }
+    WritePortFile(opts.data_dir, "status", port);
   }
   client.Start();
   if (opts.request_certificate && !FindIssuedTls(opts.data_dir) && !client.enrolled()) {
@@ -206,42 +255,10 @@ absl::Status Run() {
       net::WorkerPool::Options{absl::GetFlag(FLAGS_workers), absl::GetFlag(FLAGS_worker_cpu_affinity)});
   std::unique_ptr<postgres::Listener> pg;
   if (postgres_on && client.fatal_error().empty()) {
-    postgres::ListenerOptions lo;
-    lo.listen = absl::GetFlag(FLAGS_postgres_listen);
-    lo.tls_cert_file = absl::GetFlag(FLAGS_postgres_tls_cert);
-    lo.tls_key_file = absl::GetFlag(FLAGS_postgres_tls_key);
-    lo.allow_plaintext = absl::GetFlag(FLAGS_postgres_allow_plaintext);
-    lo.login_timeout = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_postgres_login_timeout));
-    lo.inflight = spool->inflight();
-    lo.limiter = &limiter;
-    lo.recording.enabled = absl::GetFlag(FLAGS_record_sessions);
-    if (absl::GetFlag(FLAGS_record_max_rows) < 0 || absl::GetFlag(FLAGS_record_max_bytes) < 0 ||
-        absl::GetFlag(FLAGS_record_max_bytes) > (16 << 20)) {
-      return absl::InvalidArgumentError(
-          "--record-max-rows must be at least 0, --record-max-bytes between 0 and 16777216");
-    }
-    lo.recording.max_rows = static_cast<uint64_t>(absl::GetFlag(FLAGS_record_max_rows));
-    lo.recording.max_bytes = static_cast<uint64_t>(absl::GetFlag(FLAGS_record_max_bytes));
-    if (lo.tls_cert_file.empty() != lo.tls_key_file.empty()) {
-      return absl::InvalidArgumentError("--postgres-tls-cert and --postgres-tls-key go together");
-    }
-    if (auto issued = FindIssuedTls(opts.data_dir); lo.tls_cert_file.empty() && issued) {
-      lo.tls_cert_file = issued->cert;
-      lo.tls_key_file = issued->key;
-      LogInfo("PostgreSQL TLS: certificate from the control plane's agent CA; clients verify with ", issued->ca);
-    } else if (lo.tls_cert_file.empty()) {
-      ASSIGN_OR_RETURN(ServerTlsFiles tls, EnsureServerTls(opts.data_dir + "/tls", opts.tls_names));
-      lo.tls_cert_file = tls.server_cert;
-      lo.tls_key_file = tls.server_key;
-      LogInfo("PostgreSQL TLS: the agent's own private CA (", tls.ca_cert, "); the control plane issued no certificate");
-    }
+    ASSIGN_OR_RETURN(postgres::ListenerOptions lo, PostgresOptionsFromFlags(opts, spool->inflight(), &limiter));
     pg = std::make_unique<postgres::Listener>(lo, &pool, &policy, &events, &approvals);
     ASSIGN_OR_RETURN(int pg_port, pg->Start());
-    if (absl::Status st = WriteFileAtomic(opts.data_dir + "/postgres.port", absl::StrCat(pg_port, "\n"), 0600);
-        !st.ok()) {
-      LogWarning("cannot write ", opts.data_dir, "/postgres.port: ", st.message());
-      ::unlink((opts.data_dir + "/postgres.port").c_str());
-    }
+    WritePortFile(opts.data_dir, "postgres", pg_port);
     LogInfo("PostgreSQL port ", pg_port, lo.allow_plaintext ? " (TLS, plaintext allowed)" : " (TLS required)");
   }
   http.SetReady(true);
