@@ -40,15 +40,15 @@ uint64_t ControlClient::LoadFromDisk() {
 }
 
 absl::Status ControlClient::Apply(const v1::PolicySnapshot& snapshot, const std::string& source) {
-  std::string problem = policy::ValidateSnapshot(snapshot, options_.capabilities);
+  absl::Status valid = policy::ValidateSnapshot(snapshot, options_.capabilities);
   auto compiled = std::make_shared<AgentPolicy>();
-  if (problem.empty()) {
+  if (valid.ok()) {
     // The issuers' keys must be usable here: a key this agent cannot load is a NACK, not a
     // silent hole in authentication.
     std::vector<v1::Issuer> issuers(snapshot.issuers().begin(), snapshot.issuers().end());
     auto verifier = jwt::Verifier::FromIssuers(issuers);
     if (!verifier.ok()) {
-      problem = std::string(verifier.status().message());
+      valid = absl::InvalidArgumentError(verifier.status().message());
     } else {
       compiled->verifier = std::make_shared<const jwt::Verifier>(*std::move(verifier));
       compiled->snapshot = snapshot;
@@ -59,7 +59,7 @@ absl::Status ControlClient::Apply(const v1::PolicySnapshot& snapshot, const std:
   // Only a restart before the disk recovers would start from the older snapshot on disk (and
   // take the new one again from the control plane).
   std::string persist_error;
-  if (problem.empty() && source != "disk") {
+  if (valid.ok() && source != "disk") {
     absl::Status st = SaveSnapshot(options_.data_dir, snapshot);
     if (!st.ok()) {
       persist_error = absl::StrCat("snapshot version ", snapshot.version(), " is enforced but could not be saved: ",
@@ -69,10 +69,10 @@ absl::Status ControlClient::Apply(const v1::PolicySnapshot& snapshot, const std:
   }
   absl::MutexLock lock(&mu_);
   snapshot_persist_error_ = persist_error;
-  if (!problem.empty()) {
+  if (!valid.ok()) {
     last_nack_version_ = snapshot.version();
-    last_nack_error_ = problem;
-    return absl::InvalidArgumentError(problem);
+    last_nack_error_ = std::string(valid.message());
+    return valid;
   }
   policy_->Set(std::move(compiled));
   applied_version_ = snapshot.version();

@@ -345,8 +345,8 @@ absl::StatusOr<std::string> ResolvePassword(const v1::Credentials& credentials) 
   return absl::FailedPreconditionError("no password and no supported password_from");
 }
 
-std::string ValidateSnapshot(const v1::PolicySnapshot& snapshot,
-                             const std::vector<std::string>& capabilities) {
+absl::Status ValidateSnapshot(const v1::PolicySnapshot& snapshot,
+                              const std::vector<std::string>& capabilities) {
   std::vector<std::string> problems;
   auto check = [&](Resource r) {
     std::string where = absl::StrCat(KindOf(r), " ", NameOf(r));
@@ -400,7 +400,8 @@ std::string ValidateSnapshot(const v1::PolicySnapshot& snapshot,
       }
     }
   }
-  return absl::StrJoin(problems, "; ");
+  if (problems.empty()) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrJoin(problems, "; "));
 }
 
 }  // namespace sluice::policy

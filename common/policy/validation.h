@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/policy/yaml_codec.h"
 #include "sluice/v1/policy.pb.h"
@@ -56,9 +57,9 @@ absl::StatusOr<std::string> ResolvePassword(const v1::Credentials& credentials);
 
 // An agent's view of a snapshot: validates it whole against what this agent can serve.
 // `capabilities` are protocol names. `password_from` references must resolve on this agent
-// (environment variable set, file present). Returns "" when the snapshot can be applied, else
-// every reason, joined by "; ".
-std::string ValidateSnapshot(const v1::PolicySnapshot& snapshot,
-                             const std::vector<std::string>& capabilities);
+// (environment variable set, file present). OK when the snapshot can be applied, else an
+// InvalidArgument error with every reason, joined by "; ".
+absl::Status ValidateSnapshot(const v1::PolicySnapshot& snapshot,
+                              const std::vector<std::string>& capabilities);
 
 }  // namespace sluice::policy

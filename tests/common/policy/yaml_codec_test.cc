@@ -191,8 +191,8 @@ TEST(Validation, SnapshotWithUnsupportedProtocolIsRejected) {
       "credentials: {username: u, password: p}\nagents: {vpc: a}\n");
   ASSERT_TRUE(p.errors.empty());
   *snap.add_connections() = p.resources[0].connection();
-  EXPECT_EQ(ValidateSnapshot(snap, {"postgres", "mysql"}), "");
-  EXPECT_THAT(ValidateSnapshot(snap, {"postgres"}),
+  EXPECT_TRUE(ValidateSnapshot(snap, {"postgres", "mysql"}).ok());
+  EXPECT_THAT(ValidateSnapshot(snap, {"postgres"}).message(),
               HasSubstr("Connection shop: protocol mysql is not supported by this agent"));
 }
 
@@ -202,10 +202,10 @@ TEST(Validation, SnapshotWithHashMaskingNeedsTheKey) {
       "kind: MaskingRule\nname: pii\nconnections: {names: [shop]}\ncolumns: [\"*.email\"]\nstrategy: hash\n");
   ASSERT_TRUE(p.errors.empty());
   *snap.add_masking_rules() = p.resources[0].masking_rule();
-  EXPECT_THAT(ValidateSnapshot(snap, {"postgres"}),
+  EXPECT_THAT(ValidateSnapshot(snap, {"postgres"}).message(),
               HasSubstr("MaskingRule pii: strategy hash needs the snapshot's masking_hash_key"));
   snap.set_masking_hash_key(std::string(32, 'k'));
-  EXPECT_EQ(ValidateSnapshot(snap, {"postgres"}), "");
+  EXPECT_TRUE(ValidateSnapshot(snap, {"postgres"}).ok());
 }
 
 TEST(Validation, SnapshotPasswordReferencesMustResolveOnTheAgent) {
@@ -215,7 +215,7 @@ TEST(Validation, SnapshotPasswordReferencesMustResolveOnTheAgent) {
       "credentials: {username: u, password_from: env:SLUICE_TEST_UNSET_VARIABLE}\nagents: {vpc: a}\n");
   ASSERT_TRUE(p.errors.empty());
   *snap.add_connections() = p.resources[0].connection();
-  EXPECT_THAT(ValidateSnapshot(snap, {"postgres"}),
+  EXPECT_THAT(ValidateSnapshot(snap, {"postgres"}).message(),
               HasSubstr("environment variable SLUICE_TEST_UNSET_VARIABLE is not set on this agent"));
 }
 
