@@ -1,7 +1,5 @@
 #include "cli/replay.h"
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 
 #include "absl/base/internal/endian.h"
@@ -11,7 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
-#include "common/json_fields.h"
+#include "common/audit/events.h"
 #include "common/audit/recording.h"
 #include "common/wire/postgres/messages.h"
 
@@ -55,7 +53,7 @@ std::string Value(const std::optional<std::string>& v, int32_t type_oid, int16_t
 }
 
 
-std::string Quoted(const nlohmann::json& j) { return absl::StrCat("\"", Printable(JsonStr(j, "statement"), 60), "\""); }
+std::string Quoted(const audit::StatementText& t) { return absl::StrCat("\"", Printable(t.statement, 60), "\""); }
 
 }  // namespace
 
@@ -214,44 +212,41 @@ void TranscriptPrinter::Event(const v1::StoredEvent& e) {
     }
     if (!reader.status().ok()) Note(absl::StrCat("the recording is damaged: ", reader.status().message()));
   }
-  nlohmann::json j = nlohmann::json::parse(e.json(), nullptr, false);
-  if (!j.is_object()) return;
-  const std::string decision = JsonStr(j, "decision");
-  if (e.type() == "statement") {
+  if (e.type() == audit::StatementEvent::kType) {
     FlushTable();
-    if (decision == "blocked" || decision == "denied" || decision == "refused") {
-      std::string rule = JsonStr(j, "guardrail").empty() ? "" : absl::StrCat(" by guardrail ", JsonStr(j, "guardrail"));
-      Note(absl::StrCat(absl::AsciiStrToUpper(decision), rule, ": ", Quoted(j), " did not run: ",
-                        Printable(JsonStr(j, "reason"), kMaxTextChars)));
+    const audit::StatementEvent s = audit::StatementEvent::Read(e.json());
+    if (!s.decision.empty()) {  // refused at the agent: blocked, denied, refused
+      std::string rule = s.guardrail.guardrail.empty() ? "" : absl::StrCat(" by guardrail ", s.guardrail.guardrail);
+      Note(absl::StrCat(absl::AsciiStrToUpper(s.decision), rule, ": ", Quoted(s.text), " did not run: ",
+                        Printable(s.reason, kMaxTextChars)));
       return;
     }
-    if (JsonStr(j, "outcome") == "unknown") {
-      Note(absl::StrCat("OUTCOME UNKNOWN: ", Quoted(j), ": ", Printable(JsonStr(j, "error"), 400)));
+    if (s.outcome == audit::StatementEvent::kOutcomeUnknown) {
+      Note(absl::StrCat("OUTCOME UNKNOWN: ", Quoted(s.text), ": ", Printable(s.error, 400)));
       return;
     }
-    std::string text = absl::StrCat(JsonStr(j, "classification"), " ", Quoted(j), ": ", JsonInt(j, "rows"), " rows");
-    if (auto it = j.find("duration_ms"); it != j.end() && it->is_number()) {
-      absl::StrAppend(&text, ", ", absl::StrFormat("%.1f", it->get<double>()), " ms");
-    }
-    if (!JsonStr(j, "masked_by").empty()) {
-      absl::StrAppend(&text, ", masked by ", JsonStr(j, "masked_by"), " (", JsonInt(j, "masked_rows"), " rows)");
-    }
-    if (!JsonStr(j, "sqlstate").empty()) absl::StrAppend(&text, ", failed with ", JsonStr(j, "sqlstate"));
+    std::string text = absl::StrCat(s.text.classification, " ", Quoted(s.text), ": ", s.rows, " rows, ",
+                                    absl::StrFormat("%.1f", static_cast<double>(s.duration_us) / 1000), " ms");
+    if (!s.masked_by.empty()) absl::StrAppend(&text, ", masked by ", s.masked_by, " (", s.masked_rows, " rows)");
+    if (!s.sqlstate.empty()) absl::StrAppend(&text, ", failed with ", s.sqlstate);
     Note(text);
-  } else if (e.type() == "approval") {
+  } else if (e.type() == audit::ApprovalEvent::kType) {
     FlushTable();
-    std::string text = absl::StrCat("approval request ", JsonInt(j, "approval_id"), " for ", Quoted(j), ": ",
-                                    absl::AsciiStrToUpper(decision));
-    if (!JsonStr(j, "approvers").empty()) absl::StrAppend(&text, " by ", JsonStr(j, "approvers"));
-    if (!JsonStr(j, "reason").empty()) absl::StrAppend(&text, " (", Printable(JsonStr(j, "reason"), 400), ")");
-    if (!JsonStr(j, "guardrail").empty()) absl::StrAppend(&text, "; guardrail ", JsonStr(j, "guardrail"));
+    const audit::ApprovalEvent a = audit::ApprovalEvent::Read(e.json());
+    std::string text = absl::StrCat("approval request ", a.approval_id, " for ", Quoted(a.text), ": ",
+                                    absl::AsciiStrToUpper(a.decision));
+    if (!a.approvers.empty()) absl::StrAppend(&text, " by ", absl::StrJoin(a.approvers, ","));
+    if (!a.reason.empty()) absl::StrAppend(&text, " (", Printable(a.reason, 400), ")");
+    if (!a.guardrail.empty()) absl::StrAppend(&text, "; guardrail ", a.guardrail);
     Note(text);
-  } else if (e.type() == "alert") {
-    Note(absl::StrCat("ALERT by guardrail ", JsonStr(j, "guardrail"), ": ", Quoted(j)));
-  } else if (e.type() == "session_end") {
+  } else if (e.type() == audit::AlertEvent::kType) {
+    const audit::AlertEvent a = audit::AlertEvent::Read(e.json());
+    Note(absl::StrCat("ALERT by guardrail ", a.guardrail.guardrail, ": ", Quoted(a.text)));
+  } else if (e.type() == audit::SessionEndEvent::kType) {
     FlushTable();
-    Note(absl::StrCat("session ended (", Printable(JsonStr(j, "reason"), 400), ") after ", JsonInt(j, "statements"),
-                      " statements"));
+    const audit::SessionEndEvent end = audit::SessionEndEvent::Read(e.json());
+    Note(absl::StrCat("session ended (", Printable(end.reason, 400), ") after ",
+                      end.totals ? end.totals->statements : 0, " statements"));
   }
 }
 

@@ -104,7 +104,9 @@ void ApprovalBroker::OnDecision(const v1::ApprovalDecision& decision) {
     waiting_.erase(it);
   }
   ApprovalOutcome outcome;
-  outcome.kind = decision.approved() ? ApprovalOutcome::kApproved : ApprovalOutcome::kDenied;
+  outcome.kind = decision.approved()  ? ApprovalOutcome::kApproved
+                 : decision.expired() ? ApprovalOutcome::kTimedOut
+                                      : ApprovalOutcome::kDenied;
   outcome.reason = decision.reason();
   outcome.approvers.assign(decision.approvers().begin(), decision.approvers().end());
   waiter->Decided(std::move(outcome));

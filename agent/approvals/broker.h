@@ -21,7 +21,8 @@
 namespace sluice::agent {
 
 struct ApprovalOutcome {
-  enum Kind { kApproved, kDenied, kUnavailable, kCancelled };
+  // kTimedOut: no decision in time (the control plane's expiry, or the agent's own deadline).
+  enum Kind { kApproved, kDenied, kTimedOut, kUnavailable, kCancelled };
   Kind kind = kDenied;
   std::string reason;
   std::vector<std::string> approvers;

@@ -10,6 +10,7 @@
 
 #include "agent/audit/inflight.h"
 #include "agent/audit/spool.h"
+#include "common/audit/events.h"
 #include "common/audit/records.h"
 #include "common/audit/recording.h"
 #include "common/clock.h"
@@ -275,18 +276,16 @@ void EventSink::ReportDiskState() {
     failed = std::exchange(failed_since_report_, false);
   }
   if (reported_disk_error_.empty() && (failed || !error.empty())) {
-    JsonObjectWriter w;
-    w.Str("error", failed_error).Bool("refusing_new_sessions", true);
-    if (!Emit("audit_spool_failed", "", w.Finish(), true)) {
+    audit::SpoolFailedEvent event{failed_error, /*refusing_new_sessions=*/true};
+    if (!Emit(event.kType, "", audit::ToJson(event), event.failed())) {
       LogError("audit: the event buffer is full; the spool's failure is in the log only");
     }
     reported_disk_error_ = failed_error;
     reported_since_ms_ = failed_since;
   }
   if (!reported_disk_error_.empty() && error.empty()) {
-    JsonObjectWriter w;
-    w.Str("error", reported_disk_error_).Int("failed_ms", NowUnixMs() - reported_since_ms_);
-    if (!Emit("audit_spool_recovered", "", w.Finish())) {
+    audit::SpoolRecoveredEvent event{reported_disk_error_, NowUnixMs() - reported_since_ms_};
+    if (!Emit(event.kType, "", audit::ToJson(event))) {
       LogError("audit: the event buffer is full; the spool's recovery is in the log only");
     }
     reported_disk_error_.clear();
@@ -312,9 +311,8 @@ void EventSink::MaybeCheckpoint() {
     LogError("audit checkpoint not signed: ", signature.status().message());
     return;
   }
-  std::string json = absl::StrCat("{\"sequence\":", sequence, ",\"hash\":\"", HexEncode(head),
-                                  "\",\"signature\":\"", HexEncode(*signature), "\"}");
-  if (Emit("checkpoint", "", json)) {
+  audit::CheckpointEvent checkpoint{sequence, head, *std::move(signature)};
+  if (Emit(checkpoint.kType, "", audit::ToJson(checkpoint))) {
     last_checkpoint_ = now;
     checkpointed_sequence_ = sequence;
   }
@@ -420,8 +418,8 @@ void EventSink::RecoverInflight(InflightTable* table, absl::string_view journal_
       v1::AuditEvent e;
       if (!payload.ok() || !e.ParseFromArray(payload->data(), static_cast<int>(payload->size()))) break;
       journaled[e.session_id()].push_back(
-          Seen{e.sequence(), e.type() == "session_end",
-               e.type() == "statement" && e.json().find("\"decision\"") == std::string::npos});
+          Seen{e.sequence(), e.type() == audit::SessionEndEvent::kType,
+               e.type() == audit::StatementEvent::kType && !audit::StatementEvent::HasDecision(e.json())});
     }
   }
   for (const InflightTable::Leftover& l : leftovers) {
@@ -440,15 +438,16 @@ void EventSink::RecoverInflight(InflightTable* table, absl::string_view journal_
     }
     for (uint32_t k = 0; k < pending; ++k) {
       const size_t t = answered + k;
-      JsonObjectWriter w;
-      w.Str("statement", t < l.texts.size() ? l.texts[t] : "")
-          .Str("outcome", "unknown")
-          .Str("error", "the agent stopped before the server answered: the statement may or may not have run");
-      if (t >= l.texts.size()) w.Bool("text_not_kept", true);
-      Emit("statement", l.session_id, w.Finish(), true);
+      audit::StatementEvent unknown;
+      unknown.text.statement = t < l.texts.size() ? l.texts[t] : "";
+      unknown.outcome = audit::StatementEvent::kOutcomeUnknown;
+      unknown.error = "the agent stopped before the server answered: the statement may or may not have run";
+      unknown.text_not_kept = t >= l.texts.size();
+      Emit(unknown.kType, l.session_id, audit::ToJson(unknown), unknown.failed());
     }
     if (!ended) {
-      Emit("session_end", l.session_id, R"({"reason":"the agent stopped (killed or crashed) during the session"})");
+      audit::SessionEndEvent end{"the agent stopped (killed or crashed) during the session", std::nullopt};
+      Emit(end.kType, l.session_id, audit::ToJson(end));
     }
     if (pending > 0 || !ended) {
       LogWarning("audit: session ", l.session_id, " was open when the agent stopped: ", pending,
@@ -598,16 +597,16 @@ bool EventSink::ChainResumed(uint64_t after_sequence, absl::string_view after_ha
              "through sequence ", held_through, " (", held_records, " record(s) after it, lost from the spool: a crash ",
              "before they were durable here); the chain goes on from sequence ", after_sequence,
              ", and the control plane recorded the resume");
-  JsonObjectWriter w;
-  w.Int("resumed_after_sequence", static_cast<int64_t>(after_sequence))
-      .Str("resumed_after_hash", HexEncode(after_hash))
-      .Int("held_through_sequence", static_cast<int64_t>(held_through))
-      .Int("lost_records", static_cast<int64_t>(held_records))
-      .Int("recorded_unix_ms", recorded_ms)
-      .Str("reason", "the agent's spool lost records the control plane had stored (a crash before they were "
-                     "durable on the agent's disk); the control plane keeps them, and the chain goes on from the "
-                     "last record the spool held");
-  if (!Emit("audit_chain_resumed", "", w.Finish())) {
+  audit::ChainResumedEvent resumed;
+  resumed.resumed_after_sequence = after_sequence;
+  resumed.resumed_after_hash = std::string(after_hash);
+  resumed.held_through_sequence = held_through;
+  resumed.lost_records = held_records;
+  resumed.recorded_unix_ms = recorded_ms;
+  resumed.reason =
+      "the agent's spool lost records the control plane had stored (a crash before they were durable on the "
+      "agent's disk); the control plane keeps them, and the chain goes on from the last record the spool held";
+  if (!Emit(resumed.kType, "", audit::ToJson(resumed))) {
     LogError("audit: the event buffer is full; the chain's resume is in the log and at the control plane only");
   }
   return true;

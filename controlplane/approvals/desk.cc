@@ -199,6 +199,7 @@ absl::Status ApprovalDesk::Finish(ApprovalRecord& r, const std::string& actor) {
   d->set_request_id(r.agent_request_id);
   d->set_approval_id(a.id());
   d->set_approved(a.status() == "approved");
+  d->set_expired(a.status() == "expired");
   d->set_reason(a.reason());
   for (const auto& v : a.votes()) {
     if (v.approved() == d->approved()) d->add_approvers(v.approver());

@@ -14,7 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
-#include "common/json_fields.h"
+#include "common/audit/events.h"
 #include "common/policy/selectors.h"
 #include "common/status_macros.h"
 
@@ -119,20 +119,6 @@ std::string HostOf(const std::string& client_addr) {
   return colon == std::string::npos ? client_addr : client_addr.substr(0, colon);
 }
 
-// Why a session was refused, from the session_refused event's SQLSTATE and reason (the texts of
-// agent/postgres/session.cc), for events that do not say it in "refusal".
-std::string RefusalKind(const std::string& sqlstate, const std::string& reason) {
-  if (sqlstate == "28P01") return "token_rejected";
-  if (absl::StrContains(reason, "no access rule")) return "no_access_rule";
-  if (absl::StrContains(reason, "requires TLS")) return "tls_required";
-  if (sqlstate == "3D000") return "unknown_connection";
-  if (sqlstate == "53300") return "audit_unavailable";
-  if (sqlstate == "08006") return "upstream_unavailable";
-  if (sqlstate == "0A000") return "not_supported";
-  if (sqlstate == "08P01") return "protocol_error";
-  return "other";
-}
-
 Json ToJson(const Counts& counts) {
   Json out = Json::object();
   for (const auto& [k, v] : counts) out[k.empty() ? "(none)" : k] = v;
@@ -173,21 +159,8 @@ struct Who {
   std::vector<std::string> groups;
 };
 
-Who WhoFrom(const nlohmann::json& body) {
-  Who w;
-  w.known = true;
-  w.subject = JsonStr(body, "subject");
-  w.issuer = JsonStr(body, "issuer");
-  w.connection = JsonStr(body, "connection");
-  w.client_addr = JsonStr(body, "client_addr");
-  w.access = JsonStr(body, "access");
-  w.rule = JsonStr(body, "rule");
-  if (auto it = body.find("groups"); it != body.end() && it->is_array()) {
-    for (const auto& g : *it) {
-      if (g.is_string()) w.groups.push_back(g.get<std::string>());
-    }
-  }
-  return w;
+Who WhoFrom(const audit::Who& who, const std::string& access = "", const std::string& rule = "") {
+  return Who{true, who.subject, who.issuer, who.connection, who.client_addr, access, rule, who.groups};
 }
 
 struct SessionTally {
@@ -266,7 +239,7 @@ class Collector {
 
   void SessionStart(const std::string& agent, const std::string& id, const v1::AuditEvent& e);
   void SessionRefused(const std::string& agent, const std::string& id, const v1::AuditEvent& e);
-  const Who& Decided(const v1::AuditEvent& e, const nlohmann::json& body, SessionTally::Decision decision);
+  const Who& Decided(const v1::AuditEvent& e, Who who, SessionTally::Decision decision);
   Json DecisionEntry(const std::string& agent, const std::string& id, const v1::AuditEvent& e, const Who& w,
                      const char* decision);
   void Statement(const std::string& id, const v1::AuditEvent& e);
@@ -382,22 +355,22 @@ void Collector::Visit(const std::string& agent, const v1::AuditEvent& e, bool li
     s.agent = agent;
   }
   const std::string& type = e.type();
-  if (type == "statement") {
+  if (type == audit::StatementEvent::kType) {
     Statement(id, e);
-  } else if (type == "session_start") {
+  } else if (type == audit::SessionStartEvent::kType) {
     SessionStart(agent, id, e);
-  } else if (type == "session_refused") {
+  } else if (type == audit::SessionRefusedEvent::kType) {
     SessionRefused(agent, id, e);
-  } else if (type == "session_end") {
+  } else if (type == audit::SessionEndEvent::kType) {
     ++sessions_ended_;
-  } else if (type == "alert") {
+  } else if (type == audit::AlertEvent::kType) {
     Alert(id, e);
-  } else if (type == "approval") {
+  } else if (type == audit::ApprovalEvent::kType) {
     Approval(id, e);
-  } else if (type == "purged") {
+  } else if (type == audit::PurgedEvent::kType) {
     ++purged_;
     Cite(kAU11, id);
-  } else if (type == "checkpoint") {
+  } else if (type == audit::CheckpointEvent::kType) {
     ++checkpoints_;
     ++a.checkpoints;
     Cite(kAU9, id);
@@ -428,9 +401,9 @@ void Collector::Sample(const std::string& agent, const std::string& id, const v1
 }
 
 // The session's tally, with who it was and how the agent decided.
-const Who& Collector::Decided(const v1::AuditEvent& e, const nlohmann::json& body, SessionTally::Decision decision) {
+const Who& Collector::Decided(const v1::AuditEvent& e, Who who, SessionTally::Decision decision) {
   SessionTally& s = sessions_[e.session_id()];
-  s.who = WhoFrom(body);
+  s.who = std::move(who);
   s.decision = decision;
   return s.who;
 }
@@ -448,8 +421,8 @@ Json Collector::DecisionEntry(const std::string& agent, const std::string& id, c
 
 void Collector::SessionStart(const std::string& agent, const std::string& id,
                              const v1::AuditEvent& e) {
-  nlohmann::json body = Parse(e.json());
-  const Who& w = Decided(e, body, SessionTally::kGranted);
+  const audit::SessionStartEvent start = audit::SessionStartEvent::Read(e.json());
+  const Who& w = Decided(e, WhoFrom(start.who, start.access, start.rule), SessionTally::kGranted);
   ++sessions_started_;
   ++by_access_[w.access];
   ++access_rule_hits_[w.rule];
@@ -461,7 +434,7 @@ void Collector::SessionStart(const std::string& agent, const std::string& id,
   Add(decisions_, std::move(d));
 
   // Client leg.
-  const bool tls = body.contains("tls") && body["tls"].is_boolean() && body["tls"].get<bool>();
+  const bool tls = start.who.tls;
   ClientTally& client = clients_[HostOf(w.client_addr)];
   ++client.sessions;
   Json t = Entry(id, e);
@@ -469,7 +442,7 @@ void Collector::SessionStart(const std::string& agent, const std::string& id,
   if (tls) {
     ++tls_sessions_;
     ++client.tls;
-    std::string version = JsonStr(body, "tls_version"), cipher = JsonStr(body, "tls_cipher");
+    const std::string &version = start.tls_version, &cipher = start.tls_cipher;
     if (version.empty()) {
       ++tls_not_recorded_;
     } else {
@@ -485,13 +458,13 @@ void Collector::SessionStart(const std::string& agent, const std::string& id,
     t["client_cipher"] = "";
   }
   // Upstream leg.
-  if (auto it = body.find("upstream_tls"); it != body.end() && it->is_boolean()) {
-    if (it->get<bool>()) {
+  if (start.upstream_tls.has_value()) {
+    if (*start.upstream_tls) {
       ++upstream_tls_;
-      ++upstream_tls_versions_[JsonStr(body, "upstream_tls_version")];
-      ++upstream_tls_ciphers_[JsonStr(body, "upstream_tls_cipher")];
-      t["upstream_tls"] = JsonStr(body, "upstream_tls_version");
-      t["upstream_cipher"] = JsonStr(body, "upstream_tls_cipher");
+      ++upstream_tls_versions_[start.upstream_tls_version];
+      ++upstream_tls_ciphers_[start.upstream_tls_cipher];
+      t["upstream_tls"] = start.upstream_tls_version;
+      t["upstream_cipher"] = start.upstream_tls_cipher;
     } else {
       ++upstream_plaintext_;
       t["upstream_tls"] = "no";
@@ -505,7 +478,7 @@ void Collector::SessionStart(const std::string& agent, const std::string& id,
   Add(tls_list_, std::move(t));
 
   // The caller's token.
-  int64_t expires = JsonInt(body, "token_expires_unix"), issued = JsonInt(body, "token_issued_unix");
+  const int64_t expires = start.token_expires_unix, issued = start.token_issued_unix;
   if (expires == 0) {
     ++tokens_not_recorded_;
   } else if (issued == 0) {
@@ -513,19 +486,15 @@ void Collector::SessionStart(const std::string& agent, const std::string& id,
   } else {
     token_lifetimes_s_.push_back(expires - issued);
   }
-  std::string alg = JsonStr(body, "token_alg");
-  if (!alg.empty()) ++token_algorithms_[alg];
+  if (!start.token_alg.empty()) ++token_algorithms_[start.token_alg];
 }
 
 void Collector::SessionRefused(const std::string& agent, const std::string& id,
                                const v1::AuditEvent& e) {
-  nlohmann::json body = Parse(e.json());
-  const Who& w = Decided(e, body, SessionTally::kRefused);
+  const audit::SessionRefusedEvent refused = audit::SessionRefusedEvent::Read(e.json());
+  const Who& w = Decided(e, WhoFrom(refused.who), SessionTally::kRefused);
   ++sessions_refused_;
-  const std::string reason = JsonStr(body, "reason"), sqlstate = JsonStr(body, "sqlstate");
-  // The agent names some refusals itself (a session limit: 53300 like a full audit spool).
-  const std::string given = JsonStr(body, "refusal");
-  const std::string kind = given.empty() ? RefusalKind(sqlstate, reason) : Cap(given, 64);
+  const std::string kind(audit::RefusalKindName(refused.refusal_kind));
   ++refused_by_kind_[kind];
   Cite(kAC3, id);
   Cite(kAU6, id);
@@ -533,16 +502,14 @@ void Collector::SessionRefused(const std::string& agent, const std::string& id,
 
   Json d = DecisionEntry(agent, id, e, w, "refused");
   d["refusal"] = kind;
-  d["reason"] = Cap(reason);
-  d["sqlstate"] = sqlstate;
+  d["reason"] = Cap(refused.reason);
+  d["sqlstate"] = refused.sqlstate;
   Add(decisions_, d);
   Add(denials_, std::move(d));
 
-  if (kind == "token_rejected") {
+  if (refused.refusal_kind == audit::RefusalKind::kTokenRejected) {
     ++auth_failures_;
-    std::string why = reason;
-    constexpr absl::string_view kPrefix = "Sluice: token rejected: ";
-    if (absl::StartsWith(why, kPrefix)) why = why.substr(kPrefix.size());
+    const std::string& why = refused.detail.empty() ? refused.reason : refused.detail;
     ++auth_failure_reasons_[Cap(why)];
     Cite(kIA2, id);
     Json f = Entry(id, e);
@@ -551,7 +518,7 @@ void Collector::SessionRefused(const std::string& agent, const std::string& id,
     f["reason"] = Cap(why);
     Add(auth_failures_list_, std::move(f));
   }
-  if (kind == "tls_required") {
+  if (refused.refusal_kind == audit::RefusalKind::kTlsRequired) {
     ++refused_without_tls_;
     Cite(kAC17, id);
   }
@@ -560,20 +527,18 @@ void Collector::SessionRefused(const std::string& agent, const std::string& id,
 void Collector::Statement(const std::string& id, const v1::AuditEvent& e) {
   ++statements_;
   ++sessions_[e.session_id()].statements;
-  const std::string& text = e.json();
   // Most statement events carry no decision, masking or DDL: only those are parsed.
-  if (!absl::StrContains(text, "\"decision\"") && !absl::StrContains(text, "\"masked_by\"") &&
-      !absl::StrContains(text, "\"ddl\"")) {
+  if (audit::IsPlainStatementBody(e.json())) {
     if (e.failed()) ++statement_errors_;
     return;
   }
-  nlohmann::json body = Parse(text);
-  const std::string decision = JsonStr(body, "decision"), classification = JsonStr(body, "classification");
-  const std::string statement = JsonStr(body, "statement");
+  const audit::StatementEvent body = audit::StatementEvent::Read(e.json());
+  const std::string &decision = body.decision, &classification = body.text.classification;
+  const std::string& statement = body.text.statement;
   if (decision.empty() && e.failed()) ++statement_errors_;
 
-  if (std::string masked_by = JsonStr(body, "masked_by"); !masked_by.empty()) {
-    int64_t rows = JsonInt(body, "masked_rows");
+  if (const std::string& masked_by = body.masked_by; !masked_by.empty()) {
+    const int64_t rows = body.masked_rows;
     ++masked_statements_;
     masked_rows_ += rows;
     for (absl::string_view rule : absl::StrSplit(masked_by, ',', absl::SkipEmpty())) {
@@ -590,7 +555,7 @@ void Collector::Statement(const std::string& id, const v1::AuditEvent& e) {
     Cite(kAC3, id);
     Cite(kAU6, id);
     Cite(kSI4, id);
-    const std::string guardrail = JsonStr(body, "guardrail");
+    const std::string& guardrail = body.guardrail.guardrail;
     if (!guardrail.empty()) ++guardrail_hits_[guardrail].by_decision[decision];
     Json d = Entry(id, e);
     d["decision"] = decision;
@@ -598,19 +563,19 @@ void Collector::Statement(const std::string& id, const v1::AuditEvent& e) {
     d["statement"] = Cap(statement);
     if (!guardrail.empty()) {
       d["guardrail"] = guardrail;
-      d["match"] = JsonStr(body, "match");
-      if (!JsonStr(body, "target").empty()) d["target"] = JsonStr(body, "target");
+      d["match"] = body.guardrail.match;
+      if (!body.guardrail.target.empty()) d["target"] = body.guardrail.target;
     }
-    d["reason"] = Cap(JsonStr(body, "reason"));
-    d["sqlstate"] = JsonStr(body, "sqlstate");
+    d["reason"] = Cap(body.reason);
+    d["sqlstate"] = body.sqlstate;
     Add(statement_denials_, d);
-    if (decision == "refused" && JsonStr(body, "sqlstate") == "25006") {
+    if (body.refusal_kind == audit::RefusalKind::kReadOnly) {
       ++writes_on_read_;
       Cite(kAC6, id);
       Add(writes_, d);
     }
-    if (decision == "blocked" || decision == "denied") {
-      if (decision == "blocked") ++blocked_;
+    if (decision == audit::StatementEvent::kBlocked || decision == audit::StatementEvent::kDenied) {
+      if (decision == audit::StatementEvent::kBlocked) ++blocked_;
       Cite(kIR4, id);
       Add(blocked_list_, d);
     }
@@ -648,30 +613,30 @@ void Collector::Statement(const std::string& id, const v1::AuditEvent& e) {
 }
 
 void Collector::Alert(const std::string& id, const v1::AuditEvent& e) {
-  nlohmann::json body = Parse(e.json());
+  const audit::AlertEvent alert = audit::AlertEvent::Read(e.json());
   ++alerted_;
-  ++statement_decisions_["alerted"];
-  const std::string guardrail = JsonStr(body, "guardrail");
-  ++guardrail_hits_[guardrail].by_decision["alerted"];
+  ++statement_decisions_[audit::AlertEvent::kDecision];
+  const std::string& guardrail = alert.guardrail.guardrail;
+  ++guardrail_hits_[guardrail].by_decision[audit::AlertEvent::kDecision];
   for (Control c : {kIR4, kAU6, kSI4}) Cite(c, id);
   Json a = Entry(id, e);
   a["guardrail"] = guardrail;
-  a["match"] = JsonStr(body, "match");
-  a["statement"] = Cap(JsonStr(body, "statement"));
+  a["match"] = alert.guardrail.match;
+  a["statement"] = Cap(alert.text.statement);
   Add(alerts_list_, std::move(a));
 }
 
 void Collector::Approval(const std::string& id, const v1::AuditEvent& e) {
-  nlohmann::json body = Parse(e.json());
+  const audit::ApprovalEvent body = audit::ApprovalEvent::Read(e.json());
   ++approvals_at_agents_;
-  const std::string decision = JsonStr(body, "decision"), policy = JsonStr(body, "approval_policy");
-  const std::string guardrail = JsonStr(body, "guardrail"), statement = JsonStr(body, "statement");
-  const int64_t approval_id = JsonInt(body, "approval_id");
+  const std::string &decision = body.decision, &policy = body.approval_policy;
+  const std::string &guardrail = body.guardrail, &statement = body.text.statement;
+  const int64_t approval_id = body.approval_id;
   ++approval_policy_hits_[policy][decision];
   if (!guardrail.empty()) ++guardrail_hits_[guardrail].by_decision[decision];
-  ++statement_decisions_[decision == "approved" ? "approved" : "held_not_approved"];
+  ++statement_decisions_[body.failed() ? "held_not_approved" : "approved"];
   for (Control c : {kAC5, kAU6, kAU10}) Cite(c, id);
-  if (decision == "approved") {
+  if (!body.failed()) {
     approved_holds_[e.session_id()].push_back({statement, approval_id, id});
     return;
   }
@@ -682,12 +647,12 @@ void Collector::Approval(const std::string& id, const v1::AuditEvent& e) {
   h["approval_id"] = approval_id;
   h["decision"] = decision;
   h["guardrail"] = guardrail;
-  h["match"] = JsonStr(body, "match");
+  h["match"] = body.match;
   h["approval_policy"] = policy;
-  h["reason"] = Cap(JsonStr(body, "reason"));
+  h["reason"] = Cap(body.reason);
   h["statement"] = Cap(statement);
   Add(held_list_, h);
-  if (JsonStr(body, "classification") == "ddl") {
+  if (body.text.classification == "ddl") {
     ++ddl_stopped_;
     Cite(kCM5, id);
     Json d = Entry(id, e);

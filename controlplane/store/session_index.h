@@ -16,8 +16,9 @@
 
 namespace sluice::controlplane {
 
-// The summary a session_start or session_refused event gives its session.
-v1::SessionSummary SummaryFromEvent(const std::string& agent_id, const v1::AuditEvent& e, const nlohmann::json& body);
+// The summary a session_start or session_refused event gives its session (its body read as
+// common/audit/events.h defines it).
+v1::SessionSummary SummaryFromEvent(const std::string& agent_id, const v1::AuditEvent& e);
 
 // What the session filters look at: the decisions of a session's statements and the rules involved.
 struct SessionTags {
@@ -33,8 +34,8 @@ std::string TagList(const std::set<std::string>& tags);
 std::string MergeTagList(const std::string& stored, const std::set<std::string>& add);
 // The stored form of a summary's attribution claims (the `attribution` column): a JSON object.
 std::string AttributionJson(const v1::SessionSummary& summary);
-// The `reason` of a session_refused or session_end body ("" when none).
-std::string BodyReason(const nlohmann::json& body);
+// The `reason` of a session_refused or session_end event ("" when none, or another type).
+std::string EventReason(const v1::AuditEvent& e);
 
 // A session's index row as the events derive it.
 struct DerivedSession {

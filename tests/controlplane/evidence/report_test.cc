@@ -273,6 +273,49 @@ TEST(Report, ARefusalTheAgentNamesIsCountedByItsName) {
             Json::parse(R"({"audit_unavailable":1,"session_limit":1})"));
 }
 
+TEST(Report, RefusalsAreCountedByTheKindTheAgentWrote) {
+  // Refusals on other wires (MySQL, HTTP): messages and codes the report has never seen, a kind
+  // named in refusal_kind. Each lands under its control, none as "other".
+  auto store = FreshStore("typed_refusals");
+  Chain chain;
+  ASSERT_TRUE(
+      store
+          ->AppendAgentEvents(
+              "a",
+              chain.BatchOf(
+                  {Event(20, "session_refused", "m1",
+                         R"({"connection":"shop","client_addr":"10.0.0.5:1","tls":true,"subject":"","issuer":"",)"
+                         R"j("reason":"Access denied for user 'bot' (using password: YES)","sqlstate":"28000",)j"
+                         R"("refusal_kind":"token_rejected","detail":"the token expired","connection_protocol":"mysql"})"),
+                   Event(21, "session_refused", "m2",
+                         R"({"connection":"shop","client_addr":"10.0.0.5:2","tls":false,"subject":"","issuer":"",)"
+                         R"("reason":"Connections using insecure transport are prohibited","sqlstate":"HY000",)"
+                         R"("refusal_kind":"tls_required","connection_protocol":"mysql"})"),
+                   Event(22, "session_refused", "h1",
+                         R"({"connection":"s3","client_addr":"10.0.0.6:1","tls":true,"subject":"bob","issuer":"idp",)"
+                         R"("reason":"403 Forbidden","refusal_kind":"no_access_rule","connection_protocol":"http"})"),
+                   Event(23, "session_start", "m3",
+                         R"({"connection":"shop","client_addr":"10.0.0.5:3","tls":true,"subject":"carol","issuer":"idp",)"
+                         R"("access":"read","rule":"readers","connection_protocol":"mysql"})"),
+                   Event(24, "statement", "m3",
+                         R"({"statement":"DELETE FROM orders","classification":"write","decision":"refused",)"
+                         R"("reason":"read-only here","sqlstate":"HY000","refusal_kind":"read_only"})",
+                         true)}))
+          .ok());
+  ReportOptions o;
+  o.from_ms = 100;
+  o.until_ms = 1000;
+  o.now_ms = 2000;
+  auto report = BuildReport(*store, o);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(Control(*report, "AC-3")["counts"]["refused_by_reason"],
+            Json::parse(R"({"no_access_rule":1,"tls_required":1,"token_rejected":1})"));
+  EXPECT_EQ(Control(*report, "IA-2/IA-5")["counts"]["authentication_failures"], 1);
+  EXPECT_EQ(Control(*report, "IA-2/IA-5")["evidence"]["authentication_failures"][0]["reason"], "the token expired");
+  EXPECT_EQ(Control(*report, "AC-17")["counts"]["refused_without_tls"], 1);
+  EXPECT_EQ(Control(*report, "AC-6")["counts"]["writes_on_read_grants"], 1);
+}
+
 TEST_F(ReportTest, AnEmptyWindowIsRefused) {
   ReportOptions o;
   o.from_ms = 500;
