@@ -21,6 +21,7 @@
 #include "cli/config.h"
 #include "cli/evidence_format.h"
 #include "cli/replay.h"
+#include "common/audit/events.h"
 #include "common/files.h"
 #include "common/policy/resource.h"
 #include "common/policy/yaml_codec.h"
@@ -216,6 +217,11 @@ int ListAgents(AdminClient& client, const std::string& output) {
     return 0;
   }
   std::printf("policy version %llu\n", static_cast<unsigned long long>(resp.policy_version()));
+  if (!resp.store_error().empty()) {
+    std::printf("control plane: REFUSING WRITES: %s (since %s); agents keep their audit events until it can "
+                "store them\n",
+                resp.store_error().c_str(), Ago(resp.store_error_since_unix_ms()).c_str());
+  }
   if (resp.agents().empty()) {
     std::printf("no agents enrolled (sluicectl agents enroll --labels k=v)\n");
     return 0;
@@ -370,20 +376,17 @@ int ShowSession(AdminClient& client, const std::string& id, const std::string& o
               s.reason().c_str());
   std::vector<std::vector<std::string>> rows = {{"TIME (UTC)", "CLASS", "ROWS", "MS", "RESULT", "STATEMENT"}};
   for (const auto& e : d.events()) {
-    if (e.type() != "statement") continue;
-    nlohmann::json j = nlohmann::json::parse(e.json(), nullptr, false);
-    if (!j.is_object()) continue;
-    auto str = [&j](const char* k) { return j.contains(k) && j[k].is_string() ? j[k].get<std::string>() : std::string(); };
-    std::string text = str("statement");
+    if (e.type() != audit::StatementEvent::kType) continue;
+    const audit::StatementEvent ev = audit::StatementEvent::Read(e.json());
+    std::string text = ev.text.statement;
     for (char& c : text) {
       if (c == '\n' || c == '\t') c = ' ';
     }
     if (text.size() > 100) text = text.substr(0, 97) + "...";
-    std::string result = str("sqlstate").empty() ? str("command_tags") : "ERROR " + str("sqlstate") + " " + str("error");
-    if (str("sqlstate").empty() && !str("error").empty()) result = str("error");
-    double ms = j.contains("duration_ms") && j["duration_ms"].is_number() ? j["duration_ms"].get<double>() : 0;
-    int64_t rows_n = j.contains("rows") && j["rows"].is_number_integer() ? j["rows"].get<int64_t>() : 0;
-    rows.push_back({Time(e.time_unix_ms()), str("classification"), absl::StrCat(rows_n),
+    std::string result = ev.sqlstate.empty() ? ev.command_tags : "ERROR " + ev.sqlstate + " " + ev.error;
+    if (ev.sqlstate.empty() && !ev.error.empty()) result = ev.error;
+    const double ms = static_cast<double>(ev.duration_us) / 1000;
+    rows.push_back({Time(e.time_unix_ms()), ev.text.classification, absl::StrCat(ev.rows),
                     absl::StrFormat("%.1f", ms), result.substr(0, 60), text});
   }
   std::printf("\n");

@@ -36,11 +36,12 @@ HttpServer::HttpServer() : server_(std::make_unique<httplib::Server>()) {
     res.set_content("ok\n", "text/plain");
   });
   server_->Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
-    if (ready_.load()) {
+    std::string why = ready_.load() && ready_check_ ? ready_check_() : "";
+    if (ready_.load() && why.empty()) {
       res.set_content("ready\n", "text/plain");
     } else {
       res.status = 503;
-      res.set_content("not ready\n", "text/plain");
+      res.set_content(why.empty() ? "not ready\n" : "not ready: " + why + "\n", "text/plain");
     }
   });
 }

@@ -46,12 +46,16 @@ class HttpServer {
   // bound port.
   absl::StatusOr<int> Start(const std::string& listen);
   void SetReady(bool ready) { ready_.store(ready); }
+  // While ready, /readyz also asks `check` (before Start; called on the server's threads): a
+  // non-empty answer says why the process is not ready now (503, "not ready: <why>").
+  void SetReadyCheck(std::function<std::string()> check) { ready_check_ = std::move(check); }
   void Stop();
 
  private:
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
   std::atomic<bool> ready_{false};
+  std::function<std::string()> ready_check_;
 };
 
 // Splits "scheme://host[:port]/path?query" into the origin ("scheme://host[:port]") and the

@@ -33,6 +33,8 @@
 #include "controlplane/service/policy_manager.h"
 #include "controlplane/service/retention.h"
 #include "controlplane/service/worker.h"
+#include "controlplane/store/disk_fault.h"
+#include "controlplane/store/guarded_store.h"
 #include "controlplane/store/sqlite_store.h"
 
 ABSL_FLAG(std::string, data_dir, "./sluice-data",
@@ -194,9 +196,92 @@ absl::StatusOr<std::string> LoadOrCreateToken(const std::string& path, bool* cre
   return token;
 }
 
+// The data directory's volume holds the store: the SQLite database and its write-ahead log, and
+// the session recordings, which grow with every agent's audit events. A volume smaller than this
+// cannot serve, and one with less free than kMinFreeBytes would fill up at once: the control
+// plane says so and does not start.
+constexpr uint64_t kMinVolumeBytes = 32 << 20;
+constexpr uint64_t kMinFreeBytes = 16 << 20;
+
+absl::Status CheckDataVolume(const std::string& dir) {
+  ASSIGN_OR_RETURN(VolumeSpace v, VolumeSpaceOf(dir));
+  if (v.read_only) {
+    return absl::FailedPreconditionError(absl::StrCat("the volume holding ", dir,
+                                                      " is mounted read-only; the control plane writes its store "
+                                                      "there: give --data-dir a writable volume"));
+  }
+  if (v.total_bytes < kMinVolumeBytes) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the volume holding ", dir, " is ", FormatBytes(v.total_bytes), "; the control plane needs at least ",
+        FormatBytes(kMinVolumeBytes), " for its store (the SQLite database, its write-ahead log and the session "
+        "recordings): give --data-dir a larger volume"));
+  }
+  if (v.free_bytes < kMinFreeBytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the volume holding ", dir, " has ", FormatBytes(v.free_bytes), " free of ", FormatBytes(v.total_bytes),
+        "; the control plane needs at least ", FormatBytes(kMinFreeBytes), " free to start (its store grows there "
+        "with the agents' audit events): free space on it or give --data-dir a larger volume"));
+  }
+  return absl::OkStatus();
+}
+
+// Twice a second on the store worker: approval expiry; while the store refuses writes (a disk
+// fault of the data directory), an attempt to take them again instead (expiry waits: it could
+// not be stored). Once writes resume, the agents whose batches were refused reconnect and send
+// everything not acknowledged.
+void StoreDuties(GuardedStore& store, ApprovalDesk& desk, AgentHub& hub) {
+  const int64_t now_ms = NowUnixMs();
+  if (!store.WriteFault()) {
+    desk.ExpireDue(now_ms);
+    return;
+  }
+  if (!store.TryResume(now_ms)) return;
+  int closed = hub.ClosePaused("the control plane's store takes writes again: send what it did not acknowledge");
+  if (closed > 0) LogInfo(closed, " agent stream(s) closed, so that their agents send what was not stored");
+}
+
+std::string Metrics(const AgentHub& hub, const GuardedStore& store) {
+  std::string out = absl::StrCat(
+      "# HELP sluice_policy_version Current global policy version.\n"
+      "# TYPE sluice_policy_version gauge\n"
+      "sluice_policy_version ", hub.version(), "\n",
+      "# HELP sluice_agents_connected Agents with a live stream.\n"
+      "# TYPE sluice_agents_connected gauge\n"
+      "sluice_agents_connected ", hub.connected_count(), "\n",
+      "# HELP sluice_store_refusing_writes 1 while the control plane's store refuses writes because its data "
+      "directory is full, read-only or failing: agents' audit batches are not acknowledged (the agents keep them) "
+      "and changes are refused.\n"
+      "# TYPE sluice_store_refusing_writes gauge\n"
+      "sluice_store_refusing_writes ", store.WriteFault() ? 1 : 0, "\n",
+      "# HELP sluice_store_write_faults_total Times the store started refusing writes for a disk fault.\n"
+      "# TYPE sluice_store_write_faults_total counter\n"
+      "sluice_store_write_faults_total ", store.faults(), "\n",
+      "# HELP sluice_store_writes_refused_total Writes the store refused for a disk fault (audit batches, changes, "
+      "records).\n"
+      "# TYPE sluice_store_writes_refused_total counter\n"
+      "sluice_store_writes_refused_total ", store.refused_writes(), "\n",
+      "# HELP sluice_agents_audit_refusing Connected agents that refuse new sessions because they cannot record "
+      "audit events (their spool cannot be written or is full).\n"
+      "# TYPE sluice_agents_audit_refusing gauge\n"
+      "sluice_agents_audit_refusing ", hub.audit_refusing_count(), "\n",
+      "# HELP sluice_agent_audit_ok Per connected agent: 1 while it records audit events, 0 while it refuses new "
+      "sessions because it cannot.\n"
+      "# TYPE sluice_agent_audit_ok gauge\n");
+  for (const auto& [id, live] : hub.LiveStatus()) {
+    std::string label;  // a Prometheus label value: backslash, quote and newline escaped
+    for (char c : id) {
+      if (c == '\\' || c == '"') label += '\\';
+      label += c == '\n' ? std::string("\\n") : std::string(1, c);
+    }
+    absl::StrAppend(&out, "sluice_agent_audit_ok{agent=\"", label, "\"} ", live.audit_error.empty() ? 1 : 0, "\n");
+  }
+  return out;
+}
+
 absl::Status Run() {
   const std::string data_dir = absl::GetFlag(FLAGS_data_dir);
   RETURN_IF_ERROR(EnsureDir(data_dir, 0700));
+  RETURN_IF_ERROR(CheckDataVolume(data_dir));
 
   std::string key_path = absl::GetFlag(FLAGS_master_key_file);
   if (key_path.empty()) key_path = data_dir + "/master.key";
@@ -256,7 +341,9 @@ absl::Status Run() {
   if (trail_key_path.empty()) trail_key_path = data_dir + "/trail-key.pem";
   ASSIGN_OR_RETURN(std::string trail_key, LoadOrCreateEd25519Key(trail_key_path, &created));
   if (created) LogInfo("created the audit trail key ", trail_key_path, " (0600); back it up: `audit verify` needs it");
-  ASSIGN_OR_RETURN(auto store, SqliteStore::Open(data_dir + "/sluice.db", trail_key));
+  ASSIGN_OR_RETURN(auto sqlite_store, SqliteStore::Open(data_dir + "/sluice.db", trail_key));
+  // Everything uses the store through its guard: a disk fault makes it refuse writes, not crash.
+  auto store = std::make_unique<GuardedStore>(sqlite_store.get(), data_dir);
   PolicyManager policy(store.get(), master_key);
   RETURN_IF_ERROR(policy.Load());
   std::unique_ptr<DevIssuer> dev_issuer;
@@ -315,10 +402,11 @@ absl::Status Run() {
     int64_t next_purge = NowUnixMs() + std::min<int64_t>(retention_every_ms, 60000);
     while (!stopping.load()) {
       std::this_thread::sleep_for(std::chrono::milliseconds(500));
-      worker.Post([&desk] { desk->ExpireDue(NowUnixMs()); });
+      worker.Post([&store, &desk, &hub] { StoreDuties(*store, *desk, hub); });
       if (retention_every_ms > 0 && NowUnixMs() >= next_purge) {
         next_purge = NowUnixMs() + retention_every_ms;
         worker.Post([&store, &policy] {
+          if (store->WriteFault()) return;  // a purge is a write: the next interval's run does it
           auto purged = RunRetention(store.get(), *policy.state(), "retention", false, NowUnixMs());
           if (!purged.ok()) {
             LogError("retention purge failed: ", purged.status().message());
@@ -355,30 +443,11 @@ absl::Status Run() {
   }
 
   HttpServer http;
-  http.AddGet("/metrics", "text/plain; version=0.0.4", [&hub] {
-    std::string out = absl::StrCat(
-        "# HELP sluice_policy_version Current global policy version.\n"
-        "# TYPE sluice_policy_version gauge\n"
-        "sluice_policy_version ", hub.version(), "\n",
-        "# HELP sluice_agents_connected Agents with a live stream.\n"
-        "# TYPE sluice_agents_connected gauge\n"
-        "sluice_agents_connected ", hub.connected_count(), "\n",
-        "# HELP sluice_agents_audit_refusing Connected agents that refuse new sessions because they cannot record "
-        "audit events (their spool cannot be written or is full).\n"
-        "# TYPE sluice_agents_audit_refusing gauge\n"
-        "sluice_agents_audit_refusing ", hub.audit_refusing_count(), "\n",
-        "# HELP sluice_agent_audit_ok Per connected agent: 1 while it records audit events, 0 while it refuses new "
-        "sessions because it cannot.\n"
-        "# TYPE sluice_agent_audit_ok gauge\n");
-    for (const auto& [id, live] : hub.LiveStatus()) {
-      std::string label;  // a Prometheus label value: backslash, quote and newline escaped
-      for (char c : id) {
-        if (c == '\\' || c == '"') label += '\\';
-        label += c == '\n' ? std::string("\\n") : std::string(1, c);
-      }
-      absl::StrAppend(&out, "sluice_agent_audit_ok{agent=\"", label, "\"} ", live.audit_error.empty() ? 1 : 0, "\n");
-    }
-    return out;
+  http.AddGet("/metrics", "text/plain; version=0.0.4", [&hub, &store] { return Metrics(hub, *store); });
+  // Not ready while the store refuses writes: agents' events would not be stored.
+  http.SetReadyCheck([&store]() -> std::string {
+    auto fault = store->WriteFault();
+    return fault ? "the control plane's store refuses writes: " + fault->error : "";
   });
   AddApprovalLinks(http, worker, *desk, policy, *store);
   ASSIGN_OR_RETURN(int http_port, http.Start(absl::GetFlag(FLAGS_http_listen)));

@@ -12,7 +12,7 @@
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
-#include "agent/audit/disk_space.h"
+#include "common/disk_space.h"
 
 namespace sluice::agent {
 namespace {

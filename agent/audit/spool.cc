@@ -16,7 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
-#include "agent/audit/disk_space.h"
+#include "common/disk_space.h"
 #include "agent/audit/event_sink.h"
 #include "common/audit/records.h"
 #include "common/files.h"

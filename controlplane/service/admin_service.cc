@@ -16,6 +16,7 @@
 #include "common/policy/validation.h"
 #include "common/status_macros.h"
 #include "controlplane/evidence/report.h"
+#include "controlplane/store/disk_fault.h"
 #include "controlplane/service/retention.h"
 
 namespace sluice::controlplane {
@@ -137,6 +138,9 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Run(
     store_->AppendAudit({0, NowUnixMs(), caller->actor, act, target,
                          st.ok() ? "ok" : absl::StatusCodeToString(st.code()), detail})
         .IgnoreError();
+    // A change the store refused for a disk fault: not UNAVAILABLE at the edge, which callers
+    // read as "the control plane is unreachable"; the message names the file and the fault.
+    if (IsDiskFault(st)) st = absl::FailedPreconditionError(st.message());
     reactor->Finish(ToGrpcStatus(st));
   });
   return reactor;
@@ -231,6 +235,10 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListAgents(grpc::CallbackServerConte
     ASSIGN_OR_RETURN(auto agents, store_->ListAgents());
     auto live = hub_->LiveStatus();
     resp->set_policy_version(policy_->state()->version);
+    if (auto fault = store_->WriteFault()) {
+      resp->set_store_error(fault->error);
+      resp->set_store_error_since_unix_ms(fault->since_ms);
+    }
     for (const auto& a : agents) {
       v1::AgentStatus* s = resp->add_agents();
       s->set_agent_id(a.id);

@@ -116,6 +116,30 @@ bool AgentHub::SendTo(const std::string& agent_id, v1::ControlMessage message) {
   return true;
 }
 
+void AgentHub::NotePaused(const std::string& agent_id) {
+  absl::MutexLock lock(&mu_);
+  paused_.insert(agent_id);
+}
+
+void AgentHub::Close(const std::string& agent_id, const std::string& reason) {
+  absl::MutexLock lock(&mu_);
+  auto it = live_.find(agent_id);
+  if (it != live_.end()) it->second.stream->Close(reason);
+}
+
+int AgentHub::ClosePaused(const std::string& reason) {
+  absl::MutexLock lock(&mu_);
+  int closed = 0;
+  for (const std::string& id : paused_) {
+    auto it = live_.find(id);
+    if (it == live_.end()) continue;  // gone already: it sends everything again when it returns
+    it->second.stream->Close(reason);
+    ++closed;
+  }
+  paused_.clear();
+  return closed;
+}
+
 std::map<std::string, LiveAgentStatus> AgentHub::LiveStatus() const {
   absl::MutexLock lock(&mu_);
   std::map<std::string, LiveAgentStatus> out;

@@ -14,6 +14,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "controlplane/snapshot/snapshot_builder.h"
 #include "controlplane/store/store.h"
@@ -76,6 +77,15 @@ class AgentHub {
   // Sends a message to the agent's live stream, if it has one.
   bool SendTo(const std::string& agent_id, v1::ControlMessage message);
 
+  // The store refused a write of this agent's stream for a disk fault (an audit batch, or what
+  // Hello stores): the batch was not acknowledged, and the stream drops what it sends after it.
+  // ClosePaused ends such streams once the store takes writes again: each agent reconnects and
+  // sends everything not acknowledged, in order. Returns how many were closed.
+  void NotePaused(const std::string& agent_id);
+  // Ends the agent's live stream, if it has one, with `reason` (it reconnects).
+  void Close(const std::string& agent_id, const std::string& reason);
+  int ClosePaused(const std::string& reason);
+
   std::map<std::string, LiveAgentStatus> LiveStatus() const;
   size_t connected_count() const;
   std::shared_ptr<const PolicyState> state() const;
@@ -98,6 +108,7 @@ class AgentHub {
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, Credential> credentials_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, Live> live_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<std::string> paused_ ABSL_GUARDED_BY(mu_);  // NotePaused
   std::shared_ptr<const PolicyState> state_ ABSL_GUARDED_BY(mu_) = std::make_shared<PolicyState>();
 };
 

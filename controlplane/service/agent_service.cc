@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <memory>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/match.h"
@@ -16,6 +17,7 @@
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "common/tls.h"
+#include "controlplane/store/disk_fault.h"
 
 namespace sluice::controlplane {
 namespace {
@@ -50,6 +52,55 @@ class RecycledEvents {
   absl::Mutex mu_;
   std::vector<std::vector<v1::AuditEvent>> free_ ABSL_GUARDED_BY(mu_);
 };
+
+// What one stream's writes share on the store worker (touched only there).
+struct IngestState {
+  // The store refused one of this stream's batches: the later ones cannot link to what is stored
+  // (they would be refused as chain breaks) and are dropped too, unacknowledged. The stream is
+  // closed — at once, or for a disk fault once the store takes writes again — and the agent sends
+  // everything not acknowledged again, in order, on its next stream.
+  bool paused = false;
+};
+
+// A write of a stream refused for a disk fault: the store says so once (GuardedStore); the
+// stream is paused and closed when writes resume.
+bool PauseOnDiskFault(const absl::Status& st, AgentHub* hub, const std::string& id, IngestState* ingest) {
+  if (!IsDiskFault(st)) return false;
+  ingest->paused = true;
+  hub->NotePaused(id);
+  return true;
+}
+
+// On the store worker: stores an agent's audit batch; acknowledged only once committed.
+void StoreBatch(Store* store, AgentHub* hub, const std::string& id, IngestState* ingest, const EventBatch& batch) {
+  if (ingest->paused) return;
+  auto committed = store->AppendAgentEvents(id, batch);
+  if (committed.ok()) {
+    v1::ControlMessage ack;
+    ack.mutable_audit_ack()->set_committed_sequence(*committed);
+    hub->SendTo(id, std::move(ack));
+    return;
+  }
+  if (PauseOnDiskFault(committed.status(), hub, id, ingest)) return;
+  LogError("cannot store audit events of agent ", id, ": ", committed.status().message());
+  if (!absl::IsDataLoss(committed.status())) {
+    // Not a chain break: the agent sends the batch again on a new stream.
+    ingest->paused = true;
+    hub->Close(id, absl::StrCat("the control plane could not store an audit batch (", committed.status().message(),
+                                "); send what is not acknowledged again"));
+    return;
+  }
+  // A broken hash chain is refused, and is an alert in the control plane's own audit trail (once
+  // a minute per agent: the agent keeps sending what is refused).
+  static absl::flat_hash_map<std::string, int64_t>* alerted = new absl::flat_hash_map<std::string, int64_t>();
+  int64_t now = NowUnixMs();
+  if (now - (*alerted)[id] >= 60000) {
+    (*alerted)[id] = now;
+    store->AppendAudit({0, now, "agent:" + id, "Audit.refused", "Agent/" + id, "DATA_LOSS",
+                        std::string(committed.status().message())})
+        .IgnoreError();
+  }
+}
 
 // Agents present "Agent <id>:<secret>".
 bool ParseAgentAuth(const grpc::CallbackServerContext* ctx, std::string* id, std::string* secret) {
@@ -178,7 +229,12 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
         LogInfo("agent ", agent_id_, " ACK version ", version);
         std::string id = agent_id_;
         Store* store = store_;
-        worker_->Post([store, id, version] { store->RecordAck(id, version, NowUnixMs()).IgnoreError(); });
+        AgentHub* hub = hub_;
+        // Not stored for a disk fault: the stream is closed once the store takes writes again, and
+        // the agent ACKs the snapshot it is sent on its next stream.
+        worker_->Post([store, hub, id, version, ingest = ingest_] {
+          PauseOnDiskFault(store->RecordAck(id, version, NowUnixMs()), hub, id, ingest.get());
+        });
         return grpc::Status::OK;
       }
       case v1::AgentMessage::kNack: {
@@ -188,8 +244,9 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
         LogWarning("agent ", agent_id_, " NACK version ", version, ": ", error);
         std::string id = agent_id_;
         Store* store = store_;
-        worker_->Post([store, id, version, error] {
-          store->RecordNack(id, version, error, NowUnixMs()).IgnoreError();
+        AgentHub* hub = hub_;
+        worker_->Post([store, hub, id, version, error, ingest = ingest_] {
+          PauseOnDiskFault(store->RecordNack(id, version, error, NowUnixMs()), hub, id, ingest.get());
         });
         return grpc::Status::OK;
       }
@@ -214,32 +271,12 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
                               absl::StrCat("audit batch refused: ", decoded.message()));
         }
         batch.records = msg.audit().records();
-        // Stored on the store worker; acknowledged only once committed.
         std::string id = agent_id_;
         Store* store = store_;
         AgentHub* hub = hub_;
-        worker_->Post([store, hub, id, batch = std::move(batch)]() mutable {
-          auto committed = store->AppendAgentEvents(id, batch);
+        worker_->Post([store, hub, id, ingest = ingest_, batch = std::move(batch)]() mutable {
+          StoreBatch(store, hub, id, ingest.get(), batch);
           RecycledEvents::Instance().Put(std::move(batch.events));
-          if (!committed.ok()) {
-            LogError("cannot store audit events of agent ", id, ": ", committed.status().message());
-            if (absl::IsDataLoss(committed.status())) {
-              // A broken hash chain is refused, and is an alert in the control plane's own audit
-              // trail (once a minute per agent: the agent keeps sending what is refused).
-              static absl::flat_hash_map<std::string, int64_t>* alerted = new absl::flat_hash_map<std::string, int64_t>();
-              int64_t now = NowUnixMs();
-              if (now - (*alerted)[id] >= 60000) {
-                (*alerted)[id] = now;
-                store->AppendAudit({0, now, "agent:" + id, "Audit.refused", "Agent/" + id, "DATA_LOSS",
-                                    std::string(committed.status().message())})
-                    .IgnoreError();
-              }
-            }
-            return;  // not acknowledged: the agent sends them again
-          }
-          v1::ControlMessage ack;
-          ack.mutable_audit_ack()->set_committed_sequence(*committed);
-          hub->SendTo(id, std::move(ack));
         });
         return grpc::Status::OK;
       }
@@ -300,10 +337,14 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
     std::string id = agent_id_;
     Store* store = store_;
     std::string audit_key = hello.audit_public_key().substr(0, 64);
-    worker_->Post([store, id, version, caps, audit_key] {
-      store->UpdateAgentHello(id, version, caps, NowUnixMs()).IgnoreError();
+    AgentHub* hub = hub_;
+    // What Hello stores, refused for a disk fault, is stored at the agent's next Hello: its stream
+    // is closed when the store takes writes again.
+    worker_->Post([store, hub, id, version, caps, audit_key, ingest = ingest_] {
+      if (PauseOnDiskFault(store->UpdateAgentHello(id, version, caps, NowUnixMs()), hub, id, ingest.get())) return;
       if (audit_key.empty()) return;
       absl::Status registered = store->RegisterAuditKey(id, audit_key, /*replace=*/false);
+      if (PauseOnDiskFault(registered, hub, id, ingest.get())) return;
       if (!registered.ok()) {
         LogWarning("agent ", id, ": ", registered.message());
         store->AppendAudit({0, NowUnixMs(), "agent:" + id, "Audit.key_mismatch", "Agent/" + id, "FAILED_PRECONDITION",
@@ -330,9 +371,10 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
     std::string id = agent_id_;
     Store* store = store_;
     AgentHub* hub = hub_;
-    worker_->Post([store, hub, id, start] {
+    worker_->Post([store, hub, id, start, ingest = ingest_] {
       auto state = store->ResumeAgentChain(id, start, NowUnixMs());
       if (!state.ok()) {
+        if (PauseOnDiskFault(state.status(), hub, id, ingest.get())) return;
         if (!absl::IsFailedPrecondition(state.status())) {
           LogError("agent ", id, ": cannot compare its audit chain with the stored one: ", state.status().message());
         } else {
@@ -380,6 +422,8 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
   Labels enrolled_labels_;
   bool registered_ = false;  // touched only by the read path and OnDone, which never overlap
   v1::AgentMessage in_;
+  // Shared with this stream's tasks on the store worker (which may run after the stream is gone).
+  const std::shared_ptr<IngestState> ingest_ = std::make_shared<IngestState>();
 
   absl::Mutex mu_;
   std::deque<v1::ControlMessage> out_ ABSL_GUARDED_BY(mu_);

@@ -300,7 +300,7 @@ absl::Status ExecSql(sqlite3* db, const char* sql) {
   if (sqlite3_exec(db, sql, nullptr, nullptr, &err) != SQLITE_OK) {
     std::string msg = err != nullptr ? err : sqlite3_errmsg(db);
     sqlite3_free(err);
-    return absl::InternalError(absl::StrCat("sqlite: ", msg));
+    return SqliteError(db, msg);
   }
   return absl::OkStatus();
 }
@@ -312,7 +312,7 @@ absl::StatusOr<int> SchemaVersion(sqlite3* db) {
   sqlite3_stmt* stmt = nullptr;
   if (sqlite3_prepare_v2(db, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", -1, &stmt,
                          nullptr) != SQLITE_OK) {
-    return absl::InternalError(absl::StrCat("sqlite: ", sqlite3_errmsg(db)));
+    return SqliteError(db);
   }
   int version = 0;
   if (sqlite3_step(stmt) == SQLITE_ROW) version = sqlite3_column_int(stmt, 0);

@@ -1,6 +1,7 @@
 #include "controlplane/store/recording_files.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <linux/falloc.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -15,8 +16,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/audit/records.h"
-#include "common/files.h"
 #include "common/status_macros.h"
+#include "controlplane/store/disk_fault.h"
 #include "controlplane/store/zstd_codec.h"
 
 namespace sluice::controlplane {
@@ -26,9 +27,9 @@ namespace {
 constexpr uint64_t kMaxBlockBytes = 64 << 20;
 constexpr uint64_t kMaxInflatedBytes = 256 << 20;
 
-absl::Status Errno(absl::string_view what, const std::string& path) {
-  return absl::InternalError(absl::StrCat(what, " ", path, ": ", std::strerror(errno)));
-}
+// A disk fault (no space, a quota, read-only, I/O error) is named as such (disk_fault.h): the
+// batch is not stored, and the store refuses writes until the disk takes them again.
+absl::Status Errno(absl::string_view what, const std::string& path) { return FileError(what, path, errno); }
 
 }  // namespace
 
@@ -40,7 +41,7 @@ RecordingFiles::RecordingFiles(std::string dir, uint64_t rotate_bytes)
 RecordingFiles::~RecordingFiles() = default;
 
 absl::Status RecordingFiles::OpenCurrent() {
-  RETURN_IF_ERROR(EnsureDir(dir_, 0700));
+  if (::mkdir(dir_.c_str(), 0700) != 0 && errno != EEXIST) return Errno("cannot create the recordings directory", dir_);
   // Go on with the newest file (by number), or start at 1.
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(dir_, ec)) {

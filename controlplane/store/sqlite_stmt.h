@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "common/status_macros.h"
+#include "controlplane/store/disk_fault.h"
 
 namespace sluice::controlplane {
 
@@ -69,7 +70,7 @@ class Stmt {
 
   absl::Status status() const {
     if (rc_ == SQLITE_OK) return absl::OkStatus();
-    return absl::InternalError(absl::StrCat("sqlite prepare: ", sqlite3_errmsg(db_)));
+    return SqliteError(db_, absl::StrCat("prepare: ", sqlite3_errmsg(db_)));
   }
   Stmt& Bind(int i, const std::string& v) {
     sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
@@ -95,12 +96,11 @@ class Stmt {
     sqlite3_reset(stmt_);
     sqlite3_clear_bindings(stmt_);
   }
+  // A failure to write the database's files is a disk fault (disk_fault.h).
   absl::Status Run() {
     RETURN_IF_ERROR(status());
     int rc = Step();
-    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-      return absl::InternalError(absl::StrCat("sqlite: ", sqlite3_errmsg(db_)));
-    }
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) return SqliteError(db_);
     return absl::OkStatus();
   }
   std::string Text(int col) {

@@ -1,6 +1,7 @@
 #include "controlplane/store/sqlite_store.h"
 
 #include <google/protobuf/util/message_differencer.h>
+#include <sys/stat.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -17,11 +18,13 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
+#include "common/audit/events.h"
 #include "common/audit/records.h"
 #include "common/crypto.h"
 #include "common/log.h"
 #include "common/policy/resource.h"
 #include "common/status_macros.h"
+#include "controlplane/store/disk_fault.h"
 #include "controlplane/store/migrations.h"
 #include "controlplane/store/session_index.h"
 #include "controlplane/store/sqlite_stmt.h"
@@ -40,12 +43,17 @@ class Txn {
   // Statements still stepping (a SELECT read for its first row) are reset first: a statement left
   // open at COMMIT keeps the connection's read snapshot, and while one is open at every commit the
   // WAL is never checkpointed — under a steady stream of event batches it grew without bound.
+  // A COMMIT that fails (a full or failing disk: SQLITE_FULL, SQLITE_IOERR) may leave the
+  // transaction open; it is rolled back, or every later BEGIN would fail ("cannot start a
+  // transaction within a transaction") long after the disk recovered.
   absl::Status Commit() {
     done_ = true;
     for (sqlite3_stmt* s = sqlite3_next_stmt(db_, nullptr); s != nullptr; s = sqlite3_next_stmt(db_, s)) {
       if (sqlite3_stmt_busy(s)) sqlite3_reset(s);
     }
-    return ExecSql(db_, "COMMIT");
+    absl::Status st = ExecSql(db_, "COMMIT");
+    if (!st.ok() && sqlite3_get_autocommit(db_) == 0) ExecSql(db_, "ROLLBACK").IgnoreError();
+    return st;
   }
 
  private:
@@ -119,11 +127,11 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string
   int rc = sqlite3_open_v2(path.c_str(), &db,
                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
   if (rc != SQLITE_OK) {
-    std::string msg = db != nullptr ? sqlite3_errmsg(db) : "out of memory";
+    absl::Status st = db != nullptr ? SqliteError(db) : absl::ResourceExhaustedError("out of memory");
     sqlite3_close(db);
-    return absl::UnavailableError(absl::StrCat("cannot open SQLite database ", path, ": ", msg));
+    return IsDiskFault(st) ? st : absl::UnavailableError(absl::StrCat("cannot open SQLite database ", path, ": ", st.message()));
   }
-  std::unique_ptr<SqliteStore> store(new SqliteStore(db, dir + "/recordings", std::move(signer)));
+  std::unique_ptr<SqliteStore> store(new SqliteStore(db, dir, std::move(signer)));
   sqlite3_busy_timeout(db, 5000);
   RETURN_IF_ERROR(ExecSql(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"));
   SqliteStore* s = store.get();
@@ -139,6 +147,21 @@ SqliteStore::~SqliteStore() {
   absl::MutexLock lock(&mu_);
   statements_.Clear();  // a connection with statements left does not close
   sqlite3_close(db_);
+}
+
+absl::Status SqliteStore::ProbeWrites() {
+  constexpr uint64_t kProbeBytes = 1 << 20;
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(ProbeWrite(dir_ + "/.sluice-write-probe", kProbeBytes));
+  struct stat st;
+  if (::stat(recordings_.dir().c_str(), &st) == 0) {
+    RETURN_IF_ERROR(ProbeWrite(recordings_.dir() + "/.sluice-write-probe", 4096));
+  }
+  Txn txn(db_);
+  RETURN_IF_ERROR(txn.begun());
+  Stmt touch(db_, "UPDATE meta SET value = value WHERE key = 'policy_version'");
+  RETURN_IF_ERROR(touch.Run());
+  return txn.Commit();
 }
 
 absl::StatusOr<uint64_t> SqliteStore::PolicyVersion() {
@@ -217,7 +240,7 @@ absl::StatusOr<std::vector<StoredResource>> SqliteStore::QueryResourcesLocked(
     sr.resource.mutable_meta()->set_updated_by(s.Text(4));
     out.push_back(std::move(sr));
   }
-  if (rc != SQLITE_DONE) return absl::InternalError(absl::StrCat("sqlite: ", sqlite3_errmsg(db_)));
+  if (rc != SQLITE_DONE) return SqliteError(db_);
   return out;
 }
 
@@ -392,16 +415,13 @@ namespace {
 using Checkpoint = AgentCheckpoint;
 
 std::optional<Checkpoint> ParseCheckpoint(const v1::AuditEvent& e) {
-  if (e.type() != "checkpoint") return std::nullopt;
-  nlohmann::json j = nlohmann::json::parse(e.json(), nullptr, false);
+  if (e.type() != audit::CheckpointEvent::kType) return std::nullopt;
+  auto read = audit::CheckpointEvent::Read(e.json());
+  if (!read.ok()) return Checkpoint{};  // malformed: sequence 0, never verifies
   Checkpoint c;
-  if (!j.is_object() || !j.contains("sequence") || !j["sequence"].is_number_unsigned() ||
-      !j.contains("hash") || !j["hash"].is_string() || !j.contains("signature") || !j["signature"].is_string()) {
-    return Checkpoint{};  // malformed: sequence 0, never verifies
-  }
-  c.sequence = j["sequence"].get<uint64_t>();
-  c.hash = absl::HexStringToBytes(j["hash"].get<std::string>());
-  c.signature = absl::HexStringToBytes(j["signature"].get<std::string>());
+  c.sequence = read->sequence;
+  c.hash = std::move(read->hash);
+  c.signature = std::move(read->signature);
   return c;
 }
 
@@ -696,33 +716,32 @@ absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent
   for (size_t i = first_new; i < batch.events.size(); ++i) {
     const v1::AuditEvent& e = batch.events[i];
     sessions.insert(e.session_id());
-    if (e.type() == "statement") {
+    if (e.type() == audit::StatementEvent::kType) {
       Counts& c = counts[e.session_id()];
       ++c.statements;
       if (e.failed()) ++c.errors;
       tag(e);
       continue;
     }
-    if (e.type() == "alert" || e.type() == "approval") {
+    if (e.type() == audit::AlertEvent::kType || e.type() == audit::ApprovalEvent::kType) {
       tag(e);
       continue;
     }
-    if (e.type() != "session_start" && e.type() != "session_refused" && e.type() != "session_end") {
+    if (e.type() != audit::SessionStartEvent::kType && e.type() != audit::SessionRefusedEvent::kType &&
+        e.type() != audit::SessionEndEvent::kType) {
       continue;
     }
-    nlohmann::json body = nlohmann::json::parse(e.json(), nullptr, false);
-    if (!body.is_object()) body = nlohmann::json::object();
-    auto reason = [&body]() { return BodyReason(body); };
-    if (e.type() == "session_end") {
+    auto reason = [&e]() { return EventReason(e); };
+    if (e.type() == audit::SessionEndEvent::kType) {
       Stmt up(db_, statements_, "UPDATE sessions SET ended_ms = ?2, outcome = 'closed', reason = ?3 WHERE session_id = ?1");
       up.Bind(1, e.session_id()).Bind(2, e.time_unix_ms()).Bind(3, reason());
       RETURN_IF_ERROR(up.Run());
       continue;
     }
-    v1::SessionSummary summary = SummaryFromEvent(agent_id, e, body);
+    v1::SessionSummary summary = SummaryFromEvent(agent_id, e);
     std::string bytes;
     summary.SerializeToString(&bytes);
-    bool refused = e.type() == "session_refused";
+    bool refused = e.type() == audit::SessionRefusedEvent::kType;
     Stmt up(db_, statements_,
             "INSERT OR IGNORE INTO sessions(session_id, agent_id, connection, subject, issuer, summary, "
             "started_ms, ended_ms, outcome, reason, attribution) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
@@ -1316,7 +1335,7 @@ absl::StatusOr<v1::PurgeExpiredResponse> SqliteStore::PurgeSessions(const PurgeR
   ASSIGN_OR_RETURN(int64_t audit_id,
                    AppendAuditLocked({0, req.now_ms, req.actor, "Retention.purge", "", "ok", "in progress"}));
   out.set_audit_id(audit_id);
-  const std::string tombstone_body = absl::StrCat("{\"purged_by_audit_record\":", audit_id, "}");
+  const std::string tombstone_body = audit::ToJson(audit::PurgedEvent{audit_id});
   // One signed tombstone per agent says which records this purge replaced (trail_anchor.h).
   // Chunks are visited by id: each agent's in sequence order, as verify folds them.
   std::map<std::string, PurgeTombstone> tombstones;
@@ -1354,7 +1373,7 @@ absl::StatusOr<v1::PurgeExpiredResponse> SqliteStore::PurgeSessions(const PurgeR
       v1::AuditEvent tombstone;
       tombstone.set_sequence(e.sequence());
       tombstone.set_time_unix_ms(e.time_unix_ms());
-      tombstone.set_type("purged");
+      tombstone.set_type(std::string(audit::PurgedEvent::kType));
       tombstone.set_session_id(e.session_id());
       tombstone.set_prev_hash(e.prev_hash());
       tombstone.set_purged_hash(audit::ChainHash(whole));
@@ -1475,12 +1494,7 @@ struct TrailPass {
 };
 
 // The audit record a purged record names ({"purged_by_audit_record": N}); 0 when none.
-int64_t PurgedBy(const v1::AuditEvent& e) {
-  nlohmann::json j = nlohmann::json::parse(e.json(), nullptr, false);
-  if (!j.is_object()) return 0;
-  auto it = j.find("purged_by_audit_record");
-  return it != j.end() && it->is_number_integer() ? it->get<int64_t>() : 0;
-}
+int64_t PurgedBy(const v1::AuditEvent& e) { return audit::PurgedEvent::Read(e.json()).purged_by_audit_record; }
 
 // The problems and notes of one verification.
 class Findings {
@@ -2011,7 +2025,7 @@ absl::Status SqliteStore::VisitAudit(int64_t from_ms, int64_t until_ms,
   s.Bind(1, from_ms).Bind(2, until_ms);
   int rc;
   while ((rc = s.Step()) == SQLITE_ROW) visit(ReadAuditRecord(s));
-  if (rc != SQLITE_DONE) return absl::InternalError(absl::StrCat("sqlite: ", sqlite3_errmsg(db_)));
+  if (rc != SQLITE_DONE) return SqliteError(db_);
   return absl::OkStatus();
 }
 
@@ -2062,7 +2076,7 @@ absl::Status SqliteStore::VisitApprovals(int64_t from_ms, int64_t until_ms,
     ASSIGN_OR_RETURN(ApprovalRecord r, ReadApproval(s));
     visit(r.approval);
   }
-  if (rc != SQLITE_DONE) return absl::InternalError(absl::StrCat("sqlite: ", sqlite3_errmsg(db_)));
+  if (rc != SQLITE_DONE) return SqliteError(db_);
   return absl::OkStatus();
 }
 

@@ -76,12 +76,16 @@ class SqliteStore : public Store {
   absl::StatusOr<std::vector<v1::Approval>> ListApprovals(const std::string& status, int limit) override;
   absl::StatusOr<std::vector<ApprovalRecord>> DueApprovals(int64_t now_ms) override;
   absl::StatusOr<ApprovalRecord> FindApproval(const std::string& agent_id, const std::string& agent_request_id) override;
+  // A 1 MiB file allocated, written, synced and removed beside the database (and a small one in
+  // the recordings directory), then a write transaction that changes nothing.
+  absl::Status ProbeWrites() override;
 
  private:
-  SqliteStore(sqlite3* db, std::string recordings_dir, std::unique_ptr<TrailSigner> signer)
-      : db_(db),
+  SqliteStore(sqlite3* db, std::string dir, std::unique_ptr<TrailSigner> signer)
+      : dir_(std::move(dir)),
+        db_(db),
         statements_(db),
-        recordings_(std::move(recordings_dir)),
+        recordings_(dir_ + "/recordings"),
         chunk_zstd_(1, false),
         signer_(std::move(signer)) {}
   // Migration 12's data step: every agent's trail as stored now gets a signed head (origin
@@ -125,6 +129,7 @@ class SqliteStore : public Store {
                                                                    const std::string& name)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  const std::string dir_;  // the database's directory
   absl::Mutex mu_;
   sqlite3* db_ ABSL_GUARDED_BY(mu_);
   // Statements of the ingest path, prepared once.

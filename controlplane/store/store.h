@@ -117,6 +117,13 @@ struct ApprovalRecord {
   std::string agent_request_id;  // the agent's id for it, echoed in the decision
 };
 
+// Why a store refuses writes (guarded_store.h): its data directory is full, read-only or failing.
+struct StoreFault {
+  std::string error;    // the first failure: the file and the fault
+  int64_t since_ms = 0;
+  std::string waiting;  // why the last attempt to resume did not ("" before the first)
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -225,6 +232,14 @@ class Store {
                                       const std::function<void(const v1::Approval&)>& visit) = 0;
   // Pending requests whose expiry is at or before `now_ms`.
   virtual absl::StatusOr<std::vector<ApprovalRecord>> DueApprovals(int64_t now_ms) = 0;
+
+  // Whether the store can write again after a disk fault (disk_fault.h): its files' volume takes
+  // a new file, written and synced, and a write transaction commits. The error names the file and
+  // the fault. Changes nothing the store holds.
+  virtual absl::Status ProbeWrites() = 0;
+  // Why the store refuses writes now; nullopt while it takes them (a store that does not guard
+  // against disk faults never refuses). Thread-safe.
+  virtual std::optional<StoreFault> WriteFault() const { return std::nullopt; }
 };
 
 }  // namespace sluice::controlplane
