@@ -260,6 +260,10 @@ std::string Metrics(const AgentHub& hub, const GuardedStore& store) {
       "records).\n"
       "# TYPE sluice_store_writes_refused_total counter\n"
       "sluice_store_writes_refused_total ", store.refused_writes(), "\n",
+      "# HELP sluice_store_audit_records_lost_total Control-plane audit records (admin calls, approvals, agents' "
+      "refusals) that could not be stored; each is logged.\n"
+      "# TYPE sluice_store_audit_records_lost_total counter\n"
+      "sluice_store_audit_records_lost_total ", store.audit_records_lost(), "\n",
       "# HELP sluice_agents_audit_refusing Connected agents that refuse new sessions because they cannot record "
       "audit events (their spool cannot be written or is full).\n"
       "# TYPE sluice_agents_audit_refusing gauge\n"
@@ -362,6 +366,11 @@ absl::Status Run() {
   hub.LoadCredentials(agents);
   hub.SetState(policy.state());
   Worker worker;
+  // `audit verify` and the evidence export read a snapshot through their own read-only connection
+  // on their own thread: agents' events go on being stored and acknowledged meanwhile. (Declared
+  // after the store worker: it posts there, and stops first.)
+  ASSIGN_OR_RETURN(std::unique_ptr<Store> reader, sqlite_store->OpenReader());
+  Worker reader_worker;
 
   // Issuer keys from JWKS URLs: fetched here, shipped inline in the snapshots.
   JwksFetcher jwks(
@@ -424,6 +433,7 @@ absl::Status Run() {
                    SplitList(absl::GetFlag(FLAGS_approver_groups))};
   AdminServiceImpl admin_service(store.get(), &policy, &hub, &worker, admin_token, dev_issuer.get(),
                                  [&jwks] { jwks.Wake(); }, roles, desk.get());
+  admin_service.SetReader(reader.get(), &reader_worker);
 
   grpc::SslServerCredentialsOptions ssl;
   ssl.pem_key_cert_pairs.push_back({key_pem, cert_pem});

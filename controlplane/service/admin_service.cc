@@ -104,44 +104,86 @@ absl::StatusOr<AdminServiceImpl::Caller> AdminServiceImpl::Authenticate(const st
   return c;
 }
 
+namespace {
+
+std::string BearerToken(grpc::CallbackServerContext* ctx) {
+  auto it = ctx->client_metadata().find("authorization");
+  if (it == ctx->client_metadata().end()) return "";
+  std::string value(it->second.data(), it->second.size());
+  constexpr absl::string_view kBearer = "Bearer ";
+  if (absl::StartsWith(value, kBearer) && value.size() <= 16384) return value.substr(kBearer.size());
+  return "";
+}
+
+}  // namespace
+
+std::optional<AdminServiceImpl::Caller> AdminServiceImpl::Admit(grpc::ServerUnaryReactor* reactor,
+                                                                const std::string& action, const std::string& peer,
+                                                                Need need, const std::string& token) {
+  auto caller = Authenticate(token);
+  if (caller.ok() && Allowed(*caller, need)) return *std::move(caller);
+  absl::Status st = caller.ok() ? absl::PermissionDeniedError(absl::StrCat(caller->actor, " (roles: ", RolesOf(*caller),
+                                                                           ") may not call ", action, ": it needs ",
+                                                                           NeedName(need)))
+                                : caller.status();
+  // A record that cannot be stored is logged and counted by the store's guard
+  // (sluice_store_audit_records_lost_total); the caller is answered all the same.
+  store_->AppendAudit({0, NowUnixMs(), caller.ok() ? caller->actor : "anonymous", action, "",
+                       absl::StatusCodeToString(st.code()), absl::StrCat(st.message(), " (from ", peer, ")")})
+      .IgnoreError();
+  reactor->Finish(ToGrpcStatus(st));
+  return std::nullopt;
+}
+
+void AdminServiceImpl::Conclude(grpc::ServerUnaryReactor* reactor, const std::string& action, const std::string& peer,
+                                const std::string& actor, const std::string& target, absl::Status st) {
+  // The error text may name documents and fields; it never holds a secret value.
+  std::string detail = st.ok() ? "from " + peer : absl::StrCat(st.message().substr(0, 2000), " (from ", peer, ")");
+  // Logged and counted by the store's guard when it cannot be stored.
+  store_->AppendAudit({0, NowUnixMs(), actor, action, target, st.ok() ? "ok" : absl::StatusCodeToString(st.code()),
+                       detail})
+      .IgnoreError();
+  // A change the store refused for a disk fault: not UNAVAILABLE at the edge, which callers
+  // read as "the control plane is unreachable"; the message names the file and the fault.
+  if (IsDiskFault(st)) st = absl::FailedPreconditionError(st.message());
+  reactor->Finish(ToGrpcStatus(st));
+}
+
 grpc::ServerUnaryReactor* AdminServiceImpl::Run(
     grpc::CallbackServerContext* ctx, const char* action, Need need,
     std::function<absl::Status(const Caller& caller, std::string* target)> work) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  std::string peer = ctx->peer();
-  std::string token;
-  auto it = ctx->client_metadata().find("authorization");
-  if (it != ctx->client_metadata().end()) {
-    std::string value(it->second.data(), it->second.size());
-    constexpr absl::string_view kBearer = "Bearer ";
-    if (absl::StartsWith(value, kBearer) && value.size() <= 16384) token = value.substr(kBearer.size());
-  }
-  std::string act(action);
-  worker_->Post([this, reactor, act, peer, need, token = std::move(token), work = std::move(work)] {
-    auto caller = Authenticate(token);
-    if (!caller.ok() || !Allowed(*caller, need)) {
-      absl::Status st = caller.ok()
-                            ? absl::PermissionDeniedError(absl::StrCat(caller->actor, " (roles: ", RolesOf(*caller),
-                                                                       ") may not call ", act, ": it needs ",
-                                                                       NeedName(need)))
-                            : caller.status();
-      store_->AppendAudit({0, NowUnixMs(), caller.ok() ? caller->actor : "anonymous", act, "",
-                           absl::StatusCodeToString(st.code()), absl::StrCat(st.message(), " (from ", peer, ")")})
-          .IgnoreError();
-      reactor->Finish(ToGrpcStatus(st));
-      return;
-    }
+  worker_->Post([this, reactor, act = std::string(action), peer = ctx->peer(), need, token = BearerToken(ctx),
+                 work = std::move(work)] {
+    std::optional<Caller> caller = Admit(reactor, act, peer, need, token);
+    if (!caller) return;
     std::string target;
     absl::Status st = work(*caller, &target);
-    // The error text may name documents and fields; it never holds a secret value.
-    std::string detail = st.ok() ? "from " + peer : absl::StrCat(st.message().substr(0, 2000), " (from ", peer, ")");
-    store_->AppendAudit({0, NowUnixMs(), caller->actor, act, target,
-                         st.ok() ? "ok" : absl::StatusCodeToString(st.code()), detail})
-        .IgnoreError();
-    // A change the store refused for a disk fault: not UNAVAILABLE at the edge, which callers
-    // read as "the control plane is unreachable"; the message names the file and the fault.
-    if (IsDiskFault(st)) st = absl::FailedPreconditionError(st.message());
-    reactor->Finish(ToGrpcStatus(st));
+    Conclude(reactor, act, peer, caller->actor, target, std::move(st));
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::RunRead(
+    grpc::CallbackServerContext* ctx, const char* action, Need need,
+    std::function<absl::Status(Store& store, std::string* target)> work) {
+  if (reader_ == nullptr || reader_worker_ == nullptr) {
+    return Run(ctx, action, need, [this, work = std::move(work)](const Caller&, std::string* target) {
+      return store_->ReadSnapshot([&] { return work(*store_, target); });
+    });
+  }
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  worker_->Post([this, reactor, act = std::string(action), peer = ctx->peer(), need, token = BearerToken(ctx),
+                 work = std::move(work)]() mutable {
+    std::optional<Caller> caller = Admit(reactor, act, peer, need, token);
+    if (!caller) return;
+    // The read runs beside the store worker, which goes on storing agents' events; its outcome
+    // is audited back on the store worker.
+    reader_worker_->Post([this, reactor, act, peer, actor = caller->actor, work = std::move(work)] {
+      std::string target;
+      absl::Status st = reader_->ReadSnapshot([&] { return work(*reader_, &target); });
+      worker_->Post([this, reactor, act, peer, actor, target, st] { Conclude(reactor, act, peer, actor, target, st); });
+    });
   });
   return reactor;
 }
@@ -343,8 +385,8 @@ grpc::ServerUnaryReactor* AdminServiceImpl::DecideApproval(grpc::CallbackServerC
 grpc::ServerUnaryReactor* AdminServiceImpl::VerifyAudit(grpc::CallbackServerContext* ctx,
                                                         const v1::VerifyAuditRequest* req,
                                                         v1::VerifyAuditResponse* resp) {
-  return Run(ctx, "AdminService.VerifyAudit", Need::kRead, [this, req, resp](const Caller&, std::string* target) {
-    ASSIGN_OR_RETURN(*resp, store_->VerifyAudit(*req, nullptr));
+  return RunRead(ctx, "AdminService.VerifyAudit", Need::kRead, [req, resp](Store& store, std::string* target) {
+    ASSIGN_OR_RETURN(*resp, store.VerifyAudit(*req, nullptr));
     *target = resp->ok() ? absl::StrCat("ok: ", resp->records(), " records")
                          : absl::StrCat("FAILED: ", resp->first_problem().substr(0, 500));
     return absl::OkStatus();
@@ -380,7 +422,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::PurgeExpired(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* AdminServiceImpl::ExportEvidence(grpc::CallbackServerContext* ctx,
                                                            const v1::ExportEvidenceRequest* req,
                                                            v1::ExportEvidenceResponse* resp) {
-  return Run(ctx, "AdminService.ExportEvidence", Need::kRead, [this, req, resp](const Caller&, std::string* target) {
+  return RunRead(ctx, "AdminService.ExportEvidence", Need::kRead, [req, resp](Store& store, std::string* target) {
     evidence::ReportOptions options;
     options.now_ms = NowUnixMs();
     options.from_ms = req->from_unix_ms();
@@ -392,7 +434,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ExportEvidence(grpc::CallbackServerC
     if (options.until_ms <= options.from_ms) {
       return absl::InvalidArgumentError("the window's end (until_unix_ms) must be after its start (from_unix_ms)");
     }
-    ASSIGN_OR_RETURN(nlohmann::ordered_json report, evidence::BuildReport(*store_, options));
+    ASSIGN_OR_RETURN(nlohmann::ordered_json report, evidence::BuildReport(store, options));
     resp->set_verified(report["verify"]["ok"].get<bool>());
     resp->set_json(report.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
     return absl::OkStatus();

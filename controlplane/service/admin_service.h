@@ -6,6 +6,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,15 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
         on_policy_change_(std::move(on_policy_change)),
         roles_(std::move(roles)),
         desk_(desk) {}
+
+  // Long reads (`audit verify`, the evidence export) go to `reader` (Store::OpenReader) on
+  // `reader_worker`, so that the store worker goes on storing agents' events meanwhile. Without
+  // one they run on the store worker. Callers are still authenticated, and the outcome audited, on
+  // the store worker.
+  void SetReader(Store* reader, Worker* reader_worker) {
+    reader_ = reader;
+    reader_worker_ = reader_worker;
+  }
 
   grpc::ServerUnaryReactor* Apply(grpc::CallbackServerContext* ctx, const v1::ApplyRequest* req,
                                   v1::ApplyResponse* resp) override;
@@ -104,8 +114,20 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   // audit event.
   grpc::ServerUnaryReactor* Run(grpc::CallbackServerContext* ctx, const char* action, Need need,
                                 std::function<absl::Status(const Caller& caller, std::string* target)> work);
+  // Like Run, but `work` runs on the reader worker inside one read snapshot of `store` (the
+  // reader, or the store when there is none).
+  grpc::ServerUnaryReactor* RunRead(
+      grpc::CallbackServerContext* ctx, const char* action, Need need,
+      std::function<absl::Status(Store& store, std::string* target)> work);
   // On the store worker: who `token` is (Unauthenticated when nobody).
   absl::StatusOr<Caller> Authenticate(const std::string& token);
+  // On the store worker: the caller, authenticated and allowed, or the refusal (audited and
+  // finished: nullopt).
+  std::optional<Caller> Admit(grpc::ServerUnaryReactor* reactor, const std::string& action, const std::string& peer,
+                              Need need, const std::string& token);
+  // On the store worker: audits the outcome of a call and finishes it.
+  void Conclude(grpc::ServerUnaryReactor* reactor, const std::string& action, const std::string& peer,
+                const std::string& actor, const std::string& target, absl::Status st);
 
   Store* store_;
   PolicyManager* policy_;
@@ -116,6 +138,8 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   std::function<void()> on_policy_change_;
   AdminRoles roles_;
   ApprovalDesk* desk_;
+  Store* reader_ = nullptr;
+  Worker* reader_worker_ = nullptr;
   // The verifier of OIDC callers, built from the policy's Issuers (store worker only).
   std::shared_ptr<const jwt::Verifier> verifier_;
   std::shared_ptr<const PolicyState> verifier_state_;  // the state it was built from

@@ -25,6 +25,11 @@ uint64_t GuardedStore::refused_writes() const {
   return refused_;
 }
 
+uint64_t GuardedStore::audit_records_lost() const {
+  absl::MutexLock lock(&mu_);
+  return audit_records_lost_;
+}
+
 uint64_t GuardedStore::faults() const {
   absl::MutexLock lock(&mu_);
   return faults_;
@@ -148,7 +153,20 @@ absl::Status GuardedStore::RecordNack(const std::string& id, uint64_t version, c
 }
 
 absl::StatusOr<int64_t> GuardedStore::AppendAudit(const AuditRecord& record) {
-  return Write([&] { return inner_->AppendAudit(record); });
+  absl::StatusOr<int64_t> id = Write([&] { return inner_->AppendAudit(record); });
+  if (!id.ok()) {
+    {
+      absl::MutexLock lock(&mu_);
+      ++audit_records_lost_;
+    }
+    // A disk fault was logged once, when the store started refusing writes (one line per fault,
+    // not one per record refused meanwhile); anything else is logged with the record.
+    if (!IsDiskFault(id.status())) {
+      LogError("cannot store the control plane's audit record (", record.actor, " ", record.action, " ",
+               record.target, ": ", record.outcome, "; ", record.detail.substr(0, 500), "): ", id.status().message());
+    }
+  }
+  return id;
 }
 
 absl::StatusOr<uint64_t> GuardedStore::AppendAgentEvents(const std::string& agent_id, const EventBatch& batch) {

@@ -40,6 +40,10 @@ class GuardedStore : public Store {
   uint64_t refused_writes() const;
   // Times the store started refusing writes, since start.
   uint64_t faults() const;
+  // Control-plane audit records (AppendAudit) that could not be stored, since start, whatever
+  // their callers do next: each is counted here, and logged (an ERROR line with the record) unless
+  // it was refused for a disk fault (that fault has its one ERROR line).
+  uint64_t audit_records_lost() const;
   // While writes are refused: whether they work again (kResumeFreeBytes free on the volume, and
   // the inner store's ProbeWrites; at most every kProbeIntervalMs); when they do, the store takes
   // writes again and this returns true (once). False while the store takes writes.
@@ -86,6 +90,11 @@ class GuardedStore : public Store {
   absl::StatusOr<v1::VerifyAuditResponse> VerifyAudit(const v1::VerifyAuditRequest& request,
                                                       const EventVisitor& visit) override {
     return Read([&] { return inner_->VerifyAudit(request, visit); });
+  }
+  // The reader is the inner store's own (reads only: nothing to refuse).
+  absl::StatusOr<std::unique_ptr<Store>> OpenReader() override { return inner_->OpenReader(); }
+  absl::Status ReadSnapshot(const std::function<absl::Status()>& read) override {
+    return inner_->ReadSnapshot(read);
   }
   absl::Status VisitAudit(int64_t from_ms, int64_t until_ms,
                           const std::function<void(const AuditRecord&)>& visit) override {
@@ -149,6 +158,7 @@ class GuardedStore : public Store {
   std::optional<StoreFault> fault_ ABSL_GUARDED_BY(mu_);
   uint64_t refused_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t faults_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t audit_records_lost_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t next_probe_ms_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

@@ -131,7 +131,8 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string
     sqlite3_close(db);
     return IsDiskFault(st) ? st : absl::UnavailableError(absl::StrCat("cannot open SQLite database ", path, ": ", st.message()));
   }
-  std::unique_ptr<SqliteStore> store(new SqliteStore(db, dir, std::move(signer)));
+  std::unique_ptr<SqliteStore> store(
+      new SqliteStore(db, path, dir, pem, std::move(signer), std::make_shared<Shared>(), false));
   sqlite3_busy_timeout(db, 5000);
   RETURN_IF_ERROR(ExecSql(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"));
   SqliteStore* s = store.get();
@@ -141,6 +142,41 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string
   }));
   RETURN_IF_ERROR(s->CheckTrailKeyLocked());
   return store;
+}
+
+absl::StatusOr<std::unique_ptr<Store>> SqliteStore::OpenReader() {
+  if (reader_) return absl::FailedPreconditionError("a reader opens no reader of its own");
+  ASSIGN_OR_RETURN(std::unique_ptr<TrailSigner> signer, TrailSigner::FromPem(trail_key_pem_));
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path_.c_str(), &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) {
+    absl::Status st = db != nullptr ? SqliteError(db) : absl::ResourceExhaustedError("out of memory");
+    sqlite3_close(db);
+    return absl::UnavailableError(absl::StrCat("cannot open SQLite database ", path_, " to read: ", st.message()));
+  }
+  std::unique_ptr<SqliteStore> reader(
+      new SqliteStore(db, path_, dir_, trail_key_pem_, std::move(signer), shared_, true));
+  sqlite3_busy_timeout(db, 5000);
+  RETURN_IF_ERROR(ExecSql(db, "PRAGMA query_only=1;"));
+  return std::unique_ptr<Store>(std::move(reader));
+}
+
+absl::Status SqliteStore::ReadSnapshot(const std::function<absl::Status()>& read) {
+  // A reader's snapshot keeps the recording bytes it may read (purges defer their erasing).
+  std::optional<absl::ReaderMutexLock> gate;
+  if (reader_) gate.emplace(&shared_->gate);
+  {
+    absl::MutexLock lock(&mu_);
+    RETURN_IF_ERROR(ExecSql(db_, "BEGIN DEFERRED"));
+  }
+  absl::Status st = read();
+  absl::MutexLock lock(&mu_);
+  // Reads still stepping are reset first: a read transaction ends only when none is pending.
+  for (sqlite3_stmt* s = sqlite3_next_stmt(db_, nullptr); s != nullptr; s = sqlite3_next_stmt(db_, s)) {
+    if (sqlite3_stmt_busy(s)) sqlite3_reset(s);
+  }
+  absl::Status end = ExecSql(db_, sqlite3_get_autocommit(db_) == 0 ? "COMMIT" : "SELECT 1");
+  return st.ok() ? end : st;
 }
 
 SqliteStore::~SqliteStore() {
@@ -602,66 +638,16 @@ absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent
   size_t first_new = 0;
   while (first_new < batch.events.size() && batch.events[first_new].sequence() <= committed) ++first_new;
   if (first_new == batch.events.size()) return committed;  // all resent: stored already
-
-  // The hash chain: each new event names the hash of the one before it. An agent's first stored
-  // event starts its chain; so does an event with no prev_hash (an agent from before chains, or
-  // one that lost its spool), which `audit verify` reports as a break. A prev_hash that names
-  // something else is refused.
-  std::string head = committed_q.Text(1);
-  const std::string key = committed_q.Text(2);
-  std::string first_hash;                   // of the first new event (an agent's genesis)
-  std::optional<Checkpoint> last_checkpoint;  // the batch's last signed checkpoint
-  for (size_t i = first_new; i < batch.events.size(); ++i) {
-    const v1::AuditEvent& e = batch.events[i];
-    if (!e.purged_hash().empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("audit event ", e.sequence(), " of agent ", agent_id,
-                                                     " claims to be purged: only the control plane purges"));
-    }
-    if (!head.empty() && !e.prev_hash().empty() && e.prev_hash() != head) {
-      return absl::DataLossError(absl::StrCat(
-          "the audit chain of agent ", agent_id, " breaks at sequence ", e.sequence(),
-          ": its prev_hash does not match the event stored before it (it names ", HashPrefix(e.prev_hash()),
-          ", the control plane expects ", HashPrefix(head), ")"));
-    }
-    head = audit::ChainHash(audit::RecordPayload(batch.records, batch.offsets[i]));
-    if (i == first_new) first_hash = head;
-    // A checkpoint must carry the agent's signature (the claim itself is checked by VerifyAudit,
-    // which follows the whole chain).
-    if (auto c = ParseCheckpoint(e); c && !key.empty()) {
-      if (!SignatureValid(key, *c)) {
-        return absl::DataLossError(absl::StrCat("the audit checkpoint of agent ", agent_id, " at sequence ", e.sequence(),
-                                                " does not carry a valid signature of the agent's key"));
-      }
-      last_checkpoint = *c;
-    }
-  }
+  ASSIGN_OR_RETURN(const BatchChain chain,
+                   CheckBatchChain(agent_id, batch, first_new, committed_q.Text(1), committed_q.Text(2)));
 
   // Recordings leave the events here: each slice goes to its session's recording file, and the
   // event is stored without it (audit::StripRecording); `audit verify` joins them again.
   absl::string_view stored = absl::string_view(batch.records).substr(batch.offsets[first_new]);
   std::string stripped_records;
   std::map<std::string, std::vector<RecordingSlice>> slices;  // by session
-  const bool recorded = std::any_of(batch.events.begin() + static_cast<std::ptrdiff_t>(first_new), batch.events.end(),
-                                    [](const v1::AuditEvent& e) { return e.recording_bytes() != 0 || !e.recording().empty(); });
-  if (recorded) {
-    stripped_records.reserve(stored.size());
-    for (size_t i = first_new; i < batch.events.size(); ++i) {
-      const v1::AuditEvent& e = batch.events[i];
-      absl::string_view payload = audit::RecordPayload(batch.records, batch.offsets[i]);
-      if (e.recording_bytes() == 0 && e.recording().empty()) {
-        audit::AppendRecord(&stripped_records, payload);
-        continue;
-      }
-      if (e.recording().size() != e.recording_bytes()) {
-        return absl::InvalidArgumentError(absl::StrCat("audit event ", e.sequence(), " of agent ", agent_id,
-                                                       ": recording_bytes does not match its recording"));
-      }
-      ASSIGN_OR_RETURN(absl::string_view without, audit::StripRecording(payload, e.recording()));
-      audit::AppendRecord(&stripped_records, without);
-      slices[e.session_id()].push_back(RecordingSlice{e.sequence(), e.recording()});
-    }
-    stored = stripped_records;
-  }
+  RETURN_IF_ERROR(SplitRecordings(agent_id, batch, first_new, &stripped_records, &slices));
+  if (!slices.empty()) stored = stripped_records;
 
   // The new events are a suffix of the batch: stored as they came (without recordings), as one
   // chunk.
@@ -677,25 +663,103 @@ absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent
   put.BindBlobNoCopy(7, compressed);
   RETURN_IF_ERROR(put.Run());
   const int64_t chunk_id = sqlite3_last_insert_rowid(db_);
-  if (!slices.empty()) {
-    Stmt index(db_, statements_,
-               "INSERT OR REPLACE INTO recording_blocks(session_id, agent_id, first_sequence, last_sequence, file, "
-               "offset, length) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
-    RETURN_IF_ERROR(index.status());
-    std::vector<const std::vector<RecordingSlice>*> groups;
-    for (const auto& [session, list] : slices) groups.push_back(&list);
-    ASSIGN_OR_RETURN(auto written, recordings_.Append(groups));
-    size_t i = 0;
-    for (const auto& [session, list] : slices) {
-      const RecordingBlock& block = written.second[i++];
-      index.Reset();
-      index.Bind(1, session).Bind(2, agent_id).Bind(3, static_cast<int64_t>(list.front().sequence));
-      index.Bind(4, static_cast<int64_t>(list.back().sequence)).Bind(5, written.first);
-      index.Bind(6, static_cast<int64_t>(block.offset)).Bind(7, static_cast<int64_t>(block.length));
-      RETURN_IF_ERROR(index.Run());
+  RETURN_IF_ERROR(StoreRecordingsLocked(agent_id, slices));
+  RETURN_IF_ERROR(IndexSessionsLocked(agent_id, batch, first_new, chunk_id));
+  Stmt mark(db_, statements_, "UPDATE agents SET events_committed = ?2, chain_head = ?3 WHERE id = ?1");
+  mark.Bind(1, agent_id).Bind(2, static_cast<int64_t>(last.sequence())).BindBlob(3, chain.head);
+  RETURN_IF_ERROR(mark.Run());
+  RETURN_IF_ERROR(AdvanceTrailLocked(agent_id, committed, batch.events.size() - first_new,
+                                     {first.sequence(), chain.first_hash}, {last.sequence(), chain.head},
+                                     last.time_unix_ms(), chain.last_checkpoint ? &*chain.last_checkpoint : nullptr));
+  RETURN_IF_ERROR(txn.Commit());
+  return last.sequence();
+}
+
+absl::StatusOr<SqliteStore::BatchChain> SqliteStore::CheckBatchChain(const std::string& agent_id,
+                                                                     const EventBatch& batch, size_t first_new,
+                                                                     std::string head, const std::string& key) {
+  // The hash chain: each new event names the hash of the one before it. An agent's first stored
+  // event starts its chain; so does an event with no prev_hash (an agent from before chains, or
+  // one that lost its spool), which `audit verify` reports as a break. A prev_hash that names
+  // something else is refused.
+  BatchChain out;
+  for (size_t i = first_new; i < batch.events.size(); ++i) {
+    const v1::AuditEvent& e = batch.events[i];
+    if (!e.purged_hash().empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("audit event ", e.sequence(), " of agent ", agent_id,
+                                                     " claims to be purged: only the control plane purges"));
+    }
+    if (!head.empty() && !e.prev_hash().empty() && e.prev_hash() != head) {
+      return absl::DataLossError(absl::StrCat(
+          "the audit chain of agent ", agent_id, " breaks at sequence ", e.sequence(),
+          ": its prev_hash does not match the event stored before it (it names ", HashPrefix(e.prev_hash()),
+          ", the control plane expects ", HashPrefix(head), ")"));
+    }
+    head = audit::ChainHash(audit::RecordPayload(batch.records, batch.offsets[i]));
+    if (i == first_new) out.first_hash = head;
+    // A checkpoint must carry the agent's signature (the claim itself is checked by VerifyAudit,
+    // which follows the whole chain).
+    if (auto c = ParseCheckpoint(e); c && !key.empty()) {
+      if (!SignatureValid(key, *c)) {
+        return absl::DataLossError(absl::StrCat("the audit checkpoint of agent ", agent_id, " at sequence ", e.sequence(),
+                                                " does not carry a valid signature of the agent's key"));
+      }
+      out.last_checkpoint = *c;
     }
   }
+  out.head = std::move(head);
+  return out;
+}
 
+absl::Status SqliteStore::SplitRecordings(const std::string& agent_id, const EventBatch& batch, size_t first_new,
+                                          std::string* stripped_records,
+                                          std::map<std::string, std::vector<RecordingSlice>>* slices) {
+  const bool recorded = std::any_of(batch.events.begin() + static_cast<std::ptrdiff_t>(first_new), batch.events.end(),
+                                    [](const v1::AuditEvent& e) { return e.recording_bytes() != 0 || !e.recording().empty(); });
+  if (!recorded) return absl::OkStatus();
+  stripped_records->reserve(batch.records.size() - batch.offsets[first_new]);
+  for (size_t i = first_new; i < batch.events.size(); ++i) {
+    const v1::AuditEvent& e = batch.events[i];
+    absl::string_view payload = audit::RecordPayload(batch.records, batch.offsets[i]);
+    if (e.recording_bytes() == 0 && e.recording().empty()) {
+      audit::AppendRecord(stripped_records, payload);
+      continue;
+    }
+    if (e.recording().size() != e.recording_bytes()) {
+      return absl::InvalidArgumentError(absl::StrCat("audit event ", e.sequence(), " of agent ", agent_id,
+                                                     ": recording_bytes does not match its recording"));
+    }
+    ASSIGN_OR_RETURN(absl::string_view without, audit::StripRecording(payload, e.recording()));
+    audit::AppendRecord(stripped_records, without);
+    (*slices)[e.session_id()].push_back(RecordingSlice{e.sequence(), e.recording()});
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SqliteStore::StoreRecordingsLocked(const std::string& agent_id,
+                                                const std::map<std::string, std::vector<RecordingSlice>>& slices) {
+  if (slices.empty()) return absl::OkStatus();
+  Stmt index(db_, statements_,
+             "INSERT OR REPLACE INTO recording_blocks(session_id, agent_id, first_sequence, last_sequence, file, "
+             "offset, length) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+  RETURN_IF_ERROR(index.status());
+  std::vector<const std::vector<RecordingSlice>*> groups;
+  for (const auto& [session, list] : slices) groups.push_back(&list);
+  ASSIGN_OR_RETURN(auto written, recordings_.Append(groups));
+  size_t i = 0;
+  for (const auto& [session, list] : slices) {
+    const RecordingBlock& block = written.second[i++];
+    index.Reset();
+    index.Bind(1, session).Bind(2, agent_id).Bind(3, static_cast<int64_t>(list.front().sequence));
+    index.Bind(4, static_cast<int64_t>(list.back().sequence)).Bind(5, written.first);
+    index.Bind(6, static_cast<int64_t>(block.offset)).Bind(7, static_cast<int64_t>(block.length));
+    RETURN_IF_ERROR(index.Run());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SqliteStore::IndexSessionsLocked(const std::string& agent_id, const EventBatch& batch,
+                                              size_t first_new, int64_t chunk_id) {
   // Statement counters are summed per session and written once per batch.
   struct Counts {
     int64_t statements = 0;
@@ -776,14 +840,7 @@ absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent
     link.Bind(1, session).Bind(2, chunk_id);
     RETURN_IF_ERROR(link.Run());
   }
-  Stmt mark(db_, statements_, "UPDATE agents SET events_committed = ?2, chain_head = ?3 WHERE id = ?1");
-  mark.Bind(1, agent_id).Bind(2, static_cast<int64_t>(last.sequence())).BindBlob(3, head);
-  RETURN_IF_ERROR(mark.Run());
-  RETURN_IF_ERROR(AdvanceTrailLocked(agent_id, committed, batch.events.size() - first_new,
-                                     {first.sequence(), first_hash}, {last.sequence(), head},
-                                     last.time_unix_ms(), last_checkpoint ? &*last_checkpoint : nullptr));
-  RETURN_IF_ERROR(txn.Commit());
-  return last.sequence();
+  return absl::OkStatus();
 }
 
 absl::Status SqliteStore::AdvanceTrailLocked(const std::string& agent_id, uint64_t committed, uint64_t added,
@@ -1245,29 +1302,90 @@ absl::StatusOr<v1::SessionSummary> SqliteStore::SetLegalHold(const std::string& 
   return ReadSessionLocked(session_id);
 }
 
-absl::StatusOr<v1::PurgeExpiredResponse> SqliteStore::PurgeSessions(const PurgeRequest& req) {
-  absl::MutexLock lock(&mu_);
-  v1::PurgeExpiredResponse out;
+namespace {
+
+// A chunk's records with the purged sessions' events replaced by purged records (the hash each
+// had, which covers its recording slice from `slices`), folded into the agent's tombstone `t`.
+absl::StatusOr<std::string> PurgedChunk(int64_t chunk, const std::string& records,
+                                        const absl::flat_hash_set<std::string>& purged,
+                                        const std::string& tombstone_body,
+                                        absl::flat_hash_map<std::string, std::map<uint64_t, std::string>>* slices,
+                                        PurgeTombstone* t, v1::PurgeExpiredResponse* out) {
+  std::string rewritten;
+  rewritten.reserve(records.size());
+  audit::RecordReader reader(records);
+  while (!reader.done()) {
+    size_t at = reader.offset();
+    auto payload = reader.Next();
+    v1::AuditEvent e;
+    if (!payload.ok() || !e.ParseFromArray(payload->data(), static_cast<int>(payload->size()))) {
+      return absl::DataLossError(absl::StrCat("retention cannot purge: stored events (chunk ", chunk, ", byte ", at,
+                                              ") are damaged (run `sluicectl audit verify`)"));
+    }
+    if (!purged.contains(e.session_id()) || !e.purged_hash().empty()) {
+      audit::AppendRecord(&rewritten, *payload);
+      continue;
+    }
+    std::string whole(*payload);
+    if (e.recording_bytes() > 0) {
+      auto& mine = (*slices)[e.session_id()];
+      auto slice = mine.find(e.sequence());
+      if (slice == mine.end()) {
+        return absl::DataLossError(absl::StrCat("retention cannot purge session ", e.session_id(), ": the recording of "
+                                                "sequence ", e.sequence(), " is missing (run `sluicectl audit verify`)"));
+      }
+      whole = audit::JoinRecording(*payload, slice->second);
+    }
+    v1::AuditEvent tombstone;
+    tombstone.set_sequence(e.sequence());
+    tombstone.set_time_unix_ms(e.time_unix_ms());
+    tombstone.set_type(std::string(audit::PurgedEvent::kType));
+    tombstone.set_session_id(e.session_id());
+    tombstone.set_prev_hash(e.prev_hash());
+    tombstone.set_purged_hash(audit::ChainHash(whole));
+    tombstone.set_json(tombstone_body);
+    audit::AppendRecord(&rewritten, tombstone.SerializeAsString());
+    out->set_events(out->events() + 1);
+    if (t->events == 0) {
+      t->digest = PurgeDigestStart();
+      t->first_sequence = e.sequence();
+    }
+    ++t->events;
+    t->last_sequence = e.sequence();
+    PurgeDigestAdd(&t->digest, e.sequence(), tombstone.purged_hash());
+  }
+  return rewritten;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<std::string>> SqliteStore::DueSessionsLocked(const PurgeRequest& req,
+                                                                      v1::PurgeExpiredResponse* out) {
   // What is due: ended sessions of each connection older than its cutoff; held ones are counted.
   std::vector<std::string> due;
-  {
-    Stmt q(db_,
-           "SELECT s.session_id, h.session_id IS NOT NULL FROM sessions s LEFT JOIN legal_holds h "
-           "ON h.session_id = s.session_id WHERE s.connection = ?1 AND s.outcome != 'open' AND s.ended_ms > 0 "
-           "AND s.ended_ms < ?2 ORDER BY s.ended_ms");
-    RETURN_IF_ERROR(q.status());
-    for (const auto& [connection, cutoff] : req.cutoff_ms_by_connection) {
-      q.Reset();
-      q.Bind(1, connection).Bind(2, cutoff);
-      while (q.Step() == SQLITE_ROW && due.size() < req.max_sessions) {
-        if (q.Int(1) != 0) {
-          out.set_held(out.held() + 1);
-        } else {
-          due.push_back(q.Text(0));
-        }
+  Stmt q(db_,
+         "SELECT s.session_id, h.session_id IS NOT NULL FROM sessions s LEFT JOIN legal_holds h "
+         "ON h.session_id = s.session_id WHERE s.connection = ?1 AND s.outcome != 'open' AND s.ended_ms > 0 "
+         "AND s.ended_ms < ?2 ORDER BY s.ended_ms");
+  RETURN_IF_ERROR(q.status());
+  for (const auto& [connection, cutoff] : req.cutoff_ms_by_connection) {
+    q.Reset();
+    q.Bind(1, connection).Bind(2, cutoff);
+    while (q.Step() == SQLITE_ROW && due.size() < req.max_sessions) {
+      if (q.Int(1) != 0) {
+        out->set_held(out->held() + 1);
+      } else {
+        due.push_back(q.Text(0));
       }
     }
   }
+  return due;
+}
+
+absl::StatusOr<v1::PurgeExpiredResponse> SqliteStore::PurgeSessions(const PurgeRequest& req) {
+  absl::MutexLock lock(&mu_);
+  v1::PurgeExpiredResponse out;
+  ASSIGN_OR_RETURN(const std::vector<std::string> due, DueSessionsLocked(req, &out));
   out.set_sessions(static_cast<uint32_t>(due.size()));
   for (size_t i = 0; i < due.size() && i < 1000; ++i) out.add_session_ids(due[i]);
   if (due.empty()) return out;
@@ -1345,56 +1463,15 @@ absl::StatusOr<v1::PurgeExpiredResponse> SqliteStore::PurgeSessions(const PurgeR
     if (r.Step() != SQLITE_ROW) continue;
     ASSIGN_OR_RETURN(const std::string records, ChunkRecords(r.Text(0), chunk));
     const std::string chunk_agent = r.Text(1);
-    std::string rewritten;
-    rewritten.reserve(records.size());
-    audit::RecordReader reader(records);
-    while (!reader.done()) {
-      size_t at = reader.offset();
-      auto payload = reader.Next();
-      v1::AuditEvent e;
-      if (!payload.ok() || !e.ParseFromArray(payload->data(), static_cast<int>(payload->size()))) {
-        return absl::DataLossError(absl::StrCat("retention cannot purge: stored events (chunk ", chunk, ", byte ", at,
-                                                ") are damaged (run `sluicectl audit verify`)"));
-      }
-      if (!purged.contains(e.session_id()) || !e.purged_hash().empty()) {
-        audit::AppendRecord(&rewritten, *payload);
-        continue;
-      }
-      std::string whole(*payload);
-      if (e.recording_bytes() > 0) {
-        auto& mine = slices[e.session_id()];
-        auto slice = mine.find(e.sequence());
-        if (slice == mine.end()) {
-          return absl::DataLossError(absl::StrCat("retention cannot purge session ", e.session_id(), ": the recording of "
-                                                  "sequence ", e.sequence(), " is missing (run `sluicectl audit verify`)"));
-        }
-        whole = audit::JoinRecording(*payload, slice->second);
-      }
-      v1::AuditEvent tombstone;
-      tombstone.set_sequence(e.sequence());
-      tombstone.set_time_unix_ms(e.time_unix_ms());
-      tombstone.set_type(std::string(audit::PurgedEvent::kType));
-      tombstone.set_session_id(e.session_id());
-      tombstone.set_prev_hash(e.prev_hash());
-      tombstone.set_purged_hash(audit::ChainHash(whole));
-      tombstone.set_json(tombstone_body);
-      audit::AppendRecord(&rewritten, tombstone.SerializeAsString());
-      out.set_events(out.events() + 1);
-      PurgeTombstone& t = tombstones[chunk_agent];
-      if (t.events == 0) {
-        t.digest = PurgeDigestStart();
-        t.first_sequence = e.sequence();
-      }
-      ++t.events;
-      t.last_sequence = e.sequence();
-      PurgeDigestAdd(&t.digest, e.sequence(), tombstone.purged_hash());
-    }
+    ASSIGN_OR_RETURN(const std::string rewritten,
+                     PurgedChunk(chunk, records, purged, tombstone_body, &slices, &tombstones[chunk_agent], &out));
     Stmt w(db_, "UPDATE event_chunks SET records = ?2 WHERE id = ?1");
     ASSIGN_OR_RETURN(absl::string_view compressed, StoredChunkLocked(rewritten));
     w.Bind(1, chunk).BindBlobNoCopy(2, compressed);
     RETURN_IF_ERROR(w.Run());
   }
   for (auto& [agent, t] : tombstones) {
+    if (t.events == 0) continue;  // its chunks held no event of these sessions still unpurged
     t.audit_id = audit_id;
     t.agent_id = agent;
     t.time_ms = req.now_ms;
@@ -1425,13 +1502,34 @@ absl::StatusOr<v1::PurgeExpiredResponse> SqliteStore::PurgeSessions(const PurgeR
                               absl::StrJoin(out.session_ids(), ",").substr(0, 4000)));
   RETURN_IF_ERROR(detail.Run());
   RETURN_IF_ERROR(txn.Commit());
+  std::vector<std::pair<std::string, RecordingBlock>> erase;
+  erase.reserve(blocks.size());
+  for (const DueBlock& b : blocks) erase.emplace_back(b.file, b.block);
+  EraseRecordingsLocked(std::move(erase));
+  return out;
+}
+
+void SqliteStore::EraseRecordingsLocked(std::vector<std::pair<std::string, RecordingBlock>> blocks) {
+  // A reader in a snapshot from before the purge may still read these bytes (`audit verify`, the
+  // evidence export): they wait for the next purge after it.
+  absl::MutexLock shared_lock(&shared_->mu);
+  if (!shared_->gate.TryLock()) {
+    shared_->deferred.insert(shared_->deferred.end(), std::make_move_iterator(blocks.begin()),
+                             std::make_move_iterator(blocks.end()));
+    LogInfo("retention: ", shared_->deferred.size(),
+            " purged recording block(s) are erased at the next purge (an audit read holds a snapshot)");
+    return;
+  }
+  blocks.insert(blocks.end(), std::make_move_iterator(shared_->deferred.begin()),
+                std::make_move_iterator(shared_->deferred.end()));
+  shared_->deferred.clear();
   // The bytes go once the index no longer names them (a failure leaves orphaned bytes, not a gap);
   // a file none of whose blocks is indexed any more goes whole.
   std::set<std::string> files;
-  for (const DueBlock& b : blocks) {
-    absl::Status st = recordings_.Erase(b.file, b.block);
+  for (const auto& [file, block] : blocks) {
+    absl::Status st = recordings_.Erase(file, block);
     if (!st.ok()) LogWarning("retention: ", st.message());
-    files.insert(b.file);
+    files.insert(file);
   }
   for (const std::string& file : files) {
     Stmt left(db_, "SELECT 1 FROM recording_blocks WHERE file = ?1 LIMIT 1");
@@ -1440,7 +1538,7 @@ absl::StatusOr<v1::PurgeExpiredResponse> SqliteStore::PurgeSessions(const PurgeR
     absl::Status st = recordings_.RemoveIfDone(file);
     if (!st.ok()) LogWarning("retention: ", st.message());
   }
-  return out;
+  shared_->gate.Unlock();
 }
 
 namespace {

@@ -7,6 +7,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -79,15 +81,38 @@ class SqliteStore : public Store {
   // A 1 MiB file allocated, written, synced and removed beside the database (and a small one in
   // the recordings directory), then a write transaction that changes nothing.
   absl::Status ProbeWrites() override;
+  // A second SqliteStore over a read-only connection (SQLITE_OPEN_READONLY, query_only) to the
+  // same database and recordings: in WAL mode its reads run beside this store's writes. While it
+  // holds a snapshot (ReadSnapshot), retention's purge leaves the purged recording bytes in place
+  // (the snapshot may still read them) and erases them at its next run after the snapshot ends.
+  absl::StatusOr<std::unique_ptr<Store>> OpenReader() override;
+  // BEGIN (deferred) ... the first read takes the snapshot ... COMMIT.
+  absl::Status ReadSnapshot(const std::function<absl::Status()>& read) override;
 
  private:
-  SqliteStore(sqlite3* db, std::string dir, std::unique_ptr<TrailSigner> signer)
-      : dir_(std::move(dir)),
+  // What a writer and its readers share: readers in a snapshot hold `gate` shared; a purge erases
+  // recording bytes only when it can hold it exclusively, and otherwise leaves them in `deferred`.
+  struct Shared {
+    absl::Mutex gate;
+    absl::Mutex mu;
+    std::vector<std::pair<std::string, RecordingBlock>> deferred ABSL_GUARDED_BY(mu);
+  };
+  SqliteStore(sqlite3* db, std::string path, std::string dir, std::string trail_key_pem,
+              std::unique_ptr<TrailSigner> signer, std::shared_ptr<Shared> shared, bool reader)
+      : path_(std::move(path)),
+        dir_(std::move(dir)),
+        trail_key_pem_(std::move(trail_key_pem)),
+        reader_(reader),
+        shared_(std::move(shared)),
         db_(db),
         statements_(db),
         recordings_(dir_ + "/recordings"),
         chunk_zstd_(1, false),
         signer_(std::move(signer)) {}
+  // After a purge's commit: erases the purged blocks (and those left by earlier purges while a
+  // reader held a snapshot), then removes the files none of whose blocks is indexed any more.
+  void EraseRecordingsLocked(std::vector<std::pair<std::string, RecordingBlock>> blocks)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Migration 12's data step: every agent's trail as stored now gets a signed head (origin
   // kUpgrade: taken as found), and the totals are signed.
   absl::Status AnchorStoredTrailsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -114,6 +139,33 @@ class SqliteStore : public Store {
                                   const SequenceHash& first, const SequenceHash& last, int64_t time_ms,
                                   const AgentCheckpoint* checkpoint) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status PutTrailTotalsLocked(const TrailTotals& totals) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The sessions a purge takes: ended before their connection's cutoff, not held (those are
+  // counted in `out`), at most req.max_sessions.
+  absl::StatusOr<std::vector<std::string>> DueSessionsLocked(const PurgeRequest& req, v1::PurgeExpiredResponse* out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // An ingested batch's new events (from `first_new`) checked against the agent's chain `head`
+  // and audit key `key` (empty: none registered): where the chain goes, and the batch's last
+  // signed checkpoint.
+  struct BatchChain {
+    std::string head;        // the hash of the last new event
+    std::string first_hash;  // of the first new event
+    std::optional<AgentCheckpoint> last_checkpoint;
+  };
+  static absl::StatusOr<BatchChain> CheckBatchChain(const std::string& agent_id, const EventBatch& batch,
+                                                    size_t first_new, std::string head, const std::string& key);
+  // The recording slices of the batch's new events, by session, and their records without them
+  // (`stripped_records`; both left empty when no new event carries a recording).
+  static absl::Status SplitRecordings(const std::string& agent_id, const EventBatch& batch, size_t first_new,
+                                      std::string* stripped_records,
+                                      std::map<std::string, std::vector<RecordingSlice>>* slices);
+  // Appends the slices to the recording files and indexes their blocks (recording_blocks).
+  absl::Status StoreRecordingsLocked(const std::string& agent_id,
+                                     const std::map<std::string, std::vector<RecordingSlice>>& slices)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The session index from the batch's new events (stored as chunk `chunk_id`): sessions started,
+  // refused and ended, statement and error counts, decisions and rules, the session's chunks.
+  absl::Status IndexSessionsLocked(const std::string& agent_id, const EventBatch& batch, size_t first_new,
+                                   int64_t chunk_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<int64_t> AppendAuditLocked(const AuditRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<v1::SessionSummary> ReadSessionLocked(const std::string& session_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -129,7 +181,11 @@ class SqliteStore : public Store {
                                                                    const std::string& name)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  const std::string dir_;  // the database's directory
+  const std::string path_;  // the database file
+  const std::string dir_;   // the database's directory
+  const std::string trail_key_pem_;
+  const bool reader_;  // a read-only connection (OpenReader)
+  const std::shared_ptr<Shared> shared_;
   absl::Mutex mu_;
   sqlite3* db_ ABSL_GUARDED_BY(mu_);
   // Statements of the ingest path, prepared once.

@@ -2,12 +2,14 @@
 // implementation for HA deployments satisfies the same interface (see docs/architecture.md).
 //
 // Implementations are called from one owner thread (the control plane's store worker), but must
-// be safe to call from any single thread at a time.
+// be safe to call from any single thread at a time. A reader (OpenReader) is a store of its own,
+// used from another thread (the reader worker) at the same time as its writer.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -232,6 +234,16 @@ class Store {
                                       const std::function<void(const v1::Approval&)>& visit) = 0;
   // Pending requests whose expiry is at or before `now_ms`.
   virtual absl::StatusOr<std::vector<ApprovalRecord>> DueApprovals(int64_t now_ms) = 0;
+
+  // Long reads that must not hold up ingest (`audit verify`, the evidence export): a second store
+  // over its own read-only connection to the same data, used from its own thread (one thread at a
+  // time). Unimplemented when the store has none (its callers then read from this store).
+  virtual absl::StatusOr<std::unique_ptr<Store>> OpenReader() {
+    return absl::UnimplementedError("this store has no separate reader");
+  }
+  // Runs `read` (which calls this store's reads) inside one read transaction: everything it reads
+  // is one consistent snapshot, whatever is written meanwhile through other connections.
+  virtual absl::Status ReadSnapshot(const std::function<absl::Status()>& read) { return read(); }
 
   // Whether the store can write again after a disk fault (disk_fault.h): its files' volume takes
   // a new file, written and synced, and a write transaction commits. The error names the file and

@@ -100,6 +100,7 @@ TEST(GuardedStore, ADiskFaultRefusesEveryWriteUntilTheProbeSucceeds) {
   EXPECT_TRUE(IsDiskFault(f.guard->UpsertResources({Webhook("w")}, "tester", 1000).status()));
   EXPECT_EQ(f.guard->refused_writes(), 3u);
   EXPECT_EQ(f.guard->faults(), 1u);
+  EXPECT_EQ(f.guard->audit_records_lost(), 2u);  // the two audit records refused
   // Reads go on; one that fails meanwhile (a failing disk's reads may look like anything) says
   // why writes are refused as well.
   EXPECT_TRUE(f.guard->ListResources("").ok());
@@ -139,8 +140,10 @@ TEST(GuardedStore, OtherErrorsAreTheRequestsAndRefuseNothing) {
   EXPECT_EQ(f.guard->AppendAudit(kRecord).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_FALSE(f.guard->WriteFault());
   EXPECT_EQ(f.guard->refused_writes(), 0u);
+  EXPECT_EQ(f.guard->audit_records_lost(), 1u);  // counted (and logged) all the same
   f.faulty->fault = absl::OkStatus();
   EXPECT_TRUE(f.guard->AppendAudit(kRecord).ok());
+  EXPECT_EQ(f.guard->audit_records_lost(), 1u);
 }
 
 TEST(DiskFault, ErrnosOfTheDiskAreFaultsNamingTheFile) {
