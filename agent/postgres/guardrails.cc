@@ -79,16 +79,6 @@ const std::vector<std::string>& DangerousFunctions() {
   return *f;
 }
 
-const char* ActionName(GuardrailDecision::Action a) {
-  switch (a) {
-    case GuardrailDecision::kAllow: return "allow";
-    case GuardrailDecision::kAlert: return "alert";
-    case GuardrailDecision::kRequireApproval: return "require_approval";
-    case GuardrailDecision::kBlock: return "block";
-  }
-  return "block";
-}
-
 GuardrailSet::GuardrailSet(const v1::PolicySnapshot& snapshot, const v1::Connection& connection) {
   for (const auto& g : snapshot.guardrails()) {
     if (!policy::SelectsConnection(g.connections(), connection)) continue;

@@ -20,19 +20,14 @@
 #include <vector>
 
 #include "agent/postgres/sql_analysis.h"
+#include "agent/session/decision.h"
 #include "sluice/v1/policy.pb.h"
 
 namespace sluice::agent::postgres {
 
-struct GuardrailDecision {
-  enum Action { kAllow = 0, kAlert = 1, kRequireApproval = 2, kBlock = 3 };
-  Action action = kAllow;
-  std::string guardrail;  // the Guardrail's name ("(default)" for the production unknown rule)
-  std::string match;      // the rule's kind
-  std::string target;     // what matched: a table, a function, or empty
-  std::string approval;   // ApprovalPolicy, for require_approval
-  std::string statement_kind;  // the parser's node name of the deciding statement
-};
+// The decision (agent/session/decision.h): the rule that decided, by name.
+using session::ActionName;
+using session::GuardrailDecision;
 
 // Functions `dangerous_function` matches without a `functions` list.
 const std::vector<std::string>& DangerousFunctions();
@@ -54,7 +49,5 @@ class GuardrailSet {
   std::vector<Rule> rules_;
   bool production_ = false;
 };
-
-const char* ActionName(GuardrailDecision::Action a);
 
 }  // namespace sluice::agent::postgres

@@ -291,22 +291,10 @@ const std::vector<std::string>& SqlFromStringFunctions() {
   return *f;
 }
 
-const char* ClassName(StatementClass c) {
-  switch (c) {
-    case StatementClass::kEmpty: return "empty";
-    case StatementClass::kRead: return "read";
-    case StatementClass::kOther: return "other";
-    case StatementClass::kWrite: return "write";
-    case StatementClass::kDdl: return "ddl";
-    case StatementClass::kDcl: return "dcl";
-    case StatementClass::kUnknown: return "unknown";
-  }
-  return "unknown";
-}
-
-std::string StatementInfo::deciding_kind() const {
+absl::string_view StatementInfo::deciding_kind() const {
   for (const auto& s : statements) {
-    if (s.cls == overall) return s.kind.empty() ? "unparsed text" : s.kind;
+    if (s.cls != overall) continue;
+    return s.kind.empty() ? absl::string_view("unparsed text") : absl::string_view(s.kind);
   }
   return "";
 }

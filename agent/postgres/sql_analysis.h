@@ -14,23 +14,14 @@
 #include "absl/container/node_hash_map.h"
 #include "absl/strings/string_view.h"
 #include "agent/postgres/lineage.h"
+#include "agent/session/decision.h"
 #include "common/sql/lexer.h"
 
 namespace sluice::agent::postgres {
 
-// Ordered by privilege: a string's class is the highest of its statements'.
-enum class StatementClass {
-  kEmpty,    // nothing but whitespace and comments
-  kRead,     // SELECT (no writing CTE, no INTO), SHOW, EXPLAIN without ANALYZE, COPY ... TO STDOUT, FETCH
-  kOther,    // session and transaction control: BEGIN, SET, DISCARD, PREPARE (of a read), EXECUTE, LISTEN
-  kWrite,    // INSERT/UPDATE/DELETE/MERGE anywhere (CTEs included), COPY FROM, CALL, LOCK, NOTIFY,
-             // calls of WritingFunctions()
-  kDdl,      // CREATE/ALTER/DROP/TRUNCATE/COMMENT/VACUUM/..., SELECT INTO, ALTER SYSTEM
-  kDcl,      // GRANT/REVOKE, roles, ownership, default privileges, row security policies
-  kUnknown,  // cannot be classified: DO blocks, LOAD, text the parser refuses, statements over the size cap
-};
-
-const char* ClassName(StatementClass c);
+// The classification (agent/session/decision.h), from PostgreSQL's grammar here.
+using session::ClassName;
+using session::StatementClass;
 
 // A table a statement names: schema empty when unqualified.
 struct Relation {
@@ -75,8 +66,8 @@ struct StatementInfo {
 
   // Nothing in it writes, changes the schema or privileges, or escapes classification.
   bool read_only() const { return overall <= StatementClass::kOther; }
-  // The statement that decided `overall` (for messages): e.g. "DeleteStmt".
-  std::string deciding_kind() const;
+  // The statement that decided `overall` (for messages): e.g. "DeleteStmt" (valid while this is).
+  absl::string_view deciding_kind() const;
 };
 
 // A COPY ... TO STDOUT statement: what its output rows hold and how they are written.

@@ -6,7 +6,9 @@
 // message to learn what happened: a refusal carries its RefusalKind.
 //
 // Inventory: every kind as the agent wrote it when this file was made (field names unchanged
-// since), who writes it and who reads it.
+// since), who writes it and who reads it. (The session-level and statement-level events named
+// below as written by agent/postgres/session.cc are now built by the session core,
+// agent/session/session_audit.cc, which the PostgreSQL adapter calls.)
 //
 //   session_start: agent/postgres/session.cc at login. Who, access, rule, protocol (the
 //     PostgreSQL protocol version, "3.0"), application_name, tls_version, tls_cipher,
