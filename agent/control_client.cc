@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <atomic>
-
 #include <nlohmann/json.hpp>
 
 #include "absl/random/random.h"
@@ -62,8 +61,8 @@ absl::Status ControlClient::Apply(const v1::PolicySnapshot& snapshot, const std:
   if (valid.ok() && source != "disk") {
     absl::Status st = SaveSnapshot(options_.data_dir, snapshot);
     if (!st.ok()) {
-      persist_error = absl::StrCat("snapshot version ", snapshot.version(), " is enforced but could not be saved: ",
-                                   st.message());
+      persist_error = absl::StrCat("snapshot version ", snapshot.version(),
+                                   " is enforced but could not be saved: ", st.message());
       LogError(persist_error);
     }
   }
@@ -82,7 +81,9 @@ absl::Status ControlClient::Apply(const v1::PolicySnapshot& snapshot, const std:
   return absl::OkStatus();
 }
 
-void ControlClient::Start() { thread_ = std::thread([this] { Loop(); }); }
+void ControlClient::Start() {
+  thread_ = std::thread([this] { Loop(); });
+}
 
 void ControlClient::Stop() {
   {
@@ -187,7 +188,8 @@ void ControlClient::Loop() {
     if (cap > options_.max_backoff) cap = options_.max_backoff;
     ++attempt;
     // Full jitter: a fleet of agents does not reconnect in lock step after an outage.
-    absl::Duration wait = absl::Milliseconds(absl::Uniform<double>(rng, 0.0, absl::ToDoubleMilliseconds(cap)));
+    absl::Duration wait =
+        absl::Milliseconds(absl::Uniform<double>(rng, 0.0, absl::ToDoubleMilliseconds(cap)));
     LogInfo("reconnecting to the control plane in ", absl::FormatDuration(wait));
     if (!SleepFor(wait)) return;
   }
@@ -211,8 +213,9 @@ bool ControlClient::EnsureIdentity() {
   }
   if (options_.enroll_token.empty()) {
     absl::MutexLock lock(&mu_);
-    fatal_error_ = "this agent is not enrolled: start it once with --enroll-token (from "
-                   "`sluicectl agents enroll`)";
+    fatal_error_ =
+        "this agent is not enrolled: start it once with --enroll-token (from "
+        "`sluicectl agents enroll`)";
     return false;
   }
   return false;
@@ -226,7 +229,7 @@ struct ControlClient::Link {
   std::unique_ptr<grpc::ClientReaderWriter<v1::AgentMessage, v1::ControlMessage>> stream;
   absl::Mutex write_mu;
   bool done ABSL_GUARDED_BY(write_mu) = false;  // no more writes
-  std::atomic<bool> stream_done{false};        // the writer stops
+  std::atomic<bool> stream_done{false};         // the writer stops
   std::string audit_reported;  // the audit state the control plane last heard (writer thread)
   bool write_failed = false;   // the reader's own write (an ACK/NACK) failed
 };
@@ -246,7 +249,8 @@ bool ControlClient::ConnectOnce() {
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   args.SetMaxReceiveMessageSize(64 << 20);
-  link.stub = v1::AgentService::NewStub(grpc::CreateCustomChannel(options_.address, grpc::SslCredentials(ssl), args));
+  link.stub = v1::AgentService::NewStub(
+      grpc::CreateCustomChannel(options_.address, grpc::SslCredentials(ssl), args));
   if (!EnsureIdentity() && !Enroll(&link)) return false;
 
   AgentIdentity id;
@@ -297,7 +301,8 @@ bool ControlClient::Enroll(Link* link) {
     }
     auto key = GenerateEcPrivateKeyPem();
     auto csr = key.ok() ? CreateCsr(*key, "sluice-agent", names) : key.status();
-    if (!csr.ok()) return Fatal(absl::StrCat("cannot make the certificate request: ", csr.status().message()));
+    if (!csr.ok())
+      return Fatal(absl::StrCat("cannot make the certificate request: ", csr.status().message()));
     listener_key = *key;
     req.set_tls_csr_pem(*csr);
   }
@@ -305,7 +310,8 @@ bool ControlClient::Enroll(Link* link) {
   grpc::Status st = link->stub->Enroll(&ctx, req, &resp);
   if (!st.ok()) {
     std::string why = absl::StrCat("enrollment failed: ", st.error_message());
-    if (st.error_code() != grpc::StatusCode::UNAVAILABLE && st.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
+    if (st.error_code() != grpc::StatusCode::UNAVAILABLE &&
+        st.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
       return Fatal(why);
     }
     SetState("connecting", why);
@@ -318,12 +324,15 @@ bool ControlClient::Enroll(Link* link) {
     if (saved.ok()) saved = WriteFileAtomic(dir + "/listener.key", listener_key, 0600);
     if (saved.ok()) saved = WriteFileAtomic(dir + "/listener.crt", resp.tls_cert_pem(), 0644);
     if (saved.ok()) saved = WriteFileAtomic(dir + "/agent-ca.crt", resp.tls_ca_pem(), 0644);
-    if (!saved.ok()) return Fatal(absl::StrCat("enrolled, but cannot save the listener certificate: ", saved.message()));
+    if (!saved.ok())
+      return Fatal(
+          absl::StrCat("enrolled, but cannot save the listener certificate: ", saved.message()));
     LogInfo("listener certificate issued by the control plane's agent CA (", dir, "/agent-ca.crt)");
   } else if (!resp.tls_note().empty()) {
     LogWarning(resp.tls_note());
   }
-  AgentIdentity id{resp.agent_id(), resp.agent_secret(), {resp.labels().begin(), resp.labels().end()}};
+  AgentIdentity id{
+      resp.agent_id(), resp.agent_secret(), {resp.labels().begin(), resp.labels().end()}};
   if (absl::Status saved = SaveIdentity(options_.data_dir, id); !saved.ok()) {
     return Fatal(absl::StrCat("enrolled, but cannot save the identity: ", saved.message()));
   }
@@ -381,7 +390,8 @@ void ControlClient::WriteLoop(Link* link) {
     return true;
   };
   while (!link->stream_done.load()) {
-    const bool have = options_.events != nullptr && options_.events->WaitForEvents(absl::Milliseconds(50));
+    const bool have =
+        options_.events != nullptr && options_.events->WaitForEvents(absl::Milliseconds(50));
     // Linger briefly so that a busy data path sends a few large chunks, not one per event.
     if (have) options_.events->WaitForChunk(EventSink::kLinger);
     if (link->stream_done.load()) break;
@@ -397,13 +407,15 @@ void ControlClient::WriteLoop(Link* link) {
     }
     v1::AgentMessage out;
     if (have) {
-      if (auto chunk = options_.events->TakeChunk()) out.mutable_audit()->set_records(std::move(chunk->records));
+      if (auto chunk = options_.events->TakeChunk())
+        out.mutable_audit()->set_records(std::move(chunk->records));
     } else if (options_.events == nullptr) {
       absl::MutexLock lock(&link->write_mu);
       link->write_mu.AwaitWithTimeout(absl::Condition(&link->done), absl::Milliseconds(50));
     }
     std::string audit = options_.events != nullptr ? options_.events->RefusalReason() : "";
-    if (audit != link->audit_reported && out.has_audit()) {  // a busy agent tells it before its events
+    if (audit != link->audit_reported &&
+        out.has_audit()) {  // a busy agent tells it before its events
       v1::AgentMessage beat;
       beat.mutable_heartbeat()->set_time_unix_ms(NowUnixMs());
       beat.mutable_heartbeat()->set_audit_error(audit);
@@ -411,7 +423,8 @@ void ControlClient::WriteLoop(Link* link) {
       link->audit_reported = audit;
     }
     if (!out.has_audit()) {
-      if (absl::Now() - last_write < options_.heartbeat_interval && audit == link->audit_reported) continue;
+      if (absl::Now() - last_write < options_.heartbeat_interval && audit == link->audit_reported)
+        continue;
       out.mutable_heartbeat()->set_time_unix_ms(NowUnixMs());
       out.mutable_heartbeat()->set_audit_error(audit);
       link->audit_reported = std::move(audit);
@@ -440,7 +453,8 @@ bool ControlClient::ReadLoop(Link* link) {
     } else if (msg.has_audit_ack()) {
       OnAuditAck(msg.audit_ack());
     } else if (msg.has_approval_registered()) {
-      if (options_.approvals != nullptr) options_.approvals->OnRegistered(msg.approval_registered());
+      if (options_.approvals != nullptr)
+        options_.approvals->OnRegistered(msg.approval_registered());
     } else if (msg.has_approval_decision()) {
       if (options_.approvals != nullptr) options_.approvals->OnDecision(msg.approval_decision());
     } else {
@@ -472,9 +486,11 @@ void ControlClient::OnAuditAck(const v1::AuditAck& ack) {
   if (options_.events == nullptr) return;
   if (ack.has_resumed()) {
     const v1::ChainResume& r = ack.resumed();
-    if (!options_.events->ChainResumed(r.resumed_after_sequence(), r.resumed_after_hash(), r.held_through_sequence(),
-                                       r.held_records(), r.time_unix_ms())) {
-      LogWarning("the control plane reports a resume of the audit chain after sequence ", r.resumed_after_sequence(),
+    if (!options_.events->ChainResumed(r.resumed_after_sequence(), r.resumed_after_hash(),
+                                       r.held_through_sequence(), r.held_records(),
+                                       r.time_unix_ms())) {
+      LogWarning("the control plane reports a resume of the audit chain after sequence ",
+                 r.resumed_after_sequence(),
                  ", which is not where this agent's chain started; ignored");
     }
   }
@@ -485,14 +501,17 @@ void ControlClient::OnAuditAck(const v1::AuditAck& ack) {
 // next stream; the stream's end is logged and shown.
 void ControlClient::EndStream(Link* link) {
   if (options_.events != nullptr) options_.events->Requeue();
-  if (link->write_failed) link->ctx.TryCancel();  // the stream may still be open; make Finish return
+  if (link->write_failed)
+    link->ctx.TryCancel();  // the stream may still be open; make Finish return
   grpc::Status st = link->stream->Finish();
   {
     absl::MutexLock lock(&mu_);
     active_context_ = nullptr;
   }
-  std::string why = st.ok() ? "the control plane closed the stream" : absl::StrCat("stream ended: ", st.error_message());
-  if (st.error_code() == grpc::StatusCode::UNAUTHENTICATED || st.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
+  std::string why = st.ok() ? "the control plane closed the stream"
+                            : absl::StrCat("stream ended: ", st.error_message());
+  if (st.error_code() == grpc::StatusCode::UNAUTHENTICATED ||
+      st.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
     LogError(why);
   } else {
     LogWarning(why);

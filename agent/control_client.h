@@ -23,9 +23,9 @@
 namespace sluice::agent {
 
 struct ControlClientOptions {
-  std::string address;       // control plane host:port
-  std::string ca_pem;        // CA the control plane's certificate chains to
-  std::string enroll_token;  // used once, when the data dir holds no identity
+  std::string address;                        // control plane host:port
+  std::string ca_pem;                         // CA the control plane's certificate chains to
+  std::string enroll_token;                   // used once, when the data dir holds no identity
   std::map<std::string, std::string> labels;  // sent in Hello; must match the enrollment
   std::string data_dir;
   std::vector<std::string> capabilities;  // protocols this agent serves
@@ -33,9 +33,10 @@ struct ControlClientOptions {
   absl::Duration initial_backoff = absl::Milliseconds(500);
   absl::Duration max_backoff = absl::Seconds(30);
   absl::Duration heartbeat_interval = absl::Seconds(10);
-  EventSink* events = nullptr;  // audit events to stream (not owned); may be null
+  EventSink* events = nullptr;          // audit events to stream (not owned); may be null
   ApprovalBroker* approvals = nullptr;  // held statements (not owned); may be null
-  std::string audit_public_key;  // Ed25519 (raw) of the audit checkpoint key, sent at enrollment and in Hello
+  std::string audit_public_key;  // Ed25519 (raw) of the audit checkpoint key, sent at enrollment
+                                 // and in Hello
   // Ask the control plane at enrollment for a certificate for the data-path listeners, for these
   // names (loopback names are always asked for too). Stored as <data_dir>/tls/listener.*.
   bool request_certificate = false;
@@ -105,7 +106,8 @@ class ControlClient {
   uint64_t applied_version_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t last_nack_version_ ABSL_GUARDED_BY(mu_) = 0;
   std::string last_nack_error_ ABSL_GUARDED_BY(mu_);
-  std::string snapshot_persist_error_ ABSL_GUARDED_BY(mu_);  // the last snapshot was enforced, not saved
+  std::string snapshot_persist_error_
+      ABSL_GUARDED_BY(mu_);  // the last snapshot was enforced, not saved
   uint64_t reconnects_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t state_since_ms_ ABSL_GUARDED_BY(mu_) = 0;
 };

@@ -28,7 +28,8 @@
 #include "common/tls.h"
 
 ABSL_FLAG(std::string, control_plane, "127.0.0.1:7443", "control plane gRPC address host:port");
-ABSL_FLAG(std::string, ca_file, "", "CA certificate (PEM) the control plane's certificate chains to");
+ABSL_FLAG(std::string, ca_file, "",
+          "CA certificate (PEM) the control plane's certificate chains to");
 ABSL_FLAG(std::string, enroll_token, "",
           "one-time enrollment token from `sluicectl agents enroll` (needed on first start only)");
 ABSL_FLAG(std::string, enroll_token_file, "",
@@ -38,13 +39,16 @@ ABSL_FLAG(std::string, labels, "",
           "(empty = the granted labels)");
 ABSL_FLAG(std::string, data_dir, "./sluice-agent-data",
           "directory for the agent identity and the last good snapshot (created 0700)");
-ABSL_FLAG(std::string, spool_max_bytes, "1073741824",
-          "cap of the on-disk audit spool (<data-dir>/spool) in bytes; when it is full, new sessions "
-          "are refused until the control plane has acknowledged what it holds");
-ABSL_FLAG(std::string, protocols, "postgres,mysql,http",
-          "protocols this agent serves; a snapshot with a connection of another protocol is NACKed");
-ABSL_FLAG(std::string, status_listen, "127.0.0.1:7081",
-          "address of the HTTP status port (/healthz, /readyz, /status); empty = off; port 0 = any");
+ABSL_FLAG(
+    std::string, spool_max_bytes, "1073741824",
+    "cap of the on-disk audit spool (<data-dir>/spool) in bytes; when it is full, new sessions "
+    "are refused until the control plane has acknowledged what it holds");
+ABSL_FLAG(
+    std::string, protocols, "postgres,mysql,http",
+    "protocols this agent serves; a snapshot with a connection of another protocol is NACKed");
+ABSL_FLAG(
+    std::string, status_listen, "127.0.0.1:7081",
+    "address of the HTTP status port (/healthz, /readyz, /status); empty = off; port 0 = any");
 ABSL_FLAG(absl::Duration, reconnect_max_backoff, absl::Seconds(30),
           "upper bound of the reconnect backoff (exponential with full jitter)");
 ABSL_FLAG(absl::Duration, heartbeat_interval, absl::Seconds(10), "heartbeat period on the stream");
@@ -72,12 +76,14 @@ ABSL_FLAG(bool, record_sessions, true,
           "record each session's messages (after masking) with its audit events, for `sluicectl "
           "sessions replay`");
 ABSL_FLAG(uint64_t, test_kill_after_answers, 0,
-          "tests only: kill the agent (SIGKILL) right after the answers of this many statements were written "
+          "tests only: kill the agent (SIGKILL) right after the answers of this many statements "
+          "were written "
           "to their clients (agent/test_faults.h); 0: never");
 ABSL_FLAG(int64_t, record_max_rows, 100,
           "rows (data messages) of each result kept in a session recording; the rest are counted");
-ABSL_FLAG(int64_t, record_max_bytes, 64 << 10,
-          "bytes of data messages of each result kept in a session recording; the rest are counted");
+ABSL_FLAG(
+    int64_t, record_max_bytes, 64 << 10,
+    "bytes of data messages of each result kept in a session recording; the rest are counted");
 ABSL_FLAG(bool, verbose, false, "log debug messages");
 
 namespace sluice::agent {
@@ -117,10 +123,11 @@ absl::StatusOr<ControlClientOptions> ControlOptionsFromFlags() {
     return absl::InvalidArgumentError("--reconnect-max-backoff must be at least 100ms");
   }
   ASSIGN_OR_RETURN(opts.labels, ParseLabels(absl::GetFlag(FLAGS_labels)));
-  for (absl::string_view p : absl::StrSplit(absl::GetFlag(FLAGS_protocols), ',', absl::SkipEmpty())) {
+  for (absl::string_view p :
+       absl::StrSplit(absl::GetFlag(FLAGS_protocols), ',', absl::SkipEmpty())) {
     if (p != "postgres" && p != "mysql" && p != "http") {
-      return absl::InvalidArgumentError(absl::StrCat("--protocols: unknown protocol '", p,
-                                                     "' (postgres, mysql, http)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--protocols: unknown protocol '", p, "' (postgres, mysql, http)"));
     }
     opts.capabilities.emplace_back(p);
   }
@@ -136,7 +143,8 @@ absl::StatusOr<ControlClientOptions> ControlOptionsFromFlags() {
   // Without a certificate of its own, the PostgreSQL listener uses one issued by the control
   // plane's agent CA at enrollment, for --tls-names and the loopback names.
   opts.request_certificate = postgres_on && absl::GetFlag(FLAGS_postgres_tls_cert).empty();
-  for (absl::string_view n : absl::StrSplit(absl::GetFlag(FLAGS_tls_names), ',', absl::SkipEmpty())) {
+  for (absl::string_view n :
+       absl::StrSplit(absl::GetFlag(FLAGS_tls_names), ',', absl::SkipEmpty())) {
     std::string name(absl::StripAsciiWhitespace(n));
     absl::Status ok = CheckTlsName(name);
     if (!ok.ok()) return absl::InvalidArgumentError(absl::StrCat("--tls-names: ", ok.message()));
@@ -173,12 +181,14 @@ absl::StatusOr<postgres::ListenerOptions> PostgresOptionsFromFlags(const Control
   if (auto issued = FindIssuedTls(opts.data_dir); lo.tls_cert_file.empty() && issued) {
     lo.tls_cert_file = issued->cert;
     lo.tls_key_file = issued->key;
-    LogInfo("PostgreSQL TLS: certificate from the control plane's agent CA; clients verify with ", issued->ca);
+    LogInfo("PostgreSQL TLS: certificate from the control plane's agent CA; clients verify with ",
+            issued->ca);
   } else if (lo.tls_cert_file.empty()) {
     ASSIGN_OR_RETURN(ServerTlsFiles tls, EnsureServerTls(opts.data_dir + "/tls", opts.tls_names));
     lo.tls_cert_file = tls.server_cert;
     lo.tls_key_file = tls.server_key;
-    LogInfo("PostgreSQL TLS: the agent's own private CA (", tls.ca_cert, "); the control plane issued no certificate");
+    LogInfo("PostgreSQL TLS: the agent's own private CA (", tls.ca_cert,
+            "); the control plane issued no certificate");
   }
   return lo;
 }
@@ -195,7 +205,8 @@ void WritePortFile(const std::string& data_dir, const std::string& name, int por
 
 absl::Status Run() {
   if (const uint64_t n = absl::GetFlag(FLAGS_test_kill_after_answers); n > 0) {
-    LogWarning("--test-kill-after-answers ", n, ": this agent kills itself after ", n, " answers (a test fault)");
+    LogWarning("--test-kill-after-answers ", n, ": this agent kills itself after ", n,
+               " answers (a test fault)");
     test_faults::KillAfterAnswers(n);
   }
   ASSIGN_OR_RETURN(ControlClientOptions opts, ControlOptionsFromFlags());
@@ -213,11 +224,14 @@ absl::Status Run() {
   // The agent's own Ed25519 key signs checkpoints of its audit chain; the control plane learns
   // the public half at enrollment.
   bool key_created = false;
-  ASSIGN_OR_RETURN(std::string audit_key, LoadOrCreateEd25519Key(opts.data_dir + "/audit-key.pem", &key_created));
+  ASSIGN_OR_RETURN(std::string audit_key,
+                   LoadOrCreateEd25519Key(opts.data_dir + "/audit-key.pem", &key_created));
   ASSIGN_OR_RETURN(opts.audit_public_key, Ed25519PublicKey(audit_key));
-  if (key_created) LogInfo("created the audit signing key ", opts.data_dir, "/audit-key.pem (0600)");
+  if (key_created)
+    LogInfo("created the audit signing key ", opts.data_dir, "/audit-key.pem (0600)");
   EventSink events;
-  events.SetCheckpointSigner([audit_key](absl::string_view message) { return Ed25519Sign(audit_key, message); });
+  events.SetCheckpointSigner(
+      [audit_key](absl::string_view message) { return Ed25519Sign(audit_key, message); });
   events.StartSpooling(spool.get());
   events.RecoverInflight(spool->inflight(), spool->TakeJournalRecords());
   opts.events = &events;
@@ -225,21 +239,24 @@ absl::Status Run() {
   opts.approvals = &approvals;
   ControlClient client(opts, &policy);
   uint64_t from_disk = client.LoadFromDisk();
-  if (from_disk > 0) LogInfo("enforcing snapshot version ", from_disk, " from disk until the control plane answers");
+  if (from_disk > 0)
+    LogInfo("enforcing snapshot version ", from_disk, " from disk until the control plane answers");
 
   HttpServer http;
   http.AddGet("/status", "application/json", [&client] { return client.StatusJson(); });
   if (!absl::GetFlag(FLAGS_status_listen).empty()) {
     ASSIGN_OR_RETURN(int port, http.Start(absl::GetFlag(FLAGS_status_listen)));
-    LogInfo("status on http://", absl::GetFlag(FLAGS_status_listen).substr(
-                                     0, absl::GetFlag(FLAGS_status_listen).rfind(':')),
-            ":", port, "/status");
+    LogInfo(
+        "status on http://",
+        absl::GetFlag(FLAGS_status_listen).substr(0, absl::GetFlag(FLAGS_status_listen).rfind(':')),
+        ":", port, "/status");
     WritePortFile(opts.data_dir, "status", port);
   }
   client.Start();
   if (opts.request_certificate && !FindIssuedTls(opts.data_dir) && !client.enrolled()) {
     // First start: the listener's certificate comes with enrollment.
-    int sig = WaitForShutdownSignal([&client] { return !client.enrolled() && client.fatal_error().empty(); });
+    int sig = WaitForShutdownSignal(
+        [&client] { return !client.enrolled() && client.fatal_error().empty(); });
     if (sig != 0) {
       client.Stop();
       http.Stop();
@@ -251,20 +268,23 @@ absl::Status Run() {
   SessionLimiter limiter;
   // The data path's event loops, shared by every listener (agent/net/worker_pool.h); declared
   // after what sessions use and before the listeners.
-  net::WorkerPool pool(
-      net::WorkerPool::Options{absl::GetFlag(FLAGS_workers), absl::GetFlag(FLAGS_worker_cpu_affinity)});
+  net::WorkerPool pool(net::WorkerPool::Options{absl::GetFlag(FLAGS_workers),
+                                                absl::GetFlag(FLAGS_worker_cpu_affinity)});
   std::unique_ptr<postgres::Listener> pg;
   if (postgres_on && client.fatal_error().empty()) {
-    ASSIGN_OR_RETURN(postgres::ListenerOptions lo, PostgresOptionsFromFlags(opts, spool->inflight(), &limiter));
+    ASSIGN_OR_RETURN(postgres::ListenerOptions lo,
+                     PostgresOptionsFromFlags(opts, spool->inflight(), &limiter));
     pg = std::make_unique<postgres::Listener>(lo, &pool, &policy, &events, &approvals);
     ASSIGN_OR_RETURN(int pg_port, pg->Start());
     WritePortFile(opts.data_dir, "postgres", pg_port);
-    LogInfo("PostgreSQL port ", pg_port, lo.allow_plaintext ? " (TLS, plaintext allowed)" : " (TLS required)");
+    LogInfo("PostgreSQL port ", pg_port,
+            lo.allow_plaintext ? " (TLS, plaintext allowed)" : " (TLS required)");
   }
   http.SetReady(true);
   // Memory freed after a load of many sessions goes back to the system (agent/memory_trimmer.h).
   MemoryTrimmer trimmer(MemoryTrimmer::Options{});
-  LogInfo("sluice-agent ", kAgentVersion, " running; the MySQL and HTTP listeners are not built yet");
+  LogInfo("sluice-agent ", kAgentVersion,
+          " running; the MySQL and HTTP listeners are not built yet");
 
   WaitForShutdownSignal([&client] { return client.fatal_error().empty(); });
   std::string fatal = client.fatal_error();

@@ -21,7 +21,8 @@ MemoryTrimmer::~MemoryTrimmer() {
 bool MemoryTrimmer::TrimIfIdle() {
   struct mallinfo2 before = mallinfo2();
   if (before.fordblks < options_.min_free_bytes || before.fordblks <= before.uordblks) return false;
-  size_t change = before.fordblks > trimmed_free_ ? before.fordblks - trimmed_free_ : trimmed_free_ - before.fordblks;
+  size_t change = before.fordblks > trimmed_free_ ? before.fordblks - trimmed_free_
+                                                  : trimmed_free_ - before.fordblks;
   if (trimmed_free_ != 0 && change < options_.min_free_bytes / 2) return false;
   malloc_trim(0);
   trimmed_free_ = before.fordblks;

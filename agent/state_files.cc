@@ -30,8 +30,8 @@ absl::StatusOr<AgentIdentity> LoadIdentity(const std::string& data_dir) {
 }
 
 absl::Status SaveIdentity(const std::string& data_dir, const AgentIdentity& identity) {
-  nlohmann::json j = {{"agent_id", identity.agent_id}, {"secret", identity.secret},
-                      {"labels", identity.labels}};
+  nlohmann::json j = {
+      {"agent_id", identity.agent_id}, {"secret", identity.secret}, {"labels", identity.labels}};
   return WriteFileAtomic(data_dir + "/agent.json", j.dump(2) + "\n", 0600);
 }
 
@@ -41,7 +41,8 @@ absl::StatusOr<v1::PolicySnapshot> LoadSnapshot(const std::string& data_dir) {
   v1::PolicySnapshot snap;
   auto st = google::protobuf::util::JsonStringToMessage(text, &snap);
   if (!st.ok()) {
-    return absl::DataLossError(absl::StrCat(path, " cannot be decoded: ", st.message().as_string()));
+    return absl::DataLossError(
+        absl::StrCat(path, " cannot be decoded: ", st.message().as_string()));
   }
   return snap;
 }

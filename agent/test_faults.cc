@@ -18,7 +18,8 @@ void KillAfterAnswers(uint64_t n) {
 
 void AnswersWritten(size_t n) {
   if (!armed.load(std::memory_order_relaxed)) return;
-  if (answers_left.fetch_sub(static_cast<int64_t>(n)) <= static_cast<int64_t>(n)) ::kill(::getpid(), SIGKILL);
+  if (answers_left.fetch_sub(static_cast<int64_t>(n)) <= static_cast<int64_t>(n))
+    ::kill(::getpid(), SIGKILL);
 }
 
 }  // namespace sluice::agent::test_faults

@@ -24,8 +24,8 @@
 #include "absl/time/clock.h"
 #include "agent/audit/event_sink.h"
 #include "agent/audit/spool.h"
-#include "common/audit/records.h"
 #include "common/audit/recording.h"
+#include "common/audit/records.h"
 #include "controlplane/store/sqlite_store.h"
 
 namespace sluice::bench {
@@ -37,20 +37,25 @@ using agent::Spool;
 constexpr int kStatementsPerSession = 50;
 
 std::string StatementJson(int n) {
-  return absl::StrCat(R"({"statement":"SELECT abalance FROM pgbench_accounts WHERE aid = )", 10000 + n,
-                      R"(;","fingerprint":"5c1e0d6a2f0b9e31","classification":"read","protocol":"simple",)",
-                      R"("rows":1,"bytes":11,"duration_ms":0.081,"command_tags":"SELECT 1"})");
+  return absl::StrCat(
+      R"({"statement":"SELECT abalance FROM pgbench_accounts WHERE aid = )", 10000 + n,
+      R"(;","fingerprint":"5c1e0d6a2f0b9e31","classification":"read","protocol":"simple",)",
+      R"("rows":1,"bytes":11,"duration_ms":0.081,"command_tags":"SELECT 1"})");
 }
 
 std::string RecordingSlice(int n) {
   std::string out;
-  std::string sql = absl::StrCat("SELECT abalance FROM pgbench_accounts WHERE aid = ", 10000 + n, ";");
+  std::string sql =
+      absl::StrCat("SELECT abalance FROM pgbench_accounts WHERE aid = ", 10000 + n, ";");
   sql.push_back('\0');
   audit::AppendRecordedMessage(&out, audit::kRecordedFromClient, 1000 + n, 'Q', sql);
-  audit::AppendRecordedMessage(&out, audit::kRecordedToClient, 1080 + n, 'T',
-                               std::string("\0\1abalance\0\0\0\0\0\0\0\0\0\0\0\x17\0\4\xff\xff\xff\xff\0\0", 29));
-  audit::AppendRecordedMessage(&out, audit::kRecordedToClient, 1080 + n, 'D', std::string("\0\1\0\0\0\4-123", 10));
-  audit::AppendRecordedMessage(&out, audit::kRecordedToClient, 1080 + n, 'C', std::string("SELECT 1\0", 9));
+  audit::AppendRecordedMessage(
+      &out, audit::kRecordedToClient, 1080 + n, 'T',
+      std::string("\0\1abalance\0\0\0\0\0\0\0\0\0\0\0\x17\0\4\xff\xff\xff\xff\0\0", 29));
+  audit::AppendRecordedMessage(&out, audit::kRecordedToClient, 1080 + n, 'D',
+                               std::string("\0\1\0\0\0\4-123", 10));
+  audit::AppendRecordedMessage(&out, audit::kRecordedToClient, 1080 + n, 'C',
+                               std::string("SELECT 1\0", 9));
   audit::AppendRecordedMessage(&out, audit::kRecordedToClient, 1080 + n, 'Z', "I");
   return out;
 }
@@ -111,15 +116,20 @@ double IngestRate(const std::string& dir, int events, bool recording) {
       R"({"connection":"bench","client_addr":"127.0.0.1:5000","tls":false,"user":"app","subject":"bench-bot","issuer":"bench-idp","groups":["bench"],"attribution":{},"access":"write","rule":"bench"})";
   controlplane::EventBatch* b = nullptr;
   for (int i = 0; i < events; ++i) {
-    if (b == nullptr || b->records.size() >= agent::EventSink::kDefaultChunkBytes) b = &batches.emplace_back();
+    if (b == nullptr || b->records.size() >= agent::EventSink::kDefaultChunkBytes)
+      b = &batches.emplace_back();
     const int session = i / (kStatementsPerSession + 2);
     const int pos = i % (kStatementsPerSession + 2);
     v1::AuditEvent e;
     e.set_sequence(static_cast<uint64_t>(i) + 1);
     e.set_time_unix_ms(1700000000000 + i);
     e.set_session_id(absl::StrCat("s", session));
-    e.set_type(pos == 0 ? "session_start" : pos == kStatementsPerSession + 1 ? "session_end" : "statement");
-    e.set_json(pos == 0 ? start_json : pos == kStatementsPerSession + 1 ? R"({"reason":"closed"})" : StatementJson(i));
+    e.set_type(pos == 0                           ? "session_start"
+               : pos == kStatementsPerSession + 1 ? "session_end"
+                                                  : "statement");
+    e.set_json(pos == 0                           ? start_json
+               : pos == kStatementsPerSession + 1 ? R"({"reason":"closed"})"
+                                                  : StatementJson(i));
     e.set_prev_hash(head);
     if (recording) {
       e.set_recording_bytes(static_cast<uint32_t>(slice.size()));
@@ -136,8 +146,8 @@ double IngestRate(const std::string& dir, int events, bool recording) {
     // store them, and recycle the vector.
     controlplane::EventBatch batch;
     batch.events = std::move(recycled);
-    absl::Status decoded =
-        audit::DecodeEventsInto(built.records, std::numeric_limits<size_t>::max(), &batch.events, &batch.offsets);
+    absl::Status decoded = audit::DecodeEventsInto(
+        built.records, std::numeric_limits<size_t>::max(), &batch.events, &batch.offsets);
     if (!decoded.ok()) {
       std::fprintf(stderr, "decode: %s\n", std::string(decoded.message()).c_str());
       return 0;
@@ -171,12 +181,17 @@ int main(int argc, char** argv) {
   }
   using sluice::bench::IngestRate;
   using sluice::bench::SpoolRate;
-  std::printf("%d statement events each, one process, %u cores\n", events, std::thread::hardware_concurrency());
+  std::printf("%d statement events each, one process, %u cores\n", events,
+              std::thread::hardware_concurrency());
   std::printf("%-40s %12s\n", "", "events/s");
-  std::printf("%-40s %12.0f\n", "agent spool, no recording", SpoolRate(dir + "/spool", events, false));
-  std::printf("%-40s %12.0f\n", "agent spool, with recording", SpoolRate(dir + "/spool", events, true));
-  std::printf("%-40s %12.0f\n", "control plane ingest, no recording", IngestRate(dir + "/cp", events, false));
-  std::printf("%-40s %12.0f\n", "control plane ingest, with recording", IngestRate(dir + "/cp", events, true));
+  std::printf("%-40s %12.0f\n", "agent spool, no recording",
+              SpoolRate(dir + "/spool", events, false));
+  std::printf("%-40s %12.0f\n", "agent spool, with recording",
+              SpoolRate(dir + "/spool", events, true));
+  std::printf("%-40s %12.0f\n", "control plane ingest, no recording",
+              IngestRate(dir + "/cp", events, false));
+  std::printf("%-40s %12.0f\n", "control plane ingest, with recording",
+              IngestRate(dir + "/cp", events, true));
   std::filesystem::remove_all(dir);
   return 0;
 }

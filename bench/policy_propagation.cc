@@ -169,19 +169,22 @@ int RunOne(const std::string& cp_bin, int n, int rounds) {
     std::filesystem::remove_all(dir);
   };
   nlohmann::json ep;
-  if (!WaitFor([&] {
-        auto text = ReadFile(dir + "/cp/endpoints.json");
-        if (!text.ok()) return false;
-        ep = nlohmann::json::parse(*text, nullptr, false);
-        return ep.is_object();
-      }, absl::Seconds(30))) {
+  if (!WaitFor(
+          [&] {
+            auto text = ReadFile(dir + "/cp/endpoints.json");
+            if (!text.ok()) return false;
+            ep = nlohmann::json::parse(*text, nullptr, false);
+            return ep.is_object();
+          },
+          absl::Seconds(30))) {
     std::fprintf(stderr, "control plane did not start; see %s/controlplane.log\n", dir.c_str());
     cleanup();
     return 1;
   }
   std::string address = ep["grpc"].get<std::string>();
   std::string ca = *ReadFile(ep["ca_file"].get<std::string>());
-  std::string token(absl::StripAsciiWhitespace(*ReadFile(ep["admin_token_file"].get<std::string>())));
+  std::string token(
+      absl::StripAsciiWhitespace(*ReadFile(ep["admin_token_file"].get<std::string>())));
   grpc::SslCredentialsOptions ssl;
   ssl.pem_root_certs = ca;
   auto creds = grpc::SslCredentials(ssl);
@@ -269,36 +272,41 @@ int RunOne(const std::string& cp_bin, int n, int rounds) {
                    static_cast<unsigned long long>(version));
       break;
     }
-    for (auto& a : agents) latencies_ms.push_back(absl::ToDoubleMilliseconds(*a->Received(version) - t0));
+    for (auto& a : agents)
+      latencies_ms.push_back(absl::ToDoubleMilliseconds(*a->Received(version) - t0));
     // Until the control plane has recorded every ACK (what `agents list` shows).
-    WaitFor([&] {
-      grpc::ClientContext ctx;
-      ctx.AddMetadata("authorization", "Bearer " + token);
-      v1::ListAgentsResponse resp;
-      if (!admin->ListAgents(&ctx, v1::ListAgentsRequest(), &resp).ok()) return false;
-      for (const auto& a : resp.agents()) {
-        if (a.applied_version() != version) return false;
-      }
-      return true;
-    }, absl::Seconds(60));
+    WaitFor(
+        [&] {
+          grpc::ClientContext ctx;
+          ctx.AddMetadata("authorization", "Bearer " + token);
+          v1::ListAgentsResponse resp;
+          if (!admin->ListAgents(&ctx, v1::ListAgentsRequest(), &resp).ok()) return false;
+          for (const auto& a : resp.agents()) {
+            if (a.applied_version() != version) return false;
+          }
+          return true;
+        },
+        absl::Seconds(60));
     all_acked_ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - t0));
   }
   long rss = PeakRssKb(pid);
-  std::printf("agents=%-5d connect_all=%.2fs  rounds=%zu  per-agent receive+ACK after apply: "
-              "p50=%.1fms p99=%.1fms max=%.1fms  all ACKs recorded: p50=%.1fms max=%.1fms  "
-              "controlplane peak RSS=%.1f MB\n",
-              n, connect_s, all_acked_ms.size(), Percentile(latencies_ms, 0.5),
-              Percentile(latencies_ms, 0.99), Percentile(latencies_ms, 1.0),
-              Percentile(all_acked_ms, 0.5), Percentile(all_acked_ms, 1.0),
-              static_cast<double>(rss) / 1024.0);
+  std::printf(
+      "agents=%-5d connect_all=%.2fs  rounds=%zu  per-agent receive+ACK after apply: "
+      "p50=%.1fms p99=%.1fms max=%.1fms  all ACKs recorded: p50=%.1fms max=%.1fms  "
+      "controlplane peak RSS=%.1f MB\n",
+      n, connect_s, all_acked_ms.size(), Percentile(latencies_ms, 0.5),
+      Percentile(latencies_ms, 0.99), Percentile(latencies_ms, 1.0), Percentile(all_acked_ms, 0.5),
+      Percentile(all_acked_ms, 1.0), static_cast<double>(rss) / 1024.0);
   std::fflush(stdout);
   for (auto& a : agents) a->Cancel();
-  WaitFor([&] {
-    for (auto& a : agents) {
-      if (!a->Done()) return false;
-    }
-    return true;
-  }, absl::Seconds(10));
+  WaitFor(
+      [&] {
+        for (auto& a : agents) {
+          if (!a->Done()) return false;
+        }
+        return true;
+      },
+      absl::Seconds(10));
   cleanup();
   return all_acked_ms.size() == static_cast<size_t>(rounds) ? 0 : 1;
 }
@@ -312,12 +320,16 @@ int main(int argc, char** argv) {
   int rounds = 5;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string flag = argv[i];
-    if (flag == "--controlplane") cp_bin = argv[i + 1];
-    else if (flag == "--agents") counts = argv[i + 1];
-    else if (flag == "--rounds") rounds = std::atoi(argv[i + 1]);
+    if (flag == "--controlplane")
+      cp_bin = argv[i + 1];
+    else if (flag == "--agents")
+      counts = argv[i + 1];
+    else if (flag == "--rounds")
+      rounds = std::atoi(argv[i + 1]);
   }
   if (cp_bin.empty() || rounds <= 0) {
-    std::fprintf(stderr, "usage: %s --controlplane PATH [--agents 100,1000] [--rounds 5]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s --controlplane PATH [--agents 100,1000] [--rounds 5]\n",
+                 argv[0]);
     return 2;
   }
   struct rlimit rl;

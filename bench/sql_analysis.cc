@@ -2,6 +2,8 @@
 // with the real code: the parse and classification (AnalyzeStatement: libpg_query, the JSON
 // tree, facts, column lineage), the lineage alone on a parsed tree, and a repeated shape through
 // the per-worker cache (the lexer and one hash lookup). Usage: sql_analysis_bench [--runs N]
+#include "agent/postgres/sql_analysis.h"
+
 #include <pg_query.h>
 
 #include <chrono>
@@ -12,7 +14,6 @@
 
 #include "absl/strings/numbers.h"
 #include "agent/postgres/lineage.h"
-#include "agent/postgres/sql_analysis.h"
 
 namespace {
 
@@ -28,7 +29,8 @@ double Best(int runs, F f) {
   for (int round = 0; round < 5; ++round) {
     auto t0 = Clock::now();
     for (int i = 0; i < runs; ++i) f(i);
-    best = std::min(best, std::chrono::duration<double, std::micro>(Clock::now() - t0).count() / runs);
+    best =
+        std::min(best, std::chrono::duration<double, std::micro>(Clock::now() - t0).count() / runs);
   }
   return best;
 }
@@ -43,8 +45,10 @@ int main(int argc, char** argv) {
   const char* statements[] = {
       "SELECT abalance FROM pgbench_accounts WHERE aid = 1",
       "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = 2",
-      "SELECT c.email, o.total FROM customers c JOIN orders o ON o.customer_id = c.id WHERE c.id = 3",
-      "WITH t AS (SELECT ssn || '' AS x FROM customers) SELECT lower(x), count(*) FROM t GROUP BY 1",
+      "SELECT c.email, o.total FROM customers c JOIN orders o ON o.customer_id = c.id WHERE c.id = "
+      "3",
+      "WITH t AS (SELECT ssn || '' AS x FROM customers) SELECT lower(x), count(*) FROM t GROUP BY "
+      "1",
   };
   size_t sink = 0;
   std::printf("%-100s %10s %10s %10s\n", "statement", "analyze", "lineage", "cached");

@@ -30,7 +30,8 @@ absl::StatusOr<ClientConfig> ResolveConfig(ClientConfig c) {
   take_token(env("SLUICE_TOKEN"), env("SLUICE_TOKEN_FILE"));
   bool explicit_config = !c.config_file.empty();
   if (c.config_file.empty()) {
-    if (const char* home = std::getenv("HOME")) c.config_file = absl::StrCat(home, "/.config/sluice/config.yaml");
+    if (const char* home = std::getenv("HOME"))
+      c.config_file = absl::StrCat(home, "/.config/sluice/config.yaml");
   }
   if (!c.config_file.empty() && FileExists(c.config_file)) {
     ASSIGN_OR_RETURN(std::string text, ReadFile(c.config_file, 1 << 20));

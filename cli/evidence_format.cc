@@ -306,14 +306,16 @@ std::string Readable(const Json& report, Writer& w) {
   w.Paragraph("Generated:",
               absl::StrCat(Text(report, "generated"), ", from ", Text(report, "source")));
   if (verify.value("ok", false)) {
-    w.Paragraph("Audit chain: VERIFIED.",
-                absl::StrCat(Text(verify, "records"), " record(s) of ", Text(verify, "agents"),
-                             " agent(s); every checksum and chain link intact; ",
-                             verify.contains("trails_complete")  // (a control plane before completeness: absent)
-                                 ? absl::StrCat(Text(verify, "trails_complete"),
-                                                " trail(s) complete from signed genesis to signed head; ")
-                                 : std::string(),
-                             Text(verify, "checkpoints"), " signed checkpoint(s) hold."));
+    w.Paragraph(
+        "Audit chain: VERIFIED.",
+        absl::StrCat(
+            Text(verify, "records"), " record(s) of ", Text(verify, "agents"),
+            " agent(s); every checksum and chain link intact; ",
+            verify.contains("trails_complete")  // (a control plane before completeness: absent)
+                ? absl::StrCat(Text(verify, "trails_complete"),
+                               " trail(s) complete from signed genesis to signed head; ")
+                : std::string(),
+            Text(verify, "checkpoints"), " signed checkpoint(s) hold."));
   } else {
     w.Paragraph("Audit chain: VERIFICATION FAILED.",
                 absl::StrCat(Text(verify, "problems"),

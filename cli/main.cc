@@ -1,9 +1,9 @@
 // sluicectl: the Sluice admin CLI. Exit codes: 0 success, 1 failure (bad input, refused by the
 // control plane, unreachable), 2 usage error.
-#include <CLI/CLI.hpp>
 #include <google/protobuf/util/json_util.h>
 #include <grpcpp/grpcpp.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <iostream>
 #include <iterator>
@@ -87,7 +87,8 @@ int Apply(AdminClient& client, const std::string& file) {
   if (!text.ok()) return Fail(std::string(text.status().message()));
   policy::ParsedDocuments parsed = policy::ParseYamlDocuments(*text);
   if (!parsed.errors.empty()) {
-    for (const auto& e : parsed.errors) std::fprintf(stderr, "error: %s\n", e.ToString(file).c_str());
+    for (const auto& e : parsed.errors)
+      std::fprintf(stderr, "error: %s\n", e.ToString(file).c_str());
     std::fprintf(stderr, "nothing was applied\n");
     return 1;
   }
@@ -99,13 +100,15 @@ int Apply(AdminClient& client, const std::string& file) {
   v1::ApplyResponse resp;
   grpc::Status st = client.stub()->Apply(client.Context().get(), req, &resp);
   if (!st.ok()) return FailRpc(st);
-  std::printf("applied %d document(s) from %s: %d created, %d updated, %d unchanged; policy version %llu\n",
-              req.resources_size(), file.c_str(), resp.created(), resp.updated(), resp.unchanged(),
-              static_cast<unsigned long long>(resp.version()));
+  std::printf(
+      "applied %d document(s) from %s: %d created, %d updated, %d unchanged; policy version %llu\n",
+      req.resources_size(), file.c_str(), resp.created(), resp.updated(), resp.unchanged(),
+      static_cast<unsigned long long>(resp.version()));
   return 0;
 }
 
-int Get(AdminClient& client, const std::string& kind, const std::string& name, const std::string& output) {
+int Get(AdminClient& client, const std::string& kind, const std::string& name,
+        const std::string& output) {
   if (output != "table" && output != "yaml" && output != "json") {
     std::fprintf(stderr, "error: -o must be table, yaml or json\n");
     return 2;
@@ -187,13 +190,15 @@ int Enroll(AdminClient& client, const ClientConfig& config, const std::string& l
   grpc::Status st = client.stub()->EnrollAgent(client.Context().get(), req, &resp);
   if (!st.ok()) return FailRpc(st);
   std::string names_flag = tls_names.empty() ? "" : " --tls-names " + tls_names;
-  std::printf("agent:   %s\ntoken:   %s\nexpires: %s\n\nstart the agent with:\n"
-              "  sluice-agent --control-plane %s --ca-file %s --enroll-token %s --labels %s%s\n",
-              resp.agent_id().c_str(), resp.token().c_str(),
-              absl::FormatTime("%Y-%m-%d %H:%M:%SZ", absl::FromUnixMillis(resp.expires_unix_ms()),
-                               absl::UTCTimeZone()).c_str(),
-              config.server.c_str(), config.ca_file.c_str(), resp.token().c_str(), labels.c_str(),
-              names_flag.c_str());
+  std::printf(
+      "agent:   %s\ntoken:   %s\nexpires: %s\n\nstart the agent with:\n"
+      "  sluice-agent --control-plane %s --ca-file %s --enroll-token %s --labels %s%s\n",
+      resp.agent_id().c_str(), resp.token().c_str(),
+      absl::FormatTime("%Y-%m-%d %H:%M:%SZ", absl::FromUnixMillis(resp.expires_unix_ms()),
+                       absl::UTCTimeZone())
+          .c_str(),
+      config.server.c_str(), config.ca_file.c_str(), resp.token().c_str(), labels.c_str(),
+      names_flag.c_str());
   return 0;
 }
 
@@ -210,7 +215,8 @@ std::string PrintJson(const google::protobuf::Message& m, bool all_fields = fals
 
 int ListAgents(AdminClient& client, const std::string& output) {
   v1::ListAgentsResponse resp;
-  grpc::Status st = client.stub()->ListAgents(client.Context().get(), v1::ListAgentsRequest(), &resp);
+  grpc::Status st =
+      client.stub()->ListAgents(client.Context().get(), v1::ListAgentsRequest(), &resp);
   if (!st.ok()) return FailRpc(st);
   if (output == "json") {
     std::printf("%s", PrintJson(resp, /*all_fields=*/true).c_str());
@@ -218,9 +224,11 @@ int ListAgents(AdminClient& client, const std::string& output) {
   }
   std::printf("policy version %llu\n", static_cast<unsigned long long>(resp.policy_version()));
   if (!resp.store_error().empty()) {
-    std::printf("control plane: REFUSING WRITES: %s (since %s); agents keep their audit events until it can "
-                "store them\n",
-                resp.store_error().c_str(), Ago(resp.store_error_since_unix_ms()).c_str());
+    std::printf(
+        "control plane: REFUSING WRITES: %s (since %s); agents keep their audit events until it "
+        "can "
+        "store them\n",
+        resp.store_error().c_str(), Ago(resp.store_error_since_unix_ms()).c_str());
   }
   if (resp.agents().empty()) {
     std::printf("no agents enrolled (sluicectl agents enroll --labels k=v)\n");
@@ -235,12 +243,13 @@ int ListAgents(AdminClient& client, const std::string& output) {
     // Whether the agent can record audit events (and so accepts new sessions), as it last said.
     std::string audit = a.audit_state().empty() ? "-" : a.audit_state();
     if (!a.audit_error().empty()) {
-      audit = absl::StrCat("REFUSING: ", a.audit_error(), " (since ", Ago(a.audit_error_since_unix_ms()), ")");
+      audit = absl::StrCat("REFUSING: ", a.audit_error(), " (since ",
+                           Ago(a.audit_error_since_unix_ms()), ")");
     }
     rows.push_back({a.agent_id(), a.connected() ? "yes" : "no", Ago(a.last_seen_unix_ms()),
                     a.applied_version() ? absl::StrCat(a.applied_version()) : "-",
-                    a.desired_version() ? absl::StrCat(a.desired_version()) : "-", Labels(a.labels()),
-                    nack, audit});
+                    a.desired_version() ? absl::StrCat(a.desired_version()) : "-",
+                    Labels(a.labels()), nack, audit});
   }
   PrintTable(rows);
   return 0;
@@ -254,7 +263,8 @@ absl::StatusOr<int64_t> ParseTimeArg(const std::string& text) {
   std::string dur = text;
   if (!dur.empty() && dur.back() == 'd') {
     int days = 0;
-    if (absl::SimpleAtoi(dur.substr(0, dur.size() - 1), &days)) return absl::ToUnixMillis(absl::Now() - absl::Hours(24 * days));
+    if (absl::SimpleAtoi(dur.substr(0, dur.size() - 1), &days))
+      return absl::ToUnixMillis(absl::Now() - absl::Hours(24 * days));
   }
   if (absl::ParseDuration(dur, &d)) return absl::ToUnixMillis(absl::Now() - d);
   absl::Time t;
@@ -293,8 +303,9 @@ int ListSessions(AdminClient& client, const std::string& identity, const std::st
     std::printf("no sessions\n");
     return 0;
   }
-  std::vector<std::vector<std::string>> rows = {
-      {"SESSION", "STARTED (UTC)", "IDENTITY", "CONNECTION", "ACCESS", "OUTCOME", "STMTS", "ERRORS", "CLIENT"}};
+  std::vector<std::vector<std::string>> rows = {{"SESSION", "STARTED (UTC)", "IDENTITY",
+                                                 "CONNECTION", "ACCESS", "OUTCOME", "STMTS",
+                                                 "ERRORS", "CLIENT"}};
   for (const auto& x : resp.sessions()) {
     std::string who = x.subject().empty() ? "-" : x.subject();
     std::string outcome = x.outcome();
@@ -363,18 +374,22 @@ int ShowSession(AdminClient& client, const std::string& id, const std::string& o
   std::printf("identity    %s (issuer %s) groups [%s]\n", s.subject().c_str(), s.issuer().c_str(),
               absl::StrJoin(s.groups(), ", ").c_str());
   std::vector<std::string> attribution;
-  for (const auto& [k, v] : std::map<std::string, std::string>(s.attribution().begin(), s.attribution().end())) {
+  for (const auto& [k, v] :
+       std::map<std::string, std::string>(s.attribution().begin(), s.attribution().end())) {
     attribution.push_back(absl::StrCat(k, "=", v));
   }
-  if (!attribution.empty()) std::printf("attribution %s\n", absl::StrJoin(attribution, " ").c_str());
+  if (!attribution.empty())
+    std::printf("attribution %s\n", absl::StrJoin(attribution, " ").c_str());
   std::printf("connection  %s  access %s (rule %s)\n", s.connection().c_str(),
-              s.access().empty() ? "-" : s.access().c_str(), s.rule().empty() ? "-" : s.rule().c_str());
+              s.access().empty() ? "-" : s.access().c_str(),
+              s.rule().empty() ? "-" : s.rule().c_str());
   std::printf("client      %s  tls %s\n", s.client_addr().c_str(), s.tls() ? "yes" : "no");
   if (!s.legal_hold().empty()) std::printf("legal hold  %s\n", s.legal_hold().c_str());
   std::printf("time        %s .. %s UTC  outcome %s%s%s\n", Time(s.started_unix_ms()).c_str(),
               Time(s.ended_unix_ms()).c_str(), s.outcome().c_str(), s.reason().empty() ? "" : ": ",
               s.reason().c_str());
-  std::vector<std::vector<std::string>> rows = {{"TIME (UTC)", "CLASS", "ROWS", "MS", "RESULT", "STATEMENT"}};
+  std::vector<std::vector<std::string>> rows = {
+      {"TIME (UTC)", "CLASS", "ROWS", "MS", "RESULT", "STATEMENT"}};
   for (const auto& e : d.events()) {
     if (e.type() != audit::StatementEvent::kType) continue;
     const audit::StatementEvent ev = audit::StatementEvent::Read(e.json());
@@ -383,7 +398,8 @@ int ShowSession(AdminClient& client, const std::string& id, const std::string& o
       if (c == '\n' || c == '\t') c = ' ';
     }
     if (text.size() > 100) text = text.substr(0, 97) + "...";
-    std::string result = ev.sqlstate.empty() ? ev.command_tags : "ERROR " + ev.sqlstate + " " + ev.error;
+    std::string result =
+        ev.sqlstate.empty() ? ev.command_tags : "ERROR " + ev.sqlstate + " " + ev.error;
     if (ev.sqlstate.empty() && !ev.error.empty()) result = ev.error;
     const double ms = static_cast<double>(ev.duration_us) / 1000;
     rows.push_back({Time(e.time_unix_ms()), ev.text.classification, absl::StrCat(ev.rows),
@@ -402,7 +418,8 @@ int MintToken(AdminClient& client, const std::string& subject, const std::string
               const std::string& ttl, const std::vector<std::string>& claims) {
   v1::MintDevTokenRequest req;
   req.set_subject(subject);
-  for (absl::string_view g : absl::StrSplit(groups, ',', absl::SkipEmpty())) req.add_groups(std::string(g));
+  for (absl::string_view g : absl::StrSplit(groups, ',', absl::SkipEmpty()))
+    req.add_groups(std::string(g));
   absl::Duration d;
   if (!ttl.empty()) {
     if (!absl::ParseDuration(ttl, &d) || d <= absl::ZeroDuration()) {
@@ -426,7 +443,8 @@ int MintToken(AdminClient& client, const std::string& subject, const std::string
   return 0;
 }
 
-int VerifyAudit(AdminClient& client, const std::string& from, const std::string& until, const std::string& output) {
+int VerifyAudit(AdminClient& client, const std::string& from, const std::string& until,
+                const std::string& output) {
   v1::VerifyAuditRequest req;
   auto f = ParseTimeArg(from);
   if (!f.ok()) return Fail(absl::StrCat("--from: ", f.status().message()));
@@ -442,32 +460,41 @@ int VerifyAudit(AdminClient& client, const std::string& from, const std::string&
     return resp.ok() ? 0 : 1;
   }
   if (resp.ok()) {
-    std::printf("audit verified: %llu records of %u agent(s), every checksum and chain link intact; "
-                "complete: %u trail(s) run from their signed genesis to their signed head, %llu session index "
-                "row(s) match their events; %u signed checkpoint(s) hold; %llu recording slice(s) match; %llu "
-                "purged record(s) (retention) link by their kept hash, under %u signed tombstone(s)\n",
-                static_cast<unsigned long long>(resp.records()), resp.agents(), resp.anchored_agents(),
-                static_cast<unsigned long long>(resp.sessions_checked()), resp.checkpoints(),
-                static_cast<unsigned long long>(resp.recording_slices()),
-                static_cast<unsigned long long>(resp.purged()), resp.tombstones());
+    std::printf(
+        "audit verified: %llu records of %u agent(s), every checksum and chain link intact; "
+        "complete: %u trail(s) run from their signed genesis to their signed head, %llu session "
+        "index "
+        "row(s) match their events; %u signed checkpoint(s) hold; %llu recording slice(s) match; "
+        "%llu "
+        "purged record(s) (retention) link by their kept hash, under %u signed tombstone(s)\n",
+        static_cast<unsigned long long>(resp.records()), resp.agents(), resp.anchored_agents(),
+        static_cast<unsigned long long>(resp.sessions_checked()), resp.checkpoints(),
+        static_cast<unsigned long long>(resp.recording_slices()),
+        static_cast<unsigned long long>(resp.purged()), resp.tombstones());
     if (resp.chain_resumes() > 0) {
-      std::printf("%u chain resume(s): an agent's spool lost its tail and its chain goes on from an older record "
-                  "of its own, under a signed resume; the control plane holds what the agent lost (see the notes)\n",
-                  resp.chain_resumes());
+      std::printf(
+          "%u chain resume(s): an agent's spool lost its tail and its chain goes on from an older "
+          "record "
+          "of its own, under a signed resume; the control plane holds what the agent lost (see the "
+          "notes)\n",
+          resp.chain_resumes());
     }
   } else {
-    std::printf("audit verification FAILED: %u problem(s)\nfirst: %s\n", resp.problems(), resp.first_problem().c_str());
+    std::printf("audit verification FAILED: %u problem(s)\nfirst: %s\n", resp.problems(),
+                resp.first_problem().c_str());
     // The next few, each on its line (all of them: -o json).
     for (int i = 1; i < resp.problem_list_size() && i < 10; ++i) {
       std::printf("then:  %s\n", resp.problem_list(i).c_str());
     }
-    if (resp.problems() > 10) std::printf("(%u more: -o json lists the first 100)\n", resp.problems() - 10);
+    if (resp.problems() > 10)
+      std::printf("(%u more: -o json lists the first 100)\n", resp.problems() - 10);
   }
   for (const std::string& note : resp.notes()) std::printf("note: %s\n", note.c_str());
   return resp.ok() ? 0 : 1;
 }
 
-int HoldSession(AdminClient& client, const std::string& id, const std::string& reason, bool release) {
+int HoldSession(AdminClient& client, const std::string& id, const std::string& reason,
+                bool release) {
   v1::HoldSessionRequest req;
   req.set_session_id(id);
   req.set_reason(reason);
@@ -476,10 +503,11 @@ int HoldSession(AdminClient& client, const std::string& id, const std::string& r
   grpc::Status st = client.stub()->HoldSession(client.Context().get(), req, &s);
   if (!st.ok()) return FailRpc(st);
   if (release) {
-    std::printf("session %s: legal hold released; retention applies again\n", s.session_id().c_str());
+    std::printf("session %s: legal hold released; retention applies again\n",
+                s.session_id().c_str());
   } else {
-    std::printf("session %s: under legal hold (%s); retention will not purge it\n", s.session_id().c_str(),
-                s.legal_hold().c_str());
+    std::printf("session %s: under legal hold (%s); retention will not purge it\n",
+                s.session_id().c_str(), s.legal_hold().c_str());
   }
   return 0;
 }
@@ -535,48 +563,61 @@ int PurgeExpired(AdminClient& client, bool dry_run, const std::string& output) {
     std::printf("%s", PrintJson(resp, /*all_fields=*/true).c_str());
     return 0;
   }
-  std::printf("%s %u session(s) (%llu event(s), %llu recording byte(s)); %u due session(s) kept under legal hold\n",
-              dry_run ? "due for purging:" : "purged", resp.sessions(), static_cast<unsigned long long>(resp.events()),
-              static_cast<unsigned long long>(resp.recording_bytes()), resp.held());
+  std::printf(
+      "%s %u session(s) (%llu event(s), %llu recording byte(s)); %u due session(s) kept under "
+      "legal hold\n",
+      dry_run ? "due for purging:" : "purged", resp.sessions(),
+      static_cast<unsigned long long>(resp.events()),
+      static_cast<unsigned long long>(resp.recording_bytes()), resp.held());
   for (const auto& id : resp.session_ids()) std::printf("  %s\n", id.c_str());
-  if (resp.audit_id() != 0) std::printf("audit record %lld\n", static_cast<long long>(resp.audit_id()));
+  if (resp.audit_id() != 0)
+    std::printf("audit record %lld\n", static_cast<long long>(resp.audit_id()));
   return 0;
 }
 
 void PrintApproval(const v1::Approval& a) {
-  std::printf("approval    %llu  %s%s%s\n", static_cast<unsigned long long>(a.id()), a.status().c_str(),
-              a.reason().empty() ? "" : ": ", a.reason().c_str());
+  std::printf("approval    %llu  %s%s%s\n", static_cast<unsigned long long>(a.id()),
+              a.status().c_str(), a.reason().empty() ? "" : ": ", a.reason().c_str());
   std::printf("requester   %s (issuer %s) groups [%s]\n", a.subject().c_str(), a.issuer().c_str(),
               absl::StrJoin(a.groups(), ", ").c_str());
   std::vector<std::string> attribution;
-  for (const auto& [k, v] : std::map<std::string, std::string>(a.attribution().begin(), a.attribution().end())) {
+  for (const auto& [k, v] :
+       std::map<std::string, std::string>(a.attribution().begin(), a.attribution().end())) {
     attribution.push_back(absl::StrCat(k, "=", v));
   }
-  if (!attribution.empty()) std::printf("attribution %s\n", absl::StrJoin(attribution, " ").c_str());
-  std::printf("connection  %s  session %s (agent %s)\n", a.connection().c_str(), a.session_id().c_str(),
-              a.agent_id().c_str());
-  std::printf("guardrail   %s: %s%s%s\n", a.guardrail().c_str(), a.rule().c_str(), a.target().empty() ? "" : " on ",
-              a.target().c_str());
-  std::printf("policy      %s (%u approval%s needed)\n", a.approval_policy().c_str(), a.min_approvals(),
-              a.min_approvals() == 1 ? "" : "s");
+  if (!attribution.empty())
+    std::printf("attribution %s\n", absl::StrJoin(attribution, " ").c_str());
+  std::printf("connection  %s  session %s (agent %s)\n", a.connection().c_str(),
+              a.session_id().c_str(), a.agent_id().c_str());
+  std::printf("guardrail   %s: %s%s%s\n", a.guardrail().c_str(), a.rule().c_str(),
+              a.target().empty() ? "" : " on ", a.target().c_str());
+  std::printf("policy      %s (%u approval%s needed)\n", a.approval_policy().c_str(),
+              a.min_approvals(), a.min_approvals() == 1 ? "" : "s");
   std::printf("time        asked %s UTC, expires %s UTC%s%s\n", Time(a.created_unix_ms()).c_str(),
               Time(a.expires_unix_ms()).c_str(), a.decided_unix_ms() ? ", decided " : "",
               a.decided_unix_ms() ? (Time(a.decided_unix_ms()) + " UTC").c_str() : "");
   std::printf("statement   %s\n", a.statement().c_str());
-  if (!a.parameters().empty()) std::printf("parameters  %s\n", absl::StrJoin(a.parameters(), ", ").c_str());
+  if (!a.parameters().empty())
+    std::printf("parameters  %s\n", absl::StrJoin(a.parameters(), ", ").c_str());
   for (const auto& v : a.votes()) {
-    std::printf("vote        %s %s by %s%s%s\n", Time(v.time_unix_ms()).c_str(), v.approved() ? "approved" : "denied",
-                v.approver().c_str(), v.reason().empty() ? "" : ": ", v.reason().c_str());
+    std::printf("vote        %s %s by %s%s%s\n", Time(v.time_unix_ms()).c_str(),
+                v.approved() ? "approved" : "denied", v.approver().c_str(),
+                v.reason().empty() ? "" : ": ", v.reason().c_str());
   }
   for (const auto& d : a.deliveries()) {
-    std::printf("webhook     %s %s attempt %u: %s\n", Time(d.time_unix_ms()).c_str(), d.webhook().c_str(), d.attempt(),
-                d.error().empty() ? absl::StrCat("HTTP ", d.http_status()).c_str()
-                                  : absl::StrCat(d.http_status() ? absl::StrCat("HTTP ", d.http_status(), " ") : "",
-                                                 d.error()).c_str());
+    std::printf(
+        "webhook     %s %s attempt %u: %s\n", Time(d.time_unix_ms()).c_str(), d.webhook().c_str(),
+        d.attempt(),
+        d.error().empty()
+            ? absl::StrCat("HTTP ", d.http_status()).c_str()
+            : absl::StrCat(d.http_status() ? absl::StrCat("HTTP ", d.http_status(), " ") : "",
+                           d.error())
+                  .c_str());
   }
 }
 
-int ListApprovals(AdminClient& client, const std::string& status, uint32_t limit, const std::string& output) {
+int ListApprovals(AdminClient& client, const std::string& status, uint32_t limit,
+                  const std::string& output) {
   v1::ListApprovalsRequest req;
   req.set_status(status);
   req.set_limit(limit);
@@ -601,8 +642,8 @@ int ListApprovals(AdminClient& client, const std::string& status, uint32_t limit
     if (text.size() > 60) text = text.substr(0, 57) + "...";
     int yes = 0;
     for (const auto& v : a.votes()) yes += v.approved() ? 1 : 0;
-    rows.push_back({absl::StrCat(a.id()), a.status(), Time(a.created_unix_ms()), a.subject(), a.connection(), a.rule(),
-                    absl::StrCat(yes, "/", a.min_approvals()), text});
+    rows.push_back({absl::StrCat(a.id()), a.status(), Time(a.created_unix_ms()), a.subject(),
+                    a.connection(), a.rule(), absl::StrCat(yes, "/", a.min_approvals()), text});
   }
   PrintTable(rows);
   return 0;
@@ -652,7 +693,8 @@ int main(int argc, char** argv) {
   app.add_option("--server", flags.server, "control plane gRPC address host:port [SLUICE_SERVER]");
   app.add_option("--ca-file", flags.ca_file, "CA certificate to trust [SLUICE_CA_FILE]");
   app.add_option("--token", flags.token, "admin token [SLUICE_TOKEN]");
-  app.add_option("--token-file", flags.token_file, "file holding the admin token [SLUICE_TOKEN_FILE]");
+  app.add_option("--token-file", flags.token_file,
+                 "file holding the admin token [SLUICE_TOKEN_FILE]");
   app.add_option("--config", flags.config_file,
                  "config file with server, ca_file, token_file [SLUICE_CONFIG; default "
                  "~/.config/sluice/config.yaml]");
@@ -661,8 +703,9 @@ int main(int argc, char** argv) {
   uint32_t ttl = 0;
   auto* apply = app.add_subcommand("apply", "validate and store policy documents (all or nothing)");
   apply->add_option("-f,--filename", file, "multi-document YAML file, or - for stdin")->required();
-  auto* get = app.add_subcommand("get", "show resources (KIND: connection, issuer, access_rule, "
-                                        "guardrail, masking_rule, approval_policy, webhook, all)");
+  auto* get = app.add_subcommand("get",
+                                 "show resources (KIND: connection, issuer, access_rule, "
+                                 "guardrail, masking_rule, approval_policy, webhook, all)");
   get->add_option("kind", kind, "resource kind")->required();
   get->add_option("name", name, "resource name (all of the kind when omitted)");
   get->add_option("-o,--output", output, "table, yaml or json");
@@ -694,57 +737,70 @@ int main(int argc, char** argv) {
   slist->add_option("--limit", limit, "at most this many (default 100)");
   slist->add_option("-o,--output", output, "table or json");
   std::string decision, rule, attribution;
-  slist->add_option("--decision", decision, "only sessions with a statement so decided (blocked, denied, refused, alerted, approved)");
-  slist->add_option("--rule", rule, "only sessions where this guardrail, masking rule or approval policy acted");
-  slist->add_option("--attribution", attribution, "only sessions with this attribution claim, e.g. run_id=1234");
+  slist->add_option(
+      "--decision", decision,
+      "only sessions with a statement so decided (blocked, denied, refused, alerted, approved)");
+  slist->add_option("--rule", rule,
+                    "only sessions where this guardrail, masking rule or approval policy acted");
+  slist->add_option("--attribution", attribution,
+                    "only sessions with this attribution claim, e.g. run_id=1234");
   auto* sshow = sessions->add_subcommand("show", "one session with its statements");
   sshow->add_option("id", session_id, "session id")->required();
   sshow->add_option("-o,--output", output, "table or json");
   bool follow = false;
-  auto* sreplay = sessions->add_subcommand(
-      "replay", "a session's transcript from its recording: statements, decisions, results (as masked), notices, errors");
+  auto* sreplay = sessions->add_subcommand("replay",
+                                           "a session's transcript from its recording: statements, "
+                                           "decisions, results (as masked), notices, errors");
   sreplay->add_option("id", session_id, "session id")->required();
   sreplay->add_flag("--follow", follow, "keep printing while the session goes on, until it ends");
   std::string hold_reason;
-  auto* shold = sessions->add_subcommand("hold", "put a session under legal hold: retention will not purge it");
+  auto* shold = sessions->add_subcommand(
+      "hold", "put a session under legal hold: retention will not purge it");
   shold->add_option("id", session_id, "session id")->required();
   shold->add_option("--reason", hold_reason, "why (e.g. a case number); required")->required();
   auto* srelease = sessions->add_subcommand("release", "release a session's legal hold");
   srelease->add_option("id", session_id, "session id")->required();
   bool dry_run = false;
-  auto* retention = app.add_subcommand("retention", "the retention purge (RetentionPolicy resources)");
+  auto* retention =
+      app.add_subcommand("retention", "the retention purge (RetentionPolicy resources)");
   retention->require_subcommand(1);
   auto* purge = retention->add_subcommand(
-      "purge", "purge now the sessions their RetentionPolicy no longer keeps (legal holds excepted)");
+      "purge",
+      "purge now the sessions their RetentionPolicy no longer keeps (legal holds excepted)");
   purge->add_flag("--dry-run", dry_run, "only say what is due");
   purge->add_option("-o,--output", output, "table or json");
 
   std::string status, reason;
   uint64_t approval_id = 0;
   auto* approvals = app.add_subcommand(
-      "approvals", "statements held at agents for a decision (approve and deny need your own OIDC token "
-                   "in SLUICE_TOKEN or --token)");
+      "approvals",
+      "statements held at agents for a decision (approve and deny need your own OIDC token "
+      "in SLUICE_TOKEN or --token)");
   approvals->require_subcommand(1);
   auto* alist = approvals->add_subcommand("list", "approval requests, newest first");
   alist->add_option("--status", status, "pending, approved, denied, expired or withdrawn");
   alist->add_option("--limit", limit, "at most this many (default 100)");
   alist->add_option("-o,--output", output, "table or json");
-  auto* ashow = approvals->add_subcommand("show", "one request with its votes and webhook deliveries");
+  auto* ashow =
+      approvals->add_subcommand("show", "one request with its votes and webhook deliveries");
   ashow->add_option("id", approval_id, "approval request id")->required();
   ashow->add_option("-o,--output", output, "table or json");
   auto* aapprove = approvals->add_subcommand("approve", "approve a held statement");
   aapprove->add_option("id", approval_id, "approval request id")->required();
   aapprove->add_option("--reason", reason, "why (kept with the decision)");
-  auto* adeny = approvals->add_subcommand("deny", "deny a held statement; the caller sees the reason");
+  auto* adeny =
+      approvals->add_subcommand("deny", "deny a held statement; the caller sees the reason");
   adeny->add_option("id", approval_id, "approval request id")->required();
   adeny->add_option("--reason", reason, "why (shown to the caller)");
 
   std::string verify_from, verify_to;
   auto* audit = app.add_subcommand("audit", "the control plane's stored audit events");
   audit->require_subcommand(1);
-  auto* verify = audit->add_subcommand(
-      "verify", "re-verify checksums, hash chains and completeness (signed heads, tombstones, session index) from storage");
-  verify->add_option("--from", verify_from, "report problems in events after: 1h, 2d, or an RFC 3339 time");
+  auto* verify = audit->add_subcommand("verify",
+                                       "re-verify checksums, hash chains and completeness (signed "
+                                       "heads, tombstones, session index) from storage");
+  verify->add_option("--from", verify_from,
+                     "report problems in events after: 1h, 2d, or an RFC 3339 time");
   verify->add_option("--to", verify_to, "... and before: same forms");
   verify->add_option("-o,--output", output, "table or json");
 

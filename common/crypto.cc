@@ -82,7 +82,8 @@ bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
 
 absl::StatusOr<std::string> AesGcmSeal(absl::string_view key, absl::string_view plaintext,
                                        absl::string_view aad) {
-  if (key.size() != kAesKeyBytes) return absl::InvalidArgumentError("AES-256-GCM key must be 32 bytes");
+  if (key.size() != kAesKeyBytes)
+    return absl::InvalidArgumentError("AES-256-GCM key must be 32 bytes");
   std::string nonce = RandomBytes(kNonceBytes);
   CipherCtx ctx(EVP_CIPHER_CTX_new());
   if (!ctx) return absl::InternalError("EVP_CIPHER_CTX_new failed");
@@ -98,7 +99,8 @@ absl::StatusOr<std::string> AesGcmSeal(absl::string_view key, absl::string_view 
       EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_IVLEN, kNonceBytes, nullptr) != 1 ||
       EVP_EncryptInit_ex(ctx.get(), nullptr, nullptr, U(key), U(nonce)) != 1 ||
       EVP_EncryptUpdate(ctx.get(), nullptr, &len, U(aad), static_cast<int>(aad.size())) != 1 ||
-      EVP_EncryptUpdate(ctx.get(), ct, &len, U(plaintext), static_cast<int>(plaintext.size())) != 1) {
+      EVP_EncryptUpdate(ctx.get(), ct, &len, U(plaintext), static_cast<int>(plaintext.size())) !=
+          1) {
     return absl::InternalError("AES-256-GCM encryption failed");
   }
   int fin = 0;
@@ -111,7 +113,8 @@ absl::StatusOr<std::string> AesGcmSeal(absl::string_view key, absl::string_view 
 
 absl::StatusOr<std::string> AesGcmOpen(absl::string_view key, absl::string_view sealed,
                                        absl::string_view aad) {
-  if (key.size() != kAesKeyBytes) return absl::InvalidArgumentError("AES-256-GCM key must be 32 bytes");
+  if (key.size() != kAesKeyBytes)
+    return absl::InvalidArgumentError("AES-256-GCM key must be 32 bytes");
   if (sealed.size() < kSealVersion.size() + kNonceBytes + kTagBytes ||
       sealed.substr(0, kSealVersion.size()) != kSealVersion) {
     return absl::DataLossError("sealed value is malformed");
@@ -134,7 +137,8 @@ absl::StatusOr<std::string> AesGcmOpen(absl::string_view key, absl::string_view 
     return absl::DataLossError("AES-256-GCM decryption failed");
   }
   int fin = 0;
-  if (EVP_DecryptFinal_ex(ctx.get(), reinterpret_cast<unsigned char*>(out.data()) + len, &fin) != 1) {
+  if (EVP_DecryptFinal_ex(ctx.get(), reinterpret_cast<unsigned char*>(out.data()) + len, &fin) !=
+      1) {
     return absl::DataLossError(
         "sealed value failed authentication (altered, wrong key, or moved from another record)");
   }
@@ -167,7 +171,8 @@ struct PkeyFree {
 using Pkey = std::unique_ptr<EVP_PKEY, PkeyFree>;
 
 absl::StatusOr<Pkey> ReadEd25519(const std::string& pem) {
-  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())), BIO_free);
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(
+      BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())), BIO_free);
   Pkey key(bio ? PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr) : nullptr);
   if (!key || EVP_PKEY_get_id(key.get()) != EVP_PKEY_ED25519) {
     return absl::InvalidArgumentError("not an Ed25519 private key (PEM)");
@@ -186,7 +191,8 @@ absl::StatusOr<std::string> LoadOrCreateEd25519Key(const std::string& path, bool
   Pkey key(EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"));
   if (!key) return absl::InternalError("cannot create an Ed25519 key");
   std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), BIO_free);
-  if (!bio || PEM_write_bio_PrivateKey(bio.get(), key.get(), nullptr, nullptr, 0, nullptr, nullptr) != 1) {
+  if (!bio ||
+      PEM_write_bio_PrivateKey(bio.get(), key.get(), nullptr, nullptr, 0, nullptr, nullptr) != 1) {
     return absl::InternalError("cannot encode the Ed25519 key");
   }
   char* data = nullptr;
@@ -201,7 +207,9 @@ absl::StatusOr<std::string> Ed25519PublicKey(const std::string& private_pem) {
   ASSIGN_OR_RETURN(Pkey key, ReadEd25519(private_pem));
   std::string out(32, '\0');
   size_t len = out.size();
-  if (EVP_PKEY_get_raw_public_key(key.get(), reinterpret_cast<unsigned char*>(out.data()), &len) != 1 || len != 32) {
+  if (EVP_PKEY_get_raw_public_key(key.get(), reinterpret_cast<unsigned char*>(out.data()), &len) !=
+          1 ||
+      len != 32) {
     return absl::InternalError("cannot read the Ed25519 public key");
   }
   return out;
@@ -221,14 +229,17 @@ absl::StatusOr<std::string> Ed25519Sign(const std::string& private_pem, absl::st
   return sig;
 }
 
-bool Ed25519Verify(absl::string_view public_key, absl::string_view message, absl::string_view signature) {
+bool Ed25519Verify(absl::string_view public_key, absl::string_view message,
+                   absl::string_view signature) {
   if (public_key.size() != 32 || signature.size() != 64) return false;
-  Pkey key(EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nullptr,
-                                       reinterpret_cast<const unsigned char*>(public_key.data()), 32));
+  Pkey key(EVP_PKEY_new_raw_public_key(
+      EVP_PKEY_ED25519, nullptr, reinterpret_cast<const unsigned char*>(public_key.data()), 32));
   std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  if (!key || !ctx || EVP_DigestVerifyInit(ctx.get(), nullptr, nullptr, nullptr, key.get()) != 1) return false;
-  return EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(signature.data()), signature.size(),
-                          reinterpret_cast<const unsigned char*>(message.data()), message.size()) == 1;
+  if (!key || !ctx || EVP_DigestVerifyInit(ctx.get(), nullptr, nullptr, nullptr, key.get()) != 1)
+    return false;
+  return EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(signature.data()),
+                          signature.size(), reinterpret_cast<const unsigned char*>(message.data()),
+                          message.size()) == 1;
 }
 
 }  // namespace sluice

@@ -3,9 +3,9 @@
 #pragma once
 
 #include <string>
-#include "absl/strings/string_view.h"
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace sluice {
 
@@ -35,7 +35,8 @@ absl::StatusOr<std::string> AesGcmOpen(absl::string_view key, absl::string_view 
 absl::StatusOr<std::string> LoadOrCreateEd25519Key(const std::string& path, bool* created);
 absl::StatusOr<std::string> Ed25519PublicKey(const std::string& private_pem);
 absl::StatusOr<std::string> Ed25519Sign(const std::string& private_pem, absl::string_view message);
-bool Ed25519Verify(absl::string_view public_key, absl::string_view message, absl::string_view signature);
+bool Ed25519Verify(absl::string_view public_key, absl::string_view message,
+                   absl::string_view signature);
 
 // Loads the 32-byte master key from `path` (64 hex characters), or creates it with mode 0600 when
 // the file does not exist. `created` tells which happened.

@@ -89,7 +89,8 @@ absl::Status EnsureDir(const std::string& path, int mode) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec)) return absl::OkStatus();
   std::filesystem::create_directories(path, ec);
-  if (ec) return absl::InternalError(absl::StrCat("cannot create directory ", path, ": ", ec.message()));
+  if (ec)
+    return absl::InternalError(absl::StrCat("cannot create directory ", path, ": ", ec.message()));
   ::chmod(path.c_str(), static_cast<mode_t>(mode));
   return absl::OkStatus();
 }

@@ -70,7 +70,9 @@ httplib::Server::Handler Adapt(HttpServer::Handler handler) {
 
 }  // namespace
 
-void HttpServer::AddGet(const std::string& pattern, Handler handler) { server_->Get(pattern, Adapt(std::move(handler))); }
+void HttpServer::AddGet(const std::string& pattern, Handler handler) {
+  server_->Get(pattern, Adapt(std::move(handler)));
+}
 
 void HttpServer::AddPost(const std::string& pattern, Handler handler) {
   server_->Post(pattern, Adapt(std::move(handler)));

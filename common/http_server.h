@@ -5,10 +5,10 @@
 #include <atomic>
 #include <functional>
 #include <map>
-#include <vector>
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
 

@@ -2,9 +2,8 @@
 // of another type, reads as empty / 0 — bodies from older agents lack newer fields.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 
 namespace sluice {

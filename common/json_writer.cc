@@ -45,10 +45,17 @@ void AppendJsonString(std::string* out, absl::string_view s) {
       ++i;
     } else if (c < 0x20) {
       switch (c) {
-        case '\n': out->append("\\n"); break;
-        case '\r': out->append("\\r"); break;
-        case '\t': out->append("\\t"); break;
-        default: absl::StrAppendFormat(out, "\\u%04x", c);
+        case '\n':
+          out->append("\\n");
+          break;
+        case '\r':
+          out->append("\\r");
+          break;
+        case '\t':
+          out->append("\\t");
+          break;
+        default:
+          absl::StrAppendFormat(out, "\\u%04x", c);
       }
       ++i;
     } else if (c < 0x80) {

@@ -282,7 +282,8 @@ class JwkParser {
     ASSIGN_OR_RETURN(std::string y, Bytes("y"));
     // RFC 7518 section 6.2.1.2 wants each coordinate at the full size for the curve, but some
     // JWK writers drop leading zero bytes (one key in 128 has one). A shorter value is the same
-    // number, so it is padded back; a longer one is refused. OpenSSL checks the point is on the curve.
+    // number, so it is padded back; a longer one is refused. OpenSSL checks the point is on the
+    // curve.
     if (x.empty() || y.empty() || x.size() > size_t{kP256CoordinateBytes} ||
         y.size() > size_t{kP256CoordinateBytes}) {
       return Error("P-256 coordinates 'x' and 'y' must be 1 to 32 bytes each");
@@ -599,7 +600,8 @@ namespace {
 
 // The algorithm, from an allow-list of two, so that "none" and HMAC keyed with a public key (the
 // classic algorithm confusion) can never reach a verifier; the key type it needs.
-absl::StatusOr<KeyType> CheckAlgorithm(const Json& header, const std::string& signature, std::string* alg_out) {
+absl::StatusOr<KeyType> CheckAlgorithm(const Json& header, const std::string& signature,
+                                       std::string* alg_out) {
   const Json* alg_json = Member(header, "alg");
   if (alg_json == nullptr || !alg_json->is_string()) {
     return Malformed("the header has no 'alg' string");
@@ -638,7 +640,8 @@ absl::StatusOr<std::vector<const Jwk*>> CandidateKeys(const Json& header, const 
     for (const Jwk& k : issuer.keys.keys) {
       if (KeyFits(k, key_type, alg)) candidates.push_back(&k);
     }
-    if (candidates.empty()) return Refused(absl::StrCat("issuer ", Quote(iss), " has no key for ", alg));
+    if (candidates.empty())
+      return Refused(absl::StrCat("issuer ", Quote(iss), " has no key for ", alg));
     return candidates;
   }
   if (!kid_json->is_string()) return Malformed("'kid' is not a string");
@@ -653,13 +656,14 @@ absl::StatusOr<std::vector<const Jwk*>> CandidateKeys(const Json& header, const 
     }
   }
   if (!candidates.empty()) return candidates;
-  if (unfit == nullptr) return Refused(absl::StrCat("no key ", Quote(kid), " for issuer ", Quote(iss)));
+  if (unfit == nullptr)
+    return Refused(absl::StrCat("no key ", Quote(kid), " for issuer ", Quote(iss)));
   if (unfit->type != key_type) {
     return Refused(absl::StrCat("key ", Quote(kid), " of issuer ", Quote(iss), " is ",
                                 KeyTypeName(unfit->type), " and cannot verify ", alg));
   }
-  return Refused(absl::StrCat("key ", Quote(kid), " of issuer ", Quote(iss),
-                              " is for algorithm ", Quote(unfit->alg), ", not ", alg));
+  return Refused(absl::StrCat("key ", Quote(kid), " of issuer ", Quote(iss), " is for algorithm ",
+                              Quote(unfit->alg), ", not ", alg));
 }
 
 // exp (required), nbf and iat, with the clock leeway.
@@ -753,10 +757,12 @@ absl::StatusOr<Identity> Verifier::Verify(absl::string_view token, absl::Time no
   if (!iss_json->is_string()) return Malformed("'iss' is not a string");
   const std::string& iss = iss_json->get_ref<const std::string&>();
   auto found = by_iss_.find(iss);
-  if (found == by_iss_.end()) return Refused(absl::StrCat("issuer ", Quote(iss), " is not trusted"));
+  if (found == by_iss_.end())
+    return Refused(absl::StrCat("issuer ", Quote(iss), " is not trusted"));
   const TrustedIssuer& issuer = found->second;
 
-  ASSIGN_OR_RETURN(std::vector<const Jwk*> candidates, CandidateKeys(header, iss, issuer, key_type, alg));
+  ASSIGN_OR_RETURN(std::vector<const Jwk*> candidates,
+                   CandidateKeys(header, iss, issuer, key_type, alg));
   const absl::string_view signing_input(token.data(), parts[0].size() + 1 + parts[1].size());
   const Jwk* verified_by = nullptr;
   for (const Jwk* k : candidates) {

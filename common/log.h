@@ -2,9 +2,8 @@
 // Never pass secrets (tokens, passwords, keys) to these functions.
 #pragma once
 
-#include "absl/strings/string_view.h"
-
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 
 namespace sluice {
 

@@ -8,10 +8,10 @@
 #define SLUICE_CONCAT(a, b) SLUICE_CONCAT_INNER(a, b)
 
 // Returns from the enclosing function when `expr` is not OK.
-#define RETURN_IF_ERROR(expr)                          \
-  do {                                                 \
-    ::absl::Status sluice_status_ = (expr);            \
-    if (!sluice_status_.ok()) return sluice_status_;   \
+#define RETURN_IF_ERROR(expr)                        \
+  do {                                               \
+    ::absl::Status sluice_status_ = (expr);          \
+    if (!sluice_status_.ok()) return sluice_status_; \
   } while (0)
 
 // `ASSIGN_OR_RETURN(auto x, F())` assigns the value of a StatusOr or returns its status.

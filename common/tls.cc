@@ -1,17 +1,17 @@
 #include "common/tls.h"
 
+#include <arpa/inet.h>
 #include <openssl/bio.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
-#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <memory>
 
-#include "absl/strings/str_cat.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/crypto.h"
@@ -87,7 +87,8 @@ bool LooksLikeIp(const std::string& host) {
 // A subjectAltName value for `hosts`: "DNS:a,IP:10.0.0.1".
 std::string SubjectAltNames(const std::vector<std::string>& hosts) {
   std::vector<std::string> sans;
-  for (const std::string& h : hosts) sans.push_back(absl::StrCat(LooksLikeIp(h) ? "IP:" : "DNS:", h));
+  for (const std::string& h : hosts)
+    sans.push_back(absl::StrCat(LooksLikeIp(h) ? "IP:" : "DNS:", h));
   return absl::StrJoin(sans, ",");
 }
 
@@ -109,7 +110,8 @@ absl::StatusOr<PemKeyPair> GenerateCa(const std::string& common_name) {
       !AddExt(cert.get(), cert.get(), NID_subject_key_identifier, "hash")) {
     return absl::InternalError("cannot add CA extensions");
   }
-  if (X509_sign(cert.get(), key.get(), EVP_sha256()) == 0) return absl::InternalError("cannot sign CA");
+  if (X509_sign(cert.get(), key.get(), EVP_sha256()) == 0)
+    return absl::InternalError("cannot sign CA");
   PemKeyPair out;
   ASSIGN_OR_RETURN(out.cert_pem, CertToPem(cert.get()));
   ASSIGN_OR_RETURN(out.key_pem, KeyToPem(key.get()));
@@ -119,17 +121,20 @@ absl::StatusOr<PemKeyPair> GenerateCa(const std::string& common_name) {
 namespace {
 
 // A server certificate for `key` (a public key), signed by `ca`.
-absl::StatusOr<std::string> SignServerCert(const PemKeyPair& ca, EVP_PKEY* key, const std::string& common_name,
+absl::StatusOr<std::string> SignServerCert(const PemKeyPair& ca, EVP_PKEY* key,
+                                           const std::string& common_name,
                                            const std::vector<std::string>& hosts, int days) {
   Ptr<BIO> ca_cert_bio(BIO_new_mem_buf(ca.cert_pem.data(), static_cast<int>(ca.cert_pem.size())));
   Ptr<X509> ca_cert(PEM_read_bio_X509(ca_cert_bio.get(), nullptr, nullptr, nullptr));
   Ptr<BIO> ca_key_bio(BIO_new_mem_buf(ca.key_pem.data(), static_cast<int>(ca.key_pem.size())));
   Ptr<EVP_PKEY> ca_key(PEM_read_bio_PrivateKey(ca_key_bio.get(), nullptr, nullptr, nullptr));
-  if (!ca_cert || !ca_key) return absl::InvalidArgumentError("cannot read the CA certificate or key");
+  if (!ca_cert || !ca_key)
+    return absl::InvalidArgumentError("cannot read the CA certificate or key");
   ASSIGN_OR_RETURN(Ptr<X509> cert, NewCert(key, common_name, days));
   X509_set_issuer_name(cert.get(), X509_get_subject_name(ca_cert.get()));
   if (!AddExt(cert.get(), ca_cert.get(), NID_basic_constraints, "critical,CA:FALSE") ||
-      !AddExt(cert.get(), ca_cert.get(), NID_key_usage, "critical,digitalSignature,keyEncipherment") ||
+      !AddExt(cert.get(), ca_cert.get(), NID_key_usage,
+              "critical,digitalSignature,keyEncipherment") ||
       !AddExt(cert.get(), ca_cert.get(), NID_ext_key_usage, "serverAuth,clientAuth") ||
       (!hosts.empty() &&
        !AddExt(cert.get(), ca_cert.get(), NID_subject_alt_name, SubjectAltNames(hosts)))) {
@@ -164,14 +169,16 @@ absl::Status CheckTlsName(const std::string& name) {
     return absl::OkStatus();
   }
   if (name.empty() || name.size() > 253) {
-    return absl::InvalidArgumentError(absl::StrCat("'", name.substr(0, 64), "' is not a host name (1 to 253 characters)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", name.substr(0, 64), "' is not a host name (1 to 253 characters)"));
   }
   for (absl::string_view label : absl::StrSplit(name, '.')) {
     bool ok = !label.empty() && label.size() <= 63 && label.front() != '-' && label.back() != '-';
     for (char c : label) ok = ok && (absl::ascii_isalnum(c) || c == '-');
     if (!ok) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "'", name, "' is not a host name or IP address (labels of letters, digits and '-', no wildcards)"));
+          "'", name,
+          "' is not a host name or IP address (labels of letters, digits and '-', no wildcards)"));
     }
   }
   return absl::OkStatus();
@@ -192,19 +199,26 @@ absl::StatusOr<std::string> CreateCsr(const std::string& key_pem, const std::str
   X509_REQ_set_version(req.get(), 0);
   X509_NAME* name = X509_REQ_get_subject_name(req.get());
   X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                             reinterpret_cast<const unsigned char*>(common_name.c_str()), -1, -1, 0);
+                             reinterpret_cast<const unsigned char*>(common_name.c_str()), -1, -1,
+                             0);
   X509_REQ_set_pubkey(req.get(), key.get());
   if (!hosts.empty()) {
     STACK_OF(X509_EXTENSION)* exts = sk_X509_EXTENSION_new_null();
-    X509_EXTENSION* san = X509V3_EXT_conf_nid(nullptr, nullptr, NID_subject_alt_name, SubjectAltNames(hosts).c_str());
-    bool ok = san != nullptr && sk_X509_EXTENSION_push(exts, san) > 0 && X509_REQ_add_extensions(req.get(), exts) == 1;
+    X509_EXTENSION* san =
+        X509V3_EXT_conf_nid(nullptr, nullptr, NID_subject_alt_name, SubjectAltNames(hosts).c_str());
+    bool ok = san != nullptr && sk_X509_EXTENSION_push(exts, san) > 0 &&
+              X509_REQ_add_extensions(req.get(), exts) == 1;
     if (san != nullptr && !ok) X509_EXTENSION_free(san);
     sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
-    if (!ok) return absl::InvalidArgumentError(absl::StrCat("cannot encode the names ", absl::StrJoin(hosts, ", ")));
+    if (!ok)
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot encode the names ", absl::StrJoin(hosts, ", ")));
   }
-  if (X509_REQ_sign(req.get(), key.get(), EVP_sha256()) == 0) return absl::InternalError("cannot sign the request");
+  if (X509_REQ_sign(req.get(), key.get(), EVP_sha256()) == 0)
+    return absl::InternalError("cannot sign the request");
   Ptr<BIO> out(BIO_new(BIO_s_mem()));
-  if (!PEM_write_bio_X509_REQ(out.get(), req.get())) return absl::InternalError("cannot encode the request");
+  if (!PEM_write_bio_X509_REQ(out.get(), req.get()))
+    return absl::InternalError("cannot encode the request");
   return BioToString(out.get());
 }
 
@@ -216,7 +230,8 @@ absl::StatusOr<std::vector<std::string>> CsrHosts(const std::string& csr_pem) {
   if (exts == nullptr) return out;
   int at = X509v3_get_ext_by_NID(exts, NID_subject_alt_name, -1);
   GENERAL_NAMES* names =
-      at < 0 ? nullptr : static_cast<GENERAL_NAMES*>(X509V3_EXT_d2i(sk_X509_EXTENSION_value(exts, at)));
+      at < 0 ? nullptr
+             : static_cast<GENERAL_NAMES*>(X509V3_EXT_d2i(sk_X509_EXTENSION_value(exts, at)));
   sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
   if (names == nullptr) return out;
   absl::Status bad;
@@ -231,13 +246,15 @@ absl::StatusOr<std::vector<std::string>> CsrHosts(const std::string& csr_pem) {
       int len = ASN1_STRING_length(ip);
       char text[INET6_ADDRSTRLEN] = {0};
       if ((len != 4 && len != 16) ||
-          inet_ntop(len == 4 ? AF_INET : AF_INET6, ASN1_STRING_get0_data(ip), text, sizeof(text)) == nullptr) {
+          inet_ntop(len == 4 ? AF_INET : AF_INET6, ASN1_STRING_get0_data(ip), text, sizeof(text)) ==
+              nullptr) {
         bad = absl::InvalidArgumentError("the request holds a malformed IP address");
       } else {
         out.emplace_back(text);
       }
     } else {
-      bad = absl::InvalidArgumentError("the request names something other than DNS names and IP addresses");
+      bad = absl::InvalidArgumentError(
+          "the request names something other than DNS names and IP addresses");
     }
   }
   GENERAL_NAMES_free(names);
@@ -246,19 +263,21 @@ absl::StatusOr<std::vector<std::string>> CsrHosts(const std::string& csr_pem) {
 }
 
 absl::StatusOr<std::string> SignCsr(const PemKeyPair& ca, const std::string& csr_pem,
-                                    const std::string& common_name, const std::vector<std::string>& hosts,
-                                    int days) {
+                                    const std::string& common_name,
+                                    const std::vector<std::string>& hosts, int days) {
   Ptr<X509_REQ> req = ReadCsr(csr_pem);
   if (!req) return absl::InvalidArgumentError("not a PEM certificate request");
   EVP_PKEY* key = X509_REQ_get0_pubkey(req.get());
-  if (key == nullptr) return absl::InvalidArgumentError("the certificate request holds no public key");
+  if (key == nullptr)
+    return absl::InvalidArgumentError("the certificate request holds no public key");
   if (X509_REQ_verify(req.get(), key) != 1) {
     return absl::InvalidArgumentError("the certificate request's signature does not verify");
   }
   bool ec_p256 = EVP_PKEY_is_a(key, "EC") && EVP_PKEY_get_bits(key) == 256;
   bool rsa = EVP_PKEY_is_a(key, "RSA") && EVP_PKEY_get_bits(key) >= 2048;
   if (!ec_p256 && !rsa) {
-    return absl::InvalidArgumentError("the certificate request's key must be EC P-256 or RSA of 2048 bits or more");
+    return absl::InvalidArgumentError(
+        "the certificate request's key must be EC P-256 or RSA of 2048 bits or more");
   }
   return SignServerCert(ca, key, common_name, hosts, days);
 }
@@ -285,7 +304,8 @@ absl::StatusOr<ServerTlsFiles> EnsureServerTls(const std::string& dir,
   }
   std::vector<std::string> hosts = {"localhost", "127.0.0.1", "::1"};
   char hostname[256] = {0};
-  if (gethostname(hostname, sizeof(hostname) - 1) == 0 && hostname[0] != '\0') hosts.push_back(hostname);
+  if (gethostname(hostname, sizeof(hostname) - 1) == 0 && hostname[0] != '\0')
+    hosts.push_back(hostname);
   for (const auto& h : extra_hosts) hosts.push_back(h);
   ASSIGN_OR_RETURN(PemKeyPair server, IssueServerCert(ca, "sluice-controlplane", hosts, 825));
   RETURN_IF_ERROR(WriteFileAtomic(files.server_key, server.key_pem, 0600));

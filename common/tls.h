@@ -44,8 +44,8 @@ absl::StatusOr<std::vector<std::string>> CsrHosts(const std::string& csr_pem);
 // own signature and key (EC P-256, or RSA of 2048 bits or more). The certificate's names are
 // `common_name` and `hosts`, chosen by the signer, not taken from the request.
 absl::StatusOr<std::string> SignCsr(const PemKeyPair& ca, const std::string& csr_pem,
-                                    const std::string& common_name, const std::vector<std::string>& hosts,
-                                    int days);
+                                    const std::string& common_name,
+                                    const std::vector<std::string>& hosts, int days);
 
 // Files a TLS server needs, created by EnsureServerTls when absent.
 struct ServerTlsFiles {

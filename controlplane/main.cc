@@ -7,8 +7,8 @@
 #include <atomic>
 #include <cstdio>
 #include <future>
-#include <thread>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/ascii.h"
@@ -56,10 +56,11 @@ ABSL_FLAG(std::string, tls_hosts, "",
 ABSL_FLAG(std::string, master_key_file, "",
           "32-byte key (64 hex chars) that encrypts secrets at rest; created 0600 if absent "
           "(default: <data-dir>/master.key)");
-ABSL_FLAG(std::string, trail_key_file, "",
-          "Ed25519 private key (PEM) that signs each agent's audit trail head, the trails' totals and "
-          "retention's purge tombstones, so that `audit verify` can prove the stored trails complete; "
-          "created 0600 if absent (default: <data-dir>/trail-key.pem)");
+ABSL_FLAG(
+    std::string, trail_key_file, "",
+    "Ed25519 private key (PEM) that signs each agent's audit trail head, the trails' totals and "
+    "retention's purge tombstones, so that `audit verify` can prove the stored trails complete; "
+    "created 0600 if absent (default: <data-dir>/trail-key.pem)");
 ABSL_FLAG(std::string, admin_token_file, "",
           "bootstrap admin token; created 0600 if absent (default: <data-dir>/admin.token)");
 ABSL_FLAG(bool, dev_issuer, false,
@@ -67,13 +68,16 @@ ABSL_FLAG(bool, dev_issuer, false,
           "For quickstarts and tests only");
 ABSL_FLAG(absl::Duration, jwks_refresh, absl::Minutes(10),
           "how often Issuer JWKS URLs are fetched again (also after every policy change)");
-ABSL_FLAG(std::string, admin_groups, "",
-          "comma-separated groups whose OIDC callers (tokens from the policy's Issuers) hold the admin "
-          "role on the admin API");
-ABSL_FLAG(std::string, auditor_groups, "", "comma-separated groups whose OIDC callers hold the auditor role (reads)");
-ABSL_FLAG(std::string, approver_groups, "",
-          "comma-separated groups whose OIDC callers hold the approver role (anyone an ApprovalPolicy "
-          "lists as an approver has it too)");
+ABSL_FLAG(
+    std::string, admin_groups, "",
+    "comma-separated groups whose OIDC callers (tokens from the policy's Issuers) hold the admin "
+    "role on the admin API");
+ABSL_FLAG(std::string, auditor_groups, "",
+          "comma-separated groups whose OIDC callers hold the auditor role (reads)");
+ABSL_FLAG(
+    std::string, approver_groups, "",
+    "comma-separated groups whose OIDC callers hold the approver role (anyone an ApprovalPolicy "
+    "lists as an approver has it too)");
 ABSL_FLAG(std::string, public_url, "",
           "the HTTP port's URL as approvers reach it, for approval callback links in webhooks "
           "(default: http://<the HTTP listen address>)");
@@ -87,7 +91,8 @@ namespace {
 
 std::vector<std::string> SplitList(const std::string& s) {
   std::vector<std::string> out;
-  for (absl::string_view p : absl::StrSplit(s, ',', absl::SkipEmpty())) out.emplace_back(absl::StripAsciiWhitespace(p));
+  for (absl::string_view p : absl::StrSplit(s, ',', absl::SkipEmpty()))
+    out.emplace_back(absl::StripAsciiWhitespace(p));
   return out;
 }
 
@@ -95,12 +100,23 @@ std::string HtmlEscape(absl::string_view s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out.push_back(c);
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out.push_back(c);
     }
   }
   return out;
@@ -110,8 +126,9 @@ HttpServer::Response Page(int status, const std::string& title, const std::strin
   HttpServer::Response r;
   r.status = status;
   r.content_type = "text/html; charset=utf-8";
-  r.body = absl::StrCat("<!doctype html><html><head><meta charset=\"utf-8\"><title>", HtmlEscape(title),
-                        "</title></head><body><h1>", HtmlEscape(title), "</h1>", body_html, "</body></html>\n");
+  r.body = absl::StrCat("<!doctype html><html><head><meta charset=\"utf-8\"><title>",
+                        HtmlEscape(title), "</title></head><body><h1>", HtmlEscape(title), "</h1>",
+                        body_html, "</body></html>\n");
   return r;
 }
 
@@ -126,10 +143,12 @@ auto OnWorker(Worker& worker, Fn fn) -> decltype(fn()) {
 
 // The approval callback link pages: GET shows the request and a button (link previewers fetch
 // GET, so it never decides); POST decides, once.
-void AddApprovalLinks(HttpServer& http, Worker& worker, ApprovalDesk& desk, PolicyManager& policy, Store& store) {
-  auto check = [&desk](const HttpServer::Request& req, uint64_t* id, bool* approve, std::string* webhook,
-                       int64_t* exp) -> absl::Status {
-    if (req.matches.size() != 2 || !absl::SimpleAtoi(req.matches[0], id)) return absl::InvalidArgumentError("bad link");
+void AddApprovalLinks(HttpServer& http, Worker& worker, ApprovalDesk& desk, PolicyManager& policy,
+                      Store& store) {
+  auto check = [&desk](const HttpServer::Request& req, uint64_t* id, bool* approve,
+                       std::string* webhook, int64_t* exp) -> absl::Status {
+    if (req.matches.size() != 2 || !absl::SimpleAtoi(req.matches[0], id))
+      return absl::InvalidArgumentError("bad link");
     *approve = req.matches[1] == "approve";
     auto get = [&req](const char* k) {
       auto it = req.params.find(k);
@@ -145,19 +164,26 @@ void AddApprovalLinks(HttpServer& http, Worker& worker, ApprovalDesk& desk, Poli
     std::string webhook;
     int64_t exp = 0;
     absl::Status ok = check(req, &id, &approve, &webhook, &exp);
-    if (!ok.ok()) return Page(403, "Sluice approval", "<p>" + HtmlEscape(std::string(ok.message())) + "</p>");
+    if (!ok.ok())
+      return Page(403, "Sluice approval", "<p>" + HtmlEscape(std::string(ok.message())) + "</p>");
     auto record = OnWorker(worker, [&] { return store.GetApproval(id); });
-    if (!record.ok()) return Page(404, "Sluice approval", "<p>" + HtmlEscape(std::string(record.status().message())) + "</p>");
+    if (!record.ok())
+      return Page(404, "Sluice approval",
+                  "<p>" + HtmlEscape(std::string(record.status().message())) + "</p>");
     const v1::Approval& a = record->approval;
-    std::string query = absl::StrCat("webhook=", webhook, "&exp=", exp, "&sig=", req.params.at("sig"));
-    std::string body = absl::StrCat(
-        "<p>Request ", id, " (", HtmlEscape(a.status()), "): <b>", HtmlEscape(a.subject()), "</b> on connection <b>",
-        HtmlEscape(a.connection()), "</b>, guardrail ", HtmlEscape(a.guardrail()), " (", HtmlEscape(a.rule()),
-        ").</p><pre>", HtmlEscape(a.statement()), "</pre>");
+    std::string query =
+        absl::StrCat("webhook=", webhook, "&exp=", exp, "&sig=", req.params.at("sig"));
+    std::string body =
+        absl::StrCat("<p>Request ", id, " (", HtmlEscape(a.status()), "): <b>",
+                     HtmlEscape(a.subject()), "</b> on connection <b>", HtmlEscape(a.connection()),
+                     "</b>, guardrail ", HtmlEscape(a.guardrail()), " (", HtmlEscape(a.rule()),
+                     ").</p><pre>", HtmlEscape(a.statement()), "</pre>");
     if (a.status() == kPending) {
-      absl::StrAppend(&body, "<form method=\"post\" action=\"/approvals/", id, "/", approve ? "approve" : "deny", "?",
-                      HtmlEscape(query), "\"><label>Reason <input name=\"reason\" maxlength=\"1000\"></label> ",
-                      "<button type=\"submit\">", approve ? "Approve" : "Deny", " request ", id, "</button></form>");
+      absl::StrAppend(&body, "<form method=\"post\" action=\"/approvals/", id, "/",
+                      approve ? "approve" : "deny", "?", HtmlEscape(query),
+                      "\"><label>Reason <input name=\"reason\" maxlength=\"1000\"></label> ",
+                      "<button type=\"submit\">", approve ? "Approve" : "Deny", " request ", id,
+                      "</button></form>");
     }
     return Page(200, absl::StrCat("Sluice approval request ", id), body);
   });
@@ -167,16 +193,22 @@ void AddApprovalLinks(HttpServer& http, Worker& worker, ApprovalDesk& desk, Poli
     std::string webhook;
     int64_t exp = 0;
     absl::Status ok = check(req, &id, &approve, &webhook, &exp);
-    if (!ok.ok()) return Page(403, "Sluice approval", "<p>" + HtmlEscape(std::string(ok.message())) + "</p>");
+    if (!ok.ok())
+      return Page(403, "Sluice approval", "<p>" + HtmlEscape(std::string(ok.message())) + "</p>");
     auto it = req.params.find("reason");
     std::string reason = it == req.params.end() ? "" : it->second.substr(0, 1000);
     Approver who;
     who.link_webhook = webhook;
-    auto decided = OnWorker(worker, [&] { return desk.Decide(id, who, approve, reason, *policy.state(), NowUnixMs()); });
-    if (!decided.ok()) return Page(409, "Sluice approval", "<p>" + HtmlEscape(std::string(decided.status().message())) + "</p>");
-    return Page(200, absl::StrCat("Sluice approval request ", id),
-                absl::StrCat("<p>Recorded: ", approve ? "approved" : "denied", ". The request is now <b>",
-                             HtmlEscape(decided->status()), "</b>.</p>"));
+    auto decided = OnWorker(worker, [&] {
+      return desk.Decide(id, who, approve, reason, *policy.state(), NowUnixMs());
+    });
+    if (!decided.ok())
+      return Page(409, "Sluice approval",
+                  "<p>" + HtmlEscape(std::string(decided.status().message())) + "</p>");
+    return Page(
+        200, absl::StrCat("Sluice approval request ", id),
+        absl::StrCat("<p>Recorded: ", approve ? "approved" : "denied", ". The request is now <b>",
+                     HtmlEscape(decided->status()), "</b>.</p>"));
   });
 }
 
@@ -191,7 +223,8 @@ absl::StatusOr<std::string> LoadOrCreateToken(const std::string& path, bool* cre
   ASSIGN_OR_RETURN(std::string text, ReadFile(path, 4096));
   std::string token(absl::StripAsciiWhitespace(text));
   if (token.size() < 16) {
-    return absl::InvalidArgumentError(absl::StrCat("admin token in ", path, " is shorter than 16 characters"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("admin token in ", path, " is shorter than 16 characters"));
   }
   return token;
 }
@@ -206,20 +239,24 @@ constexpr uint64_t kMinFreeBytes = 16 << 20;
 absl::Status CheckDataVolume(const std::string& dir) {
   ASSIGN_OR_RETURN(VolumeSpace v, VolumeSpaceOf(dir));
   if (v.read_only) {
-    return absl::FailedPreconditionError(absl::StrCat("the volume holding ", dir,
-                                                      " is mounted read-only; the control plane writes its store "
-                                                      "there: give --data-dir a writable volume"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("the volume holding ", dir,
+                     " is mounted read-only; the control plane writes its store "
+                     "there: give --data-dir a writable volume"));
   }
   if (v.total_bytes < kMinVolumeBytes) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the volume holding ", dir, " is ", FormatBytes(v.total_bytes), "; the control plane needs at least ",
-        FormatBytes(kMinVolumeBytes), " for its store (the SQLite database, its write-ahead log and the session "
-        "recordings): give --data-dir a larger volume"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("the volume holding ", dir, " is ", FormatBytes(v.total_bytes),
+                     "; the control plane needs at least ", FormatBytes(kMinVolumeBytes),
+                     " for its store (the SQLite database, its write-ahead log and the session "
+                     "recordings): give --data-dir a larger volume"));
   }
   if (v.free_bytes < kMinFreeBytes) {
     return absl::ResourceExhaustedError(absl::StrCat(
-        "the volume holding ", dir, " has ", FormatBytes(v.free_bytes), " free of ", FormatBytes(v.total_bytes),
-        "; the control plane needs at least ", FormatBytes(kMinFreeBytes), " free to start (its store grows there "
+        "the volume holding ", dir, " has ", FormatBytes(v.free_bytes), " free of ",
+        FormatBytes(v.total_bytes), "; the control plane needs at least ",
+        FormatBytes(kMinFreeBytes),
+        " free to start (its store grows there "
         "with the agents' audit events): free space on it or give --data-dir a larger volume"));
   }
   return absl::OkStatus();
@@ -236,39 +273,55 @@ void StoreDuties(GuardedStore& store, ApprovalDesk& desk, AgentHub& hub) {
     return;
   }
   if (!store.TryResume(now_ms)) return;
-  int closed = hub.ClosePaused("the control plane's store takes writes again: send what it did not acknowledge");
-  if (closed > 0) LogInfo(closed, " agent stream(s) closed, so that their agents send what was not stored");
+  int closed = hub.ClosePaused(
+      "the control plane's store takes writes again: send what it did not acknowledge");
+  if (closed > 0)
+    LogInfo(closed, " agent stream(s) closed, so that their agents send what was not stored");
 }
 
 std::string Metrics(const AgentHub& hub, const GuardedStore& store) {
   std::string out = absl::StrCat(
       "# HELP sluice_policy_version Current global policy version.\n"
       "# TYPE sluice_policy_version gauge\n"
-      "sluice_policy_version ", hub.version(), "\n",
+      "sluice_policy_version ",
+      hub.version(), "\n",
       "# HELP sluice_agents_connected Agents with a live stream.\n"
       "# TYPE sluice_agents_connected gauge\n"
-      "sluice_agents_connected ", hub.connected_count(), "\n",
-      "# HELP sluice_store_refusing_writes 1 while the control plane's store refuses writes because its data "
-      "directory is full, read-only or failing: agents' audit batches are not acknowledged (the agents keep them) "
+      "sluice_agents_connected ",
+      hub.connected_count(), "\n",
+      "# HELP sluice_store_refusing_writes 1 while the control plane's store refuses writes "
+      "because its data "
+      "directory is full, read-only or failing: agents' audit batches are not acknowledged (the "
+      "agents keep them) "
       "and changes are refused.\n"
       "# TYPE sluice_store_refusing_writes gauge\n"
-      "sluice_store_refusing_writes ", store.WriteFault() ? 1 : 0, "\n",
-      "# HELP sluice_store_write_faults_total Times the store started refusing writes for a disk fault.\n"
+      "sluice_store_refusing_writes ",
+      store.WriteFault() ? 1 : 0, "\n",
+      "# HELP sluice_store_write_faults_total Times the store started refusing writes for a disk "
+      "fault.\n"
       "# TYPE sluice_store_write_faults_total counter\n"
-      "sluice_store_write_faults_total ", store.faults(), "\n",
-      "# HELP sluice_store_writes_refused_total Writes the store refused for a disk fault (audit batches, changes, "
+      "sluice_store_write_faults_total ",
+      store.faults(), "\n",
+      "# HELP sluice_store_writes_refused_total Writes the store refused for a disk fault (audit "
+      "batches, changes, "
       "records).\n"
       "# TYPE sluice_store_writes_refused_total counter\n"
-      "sluice_store_writes_refused_total ", store.refused_writes(), "\n",
-      "# HELP sluice_store_audit_records_lost_total Control-plane audit records (admin calls, approvals, agents' "
+      "sluice_store_writes_refused_total ",
+      store.refused_writes(), "\n",
+      "# HELP sluice_store_audit_records_lost_total Control-plane audit records (admin calls, "
+      "approvals, agents' "
       "refusals) that could not be stored; each is logged.\n"
       "# TYPE sluice_store_audit_records_lost_total counter\n"
-      "sluice_store_audit_records_lost_total ", store.audit_records_lost(), "\n",
-      "# HELP sluice_agents_audit_refusing Connected agents that refuse new sessions because they cannot record "
+      "sluice_store_audit_records_lost_total ",
+      store.audit_records_lost(), "\n",
+      "# HELP sluice_agents_audit_refusing Connected agents that refuse new sessions because they "
+      "cannot record "
       "audit events (their spool cannot be written or is full).\n"
       "# TYPE sluice_agents_audit_refusing gauge\n"
-      "sluice_agents_audit_refusing ", hub.audit_refusing_count(), "\n",
-      "# HELP sluice_agent_audit_ok Per connected agent: 1 while it records audit events, 0 while it refuses new "
+      "sluice_agents_audit_refusing ",
+      hub.audit_refusing_count(), "\n",
+      "# HELP sluice_agent_audit_ok Per connected agent: 1 while it records audit events, 0 while "
+      "it refuses new "
       "sessions because it cannot.\n"
       "# TYPE sluice_agent_audit_ok gauge\n");
   for (const auto& [id, live] : hub.LiveStatus()) {
@@ -277,7 +330,8 @@ std::string Metrics(const AgentHub& hub, const GuardedStore& store) {
       if (c == '\\' || c == '"') label += '\\';
       label += c == '\n' ? std::string("\\n") : std::string(1, c);
     }
-    absl::StrAppend(&out, "sluice_agent_audit_ok{agent=\"", label, "\"} ", live.audit_error.empty() ? 1 : 0, "\n");
+    absl::StrAppend(&out, "sluice_agent_audit_ok{agent=\"", label, "\"} ",
+                    live.audit_error.empty() ? 1 : 0, "\n");
   }
   return out;
 }
@@ -291,7 +345,8 @@ absl::Status Run() {
   if (key_path.empty()) key_path = data_dir + "/master.key";
   bool created = false;
   ASSIGN_OR_RETURN(std::string master_key, LoadOrCreateMasterKey(key_path, &created));
-  if (created) LogInfo("created master key ", key_path, " (0600); back it up: secrets at rest need it");
+  if (created)
+    LogInfo("created master key ", key_path, " (0600); back it up: secrets at rest need it");
 
   std::string token_path = absl::GetFlag(FLAGS_admin_token_file);
   if (token_path.empty()) token_path = data_dir + "/admin.token";
@@ -305,7 +360,8 @@ absl::Status Run() {
   }
   if (cert_path.empty()) {
     std::vector<std::string> hosts;
-    for (absl::string_view h : absl::StrSplit(absl::GetFlag(FLAGS_tls_hosts), ',', absl::SkipEmpty())) {
+    for (absl::string_view h :
+         absl::StrSplit(absl::GetFlag(FLAGS_tls_hosts), ',', absl::SkipEmpty())) {
       hosts.emplace_back(h);
     }
     ASSIGN_OR_RETURN(ServerTlsFiles tls, EnsureServerTls(data_dir + "/tls", hosts));
@@ -344,7 +400,9 @@ absl::Status Run() {
   std::string trail_key_path = absl::GetFlag(FLAGS_trail_key_file);
   if (trail_key_path.empty()) trail_key_path = data_dir + "/trail-key.pem";
   ASSIGN_OR_RETURN(std::string trail_key, LoadOrCreateEd25519Key(trail_key_path, &created));
-  if (created) LogInfo("created the audit trail key ", trail_key_path, " (0600); back it up: `audit verify` needs it");
+  if (created)
+    LogInfo("created the audit trail key ", trail_key_path,
+            " (0600); back it up: `audit verify` needs it");
   ASSIGN_OR_RETURN(auto sqlite_store, SqliteStore::Open(data_dir + "/sluice.db", trail_key));
   // Everything uses the store through its guard: a disk fault makes it refuse writes, not crash.
   auto store = std::make_unique<GuardedStore>(sqlite_store.get(), data_dir);
@@ -406,7 +464,8 @@ absl::Status Run() {
   std::atomic<bool> stopping{false};
   // Background duties on the store worker: approval expiry (twice a second) and the retention
   // purge (every --retention-interval).
-  const int64_t retention_every_ms = absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_retention_interval));
+  const int64_t retention_every_ms =
+      absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_retention_interval));
   std::thread expiry([&] {
     int64_t next_purge = NowUnixMs() + std::min<int64_t>(retention_every_ms, 60000);
     while (!stopping.load()) {
@@ -420,8 +479,9 @@ absl::Status Run() {
           if (!purged.ok()) {
             LogError("retention purge failed: ", purged.status().message());
           } else if (purged->sessions() > 0) {
-            LogInfo("retention purged ", purged->sessions(), " sessions (", purged->events(), " events, ",
-                    purged->recording_bytes(), " recording bytes); ", purged->held(), " held");
+            LogInfo("retention purged ", purged->sessions(), " sessions (", purged->events(),
+                    " events, ", purged->recording_bytes(), " recording bytes); ", purged->held(),
+                    " held");
           }
         });
       }
@@ -429,10 +489,12 @@ absl::Status Run() {
   });
 
   AgentServiceImpl agent_service(store.get(), &hub, &worker, agent_ca, desk.get());
-  AdminRoles roles{SplitList(absl::GetFlag(FLAGS_admin_groups)), SplitList(absl::GetFlag(FLAGS_auditor_groups)),
+  AdminRoles roles{SplitList(absl::GetFlag(FLAGS_admin_groups)),
+                   SplitList(absl::GetFlag(FLAGS_auditor_groups)),
                    SplitList(absl::GetFlag(FLAGS_approver_groups))};
-  AdminServiceImpl admin_service(store.get(), &policy, &hub, &worker, admin_token, dev_issuer.get(),
-                                 [&jwks] { jwks.Wake(); }, roles, desk.get());
+  AdminServiceImpl admin_service(
+      store.get(), &policy, &hub, &worker, admin_token, dev_issuer.get(), [&jwks] { jwks.Wake(); },
+      roles, desk.get());
   admin_service.SetReader(reader.get(), &reader_worker);
 
   grpc::SslServerCredentialsOptions ssl;
@@ -440,7 +502,8 @@ absl::Status Run() {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   int grpc_port = 0;
-  builder.AddListeningPort(absl::GetFlag(FLAGS_grpc_listen), grpc::SslServerCredentials(ssl), &grpc_port);
+  builder.AddListeningPort(absl::GetFlag(FLAGS_grpc_listen), grpc::SslServerCredentials(ssl),
+                           &grpc_port);
   builder.RegisterService(&agent_service);
   builder.RegisterService(&admin_service);
   builder.SetMaxReceiveMessageSize(32 << 20);
@@ -449,11 +512,13 @@ absl::Status Run() {
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || grpc_port == 0) {
-    return absl::UnavailableError(absl::StrCat("cannot listen on ", absl::GetFlag(FLAGS_grpc_listen)));
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", absl::GetFlag(FLAGS_grpc_listen)));
   }
 
   HttpServer http;
-  http.AddGet("/metrics", "text/plain; version=0.0.4", [&hub, &store] { return Metrics(hub, *store); });
+  http.AddGet("/metrics", "text/plain; version=0.0.4",
+              [&hub, &store] { return Metrics(hub, *store); });
   // Not ready while the store refuses writes: agents' events would not be stored.
   http.SetReadyCheck([&store]() -> std::string {
     auto fault = store->WriteFault();
@@ -474,7 +539,8 @@ absl::Status Run() {
       {"admin_token_file", token_path},
       {"pid", static_cast<int>(getpid())}};
   RETURN_IF_ERROR(WriteFileAtomic(data_dir + "/endpoints.json", endpoints.dump(2) + "\n", 0600));
-  if (absl::GetFlag(FLAGS_public_url).empty()) desk->SetPublicUrl(absl::StrCat("http://", endpoints["http"].get<std::string>()));
+  if (absl::GetFlag(FLAGS_public_url).empty())
+    desk->SetPublicUrl(absl::StrCat("http://", endpoints["http"].get<std::string>()));
   LogInfo("sluice-controlplane serving: gRPC (TLS) on port ", grpc_port, ", HTTP on port ",
           http_port, ", policy version ", policy.state()->version, ", ", agents.size(),
           " enrolled agent(s)");

@@ -65,19 +65,21 @@ void ApprovalBroker::SetConnected(bool connected) {
     outgoing_.clear();
   }
   if (!failed.empty()) {
-    LogWarning("lost the control plane with ", failed.size(), " statement(s) held for approval: denied");
+    LogWarning("lost the control plane with ", failed.size(),
+               " statement(s) held for approval: denied");
   }
   for (auto& [id, waiter] : failed) {
-    waiter->Decided(ApprovalOutcome{ApprovalOutcome::kUnavailable,
-                                    "the connection to the control plane was lost while the statement was held",
-                                    {}});
+    waiter->Decided(
+        ApprovalOutcome{ApprovalOutcome::kUnavailable,
+                        "the connection to the control plane was lost while the statement was held",
+                        {}});
   }
 }
 
 std::vector<v1::AgentMessage> ApprovalBroker::TakeOutgoing() {
   absl::MutexLock lock(&mu_);
   std::vector<v1::AgentMessage> out(std::make_move_iterator(outgoing_.begin()),
-                                       std::make_move_iterator(outgoing_.end()));
+                                    std::make_move_iterator(outgoing_.end()));
   outgoing_.clear();
   return out;
 }

@@ -7,12 +7,11 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-
 #include "agent/audit/inflight.h"
 #include "agent/audit/spool.h"
 #include "common/audit/events.h"
-#include "common/audit/records.h"
 #include "common/audit/recording.h"
+#include "common/audit/records.h"
 #include "common/clock.h"
 #include "common/crypto.h"
 #include "common/json_writer.h"
@@ -83,7 +82,8 @@ void EventSink::SpoolLoop() {
     bool due = true;  // the disk is written to this round
     {
       absl::MutexLock lock(&mu_);
-      mu_.AwaitWithTimeout(absl::Condition(this, &EventSink::HasUnspooled), absl::Milliseconds(100));
+      mu_.AwaitWithTimeout(absl::Condition(this, &EventSink::HasUnspooled),
+                           absl::Milliseconds(100));
       if (stopping_) return;
       mu_.AwaitWithTimeout(absl::Condition(this, &EventSink::OpenChunkFull), kLinger);
       failing = !disk_error_.empty();
@@ -103,7 +103,7 @@ void EventSink::SpoolLoop() {
       if (!todo.empty() && journal_ != nullptr && !failing) journal_->Switch();
     }
     absl::Status st;
-    size_t written = 0;  // todo[0..written) are in a segment
+    size_t written = 0;    // todo[0..written) are in a segment
     size_t unwritten = 0;  // chunks the spool could not take before, written this round
     const absl::Time started = absl::Now();
     // The hash chain, filled in here rather than in Emit: in one loop over a chunk the hashing
@@ -117,9 +117,9 @@ void EventSink::SpoolLoop() {
       std::string head = spool_head_;
       chain_st = chain_(&c->records, &head);
       if (!chain_st.ok()) {
-        chain_st = absl::DataLossError(absl::StrCat("cannot chain the audit records of sequences ", c->first_sequence,
-                                                    "..", c->last_sequence, " (held, not sent): ",
-                                                    chain_st.message()));
+        chain_st = absl::DataLossError(absl::StrCat("cannot chain the audit records of sequences ",
+                                                    c->first_sequence, "..", c->last_sequence,
+                                                    " (held, not sent): ", chain_st.message()));
         break;
       }
       spool_head_ = std::move(head);
@@ -176,9 +176,9 @@ void EventSink::SpoolLoop() {
     // New events wait in memory while the spool writes: a disk this slow brings the fail-closed
     // limit nearer, and the log says so (outside the lock every Emit takes).
     if (took > absl::Seconds(1)) {
-      LogWarning("audit spool: writing ", todo.size(), " chunk(s) took ", absl::FormatDuration(took), "; ",
-                 waiting, " bytes of events wait in memory (at ", capacity_bytes_,
-                 " sessions end rather than go on unaudited)");
+      LogWarning("audit spool: writing ", todo.size(), " chunk(s) took ",
+                 absl::FormatDuration(took), "; ", waiting, " bytes of events wait in memory (at ",
+                 capacity_bytes_, " sessions end rather than go on unaudited)");
     }
     ReportDiskState();
     MaybeCheckpoint();
@@ -198,7 +198,8 @@ absl::Status EventSink::MappedFilesLocked(bool repair) {
     if (!repair) return absl::DataLossError(file->FaultMessage());
     absl::Status repaired = file->Repair();
     if (repaired.ok()) return repaired;
-    return absl::DataLossError(absl::StrCat(file->FaultMessage(), "; cannot map it anew: ", repaired.message()));
+    return absl::DataLossError(
+        absl::StrCat(file->FaultMessage(), "; cannot map it anew: ", repaired.message()));
   };
   if (journal_ != nullptr && journal_->faulted()) {
     faulted = true;
@@ -208,7 +209,8 @@ absl::Status EventSink::MappedFilesLocked(bool repair) {
     faulted = true;
     st = check(inflight);
   }
-  if (faulted && repair && st.ok()) LogInfo("audit spool: the journal and the in-flight table are mapped anew");
+  if (faulted && repair && st.ok())
+    LogInfo("audit spool: the journal and the in-flight table are mapped anew");
   return st;
 }
 
@@ -217,8 +219,10 @@ void EventSink::DiskFailedLocked(absl::string_view error) {
   if (disk_error_.empty()) {
     disk_error_since_ms_ = NowUnixMs();
     failed_since_ms_ = disk_error_since_ms_;
-    LogError("audit spool: ", error, "; new sessions are refused (running sessions go on while their events fit in ",
-             "memory); trying again every ", absl::FormatDuration(spool_->options().retry_interval));
+    LogError("audit spool: ", error,
+             "; new sessions are refused (running sessions go on while their events fit in ",
+             "memory); trying again every ",
+             absl::FormatDuration(spool_->options().retry_interval));
   }
   disk_error_ = std::string(error);
   failed_error_ = disk_error_;
@@ -254,7 +258,8 @@ absl::Status EventSink::WriteUnwritten(size_t* written) {
 EventChunk* EventSink::OldestUnwrittenLocked(uint64_t after) {
   for (std::deque<EventChunk>* q : {&in_flight_, &queued_}) {  // in flight: the older ones
     for (EventChunk& c : *q) {
-      if (c.first_sequence > after && c.spooled && !c.on_disk && !c.evicted && !c.records.empty()) return &c;
+      if (c.first_sequence > after && c.spooled && !c.on_disk && !c.evicted && !c.records.empty())
+        return &c;
     }
   }
   return nullptr;
@@ -376,7 +381,8 @@ bool EventSink::Emit(absl::string_view type, absl::string_view session_id, absl:
   }
   audit::SealRecord(&chunk.records, offset);
   if (journal_ != nullptr) journal_->Append(absl::string_view(chunk.records).substr(offset));
-  if (inflight.table != nullptr) inflight.table->Account(inflight.slot, next_sequence_, inflight.settles, inflight.release);
+  if (inflight.table != nullptr)
+    inflight.table->Account(inflight.slot, next_sequence_, inflight.settles, inflight.release);
   chunk.last_sequence = next_sequence_;
   ++chunk.count;
   bytes_ += chunk.records.size() - before;
@@ -407,8 +413,9 @@ void EventSink::RecoverInflight(InflightTable* table, absl::string_view journal_
   // The journal's events by session, read once: what a slot may not have accounted for.
   struct Seen {
     uint64_t sequence = 0;
-    bool ends = false;     // a session_end
-    bool answers = false;  // answers a forwarded request: a statement event without a policy decision
+    bool ends = false;  // a session_end
+    bool answers =
+        false;  // answers a forwarded request: a statement event without a policy decision
   };
   absl::flat_hash_map<std::string, std::vector<Seen>> journaled;
   if (!leftovers.empty()) {
@@ -416,10 +423,12 @@ void EventSink::RecoverInflight(InflightTable* table, absl::string_view journal_
     while (!reader.done()) {
       auto payload = reader.Next();
       v1::AuditEvent e;
-      if (!payload.ok() || !e.ParseFromArray(payload->data(), static_cast<int>(payload->size()))) break;
-      journaled[e.session_id()].push_back(
-          Seen{e.sequence(), e.type() == audit::SessionEndEvent::kType,
-               e.type() == audit::StatementEvent::kType && !audit::StatementEvent::HasDecision(e.json())});
+      if (!payload.ok() || !e.ParseFromArray(payload->data(), static_cast<int>(payload->size())))
+        break;
+      journaled[e.session_id()].push_back(Seen{e.sequence(),
+                                               e.type() == audit::SessionEndEvent::kType,
+                                               e.type() == audit::StatementEvent::kType &&
+                                                   !audit::StatementEvent::HasDecision(e.json())});
     }
   }
   for (const InflightTable::Leftover& l : leftovers) {
@@ -441,12 +450,14 @@ void EventSink::RecoverInflight(InflightTable* table, absl::string_view journal_
       audit::StatementEvent unknown;
       unknown.text.statement = t < l.texts.size() ? l.texts[t] : "";
       unknown.outcome = audit::StatementEvent::kOutcomeUnknown;
-      unknown.error = "the agent stopped before the server answered: the statement may or may not have run";
+      unknown.error =
+          "the agent stopped before the server answered: the statement may or may not have run";
       unknown.text_not_kept = t >= l.texts.size();
       Emit(unknown.kType, l.session_id, audit::ToJson(unknown), unknown.failed());
     }
     if (!ended) {
-      audit::SessionEndEvent end{"the agent stopped (killed or crashed) during the session", std::nullopt};
+      audit::SessionEndEvent end{"the agent stopped (killed or crashed) during the session",
+                                 std::nullopt};
       Emit(end.kType, l.session_id, audit::ToJson(end));
     }
     if (pending > 0 || !ended) {
@@ -459,7 +470,8 @@ void EventSink::RecoverInflight(InflightTable* table, absl::string_view journal_
 
 bool EventSink::Full() const {
   absl::MutexLock lock(&mu_);  // spool_->Full() does not wait for the spool's lock
-  return bytes_ >= capacity_bytes_ || !spool_error_.empty() || (spool_ != nullptr && spool_->Full());
+  return bytes_ >= capacity_bytes_ || !spool_error_.empty() ||
+         (spool_ != nullptr && spool_->Full());
 }
 
 std::string EventSink::RefusalReason() const {
@@ -467,23 +479,26 @@ std::string EventSink::RefusalReason() const {
     absl::MutexLock lock(&mu_);
     if (!spool_error_.empty()) return spool_error_;
     if (bytes_ >= capacity_bytes_) {
-      return absl::StrCat("the audit event buffer is full (", bytes_, " bytes in memory, not yet on disk or ",
-                          "acknowledged)");
+      return absl::StrCat("the audit event buffer is full (", bytes_,
+                          " bytes in memory, not yet on disk or ", "acknowledged)");
     }
   }
   if (spool_ != nullptr && spool_->Full()) {
-    return absl::StrCat("the audit spool is full (", spool_->bytes(), " bytes not acknowledged by the control ",
-                        "plane; --spool-max-bytes ", spool_->options().max_bytes, ")");
+    return absl::StrCat("the audit spool is full (", spool_->bytes(),
+                        " bytes not acknowledged by the control ", "plane; --spool-max-bytes ",
+                        spool_->options().max_bytes, ")");
   }
   return "";
 }
 
 bool EventSink::HasFullChunk() const {
-  return queued_.size() > 1 || (queued_.size() == 1 && queued_.front().records.size() >= chunk_bytes_);
+  return queued_.size() > 1 ||
+         (queued_.size() == 1 && queued_.front().records.size() >= chunk_bytes_);
 }
 
 bool EventSink::AllSpooled() const {
-  return std::none_of(queued_.begin(), queued_.end(), [](const EventChunk& c) { return !c.spooled; });
+  return std::none_of(queued_.begin(), queued_.end(),
+                      [](const EventChunk& c) { return !c.spooled; });
 }
 
 bool EventSink::WaitUntilSpooled(absl::Duration timeout) {
@@ -530,19 +545,21 @@ std::optional<EventChunk> EventSink::TakeChunk() {
       // Acknowledged while it was being read back (its segment went with the acknowledgement):
       // the control plane has it, and the next TakeChunk goes on with the rest.
       if (sent.last_sequence <= acked_) {
-        auto it = std::find_if(in_flight_.begin(), in_flight_.end(),
-                               [&](const EventChunk& c) { return c.first_sequence == sent.first_sequence; });
+        auto it = std::find_if(in_flight_.begin(), in_flight_.end(), [&](const EventChunk& c) {
+          return c.first_sequence == sent.first_sequence;
+        });
         if (it != in_flight_.end()) {
           in_flight_events_ -= it->count;
           in_flight_.erase(it);
         }
         return std::nullopt;
       }
-      const std::string why =
-          records.ok() ? "the records are no longer in the spool" : std::string(records.status().message());
-      LogError("audit spool: cannot read back sequences ", sent.first_sequence, "..", sent.last_sequence, ": ", why);
-      DiskFailedLocked(absl::StrCat("cannot read back sequences ", sent.first_sequence, "..", sent.last_sequence,
-                                    ": ", why));
+      const std::string why = records.ok() ? "the records are no longer in the spool"
+                                           : std::string(records.status().message());
+      LogError("audit spool: cannot read back sequences ", sent.first_sequence, "..",
+               sent.last_sequence, ": ", why);
+      DiskFailedLocked(absl::StrCat("cannot read back sequences ", sent.first_sequence, "..",
+                                    sent.last_sequence, ": ", why));
     }
     Requeue();  // back to the front, for a later attempt
     return std::nullopt;
@@ -564,7 +581,8 @@ void EventSink::Ack(uint64_t sequence) {
     // Queued chunks the control plane already holds (sent before a restart or a broken stream,
     // acknowledged now) need not go again; their segments are about to be deleted. (Only spooled
     // ones: the spool thread may be writing the others.)
-    while (!queued_.empty() && queued_.front().spooled && queued_.front().last_sequence <= sequence) {
+    while (!queued_.empty() && queued_.front().spooled &&
+           queued_.front().last_sequence <= sequence) {
       bytes_ -= queued_.front().records.size();
       queued_events_ -= queued_.front().count;
       queued_.pop_front();
@@ -578,23 +596,26 @@ EventSink::ChainStart EventSink::chain_start() const {
   return chain_start_;
 }
 
-bool EventSink::ChainResumed(uint64_t after_sequence, absl::string_view after_hash, uint64_t held_through,
-                             uint64_t held_records, int64_t recorded_ms) {
+bool EventSink::ChainResumed(uint64_t after_sequence, absl::string_view after_hash,
+                             uint64_t held_through, uint64_t held_records, int64_t recorded_ms) {
   {
     absl::MutexLock lock(&mu_);
-    if (after_sequence != chain_start_.sequence || after_hash != chain_start_.hash || chain_start_.hash.empty() ||
-        held_through <= after_sequence) {
+    if (after_sequence != chain_start_.sequence || after_hash != chain_start_.hash ||
+        chain_start_.hash.empty() || held_through <= after_sequence) {
       return false;
     }
-    if (std::find(resumes_reported_.begin(), resumes_reported_.end(), held_through) != resumes_reported_.end()) {
+    if (std::find(resumes_reported_.begin(), resumes_reported_.end(), held_through) !=
+        resumes_reported_.end()) {
       return true;
     }
     resumes_reported_.push_back(held_through);
     // Never a sequence the control plane holds (it would drop the event as one it has).
     next_sequence_ = std::max(next_sequence_, held_through);
   }
-  LogWarning("audit: this agent's spool ended at sequence ", after_sequence, ", and the control plane holds its trail "
-             "through sequence ", held_through, " (", held_records, " record(s) after it, lost from the spool: a crash ",
+  LogWarning("audit: this agent's spool ended at sequence ", after_sequence,
+             ", and the control plane holds its trail "
+             "through sequence ",
+             held_through, " (", held_records, " record(s) after it, lost from the spool: a crash ",
              "before they were durable here); the chain goes on from sequence ", after_sequence,
              ", and the control plane recorded the resume");
   audit::ChainResumedEvent resumed;
@@ -604,10 +625,14 @@ bool EventSink::ChainResumed(uint64_t after_sequence, absl::string_view after_ha
   resumed.lost_records = held_records;
   resumed.recorded_unix_ms = recorded_ms;
   resumed.reason =
-      "the agent's spool lost records the control plane had stored (a crash before they were durable on the "
-      "agent's disk); the control plane keeps them, and the chain goes on from the last record the spool held";
+      "the agent's spool lost records the control plane had stored (a crash before they were "
+      "durable on the "
+      "agent's disk); the control plane keeps them, and the chain goes on from the last record the "
+      "spool held";
   if (!Emit(resumed.kType, "", audit::ToJson(resumed))) {
-    LogError("audit: the event buffer is full; the chain's resume is in the log and at the control plane only");
+    LogError(
+        "audit: the event buffer is full; the chain's resume is in the log and at the control "
+        "plane only");
   }
   return true;
 }
@@ -626,7 +651,8 @@ EventSink::Stats EventSink::stats() const {
   Stats s;
   {
     absl::MutexLock lock(&mu_);
-    s = Stats{emitted_, queued_events_, in_flight_events_, bytes_, 0, 0, 0, 0, 0, spool_error_, disk_error_since_ms_, ""};
+    s = Stats{emitted_, queued_events_, in_flight_events_,    bytes_, 0, 0, 0, 0,
+              0,        spool_error_,   disk_error_since_ms_, ""};
     for (const EventChunk& c : queued_) {
       if (!c.spooled) s.unspooled_events += c.count;
       if (c.evicted) s.evicted_events += c.count;

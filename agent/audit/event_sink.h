@@ -55,10 +55,10 @@ struct EventChunk {
   uint64_t first_sequence = 0;
   uint64_t last_sequence = 0;
   size_t count = 0;
-  bool sealed = false;   // nothing more is appended (it is being spooled)
-  bool spooled = false;  // on disk: it may be sent
-  bool evicted = false;  // on disk only: `records` is empty until it is read back to be sent
-  bool on_disk = false;  // written to a spool segment (a failed write leaves it false)
+  bool sealed = false;    // nothing more is appended (it is being spooled)
+  bool spooled = false;   // on disk: it may be sent
+  bool evicted = false;   // on disk only: `records` is empty until it is read back to be sent
+  bool on_disk = false;   // written to a spool segment (a failed write leaves it false)
   std::string last_hash;  // SHA-256 of its last record's payload (the chain head after it)
 };
 
@@ -165,7 +165,7 @@ class EventSink {
     uint64_t emitted = 0;
     size_t queued_events = 0;
     size_t in_flight_events = 0;
-    size_t bytes = 0;  // queued and in flight, in memory
+    size_t bytes = 0;           // queued and in flight, in memory
     size_t evicted_events = 0;  // waiting to be sent, on disk only (memory was short, or a restart)
     size_t unspooled_events = 0;  // not on disk yet (the open chunk, for at most ~150 ms)
     size_t unwritten_events = 0;  // sealed, but the spool could not write them: in memory only
@@ -173,9 +173,9 @@ class EventSink {
     size_t spool_segments = 0;
     std::string spool_error;
     int64_t spool_error_since_ms = 0;  // when the spool started to fail (0 while it does not)
-    std::string refusing;  // RefusalReason()
-    uint64_t journal_overflows = 0;   // records too many for the journal's half (not journaled)
-    uint64_t inflight_uncovered = 0;  // sessions the in-flight table had no slot for
+    std::string refusing;              // RefusalReason()
+    uint64_t journal_overflows = 0;    // records too many for the journal's half (not journaled)
+    uint64_t inflight_uncovered = 0;   // sessions the in-flight table had no slot for
   };
   Stats stats() const;
 
@@ -213,14 +213,14 @@ class EventSink {
   uint64_t next_sequence_ ABSL_GUARDED_BY(mu_);
   // With a spool the chain is filled in by the spool thread (audit::ChainRecords) over each sealed
   // chunk: these are its head after the last chunk it chained. Without one, Emit hashes inline.
-  std::string chain_head_ ABSL_GUARDED_BY(mu_);  // SHA-256 of the last chained record's payload
+  std::string chain_head_ ABSL_GUARDED_BY(mu_);      // SHA-256 of the last chained record's payload
   uint64_t head_sequence_ ABSL_GUARDED_BY(mu_) = 0;  // ... and its sequence
-  std::string spool_head_;  // spool thread only: the running chain head
+  std::string spool_head_;                           // spool thread only: the running chain head
   uint64_t emitted_ ABSL_GUARDED_BY(mu_) = 0;
   ChainStart chain_start_ ABSL_GUARDED_BY(mu_);
   std::vector<uint64_t> resumes_reported_ ABSL_GUARDED_BY(mu_);  // held_through of each reported
   uint64_t acked_ ABSL_GUARDED_BY(mu_) = 0;  // the highest sequence the control plane committed
-  Spool* spool_ = nullptr;  // set once, before use
+  Spool* spool_ = nullptr;                   // set once, before use
   Journal* journal_ ABSL_GUARDED_BY(mu_) = nullptr;  // the spool's: every record is copied there
   // Why the spool cannot be used (what Full and RefusalReason report): the disk's error, else a
   // chunk that cannot be chained.
@@ -243,6 +243,5 @@ class EventSink {
   std::string reported_disk_error_;  // spool thread only: the failure reported by an event, until
   int64_t reported_since_ms_ = 0;    // ... its recovery is; and since when
 };
-
 
 }  // namespace sluice::agent

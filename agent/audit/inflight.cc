@@ -22,7 +22,8 @@ struct InflightTable::Slot {
 
 InflightTable::Slot* InflightTable::At(int slot) const { return slots_ + slot; }
 
-absl::StatusOr<std::unique_ptr<InflightTable>> InflightTable::Open(const std::string& path, size_t slots) {
+absl::StatusOr<std::unique_ptr<InflightTable>> InflightTable::Open(const std::string& path,
+                                                                   size_t slots) {
   auto file = MappedFile::Open(path, FileBytes(slots));
   if (!file.ok()) return file.status();
   return std::unique_ptr<InflightTable>(new InflightTable(std::move(*file), slots));
@@ -97,7 +98,8 @@ std::vector<InflightTable::Leftover> InflightTable::Recover() const {
     l.session_id.assign(s->session, std::min<size_t>(s->session_len, sizeof(s->session)));
     l.sequence = s->sequence;
     l.pending = s->pending;
-    for (uint32_t k = 0; k < std::min<uint32_t>({s->kept, s->pending, static_cast<uint32_t>(kTexts)}); ++k) {
+    for (uint32_t k = 0;
+         k < std::min<uint32_t>({s->kept, s->pending, static_cast<uint32_t>(kTexts)}); ++k) {
       const size_t at = (s->head + k) % kTexts;
       l.texts.emplace_back(s->text[at], std::min<size_t>(s->text_len[at], kTextBytes));
     }

@@ -27,14 +27,15 @@ namespace sluice::agent {
 class InflightTable {
  public:
   static constexpr size_t kDefaultSlots = 4096;
-  static constexpr size_t kTexts = 4;           // texts kept per slot (the oldest pending requests)
-  static constexpr size_t kTextBytes = 200;     // of each
+  static constexpr size_t kTexts = 4;        // texts kept per slot (the oldest pending requests)
+  static constexpr size_t kTextBytes = 200;  // of each
 
   static constexpr size_t kSlotBytes = 1024;
 
   // Creates (or reuses) the file, allocated whole (posix_fallocate: a full disk is an error here,
   // naming the file, its size and the volume's free space, never a SIGBUS later), and maps it.
-  static absl::StatusOr<std::unique_ptr<InflightTable>> Open(const std::string& path, size_t slots = kDefaultSlots);
+  static absl::StatusOr<std::unique_ptr<InflightTable>> Open(const std::string& path,
+                                                             size_t slots = kDefaultSlots);
   static constexpr size_t FileBytes(size_t slots) { return slots * kSlotBytes; }
   InflightTable(const InflightTable&) = delete;
   InflightTable& operator=(const InflightTable&) = delete;
@@ -50,8 +51,8 @@ class InflightTable {
 
   struct Leftover {
     std::string session_id;
-    uint64_t sequence = 0;  // the last event accounted
-    uint32_t pending = 0;   // requests forwarded, not answered by an accounted event
+    uint64_t sequence = 0;           // the last event accounted
+    uint32_t pending = 0;            // requests forwarded, not answered by an accounted event
     std::vector<std::string> texts;  // the oldest pending requests' texts (at most kTexts)
   };
   // The slots in use, as the previous run left them.

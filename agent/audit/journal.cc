@@ -34,16 +34,18 @@ std::string Journal::Recover(uint64_t after, size_t* count, uint64_t* first, uin
       auto payload = reader.Next();
       v1::AuditEvent e;
       if (!payload.ok() || payload->empty() ||
-          !e.ParseFromArray(payload->data(), static_cast<int>(payload->size())) || e.sequence() <= previous) {
+          !e.ParseFromArray(payload->data(), static_cast<int>(payload->size())) ||
+          e.sequence() <= previous) {
         break;
       }
       previous = e.sequence();
       runs[h].push_back(Record{e.sequence(), data.substr(at, reader.offset() - at)});
     }
   }
-  std::sort(runs.begin(), runs.end(), [](const std::vector<Record>& a, const std::vector<Record>& b) {
-    return !a.empty() && (b.empty() || a.front().sequence < b.front().sequence);
-  });
+  std::sort(runs.begin(), runs.end(),
+            [](const std::vector<Record>& a, const std::vector<Record>& b) {
+              return !a.empty() && (b.empty() || a.front().sequence < b.front().sequence);
+            });
   // What follows `after`: from the half that holds after + 1 — or a later sequence when the agent
   // restarted since (its first records went only to the journal), or when nothing is on disk at
   // all — on into the other half if it follows without a gap (records left out of the journal

@@ -34,7 +34,8 @@ class Journal {
   // Creates (or reuses) the file, allocated whole (posix_fallocate: a full disk is an error here,
   // naming the file, its size and the volume's free space, never a SIGBUS when a page is first
   // written), and maps it.
-  static absl::StatusOr<std::unique_ptr<Journal>> Open(const std::string& path, size_t half_bytes = kDefaultHalfBytes);
+  static absl::StatusOr<std::unique_ptr<Journal>> Open(const std::string& path,
+                                                       size_t half_bytes = kDefaultHalfBytes);
   static constexpr size_t FileBytes(size_t half_bytes) { return 2 * half_bytes; }
   Journal(const Journal&) = delete;
   Journal& operator=(const Journal&) = delete;

@@ -35,7 +35,8 @@ void PassOn(int sig, siginfo_t* info, void* context) {
     g_previous.sa_sigaction(sig, info, context);
     return;
   }
-  if (g_previous.sa_handler != SIG_DFL && g_previous.sa_handler != SIG_IGN && g_previous.sa_handler != nullptr) {
+  if (g_previous.sa_handler != SIG_DFL && g_previous.sa_handler != SIG_IGN &&
+      g_previous.sa_handler != nullptr) {
     g_previous.sa_handler(sig);
     return;
   }
@@ -51,8 +52,8 @@ void OnSigbus(int sig, siginfo_t* info, void* context) {
     const uintptr_t begin = r.begin.load(std::memory_order_acquire);
     if (begin == 0 || at < begin || at >= r.end.load(std::memory_order_acquire)) continue;
     void* page = reinterpret_cast<void*>(at & ~(g_page_bytes - 1));
-    if (mmap(page, g_page_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) ==
-        MAP_FAILED) {
+    if (mmap(page, g_page_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+             -1, 0) == MAP_FAILED) {
       break;
     }
     r.faulted.store(true, std::memory_order_release);
@@ -102,9 +103,11 @@ absl::Status Allocate(int fd, const std::string& path, size_t bytes) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<MappedFile>> MappedFile::Open(const std::string& path, size_t bytes) {
+absl::StatusOr<std::unique_ptr<MappedFile>> MappedFile::Open(const std::string& path,
+                                                             size_t bytes) {
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) return absl::InternalError(absl::StrCat("cannot open ", path, ": ", std::strerror(errno)));
+  if (fd < 0)
+    return absl::InternalError(absl::StrCat("cannot open ", path, ": ", std::strerror(errno)));
   // Allocated whole before it is mapped: a page the file system could not allocate when it is
   // first written (a sparse file on a full disk) would fault on the data path.
   if (absl::Status st = Allocate(fd, path, bytes); !st.ok()) {
@@ -113,7 +116,8 @@ absl::StatusOr<std::unique_ptr<MappedFile>> MappedFile::Open(const std::string& 
   }
   void* data = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (data == MAP_FAILED) {
-    absl::Status st = absl::InternalError(absl::StrCat("cannot map ", path, ": ", std::strerror(errno)));
+    absl::Status st =
+        absl::InternalError(absl::StrCat("cannot map ", path, ": ", std::strerror(errno)));
     ::close(fd);
     return st;
   }
@@ -121,10 +125,11 @@ absl::StatusOr<std::unique_ptr<MappedFile>> MappedFile::Open(const std::string& 
   if (slot < 0) {
     ::munmap(data, bytes);
     ::close(fd);
-    return absl::ResourceExhaustedError(
-        absl::StrCat("cannot map ", path, ": more than ", kMaxGuarded, " mapped audit files are open"));
+    return absl::ResourceExhaustedError(absl::StrCat("cannot map ", path, ": more than ",
+                                                     kMaxGuarded, " mapped audit files are open"));
   }
-  return std::unique_ptr<MappedFile>(new MappedFile(fd, static_cast<char*>(data), bytes, path, slot));
+  return std::unique_ptr<MappedFile>(
+      new MappedFile(fd, static_cast<char*>(data), bytes, path, slot));
 }
 
 MappedFile::~MappedFile() {
@@ -133,7 +138,9 @@ MappedFile::~MappedFile() {
   ::close(fd_);
 }
 
-bool MappedFile::faulted() const { return g_ranges[guard_slot_].faulted.load(std::memory_order_acquire); }
+bool MappedFile::faulted() const {
+  return g_ranges[guard_slot_].faulted.load(std::memory_order_acquire);
+}
 
 std::string MappedFile::FaultMessage() const {
   return absl::StrCat("I/O error on the memory-mapped pages of ", path_,
@@ -144,11 +151,13 @@ absl::Status MappedFile::Repair() {
   std::string copy(data_, size_);  // faulted pages read as zeros (already replaced, or now)
   if (absl::Status st = Allocate(fd_, path_, size_); !st.ok()) return st;
   if (::mmap(data_, size_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd_, 0) == MAP_FAILED) {
-    return absl::InternalError(absl::StrCat("cannot map ", path_, " again: ", std::strerror(errno)));
+    return absl::InternalError(
+        absl::StrCat("cannot map ", path_, " again: ", std::strerror(errno)));
   }
   g_ranges[guard_slot_].faulted.store(false, std::memory_order_release);
   std::memcpy(data_, copy.data(), size_);
-  if (faulted()) return absl::DataLossError(absl::StrCat(FaultMessage(), ", again after it was mapped anew"));
+  if (faulted())
+    return absl::DataLossError(absl::StrCat(FaultMessage(), ", again after it was mapped anew"));
   return absl::OkStatus();
 }
 

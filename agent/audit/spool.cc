@@ -8,17 +8,17 @@
 #include <cerrno>
 #include <cstring>
 
-#include "absl/strings/match.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
-#include "absl/strings/str_split.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
-#include "common/disk_space.h"
 #include "agent/audit/event_sink.h"
 #include "common/audit/records.h"
+#include "common/disk_space.h"
 #include "common/files.h"
 #include "common/log.h"
 #include "sluice/v1/agent.pb.h"
@@ -40,8 +40,8 @@ uint64_t SequenceOf(absl::string_view payload) {
 }  // namespace
 
 uint64_t Spool::MinimumVolumeBytes(const Options& options) {
-  return Journal::FileBytes(options.journal_half_bytes) + InflightTable::FileBytes(options.inflight_slots) +
-         options.segment_bytes;
+  return Journal::FileBytes(options.journal_half_bytes) +
+         InflightTable::FileBytes(options.inflight_slots) + options.segment_bytes;
 }
 
 Spool::Spool(Options options) : options_(std::move(options)) {}
@@ -52,13 +52,15 @@ absl::StatusOr<std::unique_ptr<Spool>> Spool::Open(Options options) {
   // first segment cannot be written.
   auto volume = VolumeSpaceOf(options.dir);
   if (!volume.ok()) return volume.status();
-  if (volume->total_bytes != 0 && volume->total_bytes < MinimumVolumeBytes(options)) {  // 0: not told
+  if (volume->total_bytes != 0 &&
+      volume->total_bytes < MinimumVolumeBytes(options)) {  // 0: not told
     return absl::FailedPreconditionError(absl::StrCat(
         "the volume holding ", options.dir, " is ", FormatBytes(volume->total_bytes),
-        "; the audit spool needs at least ", FormatBytes(MinimumVolumeBytes(options)), " (its journal of ",
-        FormatBytes(Journal::FileBytes(options.journal_half_bytes)), " and in-flight table of ",
-        FormatBytes(InflightTable::FileBytes(options.inflight_slots)), ", both allocated whole, and one segment of ",
-        FormatBytes(options.segment_bytes), "): give the agent's --data-dir a larger volume"));
+        "; the audit spool needs at least ", FormatBytes(MinimumVolumeBytes(options)),
+        " (its journal of ", FormatBytes(Journal::FileBytes(options.journal_half_bytes)),
+        " and in-flight table of ", FormatBytes(InflightTable::FileBytes(options.inflight_slots)),
+        ", both allocated whole, and one segment of ", FormatBytes(options.segment_bytes),
+        "): give the agent's --data-dir a larger volume"));
   }
   const std::string journal_path = options.dir + "/journal";
   const size_t half = options.journal_half_bytes;
@@ -69,12 +71,14 @@ absl::StatusOr<std::unique_ptr<Spool>> Spool::Open(Options options) {
   if (!journal.ok()) return journal.status();
   // What the last run emitted after its last segment write: into a segment of its own now.
   EventChunk left;
-  left.records = (*journal)->Recover(spool->last_sequence(), &left.count, &left.first_sequence, &left.last_sequence);
+  left.records = (*journal)->Recover(spool->last_sequence(), &left.count, &left.first_sequence,
+                                     &left.last_sequence);
   if ((*journal)->faulted()) {
     // Read back as far as its pages could be read; the event sink refuses new sessions until
     // the file is mapped anew.
-    LogError("audit spool: ", (*journal)->FaultMessage(), " while reading it back: events the previous run emitted ",
-             "after sequence ", left.last_sequence, " may be lost (the control plane holds what it acknowledged)");
+    LogError("audit spool: ", (*journal)->FaultMessage(),
+             " while reading it back: events the previous run emitted ", "after sequence ",
+             left.last_sequence, " may be lost (the control plane holds what it acknowledged)");
   }
   if (left.count > 0) {
     // The journal's copies were made before the spool thread filled in their chain (their
@@ -95,11 +99,13 @@ absl::StatusOr<std::unique_ptr<Spool>> Spool::Open(Options options) {
         spool->AddRecovered(SequenceOf(*payload), reader.offset() - at);
       }
       st = spool->Sync();
-      LogInfo("audit spool: ", left.count, " event(s) recovered from the journal, up to sequence ", left.last_sequence);
+      LogInfo("audit spool: ", left.count, " event(s) recovered from the journal, up to sequence ",
+              left.last_sequence);
     } else {
       // A full or failing disk at start: the agent runs anyway (refusing new sessions), and these
       // records are sent from memory and written once the spool takes writes (EventSink).
-      LogError("audit spool: cannot write the ", left.count, " event(s) recovered from the journal (", st.message(),
+      LogError("audit spool: cannot write the ", left.count,
+               " event(s) recovered from the journal (", st.message(),
                "); they are kept in memory and in the journal until the spool can take them");
       spool->KeepUnwritten(left);
     }
@@ -118,7 +124,8 @@ absl::StatusOr<std::unique_ptr<Spool>> Spool::Open(Options options) {
     }
   }
   spool->journal_ = std::move(*journal);
-  auto inflight = InflightTable::Open(spool->options_.dir + "/inflight", spool->options_.inflight_slots);
+  auto inflight =
+      InflightTable::Open(spool->options_.dir + "/inflight", spool->options_.inflight_slots);
   if (!inflight.ok()) return inflight.status();
   spool->inflight_ = std::move(*inflight);
   spool->syncer_ = std::thread([s = spool.get()] { s->SyncLoop(); });
@@ -145,7 +152,8 @@ void Spool::SyncLoop() {
     mu_.Await(absl::Condition(this, &Spool::SyncWanted));
     if (stopping_) break;  // the destructor syncs what is left
     const absl::Duration wait = options_.sync_interval - (absl::Now() - last_sync_);
-    if (wait > absl::ZeroDuration() && mu_.AwaitWithTimeout(absl::Condition(&stopping_), wait)) break;
+    if (wait > absl::ZeroDuration() && mu_.AwaitWithTimeout(absl::Condition(&stopping_), wait))
+      break;
     std::vector<int> retired = std::move(retired_fds_);
     retired_fds_.clear();
     const int active = dirty_ ? fd_ : -1;
@@ -157,7 +165,8 @@ void Spool::SyncLoop() {
     const absl::Status synced = SyncFiles(retired, active);
     const absl::Duration took = absl::Now() - started;
     if (!synced.ok()) {
-      if (!had_error) LogError(synced.message(), "; new sessions are refused until a sync succeeds");
+      if (!had_error)
+        LogError(synced.message(), "; new sessions are refused until a sync succeeds");
     } else if (had_error) {
       LogInfo("audit spool: fdatasync succeeds again");
     } else if (took > absl::Seconds(1)) {
@@ -183,7 +192,9 @@ absl::Status Spool::SyncFiles(const std::vector<int>& retired, int active) const
   return st;
 }
 
-int Spool::SyncFile(int fd) const { return options_.sync_file ? options_.sync_file(fd) : ::fdatasync(fd); }
+int Spool::SyncFile(int fd) const {
+  return options_.sync_file ? options_.sync_file(fd) : ::fdatasync(fd);
+}
 
 ssize_t Spool::WriteFile(int fd, const void* data, size_t size) const {
   return options_.write_file ? options_.write_file(fd, data, size) : ::write(fd, data, size);
@@ -197,7 +208,8 @@ absl::Status Spool::Probe() {
   // Room for a chunk at least, so that a volume that frees a few bytes does not flap between
   // accepting and refusing sessions.
   if (int err = ::posix_fallocate(fd, 0, static_cast<off_t>(options_.chunk_bytes)); err != 0) {
-    st = absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", FormatBytes(options_.chunk_bytes),
+    st = absl::ResourceExhaustedError(absl::StrCat("cannot allocate ",
+                                                   FormatBytes(options_.chunk_bytes),
                                                    " in the audit spool: ", std::strerror(err)));
   }
   static const std::string kBlock(4096, '\0');
@@ -206,7 +218,8 @@ absl::Status Spool::Probe() {
     if (n < 0) {
       st = Errno("write to the audit spool (" + path + ")");
     } else if (static_cast<size_t>(n) != kBlock.size()) {
-      st = absl::ResourceExhaustedError(absl::StrCat("write to the audit spool (", path, "): short write"));
+      st = absl::ResourceExhaustedError(
+          absl::StrCat("write to the audit spool (", path, "): short write"));
     }
   }
   if (st.ok() && SyncFile(fd) != 0) st = Errno("fdatasync of the audit spool (" + path + ")");
@@ -217,7 +230,8 @@ absl::Status Spool::Probe() {
 
 absl::Status Spool::Sync() {
   absl::MutexLock lock(&mu_);
-  mu_.Await(absl::Condition(+[](bool* busy) { return !*busy; }, &sync_busy_));  // it may hold fd_ or a retired one
+  mu_.Await(absl::Condition(
+      +[](bool* busy) { return !*busy; }, &sync_busy_));  // it may hold fd_ or a retired one
   absl::Status st = SyncFiles(retired_fds_, dirty_ ? fd_ : -1);
   retired_fds_.clear();
   if (st.ok()) dirty_ = false;
@@ -237,7 +251,8 @@ absl::Status Spool::Recover() {
   while (dirent* e = ::readdir(dir)) {
     absl::string_view name(e->d_name);
     uint64_t first = 0;
-    if (name.size() == 24 && absl::EndsWith(name, ".seg") && absl::SimpleAtoi(name.substr(0, 20), &first)) {
+    if (name.size() == 24 && absl::EndsWith(name, ".seg") &&
+        absl::SimpleAtoi(name.substr(0, 20), &first)) {
       files.emplace_back(first, options_.dir + "/" + std::string(name));
     }
   }
@@ -294,8 +309,8 @@ absl::Status Spool::Recover() {
   }
   PublishLocked();
   if (!segments_.empty()) {
-    LogInfo("audit spool: ", segments_.size(), " segment(s), ", bytes_, " bytes not yet acknowledged, up to sequence ",
-            last_sequence_);
+    LogInfo("audit spool: ", segments_.size(), " segment(s), ", bytes_,
+            " bytes not yet acknowledged, up to sequence ", last_sequence_);
   }
   return absl::OkStatus();
 }
@@ -309,7 +324,8 @@ void Spool::KeepUnwritten(const EventChunk& left) {
     auto payload = reader.Next();
     if (!payload.ok()) break;  // checked by Journal::Recover and ChainRecords
     const uint64_t seq = SequenceOf(*payload);
-    if (recovered_.empty() || recovered_.back().on_disk || recovered_.back().records.size() >= options_.chunk_bytes) {
+    if (recovered_.empty() || recovered_.back().on_disk ||
+        recovered_.back().records.size() >= options_.chunk_bytes) {
       EventChunk& c = recovered_.emplace_back();
       c.first_sequence = seq;
       c.spooled = c.sealed = true;
@@ -434,9 +450,11 @@ absl::Status Spool::Append(const EventChunk& chunk) {
 void Spool::CutTornWriteLocked() {
   const Segment& seg = segments_.back();
   if (::ftruncate(fd_, static_cast<off_t>(seg.bytes)) == 0) return;
-  LogWarning("audit spool: cannot cut ", seg.path, " back to ", seg.bytes, " bytes after a failed write (",
-             std::strerror(errno), "); the next chunk starts a new segment");
-  retired_fds_.push_back(fd_);  // the sync thread syncs and closes it; the torn tail is cut at the next start
+  LogWarning("audit spool: cannot cut ", seg.path, " back to ", seg.bytes,
+             " bytes after a failed write (", std::strerror(errno),
+             "); the next chunk starts a new segment");
+  retired_fds_.push_back(
+      fd_);  // the sync thread syncs and closes it; the torn tail is cut at the next start
   fd_ = -1;
 }
 
@@ -446,7 +464,8 @@ void Spool::Ack(uint64_t sequence) {
   // a busy agent would otherwise create, sync and delete a file for every acknowledgement. (After
   // a restart its acknowledged records are sent again; the control plane drops them.)
   const bool keep_active = fd_ >= 0;
-  if (!keep_active && !segments_.empty() && segments_.back().last <= sequence && !chain_head_.empty()) {
+  if (!keep_active && !segments_.empty() && segments_.back().last <= sequence &&
+      !chain_head_.empty()) {
     // Everything goes: keep the chain's head (and the sequence) for the next start.
     std::string head = absl::StrCat(last_sequence_, " ", absl::BytesToHexString(chain_head_), "\n");
     absl::Status kept = WriteFileAtomic(options_.dir + "/chain.head", head, 0600);
@@ -468,12 +487,11 @@ void Spool::Ack(uint64_t sequence) {
 }
 
 void Spool::PublishLocked() {
-  unacked_bytes_.store(bytes_ - (segments_.empty() ? 0 : segments_.back().acked_bytes), std::memory_order_relaxed);
+  unacked_bytes_.store(bytes_ - (segments_.empty() ? 0 : segments_.back().acked_bytes),
+                       std::memory_order_relaxed);
 }
 
-size_t Spool::bytes() const {
-  return unacked_bytes_.load(std::memory_order_relaxed);
-}
+size_t Spool::bytes() const { return unacked_bytes_.load(std::memory_order_relaxed); }
 
 size_t Spool::segments() const {
   absl::MutexLock lock(&mu_);

@@ -41,13 +41,15 @@ class Spool {
     size_t segment_bytes = 8 << 20;
     absl::Duration sync_interval = absl::Milliseconds(100);
     size_t journal_half_bytes = 16 << 20;  // agent/audit/journal.h
-    size_t chunk_bytes = audit::kChunkBytes;  // what was on disk is sent again in chunks of this size
+    size_t chunk_bytes =
+        audit::kChunkBytes;  // what was on disk is sent again in chunks of this size
     size_t inflight_slots = InflightTable::kDefaultSlots;  // agent/audit/inflight.h
     // While the spool cannot be written, how often the event sink tries again (Probe).
     absl::Duration retry_interval = absl::Seconds(1);
     // Makes a segment durable (fdatasync(2) when empty); tests stand in a slow or failing disk.
     std::function<int(int fd)> sync_file;
-    // Writes to a segment like write(2) (write(2) when empty); tests stand in a full or failing disk.
+    // Writes to a segment like write(2) (write(2) when empty); tests stand in a full or failing
+    // disk.
     std::function<ssize_t(int fd, const void* data, size_t size)> write_file;
   };
   // Opens (creating the directory 0700) and reads back what is there: the segments, then the
@@ -112,7 +114,7 @@ class Spool {
     uint64_t first = 0;
     uint64_t last = 0;
     size_t bytes = 0;
-    size_t count = 0;  // records
+    size_t count = 0;        // records
     size_t acked_bytes = 0;  // of the segment being appended to: how much is acknowledged
   };
   explicit Spool(Options options);  // in spool.cc, where EventChunk is complete
@@ -140,7 +142,8 @@ class Spool {
 
   const Options options_;
   mutable absl::Mutex mu_;
-  std::deque<Segment> segments_ ABSL_GUARDED_BY(mu_);  // back() is the one appended to, when fd_ >= 0
+  std::deque<Segment> segments_
+      ABSL_GUARDED_BY(mu_);  // back() is the one appended to, when fd_ >= 0
   int fd_ ABSL_GUARDED_BY(mu_) = -1;
   bool dirty_ ABSL_GUARDED_BY(mu_) = false;  // written since the sync thread last took fd_
   // Full segments no longer appended to, open until the sync thread has synced them.

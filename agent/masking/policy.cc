@@ -16,11 +16,16 @@ constexpr Detector kAllDetectors[] = {Detector::kEmail, Detector::kCreditCard, D
 
 int Rank(v1::MaskingStrategy s) {
   switch (s) {
-    case v1::MASKING_STRATEGY_NULL: return 4;
-    case v1::MASKING_STRATEGY_REDACT: return 3;
-    case v1::MASKING_STRATEGY_HASH: return 2;
-    case v1::MASKING_STRATEGY_PARTIAL: return 1;
-    default: return 3;  // unspecified is refused by validation; treated as redact
+    case v1::MASKING_STRATEGY_NULL:
+      return 4;
+    case v1::MASKING_STRATEGY_REDACT:
+      return 3;
+    case v1::MASKING_STRATEGY_HASH:
+      return 2;
+    case v1::MASKING_STRATEGY_PARTIAL:
+      return 1;
+    default:
+      return 3;  // unspecified is refused by validation; treated as redact
   }
 }
 
@@ -68,14 +73,16 @@ MaskingPolicy::MaskingPolicy(const v1::PolicySnapshot& snapshot, const v1::Conne
       size_t dot = c.find('.');
       if (dot == std::string::npos) continue;  // refused by validation
       columns_.push_back(ColumnPattern{absl::AsciiStrToLower(c.substr(0, dot)),
-                                       absl::AsciiStrToLower(c.substr(dot + 1)), rule.strategy(), rule.name()});
+                                       absl::AsciiStrToLower(c.substr(dot + 1)), rule.strategy(),
+                                       rule.name()});
     }
     bool any = false;
     for (const auto& name : rule.detectors()) {
       auto d = DetectorByName(name);
       if (!d) continue;  // refused by validation
       int i = static_cast<int>(*d);
-      by_detector_[i] = (mask & (1u << i)) ? Stricter(by_detector_[i], rule.strategy()) : rule.strategy();
+      by_detector_[i] =
+          (mask & (1u << i)) ? Stricter(by_detector_[i], rule.strategy()) : rule.strategy();
       mask |= 1u << i;
       any = true;
     }
@@ -84,7 +91,8 @@ MaskingPolicy::MaskingPolicy(const v1::PolicySnapshot& snapshot, const v1::Conne
   if (mask != 0) detectors_ = SharedDetectors(mask);
 }
 
-std::optional<Selected> MaskingPolicy::ForColumn(absl::string_view table, absl::string_view column) const {
+std::optional<Selected> MaskingPolicy::ForColumn(absl::string_view table,
+                                                 absl::string_view column) const {
   std::optional<Selected> best;
   for (const auto& p : columns_) {
     if (!Glob(p.column, column) || !Glob(p.table, table)) continue;
@@ -111,15 +119,16 @@ std::optional<Selected> MaskingPolicy::ForAnyColumnOf(absl::string_view table) c
   return best;
 }
 
-MaskingPolicy::Outcome MaskingPolicy::MaskText(absl::string_view text, std::string* out, bool json) const {
+MaskingPolicy::Outcome MaskingPolicy::MaskText(absl::string_view text, std::string* out,
+                                               bool json) const {
   if (detectors_ == nullptr) return Outcome::kUnchanged;
   std::vector<Finding> findings = detectors_->Find(text);
   if (findings.empty()) return Outcome::kUnchanged;
   out->clear();
   out->reserve(text.size());
   size_t at = 0;
-  size_t scanned = 0;       // JSON: text before this offset has been scanned
-  bool in_string = false;   // ... and ends inside a string
+  size_t scanned = 0;      // JSON: text before this offset has been scanned
+  bool in_string = false;  // ... and ends inside a string
   for (const Finding& f : findings) {
     if (f.begin < at || f.end > text.size()) continue;
     v1::MaskingStrategy s = by_detector_[static_cast<int>(f.detector)];

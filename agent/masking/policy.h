@@ -59,7 +59,8 @@ class MaskingPolicy {
   // document stays valid.
   Outcome MaskText(absl::string_view text, std::string* out, bool json = false) const;
   // `value` masked whole by `strategy` (nullopt: NULL).
-  std::optional<std::string> MaskWhole(absl::string_view value, v1::MaskingStrategy strategy) const {
+  std::optional<std::string> MaskWhole(absl::string_view value,
+                                       v1::MaskingStrategy strategy) const {
     return MaskValue(value, strategy, key_);
   }
   // The rules that run detectors, for audit ("which rule masked this result").

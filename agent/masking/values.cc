@@ -35,8 +35,10 @@ bool Confirm(Detector d, absl::string_view match) {
       absl::string_view area(d9.data(), 3), group(d9.data() + 3, 2), serial(d9.data() + 5, 4);
       return area != "000" && area != "666" && area[0] != '9' && group != "00" && serial != "0000";
     }
-    case Detector::kIban: return IbanValid(match);
-    default: return true;
+    case Detector::kIban:
+      return IbanValid(match);
+    default:
+      return true;
   }
 }
 
@@ -58,8 +60,9 @@ TextStats StatsOf(absl::string_view t) {
       s.at = true;
     } else if (c == '-') {
       s.dash = true;
-    } else if (!s.iban_start && absl::ascii_isupper(c) && i + 3 < t.size() && absl::ascii_isupper(t[i + 1]) &&
-               absl::ascii_isdigit(t[i + 2]) && absl::ascii_isdigit(t[i + 3])) {
+    } else if (!s.iban_start && absl::ascii_isupper(c) && i + 3 < t.size() &&
+               absl::ascii_isupper(t[i + 1]) && absl::ascii_isdigit(t[i + 2]) &&
+               absl::ascii_isdigit(t[i + 3])) {
       s.iban_start = true;
     }
   }
@@ -81,12 +84,18 @@ bool MayHoldSecret(absl::string_view t) {
 // Cheap tests that rule a text out before RE2 runs: what each pattern cannot match without.
 bool MayContain(Detector d, absl::string_view text, const TextStats& s) {
   switch (d) {
-    case Detector::kEmail: return s.at;
-    case Detector::kCreditCard: return s.digits >= 13;
-    case Detector::kUsSsn: return s.dash && s.digits >= 9;
-    case Detector::kPhone: return s.digits >= 10;
-    case Detector::kIban: return s.iban_start;
-    case Detector::kSecret: return MayHoldSecret(text);
+    case Detector::kEmail:
+      return s.at;
+    case Detector::kCreditCard:
+      return s.digits >= 13;
+    case Detector::kUsSsn:
+      return s.dash && s.digits >= 9;
+    case Detector::kPhone:
+      return s.digits >= 10;
+    case Detector::kIban:
+      return s.iban_start;
+    case Detector::kSecret:
+      return MayHoldSecret(text);
   }
   return true;
 }
@@ -153,12 +162,18 @@ std::optional<Detector> DetectorByName(absl::string_view name) {
 
 const char* DetectorName(Detector d) {
   switch (d) {
-    case Detector::kEmail: return "email";
-    case Detector::kCreditCard: return "credit_card";
-    case Detector::kUsSsn: return "us_ssn";
-    case Detector::kPhone: return "phone";
-    case Detector::kIban: return "iban";
-    case Detector::kSecret: return "secret";
+    case Detector::kEmail:
+      return "email";
+    case Detector::kCreditCard:
+      return "credit_card";
+    case Detector::kUsSsn:
+      return "us_ssn";
+    case Detector::kPhone:
+      return "phone";
+    case Detector::kIban:
+      return "iban";
+    case Detector::kSecret:
+      return "secret";
   }
   return "unknown";
 }
@@ -177,7 +192,8 @@ Detectors::Detectors(const std::vector<Detector>& enabled) {
   }
   any_ = std::make_unique<AnySet>(options);
   bool added = true;
-  for (const auto& c : detectors_) added = added && any_->set.Add(PatternOf(c->detector), nullptr) >= 0;
+  for (const auto& c : detectors_)
+    added = added && any_->set.Add(PatternOf(c->detector), nullptr) >= 0;
   any_->ok = added && any_->set.Compile();
 }
 
@@ -210,8 +226,7 @@ std::vector<Finding> Detectors::Find(absl::string_view text) const {
     re2::StringPiece input(text.data(), text.size());
     size_t pos = 0;
     re2::StringPiece match;
-    while (pos <= text.size() &&
-           c->re.Match(input, pos, text.size(), RE2::UNANCHORED, &match, 1)) {
+    while (pos <= text.size() && c->re.Match(input, pos, text.size(), RE2::UNANCHORED, &match, 1)) {
       size_t begin = static_cast<size_t>(match.data() - text.data());
       size_t end = begin + match.size();
       if (end == begin) {  // cannot happen with these patterns; never loop forever
@@ -226,13 +241,16 @@ std::vector<Finding> Detectors::Find(absl::string_view text) const {
       pos = end;
     }
   }
-  std::sort(found.begin(), found.end(), [](const Finding& a, const Finding& b) { return a.begin < b.begin; });
+  std::sort(found.begin(), found.end(),
+            [](const Finding& a, const Finding& b) { return a.begin < b.begin; });
   return found;
 }
 
-std::optional<std::string> MaskValue(absl::string_view value, v1::MaskingStrategy strategy, const HashKey& key) {
+std::optional<std::string> MaskValue(absl::string_view value, v1::MaskingStrategy strategy,
+                                     const HashKey& key) {
   switch (strategy) {
-    case v1::MASKING_STRATEGY_NULL: return std::nullopt;
+    case v1::MASKING_STRATEGY_NULL:
+      return std::nullopt;
     case v1::MASKING_STRATEGY_PARTIAL: {
       size_t keep = LastChars(value, 4);
       std::string out(CharCount(value.substr(0, keep)), '*');
@@ -246,7 +264,8 @@ std::optional<std::string> MaskValue(absl::string_view value, v1::MaskingStrateg
   }
 }
 
-std::optional<std::string> MaskFindings(absl::string_view text, const std::vector<Finding>& findings,
+std::optional<std::string> MaskFindings(absl::string_view text,
+                                        const std::vector<Finding>& findings,
                                         v1::MaskingStrategy strategy, const HashKey& key) {
   if (findings.empty()) return std::string(text);
   if (strategy == v1::MASKING_STRATEGY_NULL) return std::nullopt;

@@ -58,11 +58,13 @@ struct HashKey {
 //   redact  -> "[REDACTED]"
 //   partial -> every character but the last 4 replaced by '*' (characters, not bytes)
 //   hash    -> "tok_" + 16 hex digits of HMAC-SHA256(key, value)
-std::optional<std::string> MaskValue(absl::string_view value, v1::MaskingStrategy strategy, const HashKey& key);
+std::optional<std::string> MaskValue(absl::string_view value, v1::MaskingStrategy strategy,
+                                     const HashKey& key);
 
 // `text` with each finding masked by `strategy` in place (the rest of the text kept); nullopt
 // (NULL) for the `null` strategy when there is any finding. No findings: `text` unchanged.
-std::optional<std::string> MaskFindings(absl::string_view text, const std::vector<Finding>& findings,
+std::optional<std::string> MaskFindings(absl::string_view text,
+                                        const std::vector<Finding>& findings,
                                         v1::MaskingStrategy strategy, const HashKey& key);
 
 // The Luhn check of a digit string.

@@ -43,7 +43,8 @@ asio::awaitable<void> AcceptLoop(std::shared_ptr<Listener::State> state);
 }  // namespace
 
 Listener::Listener(std::string protocol, WorkerPool* pool, SessionFactory factory)
-    : state_(std::make_shared<State>(State{std::move(protocol), pool, std::move(factory), nullptr})) {}
+    : state_(
+          std::make_shared<State>(State{std::move(protocol), pool, std::move(factory), nullptr})) {}
 
 Listener::~Listener() { Stop(); }
 
@@ -53,7 +54,9 @@ absl::StatusOr<int> Listener::Start(const std::string& listen) {
   if (absl::Status st = SplitHostPort(listen, &host, &port); !st.ok()) return st;
   asio::error_code ec;
   auto address = asio::ip::make_address(host, ec);
-  if (ec) return absl::InvalidArgumentError(absl::StrCat(state_->protocol, " listen address '", host, "': ", ec.message()));
+  if (ec)
+    return absl::InvalidArgumentError(
+        absl::StrCat(state_->protocol, " listen address '", host, "': ", ec.message()));
   state_->acceptor = std::make_unique<asio::ip::tcp::acceptor>(state_->pool->loop(0));
   asio::ip::tcp::acceptor& acceptor = *state_->acceptor;
   asio::ip::tcp::endpoint endpoint(address, static_cast<uint16_t>(port));
@@ -61,7 +64,8 @@ absl::StatusOr<int> Listener::Start(const std::string& listen) {
   if (!ec) acceptor.set_option(asio::ip::tcp::acceptor::reuse_address(true), ec);
   if (!ec) acceptor.bind(endpoint, ec);
   if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) return absl::UnavailableError(absl::StrCat("cannot listen on ", listen, ": ", ec.message()));
+  if (ec)
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", listen, ": ", ec.message()));
   const int bound = acceptor.local_endpoint().port();
   asio::co_spawn(state_->pool->loop(0), AcceptLoop(state_), asio::detached);
   return bound;
@@ -105,7 +109,8 @@ asio::awaitable<void> AcceptLoop(std::shared_ptr<Listener::State> state) {
     }
     int cpu = -1;
     socklen_t len = sizeof(cpu);
-    if (getsockopt(accepted.native_handle(), SOL_SOCKET, SO_INCOMING_CPU, &cpu, &len) != 0) cpu = -1;
+    if (getsockopt(accepted.native_handle(), SOL_SOCKET, SO_INCOMING_CPU, &cpu, &len) != 0)
+      cpu = -1;
     const size_t worker = pool->Pick(cpu);
     // The socket moves to its worker's loop (accepted on the acceptor's, which is worker 0's).
     asio::ip::tcp::socket socket(pool->loop(worker));
@@ -117,7 +122,8 @@ asio::awaitable<void> AcceptLoop(std::shared_ptr<Listener::State> state) {
     asio::co_spawn(pool->loop(worker), state->factory(std::move(socket)),
                    [pool, worker, protocol = state->protocol](std::exception_ptr e) {
                      pool->Release(worker);
-                     // Our code does not throw; this would be an allocation failure inside Asio or OpenSSL.
+                     // Our code does not throw; this would be an allocation failure inside Asio or
+                     // OpenSSL.
                      if (e) LogError("a ", protocol, " session ended by an unexpected exception");
                    });
   }

@@ -3,7 +3,6 @@
 #pragma once
 
 #include <asio/ssl.hpp>
-
 #include <string>
 
 #include "absl/status/status.h"
@@ -13,7 +12,7 @@ namespace sluice::agent::net {
 
 // Loads `cert_file` (PEM chain) and `key_file` into `ctx`, with SSLv2/3, TLS 1.0 and 1.1 off.
 // The error names the listener (`what`, e.g. "PostgreSQL") and the file.
-absl::Status ConfigureServerTls(asio::ssl::context* ctx, const std::string& cert_file, const std::string& key_file,
-                                absl::string_view what);
+absl::Status ConfigureServerTls(asio::ssl::context* ctx, const std::string& cert_file,
+                                const std::string& key_file, absl::string_view what);
 
 }  // namespace sluice::agent::net

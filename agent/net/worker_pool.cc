@@ -46,7 +46,8 @@ WorkerPool::WorkerPool(Options options) {
   }
   if (!worker_cpus.empty()) {
     LogInfo("data-path workers pinned to CPUs ", absl::StrJoin(worker_cpus, ","),
-            "; each connection goes to the worker on the CPU it arrives on, while the workers stay balanced");
+            "; each connection goes to the worker on the CPU it arrives on, while the workers stay "
+            "balanced");
   } else if (options.cpu_affinity && cpus.size() > 1) {
     LogInfo("data-path workers not pinned: ", workers, " workers for ", cpus.size(),
             " CPUs (pinning needs one worker per CPU the agent may run on)");

@@ -6,7 +6,6 @@
 #pragma once
 
 #include <asio.hpp>
-
 #include <memory>
 #include <thread>
 #include <vector>

@@ -28,7 +28,8 @@ void CancelRegistry::Unregister(int32_t process_id) {
   entries_.erase(process_id);
 }
 
-std::optional<CancelTarget> CancelRegistry::Lookup(int32_t process_id, absl::string_view secret) const {
+std::optional<CancelTarget> CancelRegistry::Lookup(int32_t process_id,
+                                                   absl::string_view secret) const {
   absl::MutexLock lock(&mu_);
   auto it = entries_.find(process_id);
   if (it == entries_.end() || !ConstantTimeEquals(it->second.secret, secret)) return std::nullopt;

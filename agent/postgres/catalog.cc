@@ -20,7 +20,9 @@ constexpr absl::Duration kCacheTtl = absl::Minutes(1);
 constexpr size_t kMaxCacheEntries = 100000;
 constexpr size_t kMaxOidsPerQuery = 1000;
 
-std::string CacheKey(const std::string& scope, uint32_t oid) { return absl::StrCat(scope, "#", oid); }
+std::string CacheKey(const std::string& scope, uint32_t oid) {
+  return absl::StrCat(scope, "#", oid);
+}
 
 // "name" as a quoted identifier inside a string literal (standard_conforming_strings is on in
 // the side connection: the agent never changes it).
@@ -32,7 +34,8 @@ std::string QuotedIdentifierLiteral(absl::string_view name) {
 constexpr char kSelect[] =
     "SELECT c.oid, n.nspname, c.relname, a.attnum, a.attname "
     "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-    "LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+    "LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT "
+    "a.attisdropped "
     "WHERE ";
 
 }  // namespace
@@ -42,15 +45,16 @@ CatalogCache& CatalogCache::Instance() {
   return *cache;
 }
 
-std::shared_ptr<const TableNames> CatalogCache::Find(const std::string& scope, uint32_t oid, absl::Time now) {
+std::shared_ptr<const TableNames> CatalogCache::Find(const std::string& scope, uint32_t oid,
+                                                     absl::Time now) {
   absl::MutexLock lock(&mu_);
   auto it = entries_.find(CacheKey(scope, oid));
   if (it == entries_.end() || it->second.expires <= now) return nullptr;
   return it->second.names;
 }
 
-void CatalogCache::Put(const std::string& scope, uint32_t oid, std::shared_ptr<const TableNames> names,
-                       absl::Time now) {
+void CatalogCache::Put(const std::string& scope, uint32_t oid,
+                       std::shared_ptr<const TableNames> names, absl::Time now) {
   absl::MutexLock lock(&mu_);
   if (entries_.size() >= kMaxCacheEntries) entries_.clear();
   entries_[CacheKey(scope, oid)] = Entry{std::move(names), now + kCacheTtl};
@@ -91,7 +95,8 @@ CatalogResolver::Tables(const std::vector<uint32_t>& oids) {
   co_return found;
 }
 
-asio::awaitable<absl::StatusOr<std::shared_ptr<const TableNames>>> CatalogResolver::TableByName(const Relation& relation) {
+asio::awaitable<absl::StatusOr<std::shared_ptr<const TableNames>>> CatalogResolver::TableByName(
+    const Relation& relation) {
   std::string name = relation.schema.empty()
                          ? QuotedIdentifierLiteral(relation.table)
                          : absl::StrCat(QuotedIdentifierLiteral(relation.schema), ".",
@@ -103,10 +108,12 @@ asio::awaitable<absl::StatusOr<std::shared_ptr<const TableNames>>> CatalogResolv
   co_return looked_up->begin()->second;
 }
 
-asio::awaitable<absl::StatusOr<std::optional<FunctionNames>>> CatalogResolver::Function(uint32_t oid) {
+asio::awaitable<absl::StatusOr<std::optional<FunctionNames>>> CatalogResolver::Function(
+    uint32_t oid) {
   std::string sql = absl::StrCat(
       "SELECT n.nspname, p.proname, p.provolatile FROM pg_catalog.pg_proc p "
-      "JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE p.oid = ", oid);
+      "JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE p.oid = ",
+      oid);
   auto rows = co_await Rows(sql);
   if (!rows.ok()) co_return rows.status();
   if (rows->empty()) co_return std::optional<FunctionNames>();
@@ -117,7 +124,8 @@ asio::awaitable<absl::StatusOr<std::optional<FunctionNames>>> CatalogResolver::F
   co_return FunctionNames{*row[0], *row[1], (*row[2])[0]};
 }
 
-asio::awaitable<absl::StatusOr<std::vector<CatalogResolver::Row>>> CatalogResolver::Rows(const std::string& sql) {
+asio::awaitable<absl::StatusOr<std::vector<CatalogResolver::Row>>> CatalogResolver::Rows(
+    const std::string& sql) {
   if (!side_.stream) {
     asio::any_io_executor executor = co_await asio::this_coro::executor;
     auto up = co_await ConnectUpstream(executor, target_, login_, limits_);

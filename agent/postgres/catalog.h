@@ -7,20 +7,19 @@
 // a table renamed within that minute is still known by its old name.
 #pragma once
 
+#include <asio.hpp>
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
-#include <asio.hpp>
-
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "agent/postgres/upstream.h"
 #include "agent/postgres/sql_analysis.h"
+#include "agent/postgres/upstream.h"
 
 namespace sluice::agent::postgres {
 
@@ -47,7 +46,8 @@ class CatalogCache {
  public:
   static CatalogCache& Instance();
   std::shared_ptr<const TableNames> Find(const std::string& scope, uint32_t oid, absl::Time now);
-  void Put(const std::string& scope, uint32_t oid, std::shared_ptr<const TableNames> names, absl::Time now);
+  void Put(const std::string& scope, uint32_t oid, std::shared_ptr<const TableNames> names,
+           absl::Time now);
 
  private:
   struct Entry {
@@ -70,7 +70,8 @@ class CatalogResolver {
   Tables(const std::vector<uint32_t>& oids);
   // The table `relation` resolves to on the side connection's default search_path (for COPY),
   // or nullptr when there is none.
-  asio::awaitable<absl::StatusOr<std::shared_ptr<const TableNames>>> TableByName(const Relation& relation);
+  asio::awaitable<absl::StatusOr<std::shared_ptr<const TableNames>>> TableByName(
+      const Relation& relation);
   // The function with OID `oid` (never cached: a FunctionCall is rare), or nullopt when there is
   // none.
   asio::awaitable<absl::StatusOr<std::optional<FunctionNames>>> Function(uint32_t oid);

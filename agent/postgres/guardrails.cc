@@ -14,12 +14,15 @@ bool Glob(const std::string& pattern, const std::string& value) {
   return fnmatch(pattern.c_str(), value.c_str(), 0) == 0;
 }
 
-bool AnyGlob(const google::protobuf::RepeatedPtrField<std::string>& patterns, const std::string& value) {
-  return std::any_of(patterns.begin(), patterns.end(), [&](const std::string& p) { return Glob(p, value); });
+bool AnyGlob(const google::protobuf::RepeatedPtrField<std::string>& patterns,
+             const std::string& value) {
+  return std::any_of(patterns.begin(), patterns.end(),
+                     [&](const std::string& p) { return Glob(p, value); });
 }
 
 // Whether the rule's target patterns accept the statement; `target` names what matched.
-bool TargetMatches(const v1::GuardrailRule& rule, const StatementFacts& facts, std::string* target) {
+bool TargetMatches(const v1::GuardrailRule& rule, const StatementFacts& facts,
+                   std::string* target) {
   if (rule.schemas().empty() && rule.tables().empty()) return true;
   const bool exception = rule.action() == v1::GUARDRAIL_ACTION_ALLOW;
   for (const Relation& r : facts.relations) {
@@ -45,7 +48,8 @@ bool KindMatches(const v1::GuardrailRule& rule, const StatementFacts& facts, std
     for (const std::string& f : facts.functions) {
       const auto& builtin = DangerousFunctions();
       if (std::find(builtin.begin(), builtin.end(), f) != builtin.end() ||
-          std::find(rule.functions().begin(), rule.functions().end(), f) != rule.functions().end()) {
+          std::find(rule.functions().begin(), rule.functions().end(), f) !=
+              rule.functions().end()) {
         *target = f;
         return true;
       }
@@ -57,10 +61,14 @@ bool KindMatches(const v1::GuardrailRule& rule, const StatementFacts& facts, std
 
 GuardrailDecision::Action ActionOf(v1::GuardrailAction a) {
   switch (a) {
-    case v1::GUARDRAIL_ACTION_BLOCK: return GuardrailDecision::kBlock;
-    case v1::GUARDRAIL_ACTION_REQUIRE_APPROVAL: return GuardrailDecision::kRequireApproval;
-    case v1::GUARDRAIL_ACTION_ALERT: return GuardrailDecision::kAlert;
-    default: return GuardrailDecision::kAllow;
+    case v1::GUARDRAIL_ACTION_BLOCK:
+      return GuardrailDecision::kBlock;
+    case v1::GUARDRAIL_ACTION_REQUIRE_APPROVAL:
+      return GuardrailDecision::kRequireApproval;
+    case v1::GUARDRAIL_ACTION_ALERT:
+      return GuardrailDecision::kAlert;
+    default:
+      return GuardrailDecision::kAllow;
   }
 }
 
@@ -74,8 +82,8 @@ const std::vector<std::string>& DangerousFunctions() {
       "pg_file_rename", "pg_file_unlink", "lo_import", "lo_export", "dblink", "dblink_exec",
       "dblink_connect", "dblink_connect_u", "dblink_send_query",
       // SQL given as a string runs where the agent cannot see it.
-      "query_to_xml", "query_to_xml_and_xmlschema", "query_to_xmlschema", "ts_stat", "ts_rewrite", "dblink_open",
-      "dblink_build_sql_insert"};
+      "query_to_xml", "query_to_xml_and_xmlschema", "query_to_xmlschema", "ts_stat", "ts_rewrite",
+      "dblink_open", "dblink_build_sql_insert"};
   return *f;
 }
 
@@ -85,7 +93,8 @@ GuardrailSet::GuardrailSet(const v1::PolicySnapshot& snapshot, const v1::Connect
     for (const auto& r : g.rules()) rules_.push_back(Rule{g.name(), r});
   }
   auto env = connection.tags().find("env");
-  production_ = env != connection.tags().end() && (env->second == "prod" || env->second == "production");
+  production_ =
+      env != connection.tags().end() && (env->second == "prod" || env->second == "production");
 }
 
 GuardrailDecision GuardrailSet::Decide(const StatementInfo& info) const {
@@ -109,16 +118,21 @@ GuardrailDecision GuardrailSet::Decide(const StatementInfo& info) const {
         const Relation& t = facts.relations.front();
         target = t.schema.empty() ? t.table : absl::StrCat(t.schema, ".", t.table);
       }
-      candidates.push_back(GuardrailDecision{ActionOf(r.rule.action()), r.guardrail, r.rule.match(), target,
-                                             r.rule.approval(), facts.kind});
+      candidates.push_back(GuardrailDecision{ActionOf(r.rule.action()), r.guardrail, r.rule.match(),
+                                             target, r.rule.approval(), facts.kind});
     }
     for (const GuardrailDecision& c : candidates) {
-      if (std::find(allowed_kinds.begin(), allowed_kinds.end(), c.match) != allowed_kinds.end()) continue;
+      if (std::find(allowed_kinds.begin(), allowed_kinds.end(), c.match) != allowed_kinds.end())
+        continue;
       if (c.action > overall.action) overall = c;
     }
     if (facts.cls == StatementClass::kUnknown && !unknown_decided && production_ &&
         overall.action < GuardrailDecision::kBlock) {
-      overall = GuardrailDecision{GuardrailDecision::kBlock, "(default)", "unknown", "", "",
+      overall = GuardrailDecision{GuardrailDecision::kBlock,
+                                  "(default)",
+                                  "unknown",
+                                  "",
+                                  "",
                                   facts.kind.empty() ? "unparsed text" : facts.kind};
     }
   }

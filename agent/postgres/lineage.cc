@@ -4,11 +4,10 @@
 
 #include <algorithm>
 #include <exception>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
@@ -78,7 +77,8 @@ void Analyzer::Eval(const json& n, const Level* lv, Sources* out) {
     return;
   }
   absl::string_view k = x.kind;
-  if (k == "A_Const" || k == "String" || k == "ParamRef" || k == "Integer" || k == "Float" || k == "Boolean") {
+  if (k == "A_Const" || k == "String" || k == "ParamRef" || k == "Integer" || k == "Float" ||
+      k == "Boolean") {
     return;
   }
   Depth depth(this);
@@ -93,7 +93,8 @@ void Analyzer::Eval(const json& n, const Level* lv, Sources* out) {
   if (k == "A_Indirection") return Indirection(b, lv, out);
   if (k == "SubLink") return SubLink(b, lv, out);
   if (k == "SelectStmt" || ModifyKind(k)) return Subquery(n, lv, out);
-  if (k == "RangeVar" || k == "RangeSubselect" || k == "JoinExpr" || k == "RangeFunction") return Misplaced(k);
+  if (k == "RangeVar" || k == "RangeSubselect" || k == "JoinExpr" || k == "RangeFunction")
+    return Misplaced(k);
   // Any other node: its value derives from everything under it.
   Eval(b, lv, out);
 }
@@ -109,7 +110,9 @@ void Analyzer::Subquery(const json& n, const Level* lv, Sources* out) {
   for (const auto& c : Stmt(n, lv)) AddAll(out, c.sources);
 }
 
-void Analyzer::Misplaced(absl::string_view kind) { Opaque(absl::StrCat(kind, " inside an expression")); }
+void Analyzer::Misplaced(absl::string_view kind) {
+  Opaque(absl::StrCat(kind, " inside an expression"));
+}
 
 void Analyzer::ColumnRef(const json& ref, const Level* lv, Sources* out, bool* plain) {
   absl::InlinedVector<std::string, 3> names;
@@ -174,7 +177,8 @@ void Analyzer::ColumnRef(const json& ref, const Level* lv, Sources* out, bool* p
 // An unqualified column: every relation in scope that could have it, innermost query first; a
 // query level where a subquery certainly has it ends the search. Found nowhere, it is a column of
 // some table of the statement ("" table), unless `whole_row` (it names a relation).
-void Analyzer::ResolveName(const std::string& col, const Level* lv, Sources* out, bool* plain, bool whole_row) {
+void Analyzer::ResolveName(const std::string& col, const Level* lv, Sources* out, bool* plain,
+                           bool whole_row) {
   Lookup l{out};
   for (const Level* level = lv; level != nullptr && !l.definite; level = level->parent) {
     for (const auto& r : level->rels) {
@@ -262,7 +266,8 @@ StatementLineage ComputeLineage(const nlohmann::json& stmt) {
   Analyzer a(&out);
   try {
     for (auto& c : a.Top(stmt)) {
-      out.outputs.push_back(OutputLineage{std::move(c.name), std::move(c.sources), c.star, c.plain});
+      out.outputs.push_back(
+          OutputLineage{std::move(c.name), std::move(c.sources), c.star, c.plain});
     }
   } catch (const std::exception& e) {
     a.Opaque(absl::StrCat("parse tree not understood: ", e.what()));
@@ -284,7 +289,8 @@ std::string DescribeLineage(const StatementLineage& l) {
     absl::StrAppend(&s, i > 0 ? ", " : "", Describe(l.escapes[i].source), " -> ", l.escapes[i].how);
   }
   s += "] reads [";
-  for (size_t i = 0; i < l.reads.size(); ++i) absl::StrAppend(&s, i > 0 ? " " : "", Describe(l.reads[i]));
+  for (size_t i = 0; i < l.reads.size(); ++i)
+    absl::StrAppend(&s, i > 0 ? " " : "", Describe(l.reads[i]));
   s += "] tables [";
   for (size_t i = 0; i < l.tables.size(); ++i) absl::StrAppend(&s, i > 0 ? " " : "", l.tables[i]);
   s += "]";

@@ -10,10 +10,9 @@
 // DO, CALL), is named in `opaque`.
 #pragma once
 
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json_fwd.hpp>
 
 namespace sluice::agent::postgres {
 
@@ -39,8 +38,9 @@ struct OutputLineage {
 
 struct Escape {  // a value read from a table leaving other than as a result column
   SourceColumn source;
-  std::string how;  // e.g. "pg_notify", "set_config", "INSERT INTO notes", "CREATE TABLE x AS",
-                    // "DECLARE CURSOR c", "PREPARE p", "cast to int4" (an error message can quote it)
+  std::string
+      how;  // e.g. "pg_notify", "set_config", "INSERT INTO notes", "CREATE TABLE x AS",
+            // "DECLARE CURSOR c", "PREPARE p", "cast to int4" (an error message can quote it)
   bool operator==(const Escape&) const = default;
 };
 

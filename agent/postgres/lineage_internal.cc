@@ -1,14 +1,14 @@
 // The function and relation lists of the column-lineage analysis, and the relations in scope
 // with the lookups in them. Internal to the lineage module: described in lineage_internal.h.
-#include <algorithm>
-#include <string>
+#include "agent/postgres/lineage_internal.h"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/match.h"
 #include "absl/strings/string_view.h"
-#include "agent/postgres/lineage_internal.h"
 
 namespace sluice::agent::postgres::lineage_internal {
 
@@ -16,24 +16,34 @@ namespace sluice::agent::postgres::lineage_internal {
 
 bool EscapeFunction(absl::string_view f) {
   static const auto* exact = new absl::flat_hash_set<absl::string_view>{
-      "pg_notify", "set_config", "pg_logical_emit_message", "lo_from_bytea", "lo_put", "lowrite",
-      "setval", "pg_file_write", "pg_create_restore_point"};
-  return exact->contains(f) || absl::StartsWith(f, "pg_advisory") || absl::StartsWith(f, "pg_try_advisory") ||
-         absl::StartsWith(f, "pg_sleep") || absl::StartsWith(f, "dblink");
+      "pg_notify", "set_config", "pg_logical_emit_message", "lo_from_bytea",          "lo_put",
+      "lowrite",   "setval",     "pg_file_write",           "pg_create_restore_point"};
+  return exact->contains(f) || absl::StartsWith(f, "pg_advisory") ||
+         absl::StartsWith(f, "pg_try_advisory") || absl::StartsWith(f, "pg_sleep") ||
+         absl::StartsWith(f, "dblink");
 }
 
 const char* OpaqueFunction(absl::string_view f) {
   static const auto* from_string = new absl::flat_hash_set<absl::string_view>{
       "query_to_xml", "query_to_xml_and_xmlschema", "query_to_xmlschema", "ts_stat", "ts_rewrite",
       "connectby"};
-  static const auto* by_name = new absl::flat_hash_set<absl::string_view>{
-      "table_to_xml", "table_to_xml_and_xmlschema", "table_to_xmlschema", "schema_to_xml",
-      "schema_to_xml_and_xmlschema", "schema_to_xmlschema", "database_to_xml",
-      "database_to_xml_and_xmlschema", "database_to_xmlschema", "cursor_to_xml", "cursor_to_xmlschema"};
+  static const auto* by_name =
+      new absl::flat_hash_set<absl::string_view>{"table_to_xml",
+                                                 "table_to_xml_and_xmlschema",
+                                                 "table_to_xmlschema",
+                                                 "schema_to_xml",
+                                                 "schema_to_xml_and_xmlschema",
+                                                 "schema_to_xmlschema",
+                                                 "database_to_xml",
+                                                 "database_to_xml_and_xmlschema",
+                                                 "database_to_xmlschema",
+                                                 "cursor_to_xml",
+                                                 "cursor_to_xmlschema"};
   static const auto* raw = new absl::flat_hash_set<absl::string_view>{
-      "pg_read_file", "pg_read_binary_file", "get_raw_page", "bt_page_items", "brin_page_items",
-      "gist_page_items", "hash_page_items", "gin_leafpage_items"};
-  if (from_string->contains(f) || absl::StartsWith(f, "crosstab") || absl::StartsWith(f, "dblink")) {
+      "pg_read_file",    "pg_read_binary_file", "get_raw_page",    "bt_page_items",
+      "brin_page_items", "gist_page_items",     "hash_page_items", "gin_leafpage_items"};
+  if (from_string->contains(f) || absl::StartsWith(f, "crosstab") ||
+      absl::StartsWith(f, "dblink")) {
     return "runs SQL from a string";
   }
   if (by_name->contains(f)) return "reads a whole table, schema, database or cursor by name";
@@ -43,19 +53,21 @@ const char* OpaqueFunction(absl::string_view f) {
 
 bool CastFunction(absl::string_view f) {
   static const auto* k = new absl::flat_hash_set<absl::string_view>{
-      "int2", "int4", "int8", "float4", "float8", "numeric", "date", "timestamp", "timestamptz", "time",
-      "timetz", "interval", "json", "jsonb", "inet", "cidr", "uuid", "bool", "macaddr", "regclass",
-      "to_number", "to_date", "to_timestamp"};
+      "int2",    "int4",      "int8",        "float4",  "float8",      "numeric",
+      "date",    "timestamp", "timestamptz", "time",    "timetz",      "interval",
+      "json",    "jsonb",     "inet",        "cidr",    "uuid",        "bool",
+      "macaddr", "regclass",  "to_number",   "to_date", "to_timestamp"};
   return k->contains(f);
 }
 
 bool TextType(absl::string_view t) {
-  return t == "text" || t == "varchar" || t == "bpchar" || t == "char" || t == "name" || t == "citext";
+  return t == "text" || t == "varchar" || t == "bpchar" || t == "char" || t == "name" ||
+         t == "citext";
 }
 
 bool StatsRelation(absl::string_view r) {
-  return r == "pg_stats" || r == "pg_stats_ext" || r == "pg_stats_ext_exprs" || r == "pg_statistic" ||
-         r == "pg_statistic_ext_data";
+  return r == "pg_stats" || r == "pg_stats_ext" || r == "pg_stats_ext_exprs" ||
+         r == "pg_statistic" || r == "pg_statistic_ext_data";
 }
 
 bool ModifyKind(absl::string_view k) {
@@ -66,11 +78,15 @@ bool ModifyKind(absl::string_view k) {
 
 void WholeRow(const Rel& r, Sources* out) {
   switch (r.kind) {
-    case Rel::Kind::kTable: AddUnique(out, SourceColumn{r.table, ""}); break;
+    case Rel::Kind::kTable:
+      AddUnique(out, SourceColumn{r.table, ""});
+      break;
     case Rel::Kind::kDerived:
       for (const auto& c : r.cols) AddAll(out, c.sources);
       break;
-    case Rel::Kind::kFunction: AddAll(out, r.sources); break;
+    case Rel::Kind::kFunction:
+      AddAll(out, r.sources);
+      break;
     case Rel::Kind::kJoin:
       for (const auto& m : r.members) WholeRow(*m, out);
       break;
@@ -79,12 +95,15 @@ void WholeRow(const Rel& r, Sources* out) {
 
 bool AllPlain(const Rel& r) {
   switch (r.kind) {
-    case Rel::Kind::kTable: return true;
+    case Rel::Kind::kTable:
+      return true;
     case Rel::Kind::kDerived:
       return std::all_of(r.cols.begin(), r.cols.end(), [](const Col& c) { return c.plain; });
-    case Rel::Kind::kFunction: return false;
+    case Rel::Kind::kFunction:
+      return false;
     case Rel::Kind::kJoin:
-      return std::all_of(r.members.begin(), r.members.end(), [](const RelPtr& m) { return AllPlain(*m); });
+      return std::all_of(r.members.begin(), r.members.end(),
+                         [](const RelPtr& m) { return AllPlain(*m); });
   }
   return false;
 }
@@ -158,7 +177,8 @@ bool MentionsRelation(const json& node, const std::string& name) {
     return false;
   }
   if (!node.is_object()) return false;
-  if (auto r = node.find("relname"); r != node.end() && r->is_string() && r->get<std::string>() == name &&
+  if (auto r = node.find("relname"); r != node.end() && r->is_string() &&
+                                     r->get<std::string>() == name &&
                                      !node.contains("schemaname")) {
     return true;
   }

@@ -10,11 +10,10 @@
 
 #include <algorithm>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "absl/base/attributes.h"
 #include "absl/container/inlined_vector.h"
@@ -130,8 +129,8 @@ struct Col {
   std::string name;  // "" when not known: matches any name
   Sources sources;   // what its value is computed from (for a star: every column it stands for)
   bool plain = false;
-  bool star = false;             // stands for an unknown number of columns
-  RelList star_rels;             // a star's relations (names are looked up in them); may be empty
+  bool star = false;  // stands for an unknown number of columns
+  RelList star_rels;  // a star's relations (names are looked up in them); may be empty
 };
 
 struct Rel {
@@ -220,7 +219,8 @@ class Analyzer {
   void EscapeAll(const Sources& s, const std::string& how) {
     for (const auto& c : s) AddUnique(&out_->escapes, Escape{c, how});
   }
-  void EscapeCols(const std::vector<Col>& cols, const std::string& how, bool only_computed = false) {
+  void EscapeCols(const std::vector<Col>& cols, const std::string& how,
+                  bool only_computed = false) {
     for (const auto& c : cols) {
       if (!only_computed || !c.plain) EscapeAll(c.sources, how);
     }
@@ -228,8 +228,9 @@ class Analyzer {
 
   std::vector<Col> Stmt(const json& wrapped, const Level* parent);
   std::vector<Col> Select(const json& body, const Level* parent);
-  ABSL_ATTRIBUTE_NOINLINE std::vector<Col> SetOp(const std::string& op, const json* larg, const json* rarg,
-                                                 const json* sort, const std::vector<const json*>& others,
+  ABSL_ATTRIBUTE_NOINLINE std::vector<Col> SetOp(const std::string& op, const json* larg,
+                                                 const json* rarg, const json* sort,
+                                                 const std::vector<const json*>& others,
                                                  const Level* base);
   std::vector<Col> Modify(absl::string_view kind, const json& body, const Level* parent);
   void BindCtes(const json& with, Level* lv);
@@ -247,8 +248,10 @@ class Analyzer {
     EvalField(body, key, lv, &ignored);
   }
   // Called from Eval, which recurses: kept out of its frame.
-  ABSL_ATTRIBUTE_NOINLINE void ColumnRef(const json& ref, const Level* lv, Sources* out, bool* plain);
-  void ResolveName(const std::string& col, const Level* lv, Sources* out, bool* plain, bool whole_row = false);
+  ABSL_ATTRIBUTE_NOINLINE void ColumnRef(const json& ref, const Level* lv, Sources* out,
+                                         bool* plain);
+  void ResolveName(const std::string& col, const Level* lv, Sources* out, bool* plain,
+                   bool whole_row = false);
   ABSL_ATTRIBUTE_NOINLINE void Func(const json& b, const Level* lv, Sources* out);
   ABSL_ATTRIBUTE_NOINLINE void Cast(const json& b, const Level* lv, Sources* out);
   ABSL_ATTRIBUTE_NOINLINE void Indirection(const json& b, const Level* lv, Sources* out);

@@ -11,7 +11,8 @@ namespace {
 
 // The strictest rule that masks what `source` can be (see SourceColumn), if any; `*named` gets
 // the masked column's name for messages.
-std::optional<masking::Selected> Stricter(const std::optional<masking::Selected>& a, const masking::Selected& b) {
+std::optional<masking::Selected> Stricter(const std::optional<masking::Selected>& a,
+                                          const masking::Selected& b) {
   if (!a || masking::Stricter(a->strategy, b.strategy) != a->strategy) return b;
   return a;
 }
@@ -20,11 +21,13 @@ std::optional<masking::Selected> Masked(const SourceColumn& source, const Statem
                                         const masking::MaskingPolicy& policy, std::string* named) {
   std::optional<masking::Selected> out;
   auto consider = [&](const std::string& table) {
-    std::optional<masking::Selected> s =
-        source.column.empty() ? policy.ForAnyColumnOf(table) : policy.ForColumn(table, source.column);
+    std::optional<masking::Selected> s = source.column.empty()
+                                             ? policy.ForAnyColumnOf(table)
+                                             : policy.ForColumn(table, source.column);
     if (!s) return;
     out = Stricter(out, *s);
-    if (named->empty()) *named = absl::StrCat(table, ".", source.column.empty() ? "*" : source.column);
+    if (named->empty())
+      *named = absl::StrCat(table, ".", source.column.empty() ? "*" : source.column);
   };
   if (!source.table.empty()) {
     consider(source.table);
@@ -35,8 +38,10 @@ std::optional<masking::Selected> Masked(const SourceColumn& source, const Statem
 }
 
 // The rule for a value computed from `sources` (nullopt: none is masked).
-std::optional<masking::Selected> MaskedAny(const std::vector<SourceColumn>& sources, const StatementLineage& lineage,
-                                           const masking::MaskingPolicy& policy, std::string* named) {
+std::optional<masking::Selected> MaskedAny(const std::vector<SourceColumn>& sources,
+                                           const StatementLineage& lineage,
+                                           const masking::MaskingPolicy& policy,
+                                           std::string* named) {
   std::optional<masking::Selected> out;
   for (const SourceColumn& s : sources) {
     if (auto m = Masked(s, lineage, policy, named)) out = Stricter(out, *m);
@@ -52,8 +57,10 @@ v1::MaskingStrategy ForComputed(v1::MaskingStrategy s) {
 
 // Whether the result column `o` needs the agent's own whole-value masking (it is computed from a
 // masked column; plain columns are masked by the wire's plan).
-std::optional<masking::Selected> ComputedStrategy(const OutputLineage& o, const StatementLineage& lineage,
-                                                  const masking::MaskingPolicy& policy, std::string* named) {
+std::optional<masking::Selected> ComputedStrategy(const OutputLineage& o,
+                                                  const StatementLineage& lineage,
+                                                  const masking::MaskingPolicy& policy,
+                                                  std::string* named) {
   if (o.plain) return std::nullopt;
   auto m = MaskedAny(o.sources, lineage, policy, named);
   if (!m) return std::nullopt;
@@ -77,7 +84,8 @@ LineageVerdict JudgeLineage(const StatementInfo& info, const masking::MaskingPol
   for (const StatementFacts& f : info.statements) {
     const StatementLineage& l = f.lineage;
     if (!l.opaque.empty()) {
-      v.refusal = absl::StrCat("it reads data in a way the agent cannot follow to mask it (", l.opaque, ")");
+      v.refusal = absl::StrCat("it reads data in a way the agent cannot follow to mask it (",
+                               l.opaque, ")");
       return v;
     }
     for (const Escape& e : l.escapes) {
@@ -86,8 +94,8 @@ LineageVerdict JudgeLineage(const StatementInfo& info, const masking::MaskingPol
       if (absl::StartsWith(e.how, "cast to")) continue;
       std::string named;
       if (Masked(e.source, l, policy, &named)) {
-        v.refusal = absl::StrCat("a value of the masked column ", named, " would leave unmasked (", e.how,
-                                 "); masked values may only be returned as result columns");
+        v.refusal = absl::StrCat("a value of the masked column ", named, " would leave unmasked (",
+                                 e.how, "); masked values may only be returned as result columns");
         return v;
       }
     }
@@ -116,16 +124,19 @@ LineageVerdict JudgeLineage(const StatementInfo& info, const masking::MaskingPol
       }
     }
     if (computed && stars > 1) {
-      v.refusal = absl::StrCat("a column computed from the masked column ", computed_name,
-                               " comes with several * in the select list, so the agent cannot tell which "
-                               "result column it is; name the columns");
+      v.refusal =
+          absl::StrCat("a column computed from the masked column ", computed_name,
+                       " comes with several * in the select list, so the agent cannot tell which "
+                       "result column it is; name the columns");
       return v;
     }
     if (computed) ++computed_statements;
   }
   if (computed_statements > 0 && info.statements.size() > 1) {
-    v.refusal = "a column computed from a masked column is returned by one statement of several sent together; "
-                "send that statement on its own";
+    v.refusal =
+        "a column computed from a masked column is returned by one statement of several sent "
+        "together; "
+        "send that statement on its own";
     return v;
   }
   v.reads_masked = !masked.empty();
@@ -152,8 +163,9 @@ absl::StatusOr<std::vector<std::optional<masking::Selected>>> ComputedColumnStra
     out.assign(field_count, std::nullopt);
     if (star_at < 0) {
       if (l.outputs.size() != field_count) {
-        return absl::InternalError(absl::StrCat("the result has ", field_count, " columns where the statement names ",
-                                                l.outputs.size(), ", so its computed masked columns cannot be placed"));
+        return absl::InternalError(
+            absl::StrCat("the result has ", field_count, " columns where the statement names ",
+                         l.outputs.size(), ", so its computed masked columns cannot be placed"));
       }
       for (size_t i = 0; i < field_count; ++i) out[i] = per_output[i];
       return out;
@@ -163,8 +175,9 @@ absl::StatusOr<std::vector<std::optional<masking::Selected>>> ComputedColumnStra
     size_t before = static_cast<size_t>(star_at);
     size_t after = l.outputs.size() - before - 1;
     if (before + after > field_count) {
-      return absl::InternalError("the result has fewer columns than the statement names, so its computed masked "
-                                 "columns cannot be placed");
+      return absl::InternalError(
+          "the result has fewer columns than the statement names, so its computed masked "
+          "columns cannot be placed");
     }
     for (size_t i = 0; i < before; ++i) out[i] = per_output[i];
     for (size_t k = 0; k < after; ++k) out[field_count - after + k] = per_output[before + 1 + k];

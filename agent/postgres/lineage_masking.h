@@ -28,9 +28,9 @@
 namespace sluice::agent::postgres {
 
 struct LineageVerdict {
-  std::string refusal;       // non-empty: why the statement may not run (names the masked column)
+  std::string refusal;        // non-empty: why the statement may not run (names the masked column)
   bool reads_masked = false;  // some masked column is read: error and notice texts are withheld
-  std::string masked;        // the masked columns it reads ("customers.ssn, customers.email")
+  std::string masked;         // the masked columns it reads ("customers.ssn, customers.email")
 };
 
 // The verdict on every statement of `info` (a parse failure reads nothing the agent can tell:

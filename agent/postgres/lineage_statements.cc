@@ -3,11 +3,10 @@
 // in lineage.cc; what both use is in lineage_internal.h.
 #include <algorithm>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
@@ -51,20 +50,23 @@ std::vector<Col> Analyzer::Top(const json& stmt) {
       return {};
     }
     std::vector<Col> cols = Stmt(*q, nullptr);
-    EscapeCols(cols, Str(b, "objtype") == "OBJECT_MATVIEW" ? absl::StrCat("CREATE MATERIALIZED VIEW ", name)
-                                                           : absl::StrCat("CREATE TABLE ", name, " AS"));
+    EscapeCols(cols, Str(b, "objtype") == "OBJECT_MATVIEW"
+                         ? absl::StrCat("CREATE MATERIALIZED VIEW ", name)
+                         : absl::StrCat("CREATE TABLE ", name, " AS"));
     return {};
   }
   if (k == "ViewStmt") {
     const json* view = Get(b, "view");
     std::string name = view != nullptr ? Str(*view, "relname") : "";
-    if (const json* q = Get(b, "query")) EscapeCols(Stmt(*q, nullptr), absl::StrCat("CREATE VIEW ", name));
+    if (const json* q = Get(b, "query"))
+      EscapeCols(Stmt(*q, nullptr), absl::StrCat("CREATE VIEW ", name));
     return {};
   }
   if (k == "DeclareCursorStmt" || k == "PrepareStmt") {
     // The rows come later (FETCH, EXECUTE), where plain columns are still named by the wire.
-    std::string how = k == "DeclareCursorStmt" ? absl::StrCat("DECLARE CURSOR ", Str(b, "portalname"))
-                                               : absl::StrCat("PREPARE ", Str(b, "name"));
+    std::string how = k == "DeclareCursorStmt"
+                          ? absl::StrCat("DECLARE CURSOR ", Str(b, "portalname"))
+                          : absl::StrCat("PREPARE ", Str(b, "name"));
     if (const json* q = Get(b, "query")) EscapeCols(Stmt(*q, nullptr), how, /*only_computed=*/true);
     return {};
   }
@@ -159,7 +161,8 @@ std::vector<Col> Analyzer::Select(const json& body, const Level* parent) {
   Depth depth(this);
   if (!depth.ok || !body.is_object()) return {};
   // One pass over the fields: looking each one up costs more than the rest of a small query.
-  const json *with = nullptr, *values = nullptr, *windows = nullptr, *targets = nullptr, *sort = nullptr;
+  const json *with = nullptr, *values = nullptr, *windows = nullptr, *targets = nullptr,
+             *sort = nullptr;
   const json *from = nullptr, *larg = nullptr, *rarg = nullptr;
   std::string op;
   std::vector<const json*> others;  // WHERE, GROUP BY, HAVING, DISTINCT ON, LIMIT, ...: only read
@@ -245,7 +248,8 @@ std::vector<Col> Analyzer::Select(const json& body, const Level* parent) {
     Node ref = expr != nullptr ? Unwrap(*expr) : Node{};
     if (ref.kind == "ColumnRef" && List(*ref.body, "fields").size() == 1) {
       std::string name = StringVal(List(*ref.body, "fields")[0]);
-      auto it = std::find_if(cols.begin(), cols.end(), [&](const Col& c) { return !name.empty() && c.name == name; });
+      auto it = std::find_if(cols.begin(), cols.end(),
+                             [&](const Col& c) { return !name.empty() && c.name == name; });
       if (it != cols.end()) {
         Read(it->sources);
         continue;
@@ -257,9 +261,11 @@ std::vector<Col> Analyzer::Select(const json& body, const Level* parent) {
 }
 
 // A set operation: column i is column i of one of the arms, so no column has a table on the wire.
-std::vector<Col> Analyzer::SetOp(const std::string& op, const json* larg, const json* rarg, const json* sort,
-                                 const std::vector<const json*>& others, const Level* base) {
-  if (op != "SETOP_UNION" && op != "SETOP_INTERSECT" && op != "SETOP_EXCEPT") Opaque("set operation " + op);
+std::vector<Col> Analyzer::SetOp(const std::string& op, const json* larg, const json* rarg,
+                                 const json* sort, const std::vector<const json*>& others,
+                                 const Level* base) {
+  if (op != "SETOP_UNION" && op != "SETOP_INTERSECT" && op != "SETOP_EXCEPT")
+    Opaque("set operation " + op);
   if (larg == nullptr || rarg == nullptr) {
     Opaque("set operation without two queries");
     return {};
@@ -413,7 +419,8 @@ void Analyzer::BindCtes(const json& with, Level* lv) {
     std::string name = Str(*cte.body, "ctename");
     // SEARCH and CYCLE add columns computed from the CTE's: treated as a recursive CTE's, whose
     // every column may hold any of its values.
-    bool extra = Get(*cte.body, "search_clause") != nullptr || Get(*cte.body, "cycle_clause") != nullptr;
+    bool extra =
+        Get(*cte.body, "search_clause") != nullptr || Get(*cte.body, "cycle_clause") != nullptr;
     ctes.push_back(Cte{name, q, &List(*cte.body, "aliascolnames"), extra});
   }
   auto bind = [&](const Cte& c) {
@@ -480,7 +487,8 @@ RelPtr Analyzer::Derived(std::string name, std::vector<Col> cols, const json& co
     }
     cols.assign(1, std::move(all));
   } else {
-    for (size_t i = 0; i < colnames.size() && i < cols.size(); ++i) cols[i].name = StringVal(colnames[i]);
+    for (size_t i = 0; i < colnames.size() && i < cols.size(); ++i)
+      cols[i].name = StringVal(colnames[i]);
   }
   rel->cols = std::move(cols);
   return rel;
@@ -507,7 +515,8 @@ void Analyzer::AddFrom(const json& item, Level* lv) {
     }
     // A LATERAL subquery sees the FROM items before it; any other only the enclosing queries.
     std::vector<Col> cols = Stmt(*sub, Bool(b, "lateral") ? lv : lv->parent);
-    lv->rels.push_back(Derived(alias_name, std::move(cols), alias != nullptr ? List(*alias, "colnames") : EmptyArray()));
+    lv->rels.push_back(Derived(alias_name, std::move(cols),
+                               alias != nullptr ? List(*alias, "colnames") : EmptyArray()));
   } else if (x.kind == "JoinExpr") {
     size_t first = lv->rels.size();
     const json* l = Get(b, "larg");
@@ -522,7 +531,8 @@ void Analyzer::AddFrom(const json& item, Level* lv) {
     ReadField(b, "quals", lv);
     // `(a JOIN b) AS j`, and `a JOIN b USING (id) AS j` (j.id: the merged column).
     const json* using_alias = Get(b, "join_using_alias");
-    for (std::string name : {alias_name, using_alias != nullptr ? Str(*using_alias, "aliasname") : ""}) {
+    for (std::string name :
+         {alias_name, using_alias != nullptr ? Str(*using_alias, "aliasname") : ""}) {
       if (name.empty()) continue;
       auto join = std::make_shared<Rel>();
       join->kind = Rel::Kind::kJoin;
@@ -593,7 +603,8 @@ void Analyzer::AddRangeVar(const json& body, Level* lv) {
       return;
     }
   }
-  if (StatsRelation(relname)) Opaque(absl::StrCat(relname, " holds values of table columns (planner statistics)"));
+  if (StatsRelation(relname))
+    Opaque(absl::StrCat(relname, " holds values of table columns (planner statistics)"));
   Table(relname);
   auto rel = std::make_shared<Rel>();
   rel->kind = Rel::Kind::kTable;

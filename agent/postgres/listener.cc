@@ -31,21 +31,22 @@ int SelectAlpn(SSL*, const unsigned char** out, unsigned char* outlen, const uns
 }
 
 // A session holds the port's shared state (in its coroutine frame) for as long as it runs.
-asio::awaitable<void> Serve(std::shared_ptr<Listener::Shared> shared, asio::ip::tcp::socket socket) {
+asio::awaitable<void> Serve(std::shared_ptr<Listener::Shared> shared,
+                            asio::ip::tcp::socket socket) {
   co_await RunSession(std::move(socket), shared->deps);
 }
 
 }  // namespace
 
-Listener::Listener(ListenerOptions options, net::WorkerPool* pool, PolicyHolder* policy, EventSink* events,
-                   ApprovalBroker* approvals)
+Listener::Listener(ListenerOptions options, net::WorkerPool* pool, PolicyHolder* policy,
+                   EventSink* events, ApprovalBroker* approvals)
     : options_(std::move(options)),
       shared_(std::make_shared<Shared>()),
       listener_("PostgreSQL", pool, [shared = shared_](asio::ip::tcp::socket socket) {
         return Serve(shared, std::move(socket));
       }) {
-  shared_->deps = SessionDeps{policy,  &shared_->cancels, &shared_->tls,     &shared_->config,
-                              events,  approvals,         options_.inflight, options_.limiter};
+  shared_->deps = SessionDeps{policy, &shared_->cancels, &shared_->tls,     &shared_->config,
+                              events, approvals,         options_.inflight, options_.limiter};
 }
 
 Listener::~Listener() { Stop(); }
@@ -57,8 +58,8 @@ absl::StatusOr<int> Listener::Start() {
   config.login_timeout = options_.login_timeout;
   config.recording = options_.recording;
   if (!options_.tls_cert_file.empty()) {
-    absl::Status st =
-        net::ConfigureServerTls(&shared_->tls, options_.tls_cert_file, options_.tls_key_file, "PostgreSQL");
+    absl::Status st = net::ConfigureServerTls(&shared_->tls, options_.tls_cert_file,
+                                              options_.tls_key_file, "PostgreSQL");
     if (!st.ok()) return st;
     SSL_CTX_set_alpn_select_cb(shared_->tls.native_handle(), SelectAlpn, nullptr);
     config.tls_available = true;

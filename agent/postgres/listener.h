@@ -24,7 +24,8 @@ struct ListenerOptions {
   std::chrono::steady_clock::duration login_timeout = std::chrono::seconds(30);
   wire::postgres::DecodeLimits limits;
   RecordingLimits recording;
-  InflightTable* inflight = nullptr;  // the spool's in-flight table (agent/audit/inflight.h); null = none
+  InflightTable* inflight =
+      nullptr;  // the spool's in-flight table (agent/audit/inflight.h); null = none
   SessionLimiter* limiter = nullptr;  // agent/session/limits.h, outlives the pool; null = none
 };
 

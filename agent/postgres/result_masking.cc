@@ -68,9 +68,11 @@ void AppendInt32(std::string* out, int32_t v) {
 }
 
 // One value under its column's plan. kReplaced leaves the new value in `*scratch`.
-Outcome MaskField(absl::string_view value, const ColumnPlan& c, const MaskingPolicy& policy, std::string* scratch) {
+Outcome MaskField(absl::string_view value, const ColumnPlan& c, const MaskingPolicy& policy,
+                  std::string* scratch) {
   switch (c.kind) {
-    case ColumnPlan::kPass: return Outcome::kUnchanged;
+    case ColumnPlan::kPass:
+      return Outcome::kUnchanged;
     case ColumnPlan::kWhole: {
       if (!TextLikeType(c.type_oid)) return Outcome::kNull;
       auto masked = policy.MaskWhole(value, c.strategy);
@@ -116,12 +118,24 @@ std::string UnescapeText(absl::string_view s) {
     }
     char n = s[++i];
     switch (n) {
-      case 'b': out.push_back('\b'); break;
-      case 'f': out.push_back('\f'); break;
-      case 'n': out.push_back('\n'); break;
-      case 'r': out.push_back('\r'); break;
-      case 't': out.push_back('\t'); break;
-      case 'v': out.push_back('\v'); break;
+      case 'b':
+        out.push_back('\b');
+        break;
+      case 'f':
+        out.push_back('\f');
+        break;
+      case 'n':
+        out.push_back('\n');
+        break;
+      case 'r':
+        out.push_back('\r');
+        break;
+      case 't':
+        out.push_back('\t');
+        break;
+      case 'v':
+        out.push_back('\v');
+        break;
       case 'x': {
         int v = 0, digits = 0;
         while (digits < 2 && i + 1 < s.size() && absl::ascii_isxdigit(s[i + 1])) {
@@ -129,8 +143,10 @@ std::string UnescapeText(absl::string_view s) {
           v = v * 16 + (absl::ascii_isdigit(h) ? h - '0' : (absl::ascii_tolower(h) - 'a' + 10));
           ++digits;
         }
-        if (digits == 0) out.push_back('x');
-        else out.push_back(static_cast<char>(v));
+        if (digits == 0)
+          out.push_back('x');
+        else
+          out.push_back(static_cast<char>(v));
         break;
       }
       default:
@@ -152,13 +168,27 @@ std::string UnescapeText(absl::string_view s) {
 void AppendEscapedText(std::string* out, absl::string_view s, char delimiter) {
   for (char c : s) {
     switch (c) {
-      case '\\': out->append("\\\\"); break;
-      case '\n': out->append("\\n"); break;
-      case '\r': out->append("\\r"); break;
-      case '\t': out->append("\\t"); break;
-      case '\b': out->append("\\b"); break;
-      case '\f': out->append("\\f"); break;
-      case '\v': out->append("\\v"); break;
+      case '\\':
+        out->append("\\\\");
+        break;
+      case '\n':
+        out->append("\\n");
+        break;
+      case '\r':
+        out->append("\\r");
+        break;
+      case '\t':
+        out->append("\\t");
+        break;
+      case '\b':
+        out->append("\\b");
+        break;
+      case '\f':
+        out->append("\\f");
+        break;
+      case '\v':
+        out->append("\\v");
+        break;
       default:
         if (c == delimiter) out->push_back('\\');
         out->push_back(c);
@@ -196,7 +226,8 @@ absl::StatusOr<std::vector<CopyField>> SplitCopyRow(absl::string_view row, const
         char c = row[i];
         // The escape character before a quote or itself stands for that character ("" when the
         // escape is the quote, as by default).
-        if (c == f.escape && i + 1 < row.size() && (row[i + 1] == f.quote || row[i + 1] == f.escape)) {
+        if (c == f.escape && i + 1 < row.size() &&
+            (row[i + 1] == f.quote || row[i + 1] == f.escape)) {
           field.value.push_back(row[i + 1]);
           i += 2;
           continue;
@@ -209,7 +240,8 @@ absl::StatusOr<std::vector<CopyField>> SplitCopyRow(absl::string_view row, const
         field.value.push_back(c);
         ++i;
       }
-      if (!closed) return absl::InvalidArgumentError("COPY CSV row with an unterminated quoted field");
+      if (!closed)
+        return absl::InvalidArgumentError("COPY CSV row with an unterminated quoted field");
       if (i < row.size() && row[i] != f.delimiter) {
         return absl::InvalidArgumentError("COPY CSV row with text after a quoted field");
       }
@@ -249,9 +281,10 @@ bool TextLikeType(int32_t oid) {
   }
 }
 
-ResultPlan PlanResult(const std::vector<RowDescription::Field>& fields,
-                      const absl::flat_hash_map<uint32_t, std::shared_ptr<const TableNames>>& tables,
-                      const MaskingPolicy& policy, const std::vector<std::optional<masking::Selected>>& computed) {
+ResultPlan PlanResult(
+    const std::vector<RowDescription::Field>& fields,
+    const absl::flat_hash_map<uint32_t, std::shared_ptr<const TableNames>>& tables,
+    const MaskingPolicy& policy, const std::vector<std::optional<masking::Selected>>& computed) {
   ResultPlan plan;
   plan.columns.reserve(fields.size());
   for (size_t i = 0; i < fields.size(); ++i) {
@@ -264,13 +297,15 @@ ResultPlan PlanResult(const std::vector<RowDescription::Field>& fields,
       auto it = f.table_oid != 0 ? tables.find(static_cast<uint32_t>(f.table_oid)) : tables.end();
       if (it != tables.end() && it->second != nullptr) {
         absl::string_view column = it->second->Column(f.column);
-        selected = policy.ForColumn(it->second->table, column.empty() ? absl::string_view(f.name) : column);
+        selected = policy.ForColumn(it->second->table,
+                                    column.empty() ? absl::string_view(f.name) : column);
       } else {
         selected = policy.ForLabel(f.name);
       }
     }
     if (i < computed.size() && computed[i] &&
-        (!selected || masking::Stricter(selected->strategy, computed[i]->strategy) != selected->strategy)) {
+        (!selected ||
+         masking::Stricter(selected->strategy, computed[i]->strategy) != selected->strategy)) {
       selected = computed[i];
     }
     if (selected) {
@@ -290,8 +325,8 @@ ResultPlan PlanResult(const std::vector<RowDescription::Field>& fields,
   return plan;
 }
 
-ResultPlan PlanCopy(const std::string& table, const std::vector<std::string>& columns, size_t column_count,
-                    const MaskingPolicy& policy) {
+ResultPlan PlanCopy(const std::string& table, const std::vector<std::string>& columns,
+                    size_t column_count, const MaskingPolicy& policy) {
   std::vector<RowDescription::Field> fields(column_count);
   for (size_t i = 0; i < column_count; ++i) {
     fields[i].name = i < columns.size() ? columns[i] : "";
@@ -311,13 +346,13 @@ ResultPlan PlanCopy(const std::string& table, const std::vector<std::string>& co
   return PlanResult(fields, tables, policy);
 }
 
-absl::StatusOr<bool> MaskDataRow(absl::string_view payload, const ResultPlan& plan, const MaskingPolicy& policy,
-                                 std::string* out) {
+absl::StatusOr<bool> MaskDataRow(absl::string_view payload, const ResultPlan& plan,
+                                 const MaskingPolicy& policy, std::string* out) {
   WireReader r(payload);
   int16_t n = r.Int16();
   if (!r.ok() || n < 0 || static_cast<size_t>(n) != plan.columns.size()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("DataRow with ", n, " columns where RowDescription announced ", plan.columns.size()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "DataRow with ", n, " columns where RowDescription announced ", plan.columns.size()));
   }
   out->clear();
   out->reserve(payload.size() + 64);
@@ -329,10 +364,9 @@ absl::StatusOr<bool> MaskDataRow(absl::string_view payload, const ResultPlan& pl
   std::string scratch;
   for (int i = 0; i < n; ++i) {
     if (payload.size() - at < 4) return absl::InvalidArgumentError("truncated DataRow");
-    int32_t len = static_cast<int32_t>((static_cast<uint8_t>(payload[at]) << 24) |
-                                       (static_cast<uint8_t>(payload[at + 1]) << 16) |
-                                       (static_cast<uint8_t>(payload[at + 2]) << 8) |
-                                       static_cast<uint8_t>(payload[at + 3]));
+    int32_t len = static_cast<int32_t>(
+        (static_cast<uint8_t>(payload[at]) << 24) | (static_cast<uint8_t>(payload[at + 1]) << 16) |
+        (static_cast<uint8_t>(payload[at + 2]) << 8) | static_cast<uint8_t>(payload[at + 3]));
     at += 4;
     if (len == -1) {
       AppendInt32(out, -1);
@@ -359,14 +393,15 @@ absl::StatusOr<bool> MaskDataRow(absl::string_view payload, const ResultPlan& pl
         break;
     }
   }
-  if (at != payload.size()) return absl::InvalidArgumentError("DataRow with bytes after its last value");
+  if (at != payload.size())
+    return absl::InvalidArgumentError("DataRow with bytes after its last value");
   if (!changed) return false;
   PutInt32(out, 1, static_cast<int32_t>(out->size() - 1));
   return true;
 }
 
-absl::StatusOr<bool> MaskErrorOrNotice(char type, absl::string_view payload, const MaskingPolicy& policy,
-                                       std::string* out) {
+absl::StatusOr<bool> MaskErrorOrNotice(char type, absl::string_view payload,
+                                       const MaskingPolicy& policy, std::string* out) {
   if (!policy.has_detectors()) return false;
   auto m = ErrorOrNotice::Decode(payload);
   if (!m.ok()) return m.status();
@@ -375,9 +410,16 @@ absl::StatusOr<bool> MaskErrorOrNotice(char type, absl::string_view payload, con
   for (auto& [code, value] : m->fields) {
     if (code != 'M' && code != 'D' && code != 'H' && code != 'W' && code != 'q') continue;
     switch (policy.MaskText(value, &masked, false)) {
-      case Outcome::kUnchanged: break;
-      case Outcome::kReplaced: value = masked; changed = true; break;
-      case Outcome::kNull: value = "[REDACTED]"; changed = true; break;
+      case Outcome::kUnchanged:
+        break;
+      case Outcome::kReplaced:
+        value = masked;
+        changed = true;
+        break;
+      case Outcome::kNull:
+        value = "[REDACTED]";
+        changed = true;
+        break;
     }
   }
   if (!changed) return false;
@@ -385,22 +427,31 @@ absl::StatusOr<bool> MaskErrorOrNotice(char type, absl::string_view payload, con
   return true;
 }
 
-absl::StatusOr<bool> MaskSideChannel(char type, absl::string_view payload, const MaskingPolicy& policy,
-                                     std::string* out) {
+absl::StatusOr<bool> MaskSideChannel(char type, absl::string_view payload,
+                                     const MaskingPolicy& policy, std::string* out) {
   if (!policy.has_detectors()) return false;
   WireReader r(payload);
   int32_t pid = type == 'A' ? r.Int32() : 0;
   std::vector<std::string> strings;
   strings.emplace_back(r.CStringView());
   strings.emplace_back(r.CStringView());
-  if (!r.ok() || !r.AtEnd()) return absl::InvalidArgumentError(absl::StrCat("malformed message '", std::string(1, type), "'"));
+  if (!r.ok() || !r.AtEnd())
+    return absl::InvalidArgumentError(
+        absl::StrCat("malformed message '", std::string(1, type), "'"));
   bool changed = false;
   std::string masked;
   for (size_t i = type == 'A' ? 0 : 1; i < strings.size(); ++i) {
     switch (policy.MaskText(strings[i], &masked, false)) {
-      case Outcome::kUnchanged: break;
-      case Outcome::kReplaced: strings[i] = masked; changed = true; break;
-      case Outcome::kNull: strings[i] = "[REDACTED]"; changed = true; break;
+      case Outcome::kUnchanged:
+        break;
+      case Outcome::kReplaced:
+        strings[i] = masked;
+        changed = true;
+        break;
+      case Outcome::kNull:
+        strings[i] = "[REDACTED]";
+        changed = true;
+        break;
     }
   }
   if (!changed) return false;
@@ -412,7 +463,8 @@ absl::StatusOr<bool> MaskSideChannel(char type, absl::string_view payload, const
   return true;
 }
 
-absl::StatusOr<std::string> WithholdErrorOrNotice(char type, absl::string_view payload, absl::string_view masked) {
+absl::StatusOr<std::string> WithholdErrorOrNotice(char type, absl::string_view payload,
+                                                  absl::string_view masked) {
   auto m = ErrorOrNotice::Decode(payload);
   if (!m.ok()) return m.status();
   ErrorOrNotice out;
@@ -428,16 +480,18 @@ absl::StatusOr<std::string> WithholdErrorOrNotice(char type, absl::string_view p
   return out.Encode(type);
 }
 
-absl::StatusOr<bool> MaskCopyRow(absl::string_view row, const ResultPlan& plan, const CopyFormat& format,
-                                 const MaskingPolicy& policy, std::string* out) {
+absl::StatusOr<bool> MaskCopyRow(absl::string_view row, const ResultPlan& plan,
+                                 const CopyFormat& format, const MaskingPolicy& policy,
+                                 std::string* out) {
   absl::string_view body = row;
   bool newline = !body.empty() && body.back() == '\n';
   if (newline) body.remove_suffix(1);
   auto fields = SplitCopyRow(body, format);
   if (!fields.ok()) return fields.status();
   if (fields->size() != plan.columns.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("COPY row with ", fields->size(), " columns where ",
-                                                   plan.columns.size(), " were expected"));
+    return absl::InvalidArgumentError(absl::StrCat("COPY row with ", fields->size(),
+                                                   " columns where ", plan.columns.size(),
+                                                   " were expected"));
   }
   std::string rebuilt;
   size_t copied = 0;  // bytes of `body` already in `rebuilt`

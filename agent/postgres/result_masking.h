@@ -35,8 +35,8 @@ struct ColumnPlan {
 
 struct ResultPlan {
   std::vector<ColumnPlan> columns;
-  bool active = false;             // some column is not kPass
-  std::vector<std::string> rules;  // the rules that apply (for audit)
+  bool active = false;                      // some column is not kPass
+  std::vector<std::string> rules;           // the rules that apply (for audit)
   std::vector<std::string> masked_columns;  // labels of the columns masked by name
 };
 
@@ -44,14 +44,15 @@ struct ResultPlan {
 // behind them (by OID; a missing table is treated as unnamed). `computed`, when not empty, has one
 // entry per field: a rule for a column computed from masked columns (lineage_masking.h), masked
 // whole whatever its origin says.
-ResultPlan PlanResult(const std::vector<wire::postgres::RowDescription::Field>& fields,
-                      const absl::flat_hash_map<uint32_t, std::shared_ptr<const TableNames>>& tables,
-                      const masking::MaskingPolicy& policy,
-                      const std::vector<std::optional<masking::Selected>>& computed = {});
+ResultPlan PlanResult(
+    const std::vector<wire::postgres::RowDescription::Field>& fields,
+    const absl::flat_hash_map<uint32_t, std::shared_ptr<const TableNames>>& tables,
+    const masking::MaskingPolicy& policy,
+    const std::vector<std::optional<masking::Selected>>& computed = {});
 
 // The plan for COPY ... TO STDOUT of a table's `columns` (all text-like on the wire).
-ResultPlan PlanCopy(const std::string& table, const std::vector<std::string>& columns, size_t column_count,
-                    const masking::MaskingPolicy& policy);
+ResultPlan PlanCopy(const std::string& table, const std::vector<std::string>& columns,
+                    size_t column_count, const masking::MaskingPolicy& policy);
 
 // Masks one DataRow (its payload). Returns false when nothing changed; true with `*out` holding
 // the whole new message. A row that does not fit the plan is an error (the session ends).
@@ -70,27 +71,29 @@ struct CopyFormat {
 
 // Masks one row of COPY text or CSV output (a CopyData payload). Returns false when nothing
 // changed; true with `*out` holding the whole new CopyData message.
-absl::StatusOr<bool> MaskCopyRow(absl::string_view row, const ResultPlan& plan, const CopyFormat& format,
-                                 const masking::MaskingPolicy& policy, std::string* out);
+absl::StatusOr<bool> MaskCopyRow(absl::string_view row, const ResultPlan& plan,
+                                 const CopyFormat& format, const masking::MaskingPolicy& policy,
+                                 std::string* out);
 
 // Runs the detectors on the human-readable fields of an ErrorResponse or NoticeResponse
 // (message, detail, hint, context, internal query): `Key (email)=(ada@example.com) already
 // exists` is a result too. Returns false when nothing changed; true with `*out` holding the
 // whole new message of `type`.
-absl::StatusOr<bool> MaskErrorOrNotice(char type, absl::string_view payload, const masking::MaskingPolicy& policy,
-                                       std::string* out);
+absl::StatusOr<bool> MaskErrorOrNotice(char type, absl::string_view payload,
+                                       const masking::MaskingPolicy& policy, std::string* out);
 
 // An ErrorResponse or NoticeResponse of a statement that reads masked columns (`masked` names
 // them), with the texts that can quote a value (message, detail, hint, context, internal query)
 // withheld: the severity, SQLSTATE and position stay. The whole new message of `type`.
-absl::StatusOr<std::string> WithholdErrorOrNotice(char type, absl::string_view payload, absl::string_view masked);
+absl::StatusOr<std::string> WithholdErrorOrNotice(char type, absl::string_view payload,
+                                                  absl::string_view masked);
 
 // Runs the detectors on the strings of a message that carries values outside any result: a
 // NotificationResponse's channel and payload ('A'; NOTIFY can be sent by any session of the
 // database) or a ParameterStatus's value ('S'; set_config can report a value back). Returns
 // false when nothing changed; true with `*out` holding the whole new message.
-absl::StatusOr<bool> MaskSideChannel(char type, absl::string_view payload, const masking::MaskingPolicy& policy,
-                                     std::string* out);
+absl::StatusOr<bool> MaskSideChannel(char type, absl::string_view payload,
+                                     const masking::MaskingPolicy& policy, std::string* out);
 
 // Type OIDs whose values are plain text in both formats.
 bool TextLikeType(int32_t type_oid);

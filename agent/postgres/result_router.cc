@@ -127,12 +127,14 @@ void ResultRouter::OnFunctionCall() {
 bool ResultRouter::OnDescription(char type, absl::string_view payload) {
   if (pending_.empty()) return false;
   PendingResult& front = pending_.front();
-  if (front.kind != PendingResult::kDescribeStatement && front.kind != PendingResult::kDescribePortal) {
+  if (front.kind != PendingResult::kDescribeStatement &&
+      front.kind != PendingResult::kDescribePortal) {
     return false;  // a Query's own RowDescription, or an Execute's (none is sent): the caller's
   }
   bool injected = front.injected;
   if (front.store && front.id != 0) {
-    auto& map = front.kind == PendingResult::kDescribeStatement ? statement_fields_ : portal_fields_;
+    auto& map =
+        front.kind == PendingResult::kDescribeStatement ? statement_fields_ : portal_fields_;
     map[front.id] = type == 'T' ? std::string(payload) : std::string();
   }
   pending_.pop_front();
@@ -169,7 +171,8 @@ void ResultRouter::OnCompletion() {
 void ResultRouter::OnError() {
   if (pending_.empty()) return;
   PendingResult::Kind k = pending_.front().kind;
-  if (k == PendingResult::kQuery || k == PendingResult::kFunctionCall || k == PendingResult::kSync) return;
+  if (k == PendingResult::kQuery || k == PendingResult::kFunctionCall || k == PendingResult::kSync)
+    return;
   // The server skips everything up to the next Sync.
   while (!pending_.empty() && pending_.front().kind != PendingResult::kSync) pending_.pop_front();
 }
@@ -178,7 +181,9 @@ void ResultRouter::OnReady() {
   while (!pending_.empty()) {
     PendingResult::Kind k = pending_.front().kind;
     pending_.pop_front();
-    if (k == PendingResult::kSync || k == PendingResult::kQuery || k == PendingResult::kFunctionCall) break;
+    if (k == PendingResult::kSync || k == PendingResult::kQuery ||
+        k == PendingResult::kFunctionCall)
+      break;
   }
   if (pending_.empty()) Prune();
 }

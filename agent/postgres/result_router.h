@@ -32,18 +32,19 @@ using ResultFormats = absl::InlinedVector<int16_t, 4>;
 struct PendingResult {
   enum Kind { kQuery, kExecute, kDescribeStatement, kDescribePortal, kSync, kFunctionCall };
   Kind kind = kQuery;
-  bool store = false;  // masking was on when it was forwarded: Describe keeps its answer, Query its text
+  bool store =
+      false;  // masking was on when it was forwarded: Describe keeps its answer, Query its text
   bool injected = false;  // Describe sent by the agent: the client never sees its answer
-  uint64_t id = 0;        // Describe statement: the Parse's id; Describe portal, Execute: the Bind's id
-  uint64_t parse_id = 0;  // Execute: the statement's Parse
-  std::string sql;        // Query (when stored): the text, for COPY
+  uint64_t id = 0;  // Describe statement: the Parse's id; Describe portal, Execute: the Bind's id
+  uint64_t parse_id = 0;                    // Execute: the statement's Parse
+  std::string sql;                          // Query (when stored): the text, for COPY
   std::shared_ptr<const std::string> text;  // Execute: the statement's text, for COPY
-  ResultFormats formats;             // Execute: the Bind's result formats
+  ResultFormats formats;                    // Execute: the Bind's result formats
 
   // The result streaming now (a statement of a Query, or an Execute).
   bool planned = false;
   std::shared_ptr<const ResultPlan> plan;  // set when planned
-  int copies = 0;  // COPY TO STDOUT results seen so far in this request
+  int copies = 0;                          // COPY TO STDOUT results seen so far in this request
   bool copy_active = false;
   bool copy_header_pending = false;
   CopyFormat copy_format;

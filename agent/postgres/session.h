@@ -22,8 +22,8 @@
 namespace sluice::agent::postgres {
 
 struct SessionConfig {
-  bool tls_available = false;   // a certificate is loaded: SSLRequest is answered 'S'
-  bool allow_plaintext = false; // sessions without TLS are allowed (loopback, tests)
+  bool tls_available = false;    // a certificate is loaded: SSLRequest is answered 'S'
+  bool allow_plaintext = false;  // sessions without TLS are allowed (loopback, tests)
   wire::postgres::DecodeLimits limits;
   std::chrono::steady_clock::duration login_timeout = std::chrono::seconds(30);
   RecordingLimits recording;
@@ -34,10 +34,10 @@ struct SessionDeps {
   CancelRegistry* cancels = nullptr;
   asio::ssl::context* server_tls = nullptr;
   const SessionConfig* config = nullptr;
-  EventSink* events = nullptr;  // audit events of every session and statement
+  EventSink* events = nullptr;          // audit events of every session and statement
   ApprovalBroker* approvals = nullptr;  // statements held for approval; null = none can be held
-  InflightTable* inflight = nullptr;    // requests in flight, for a restart after a kill; null = none
-  SessionLimiter* limiter = nullptr;    // sessions per connection and per caller; null = no limits
+  InflightTable* inflight = nullptr;  // requests in flight, for a restart after a kill; null = none
+  SessionLimiter* limiter = nullptr;  // sessions per connection and per caller; null = no limits
 };
 
 asio::awaitable<void> RunSession(asio::ip::tcp::socket socket, SessionDeps deps);

@@ -30,25 +30,28 @@ std::string SettingName(absl::string_view name) {
 
 // Why setting `name` to `value` is refused (empty: it may be). `value_known` is false when the
 // value is computed at run time.
-std::string SetProblem(const std::string& name, const std::string& value, bool value_known, bool reset,
-                       bool read_only) {
+std::string SetProblem(const std::string& name, const std::string& value, bool value_known,
+                       bool reset, bool read_only) {
   if (name.empty()) {
-    return "it calls set_config() with a setting name computed at run time, so the agent cannot tell which "
+    return "it calls set_config() with a setting name computed at run time, so the agent cannot "
+           "tell which "
            "setting it changes";
   }
   if (name == "standard_conforming_strings" || name == "backslash_quote") {
     if (reset) return "";  // back to the value the agent pinned at login
     if (name == "standard_conforming_strings" && value_known && IsOn(value)) return "";
-    if (name == "backslash_quote" && value_known && absl::AsciiStrToLower(value) == "safe_encoding") return "";
+    if (name == "backslash_quote" && value_known && absl::AsciiStrToLower(value) == "safe_encoding")
+      return "";
     return absl::StrCat("it changes ", name,
                         ", which the agent pins so that it reads statements as the server does");
   }
   if (name == "client_encoding") {
     if (reset) return "";
     if (value_known && AsciiSafeClientEncoding(value)) return "";
-    return absl::StrCat("it sets client_encoding to ", value_known ? "\"" + value + "\"" : "a computed value",
-                        ": the agent accepts only encodings in which every byte below 0x80 is ASCII "
-                        "(UTF8, LATIN1, WIN1252, EUC_JP, ...; not SJIS, BIG5, GBK, UHC, GB18030, JOHAB)");
+    return absl::StrCat(
+        "it sets client_encoding to ", value_known ? "\"" + value + "\"" : "a computed value",
+        ": the agent accepts only encodings in which every byte below 0x80 is ASCII "
+        "(UTF8, LATIN1, WIN1252, EUC_JP, ...; not SJIS, BIG5, GBK, UHC, GB18030, JOHAB)");
   }
   if (read_only && (name == "default_transaction_read_only" || name == "transaction_read_only")) {
     if (name == "default_transaction_read_only" && reset) return "";  // back to on
@@ -62,21 +65,25 @@ std::string SetProblem(const std::string& name, const std::string& value, bool v
 
 bool AsciiSafeClientEncoding(absl::string_view encoding) {
   static const auto* safe = new absl::flat_hash_set<std::string>{
-      "utf8", "unicode", "sqlascii", "eucjp", "euccn", "euckr", "euctw", "eucjis2004", "muleinternal",
-      "latin1", "latin2", "latin3", "latin4", "latin5", "latin6", "latin7", "latin8", "latin9", "latin10",
-      "iso88591", "iso88592", "iso88593", "iso88594", "iso88599", "iso885910", "iso885913", "iso885914",
-      "iso885915", "iso885916", "iso88595", "iso88596", "iso88597", "iso88598", "win1250", "win1251",
-      "win1252", "win1253", "win1254", "win1255", "win1256", "win1257", "win1258", "windows1250",
-      "windows1251", "windows1252", "windows1253", "windows1254", "windows1255", "windows1256",
-      "windows1257", "windows1258", "win866", "windows866", "alt", "win874", "windows874", "koi8", "koi8r",
-      "koi8u", "tcvn", "tcvn5712", "vscii", "abc", "win"};
+      "utf8",        "unicode",     "sqlascii",     "eucjp",       "euccn",       "euckr",
+      "euctw",       "eucjis2004",  "muleinternal", "latin1",      "latin2",      "latin3",
+      "latin4",      "latin5",      "latin6",       "latin7",      "latin8",      "latin9",
+      "latin10",     "iso88591",    "iso88592",     "iso88593",    "iso88594",    "iso88599",
+      "iso885910",   "iso885913",   "iso885914",    "iso885915",   "iso885916",   "iso88595",
+      "iso88596",    "iso88597",    "iso88598",     "win1250",     "win1251",     "win1252",
+      "win1253",     "win1254",     "win1255",      "win1256",     "win1257",     "win1258",
+      "windows1250", "windows1251", "windows1252",  "windows1253", "windows1254", "windows1255",
+      "windows1256", "windows1257", "windows1258",  "win866",      "windows866",  "alt",
+      "win874",      "windows874",  "koi8",         "koi8r",       "koi8u",       "tcvn",
+      "tcvn5712",    "vscii",       "abc",          "win"};
   return safe->contains(CleanEncodingName(encoding));
 }
 
 absl::StatusOr<std::string> CheckStartupOptions(absl::string_view options, bool read_only) {
   constexpr size_t kMaxOptions = 8192;
   if (options.size() > kMaxOptions) {
-    return absl::InvalidArgumentError(absl::StrCat("startup options longer than ", kMaxOptions, " bytes"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("startup options longer than ", kMaxOptions, " bytes"));
   }
   // PostgreSQL's pg_split_opts: arguments separated by whitespace, a backslash takes the next
   // byte literally.
@@ -101,28 +108,33 @@ absl::StatusOr<std::string> CheckStartupOptions(absl::string_view options, bool 
   for (size_t i = 0; i < args.size(); ++i) {
     std::string setting;
     if (args[i] == "-c") {
-      if (i + 1 >= args.size()) return absl::InvalidArgumentError("startup option -c without a setting");
+      if (i + 1 >= args.size())
+        return absl::InvalidArgumentError("startup option -c without a setting");
       setting = args[++i];
     } else if (absl::StartsWith(args[i], "-c")) {
       setting = args[i].substr(2);
     } else if (absl::StartsWith(args[i], "--")) {
       setting = args[i].substr(2);
     } else {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "startup option \"", args[i], "\" is not accepted by the agent (only -c name=value and --name=value)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("startup option \"", args[i],
+                       "\" is not accepted by the agent (only -c name=value and --name=value)"));
     }
     size_t eq = setting.find('=');
     if (eq == std::string::npos || eq == 0) {
-      return absl::InvalidArgumentError(absl::StrCat("startup option \"", setting, "\" is not name=value"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("startup option \"", setting, "\" is not name=value"));
     }
     std::string name = SettingName(setting.substr(0, eq));
     std::string value = setting.substr(eq + 1);
     std::string problem = SetProblem(name, value, true, false, read_only);
-    if (problem.empty() && read_only && (name == "default_transaction_read_only" || name == "transaction_read_only")) {
+    if (problem.empty() && read_only &&
+        (name == "default_transaction_read_only" || name == "transaction_read_only")) {
       problem = absl::StrCat("it sets ", name, ", which the agent sets for a read-only session");
     }
     if (!problem.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("startup option ", name, "=", value, " refused: ", problem));
+      return absl::InvalidArgumentError(
+          absl::StrCat("startup option ", name, "=", value, " refused: ", problem));
     }
     // Re-escaped for the upstream startup: backslashes and spaces as pg_split_opts reads them.
     std::string escaped;
@@ -146,14 +158,16 @@ SettingsVerdict SettingsProblem(const StatementInfo& info, bool read_only) {
     for (const SettingChange& c : f.settings) {
       std::string problem = SetProblem(c.name, c.value, c.value_known, c.reset, read_only);
       if (problem.empty()) continue;
-      bool lifts = read_only && (c.name == "default_transaction_read_only" || c.name == "transaction_read_only");
+      bool lifts = read_only &&
+                   (c.name == "default_transaction_read_only" || c.name == "transaction_read_only");
       return SettingsVerdict{std::move(problem), lifts};
     }
   }
   return SettingsVerdict{};
 }
 
-std::string ParameterStatusProblem(absl::string_view name, absl::string_view value, bool read_only) {
+std::string ParameterStatusProblem(absl::string_view name, absl::string_view value,
+                                   bool read_only) {
   std::string n = SettingName(name);
   if (n == "standard_conforming_strings" && !IsOn(value)) {
     return "the server reports standard_conforming_strings off";
@@ -175,7 +189,8 @@ bool MayChangeSettings(absl::string_view text) {
          (i + 5 <= text.size() && absl::EqualsIgnoreCase(text.substr(i, 5), "start")))) {
       return true;
     }
-    if (c == 'b' && i + 5 <= text.size() && absl::EqualsIgnoreCase(text.substr(i, 5), "begin")) return true;
+    if (c == 'b' && i + 5 <= text.size() && absl::EqualsIgnoreCase(text.substr(i, 5), "begin"))
+      return true;
     if (c == 'u' && text[i + 1] == '&') return true;
   }
   return false;

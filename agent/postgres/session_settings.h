@@ -40,7 +40,7 @@ std::string PinnedOptions(bool read_only);
 // Why `info` may not run on this session: a pinned setting changed, a computed setting name, or
 // read-only lifted on a read grant.
 struct SettingsVerdict {
-  std::string problem;        // empty: it may run
+  std::string problem;           // empty: it may run
   bool lifts_read_only = false;  // the problem is read-only lifted on a read grant (SQLSTATE 25006)
 };
 SettingsVerdict SettingsProblem(const StatementInfo& info, bool read_only);

@@ -5,8 +5,8 @@
 #include <pg_query.h>
 
 #include <algorithm>
-#include <optional>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
@@ -83,8 +83,10 @@ void CollectSet(const json& body, StatementFacts* facts, bool* sensitive) {
       if (option.empty()) continue;
       if (session) option = "default_" + option;
       auto arg = def.find("arg");
-      std::optional<std::string> value = arg == def.end() ? std::nullopt : ConstantText(*arg, sensitive);
-      facts->settings.push_back(SettingChange{option, value.value_or(""), false, value.has_value()});
+      std::optional<std::string> value =
+          arg == def.end() ? std::nullopt : ConstantText(*arg, sensitive);
+      facts->settings.push_back(
+          SettingChange{option, value.value_or(""), false, value.has_value()});
     }
     return;
   }
@@ -110,7 +112,8 @@ void CollectTransaction(const json& body, StatementFacts* facts, bool* sensitive
     std::string option = def.value("defname", "");
     if (option.empty()) continue;
     auto arg = def.find("arg");
-    std::optional<std::string> value = arg == def.end() ? std::nullopt : ConstantText(*arg, sensitive);
+    std::optional<std::string> value =
+        arg == def.end() ? std::nullopt : ConstantText(*arg, sensitive);
     facts->settings.push_back(SettingChange{option, value.value_or(""), false, value.has_value()});
   }
 }
@@ -121,7 +124,8 @@ void CollectSetConfig(const json& call, StatementFacts* facts, bool* sensitive) 
   SettingChange change;
   change.value_known = false;
   if (args.is_array() && !args.empty()) {
-    if (auto n = ConstantText(args[0], sensitive)) change.name = absl::AsciiStrToLower(absl::StripAsciiWhitespace(*n));
+    if (auto n = ConstantText(args[0], sensitive))
+      change.name = absl::AsciiStrToLower(absl::StripAsciiWhitespace(*n));
   }
   if (args.is_array() && args.size() >= 2) {
     if (auto v = ConstantText(args[1], sensitive)) {
@@ -165,7 +169,8 @@ void CollectFacts(const json& node, StatementFacts* facts, bool* sensitive) {
     if (key == "DropdbStmt") AddUnique<std::string>(&facts->guarded, "drop_database");
     if (key == "TruncateStmt") AddUnique<std::string>(&facts->guarded, "truncate");
     if (key == "AlterSystemStmt") AddUnique<std::string>(&facts->guarded, "alter_system");
-    if (key == "CopyStmt" && body.value("is_program", false)) AddUnique<std::string>(&facts->guarded, "copy_program");
+    if (key == "CopyStmt" && body.value("is_program", false))
+      AddUnique<std::string>(&facts->guarded, "copy_program");
     if (key == "DeleteStmt" && AlwaysTrue(body, "whereClause", sensitive)) {
       AddUnique<std::string>(&facts->guarded, "delete_without_where");
     }
@@ -176,7 +181,8 @@ void CollectFacts(const json& node, StatementFacts* facts, bool* sensitive) {
     if (key == "VariableSetStmt") CollectSet(body, facts, sensitive);
     if (key == "TransactionStmt") CollectTransaction(body, facts, sensitive);
     if (key == "DoStmt" && facts->runs_hidden_code.empty()) facts->runs_hidden_code = "a DO block";
-    if (key == "CallStmt" && facts->runs_hidden_code.empty()) facts->runs_hidden_code = "CALL of a procedure";
+    if (key == "CallStmt" && facts->runs_hidden_code.empty())
+      facts->runs_hidden_code = "CALL of a procedure";
     if (key == "DropStmt" && body.value("removeType", "") == "OBJECT_TABLE") {
       AddUnique<std::string>(&facts->guarded, "drop_table");
       // objects: [{"List": {"items": [{"String": {"sval": schema}}, {"String": {"sval": table}}]}}]
@@ -186,16 +192,19 @@ void CollectFacts(const json& node, StatementFacts* facts, bool* sensitive) {
           parts.push_back(item.value("/String/sval"_json_pointer, std::string()));
         }
         if (parts.empty()) continue;
-        AddUnique(&facts->relations, Relation{parts.size() >= 2 ? parts[parts.size() - 2] : "", parts.back()});
+        AddUnique(&facts->relations,
+                  Relation{parts.size() >= 2 ? parts[parts.size() - 2] : "", parts.back()});
       }
     }
     if (key == "FuncCall") {
       auto name = body.find("funcname");
       if (name != body.end() && name->is_array() && !name->empty()) {
-        std::string f = absl::AsciiStrToLower(name->back().value("/String/sval"_json_pointer, std::string()));
+        std::string f =
+            absl::AsciiStrToLower(name->back().value("/String/sval"_json_pointer, std::string()));
         if (f == "set_config") CollectSetConfig(body, facts, sensitive);
         const auto& from_string = SqlFromStringFunctions();
-        if (facts->runs_hidden_code.empty() && std::find(from_string.begin(), from_string.end(), f) != from_string.end()) {
+        if (facts->runs_hidden_code.empty() &&
+            std::find(from_string.begin(), from_string.end(), f) != from_string.end()) {
           facts->runs_hidden_code = absl::StrCat(f, "(), which runs SQL given as a string");
         }
         AddUnique<std::string>(&facts->functions, std::move(f));
@@ -215,20 +224,33 @@ StatementClass ClassOf(const json& stmt, bool* sensitive) {
   const std::string& kind = stmt.begin().key();
   const json& body = stmt.begin().value();
   using C = StatementClass;
-  static const auto* read = new absl::flat_hash_set<absl::string_view>{"VariableShowStmt", "FetchStmt"};
+  static const auto* read =
+      new absl::flat_hash_set<absl::string_view>{"VariableShowStmt", "FetchStmt"};
   static const auto* other = new absl::flat_hash_set<absl::string_view>{
       "TransactionStmt", "VariableSetStmt", "DiscardStmt", "DeallocateStmt", "ListenStmt",
-      "UnlistenStmt", "ClosePortalStmt", "ExecuteStmt", "CheckPointStmt", "ConstraintsSetStmt"};
+      "UnlistenStmt",    "ClosePortalStmt", "ExecuteStmt", "CheckPointStmt", "ConstraintsSetStmt"};
   static const auto* write = new absl::flat_hash_set<absl::string_view>{
       "InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt", "CallStmt", "LockStmt", "NotifyStmt"};
   static const auto* dcl = new absl::flat_hash_set<absl::string_view>{
-      "GrantStmt", "GrantRoleStmt", "CreateRoleStmt", "AlterRoleStmt", "AlterRoleSetStmt",
-      "DropRoleStmt", "ReassignOwnedStmt", "DropOwnedStmt", "AlterDefaultPrivilegesStmt",
-      "AlterOwnerStmt", "CreatePolicyStmt", "AlterPolicyStmt"};
-  static const auto* ddl = new absl::flat_hash_set<absl::string_view>{
-      "TruncateStmt", "RenameStmt", "CommentStmt", "IndexStmt", "ViewStmt", "VacuumStmt",
-      "ClusterStmt", "ReindexStmt", "RefreshMatViewStmt", "SecLabelStmt", "ImportForeignSchemaStmt",
-      "DefineStmt", "CompositeTypeStmt", "RuleStmt", "AlterSystemStmt"};
+      "GrantStmt",         "GrantRoleStmt",    "CreateRoleStmt",
+      "AlterRoleStmt",     "AlterRoleSetStmt", "DropRoleStmt",
+      "ReassignOwnedStmt", "DropOwnedStmt",    "AlterDefaultPrivilegesStmt",
+      "AlterOwnerStmt",    "CreatePolicyStmt", "AlterPolicyStmt"};
+  static const auto* ddl = new absl::flat_hash_set<absl::string_view>{"TruncateStmt",
+                                                                      "RenameStmt",
+                                                                      "CommentStmt",
+                                                                      "IndexStmt",
+                                                                      "ViewStmt",
+                                                                      "VacuumStmt",
+                                                                      "ClusterStmt",
+                                                                      "ReindexStmt",
+                                                                      "RefreshMatViewStmt",
+                                                                      "SecLabelStmt",
+                                                                      "ImportForeignSchemaStmt",
+                                                                      "DefineStmt",
+                                                                      "CompositeTypeStmt",
+                                                                      "RuleStmt",
+                                                                      "AlterSystemStmt"};
   static const auto* unknown = new absl::flat_hash_set<absl::string_view>{"DoStmt", "LoadStmt"};
 
   if (kind == "SelectStmt") {
@@ -238,7 +260,8 @@ StatementClass ClassOf(const json& stmt, bool* sensitive) {
   if (kind == "ExplainStmt") {
     if (!ExplainExecutes(body, sensitive)) return C::kRead;
     auto query = body.find("query");
-    return query == body.end() ? C::kUnknown : std::max(C::kRead, ClassOfWrapped(*query, sensitive));
+    return query == body.end() ? C::kUnknown
+                               : std::max(C::kRead, ClassOfWrapped(*query, sensitive));
   }
   if (kind == "DeclareCursorStmt" || kind == "PrepareStmt") {
     auto query = body.find("query");
@@ -276,18 +299,38 @@ StatementClass ClassOf(const json& stmt, bool* sensitive) {
 const std::vector<std::string>& WritingFunctions() {
   // Large objects are written in read-only transactions too (PostgreSQL 15 checks none of these);
   // ending other sessions, remote SQL and server files are effects beyond the session.
-  static const auto* f = new std::vector<std::string>{
-      "lo_from_bytea", "lo_create", "lo_creat", "lo_put", "lo_import", "lo_export", "lo_unlink", "lowrite",
-      "lo_truncate", "lo_truncate64", "pg_terminate_backend", "pg_cancel_backend", "pg_reload_conf",
-      "pg_rotate_logfile", "pg_file_write", "pg_file_rename", "pg_file_unlink", "pg_logical_emit_message",
-      "dblink_exec", "dblink", "dblink_send_query", "dblink_open"};
+  static const auto* f = new std::vector<std::string>{"lo_from_bytea",
+                                                      "lo_create",
+                                                      "lo_creat",
+                                                      "lo_put",
+                                                      "lo_import",
+                                                      "lo_export",
+                                                      "lo_unlink",
+                                                      "lowrite",
+                                                      "lo_truncate",
+                                                      "lo_truncate64",
+                                                      "pg_terminate_backend",
+                                                      "pg_cancel_backend",
+                                                      "pg_reload_conf",
+                                                      "pg_rotate_logfile",
+                                                      "pg_file_write",
+                                                      "pg_file_rename",
+                                                      "pg_file_unlink",
+                                                      "pg_logical_emit_message",
+                                                      "dblink_exec",
+                                                      "dblink",
+                                                      "dblink_send_query",
+                                                      "dblink_open"};
   return *f;
 }
 
 const std::vector<std::string>& SqlFromStringFunctions() {
-  static const auto* f = new std::vector<std::string>{
-      "query_to_xml", "query_to_xml_and_xmlschema", "query_to_xmlschema", "ts_stat", "ts_rewrite",
-      "dblink", "dblink_exec", "dblink_open", "dblink_send_query", "dblink_build_sql_insert"};
+  static const auto* f =
+      new std::vector<std::string>{"query_to_xml",       "query_to_xml_and_xmlschema",
+                                   "query_to_xmlschema", "ts_stat",
+                                   "ts_rewrite",         "dblink",
+                                   "dblink_exec",        "dblink_open",
+                                   "dblink_send_query",  "dblink_build_sql_insert"};
   return *f;
 }
 
@@ -304,7 +347,8 @@ StatementInfo AnalyzeStatement(absl::string_view sql) {
   info.shape = sql::Analyze(sql);
   if (sql.size() > kMaxParseBytes) {
     info.overall = StatementClass::kUnknown;
-    info.parse_error = absl::StrCat("statement longer than ", kMaxParseBytes, " bytes is not parsed");
+    info.parse_error =
+        absl::StrCat("statement longer than ", kMaxParseBytes, " bytes is not parsed");
     info.statements.emplace_back();  // one unclassifiable statement
     return info;
   }
@@ -369,7 +413,8 @@ std::string OptionText(const json& elem) {
   auto arg = elem.find("arg");
   if (arg == elem.end()) return "";
   if (auto s = arg->find("String"); s != arg->end()) return s->value("sval", "");
-  if (auto b = arg->find("Boolean"); b != arg->end()) return b->value("boolval", false) ? "true" : "false";
+  if (auto b = arg->find("Boolean"); b != arg->end())
+    return b->value("boolval", false) ? "true" : "false";
   if (auto i = arg->find("Integer"); i != arg->end()) return std::to_string(i->value("ival", 0));
   return "?";
 }

@@ -34,10 +34,10 @@ struct Relation {
 // set_config(), and transaction characteristics (BEGIN READ WRITE, SET TRANSACTION ...,
 // SET SESSION CHARACTERISTICS ..., as transaction_read_only / default_transaction_read_only).
 struct SettingChange {
-  std::string name;          // lower-case; empty when it cannot be told (a computed name)
-  std::string value;         // as text, when known
-  bool reset = false;        // RESET / DEFAULT: back to the session's start value ("all": RESET ALL)
-  bool value_known = true;   // false when the value is computed at run time
+  std::string name;         // lower-case; empty when it cannot be told (a computed name)
+  std::string value;        // as text, when known
+  bool reset = false;       // RESET / DEFAULT: back to the session's start value ("all": RESET ALL)
+  bool value_known = true;  // false when the value is computed at run time
   bool operator==(const SettingChange&) const = default;
 };
 
@@ -48,8 +48,8 @@ struct StatementFacts {
   // ANALYZE included): drop_database, drop_table, truncate, delete_without_where,
   // update_without_where, alter_system, copy_program. (ddl, dcl and unknown come from `cls`.)
   std::vector<std::string> guarded;
-  std::vector<Relation> relations;     // every table it names
-  std::vector<std::string> functions;  // every function it calls, lower-case, without schema
+  std::vector<Relation> relations;      // every table it names
+  std::vector<std::string> functions;   // every function it calls, lower-case, without schema
   std::vector<SettingChange> settings;  // session settings it changes
   // Runs code the agent cannot see into (DO, CALL, functions that run SQL from a string): what.
   std::string runs_hidden_code;
@@ -57,7 +57,7 @@ struct StatementFacts {
 };
 
 struct StatementInfo {
-  sql::Shape shape;                       // normalized text and fingerprint (from the lexer)
+  sql::Shape shape;                        // normalized text and fingerprint (from the lexer)
   std::vector<StatementFacts> statements;  // one per statement, in order
   StatementClass overall = StatementClass::kEmpty;
   std::string parse_error;  // why it could not be classified, when overall is kUnknown

@@ -3,10 +3,9 @@
 // the statement analysis (see sql_analysis_internal.h).
 #include <cstdint>
 #include <cstdlib>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
@@ -59,7 +58,6 @@ struct Constant {
   std::string str;
 };
 
-
 // The integer written at byte `location` of the text being analyzed: an optional '-', blanks,
 // digits. nullopt when it is written otherwise (`-(4)`).
 std::optional<double> IntegerAt(int64_t location) {
@@ -73,7 +71,8 @@ std::optional<double> IntegerAt(int64_t location) {
   }
   size_t n = 0;
   while (n < rest.size() && n < 18 && absl::ascii_isdigit(rest[n])) ++n;
-  if (n == 0 || (n < rest.size() && (absl::ascii_isalnum(rest[n]) || rest[n] == '.'))) return std::nullopt;
+  if (n == 0 || (n < rest.size() && (absl::ascii_isalnum(rest[n]) || rest[n] == '.')))
+    return std::nullopt;
   double v = 0;
   for (size_t i = 0; i < n; ++i) v = v * 10 + (rest[i] - '0');
   return negative ? -v : v;
@@ -84,7 +83,8 @@ std::optional<Constant> ConstantOf(const json& node, bool* sensitive) {
   if (auto cast = node.find("TypeCast"); cast != node.end() && cast->is_object()) {
     std::string type;
     auto names = cast->value("/typeName/names"_json_pointer, json::array());
-    if (names.is_array() && !names.empty()) type = names.back().value("/String/sval"_json_pointer, std::string());
+    if (names.is_array() && !names.empty())
+      type = names.back().value("/String/sval"_json_pointer, std::string());
     auto inner = cast->find("arg");
     if (inner == cast->end()) return std::nullopt;
     auto v = ConstantOf(*inner, sensitive);
@@ -139,12 +139,12 @@ std::optional<Constant> ConstantOf(const json& node, bool* sensitive) {
 
 std::optional<bool> BoolText(absl::string_view text) {
   std::string l = absl::AsciiStrToLower(absl::StripAsciiWhitespace(text));
-  if (l == "t" || l == "tr" || l == "tru" || l == "true" || l == "y" || l == "ye" || l == "yes" || l == "on" ||
-      l == "1") {
+  if (l == "t" || l == "tr" || l == "tru" || l == "true" || l == "y" || l == "ye" || l == "yes" ||
+      l == "on" || l == "1") {
     return true;
   }
-  if (l == "f" || l == "fa" || l == "fal" || l == "fals" || l == "false" || l == "n" || l == "no" || l == "of" ||
-      l == "off" || l == "0") {
+  if (l == "f" || l == "fa" || l == "fal" || l == "fals" || l == "false" || l == "n" || l == "no" ||
+      l == "of" || l == "off" || l == "0") {
     return false;
   }
   return std::nullopt;
@@ -174,10 +174,12 @@ Constant Coerced(const Constant& c, const Constant& other) {
   return out;
 }
 
-std::optional<bool> Compare(const std::string& op, const Constant& given_l, const Constant& given_r) {
+std::optional<bool> Compare(const std::string& op, const Constant& given_l,
+                            const Constant& given_r) {
   Constant l = Coerced(given_l, given_r);
   Constant r = Coerced(given_r, given_l);
-  if (l.kind == Constant::kNull || r.kind == Constant::kNull) return std::nullopt;  // NULL: never true
+  if (l.kind == Constant::kNull || r.kind == Constant::kNull)
+    return std::nullopt;  // NULL: never true
   // Two constants, one of which cannot be read: it could be true (fail closed for guardrails).
   if (l.kind == Constant::kUnreadable || r.kind == Constant::kUnreadable) return true;
   int cmp = 0;
@@ -201,8 +203,8 @@ std::optional<bool> Compare(const std::string& op, const Constant& given_l, cons
 }
 
 bool HasColumnRef(const json& node) {
-  static const auto* kinds = new absl::flat_hash_set<absl::string_view>{"ColumnRef", "ParamRef", "SubLink",
-                                                                         "FuncCall"};
+  static const auto* kinds =
+      new absl::flat_hash_set<absl::string_view>{"ColumnRef", "ParamRef", "SubLink", "FuncCall"};
   return Contains(node, *kinds);
 }
 
@@ -213,7 +215,7 @@ std::optional<bool> Truth(const json& node, bool* sensitive, int depth = 0) {
   if (auto v = ConstantOf(node, sensitive)) {
     if (v->kind == Constant::kBool) return v->b;
     if (v->kind == Constant::kString) return BoolText(v->str);  // WHERE 't'
-    if (v->kind == Constant::kUnreadable) return true;  // fail closed, as Compare does
+    if (v->kind == Constant::kUnreadable) return true;          // fail closed, as Compare does
     return std::nullopt;
   }
   if (auto b = node.find("BoolExpr"); b != node.end() && b->is_object()) {
@@ -317,8 +319,10 @@ std::optional<std::string> ConstantText(const json& node, bool* sensitive) {
   auto v = ConstantOf(node, sensitive);
   if (!v) return std::nullopt;
   switch (v->kind) {
-    case Constant::kString: return v->str;
-    case Constant::kBool: return std::string(v->b ? "on" : "off");
+    case Constant::kString:
+      return v->str;
+    case Constant::kBool:
+      return std::string(v->b ? "on" : "off");
     case Constant::kNumber: {
       if (auto c = node.find("A_Const"); c != node.end()) {
         if (auto f = c->find("fval"); f != c->end()) return f->value("fval", "");
@@ -326,7 +330,8 @@ std::optional<std::string> ConstantText(const json& node, bool* sensitive) {
       return std::to_string(static_cast<int64_t>(v->number));
     }
     case Constant::kNull:
-    case Constant::kUnreadable: return std::nullopt;
+    case Constant::kUnreadable:
+      return std::nullopt;
   }
   return std::nullopt;
 }

@@ -3,10 +3,9 @@
 // (sql_analysis.cc) use of the evaluation of constant expressions (sql_analysis_constants.cc).
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/string_view.h"

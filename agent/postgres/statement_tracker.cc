@@ -22,7 +22,8 @@ int64_t RowsOf(absl::string_view tag) {
 }
 
 const std::shared_ptr<const std::string>& Empty() {
-  static const auto* empty = new std::shared_ptr<const std::string>(std::make_shared<const std::string>());
+  static const auto* empty =
+      new std::shared_ptr<const std::string>(std::make_shared<const std::string>());
   return *empty;
 }
 
@@ -73,7 +74,8 @@ void StatementTracker::OnMaskedRow(const std::vector<std::string>& rules) {
   StatementRecord& r = pending_.front();
   ++r.masked_rows;
   for (const auto& rule : rules) {
-    if (std::find(r.masked_by.begin(), r.masked_by.end(), rule) == r.masked_by.end()) r.masked_by.push_back(rule);
+    if (std::find(r.masked_by.begin(), r.masked_by.end(), rule) == r.masked_by.end())
+      r.masked_by.push_back(rule);
   }
 }
 
@@ -95,7 +97,8 @@ void StatementTracker::OnPortalSuspended(absl::Time now) {
   if (pending_.front().extended) Finish(now);
 }
 
-void StatementTracker::OnError(absl::string_view sqlstate, absl::string_view message, absl::Time now) {
+void StatementTracker::OnError(absl::string_view sqlstate, absl::string_view message,
+                               absl::Time now) {
   if (pending_.empty()) return;
   StatementRecord& r = pending_.front();
   r.sqlstate = std::string(sqlstate);
@@ -122,7 +125,8 @@ void StatementTracker::OnReadyForQuery(absl::Time now) {
 
 void StatementTracker::Abandon(absl::Time now) {
   while (!pending_.empty()) {
-    if (pending_.front().error.empty()) pending_.front().error = "the session ended before the statement completed";
+    if (pending_.front().error.empty())
+      pending_.front().error = "the session ended before the statement completed";
     Finish(now);
   }
 }

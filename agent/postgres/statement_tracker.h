@@ -28,12 +28,12 @@ struct StatementRecord {
   bool extended = false;
   absl::Time started;
   absl::Duration duration;
-  int64_t rows = 0;       // from the command tags ("SELECT 3", "INSERT 0 1")
-  int64_t row_bytes = 0;  // DataRow bytes returned
-  std::string tags;       // command tags, ';'-joined
-  std::string sqlstate;   // set on error
-  std::string error;      // error message, or "not executed ..." for skipped Executes
-  bool suspended = false; // the portal was suspended (row limit reached)
+  int64_t rows = 0;                    // from the command tags ("SELECT 3", "INSERT 0 1")
+  int64_t row_bytes = 0;               // DataRow bytes returned
+  std::string tags;                    // command tags, ';'-joined
+  std::string sqlstate;                // set on error
+  std::string error;                   // error message, or "not executed ..." for skipped Executes
+  bool suspended = false;              // the portal was suspended (row limit reached)
   std::vector<std::string> masked_by;  // MaskingRules that changed rows of its result
   int64_t masked_rows = 0;             // rows changed by masking
 };
@@ -66,7 +66,8 @@ class StatementTracker {
   size_t pending() const { return pending_.size(); }
   // The text of the request recorded last (OnQuery / OnExecute), "" when none is pending.
   absl::string_view newest_text() const {
-    return pending_.empty() || pending_.back().text == nullptr ? absl::string_view() : *pending_.back().text;
+    return pending_.empty() || pending_.back().text == nullptr ? absl::string_view()
+                                                               : *pending_.back().text;
   }
   // The text of the prepared statement `name`, or nullptr.
   const std::string* StatementText(absl::string_view name) const {
@@ -85,7 +86,7 @@ class StatementTracker {
   Sink sink_;
   Fifo<StatementRecord> pending_;
   absl::flat_hash_map<std::string, std::shared_ptr<const std::string>> statements_;  // name -> text
-  absl::flat_hash_map<std::string, std::shared_ptr<const std::string>> portals_;     // portal -> text
+  absl::flat_hash_map<std::string, std::shared_ptr<const std::string>> portals_;  // portal -> text
   bool failed_in_pipeline_ = false;
 };
 

@@ -105,9 +105,11 @@ asio::awaitable<absl::Status> Stream::Write(absl::string_view data) {
     data.remove_prefix(n);
   }
   if (is_tls_) {
-    std::tie(ec, std::ignore) = co_await asio::async_write(tls_, asio::buffer(data.data(), data.size()), kNoThrow);
+    std::tie(ec, std::ignore) =
+        co_await asio::async_write(tls_, asio::buffer(data.data(), data.size()), kNoThrow);
   } else {
-    std::tie(ec, std::ignore) = co_await asio::async_write(socket(), asio::buffer(data.data(), data.size()), kNoThrow);
+    std::tie(ec, std::ignore) =
+        co_await asio::async_write(socket(), asio::buffer(data.data(), data.size()), kNoThrow);
   }
   if (ec) co_return FromError(ec, "write");
   co_return absl::OkStatus();
@@ -117,7 +119,8 @@ asio::awaitable<absl::StatusOr<Message>> Stream::ReadMessage(bool startup, Direc
                                                              const DecodeLimits& limits) {
   while (true) {
     absl::string_view data = buffer_.data();
-    DecodeResult r = startup ? DecodeStartupFrame(data, limits) : DecodeFrame(data, direction, limits);
+    DecodeResult r =
+        startup ? DecodeStartupFrame(data, limits) : DecodeFrame(data, direction, limits);
     if (r.status == DecodeStatus::kError) co_return absl::InvalidArgumentError(r.error);
     if (r.status == DecodeStatus::kMessage) {
       Message m{r.message.type, std::string(r.message.payload)};
@@ -131,7 +134,8 @@ asio::awaitable<absl::StatusOr<Message>> Stream::ReadMessage(bool startup, Direc
 
 asio::awaitable<absl::StatusOr<char>> Stream::PeekByte() {
   char c = 0;
-  auto [ec, n] = co_await socket().async_receive(asio::buffer(&c, 1), asio::socket_base::message_peek, kNoThrow);
+  auto [ec, n] = co_await socket().async_receive(asio::buffer(&c, 1),
+                                                 asio::socket_base::message_peek, kNoThrow);
   if (ec) co_return FromError(ec, "read");
   if (n == 0) co_return absl::UnavailableError("read: connection closed");
   co_return c;

@@ -6,7 +6,6 @@
 #include <asio.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/ssl.hpp>
-
 #include <memory>
 #include <string>
 

@@ -14,13 +14,13 @@ using wire::postgres::DecodeLimits;
 using wire::postgres::Direction;
 using wire::postgres::ErrorOrNotice;
 using wire::postgres::Frame;
+using wire::postgres::kProtocol30;
+using wire::postgres::kSslRequestCode;
 using wire::postgres::ParameterStatus;
 using wire::postgres::PasswordMessage;
 using wire::postgres::ReadyForQuery;
 using wire::postgres::StartupMessage;
 using wire::postgres::WireWriter;
-using wire::postgres::kProtocol30;
-using wire::postgres::kSslRequestCode;
 
 namespace {
 
@@ -45,25 +45,28 @@ UpstreamTarget TargetOf(const v1::Connection& connection) {
   t.host = connection.upstream().host();
   t.port = static_cast<uint16_t>(connection.upstream().port());
   t.tls = connection.upstream().tls() == v1::UPSTREAM_TLS_UNSPECIFIED ? v1::UPSTREAM_TLS_REQUIRE
-                                                                     : connection.upstream().tls();
+                                                                      : connection.upstream().tls();
   t.ca_file = connection.upstream().ca_file();
   return t;
 }
 
-asio::awaitable<absl::StatusOr<std::pair<std::unique_ptr<Stream>, std::unique_ptr<asio::ssl::context>>>>
+asio::awaitable<
+    absl::StatusOr<std::pair<std::unique_ptr<Stream>, std::unique_ptr<asio::ssl::context>>>>
 OpenUpstream(asio::any_io_executor executor, const UpstreamTarget& target) {
   asio::ip::tcp::resolver resolver(executor);
   std::string service = std::to_string(target.port);
   auto [rec, endpoints] = co_await resolver.async_resolve(target.host, service, kNoThrow);
-  if (rec) co_return absl::UnavailableError(absl::StrCat("cannot resolve ", target.host, ": ", rec.message()));
+  if (rec)
+    co_return absl::UnavailableError(
+        absl::StrCat("cannot resolve ", target.host, ": ", rec.message()));
   auto ctx = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
   ctx->set_options(asio::ssl::context::no_sslv2 | asio::ssl::context::no_sslv3 |
                    asio::ssl::context::no_tlsv1 | asio::ssl::context::no_tlsv1_1);
   asio::ip::tcp::socket socket(executor);
   auto [cec, ep] = co_await asio::async_connect(socket, endpoints, kNoThrow);
   if (cec) {
-    co_return absl::UnavailableError(absl::StrCat("cannot connect to ", target.host, ":", target.port,
-                                                  ": ", cec.message()));
+    co_return absl::UnavailableError(
+        absl::StrCat("cannot connect to ", target.host, ":", target.port, ": ", cec.message()));
   }
   socket.set_option(asio::ip::tcp::no_delay(true));
   auto stream = std::make_unique<Stream>(std::move(socket), *ctx);
@@ -75,7 +78,9 @@ OpenUpstream(asio::any_io_executor executor, const UpstreamTarget& target) {
       } else {
         ctx->load_verify_file(target.ca_file, ec);
       }
-      if (ec) co_return absl::FailedPreconditionError(absl::StrCat("cannot load CA ", target.ca_file, ": ", ec.message()));
+      if (ec)
+        co_return absl::FailedPreconditionError(
+            absl::StrCat("cannot load CA ", target.ca_file, ": ", ec.message()));
       stream->tls_stream().set_verify_mode(asio::ssl::verify_peer);
       stream->tls_stream().set_verify_callback(asio::ssl::host_name_verification(target.host));
     } else {
@@ -139,28 +144,34 @@ asio::awaitable<absl::StatusOr<UpstreamSession>> ConnectUpstream(asio::any_io_ex
             reply = PasswordMessage{login.password}.Encode();
             break;
           case Authentication::kMd5Password:
-            if (auth->data.size() != 4) co_return absl::InvalidArgumentError("malformed MD5 salt from the database");
-            reply = PasswordMessage{Md5PasswordResponse(login.user, login.password, auth->data)}.Encode();
+            if (auth->data.size() != 4)
+              co_return absl::InvalidArgumentError("malformed MD5 salt from the database");
+            reply = PasswordMessage{Md5PasswordResponse(login.user, login.password, auth->data)}
+                        .Encode();
             break;
           case Authentication::kSasl: {
             bool offered = false;
             for (absl::string_view mech : absl::StrSplit(auth->data, '\0')) {
               if (mech == ScramSha256Client::kMechanism) offered = true;
             }
-            if (!offered) co_return absl::FailedPreconditionError("the database offers no SASL mechanism the agent supports (SCRAM-SHA-256)");
+            if (!offered)
+              co_return absl::FailedPreconditionError(
+                  "the database offers no SASL mechanism the agent supports (SCRAM-SHA-256)");
             scram.emplace("", login.password);
             reply = SaslMessage(ScramSha256Client::kMechanism, scram->ClientFirst());
             break;
           }
           case Authentication::kSaslContinue: {
-            if (!scram) co_return absl::InvalidArgumentError("unexpected SASL continue from the database");
+            if (!scram)
+              co_return absl::InvalidArgumentError("unexpected SASL continue from the database");
             auto final_msg = scram->ClientFinal(auth->data);
             if (!final_msg.ok()) co_return final_msg.status();
             reply = Frame('p', *final_msg);
             break;
           }
           case Authentication::kSaslFinal: {
-            if (!scram) co_return absl::InvalidArgumentError("unexpected SASL final from the database");
+            if (!scram)
+              co_return absl::InvalidArgumentError("unexpected SASL final from the database");
             absl::Status v = scram->VerifyServerFinal(auth->data);
             if (!v.ok()) co_return v;
             break;
@@ -177,7 +188,8 @@ asio::awaitable<absl::StatusOr<UpstreamSession>> ConnectUpstream(asio::any_io_ex
         break;
       }
       case 'E':
-        co_return absl::PermissionDeniedError(absl::StrCat("the database refused the login: ", UpstreamError(*m)));
+        co_return absl::PermissionDeniedError(
+            absl::StrCat("the database refused the login: ", UpstreamError(*m)));
       case 'S': {
         auto ps = ParameterStatus::Decode(m->payload);
         if (!ps.ok()) co_return ps.status();
@@ -202,8 +214,8 @@ asio::awaitable<absl::StatusOr<UpstreamSession>> ConnectUpstream(asio::any_io_ex
         co_return session;
       }
       default:
-        co_return absl::InvalidArgumentError(absl::StrCat("unexpected message '", std::string(1, m->type),
-                                                          "' from the database during login"));
+        co_return absl::InvalidArgumentError(absl::StrCat(
+            "unexpected message '", std::string(1, m->type), "' from the database during login"));
     }
   }
 }

@@ -44,7 +44,8 @@ struct UpstreamSession {
 UpstreamTarget TargetOf(const v1::Connection& connection);
 
 // Opens a TCP connection to the target and negotiates TLS per its mode.
-asio::awaitable<absl::StatusOr<std::pair<std::unique_ptr<Stream>, std::unique_ptr<asio::ssl::context>>>>
+asio::awaitable<
+    absl::StatusOr<std::pair<std::unique_ptr<Stream>, std::unique_ptr<asio::ssl::context>>>>
 OpenUpstream(asio::any_io_executor executor, const UpstreamTarget& target);
 
 // Opens, logs in, and reads up to the first ReadyForQuery. Errors are fit to show the caller:

@@ -66,8 +66,8 @@ absl::StatusOr<std::string> ScramSha256Client::ClientFinal(absl::string_view ser
     return absl::PermissionDeniedError("upstream SCRAM nonce does not extend the client nonce");
   }
   if (iterations < 1 || iterations > kMaxIterations) {
-    return absl::InvalidArgumentError(absl::StrCat("upstream SCRAM iteration count ", iterations,
-                                                   " is out of range"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("upstream SCRAM iteration count ", iterations, " is out of range"));
   }
   salted_password_.assign(32, '\0');
   if (PKCS5_PBKDF2_HMAC(password_.data(), static_cast<int>(password_.size()),
@@ -79,11 +79,12 @@ absl::StatusOr<std::string> ScramSha256Client::ClientFinal(absl::string_view ser
   std::string client_key = Hmac(salted_password_, "Client Key");
   std::string stored_key = Sha256(client_key);
   std::string final_without_proof = absl::StrCat("c=biws,r=", *nonce);
-  auth_message_ = absl::StrCat("n=", user_, ",r=", client_nonce_, ",", server_first, ",",
-                               final_without_proof);
+  auth_message_ =
+      absl::StrCat("n=", user_, ",r=", client_nonce_, ",", server_first, ",", final_without_proof);
   std::string signature = Hmac(stored_key, auth_message_);
   std::string proof(client_key.size(), '\0');
-  for (size_t i = 0; i < proof.size(); ++i) proof[i] = static_cast<char>(client_key[i] ^ signature[i]);
+  for (size_t i = 0; i < proof.size(); ++i)
+    proof[i] = static_cast<char>(client_key[i] ^ signature[i]);
   return absl::StrCat(final_without_proof, ",p=", absl::Base64Escape(proof));
 }
 

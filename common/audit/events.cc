@@ -1,11 +1,11 @@
 #include "common/audit/events.h"
 
-#include <nlohmann/json.hpp>
 #include <string.h>
 
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <nlohmann/json.hpp>
 #include <utility>
 
 #include "absl/strings/escaping.h"
@@ -217,7 +217,8 @@ void SessionStartEvent::WriteJson(std::string* out) const {
   if (!tls_version.empty()) w.Str("tls_version", tls_version).Str("tls_cipher", tls_cipher);
   if (upstream_tls.has_value()) w.Bool("upstream_tls", *upstream_tls);
   if (!upstream_tls_version.empty()) {
-    w.Str("upstream_tls_version", upstream_tls_version).Str("upstream_tls_cipher", upstream_tls_cipher);
+    w.Str("upstream_tls_version", upstream_tls_version)
+        .Str("upstream_tls_cipher", upstream_tls_cipher);
   }
   w.Str("token_alg", token_alg).Int("token_expires_unix", token_expires_unix);
   if (token_issued_unix != 0) w.Int("token_issued_unix", token_issued_unix);
@@ -254,7 +255,8 @@ void SessionRefusedEvent::WriteJson(std::string* out) const {
   if (!sqlstate.empty()) w.Str("sqlstate", sqlstate);
   // Older control planes told a session limit from a full spool (both 53300) by this field.
   if (refusal_kind == RefusalKind::kSessionLimit) w.Str("refusal", RefusalKindName(refusal_kind));
-  w.Str("refusal_kind", RefusalKindName(refusal_kind == RefusalKind::kNone ? RefusalKind::kOther : refusal_kind));
+  w.Str("refusal_kind",
+        RefusalKindName(refusal_kind == RefusalKind::kNone ? RefusalKind::kOther : refusal_kind));
   if (!detail.empty()) w.Str("detail", detail);
   if (!protocol.empty()) w.Str("connection_protocol", protocol);
   w.Close();
@@ -271,7 +273,8 @@ SessionRefusedEvent SessionRefusedEvent::Read(absl::string_view json) {
   if (auto kind = GivenKind(j)) {
     e.refusal_kind = *kind;
   } else {
-    legacy::SessionRefusal old = legacy::DecodeSessionRefusal(Str(j, "refusal"), e.sqlstate, e.reason);
+    legacy::SessionRefusal old =
+        legacy::DecodeSessionRefusal(Str(j, "refusal"), e.sqlstate, e.reason);
     e.refusal_kind = old.kind;
     if (e.detail.empty()) e.detail = std::move(old.detail);
   }
@@ -297,8 +300,8 @@ SessionEndEvent SessionEndEvent::Read(absl::string_view json) {
   SessionEndEvent e;
   e.reason = Str(j, "reason");
   if (Find(j, "duration_ms") != nullptr) {
-    e.totals = SessionTotals{Micros(j, "duration_ms"), Int(j, "statements"), Int(j, "bytes_from_client"),
-                             Int(j, "bytes_from_server")};
+    e.totals = SessionTotals{Micros(j, "duration_ms"), Int(j, "statements"),
+                             Int(j, "bytes_from_client"), Int(j, "bytes_from_server")};
   }
   return e;
 }
@@ -444,11 +447,12 @@ absl::StatusOr<CheckpointEvent> CheckpointEvent::Read(absl::string_view json) {
   const Json* sequence = Find(j, "sequence");
   const Json* hash = Find(j, "hash");
   const Json* signature = Find(j, "signature");
-  if (sequence == nullptr || !sequence->is_number_unsigned() || hash == nullptr || !hash->is_string() ||
-      signature == nullptr || !signature->is_string()) {
+  if (sequence == nullptr || !sequence->is_number_unsigned() || hash == nullptr ||
+      !hash->is_string() || signature == nullptr || !signature->is_string()) {
     return absl::InvalidArgumentError("a checkpoint needs a sequence, a hash and a signature");
   }
-  return CheckpointEvent{sequence->get<uint64_t>(), absl::HexStringToBytes(hash->get<std::string>()),
+  return CheckpointEvent{sequence->get<uint64_t>(),
+                         absl::HexStringToBytes(hash->get<std::string>()),
                          absl::HexStringToBytes(signature->get<std::string>())};
 }
 
@@ -518,7 +522,8 @@ bool Mentions(absl::string_view json, absl::string_view key) {
 bool StatementEvent::HasDecision(absl::string_view json) { return Mentions(json, "\"decision\""); }
 
 bool IsPlainStatementBody(absl::string_view json) {
-  return !Mentions(json, "\"decision\"") && !Mentions(json, "\"masked_by\"") && !Mentions(json, "\"ddl\"");
+  return !Mentions(json, "\"decision\"") && !Mentions(json, "\"masked_by\"") &&
+         !Mentions(json, "\"ddl\"");
 }
 
 }  // namespace sluice::audit

@@ -183,7 +183,7 @@ struct SessionTotals {
 
 struct SessionEndEvent {
   static constexpr absl::string_view kType = "session_end";
-  std::string reason;  // "closed", or why it ended
+  std::string reason;                   // "closed", or why it ended
   std::optional<SessionTotals> totals;  // absent for a session the agent was killed in
 
   bool failed() const { return false; }
@@ -240,7 +240,7 @@ struct StatementEvent {
   // Refused at the agent.
   std::string decision;
   RefusalKind refusal_kind = RefusalKind::kNone;
-  std::string reason;  // what the client was told
+  std::string reason;      // what the client was told
   GuardrailHit guardrail;  // blocked or denied by a guardrail
   // Unknown outcome.
   std::string outcome;
@@ -280,9 +280,9 @@ struct ApprovalEvent {
   static constexpr char kUnavailable[] = "unavailable";
   static constexpr char kCancelled[] = "cancelled";
   StatementText text;
-  std::string decision;  // one of the four above
+  std::string decision;                           // one of the four above
   RefusalKind refusal_kind = RefusalKind::kNone;  // when not approved
-  int64_t approval_id = 0;  // 0: the request was never registered
+  int64_t approval_id = 0;                        // 0: the request was never registered
   std::string guardrail;
   std::string match;
   std::string approval_policy;

@@ -14,7 +14,8 @@ SessionRefusal DecodeSessionRefusal(absl::string_view refusal, absl::string_view
   } else if (sqlstate == "28P01") {
     out.kind = RefusalKind::kTokenRejected;
     constexpr absl::string_view kPrefix = "Sluice: token rejected: ";
-    out.detail = std::string(absl::StartsWith(reason, kPrefix) ? reason.substr(kPrefix.size()) : reason);
+    out.detail =
+        std::string(absl::StartsWith(reason, kPrefix) ? reason.substr(kPrefix.size()) : reason);
   } else if (absl::StrContains(reason, "no access rule")) {
     out.kind = RefusalKind::kNoAccessRule;
   } else if (absl::StrContains(reason, "requires TLS")) {
@@ -46,12 +47,14 @@ RefusalKind DecodeStatementRefusal(absl::string_view decision, absl::string_view
   if (decision != "refused") return RefusalKind::kOther;
   if (sqlstate == "25006") return RefusalKind::kReadOnly;  // a write, or lifting read-only
   if (sqlstate == "42883") return RefusalKind::kUnknownFunction;
-  if (sqlstate == "58000") return RefusalKind::kUpstreamUnavailable;  // the function's lookup failed
+  if (sqlstate == "58000")
+    return RefusalKind::kUpstreamUnavailable;  // the function's lookup failed
   if (sqlstate == "42501") {
     // "... where results are masked: ...", "results are masked here, and ...", "results are
     // masked on this connection, and a FunctionCall's result cannot be masked ..."
     if (absl::StrContains(reason, "results are masked")) return RefusalKind::kUnmaskable;
-    if (absl::StrContains(reason, "is not accepted (the agent cannot see")) return RefusalKind::kNotSupported;
+    if (absl::StrContains(reason, "is not accepted (the agent cannot see"))
+      return RefusalKind::kNotSupported;
     return RefusalKind::kUnsafeSetting;  // the other refusals with 42501: pinned settings
   }
   return RefusalKind::kOther;

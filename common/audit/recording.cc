@@ -19,7 +19,8 @@ size_t EncodeVarint(uint64_t v, char* p) {
 
 // Every relayed message is recorded: the head is built on the stack and appended at once (byte
 // by byte push_back was a measurable part of the agent's time per statement).
-void AppendRecordedMessage(std::string* out, char kind, uint64_t offset_us, char type, absl::string_view payload) {
+void AppendRecordedMessage(std::string* out, char kind, uint64_t offset_us, char type,
+                           absl::string_view payload) {
   char head[2 + 2 * 10];
   size_t n = 0;
   head[n++] = kind;
@@ -30,7 +31,8 @@ void AppendRecordedMessage(std::string* out, char kind, uint64_t offset_us, char
   out->append(payload.data(), payload.size());
 }
 
-void AppendRecordedOmission(std::string* out, uint64_t offset_us, uint64_t messages, uint64_t bytes) {
+void AppendRecordedOmission(std::string* out, uint64_t offset_us, uint64_t messages,
+                            uint64_t bytes) {
   char head[1 + 3 * 10];
   size_t n = 0;
   head[n++] = kRecordedOmitted;
@@ -76,7 +78,8 @@ bool RecordingReader::Next(RecordedEntry* e) {
       if (!Varint(&e->messages) || !Varint(&e->bytes)) return bad("truncated omission counts");
       return true;
     default:
-      return bad(absl::StrCat("unknown entry kind ", static_cast<int>(static_cast<uint8_t>(e->kind))));
+      return bad(
+          absl::StrCat("unknown entry kind ", static_cast<int>(static_cast<uint8_t>(e->kind))));
   }
 }
 

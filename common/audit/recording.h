@@ -26,16 +26,18 @@ inline constexpr char kRecordedFromClient = 'C';
 inline constexpr char kRecordedToClient = 'S';
 inline constexpr char kRecordedOmitted = 'O';
 
-void AppendRecordedMessage(std::string* out, char kind, uint64_t offset_us, char type, absl::string_view payload);
-void AppendRecordedOmission(std::string* out, uint64_t offset_us, uint64_t messages, uint64_t bytes);
+void AppendRecordedMessage(std::string* out, char kind, uint64_t offset_us, char type,
+                           absl::string_view payload);
+void AppendRecordedOmission(std::string* out, uint64_t offset_us, uint64_t messages,
+                            uint64_t bytes);
 
 struct RecordedEntry {
   char kind = 0;
   uint64_t offset_us = 0;
-  char type = 0;                // 'C'/'S'
-  absl::string_view payload;    // 'C'/'S'
-  uint64_t messages = 0;        // 'O'
-  uint64_t bytes = 0;           // 'O'
+  char type = 0;              // 'C'/'S'
+  absl::string_view payload;  // 'C'/'S'
+  uint64_t messages = 0;      // 'O'
+  uint64_t bytes = 0;         // 'O'
 };
 
 // Reads the entries of a slice (or of slices concatenated).

@@ -32,7 +32,8 @@ uint32_t Crc32(absl::string_view data) {
   return crc32_gzip_refl(0, reinterpret_cast<const unsigned char*>(data.data()), data.size());
 }
 
-absl::StatusOr<absl::string_view> StripRecording(absl::string_view payload, absl::string_view recording) {
+absl::StatusOr<absl::string_view> StripRecording(absl::string_view payload,
+                                                 absl::string_view recording) {
   std::string head = RecordingFieldHead(recording.size());
   const size_t field = head.size() + recording.size();
   if (payload.size() < field || payload.substr(payload.size() - recording.size()) != recording ||
@@ -56,7 +57,8 @@ void SealRecord(std::string* out, size_t offset) {
   char* header = out->data() + offset;
   size_t size = out->size() - offset - kRecordHeaderBytes;
   absl::little_endian::Store32(header, static_cast<uint32_t>(size));
-  absl::little_endian::Store32(header + 4, Crc32(absl::string_view(header + kRecordHeaderBytes, size)));
+  absl::little_endian::Store32(header + 4,
+                               Crc32(absl::string_view(header + kRecordHeaderBytes, size)));
 }
 
 void AppendRecord(std::string* out, absl::string_view payload) {
@@ -84,12 +86,14 @@ absl::StatusOr<size_t> PrevHashOffset(absl::string_view payload) {
     if (WireFormatLite::GetTagFieldNumber(tag) == kPrevHashField &&
         WireFormatLite::GetTagWireType(tag) == WireFormatLite::WIRETYPE_LENGTH_DELIMITED) {
       uint32_t length = 0;
-      if (!in.ReadVarint32(&length) || length != 32) return absl::InvalidArgumentError("a prev_hash that is not 32 bytes");
+      if (!in.ReadVarint32(&length) || length != 32)
+        return absl::InvalidArgumentError("a prev_hash that is not 32 bytes");
       found = static_cast<size_t>(in.CurrentPosition());
       if (!in.Skip(32)) return absl::InvalidArgumentError("a short prev_hash");
       continue;
     }
-    if (!WireFormatLite::SkipField(&in, tag)) return absl::InvalidArgumentError("an unreadable field");
+    if (!WireFormatLite::SkipField(&in, tag))
+      return absl::InvalidArgumentError("an unreadable field");
   }
   return found;
 }
@@ -103,10 +107,13 @@ absl::Status ChainRecords(std::string* records, std::string* head) {
     ASSIGN_OR_RETURN(absl::string_view record, reader.Next());
     char* payload = records->data() + pos + kRecordHeaderBytes;  // `record`, writable
     auto at = PrevHashOffset(record);
-    if (!at.ok()) return absl::InvalidArgumentError(absl::StrCat("audit record at offset ", pos, ": ", at.status().message()));
+    if (!at.ok())
+      return absl::InvalidArgumentError(
+          absl::StrCat("audit record at offset ", pos, ": ", at.status().message()));
     if (*at != std::string::npos) {
       if (head->size() != 32) {
-        return absl::InvalidArgumentError(absl::StrCat("audit record at offset ", pos, ": a prev_hash with no chain head before it"));
+        return absl::InvalidArgumentError(absl::StrCat(
+            "audit record at offset ", pos, ": a prev_hash with no chain head before it"));
       }
       std::memcpy(payload + *at, head->data(), 32);
       absl::little_endian::Store32(records->data() + pos + 4, Crc32(record));
@@ -129,8 +136,8 @@ absl::string_view RecordPayload(absl::string_view records, size_t offset) {
 absl::StatusOr<absl::string_view> RecordReader::Next() {
   size_t left = data_.size() - pos_;
   if (left < kRecordHeaderBytes) {
-    return absl::DataLossError(absl::StrCat("audit record at offset ", pos_, ": truncated header (",
-                                            left, " bytes)"));
+    return absl::DataLossError(
+        absl::StrCat("audit record at offset ", pos_, ": truncated header (", left, " bytes)"));
   }
   const char* header = data_.data() + pos_;
   uint32_t size = absl::little_endian::Load32(header);
@@ -140,19 +147,21 @@ absl::StatusOr<absl::string_view> RecordReader::Next() {
                                             " is over the limit of ", kMaxRecordBytes));
   }
   if (left - kRecordHeaderBytes < size) {
-    return absl::DataLossError(absl::StrCat("audit record at offset ", pos_, ": truncated payload (",
-                                            left - kRecordHeaderBytes, " of ", size, " bytes)"));
+    return absl::DataLossError(absl::StrCat("audit record at offset ", pos_,
+                                            ": truncated payload (", left - kRecordHeaderBytes,
+                                            " of ", size, " bytes)"));
   }
   absl::string_view payload(header + kRecordHeaderBytes, size);
   if (Crc32(payload) != crc) {
-    return absl::DataLossError(absl::StrCat("audit record at offset ", pos_, ": checksum mismatch"));
+    return absl::DataLossError(
+        absl::StrCat("audit record at offset ", pos_, ": checksum mismatch"));
   }
   pos_ += kRecordHeaderBytes + size;
   return payload;
 }
 
-absl::Status DecodeEventsInto(absl::string_view records, size_t max_events, std::vector<v1::AuditEvent>* out,
-                              std::vector<size_t>* offsets) {
+absl::Status DecodeEventsInto(absl::string_view records, size_t max_events,
+                              std::vector<v1::AuditEvent>* out, std::vector<size_t>* offsets) {
   if (offsets != nullptr) offsets->clear();
   size_t n = 0;  // events decoded; out's elements from n on are left over from its last use
   RecordReader reader(records);
@@ -161,18 +170,20 @@ absl::Status DecodeEventsInto(absl::string_view records, size_t max_events, std:
     auto payload = reader.Next();
     if (!payload.ok()) return payload.status();
     if (n == max_events) {
-      return absl::InvalidArgumentError(absl::StrCat("audit batch holds more than ", max_events, " events"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("audit batch holds more than ", max_events, " events"));
     }
     if (offsets != nullptr) offsets->push_back(at);
     v1::AuditEvent& e = n < out->size() ? (*out)[n] : out->emplace_back();
     ++n;
     // Parsing clears the event first; its strings keep their capacity.
     if (!e.ParseFromArray(payload->data(), static_cast<int>(payload->size()))) {
-      return absl::DataLossError(absl::StrCat("audit record at offset ", at, ": not an AuditEvent"));
+      return absl::DataLossError(
+          absl::StrCat("audit record at offset ", at, ": not an AuditEvent"));
     }
     if (e.type().empty() || e.type().size() > 64 || e.session_id().size() > 128) {
-      return absl::InvalidArgumentError(absl::StrCat("audit record at offset ", at,
-                                                     ": type or session id missing or too long"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("audit record at offset ", at, ": type or session id missing or too long"));
     }
     if (n > 1 && e.sequence() <= (*out)[n - 2].sequence()) {
       return absl::InvalidArgumentError(absl::StrCat("audit record at offset ", at, ": sequence ",
@@ -184,7 +195,8 @@ absl::Status DecodeEventsInto(absl::string_view records, size_t max_events, std:
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<v1::AuditEvent>> DecodeEvents(absl::string_view records, size_t max_events,
+absl::StatusOr<std::vector<v1::AuditEvent>> DecodeEvents(absl::string_view records,
+                                                         size_t max_events,
                                                          std::vector<size_t>* offsets) {
   std::vector<v1::AuditEvent> out;
   absl::Status st = DecodeEventsInto(records, max_events, &out, offsets);

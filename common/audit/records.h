@@ -56,7 +56,8 @@ std::string CheckpointMessage(uint64_t sequence, absl::string_view hash);
 // plane puts the recording back (JoinRecording) to check it.
 // The stored form of `payload` (an event whose recording is `recording`, non-empty): the payload
 // without the recording field. InvalidArgument when the payload does not end with that field.
-absl::StatusOr<absl::string_view> StripRecording(absl::string_view payload, absl::string_view recording);
+absl::StatusOr<absl::string_view> StripRecording(absl::string_view payload,
+                                                 absl::string_view recording);
 // The whole payload again: `stripped` followed by the recording field holding `recording`.
 std::string JoinRecording(absl::string_view stripped, absl::string_view recording);
 // A 32-bit CRC (zlib's polynomial), as records use.
@@ -84,12 +85,14 @@ class RecordReader {
 // valid AuditEvent with its fields within bounds, sequences strictly increasing, at most
 // `max_events`. The first problem is the error; nothing is returned partially. When `offsets` is
 // given it receives where each event's record starts in `records`.
-absl::StatusOr<std::vector<v1::AuditEvent>> DecodeEvents(absl::string_view records, size_t max_events,
+absl::StatusOr<std::vector<v1::AuditEvent>> DecodeEvents(absl::string_view records,
+                                                         size_t max_events,
                                                          std::vector<size_t>* offsets = nullptr);
 // The same, into `out`, whose elements are reused (parsing keeps their strings' capacity): the
 // control plane decodes batch after batch into recycled vectors and then allocates little (16%
 // more events/s in bench/audit_pipeline's ingest). On an error `out` holds unspecified events.
-absl::Status DecodeEventsInto(absl::string_view records, size_t max_events, std::vector<v1::AuditEvent>* out,
+absl::Status DecodeEventsInto(absl::string_view records, size_t max_events,
+                              std::vector<v1::AuditEvent>* out,
                               std::vector<size_t>* offsets = nullptr);
 
 }  // namespace sluice::audit

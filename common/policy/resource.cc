@@ -11,10 +11,10 @@ using v1::Resource;
 
 const std::vector<KindInfo>& AllKinds() {
   static const auto* kinds = new std::vector<KindInfo>{
-      {"Connection", Resource::kConnection},     {"Issuer", Resource::kIssuer},
-      {"AccessRule", Resource::kAccessRule},     {"Guardrail", Resource::kGuardrail},
-      {"MaskingRule", Resource::kMaskingRule},   {"ApprovalPolicy", Resource::kApprovalPolicy},
-      {"Webhook", Resource::kWebhook},           {"RetentionPolicy", Resource::kRetentionPolicy},
+      {"Connection", Resource::kConnection},   {"Issuer", Resource::kIssuer},
+      {"AccessRule", Resource::kAccessRule},   {"Guardrail", Resource::kGuardrail},
+      {"MaskingRule", Resource::kMaskingRule}, {"ApprovalPolicy", Resource::kApprovalPolicy},
+      {"Webhook", Resource::kWebhook},         {"RetentionPolicy", Resource::kRetentionPolicy},
   };
   return *kinds;
 }
@@ -27,8 +27,8 @@ absl::StatusOr<std::string> CanonicalKind(absl::string_view text) {
     if (key == lower || key == lower + "s") return std::string(k.kind);
     names.emplace_back(k.kind);
   }
-  return absl::InvalidArgumentError(absl::StrCat("unknown kind '", text,
-                                                 "'; kinds are: ", absl::StrJoin(names, ", ")));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown kind '", text, "'; kinds are: ", absl::StrJoin(names, ", ")));
 }
 
 const google::protobuf::Message* Spec(const Resource& resource) {

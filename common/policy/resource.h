@@ -2,10 +2,10 @@
 #pragma once
 
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "sluice/v1/policy.pb.h"
 
 namespace sluice::policy {

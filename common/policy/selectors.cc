@@ -26,9 +26,8 @@ bool SelectsConnection(const v1::ConnectionSelector& selector, const v1::Connect
 
 bool SelectsCaller(const v1::SubjectSelector& selector, const std::string& issuer_name,
                    const std::string& subject, const std::vector<std::string>& groups) {
-  if (!selector.issuers().empty() &&
-      std::find(selector.issuers().begin(), selector.issuers().end(), issuer_name) ==
-          selector.issuers().end()) {
+  if (!selector.issuers().empty() && std::find(selector.issuers().begin(), selector.issuers().end(),
+                                               issuer_name) == selector.issuers().end()) {
     return false;
   }
   if (std::find(selector.subjects().begin(), selector.subjects().end(), subject) !=
@@ -36,7 +35,8 @@ bool SelectsCaller(const v1::SubjectSelector& selector, const std::string& issue
     return true;
   }
   for (const auto& g : groups) {
-    if (std::find(selector.groups().begin(), selector.groups().end(), g) != selector.groups().end()) {
+    if (std::find(selector.groups().begin(), selector.groups().end(), g) !=
+        selector.groups().end()) {
       return true;
     }
   }

@@ -22,7 +22,6 @@ constexpr uint32_t kMaxApprovals = 100;
 constexpr int64_t kMaxApprovalTimeoutSeconds = 24 * 3600;
 constexpr int64_t kMaxRetentionSeconds = int64_t{36500} * 24 * 3600;
 
-
 class Checker {
  public:
   void Fail(std::string field, std::string message) {
@@ -76,7 +75,8 @@ class Checker {
 
 void CheckConnection(const v1::Connection& c, Checker& ck) {
   ck.Name(c.name());
-  if (c.protocol() == v1::PROTOCOL_UNSPECIFIED) ck.Fail("protocol", "required: postgres, mysql or http");
+  if (c.protocol() == v1::PROTOCOL_UNSPECIFIED)
+    ck.Fail("protocol", "required: postgres, mysql or http");
   if (!c.has_upstream()) {
     ck.Fail("upstream", "required: {host, port}");
   } else {
@@ -84,7 +84,8 @@ void CheckConnection(const v1::Connection& c, Checker& ck) {
     ck.Required("upstream.host", u.host());
     if (u.host().size() > 253) ck.Fail("upstream.host", "at most 253 characters");
     if (u.port() == 0) ck.Fail("upstream.port", "required: 1-65535");
-    if (u.port() > 65535) ck.Fail("upstream.port", absl::StrCat(u.port(), " is not a TCP port (1-65535)"));
+    if (u.port() > 65535)
+      ck.Fail("upstream.port", absl::StrCat(u.port(), " is not a TCP port (1-65535)"));
   }
   if (!c.has_credentials()) {
     ck.Fail("credentials", "required: {username, password or password_from}");
@@ -96,7 +97,8 @@ void CheckConnection(const v1::Connection& c, Checker& ck) {
     if (inline_pw == ref_pw) {
       ck.Fail("credentials", "set exactly one of password and password_from");
     }
-    if (ref_pw && !(absl::StartsWith(cr.password_from(), "env:") && cr.password_from().size() > 4) &&
+    if (ref_pw &&
+        !(absl::StartsWith(cr.password_from(), "env:") && cr.password_from().size() > 4) &&
         !(absl::StartsWith(cr.password_from(), "file:/") && cr.password_from().size() > 6)) {
       ck.Fail("credentials.password_from", "must be env:NAME or file:/absolute/path");
     }
@@ -138,7 +140,8 @@ void CheckIssuer(const v1::Issuer& i, Checker& ck) {
   } else if (url) {
     ck.HttpUrl("jwks.url", i.jwks().url());
   } else {
-    nlohmann::json j = nlohmann::json::parse(i.jwks().inline_(), nullptr, /*allow_exceptions=*/false);
+    nlohmann::json j =
+        nlohmann::json::parse(i.jwks().inline_(), nullptr, /*allow_exceptions=*/false);
     if (j.is_discarded() || !j.is_object() || !j.contains("keys") || !j["keys"].is_array()) {
       ck.Fail("jwks.inline", "must be a JWKS JSON document: {\"keys\": [...]}");
     }
@@ -161,7 +164,8 @@ void CheckGuardrail(const v1::Guardrail& g, Checker& ck) {
     const auto& r = g.rules(i);
     std::string p = absl::StrCat("rules[", i, "]");
     if (std::find(matches.begin(), matches.end(), r.match()) == matches.end()) {
-      ck.Fail(p + ".match", absl::StrCat("'", r.match(), "' is not one of: ", absl::StrJoin(matches, ", ")));
+      ck.Fail(p + ".match",
+              absl::StrCat("'", r.match(), "' is not one of: ", absl::StrJoin(matches, ", ")));
     }
     if (r.action() == v1::GUARDRAIL_ACTION_UNSPECIFIED) {
       ck.Fail(p + ".action", "required: block, require_approval, allow or alert");
@@ -184,15 +188,17 @@ void CheckMaskingRule(const v1::MaskingRule& m, Checker& ck) {
   for (int i = 0; i < m.columns_size(); ++i) {
     const std::string& c = m.columns(i);
     size_t dot = c.find('.');
-    if (dot == std::string::npos || dot == 0 || dot + 1 == c.size() || c.find('.', dot + 1) != std::string::npos) {
+    if (dot == std::string::npos || dot == 0 || dot + 1 == c.size() ||
+        c.find('.', dot + 1) != std::string::npos) {
       ck.Fail(absl::StrCat("columns[", i, "]"), "must be table.column, either part may be '*'");
     }
   }
   const auto& detectors = MaskingDetectors();
   for (int i = 0; i < m.detectors_size(); ++i) {
     if (std::find(detectors.begin(), detectors.end(), m.detectors(i)) == detectors.end()) {
-      ck.Fail(absl::StrCat("detectors[", i, "]"),
-              absl::StrCat("'", m.detectors(i), "' is not one of: ", absl::StrJoin(detectors, ", ")));
+      ck.Fail(
+          absl::StrCat("detectors[", i, "]"),
+          absl::StrCat("'", m.detectors(i), "' is not one of: ", absl::StrJoin(detectors, ", ")));
     }
   }
   if (m.strategy() == v1::MASKING_STRATEGY_UNSPECIFIED) {
@@ -234,46 +240,71 @@ std::string NameProblem(const std::string& name) {
   if (name.size() > kMaxNameLength) return absl::StrCat("at most ", kMaxNameLength, " characters");
   bool ok = absl::ascii_islower(name[0]) || absl::ascii_isdigit(name[0]);
   for (char c : name) {
-    ok = ok && (absl::ascii_islower(c) || absl::ascii_isdigit(c) || c == '-' || c == '_' || c == '.');
+    ok = ok &&
+         (absl::ascii_islower(c) || absl::ascii_isdigit(c) || c == '-' || c == '_' || c == '.');
   }
-  if (!ok) return "use lower-case letters, digits, '-', '_' and '.', starting with a letter or digit";
+  if (!ok)
+    return "use lower-case letters, digits, '-', '_' and '.', starting with a letter or digit";
   return "";
 }
 
 const std::vector<std::string>& GuardrailMatches() {
   static const auto* v = new std::vector<std::string>{
-      "drop_database", "drop_table", "truncate", "delete_without_where", "update_without_where",
-      "ddl", "dcl", "alter_system", "copy_program", "dangerous_function", "unknown"};
+      "drop_database", "drop_table", "truncate",     "delete_without_where", "update_without_where",
+      "ddl",           "dcl",        "alter_system", "copy_program",         "dangerous_function",
+      "unknown"};
   return *v;
 }
 
 const std::vector<std::string>& MaskingDetectors() {
-  static const auto* v = new std::vector<std::string>{"email", "credit_card", "us_ssn", "phone",
-                                                       "iban", "secret"};
+  static const auto* v =
+      new std::vector<std::string>{"email", "credit_card", "us_ssn", "phone", "iban", "secret"};
   return *v;
 }
 
 std::string ProtocolName(v1::Protocol protocol) {
   switch (protocol) {
-    case v1::PROTOCOL_POSTGRES: return "postgres";
-    case v1::PROTOCOL_MYSQL: return "mysql";
-    case v1::PROTOCOL_HTTP: return "http";
-    default: return "unspecified";
+    case v1::PROTOCOL_POSTGRES:
+      return "postgres";
+    case v1::PROTOCOL_MYSQL:
+      return "mysql";
+    case v1::PROTOCOL_HTTP:
+      return "http";
+    default:
+      return "unspecified";
   }
 }
 
 std::vector<FieldError> ValidateResource(const Resource& r) {
   Checker ck;
   switch (r.kind_case()) {
-    case Resource::kConnection: CheckConnection(r.connection(), ck); break;
-    case Resource::kIssuer: CheckIssuer(r.issuer(), ck); break;
-    case Resource::kAccessRule: CheckAccessRule(r.access_rule(), ck); break;
-    case Resource::kGuardrail: CheckGuardrail(r.guardrail(), ck); break;
-    case Resource::kMaskingRule: CheckMaskingRule(r.masking_rule(), ck); break;
-    case Resource::kApprovalPolicy: CheckApprovalPolicy(r.approval_policy(), ck); break;
-    case Resource::kWebhook: CheckWebhook(r.webhook(), ck); break;
-    case Resource::kRetentionPolicy: CheckRetentionPolicy(r.retention_policy(), ck); break;
-    case Resource::KIND_NOT_SET: ck.Fail("kind", "required"); break;
+    case Resource::kConnection:
+      CheckConnection(r.connection(), ck);
+      break;
+    case Resource::kIssuer:
+      CheckIssuer(r.issuer(), ck);
+      break;
+    case Resource::kAccessRule:
+      CheckAccessRule(r.access_rule(), ck);
+      break;
+    case Resource::kGuardrail:
+      CheckGuardrail(r.guardrail(), ck);
+      break;
+    case Resource::kMaskingRule:
+      CheckMaskingRule(r.masking_rule(), ck);
+      break;
+    case Resource::kApprovalPolicy:
+      CheckApprovalPolicy(r.approval_policy(), ck);
+      break;
+    case Resource::kWebhook:
+      CheckWebhook(r.webhook(), ck);
+      break;
+    case Resource::kRetentionPolicy:
+      CheckRetentionPolicy(r.retention_policy(), ck);
+      break;
+    case Resource::KIND_NOT_SET:
+      ck.Fail("kind", "required");
+      break;
   }
   return ck.Take();
 }
@@ -285,7 +316,8 @@ std::vector<DocumentError> ValidateBatch(const std::vector<Resource>& batch) {
     const Resource& r = batch[i];
     int index = static_cast<int>(i);
     std::string kind = KindOf(r), name = NameOf(r);
-    for (const FieldError& fe : ValidateResource(r)) out.push_back({index, kind, name, fe.field, fe.message});
+    for (const FieldError& fe : ValidateResource(r))
+      out.push_back({index, kind, name, fe.field, fe.message});
     if (!seen.insert(absl::StrCat(kind, "/", name)).second) {
       out.push_back({index, kind, name, "name", "appears more than once in this batch"});
     }
@@ -303,7 +335,8 @@ std::vector<DocumentError> CheckReferences(const std::vector<Resource>& batch,
       for (int j = 0; j < r.guardrail().rules_size(); ++j) {
         const std::string& ap = r.guardrail().rules(j).approval();
         if (!ap.empty() && !after.approval_policies.contains(ap)) {
-          out.push_back({index, "Guardrail", r.guardrail().name(), absl::StrCat("rules[", j, "].approval"),
+          out.push_back({index, "Guardrail", r.guardrail().name(),
+                         absl::StrCat("rules[", j, "].approval"),
                          absl::StrCat("ApprovalPolicy '", ap, "' does not exist")});
         }
       }
@@ -313,7 +346,8 @@ std::vector<DocumentError> CheckReferences(const std::vector<Resource>& batch,
         const std::string& w = r.approval_policy().webhooks(j);
         if (!after.webhooks.contains(w)) {
           out.push_back({index, "ApprovalPolicy", r.approval_policy().name(),
-                         absl::StrCat("webhooks[", j, "]"), absl::StrCat("Webhook '", w, "' does not exist")});
+                         absl::StrCat("webhooks[", j, "]"),
+                         absl::StrCat("Webhook '", w, "' does not exist")});
         }
       }
     }
@@ -360,28 +394,41 @@ absl::Status ValidateSnapshot(const v1::PolicySnapshot& snapshot,
     check(r);
     std::string proto = ProtocolName(c.protocol());
     if (std::find(capabilities.begin(), capabilities.end(), proto) == capabilities.end()) {
-      problems.push_back(absl::StrCat("Connection ", c.name(), ": protocol ", proto,
-                                      " is not supported by this agent (it serves: ",
-                                      absl::StrJoin(capabilities, ", "), ")"));
+      problems.push_back(absl::StrCat(
+          "Connection ", c.name(), ": protocol ", proto,
+          " is not supported by this agent (it serves: ", absl::StrJoin(capabilities, ", "), ")"));
     }
     if (!c.credentials().password_from().empty()) {
       auto resolved = ResolvePassword(c.credentials());
       if (!resolved.ok()) {
-        problems.push_back(absl::StrCat("Connection ", c.name(), ": credentials.password_from: ",
-                                        resolved.status().message()));
+        problems.push_back(absl::StrCat(
+            "Connection ", c.name(), ": credentials.password_from: ", resolved.status().message()));
       }
     }
   }
-  for (const auto& x : snapshot.issuers()) { Resource r; *r.mutable_issuer() = x; check(r); }
-  for (const auto& x : snapshot.access_rules()) { Resource r; *r.mutable_access_rule() = x; check(r); }
-  for (const auto& x : snapshot.guardrails()) { Resource r; *r.mutable_guardrail() = x; check(r); }
+  for (const auto& x : snapshot.issuers()) {
+    Resource r;
+    *r.mutable_issuer() = x;
+    check(r);
+  }
+  for (const auto& x : snapshot.access_rules()) {
+    Resource r;
+    *r.mutable_access_rule() = x;
+    check(r);
+  }
+  for (const auto& x : snapshot.guardrails()) {
+    Resource r;
+    *r.mutable_guardrail() = x;
+    check(r);
+  }
   for (const auto& x : snapshot.masking_rules()) {
     Resource r;
     *r.mutable_masking_rule() = x;
     check(r);
     if (x.strategy() == v1::MASKING_STRATEGY_HASH && snapshot.masking_hash_key().size() < 16) {
-      problems.push_back(absl::StrCat("MaskingRule ", x.name(),
-                                      ": strategy hash needs the snapshot's masking_hash_key, which is missing"));
+      problems.push_back(
+          absl::StrCat("MaskingRule ", x.name(),
+                       ": strategy hash needs the snapshot's masking_hash_key, which is missing"));
     }
   }
   absl::flat_hash_set<std::string> policies;
@@ -395,8 +442,8 @@ absl::Status ValidateSnapshot(const v1::PolicySnapshot& snapshot,
   for (const auto& g : snapshot.guardrails()) {
     for (const auto& rule : g.rules()) {
       if (!rule.approval().empty() && !policies.contains(rule.approval())) {
-        problems.push_back(absl::StrCat("Guardrail ", g.name(), ": ApprovalPolicy '", rule.approval(),
-                                        "' is missing from the snapshot"));
+        problems.push_back(absl::StrCat("Guardrail ", g.name(), ": ApprovalPolicy '",
+                                        rule.approval(), "' is missing from the snapshot"));
       }
     }
   }

@@ -1,8 +1,7 @@
 #include "common/policy/yaml_codec.h"
 
-#include <yaml-cpp/yaml.h>
-
 #include <google/protobuf/duration.pb.h>
+#include <yaml-cpp/yaml.h>
 
 #include <limits>
 #include <map>
@@ -60,11 +59,16 @@ std::vector<std::string> EnumChoices(const EnumDescriptor* e) {
 
 std::string NodeKind(const YAML::Node& n) {
   switch (n.Type()) {
-    case YAML::NodeType::Map: return "a mapping";
-    case YAML::NodeType::Sequence: return "a list";
-    case YAML::NodeType::Scalar: return "a scalar";
-    case YAML::NodeType::Null: return "empty";
-    default: return "undefined";
+    case YAML::NodeType::Map:
+      return "a mapping";
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Scalar:
+      return "a scalar";
+    case YAML::NodeType::Null:
+      return "empty";
+    default:
+      return "undefined";
   }
 }
 
@@ -161,8 +165,8 @@ bool SetScalar(const YAML::Node& node, Message* msg, const FieldDescriptor* f,
       std::string want = absl::AsciiStrToUpper(absl::StrReplaceAll(text, {{"-", "_"}}));
       const auto* v = e->FindValueByName(EnumPrefix(e) + want);
       if (v == nullptr || v->number() == 0) {
-        *err = {path, absl::StrCat("'", text, "' is not one of: ",
-                                   absl::StrJoin(EnumChoices(e), ", "))};
+        *err = {path,
+                absl::StrCat("'", text, "' is not one of: ", absl::StrJoin(EnumChoices(e), ", "))};
         return false;
       }
       repeated ? r->AddEnum(msg, f, v) : r->SetEnum(msg, f, v);
@@ -200,8 +204,8 @@ bool ToMessage(const YAML::Node& node, Message* msg, const std::string& path, Fi
     if (f == nullptr) {
       std::vector<std::string> known;
       for (int i = 0; i < d->field_count(); ++i) known.push_back(d->field(i)->name());
-      *err = {fpath, absl::StrCat("unknown field; fields of ", d->name(), " are: ",
-                                  absl::StrJoin(known, ", "))};
+      *err = {fpath, absl::StrCat("unknown field; fields of ", d->name(),
+                                  " are: ", absl::StrJoin(known, ", "))};
       return false;
     }
     const YAML::Node& value = kv.second;
@@ -363,7 +367,8 @@ std::string DocumentError::ToString(absl::string_view source) const {
 ParsedDocuments ParseYamlDocuments(absl::string_view text) {
   ParsedDocuments out;
   if (text.size() > kMaxYamlBytes) {
-    out.errors.push_back({0, "", "", "", absl::StrCat("input is larger than ", kMaxYamlBytes, " bytes")});
+    out.errors.push_back(
+        {0, "", "", "", absl::StrCat("input is larger than ", kMaxYamlBytes, " bytes")});
     return out;
   }
   std::vector<YAML::Node> docs;
@@ -385,13 +390,15 @@ ParsedDocuments ParseYamlDocuments(absl::string_view text) {
     int index = static_cast<int>(i);
     if (doc.IsNull()) continue;
     if (!doc.IsMap()) {
-      out.errors.push_back({index, "", "", "", absl::StrCat("expected a mapping, got ", NodeKind(doc))});
+      out.errors.push_back(
+          {index, "", "", "", absl::StrCat("expected a mapping, got ", NodeKind(doc))});
       continue;
     }
     YAML::Node kind_node = doc["kind"];
     std::string name = doc["name"] && doc["name"].IsScalar() ? doc["name"].Scalar() : "";
     if (!kind_node || !kind_node.IsScalar()) {
-      out.errors.push_back({index, "", name, "kind", "required: the resource kind, e.g. Connection"});
+      out.errors.push_back(
+          {index, "", name, "kind", "required: the resource kind, e.g. Connection"});
       continue;
     }
     auto kind = CanonicalKind(kind_node.Scalar());
@@ -402,7 +409,8 @@ ParsedDocuments ParseYamlDocuments(absl::string_view text) {
     YAML::Node spec_node(YAML::NodeType::Map);
     for (const auto& kv : doc) {
       // `kind` picks the message; `meta` is what `get -o json` shows and apply ignores.
-      if (kv.first.IsScalar() && (kv.first.Scalar() == "kind" || kv.first.Scalar() == "meta")) continue;
+      if (kv.first.IsScalar() && (kv.first.Scalar() == "kind" || kv.first.Scalar() == "meta"))
+        continue;
       spec_node[kv.first] = kv.second;
     }
     v1::Resource resource;

@@ -4,19 +4,19 @@
 #pragma once
 
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
+#include "absl/strings/string_view.h"
 #include "sluice/v1/policy.pb.h"
 
 namespace sluice::policy {
 
 // A problem with one document of a batch.
 struct DocumentError {
-  int index = 0;          // 0-based position in the batch (the n-th YAML document)
-  std::string kind;       // "" when the kind itself is the problem
+  int index = 0;     // 0-based position in the batch (the n-th YAML document)
+  std::string kind;  // "" when the kind itself is the problem
   std::string name;
-  std::string field;      // dotted path, e.g. "upstream.port" or "rules[2].action"
+  std::string field;  // dotted path, e.g. "upstream.port" or "rules[2].action"
   std::string message;
 
   // "FILE: document 3 (Guardrail production-safety): rules[2].action: why"
@@ -25,7 +25,7 @@ struct DocumentError {
 
 struct ParsedDocuments {
   std::vector<v1::Resource> resources;
-  std::vector<int> positions;  // for each resource, its 0-based document index in the stream
+  std::vector<int> positions;         // for each resource, its 0-based document index in the stream
   std::vector<DocumentError> errors;  // empty when every document parsed and validated
 };
 

@@ -10,12 +10,15 @@
 namespace sluice::sql {
 namespace {
 
-bool IdentStart(char c) { return absl::ascii_isalpha(c) || c == '_' || static_cast<unsigned char>(c) >= 0x80; }
+bool IdentStart(char c) {
+  return absl::ascii_isalpha(c) || c == '_' || static_cast<unsigned char>(c) >= 0x80;
+}
 bool IdentChar(char c) { return IdentStart(c) || absl::ascii_isdigit(c) || c == '$'; }
 
 // True when `word` occurs in `text` as a whole word.
 bool HasWord(absl::string_view text, absl::string_view word) {
-  for (size_t pos = text.find(word); pos != absl::string_view::npos; pos = text.find(word, pos + 1)) {
+  for (size_t pos = text.find(word); pos != absl::string_view::npos;
+       pos = text.find(word, pos + 1)) {
     bool left = pos == 0 || !IdentChar(text[pos - 1]);
     size_t end = pos + word.size();
     bool right = end == text.size() || !IdentChar(text[end]);
@@ -39,8 +42,7 @@ absl::string_view Classify(absl::string_view first, absl::string_view normalized
     return "read";
   }
   if (first == "insert" || first == "update" || first == "delete" || first == "merge" ||
-      first == "copy" || first == "call" || first == "do" || first == "notify" ||
-      first == "lock") {
+      first == "copy" || first == "call" || first == "do" || first == "notify" || first == "lock") {
     return "write";
   }
   if (first == "create" || first == "alter" || first == "drop" || first == "truncate" ||
@@ -126,10 +128,10 @@ absl::string_view Normalize(absl::string_view sql, std::string* normalized) {
     } else if (c == '/' && i + 1 < sql.size() && sql[i + 1] == '*') {
       SkipBlockComment(sql, &i);
       space();
-    } else if (c == '\'' || ((c == 'E' || c == 'e' || c == 'B' || c == 'b' || c == 'X' || c == 'x' ||
-                               c == 'N' || c == 'n') &&
-                              i + 1 < sql.size() && sql[i + 1] == '\'' &&
-                              (n.empty() || !IdentChar(n.back())))) {
+    } else if (c == '\'' ||
+               ((c == 'E' || c == 'e' || c == 'B' || c == 'b' || c == 'X' || c == 'x' || c == 'N' ||
+                 c == 'n') &&
+                i + 1 < sql.size() && sql[i + 1] == '\'' && (n.empty() || !IdentChar(n.back())))) {
       bool escape = (c == 'E' || c == 'e');
       i += (c == '\'') ? 1 : 2;
       bool ignored = false;
@@ -150,7 +152,8 @@ absl::string_view Normalize(absl::string_view sql, std::string* normalized) {
       ++i;  // $1 parameters are placeholders already
       while (i < sql.size() && absl::ascii_isdigit(sql[i])) ++i;
       n.push_back('?');
-    } else if (absl::ascii_isdigit(c) || (c == '.' && i + 1 < sql.size() && absl::ascii_isdigit(sql[i + 1]))) {
+    } else if (absl::ascii_isdigit(c) ||
+               (c == '.' && i + 1 < sql.size() && absl::ascii_isdigit(sql[i + 1]))) {
       if (!n.empty() && IdentChar(n.back())) {  // part of an identifier like t1
         n.push_back(c);
         ++i;
@@ -191,7 +194,8 @@ absl::string_view Normalize(absl::string_view sql, std::string* normalized) {
       while (i < sql.size() && IdentChar(sql[i])) ++i;
       size_t at = n.size();
       n.append(sql.data() + start, i - start);
-      for (size_t k = at; k < n.size(); ++k) n[k] = absl::ascii_tolower(static_cast<unsigned char>(n[k]));
+      for (size_t k = at; k < n.size(); ++k)
+        n[k] = absl::ascii_tolower(static_cast<unsigned char>(n[k]));
       if (first_len == 0) {
         first_at = at;
         first_len = i - start;
@@ -213,7 +217,8 @@ absl::string_view Normalize(absl::string_view sql, std::string* normalized) {
 }
 
 bool DependsOnStandardConformingStrings(absl::string_view sql) {
-  if (sql.find('\\') == absl::string_view::npos) return false;  // the common case: no backslash at all
+  if (sql.find('\\') == absl::string_view::npos)
+    return false;  // the common case: no backslash at all
   size_t i = 0;
   bool after_ident = false;  // the previous token was an identifier or keyword (E'' needs none)
   while (i < sql.size()) {
@@ -224,13 +229,15 @@ bool DependsOnStandardConformingStrings(absl::string_view sql) {
     } else if (c == '/' && i + 1 < sql.size() && sql[i + 1] == '*') {
       if (!SkipBlockComment(sql, &i)) return true;
       after_ident = false;
-    } else if (c == '\'' || ((c == 'E' || c == 'e') && !after_ident && i + 1 < sql.size() && sql[i + 1] == '\'')) {
+    } else if (c == '\'' || ((c == 'E' || c == 'e') && !after_ident && i + 1 < sql.size() &&
+                             sql[i + 1] == '\'')) {
       bool escape = c != '\'';
       i += escape ? 2 : 1;
       bool backslash = false;
       if (!SkipQuoted(sql, &i, escape, &backslash) || backslash) return true;
       after_ident = false;
-    } else if (c == '$' && i + 1 < sql.size() && (sql[i + 1] == '$' || IdentStart(sql[i + 1])) && !after_ident) {
+    } else if (c == '$' && i + 1 < sql.size() && (sql[i + 1] == '$' || IdentStart(sql[i + 1])) &&
+               !after_ident) {
       size_t end_tag = sql.find('$', i + 1);
       if (end_tag == absl::string_view::npos) return true;
       absl::string_view tag = sql.substr(i, end_tag - i + 1);

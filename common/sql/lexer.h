@@ -11,8 +11,8 @@
 namespace sluice::sql {
 
 struct Shape {
-  std::string normalized;   // e.g. "select * from t where id = ?"
-  std::string fingerprint;  // 16 hex chars of SHA-256(normalized)
+  std::string normalized;      // e.g. "select * from t where id = ?"
+  std::string fingerprint;     // 16 hex chars of SHA-256(normalized)
   std::string classification;  // read | write | ddl | dcl | transaction | other | empty
 };
 

@@ -28,8 +28,10 @@ const v1::ApprovalPolicy* FindPolicy(const PolicyState& state, const std::string
 
 std::string SelectorText(const v1::SubjectSelector& s) {
   std::vector<std::string> parts;
-  if (!s.subjects().empty()) parts.push_back(absl::StrCat("subjects [", absl::StrJoin(s.subjects(), ", "), "]"));
-  if (!s.groups().empty()) parts.push_back(absl::StrCat("groups [", absl::StrJoin(s.groups(), ", "), "]"));
+  if (!s.subjects().empty())
+    parts.push_back(absl::StrCat("subjects [", absl::StrJoin(s.subjects(), ", "), "]"));
+  if (!s.groups().empty())
+    parts.push_back(absl::StrCat("groups [", absl::StrJoin(s.groups(), ", "), "]"));
   return absl::StrJoin(parts, " or ");
 }
 
@@ -52,7 +54,8 @@ void ApprovalDesk::SetPublicUrl(std::string url) {
   public_url_ = std::move(url);
 }
 
-v1::ApprovalRegistered ApprovalDesk::Register(const std::string& agent_id, const v1::ApprovalRequest& req,
+v1::ApprovalRegistered ApprovalDesk::Register(const std::string& agent_id,
+                                              const v1::ApprovalRequest& req,
                                               const PolicyState& state, int64_t now_ms) {
   v1::ApprovalRegistered out;
   out.set_request_id(req.request_id().substr(0, 64));
@@ -61,16 +64,18 @@ v1::ApprovalRegistered ApprovalDesk::Register(const std::string& agent_id, const
     LogWarning("approval request from agent ", agent_id, " refused: ", why);
     return out;
   };
-  if (req.request_id().empty() || req.request_id().size() > 64) return refuse("request_id: 1 to 64 characters");
+  if (req.request_id().empty() || req.request_id().size() > 64)
+    return refuse("request_id: 1 to 64 characters");
   if (req.statement().size() > kMaxStatement) return refuse("statement longer than 64 KiB");
   if (req.parameters_size() > kMaxParameters) return refuse("more than 100 parameters");
   const v1::ApprovalPolicy* policy = FindPolicy(state, req.approval_policy());
   if (policy == nullptr) {
-    return refuse(absl::StrCat("ApprovalPolicy '", req.approval_policy().substr(0, 128), "' does not exist"));
+    return refuse(
+        absl::StrCat("ApprovalPolicy '", req.approval_policy().substr(0, 128), "' does not exist"));
   }
-  int64_t timeout_ms = policy->has_timeout()
-                           ? policy->timeout().seconds() * 1000 + policy->timeout().nanos() / 1000000
-                           : kDefaultTimeoutMs;
+  int64_t timeout_ms = policy->has_timeout() ? policy->timeout().seconds() * 1000 +
+                                                   policy->timeout().nanos() / 1000000
+                                             : kDefaultTimeoutMs;
   timeout_ms = std::clamp<int64_t>(timeout_ms, 1000, kMaxTimeoutMs);
 
   ApprovalRecord r;
@@ -103,12 +108,14 @@ v1::ApprovalRegistered ApprovalDesk::Register(const std::string& agent_id, const
   a.set_id(*id);
   out.set_approval_id(*id);
   out.set_expires_unix_ms(a.expires_unix_ms());
-  store_->AppendAudit({0, now_ms, "agent:" + agent_id, "Approval.request", absl::StrCat("Approval/", *id), "ok",
-                       absl::StrCat(a.subject(), " on ", a.connection(), " under guardrail ", a.guardrail(), " (",
-                                    a.rule(), "), ApprovalPolicy ", a.approval_policy())})
+  store_
+      ->AppendAudit(
+          {0, now_ms, "agent:" + agent_id, "Approval.request", absl::StrCat("Approval/", *id), "ok",
+           absl::StrCat(a.subject(), " on ", a.connection(), " under guardrail ", a.guardrail(),
+                        " (", a.rule(), "), ApprovalPolicy ", a.approval_policy())})
       .IgnoreError();
-  LogInfo("approval request ", *id, ": ", a.subject(), " on ", a.connection(), " (", a.rule(), "), waiting up to ",
-          timeout_ms / 1000, " s");
+  LogInfo("approval request ", *id, ": ", a.subject(), " on ", a.connection(), " (", a.rule(),
+          "), waiting up to ", timeout_ms / 1000, " s");
   if (sender_ != nullptr) {
     for (const auto& name : policy->webhooks()) {
       auto it = std::find_if(state.webhooks.begin(), state.webhooks.end(),
@@ -123,9 +130,10 @@ v1::ApprovalRegistered ApprovalDesk::Register(const std::string& agent_id, const
 }
 
 absl::StatusOr<v1::Approval> ApprovalDesk::Decide(uint64_t id, const Approver& who, bool approve,
-                                                  const std::string& reason, const PolicyState& state,
-                                                  int64_t now_ms) {
-  if (reason.size() > kMaxReason) return absl::InvalidArgumentError("reason: at most 1000 characters");
+                                                  const std::string& reason,
+                                                  const PolicyState& state, int64_t now_ms) {
+  if (reason.size() > kMaxReason)
+    return absl::InvalidArgumentError("reason: at most 1000 characters");
   ASSIGN_OR_RETURN(ApprovalRecord r, store_->GetApproval(id));
   v1::Approval& a = r.approval;
   if (a.status() == kPending && now_ms >= a.expires_unix_ms()) {
@@ -133,19 +141,21 @@ absl::StatusOr<v1::Approval> ApprovalDesk::Decide(uint64_t id, const Approver& w
     ASSIGN_OR_RETURN(r, store_->GetApproval(id));
   }
   if (a.status() != kPending) {
-    return absl::FailedPreconditionError(absl::StrCat("approval request ", id, " is already ", a.status(),
+    return absl::FailedPreconditionError(absl::StrCat("approval request ", id, " is already ",
+                                                      a.status(),
                                                       a.reason().empty() ? "" : ": " + a.reason()));
   }
   if (who.link_webhook.empty()) {
     const v1::ApprovalPolicy* policy = FindPolicy(state, a.approval_policy());
     if (policy == nullptr) {
-      return absl::FailedPreconditionError(absl::StrCat("ApprovalPolicy '", a.approval_policy(),
-                                                        "' no longer exists: nobody can decide request ", id));
+      return absl::FailedPreconditionError(
+          absl::StrCat("ApprovalPolicy '", a.approval_policy(),
+                       "' no longer exists: nobody can decide request ", id));
     }
     if (!policy::SelectsCaller(policy->approvers(), who.issuer, who.subject, who.groups)) {
-      return absl::PermissionDeniedError(absl::StrCat(who.Display(), " is not an approver of ApprovalPolicy '",
-                                                      policy->name(), "' (approvers: ",
-                                                      SelectorText(policy->approvers()), ")"));
+      return absl::PermissionDeniedError(
+          absl::StrCat(who.Display(), " is not an approver of ApprovalPolicy '", policy->name(),
+                       "' (approvers: ", SelectorText(policy->approvers()), ")"));
     }
     if (approve && who.subject == a.subject() && who.issuer == a.issuer()) {
       // Its own record, besides the refused call's: separation-of-duties evidence (AC-5).
@@ -154,14 +164,16 @@ absl::StatusOr<v1::Approval> ApprovalDesk::Decide(uint64_t id, const Approver& w
                          absl::StrCat("Approval/", id), "PERMISSION_DENIED",
                          "a requester cannot approve their own statement"})
           .IgnoreError();
-      return absl::PermissionDeniedError(absl::StrCat(
-          "request ", id, " is yours (", who.Display(), "): a requester cannot approve their own statement"));
+      return absl::PermissionDeniedError(
+          absl::StrCat("request ", id, " is yours (", who.Display(),
+                       "): a requester cannot approve their own statement"));
     }
   }
   std::string display = who.Display();
   for (const auto& v : a.votes()) {
     if (v.approver() == display) {
-      return absl::FailedPreconditionError(absl::StrCat(display, " has already decided on request ", id));
+      return absl::FailedPreconditionError(
+          absl::StrCat(display, " has already decided on request ", id));
     }
   }
   v1::ApprovalVote* vote = a.add_votes();
@@ -171,19 +183,23 @@ absl::StatusOr<v1::Approval> ApprovalDesk::Decide(uint64_t id, const Approver& w
   vote->set_time_unix_ms(now_ms);
   int approvals = 0;
   for (const auto& v : a.votes()) approvals += v.approved() ? 1 : 0;
-  store_->AppendAudit({0, now_ms, display, approve ? "Approval.approve" : "Approval.deny", absl::StrCat("Approval/", id),
-                       "ok", reason.empty() ? "(no reason given)" : reason})
+  store_
+      ->AppendAudit({0, now_ms, display, approve ? "Approval.approve" : "Approval.deny",
+                     absl::StrCat("Approval/", id), "ok",
+                     reason.empty() ? "(no reason given)" : reason})
       .IgnoreError();
   if (!approve) {
     a.set_status("denied");
-    a.set_reason(reason.empty() ? absl::StrCat("denied by ", display) : absl::StrCat(display, ": ", reason));
+    a.set_reason(reason.empty() ? absl::StrCat("denied by ", display)
+                                : absl::StrCat(display, ": ", reason));
   } else if (approvals >= static_cast<int>(a.min_approvals())) {
     a.set_status("approved");
     a.set_reason(reason);
   }
   if (a.status() == kPending) {
     RETURN_IF_ERROR(store_->UpdateApproval(a));
-    LogInfo("approval request ", id, ": approved by ", display, " (", approvals, " of ", a.min_approvals(), ")");
+    LogInfo("approval request ", id, ": approved by ", display, " (", approvals, " of ",
+            a.min_approvals(), ")");
     return a;
   }
   a.set_decided_unix_ms(now_ms);
@@ -220,16 +236,19 @@ void ApprovalDesk::ExpireDue(int64_t now_ms) {
     v1::Approval& a = r.approval;
     a.set_status("expired");
     a.set_decided_unix_ms(now_ms);
-    a.set_reason(absl::StrCat("no decision within ", (a.expires_unix_ms() - a.created_unix_ms()) / 1000, " s"));
-    store_->AppendAudit({0, now_ms, "controlplane", "Approval.expire", absl::StrCat("Approval/", a.id()), "ok",
-                         a.reason()})
+    a.set_reason(absl::StrCat("no decision within ",
+                              (a.expires_unix_ms() - a.created_unix_ms()) / 1000, " s"));
+    store_
+        ->AppendAudit({0, now_ms, "controlplane", "Approval.expire",
+                       absl::StrCat("Approval/", a.id()), "ok", a.reason()})
         .IgnoreError();
     absl::Status st = Finish(r, "expired");
     if (!st.ok()) LogError("cannot expire approval request ", a.id(), ": ", st.message());
   }
 }
 
-void ApprovalDesk::Withdraw(const std::string& agent_id, const v1::ApprovalWithdrawn& w, int64_t now_ms) {
+void ApprovalDesk::Withdraw(const std::string& agent_id, const v1::ApprovalWithdrawn& w,
+                            int64_t now_ms) {
   auto r = store_->FindApproval(agent_id, w.request_id());
   if (!r.ok() || r->approval.status() != kPending) return;
   v1::Approval& a = r->approval;
@@ -241,8 +260,9 @@ void ApprovalDesk::Withdraw(const std::string& agent_id, const v1::ApprovalWithd
     LogError("cannot withdraw approval request ", a.id(), ": ", st.message());
     return;
   }
-  store_->AppendAudit({0, now_ms, "agent:" + agent_id, "Approval.withdraw", absl::StrCat("Approval/", a.id()), "ok",
-                       a.reason()})
+  store_
+      ->AppendAudit({0, now_ms, "agent:" + agent_id, "Approval.withdraw",
+                     absl::StrCat("Approval/", a.id()), "ok", a.reason()})
       .IgnoreError();
   LogInfo("approval request ", a.id(), " withdrawn: ", a.reason());
 }
@@ -253,28 +273,33 @@ void ApprovalDesk::RecordDelivery(uint64_t id, const v1::WebhookDelivery& delive
   if (r->approval.deliveries_size() >= 100) return;
   *r->approval.add_deliveries() = delivery;
   absl::Status st = store_->UpdateApproval(r->approval);
-  if (!st.ok()) LogError("cannot record a webhook delivery of approval request ", id, ": ", st.message());
+  if (!st.ok())
+    LogError("cannot record a webhook delivery of approval request ", id, ": ", st.message());
 }
 
 std::string ApprovalDesk::LinkSignature(uint64_t id, bool approve, const std::string& webhook,
                                         int64_t expires_ms) const {
-  return HexEncode(HmacSha256(link_key_, absl::StrCat("approval-link|", id, "|", approve ? "approve" : "deny", "|",
-                                                      webhook, "|", expires_ms)));
+  return HexEncode(
+      HmacSha256(link_key_, absl::StrCat("approval-link|", id, "|", approve ? "approve" : "deny",
+                                         "|", webhook, "|", expires_ms)));
 }
 
-std::string ApprovalDesk::Link(uint64_t id, bool approve, const std::string& webhook, int64_t expires_ms) const {
+std::string ApprovalDesk::Link(uint64_t id, bool approve, const std::string& webhook,
+                               int64_t expires_ms) const {
   std::string base;
   {
     absl::MutexLock lock(&url_mu_);
     base = public_url_;
   }
   if (base.empty() || link_key_.empty()) return "";
-  return absl::StrCat(base, "/approvals/", id, "/", approve ? "approve" : "deny", "?webhook=", webhook,
-                      "&exp=", expires_ms, "&sig=", LinkSignature(id, approve, webhook, expires_ms));
+  return absl::StrCat(base, "/approvals/", id, "/", approve ? "approve" : "deny",
+                      "?webhook=", webhook, "&exp=", expires_ms,
+                      "&sig=", LinkSignature(id, approve, webhook, expires_ms));
 }
 
-absl::Status ApprovalDesk::CheckLink(uint64_t id, bool approve, const std::string& webhook, int64_t expires_ms,
-                                     const std::string& signature, int64_t now_ms) const {
+absl::Status ApprovalDesk::CheckLink(uint64_t id, bool approve, const std::string& webhook,
+                                     int64_t expires_ms, const std::string& signature,
+                                     int64_t now_ms) const {
   if (link_key_.empty()) return absl::PermissionDeniedError("callback links are off");
   if (!ConstantTimeEquals(signature, LinkSignature(id, approve, webhook, expires_ms))) {
     return absl::PermissionDeniedError("this link is not valid (its signature does not match)");

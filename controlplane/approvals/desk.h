@@ -37,20 +37,23 @@ class ApprovalDesk {
  public:
   // `link_key` signs callback links; `public_url` is the control plane's HTTP base URL as
   // approvers reach it (empty: no links). `sender` may be null (no webhooks).
-  ApprovalDesk(Store* store, AgentHub* hub, WebhookSender* sender, std::string link_key, std::string public_url);
+  ApprovalDesk(Store* store, AgentHub* hub, WebhookSender* sender, std::string link_key,
+               std::string public_url);
 
   // An agent's request: stored, webhooks notified. The answer goes back to the agent.
   v1::ApprovalRegistered Register(const std::string& agent_id, const v1::ApprovalRequest& request,
                                   const PolicyState& state, int64_t now_ms);
   // A vote. Returns the approval as it stands after it.
-  absl::StatusOr<v1::Approval> Decide(uint64_t id, const Approver& who, bool approve, const std::string& reason,
-                                      const PolicyState& state, int64_t now_ms);
+  absl::StatusOr<v1::Approval> Decide(uint64_t id, const Approver& who, bool approve,
+                                      const std::string& reason, const PolicyState& state,
+                                      int64_t now_ms);
   // Pending requests past their expiry become `expired` (the agent is told; it gives up on its
   // own at the same time).
   void ExpireDue(int64_t now_ms);
   // The agent stopped waiting (its client cancelled, or the session ended): a pending request
   // becomes `withdrawn`.
-  void Withdraw(const std::string& agent_id, const v1::ApprovalWithdrawn& withdrawn, int64_t now_ms);
+  void Withdraw(const std::string& agent_id, const v1::ApprovalWithdrawn& withdrawn,
+                int64_t now_ms);
   // A webhook delivery attempt, added to the request's record.
   void RecordDelivery(uint64_t id, const v1::WebhookDelivery& delivery);
 
@@ -62,7 +65,8 @@ class ApprovalDesk {
                          const std::string& signature, int64_t now_ms) const;
 
  private:
-  std::string LinkSignature(uint64_t id, bool approve, const std::string& webhook, int64_t expires_ms) const;
+  std::string LinkSignature(uint64_t id, bool approve, const std::string& webhook,
+                            int64_t expires_ms) const;
   // Stores the decided approval, tells the agent, and audits.
   absl::Status Finish(ApprovalRecord& record, const std::string& actor);
 

@@ -42,22 +42,27 @@ nlohmann::json ApprovalJson(const v1::Approval& a) {
 
 }  // namespace
 
-std::string WebhookSignature(const std::string& secret, int64_t timestamp, const std::string& body) {
+std::string WebhookSignature(const std::string& secret, int64_t timestamp,
+                             const std::string& body) {
   return "v1=" + HexEncode(HmacSha256(secret, absl::StrCat(timestamp, ".", body)));
 }
 
-std::string WebhookBody(const v1::Webhook& webhook, const v1::Approval& a, const std::string& approve_link,
-                        const std::string& deny_link) {
-  std::string decide = absl::StrCat("sluicectl approvals approve ", a.id(), "  |  sluicectl approvals deny ", a.id(),
-                                    " --reason '...'");
+std::string WebhookBody(const v1::Webhook& webhook, const v1::Approval& a,
+                        const std::string& approve_link, const std::string& deny_link) {
+  std::string decide = absl::StrCat("sluicectl approvals approve ", a.id(),
+                                    "  |  sluicectl approvals deny ", a.id(), " --reason '...'");
   if (webhook.format() == v1::WEBHOOK_FORMAT_SLACK) {
-    std::string text = absl::StrCat("*Sluice approval request ", a.id(), "*: `", a.subject(), "` on `",
-                                    a.connection(), "` (guardrail ", a.guardrail(), ": ", a.rule(), ")\n```",
-                                    a.statement().substr(0, 2000), "```\n", decide);
-    if (!approve_link.empty()) absl::StrAppend(&text, "\n<", approve_link, "|Approve>  <", deny_link, "|Deny>");
-    return nlohmann::json{{"text", text}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    std::string text =
+        absl::StrCat("*Sluice approval request ", a.id(), "*: `", a.subject(), "` on `",
+                     a.connection(), "` (guardrail ", a.guardrail(), ": ", a.rule(), ")\n```",
+                     a.statement().substr(0, 2000), "```\n", decide);
+    if (!approve_link.empty())
+      absl::StrAppend(&text, "\n<", approve_link, "|Approve>  <", deny_link, "|Deny>");
+    return nlohmann::json{{"text", text}}.dump(-1, ' ', false,
+                                               nlohmann::json::error_handler_t::replace);
   }
-  nlohmann::json body = {{"type", "approval.requested"}, {"approval", ApprovalJson(a)}, {"decide_with", decide}};
+  nlohmann::json body = {
+      {"type", "approval.requested"}, {"approval", ApprovalJson(a)}, {"decide_with", decide}};
   if (!approve_link.empty()) body["links"] = {{"approve", approve_link}, {"deny", deny_link}};
   return body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
@@ -111,8 +116,9 @@ void WebhookSender::Loop() {
     v1::WebhookDelivery d = Attempt(job);
     bool delivered = d.http_status() >= 200 && d.http_status() < 300;
     if (!delivered) {
-      LogWarning("webhook ", job.webhook.name(), " for approval ", job.approval_id, ", attempt ", job.attempt,
-                 ": ", d.error().empty() ? absl::StrCat("HTTP ", d.http_status()) : d.error());
+      LogWarning("webhook ", job.webhook.name(), " for approval ", job.approval_id, ", attempt ",
+                 job.attempt, ": ",
+                 d.error().empty() ? absl::StrCat("HTTP ", d.http_status()) : d.error());
     }
     report_(job.approval_id, d);
     lock.lock();
@@ -140,9 +146,10 @@ v1::WebhookDelivery WebhookSender::Attempt(const Job& job) {
   client.set_write_timeout(10, 0);
   if (absl::StartsWith(url, "https://")) client.enable_server_certificate_verification(true);
   int64_t ts = NowUnixMs() / 1000;
-  httplib::Headers headers = {{"X-Sluice-Timestamp", absl::StrCat(ts)},
-                              {"X-Sluice-Signature", WebhookSignature(job.webhook.secret(), ts, job.body)},
-                              {"User-Agent", "sluice-controlplane"}};
+  httplib::Headers headers = {
+      {"X-Sluice-Timestamp", absl::StrCat(ts)},
+      {"X-Sluice-Signature", WebhookSignature(job.webhook.secret(), ts, job.body)},
+      {"User-Agent", "sluice-controlplane"}};
   auto res = client.Post(path, headers, job.body, "application/json");
   if (!res) {
     d.set_error(httplib::to_string(res.error()));

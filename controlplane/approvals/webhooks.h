@@ -23,8 +23,8 @@ namespace sluice::controlplane {
 std::string WebhookSignature(const std::string& secret, int64_t timestamp, const std::string& body);
 
 // The body a Webhook receives for `approval` (links may be empty).
-std::string WebhookBody(const v1::Webhook& webhook, const v1::Approval& approval, const std::string& approve_link,
-                        const std::string& deny_link);
+std::string WebhookBody(const v1::Webhook& webhook, const v1::Approval& approval,
+                        const std::string& approve_link, const std::string& deny_link);
 
 class WebhookSender {
  public:

@@ -103,7 +103,6 @@ std::string Cap(absl::string_view s, size_t n = kMaxText) {
   return absl::StrCat(s.substr(0, end), "...");
 }
 
-
 nlohmann::json Parse(const std::string& text) {
   nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
   return j.is_object() ? j : nlohmann::json::object();
@@ -160,7 +159,8 @@ struct Who {
 };
 
 Who WhoFrom(const audit::Who& who, const std::string& access = "", const std::string& rule = "") {
-  return Who{true, who.subject, who.issuer, who.connection, who.client_addr, access, rule, who.groups};
+  return Who{true,   who.subject, who.issuer, who.connection, who.client_addr,
+             access, rule,        who.groups};
 }
 
 struct SessionTally {
@@ -240,8 +240,8 @@ class Collector {
   void SessionStart(const std::string& agent, const std::string& id, const v1::AuditEvent& e);
   void SessionRefused(const std::string& agent, const std::string& id, const v1::AuditEvent& e);
   const Who& Decided(const v1::AuditEvent& e, Who who, SessionTally::Decision decision);
-  Json DecisionEntry(const std::string& agent, const std::string& id, const v1::AuditEvent& e, const Who& w,
-                     const char* decision);
+  Json DecisionEntry(const std::string& agent, const std::string& id, const v1::AuditEvent& e,
+                     const Who& w, const char* decision);
   void Statement(const std::string& id, const v1::AuditEvent& e);
   void Alert(const std::string& id, const v1::AuditEvent& e);
   void Approval(const std::string& id, const v1::AuditEvent& e);
@@ -409,8 +409,8 @@ const Who& Collector::Decided(const v1::AuditEvent& e, Who who, SessionTally::De
 }
 
 // A session's entry in the list of authorization decisions.
-Json Collector::DecisionEntry(const std::string& agent, const std::string& id, const v1::AuditEvent& e, const Who& w,
-                              const char* decision) {
+Json Collector::DecisionEntry(const std::string& agent, const std::string& id,
+                              const v1::AuditEvent& e, const Who& w, const char* decision) {
   Json d = Entry(id, e);
   d["agent_id"] = agent;
   d["connection"] = w.connection;
@@ -1032,13 +1032,13 @@ Json Collector::Report(const v1::VerifyAuditResponse& verify) {
     evidence[kAU9]["first_problem"] = verify.first_problem();
     evidence[kAU9]["signed_through"] = verify.signed_through();
     summary[kAU9] =
-        verify.ok()
-            ? absl::StrCat("audit chain verified: ", verify.records(), " record(s) of ",
-                           verify.agents(), " agent(s), every checksum and link intact; ",
-                           verify.anchored_agents(), " trail(s) complete from signed genesis to signed head; ",
-                           verify.checkpoints(), " signed checkpoint(s) hold")
-            : absl::StrCat("audit chain verification FAILED: ", verify.problems(),
-                           " problem(s); first: ", Cap(verify.first_problem()));
+        verify.ok() ? absl::StrCat("audit chain verified: ", verify.records(), " record(s) of ",
+                                   verify.agents(), " agent(s), every checksum and link intact; ",
+                                   verify.anchored_agents(),
+                                   " trail(s) complete from signed genesis to signed head; ",
+                                   verify.checkpoints(), " signed checkpoint(s) hold")
+                    : absl::StrCat("audit chain verification FAILED: ", verify.problems(),
+                                   " problem(s); first: ", Cap(verify.first_problem()));
   }
   // AU-10
   {

@@ -12,7 +12,6 @@
 
 #include "common/jwt.h"
 #include "controlplane/approvals/desk.h"
-
 #include "controlplane/service/agent_hub.h"
 #include "controlplane/service/dev_issuer.h"
 #include "controlplane/service/policy_manager.h"
@@ -80,17 +79,23 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   grpc::ServerUnaryReactor* MintDevToken(grpc::CallbackServerContext* ctx,
                                          const v1::MintDevTokenRequest* req,
                                          v1::MintDevTokenResponse* resp) override;
-  grpc::ServerUnaryReactor* ListApprovals(grpc::CallbackServerContext* ctx, const v1::ListApprovalsRequest* req,
+  grpc::ServerUnaryReactor* ListApprovals(grpc::CallbackServerContext* ctx,
+                                          const v1::ListApprovalsRequest* req,
                                           v1::ListApprovalsResponse* resp) override;
-  grpc::ServerUnaryReactor* GetApproval(grpc::CallbackServerContext* ctx, const v1::GetApprovalRequest* req,
+  grpc::ServerUnaryReactor* GetApproval(grpc::CallbackServerContext* ctx,
+                                        const v1::GetApprovalRequest* req,
                                         v1::Approval* resp) override;
   grpc::ServerUnaryReactor* DecideApproval(grpc::CallbackServerContext* ctx,
-                                           const v1::DecideApprovalRequest* req, v1::Approval* resp) override;
-  grpc::ServerUnaryReactor* VerifyAudit(grpc::CallbackServerContext* ctx, const v1::VerifyAuditRequest* req,
+                                           const v1::DecideApprovalRequest* req,
+                                           v1::Approval* resp) override;
+  grpc::ServerUnaryReactor* VerifyAudit(grpc::CallbackServerContext* ctx,
+                                        const v1::VerifyAuditRequest* req,
                                         v1::VerifyAuditResponse* resp) override;
-  grpc::ServerUnaryReactor* HoldSession(grpc::CallbackServerContext* ctx, const v1::HoldSessionRequest* req,
+  grpc::ServerUnaryReactor* HoldSession(grpc::CallbackServerContext* ctx,
+                                        const v1::HoldSessionRequest* req,
                                         v1::SessionSummary* resp) override;
-  grpc::ServerUnaryReactor* PurgeExpired(grpc::CallbackServerContext* ctx, const v1::PurgeExpiredRequest* req,
+  grpc::ServerUnaryReactor* PurgeExpired(grpc::CallbackServerContext* ctx,
+                                         const v1::PurgeExpiredRequest* req,
                                          v1::PurgeExpiredResponse* resp) override;
   grpc::ServerUnaryReactor* ExportEvidence(grpc::CallbackServerContext* ctx,
                                            const v1::ExportEvidenceRequest* req,
@@ -112,8 +117,9 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   // Authenticates and authorizes, then runs `work` on the store worker, audits the outcome and
   // finishes. `work` returns the status and fills `target` (e.g. "Connection/orders") for the
   // audit event.
-  grpc::ServerUnaryReactor* Run(grpc::CallbackServerContext* ctx, const char* action, Need need,
-                                std::function<absl::Status(const Caller& caller, std::string* target)> work);
+  grpc::ServerUnaryReactor* Run(
+      grpc::CallbackServerContext* ctx, const char* action, Need need,
+      std::function<absl::Status(const Caller& caller, std::string* target)> work);
   // Like Run, but `work` runs on the reader worker inside one read snapshot of `store` (the
   // reader, or the store when there is none).
   grpc::ServerUnaryReactor* RunRead(
@@ -123,11 +129,12 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   absl::StatusOr<Caller> Authenticate(const std::string& token);
   // On the store worker: the caller, authenticated and allowed, or the refusal (audited and
   // finished: nullopt).
-  std::optional<Caller> Admit(grpc::ServerUnaryReactor* reactor, const std::string& action, const std::string& peer,
-                              Need need, const std::string& token);
+  std::optional<Caller> Admit(grpc::ServerUnaryReactor* reactor, const std::string& action,
+                              const std::string& peer, Need need, const std::string& token);
   // On the store worker: audits the outcome of a call and finishes it.
-  void Conclude(grpc::ServerUnaryReactor* reactor, const std::string& action, const std::string& peer,
-                const std::string& actor, const std::string& target, absl::Status st);
+  void Conclude(grpc::ServerUnaryReactor* reactor, const std::string& action,
+                const std::string& peer, const std::string& actor, const std::string& target,
+                absl::Status st);
 
   Store* store_;
   PolicyManager* policy_;

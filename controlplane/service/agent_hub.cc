@@ -79,7 +79,8 @@ void AgentHub::Unregister(AgentStreamHandle* stream) {
 bool AgentHub::OnAck(AgentStreamHandle* stream, uint64_t version, const std::string& nonce) {
   absl::MutexLock lock(&mu_);
   auto it = live_.find(stream->agent_id());
-  if (it == live_.end() || it->second.stream != stream || it->second.status.pending_nonce != nonce) {
+  if (it == live_.end() || it->second.stream != stream ||
+      it->second.status.pending_nonce != nonce) {
     return false;
   }
   it->second.status.applied_version = version;
@@ -89,13 +90,15 @@ bool AgentHub::OnAck(AgentStreamHandle* stream, uint64_t version, const std::str
 bool AgentHub::OnNack(AgentStreamHandle* stream, uint64_t /*version*/, const std::string& nonce) {
   absl::MutexLock lock(&mu_);
   auto it = live_.find(stream->agent_id());
-  return it != live_.end() && it->second.stream == stream && it->second.status.pending_nonce == nonce;
+  return it != live_.end() && it->second.stream == stream &&
+         it->second.status.pending_nonce == nonce;
 }
 
 bool AgentHub::SetAuditError(AgentStreamHandle* stream, const std::string& error, int64_t now_ms) {
   absl::MutexLock lock(&mu_);
   auto it = live_.find(stream->agent_id());
-  if (it == live_.end() || it->second.stream != stream || it->second.status.audit_error == error) return false;
+  if (it == live_.end() || it->second.stream != stream || it->second.status.audit_error == error)
+    return false;
   if (it->second.status.audit_error.empty()) it->second.status.audit_error_since_ms = now_ms;
   if (error.empty()) it->second.status.audit_error_since_ms = 0;
   it->second.status.audit_error = error;
@@ -104,8 +107,9 @@ bool AgentHub::SetAuditError(AgentStreamHandle* stream, const std::string& error
 
 size_t AgentHub::audit_refusing_count() const {
   absl::MutexLock lock(&mu_);
-  return static_cast<size_t>(std::count_if(live_.begin(), live_.end(),
-                                           [](const auto& kv) { return !kv.second.status.audit_error.empty(); }));
+  return static_cast<size_t>(std::count_if(live_.begin(), live_.end(), [](const auto& kv) {
+    return !kv.second.status.audit_error.empty();
+  }));
 }
 
 bool AgentHub::SendTo(const std::string& agent_id, v1::ControlMessage message) {

@@ -10,10 +10,10 @@
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
-#include "common/crypto.h"
-#include "common/grpc_status.h"
 #include "common/audit/records.h"
 #include "common/clock.h"
+#include "common/crypto.h"
+#include "common/grpc_status.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "common/tls.h"
@@ -64,7 +64,8 @@ struct IngestState {
 
 // A write of a stream refused for a disk fault: the store says so once (GuardedStore); the
 // stream is paused and closed when writes resume.
-bool PauseOnDiskFault(const absl::Status& st, AgentHub* hub, const std::string& id, IngestState* ingest) {
+bool PauseOnDiskFault(const absl::Status& st, AgentHub* hub, const std::string& id,
+                      IngestState* ingest) {
   if (!IsDiskFault(st)) return false;
   ingest->paused = true;
   hub->NotePaused(id);
@@ -72,7 +73,8 @@ bool PauseOnDiskFault(const absl::Status& st, AgentHub* hub, const std::string& 
 }
 
 // On the store worker: stores an agent's audit batch; acknowledged only once committed.
-void StoreBatch(Store* store, AgentHub* hub, const std::string& id, IngestState* ingest, const EventBatch& batch) {
+void StoreBatch(Store* store, AgentHub* hub, const std::string& id, IngestState* ingest,
+                const EventBatch& batch) {
   if (ingest->paused) return;
   auto committed = store->AppendAgentEvents(id, batch);
   if (committed.ok()) {
@@ -86,18 +88,21 @@ void StoreBatch(Store* store, AgentHub* hub, const std::string& id, IngestState*
   if (!absl::IsDataLoss(committed.status())) {
     // Not a chain break: the agent sends the batch again on a new stream.
     ingest->paused = true;
-    hub->Close(id, absl::StrCat("the control plane could not store an audit batch (", committed.status().message(),
-                                "); send what is not acknowledged again"));
+    hub->Close(
+        id, absl::StrCat("the control plane could not store an audit batch (",
+                         committed.status().message(), "); send what is not acknowledged again"));
     return;
   }
   // A broken hash chain is refused, and is an alert in the control plane's own audit trail (once
   // a minute per agent: the agent keeps sending what is refused).
-  static absl::flat_hash_map<std::string, int64_t>* alerted = new absl::flat_hash_map<std::string, int64_t>();
+  static absl::flat_hash_map<std::string, int64_t>* alerted =
+      new absl::flat_hash_map<std::string, int64_t>();
   int64_t now = NowUnixMs();
   if (now - (*alerted)[id] >= 60000) {
     (*alerted)[id] = now;
-    store->AppendAudit({0, now, "agent:" + id, "Audit.refused", "Agent/" + id, "DATA_LOSS",
-                        std::string(committed.status().message())})
+    store
+        ->AppendAudit({0, now, "agent:" + id, "Audit.refused", "Agent/" + id, "DATA_LOSS",
+                       std::string(committed.status().message())})
         .IgnoreError();
   }
 }
@@ -120,7 +125,8 @@ bool ParseAgentAuth(const grpc::CallbackServerContext* ctx, std::string* id, std
 class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::ControlMessage>,
                           public AgentStreamHandle {
  public:
-  AgentStream(grpc::CallbackServerContext* ctx, Store* store, AgentHub* hub, Worker* worker, ApprovalDesk* desk)
+  AgentStream(grpc::CallbackServerContext* ctx, Store* store, AgentHub* hub, Worker* worker,
+              ApprovalDesk* desk)
       : store_(store), hub_(hub), worker_(worker), desk_(desk) {
     std::string secret;
     std::optional<Labels> labels;
@@ -215,7 +221,8 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
   grpc::Status Handle(const v1::AgentMessage& msg) {
     if (!registered_) {
       if (!msg.has_hello()) {
-        return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "the first message must be Hello");
+        return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                            "the first message must be Hello");
       }
       return OnHello(msg.hello());
     }
@@ -223,7 +230,8 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
       case v1::AgentMessage::kAck: {
         uint64_t version = msg.ack().version();
         if (!hub_->OnAck(this, version, msg.ack().nonce())) {
-          LogInfo("agent ", agent_id_, " acknowledged a superseded snapshot (version ", version, ")");
+          LogInfo("agent ", agent_id_, " acknowledged a superseded snapshot (version ", version,
+                  ")");
           return grpc::Status::OK;
         }
         LogInfo("agent ", agent_id_, " ACK version ", version);
@@ -246,7 +254,8 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
         Store* store = store_;
         AgentHub* hub = hub_;
         worker_->Post([store, hub, id, version, error, ingest = ingest_] {
-          PauseOnDiskFault(store->RecordNack(id, version, error, NowUnixMs()), hub, id, ingest.get());
+          PauseOnDiskFault(store->RecordNack(id, version, error, NowUnixMs()), hub, id,
+                           ingest.get());
         });
         return grpc::Status::OK;
       }
@@ -263,10 +272,11 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
         }
         EventBatch batch;
         batch.events = RecycledEvents::Instance().Get();
-        absl::Status decoded =
-            audit::DecodeEventsInto(msg.audit().records(), kMaxEventsPerBatch, &batch.events, &batch.offsets);
+        absl::Status decoded = audit::DecodeEventsInto(msg.audit().records(), kMaxEventsPerBatch,
+                                                       &batch.events, &batch.offsets);
         if (!decoded.ok()) {
-          LogError("agent ", agent_id_, " sent an audit batch that does not decode: ", decoded.message());
+          LogError("agent ", agent_id_,
+                   " sent an audit batch that does not decode: ", decoded.message());
           return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                               absl::StrCat("audit batch refused: ", decoded.message()));
         }
@@ -289,10 +299,13 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
         worker_->Post([hub, desk, id, request = std::move(request)] {
           v1::ControlMessage answer;
           if (desk == nullptr) {
-            answer.mutable_approval_registered()->set_request_id(request.request_id().substr(0, 64));
-            answer.mutable_approval_registered()->set_error("this control plane does not take approval requests");
+            answer.mutable_approval_registered()->set_request_id(
+                request.request_id().substr(0, 64));
+            answer.mutable_approval_registered()->set_error(
+                "this control plane does not take approval requests");
           } else {
-            *answer.mutable_approval_registered() = desk->Register(id, request, *hub->state(), NowUnixMs());
+            *answer.mutable_approval_registered() =
+                desk->Register(id, request, *hub->state(), NowUnixMs());
           }
           hub->SendTo(id, std::move(answer));
         });
@@ -302,7 +315,8 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
         std::string id = agent_id_;
         ApprovalDesk* desk = desk_;
         v1::ApprovalWithdrawn withdrawn = msg.approval_withdrawn();
-        if (desk != nullptr) worker_->Post([desk, id, withdrawn] { desk->Withdraw(id, withdrawn, NowUnixMs()); });
+        if (desk != nullptr)
+          worker_->Post([desk, id, withdrawn] { desk->Withdraw(id, withdrawn, NowUnixMs()); });
         return grpc::Status::OK;
       }
       case v1::AgentMessage::kHello:
@@ -325,9 +339,10 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
       if (it == enrolled_labels_.end() || it->second != v) {
         std::vector<std::string> granted;
         for (const auto& [gk, gv] : enrolled_labels_) granted.push_back(absl::StrCat(gk, "=", gv));
-        return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                            absl::StrCat("label ", k, "=", v, " was not granted at enrollment (granted: ",
-                                         absl::StrJoin(granted, ","), ")"));
+        return grpc::Status(
+            grpc::StatusCode::PERMISSION_DENIED,
+            absl::StrCat("label ", k, "=", v, " was not granted at enrollment (granted: ",
+                         absl::StrJoin(granted, ","), ")"));
       }
     }
     std::vector<std::string> caps;
@@ -341,14 +356,17 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
     // What Hello stores, refused for a disk fault, is stored at the agent's next Hello: its stream
     // is closed when the store takes writes again.
     worker_->Post([store, hub, id, version, caps, audit_key, ingest = ingest_] {
-      if (PauseOnDiskFault(store->UpdateAgentHello(id, version, caps, NowUnixMs()), hub, id, ingest.get())) return;
+      if (PauseOnDiskFault(store->UpdateAgentHello(id, version, caps, NowUnixMs()), hub, id,
+                           ingest.get()))
+        return;
       if (audit_key.empty()) return;
       absl::Status registered = store->RegisterAuditKey(id, audit_key, /*replace=*/false);
       if (PauseOnDiskFault(registered, hub, id, ingest.get())) return;
       if (!registered.ok()) {
         LogWarning("agent ", id, ": ", registered.message());
-        store->AppendAudit({0, NowUnixMs(), "agent:" + id, "Audit.key_mismatch", "Agent/" + id, "FAILED_PRECONDITION",
-                            std::string(registered.message())})
+        store
+            ->AppendAudit({0, NowUnixMs(), "agent:" + id, "Audit.key_mismatch", "Agent/" + id,
+                           "FAILED_PRECONDITION", std::string(registered.message())})
             .IgnoreError();
       }
     });
@@ -367,7 +385,8 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
   // acknowledgement. An agent on another chain is named in the log and the control plane's audit
   // trail, and is not acknowledged: its batches are refused as before.
   void AgreeOnChain(const v1::Hello& hello) {
-    AgentChainStart start{hello.chain_sequence(), hello.chain_hash().substr(0, 64), hello.own_sequences_from()};
+    AgentChainStart start{hello.chain_sequence(), hello.chain_hash().substr(0, 64),
+                          hello.own_sequences_from()};
     std::string id = agent_id_;
     Store* store = store_;
     AgentHub* hub = hub_;
@@ -376,11 +395,13 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
       if (!state.ok()) {
         if (PauseOnDiskFault(state.status(), hub, id, ingest.get())) return;
         if (!absl::IsFailedPrecondition(state.status())) {
-          LogError("agent ", id, ": cannot compare its audit chain with the stored one: ", state.status().message());
+          LogError("agent ", id, ": cannot compare its audit chain with the stored one: ",
+                   state.status().message());
         } else {
           LogError(state.status().message());  // it names the agent
-          store->AppendAudit({0, NowUnixMs(), "agent:" + id, "Audit.chain_mismatch", "Agent/" + id, "FAILED_PRECONDITION",
-                              std::string(state.status().message())})
+          store
+              ->AppendAudit({0, NowUnixMs(), "agent:" + id, "Audit.chain_mismatch", "Agent/" + id,
+                             "FAILED_PRECONDITION", std::string(state.status().message())})
               .IgnoreError();
         }
         return;
@@ -408,7 +429,8 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
     std::string error = reported.substr(0, 1024);
     if (!hub_->SetAuditError(this, error, NowUnixMs())) return;
     if (!error.empty()) {
-      LogWarning("agent ", agent_id_, " refuses new sessions: it cannot record audit events (", error, ")");
+      LogWarning("agent ", agent_id_, " refuses new sessions: it cannot record audit events (",
+                 error, ")");
     } else {
       LogInfo("agent ", agent_id_, " records audit events again");
     }
@@ -440,7 +462,8 @@ grpc::ServerUnaryReactor* AgentServiceImpl::Enroll(grpc::CallbackServerContext* 
                                                    v1::EnrollResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (request->token().empty() || request->token().size() > 256) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "enrollment token is required"));
+    reactor->Finish(
+        grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "enrollment token is required"));
     return reactor;
   }
   if (request->tls_csr_pem().size() > 16384) {
@@ -493,7 +516,8 @@ grpc::ServerUnaryReactor* AgentServiceImpl::Enroll(grpc::CallbackServerContext* 
     store_->AppendAudit(audit).IgnoreError();
     if (!audit_key.empty()) {
       absl::Status registered = store_->RegisterAuditKey(agent->id, audit_key, /*replace=*/true);
-      if (!registered.ok()) LogWarning("agent ", agent->id, ": audit key not registered: ", registered.message());
+      if (!registered.ok())
+        LogWarning("agent ", agent->id, ": audit key not registered: ", registered.message());
     }
     hub_->AddCredential(*agent);
     response->set_agent_id(agent->id);
@@ -504,10 +528,12 @@ grpc::ServerUnaryReactor* AgentServiceImpl::Enroll(grpc::CallbackServerContext* 
       response->set_tls_ca_pem(agent_ca_->cert_pem);
     } else if (!csr.empty()) {
       response->set_tls_note(
-          "this control plane has no agent CA (give it --agent-ca-cert and --agent-ca-key, or let it "
+          "this control plane has no agent CA (give it --agent-ca-cert and --agent-ca-key, or let "
+          "it "
           "make its own CA), so the agent keeps its own certificate");
     }
-    LogInfo("agent ", agent->id, " enrolled", cert_pem.empty() ? "" : " with a certificate from the agent CA");
+    LogInfo("agent ", agent->id, " enrolled",
+            cert_pem.empty() ? "" : " with a certificate from the agent CA");
     reactor->Finish(grpc::Status::OK);
   });
   return reactor;

@@ -3,7 +3,6 @@
 #pragma once
 
 #include <optional>
-
 #include <string>
 
 #include "common/tls.h"
@@ -19,8 +18,8 @@ class AgentServiceImpl final : public v1::AgentService::CallbackService {
  public:
   // `agent_ca`, when given, signs the certificate requests agents send at enrollment.
   // `desk` (may be null: approval requests are refused) takes agents' approval requests.
-  AgentServiceImpl(Store* store, AgentHub* hub, Worker* worker, std::optional<PemKeyPair> agent_ca = {},
-                   ApprovalDesk* desk = nullptr)
+  AgentServiceImpl(Store* store, AgentHub* hub, Worker* worker,
+                   std::optional<PemKeyPair> agent_ca = {}, ApprovalDesk* desk = nullptr)
       : store_(store), hub_(hub), worker_(worker), agent_ca_(std::move(agent_ca)), desk_(desk) {}
 
   grpc::ServerUnaryReactor* Enroll(grpc::CallbackServerContext* context,

@@ -51,14 +51,16 @@ absl::StatusOr<v1::MintDevTokenResponse> DevIssuer::Mint(const v1::MintDevTokenR
   uint32_t ttl = req.ttl_seconds() == 0 ? kDefaultTtlSeconds : req.ttl_seconds();
   if (ttl > kMaxTtlSeconds) return absl::InvalidArgumentError("ttl_seconds: at most 86400 (24h)");
   int64_t iat = absl::ToUnixSeconds(now);
-  nlohmann::json claims = {{"iss", kIss},
-                           {"aud", req.audience().empty() ? kAudience : req.audience()},
-                           {"sub", req.subject()},
-                           {"groups", std::vector<std::string>(req.groups().begin(), req.groups().end())},
-                           {"iat", iat},
-                           {"exp", iat + ttl}};
+  nlohmann::json claims = {
+      {"iss", kIss},
+      {"aud", req.audience().empty() ? kAudience : req.audience()},
+      {"sub", req.subject()},
+      {"groups", std::vector<std::string>(req.groups().begin(), req.groups().end())},
+      {"iat", iat},
+      {"exp", iat + ttl}};
   for (const auto& [k, v] : req.claims()) {
-    if (k == "iss" || k == "aud" || k == "sub" || k == "exp" || k == "iat" || k == "nbf" || k == "groups") {
+    if (k == "iss" || k == "aud" || k == "sub" || k == "exp" || k == "iat" || k == "nbf" ||
+        k == "groups") {
       return absl::InvalidArgumentError(absl::StrCat("claims: '", k, "' is set by the issuer"));
     }
     claims[k] = v;

@@ -16,7 +16,9 @@ JwksFetcher::JwksFetcher(absl::Duration interval, std::function<std::vector<std:
 
 JwksFetcher::~JwksFetcher() { Stop(); }
 
-void JwksFetcher::Start() { thread_ = std::thread([this] { Loop(); }); }
+void JwksFetcher::Start() {
+  thread_ = std::thread([this] { Loop(); });
+}
 
 void JwksFetcher::Wake() {
   absl::MutexLock lock(&mu_);
@@ -49,16 +51,20 @@ absl::StatusOr<std::string> JwksFetcher::Fetch(const std::string& url) {
     body.append(data, n);
     return true;
   });
-  if (too_big) return absl::InvalidArgumentError(absl::StrCat("JWKS at ", url, " is larger than 256 KiB"));
+  if (too_big)
+    return absl::InvalidArgumentError(absl::StrCat("JWKS at ", url, " is larger than 256 KiB"));
   if (!res) {
-    return absl::UnavailableError(absl::StrCat("cannot fetch ", url, ": ", httplib::to_string(res.error())));
+    return absl::UnavailableError(
+        absl::StrCat("cannot fetch ", url, ": ", httplib::to_string(res.error())));
   }
   if (res->status != 200) {
     return absl::UnavailableError(absl::StrCat("cannot fetch ", url, ": HTTP ", res->status));
   }
   auto keys = jwt::ParseJwks(body);
-  if (!keys.ok()) return absl::InvalidArgumentError(absl::StrCat("JWKS at ", url, ": ", keys.status().message()));
-  if (keys->keys.empty()) return absl::InvalidArgumentError(absl::StrCat("JWKS at ", url, " has no usable keys"));
+  if (!keys.ok())
+    return absl::InvalidArgumentError(absl::StrCat("JWKS at ", url, ": ", keys.status().message()));
+  if (keys->keys.empty())
+    return absl::InvalidArgumentError(absl::StrCat("JWKS at ", url, " has no usable keys"));
   return body;
 }
 
@@ -81,9 +87,11 @@ void JwksFetcher::Loop() {
       on_change_(url, *doc);
     }
     absl::MutexLock lock(&mu_);
-    mu_.AwaitWithTimeout(absl::Condition(+[](JwksFetcher* f) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-                           return f->stopping_ || f->woken_;
-                         }, this),
+    mu_.AwaitWithTimeout(absl::Condition(
+                             +[](JwksFetcher* f) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                               return f->stopping_ || f->woken_;
+                             },
+                             this),
                          interval_);
   }
 }

@@ -39,16 +39,17 @@ absl::StatusOr<std::shared_ptr<const PolicyState>> PolicyManager::BuildState() {
     if (!sr.sealed_secret.empty()) {
       auto secret = AesGcmOpen(master_key_, sr.sealed_secret, SecretAad(sr.resource));
       if (!secret.ok()) {
-        return absl::DataLossError(absl::StrCat(
-            "cannot decrypt the secret of ", policy::KindOf(sr.resource), " '",
-            policy::NameOf(sr.resource), "': ", secret.status().message(),
-            " (is --master-key-file the key this data dir was created with?)"));
+        return absl::DataLossError(
+            absl::StrCat("cannot decrypt the secret of ", policy::KindOf(sr.resource), " '",
+                         policy::NameOf(sr.resource), "': ", secret.status().message(),
+                         " (is --master-key-file the key this data dir was created with?)"));
       }
       policy::SetSecret(&sr.resource, *std::move(secret));
     }
     if (sr.resource.has_issuer() && sr.resource.issuer().jwks().inline_().empty()) {
       auto it = fetched_jwks_.find(sr.resource.issuer().jwks().url());
-      if (it != fetched_jwks_.end()) sr.resource.mutable_issuer()->mutable_jwks()->set_inline_(it->second);
+      if (it != fetched_jwks_.end())
+        sr.resource.mutable_issuer()->mutable_jwks()->set_inline_(it->second);
     }
     state->Add(sr.resource);
   }
@@ -117,7 +118,7 @@ absl::Status PolicyManager::Apply(const v1::ApplyRequest& request, const std::st
       for (auto& e : errors) e.index = request.positions(e.index);
     }
     std::stable_sort(errors.begin(), errors.end(),
-              [](const auto& a, const auto& b) { return a.index < b.index; });
+                     [](const auto& a, const auto& b) { return a.index < b.index; });
     std::vector<std::string> lines;
     for (const auto& e : errors) {
       v1::ValidationError* ve = response->add_errors();
@@ -128,8 +129,8 @@ absl::Status PolicyManager::Apply(const v1::ApplyRequest& request, const std::st
       ve->set_message(e.message);
       lines.push_back(e.ToString(request.source()));
     }
-    return absl::InvalidArgumentError(
-        absl::StrCat("nothing was applied; ", errors.size(), " problem(s):\n", absl::StrJoin(lines, "\n")));
+    return absl::InvalidArgumentError(absl::StrCat("nothing was applied; ", errors.size(),
+                                                   " problem(s):\n", absl::StrJoin(lines, "\n")));
   }
   response->set_created(created);
   response->set_updated(updated);
@@ -190,8 +191,9 @@ absl::StatusOr<uint64_t> PolicyManager::Delete(const std::string& kind, const st
     for (const auto& g : state_->guardrails) {
       for (const auto& rule : g.rules()) {
         if (rule.approval() == name) {
-          return absl::FailedPreconditionError(absl::StrCat(
-              "ApprovalPolicy '", name, "' is used by Guardrail '", g.name(), "'; change that first"));
+          return absl::FailedPreconditionError(absl::StrCat("ApprovalPolicy '", name,
+                                                            "' is used by Guardrail '", g.name(),
+                                                            "'; change that first"));
         }
       }
     }
@@ -200,8 +202,9 @@ absl::StatusOr<uint64_t> PolicyManager::Delete(const std::string& kind, const st
     for (const auto& p : state_->approval_policies) {
       for (const auto& w : p.webhooks()) {
         if (w == name) {
-          return absl::FailedPreconditionError(absl::StrCat(
-              "Webhook '", name, "' is used by ApprovalPolicy '", p.name(), "'; change that first"));
+          return absl::FailedPreconditionError(absl::StrCat("Webhook '", name,
+                                                            "' is used by ApprovalPolicy '",
+                                                            p.name(), "'; change that first"));
         }
       }
     }

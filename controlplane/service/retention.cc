@@ -21,8 +21,9 @@ std::map<std::string, int64_t> RetentionCutoffs(const PolicyState& state, int64_
   return cutoffs;
 }
 
-absl::StatusOr<v1::PurgeExpiredResponse> RunRetention(Store* store, const PolicyState& state, const std::string& actor,
-                                                      bool dry_run, int64_t now_ms) {
+absl::StatusOr<v1::PurgeExpiredResponse> RunRetention(Store* store, const PolicyState& state,
+                                                      const std::string& actor, bool dry_run,
+                                                      int64_t now_ms) {
   PurgeRequest req;
   req.cutoff_ms_by_connection = RetentionCutoffs(state, now_ms);
   req.dry_run = dry_run;

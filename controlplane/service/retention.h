@@ -19,7 +19,8 @@ namespace sluice::controlplane {
 std::map<std::string, int64_t> RetentionCutoffs(const PolicyState& state, int64_t now_ms);
 
 // Runs one purge with the cutoffs of `state`.
-absl::StatusOr<v1::PurgeExpiredResponse> RunRetention(Store* store, const PolicyState& state, const std::string& actor,
-                                                      bool dry_run, int64_t now_ms);
+absl::StatusOr<v1::PurgeExpiredResponse> RunRetention(Store* store, const PolicyState& state,
+                                                      const std::string& actor, bool dry_run,
+                                                      int64_t now_ms);
 
 }  // namespace sluice::controlplane

@@ -36,7 +36,8 @@ class Worker {
       {
         absl::MutexLock lock(&mu_);
         mu_.Await(absl::Condition(
-            +[](Worker* w) ABSL_NO_THREAD_SAFETY_ANALYSIS { return w->stopping_ || !w->tasks_.empty(); },
+            +[](Worker* w)
+                 ABSL_NO_THREAD_SAFETY_ANALYSIS { return w->stopping_ || !w->tasks_.empty(); },
             this));
         if (tasks_.empty()) return;  // stopping and drained
         task = std::move(tasks_.front());

@@ -12,15 +12,32 @@ namespace sluice::controlplane {
 
 void PolicyState::Add(const v1::Resource& r) {
   switch (r.kind_case()) {
-    case v1::Resource::kConnection: connections.push_back(r.connection()); break;
-    case v1::Resource::kIssuer: issuers.push_back(r.issuer()); break;
-    case v1::Resource::kAccessRule: access_rules.push_back(r.access_rule()); break;
-    case v1::Resource::kGuardrail: guardrails.push_back(r.guardrail()); break;
-    case v1::Resource::kMaskingRule: masking_rules.push_back(r.masking_rule()); break;
-    case v1::Resource::kApprovalPolicy: approval_policies.push_back(r.approval_policy()); break;
-    case v1::Resource::kWebhook: webhooks.push_back(r.webhook()); break;
-    case v1::Resource::kRetentionPolicy: retention_policies.push_back(r.retention_policy()); break;
-    case v1::Resource::KIND_NOT_SET: break;
+    case v1::Resource::kConnection:
+      connections.push_back(r.connection());
+      break;
+    case v1::Resource::kIssuer:
+      issuers.push_back(r.issuer());
+      break;
+    case v1::Resource::kAccessRule:
+      access_rules.push_back(r.access_rule());
+      break;
+    case v1::Resource::kGuardrail:
+      guardrails.push_back(r.guardrail());
+      break;
+    case v1::Resource::kMaskingRule:
+      masking_rules.push_back(r.masking_rule());
+      break;
+    case v1::Resource::kApprovalPolicy:
+      approval_policies.push_back(r.approval_policy());
+      break;
+    case v1::Resource::kWebhook:
+      webhooks.push_back(r.webhook());
+      break;
+    case v1::Resource::kRetentionPolicy:
+      retention_policies.push_back(r.retention_policy());
+      break;
+    case v1::Resource::KIND_NOT_SET:
+      break;
   }
 }
 

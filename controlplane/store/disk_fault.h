@@ -26,7 +26,8 @@ absl::Status DiskFaultError(absl::string_view message);
 bool IsDiskFault(const absl::Status& status);
 
 // An error for `what` on the file `path` from errno `err`: a disk fault when IsDiskErrno(err),
-// else Internal. "cannot write recording file /d/recordings/0000000001.rec: No space left on device".
+// else Internal. "cannot write recording file /d/recordings/0000000001.rec: No space left on
+// device".
 absl::Status FileError(absl::string_view what, const std::string& path, int err);
 
 // The status of SQLite's last failure on `db`. A failure of its files (SQLITE_FULL, SQLITE_IOERR,

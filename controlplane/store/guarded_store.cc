@@ -38,9 +38,10 @@ uint64_t GuardedStore::faults() const {
 absl::Status GuardedStore::Refusal() const {
   absl::MutexLock lock(&mu_);
   if (!fault_) return absl::OkStatus();
-  return DiskFaultError(absl::StrCat("the control plane's store refuses writes since ", FormatTimeMs(fault_->since_ms),
-                                     ": ", fault_->error, "; it takes them again by itself once ", data_dir_,
-                                     " can be written (with at least ", FormatBytes(kResumeFreeBytes), " free)"));
+  return DiskFaultError(absl::StrCat(
+      "the control plane's store refuses writes since ", FormatTimeMs(fault_->since_ms), ": ",
+      fault_->error, "; it takes them again by itself once ", data_dir_,
+      " can be written (with at least ", FormatBytes(kResumeFreeBytes), " free)"));
 }
 
 bool GuardedStore::Refusing() {
@@ -59,9 +60,12 @@ void GuardedStore::Fail(const absl::Status& error, int64_t now_ms) {
     ++faults_;
   }
   LogError("the control plane's store refuses writes: ", error.message().substr(0, 1024),
-           ". Agents keep the audit events it cannot store (not acknowledged) and send them again once it can; "
-           "changes (apply, delete, approvals, enrollments) are refused meanwhile. It tries again every second: "
-           "free space on ", data_dir_, " or make it writable (/readyz is not ready until then)");
+           ". Agents keep the audit events it cannot store (not acknowledged) and send them again "
+           "once it can; "
+           "changes (apply, delete, approvals, enrollments) are refused meanwhile. It tries again "
+           "every second: "
+           "free space on ",
+           data_dir_, " or make it writable (/readyz is not ready until then)");
 }
 
 bool GuardedStore::TryResume(int64_t now_ms) {
@@ -77,9 +81,10 @@ bool GuardedStore::TryResume(int64_t now_ms) {
   } else if (space->read_only) {
     waiting = absl::StrCat("the volume holding ", data_dir_, " is mounted read-only");
   } else if (space->free_bytes < kResumeFreeBytes) {
-    waiting = absl::StrCat("the volume holding ", data_dir_, " has ", FormatBytes(space->free_bytes), " free of ",
-                           FormatBytes(space->total_bytes), "; writes resume with at least ",
-                           FormatBytes(kResumeFreeBytes), " free");
+    waiting =
+        absl::StrCat("the volume holding ", data_dir_, " has ", FormatBytes(space->free_bytes),
+                     " free of ", FormatBytes(space->total_bytes), "; writes resume with at least ",
+                     FormatBytes(kResumeFreeBytes), " free");
   } else if (absl::Status probe = inner_->ProbeWrites(); !probe.ok()) {
     waiting = std::string(probe.message().substr(0, 1024));
   }
@@ -116,7 +121,8 @@ absl::StatusOr<uint64_t> GuardedStore::UpsertResources(const std::vector<StoredR
   return Write([&] { return inner_->UpsertResources(batch, actor, now_ms); });
 }
 
-absl::StatusOr<uint64_t> GuardedStore::DeleteResource(const std::string& kind, const std::string& name) {
+absl::StatusOr<uint64_t> GuardedStore::DeleteResource(const std::string& kind,
+                                                      const std::string& name) {
   return Write([&] { return inner_->DeleteResource(kind, name); });
 }
 
@@ -125,13 +131,15 @@ absl::Status GuardedStore::CreateEnrollment(const EnrollmentRecord& enrollment) 
 }
 
 absl::StatusOr<AgentRecord> GuardedStore::ConsumeEnrollment(const std::string& token_hash,
-                                                            const std::string& secret_hash, int64_t now_ms,
+                                                            const std::string& secret_hash,
+                                                            int64_t now_ms,
                                                             const EnrollmentCheck& check) {
   return Write([&] { return inner_->ConsumeEnrollment(token_hash, secret_hash, now_ms, check); });
 }
 
 absl::Status GuardedStore::UpdateAgentHello(const std::string& id, const std::string& agent_version,
-                                            const std::vector<std::string>& capabilities, int64_t now_ms) {
+                                            const std::vector<std::string>& capabilities,
+                                            int64_t now_ms) {
   return Write([&] { return inner_->UpdateAgentHello(id, agent_version, capabilities, now_ms); });
 }
 
@@ -139,7 +147,8 @@ absl::Status GuardedStore::UpdateAgentSeen(const std::string& id, int64_t now_ms
   return Write([&] { return inner_->UpdateAgentSeen(id, now_ms); });
 }
 
-absl::Status GuardedStore::RegisterAuditKey(const std::string& id, const std::string& public_key, bool replace) {
+absl::Status GuardedStore::RegisterAuditKey(const std::string& id, const std::string& public_key,
+                                            bool replace) {
   return Write([&] { return inner_->RegisterAuditKey(id, public_key, replace); });
 }
 
@@ -147,8 +156,8 @@ absl::Status GuardedStore::RecordAck(const std::string& id, uint64_t version, in
   return Write([&] { return inner_->RecordAck(id, version, now_ms); });
 }
 
-absl::Status GuardedStore::RecordNack(const std::string& id, uint64_t version, const std::string& error,
-                                      int64_t now_ms) {
+absl::Status GuardedStore::RecordNack(const std::string& id, uint64_t version,
+                                      const std::string& error, int64_t now_ms) {
   return Write([&] { return inner_->RecordNack(id, version, error, now_ms); });
 }
 
@@ -162,24 +171,28 @@ absl::StatusOr<int64_t> GuardedStore::AppendAudit(const AuditRecord& record) {
     // A disk fault was logged once, when the store started refusing writes (one line per fault,
     // not one per record refused meanwhile); anything else is logged with the record.
     if (!IsDiskFault(id.status())) {
-      LogError("cannot store the control plane's audit record (", record.actor, " ", record.action, " ",
-               record.target, ": ", record.outcome, "; ", record.detail.substr(0, 500), "): ", id.status().message());
+      LogError("cannot store the control plane's audit record (", record.actor, " ", record.action,
+               " ", record.target, ": ", record.outcome, "; ", record.detail.substr(0, 500),
+               "): ", id.status().message());
     }
   }
   return id;
 }
 
-absl::StatusOr<uint64_t> GuardedStore::AppendAgentEvents(const std::string& agent_id, const EventBatch& batch) {
+absl::StatusOr<uint64_t> GuardedStore::AppendAgentEvents(const std::string& agent_id,
+                                                         const EventBatch& batch) {
   return Write([&] { return inner_->AppendAgentEvents(agent_id, batch); });
 }
 
 absl::StatusOr<AgentChainState> GuardedStore::ResumeAgentChain(const std::string& agent_id,
-                                                               const AgentChainStart& start, int64_t now_ms) {
+                                                               const AgentChainStart& start,
+                                                               int64_t now_ms) {
   return Write([&] { return inner_->ResumeAgentChain(agent_id, start, now_ms); });
 }
 
 absl::StatusOr<v1::SessionSummary> GuardedStore::SetLegalHold(const std::string& session_id,
-                                                              const std::string& reason, const std::string& actor,
+                                                              const std::string& reason,
+                                                              const std::string& actor,
                                                               int64_t now_ms, bool release) {
   return Write([&] { return inner_->SetLegalHold(session_id, reason, actor, now_ms, release); });
 }

@@ -32,7 +32,8 @@ class GuardedStore : public Store {
   static constexpr int64_t kProbeIntervalMs = 1000;
 
   // `inner` (not owned) keeps its files in `data_dir`.
-  GuardedStore(Store* inner, std::string data_dir) : inner_(inner), data_dir_(std::move(data_dir)) {}
+  GuardedStore(Store* inner, std::string data_dir)
+      : inner_(inner), data_dir_(std::move(data_dir)) {}
 
   // Thread-safe. nullopt while the store takes writes.
   std::optional<StoreFault> WriteFault() const override;
@@ -51,41 +52,57 @@ class GuardedStore : public Store {
   // The error every refused write gets (a disk fault, Unavailable).
   absl::Status Refusal() const;
 
-  absl::StatusOr<uint64_t> PolicyVersion() override { return Read([&] { return inner_->PolicyVersion(); }); }
-  absl::StatusOr<uint64_t> UpsertResources(const std::vector<StoredResource>& batch, const std::string& actor,
-                                           int64_t now_ms) override;
-  absl::StatusOr<uint64_t> DeleteResource(const std::string& kind, const std::string& name) override;
+  absl::StatusOr<uint64_t> PolicyVersion() override {
+    return Read([&] { return inner_->PolicyVersion(); });
+  }
+  absl::StatusOr<uint64_t> UpsertResources(const std::vector<StoredResource>& batch,
+                                           const std::string& actor, int64_t now_ms) override;
+  absl::StatusOr<uint64_t> DeleteResource(const std::string& kind,
+                                          const std::string& name) override;
   absl::StatusOr<std::vector<StoredResource>> ListResources(const std::string& kind) override {
     return Read([&] { return inner_->ListResources(kind); });
   }
-  absl::StatusOr<StoredResource> GetResource(const std::string& kind, const std::string& name) override {
+  absl::StatusOr<StoredResource> GetResource(const std::string& kind,
+                                             const std::string& name) override {
     return Read([&] { return inner_->GetResource(kind, name); });
   }
   absl::Status CreateEnrollment(const EnrollmentRecord& enrollment) override;
-  absl::StatusOr<AgentRecord> ConsumeEnrollment(const std::string& token_hash, const std::string& secret_hash,
-                                                int64_t now_ms, const EnrollmentCheck& check) override;
-  absl::StatusOr<std::vector<AgentRecord>> ListAgents() override { return Read([&] { return inner_->ListAgents(); }); }
+  absl::StatusOr<AgentRecord> ConsumeEnrollment(const std::string& token_hash,
+                                                const std::string& secret_hash, int64_t now_ms,
+                                                const EnrollmentCheck& check) override;
+  absl::StatusOr<std::vector<AgentRecord>> ListAgents() override {
+    return Read([&] { return inner_->ListAgents(); });
+  }
   absl::Status UpdateAgentHello(const std::string& id, const std::string& agent_version,
-                                const std::vector<std::string>& capabilities, int64_t now_ms) override;
+                                const std::vector<std::string>& capabilities,
+                                int64_t now_ms) override;
   absl::Status UpdateAgentSeen(const std::string& id, int64_t now_ms) override;
-  absl::Status RegisterAuditKey(const std::string& id, const std::string& public_key, bool replace) override;
+  absl::Status RegisterAuditKey(const std::string& id, const std::string& public_key,
+                                bool replace) override;
   absl::Status RecordAck(const std::string& id, uint64_t version, int64_t now_ms) override;
   absl::Status RecordNack(const std::string& id, uint64_t version, const std::string& error,
                           int64_t now_ms) override;
   absl::StatusOr<int64_t> AppendAudit(const AuditRecord& record) override;
-  absl::StatusOr<uint64_t> AppendAgentEvents(const std::string& agent_id, const EventBatch& batch) override;
-  absl::StatusOr<AgentChainState> ResumeAgentChain(const std::string& agent_id, const AgentChainStart& start,
+  absl::StatusOr<uint64_t> AppendAgentEvents(const std::string& agent_id,
+                                             const EventBatch& batch) override;
+  absl::StatusOr<AgentChainState> ResumeAgentChain(const std::string& agent_id,
+                                                   const AgentChainStart& start,
                                                    int64_t now_ms) override;
-  absl::StatusOr<std::vector<v1::SessionSummary>> ListSessions(const v1::ListSessionsRequest& filter) override {
+  absl::StatusOr<std::vector<v1::SessionSummary>> ListSessions(
+      const v1::ListSessionsRequest& filter) override {
     return Read([&] { return inner_->ListSessions(filter); });
   }
   using Store::GetSession;
   absl::StatusOr<v1::SessionDetail> GetSession(const v1::GetSessionRequest& request) override {
     return Read([&] { return inner_->GetSession(request); });
   }
-  absl::StatusOr<std::vector<AuditRecord>> ListAudit(int limit) override { return Read([&] { return inner_->ListAudit(limit); }); }
-  absl::StatusOr<v1::SessionSummary> SetLegalHold(const std::string& session_id, const std::string& reason,
-                                                  const std::string& actor, int64_t now_ms, bool release) override;
+  absl::StatusOr<std::vector<AuditRecord>> ListAudit(int limit) override {
+    return Read([&] { return inner_->ListAudit(limit); });
+  }
+  absl::StatusOr<v1::SessionSummary> SetLegalHold(const std::string& session_id,
+                                                  const std::string& reason,
+                                                  const std::string& actor, int64_t now_ms,
+                                                  bool release) override;
   absl::StatusOr<v1::PurgeExpiredResponse> PurgeSessions(const PurgeRequest& request) override;
   absl::StatusOr<v1::VerifyAuditResponse> VerifyAudit(const v1::VerifyAuditRequest& request,
                                                       const EventVisitor& visit) override {
@@ -100,14 +117,20 @@ class GuardedStore : public Store {
                           const std::function<void(const AuditRecord&)>& visit) override {
     return Read([&] { return inner_->VisitAudit(from_ms, until_ms, visit); });
   }
-  absl::StatusOr<std::vector<v1::SessionSummary>> FindSessions(const std::vector<std::string>& ids) override {
+  absl::StatusOr<std::vector<v1::SessionSummary>> FindSessions(
+      const std::vector<std::string>& ids) override {
     return Read([&] { return inner_->FindSessions(ids); });
   }
-  absl::StatusOr<RecordsHeld> Held() override { return Read([&] { return inner_->Held(); }); }
+  absl::StatusOr<RecordsHeld> Held() override {
+    return Read([&] { return inner_->Held(); });
+  }
   absl::StatusOr<uint64_t> CreateApproval(const ApprovalRecord& record) override;
-  absl::StatusOr<ApprovalRecord> GetApproval(uint64_t id) override { return Read([&] { return inner_->GetApproval(id); }); }
+  absl::StatusOr<ApprovalRecord> GetApproval(uint64_t id) override {
+    return Read([&] { return inner_->GetApproval(id); });
+  }
   absl::Status UpdateApproval(const v1::Approval& approval) override;
-  absl::StatusOr<std::vector<v1::Approval>> ListApprovals(const std::string& status, int limit) override {
+  absl::StatusOr<std::vector<v1::Approval>> ListApprovals(const std::string& status,
+                                                          int limit) override {
     return Read([&] { return inner_->ListApprovals(status, limit); });
   }
   absl::StatusOr<ApprovalRecord> FindApproval(const std::string& agent_id,
@@ -139,7 +162,9 @@ class GuardedStore : public Store {
     absl::Status refusal = Refusal();
     if (refusal.ok()) return result;
     absl::Status said(st.code(), absl::StrCat(st.message(), " (", refusal.message(), ")"));
-    st.ForEachPayload([&said](absl::string_view url, const absl::Cord& payload) { said.SetPayload(url, payload); });
+    st.ForEachPayload([&said](absl::string_view url, const absl::Cord& payload) {
+      said.SetPayload(url, payload);
+    });
     return said;
   }
   static absl::Status StatusOf(const absl::Status& st) { return st; }

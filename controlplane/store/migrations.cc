@@ -255,8 +255,8 @@ absl::Status MoveAgentEventsToChunks(sqlite3* db) {
       link.Bind(1, e.session_id()).Bind(2, chunk);
       RETURN_IF_ERROR(link.Run());
     }
-    std::string mark = absl::StrCat("UPDATE agents SET events_committed = ",
-                                    p.events.back().sequence(), " WHERE id = ?1");
+    std::string mark = absl::StrCat(
+        "UPDATE agents SET events_committed = ", p.events.back().sequence(), " WHERE id = ?1");
     Stmt committed(db, mark.c_str());
     committed.Bind(1, p.agent);
     RETURN_IF_ERROR(committed.Run());
@@ -286,8 +286,8 @@ absl::Status MoveAgentEventsToChunks(sqlite3* db) {
 absl::Status NoDataStep(sqlite3*) { return absl::OkStatus(); }
 using DataStep = absl::Status (*)(sqlite3*);
 const std::vector<DataStep>& DataSteps() {
-  static const auto* steps = new std::vector<DataStep>{NoDataStep, NoDataStep, NoDataStep,
-                                                       MoveAgentEventsToChunks};
+  static const auto* steps =
+      new std::vector<DataStep>{NoDataStep, NoDataStep, NoDataStep, MoveAgentEventsToChunks};
   return *steps;
 }
 
@@ -334,9 +334,9 @@ absl::Status Migrate(sqlite3* db, int target, const MigrationHook& after) {
     if (st.ok() && static_cast<size_t>(v) <= DataSteps().size()) st = DataSteps()[v - 1](db);
     if (st.ok() && after) st = after(db, v);
     if (st.ok()) {
-      std::string record = absl::StrCat(
-          "INSERT INTO schema_migrations(version, applied_ms) VALUES (", v,
-          ", CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))");
+      std::string record =
+          absl::StrCat("INSERT INTO schema_migrations(version, applied_ms) VALUES (", v,
+                       ", CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))");
       st = ExecSql(db, record.c_str());
     }
     if (!st.ok()) {

@@ -1,8 +1,8 @@
 #include "controlplane/store/recording_files.h"
 
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <linux/falloc.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -29,26 +29,31 @@ constexpr uint64_t kMaxInflatedBytes = 256 << 20;
 
 // A disk fault (no space, a quota, read-only, I/O error) is named as such (disk_fault.h): the
 // batch is not stored, and the store refuses writes until the disk takes them again.
-absl::Status Errno(absl::string_view what, const std::string& path) { return FileError(what, path, errno); }
+absl::Status Errno(absl::string_view what, const std::string& path) {
+  return FileError(what, path, errno);
+}
 
 }  // namespace
 
 // Level 1: most of a recording is protocol framing and repeated text; speed matters more. The
 // frame carries a checksum of its content (as zlib's stream did).
 RecordingFiles::RecordingFiles(std::string dir, uint64_t rotate_bytes)
-    : zstd_(std::make_unique<ZstdCompressor>(1, true)), dir_(std::move(dir)), rotate_bytes_(rotate_bytes) {}
+    : zstd_(std::make_unique<ZstdCompressor>(1, true)),
+      dir_(std::move(dir)),
+      rotate_bytes_(rotate_bytes) {}
 
 RecordingFiles::~RecordingFiles() = default;
 
 absl::Status RecordingFiles::OpenCurrent() {
-  if (::mkdir(dir_.c_str(), 0700) != 0 && errno != EEXIST) return Errno("cannot create the recordings directory", dir_);
+  if (::mkdir(dir_.c_str(), 0700) != 0 && errno != EEXIST)
+    return Errno("cannot create the recordings directory", dir_);
   // Go on with the newest file (by number), or start at 1.
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(dir_, ec)) {
     std::string name = entry.path().filename().string();
     uint64_t number = 0;
-    if (name.size() == 14 && absl::EndsWith(name, ".rec") && absl::SimpleAtoi(name.substr(0, 10), &number) &&
-        number > current_number_) {
+    if (name.size() == 14 && absl::EndsWith(name, ".rec") &&
+        absl::SimpleAtoi(name.substr(0, 10), &number) && number > current_number_) {
       current_number_ = number;
       current_size_ = entry.file_size(ec);
     }
@@ -89,10 +94,12 @@ absl::StatusOr<std::pair<std::string, std::vector<RecordingBlock>>> RecordingFil
     starts.push_back(at);
     out.resize(at + 8);
     absl::Status compressed = zstd_->AppendFrame(raw, &out);
-    if (!compressed.ok()) return absl::InternalError(absl::StrCat("recording block: ", compressed.message()));
+    if (!compressed.ok())
+      return absl::InternalError(absl::StrCat("recording block: ", compressed.message()));
     const size_t size = out.size() - at - 8;
     absl::little_endian::Store32(out.data() + at, static_cast<uint32_t>(size));
-    absl::little_endian::Store32(out.data() + at + 4, audit::Crc32(absl::string_view(out).substr(at + 8, size)));
+    absl::little_endian::Store32(out.data() + at + 4,
+                                 audit::Crc32(absl::string_view(out).substr(at + 8, size)));
   }
 
   const std::string path = absl::StrCat(dir_, "/", current_);
@@ -129,19 +136,22 @@ absl::StatusOr<std::pair<std::string, std::vector<RecordingBlock>>> RecordingFil
   return std::make_pair(current_, std::move(blocks));
 }
 
-absl::StatusOr<std::vector<RecordingSlice>> RecordingFiles::Read(const std::string& file,
-                                                                 const RecordingBlock& block) const {
+absl::StatusOr<std::vector<RecordingSlice>> RecordingFiles::Read(
+    const std::string& file, const RecordingBlock& block) const {
   const std::string path = absl::StrCat(dir_, "/", file);
   auto damaged = [&](absl::string_view what) {
-    return absl::DataLossError(absl::StrCat("recording file ", file, " at byte ", block.offset, ": ", what));
+    return absl::DataLossError(
+        absl::StrCat("recording file ", file, " at byte ", block.offset, ": ", what));
   };
-  if (block.length < 8 || block.length > kMaxBlockBytes) return damaged("the index names an impossible block");
+  if (block.length < 8 || block.length > kMaxBlockBytes)
+    return damaged("the index names an impossible block");
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return damaged(absl::StrCat("cannot open the file: ", std::strerror(errno)));
   std::string bytes(block.length, '\0');
   ssize_t n = ::pread(fd, bytes.data(), bytes.size(), static_cast<off_t>(block.offset));
   ::close(fd);
-  if (n != static_cast<ssize_t>(bytes.size())) return damaged("the file is shorter than the index says");
+  if (n != static_cast<ssize_t>(bytes.size()))
+    return damaged("the file is shorter than the index says");
   uint32_t size = absl::little_endian::Load32(bytes.data());
   if (size != block.length - 8) return damaged("the block's length does not match the index");
   absl::string_view compressed = absl::string_view(bytes).substr(8);
@@ -161,7 +171,8 @@ absl::StatusOr<std::vector<RecordingSlice>> RecordingFiles::Read(const std::stri
       raw.resize(cap);
       uLongf got = cap;
       int rc = uncompress(reinterpret_cast<Bytef*>(raw.data()), &got,
-                          reinterpret_cast<const Bytef*>(compressed.data()), static_cast<uLong>(compressed.size()));
+                          reinterpret_cast<const Bytef*>(compressed.data()),
+                          static_cast<uLong>(compressed.size()));
       if (rc == Z_OK) {
         raw.resize(got);
         break;
@@ -194,7 +205,8 @@ absl::Status RecordingFiles::Erase(const std::string& file, const RecordingBlock
   if (::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) != 0) {
     // A file system without holes: the bytes are overwritten instead.
     std::string zeros(block.length, '\0');
-    if (::pwrite(fd, zeros.data(), zeros.size(), offset) != length) st = Errno("cannot erase in recording file", path);
+    if (::pwrite(fd, zeros.data(), zeros.size(), offset) != length)
+      st = Errno("cannot erase in recording file", path);
   }
   ::close(fd);
   return st;
@@ -203,7 +215,8 @@ absl::Status RecordingFiles::Erase(const std::string& file, const RecordingBlock
 absl::Status RecordingFiles::RemoveIfDone(const std::string& file) {
   if (file == current_) return absl::OkStatus();
   const std::string path = absl::StrCat(dir_, "/", file);
-  if (::unlink(path.c_str()) != 0 && errno != ENOENT) return Errno("cannot delete recording file", path);
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT)
+    return Errno("cannot delete recording file", path);
   return absl::OkStatus();
 }
 

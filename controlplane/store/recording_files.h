@@ -7,9 +7,9 @@
 //   uint32 little-endian  CRC-32 of the compressed bytes
 //   compressed            entries back to back: uint64 LE sequence, uint32 LE size, the slice
 //
-// New blocks are one zstd frame (level 1, with its content size and checksum); blocks written before zstd are
-// zlib streams, told apart by the zstd frame's magic number, and read as they are. zstd level 1
-// compresses recordings about 4 times as fast as zlib level 1 did, and smaller.
+// New blocks are one zstd frame (level 1, with its content size and checksum); blocks written
+// before zstd are zlib streams, told apart by the zstd frame's magic number, and read as they are.
+// zstd level 1 compresses recordings about 4 times as fast as zlib level 1 did, and smaller.
 //
 // A slice is what one audit event carried (AuditEvent.recording). The hash chain covers every
 // slice (common/audit/records.h JoinRecording), so `audit verify` finds a changed file.
@@ -56,8 +56,10 @@ class RecordingFiles {
   // name (under dir()) and each group's block, in order.
   absl::StatusOr<std::pair<std::string, std::vector<RecordingBlock>>> Append(
       const std::vector<const std::vector<RecordingSlice>*>& groups);
-  // Reads one block back; DataLoss names what is wrong (short file, checksum, compression, framing).
-  absl::StatusOr<std::vector<RecordingSlice>> Read(const std::string& file, const RecordingBlock& block) const;
+  // Reads one block back; DataLoss names what is wrong (short file, checksum, compression,
+  // framing).
+  absl::StatusOr<std::vector<RecordingSlice>> Read(const std::string& file,
+                                                   const RecordingBlock& block) const;
   // Erases a block's bytes (they read as zeros afterwards).
   absl::Status Erase(const std::string& file, const RecordingBlock& block);
   // Deletes a file none of whose blocks is kept, unless it is the one appended to.
@@ -70,7 +72,7 @@ class RecordingFiles {
   std::unique_ptr<ZstdCompressor> zstd_;
   std::string dir_;
   uint64_t rotate_bytes_;
-  std::string current_;       // the file appended to ("" until the first append)
+  std::string current_;  // the file appended to ("" until the first append)
   uint64_t current_size_ = 0;
   uint64_t current_number_ = 0;
 };

@@ -78,12 +78,15 @@ std::string AttributionJson(const v1::SessionSummary& summary) {
 }
 
 std::string EventReason(const v1::AuditEvent& e) {
-  if (e.type() == audit::SessionRefusedEvent::kType) return audit::SessionRefusedEvent::Read(e.json()).reason;
-  if (e.type() == audit::SessionEndEvent::kType) return audit::SessionEndEvent::Read(e.json()).reason;
+  if (e.type() == audit::SessionRefusedEvent::kType)
+    return audit::SessionRefusedEvent::Read(e.json()).reason;
+  if (e.type() == audit::SessionEndEvent::kType)
+    return audit::SessionEndEvent::Read(e.json()).reason;
   return "";
 }
 
-void DeriveSession(const std::string& agent_id, const v1::AuditEvent& e, int64_t chunk, DerivedSession* s) {
+void DeriveSession(const std::string& agent_id, const v1::AuditEvent& e, int64_t chunk,
+                   DerivedSession* s) {
   if (s->chunks.empty() || s->chunks.back() != chunk) s->chunks.push_back(chunk);
   if (!e.purged_hash().empty()) {
     s->purged = true;

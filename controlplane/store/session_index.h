@@ -4,12 +4,11 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "sluice/v1/admin.pb.h"
 #include "sluice/v1/agent.pb.h"
@@ -39,8 +38,8 @@ std::string EventReason(const v1::AuditEvent& e);
 
 // A session's index row as the events derive it.
 struct DerivedSession {
-  bool started = false;   // a session_start or session_refused event was seen: the index has a row
-  bool purged = false;    // retention purged it: the index has no row
+  bool started = false;  // a session_start or session_refused event was seen: the index has a row
+  bool purged = false;   // retention purged it: the index has no row
   v1::SessionSummary summary;  // from its first start event; ended, outcome, reason, counts below
   int64_t ended_ms = 0;
   std::string outcome;
@@ -53,6 +52,7 @@ struct DerivedSession {
 
 // Feeds one stored event (in the agent's sequence order) into `s`, as ingest would have indexed
 // it; `chunk` is the stored chunk that holds it.
-void DeriveSession(const std::string& agent_id, const v1::AuditEvent& e, int64_t chunk, DerivedSession* s);
+void DeriveSession(const std::string& agent_id, const v1::AuditEvent& e, int64_t chunk,
+                   DerivedSession* s);
 
 }  // namespace sluice::controlplane

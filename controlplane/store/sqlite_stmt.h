@@ -57,7 +57,9 @@ class Stmt {
   }
   // Borrows the cache's statement for `sql`; it is reset (and its bindings cleared) when this
   // Stmt ends, however the caller returns.
-  Stmt(sqlite3* db, StmtCache& cache, const char* sql) : db_(db), cached_(true) { stmt_ = cache.Get(sql, &rc_); }
+  Stmt(sqlite3* db, StmtCache& cache, const char* sql) : db_(db), cached_(true) {
+    stmt_ = cache.Get(sql, &rc_);
+  }
   ~Stmt() {
     if (!cached_) {
       sqlite3_finalize(stmt_);
@@ -105,7 +107,8 @@ class Stmt {
   }
   std::string Text(int col) {
     const auto* p = reinterpret_cast<const char*>(sqlite3_column_blob(stmt_, col));
-    return p == nullptr ? std::string() : std::string(p, static_cast<size_t>(sqlite3_column_bytes(stmt_, col)));
+    return p == nullptr ? std::string()
+                        : std::string(p, static_cast<size_t>(sqlite3_column_bytes(stmt_, col)));
   }
   int64_t Int(int col) { return sqlite3_column_int64(stmt_, col); }
 

@@ -34,13 +34,16 @@ class SqliteStore : public Store {
   absl::StatusOr<uint64_t> PolicyVersion() override;
   absl::StatusOr<uint64_t> UpsertResources(const std::vector<StoredResource>& batch,
                                            const std::string& actor, int64_t now_ms) override;
-  absl::StatusOr<uint64_t> DeleteResource(const std::string& kind, const std::string& name) override;
+  absl::StatusOr<uint64_t> DeleteResource(const std::string& kind,
+                                          const std::string& name) override;
   absl::StatusOr<std::vector<StoredResource>> ListResources(const std::string& kind) override;
-  absl::StatusOr<StoredResource> GetResource(const std::string& kind, const std::string& name) override;
+  absl::StatusOr<StoredResource> GetResource(const std::string& kind,
+                                             const std::string& name) override;
 
   absl::Status CreateEnrollment(const EnrollmentRecord& enrollment) override;
-  absl::StatusOr<AgentRecord> ConsumeEnrollment(const std::string& token_hash, const std::string& secret_hash,
-                                                int64_t now_ms, const EnrollmentCheck& check) override;
+  absl::StatusOr<AgentRecord> ConsumeEnrollment(const std::string& token_hash,
+                                                const std::string& secret_hash, int64_t now_ms,
+                                                const EnrollmentCheck& check) override;
   absl::StatusOr<std::vector<AgentRecord>> ListAgents() override;
   absl::Status UpdateAgentHello(const std::string& id, const std::string& agent_version,
                                 const std::vector<std::string>& capabilities,
@@ -52,13 +55,17 @@ class SqliteStore : public Store {
 
   absl::StatusOr<int64_t> AppendAudit(const AuditRecord& record) override;
   absl::StatusOr<std::vector<AuditRecord>> ListAudit(int limit) override;
-  absl::StatusOr<uint64_t> AppendAgentEvents(const std::string& agent_id, const EventBatch& batch) override;
-  absl::StatusOr<AgentChainState> ResumeAgentChain(const std::string& agent_id, const AgentChainStart& start,
+  absl::StatusOr<uint64_t> AppendAgentEvents(const std::string& agent_id,
+                                             const EventBatch& batch) override;
+  absl::StatusOr<AgentChainState> ResumeAgentChain(const std::string& agent_id,
+                                                   const AgentChainStart& start,
                                                    int64_t now_ms) override;
   absl::StatusOr<std::vector<v1::SessionSummary>> ListSessions(
       const v1::ListSessionsRequest& filter) override;
-  absl::StatusOr<v1::SessionSummary> SetLegalHold(const std::string& session_id, const std::string& reason,
-                                                  const std::string& actor, int64_t now_ms, bool release) override;
+  absl::StatusOr<v1::SessionSummary> SetLegalHold(const std::string& session_id,
+                                                  const std::string& reason,
+                                                  const std::string& actor, int64_t now_ms,
+                                                  bool release) override;
   absl::StatusOr<v1::PurgeExpiredResponse> PurgeSessions(const PurgeRequest& request) override;
   using Store::GetSession;
   absl::StatusOr<v1::SessionDetail> GetSession(const v1::GetSessionRequest& request) override;
@@ -71,13 +78,16 @@ class SqliteStore : public Store {
   absl::StatusOr<RecordsHeld> Held() override;
   absl::Status VisitApprovals(int64_t from_ms, int64_t until_ms,
                               const std::function<void(const v1::Approval&)>& visit) override;
-  absl::Status RegisterAuditKey(const std::string& id, const std::string& public_key, bool replace) override;
+  absl::Status RegisterAuditKey(const std::string& id, const std::string& public_key,
+                                bool replace) override;
   absl::StatusOr<uint64_t> CreateApproval(const ApprovalRecord& record) override;
   absl::StatusOr<ApprovalRecord> GetApproval(uint64_t id) override;
   absl::Status UpdateApproval(const v1::Approval& approval) override;
-  absl::StatusOr<std::vector<v1::Approval>> ListApprovals(const std::string& status, int limit) override;
+  absl::StatusOr<std::vector<v1::Approval>> ListApprovals(const std::string& status,
+                                                          int limit) override;
   absl::StatusOr<std::vector<ApprovalRecord>> DueApprovals(int64_t now_ms) override;
-  absl::StatusOr<ApprovalRecord> FindApproval(const std::string& agent_id, const std::string& agent_request_id) override;
+  absl::StatusOr<ApprovalRecord> FindApproval(const std::string& agent_id,
+                                              const std::string& agent_request_id) override;
   // A 1 MiB file allocated, written, synced and removed beside the database (and a small one in
   // the recordings directory), then a write transaction that changes nothing.
   absl::Status ProbeWrites() override;
@@ -120,12 +130,14 @@ class SqliteStore : public Store {
   absl::Status CheckTrailKeyLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The chain hash of a stored record (`payload`, the event `e`): a purged record's kept hash, or
   // the hash of the payload with its recording slice put back (read from the recording files).
-  absl::StatusOr<std::string> StoredRecordHashLocked(const v1::AuditEvent& e, absl::string_view payload)
+  absl::StatusOr<std::string> StoredRecordHashLocked(const v1::AuditEvent& e,
+                                                     absl::string_view payload)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status PutTrailHeadLocked(const TrailHead& head) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The stored record `sequence` of `agent_id`: its chain hash (nullopt when no record has that
   // sequence) and how many of its chunk's records come after it (`after_in_chunk`, may be null).
-  absl::StatusOr<std::optional<std::string>> StoredHashAtLocked(const std::string& agent_id, uint64_t sequence,
+  absl::StatusOr<std::optional<std::string>> StoredHashAtLocked(const std::string& agent_id,
+                                                                uint64_t sequence,
                                                                 uint64_t* after_in_chunk)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   struct SequenceHash {
@@ -136,12 +148,14 @@ class SqliteStore : public Store {
   // starts a new trail), with the batch's last signed checkpoint (may be null), and the totals
   // count `added` more records. `committed`: the agent's committed sequence before the batch.
   absl::Status AdvanceTrailLocked(const std::string& agent_id, uint64_t committed, uint64_t added,
-                                  const SequenceHash& first, const SequenceHash& last, int64_t time_ms,
-                                  const AgentCheckpoint* checkpoint) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                                  const SequenceHash& first, const SequenceHash& last,
+                                  int64_t time_ms, const AgentCheckpoint* checkpoint)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status PutTrailTotalsLocked(const TrailTotals& totals) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The sessions a purge takes: ended before their connection's cutoff, not held (those are
   // counted in `out`), at most req.max_sessions.
-  absl::StatusOr<std::vector<std::string>> DueSessionsLocked(const PurgeRequest& req, v1::PurgeExpiredResponse* out)
+  absl::StatusOr<std::vector<std::string>> DueSessionsLocked(const PurgeRequest& req,
+                                                             v1::PurgeExpiredResponse* out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // An ingested batch's new events (from `first_new`) checked against the agent's chain `head`
   // and audit key `key` (empty: none registered): where the chain goes, and the batch's last
@@ -151,31 +165,35 @@ class SqliteStore : public Store {
     std::string first_hash;  // of the first new event
     std::optional<AgentCheckpoint> last_checkpoint;
   };
-  static absl::StatusOr<BatchChain> CheckBatchChain(const std::string& agent_id, const EventBatch& batch,
-                                                    size_t first_new, std::string head, const std::string& key);
+  static absl::StatusOr<BatchChain> CheckBatchChain(const std::string& agent_id,
+                                                    const EventBatch& batch, size_t first_new,
+                                                    std::string head, const std::string& key);
   // The recording slices of the batch's new events, by session, and their records without them
   // (`stripped_records`; both left empty when no new event carries a recording).
-  static absl::Status SplitRecordings(const std::string& agent_id, const EventBatch& batch, size_t first_new,
-                                      std::string* stripped_records,
+  static absl::Status SplitRecordings(const std::string& agent_id, const EventBatch& batch,
+                                      size_t first_new, std::string* stripped_records,
                                       std::map<std::string, std::vector<RecordingSlice>>* slices);
   // Appends the slices to the recording files and indexes their blocks (recording_blocks).
-  absl::Status StoreRecordingsLocked(const std::string& agent_id,
-                                     const std::map<std::string, std::vector<RecordingSlice>>& slices)
+  absl::Status StoreRecordingsLocked(
+      const std::string& agent_id, const std::map<std::string, std::vector<RecordingSlice>>& slices)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The session index from the batch's new events (stored as chunk `chunk_id`): sessions started,
   // refused and ended, statement and error counts, decisions and rules, the session's chunks.
-  absl::Status IndexSessionsLocked(const std::string& agent_id, const EventBatch& batch, size_t first_new,
-                                   int64_t chunk_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<int64_t> AppendAuditLocked(const AuditRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status IndexSessionsLocked(const std::string& agent_id, const EventBatch& batch,
+                                   size_t first_new, int64_t chunk_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<int64_t> AppendAuditLocked(const AuditRecord& record)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<v1::SessionSummary> ReadSessionLocked(const std::string& session_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The recording slices of `session_id` with sequences above `after`, by sequence.
-  absl::StatusOr<std::map<uint64_t, std::string>> ReadRecordingsLocked(const std::string& session_id, uint64_t after)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<std::map<uint64_t, std::string>> ReadRecordingsLocked(
+      const std::string& session_id, uint64_t after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<uint64_t> BumpVersionLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // What event_chunks.records holds for `records` (framed records): one zstd frame, valid until
   // the next call (ChunkRecords in the .cc reads it back).
-  absl::StatusOr<absl::string_view> StoredChunkLocked(absl::string_view records) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<absl::string_view> StoredChunkLocked(absl::string_view records)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::vector<StoredResource>> QueryResourcesLocked(const std::string& where,
                                                                    const std::string& kind,
                                                                    const std::string& name)
@@ -196,7 +214,7 @@ class SqliteStore : public Store {
   // records and read as they are.
   ZstdCompressor chunk_zstd_ ABSL_GUARDED_BY(mu_);
   std::string chunk_buffer_ ABSL_GUARDED_BY(mu_);  // StoredChunkLocked's result
-  const std::unique_ptr<TrailSigner> signer_;  // the trail key: signs heads, totals, tombstones
+  const std::unique_ptr<TrailSigner> signer_;      // the trail key: signs heads, totals, tombstones
 };
 
 }  // namespace sluice::controlplane

@@ -121,7 +121,7 @@ struct ApprovalRecord {
 
 // Why a store refuses writes (guarded_store.h): its data directory is full, read-only or failing.
 struct StoreFault {
-  std::string error;    // the first failure: the file and the fault
+  std::string error;  // the first failure: the file and the fault
   int64_t since_ms = 0;
   std::string waiting;  // why the last attempt to resume did not ("" before the first)
 };
@@ -138,7 +138,8 @@ class Store {
   virtual absl::StatusOr<uint64_t> UpsertResources(const std::vector<StoredResource>& batch,
                                                    const std::string& actor, int64_t now_ms) = 0;
   // Deletes one resource and bumps the version. NotFound when it does not exist.
-  virtual absl::StatusOr<uint64_t> DeleteResource(const std::string& kind, const std::string& name) = 0;
+  virtual absl::StatusOr<uint64_t> DeleteResource(const std::string& kind,
+                                                  const std::string& name) = 0;
   // `kind` "" lists every kind. Ordered by kind, then name.
   virtual absl::StatusOr<std::vector<StoredResource>> ListResources(const std::string& kind) = 0;
   virtual absl::StatusOr<StoredResource> GetResource(const std::string& kind,
@@ -151,7 +152,8 @@ class Store {
   // `secret_hash`.
   using EnrollmentCheck = std::function<absl::Status(const EnrollmentRecord&)>;
   virtual absl::StatusOr<AgentRecord> ConsumeEnrollment(const std::string& token_hash,
-                                                        const std::string& secret_hash, int64_t now_ms,
+                                                        const std::string& secret_hash,
+                                                        int64_t now_ms,
                                                         const EnrollmentCheck& check) = 0;
   virtual absl::StatusOr<std::vector<AgentRecord>> ListAgents() = 0;
   // Records what the agent said in Hello.
@@ -162,7 +164,8 @@ class Store {
   // Registers the agent's audit public key: at enrollment (`replace`: a new enrollment brings a
   // new key), or from Hello when it has none; FailedPrecondition when another key is registered
   // and `replace` is false.
-  virtual absl::Status RegisterAuditKey(const std::string& id, const std::string& public_key, bool replace) = 0;
+  virtual absl::Status RegisterAuditKey(const std::string& id, const std::string& public_key,
+                                        bool replace) = 0;
   virtual absl::Status RecordAck(const std::string& id, uint64_t version, int64_t now_ms) = 0;
   virtual absl::Status RecordNack(const std::string& id, uint64_t version, const std::string& error,
                                   int64_t now_ms) = 0;
@@ -183,7 +186,8 @@ class Store {
   // once: the same start again gets the same resume back. FailedPrecondition when the agent's
   // head is not on the stored chain, saying what differs and what an operator can do (its
   // batches stay refused). Nothing changes for an agent whose chain is in step.
-  virtual absl::StatusOr<AgentChainState> ResumeAgentChain(const std::string& agent_id, const AgentChainStart& start,
+  virtual absl::StatusOr<AgentChainState> ResumeAgentChain(const std::string& agent_id,
+                                                           const AgentChainStart& start,
                                                            int64_t now_ms) = 0;
   virtual absl::StatusOr<std::vector<v1::SessionSummary>> ListSessions(
       const v1::ListSessionsRequest& filter) = 0;
@@ -199,8 +203,10 @@ class Store {
   virtual absl::StatusOr<std::vector<AuditRecord>> ListAudit(int limit) = 0;
   // Puts a session under a legal hold (or releases it: `reason` unused); returns the session.
   // NotFound when there is no such session.
-  virtual absl::StatusOr<v1::SessionSummary> SetLegalHold(const std::string& session_id, const std::string& reason,
-                                                          const std::string& actor, int64_t now_ms, bool release) = 0;
+  virtual absl::StatusOr<v1::SessionSummary> SetLegalHold(const std::string& session_id,
+                                                          const std::string& reason,
+                                                          const std::string& actor, int64_t now_ms,
+                                                          bool release) = 0;
   // Purges the sessions `request` selects that are not held, in one transaction: their rows,
   // their recordings, and their events, which stay in the hash chain as purged records (type
   // "purged", the body gone, purged_hash = the hash they had). One audit record says what went.
@@ -225,7 +231,8 @@ class Store {
   // Replaces the stored approval (status, votes, deliveries); NotFound when it does not exist.
   virtual absl::Status UpdateApproval(const v1::Approval& approval) = 0;
   // Newest first; `status` empty = any.
-  virtual absl::StatusOr<std::vector<v1::Approval>> ListApprovals(const std::string& status, int limit) = 0;
+  virtual absl::StatusOr<std::vector<v1::Approval>> ListApprovals(const std::string& status,
+                                                                  int limit) = 0;
   // The request an agent knows as `agent_request_id`; NotFound when there is none.
   virtual absl::StatusOr<ApprovalRecord> FindApproval(const std::string& agent_id,
                                                       const std::string& agent_request_id) = 0;

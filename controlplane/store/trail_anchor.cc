@@ -16,27 +16,29 @@ std::string Field(absl::string_view text) { return absl::StrCat(text.size(), ":"
 }  // namespace
 
 std::string TrailHeadMessage(const TrailHead& h) {
-  return absl::StrCat("sluice-trail-head v1 agent=", Field(h.agent_id), " genesis=", h.genesis_sequence, ":",
-                      HexEncode(h.genesis_hash), " last=", h.last_sequence, ":", HexEncode(h.last_hash),
+  return absl::StrCat("sluice-trail-head v1 agent=", Field(h.agent_id),
+                      " genesis=", h.genesis_sequence, ":", HexEncode(h.genesis_hash),
+                      " last=", h.last_sequence, ":", HexEncode(h.last_hash),
                       " records=", h.records, " origin=", static_cast<int>(h.origin),
                       " anchored_through=", h.anchored_through, " time=", h.time_ms);
 }
 
 std::string TrailTotalsMessage(const TrailTotals& t) {
-  return absl::StrCat("sluice-trail-totals v1 agents=", t.agents, " origin=", static_cast<int>(t.origin),
-                      " time=", t.time_ms);
+  return absl::StrCat("sluice-trail-totals v1 agents=", t.agents,
+                      " origin=", static_cast<int>(t.origin), " time=", t.time_ms);
 }
 
 std::string PurgeTombstoneMessage(const PurgeTombstone& t) {
-  return absl::StrCat("sluice-trail-tombstone v1 audit=", t.audit_id, " agent=", Field(t.agent_id), " time=", t.time_ms,
-                      " events=", t.events, " first=", t.first_sequence, " last=", t.last_sequence,
-                      " digest=", HexEncode(t.digest));
+  return absl::StrCat("sluice-trail-tombstone v1 audit=", t.audit_id, " agent=", Field(t.agent_id),
+                      " time=", t.time_ms, " events=", t.events, " first=", t.first_sequence,
+                      " last=", t.last_sequence, " digest=", HexEncode(t.digest));
 }
 
 std::string ChainResumeMessage(const ChainResume& r) {
-  return absl::StrCat("sluice-trail-resume v1 agent=", Field(r.agent_id), " after=", r.resumed_after_sequence, ":",
-                      HexEncode(r.resumed_after_hash), " held_through=", r.held_through_sequence, ":",
-                      HexEncode(r.held_through_hash), " held_records=", r.held_records, " time=", r.time_ms);
+  return absl::StrCat(
+      "sluice-trail-resume v1 agent=", Field(r.agent_id), " after=", r.resumed_after_sequence, ":",
+      HexEncode(r.resumed_after_hash), " held_through=", r.held_through_sequence, ":",
+      HexEncode(r.held_through_hash), " held_records=", r.held_records, " time=", r.time_ms);
 }
 
 std::string PurgeDigestStart() { return std::string(32, '\0'); }
@@ -67,7 +69,9 @@ absl::StatusOr<std::unique_ptr<TrailSigner>> TrailSigner::FromPem(const std::str
   }
   std::string pub(32, '\0');
   size_t len = pub.size();
-  if (EVP_PKEY_get_raw_public_key(key->pkey, reinterpret_cast<unsigned char*>(pub.data()), &len) != 1 || len != 32) {
+  if (EVP_PKEY_get_raw_public_key(key->pkey, reinterpret_cast<unsigned char*>(pub.data()), &len) !=
+          1 ||
+      len != 32) {
     return absl::InternalError("cannot read the trail key's public half");
   }
   return std::unique_ptr<TrailSigner>(new TrailSigner(std::move(key), std::move(pub)));

@@ -7,7 +7,8 @@
 //   - how many trails there are (signed when a trail starts), so a trail removed whole, with its
 //     head, shows;
 //   - one tombstone per retention purge and agent: which records the purge replaced by purged
-//     records (a digest of their sequences and kept hashes), so a purged record nobody purged shows;
+//     records (a digest of their sequences and kept hashes), so a purged record nobody purged
+//     shows;
 //   - each chain resume: where an agent whose spool lost its tail went on from an older record of
 //     its own, so that break of its chain is accepted there and nowhere else.
 //

@@ -21,7 +21,8 @@ ZstdCompressor::ZstdCompressor(int level, bool checksum) : ctx_(ZSTD_createCCtx(
 ZstdCompressor::~ZstdCompressor() = default;
 
 absl::Status ZstdCompressor::AppendFrame(absl::string_view raw, std::string* out) {
-  if (ctx_ == nullptr) return absl::ResourceExhaustedError("no memory for a zstd compression context");
+  if (ctx_ == nullptr)
+    return absl::ResourceExhaustedError("no memory for a zstd compression context");
   const size_t bound = ZSTD_compressBound(raw.size());
   const size_t at = out->size();
   out->resize(at + bound);

@@ -62,7 +62,8 @@ TEST_F(ControlClientTest, RejectedSnapshotKeepsThePreviousOne) {
   ControlClient client(opts_, &holder_);
   ASSERT_TRUE(client.Apply(Snapshot(3, "postgres"), "control-plane").ok());
   std::string reason(client.Apply(Snapshot(4, "mysql"), "control-plane").message());
-  EXPECT_THAT(reason, HasSubstr("protocol mysql is not supported by this agent (it serves: postgres)"));
+  EXPECT_THAT(reason,
+              HasSubstr("protocol mysql is not supported by this agent (it serves: postgres)"));
   EXPECT_EQ(holder_.Get()->snapshot.version(), 3u);
   EXPECT_THAT(*ReadFile(dir_ + "/snapshot.json"), ::testing::Not(HasSubstr("PROTOCOL_MYSQL")));
   EXPECT_THAT(client.StatusJson(), HasSubstr("\"last_nack_version\": 4"));

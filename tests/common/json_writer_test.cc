@@ -8,9 +8,11 @@ namespace sluice {
 namespace {
 
 TEST(JsonObjectWriter, WritesValidJsonForHostileStrings) {
-  std::string hostile = std::string("quote\" back\\ nl\n tab\t nul") + '\0' + "\x01 bad\xff\xfe utf8 é ✓ 😀" +
-                        "\xed\xa0\x80" /* surrogate */ + "\xc0\xaf" /* overlong */;
-  std::string json = JsonObjectWriter().Str("s", hostile).Int("n", -42).Double("d", 1.5).Bool("b", true).Finish();
+  std::string hostile = std::string("quote\" back\\ nl\n tab\t nul") + '\0' +
+                        "\x01 bad\xff\xfe utf8 é ✓ 😀" + "\xed\xa0\x80" /* surrogate */ +
+                        "\xc0\xaf" /* overlong */;
+  std::string json =
+      JsonObjectWriter().Str("s", hostile).Int("n", -42).Double("d", 1.5).Bool("b", true).Finish();
   nlohmann::json j = nlohmann::json::parse(json, nullptr, false);
   ASSERT_FALSE(j.is_discarded()) << json;
   EXPECT_EQ(j["n"], -42);
@@ -25,7 +27,12 @@ TEST(JsonObjectWriter, WritesValidJsonForHostileStrings) {
 }
 
 TEST(JsonObjectWriter, MillisHasThreeDecimals) {
-  EXPECT_EQ(JsonObjectWriter().Millis("a", 87).Millis("b", 12345678).Millis("c", 0).Millis("d", -5).Finish(),
+  EXPECT_EQ(JsonObjectWriter()
+                .Millis("a", 87)
+                .Millis("b", 12345678)
+                .Millis("c", 0)
+                .Millis("d", -5)
+                .Finish(),
             R"({"a":0.087,"b":12345.678,"c":0.000,"d":0.000})");
 }
 

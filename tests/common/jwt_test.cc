@@ -771,8 +771,9 @@ TEST_F(JwksTest, EcPointMustBeOnTheCurve) {
   EXPECT_INVALID(Parse({ec}), "JWKS keys[0] (kid 'e'): 'x', 'y' is not a point on P-256");
   ec = EcJwk();
   ec["x"] = B64(std::string(33, '\x01'));
-  EXPECT_INVALID(Parse({ec}),
-                 "JWKS keys[0] (kid 'e'): P-256 coordinates 'x' and 'y' must be 1 to 32 bytes each");
+  EXPECT_INVALID(
+      Parse({ec}),
+      "JWKS keys[0] (kid 'e'): P-256 coordinates 'x' and 'y' must be 1 to 32 bytes each");
   ec.erase("crv");
   EXPECT_INVALID(Parse({ec}), "JWKS keys[0] (kid 'e'): EC key has no 'crv' string");
 }

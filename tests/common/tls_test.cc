@@ -12,12 +12,14 @@ namespace sluice {
 namespace {
 
 std::unique_ptr<X509, decltype(&X509_free)> ReadCert(const std::string& pem) {
-  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())), BIO_free);
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(
+      BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())), BIO_free);
   return {PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr), X509_free};
 }
 
 TEST(Tls, CheckTlsName) {
-  for (const char* good : {"db.example.com", "localhost", "agent-1", "10.0.0.5", "::1", "fe80::1"}) {
+  for (const char* good :
+       {"db.example.com", "localhost", "agent-1", "10.0.0.5", "::1", "fe80::1"}) {
     EXPECT_TRUE(CheckTlsName(good).ok()) << good;
   }
   for (const char* bad : {"", "*.example.com", "a..b", "-a.example", "a_b.example", "a b"}) {
@@ -47,9 +49,10 @@ TEST(Tls, CertificateRequestIsSignedForTheNamesTheSignerChooses) {
   EXPECT_EQ(X509_check_host(cert.get(), "other.example.com", 0, 0, nullptr), 0);
   EXPECT_EQ(X509_check_ip_asc(cert.get(), "127.0.0.1", 0), 0);  // asked for, not granted
   // The certificate is for the request's key.
-  std::unique_ptr<BIO, decltype(&BIO_free)> kb(BIO_new_mem_buf(key->data(), static_cast<int>(key->size())), BIO_free);
-  std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> pkey(PEM_read_bio_PrivateKey(kb.get(), nullptr, nullptr, nullptr),
-                                                            EVP_PKEY_free);
+  std::unique_ptr<BIO, decltype(&BIO_free)> kb(
+      BIO_new_mem_buf(key->data(), static_cast<int>(key->size())), BIO_free);
+  std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> pkey(
+      PEM_read_bio_PrivateKey(kb.get(), nullptr, nullptr, nullptr), EVP_PKEY_free);
   EXPECT_EQ(X509_check_private_key(cert.get(), pkey.get()), 1);
 }
 
@@ -57,7 +60,9 @@ TEST(Tls, BadRequestsAreRefused) {
   auto ca = GenerateCa("test agent CA");
   ASSERT_TRUE(ca.ok());
   EXPECT_FALSE(SignCsr(*ca, "not a request", "a", {"localhost"}, 1).ok());
-  EXPECT_FALSE(CsrHosts("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n").ok());
+  EXPECT_FALSE(
+      CsrHosts("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n")
+          .ok());
 
   // A request whose signature does not match its content.
   auto key = GenerateEcPrivateKeyPem();
@@ -76,7 +81,8 @@ TEST(Tls, BadRequestsAreRefused) {
   PEM_write_bio_PrivateKey(out.get(), weak.get(), nullptr, nullptr, 0, nullptr, nullptr);
   char* data = nullptr;
   long len = BIO_get_mem_data(out.get(), &data);
-  auto weak_csr = CreateCsr(std::string(data, static_cast<size_t>(len)), "sluice-agent", {"localhost"});
+  auto weak_csr =
+      CreateCsr(std::string(data, static_cast<size_t>(len)), "sluice-agent", {"localhost"});
   ASSERT_TRUE(weak_csr.ok());
   auto weak_signed = SignCsr(*ca, *weak_csr, "a", {"localhost"}, 1);
   ASSERT_FALSE(weak_signed.ok());

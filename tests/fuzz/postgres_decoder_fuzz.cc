@@ -24,8 +24,8 @@ void RoundTrip(absl::string_view payload, bool startup, pg::Direction dir, Encod
   pg::DecodeLimits limits;
   limits.max_message_bytes = 1 << 30;
   limits.max_startup_bytes = 1 << 30;
-  pg::DecodeResult r = startup ? pg::DecodeStartupFrame(wire, limits)
-                               : pg::DecodeFrame(wire, dir, limits);
+  pg::DecodeResult r =
+      startup ? pg::DecodeStartupFrame(wire, limits) : pg::DecodeFrame(wire, dir, limits);
   if (r.status != pg::DecodeStatus::kMessage || r.message.wire_size != wire.size()) std::abort();
   auto again = T::Decode(r.message.payload);
   if (!again.ok() || again->Encode(args...) != wire) std::abort();

@@ -43,12 +43,14 @@ DecodeResult DecodeStartupFrame(absl::string_view buffered, const DecodeLimits& 
   return out;
 }
 
-DecodeResult DecodeFrame(absl::string_view buffered, Direction direction, const DecodeLimits& limits) {
+DecodeResult DecodeFrame(absl::string_view buffered, Direction direction,
+                         const DecodeLimits& limits) {
   if (buffered.empty()) return {};
   char type = buffered[0];
   absl::string_view allowed = direction == Direction::kFrontend ? kFrontendTypes : kBackendTypes;
   if (type == '\0' || allowed.find(type) == absl::string_view::npos) {
-    return Error(absl::StrCat("unexpected ", direction == Direction::kFrontend ? "frontend" : "backend",
+    return Error(absl::StrCat("unexpected ",
+                              direction == Direction::kFrontend ? "frontend" : "backend",
                               " message type ", Printable(type)));
   }
   if (buffered.size() < 5) return {};

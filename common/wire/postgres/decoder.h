@@ -22,9 +22,9 @@ struct DecodeLimits {
 };
 
 struct RawMessage {
-  char type = 0;               // message type byte; 0 for startup-phase messages (no type byte)
-  absl::string_view payload;   // the bytes after the length field
-  size_t wire_size = 0;        // bytes this message spans in the input, header included
+  char type = 0;              // message type byte; 0 for startup-phase messages (no type byte)
+  absl::string_view payload;  // the bytes after the length field
+  size_t wire_size = 0;       // bytes this message spans in the input, header included
 };
 
 enum class DecodeStatus { kNeedMore, kMessage, kError };
@@ -41,7 +41,8 @@ DecodeResult DecodeStartupFrame(absl::string_view buffered, const DecodeLimits& 
 
 // Any later message: Byte1 type, Int32 length, body. Types that this direction never sends are
 // protocol errors.
-DecodeResult DecodeFrame(absl::string_view buffered, Direction direction, const DecodeLimits& limits);
+DecodeResult DecodeFrame(absl::string_view buffered, Direction direction,
+                         const DecodeLimits& limits);
 
 // True when `buffered` starts like a TLS ClientHello (PostgreSQL 17 direct TLS,
 // sslnegotiation=direct): record type 0x16 (handshake).

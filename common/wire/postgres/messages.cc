@@ -17,7 +17,8 @@ absl::Status Malformed(absl::string_view what) {
 // Finishes a decode: every byte consumed, nothing read past the end.
 absl::Status Done(const WireReader& r, absl::string_view what) {
   if (!r.ok()) return Malformed(what);
-  if (!r.AtEnd()) return absl::InvalidArgumentError(absl::StrCat(what, " message has trailing bytes"));
+  if (!r.AtEnd())
+    return absl::InvalidArgumentError(absl::StrCat(what, " message has trailing bytes"));
   return absl::OkStatus();
 }
 
@@ -32,14 +33,19 @@ absl::StatusOr<StartupKind> ClassifyStartup(absl::string_view payload) {
   int32_t code = r.Int32();
   if (!r.ok()) return Malformed("startup");
   switch (code) {
-    case kSslRequestCode: return StartupKind::kSslRequest;
-    case kGssEncRequestCode: return StartupKind::kGssEncRequest;
-    case kCancelRequestCode: return StartupKind::kCancelRequest;
-    default: break;
+    case kSslRequestCode:
+      return StartupKind::kSslRequest;
+    case kGssEncRequestCode:
+      return StartupKind::kGssEncRequest;
+    case kCancelRequestCode:
+      return StartupKind::kCancelRequest;
+    default:
+      break;
   }
   if ((code >> 16) == 3) return StartupKind::kStartup;
   return absl::InvalidArgumentError(absl::StrCat("unsupported frontend protocol ", code >> 16, ".",
-                                                 code & 0xffff, ": this server supports 3.0 to 3.2"));
+                                                 code & 0xffff,
+                                                 ": this server supports 3.0 to 3.2"));
 }
 
 std::optional<std::string> StartupMessage::Get(absl::string_view name) const {
@@ -284,9 +290,7 @@ absl::StatusOr<ReadyForQuery> ReadyForQuery::Decode(absl::string_view payload) {
   return m;
 }
 
-std::string ReadyForQuery::Encode() const {
-  return Frame('Z', absl::string_view(&status, 1));
-}
+std::string ReadyForQuery::Encode() const { return Frame('Z', absl::string_view(&status, 1)); }
 
 std::optional<std::string> ErrorOrNotice::Get(char code) const {
   for (const auto& [c, v] : fields) {
@@ -328,7 +332,8 @@ ErrorOrNotice ErrorOrNotice::Make(absl::string_view severity, absl::string_view 
   return m;
 }
 
-absl::StatusOr<NegotiateProtocolVersion> NegotiateProtocolVersion::Decode(absl::string_view payload) {
+absl::StatusOr<NegotiateProtocolVersion> NegotiateProtocolVersion::Decode(
+    absl::string_view payload) {
   WireReader r(payload);
   NegotiateProtocolVersion m;
   m.newest_minor = r.Int32();

@@ -66,7 +66,8 @@ void WireWriter::Int16(int16_t v) {
 
 void WireWriter::Int32(int32_t v) {
   uint32_t u = static_cast<uint32_t>(v);
-  for (int shift = 24; shift >= 0; shift -= 8) out_.push_back(static_cast<char>((u >> shift) & 0xff));
+  for (int shift = 24; shift >= 0; shift -= 8)
+    out_.push_back(static_cast<char>((u >> shift) & 0xff));
 }
 
 void WireWriter::CString(absl::string_view s) {

@@ -89,7 +89,8 @@ TEST(EventSink, ConcurrentEmittersGetConsecutiveSequencesInOneChain) {
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&sink, t] {
-      for (int i = 0; i < 2000; ++i) ASSERT_TRUE(sink.Emit("statement", absl::StrCat("s", t), "{}"));
+      for (int i = 0; i < 2000; ++i)
+        ASSERT_TRUE(sink.Emit("statement", absl::StrCat("s", t), "{}"));
     });
   }
   for (auto& th : threads) th.join();

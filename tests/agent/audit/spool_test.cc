@@ -178,11 +178,12 @@ bool Eventually(F done, absl::Duration timeout = absl::Seconds(5)) {
 // An event sink (small chunks) spooling to a spool opened with `o`; `spool` is null when it
 // cannot be opened.
 struct SpooledSink {
-  explicit SpooledSink(const std::string& dir) : SpooledSink([&dir] {
-    Spool::Options o;
-    o.dir = dir;
-    return o;
-  }()) {}
+  explicit SpooledSink(const std::string& dir)
+      : SpooledSink([&dir] {
+          Spool::Options o;
+          o.dir = dir;
+          return o;
+        }()) {}
   // `chain` (optional) replaces what fills in the chain of each sealed chunk.
   explicit SpooledSink(Spool::Options o, EventSink::Chainer chain = nullptr) {
     auto opened = Spool::Open(std::move(o));
@@ -231,7 +232,8 @@ TEST(EventSinkSpool, TheSpoolThreadChainsEveryRecordAndARestartGoesOn) {
     std::vector<std::thread> threads;
     for (int t = 0; t < 4; ++t) {
       threads.emplace_back([&spooled, t] {
-        for (int i = 0; i < 1000; ++i) ASSERT_TRUE(spooled.sink.Emit("statement", absl::StrCat("s", t), "{}"));
+        for (int i = 0; i < 1000; ++i)
+          ASSERT_TRUE(spooled.sink.Emit("statement", absl::StrCat("s", t), "{}"));
       });
     }
     for (auto& th : threads) th.join();
@@ -303,8 +305,10 @@ TEST(EventSinkSpool, AChunkThatCannotBeChainedIsHeldWithEveryOneAfterIt) {
   for (int i = 0; i < 20; ++i) ASSERT_TRUE(sink.Emit("statement", "s1", "{}"));
   ASSERT_TRUE(Eventually([&] { return !sink.stats().spool_error.empty(); }));
   const std::string error = sink.stats().spool_error;
-  EXPECT_NE(error.find(absl::StrCat("cannot chain the audit records of sequences ", before + 1, "..")),
-            std::string::npos) << error;
+  EXPECT_NE(
+      error.find(absl::StrCat("cannot chain the audit records of sequences ", before + 1, "..")),
+      std::string::npos)
+      << error;
   EXPECT_NE(error.find("record CRC mismatch"), std::string::npos) << error;
   EXPECT_FALSE(sink.WaitUntilSpooled(absl::Milliseconds(400)));
   EXPECT_FALSE(sink.TakeChunk().has_value());
@@ -353,7 +357,8 @@ TEST(EventSinkSpool, ASlowSyncDoesNotHoldEventsBack) {
   EXPECT_EQ(sink.stats().spool_error, "");
 
   release.Notify();
-  EXPECT_TRUE(Eventually([&] { return syncs.load() >= 2; }));  // what was written meanwhile is synced next
+  EXPECT_TRUE(
+      Eventually([&] { return syncs.load() >= 2; }));  // what was written meanwhile is synced next
 }
 
 // A sync that fails refuses new sessions (fail closed) until a later sync succeeds.
@@ -430,7 +435,8 @@ TEST(Spool, TheJournalAndTheInflightTableAreAllocatedWhole) {
   for (const char* name : {"journal", "inflight"}) {
     struct stat st;
     ASSERT_EQ(::stat((o.dir + "/" + name).c_str(), &st), 0) << name;
-    EXPECT_GE(static_cast<uint64_t>(st.st_blocks) * 512, static_cast<uint64_t>(st.st_size)) << name << " is sparse";
+    EXPECT_GE(static_cast<uint64_t>(st.st_blocks) * 512, static_cast<uint64_t>(st.st_size))
+        << name << " is sparse";
   }
   EXPECT_EQ(std::filesystem::file_size(o.dir + "/journal"), 2u << 20);
   EXPECT_EQ(std::filesystem::file_size(o.dir + "/inflight"), 64u * 1024);
@@ -444,9 +450,11 @@ TEST(Spool, AVolumeTooSmallIsRefusedAtOpen) {
   auto spool = Spool::Open(o);
   ASSERT_FALSE(spool.ok());
   EXPECT_EQ(spool.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_NE(spool.status().message().find("the volume holding " + o.dir + " is "), std::string::npos)
+  EXPECT_NE(spool.status().message().find("the volume holding " + o.dir + " is "),
+            std::string::npos)
       << spool.status();
-  EXPECT_NE(spool.status().message().find("the audit spool needs at least"), std::string::npos) << spool.status();
+  EXPECT_NE(spool.status().message().find("the audit spool needs at least"), std::string::npos)
+      << spool.status();
   EXPECT_FALSE(std::filesystem::exists(o.dir + "/journal"));  // nothing was allocated
 }
 
@@ -493,7 +501,8 @@ TEST(EventSinkSpool, AFullDiskRefusesNewSessionsUntilItTakesWritesAgainAndNothin
     full = true;
     for (int i = 0; i < 10; ++i) ASSERT_TRUE(sink.Emit("statement", "s1", "{}"));
     ASSERT_TRUE(Eventually([&] { return sink.Full(); }));
-    EXPECT_NE(sink.RefusalReason().find(std::strerror(ENOSPC)), std::string::npos) << sink.RefusalReason();
+    EXPECT_NE(sink.RefusalReason().find(std::strerror(ENOSPC)), std::string::npos)
+        << sink.RefusalReason();
     EXPECT_EQ(sink.stats().refusing, sink.RefusalReason());
     EXPECT_GT(sink.stats().spool_error_since_ms, 0);
     // Rounds with nothing new to write do not end the refusal (the disk has not shown it has room).
@@ -502,7 +511,8 @@ TEST(EventSinkSpool, AFullDiskRefusesNewSessionsUntilItTakesWritesAgainAndNothin
     // Running sessions go on: their events are queued and sent.
     for (int i = 0; i < 10; ++i) ASSERT_TRUE(sink.Emit("statement", "s2", "{}"));
     ASSERT_TRUE(sink.WaitUntilSpooled(absl::Seconds(10)));
-    while (auto c = sink.TakeChunk()) sent.push_back(*c);  // not acknowledged: the control plane is away
+    while (auto c = sink.TakeChunk())
+      sent.push_back(*c);  // not acknowledged: the control plane is away
     EXPECT_GE(sink.stats().unwritten_events, 20u);
 
     full = false;
@@ -551,7 +561,8 @@ TEST(EventSinkSpool, AFailingDiskWithNothingLeftToWriteIsProbedUntilItWorks) {
   failing = true;
   ASSERT_TRUE(sink.Emit("statement", "s1", "{}"));
   ASSERT_TRUE(Eventually([&] { return sink.Full(); }));
-  EXPECT_NE(sink.RefusalReason().find(std::strerror(EIO)), std::string::npos) << sink.RefusalReason();
+  EXPECT_NE(sink.RefusalReason().find(std::strerror(EIO)), std::string::npos)
+      << sink.RefusalReason();
   // Sent and acknowledged, event of the failure included: nothing is left to write.
   ASSERT_TRUE(Eventually([&] {
     while (auto c = sink.TakeChunk()) sink.Ack(c->last_sequence);
@@ -571,7 +582,8 @@ TEST(EventSinkSpool, AChunkInFlightIsReadBackFromTheSegmentForAResend) {
   ASSERT_NE(spool, nullptr);
   EventSink sink(1 << 20, 4096);
   sink.StartSpooling(spool.get());
-  for (int i = 0; i < 30; ++i) ASSERT_TRUE(sink.Emit("statement", "s1", "{\"n\":" + std::to_string(i) + "}"));
+  for (int i = 0; i < 30; ++i)
+    ASSERT_TRUE(sink.Emit("statement", "s1", "{\"n\":" + std::to_string(i) + "}"));
   ASSERT_TRUE(sink.WaitUntilSpooled(absl::Seconds(5)));
   ASSERT_TRUE(sink.WaitForEvents(absl::Seconds(5)));
   auto first = sink.TakeChunk();
@@ -602,7 +614,8 @@ TEST(EventSinkSpool, ABacklogBeyondMemoryWaitsOnDisk) {
   sink.StartSpooling(spool.get());
   const std::string body = "{\"statement\":\"" + std::string(200, 'x') + "\"}";
   for (int i = 0; i < 2000; ++i) {  // ~500 KiB of records
-    while (!sink.Emit("statement", "s1", body)) ASSERT_TRUE(sink.WaitUntilSpooled(absl::Seconds(5)));
+    while (!sink.Emit("statement", "s1", body))
+      ASSERT_TRUE(sink.WaitUntilSpooled(absl::Seconds(5)));
   }
   ASSERT_TRUE(sink.WaitForEvents(absl::Seconds(5)));
   ASSERT_TRUE(sink.WaitUntilSpooled(absl::Seconds(5)));
@@ -811,7 +824,8 @@ TEST(EventSinkSpool, AStartOnAFullDiskKeepsTheJournalsRecordsUntilTheyCanBeWritt
     EXPECT_NE(spooled.sink.RefusalReason().find(std::strerror(ENOSPC)), std::string::npos);
     EXPECT_EQ(spooled.sink.stats().unwritten_events, 8u);
     full = false;
-    ASSERT_TRUE(Eventually([&] { return !spooled.sink.Full() && spooled.sink.stats().unwritten_events == 0; }));
+    ASSERT_TRUE(Eventually(
+        [&] { return !spooled.sink.Full() && spooled.sink.stats().unwritten_events == 0; }));
   }
   auto spool = Spool::Open(o);
   ASSERT_TRUE(spool.ok()) << spool.status();
@@ -887,7 +901,8 @@ TEST(EventSinkSpool, ASpoolThatLostItsTailSaysWhereItsChainStartsAndReportsTheRe
     ASSERT_NE(spooled.spool, nullptr);
     EXPECT_EQ(spooled.sink.chain_start().sequence, 0u);  // a new spool: nothing to go on from
     EXPECT_EQ(spooled.sink.chain_start().hash, "");
-    for (int i = 0; i < 10; ++i) ASSERT_TRUE(spooled.sink.Emit("statement", "s1", absl::StrCat("{\"n\":", i, "}")));
+    for (int i = 0; i < 10; ++i)
+      ASSERT_TRUE(spooled.sink.Emit("statement", "s1", absl::StrCat("{\"n\":", i, "}")));
     ASSERT_TRUE(spooled.sink.WaitUntilSpooled(absl::Seconds(10)));
     EXPECT_EQ(TakeChained(spooled.sink, &head, &last), 10u);
     spooled.sink.Ack(last);  // the control plane holds all ten
@@ -950,9 +965,11 @@ TEST(EventSinkSpool, ASpoolThatLostItsTailSaysWhereItsChainStartsAndReportsTheRe
   EXPECT_EQ(resumed.session_id(), "");
   EXPECT_GT(resumed.sequence(), last);
   EXPECT_EQ(resumed.prev_hash(), kept_head);  // the chain goes on from the spool's last record
-  EXPECT_NE(resumed.json().find(absl::StrCat("\"resumed_after_sequence\":", kept_last)), std::string::npos)
+  EXPECT_NE(resumed.json().find(absl::StrCat("\"resumed_after_sequence\":", kept_last)),
+            std::string::npos)
       << resumed.json();
-  EXPECT_NE(resumed.json().find(absl::StrCat("\"held_through_sequence\":", last)), std::string::npos);
+  EXPECT_NE(resumed.json().find(absl::StrCat("\"held_through_sequence\":", last)),
+            std::string::npos);
   EXPECT_NE(resumed.json().find("\"lost_records\":6"), std::string::npos);
 }
 
@@ -972,7 +989,8 @@ TEST(MappedFile, AFaultingPageIsCaughtAndRepairedWithTheContentInMemory) {
   (*file)->data()[2 * 4096] = 'b';  // past the end of the file now: SIGBUS, caught
   EXPECT_TRUE((*file)->faulted());
   EXPECT_EQ((*file)->data()[2 * 4096], 'b');
-  EXPECT_NE((*file)->FaultMessage().find("I/O error on the memory-mapped pages of " + path), std::string::npos);
+  EXPECT_NE((*file)->FaultMessage().find("I/O error on the memory-mapped pages of " + path),
+            std::string::npos);
   ASSERT_TRUE((*file)->Repair().ok());
   EXPECT_FALSE((*file)->faulted());
   EXPECT_EQ(std::filesystem::file_size(path), 4u * 4096);
@@ -981,7 +999,7 @@ TEST(MappedFile, AFaultingPageIsCaughtAndRepairedWithTheContentInMemory) {
   std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   ASSERT_EQ(content.size(), 4u * 4096);
   EXPECT_EQ(content[0], 'c');
-  EXPECT_EQ(content[2 * 4096], 'b');  // what the private page held is in the file again
+  EXPECT_EQ(content[2 * 4096], 'b');   // what the private page held is in the file again
   EXPECT_EQ(content[3 * 4096], '\0');  // cut off with the file: lost, as on the disk
 }
 
@@ -1002,8 +1020,10 @@ TEST(EventSinkSpool, AFaultingJournalOrInflightTableRefusesUntilMappedAnew) {
     const int slot = table->Acquire("s1", 0);
     ASSERT_EQ(::truncate((o.dir + "/" + name).c_str(), 0), 0);
     table->Begin(slot, "SELECT 1");
-    ASSERT_TRUE(sink.Emit("statement", "s1", "{}", false, {}, EventSink::Inflight{table, slot, true, false}));
-    EXPECT_TRUE(std::string(name) == "journal" ? spooled.spool->journal()->faulted() : table->faulted());
+    ASSERT_TRUE(sink.Emit("statement", "s1", "{}", false, {},
+                          EventSink::Inflight{table, slot, true, false}));
+    EXPECT_TRUE(std::string(name) == "journal" ? spooled.spool->journal()->faulted()
+                                               : table->faulted());
     std::vector<EventChunk> sent;
     ASSERT_TRUE(Eventually([&] {
       while (auto c = sink.TakeChunk()) {
@@ -1012,7 +1032,8 @@ TEST(EventSinkSpool, AFaultingJournalOrInflightTableRefusesUntilMappedAnew) {
       }
       const std::vector<std::string> types = Types(sent);
       return std::find(types.begin(), types.end(), "audit_spool_recovered") != types.end();
-    })) << absl::StrJoin(Types(sent), ",") << " refusing: " << sink.RefusalReason();
+    })) << absl::StrJoin(Types(sent), ",")
+        << " refusing: " << sink.RefusalReason();
     const std::vector<std::string> types = Types(sent);
     EXPECT_EQ(types.front(), "statement");
     EXPECT_NE(std::find(types.begin(), types.end(), "audit_spool_failed"), types.end());
@@ -1024,13 +1045,14 @@ TEST(EventSinkSpool, AFaultingJournalOrInflightTableRefusesUntilMappedAnew) {
         if (e.type() == "audit_spool_failed") failed = e.json();
       }
     }
-    EXPECT_NE(failed.find("memory-mapped pages of " + o.dir + "/" + name), std::string::npos) << failed;
+    EXPECT_NE(failed.find("memory-mapped pages of " + o.dir + "/" + name), std::string::npos)
+        << failed;
     EXPECT_EQ(sink.RefusalReason(), "");
     EXPECT_FALSE(table->faulted());
     EXPECT_FALSE(spooled.spool->journal()->faulted());
-    EXPECT_EQ(std::filesystem::file_size(o.dir + "/" + name), std::string(name) == "journal"
-                                                                   ? Journal::FileBytes(o.journal_half_bytes)
-                                                                   : InflightTable::FileBytes(o.inflight_slots));
+    EXPECT_EQ(std::filesystem::file_size(o.dir + "/" + name),
+              std::string(name) == "journal" ? Journal::FileBytes(o.journal_half_bytes)
+                                             : InflightTable::FileBytes(o.inflight_slots));
   }
 }
 

@@ -68,7 +68,8 @@ TEST(Authorize, NoMatchingRuleMeansNoAccess) {
 
 TEST(Authorize, IssuerRestrictionIsHonoured) {
   auto s = Snapshot();
-  EXPECT_EQ(Authorize(s, s.connections(0), {"github", "release-bot", {}})->access, v1::ACCESS_WRITE);
+  EXPECT_EQ(Authorize(s, s.connections(0), {"github", "release-bot", {}})->access,
+            v1::ACCESS_WRITE);
   EXPECT_FALSE(Authorize(s, s.connections(0), {"okta", "release-bot", {}}).has_value());
 }
 

@@ -10,8 +10,8 @@ v1::PolicySnapshot Snapshot() {
   s.set_masking_hash_key("0123456789abcdef0123456789abcdef");
   auto* c = s.add_connections();
   c->set_name("demo");
-  auto add = [&](const std::string& name, std::vector<std::string> columns, std::vector<std::string> detectors,
-                 v1::MaskingStrategy strategy) {
+  auto add = [&](const std::string& name, std::vector<std::string> columns,
+                 std::vector<std::string> detectors, v1::MaskingStrategy strategy) {
     auto* r = s.add_masking_rules();
     r->set_name(name);
     r->mutable_connections()->add_names("demo");
@@ -79,7 +79,8 @@ TEST(MaskingPolicy, DetectorsUseTheStrictestStrategyOfTheirRules) {
   v1::PolicySnapshot s = Snapshot();
   MaskingPolicy p(s, s.connections(0), "idp", "alice", {"analyst"});
   std::string out;
-  EXPECT_EQ(p.MaskText("ssn 123-45-6789, mail a@b.example", &out), MaskingPolicy::Outcome::kReplaced);
+  EXPECT_EQ(p.MaskText("ssn 123-45-6789, mail a@b.example", &out),
+            MaskingPolicy::Outcome::kReplaced);
   EXPECT_EQ(out, "ssn [REDACTED], mail [REDACTED]");
   EXPECT_EQ(p.MaskText("nothing here", &out), MaskingPolicy::Outcome::kUnchanged);
   EXPECT_EQ(p.detector_rules(), (std::vector<std::string>{"ids", "strict-ids"}));

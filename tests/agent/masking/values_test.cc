@@ -10,7 +10,8 @@ const HashKey kKey{"0123456789abcdef0123456789abcdef"};
 std::vector<std::string> Found(const Detectors& d, absl::string_view text) {
   std::vector<std::string> out;
   for (const Finding& f : d.Find(text)) {
-    out.push_back(std::string(DetectorName(f.detector)) + ":" + std::string(text.substr(f.begin, f.end - f.begin)));
+    out.push_back(std::string(DetectorName(f.detector)) + ":" +
+                  std::string(text.substr(f.begin, f.end - f.begin)));
   }
   return out;
 }
@@ -28,8 +29,10 @@ TEST(Masking, ChecksumsOfCardsAndIbans) {
 TEST(Masking, DetectorsFindWhatIsThereAndOnlyThat) {
   Detectors all({Detector::kEmail, Detector::kCreditCard, Detector::kUsSsn, Detector::kPhone,
                  Detector::kIban, Detector::kSecret});
-  EXPECT_EQ(Found(all, "contact user7@example.com today"), (std::vector<std::string>{"email:user7@example.com"}));
-  EXPECT_EQ(Found(all, "card 4111 1111 1111 1111 exp"), (std::vector<std::string>{"credit_card:4111 1111 1111 1111"}));
+  EXPECT_EQ(Found(all, "contact user7@example.com today"),
+            (std::vector<std::string>{"email:user7@example.com"}));
+  EXPECT_EQ(Found(all, "card 4111 1111 1111 1111 exp"),
+            (std::vector<std::string>{"credit_card:4111 1111 1111 1111"}));
   EXPECT_EQ(Found(all, "card 4111-1111-1111-1112"), (std::vector<std::string>{}));  // Luhn fails
   EXPECT_EQ(Found(all, "ssn 123-45-6789."), (std::vector<std::string>{"us_ssn:123-45-6789"}));
   EXPECT_EQ(Found(all, "ssn 000-45-6789 666-12-3456 123-00-6789"), (std::vector<std::string>{}));
@@ -37,10 +40,12 @@ TEST(Masking, DetectorsFindWhatIsThereAndOnlyThat) {
             (std::vector<std::string>{"phone:(555) 123-4567", "phone:+1 555.987.6543"}));
   EXPECT_EQ(Found(all, "IBAN GB82 WEST 1234 5698 7654 32 ok"),
             (std::vector<std::string>{"iban:GB82 WEST 1234 5698 7654 32"}));
-  EXPECT_EQ(Found(all, "key AKIAIOSFODNN7EXAMPLE"), (std::vector<std::string>{"secret:AKIAIOSFODNN7EXAMPLE"}));
+  EXPECT_EQ(Found(all, "key AKIAIOSFODNN7EXAMPLE"),
+            (std::vector<std::string>{"secret:AKIAIOSFODNN7EXAMPLE"}));
   std::string jwt = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLWJ5dGVz";
   EXPECT_EQ(Found(all, "Bearer " + jwt), (std::vector<std::string>{"secret:" + jwt}));
-  EXPECT_EQ(Found(all, "order 42 shipped on 2026-11-25, total 19.99"), (std::vector<std::string>{}));
+  EXPECT_EQ(Found(all, "order 42 shipped on 2026-11-25, total 19.99"),
+            (std::vector<std::string>{}));
   EXPECT_EQ(Found(all, ""), (std::vector<std::string>{}));
   // Only the enabled detectors run.
   Detectors email_only({Detector::kEmail});
@@ -71,9 +76,12 @@ TEST(Masking, Strategies) {
   std::string a = *MaskValue("alice@example.com", S::MASKING_STRATEGY_HASH, kKey);
   EXPECT_EQ(a.size(), 20u);
   EXPECT_EQ(a.substr(0, 4), "tok_");
-  EXPECT_EQ(*MaskValue("alice@example.com", S::MASKING_STRATEGY_HASH, kKey), a);  // joins still work
+  EXPECT_EQ(*MaskValue("alice@example.com", S::MASKING_STRATEGY_HASH, kKey),
+            a);  // joins still work
   EXPECT_NE(*MaskValue("bob@example.com", S::MASKING_STRATEGY_HASH, kKey), a);
-  EXPECT_NE(*MaskValue("alice@example.com", S::MASKING_STRATEGY_HASH, HashKey{"another key, 16+ bytes"}), a);
+  EXPECT_NE(
+      *MaskValue("alice@example.com", S::MASKING_STRATEGY_HASH, HashKey{"another key, 16+ bytes"}),
+      a);
 }
 
 TEST(Masking, FindingsAreMaskedInPlace) {

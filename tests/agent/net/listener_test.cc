@@ -3,7 +3,6 @@
 #include <gtest/gtest.h>
 
 #include <asio/experimental/as_tuple.hpp>
-
 #include <atomic>
 #include <memory>
 #include <string>
@@ -29,11 +28,12 @@ asio::awaitable<void> Echo(std::shared_ptr<Counter> counter, asio::ip::tcp::sock
   Alive alive(counter);
   std::string buffer;
   while (true) {
-    auto [ec, n] = co_await asio::async_read_until(socket, asio::dynamic_buffer(buffer), '\n',
-                                                   asio::experimental::as_tuple(asio::use_awaitable));
+    auto [ec, n] =
+        co_await asio::async_read_until(socket, asio::dynamic_buffer(buffer), '\n',
+                                        asio::experimental::as_tuple(asio::use_awaitable));
     if (ec) co_return;
-    auto [wec, written] = co_await asio::async_write(socket, asio::buffer(buffer.data(), n),
-                                                     asio::experimental::as_tuple(asio::use_awaitable));
+    auto [wec, written] = co_await asio::async_write(
+        socket, asio::buffer(buffer.data(), n), asio::experimental::as_tuple(asio::use_awaitable));
     if (wec) co_return;
     buffer.erase(0, n);
   }
@@ -49,7 +49,9 @@ std::string RoundTrip(asio::ip::tcp::socket& s, const std::string& line) {
 TEST(NetListener, TwoListenersShareOnePoolAndSessionsOutliveTheirListener) {
   auto counter = std::make_shared<Counter>();
   WorkerPool pool(WorkerPool::Options{2, false});
-  Listener::SessionFactory echo = [counter](asio::ip::tcp::socket s) { return Echo(counter, std::move(s)); };
+  Listener::SessionFactory echo = [counter](asio::ip::tcp::socket s) {
+    return Echo(counter, std::move(s));
+  };
   auto a = std::make_unique<Listener>("A", &pool, echo);
   Listener b("B", &pool, echo);
   auto port_a = a->Start("127.0.0.1:0");
@@ -63,7 +65,8 @@ TEST(NetListener, TwoListenersShareOnePoolAndSessionsOutliveTheirListener) {
     sockets.emplace_back(client);
     const int port = i % 2 == 0 ? *port_a : *port_b;
     sockets.back().connect({asio::ip::make_address("127.0.0.1"), static_cast<uint16_t>(port)});
-    EXPECT_EQ(RoundTrip(sockets.back(), "hello " + std::to_string(i)), "hello " + std::to_string(i) + "\n");
+    EXPECT_EQ(RoundTrip(sockets.back(), "hello " + std::to_string(i)),
+              "hello " + std::to_string(i) + "\n");
   }
   EXPECT_EQ(counter->started.load(), 4);
   // Both listeners' sessions are spread over the one pool's two workers.
@@ -94,12 +97,14 @@ TEST(NetListener, ABadAddressOrABusyPortIsNamed) {
   Listener second("PostgreSQL", &pool, never);
   auto busy = second.Start("127.0.0.1:" + std::to_string(*port));
   ASSERT_FALSE(busy.ok());
-  EXPECT_NE(busy.status().message().find("cannot listen on 127.0.0.1:" + std::to_string(*port)), std::string::npos)
+  EXPECT_NE(busy.status().message().find("cannot listen on 127.0.0.1:" + std::to_string(*port)),
+            std::string::npos)
       << busy.status();
   Listener third("PostgreSQL", &pool, never);
   auto bad = third.Start("not-an-address:5432");
   ASSERT_FALSE(bad.ok());
-  EXPECT_NE(bad.status().message().find("PostgreSQL listen address 'not-an-address'"), std::string::npos)
+  EXPECT_NE(bad.status().message().find("PostgreSQL listen address 'not-an-address'"),
+            std::string::npos)
       << bad.status();
 }
 

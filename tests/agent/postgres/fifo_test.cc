@@ -29,8 +29,9 @@ TEST(Fifo, PoppedEntriesReleaseWhatTheyHeldAndReferencesStayValid) {
   q.push_back(held);
   int* first = q.front().get();
   std::shared_ptr<int>& ref = q.front();
-  for (int i = 0; i < 100; ++i) q.push_back(std::make_shared<int>(i));  // more pushes than spare nodes
-  EXPECT_EQ(ref.get(), first);  // still the same entry
+  for (int i = 0; i < 100; ++i)
+    q.push_back(std::make_shared<int>(i));  // more pushes than spare nodes
+  EXPECT_EQ(ref.get(), first);              // still the same entry
   EXPECT_EQ(held.use_count(), 2);
   q.pop_front();
   EXPECT_EQ(held.use_count(), 1);  // reset when popped, not when its node is reused

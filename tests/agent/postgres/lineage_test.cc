@@ -30,7 +30,9 @@ using ::testing::Not;
 using ::testing::UnorderedElementsAre;
 
 SourceColumn C(const char* table, const char* column) { return SourceColumn{table, column}; }
-Escape E(const char* table, const char* column, const char* how) { return Escape{C(table, column), how}; }
+Escape E(const char* table, const char* column, const char* how) {
+  return Escape{C(table, column), how};
+}
 
 // The lineage of a one-statement text, through AnalyzeStatement (as the relay gets it).
 StatementLineage L(const char* sql) {
@@ -48,7 +50,7 @@ StatementLineage L(const char* sql) {
 TEST(Lineage, WholeRowReferences) {
   auto l = L("SELECT c FROM customers c");
   ASSERT_EQ(l.outputs.size(), 1u);
-  EXPECT_THAT(l.outputs[0].sources, Contains(C("customers", "")));  // the row ...
+  EXPECT_THAT(l.outputs[0].sources, Contains(C("customers", "")));   // the row ...
   EXPECT_THAT(l.outputs[0].sources, Contains(C("customers", "c")));  // ... or a column named c
   EXPECT_FALSE(l.outputs[0].plain);
   EXPECT_TRUE(l.opaque.empty());
@@ -74,12 +76,13 @@ TEST(Lineage, WholeRowReferences) {
 }
 
 TEST(Lineage, ExpressionsDeriveFromTheirColumns) {
-  for (const char* sql : {"SELECT ssn || '' FROM customers", "SELECT format('%s', ssn) FROM customers",
-                          "SELECT array_agg(ssn) FROM customers", "SELECT upper(ssn) AS ssn FROM customers",
-                          "SELECT CASE WHEN id > 0 THEN ssn END FROM customers",
-                          "SELECT coalesce(NULL, ssn) FROM customers", "SELECT ARRAY[ssn] FROM customers",
-                          "SELECT ROW(ssn, 1) FROM customers", "SELECT ssn COLLATE \"C\" FROM customers",
-                          "SELECT string_agg(ssn, ',' ORDER BY id) FROM customers"}) {
+  for (const char* sql :
+       {"SELECT ssn || '' FROM customers", "SELECT format('%s', ssn) FROM customers",
+        "SELECT array_agg(ssn) FROM customers", "SELECT upper(ssn) AS ssn FROM customers",
+        "SELECT CASE WHEN id > 0 THEN ssn END FROM customers",
+        "SELECT coalesce(NULL, ssn) FROM customers", "SELECT ARRAY[ssn] FROM customers",
+        "SELECT ROW(ssn, 1) FROM customers", "SELECT ssn COLLATE \"C\" FROM customers",
+        "SELECT string_agg(ssn, ',' ORDER BY id) FROM customers"}) {
     auto l = L(sql);
     ASSERT_EQ(l.outputs.size(), 1u) << sql;
     EXPECT_THAT(l.outputs[0].sources, Contains(C("customers", "ssn"))) << sql;
@@ -105,7 +108,9 @@ TEST(Lineage, ThroughSubqueriesAndCtes) {
   EXPECT_THAT(l.outputs[0].sources, ElementsAre(C("customers", "ssn")));
 
   // A chain of CTEs.
-  l = L("WITH a AS (SELECT ssn, id FROM customers), b AS (SELECT lower(ssn) AS s2 FROM a) SELECT s2 FROM b");
+  l =
+      L("WITH a AS (SELECT ssn, id FROM customers), b AS (SELECT lower(ssn) AS s2 FROM a) SELECT "
+        "s2 FROM b");
   EXPECT_THAT(l.outputs[0].sources, ElementsAre(C("customers", "ssn")));
   EXPECT_FALSE(l.outputs[0].plain);
 
@@ -124,30 +129,38 @@ TEST(Lineage, ThroughSubqueriesAndCtes) {
   l = L("SELECT id, (SELECT c2.ssn FROM customers c2 WHERE c2.id = c.id) FROM customers c");
   ASSERT_EQ(l.outputs.size(), 2u);
   EXPECT_THAT(l.outputs[1].sources, ElementsAre(C("customers", "ssn")));
-  l = L("SELECT (SELECT c.ssn FROM orders o LIMIT 1) FROM customers c");  // the outer query's column
+  l = L(
+      "SELECT (SELECT c.ssn FROM orders o LIMIT 1) FROM customers c");  // the outer query's column
   EXPECT_THAT(l.outputs[0].sources, ElementsAre(C("customers", "ssn")));
   l = L("SELECT ARRAY(SELECT ssn FROM customers)");
   EXPECT_THAT(l.outputs[0].sources, ElementsAre(C("customers", "ssn")));
 }
 
 TEST(Lineage, RecursiveCtesMixTheirColumns) {
-  auto l = L("WITH RECURSIVE r(a, b) AS (SELECT ssn, '' FROM customers UNION ALL SELECT b, a FROM r) "
-             "SELECT b FROM r");
+  auto l =
+      L("WITH RECURSIVE r(a, b) AS (SELECT ssn, '' FROM customers UNION ALL SELECT b, a FROM r) "
+        "SELECT b FROM r");
   ASSERT_EQ(l.outputs.size(), 1u);
   EXPECT_THAT(l.outputs[0].sources, ElementsAre(C("customers", "ssn")));
   EXPECT_FALSE(l.outputs[0].plain);
   // The recursive arm sees what the CTE holds: its escapes are found.
-  l = L("WITH RECURSIVE r(a) AS (SELECT ssn FROM customers UNION SELECT a FROM r WHERE pg_notify('c', a) IS NULL) "
+  l =
+      L("WITH RECURSIVE r(a) AS (SELECT ssn FROM customers UNION SELECT a FROM r WHERE "
+        "pg_notify('c', a) IS NULL) "
         "SELECT 1 FROM r");
   EXPECT_THAT(l.escapes, ElementsAre(E("customers", "ssn", "pg_notify")));
   // CYCLE's path and SEARCH's ordering columns hold the CTE's values.
-  l = L("WITH RECURSIVE t(id) AS (SELECT ssn FROM customers UNION ALL SELECT id FROM t) "
+  l =
+      L("WITH RECURSIVE t(id) AS (SELECT ssn FROM customers UNION ALL SELECT id FROM t) "
         "CYCLE id SET is_cycle USING path SELECT path FROM t");
   EXPECT_THAT(l.outputs[0].sources, ElementsAre(C("customers", "ssn")));
-  l = L("WITH RECURSIVE t(id) AS (SELECT ssn FROM customers UNION ALL SELECT id FROM t) "
+  l =
+      L("WITH RECURSIVE t(id) AS (SELECT ssn FROM customers UNION ALL SELECT id FROM t) "
         "SEARCH DEPTH FIRST BY id SET ord SELECT ord FROM t");
   EXPECT_THAT(l.outputs[0].sources, ElementsAre(C("customers", "ssn")));
-  l = L("WITH RECURSIVE t AS (SELECT 1 AS n UNION ALL SELECT n + 1 FROM t WHERE n < 5) SELECT n FROM t");
+  l =
+      L("WITH RECURSIVE t AS (SELECT 1 AS n UNION ALL SELECT n + 1 FROM t WHERE n < 5) SELECT n "
+        "FROM t");
   EXPECT_THAT(l.outputs[0].sources, IsEmpty());
   EXPECT_TRUE(l.opaque.empty());
 }
@@ -197,9 +210,13 @@ TEST(Lineage, SideChannelsAreEscapes) {
   EXPECT_THAT(l.escapes, ElementsAre(E("customers", "ssn", "pg_notify")));
   l = L("SELECT set_config('application_name', email, false) FROM customers");
   EXPECT_THAT(l.escapes, ElementsAre(E("customers", "email", "set_config")));
-  l = L("SELECT 1 FROM customers WHERE pg_advisory_lock(length(ssn)) IS NOT NULL");  // anywhere, not only outputs
+  l = L(
+      "SELECT 1 FROM customers WHERE pg_advisory_lock(length(ssn)) IS NOT NULL");  // anywhere, not
+                                                                                   // only outputs
   EXPECT_THAT(l.escapes, ElementsAre(E("customers", "ssn", "pg_advisory_lock")));
-  l = L("SELECT count(*) FROM customers c, LATERAL (SELECT pg_sleep(CASE WHEN c.ssn LIKE '1%' THEN 1 END)) s");
+  l =
+      L("SELECT count(*) FROM customers c, LATERAL (SELECT pg_sleep(CASE WHEN c.ssn LIKE '1%' THEN "
+        "1 END)) s");
   EXPECT_THAT(l.escapes, ElementsAre(E("customers", "ssn", "pg_sleep")));
   l = L("SELECT lo_from_bytea(0, convert_to(ssn, 'UTF8')) FROM customers");
   EXPECT_THAT(l.escapes, ElementsAre(E("customers", "ssn", "lo_from_bytea")));
@@ -222,20 +239,24 @@ TEST(Lineage, SideChannelsAreEscapes) {
 // ---- What a statement returns, reads and writes ----
 
 TEST(Lineage, PlainColumnsAliasesAndJoins) {
-  auto l = L("SELECT c.email AS e, c.ssn AS x, o.total FROM customers c JOIN orders o ON o.customer_id = c.id");
+  auto l =
+      L("SELECT c.email AS e, c.ssn AS x, o.total FROM customers c JOIN orders o ON o.customer_id "
+        "= c.id");
   ASSERT_EQ(l.outputs.size(), 3u);
   EXPECT_THAT(l.outputs[0].sources, ElementsAre(C("customers", "email")));
   EXPECT_EQ(l.outputs[0].name, "e");
   EXPECT_THAT(l.outputs[1].sources, ElementsAre(C("customers", "ssn")));
   EXPECT_THAT(l.outputs[2].sources, ElementsAre(C("orders", "total")));
   for (const auto& o : l.outputs) EXPECT_TRUE(o.plain);
-  EXPECT_THAT(l.reads, UnorderedElementsAre(C("customers", "email"), C("customers", "ssn"), C("orders", "total"),
-                                            C("orders", "customer_id"), C("customers", "id")));
+  EXPECT_THAT(l.reads, UnorderedElementsAre(C("customers", "email"), C("customers", "ssn"),
+                                            C("orders", "total"), C("orders", "customer_id"),
+                                            C("customers", "id")));
   EXPECT_THAT(l.tables, UnorderedElementsAre("customers", "orders"));
 
   // An unqualified column may be any table's.
   l = L("SELECT ssn FROM customers c JOIN orders o USING (id)");
-  EXPECT_THAT(l.outputs[0].sources, UnorderedElementsAre(C("customers", "ssn"), C("orders", "ssn")));
+  EXPECT_THAT(l.outputs[0].sources,
+              UnorderedElementsAre(C("customers", "ssn"), C("orders", "ssn")));
   EXPECT_TRUE(l.outputs[0].plain);
 
   // Schema-qualified.
@@ -245,7 +266,8 @@ TEST(Lineage, PlainColumnsAliasesAndJoins) {
 
   // An aliased join.
   l = L("SELECT j.ssn FROM (customers c JOIN orders o ON true) j");
-  EXPECT_THAT(l.outputs[0].sources, UnorderedElementsAre(C("customers", "ssn"), C("orders", "ssn")));
+  EXPECT_THAT(l.outputs[0].sources,
+              UnorderedElementsAre(C("customers", "ssn"), C("orders", "ssn")));
 
   // JOIN ... USING (id) AS x: x.id is either side's id.
   l = L("SELECT x.id FROM customers JOIN orders USING (id) AS x");
@@ -265,7 +287,8 @@ TEST(Lineage, CountHasNoSourcesAndWhereIsOnlyRead) {
 
   l = L("SELECT id FROM customers WHERE ssn = '1' ORDER BY email");
   EXPECT_THAT(l.outputs[0].sources, ElementsAre(C("customers", "id")));
-  EXPECT_THAT(l.reads, UnorderedElementsAre(C("customers", "id"), C("customers", "ssn"), C("customers", "email")));
+  EXPECT_THAT(l.reads, UnorderedElementsAre(C("customers", "id"), C("customers", "ssn"),
+                                            C("customers", "email")));
   EXPECT_THAT(l.escapes, IsEmpty());
 
   l = L("SELECT id FROM orders o WHERE EXISTS (SELECT 1 FROM customers c WHERE c.ssn = o.ref)");
@@ -313,7 +336,9 @@ TEST(Lineage, LateralAndFunctionsInFrom) {
   EXPECT_THAT(l.outputs[1].sources, ElementsAre(C("customers", "ssn")));
   EXPECT_FALSE(l.outputs[1].plain);
 
-  l = L("SELECT l.x FROM customers c CROSS JOIN LATERAL (SELECT o.total AS x FROM orders o WHERE o.cid = c.id) l");
+  l =
+      L("SELECT l.x FROM customers c CROSS JOIN LATERAL (SELECT o.total AS x FROM orders o WHERE "
+        "o.cid = c.id) l");
   EXPECT_THAT(l.outputs[0].sources, ElementsAre(C("orders", "total")));
 
   // A set-returning function: its columns derive from its arguments.
@@ -321,7 +346,8 @@ TEST(Lineage, LateralAndFunctionsInFrom) {
   EXPECT_THAT(l.outputs[0].sources, Contains(C("customers", "ssn")));
   EXPECT_FALSE(l.outputs[0].plain);
   l = L("SELECT * FROM customers c, unnest(ARRAY[c.ssn]) AS u(v)");
-  EXPECT_THAT(l.outputs[0].sources, UnorderedElementsAre(C("customers", ""), C("customers", "ssn")));
+  EXPECT_THAT(l.outputs[0].sources,
+              UnorderedElementsAre(C("customers", ""), C("customers", "ssn")));
   EXPECT_FALSE(l.outputs[0].plain);
 }
 
@@ -333,11 +359,14 @@ TEST(Lineage, GroupingAndWindows) {
   EXPECT_THAT(l.reads, Contains(C("customers", "ssn")));
 
   // A window's value depends on how it partitions and orders (conservative).
-  l = L("SELECT rank() OVER (PARTITION BY email ORDER BY ssn), sum(id) OVER w FROM customers "
+  l =
+      L("SELECT rank() OVER (PARTITION BY email ORDER BY ssn), sum(id) OVER w FROM customers "
         "WINDOW w AS (PARTITION BY card)");
   ASSERT_EQ(l.outputs.size(), 2u);
-  EXPECT_THAT(l.outputs[0].sources, UnorderedElementsAre(C("customers", "email"), C("customers", "ssn")));
-  EXPECT_THAT(l.outputs[1].sources, UnorderedElementsAre(C("customers", "id"), C("customers", "card")));
+  EXPECT_THAT(l.outputs[0].sources,
+              UnorderedElementsAre(C("customers", "email"), C("customers", "ssn")));
+  EXPECT_THAT(l.outputs[1].sources,
+              UnorderedElementsAre(C("customers", "id"), C("customers", "card")));
   l = L("SELECT count(*) FILTER (WHERE ssn LIKE '1%') FROM customers");
   EXPECT_THAT(l.outputs[0].sources, ElementsAre(C("customers", "ssn")));
 }
@@ -386,17 +415,21 @@ TEST(Lineage, WritesAreEscapes) {
   EXPECT_THAT(l.escapes, ElementsAre(E("customers", "ssn", "UPDATE customers")));
   EXPECT_THAT(L("UPDATE customers SET ssn = trim(ssn)").escapes, IsEmpty());
 
-  l = L("MERGE INTO notes n USING customers c ON n.cid = c.id "
-        "WHEN MATCHED THEN UPDATE SET body = c.ssn WHEN NOT MATCHED THEN INSERT (cid, body) VALUES (c.id, c.email)");
+  l =
+      L("MERGE INTO notes n USING customers c ON n.cid = c.id "
+        "WHEN MATCHED THEN UPDATE SET body = c.ssn WHEN NOT MATCHED THEN INSERT (cid, body) VALUES "
+        "(c.id, c.email)");
   EXPECT_THAT(l.escapes, UnorderedElementsAre(E("customers", "ssn", "MERGE INTO notes"),
                                               E("customers", "id", "MERGE INTO notes"),
                                               E("customers", "email", "MERGE INTO notes")));
   EXPECT_THAT(l.outputs, IsEmpty());
 
-  l = L("INSERT INTO notes (id, body) SELECT id, email FROM customers "
-        "ON CONFLICT (id) DO UPDATE SET body = excluded.body || (SELECT ssn FROM customers LIMIT 1)");
+  l = L(
+      "INSERT INTO notes (id, body) SELECT id, email FROM customers "
+      "ON CONFLICT (id) DO UPDATE SET body = excluded.body || (SELECT ssn FROM customers LIMIT 1)");
   EXPECT_THAT(l.escapes, Contains(E("customers", "email", "INSERT INTO notes")));
-  EXPECT_THAT(l.escapes, Contains(E("customers", "ssn", "INSERT INTO notes ON CONFLICT DO UPDATE")));
+  EXPECT_THAT(l.escapes,
+              Contains(E("customers", "ssn", "INSERT INTO notes ON CONFLICT DO UPDATE")));
 }
 
 TEST(Lineage, StatementsThatKeepValuesAreEscapes) {
@@ -441,9 +474,10 @@ TEST(Lineage, StatementsThatKeepValuesAreEscapes) {
 }
 
 TEST(Lineage, UtilityStatements) {
-  for (const char* sql : {"BEGIN", "SET application_name = 'x'", "SHOW search_path", "FETCH 10 FROM cur",
-                          "CREATE TABLE t (id int DEFAULT 1, CHECK (id > 0))", "DROP TABLE t", "LISTEN ch",
-                          "CREATE FUNCTION f(a int) RETURNS int LANGUAGE sql RETURN a + 1"}) {
+  for (const char* sql :
+       {"BEGIN", "SET application_name = 'x'", "SHOW search_path", "FETCH 10 FROM cur",
+        "CREATE TABLE t (id int DEFAULT 1, CHECK (id > 0))", "DROP TABLE t", "LISTEN ch",
+        "CREATE FUNCTION f(a int) RETURNS int LANGUAGE sql RETURN a + 1"}) {
     auto l = L(sql);
     EXPECT_TRUE(l.opaque.empty()) << sql << ": " << l.opaque;
     EXPECT_THAT(l.outputs, IsEmpty()) << sql;
@@ -451,7 +485,8 @@ TEST(Lineage, UtilityStatements) {
   }
   EXPECT_THAT(L("LOCK TABLE customers").tables, ElementsAre("customers"));
   // Expressions evaluated over a table's rows now are not followed.
-  EXPECT_FALSE(L("ALTER TABLE customers ADD COLUMN x text GENERATED ALWAYS AS (ssn || '') STORED").opaque.empty());
+  EXPECT_FALSE(L("ALTER TABLE customers ADD COLUMN x text GENERATED ALWAYS AS (ssn || '') STORED")
+                   .opaque.empty());
   EXPECT_FALSE(L("CREATE INDEX ON customers ((ssn::int))").opaque.empty());
 }
 
@@ -463,17 +498,23 @@ TEST(Lineage, MalformedTreesDoNotThrow) {
         "{\"SelectStmt\": {\"fromClause\": [{\"RangeVar\": []}, {\"Bogus\": {}}, 7]}}",
         "{\"SelectStmt\": {\"op\": \"SETOP_UNION\"}}",
         "{\"SelectStmt\": {\"op\": 3, \"larg\": 1, \"rarg\": []}}",
-        "{\"SelectStmt\": {\"targetList\": [{\"ResTarget\": {\"val\": {\"ColumnRef\": {\"fields\": 1}}}}]}}",
-        "{\"SelectStmt\": {\"targetList\": [{\"ResTarget\": {\"val\": {\"ColumnRef\": {\"fields\": [{\"Bogus\": 1}]}}}}]}}",
-        "{\"SelectStmt\": {\"withClause\": {\"ctes\": [{\"CommonTableExpr\": {\"ctequery\": 1}}], \"recursive\": true}}}",
-        "{\"InsertStmt\": {\"relation\": 1}}", "{\"UpdateStmt\": {\"relation\": {\"relname\": \"t\"}, \"targetList\": [1]}}",
-        "{\"CopyStmt\": {\"query\": []}}", "{\"ExplainStmt\": {\"query\": 1}}", "{\"A\": 1, \"B\": 2}"}) {
+        "{\"SelectStmt\": {\"targetList\": [{\"ResTarget\": {\"val\": {\"ColumnRef\": {\"fields\": "
+        "1}}}}]}}",
+        "{\"SelectStmt\": {\"targetList\": [{\"ResTarget\": {\"val\": {\"ColumnRef\": {\"fields\": "
+        "[{\"Bogus\": 1}]}}}}]}}",
+        "{\"SelectStmt\": {\"withClause\": {\"ctes\": [{\"CommonTableExpr\": {\"ctequery\": 1}}], "
+        "\"recursive\": true}}}",
+        "{\"InsertStmt\": {\"relation\": 1}}",
+        "{\"UpdateStmt\": {\"relation\": {\"relname\": \"t\"}, \"targetList\": [1]}}",
+        "{\"CopyStmt\": {\"query\": []}}", "{\"ExplainStmt\": {\"query\": 1}}",
+        "{\"A\": 1, \"B\": 2}"}) {
     json tree = json::parse(text);
     StatementLineage l;
     EXPECT_NO_THROW(l = ComputeLineage(tree)) << text;
   }
   // A shape the analysis does not know is named, not skipped.
-  EXPECT_FALSE(ComputeLineage(json::parse("{\"SelectStmt\": {\"fromClause\": [{\"Bogus\": {}}]}}")).opaque.empty());
+  EXPECT_FALSE(ComputeLineage(json::parse("{\"SelectStmt\": {\"fromClause\": [{\"Bogus\": {}}]}}"))
+                   .opaque.empty());
   EXPECT_FALSE(ComputeLineage(json::parse("null")).opaque.empty());
 
   // Deep nesting stops, named.

@@ -55,7 +55,8 @@ TEST(SessionRecorder, KeepsTheFirstRowsOfEachResultAndCountsTheRest) {
 
 TEST(SessionRecorder, ByteLimitAndOffAndTornWrites) {
   SessionRecorder bytes(RecordingLimits{true, 100, 10}, absl::Now());
-  bytes.ToClient(DataRow{{std::string(8, 'a')}}.Encode() + DataRow{{std::string(8, 'b')}}.Encode() + CommandComplete{"SELECT 2"}.Encode());
+  bytes.ToClient(DataRow{{std::string(8, 'a')}}.Encode() + DataRow{{std::string(8, 'b')}}.Encode() +
+                 CommandComplete{"SELECT 2"}.Encode());
   auto e = Entries(std::string(bytes.data()));
   // Neither row fits in 10 bytes (a DataRow of one 8-byte value has a 14-byte payload).
   ASSERT_EQ(e.size(), 2u);

@@ -32,7 +32,8 @@ masking::MaskingPolicy Policy() {
   return masking::MaskingPolicy(*s, s->connections(0), "idp", "alice", {});
 }
 
-RowDescription::Field F(const char* name, int32_t table, int16_t column, int32_t type, int16_t format = 0) {
+RowDescription::Field F(const char* name, int32_t table, int16_t column, int32_t type,
+                        int16_t format = 0) {
   RowDescription::Field f;
   f.name = name;
   f.table_oid = table;
@@ -54,9 +55,9 @@ std::string Payload(const std::string& message) { return message.substr(5); }
 
 TEST(ResultMasking, PlansByTableColumnNotByLabel) {
   auto policy = Policy();
-  ResultPlan plan = PlanResult({F("x", 16384, 2, 25), F("id", 16384, 1, 23), F("card", 0, 0, 25),
-                                F("email", 16384, 5, 25)},
-                               Tables(), policy);
+  ResultPlan plan = PlanResult(
+      {F("x", 16384, 2, 25), F("id", 16384, 1, 23), F("card", 0, 0, 25), F("email", 16384, 5, 25)},
+      Tables(), policy);
   ASSERT_EQ(plan.columns.size(), 4u);
   EXPECT_EQ(plan.columns[0].kind, ColumnPlan::kWhole);   // ssn, called x
   EXPECT_EQ(plan.columns[1].kind, ColumnPlan::kDetect);  // id: detectors only
@@ -69,12 +70,12 @@ TEST(ResultMasking, PlansByTableColumnNotByLabel) {
 
 TEST(ResultMasking, RewritesDataRowsInTextAndBinary) {
   auto policy = Policy();
-  ResultPlan plan = PlanResult({F("ssn", 16384, 2, 25), F("card", 16384, 4, 20, 1), F("note", 0, 0, 25, 1),
-                                F("n", 0, 0, 23), F("nothing", 0, 0, 25)},
+  ResultPlan plan = PlanResult({F("ssn", 16384, 2, 25), F("card", 16384, 4, 20, 1),
+                                F("note", 0, 0, 25, 1), F("n", 0, 0, 23), F("nothing", 0, 0, 25)},
                                Tables(), policy);
   DataRow row;
-  row.values = {std::string("123-45-6789"), std::string("\0\0\0\0\0\0\0\1", 8), std::string("mail a@b.example!"),
-                std::string("42"), std::nullopt};
+  row.values = {std::string("123-45-6789"), std::string("\0\0\0\0\0\0\0\1", 8),
+                std::string("mail a@b.example!"), std::string("42"), std::nullopt};
   std::string out;
   auto changed = MaskDataRow(Payload(row.Encode()), plan, policy, &out);
   ASSERT_TRUE(changed.ok()) << changed.status();
@@ -122,7 +123,8 @@ TEST(ResultMasking, CopyTextRowsKeepTheirEscapes) {
   ResultPlan plan = PlanCopy("customers", {"id", "ssn", "note"}, 3, policy);
   CopyFormat text;
   std::string out;
-  auto changed = MaskCopyRow("7\t123-45-6789\tline\\none a@b.example\\\\x\n", plan, text, policy, &out);
+  auto changed =
+      MaskCopyRow("7\t123-45-6789\tline\\none a@b.example\\\\x\n", plan, text, policy, &out);
   ASSERT_TRUE(changed.ok()) << changed.status();
   ASSERT_TRUE(*changed);
   EXPECT_EQ(out.substr(5), "7\t[REDACTED]\tline\\none [REDACTED]\\\\x\n");
@@ -142,7 +144,8 @@ TEST(ResultMasking, CopyCsvRowsAreUnquotedMaskedAndRequoted) {
   csv.delimiter = ',';
   csv.null_string = "";
   std::string out;
-  auto changed = MaskCopyRow("1,123-45-6789,\"a, \"\"quoted\"\" a@b.example\nnext line\"\n", plan, csv, policy, &out);
+  auto changed = MaskCopyRow("1,123-45-6789,\"a, \"\"quoted\"\" a@b.example\nnext line\"\n", plan,
+                             csv, policy, &out);
   ASSERT_TRUE(changed.ok()) << changed.status();
   ASSERT_TRUE(*changed);
   EXPECT_EQ(out.substr(5), "1,\"[REDACTED]\",\"a, \"\"quoted\"\" [REDACTED]\nnext line\"\n");

@@ -10,7 +10,8 @@ using wire::postgres::WireWriter;
 
 namespace {
 
-std::string BindPayload(const std::string& portal, const std::string& statement, std::vector<int16_t> formats) {
+std::string BindPayload(const std::string& portal, const std::string& statement,
+                        std::vector<int16_t> formats) {
   WireWriter w;
   w.CString(portal);
   w.CString(statement);
@@ -23,7 +24,9 @@ std::string BindPayload(const std::string& portal, const std::string& statement,
   return w.Take();
 }
 
-std::string DescribePayload(char target, const std::string& name) { return std::string(1, target) + name + '\0'; }
+std::string DescribePayload(char target, const std::string& name) {
+  return std::string(1, target) + name + '\0';
+}
 
 TEST(ResultRouter, ExecuteUsesTheStatementDescriptionWithTheBindFormats) {
   ResultRouter r;

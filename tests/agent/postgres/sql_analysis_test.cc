@@ -9,7 +9,8 @@
 namespace sluice::agent::postgres {
 
 void PrintTo(const SettingChange& c, std::ostream* os) {
-  *os << "{" << c.name << "=" << c.value << (c.reset ? " reset" : "") << (c.value_known ? "" : " unknown") << "}";
+  *os << "{" << c.name << "=" << c.value << (c.reset ? " reset" : "")
+      << (c.value_known ? "" : " unknown") << "}";
 }
 
 namespace {
@@ -95,9 +96,11 @@ TEST(SqlAnalysis, CacheAnswersByShapeButNeverCachesParseFailures) {
 
 TEST(SqlAnalysis, CopyOutputsReadTheirOptions) {
   auto copies = CopyOutputs(
-      "SELECT 1; COPY public.customers (email, name) TO STDOUT WITH (FORMAT csv, HEADER, DELIMITER ';', "
+      "SELECT 1; COPY public.customers (email, name) TO STDOUT WITH (FORMAT csv, HEADER, DELIMITER "
+      "';', "
       "NULL 'x', QUOTE '''');"
-      "COPY t FROM STDIN; COPY t TO '/tmp/f'; COPY (SELECT 1) TO STDOUT (FORMAT binary); copy t to stdout csv");
+      "COPY t FROM STDIN; COPY t TO '/tmp/f'; COPY (SELECT 1) TO STDOUT (FORMAT binary); copy t to "
+      "stdout csv");
   ASSERT_EQ(copies.size(), 3u);
   EXPECT_EQ(copies[0].relation, (Relation{"public", "customers"}));
   EXPECT_EQ(copies[0].columns, (std::vector<std::string>{"email", "name"}));
@@ -118,7 +121,6 @@ TEST(SqlAnalysis, CopyOutputsReadTheirOptions) {
   EXPECT_TRUE(CopyOutputs("not sql").empty());
 }
 
-
 bool Guards(absl::string_view sql, const std::string& what) {
   StatementInfo info = AnalyzeStatement(sql);
   for (const auto& s : info.statements) {
@@ -128,21 +130,25 @@ bool Guards(absl::string_view sql, const std::string& what) {
 }
 
 TEST(SqlAnalysis, ConstantWhereClausesThatHoldForEveryRow) {
-  for (const char* sql : {"DELETE FROM t WHERE 2 > 1", "DELETE FROM t WHERE NOT false", "DELETE FROM t WHERE 1 <> 2",
-                          "DELETE FROM t WHERE 'a' = 'a'", "DELETE FROM t WHERE 1 = 1 OR id = 3",
-                          "DELETE FROM t WHERE 1.5 >= 1", "DELETE FROM t WHERE 't'::bool",
-                          "DELETE FROM t WHERE NULL IS NULL", "DELETE FROM t WHERE 1 IN (1, 2)",
-                          "DELETE FROM t WHERE (1 = 1) IS TRUE", "DELETE FROM t WHERE -1 < 0 AND true",
-                          "DELETE FROM t WHERE -5 > -10", "DELETE FROM t WHERE 0 = 0", "DELETE FROM t WHERE - 2 = -2",
-                          "DELETE FROM t WHERE -(3) < -(4)", "DELETE FROM t WHERE 't'", "DELETE FROM t WHERE 'yes'",
-                          "DELETE FROM t WHERE 't' = true", "DELETE FROM t WHERE '1' = 1", "DELETE FROM t WHERE NOT 'off'"}) {
+  for (const char* sql :
+       {"DELETE FROM t WHERE 2 > 1",           "DELETE FROM t WHERE NOT false",
+        "DELETE FROM t WHERE 1 <> 2",          "DELETE FROM t WHERE 'a' = 'a'",
+        "DELETE FROM t WHERE 1 = 1 OR id = 3", "DELETE FROM t WHERE 1.5 >= 1",
+        "DELETE FROM t WHERE 't'::bool",       "DELETE FROM t WHERE NULL IS NULL",
+        "DELETE FROM t WHERE 1 IN (1, 2)",     "DELETE FROM t WHERE (1 = 1) IS TRUE",
+        "DELETE FROM t WHERE -1 < 0 AND true", "DELETE FROM t WHERE -5 > -10",
+        "DELETE FROM t WHERE 0 = 0",           "DELETE FROM t WHERE - 2 = -2",
+        "DELETE FROM t WHERE -(3) < -(4)",     "DELETE FROM t WHERE 't'",
+        "DELETE FROM t WHERE 'yes'",           "DELETE FROM t WHERE 't' = true",
+        "DELETE FROM t WHERE '1' = 1",         "DELETE FROM t WHERE NOT 'off'"}) {
     EXPECT_TRUE(Guards(sql, "delete_without_where")) << sql;
   }
-  for (const char* sql : {"DELETE FROM t WHERE 1 = 2", "DELETE FROM t WHERE 2 < 1", "DELETE FROM t WHERE id = 1",
-                          "DELETE FROM t WHERE 1 = 1 AND id = 3", "DELETE FROM t WHERE NULL = NULL",
-                          "DELETE FROM t WHERE 'b' > 'a'", "DELETE FROM t WHERE id = id",
-                          "DELETE FROM t WHERE -10 > -5", "DELETE FROM t WHERE random() = random()",
-                          "DELETE FROM t WHERE 'f'", "DELETE FROM t WHERE '2' = 1"}) {
+  for (const char* sql :
+       {"DELETE FROM t WHERE 1 = 2", "DELETE FROM t WHERE 2 < 1", "DELETE FROM t WHERE id = 1",
+        "DELETE FROM t WHERE 1 = 1 AND id = 3", "DELETE FROM t WHERE NULL = NULL",
+        "DELETE FROM t WHERE 'b' > 'a'", "DELETE FROM t WHERE id = id",
+        "DELETE FROM t WHERE -10 > -5", "DELETE FROM t WHERE random() = random()",
+        "DELETE FROM t WHERE 'f'", "DELETE FROM t WHERE '2' = 1"}) {
     EXPECT_FALSE(Guards(sql, "delete_without_where")) << sql;
   }
   EXPECT_TRUE(Guards("UPDATE t SET a = 1 WHERE 3 >= 3", "update_without_where"));
@@ -151,14 +157,18 @@ TEST(SqlAnalysis, ConstantWhereClausesThatHoldForEveryRow) {
 TEST(SqlAnalysis, MergeThatMatchesEveryRowIsWithoutWhere) {
   EXPECT_TRUE(Guards("MERGE INTO orders o USING (SELECT 1) s ON true WHEN MATCHED THEN DELETE",
                      "delete_without_where"));
-  EXPECT_TRUE(Guards("MERGE INTO orders o USING customers c ON 1 = 1 WHEN MATCHED AND 2 > 1 THEN UPDATE SET x = 1",
-                     "update_without_where"));
-  EXPECT_FALSE(Guards("MERGE INTO orders o USING customers c ON o.id = c.id WHEN MATCHED THEN DELETE",
-                      "delete_without_where"));
-  EXPECT_FALSE(Guards("MERGE INTO orders o USING (SELECT 1) s ON true WHEN MATCHED AND o.id = 3 THEN DELETE",
-                      "delete_without_where"));
-  EXPECT_FALSE(Guards("MERGE INTO orders o USING (SELECT 1) s ON true WHEN NOT MATCHED THEN DO NOTHING",
-                      "delete_without_where"));
+  EXPECT_TRUE(Guards(
+      "MERGE INTO orders o USING customers c ON 1 = 1 WHEN MATCHED AND 2 > 1 THEN UPDATE SET x = 1",
+      "update_without_where"));
+  EXPECT_FALSE(
+      Guards("MERGE INTO orders o USING customers c ON o.id = c.id WHEN MATCHED THEN DELETE",
+             "delete_without_where"));
+  EXPECT_FALSE(
+      Guards("MERGE INTO orders o USING (SELECT 1) s ON true WHEN MATCHED AND o.id = 3 THEN DELETE",
+             "delete_without_where"));
+  EXPECT_FALSE(
+      Guards("MERGE INTO orders o USING (SELECT 1) s ON true WHEN NOT MATCHED THEN DO NOTHING",
+             "delete_without_where"));
 }
 
 TEST(SqlAnalysis, DecisionsThatReadALiteralAreNotSharedByShape) {
@@ -167,15 +177,22 @@ TEST(SqlAnalysis, DecisionsThatReadALiteralAreNotSharedByShape) {
   EXPECT_FALSE(cache.Get("DELETE FROM orders WHERE 1 = 2").statements[0].guarded.size() > 0);
   EXPECT_EQ(cache.Get("DELETE FROM orders WHERE 1 = 1").statements[0].guarded,
             std::vector<std::string>{"delete_without_where"});
-  EXPECT_EQ(cache.Get("EXPLAIN (ANALYZE 0) INSERT INTO t VALUES (1)").overall, StatementClass::kRead);
-  EXPECT_EQ(cache.Get("EXPLAIN (ANALYZE 1) INSERT INTO t VALUES (1)").overall, StatementClass::kWrite);
-  EXPECT_EQ(cache.Get("SET default_transaction_read_only = 'on'").statements[0].settings[0].value, "on");
-  EXPECT_EQ(cache.Get("SET default_transaction_read_only = 'off'").statements[0].settings[0].value, "off");
+  EXPECT_EQ(cache.Get("EXPLAIN (ANALYZE 0) INSERT INTO t VALUES (1)").overall,
+            StatementClass::kRead);
+  EXPECT_EQ(cache.Get("EXPLAIN (ANALYZE 1) INSERT INTO t VALUES (1)").overall,
+            StatementClass::kWrite);
+  EXPECT_EQ(cache.Get("SET default_transaction_read_only = 'on'").statements[0].settings[0].value,
+            "on");
+  EXPECT_EQ(cache.Get("SET default_transaction_read_only = 'off'").statements[0].settings[0].value,
+            "off");
   EXPECT_TRUE(AnalyzeStatement("DELETE FROM t WHERE 1 = 2").literal_sensitive);
-  EXPECT_FALSE(AnalyzeStatement("SELECT abalance FROM pgbench_accounts WHERE aid = 1").literal_sensitive);
+  EXPECT_FALSE(
+      AnalyzeStatement("SELECT abalance FROM pgbench_accounts WHERE aid = 1").literal_sensitive);
   // A column compared with a constant decides nothing by the constant's value: cached by shape.
-  EXPECT_FALSE(AnalyzeStatement("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = 2").literal_sensitive);
-  EXPECT_FALSE(AnalyzeStatement("DELETE FROM t WHERE id IN (1, 2) AND x IS NULL").literal_sensitive);
+  EXPECT_FALSE(AnalyzeStatement("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = 2")
+                   .literal_sensitive);
+  EXPECT_FALSE(
+      AnalyzeStatement("DELETE FROM t WHERE id IN (1, 2) AND x IS NULL").literal_sensitive);
   EXPECT_TRUE(AnalyzeStatement("DELETE FROM t WHERE 1 IN (1, 2)").literal_sensitive);
 }
 
@@ -200,18 +217,22 @@ TEST(SqlAnalysis, NumbersEndWhereTheServerEndsThem) {
 TEST(SqlAnalysis, SettingsAStatementChanges) {
   auto settings = [](const char* sql) {
     std::vector<SettingChange> out;
-    for (const auto& s : AnalyzeStatement(sql).statements) out.insert(out.end(), s.settings.begin(), s.settings.end());
+    for (const auto& s : AnalyzeStatement(sql).statements)
+      out.insert(out.end(), s.settings.begin(), s.settings.end());
     return out;
   };
   using S = SettingChange;
-  EXPECT_EQ(settings("SET standard_conforming_strings = off"), (std::vector<S>{{"standard_conforming_strings", "off"}}));
+  EXPECT_EQ(settings("SET standard_conforming_strings = off"),
+            (std::vector<S>{{"standard_conforming_strings", "off"}}));
   EXPECT_EQ(settings("set local STANDARD_CONFORMING_STRINGS to 'off'"),
             (std::vector<S>{{"standard_conforming_strings", "off"}}));
-  EXPECT_EQ(settings("RESET standard_conforming_strings"), (std::vector<S>{{"standard_conforming_strings", "", true}}));
+  EXPECT_EQ(settings("RESET standard_conforming_strings"),
+            (std::vector<S>{{"standard_conforming_strings", "", true}}));
   EXPECT_EQ(settings("RESET ALL"), (std::vector<S>{{"all", "", true}}));
   EXPECT_EQ(settings("SELECT set_config('standard_conforming_strings', 'off', false)"),
             (std::vector<S>{{"standard_conforming_strings", "off"}}));
-  EXPECT_EQ(settings("SELECT pg_catalog.set_config(lower('X'), 'off', false)"), (std::vector<S>{{"", "off"}}));
+  EXPECT_EQ(settings("SELECT pg_catalog.set_config(lower('X'), 'off', false)"),
+            (std::vector<S>{{"", "off"}}));
   EXPECT_EQ(settings("SELECT set_config('application_name', email, false) FROM t"),
             (std::vector<S>{{"application_name", "", false, false}}));
   // READ WRITE is the constant 0, which the parse tree leaves out (as it does negative numbers):
@@ -225,8 +246,12 @@ TEST(SqlAnalysis, SettingsAStatementChanges) {
   EXPECT_EQ(settings("SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE"),
             (std::vector<S>{{"default_transaction_read_only", "", false, false}}));
   EXPECT_EQ(settings("SET NAMES 'SJIS'"), (std::vector<S>{{"client_encoding", "SJIS"}}));
-  EXPECT_EQ(AnalyzeStatement("DO $$ BEGIN NULL; END $$").statements[0].runs_hidden_code, "a DO block");
-  EXPECT_NE(AnalyzeStatement("SELECT query_to_xml('select 1', true, true, '')").statements[0].runs_hidden_code, "");
+  EXPECT_EQ(AnalyzeStatement("DO $$ BEGIN NULL; END $$").statements[0].runs_hidden_code,
+            "a DO block");
+  EXPECT_NE(AnalyzeStatement("SELECT query_to_xml('select 1', true, true, '')")
+                .statements[0]
+                .runs_hidden_code,
+            "");
 }
 
 }  // namespace

@@ -27,7 +27,8 @@ TEST(ScramSha256, HostileServerFirstMessages) {
             absl::StatusCode::kPermissionDenied);  // nonce does not extend ours
   EXPECT_EQ(c.ClientFinal("r=abc123,s=c2FsdA==,i=99999999").status().code(),
             absl::StatusCode::kInvalidArgument);  // iteration bomb
-  EXPECT_EQ(c.ClientFinal("r=abc123,s=!!!,i=4096").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(c.ClientFinal("r=abc123,s=!!!,i=4096").status().code(),
+            absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(c.ClientFinal("garbage").status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(c.ClientFinal("e=invalid-proof").status().code(), absl::StatusCode::kPermissionDenied);
   EXPECT_FALSE(c.VerifyServerFinal("v=AAAA").ok());  // no exchange happened
@@ -35,7 +36,8 @@ TEST(ScramSha256, HostileServerFirstMessages) {
 
 TEST(Md5Password, MatchesPostgresFormula) {
   // md5(md5("secret" + "alice") + salt), computed independently with coreutils:
-  //   (printf %s "$(printf %s secretalice | md5sum | cut -c1-32)"; printf "\x01\x02\x03\x04") | md5sum
+  //   (printf %s "$(printf %s secretalice | md5sum | cut -c1-32)"; printf "\x01\x02\x03\x04") |
+  //   md5sum
   EXPECT_EQ(Md5PasswordResponse("alice", "secret", std::string("\x01\x02\x03\x04", 4)),
             "md598a0412b9c31436fc53776e863350083");
 }

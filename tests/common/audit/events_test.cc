@@ -1,8 +1,8 @@
 #include "common/audit/events.h"
 
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -14,7 +14,8 @@ namespace {
 using Json = nlohmann::json;
 
 Who Alice() {
-  return Who{"demo", "127.0.0.1:40000", true, "alice", "alice", "https://idp.test", {"ci", "dev"}, {{"run_id", "42"}}};
+  return Who{"demo",  "127.0.0.1:40000",  true,          "alice",
+             "alice", "https://idp.test", {"ci", "dev"}, {{"run_id", "42"}}};
 }
 
 StatementText Text(const std::string& sql, const std::string& classification = "write") {
@@ -92,7 +93,8 @@ TEST(AuditEvents, EveryKindRoundTrips) {
   unknown.text_not_kept = true;
   EXPECT_EQ(StatementEvent::Read(ToJson(unknown)), unknown);
 
-  AlertEvent alert{Text("SELECT * FROM accounts", "read"), GuardrailHit{"watch", "table", "alert", "accounts", ""}};
+  AlertEvent alert{Text("SELECT * FROM accounts", "read"),
+                   GuardrailHit{"watch", "table", "alert", "accounts", ""}};
   EXPECT_EQ(AlertEvent::Read(ToJson(alert)), alert);
 
   ApprovalEvent approval;
@@ -118,8 +120,8 @@ TEST(AuditEvents, EveryKindRoundTrips) {
   EXPECT_EQ(SpoolFailedEvent::Read(ToJson(failed)), failed);
   SpoolRecoveredEvent recovered{"write segment: No space left on device", 4200};
   EXPECT_EQ(SpoolRecoveredEvent::Read(ToJson(recovered)), recovered);
-  ChainResumedEvent resumed{1795677548731000, std::string(32, '\x33'), 1795677548731040, 40, 1795677549000,
-                            "the agent's spool lost records"};
+  ChainResumedEvent resumed{1795677548731000, std::string(32, '\x33'),         1795677548731040, 40,
+                            1795677549000,    "the agent's spool lost records"};
   EXPECT_EQ(ChainResumedEvent::Read(ToJson(resumed)), resumed);
   PurgedEvent purged{12};
   EXPECT_EQ(PurgedEvent::Read(ToJson(purged)), purged);
@@ -127,11 +129,25 @@ TEST(AuditEvents, EveryKindRoundTrips) {
 }
 
 TEST(AuditEvents, RefusalKindNamesAreStable) {
-  const std::vector<std::string> expected = {
-      "token_rejected",   "no_access_rule",     "tls_required",   "unknown_connection", "session_limit",
-      "audit_unavailable", "upstream_unavailable", "not_supported", "protocol_error",     "unsafe_setting",
-      "read_only",        "unmaskable",         "unknown_function", "guardrail_blocked", "approval_denied",
-      "approval_timed_out", "approval_unavailable", "cancelled",   "other"};
+  const std::vector<std::string> expected = {"token_rejected",
+                                             "no_access_rule",
+                                             "tls_required",
+                                             "unknown_connection",
+                                             "session_limit",
+                                             "audit_unavailable",
+                                             "upstream_unavailable",
+                                             "not_supported",
+                                             "protocol_error",
+                                             "unsafe_setting",
+                                             "read_only",
+                                             "unmaskable",
+                                             "unknown_function",
+                                             "guardrail_blocked",
+                                             "approval_denied",
+                                             "approval_timed_out",
+                                             "approval_unavailable",
+                                             "cancelled",
+                                             "other"};
   std::vector<std::string> names;
   for (RefusalKind kind : AllRefusalKinds()) {
     names.emplace_back(RefusalKindName(kind));
@@ -164,13 +180,14 @@ TEST(AuditEvents, WrittenBodiesKeepTheirOldShape) {
   start.token_alg = "ES256";
   start.token_expires_unix = 1800003600;
   start.token_issued_unix = 1800000000;
-  same_plus(ToJson(start),
-            R"({"access":"read","application_name":"psql","attribution":{"run_id":"42"},)"
-            R"("client_addr":"127.0.0.1:40000","connection":"demo","groups":["ci","dev"],)"
-            R"("issuer":"https://idp.test","protocol":"3.0","rule":"readers","subject":"alice","tls":true,)"
-            R"("tls_cipher":"TLS_AES_256_GCM_SHA384","tls_version":"TLSv1.3","token_alg":"ES256",)"
-            R"("token_expires_unix":1800003600,"token_issued_unix":1800000000,"upstream_tls":false,"user":"alice"})",
-            {{"connection_protocol", "postgres"}});
+  same_plus(
+      ToJson(start),
+      R"({"access":"read","application_name":"psql","attribution":{"run_id":"42"},)"
+      R"("client_addr":"127.0.0.1:40000","connection":"demo","groups":["ci","dev"],)"
+      R"("issuer":"https://idp.test","protocol":"3.0","rule":"readers","subject":"alice","tls":true,)"
+      R"("tls_cipher":"TLS_AES_256_GCM_SHA384","tls_version":"TLSv1.3","token_alg":"ES256",)"
+      R"("token_expires_unix":1800003600,"token_issued_unix":1800000000,"upstream_tls":false,"user":"alice"})",
+      {{"connection_protocol", "postgres"}});
 
   SessionRefusedEvent limit;
   limit.protocol = kProtocolPostgres;
@@ -178,18 +195,21 @@ TEST(AuditEvents, WrittenBodiesKeepTheirOldShape) {
   limit.refusal_kind = RefusalKind::kSessionLimit;
   limit.reason = "Sluice: too many sessions";
   limit.sqlstate = "53300";
-  same_plus(ToJson(limit),
-            R"({"attribution":{"run_id":"42"},"client_addr":"127.0.0.1:40000","connection":"demo",)"
-            R"("groups":["ci","dev"],"issuer":"https://idp.test","reason":"Sluice: too many sessions",)"
-            R"("refusal":"session_limit","sqlstate":"53300","subject":"alice","tls":true,"user":"alice"})",
-            {{"connection_protocol", "postgres"}, {"refusal_kind", "session_limit"}});
+  same_plus(
+      ToJson(limit),
+      R"({"attribution":{"run_id":"42"},"client_addr":"127.0.0.1:40000","connection":"demo",)"
+      R"("groups":["ci","dev"],"issuer":"https://idp.test","reason":"Sluice: too many sessions",)"
+      R"("refusal":"session_limit","sqlstate":"53300","subject":"alice","tls":true,"user":"alice"})",
+      {{"connection_protocol", "postgres"}, {"refusal_kind", "session_limit"}});
 
   SessionEndEvent end{"closed", SessionTotals{1234567, 3, 120, 4096}};
-  same_plus(ToJson(end),
-            R"({"bytes_from_client":120,"bytes_from_server":4096,"duration_ms":1234.567,"reason":"closed",)"
-            R"("statements":3})",
-            Json::object());
-  EXPECT_EQ(ToJson(SessionEndEvent{"the agent stopped (killed or crashed) during the session", std::nullopt}),
+  same_plus(
+      ToJson(end),
+      R"({"bytes_from_client":120,"bytes_from_server":4096,"duration_ms":1234.567,"reason":"closed",)"
+      R"("statements":3})",
+      Json::object());
+  EXPECT_EQ(ToJson(SessionEndEvent{"the agent stopped (killed or crashed) during the session",
+                                   std::nullopt}),
             R"({"reason":"the agent stopped (killed or crashed) during the session"})");
 
   // Statement-level events were written field by field, as now: the bytes are the same.
@@ -200,27 +220,32 @@ TEST(AuditEvents, WrittenBodiesKeepTheirOldShape) {
   answered.bytes = 11;
   answered.duration_us = 87;
   answered.command_tags = "SELECT 1";
-  EXPECT_EQ(ToJson(answered),
-            R"({"statement":"SELECT 1","fingerprint":"5c1e0d6a2f0b9e31","classification":"read","protocol":"simple",)"
-            R"("rows":1,"bytes":11,"duration_ms":0.087,"command_tags":"SELECT 1"})");
+  EXPECT_EQ(
+      ToJson(answered),
+      R"({"statement":"SELECT 1","fingerprint":"5c1e0d6a2f0b9e31","classification":"read","protocol":"simple",)"
+      R"("rows":1,"bytes":11,"duration_ms":0.087,"command_tags":"SELECT 1"})");
 
   StatementEvent blocked;
   blocked.text = Text("DELETE FROM t");
   blocked.decision = "blocked";
   blocked.refusal_kind = RefusalKind::kGuardrailBlocked;
   blocked.guardrail = GuardrailHit{"prod-safety", "delete_without_where", "block", "t", ""};
-  blocked.reason = "Sluice: statement blocked by guardrail \"prod-safety\": delete_without_where on t (DeleteStmt)";
+  blocked.reason =
+      "Sluice: statement blocked by guardrail \"prod-safety\": delete_without_where on t "
+      "(DeleteStmt)";
   blocked.sqlstate = "42501";
-  EXPECT_EQ(ToJson(blocked),
-            R"({"statement":"DELETE FROM t","fingerprint":"5c1e0d6a2f0b9e31","classification":"write",)"
-            R"("protocol":"extended","decision":"blocked","guardrail":"prod-safety","match":"delete_without_where",)"
-            R"("action":"block","target":"t","reason":"Sluice: statement blocked by guardrail \"prod-safety\": )"
-            R"j(delete_without_where on t (DeleteStmt)","sqlstate":"42501","refusal_kind":"guardrail_blocked"})j");
+  EXPECT_EQ(
+      ToJson(blocked),
+      R"({"statement":"DELETE FROM t","fingerprint":"5c1e0d6a2f0b9e31","classification":"write",)"
+      R"("protocol":"extended","decision":"blocked","guardrail":"prod-safety","match":"delete_without_where",)"
+      R"("action":"block","target":"t","reason":"Sluice: statement blocked by guardrail \"prod-safety\": )"
+      R"j(delete_without_where on t (DeleteStmt)","sqlstate":"42501","refusal_kind":"guardrail_blocked"})j");
 
   AlertEvent alert{Text("SELECT 1", "read"), GuardrailHit{"watch", "table", "alert", "", ""}};
-  EXPECT_EQ(ToJson(alert),
-            R"({"statement":"SELECT 1","fingerprint":"5c1e0d6a2f0b9e31","classification":"read",)"
-            R"("protocol":"extended","decision":"alerted","guardrail":"watch","match":"table","action":"alert"})");
+  EXPECT_EQ(
+      ToJson(alert),
+      R"({"statement":"SELECT 1","fingerprint":"5c1e0d6a2f0b9e31","classification":"read",)"
+      R"("protocol":"extended","decision":"alerted","guardrail":"watch","match":"table","action":"alert"})");
 
   ApprovalEvent approved;
   approved.text = Text("UPDATE items SET n = 7");
@@ -230,23 +255,28 @@ TEST(AuditEvents, WrittenBodiesKeepTheirOldShape) {
   approved.match = "update_without_where";
   approved.approval_policy = "dba-on-call";
   approved.approvers = {"dora (test-idp)"};
-  EXPECT_EQ(ToJson(approved),
-            R"({"statement":"UPDATE items SET n = 7","fingerprint":"5c1e0d6a2f0b9e31","classification":"write",)"
-            R"("protocol":"extended","decision":"approved","approval_id":1,"guardrail":"prod-safety",)"
-            R"j("match":"update_without_where","approval_policy":"dba-on-call","approvers":"dora (test-idp)",)j"
-            R"("reason":""})");
+  EXPECT_EQ(
+      ToJson(approved),
+      R"({"statement":"UPDATE items SET n = 7","fingerprint":"5c1e0d6a2f0b9e31","classification":"write",)"
+      R"("protocol":"extended","decision":"approved","approval_id":1,"guardrail":"prod-safety",)"
+      R"j("match":"update_without_where","approval_policy":"dba-on-call","approvers":"dora (test-idp)",)j"
+      R"("reason":""})");
 
   StatementEvent unknown;
   unknown.text.statement = "";
   unknown.outcome = "unknown";
-  unknown.error = "the agent stopped before the server answered: the statement may or may not have run";
+  unknown.error =
+      "the agent stopped before the server answered: the statement may or may not have run";
   unknown.text_not_kept = true;
-  EXPECT_EQ(ToJson(unknown),
-            R"({"statement":"","outcome":"unknown","error":"the agent stopped before the server answered: the )"
-            R"(statement may or may not have run","text_not_kept":true})");
+  EXPECT_EQ(
+      ToJson(unknown),
+      R"({"statement":"","outcome":"unknown","error":"the agent stopped before the server answered: the )"
+      R"(statement may or may not have run","text_not_kept":true})");
 
-  EXPECT_EQ(ToJson(CheckpointEvent{7, "\x01\xab", "\xff"}), R"({"sequence":7,"hash":"01ab","signature":"ff"})");
-  EXPECT_EQ(ToJson(SpoolFailedEvent{"disk full", true}), R"({"error":"disk full","refusing_new_sessions":true})");
+  EXPECT_EQ(ToJson(CheckpointEvent{7, "\x01\xab", "\xff"}),
+            R"({"sequence":7,"hash":"01ab","signature":"ff"})");
+  EXPECT_EQ(ToJson(SpoolFailedEvent{"disk full", true}),
+            R"({"error":"disk full","refusing_new_sessions":true})");
   EXPECT_EQ(ToJson(SpoolRecoveredEvent{"disk full", 5}), R"({"error":"disk full","failed_ms":5})");
 }
 
@@ -264,38 +294,49 @@ TEST(AuditEvents, OldRefusalsReadWithTheirKind) {
   };
   const std::vector<Old> sessions = {
       {"startup packet length 3 is too short", "08P01", "", RefusalKind::kProtocolError},
-      {"Sluice: this listener requires TLS (use sslmode=require)", "28000", "", RefusalKind::kTlsRequired},
-      {"Sluice: replication connections are not supported", "0A000", "", RefusalKind::kNotSupported},
-      {"Sluice: the agent cannot record audit events now (its buffer or spool is full, or the spool cannot be "
+      {"Sluice: this listener requires TLS (use sslmode=require)", "28000", "",
+       RefusalKind::kTlsRequired},
+      {"Sluice: replication connections are not supported", "0A000", "",
+       RefusalKind::kNotSupported},
+      {"Sluice: the agent cannot record audit events now (its buffer or spool is full, or the "
+       "spool cannot be "
        "written); try again later",
        "53300", "", RefusalKind::kAuditUnavailable},
       {"Sluice: no user name given", "28000", "", RefusalKind::kProtocolError},
-      {"Sluice: connection \"nope\" does not exist on this agent", "3D000", "", RefusalKind::kUnknownConnection},
+      {"Sluice: connection \"nope\" does not exist on this agent", "3D000", "",
+       RefusalKind::kUnknownConnection},
       {"Sluice: expected a password message", "08P01", "", RefusalKind::kProtocolError},
-      {"Sluice: token rejected: signature does not verify", "28P01", "", RefusalKind::kTokenRejected},
-      {"Sluice: no access rule lets \"carol\" use connection \"demo\"", "28000", "", RefusalKind::kNoAccessRule},
-      {"Sluice: too many sessions for \"alice\" on connection \"demo\" (limit 3 per caller on this agent); close "
+      {"Sluice: token rejected: signature does not verify", "28P01", "",
+       RefusalKind::kTokenRejected},
+      {"Sluice: no access rule lets \"carol\" use connection \"demo\"", "28000", "",
+       RefusalKind::kNoAccessRule},
+      {"Sluice: too many sessions for \"alice\" on connection \"demo\" (limit 3 per caller on this "
+       "agent); close "
        "one and try again",
        "53300", "session_limit", RefusalKind::kSessionLimit},
       {"Sluice: the connection's password is not available on this agent", "08006", "",
        RefusalKind::kUpstreamUnavailable},
-      {"Sluice: startup option search_path=x refused: ...", "22023", "", RefusalKind::kUnsafeSetting},
-      {"Sluice: cannot open connection \"demo\": connection refused", "08006", "", RefusalKind::kUpstreamUnavailable},
+      {"Sluice: startup option search_path=x refused: ...", "22023", "",
+       RefusalKind::kUnsafeSetting},
+      {"Sluice: cannot open connection \"demo\": connection refused", "08006", "",
+       RefusalKind::kUpstreamUnavailable},
       {"Sluice: something new", "XX000", "", RefusalKind::kOther},
   };
   for (const Old& o : sessions) {
-    std::string body = absl::StrCat("{", who, R"(,"reason":)", Json(o.reason).dump(), R"(,"sqlstate":")", o.sqlstate,
-                                    "\"", *o.refusal ? absl::StrCat(R"(,"refusal":")", o.refusal, "\"") : "", "}");
+    std::string body = absl::StrCat(
+        "{", who, R"(,"reason":)", Json(o.reason).dump(), R"(,"sqlstate":")", o.sqlstate, "\"",
+        *o.refusal ? absl::StrCat(R"(,"refusal":")", o.refusal, "\"") : "", "}");
     SessionRefusedEvent e = SessionRefusedEvent::Read(body);
     EXPECT_EQ(e.refusal_kind, o.kind) << body;
     EXPECT_EQ(e.reason, o.reason);
     EXPECT_EQ(e.who.user, "alice");
     EXPECT_EQ(e.protocol, "");  // not recorded
   }
-  EXPECT_EQ(SessionRefusedEvent::Read(
-                R"({"reason":"Sluice: token rejected: token expired","sqlstate":"28P01","subject":""})")
-                .detail,
-            "token expired");
+  EXPECT_EQ(
+      SessionRefusedEvent::Read(
+          R"({"reason":"Sluice: token rejected: token expired","sqlstate":"28P01","subject":""})")
+          .detail,
+      "token expired");
 
   struct OldStatement {
     const char* decision;
@@ -305,33 +346,44 @@ TEST(AuditEvents, OldRefusalsReadWithTheirKind) {
   };
   const std::vector<OldStatement> statements = {
       {"refused",
-       "Sluice: your access to connection \"demo\" is read-only (rule readers); this statement writes data "
+       "Sluice: your access to connection \"demo\" is read-only (rule readers); this statement "
+       "writes data "
        "(InsertStmt)",
        "25006", RefusalKind::kReadOnly},
-      {"refused", "Sluice: statement refused on connection \"demo\": it sets default_transaction_read_only", "25006",
-       RefusalKind::kReadOnly},
       {"refused",
-       "Sluice: statement refused on connection \"demo\", where results are masked: binary COPY output cannot be "
+       "Sluice: statement refused on connection \"demo\": it sets default_transaction_read_only",
+       "25006", RefusalKind::kReadOnly},
+      {"refused",
+       "Sluice: statement refused on connection \"demo\", where results are masked: binary COPY "
+       "output cannot be "
        "masked; use the text or csv format",
        "42501", RefusalKind::kUnmaskable},
-      {"refused", "Sluice: statement refused on connection \"demo\": results are masked here, and it reads ssn",
+      {"refused",
+       "Sluice: statement refused on connection \"demo\": results are masked here, and it reads "
+       "ssn",
        "42501", RefusalKind::kUnmaskable},
       {"refused",
-       "Sluice: statement refused on connection \"demo\": it has a '...' string constant with a backslash, ...",
+       "Sluice: statement refused on connection \"demo\": it has a '...' string constant with a "
+       "backslash, ...",
        "42501", RefusalKind::kUnsafeSetting},
       {"refused",
-       "Sluice: statement refused on connection \"demo\": a FunctionCall of pg_catalog.set_config is not accepted "
+       "Sluice: statement refused on connection \"demo\": a FunctionCall of pg_catalog.set_config "
+       "is not accepted "
        "(the agent cannot see what it changes or runs); call it with SELECT",
        "42501", RefusalKind::kNotSupported},
-      {"refused", "Sluice: statement refused on connection \"demo\": no function has OID 1", "42883",
-       RefusalKind::kUnknownFunction},
+      {"refused", "Sluice: statement refused on connection \"demo\": no function has OID 1",
+       "42883", RefusalKind::kUnknownFunction},
       {"refused",
-       "Sluice: statement refused on connection \"demo\": the agent could not look up the function it calls: x",
+       "Sluice: statement refused on connection \"demo\": the agent could not look up the function "
+       "it calls: x",
        "58000", RefusalKind::kUpstreamUnavailable},
-      {"blocked", "Sluice: statement blocked by guardrail \"prod-safety\": delete_without_where on t (DeleteStmt)",
+      {"blocked",
+       "Sluice: statement blocked by guardrail \"prod-safety\": delete_without_where on t "
+       "(DeleteStmt)",
        "42501", RefusalKind::kGuardrailBlocked},
       {"denied",
-       "Sluice: statement needs approval under guardrail \"g\" (ddl, ApprovalPolicy \"p\"), and this agent cannot "
+       "Sluice: statement needs approval under guardrail \"g\" (ddl, ApprovalPolicy \"p\"), and "
+       "this agent cannot "
        "hold statements, so it is refused",
        "42501", RefusalKind::kApprovalUnavailable},
       {"", "", "42P01", RefusalKind::kNone},  // answered by the server with an error
@@ -339,8 +391,9 @@ TEST(AuditEvents, OldRefusalsReadWithTheirKind) {
   for (const OldStatement& o : statements) {
     std::string body = absl::StrCat(
         R"({"statement":"X","fingerprint":"f","classification":"write","protocol":"simple")",
-        *o.decision ? absl::StrCat(R"(,"decision":")", o.decision, R"(","reason":)", Json(o.reason).dump())
-                    : std::string(R"(,"rows":0,"bytes":0,"duration_ms":0.100)"),
+        *o.decision
+            ? absl::StrCat(R"(,"decision":")", o.decision, R"(","reason":)", Json(o.reason).dump())
+            : std::string(R"(,"rows":0,"bytes":0,"duration_ms":0.100)"),
         R"(,"sqlstate":")", o.sqlstate, "\"}");
     EXPECT_EQ(StatementEvent::Read(body).refusal_kind, o.kind) << body;
   }
@@ -360,7 +413,8 @@ TEST(AuditEvents, OldRefusalsReadWithTheirKind) {
   for (const OldApproval& o : approvals) {
     std::string body = absl::StrCat(
         R"({"statement":"UPDATE items SET n = 7","fingerprint":"f","classification":"write","protocol":"simple",)",
-        R"("decision":")", o.decision, R"(","approval_id":3,"guardrail":"g","match":"m","approval_policy":"p",)",
+        R"("decision":")", o.decision,
+        R"(","approval_id":3,"guardrail":"g","match":"m","approval_policy":"p",)",
         R"("approvers":"","reason":")", o.reason, "\"}");
     ApprovalEvent e = ApprovalEvent::Read(body);
     EXPECT_EQ(e.refusal_kind, o.kind) << body;
@@ -370,14 +424,17 @@ TEST(AuditEvents, OldRefusalsReadWithTheirKind) {
 
 // A kind the agent names wins over anything its SQLSTATE or message would say.
 TEST(AuditEvents, AGivenKindIsNeverDecodedAgain) {
-  EXPECT_EQ(SessionRefusedEvent::Read(
-                R"({"reason":"Sluice: token rejected: x","sqlstate":"28P01","refusal_kind":"no_access_rule"})")
-                .refusal_kind,
-            RefusalKind::kNoAccessRule);
-  EXPECT_EQ(StatementEvent::Read(R"({"decision":"refused","sqlstate":"25006","refusal_kind":"unmaskable"})")
+  EXPECT_EQ(
+      SessionRefusedEvent::Read(
+          R"({"reason":"Sluice: token rejected: x","sqlstate":"28P01","refusal_kind":"no_access_rule"})")
+          .refusal_kind,
+      RefusalKind::kNoAccessRule);
+  EXPECT_EQ(StatementEvent::Read(
+                R"({"decision":"refused","sqlstate":"25006","refusal_kind":"unmaskable"})")
                 .refusal_kind,
             RefusalKind::kUnmaskable);
-  EXPECT_EQ(SessionRefusedEvent::Read(R"({"refusal_kind":"from_the_future"})").refusal_kind, RefusalKind::kOther);
+  EXPECT_EQ(SessionRefusedEvent::Read(R"({"refusal_kind":"from_the_future"})").refusal_kind,
+            RefusalKind::kOther);
 }
 
 TEST(AuditEvents, BadBodiesReadAsEmpty) {
@@ -407,7 +464,8 @@ TEST(AuditEvents, PlainStatementBodiesAreToldWithoutParsing) {
   EXPECT_TRUE(IsPlainStatementBody(R"({"statement":"SELECT 1","classification":"read","rows":1})"));
   EXPECT_FALSE(IsPlainStatementBody(R"({"statement":"DELETE","decision":"blocked"})"));
   EXPECT_FALSE(IsPlainStatementBody(R"({"statement":"SELECT","masked_by":"pii","masked_rows":1})"));
-  EXPECT_FALSE(IsPlainStatementBody(R"j({"statement":"CREATE TABLE t ()","classification":"ddl"})j"));
+  EXPECT_FALSE(
+      IsPlainStatementBody(R"j({"statement":"CREATE TABLE t ()","classification":"ddl"})j"));
   EXPECT_TRUE(StatementEvent::HasDecision(R"({"decision":"refused"})"));
   EXPECT_FALSE(StatementEvent::HasDecision(R"({"outcome":"unknown"})"));
 }

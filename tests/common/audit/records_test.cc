@@ -1,8 +1,9 @@
 #include "common/audit/records.h"
-#include "common/audit/recording.h"
 
 #include <gtest/gtest.h>
 #include <zlib.h>
+
+#include "common/audit/recording.h"
 
 namespace sluice::audit {
 namespace {
@@ -31,7 +32,8 @@ TEST(AuditRecords, ChecksumIsStandardCrc32) {
   for (int i = 0; i < 5000; ++i) data.push_back(static_cast<char>(i * 131 + i / 7));
   for (size_t n : {1, 7, 63, 64, 65, 700, 4999}) {
     const auto* bytes = reinterpret_cast<const Bytef*>(data.data());
-    EXPECT_EQ(Crc32(absl::string_view(data).substr(0, n)), crc32(0L, bytes, static_cast<uInt>(n))) << n;
+    EXPECT_EQ(Crc32(absl::string_view(data).substr(0, n)), crc32(0L, bytes, static_cast<uInt>(n)))
+        << n;
   }
 }
 
@@ -41,7 +43,8 @@ TEST(AuditRecording, EntriesRoundTripAtEveryVarintWidth) {
   std::vector<uint64_t> values = {0, 1, 127, 128, 16383, 16384, uint64_t{1} << 35, ~uint64_t{0}};
   std::string payload(300, 'p');
   for (uint64_t v : values) {
-    AppendRecordedMessage(&data, kRecordedFromClient, v, 'Q', absl::string_view(payload).substr(0, v % 300));
+    AppendRecordedMessage(&data, kRecordedFromClient, v, 'Q',
+                          absl::string_view(payload).substr(0, v % 300));
     AppendRecordedOmission(&data, v, v / 3, v / 5);
   }
   RecordingReader reader(data);
@@ -81,11 +84,14 @@ TEST(AuditRecords, DecodingIntoAUsedVectorLeavesNothingBehind) {
   recorded.set_failed(true);
   std::vector<v1::AuditEvent> events;
   std::vector<size_t> offsets;
-  ASSERT_TRUE(DecodeEventsInto(Batch({recorded, Event(2, "{}"), Event(3, "{}")}), 10, &events, &offsets).ok());
+  ASSERT_TRUE(
+      DecodeEventsInto(Batch({recorded, Event(2, "{}"), Event(3, "{}")}), 10, &events, &offsets)
+          .ok());
   ASSERT_EQ(events.size(), 3u);
   EXPECT_EQ(events[0].recording(), "Q select 1");
 
-  ASSERT_TRUE(DecodeEventsInto(Batch({Event(7, R"({"x":1})"), Event(8, "")}), 10, &events, &offsets).ok());
+  ASSERT_TRUE(
+      DecodeEventsInto(Batch({Event(7, R"({"x":1})"), Event(8, "")}), 10, &events, &offsets).ok());
   ASSERT_EQ(events.size(), 2u);
   ASSERT_EQ(offsets.size(), 2u);
   EXPECT_EQ(events[0].sequence(), 7u);
@@ -123,7 +129,8 @@ TEST(AuditRecords, EveryFlippedPayloadByteIsCaught) {
     bad[i] ^= 0x01;
     auto events = DecodeEvents(bad, 10);
     ASSERT_FALSE(events.ok()) << i;
-    EXPECT_NE(events.status().message().find("checksum mismatch"), std::string::npos) << events.status();
+    EXPECT_NE(events.status().message().find("checksum mismatch"), std::string::npos)
+        << events.status();
   }
 }
 
@@ -134,7 +141,8 @@ TEST(AuditRecords, LimitsAndOrderAreEnforced) {
   EXPECT_NE(over.status().message().find("over the limit"), std::string::npos) << over.status();
 
   auto backwards = DecodeEvents(Batch({Event(5, ""), Event(5, "")}), 10);
-  EXPECT_NE(backwards.status().message().find("does not follow"), std::string::npos) << backwards.status();
+  EXPECT_NE(backwards.status().message().find("does not follow"), std::string::npos)
+      << backwards.status();
 
   auto many = DecodeEvents(Batch({Event(1, ""), Event(2, ""), Event(3, "")}), 2);
   EXPECT_NE(many.status().message().find("more than 2"), std::string::npos) << many.status();
@@ -142,12 +150,14 @@ TEST(AuditRecords, LimitsAndOrderAreEnforced) {
   v1::AuditEvent untyped = Event(1, "");
   untyped.clear_type();
   auto missing = DecodeEvents(Batch({untyped}), 10);
-  EXPECT_NE(missing.status().message().find("type or session id"), std::string::npos) << missing.status();
+  EXPECT_NE(missing.status().message().find("type or session id"), std::string::npos)
+      << missing.status();
 
   std::string garbage;
   AppendRecord(&garbage, "\xff\xff\xff");
   auto not_event = DecodeEvents(garbage, 10);
-  EXPECT_NE(not_event.status().message().find("not an AuditEvent"), std::string::npos) << not_event.status();
+  EXPECT_NE(not_event.status().message().find("not an AuditEvent"), std::string::npos)
+      << not_event.status();
 }
 
 }  // namespace
@@ -155,7 +165,8 @@ TEST(AuditRecords, LimitsAndOrderAreEnforced) {
 // hashes as it writes would have: the first event without prev_hash, every later one naming the
 // hash of the one before, CRCs valid.
 TEST(AuditRecords, ChainRecordsFillsInTheSameChainAsHashingInline) {
-  std::vector<v1::AuditEvent> events = {Event(1, "{\"a\":1}"), Event(2, "{\"b\":2}"), Event(3, "{\"c\":3}")};
+  std::vector<v1::AuditEvent> events = {Event(1, "{\"a\":1}"), Event(2, "{\"b\":2}"),
+                                        Event(3, "{\"c\":3}")};
   events[2].set_recording(std::string("\x01recorded", 9));
   events[2].set_recording_bytes(9);
   std::string inline_records, head;

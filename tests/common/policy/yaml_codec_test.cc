@@ -90,8 +90,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"kind: Connection\nname: a\nprotocol: postgres\nupstream: {host: db, port: 5432}\n"
                 "credentials: {username: u, password: p}\nagents: {vpc: a}\ncolor: red\n",
                 "document 1 (Connection a): color: unknown field; fields of Connection are: name"},
-        BadCase{std::string(kGoodConnection) + "---\nkind: Connection\nname: b\nprotocol: oracle\n",
-                "document 2 (Connection b): protocol: 'oracle' is not one of: postgres, mysql, http"},
+        BadCase{
+            std::string(kGoodConnection) + "---\nkind: Connection\nname: b\nprotocol: oracle\n",
+            "document 2 (Connection b): protocol: 'oracle' is not one of: postgres, mysql, http"},
         BadCase{"kind: Connection\nname: c\nprotocol: postgres\nupstream: {host: db, port: http}\n",
                 "upstream.port: expected a non-negative integer, got 'http'"},
         BadCase{"kind: Connection\nname: c\nprotocol: postgres\nupstream: {host: db, port: 5432}\n"
@@ -103,11 +104,13 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"kind: Connection\nname: c\nprotocol: postgres\nupstream: {host: db, port: 5432}\n"
                 "credentials: {username: u, password: p}\n",
                 "agents: required"},
-        BadCase{std::string(kGoodConnection) + "limits: {max_sessions: 10, max_sessions_per_identity: 11}\n",
+        BadCase{std::string(kGoodConnection) +
+                    "limits: {max_sessions: 10, max_sessions_per_identity: 11}\n",
                 "document 1 (Connection orders): limits.max_sessions_per_identity: 11 is more than "
                 "limits.max_sessions (10)"},
         BadCase{std::string(kGoodConnection) + "limits: {max_sessions_per_identity: 91}\n",
-                "limits.max_sessions_per_identity: 91 is more than limits.max_sessions (90, the default)"},
+                "limits.max_sessions_per_identity: 91 is more than limits.max_sessions (90, the "
+                "default)"},
         BadCase{std::string(kGoodConnection) + "limits: {max_sessions: 100001}\n",
                 "limits.max_sessions: 100001 is more than the cap of 100000"},
         BadCase{std::string(kGoodConnection) + "limits: {max_sessions_per_identity: 4294967295}\n",
@@ -120,28 +123,34 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"kind: Connection\nname: Bad_Name\n", "name: use lower-case letters"},
         BadCase{"kind: Issuer\nname: i\nissuer: https://x\naudience: s\njwks: {inline: 'nope'}\n",
                 "jwks.inline: must be a JWKS JSON document"},
-        BadCase{"kind: AccessRule\nname: r\nsubjects: {groups: [ci]}\nconnections: {}\naccess: read\n",
-                "connections: required"},
+        BadCase{
+            "kind: AccessRule\nname: r\nsubjects: {groups: [ci]}\nconnections: {}\naccess: read\n",
+            "connections: required"},
         BadCase{"kind: Guardrail\nname: g\nconnections: {names: [a]}\nrules:\n"
                 "  - {match: ddl, action: require_approval}\n",
                 "rules[0].approval: required with require_approval"},
         BadCase{"kind: Guardrail\nname: g\nconnections: {names: [a]}\nrules:\n"
                 "  - {match: ddl, action: explode}\n",
                 "rules[0].action: 'explode' is not one of: block, require_approval, allow, alert"},
-        BadCase{"kind: MaskingRule\nname: m\nconnections: {names: [a]}\ncolumns: [email]\nstrategy: redact\n",
+        BadCase{"kind: MaskingRule\nname: m\nconnections: {names: [a]}\ncolumns: "
+                "[email]\nstrategy: redact\n",
                 "columns[0]: must be table.column"},
         BadCase{"kind: ApprovalPolicy\nname: p\napprovers: {groups: [dba]}\ntimeout: forever\n",
                 "timeout: expected a duration"},
         BadCase{"kind: ApprovalPolicy\nname: p\napprovers: {groups: [dba]}\ntimeout: 48h\n",
                 "timeout: must be between 1s and 24h"},
-        BadCase{"kind: Webhook\nname: w\nurl: ftp://x\n", "url: must be an http:// or https:// URL"},
+        BadCase{"kind: Webhook\nname: w\nurl: ftp://x\n",
+                "url: must be an http:// or https:// URL"},
         BadCase{"kind: Connection\nname: a\n  bad indent: [\n", "YAML syntax error at line"},
         BadCase{"- just\n- a list\n", "document 1: expected a mapping, got a list"}),
-    [](const ::testing::TestParamInfo<BadCase>& info) { return "case" + std::to_string(info.index); });
+    [](const ::testing::TestParamInfo<BadCase>& info) {
+      return "case" + std::to_string(info.index);
+    });
 
 TEST(YamlCodec, ConnectionLimitsRoundTrip) {
-  ParsedDocuments p = ParseYamlDocuments(std::string(kGoodConnection) +
-                                         "limits: {max_sessions: 200, max_sessions_per_identity: 200}\n");
+  ParsedDocuments p =
+      ParseYamlDocuments(std::string(kGoodConnection) +
+                         "limits: {max_sessions: 200, max_sessions_per_identity: 200}\n");
   ASSERT_TRUE(p.errors.empty()) << ::testing::PrintToString(Errors(p));
   const v1::Connection& c = p.resources[0].connection();
   EXPECT_EQ(c.limits().max_sessions(), 200u);
@@ -150,10 +159,13 @@ TEST(YamlCodec, ConnectionLimitsRoundTrip) {
   EXPECT_THAT(yaml, HasSubstr("limits: {max_sessions: 200, max_sessions_per_identity: 200}"));
   ParsedDocuments again = ParseYamlDocuments(yaml);
   ASSERT_TRUE(again.errors.empty()) << yaml;
-  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(p.resources[0], again.resources[0])) << yaml;
+  EXPECT_TRUE(
+      google::protobuf::util::MessageDifferencer::Equals(p.resources[0], again.resources[0]))
+      << yaml;
   // One limit alone: the other keeps its default (0), and a per-caller limit under the default
   // total is fine.
-  ParsedDocuments one = ParseYamlDocuments(std::string(kGoodConnection) + "limits: {max_sessions_per_identity: 5}\n");
+  ParsedDocuments one =
+      ParseYamlDocuments(std::string(kGoodConnection) + "limits: {max_sessions_per_identity: 5}\n");
   ASSERT_TRUE(one.errors.empty()) << ::testing::PrintToString(Errors(one));
   EXPECT_EQ(one.resources[0].connection().limits().max_sessions(), 0u);
   // Without a limits block nothing is shown.
@@ -174,8 +186,9 @@ TEST(YamlCodec, EveryDocumentIsReported) {
 }
 
 TEST(Validation, DuplicatesInOneBatchAreRejected) {
-  ParsedDocuments p = ParseYamlDocuments("kind: Webhook\nname: w\nurl: https://a\n---\n"
-                                         "kind: Webhook\nname: w\nurl: https://b\n");
+  ParsedDocuments p = ParseYamlDocuments(
+      "kind: Webhook\nname: w\nurl: https://a\n---\n"
+      "kind: Webhook\nname: w\nurl: https://b\n");
   ASSERT_TRUE(p.errors.empty());
   auto errors = ValidateBatch(p.resources);
   ASSERT_EQ(errors.size(), 1u);
@@ -199,7 +212,8 @@ TEST(Validation, SnapshotWithUnsupportedProtocolIsRejected) {
 TEST(Validation, SnapshotWithHashMaskingNeedsTheKey) {
   v1::PolicySnapshot snap;
   ParsedDocuments p = ParseYamlDocuments(
-      "kind: MaskingRule\nname: pii\nconnections: {names: [shop]}\ncolumns: [\"*.email\"]\nstrategy: hash\n");
+      "kind: MaskingRule\nname: pii\nconnections: {names: [shop]}\ncolumns: "
+      "[\"*.email\"]\nstrategy: hash\n");
   ASSERT_TRUE(p.errors.empty());
   *snap.add_masking_rules() = p.resources[0].masking_rule();
   EXPECT_THAT(ValidateSnapshot(snap, {"postgres"}).message(),
@@ -212,11 +226,13 @@ TEST(Validation, SnapshotPasswordReferencesMustResolveOnTheAgent) {
   v1::PolicySnapshot snap;
   ParsedDocuments p = ParseYamlDocuments(
       "kind: Connection\nname: c\nprotocol: postgres\nupstream: {host: db, port: 5432}\n"
-      "credentials: {username: u, password_from: env:SLUICE_TEST_UNSET_VARIABLE}\nagents: {vpc: a}\n");
+      "credentials: {username: u, password_from: env:SLUICE_TEST_UNSET_VARIABLE}\nagents: {vpc: "
+      "a}\n");
   ASSERT_TRUE(p.errors.empty());
   *snap.add_connections() = p.resources[0].connection();
-  EXPECT_THAT(ValidateSnapshot(snap, {"postgres"}).message(),
-              HasSubstr("environment variable SLUICE_TEST_UNSET_VARIABLE is not set on this agent"));
+  EXPECT_THAT(
+      ValidateSnapshot(snap, {"postgres"}).message(),
+      HasSubstr("environment variable SLUICE_TEST_UNSET_VARIABLE is not set on this agent"));
 }
 
 TEST(Resource, KindsAreAcceptedInEverySpelling) {

@@ -22,7 +22,8 @@ TEST(SqlLexer, LiteralsCommentsAndWhitespaceAreNormalized) {
 TEST(SqlLexer, FirstKeywordClassification) {
   EXPECT_EQ(Analyze("  /* hi */ Select 1").classification, "read");
   EXPECT_EQ(Analyze("INSERT INTO t VALUES (1)").classification, "write");
-  EXPECT_EQ(Analyze("WITH x AS (DELETE FROM t RETURNING *) SELECT * FROM x").classification, "write");
+  EXPECT_EQ(Analyze("WITH x AS (DELETE FROM t RETURNING *) SELECT * FROM x").classification,
+            "write");
   EXPECT_EQ(Analyze("WITH x AS (SELECT 1) SELECT * FROM x").classification, "read");
   EXPECT_EQ(Analyze("drop table t").classification, "ddl");
   EXPECT_EQ(Analyze("GRANT SELECT ON t TO bob").classification, "dcl");

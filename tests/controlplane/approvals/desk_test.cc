@@ -42,7 +42,8 @@ class DeskTest : public ::testing::Test {
     hub_.SetState(std::make_shared<PolicyState>(state_));
     hub_.Register(&stream_);
     stream_.sent.clear();  // the first snapshot
-    desk_ = std::make_unique<ApprovalDesk>(store_.get(), &hub_, nullptr, std::string(32, 'k'), "http://cp:7080/");
+    desk_ = std::make_unique<ApprovalDesk>(store_.get(), &hub_, nullptr, std::string(32, 'k'),
+                                           "http://cp:7080/");
   }
 
   uint64_t Request(const std::string& subject = "ci-bot") {
@@ -103,7 +104,8 @@ TEST_F(DeskTest, RequestersNonApproversAndExpiredRequestsAreRefused) {
   EXPECT_EQ((*records)[0].actor, "dora (idp)");
   EXPECT_EQ((*records)[0].target, absl::StrCat("Approval/", id));
   auto st = desk_->Decide(id, Who("mallory", {"ci"}), true, "", state_, 2000).status();
-  EXPECT_EQ(st.message(), "mallory (idp) is not an approver of ApprovalPolicy 'dba' (approvers: groups [dba])");
+  EXPECT_EQ(st.message(),
+            "mallory (idp) is not an approver of ApprovalPolicy 'dba' (approvers: groups [dba])");
   // A deny by one approver decides at once, with the reason.
   auto a = desk_->Decide(id, Who("erin"), false, "not now", state_, 3000);
   ASSERT_TRUE(a.ok());
@@ -124,7 +126,8 @@ TEST_F(DeskTest, UnknownPoliciesAndOversizedRequestsAreRefused) {
   v1::ApprovalRequest r;
   r.set_request_id("x");
   r.set_approval_policy("nope");
-  EXPECT_EQ(desk_->Register("agent-a", r, state_, 1).error(), "ApprovalPolicy 'nope' does not exist");
+  EXPECT_EQ(desk_->Register("agent-a", r, state_, 1).error(),
+            "ApprovalPolicy 'nope' does not exist");
   r.set_approval_policy("dba");
   r.set_statement(std::string(70000, 'x'));
   EXPECT_EQ(desk_->Register("agent-a", r, state_, 1).error(), "statement longer than 64 KiB");
@@ -133,13 +136,15 @@ TEST_F(DeskTest, UnknownPoliciesAndOversizedRequestsAreRefused) {
 TEST_F(DeskTest, CallbackLinksAreSignedAndBound) {
   uint64_t id = Request();
   std::string link = desk_->Link(id, true, "pager", 61000);
-  EXPECT_EQ(link.rfind("http://cp:7080/approvals/1/approve?webhook=pager&exp=61000&sig=", 0), 0u) << link;
+  EXPECT_EQ(link.rfind("http://cp:7080/approvals/1/approve?webhook=pager&exp=61000&sig=", 0), 0u)
+      << link;
   std::string sig = link.substr(link.find("sig=") + 4);
   EXPECT_TRUE(desk_->CheckLink(id, true, "pager", 61000, sig, 2000).ok());
   EXPECT_FALSE(desk_->CheckLink(id, false, "pager", 61000, sig, 2000).ok());  // the other decision
   EXPECT_FALSE(desk_->CheckLink(id + 1, true, "pager", 61000, sig, 2000).ok());
-  EXPECT_FALSE(desk_->CheckLink(id, true, "pager", 62000, sig, 2000).ok());   // a later expiry
-  EXPECT_EQ(desk_->CheckLink(id, true, "pager", 61000, sig, 61000).message(), "this link has expired");
+  EXPECT_FALSE(desk_->CheckLink(id, true, "pager", 62000, sig, 2000).ok());  // a later expiry
+  EXPECT_EQ(desk_->CheckLink(id, true, "pager", 61000, sig, 61000).message(),
+            "this link has expired");
   Approver link_user;
   link_user.link_webhook = "pager";
   auto a = desk_->Decide(id, link_user, true, "", state_, 3000);
@@ -151,8 +156,9 @@ TEST_F(DeskTest, CallbackLinksAreSignedAndBound) {
 
 TEST(Webhooks, SignatureIsHmacOfTimestampAndBody) {
   // HMAC-SHA256("key", "1700000000.{}"), computed independently with Python's hmac module.
-  EXPECT_EQ(WebhookSignature("key", 1700000000, "{}"),
-            "v1=" + std::string("9d713ed406bb7076d4123f0dc2c39d2df5c654ed4b0cd56b52c8b4c940bd63ae"));
+  EXPECT_EQ(
+      WebhookSignature("key", 1700000000, "{}"),
+      "v1=" + std::string("9d713ed406bb7076d4123f0dc2c39d2df5c654ed4b0cd56b52c8b4c940bd63ae"));
 }
 
 }  // namespace

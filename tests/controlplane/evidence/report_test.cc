@@ -258,10 +258,12 @@ TEST(Report, ARefusalTheAgentNamesIsCountedByItsName) {
           ->AppendAgentEvents(
               "a",
               chain.BatchOf(
-                  {Event(20, "session_refused", "r1",
-                         R"({"connection":"demo","subject":"alice","issuer":"idp","reason":"Sluice: too many sessions for \"alice\" on connection \"demo\" (limit 3 per caller on this agent); close one and try again","sqlstate":"53300","refusal":"session_limit"})"),
-                   Event(21, "session_refused", "r2",
-                         R"({"connection":"demo","subject":"","reason":"Sluice: the agent cannot record audit events now","sqlstate":"53300"})")}))
+                  {Event(
+                       20, "session_refused", "r1",
+                       R"({"connection":"demo","subject":"alice","issuer":"idp","reason":"Sluice: too many sessions for \"alice\" on connection \"demo\" (limit 3 per caller on this agent); close one and try again","sqlstate":"53300","refusal":"session_limit"})"),
+                   Event(
+                       21, "session_refused", "r2",
+                       R"({"connection":"demo","subject":"","reason":"Sluice: the agent cannot record audit events now","sqlstate":"53300"})")}))
           .ok());
   ReportOptions o;
   o.from_ms = 100;
@@ -283,24 +285,29 @@ TEST(Report, RefusalsAreCountedByTheKindTheAgentWrote) {
           ->AppendAgentEvents(
               "a",
               chain.BatchOf(
-                  {Event(20, "session_refused", "m1",
-                         R"({"connection":"shop","client_addr":"10.0.0.5:1","tls":true,"subject":"","issuer":"",)"
-                         R"j("reason":"Access denied for user 'bot' (using password: YES)","sqlstate":"28000",)j"
-                         R"("refusal_kind":"token_rejected","detail":"the token expired","connection_protocol":"mysql"})"),
-                   Event(21, "session_refused", "m2",
-                         R"({"connection":"shop","client_addr":"10.0.0.5:2","tls":false,"subject":"","issuer":"",)"
-                         R"("reason":"Connections using insecure transport are prohibited","sqlstate":"HY000",)"
-                         R"("refusal_kind":"tls_required","connection_protocol":"mysql"})"),
-                   Event(22, "session_refused", "h1",
-                         R"({"connection":"s3","client_addr":"10.0.0.6:1","tls":true,"subject":"bob","issuer":"idp",)"
-                         R"("reason":"403 Forbidden","refusal_kind":"no_access_rule","connection_protocol":"http"})"),
-                   Event(23, "session_start", "m3",
-                         R"({"connection":"shop","client_addr":"10.0.0.5:3","tls":true,"subject":"carol","issuer":"idp",)"
-                         R"("access":"read","rule":"readers","connection_protocol":"mysql"})"),
-                   Event(24, "statement", "m3",
-                         R"({"statement":"DELETE FROM orders","classification":"write","decision":"refused",)"
-                         R"("reason":"read-only here","sqlstate":"HY000","refusal_kind":"read_only"})",
-                         true)}))
+                  {Event(
+                       20, "session_refused", "m1",
+                       R"({"connection":"shop","client_addr":"10.0.0.5:1","tls":true,"subject":"","issuer":"",)"
+                       R"j("reason":"Access denied for user 'bot' (using password: YES)","sqlstate":"28000",)j"
+                       R"("refusal_kind":"token_rejected","detail":"the token expired","connection_protocol":"mysql"})"),
+                   Event(
+                       21, "session_refused", "m2",
+                       R"({"connection":"shop","client_addr":"10.0.0.5:2","tls":false,"subject":"","issuer":"",)"
+                       R"("reason":"Connections using insecure transport are prohibited","sqlstate":"HY000",)"
+                       R"("refusal_kind":"tls_required","connection_protocol":"mysql"})"),
+                   Event(
+                       22, "session_refused", "h1",
+                       R"({"connection":"s3","client_addr":"10.0.0.6:1","tls":true,"subject":"bob","issuer":"idp",)"
+                       R"("reason":"403 Forbidden","refusal_kind":"no_access_rule","connection_protocol":"http"})"),
+                   Event(
+                       23, "session_start", "m3",
+                       R"({"connection":"shop","client_addr":"10.0.0.5:3","tls":true,"subject":"carol","issuer":"idp",)"
+                       R"("access":"read","rule":"readers","connection_protocol":"mysql"})"),
+                   Event(
+                       24, "statement", "m3",
+                       R"({"statement":"DELETE FROM orders","classification":"write","decision":"refused",)"
+                       R"("reason":"read-only here","sqlstate":"HY000","refusal_kind":"read_only"})",
+                       true)}))
           .ok());
   ReportOptions o;
   o.from_ms = 100;
@@ -311,7 +318,8 @@ TEST(Report, RefusalsAreCountedByTheKindTheAgentWrote) {
   EXPECT_EQ(Control(*report, "AC-3")["counts"]["refused_by_reason"],
             Json::parse(R"({"no_access_rule":1,"tls_required":1,"token_rejected":1})"));
   EXPECT_EQ(Control(*report, "IA-2/IA-5")["counts"]["authentication_failures"], 1);
-  EXPECT_EQ(Control(*report, "IA-2/IA-5")["evidence"]["authentication_failures"][0]["reason"], "the token expired");
+  EXPECT_EQ(Control(*report, "IA-2/IA-5")["evidence"]["authentication_failures"][0]["reason"],
+            "the token expired");
   EXPECT_EQ(Control(*report, "AC-17")["counts"]["refused_without_tls"], 1);
   EXPECT_EQ(Control(*report, "AC-6")["counts"]["writes_on_read_grants"], 1);
 }

@@ -133,11 +133,12 @@ TEST_F(PolicyManagerTest, OnlyRealChangesBumpTheVersion) {
 }
 
 TEST_F(PolicyManagerTest, ReferencedResourcesCannotBeDeleted) {
-  ASSERT_TRUE(Apply("kind: Webhook\nname: pager\nurl: https://pager\nsecret: hmac-key\n---\n"
-                    "kind: ApprovalPolicy\nname: dba\napprovers: {groups: [dba]}\nwebhooks: [pager]\n---\n"
-                    "kind: Guardrail\nname: g\nconnections: {names: [orders]}\nrules:\n"
-                    "  - {match: ddl, action: require_approval, approval: dba}\n")
-                  .ok());
+  ASSERT_TRUE(
+      Apply("kind: Webhook\nname: pager\nurl: https://pager\nsecret: hmac-key\n---\n"
+            "kind: ApprovalPolicy\nname: dba\napprovers: {groups: [dba]}\nwebhooks: [pager]\n---\n"
+            "kind: Guardrail\nname: g\nconnections: {names: [orders]}\nrules:\n"
+            "  - {match: ddl, action: require_approval, approval: dba}\n")
+          .ok());
   auto st = manager_->Delete("approval_policy", "dba", "tester");
   EXPECT_EQ(st.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(st.status().message(), HasSubstr("used by Guardrail 'g'"));
@@ -165,9 +166,10 @@ TEST_F(PolicyManagerTest, EachStoredChangeIsAnAuditRecord) {
   for (const AuditRecord& r : *audit) {
     records.push_back(absl::StrCat(r.actor, " ", r.action, " ", r.target, " ", r.detail));
   }
-  EXPECT_THAT(records, ::testing::ElementsAre("remover Policy.delete Connection/orders policy version 3",
-                                              "tester Policy.update Connection/orders policy version 2",
-                                              "tester Policy.create Connection/orders policy version 1"));
+  EXPECT_THAT(records,
+              ::testing::ElementsAre("remover Policy.delete Connection/orders policy version 3",
+                                     "tester Policy.update Connection/orders policy version 2",
+                                     "tester Policy.create Connection/orders policy version 1"));
 }
 
 TEST_F(PolicyManagerTest, RedactedMarkerWithoutAStoredSecretIsAnError) {
@@ -175,7 +177,8 @@ TEST_F(PolicyManagerTest, RedactedMarkerWithoutAStoredSecretIsAnError) {
   yaml.replace(yaml.find("Tr0ub4dor-orders"), 16, "\"(redacted)\"");
   absl::Status st = Apply(yaml);
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(st.message(), HasSubstr("credentials.password: is \"(redacted)\" but no secret is stored"));
+  EXPECT_THAT(st.message(),
+              HasSubstr("credentials.password: is \"(redacted)\" but no secret is stored"));
 }
 
 }  // namespace

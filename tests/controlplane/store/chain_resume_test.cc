@@ -31,7 +31,9 @@ void Exec(const std::string& path, const std::string& sql) {
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
   char* err = nullptr;
-  EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err), SQLITE_OK) << (err ? err : "") << "\n" << sql;
+  EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err), SQLITE_OK)
+      << (err ? err : "") << "\n"
+      << sql;
   sqlite3_free(err);
   sqlite3_close(db);
 }
@@ -49,7 +51,8 @@ int64_t Int(const std::string& path, const std::string& sql) {
 
 std::vector<v1::AuditEvent> Statements(uint64_t from, uint64_t to) {
   std::vector<v1::AuditEvent> out;
-  for (uint64_t s = from; s <= to; ++s) out.push_back(Event(s, "statement", "s1", absl::StrCat("{\"n\":", s, "}")));
+  for (uint64_t s = from; s <= to; ++s)
+    out.push_back(Event(s, "statement", "s1", absl::StrCat("{\"n\":", s, "}")));
   return out;
 }
 
@@ -66,11 +69,14 @@ class ChainResume : public ::testing::Test {
     for (auto& e : Statements(2, 3)) first.push_back(e);
     ASSERT_TRUE(store_->AppendAgentEvents("a", chain_.BatchOf(first)).ok());
     ASSERT_TRUE(store_->AppendAgentEvents("a", chain_.BatchOf(Statements(4, 5))).ok());
-    ASSERT_EQ(*store_->AppendAgentEvents("a", chain_.BatchOf({Event(6, "session_end", "s1", "{}")})), 6u);
+    ASSERT_EQ(
+        *store_->AppendAgentEvents("a", chain_.BatchOf({Event(6, "session_end", "s1", "{}")})), 6u);
   }
 
   // The agent's spool ended at `last`; it goes on at `next` (what it emits after its restart).
-  AgentChainStart Start(uint64_t last, uint64_t next) { return AgentChainStart{last, chain_.HashOf(last), next}; }
+  AgentChainStart Start(uint64_t last, uint64_t next) {
+    return AgentChainStart{last, chain_.HashOf(last), next};
+  }
 
   std::string path_;
   std::unique_ptr<SqliteStore> store_;
@@ -85,7 +91,8 @@ TEST_F(ChainResume, WithoutItTheAgentsNextBatchIsRefused) {
     auto refused = store_->AppendAgentEvents("a", chain_.BatchOf(Statements(101, 102)));
     EXPECT_EQ(refused.status().code(), absl::StatusCode::kDataLoss);
     EXPECT_THAT(std::string(refused.status().message()),
-                HasSubstr("the audit chain of agent a breaks at sequence 101: its prev_hash does not match the event "
+                HasSubstr("the audit chain of agent a breaks at sequence 101: its prev_hash does "
+                          "not match the event "
                           "stored before it (it names "));
   }
 }
@@ -104,7 +111,8 @@ TEST_F(ChainResume, AcceptedWhenTheAgentsHeadIsOnTheStoredChain) {
   EXPECT_EQ(state->resume->held_records, 3u);  // 4 and 5 (a batch), 6 (another)
   EXPECT_EQ(state->resume->time_ms, 5000);
   EXPECT_EQ(Int(path_, "SELECT COUNT(*) FROM chain_resumes"), 1);
-  EXPECT_EQ(Int(path_, "SELECT COUNT(*) FROM audit_events WHERE action = 'Audit.chain_resumed'"), 1);
+  EXPECT_EQ(Int(path_, "SELECT COUNT(*) FROM audit_events WHERE action = 'Audit.chain_resumed'"),
+            1);
 
   // The same start again (the stream broke before anything new was stored): the same resume.
   state = store_->ResumeAgentChain("a", Start(3, 101), 6000);
@@ -117,7 +125,9 @@ TEST_F(ChainResume, AcceptedWhenTheAgentsHeadIsOnTheStoredChain) {
   // The agent sends what its spool still holds (dropped: stored already), then its new events.
   chain_.Restart(3, 101);
   ASSERT_EQ(*store_->AppendAgentEvents("a", chain_.BatchOf(Statements(2, 3))), 6u);
-  ASSERT_EQ(*store_->AppendAgentEvents("a", chain_.BatchOf({Event(101, "audit_chain_resumed", "", "{}")})), 101u);
+  ASSERT_EQ(*store_->AppendAgentEvents(
+                "a", chain_.BatchOf({Event(101, "audit_chain_resumed", "", "{}")})),
+            101u);
   ASSERT_EQ(*store_->AppendAgentEvents("a", chain_.BatchOf(Statements(102, 103))), 103u);
 
   // Its stream starts again: its own records are stored, nothing more is recorded (the resume is
@@ -141,15 +151,19 @@ TEST_F(ChainResume, AcceptedWhenTheAgentsHeadIsOnTheStoredChain) {
   EXPECT_EQ(v->chain_resumes(), 1u);
   EXPECT_EQ(v->anchored_agents(), 1u);  // complete from its signed genesis to its signed head
   ASSERT_EQ(v->notes_size(), 1);
-  EXPECT_EQ(v->notes(0),
-            "agent a: its chain resumed after sequence 3: its spool lost the records after it (a crash before they "
-            "were durable there), and the control plane holds the records after it through sequence 6 (3 "
-            "record(s)); sequence 101 goes on from sequence 3 (resume recorded 1970-01-01T00:00:05.000Z)");
+  EXPECT_EQ(
+      v->notes(0),
+      "agent a: its chain resumed after sequence 3: its spool lost the records after it (a crash "
+      "before they "
+      "were durable there), and the control plane holds the records after it through sequence 6 (3 "
+      "record(s)); sequence 101 goes on from sequence 3 (resume recorded "
+      "1970-01-01T00:00:05.000Z)");
   // The visitor (evidence export) sees the resumed link as a link.
   std::vector<std::pair<uint64_t, bool>> seen;
-  ASSERT_TRUE(store_->VerifyAudit({}, [&](const std::string&, const v1::AuditEvent& e, bool linked) {
-                      seen.emplace_back(e.sequence(), linked);
-                    }).ok());
+  ASSERT_TRUE(store_
+                  ->VerifyAudit({}, [&](const std::string&, const v1::AuditEvent& e,
+                                        bool linked) { seen.emplace_back(e.sequence(), linked); })
+                  .ok());
   EXPECT_EQ(seen.size(), 9u);
   for (const auto& [sequence, linked] : seen) EXPECT_TRUE(linked) << sequence;
 }
@@ -161,19 +175,25 @@ TEST_F(ChainResume, RecordedBeforeAnythingFollowsItIsANote) {
   EXPECT_TRUE(v->ok()) << v->first_problem();
   EXPECT_EQ(v->chain_resumes(), 0u);
   ASSERT_EQ(v->notes_size(), 1);
-  EXPECT_THAT(v->notes(0), HasSubstr("agent a: its spool lost its tail: its chain resumes after sequence 3"));
+  EXPECT_THAT(v->notes(0),
+              HasSubstr("agent a: its spool lost its tail: its chain resumes after sequence 3"));
 }
 
 TEST_F(ChainResume, RefusedWhenTheAgentsHeadIsNotOnTheStoredChain) {
   // Another hash at a stored sequence (the agent's data directory is another agent's, or the
   // store was put back to another copy).
-  auto state = store_->ResumeAgentChain("a", AgentChainStart{3, std::string(32, '\xab'), 101}, 5000);
+  auto state =
+      store_->ResumeAgentChain("a", AgentChainStart{3, std::string(32, '\xab'), 101}, 5000);
   EXPECT_EQ(state.status().code(), absl::StatusCode::kFailedPrecondition);
   const std::string why(state.status().message());
-  EXPECT_THAT(why, HasSubstr("agent a: its audit chain is not on the chain the control plane holds: its spool ended at "
-                             "sequence 3 with chain hash abababababababab... when it started, and the control plane "
-                             "holds its trail through sequence 6, where the stored record at sequence 3 has chain "
-                             "hash "));
+  EXPECT_THAT(
+      why,
+      HasSubstr(
+          "agent a: its audit chain is not on the chain the control plane holds: its spool ended "
+          "at "
+          "sequence 3 with chain hash abababababababab... when it started, and the control plane "
+          "holds its trail through sequence 6, where the stored record at sequence 3 has chain "
+          "hash "));
   EXPECT_THAT(why, HasSubstr("move <data-dir>/spool aside"));
   EXPECT_EQ(Int(path_, "SELECT COUNT(*) FROM chain_resumes"), 0);
   // Its batches stay refused.
@@ -209,7 +229,8 @@ TEST_F(ChainResume, NothingIsRecordedForAnAgentInStep) {
   auto state = store_->ResumeAgentChain("b", AgentChainStart{3, "h", 101}, 5000);
   ASSERT_TRUE(state.ok());
   EXPECT_EQ(state->committed, 0u);
-  EXPECT_EQ(store_->ResumeAgentChain("nobody", Start(3, 101), 5000).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->ResumeAgentChain("nobody", Start(3, 101), 5000).status().code(),
+            absl::StatusCode::kNotFound);
 }
 
 TEST_F(ChainResume, EveryOtherBreakStillFails) {
@@ -220,14 +241,17 @@ TEST_F(ChainResume, EveryOtherBreakStillFails) {
   ASSERT_TRUE(store_->VerifyAudit({}, nullptr)->ok());
 
   // A new chain started later (an event without prev_hash) is a break: the resume covers one place.
-  ASSERT_TRUE(store_->AppendAgentEvents("a", [] {
-                EventBatch b;
-                v1::AuditEvent e = Event(105, "statement", "s1", "{}");
-                b.offsets.push_back(0);
-                audit::AppendRecord(&b.records, e.SerializeAsString());
-                b.events = {e};
-                return b;
-              }()).ok());
+  ASSERT_TRUE(store_
+                  ->AppendAgentEvents("a",
+                                      [] {
+                                        EventBatch b;
+                                        v1::AuditEvent e = Event(105, "statement", "s1", "{}");
+                                        b.offsets.push_back(0);
+                                        audit::AppendRecord(&b.records, e.SerializeAsString());
+                                        b.events = {e};
+                                        return b;
+                                      }())
+                  .ok());
   auto v = store_->VerifyAudit({}, nullptr);
   EXPECT_FALSE(v->ok());
   EXPECT_EQ(v->problems(), 1u);
@@ -246,8 +270,9 @@ TEST_F(ChainResume, AResumeRemovedChangedOrNotMatchingTheBreakFails) {
   Exec(path_, "UPDATE chain_resumes SET held_records = 1");
   auto v = store_->VerifyAudit({}, nullptr);
   EXPECT_FALSE(v->ok());
-  EXPECT_THAT(v->first_problem(), HasSubstr("agent a: the chain resume recorded after sequence 3 (where sequence 101 "
-                                            "goes on from) does not carry a valid signature"));
+  EXPECT_THAT(v->first_problem(),
+              HasSubstr("agent a: the chain resume recorded after sequence 3 (where sequence 101 "
+                        "goes on from) does not carry a valid signature"));
   Exec(path_, "UPDATE chain_resumes SET held_records = 3");
   ASSERT_TRUE(store_->VerifyAudit({}, nullptr)->ok());
 
@@ -266,7 +291,8 @@ TEST_F(ChainResume, AResumeRemovedChangedOrNotMatchingTheBreakFails) {
   v = store_->VerifyAudit({}, nullptr);
   EXPECT_FALSE(v->ok());
   EXPECT_THAT(v->first_problem(), HasSubstr("agent a: the chain breaks at sequence 101 (chunk "));
-  EXPECT_THAT(v->first_problem(), HasSubstr("its prev_hash does not match the record before it (sequence 6)"));
+  EXPECT_THAT(v->first_problem(),
+              HasSubstr("its prev_hash does not match the record before it (sequence 6)"));
   EXPECT_EQ(v->chain_resumes(), 0u);
 }
 

@@ -13,7 +13,8 @@ namespace sluice::controlplane {
 namespace {
 
 std::string FreshDir(const std::string& name) {
-  std::string dir = (std::filesystem::path(::testing::TempDir()) / ("guarded_store_test_" + name)).string();
+  std::string dir =
+      (std::filesystem::path(::testing::TempDir()) / ("guarded_store_test_" + name)).string();
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir;
@@ -35,8 +36,8 @@ class FaultyStore : public GuardedStore {
     if (!fault.ok()) return fault;
     return GuardedStore::AppendAudit(record);
   }
-  absl::StatusOr<uint64_t> UpsertResources(const std::vector<StoredResource>& batch, const std::string& actor,
-                                           int64_t now_ms) override {
+  absl::StatusOr<uint64_t> UpsertResources(const std::vector<StoredResource>& batch,
+                                           const std::string& actor, int64_t now_ms) override {
     if (!fault.ok()) return fault;
     return GuardedStore::UpsertResources(batch, actor, now_ms);
   }
@@ -79,13 +80,17 @@ TEST(GuardedStore, ADiskFaultRefusesEveryWriteUntilTheProbeSucceeds) {
   ASSERT_TRUE(f.guard->AppendAudit(kRecord).ok());
   EXPECT_FALSE(f.guard->WriteFault());
 
-  f.faulty->fault = DiskFaultError("cannot write recording file /d/recordings/0000000001.rec: No space left on device");
+  f.faulty->fault = DiskFaultError(
+      "cannot write recording file /d/recordings/0000000001.rec: No space left on device");
   auto refused = f.guard->AppendAudit(kRecord);
   ASSERT_TRUE(IsDiskFault(refused.status())) << refused.status();
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable);
-  EXPECT_NE(refused.status().message().find("the control plane's store refuses writes since "), std::string::npos);
-  EXPECT_NE(refused.status().message().find("0000000001.rec: No space left on device"), std::string::npos);
-  EXPECT_NE(refused.status().message().find("once " + f.dir + " can be written"), std::string::npos);
+  EXPECT_NE(refused.status().message().find("the control plane's store refuses writes since "),
+            std::string::npos);
+  EXPECT_NE(refused.status().message().find("0000000001.rec: No space left on device"),
+            std::string::npos);
+  EXPECT_NE(refused.status().message().find("once " + f.dir + " can be written"),
+            std::string::npos);
   auto fault = f.guard->WriteFault();
   ASSERT_TRUE(fault);
   EXPECT_NE(fault->error.find("No space left on device"), std::string::npos);
@@ -108,14 +113,15 @@ TEST(GuardedStore, ADiskFaultRefusesEveryWriteUntilTheProbeSucceeds) {
   f.faulty->read_fault = absl::InternalError("sqlite: database disk image is malformed");
   auto read = f.guard->ListAgents();
   EXPECT_EQ(read.status().code(), absl::StatusCode::kInternal);
-  EXPECT_EQ(read.status().message(),
-            absl::StrCat("sqlite: database disk image is malformed (", refused.status().message(), ")"));
+  EXPECT_EQ(read.status().message(), absl::StrCat("sqlite: database disk image is malformed (",
+                                                  refused.status().message(), ")"));
   f.faulty->read_fault = absl::OkStatus();
 
   // The probe fails: still refusing, and why is kept.
   f.faulty->probe = DiskFaultError("cannot create /d/.sluice-write-probe: Read-only file system");
   EXPECT_FALSE(f.guard->TryResume(10'000));
-  EXPECT_EQ(f.guard->WriteFault()->waiting, "cannot create /d/.sluice-write-probe: Read-only file system");
+  EXPECT_EQ(f.guard->WriteFault()->waiting,
+            "cannot create /d/.sluice-write-probe: Read-only file system");
   // At most once a second.
   f.faulty->probe = absl::OkStatus();
   EXPECT_FALSE(f.guard->TryResume(10'500));
@@ -163,7 +169,9 @@ TEST(DiskFault, AFullSqliteDatabaseIsADiskFaultNamingTheFile) {
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
   // A page limit gives the SQLITE_FULL a full disk gives.
-  ASSERT_EQ(sqlite3_exec(db, "PRAGMA max_page_count = 8; CREATE TABLE t (v BLOB)", nullptr, nullptr, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "PRAGMA max_page_count = 8; CREATE TABLE t (v BLOB)", nullptr, nullptr,
+                         nullptr),
+            SQLITE_OK);
   int rc = SQLITE_OK;
   for (int i = 0; i < 100 && rc == SQLITE_OK; ++i) {
     rc = sqlite3_exec(db, "INSERT INTO t VALUES (zeroblob(4000))", nullptr, nullptr, nullptr);
@@ -171,8 +179,10 @@ TEST(DiskFault, AFullSqliteDatabaseIsADiskFaultNamingTheFile) {
   ASSERT_EQ(rc, SQLITE_FULL);
   absl::Status st = SqliteError(db);
   EXPECT_TRUE(IsDiskFault(st)) << st;
-  EXPECT_EQ(st.message(), absl::StrCat("cannot write the store ", path,
-                                       " (or its -wal or -shm file): database or disk is full (No space left on device)"));
+  EXPECT_EQ(st.message(),
+            absl::StrCat(
+                "cannot write the store ", path,
+                " (or its -wal or -shm file): database or disk is full (No space left on device)"));
   sqlite3_exec(db, "SELECT * FROM nowhere", nullptr, nullptr, nullptr);
   EXPECT_EQ(SqliteError(db).code(), absl::StatusCode::kInternal);
   EXPECT_FALSE(IsDiskFault(SqliteError(db)));

@@ -40,7 +40,8 @@ std::string Entries(const std::vector<RecordingSlice>& slices) {
 }
 
 // Appends `bytes` to `file` under `dir`; returns where they start.
-RecordingBlock AppendRaw(const std::string& dir, const std::string& file, const std::string& bytes) {
+RecordingBlock AppendRaw(const std::string& dir, const std::string& file,
+                         const std::string& bytes) {
   const std::string path = dir + "/" + file;
   uint64_t at = std::filesystem::exists(path) ? std::filesystem::file_size(path) : 0;
   std::ofstream(path, std::ios::binary | std::ios::app) << bytes;
@@ -75,8 +76,8 @@ TEST(RecordingFiles, NewBlocksAreZstdAndBlocksWrittenWithZlibStillRead) {
   const std::string raw = Entries(one);
   std::string zlib(compressBound(raw.size()), '\0');
   uLongf size = zlib.size();
-  ASSERT_EQ(compress2(reinterpret_cast<Bytef*>(zlib.data()), &size, reinterpret_cast<const Bytef*>(raw.data()),
-                      raw.size(), 1),
+  ASSERT_EQ(compress2(reinterpret_cast<Bytef*>(zlib.data()), &size,
+                      reinterpret_cast<const Bytef*>(raw.data()), raw.size(), 1),
             Z_OK);
   zlib.resize(size);
   RecordingBlock old = AppendRaw(dir, written->first, Framed(zlib));
@@ -107,7 +108,8 @@ TEST(RecordingFiles, ZstdBlocksThatDoNotDecodeAreReportedDamaged) {
   RecordingBlock unsized = AppendRaw(dir, written->first, Framed(frame));
   auto r = files.Read(written->first, unsized);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss);
-  EXPECT_NE(r.status().message().find("not a zstd frame with its size"), std::string::npos) << r.status();
+  EXPECT_NE(r.status().message().find("not a zstd frame with its size"), std::string::npos)
+      << r.status();
 
   // A block whose content was changed (and the block's CRC made to match) fails the frame's own
   // content checksum.

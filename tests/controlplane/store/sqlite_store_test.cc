@@ -25,8 +25,10 @@ std::string FreshPath(const std::string& name) {
 std::vector<std::string> Tables(sqlite3* db) {
   std::vector<std::string> out;
   sqlite3_stmt* s;
-  sqlite3_prepare_v2(db, "SELECT name FROM sqlite_master WHERE type='table' ORDER BY name", -1, &s, nullptr);
-  while (sqlite3_step(s) == SQLITE_ROW) out.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(s, 0)));
+  sqlite3_prepare_v2(db, "SELECT name FROM sqlite_master WHERE type='table' ORDER BY name", -1, &s,
+                     nullptr);
+  while (sqlite3_step(s) == SQLITE_ROW)
+    out.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(s, 0)));
   sqlite3_finalize(s);
   return out;
 }
@@ -46,8 +48,8 @@ TEST(Migrations, FreshDatabaseGetsEveryMigration) {
   ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
   EXPECT_EQ(*SchemaVersion(db), LatestSchemaVersion());
   auto tables = Tables(db);
-  for (const char* t : {"agents", "audit_events", "enrollment_tokens", "meta", "resources",
-                        "schema_migrations"}) {
+  for (const char* t :
+       {"agents", "audit_events", "enrollment_tokens", "meta", "resources", "schema_migrations"}) {
     EXPECT_NE(std::find(tables.begin(), tables.end(), t), tables.end()) << t;
   }
   sqlite3_stmt* s;
@@ -97,7 +99,8 @@ TEST(Migrations, RefusesANewerSchema) {
   ASSERT_TRUE(SqliteStore::Open(path).ok());
   sqlite3* db;
   ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
-  ASSERT_TRUE(ExecSql(db, "INSERT INTO schema_migrations(version, applied_ms) VALUES (999, 0)").ok());
+  ASSERT_TRUE(
+      ExecSql(db, "INSERT INTO schema_migrations(version, applied_ms) VALUES (999, 0)").ok());
   sqlite3_close(db);
   auto store = SqliteStore::Open(path);
   EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
@@ -107,7 +110,8 @@ TEST(Migrations, RefusesANewerSchema) {
 TEST(SqliteStore, EveryChangeBumpsTheVersion) {
   auto store = *SqliteStore::Open(FreshPath("versions"));
   EXPECT_EQ(*store->PolicyVersion(), 0u);
-  EXPECT_EQ(*store->UpsertResources({Webhook("a", "https://a"), Webhook("b", "https://b")}, "t", 1), 1u);
+  EXPECT_EQ(*store->UpsertResources({Webhook("a", "https://a"), Webhook("b", "https://b")}, "t", 1),
+            1u);
   EXPECT_EQ(*store->UpsertResources({Webhook("a", "https://a2")}, "t", 2), 2u);
   auto a = store->GetResource("Webhook", "a");
   EXPECT_EQ(a->resource.webhook().url(), "https://a2");
@@ -131,7 +135,8 @@ TEST(SqliteStore, EnrollmentTokensAreSingleUseAndExpire) {
             absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(store->ConsumeEnrollment("hash2", "x", 2000, {}).status().code(),
             absl::StatusCode::kFailedPrecondition);
-  EXPECT_EQ(store->ConsumeEnrollment("nope", "x", 600, {}).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store->ConsumeEnrollment("nope", "x", 600, {}).status().code(),
+            absl::StatusCode::kNotFound);
   auto agents = *store->ListAgents();
   ASSERT_EQ(agents.size(), 1u);
   EXPECT_EQ(agents[0].secret_hash, "secret-hash");
@@ -151,7 +156,10 @@ TEST(SqliteStore, EnrollmentCheckSeesTheGrantedNamesAndCanRefuse) {
   EXPECT_EQ(seen, (std::vector<std::string>{"db.example.com", "10.0.0.5"}));
   EXPECT_TRUE(store->ListAgents()->empty());
   // The token was not used up by the refusal.
-  EXPECT_TRUE(store->ConsumeEnrollment("h", "s", 20, [](const EnrollmentRecord&) { return absl::OkStatus(); }).ok());
+  EXPECT_TRUE(store
+                  ->ConsumeEnrollment("h", "s", 20,
+                                      [](const EnrollmentRecord&) { return absl::OkStatus(); })
+                  .ok());
 }
 
 TEST(SqliteStore, AckClearsAnOlderNack) {
@@ -181,17 +189,20 @@ TEST(SqliteStore, AgentEventsAreStoredOnceAndCounted) {
   auto store = StoreWithAgent("events");
   Chain chain;
   const std::string start = R"({"connection":"db","subject":"bot","issuer":"https://idp"})";
-  std::vector<v1::AuditEvent> batch = {Event(10, "session_start", "s1", start),
-                                       Event(11, "statement", "s1", R"({"statement":"select 1"})"),
-                                       Event(12, "statement", "s1", R"({"statement":"oops"})", true)};
+  std::vector<v1::AuditEvent> batch = {
+      Event(10, "session_start", "s1", start),
+      Event(11, "statement", "s1", R"({"statement":"select 1"})"),
+      Event(12, "statement", "s1", R"({"statement":"oops"})", true)};
   EXPECT_EQ(*store->AppendAgentEvents("a", chain.BatchOf(batch)), 12u);
   // The stream broke before the ack: the agent resends from 11, with one new event.
-  std::vector<v1::AuditEvent> again = {Event(11, "statement", "s1", R"({"statement":"select 1"})"),
-                                       Event(12, "statement", "s1", R"({"statement":"oops"})", true),
-                                       Event(13, "session_end", "s1", R"({"reason":"closed"})")};
+  std::vector<v1::AuditEvent> again = {
+      Event(11, "statement", "s1", R"({"statement":"select 1"})"),
+      Event(12, "statement", "s1", R"({"statement":"oops"})", true),
+      Event(13, "session_end", "s1", R"({"reason":"closed"})")};
   EXPECT_EQ(*store->AppendAgentEvents("a", chain.BatchOf(again)), 13u);
   // Nothing new at all still answers with the committed sequence.
-  EXPECT_EQ(*store->AppendAgentEvents("a", chain.BatchOf({Event(9, "statement", "s1", "{}")})), 13u);
+  EXPECT_EQ(*store->AppendAgentEvents("a", chain.BatchOf({Event(9, "statement", "s1", "{}")})),
+            13u);
 
   auto detail = store->GetSession("s1");
   ASSERT_TRUE(detail.ok()) << detail.status();
@@ -204,11 +215,12 @@ TEST(SqliteStore, AgentEventsAreStoredOnceAndCounted) {
   EXPECT_EQ(detail->events(1).json(), R"({"statement":"select 1"})");
   EXPECT_EQ(detail->events(3).sequence(), 13u);
 
-  EXPECT_EQ(store->AppendAgentEvents("ghost", chain.BatchOf(batch)).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store->AppendAgentEvents("ghost", chain.BatchOf(batch)).status().code(),
+            absl::StatusCode::kNotFound);
 
   // A second session in the same agent's stream: each session shows only its own events.
   EXPECT_EQ(*store->AppendAgentEvents("a", chain.BatchOf({Event(14, "session_start", "s2", start),
-                                                    Event(15, "statement", "s2", "{}")})),
+                                                          Event(15, "statement", "s2", "{}")})),
             15u);
   EXPECT_EQ(store->GetSession("s2")->events_size(), 2);
   EXPECT_EQ(store->GetSession("s1")->events_size(), 4);
@@ -231,7 +243,9 @@ TEST(SqliteStore, ASteadyStreamOfBatchesKeepsTheWriteAheadLogBounded) {
     return R"({"statement":")" + text + R"("})";
   };
   uint64_t sequence = 1;
-  ASSERT_TRUE(store->AppendAgentEvents("a", chain.BatchOf({Event(sequence, "session_start", "s1", "{}")})).ok());
+  ASSERT_TRUE(
+      store->AppendAgentEvents("a", chain.BatchOf({Event(sequence, "session_start", "s1", "{}")}))
+          .ok());
   // 100 batches of ~200 KB (~120 KB compressed): 12 MB through the log, three times SQLite's
   // checkpoint threshold.
   for (int b = 0; b < 100; ++b) {
@@ -254,14 +268,16 @@ TEST(Migrations, EventsSurviveTheMoveToChunks) {
     sqlite3* db;
     ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
     ASSERT_TRUE(Migrate(db, 3).ok());
-    ASSERT_TRUE(ExecSql(db,
-                        "INSERT INTO agents(id, labels, secret_hash, enrolled_ms) VALUES ('a', '{}', 'x', 0);"
-                        "INSERT INTO agent_events(agent_id, sequence, time_ms, type, session_id, body) VALUES"
-                        " ('a', 7, 70, 'session_start', 's1', '{}'),"
-                        " ('a', 8, 80, 'statement', 's1', '{\"statement\":\"select 2\"}');"
-                        "INSERT INTO sessions(session_id, agent_id, connection, subject, issuer, summary,"
-                        " started_ms, outcome) VALUES ('s1', 'a', 'db', 'bot', 'i', '', 70, 'open');")
-                    .ok());
+    ASSERT_TRUE(
+        ExecSql(
+            db,
+            "INSERT INTO agents(id, labels, secret_hash, enrolled_ms) VALUES ('a', '{}', 'x', 0);"
+            "INSERT INTO agent_events(agent_id, sequence, time_ms, type, session_id, body) VALUES"
+            " ('a', 7, 70, 'session_start', 's1', '{}'),"
+            " ('a', 8, 80, 'statement', 's1', '{\"statement\":\"select 2\"}');"
+            "INSERT INTO sessions(session_id, agent_id, connection, subject, issuer, summary,"
+            " started_ms, outcome) VALUES ('s1', 'a', 'db', 'bot', 'i', '', 70, 'open');")
+            .ok());
     sqlite3_close(db);
   }
   auto store = SqliteStore::Open(path);
@@ -272,7 +288,7 @@ TEST(Migrations, EventsSurviveTheMoveToChunks) {
   EXPECT_EQ(detail->events(1).json(), R"({"statement":"select 2"})");
   // The committed sequence came along: a resend of 8 is a duplicate, 9 is new.
   EXPECT_EQ(*(*store)->AppendAgentEvents("a", Chain().BatchOf({Event(8, "statement", "s1", "{}"),
-                                                       Event(9, "statement", "s1", "{}")})),
+                                                               Event(9, "statement", "s1", "{}")})),
             9u);
   EXPECT_EQ((*store)->GetSession("s1")->events_size(), 3);
 }
@@ -284,7 +300,8 @@ TEST(SqliteStore, TheHashChainIsCheckedOnIngestAndVerifiedFromStorage) {
   ASSERT_TRUE(store->ConsumeEnrollment("h", "s", 1, {}).ok());
   Chain chain;
   std::vector<v1::AuditEvent> first;
-  for (uint64_t s = 1; s <= 5; ++s) first.push_back(Event(s, "statement", "s1", "{\"n\":" + std::to_string(s) + "}"));
+  for (uint64_t s = 1; s <= 5; ++s)
+    first.push_back(Event(s, "statement", "s1", "{\"n\":" + std::to_string(s) + "}"));
   ASSERT_TRUE(store->AppendAgentEvents("a", chain.BatchOf(first)).ok());
   std::vector<v1::AuditEvent> second;
   for (uint64_t s = 6; s <= 8; ++s) second.push_back(Event(s, "statement", "s1", "{}"));
@@ -304,19 +321,22 @@ TEST(SqliteStore, TheHashChainIsCheckedOnIngestAndVerifiedFromStorage) {
   auto refused = store->AppendAgentEvents("a", bad);
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_EQ(refused.status().message(),
-            "the audit chain of agent a breaks at sequence 9: its prev_hash does not match the event stored before it "
-            "(it names 7878787878787878..., the control plane expects " + HexEncode(chain.HashOf(8).substr(0, 8)) +
-                "...)");
+            "the audit chain of agent a breaks at sequence 9: its prev_hash does not match the "
+            "event stored before it "
+            "(it names 7878787878787878..., the control plane expects " +
+                HexEncode(chain.HashOf(8).substr(0, 8)) + "...)");
 
   // One byte changed in storage, with its checksum made to match: the chain names the next record.
   sqlite3* db;
   ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
   {
     sqlite3_stmt* q;
-    sqlite3_prepare_v2(db, "SELECT id, records FROM event_chunks ORDER BY id LIMIT 1", -1, &q, nullptr);
+    sqlite3_prepare_v2(db, "SELECT id, records FROM event_chunks ORDER BY id LIMIT 1", -1, &q,
+                       nullptr);
     ASSERT_EQ(sqlite3_step(q), SQLITE_ROW);
     int64_t id = sqlite3_column_int64(q, 0);
-    std::string stored(static_cast<const char*>(sqlite3_column_blob(q, 1)), sqlite3_column_bytes(q, 1));
+    std::string stored(static_cast<const char*>(sqlite3_column_blob(q, 1)),
+                       sqlite3_column_bytes(q, 1));
     sqlite3_finalize(q);
     ASSERT_TRUE(IsZstdFrame(stored));
     auto records = ZstdInflate(stored, 1 << 20);
@@ -346,7 +366,8 @@ TEST(SqliteStore, TheHashChainIsCheckedOnIngestAndVerifiedFromStorage) {
   ASSERT_TRUE(verified.ok());
   EXPECT_FALSE(verified->ok());
   EXPECT_EQ(verified->problems(), 1u);
-  EXPECT_EQ(verified->first_problem().rfind("agent a: the chain breaks at sequence 4 (chunk ", 0), 0u)
+  EXPECT_EQ(verified->first_problem().rfind("agent a: the chain breaks at sequence 4 (chunk ", 0),
+            0u)
       << verified->first_problem();
 
   // A stored chunk whose compressed bytes were changed does not inflate: named, not skipped.
@@ -362,10 +383,10 @@ TEST(SqliteStore, TheHashChainIsCheckedOnIngestAndVerifiedFromStorage) {
   EXPECT_FALSE(verified->ok());
   EXPECT_NE(verified->first_problem().find("agent a: stored events (chunk "), std::string::npos)
       << verified->first_problem();
-  EXPECT_NE(verified->first_problem().find(") are damaged: it does not decompress"), std::string::npos)
+  EXPECT_NE(verified->first_problem().find(") are damaged: it does not decompress"),
+            std::string::npos)
       << verified->first_problem();
 }
-
 
 v1::AuditEvent Recorded(v1::AuditEvent e, const std::string& recording) {
   e.set_recording_bytes(static_cast<uint32_t>(recording.size()));
@@ -377,15 +398,16 @@ TEST(SqliteStore, RecordingsAreKeptApartAndPurgedSessionsKeepTheChain) {
   auto store = StoreWithAgent("recordings");
   Chain chain;
   const std::string start = R"({"connection":"db","subject":"bot","issuer":"i"})";
-  ASSERT_TRUE(store
-                  ->AppendAgentEvents(
-                      "a", chain.BatchOf({Recorded(Event(1, "session_start", "s1", start), "rec-one-start"),
-                                          Event(2, "session_start", "s2", start),
-                                          Recorded(Event(3, "statement", "s1", "{}"), "rec-one-statement"),
-                                          Recorded(Event(4, "statement", "s2", "{}"), "rec-two-statement"),
-                                          Recorded(Event(5, "session_end", "s1", "{}"), "rec-one-end"),
-                                          Event(6, "session_end", "s2", "{}")}))
-                  .ok());
+  ASSERT_TRUE(
+      store
+          ->AppendAgentEvents(
+              "a", chain.BatchOf({Recorded(Event(1, "session_start", "s1", start), "rec-one-start"),
+                                  Event(2, "session_start", "s2", start),
+                                  Recorded(Event(3, "statement", "s1", "{}"), "rec-one-statement"),
+                                  Recorded(Event(4, "statement", "s2", "{}"), "rec-two-statement"),
+                                  Recorded(Event(5, "session_end", "s1", "{}"), "rec-one-end"),
+                                  Event(6, "session_end", "s2", "{}")}))
+          .ok());
   // The slices come back with their events, and only when asked for.
   v1::GetSessionRequest req;
   req.set_session_id("s1");
@@ -400,10 +422,11 @@ TEST(SqliteStore, RecordingsAreKeptApartAndPurgedSessionsKeepTheChain) {
   // Pages stay under 2 MiB of bodies and recordings.
   const std::string big(900 << 10, 'r');
   ASSERT_TRUE(store
-                  ->AppendAgentEvents("a", chain.BatchOf({Event(7, "session_start", "s3", start),
-                                                          Recorded(Event(8, "statement", "s3", "{}"), big),
-                                                          Recorded(Event(9, "statement", "s3", "{}"), big),
-                                                          Recorded(Event(10, "statement", "s3", "{}"), big)}))
+                  ->AppendAgentEvents(
+                      "a", chain.BatchOf({Event(7, "session_start", "s3", start),
+                                          Recorded(Event(8, "statement", "s3", "{}"), big),
+                                          Recorded(Event(9, "statement", "s3", "{}"), big),
+                                          Recorded(Event(10, "statement", "s3", "{}"), big)}))
                   .ok());
   v1::GetSessionRequest paged;
   paged.set_session_id("s3");
@@ -442,18 +465,20 @@ TEST(SqliteStore, RecordingsAreKeptApartAndPurgedSessionsKeepTheChain) {
   ASSERT_TRUE(v.ok() && v->ok()) << v->first_problem();
   EXPECT_EQ(v->purged(), 3u);
   // The chain goes on after the purge.
-  ASSERT_TRUE(store->AppendAgentEvents("a", chain.BatchOf({Event(11, "statement", "s2", "{}")})).ok());
+  ASSERT_TRUE(
+      store->AppendAgentEvents("a", chain.BatchOf({Event(11, "statement", "s2", "{}")})).ok());
   EXPECT_TRUE(store->VerifyAudit({}, nullptr)->ok());
   // Only the control plane purges: an agent's event that claims it is refused.
   v1::AuditEvent claim = Event(12, "statement", "s2", "{}");
   claim.set_purged_hash(std::string(32, 'p'));
-  EXPECT_EQ(store->AppendAgentEvents("a", chain.BatchOf({claim})).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->AppendAgentEvents("a", chain.BatchOf({claim})).status().code(),
+            absl::StatusCode::kInvalidArgument);
   // A recording whose size does not match is refused too.
   v1::AuditEvent lying = Recorded(Event(12, "statement", "s2", "{}"), "abc");
   lying.set_recording_bytes(9);
-  EXPECT_EQ(store->AppendAgentEvents("a", chain.BatchOf({lying})).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->AppendAgentEvents("a", chain.BatchOf({lying})).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
-
 
 // `audit verify` and the evidence export read through a reader of their own: writes go on while
 // it holds a snapshot, and the snapshot sees none of them; a purge meanwhile leaves the recording
@@ -463,22 +488,26 @@ TEST(SqliteStore, AReaderReadsOneSnapshotWhileWritesGoOn) {
   Chain chain;
   const std::string start = R"({"connection":"db","subject":"bot","issuer":"i"})";
   ASSERT_TRUE(store
-                  ->AppendAgentEvents("a", chain.BatchOf({Recorded(Event(1, "session_start", "s1", start), "one"),
-                                                          Recorded(Event(2, "statement", "s1", "{}"), "two"),
-                                                          Event(3, "session_end", "s1", "{}")}))
+                  ->AppendAgentEvents(
+                      "a", chain.BatchOf({Recorded(Event(1, "session_start", "s1", start), "one"),
+                                          Recorded(Event(2, "statement", "s1", "{}"), "two"),
+                                          Event(3, "session_end", "s1", "{}")}))
                   .ok());
   auto opened = store->OpenReader();
   ASSERT_TRUE(opened.ok()) << opened.status();
   std::unique_ptr<Store> reader = *std::move(opened);
   EXPECT_EQ(reader->UpsertResources({Webhook("a", "https://a")}, "t", 1).status().code(),
-            absl::StatusCode::kUnavailable) << "a reader writes nothing";
+            absl::StatusCode::kUnavailable)
+      << "a reader writes nothing";
   absl::Status read = reader->ReadSnapshot([&]() -> absl::Status {
     auto before = reader->VerifyAudit({}, nullptr);
     EXPECT_TRUE(before.ok() && before->ok()) << before.status();
     EXPECT_EQ(before->records(), 3u);
-    // Meanwhile the writer stores more, and purges s1 (the reader does not wait for, or see, either).
-    EXPECT_TRUE(store->AppendAgentEvents("a", chain.BatchOf({Event(4, "session_start", "s2", start),
-                                                              Event(5, "statement", "s2", "{}")}))
+    // Meanwhile the writer stores more, and purges s1 (the reader does not wait for, or see,
+    // either).
+    EXPECT_TRUE(store
+                    ->AppendAgentEvents("a", chain.BatchOf({Event(4, "session_start", "s2", start),
+                                                            Event(5, "statement", "s2", "{}")}))
                     .ok());
     PurgeRequest purge;
     purge.cutoff_ms_by_connection = {{"db", 1000000}};
@@ -487,7 +516,8 @@ TEST(SqliteStore, AReaderReadsOneSnapshotWhileWritesGoOn) {
     auto purged = store->PurgeSessions(purge);
     EXPECT_TRUE(purged.ok()) << purged.status();
     auto after = reader->VerifyAudit({}, nullptr);
-    EXPECT_TRUE(after.ok() && after->ok()) << (after.ok() ? after->first_problem() : after.status().ToString());
+    EXPECT_TRUE(after.ok() && after->ok())
+        << (after.ok() ? after->first_problem() : after.status().ToString());
     EXPECT_EQ(after->records(), 3u);
     EXPECT_EQ(after->recording_slices(), 2u);  // read back from the files: not erased yet
     EXPECT_TRUE(reader->GetSession("s1").ok());
@@ -495,14 +525,17 @@ TEST(SqliteStore, AReaderReadsOneSnapshotWhileWritesGoOn) {
   });
   ASSERT_TRUE(read.ok()) << read;
   // A new snapshot sees everything stored.
-  ASSERT_TRUE(reader->ReadSnapshot([&]() -> absl::Status {
-    auto v = reader->VerifyAudit({}, nullptr);
-    EXPECT_TRUE(v.ok() && v->ok()) << (v.ok() ? v->first_problem() : v.status().ToString());
-    EXPECT_EQ(v->records(), 5u);
-    EXPECT_EQ(v->purged(), 3u);
-    EXPECT_EQ(reader->GetSession("s1").status().code(), absl::StatusCode::kNotFound);
-    return absl::OkStatus();
-  }).ok());
+  ASSERT_TRUE(
+      reader
+          ->ReadSnapshot([&]() -> absl::Status {
+            auto v = reader->VerifyAudit({}, nullptr);
+            EXPECT_TRUE(v.ok() && v->ok()) << (v.ok() ? v->first_problem() : v.status().ToString());
+            EXPECT_EQ(v->records(), 5u);
+            EXPECT_EQ(v->purged(), 3u);
+            EXPECT_EQ(reader->GetSession("s1").status().code(), absl::StatusCode::kNotFound);
+            return absl::OkStatus();
+          })
+          .ok());
   // The deferred bytes go at the next purge; the chain still verifies.
   PurgeRequest again;
   again.cutoff_ms_by_connection = {{"db", 1}};

@@ -15,7 +15,8 @@ using ::testing::HasSubstr;
 DecodeLimits Limits() { return DecodeLimits{}; }
 
 TEST(DecodeFrame, WholeMessagesOneByOne) {
-  std::string stream = Query{"SELECT 1"}.Encode() + Execute{"", 0}.Encode() + std::string("S\0\0\0\4", 5);
+  std::string stream =
+      Query{"SELECT 1"}.Encode() + Execute{"", 0}.Encode() + std::string("S\0\0\0\4", 5);
   absl::string_view rest = stream;
   std::vector<char> types;
   while (!rest.empty()) {
@@ -30,7 +31,8 @@ TEST(DecodeFrame, WholeMessagesOneByOne) {
 TEST(DecodeFrame, EveryTruncatedPrefixNeedsMoreData) {
   std::string msg = Parse{"s1", "SELECT $1::int", {23}}.Encode();
   for (size_t n = 0; n < msg.size(); ++n) {
-    DecodeResult r = DecodeFrame(absl::string_view(msg).substr(0, n), Direction::kFrontend, Limits());
+    DecodeResult r =
+        DecodeFrame(absl::string_view(msg).substr(0, n), Direction::kFrontend, Limits());
     EXPECT_EQ(r.status, DecodeStatus::kNeedMore) << "prefix " << n;
   }
   EXPECT_EQ(DecodeFrame(msg, Direction::kFrontend, Limits()).status, DecodeStatus::kMessage);
@@ -45,7 +47,8 @@ TEST(DecodeFrame, LengthIsCappedBeforeAnythingIsBuffered) {
   std::string negative("Q\xff\xff\xff\xf0", 5);
   EXPECT_EQ(DecodeFrame(negative, Direction::kFrontend, Limits()).status, DecodeStatus::kError);
   std::string too_short("Q\0\0\0\3", 5);
-  EXPECT_THAT(DecodeFrame(too_short, Direction::kFrontend, Limits()).error, HasSubstr("invalid length 3"));
+  EXPECT_THAT(DecodeFrame(too_short, Direction::kFrontend, Limits()).error,
+              HasSubstr("invalid length 3"));
 }
 
 TEST(DecodeFrame, TypesADirectionNeverSendsAreErrors) {

@@ -38,7 +38,8 @@ TEST(Messages, StartupRoundTrip) {
   EXPECT_EQ(d->Get("database"), "orders");
   EXPECT_EQ(d->Get("replication"), std::nullopt);
   EXPECT_EQ(d->parameters.size(), 3u);
-  EXPECT_FALSE(StartupMessage::Decode(r.message.payload.substr(0, r.message.payload.size() - 1)).ok());
+  EXPECT_FALSE(
+      StartupMessage::Decode(r.message.payload.substr(0, r.message.payload.size() - 1)).ok());
 }
 
 TEST(Messages, CancelRequestKeepsLongKeys) {
@@ -54,11 +55,13 @@ TEST(Messages, CancelRequestKeepsLongKeys) {
 }
 
 TEST(Messages, FrontendRoundTrips) {
-  EXPECT_EQ(RoundTrip<Query>(Query{"SELECT 1; SELECT 2"}.Encode(), Direction::kFrontend,
-                             Query::Decode).sql,
-            "SELECT 1; SELECT 2");
+  EXPECT_EQ(
+      RoundTrip<Query>(Query{"SELECT 1; SELECT 2"}.Encode(), Direction::kFrontend, Query::Decode)
+          .sql,
+      "SELECT 1; SELECT 2");
   EXPECT_EQ(RoundTrip<PasswordMessage>(PasswordMessage{"eyJhbGciOi.x.y"}.Encode(),
-                                       Direction::kFrontend, PasswordMessage::Decode).password,
+                                       Direction::kFrontend, PasswordMessage::Decode)
+                .password,
             "eyJhbGciOi.x.y");
   Parse p = RoundTrip<Parse>(Parse{"s1", "SELECT $1, $2", {23, 25}}.Encode(), Direction::kFrontend,
                              Parse::Decode);
@@ -71,7 +74,8 @@ TEST(Messages, FrontendRoundTrips) {
   EXPECT_EQ(*d.params[0], std::string("\0\0\0\x2a", 4));
   EXPECT_FALSE(d.params[1].has_value());
   EXPECT_EQ(d.result_formats, (std::vector<int16_t>{1}));
-  Execute e = RoundTrip<Execute>(Execute{"p1", 100}.Encode(), Direction::kFrontend, Execute::Decode);
+  Execute e =
+      RoundTrip<Execute>(Execute{"p1", 100}.Encode(), Direction::kFrontend, Execute::Decode);
   EXPECT_EQ(e.max_rows, 100);
   DescribeOrClose dc = RoundTrip<DescribeOrClose>(DescribeOrClose{'P', "p1"}.Encode('D'),
                                                   Direction::kFrontend, DescribeOrClose::Decode);
@@ -82,7 +86,8 @@ TEST(Messages, BackendRoundTrips) {
   RowDescription rd;
   rd.fields.push_back({"email", 16384, 2, 25, -1, -1, 0});
   rd.fields.push_back({"id", 16384, 1, 23, 4, -1, 1});
-  RowDescription rd2 = RoundTrip<RowDescription>(rd.Encode(), Direction::kBackend, RowDescription::Decode);
+  RowDescription rd2 =
+      RoundTrip<RowDescription>(rd.Encode(), Direction::kBackend, RowDescription::Decode);
   ASSERT_EQ(rd2.fields.size(), 2u);
   EXPECT_EQ(rd2.fields[0].name, "email");
   EXPECT_EQ(rd2.fields[0].table_oid, 16384);
@@ -93,21 +98,25 @@ TEST(Messages, BackendRoundTrips) {
   EXPECT_EQ(row2.values, row.values);
 
   auto err = ErrorOrNotice::Make("ERROR", "42501", "blocked by guardrail production-safety");
-  ErrorOrNotice e2 = RoundTrip<ErrorOrNotice>(err.Encode('E'), Direction::kBackend, ErrorOrNotice::Decode);
+  ErrorOrNotice e2 =
+      RoundTrip<ErrorOrNotice>(err.Encode('E'), Direction::kBackend, ErrorOrNotice::Decode);
   EXPECT_EQ(e2.Get('C'), "42501");
   EXPECT_EQ(e2.Get('M'), "blocked by guardrail production-safety");
 
   EXPECT_EQ(RoundTrip<ReadyForQuery>(ReadyForQuery{'T'}.Encode(), Direction::kBackend,
-                                     ReadyForQuery::Decode).status,
+                                     ReadyForQuery::Decode)
+                .status,
             'T');
-  BackendKeyData k = RoundTrip<BackendKeyData>(BackendKeyData{42, "abcd"}.Encode(), Direction::kBackend,
-                                               BackendKeyData::Decode);
+  BackendKeyData k = RoundTrip<BackendKeyData>(BackendKeyData{42, "abcd"}.Encode(),
+                                               Direction::kBackend, BackendKeyData::Decode);
   EXPECT_EQ(k.process_id, 42);
-  ParameterStatus ps = RoundTrip<ParameterStatus>(ParameterStatus{"server_version", "15.8"}.Encode(),
-                                                  Direction::kBackend, ParameterStatus::Decode);
+  ParameterStatus ps =
+      RoundTrip<ParameterStatus>(ParameterStatus{"server_version", "15.8"}.Encode(),
+                                 Direction::kBackend, ParameterStatus::Decode);
   EXPECT_EQ(ps.value, "15.8");
   EXPECT_EQ(RoundTrip<CommandComplete>(CommandComplete{"SELECT 3"}.Encode(), Direction::kBackend,
-                                       CommandComplete::Decode).tag,
+                                       CommandComplete::Decode)
+                .tag,
             "SELECT 3");
   NegotiateProtocolVersion n = RoundTrip<NegotiateProtocolVersion>(
       NegotiateProtocolVersion{2, {"_pq_.command_compression"}}.Encode(), Direction::kBackend,
