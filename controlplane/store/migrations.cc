@@ -165,7 +165,7 @@ const std::vector<const char*>& Migrations() {
           held_ms INTEGER NOT NULL);
         CREATE INDEX sessions_ended ON sessions(connection, ended_ms);
       )sql",
-      // 12: what proves each agent's stored trail complete (controlplane/store/trail_anchor.h),
+      // 12: what proves each agent's stored trail complete (controlplane/audit/trail_anchor.h),
       // signed with the control plane's trail key and kept apart from the event rows: each
       // agent's trail head (genesis, last record, records) with the agent's latest signed
       // checkpoint, how many trails there are, and a tombstone per retention purge and agent.
@@ -203,7 +203,7 @@ const std::vector<const char*>& Migrations() {
           signature BLOB NOT NULL,
           PRIMARY KEY (agent_id, audit_id)) WITHOUT ROWID;
       )sql",
-      // 13: chain resumes (controlplane/store/trail_anchor.h): an agent whose spool lost its tail
+      // 13: chain resumes (controlplane/audit/trail_anchor.h): an agent whose spool lost its tail
       // goes on from an older record of its own; signed with the trail key, kept apart from the
       // event rows; `audit verify` accepts that break of the chain only under such a row.
       R"sql(

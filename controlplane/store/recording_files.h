@@ -27,15 +27,11 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "controlplane/audit/trail_storage.h"
 
 namespace sluice::controlplane {
 
 class ZstdCompressor;
-
-struct RecordingSlice {
-  uint64_t sequence = 0;
-  std::string data;
-};
 
 struct RecordingBlock {
   uint64_t offset = 0;

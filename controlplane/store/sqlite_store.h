@@ -6,16 +6,20 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
+#include "controlplane/audit/trail.h"
 #include "controlplane/store/recording_files.h"
 #include "controlplane/store/sqlite_stmt.h"
+#include "controlplane/store/sqlite_trail_rows.h"
 #include "controlplane/store/store.h"
-#include "controlplane/store/trail_anchor.h"
 #include "controlplane/store/zstd_codec.h"
 
 namespace sluice::controlplane {
@@ -118,7 +122,8 @@ class SqliteStore : public Store {
         statements_(db),
         recordings_(dir_ + "/recordings"),
         chunk_zstd_(1, false),
-        signer_(std::move(signer)) {}
+        signer_(std::move(signer)),
+        trail_(*signer_) {}
   // After a purge's commit: erases the purged blocks (and those left by earlier purges while a
   // reader held a snapshot), then removes the files none of whose blocks is indexed any more.
   void EraseRecordingsLocked(std::vector<std::pair<std::string, RecordingBlock>> blocks)
@@ -128,60 +133,42 @@ class SqliteStore : public Store {
   absl::Status AnchorStoredTrailsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Records the trail key's public half, or refuses a store anchored under another key.
   absl::Status CheckTrailKeyLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The chain hash of a stored record (`payload`, the event `e`): a purged record's kept hash, or
-  // the hash of the payload with its recording slice put back (read from the recording files).
-  absl::StatusOr<std::string> StoredRecordHashLocked(const v1::AuditEvent& e,
-                                                     absl::string_view payload)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status PutTrailHeadLocked(const TrailHead& head) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The stored record `sequence` of `agent_id`: its chain hash (nullopt when no record has that
-  // sequence) and how many of its chunk's records come after it (`after_in_chunk`, may be null).
-  absl::StatusOr<std::optional<std::string>> StoredHashAtLocked(const std::string& agent_id,
-                                                                uint64_t sequence,
-                                                                uint64_t* after_in_chunk)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  struct SequenceHash {
-    uint64_t sequence = 0;
-    std::string hash;
-  };
-  // After a batch is stored (in its transaction): the agent's trail head moves to `last` (`first`
-  // starts a new trail), with the batch's last signed checkpoint (may be null), and the totals
-  // count `added` more records. `committed`: the agent's committed sequence before the batch.
-  absl::Status AdvanceTrailLocked(const std::string& agent_id, uint64_t committed, uint64_t added,
-                                  const SequenceHash& first, const SequenceHash& last,
-                                  int64_t time_ms, const AgentCheckpoint* checkpoint)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status PutTrailTotalsLocked(const TrailTotals& totals) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The sessions a purge takes: ended before their connection's cutoff, not held (those are
   // counted in `out`), at most req.max_sessions.
   absl::StatusOr<std::vector<std::string>> DueSessionsLocked(const PurgeRequest& req,
                                                              v1::PurgeExpiredResponse* out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // An ingested batch's new events (from `first_new`) checked against the agent's chain `head`
-  // and audit key `key` (empty: none registered): where the chain goes, and the batch's last
-  // signed checkpoint.
-  struct BatchChain {
-    std::string head;        // the hash of the last new event
-    std::string first_hash;  // of the first new event
-    std::optional<AgentCheckpoint> last_checkpoint;
+  // A purged session's recording block (erased after the purge's commit).
+  struct DueBlock {
+    std::string session;
+    std::string file;
+    RecordingBlock block;
   };
-  static absl::StatusOr<BatchChain> CheckBatchChain(const std::string& agent_id,
-                                                    const EventBatch& batch, size_t first_new,
-                                                    std::string head, const std::string& key);
-  // The recording slices of the batch's new events, by session, and their records without them
-  // (`stripped_records`; both left empty when no new event carries a recording).
-  static absl::Status SplitRecordings(const std::string& agent_id, const EventBatch& batch,
-                                      size_t first_new, std::string* stripped_records,
-                                      std::map<std::string, std::vector<RecordingSlice>>* slices);
-  // Appends the slices to the recording files and indexes their blocks (recording_blocks).
-  absl::Status StoreRecordingsLocked(
-      const std::string& agent_id, const std::map<std::string, std::vector<RecordingSlice>>& slices)
+  // The purge's recording blocks (their bytes counted in `out`) and the chunks holding the due
+  // sessions' events.
+  absl::Status PurgeScopeLocked(const std::vector<std::string>& due, std::vector<DueBlock>* blocks,
+                                std::set<int64_t>* chunks, v1::PurgeExpiredResponse* out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The session index from the batch's new events (stored as chunk `chunk_id`): sessions started,
-  // refused and ended, statement and error counts, decisions and rules, the session's chunks.
-  absl::Status IndexSessionsLocked(const std::string& agent_id, const EventBatch& batch,
-                                   size_t first_new, int64_t chunk_id)
+  // A dry run: the events of `purged` sessions in `chunks`, counted in `out`.
+  absl::Status CountPurgedEventsLocked(const std::set<int64_t>& chunks,
+                                       const absl::flat_hash_set<std::string>& purged,
+                                       v1::PurgeExpiredResponse* out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The chunks rewritten with purged records (PurgedChunk) and one signed tombstone per agent,
+  // naming the purge's audit record out->audit_id().
+  absl::Status RewritePurgedChunksLocked(
+      const std::set<int64_t>& chunks, const absl::flat_hash_set<std::string>& purged,
+      int64_t now_ms, absl::flat_hash_map<std::string, std::map<uint64_t, std::string>>* slices,
+      v1::PurgeExpiredResponse* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The purged sessions' index rows, chunk links and recording blocks go; the purge's audit
+  // record says what went.
+  absl::Status DeletePurgedRowsLocked(const std::vector<std::string>& due,
+                                      const v1::PurgeExpiredResponse& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The audit domain's rows over this store's connection (under mu_, for the call).
+  SqliteTrailRows RowsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return SqliteTrailRows(db_, statements_, recordings_, chunk_zstd_, chunk_buffer_);
+  }
   absl::StatusOr<int64_t> AppendAuditLocked(const AuditRecord& record)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<v1::SessionSummary> ReadSessionLocked(const std::string& session_id)
@@ -215,6 +202,7 @@ class SqliteStore : public Store {
   ZstdCompressor chunk_zstd_ ABSL_GUARDED_BY(mu_);
   std::string chunk_buffer_ ABSL_GUARDED_BY(mu_);  // StoredChunkLocked's result
   const std::unique_ptr<TrailSigner> signer_;      // the trail key: signs heads, totals, tombstones
+  const AuditTrail trail_;                         // the audit domain's rules, signing with signer_
 };
 
 }  // namespace sluice::controlplane

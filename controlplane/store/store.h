@@ -16,7 +16,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "controlplane/store/trail_anchor.h"
+#include "controlplane/audit/trail_anchor.h"
 #include "sluice/v1/admin.pb.h"
 #include "sluice/v1/agent.pb.h"
 #include "sluice/v1/policy.pb.h"

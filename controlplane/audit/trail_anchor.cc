@@ -1,4 +1,4 @@
-#include "controlplane/store/trail_anchor.h"
+#include "controlplane/audit/trail_anchor.h"
 
 #include <openssl/evp.h>
 #include <openssl/pem.h>

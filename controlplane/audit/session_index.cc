@@ -1,4 +1,4 @@
-#include "controlplane/store/session_index.h"
+#include "controlplane/audit/session_index.h"
 
 #include <cstring>
 
@@ -83,6 +83,53 @@ std::string EventReason(const v1::AuditEvent& e) {
   if (e.type() == audit::SessionEndEvent::kType)
     return audit::SessionEndEvent::Read(e.json()).reason;
   return "";
+}
+
+SessionIndexBatch IndexBatch(const std::string& agent_id, const std::vector<v1::AuditEvent>& events,
+                             size_t first_new) {
+  SessionIndexBatch out;
+  // Decisions and rules per session, for the session filters. Only events that name one are
+  // parsed (most statement events do not).
+  auto tag = [&out](const v1::AuditEvent& e) {
+    auto t = EventTags(e);
+    if (!t) return;
+    SessionTags& into = out.tags[e.session_id()];
+    into.decisions.insert(t->decisions.begin(), t->decisions.end());
+    into.rules.insert(t->rules.begin(), t->rules.end());
+  };
+  using Kind = SessionIndexBatch::Change::Kind;
+  for (size_t i = first_new; i < events.size(); ++i) {
+    const v1::AuditEvent& e = events[i];
+    out.sessions.insert(e.session_id());
+    const std::string& type = e.type();
+    if (type == audit::StatementEvent::kType) {
+      SessionIndexBatch::Counts& c = out.counts[e.session_id()];
+      ++c.statements;
+      if (e.failed()) ++c.errors;
+      tag(e);
+      continue;
+    }
+    if (type == audit::AlertEvent::kType || type == audit::ApprovalEvent::kType) {
+      tag(e);
+      continue;
+    }
+    SessionIndexBatch::Change change;
+    if (type == audit::SessionEndEvent::kType) {
+      change.kind = Kind::kEnd;
+    } else if (type == audit::SessionStartEvent::kType) {
+      change.kind = Kind::kStart;
+    } else if (type == audit::SessionRefusedEvent::kType) {
+      change.kind = Kind::kRefused;
+    } else {
+      continue;
+    }
+    change.session_id = e.session_id();
+    change.time_ms = e.time_unix_ms();
+    change.reason = EventReason(e);
+    if (change.kind != Kind::kEnd) change.summary = SummaryFromEvent(agent_id, e);
+    out.changes.push_back(std::move(change));
+  }
+  return out;
 }
 
 void DeriveSession(const std::string& agent_id, const v1::AuditEvent& e, int64_t chunk,

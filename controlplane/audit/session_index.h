@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "sluice/v1/admin.pb.h"
 #include "sluice/v1/agent.pb.h"
 
@@ -49,6 +51,30 @@ struct DerivedSession {
   SessionTags tags;
   std::vector<int64_t> chunks;  // the stored chunks holding its events, ascending
 };
+
+// What one ingested batch changes in the session index, in the order ingest applies it.
+struct SessionIndexBatch {
+  // A session_start or session_refused event inserts its session's row (the first start wins); a
+  // session_end event closes it. In event order.
+  struct Change {
+    enum class Kind { kStart, kRefused, kEnd } kind = Kind::kStart;
+    std::string session_id;
+    int64_t time_ms = 0;
+    std::string reason;          // kRefused, kEnd
+    v1::SessionSummary summary;  // kStart, kRefused
+  };
+  std::vector<Change> changes;
+  struct Counts {
+    int64_t statements = 0;
+    int64_t errors = 0;
+  };
+  absl::flat_hash_map<std::string, Counts> counts;     // statements added per session
+  absl::flat_hash_map<std::string, SessionTags> tags;  // decisions and rules added per session
+  absl::flat_hash_set<std::string> sessions;           // every session with an event in the batch
+};
+// The index changes of events[first_new..] (one agent's batch, in sequence order).
+SessionIndexBatch IndexBatch(const std::string& agent_id, const std::vector<v1::AuditEvent>& events,
+                             size_t first_new);
 
 // Feeds one stored event (in the agent's sequence order) into `s`, as ingest would have indexed
 // it; `chunk` is the stored chunk that holds it.
