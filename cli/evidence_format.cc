@@ -9,6 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/html.h"
 
 namespace sluice::cli {
 namespace {
@@ -163,7 +164,7 @@ class HtmlWriter : public Writer {
   explicit HtmlWriter(const std::string& title) {
     absl::StrAppend(
         &out_, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>",
-        Esc(title),
+        HtmlEscape(title),
         "</title>\n<style>\nbody{font-family:sans-serif;max-width:80em;margin:2em auto;padding:0 "
         "1em}\n"
         "table{border-collapse:collapse;margin:0.5em 0 1em}\n"
@@ -172,29 +173,29 @@ class HtmlWriter : public Writer {
   }
   void Heading(int level, const std::string& text, const std::string& anchor) override {
     absl::StrAppend(&out_, "<h", level,
-                    anchor.empty() ? "" : absl::StrCat(" id=\"", Esc(anchor), "\""), ">", Esc(text),
-                    "</h", level, ">\n");
+                    anchor.empty() ? "" : absl::StrCat(" id=\"", HtmlEscape(anchor), "\""), ">",
+                    HtmlEscape(text), "</h", level, ">\n");
   }
   void Paragraph(const std::string& label, const std::string& text) override {
     absl::StrAppend(&out_, "<p>",
-                    label.empty() ? "" : absl::StrCat("<strong>", Esc(label), "</strong> "),
-                    Esc(text), "</p>\n");
+                    label.empty() ? "" : absl::StrCat("<strong>", HtmlEscape(label), "</strong> "),
+                    HtmlEscape(text), "</p>\n");
   }
   void Table(const std::vector<std::string>& header,
              const std::vector<std::vector<std::string>>& rows) override {
     out_ += "<table>\n<tr>";
-    for (const auto& h : header) absl::StrAppend(&out_, "<th>", Esc(h), "</th>");
+    for (const auto& h : header) absl::StrAppend(&out_, "<th>", HtmlEscape(h), "</th>");
     out_ += "</tr>\n";
     for (const auto& row : rows) {
       out_ += "<tr>";
-      for (const auto& c : row) absl::StrAppend(&out_, "<td>", Esc(c), "</td>");
+      for (const auto& c : row) absl::StrAppend(&out_, "<td>", HtmlEscape(c), "</td>");
       out_ += "</tr>\n";
     }
     out_ += "</table>\n";
   }
   void Bullets(const std::vector<std::string>& items) override {
     out_ += "<ul>\n";
-    for (const auto& i : items) absl::StrAppend(&out_, "<li>", Esc(i), "</li>\n");
+    for (const auto& i : items) absl::StrAppend(&out_, "<li>", HtmlEscape(i), "</li>\n");
     out_ += "</ul>\n";
   }
   std::string Finish() override {
@@ -203,32 +204,6 @@ class HtmlWriter : public Writer {
   }
 
  private:
-  static std::string Esc(const std::string& s) {
-    std::string out;
-    out.reserve(s.size());
-    for (char c : s) {
-      switch (c) {
-        case '&':
-          out += "&amp;";
-          break;
-        case '<':
-          out += "&lt;";
-          break;
-        case '>':
-          out += "&gt;";
-          break;
-        case '"':
-          out += "&quot;";
-          break;
-        case '\'':
-          out += "&#39;";
-          break;
-        default:
-          out += c;
-      }
-    }
-    return out;
-  }
   std::string out_;
 };
 

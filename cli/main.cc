@@ -5,10 +5,13 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <functional>
 #include <iostream>
 #include <iterator>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
@@ -682,14 +685,34 @@ int DecideApproval(AdminClient& client, uint64_t id, bool approve, const std::st
   return 0;
 }
 
-}  // namespace
-}  // namespace sluice::cli
-
-int main(int argc, char** argv) {
-  using namespace sluice::cli;
-  CLI::App app{"sluicectl: administer a Sluice control plane"};
-  app.require_subcommand(1);
+// Every flag's and argument's value; some are shared by several subcommands (-o, --limit,
+// --reason, the session id).
+struct Args {
   ClientConfig flags;
+  std::string file, kind, name, output = "table", labels, agent_name, tls_names;
+  uint32_t ttl = 0;
+  std::string identity, connection, since, until, session_id, decision, rule, attribution;
+  uint32_t limit = 100;
+  bool follow = false;
+  std::string hold_reason;
+  bool dry_run = false;
+  std::string status, reason;
+  uint64_t approval_id = 0;
+  std::string verify_from, verify_to;
+  std::string evidence_from, evidence_to, evidence_format = "json", evidence_file;
+  std::string subject, groups, token_ttl;
+  std::vector<std::string> claims;
+};
+
+// A subcommand that does something (not a group such as `agents`), and what it does once the
+// client is connected.
+struct Command {
+  CLI::App* app;
+  std::function<int(AdminClient& client, const ClientConfig& config, const Args& args)> run;
+};
+using Commands = std::vector<Command>;
+
+void AddGlobalOptions(CLI::App& app, ClientConfig& flags) {
   app.add_option("--server", flags.server, "control plane gRPC address host:port [SLUICE_SERVER]");
   app.add_option("--ca-file", flags.ca_file, "CA certificate to trust [SLUICE_CA_FILE]");
   app.add_option("--token", flags.token, "admin token [SLUICE_TOKEN]");
@@ -698,172 +721,245 @@ int main(int argc, char** argv) {
   app.add_option("--config", flags.config_file,
                  "config file with server, ca_file, token_file [SLUICE_CONFIG; default "
                  "~/.config/sluice/config.yaml]");
+}
 
-  std::string file, kind, name, output = "table", labels, agent_name;
-  uint32_t ttl = 0;
+// apply, get, delete.
+void AddPolicyCommands(CLI::App& app, Args& args, Commands& commands) {
   auto* apply = app.add_subcommand("apply", "validate and store policy documents (all or nothing)");
-  apply->add_option("-f,--filename", file, "multi-document YAML file, or - for stdin")->required();
+  apply->add_option("-f,--filename", args.file, "multi-document YAML file, or - for stdin")
+      ->required();
+  commands.push_back(
+      {apply, [](AdminClient& c, const ClientConfig&, const Args& a) { return Apply(c, a.file); }});
   auto* get = app.add_subcommand("get",
                                  "show resources (KIND: connection, issuer, access_rule, "
                                  "guardrail, masking_rule, approval_policy, webhook, all)");
-  get->add_option("kind", kind, "resource kind")->required();
-  get->add_option("name", name, "resource name (all of the kind when omitted)");
-  get->add_option("-o,--output", output, "table, yaml or json");
+  get->add_option("kind", args.kind, "resource kind")->required();
+  get->add_option("name", args.name, "resource name (all of the kind when omitted)");
+  get->add_option("-o,--output", args.output, "table, yaml or json");
+  commands.push_back({get, [](AdminClient& c, const ClientConfig&, const Args& a) {
+                        return Get(c, a.kind, a.name, a.output);
+                      }});
   auto* del = app.add_subcommand("delete", "delete one resource");
-  del->add_option("kind", kind, "resource kind")->required();
-  del->add_option("name", name, "resource name")->required();
+  del->add_option("kind", args.kind, "resource kind")->required();
+  del->add_option("name", args.name, "resource name")->required();
+  commands.push_back({del, [](AdminClient& c, const ClientConfig&, const Args& a) {
+                        return Delete(c, a.kind, a.name);
+                      }});
+}
+
+// agents enroll, agents list.
+void AddAgentCommands(CLI::App& app, Args& args, Commands& commands) {
   auto* agents = app.add_subcommand("agents", "enroll and list agents");
   agents->require_subcommand(1);
   auto* enroll = agents->add_subcommand("enroll", "mint a one-time enrollment token");
-  enroll->add_option("--labels", labels, "labels granted to the agent, k=v,k=v")->required();
-  enroll->add_option("--name", agent_name, "agent id (generated when omitted)");
-  enroll->add_option("--ttl-seconds", ttl, "token lifetime (default 24h)");
-  std::string tls_names;
-  enroll->add_option("--tls-names", tls_names,
+  enroll->add_option("--labels", args.labels, "labels granted to the agent, k=v,k=v")->required();
+  enroll->add_option("--name", args.agent_name, "agent id (generated when omitted)");
+  enroll->add_option("--ttl-seconds", args.ttl, "token lifetime (default 24h)");
+  enroll->add_option("--tls-names", args.tls_names,
                      "host names and IPs the agent's listener certificate may carry, a,b (loopback "
                      "names are always allowed)");
+  commands.push_back({enroll, [](AdminClient& c, const ClientConfig& config, const Args& a) {
+                        return Enroll(c, config, a.labels, a.agent_name, a.ttl, a.tls_names);
+                      }});
   auto* list = agents->add_subcommand("list", "agents, their connection state and applied version");
-  list->add_option("-o,--output", output, "table or json");
+  list->add_option("-o,--output", args.output, "table or json");
+  commands.push_back({list, [](AdminClient& c, const ClientConfig&, const Args& a) {
+                        return ListAgents(c, a.output);
+                      }});
+}
 
-  std::string identity, connection, since, until, session_id;
-  uint32_t limit = 100;
+// sessions list, show, replay, hold, release.
+void AddSessionCommands(CLI::App& app, Args& args, Commands& commands) {
   auto* sessions = app.add_subcommand("sessions", "data-path sessions and their statements");
   sessions->require_subcommand(1);
   auto* slist = sessions->add_subcommand("list", "sessions, newest first");
-  slist->add_option("--identity", identity, "only this caller (token subject)");
-  slist->add_option("--connection", connection, "only this connection");
-  slist->add_option("--since", since, "started after: 1h, 30m, 2d ago, or an RFC 3339 time");
-  slist->add_option("--until", until, "started before: same forms as --since");
-  slist->add_option("--limit", limit, "at most this many (default 100)");
-  slist->add_option("-o,--output", output, "table or json");
-  std::string decision, rule, attribution;
+  slist->add_option("--identity", args.identity, "only this caller (token subject)");
+  slist->add_option("--connection", args.connection, "only this connection");
+  slist->add_option("--since", args.since, "started after: 1h, 30m, 2d ago, or an RFC 3339 time");
+  slist->add_option("--until", args.until, "started before: same forms as --since");
+  slist->add_option("--limit", args.limit, "at most this many (default 100)");
+  slist->add_option("-o,--output", args.output, "table or json");
   slist->add_option(
-      "--decision", decision,
+      "--decision", args.decision,
       "only sessions with a statement so decided (blocked, denied, refused, alerted, approved)");
-  slist->add_option("--rule", rule,
+  slist->add_option("--rule", args.rule,
                     "only sessions where this guardrail, masking rule or approval policy acted");
-  slist->add_option("--attribution", attribution,
+  slist->add_option("--attribution", args.attribution,
                     "only sessions with this attribution claim, e.g. run_id=1234");
+  commands.push_back({slist, [](AdminClient& c, const ClientConfig&, const Args& a) {
+                        v1::ListSessionsRequest filters;
+                        filters.set_decision(a.decision);
+                        filters.set_rule(a.rule);
+                        filters.set_attribution(a.attribution);
+                        return ListSessions(c, a.identity, a.connection, a.since, a.until, a.limit,
+                                            a.output, filters);
+                      }});
   auto* sshow = sessions->add_subcommand("show", "one session with its statements");
-  sshow->add_option("id", session_id, "session id")->required();
-  sshow->add_option("-o,--output", output, "table or json");
-  bool follow = false;
+  sshow->add_option("id", args.session_id, "session id")->required();
+  sshow->add_option("-o,--output", args.output, "table or json");
+  commands.push_back({sshow, [](AdminClient& c, const ClientConfig&, const Args& a) {
+                        return ShowSession(c, a.session_id, a.output);
+                      }});
   auto* sreplay = sessions->add_subcommand("replay",
                                            "a session's transcript from its recording: statements, "
                                            "decisions, results (as masked), notices, errors");
-  sreplay->add_option("id", session_id, "session id")->required();
-  sreplay->add_flag("--follow", follow, "keep printing while the session goes on, until it ends");
-  std::string hold_reason;
+  sreplay->add_option("id", args.session_id, "session id")->required();
+  sreplay->add_flag("--follow", args.follow,
+                    "keep printing while the session goes on, until it ends");
+  commands.push_back({sreplay, [](AdminClient& c, const ClientConfig&, const Args& a) {
+                        return ReplaySession(c, a.session_id, a.follow);
+                      }});
   auto* shold = sessions->add_subcommand(
       "hold", "put a session under legal hold: retention will not purge it");
-  shold->add_option("id", session_id, "session id")->required();
-  shold->add_option("--reason", hold_reason, "why (e.g. a case number); required")->required();
+  shold->add_option("id", args.session_id, "session id")->required();
+  shold->add_option("--reason", args.hold_reason, "why (e.g. a case number); required")->required();
+  commands.push_back({shold, [](AdminClient& c, const ClientConfig&, const Args& a) {
+                        return HoldSession(c, a.session_id, a.hold_reason, false);
+                      }});
   auto* srelease = sessions->add_subcommand("release", "release a session's legal hold");
-  srelease->add_option("id", session_id, "session id")->required();
-  bool dry_run = false;
+  srelease->add_option("id", args.session_id, "session id")->required();
+  commands.push_back({srelease, [](AdminClient& c, const ClientConfig&, const Args& a) {
+                        return HoldSession(c, a.session_id, "", true);
+                      }});
+}
+
+// retention purge.
+void AddRetentionCommands(CLI::App& app, Args& args, Commands& commands) {
   auto* retention =
       app.add_subcommand("retention", "the retention purge (RetentionPolicy resources)");
   retention->require_subcommand(1);
   auto* purge = retention->add_subcommand(
       "purge",
       "purge now the sessions their RetentionPolicy no longer keeps (legal holds excepted)");
-  purge->add_flag("--dry-run", dry_run, "only say what is due");
-  purge->add_option("-o,--output", output, "table or json");
+  purge->add_flag("--dry-run", args.dry_run, "only say what is due");
+  purge->add_option("-o,--output", args.output, "table or json");
+  commands.push_back({purge, [](AdminClient& c, const ClientConfig&, const Args& a) {
+                        return PurgeExpired(c, a.dry_run, a.output);
+                      }});
+}
 
-  std::string status, reason;
-  uint64_t approval_id = 0;
+// approvals list, show, approve, deny.
+void AddApprovalCommands(CLI::App& app, Args& args, Commands& commands) {
   auto* approvals = app.add_subcommand(
       "approvals",
       "statements held at agents for a decision (approve and deny need your own OIDC token "
       "in SLUICE_TOKEN or --token)");
   approvals->require_subcommand(1);
   auto* alist = approvals->add_subcommand("list", "approval requests, newest first");
-  alist->add_option("--status", status, "pending, approved, denied, expired or withdrawn");
-  alist->add_option("--limit", limit, "at most this many (default 100)");
-  alist->add_option("-o,--output", output, "table or json");
+  alist->add_option("--status", args.status, "pending, approved, denied, expired or withdrawn");
+  alist->add_option("--limit", args.limit, "at most this many (default 100)");
+  alist->add_option("-o,--output", args.output, "table or json");
+  commands.push_back({alist, [](AdminClient& c, const ClientConfig&, const Args& a) {
+                        return ListApprovals(c, a.status, a.limit, a.output);
+                      }});
   auto* ashow =
       approvals->add_subcommand("show", "one request with its votes and webhook deliveries");
-  ashow->add_option("id", approval_id, "approval request id")->required();
-  ashow->add_option("-o,--output", output, "table or json");
+  ashow->add_option("id", args.approval_id, "approval request id")->required();
+  ashow->add_option("-o,--output", args.output, "table or json");
+  commands.push_back({ashow, [](AdminClient& c, const ClientConfig&, const Args& a) {
+                        return ShowApproval(c, a.approval_id, a.output);
+                      }});
   auto* aapprove = approvals->add_subcommand("approve", "approve a held statement");
-  aapprove->add_option("id", approval_id, "approval request id")->required();
-  aapprove->add_option("--reason", reason, "why (kept with the decision)");
+  aapprove->add_option("id", args.approval_id, "approval request id")->required();
+  aapprove->add_option("--reason", args.reason, "why (kept with the decision)");
+  commands.push_back({aapprove, [](AdminClient& c, const ClientConfig&, const Args& a) {
+                        return DecideApproval(c, a.approval_id, true, a.reason);
+                      }});
   auto* adeny =
       approvals->add_subcommand("deny", "deny a held statement; the caller sees the reason");
-  adeny->add_option("id", approval_id, "approval request id")->required();
-  adeny->add_option("--reason", reason, "why (shown to the caller)");
+  adeny->add_option("id", args.approval_id, "approval request id")->required();
+  adeny->add_option("--reason", args.reason, "why (shown to the caller)");
+  commands.push_back({adeny, [](AdminClient& c, const ClientConfig&, const Args& a) {
+                        return DecideApproval(c, a.approval_id, false, a.reason);
+                      }});
+}
 
-  std::string verify_from, verify_to;
+// audit verify.
+void AddAuditCommands(CLI::App& app, Args& args, Commands& commands) {
   auto* audit = app.add_subcommand("audit", "the control plane's stored audit events");
   audit->require_subcommand(1);
   auto* verify = audit->add_subcommand("verify",
                                        "re-verify checksums, hash chains and completeness (signed "
                                        "heads, tombstones, session index) from storage");
-  verify->add_option("--from", verify_from,
+  verify->add_option("--from", args.verify_from,
                      "report problems in events after: 1h, 2d, or an RFC 3339 time");
-  verify->add_option("--to", verify_to, "... and before: same forms");
-  verify->add_option("-o,--output", output, "table or json");
+  verify->add_option("--to", args.verify_to, "... and before: same forms");
+  verify->add_option("-o,--output", args.output, "table or json");
+  commands.push_back({verify, [](AdminClient& c, const ClientConfig&, const Args& a) {
+                        return VerifyAudit(c, a.verify_from, a.verify_to, a.output);
+                      }});
+}
 
-  std::string evidence_from, evidence_to, evidence_format = "json", evidence_file;
+// evidence export.
+void AddEvidenceCommands(CLI::App& app, Args& args, Commands& commands) {
   auto* evidence =
       app.add_subcommand("evidence", "NIST SP 800-53 evidence from the control plane's store");
   evidence->require_subcommand(1);
   auto* eexport = evidence->add_subcommand("export",
                                            "the evidence report of a time window, by control (exit "
                                            "status 1 when the audit chain does not verify)");
-  eexport->add_option("--from", evidence_from, "window start: 1h, 2d (ago), or an RFC 3339 time")
+  eexport
+      ->add_option("--from", args.evidence_from, "window start: 1h, 2d (ago), or an RFC 3339 time")
       ->required();
-  eexport->add_option("--to", evidence_to, "window end (exclusive): same forms, or now")
+  eexport->add_option("--to", args.evidence_to, "window end (exclusive): same forms, or now")
       ->required();
-  eexport->add_option("--format", evidence_format, "json (default), markdown or html");
-  eexport->add_option("--output", evidence_file,
+  eexport->add_option("--format", args.evidence_format, "json (default), markdown or html");
+  eexport->add_option("--output", args.evidence_file,
                       "write the report to this file (0600) instead of stdout");
+  commands.push_back({eexport, [](AdminClient& c, const ClientConfig&, const Args& a) {
+                        return ExportEvidence(c, a.evidence_from, a.evidence_to, a.evidence_format,
+                                              a.evidence_file);
+                      }});
+}
 
-  std::string subject, groups, token_ttl;
-  std::vector<std::string> claims;
+// token.
+void AddTokenCommand(CLI::App& app, Args& args, Commands& commands) {
   auto* token = app.add_subcommand(
       "token", "mint a caller token from the control plane's dev issuer (--dev-issuer only)");
-  token->add_option("--subject", subject, "the caller identity (sub)")->required();
-  token->add_option("--groups", groups, "comma-separated groups");
-  token->add_option("--ttl", token_ttl, "lifetime, e.g. 30m (default 1h, at most 24h)");
-  token->add_option("--claim", claims, "extra claim k=v (repeatable), e.g. run_id=1234");
+  token->add_option("--subject", args.subject, "the caller identity (sub)")->required();
+  token->add_option("--groups", args.groups, "comma-separated groups");
+  token->add_option("--ttl", args.token_ttl, "lifetime, e.g. 30m (default 1h, at most 24h)");
+  token->add_option("--claim", args.claims, "extra claim k=v (repeatable), e.g. run_id=1234");
+  commands.push_back({token, [](AdminClient& c, const ClientConfig&, const Args& a) {
+                        return MintToken(c, a.subject, a.groups, a.token_ttl, a.claims);
+                      }});
+}
 
+// Connects to the control plane and runs the subcommand that was given.
+int Dispatch(const Commands& commands, const Args& args) {
+  auto config = ResolveConfig(args.flags);
+  if (!config.ok()) return Fail(std::string(config.status().message()));
+  auto client = AdminClient::Connect(*config);
+  if (!client.ok()) return Fail(std::string(client.status().message()));
+  for (const Command& command : commands) {
+    if (command.app->parsed()) return command.run(**client, *config, args);
+  }
+  return 2;
+}
+
+}  // namespace
+}  // namespace sluice::cli
+
+int main(int argc, char** argv) {
+  using namespace sluice::cli;
+  CLI::App app{"sluicectl: administer a Sluice control plane"};
+  app.require_subcommand(1);
+  Args args;
+  Commands commands;
+  AddGlobalOptions(app, args.flags);
+  AddPolicyCommands(app, args, commands);
+  AddAgentCommands(app, args, commands);
+  AddSessionCommands(app, args, commands);
+  AddRetentionCommands(app, args, commands);
+  AddApprovalCommands(app, args, commands);
+  AddAuditCommands(app, args, commands);
+  AddEvidenceCommands(app, args, commands);
+  AddTokenCommand(app, args, commands);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     // CLI11 reports usage errors by exception; this is the one place they are caught.
     return app.exit(e) == 0 ? 0 : 2;
   }
-
-  auto config = ResolveConfig(flags);
-  if (!config.ok()) return Fail(std::string(config.status().message()));
-  auto client = AdminClient::Connect(*config);
-  if (!client.ok()) return Fail(std::string(client.status().message()));
-  AdminClient& c = **client;
-  if (apply->parsed()) return Apply(c, file);
-  if (get->parsed()) return Get(c, kind, name, output);
-  if (del->parsed()) return Delete(c, kind, name);
-  if (enroll->parsed()) return Enroll(c, *config, labels, agent_name, ttl, tls_names);
-  if (list->parsed()) return ListAgents(c, output);
-  if (slist->parsed()) {
-    sluice::v1::ListSessionsRequest filters;
-    filters.set_decision(decision);
-    filters.set_rule(rule);
-    filters.set_attribution(attribution);
-    return ListSessions(c, identity, connection, since, until, limit, output, filters);
-  }
-  if (sshow->parsed()) return ShowSession(c, session_id, output);
-  if (sreplay->parsed()) return ReplaySession(c, session_id, follow);
-  if (shold->parsed()) return HoldSession(c, session_id, hold_reason, false);
-  if (srelease->parsed()) return HoldSession(c, session_id, "", true);
-  if (purge->parsed()) return PurgeExpired(c, dry_run, output);
-  if (token->parsed()) return MintToken(c, subject, groups, token_ttl, claims);
-  if (alist->parsed()) return ListApprovals(c, status, limit, output);
-  if (verify->parsed()) return VerifyAudit(c, verify_from, verify_to, output);
-  if (eexport->parsed())
-    return ExportEvidence(c, evidence_from, evidence_to, evidence_format, evidence_file);
-  if (ashow->parsed()) return ShowApproval(c, approval_id, output);
-  if (aapprove->parsed()) return DecideApproval(c, approval_id, true, reason);
-  if (adeny->parsed()) return DecideApproval(c, approval_id, false, reason);
-  return 2;
+  return Dispatch(commands, args);
 }

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/flags/flag.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
@@ -19,6 +20,7 @@
 #include "common/crypto.h"
 #include "common/daemon.h"
 #include "common/files.h"
+#include "common/html.h"
 #include "common/http_server.h"
 #include "common/log.h"
 #include "common/status_macros.h"
@@ -93,32 +95,6 @@ std::vector<std::string> SplitList(const std::string& s) {
   std::vector<std::string> out;
   for (absl::string_view p : absl::StrSplit(s, ',', absl::SkipEmpty()))
     out.emplace_back(absl::StripAsciiWhitespace(p));
-  return out;
-}
-
-std::string HtmlEscape(absl::string_view s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      case '\'':
-        out += "&#39;";
-        break;
-      default:
-        out.push_back(c);
-    }
-  }
   return out;
 }
 
@@ -336,25 +312,36 @@ std::string Metrics(const AgentHub& hub, const GuardedStore& store) {
   return out;
 }
 
-absl::Status Run() {
-  const std::string data_dir = absl::GetFlag(FLAGS_data_dir);
-  RETURN_IF_ERROR(EnsureDir(data_dir, 0700));
-  RETURN_IF_ERROR(CheckDataVolume(data_dir));
+// The server's TLS identity: --tls-cert and --tls-key, or a private CA and server certificate
+// made in <data-dir>/tls (then `ca_path` names the CA that agents and sluicectl trust).
+struct ServerIdentity {
+  std::string cert_pem, key_pem;
+  std::string ca_path;  // empty with --tls-cert
+};
 
+absl::StatusOr<std::string> LoadMasterKey(const std::string& data_dir) {
   std::string key_path = absl::GetFlag(FLAGS_master_key_file);
   if (key_path.empty()) key_path = data_dir + "/master.key";
   bool created = false;
   ASSIGN_OR_RETURN(std::string master_key, LoadOrCreateMasterKey(key_path, &created));
   if (created)
     LogInfo("created master key ", key_path, " (0600); back it up: secrets at rest need it");
+  return master_key;
+}
 
-  std::string token_path = absl::GetFlag(FLAGS_admin_token_file);
-  if (token_path.empty()) token_path = data_dir + "/admin.token";
-  ASSIGN_OR_RETURN(std::string admin_token, LoadOrCreateToken(token_path, &created));
-  if (created) LogInfo("created bootstrap admin token ", token_path, " (0600)");
+// The bootstrap admin token; `*token_path` is where it is kept.
+absl::StatusOr<std::string> LoadAdminToken(const std::string& data_dir, std::string* token_path) {
+  *token_path = absl::GetFlag(FLAGS_admin_token_file);
+  if (token_path->empty()) *token_path = data_dir + "/admin.token";
+  bool created = false;
+  ASSIGN_OR_RETURN(std::string admin_token, LoadOrCreateToken(*token_path, &created));
+  if (created) LogInfo("created bootstrap admin token ", *token_path, " (0600)");
+  return admin_token;
+}
 
+absl::StatusOr<ServerIdentity> LoadServerIdentity(const std::string& data_dir) {
   std::string cert_path = absl::GetFlag(FLAGS_tls_cert), key_file = absl::GetFlag(FLAGS_tls_key);
-  std::string ca_path;
+  ServerIdentity id;
   if (cert_path.empty() != key_file.empty()) {
     return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
   }
@@ -367,23 +354,28 @@ absl::Status Run() {
     ASSIGN_OR_RETURN(ServerTlsFiles tls, EnsureServerTls(data_dir + "/tls", hosts));
     cert_path = tls.server_cert;
     key_file = tls.server_key;
-    ca_path = tls.ca_cert;
+    id.ca_path = tls.ca_cert;
     if (tls.created) {
       LogInfo("created a private CA and server certificate in ", data_dir,
-              "/tls; agents and sluicectl trust ", ca_path);
+              "/tls; agents and sluicectl trust ", id.ca_path);
     }
   }
-  ASSIGN_OR_RETURN(std::string cert_pem, ReadFile(cert_path));
-  ASSIGN_OR_RETURN(std::string key_pem, ReadFile(key_file));
+  ASSIGN_OR_RETURN(id.cert_pem, ReadFile(cert_path));
+  ASSIGN_OR_RETURN(id.key_pem, ReadFile(key_file));
+  return id;
+}
 
-  // The CA that signs agents' listener certificates at enrollment.
+// The CA that signs agents' listener certificates at enrollment: --agent-ca-cert, else the
+// control plane's own CA when it made one (`own_ca_path`), else none.
+absl::StatusOr<std::optional<PemKeyPair>> LoadAgentCa(const std::string& data_dir,
+                                                      const std::string& own_ca_path) {
   std::string agent_ca_cert = absl::GetFlag(FLAGS_agent_ca_cert);
   std::string agent_ca_key = absl::GetFlag(FLAGS_agent_ca_key);
   if (agent_ca_cert.empty() != agent_ca_key.empty()) {
     return absl::InvalidArgumentError("--agent-ca-cert and --agent-ca-key go together");
   }
-  if (agent_ca_cert.empty() && !ca_path.empty()) {
-    agent_ca_cert = ca_path;
+  if (agent_ca_cert.empty() && !own_ca_path.empty()) {
+    agent_ca_cert = own_ca_path;
     agent_ca_key = data_dir + "/tls/ca.key";
   }
   std::optional<PemKeyPair> agent_ca;
@@ -396,114 +388,105 @@ absl::Status Run() {
   } else {
     LogInfo("no agent CA (--agent-ca-cert): agents keep certificates of their own");
   }
+  return agent_ca;
+}
 
+absl::StatusOr<std::string> LoadTrailKey(const std::string& data_dir) {
   std::string trail_key_path = absl::GetFlag(FLAGS_trail_key_file);
   if (trail_key_path.empty()) trail_key_path = data_dir + "/trail-key.pem";
+  bool created = false;
   ASSIGN_OR_RETURN(std::string trail_key, LoadOrCreateEd25519Key(trail_key_path, &created));
   if (created)
     LogInfo("created the audit trail key ", trail_key_path,
             " (0600); back it up: `audit verify` needs it");
-  ASSIGN_OR_RETURN(auto sqlite_store, SqliteStore::Open(data_dir + "/sluice.db", trail_key));
-  // Everything uses the store through its guard: a disk fault makes it refuse writes, not crash.
-  auto store = std::make_unique<GuardedStore>(sqlite_store.get(), data_dir);
-  PolicyManager policy(store.get(), master_key);
-  RETURN_IF_ERROR(policy.Load());
+  return trail_key;
+}
+
+// With --dev-issuer: the development issuer, its Issuer resource applied to the policy. Without
+// it: null.
+absl::StatusOr<std::unique_ptr<DevIssuer>> StartDevIssuer(const std::string& data_dir,
+                                                          PolicyManager& policy) {
   std::unique_ptr<DevIssuer> dev_issuer;
-  if (absl::GetFlag(FLAGS_dev_issuer)) {
-    ASSIGN_OR_RETURN(dev_issuer, DevIssuer::LoadOrCreate(data_dir + "/dev-issuer.key"));
-    v1::ApplyRequest publish;
-    publish.set_source("--dev-issuer");
-    *publish.add_resources() = dev_issuer->resource();
-    v1::ApplyResponse published;
-    RETURN_IF_ERROR(policy.Apply(publish, "controlplane", &published));
-    LogInfo("dev issuer on: Issuer '", DevIssuer::kName, "' (", DevIssuer::kIss,
-            "); mint tokens with `sluicectl token --subject NAME --groups G`");
+  if (!absl::GetFlag(FLAGS_dev_issuer)) return dev_issuer;
+  ASSIGN_OR_RETURN(dev_issuer, DevIssuer::LoadOrCreate(data_dir + "/dev-issuer.key"));
+  v1::ApplyRequest publish;
+  publish.set_source("--dev-issuer");
+  *publish.add_resources() = dev_issuer->resource();
+  v1::ApplyResponse published;
+  RETURN_IF_ERROR(policy.Apply(publish, "controlplane", &published));
+  LogInfo("dev issuer on: Issuer '", DevIssuer::kName, "' (", DevIssuer::kIss,
+          "); mint tokens with `sluicectl token --subject NAME --groups G`");
+  return dev_issuer;
+}
+
+// Issuer keys from JWKS URLs: fetched by the JwksFetcher, applied on the store worker and shipped
+// inline in the snapshots.
+std::vector<std::string> JwksUrls(const AgentHub& hub) {
+  std::vector<std::string> urls;
+  for (const auto& i : hub.state()->issuers) {
+    if (!i.jwks().url().empty()) urls.push_back(i.jwks().url());
   }
-  AgentHub hub;
-  ASSIGN_OR_RETURN(auto agents, store->ListAgents());
-  hub.LoadCredentials(agents);
-  hub.SetState(policy.state());
-  Worker worker;
-  // `audit verify` and the evidence export read a snapshot through their own read-only connection
-  // on their own thread: agents' events go on being stored and acknowledged meanwhile. (Declared
-  // after the store worker: it posts there, and stops first.)
-  ASSIGN_OR_RETURN(std::unique_ptr<Store> reader, sqlite_store->OpenReader());
-  Worker reader_worker;
+  return urls;
+}
 
-  // Issuer keys from JWKS URLs: fetched here, shipped inline in the snapshots.
-  JwksFetcher jwks(
-      absl::GetFlag(FLAGS_jwks_refresh),
-      [&hub] {
-        std::vector<std::string> urls;
-        for (const auto& i : hub.state()->issuers) {
-          if (!i.jwks().url().empty()) urls.push_back(i.jwks().url());
-        }
-        return urls;
-      },
-      [&worker, &policy, &hub](const std::string& url, const std::string& doc) {
-        worker.Post([&policy, &hub, url, doc] {
-          absl::Status st = policy.SetFetchedJwks(url, doc);
-          if (!st.ok()) {
-            LogError("cannot apply the keys fetched from ", url, ": ", st.message());
-            return;
-          }
-          hub.PushState(policy.state());
-        });
-      });
-  jwks.Start();
-
-  // Approvals: requests from agents, webhooks, callback links signed with a key derived from
-  // the master key.
-  std::unique_ptr<ApprovalDesk> desk;
-  WebhookSender webhooks([&worker, &desk](uint64_t id, v1::WebhookDelivery delivery) {
-    worker.Post([&desk, id, delivery] { desk->RecordDelivery(id, delivery); });
+void ApplyFetchedJwks(Worker& worker, PolicyManager& policy, AgentHub& hub, const std::string& url,
+                      const std::string& doc) {
+  worker.Post([&policy, &hub, url, doc] {
+    absl::Status st = policy.SetFetchedJwks(url, doc);
+    if (!st.ok()) {
+      LogError("cannot apply the keys fetched from ", url, ": ", st.message());
+      return;
+    }
+    hub.PushState(policy.state());
   });
-  desk = std::make_unique<ApprovalDesk>(store.get(), &hub, &webhooks,
-                                        HmacSha256(master_key, "sluice approval links v1"),
-                                        absl::GetFlag(FLAGS_public_url));
-  std::atomic<bool> stopping{false};
-  // Background duties on the store worker: approval expiry (twice a second) and the retention
-  // purge (every --retention-interval).
+}
+
+// The retention purge, on the store worker.
+void RetentionPurge(GuardedStore& store, const PolicyManager& policy) {
+  if (store.WriteFault()) return;  // a purge is a write: the next interval's run does it
+  auto purged = RunRetention(&store, *policy.state(), "retention", false, NowUnixMs());
+  if (!purged.ok()) {
+    LogError("retention purge failed: ", purged.status().message());
+  } else if (purged->sessions() > 0) {
+    LogInfo("retention purged ", purged->sessions(), " sessions (", purged->events(), " events, ",
+            purged->recording_bytes(), " recording bytes); ", purged->held(), " held");
+  }
+}
+
+// Background duties posted to the store worker until `stopping`: StoreDuties twice a second and
+// the retention purge every --retention-interval (the first within a minute).
+void RunBackgroundDuties(const std::atomic<bool>& stopping, Worker& worker, GuardedStore& store,
+                         ApprovalDesk& desk, AgentHub& hub, PolicyManager& policy) {
   const int64_t retention_every_ms =
       absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_retention_interval));
-  std::thread expiry([&] {
-    int64_t next_purge = NowUnixMs() + std::min<int64_t>(retention_every_ms, 60000);
-    while (!stopping.load()) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(500));
-      worker.Post([&store, &desk, &hub] { StoreDuties(*store, *desk, hub); });
-      if (retention_every_ms > 0 && NowUnixMs() >= next_purge) {
-        next_purge = NowUnixMs() + retention_every_ms;
-        worker.Post([&store, &policy] {
-          if (store->WriteFault()) return;  // a purge is a write: the next interval's run does it
-          auto purged = RunRetention(store.get(), *policy.state(), "retention", false, NowUnixMs());
-          if (!purged.ok()) {
-            LogError("retention purge failed: ", purged.status().message());
-          } else if (purged->sessions() > 0) {
-            LogInfo("retention purged ", purged->sessions(), " sessions (", purged->events(),
-                    " events, ", purged->recording_bytes(), " recording bytes); ", purged->held(),
-                    " held");
-          }
-        });
-      }
+  int64_t next_purge = NowUnixMs() + std::min<int64_t>(retention_every_ms, 60000);
+  while (!stopping.load()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    worker.Post([&store, &desk, &hub] { StoreDuties(store, desk, hub); });
+    if (retention_every_ms > 0 && NowUnixMs() >= next_purge) {
+      next_purge = NowUnixMs() + retention_every_ms;
+      worker.Post([&store, &policy] { RetentionPurge(store, policy); });
     }
-  });
+  }
+}
 
-  AgentServiceImpl agent_service(store.get(), &hub, &worker, agent_ca, desk.get());
-  AdminRoles roles{SplitList(absl::GetFlag(FLAGS_admin_groups)),
-                   SplitList(absl::GetFlag(FLAGS_auditor_groups)),
-                   SplitList(absl::GetFlag(FLAGS_approver_groups))};
-  AdminServiceImpl admin_service(
-      store.get(), &policy, &hub, &worker, admin_token, dev_issuer.get(), [&jwks] { jwks.Wake(); },
-      roles, desk.get());
-  admin_service.SetReader(reader.get(), &reader_worker);
+AdminRoles RolesFromFlags() {
+  return AdminRoles{SplitList(absl::GetFlag(FLAGS_admin_groups)),
+                    SplitList(absl::GetFlag(FLAGS_auditor_groups)),
+                    SplitList(absl::GetFlag(FLAGS_approver_groups))};
+}
 
+// The TLS gRPC port with AgentService and AdminService; `*port` is the port it listens on.
+absl::StatusOr<std::unique_ptr<grpc::Server>> StartGrpc(const ServerIdentity& identity,
+                                                        AgentServiceImpl& agent_service,
+                                                        AdminServiceImpl& admin_service,
+                                                        int* port) {
   grpc::SslServerCredentialsOptions ssl;
-  ssl.pem_key_cert_pairs.push_back({key_pem, cert_pem});
+  ssl.pem_key_cert_pairs.push_back({identity.key_pem, identity.cert_pem});
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
-  int grpc_port = 0;
-  builder.AddListeningPort(absl::GetFlag(FLAGS_grpc_listen), grpc::SslServerCredentials(ssl),
-                           &grpc_port);
+  *port = 0;
+  builder.AddListeningPort(absl::GetFlag(FLAGS_grpc_listen), grpc::SslServerCredentials(ssl), port);
   builder.RegisterService(&agent_service);
   builder.RegisterService(&admin_service);
   builder.SetMaxReceiveMessageSize(32 << 20);
@@ -511,23 +494,35 @@ absl::Status Run() {
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (!server || grpc_port == 0) {
+  if (!server || *port == 0) {
     return absl::UnavailableError(
         absl::StrCat("cannot listen on ", absl::GetFlag(FLAGS_grpc_listen)));
   }
+  return server;
+}
 
-  HttpServer http;
+// The HTTP port: /metrics, the readiness check and the approval callback links. Returns the port
+// it listens on.
+absl::StatusOr<int> StartHttp(HttpServer& http, const AgentHub& hub, GuardedStore& store,
+                              Worker& worker, ApprovalDesk& desk, PolicyManager& policy) {
   http.AddGet("/metrics", "text/plain; version=0.0.4",
-              [&hub, &store] { return Metrics(hub, *store); });
+              [&hub, &store] { return Metrics(hub, store); });
   // Not ready while the store refuses writes: agents' events would not be stored.
   http.SetReadyCheck([&store]() -> std::string {
-    auto fault = store->WriteFault();
+    auto fault = store.WriteFault();
     return fault ? "the control plane's store refuses writes: " + fault->error : "";
   });
-  AddApprovalLinks(http, worker, *desk, policy, *store);
+  AddApprovalLinks(http, worker, desk, policy, store);
   ASSIGN_OR_RETURN(int http_port, http.Start(absl::GetFlag(FLAGS_http_listen)));
   http.SetReady(true);
+  return http_port;
+}
 
+// Writes <data-dir>/endpoints.json (where sluicectl and tests find the ports, the CA and the
+// admin token) and returns the HTTP address in it.
+absl::StatusOr<std::string> WriteEndpoints(const std::string& data_dir, int grpc_port,
+                                           int http_port, const std::string& ca_path,
+                                           const std::string& token_path) {
   std::string grpc_host, http_host;
   int ignored;
   RETURN_IF_ERROR(SplitHostPort(absl::GetFlag(FLAGS_grpc_listen), &grpc_host, &ignored));
@@ -539,8 +534,92 @@ absl::Status Run() {
       {"admin_token_file", token_path},
       {"pid", static_cast<int>(getpid())}};
   RETURN_IF_ERROR(WriteFileAtomic(data_dir + "/endpoints.json", endpoints.dump(2) + "\n", 0600));
+  return endpoints["http"].get<std::string>();
+}
+
+// What the control plane starts from, read (or created) in the data directory and the files its
+// flags name.
+struct StartupFiles {
+  std::string master_key;
+  std::string admin_token, token_path;
+  ServerIdentity identity;
+  std::optional<PemKeyPair> agent_ca;
+  std::string trail_key;
+};
+
+absl::StatusOr<StartupFiles> PrepareDataDir(const std::string& data_dir) {
+  RETURN_IF_ERROR(EnsureDir(data_dir, 0700));
+  RETURN_IF_ERROR(CheckDataVolume(data_dir));
+  StartupFiles files;
+  ASSIGN_OR_RETURN(files.master_key, LoadMasterKey(data_dir));
+  ASSIGN_OR_RETURN(files.admin_token, LoadAdminToken(data_dir, &files.token_path));
+  ASSIGN_OR_RETURN(files.identity, LoadServerIdentity(data_dir));
+  ASSIGN_OR_RETURN(files.agent_ca, LoadAgentCa(data_dir, files.identity.ca_path));
+  ASSIGN_OR_RETURN(files.trail_key, LoadTrailKey(data_dir));
+  return files;
+}
+
+absl::Status Run() {
+  const std::string data_dir = absl::GetFlag(FLAGS_data_dir);
+  ASSIGN_OR_RETURN(const StartupFiles files, PrepareDataDir(data_dir));
+  ASSIGN_OR_RETURN(auto sqlite_store, SqliteStore::Open(data_dir + "/sluice.db", files.trail_key));
+  // Everything uses the store through its guard: a disk fault makes it refuse writes, not crash.
+  auto store = std::make_unique<GuardedStore>(sqlite_store.get(), data_dir);
+  PolicyManager policy(store.get(), files.master_key);
+  RETURN_IF_ERROR(policy.Load());
+  ASSIGN_OR_RETURN(std::unique_ptr<DevIssuer> dev_issuer, StartDevIssuer(data_dir, policy));
+  AgentHub hub;
+  ASSIGN_OR_RETURN(auto agents, store->ListAgents());
+  hub.LoadCredentials(agents);
+  hub.SetState(policy.state());
+  Worker worker;
+  // `audit verify` and the evidence export read a snapshot through their own read-only connection
+  // on their own thread: agents' events go on being stored and acknowledged meanwhile. (Declared
+  // after the store worker: it posts there, and stops first.)
+  ASSIGN_OR_RETURN(std::unique_ptr<Store> reader, sqlite_store->OpenReader());
+  Worker reader_worker;
+
+  JwksFetcher jwks(
+      absl::GetFlag(FLAGS_jwks_refresh), [&hub] { return JwksUrls(hub); },
+      [&worker, &policy, &hub](const std::string& url, const std::string& doc) {
+        ApplyFetchedJwks(worker, policy, hub, url, doc);
+      });
+  jwks.Start();
+
+  // Approvals: requests from agents, webhooks, callback links signed with a key derived from
+  // the master key.
+  std::unique_ptr<ApprovalDesk> desk;
+  WebhookSender webhooks([&worker, &desk](uint64_t id, v1::WebhookDelivery delivery) {
+    worker.Post([&desk, id, delivery] { desk->RecordDelivery(id, delivery); });
+  });
+  desk = std::make_unique<ApprovalDesk>(store.get(), &hub, &webhooks,
+                                        HmacSha256(files.master_key, "sluice approval links v1"),
+                                        absl::GetFlag(FLAGS_public_url));
+  std::atomic<bool> stopping{false};
+  std::thread expiry([&] { RunBackgroundDuties(stopping, worker, *store, *desk, hub, policy); });
+  // However Run returns (a port that cannot be opened, say), the duties thread stops and what is
+  // queued for the worker runs before the desk goes: an error is reported, never a terminate.
+  absl::Cleanup stop_duties = [&] {
+    stopping.store(true);
+    expiry.join();
+    OnWorker(worker, [] { return 0; });
+  };
+
+  AgentServiceImpl agent_service(store.get(), &hub, &worker, files.agent_ca, desk.get());
+  AdminServiceImpl admin_service(
+      store.get(), &policy, &hub, &worker, files.admin_token, dev_issuer.get(),
+      [&jwks] { jwks.Wake(); }, RolesFromFlags(), desk.get());
+  admin_service.SetReader(reader.get(), &reader_worker);
+  int grpc_port = 0;
+  ASSIGN_OR_RETURN(std::unique_ptr<grpc::Server> server,
+                   StartGrpc(files.identity, agent_service, admin_service, &grpc_port));
+  HttpServer http;
+  ASSIGN_OR_RETURN(int http_port, StartHttp(http, hub, *store, worker, *desk, policy));
+  ASSIGN_OR_RETURN(
+      std::string http_address,
+      WriteEndpoints(data_dir, grpc_port, http_port, files.identity.ca_path, files.token_path));
   if (absl::GetFlag(FLAGS_public_url).empty())
-    desk->SetPublicUrl(absl::StrCat("http://", endpoints["http"].get<std::string>()));
+    desk->SetPublicUrl(absl::StrCat("http://", http_address));
   LogInfo("sluice-controlplane serving: gRPC (TLS) on port ", grpc_port, ", HTTP on port ",
           http_port, ", policy version ", policy.state()->version, ", ", agents.size(),
           " enrolled agent(s)");
@@ -551,10 +630,7 @@ absl::Status Run() {
   http.Stop();
   jwks.Stop();
   webhooks.Stop();
-  stopping.store(true);
-  expiry.join();
-  // Whatever is still queued for the worker runs before the desk goes.
-  OnWorker(worker, [] { return 0; });
+  std::move(stop_duties).Invoke();
   return absl::OkStatus();
 }
 

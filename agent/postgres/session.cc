@@ -289,12 +289,12 @@ asio::awaitable<absl::Status> Session::LoginUpstream(const StartupMessage& start
   }
   upstream_ = *std::move(up);
   for (const auto& p : upstream_.parameters) {
-    std::string problem = ParameterStatusProblem(p.name, p.value, read_only);
-    if (!problem.empty()) {
-      LogError("connection ", database, ": ", problem, " at login; session refused");
-      co_return co_await Fatal(
-          RefusalKind::kUpstreamUnavailable,
-          absl::StrCat("Sluice: cannot open connection \"", database, "\" safely: ", problem));
+    absl::Status problem = ParameterStatusProblem(p.name, p.value, read_only);
+    if (!problem.ok()) {
+      LogError("connection ", database, ": ", problem.message(), " at login; session refused");
+      co_return co_await Fatal(RefusalKind::kUpstreamUnavailable,
+                               absl::StrCat("Sluice: cannot open connection \"", database,
+                                            "\" safely: ", problem.message()));
     }
   }
   catalog_ = std::make_unique<CatalogResolver>(target, login, limits());

@@ -98,11 +98,11 @@ asio::awaitable<absl::StatusOr<Session::BackendStep>> Session::RouteBackend(cons
       // cannot go on, since the agent would no longer read statements as the server does.
       auto status = ParameterStatus::Decode(m.payload);
       if (!status.ok()) co_return status.status();
-      std::string problem = ParameterStatusProblem(status->name, status->value, gate_.read_only());
-      if (!problem.empty()) {
+      absl::Status problem = ParameterStatusProblem(status->name, status->value, gate_.read_only());
+      if (!problem.ok()) {
         co_return absl::FailedPreconditionError(
             absl::StrCat("the session's settings changed in a way the agent does not allow (",
-                         problem, "); the session ends"));
+                         problem.message(), "); the session ends"));
       }
       [[fallthrough]];
     }

@@ -166,19 +166,21 @@ SettingsVerdict SettingsProblem(const StatementInfo& info, bool read_only) {
   return SettingsVerdict{};
 }
 
-std::string ParameterStatusProblem(absl::string_view name, absl::string_view value,
-                                   bool read_only) {
+absl::Status ParameterStatusProblem(absl::string_view name, absl::string_view value,
+                                    bool read_only) {
   std::string n = SettingName(name);
   if (n == "standard_conforming_strings" && !IsOn(value)) {
-    return "the server reports standard_conforming_strings off";
+    return absl::FailedPreconditionError("the server reports standard_conforming_strings off");
   }
   if (n == "client_encoding" && !AsciiSafeClientEncoding(value)) {
-    return absl::StrCat("the server reports client_encoding ", value);
+    return absl::FailedPreconditionError(
+        absl::StrCat("the server reports client_encoding ", value));
   }
   if (read_only && n == "default_transaction_read_only" && !IsOn(value)) {
-    return "the server reports default_transaction_read_only off on a read-only session";
+    return absl::PermissionDeniedError(
+        "the server reports default_transaction_read_only off on a read-only session");
   }
-  return "";
+  return absl::OkStatus();
 }
 
 bool MayChangeSettings(absl::string_view text) {

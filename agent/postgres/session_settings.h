@@ -19,6 +19,7 @@
 
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "agent/postgres/sql_analysis.h"
@@ -45,8 +46,11 @@ struct SettingsVerdict {
 };
 SettingsVerdict SettingsProblem(const StatementInfo& info, bool read_only);
 
-// Why the server's report of `name` = `value` means the session cannot go on (empty: it can).
-std::string ParameterStatusProblem(absl::string_view name, absl::string_view value, bool read_only);
+// Whether the session can go on after the server reports `name` = `value`: OK, or why not —
+// FailedPrecondition when a setting the agent pins changed (it would no longer read statements as
+// the server does), PermissionDenied when read-only was lifted on a read grant.
+absl::Status ParameterStatusProblem(absl::string_view name, absl::string_view value,
+                                    bool read_only);
 
 // Whether `text` may change a session setting (a cheap test before the parser): the words SET,
 // BEGIN, START or a Unicode-escaped identifier (U&"..."), in any case. Every statement that

@@ -208,13 +208,32 @@ struct ApprovedHold {
   std::string event_id;
 };
 
+// Who used the gateway in the window, by issuer and subject.
+using Identities = std::map<std::pair<std::string, std::string>, IdentityTally>;
+
+// One control's part of the report, before the control's text and cited event ids join it.
+struct ControlReport {
+  Json counts = Json::object();
+  Json evidence = Json::object();
+  Json not_recorded = Json::array();  // what the control asks for that the store does not hold
+  std::string summary;
+
+  void NotRecorded(const std::string& what, const std::string& why) {
+    Json n;
+    n["what"] = what;
+    n["why"] = why;
+    not_recorded.push_back(std::move(n));
+  }
+};
+
 class Collector {
  public:
   explicit Collector(const ReportOptions& o) : o_(o) {}
 
   void Visit(const std::string& agent, const v1::AuditEvent& e, bool linked);
   absl::Status Finish(Store& store);
-  Json Report(const v1::VerifyAuditResponse& verify);
+  // The report, one function per control (in kControlText's order).
+  Json Report(const v1::VerifyAuditResponse& verify) const;
 
  private:
   bool InWindow(int64_t t) const { return t >= o_.from_ms && t < o_.until_ms; }
@@ -226,7 +245,7 @@ class Collector {
       ++cited.left_out;
     }
   }
-  void Add(Listed& list, Json item) { list.Add(std::move(item), o_.max_listed); }
+  void Add(Listed& list, Json item) const { list.Add(std::move(item), o_.max_listed); }
   // An entry about one event of a session: the event, when, the session and (filled in by
   // Finish) who.
   Json Entry(const std::string& id, const v1::AuditEvent& e) {
@@ -248,6 +267,29 @@ class Collector {
   void AuditRecord(const controlplane::AuditRecord& r);
   void ApprovalRecord(const v1::Approval& a);
   void Sample(const std::string& agent, const std::string& id, const v1::AuditEvent& e);
+
+  Identities IdentitiesInWindow() const;
+  // Statement events so decided (refused, blocked, denied, ...).
+  int64_t StatementsDecided(const char* decision) const;
+  ControlReport AccountManagement(const Identities& identities) const;
+  ControlReport AccessEnforcement() const;
+  ControlReport SeparationOfDuties() const;
+  ControlReport LeastPrivilege() const;
+  ControlReport RemoteAccess() const;
+  ControlReport EventLogging() const;
+  ControlReport AuditReview(const Identities& identities,
+                            const v1::VerifyAuditResponse& verify) const;
+  ControlReport AuditProtection(const v1::VerifyAuditResponse& verify) const;
+  ControlReport NonRepudiation(const v1::VerifyAuditResponse& verify) const;
+  ControlReport AuditRetention(const v1::VerifyAuditResponse& verify) const;
+  ControlReport AuditGeneration() const;
+  ControlReport ChangeRestriction() const;
+  ControlReport Authentication() const;
+  ControlReport IncidentHandling() const;
+  ControlReport TransmissionProtection() const;
+  ControlReport ProtectionAtRest() const;
+  ControlReport SystemMonitoring() const;
+  Json ControlEntry(Control c, ControlReport control) const;
 
   const ReportOptions& o_;
   std::array<Cited, kControls> cited_;
@@ -294,8 +336,8 @@ class Collector {
   absl::flat_hash_set<std::string> recorded_sessions_;
 
   // Evidence lists.
-  Listed decisions_, denials_, statement_denials_, writes_, clients_list_, tls_list_,
-      auth_failures_list_, blocked_list_, alerts_list_, held_list_, ddl_list_, gaps_list_;
+  Listed decisions_, denials_, statement_denials_, writes_, tls_list_, auth_failures_list_,
+      blocked_list_, alerts_list_, held_list_, ddl_list_, gaps_list_;
 
   // From the rest of the store.
   int64_t approvals_ = 0, self_approved_ = 0, decided_by_others_ = 0, self_refused_ = 0;
@@ -791,23 +833,9 @@ absl::Status Collector::Finish(Store& store) {
   return absl::OkStatus();
 }
 
-Json Collector::Report(const v1::VerifyAuditResponse& verify) {
-  std::array<Json, kControls> counts, evidence, notes;
-  std::array<std::string, kControls> summary;
-  for (size_t i = 0; i < kControls; ++i) {
-    counts[i] = Json::object();
-    evidence[i] = Json::object();
-    notes[i] = Json::array();
-  }
-  auto not_recorded = [&notes](Control c, const std::string& what, const std::string& why) {
-    Json n;
-    n["what"] = what;
-    n["why"] = why;
-    notes[c].push_back(std::move(n));
-  };
-
-  // Identities: every session with events in the window, grouped by issuer and subject.
-  std::map<std::pair<std::string, std::string>, IdentityTally> identities;
+// Every session with events in the window, grouped by issuer and subject.
+Identities Collector::IdentitiesInWindow() const {
+  Identities identities;
   for (const auto& [id, s] : sessions_) {
     if (!s.who.known || s.who.subject.empty()) continue;
     IdentityTally& t = identities[{s.who.issuer, s.who.subject}];
@@ -820,547 +848,591 @@ Json Collector::Report(const v1::VerifyAuditResponse& verify) {
     if (s.decision == SessionTally::kGranted) ++t.sessions;
     if (s.decision == SessionTally::kRefused) ++t.refused;
   }
+  return identities;
+}
 
-  // AC-2
-  {
-    Listed list;
-    for (const auto& [key, t] : identities) {
-      Json j;
-      j["issuer"] = t.issuer;
-      j["subject"] = t.subject;
-      j["groups"] = Json(std::vector<std::string>(t.groups.begin(), t.groups.end()));
-      j["first_use"] = Rfc3339(t.first_ms);
-      j["last_use"] = Rfc3339(t.last_ms);
-      j["sessions"] = t.sessions;
-      j["sessions_refused"] = t.refused;
-      Add(list, std::move(j));
-    }
-    Json issuers = Json::array();
-    for (const StoredResource& r : issuers_) {
-      const v1::Issuer& i = r.resource.issuer();
-      Json j;
-      j["name"] = i.name();
-      j["issuer"] = i.issuer();
-      j["audience"] = i.audience();
-      j["keys"] =
-          i.jwks().url().empty() ? "inline JWKS" : absl::StrCat("JWKS from ", i.jwks().url());
-      j["version"] = r.resource.meta().version();
-      j["last_changed"] = Rfc3339(r.resource.meta().updated_unix_ms());
-      j["last_changed_by"] = r.resource.meta().updated_by();
-      issuers.push_back(std::move(j));
-    }
-    counts[kAC2]["identities"] = identities.size();
-    counts[kAC2]["issuers_configured"] = issuers_.size();
-    counts[kAC2]["issuer_changes"] = issuer_changes_.items.size() + issuer_changes_.left_out;
-    list.Into(evidence[kAC2], "identities");
-    evidence[kAC2]["issuers_configured"] = std::move(issuers);
-    issuer_changes_.Into(evidence[kAC2], "issuer_changes");
-    summary[kAC2] =
-        absl::StrCat(identities.size(), " identities used the gateway; ", issuers_.size(),
-                     " issuer(s) configured, ", counts[kAC2]["issuer_changes"].get<int64_t>(),
-                     " issuer change(s)");
+int64_t Collector::StatementsDecided(const char* decision) const {
+  auto it = statement_decisions_.find(decision);
+  return it == statement_decisions_.end() ? int64_t{0} : it->second;
+}
+
+// AC-2: the identities that used the gateway and the issuers that vouch for them.
+ControlReport Collector::AccountManagement(const Identities& identities) const {
+  ControlReport control;
+  Listed list;
+  for (const auto& [key, t] : identities) {
+    Json j;
+    j["issuer"] = t.issuer;
+    j["subject"] = t.subject;
+    j["groups"] = Json(std::vector<std::string>(t.groups.begin(), t.groups.end()));
+    j["first_use"] = Rfc3339(t.first_ms);
+    j["last_use"] = Rfc3339(t.last_ms);
+    j["sessions"] = t.sessions;
+    j["sessions_refused"] = t.refused;
+    Add(list, std::move(j));
   }
-  // AC-3
-  {
-    counts[kAC3]["sessions"] = sessions_started_ + sessions_refused_;
-    counts[kAC3]["sessions_granted"] = sessions_started_;
-    counts[kAC3]["sessions_refused"] = sessions_refused_;
-    counts[kAC3]["refused_by_reason"] = ToJson(refused_by_kind_);
-    int64_t refused_statements = 0;
-    Counts stmt;
-    for (const char* d : {"refused", "blocked", "denied"}) {
-      auto it = statement_decisions_.find(d);
-      stmt[d] = it == statement_decisions_.end() ? 0 : it->second;
-      refused_statements += stmt[d];
-    }
-    counts[kAC3]["statements_refused"] = refused_statements;
-    counts[kAC3]["statements_refused_by_decision"] = ToJson(stmt);
-    decisions_.Into(evidence[kAC3], "session_decisions");
-    denials_.Into(evidence[kAC3], "session_denials");
-    statement_denials_.Into(evidence[kAC3], "statement_denials");
-    summary[kAC3] = absl::StrCat(
-        sessions_started_ + sessions_refused_, " session(s): ", sessions_started_, " granted, ",
-        sessions_refused_, " refused; ", refused_statements, " statement(s) refused at the agent");
+  Json issuers = Json::array();
+  for (const StoredResource& r : issuers_) {
+    const v1::Issuer& i = r.resource.issuer();
+    Json j;
+    j["name"] = i.name();
+    j["issuer"] = i.issuer();
+    j["audience"] = i.audience();
+    j["keys"] = i.jwks().url().empty() ? "inline JWKS" : absl::StrCat("JWKS from ", i.jwks().url());
+    j["version"] = r.resource.meta().version();
+    j["last_changed"] = Rfc3339(r.resource.meta().updated_unix_ms());
+    j["last_changed_by"] = r.resource.meta().updated_by();
+    issuers.push_back(std::move(j));
   }
-  // AC-5
-  {
-    counts[kAC5]["approval_requests"] = approvals_;
-    counts[kAC5]["by_status"] = ToJson(approval_status_);
-    counts[kAC5]["decided_by_others_than_requester"] = decided_by_others_;
-    counts[kAC5]["approved_by_requester"] = self_approved_;
-    counts[kAC5]["self_approvals_refused"] = self_refused_;
-    approvals_list_.Into(evidence[kAC5], "approvals");
-    self_refused_list_.Into(evidence[kAC5], "self_approvals_refused");
-    summary[kAC5] = absl::StrCat(approvals_, " approval request(s); ", self_approved_,
+  control.counts["identities"] = identities.size();
+  control.counts["issuers_configured"] = issuers_.size();
+  control.counts["issuer_changes"] = issuer_changes_.items.size() + issuer_changes_.left_out;
+  list.Into(control.evidence, "identities");
+  control.evidence["issuers_configured"] = std::move(issuers);
+  issuer_changes_.Into(control.evidence, "issuer_changes");
+  control.summary =
+      absl::StrCat(identities.size(), " identities used the gateway; ", issuers_.size(),
+                   " issuer(s) configured, ", control.counts["issuer_changes"].get<int64_t>(),
+                   " issuer change(s)");
+  return control;
+}
+
+// AC-3: sessions granted and refused, statements refused at the agent.
+ControlReport Collector::AccessEnforcement() const {
+  ControlReport control;
+  control.counts["sessions"] = sessions_started_ + sessions_refused_;
+  control.counts["sessions_granted"] = sessions_started_;
+  control.counts["sessions_refused"] = sessions_refused_;
+  control.counts["refused_by_reason"] = ToJson(refused_by_kind_);
+  int64_t refused_statements = 0;
+  Counts stmt;
+  for (const char* d : {"refused", "blocked", "denied"}) {
+    stmt[d] = StatementsDecided(d);
+    refused_statements += stmt[d];
+  }
+  control.counts["statements_refused"] = refused_statements;
+  control.counts["statements_refused_by_decision"] = ToJson(stmt);
+  decisions_.Into(control.evidence, "session_decisions");
+  denials_.Into(control.evidence, "session_denials");
+  statement_denials_.Into(control.evidence, "statement_denials");
+  control.summary = absl::StrCat(
+      sessions_started_ + sessions_refused_, " session(s): ", sessions_started_, " granted, ",
+      sessions_refused_, " refused; ", refused_statements, " statement(s) refused at the agent");
+  return control;
+}
+
+// AC-5: approval requests, and who decided them.
+ControlReport Collector::SeparationOfDuties() const {
+  ControlReport control;
+  control.counts["approval_requests"] = approvals_;
+  control.counts["by_status"] = ToJson(approval_status_);
+  control.counts["decided_by_others_than_requester"] = decided_by_others_;
+  control.counts["approved_by_requester"] = self_approved_;
+  control.counts["self_approvals_refused"] = self_refused_;
+  approvals_list_.Into(control.evidence, "approvals");
+  self_refused_list_.Into(control.evidence, "self_approvals_refused");
+  control.summary = absl::StrCat(approvals_, " approval request(s); ", self_approved_,
                                  " approved by their own requester; ", self_refused_,
                                  " self-approval(s) refused");
-  }
-  // AC-6
-  {
-    counts[kAC6]["sessions_by_access"] = ToJson(by_access_);
-    counts[kAC6]["writes_on_read_grants"] = writes_on_read_;
-    writes_.Into(evidence[kAC6], "writes_on_read_grants");
-    // Which connections' credentials each agent is sent: those whose `agents` selector matches its
-    // labels (the snapshot builder's rule), as configured now.
-    Json scope = Json::array();
-    for (const AgentRecord& a : enrolled_) {
-      Json j;
-      j["agent_id"] = a.id;
-      j["labels"] = a.labels;
-      Json names = Json::array();
-      for (const StoredResource& r : connections_) {
-        if (policy::SelectorMatches(r.resource.connection().agents(), a.labels)) {
-          names.push_back(r.resource.connection().name());
-        }
+  return control;
+}
+
+// AC-6: sessions by access level, writes refused on read grants, credentials per agent.
+ControlReport Collector::LeastPrivilege() const {
+  ControlReport control;
+  control.counts["sessions_by_access"] = ToJson(by_access_);
+  control.counts["writes_on_read_grants"] = writes_on_read_;
+  writes_.Into(control.evidence, "writes_on_read_grants");
+  // Which connections' credentials each agent is sent: those whose `agents` selector matches its
+  // labels (the snapshot builder's rule), as configured now.
+  Json scope = Json::array();
+  for (const AgentRecord& a : enrolled_) {
+    Json j;
+    j["agent_id"] = a.id;
+    j["labels"] = a.labels;
+    Json names = Json::array();
+    for (const StoredResource& r : connections_) {
+      if (policy::SelectorMatches(r.resource.connection().agents(), a.labels)) {
+        names.push_back(r.resource.connection().name());
       }
-      j["connections"] = std::move(names);
-      scope.push_back(std::move(j));
     }
-    evidence[kAC6]["credentials_per_agent_now"] = std::move(scope);
-    std::vector<std::string> parts;
-    for (const auto& [k, v] : by_access_)
-      parts.push_back(absl::StrCat(k.empty() ? "(none)" : k, " ", v));
-    summary[kAC6] =
-        absl::StrCat("sessions by access: ", parts.empty() ? "none" : absl::StrJoin(parts, ", "),
-                     "; ", writes_on_read_, " write(s) refused on read grants");
-    not_recorded(kAC6, "which connections each agent was sent during the window",
-                 "snapshots are not kept per agent; credentials_per_agent_now applies the current "
-                 "policy and labels");
+    j["connections"] = std::move(names);
+    scope.push_back(std::move(j));
   }
-  // AC-17
-  {
-    counts[kAC17]["sessions"] = sessions_started_;
-    counts[kAC17]["tls"] = tls_sessions_;
-    counts[kAC17]["plaintext"] = plaintext_sessions_;
-    counts[kAC17]["refused_without_tls"] = refused_without_tls_;
-    counts[kAC17]["client_addresses"] = clients_.size();
-    for (const auto& [addr, c] : clients_) {
-      Json j;
-      j["client_address"] = addr;
-      j["sessions"] = c.sessions;
-      j["tls"] = c.tls;
-      j["plaintext"] = c.plaintext;
-      Add(clients_list_, std::move(j));
-    }
-    clients_list_.Into(evidence[kAC17], "by_client_address");
-    summary[kAC17] = absl::StrCat(
-        sessions_started_, " session(s) through the gateway: ", tls_sessions_, " over TLS, ",
-        plaintext_sessions_, " plaintext; from ", clients_.size(), " client address(es)");
+  control.evidence["credentials_per_agent_now"] = std::move(scope);
+  std::vector<std::string> parts;
+  for (const auto& [k, v] : by_access_)
+    parts.push_back(absl::StrCat(k.empty() ? "(none)" : k, " ", v));
+  control.summary =
+      absl::StrCat("sessions by access: ", parts.empty() ? "none" : absl::StrJoin(parts, ", "),
+                   "; ", writes_on_read_, " write(s) refused on read grants");
+  control.NotRecorded(
+      "which connections each agent was sent during the window",
+      "snapshots are not kept per agent; credentials_per_agent_now applies the current "
+      "policy and labels");
+  return control;
+}
+
+// AC-17: sessions through the gateway, over TLS or not, by client address.
+ControlReport Collector::RemoteAccess() const {
+  ControlReport control;
+  control.counts["sessions"] = sessions_started_;
+  control.counts["tls"] = tls_sessions_;
+  control.counts["plaintext"] = plaintext_sessions_;
+  control.counts["refused_without_tls"] = refused_without_tls_;
+  control.counts["client_addresses"] = clients_.size();
+  Listed by_client;
+  for (const auto& [addr, c] : clients_) {
+    Json j;
+    j["client_address"] = addr;
+    j["sessions"] = c.sessions;
+    j["tls"] = c.tls;
+    j["plaintext"] = c.plaintext;
+    Add(by_client, std::move(j));
   }
-  // AU-2/AU-3
-  {
-    counts[kAU2]["events"] = events_;
-    counts[kAU2]["by_type"] = ToJson(events_by_type_);
-    Json samples = Json::object();
-    for (auto& [type, s] : samples_) samples[type] = s;
-    evidence[kAU2]["samples"] = std::move(samples);
-    std::vector<std::string> parts;
-    for (const auto& [k, v] : events_by_type_) parts.push_back(absl::StrCat(k, " ", v));
-    summary[kAU2] =
-        absl::StrCat(events_, " event(s)", parts.empty() ? "" : ": ", absl::StrJoin(parts, ", "));
+  by_client.Into(control.evidence, "by_client_address");
+  control.summary = absl::StrCat(
+      sessions_started_, " session(s) through the gateway: ", tls_sessions_, " over TLS, ",
+      plaintext_sessions_, " plaintext; from ", clients_.size(), " client address(es)");
+  return control;
+}
+
+// AU-2/AU-3: the events recorded, by type, with a sample of each.
+ControlReport Collector::EventLogging() const {
+  ControlReport control;
+  control.counts["events"] = events_;
+  control.counts["by_type"] = ToJson(events_by_type_);
+  Json samples = Json::object();
+  for (auto& [type, s] : samples_) samples[type] = s;
+  control.evidence["samples"] = std::move(samples);
+  std::vector<std::string> parts;
+  for (const auto& [k, v] : events_by_type_) parts.push_back(absl::StrCat(k, " ", v));
+  control.summary =
+      absl::StrCat(events_, " event(s)", parts.empty() ? "" : ": ", absl::StrJoin(parts, ", "));
+  return control;
+}
+
+// AU-6: rule hits, anomalies and the busiest identities.
+ControlReport Collector::AuditReview(const Identities& identities,
+                                     const v1::VerifyAuditResponse& verify) const {
+  ControlReport control;
+  Json rules = Json::object();
+  Json g = Json::object();
+  for (const auto& [name, h] : guardrail_hits_)
+    g[name.empty() ? "(none)" : name] = ToJson(h.by_decision);
+  rules["guardrails"] = std::move(g);
+  Json m = Json::object();
+  for (const auto& [name, h] : masking_hits_) {
+    m[name]["statements"] = h.statements;
+    m[name]["masked_rows"] = h.rows;
   }
-  // AU-6
-  {
-    Json rules = Json::object();
-    Json g = Json::object();
-    for (const auto& [name, h] : guardrail_hits_)
-      g[name.empty() ? "(none)" : name] = ToJson(h.by_decision);
-    rules["guardrails"] = std::move(g);
-    Json m = Json::object();
-    for (const auto& [name, h] : masking_hits_) {
-      m[name]["statements"] = h.statements;
-      m[name]["masked_rows"] = h.rows;
-    }
-    rules["masking_rules"] = std::move(m);
-    Json p = Json::object();
-    for (const auto& [name, c] : approval_policy_hits_)
-      p[name.empty() ? "(none)" : name] = ToJson(c);
-    rules["approval_policies"] = std::move(p);
-    rules["access_rules"] = ToJson(access_rule_hits_);
-    counts[kAU6]["rule_hits"] = std::move(rules);
-    Json anomalies = Json::object();
-    auto decided = [this](const char* d) {
-      auto it = statement_decisions_.find(d);
-      return it == statement_decisions_.end() ? int64_t{0} : it->second;
-    };
-    anomalies["statements_blocked"] = decided("blocked");
-    anomalies["statements_denied"] = decided("denied");
-    anomalies["statements_refused"] = decided("refused");
-    anomalies["held_not_approved"] = held_not_run_;
-    anomalies["alerts"] = alerted_;
-    anomalies["sessions_refused"] = sessions_refused_;
-    anomalies["authentication_failures"] = auth_failures_;
-    anomalies["admin_calls_refused"] = admin_refused_;
-    anomalies["audit_chain_problems"] = verify.problems();
-    counts[kAU6]["anomalies"] = anomalies;
-    std::vector<const IdentityTally*> top;
-    for (const auto& [key, t] : identities) top.push_back(&t);
-    std::stable_sort(top.begin(), top.end(), [](const IdentityTally* a, const IdentityTally* b) {
-      return a->statements + a->sessions > b->statements + b->sessions;
-    });
-    Json tops = Json::array();
-    for (size_t i = 0; i < top.size() && i < kTopIdentities; ++i) {
-      Json j;
-      j["issuer"] = top[i]->issuer;
-      j["subject"] = top[i]->subject;
-      j["sessions"] = top[i]->sessions;
-      j["statements"] = top[i]->statements;
-      tops.push_back(std::move(j));
-    }
-    evidence[kAU6]["top_identities"] = std::move(tops);
-    summary[kAU6] =
-        absl::StrCat(decided("blocked"), " blocked, ", decided("denied") + held_not_run_,
-                     " denied, ", decided("refused"), " refused statement(s); ", alerted_,
-                     " alert(s); ", sessions_refused_, " refused session(s)");
+  rules["masking_rules"] = std::move(m);
+  Json p = Json::object();
+  for (const auto& [name, c] : approval_policy_hits_) p[name.empty() ? "(none)" : name] = ToJson(c);
+  rules["approval_policies"] = std::move(p);
+  rules["access_rules"] = ToJson(access_rule_hits_);
+  control.counts["rule_hits"] = std::move(rules);
+  Json anomalies = Json::object();
+  anomalies["statements_blocked"] = StatementsDecided("blocked");
+  anomalies["statements_denied"] = StatementsDecided("denied");
+  anomalies["statements_refused"] = StatementsDecided("refused");
+  anomalies["held_not_approved"] = held_not_run_;
+  anomalies["alerts"] = alerted_;
+  anomalies["sessions_refused"] = sessions_refused_;
+  anomalies["authentication_failures"] = auth_failures_;
+  anomalies["admin_calls_refused"] = admin_refused_;
+  anomalies["audit_chain_problems"] = verify.problems();
+  control.counts["anomalies"] = anomalies;
+  std::vector<const IdentityTally*> top;
+  for (const auto& [key, t] : identities) top.push_back(&t);
+  std::stable_sort(top.begin(), top.end(), [](const IdentityTally* a, const IdentityTally* b) {
+    return a->statements + a->sessions > b->statements + b->sessions;
+  });
+  Json tops = Json::array();
+  for (size_t i = 0; i < top.size() && i < kTopIdentities; ++i) {
+    Json j;
+    j["issuer"] = top[i]->issuer;
+    j["subject"] = top[i]->subject;
+    j["sessions"] = top[i]->sessions;
+    j["statements"] = top[i]->statements;
+    tops.push_back(std::move(j));
   }
-  // AU-9
-  {
-    counts[kAU9]["records_checked"] = verify.records();
-    counts[kAU9]["agents"] = verify.agents();
-    counts[kAU9]["problems"] = verify.problems();
-    counts[kAU9]["checkpoints_verified"] = verify.checkpoints();
-    counts[kAU9]["checkpoints_in_window"] = checkpoints_;
-    counts[kAU9]["ingest_refusals"] = audit_ingest_refused_;
-    counts[kAU9]["audit_key_mismatches"] = audit_key_mismatch_;
-    counts[kAU9]["recording_slices_verified"] = verify.recording_slices();
-    counts[kAU9]["purged_records"] = verify.purged();
-    counts[kAU9]["trails_complete"] = verify.anchored_agents();
-    counts[kAU9]["purge_tombstones_verified"] = verify.tombstones();
-    counts[kAU9]["session_index_rows_verified"] = verify.sessions_checked();
-    counts[kAU9]["chain_resumes"] = verify.chain_resumes();
-    evidence[kAU9]["verify_ok"] = verify.ok();
-    evidence[kAU9]["first_problem"] = verify.first_problem();
-    evidence[kAU9]["signed_through"] = verify.signed_through();
-    summary[kAU9] =
-        verify.ok() ? absl::StrCat("audit chain verified: ", verify.records(), " record(s) of ",
-                                   verify.agents(), " agent(s), every checksum and link intact; ",
-                                   verify.anchored_agents(),
-                                   " trail(s) complete from signed genesis to signed head; ",
-                                   verify.checkpoints(), " signed checkpoint(s) hold")
-                    : absl::StrCat("audit chain verification FAILED: ", verify.problems(),
-                                   " problem(s); first: ", Cap(verify.first_problem()));
+  control.evidence["top_identities"] = std::move(tops);
+  control.summary = absl::StrCat(StatementsDecided("blocked"), " blocked, ",
+                                 StatementsDecided("denied") + held_not_run_, " denied, ",
+                                 StatementsDecided("refused"), " refused statement(s); ", alerted_,
+                                 " alert(s); ", sessions_refused_, " refused session(s)");
+  return control;
+}
+
+// AU-9: the audit chain's verification.
+ControlReport Collector::AuditProtection(const v1::VerifyAuditResponse& verify) const {
+  ControlReport control;
+  control.counts["records_checked"] = verify.records();
+  control.counts["agents"] = verify.agents();
+  control.counts["problems"] = verify.problems();
+  control.counts["checkpoints_verified"] = verify.checkpoints();
+  control.counts["checkpoints_in_window"] = checkpoints_;
+  control.counts["ingest_refusals"] = audit_ingest_refused_;
+  control.counts["audit_key_mismatches"] = audit_key_mismatch_;
+  control.counts["recording_slices_verified"] = verify.recording_slices();
+  control.counts["purged_records"] = verify.purged();
+  control.counts["trails_complete"] = verify.anchored_agents();
+  control.counts["purge_tombstones_verified"] = verify.tombstones();
+  control.counts["session_index_rows_verified"] = verify.sessions_checked();
+  control.counts["chain_resumes"] = verify.chain_resumes();
+  control.evidence["verify_ok"] = verify.ok();
+  control.evidence["first_problem"] = verify.first_problem();
+  control.evidence["signed_through"] = verify.signed_through();
+  control.summary =
+      verify.ok() ? absl::StrCat("audit chain verified: ", verify.records(), " record(s) of ",
+                                 verify.agents(), " agent(s), every checksum and link intact; ",
+                                 verify.anchored_agents(),
+                                 " trail(s) complete from signed genesis to signed head; ",
+                                 verify.checkpoints(), " signed checkpoint(s) hold")
+                  : absl::StrCat("audit chain verification FAILED: ", verify.problems(),
+                                 " problem(s); first: ", Cap(verify.first_problem()));
+  return control;
+}
+
+// AU-10: signed checkpoints and approval votes.
+ControlReport Collector::NonRepudiation(const v1::VerifyAuditResponse& verify) const {
+  ControlReport control;
+  control.counts["checkpoints_in_window"] = checkpoints_;
+  control.counts["checkpoints_verified"] = verify.checkpoints();
+  control.counts["approval_votes"] = votes_;
+  control.counts["approvers"] = approver_votes_.size();
+  Json per_agent = Json::array();
+  for (const auto& [agent, a] : agents_) {
+    if (a.events == 0) continue;
+    Json j;
+    j["agent_id"] = agent;
+    j["checkpoints"] = a.checkpoints;
+    per_agent.push_back(std::move(j));
   }
-  // AU-10
-  {
-    counts[kAU10]["checkpoints_in_window"] = checkpoints_;
-    counts[kAU10]["checkpoints_verified"] = verify.checkpoints();
-    counts[kAU10]["approval_votes"] = votes_;
-    counts[kAU10]["approvers"] = approver_votes_.size();
-    Json per_agent = Json::array();
-    for (const auto& [agent, a] : agents_) {
-      if (a.events == 0) continue;
-      Json j;
-      j["agent_id"] = agent;
-      j["checkpoints"] = a.checkpoints;
-      per_agent.push_back(std::move(j));
-    }
-    evidence[kAU10]["checkpoints_per_agent"] = std::move(per_agent);
-    evidence[kAU10]["signed_through"] = verify.signed_through();
-    Json approvers = Json::array();
-    for (const auto& [who, n] : approver_votes_) {
-      Json j;
-      j["approver"] = who;
-      j["votes"] = n;
-      approvers.push_back(std::move(j));
-    }
-    evidence[kAU10]["approvers"] = std::move(approvers);
-    summary[kAU10] = absl::StrCat(checkpoints_, " signed checkpoint(s) in the window (",
-                                  verify.checkpoints(), " verified in the store); ", votes_,
-                                  " approval vote(s) by ", approver_votes_.size(), " approver(s)");
-    not_recorded(kAU10, "a signature of each approval vote",
-                 "the approver's OIDC token is verified when the vote is cast and the vote names "
-                 "that identity; the "
-                 "token itself is not kept");
+  control.evidence["checkpoints_per_agent"] = std::move(per_agent);
+  control.evidence["signed_through"] = verify.signed_through();
+  Json approvers = Json::array();
+  for (const auto& [who, n] : approver_votes_) {
+    Json j;
+    j["approver"] = who;
+    j["votes"] = n;
+    approvers.push_back(std::move(j));
   }
-  // AU-11
-  {
-    // How long each connection's sessions are kept: the longest `keep` of the RetentionPolicies
-    // selecting it (controlplane/service/retention.h); none selects it = kept for good.
-    Json policies = Json::array();
+  control.evidence["approvers"] = std::move(approvers);
+  control.summary = absl::StrCat(checkpoints_, " signed checkpoint(s) in the window (",
+                                 verify.checkpoints(), " verified in the store); ", votes_,
+                                 " approval vote(s) by ", approver_votes_.size(), " approver(s)");
+  control.NotRecorded(
+      "a signature of each approval vote",
+      "the approver's OIDC token is verified when the vote is cast and the vote names "
+      "that identity; the "
+      "token itself is not kept");
+  return control;
+}
+
+// AU-11: retention policies, legal holds, purges and what the store still holds.
+ControlReport Collector::AuditRetention(const v1::VerifyAuditResponse& verify) const {
+  ControlReport control;
+  // How long each connection's sessions are kept: the longest `keep` of the RetentionPolicies
+  // selecting it (controlplane/service/retention.h); none selects it = kept for good.
+  Json policies = Json::array();
+  for (const StoredResource& r : retention_) {
+    const v1::RetentionPolicy& p = r.resource.retention_policy();
+    Json j;
+    j["name"] = p.name();
+    j["connections"]["names"] =
+        std::vector<std::string>(p.connections().names().begin(), p.connections().names().end());
+    j["connections"]["tags"] = std::map<std::string, std::string>(p.connections().tags().begin(),
+                                                                  p.connections().tags().end());
+    j["keep_s"] = p.keep().seconds();
+    j["last_changed"] = Rfc3339(r.resource.meta().updated_unix_ms());
+    j["last_changed_by"] = r.resource.meta().updated_by();
+    policies.push_back(std::move(j));
+  }
+  Json kept = Json::array();
+  for (const StoredResource& c : connections_) {
+    int64_t keep = 0;
     for (const StoredResource& r : retention_) {
       const v1::RetentionPolicy& p = r.resource.retention_policy();
-      Json j;
-      j["name"] = p.name();
-      j["connections"]["names"] =
-          std::vector<std::string>(p.connections().names().begin(), p.connections().names().end());
-      j["connections"]["tags"] = std::map<std::string, std::string>(p.connections().tags().begin(),
-                                                                    p.connections().tags().end());
-      j["keep_s"] = p.keep().seconds();
-      j["last_changed"] = Rfc3339(r.resource.meta().updated_unix_ms());
-      j["last_changed_by"] = r.resource.meta().updated_by();
-      policies.push_back(std::move(j));
-    }
-    Json kept = Json::array();
-    for (const StoredResource& c : connections_) {
-      int64_t keep = 0;
-      for (const StoredResource& r : retention_) {
-        const v1::RetentionPolicy& p = r.resource.retention_policy();
-        if (policy::SelectsConnection(p.connections(), c.resource.connection())) {
-          keep = std::max<int64_t>(keep, p.keep().seconds());
-        }
+      if (policy::SelectsConnection(p.connections(), c.resource.connection())) {
+        keep = std::max<int64_t>(keep, p.keep().seconds());
       }
-      Json j;
-      j["connection"] = c.resource.connection().name();
-      j["keep_s"] = keep == 0 ? Json("forever") : Json(keep);
-      kept.push_back(std::move(j));
     }
-    counts[kAU11]["retention_policies"] = retention_.size();
-    counts[kAU11]["sessions_on_legal_hold"] = held_.legal_holds;
-    counts[kAU11]["legal_hold_changes"] = holds_.items.size() + holds_.left_out;
-    counts[kAU11]["purges"] = purges_.items.size() + purges_.left_out;
-    counts[kAU11]["purged_records_in_window"] = purged_;
-    counts[kAU11]["purged_records_held"] = verify.purged();
-    counts[kAU11]["oldest_event"] =
-        held_.oldest_event_ms == 0 ? Json(nullptr) : Json(Rfc3339(held_.oldest_event_ms));
-    counts[kAU11]["oldest_audit_record"] =
-        held_.oldest_audit_ms == 0 ? Json(nullptr) : Json(Rfc3339(held_.oldest_audit_ms));
-    counts[kAU11]["event_records_held"] = verify.records();
-    counts[kAU11]["audit_records_held"] = held_.audit_records;
-    evidence[kAU11]["retention_policies"] = std::move(policies);
-    evidence[kAU11]["retention_per_connection_now"] = std::move(kept);
-    purges_.Into(evidence[kAU11], "purges");
-    holds_.Into(evidence[kAU11], "legal_hold_changes");
-    summary[kAU11] = absl::StrCat(
-        retention_.size(), " retention polic", retention_.size() == 1 ? "y" : "ies", ", ",
-        held_.legal_holds, " session(s) on legal hold, ", counts[kAU11]["purges"].get<int64_t>(),
-        " purge(s) in the window; oldest event held ",
-        held_.oldest_event_ms == 0 ? "none" : Rfc3339(held_.oldest_event_ms));
-    if (purged_ > 0) {
-      not_recorded(kAU11, absl::StrCat("the content of ", purged_, " event(s) in the window"),
-                   "retention purged their sessions; they stay in the chain as purged records "
-                   "(their hash kept), "
-                   "so the other controls do not count them");
-    }
+    Json j;
+    j["connection"] = c.resource.connection().name();
+    j["keep_s"] = keep == 0 ? Json("forever") : Json(keep);
+    kept.push_back(std::move(j));
   }
-  // AU-12
-  {
-    int64_t reporting = 0, gaps = 0, restarts = 0;
-    Json list = Json::array();
-    std::set<std::string> listed;
-    for (const auto& [agent, a] : agents_) {
-      if (a.events == 0) continue;
-      ++reporting;
-      gaps += a.gaps;
-      restarts += a.restarts;
-    }
-    for (const AgentRecord& r : enrolled_) listed.insert(r.id);
-    for (const auto& [agent, a] : agents_) listed.insert(agent);
-    for (const std::string& agent : listed) {
-      auto it = agents_.find(agent);
-      const AgentTally empty;
-      const AgentTally& a = it == agents_.end() ? empty : it->second;
-      Json j;
-      j["agent_id"] = agent;
-      j["reporting"] = a.events > 0;
-      j["events"] = a.events;
-      j["first_sequence"] = a.first_sequence;
-      j["last_sequence"] = a.last_sequence;
-      j["sequence_gaps"] = a.gaps;
-      j["restarts"] = a.restarts;
-      auto rec = std::find_if(enrolled_.begin(), enrolled_.end(),
-                              [&](const AgentRecord& r) { return r.id == agent; });
-      j["enrolled"] = rec == enrolled_.end() ? Json(nullptr) : Json(Rfc3339(rec->enrolled_ms));
-      j["agent_version"] = rec == enrolled_.end() ? "" : rec->agent_version;
-      list.push_back(std::move(j));
-    }
-    counts[kAU12]["agents_enrolled"] = enrolled_.size();
-    counts[kAU12]["agents_reporting"] = reporting;
-    counts[kAU12]["events"] = events_;
-    counts[kAU12]["sequence_gaps"] = gaps;
-    counts[kAU12]["agent_restarts"] = restarts;
-    evidence[kAU12]["agents"] = std::move(list);
-    gaps_list_.Into(evidence[kAU12], "sequence_gaps");
-    summary[kAU12] =
-        absl::StrCat(reporting, " of ", enrolled_.size(), " enrolled agent(s) reported ", events_,
-                     " event(s); ", gaps, " sequence gap(s)");
+  control.counts["retention_policies"] = retention_.size();
+  control.counts["sessions_on_legal_hold"] = held_.legal_holds;
+  control.counts["legal_hold_changes"] = holds_.items.size() + holds_.left_out;
+  control.counts["purges"] = purges_.items.size() + purges_.left_out;
+  control.counts["purged_records_in_window"] = purged_;
+  control.counts["purged_records_held"] = verify.purged();
+  control.counts["oldest_event"] =
+      held_.oldest_event_ms == 0 ? Json(nullptr) : Json(Rfc3339(held_.oldest_event_ms));
+  control.counts["oldest_audit_record"] =
+      held_.oldest_audit_ms == 0 ? Json(nullptr) : Json(Rfc3339(held_.oldest_audit_ms));
+  control.counts["event_records_held"] = verify.records();
+  control.counts["audit_records_held"] = held_.audit_records;
+  control.evidence["retention_policies"] = std::move(policies);
+  control.evidence["retention_per_connection_now"] = std::move(kept);
+  purges_.Into(control.evidence, "purges");
+  holds_.Into(control.evidence, "legal_hold_changes");
+  control.summary = absl::StrCat(
+      retention_.size(), " retention polic", retention_.size() == 1 ? "y" : "ies", ", ",
+      held_.legal_holds, " session(s) on legal hold, ", control.counts["purges"].get<int64_t>(),
+      " purge(s) in the window; oldest event held ",
+      held_.oldest_event_ms == 0 ? "none" : Rfc3339(held_.oldest_event_ms));
+  if (purged_ > 0) {
+    control.NotRecorded(absl::StrCat("the content of ", purged_, " event(s) in the window"),
+                        "retention purged their sessions; they stay in the chain as purged records "
+                        "(their hash kept), "
+                        "so the other controls do not count them");
   }
-  // CM-5
-  {
-    counts[kCM5]["ddl_ran"] = ddl_ran_;
-    counts[kCM5]["ddl_ran_with_approval"] = ddl_with_approval_;
-    counts[kCM5]["ddl_ran_without_approval"] = ddl_ran_ - ddl_with_approval_;
-    counts[kCM5]["ddl_stopped"] = ddl_stopped_;
-    counts[kCM5]["policy_changes"] = policy_changes_.items.size() + policy_changes_.left_out;
-    ddl_list_.Into(evidence[kCM5], "ddl");
-    policy_changes_.Into(evidence[kCM5], "policy_changes");
-    summary[kCM5] =
-        absl::StrCat(ddl_ran_, " DDL statement(s) ran (", ddl_with_approval_,
-                     " with an approval), ", ddl_stopped_, " stopped; ",
-                     counts[kCM5]["policy_changes"].get<int64_t>(), " policy change(s)");
+  return control;
+}
+
+// AU-12: which agents reported, their sequences, gaps and restarts.
+ControlReport Collector::AuditGeneration() const {
+  ControlReport control;
+  int64_t reporting = 0, gaps = 0, restarts = 0;
+  Json list = Json::array();
+  std::set<std::string> listed;
+  for (const auto& [agent, a] : agents_) {
+    if (a.events == 0) continue;
+    ++reporting;
+    gaps += a.gaps;
+    restarts += a.restarts;
   }
-  // IA-2/IA-5
-  {
-    counts[kIA2]["authentication_failures"] = auth_failures_;
-    Json reasons = Json::object();
-    std::vector<std::pair<int64_t, std::string>> by_count;
-    for (const auto& [why, n] : auth_failure_reasons_) by_count.push_back({n, why});
-    std::stable_sort(by_count.begin(), by_count.end(),
-                     [](const auto& a, const auto& b) { return a.first > b.first; });
-    for (size_t i = 0; i < by_count.size() && i < kMaxReasons; ++i)
-      reasons[by_count[i].second] = by_count[i].first;
-    counts[kIA2]["failures_by_reason"] = std::move(reasons);
-    counts[kIA2]["admin_api_authentication_failures"] = admin_unauthenticated_;
-    Json lifetimes = Json::object();
-    std::vector<int64_t> l = token_lifetimes_s_;
-    std::sort(l.begin(), l.end());
-    lifetimes["tokens"] = l.size();
-    lifetimes["min_s"] = l.empty() ? Json(nullptr) : Json(l.front());
-    lifetimes["median_s"] = l.empty() ? Json(nullptr) : Json(l[l.size() / 2]);
-    lifetimes["max_s"] = l.empty() ? Json(nullptr) : Json(l.back());
-    lifetimes["without_iat"] = tokens_without_iat_;
-    lifetimes["not_recorded"] = tokens_not_recorded_;
-    counts[kIA2]["token_lifetimes"] = std::move(lifetimes);
-    counts[kIA2]["token_algorithms"] = ToJson(token_algorithms_);
-    auth_failures_list_.Into(evidence[kIA2], "authentication_failures");
-    summary[kIA2] =
-        absl::StrCat(auth_failures_, " authentication failure(s) at agents, ",
-                     admin_unauthenticated_, " at the admin API; token lifetimes ",
-                     l.empty() ? "not recorded" : absl::StrCat(l.front(), " to ", l.back(), " s"));
-    if (tokens_not_recorded_ > 0) {
-      not_recorded(
-          kIA2,
-          absl::StrCat("token lifetime and algorithm of ", tokens_not_recorded_, " session(s)"),
-          "their session_start events come from agents that did not record them yet");
-    }
+  for (const AgentRecord& r : enrolled_) listed.insert(r.id);
+  for (const auto& [agent, a] : agents_) listed.insert(agent);
+  for (const std::string& agent : listed) {
+    auto it = agents_.find(agent);
+    const AgentTally empty;
+    const AgentTally& a = it == agents_.end() ? empty : it->second;
+    Json j;
+    j["agent_id"] = agent;
+    j["reporting"] = a.events > 0;
+    j["events"] = a.events;
+    j["first_sequence"] = a.first_sequence;
+    j["last_sequence"] = a.last_sequence;
+    j["sequence_gaps"] = a.gaps;
+    j["restarts"] = a.restarts;
+    auto rec = std::find_if(enrolled_.begin(), enrolled_.end(),
+                            [&](const AgentRecord& r) { return r.id == agent; });
+    j["enrolled"] = rec == enrolled_.end() ? Json(nullptr) : Json(Rfc3339(rec->enrolled_ms));
+    j["agent_version"] = rec == enrolled_.end() ? "" : rec->agent_version;
+    list.push_back(std::move(j));
   }
-  // IR-4/IR-5
-  {
-    counts[kIR4]["blocked"] = blocked_;
-    counts[kIR4]["denied_by_guardrail"] =
-        statement_decisions_.count("denied") ? statement_decisions_["denied"] : 0;
-    counts[kIR4]["held_not_approved"] = held_not_run_;
-    counts[kIR4]["alerts"] = alerted_;
-    counts[kIR4]["sessions_refused"] = sessions_refused_;
-    blocked_list_.Into(evidence[kIR4], "blocked");
-    held_list_.Into(evidence[kIR4], "held_not_approved");
-    alerts_list_.Into(evidence[kIR4], "alerts");
-    summary[kIR4] = absl::StrCat(blocked_, " statement(s) blocked, ", held_not_run_,
+  control.counts["agents_enrolled"] = enrolled_.size();
+  control.counts["agents_reporting"] = reporting;
+  control.counts["events"] = events_;
+  control.counts["sequence_gaps"] = gaps;
+  control.counts["agent_restarts"] = restarts;
+  control.evidence["agents"] = std::move(list);
+  gaps_list_.Into(control.evidence, "sequence_gaps");
+  control.summary =
+      absl::StrCat(reporting, " of ", enrolled_.size(), " enrolled agent(s) reported ", events_,
+                   " event(s); ", gaps, " sequence gap(s)");
+  return control;
+}
+
+// CM-5: DDL that ran or was stopped, and policy changes.
+ControlReport Collector::ChangeRestriction() const {
+  ControlReport control;
+  control.counts["ddl_ran"] = ddl_ran_;
+  control.counts["ddl_ran_with_approval"] = ddl_with_approval_;
+  control.counts["ddl_ran_without_approval"] = ddl_ran_ - ddl_with_approval_;
+  control.counts["ddl_stopped"] = ddl_stopped_;
+  control.counts["policy_changes"] = policy_changes_.items.size() + policy_changes_.left_out;
+  ddl_list_.Into(control.evidence, "ddl");
+  policy_changes_.Into(control.evidence, "policy_changes");
+  control.summary = absl::StrCat(
+      ddl_ran_, " DDL statement(s) ran (", ddl_with_approval_, " with an approval), ", ddl_stopped_,
+      " stopped; ", control.counts["policy_changes"].get<int64_t>(), " policy change(s)");
+  return control;
+}
+
+// IA-2/IA-5: authentication failures, token lifetimes and algorithms.
+ControlReport Collector::Authentication() const {
+  ControlReport control;
+  control.counts["authentication_failures"] = auth_failures_;
+  Json reasons = Json::object();
+  std::vector<std::pair<int64_t, std::string>> by_count;
+  for (const auto& [why, n] : auth_failure_reasons_) by_count.push_back({n, why});
+  std::stable_sort(by_count.begin(), by_count.end(),
+                   [](const auto& a, const auto& b) { return a.first > b.first; });
+  for (size_t i = 0; i < by_count.size() && i < kMaxReasons; ++i)
+    reasons[by_count[i].second] = by_count[i].first;
+  control.counts["failures_by_reason"] = std::move(reasons);
+  control.counts["admin_api_authentication_failures"] = admin_unauthenticated_;
+  Json lifetimes = Json::object();
+  std::vector<int64_t> l = token_lifetimes_s_;
+  std::sort(l.begin(), l.end());
+  lifetimes["tokens"] = l.size();
+  lifetimes["min_s"] = l.empty() ? Json(nullptr) : Json(l.front());
+  lifetimes["median_s"] = l.empty() ? Json(nullptr) : Json(l[l.size() / 2]);
+  lifetimes["max_s"] = l.empty() ? Json(nullptr) : Json(l.back());
+  lifetimes["without_iat"] = tokens_without_iat_;
+  lifetimes["not_recorded"] = tokens_not_recorded_;
+  control.counts["token_lifetimes"] = std::move(lifetimes);
+  control.counts["token_algorithms"] = ToJson(token_algorithms_);
+  auth_failures_list_.Into(control.evidence, "authentication_failures");
+  control.summary =
+      absl::StrCat(auth_failures_, " authentication failure(s) at agents, ", admin_unauthenticated_,
+                   " at the admin API; token lifetimes ",
+                   l.empty() ? "not recorded" : absl::StrCat(l.front(), " to ", l.back(), " s"));
+  if (tokens_not_recorded_ > 0) {
+    control.NotRecorded(
+        absl::StrCat("token lifetime and algorithm of ", tokens_not_recorded_, " session(s)"),
+        "their session_start events come from agents that did not record them yet");
+  }
+  return control;
+}
+
+// IR-4/IR-5: statements blocked, held and not approved, alerts.
+ControlReport Collector::IncidentHandling() const {
+  ControlReport control;
+  control.counts["blocked"] = blocked_;
+  control.counts["denied_by_guardrail"] = StatementsDecided("denied");
+  control.counts["held_not_approved"] = held_not_run_;
+  control.counts["alerts"] = alerted_;
+  control.counts["sessions_refused"] = sessions_refused_;
+  blocked_list_.Into(control.evidence, "blocked");
+  held_list_.Into(control.evidence, "held_not_approved");
+  alerts_list_.Into(control.evidence, "alerts");
+  control.summary = absl::StrCat(blocked_, " statement(s) blocked, ", held_not_run_,
                                  " held and not approved, ", alerted_, " alert(s)");
-    not_recorded(kIR4, "alert notifications",
-                 "an alert rule records an alert event (listed here); no notification is sent out");
-  }
-  // SC-8/SC-13
-  {
-    counts[kSC8]["sessions"] = sessions_started_;
-    counts[kSC8]["client_tls"] = tls_sessions_;
-    counts[kSC8]["client_plaintext"] = plaintext_sessions_;
-    counts[kSC8]["client_tls_versions"] = ToJson(tls_versions_);
-    counts[kSC8]["client_tls_ciphers"] = ToJson(tls_ciphers_);
-    counts[kSC8]["upstream_tls"] = upstream_tls_;
-    counts[kSC8]["upstream_plaintext"] = upstream_plaintext_;
-    counts[kSC8]["upstream_tls_versions"] = ToJson(upstream_tls_versions_);
-    counts[kSC8]["upstream_tls_ciphers"] = ToJson(upstream_tls_ciphers_);
-    counts[kSC8]["token_algorithms"] = ToJson(token_algorithms_);
-    Counts settings;
-    for (const StoredResource& r : connections_) {
-      switch (r.resource.connection().upstream().tls()) {
-        case v1::UPSTREAM_TLS_DISABLE:
-          ++settings["disable"];
-          break;
-        case v1::UPSTREAM_TLS_VERIFY_FULL:
-          ++settings["verify_full"];
-          break;
-        default:
-          ++settings["require"];
-          break;
-      }
-    }
-    counts[kSC8]["connections_by_upstream_tls_setting"] = ToJson(settings);
-    tls_list_.Into(evidence[kSC8], "sessions");
-    std::vector<std::string> parts;
-    for (const auto& [k, v] : tls_versions_) parts.push_back(absl::StrCat(k, " ", v));
-    summary[kSC8] = absl::StrCat(
-        tls_sessions_, " of ", sessions_started_, " session(s) over TLS on the client leg",
-        parts.empty() ? "" : " (", absl::StrJoin(parts, ", "), parts.empty() ? "" : ")", "; ",
-        upstream_tls_, " over TLS upstream");
-    if (tls_not_recorded_ > 0 || upstream_not_recorded_ > 0) {
-      not_recorded(kSC8,
-                   absl::StrCat("TLS version and cipher of ",
-                                std::max(tls_not_recorded_, upstream_not_recorded_), " session(s)"),
-                   "their session_start events come from agents that did not record them yet");
+  control.NotRecorded(
+      "alert notifications",
+      "an alert rule records an alert event (listed here); no notification is sent out");
+  return control;
+}
+
+// SC-8/SC-13: TLS on the client and upstream legs.
+ControlReport Collector::TransmissionProtection() const {
+  ControlReport control;
+  control.counts["sessions"] = sessions_started_;
+  control.counts["client_tls"] = tls_sessions_;
+  control.counts["client_plaintext"] = plaintext_sessions_;
+  control.counts["client_tls_versions"] = ToJson(tls_versions_);
+  control.counts["client_tls_ciphers"] = ToJson(tls_ciphers_);
+  control.counts["upstream_tls"] = upstream_tls_;
+  control.counts["upstream_plaintext"] = upstream_plaintext_;
+  control.counts["upstream_tls_versions"] = ToJson(upstream_tls_versions_);
+  control.counts["upstream_tls_ciphers"] = ToJson(upstream_tls_ciphers_);
+  control.counts["token_algorithms"] = ToJson(token_algorithms_);
+  Counts settings;
+  for (const StoredResource& r : connections_) {
+    switch (r.resource.connection().upstream().tls()) {
+      case v1::UPSTREAM_TLS_DISABLE:
+        ++settings["disable"];
+        break;
+      case v1::UPSTREAM_TLS_VERIFY_FULL:
+        ++settings["verify_full"];
+        break;
+      default:
+        ++settings["require"];
+        break;
     }
   }
-  // SC-28
-  {
-    int64_t sealed = 0, on_agents = 0, webhook_sealed = 0;
-    Json list = Json::array();
-    for (const StoredResource& r : connections_) {
-      const v1::Credentials& c = r.resource.connection().credentials();
-      Json j;
-      j["connection"] = r.resource.connection().name();
-      if (!r.sealed_secret.empty()) {
-        ++sealed;
-        j["password"] = "stored encrypted (AES-256-GCM under the master key)";
-      } else if (!c.password_from().empty()) {
-        ++on_agents;
-        j["password"] = absl::StartsWith(c.password_from(), "env:")
-                            ? "held on the agent (environment variable)"
-                            : "held on the agent (file)";
-      } else {
-        j["password"] = "none";
-      }
-      list.push_back(std::move(j));
-    }
-    for (const StoredResource& r : webhooks_) webhook_sealed += r.sealed_secret.empty() ? 0 : 1;
-    counts[kSC28]["connections"] = connections_.size();
-    counts[kSC28]["connection_secrets_encrypted"] = sealed;
-    counts[kSC28]["connection_secrets_on_agents"] = on_agents;
-    counts[kSC28]["webhook_secrets_encrypted"] = webhook_sealed;
-    counts[kSC28]["masked_statements"] = masked_statements_;
-    counts[kSC28]["masked_rows"] = masked_rows_;
-    Json m = Json::object();
-    for (const auto& [name, h] : masking_hits_) {
-      m[name]["statements"] = h.statements;
-      m[name]["masked_rows"] = h.rows;
-    }
-    counts[kSC28]["masking_by_rule"] = std::move(m);
-    counts[kSC28]["sessions_recorded"] = recorded_sessions_.size();
-    counts[kSC28]["recorded_events"] = recorded_events_;
-    counts[kSC28]["recording_bytes"] = recording_bytes_;
-    evidence[kSC28]["connection_credentials"] = std::move(list);
-    summary[kSC28] =
-        absl::StrCat(sealed, " connection secret(s) encrypted at rest, ", on_agents,
-                     " held on agents; ", masked_statements_, " statement(s) with masked results; ",
-                     recorded_sessions_.size(), " session(s) recorded (after masking)");
+  control.counts["connections_by_upstream_tls_setting"] = ToJson(settings);
+  tls_list_.Into(control.evidence, "sessions");
+  std::vector<std::string> parts;
+  for (const auto& [k, v] : tls_versions_) parts.push_back(absl::StrCat(k, " ", v));
+  control.summary = absl::StrCat(
+      tls_sessions_, " of ", sessions_started_, " session(s) over TLS on the client leg",
+      parts.empty() ? "" : " (", absl::StrJoin(parts, ", "), parts.empty() ? "" : ")", "; ",
+      upstream_tls_, " over TLS upstream");
+  if (tls_not_recorded_ > 0 || upstream_not_recorded_ > 0) {
+    control.NotRecorded(
+        absl::StrCat("TLS version and cipher of ",
+                     std::max(tls_not_recorded_, upstream_not_recorded_), " session(s)"),
+        "their session_start events come from agents that did not record them yet");
   }
-  // SI-4
-  {
-    Json c = Json::object();
-    c["sessions_started"] = sessions_started_;
-    c["sessions_refused"] = sessions_refused_;
-    c["sessions_ended"] = sessions_ended_;
-    c["statements"] = statements_;
-    c["statement_errors"] = statement_errors_;
-    c["statements_blocked"] = blocked_;
-    c["statements_refused"] =
-        statement_decisions_.count("refused") ? statement_decisions_["refused"] : 0;
-    c["alerts"] = alerted_;
-    c["approvals_requested"] = approvals_;
-    c["approvals_expired"] = approvals_expired_;
-    c["webhook_deliveries"] = webhook_deliveries_;
-    c["webhook_failures"] = webhook_failures_;
-    c["authentication_failures"] = auth_failures_;
-    c["admin_calls"] = admin_calls_;
-    c["admin_calls_refused"] = admin_refused_;
-    c["audit_ingest_refusals"] = audit_ingest_refused_;
-    counts[kSI4] = std::move(c);
-    evidence[kSI4]["admin_calls_refused_by_outcome"] = ToJson(admin_refused_by_outcome_);
-    summary[kSI4] = absl::StrCat(statements_, " statement(s) in ", sessions_started_,
+  return control;
+}
+
+// SC-28: secrets encrypted at rest, masking and recordings.
+ControlReport Collector::ProtectionAtRest() const {
+  ControlReport control;
+  int64_t sealed = 0, on_agents = 0, webhook_sealed = 0;
+  Json list = Json::array();
+  for (const StoredResource& r : connections_) {
+    const v1::Credentials& c = r.resource.connection().credentials();
+    Json j;
+    j["connection"] = r.resource.connection().name();
+    if (!r.sealed_secret.empty()) {
+      ++sealed;
+      j["password"] = "stored encrypted (AES-256-GCM under the master key)";
+    } else if (!c.password_from().empty()) {
+      ++on_agents;
+      j["password"] = absl::StartsWith(c.password_from(), "env:")
+                          ? "held on the agent (environment variable)"
+                          : "held on the agent (file)";
+    } else {
+      j["password"] = "none";
+    }
+    list.push_back(std::move(j));
+  }
+  for (const StoredResource& r : webhooks_) webhook_sealed += r.sealed_secret.empty() ? 0 : 1;
+  control.counts["connections"] = connections_.size();
+  control.counts["connection_secrets_encrypted"] = sealed;
+  control.counts["connection_secrets_on_agents"] = on_agents;
+  control.counts["webhook_secrets_encrypted"] = webhook_sealed;
+  control.counts["masked_statements"] = masked_statements_;
+  control.counts["masked_rows"] = masked_rows_;
+  Json m = Json::object();
+  for (const auto& [name, h] : masking_hits_) {
+    m[name]["statements"] = h.statements;
+    m[name]["masked_rows"] = h.rows;
+  }
+  control.counts["masking_by_rule"] = std::move(m);
+  control.counts["sessions_recorded"] = recorded_sessions_.size();
+  control.counts["recorded_events"] = recorded_events_;
+  control.counts["recording_bytes"] = recording_bytes_;
+  control.evidence["connection_credentials"] = std::move(list);
+  control.summary =
+      absl::StrCat(sealed, " connection secret(s) encrypted at rest, ", on_agents,
+                   " held on agents; ", masked_statements_, " statement(s) with masked results; ",
+                   recorded_sessions_.size(), " session(s) recorded (after masking)");
+  return control;
+}
+
+// SI-4: the window's counters.
+ControlReport Collector::SystemMonitoring() const {
+  ControlReport control;
+  Json c = Json::object();
+  c["sessions_started"] = sessions_started_;
+  c["sessions_refused"] = sessions_refused_;
+  c["sessions_ended"] = sessions_ended_;
+  c["statements"] = statements_;
+  c["statement_errors"] = statement_errors_;
+  c["statements_blocked"] = blocked_;
+  c["statements_refused"] = StatementsDecided("refused");
+  c["alerts"] = alerted_;
+  c["approvals_requested"] = approvals_;
+  c["approvals_expired"] = approvals_expired_;
+  c["webhook_deliveries"] = webhook_deliveries_;
+  c["webhook_failures"] = webhook_failures_;
+  c["authentication_failures"] = auth_failures_;
+  c["admin_calls"] = admin_calls_;
+  c["admin_calls_refused"] = admin_refused_;
+  c["audit_ingest_refusals"] = audit_ingest_refused_;
+  control.counts = std::move(c);
+  control.evidence["admin_calls_refused_by_outcome"] = ToJson(admin_refused_by_outcome_);
+  control.summary = absl::StrCat(statements_, " statement(s) in ", sessions_started_,
                                  " session(s); ", blocked_, " blocked, ", alerted_, " alert(s), ",
                                  approvals_expired_, " approval timeout(s)");
-    not_recorded(kSI4, "live metrics (agent /status counters)",
-                 "they are served by each agent and not stored");
-  }
+  control.NotRecorded("live metrics (agent /status counters)",
+                      "they are served by each agent and not stored");
+  return control;
+}
 
-  Json report;
-  report["report"] = "Sluice evidence for NIST SP 800-53";
-  report["window"]["from"] = Rfc3339(o_.from_ms);
-  report["window"]["to"] = Rfc3339(o_.until_ms);
-  report["window"]["from_ms"] = o_.from_ms;
-  report["window"]["to_ms"] = o_.until_ms;
-  report["generated"] = Rfc3339(o_.now_ms);
-  report["generated_ms"] = o_.now_ms;
-  report["source"] = "the control plane's store";
+// The audit chain's verification for the window, as Store::VerifyAudit reported it.
+Json VerifyEntry(const v1::VerifyAuditResponse& verify) {
   Json v;
   v["ok"] = verify.ok();
   v["records"] = verify.records();
@@ -1377,20 +1449,57 @@ Json Collector::Report(const v1::VerifyAuditResponse& verify) {
   v["chain_resumes"] = verify.chain_resumes();
   v["notes"] = Json::array();
   for (const std::string& note : verify.notes()) v["notes"].push_back(note);
-  report["verify"] = std::move(v);
+  return v;
+}
+
+Json Collector::ControlEntry(Control c, ControlReport control) const {
+  Json entry;
+  entry["id"] = kControlText[c].id;
+  entry["title"] = kControlText[c].title;
+  entry["what_the_gateway_does"] = kControlText[c].does;
+  entry["summary"] = control.summary;
+  entry["counts"] = std::move(control.counts);
+  entry["evidence"] = std::move(control.evidence);
+  entry["not_recorded"] = std::move(control.not_recorded);
+  entry["event_ids"] = cited_[c].ids;
+  entry["event_ids_truncated"] = cited_[c].left_out;
+  return entry;
+}
+
+Json Collector::Report(const v1::VerifyAuditResponse& verify) const {
+  const Identities identities = IdentitiesInWindow();
+  std::array<ControlReport, kControls> controls;
+  controls[kAC2] = AccountManagement(identities);
+  controls[kAC3] = AccessEnforcement();
+  controls[kAC5] = SeparationOfDuties();
+  controls[kAC6] = LeastPrivilege();
+  controls[kAC17] = RemoteAccess();
+  controls[kAU2] = EventLogging();
+  controls[kAU6] = AuditReview(identities, verify);
+  controls[kAU9] = AuditProtection(verify);
+  controls[kAU10] = NonRepudiation(verify);
+  controls[kAU11] = AuditRetention(verify);
+  controls[kAU12] = AuditGeneration();
+  controls[kCM5] = ChangeRestriction();
+  controls[kIA2] = Authentication();
+  controls[kIR4] = IncidentHandling();
+  controls[kSC8] = TransmissionProtection();
+  controls[kSC28] = ProtectionAtRest();
+  controls[kSI4] = SystemMonitoring();
+
+  Json report;
+  report["report"] = "Sluice evidence for NIST SP 800-53";
+  report["window"]["from"] = Rfc3339(o_.from_ms);
+  report["window"]["to"] = Rfc3339(o_.until_ms);
+  report["window"]["from_ms"] = o_.from_ms;
+  report["window"]["to_ms"] = o_.until_ms;
+  report["generated"] = Rfc3339(o_.now_ms);
+  report["generated_ms"] = o_.now_ms;
+  report["source"] = "the control plane's store";
+  report["verify"] = VerifyEntry(verify);
   report["controls"] = Json::array();
   for (size_t i = 0; i < kControls; ++i) {
-    Json c;
-    c["id"] = kControlText[i].id;
-    c["title"] = kControlText[i].title;
-    c["what_the_gateway_does"] = kControlText[i].does;
-    c["summary"] = summary[i];
-    c["counts"] = std::move(counts[i]);
-    c["evidence"] = std::move(evidence[i]);
-    c["not_recorded"] = std::move(notes[i]);
-    c["event_ids"] = cited_[i].ids;
-    c["event_ids_truncated"] = cited_[i].left_out;
-    report["controls"].push_back(std::move(c));
+    report["controls"].push_back(ControlEntry(static_cast<Control>(i), std::move(controls[i])));
   }
   return report;
 }

@@ -3,12 +3,13 @@ loopback. Covers per-agent credentials, rollout of a change, a control-plane cra
 restart, an agent starting from its on-disk snapshot, and a NACK shown by `agents list`."""
 
 import os
+import socket
 import sqlite3
 import stat
 import subprocess
 import unittest
 
-from harness import AGENT, SLUICECTL, Agent, ControlPlane, Workdir, wait_for
+from harness import AGENT, CONTROLPLANE, SLUICECTL, Agent, ControlPlane, Workdir, wait_for
 
 POLICY = """
 kind: Connection
@@ -165,6 +166,21 @@ class PolicyDistributionTest(unittest.TestCase):
         self.assertIn(("AdminService.Delete", "ok"), rows)
         self.assertEqual(sum(1 for r in rows if r == ("AdminService.EnrollAgent", "ok")), 2)
         self.assertEqual(sum(1 for r in rows if r == ("AgentService.Enroll", "ok")), 2)
+
+    def test_port_in_use_is_a_clear_error(self):
+        # The HTTP port is taken: the control plane says so and exits with an error, after its
+        # background threads stopped (it used to abort with std::terminate).
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            r = subprocess.run(
+                [CONTROLPLANE, "--data-dir", os.path.join(self.work.path, "busy"),
+                 "--grpc-listen", "127.0.0.1:0", "--http-listen", f"127.0.0.1:{port}"],
+                capture_output=True, text=True, timeout=60)
+        self.assertGreater(r.returncode, 0, r.stderr)
+        self.assertIn(str(port), r.stderr)
+        self.assertNotIn("terminate called", r.stderr)
 
     def test_cli_errors_and_secrets(self):
         cp = self.start(ControlPlane(self.work.path))

@@ -88,13 +88,27 @@ TEST(SessionSettings, ReadOnlyCannotBeLiftedOnAReadGrant) {
 }
 
 TEST(SessionSettings, ServerReportsThatEndTheSession) {
-  EXPECT_NE(ParameterStatusProblem("standard_conforming_strings", "off", false), "");
-  EXPECT_EQ(ParameterStatusProblem("standard_conforming_strings", "on", false), "");
-  EXPECT_NE(ParameterStatusProblem("client_encoding", "SJIS", false), "");
-  EXPECT_EQ(ParameterStatusProblem("client_encoding", "UTF8", false), "");
-  EXPECT_NE(ParameterStatusProblem("default_transaction_read_only", "off", true), "");
-  EXPECT_EQ(ParameterStatusProblem("default_transaction_read_only", "off", false), "");
-  EXPECT_EQ(ParameterStatusProblem("application_name", "x", true), "");
+  EXPECT_FALSE(ParameterStatusProblem("standard_conforming_strings", "off", false).ok());
+  EXPECT_TRUE(ParameterStatusProblem("standard_conforming_strings", "on", false).ok());
+  EXPECT_FALSE(ParameterStatusProblem("client_encoding", "SJIS", false).ok());
+  EXPECT_TRUE(ParameterStatusProblem("client_encoding", "UTF8", false).ok());
+  EXPECT_FALSE(ParameterStatusProblem("default_transaction_read_only", "off", true).ok());
+  EXPECT_TRUE(ParameterStatusProblem("default_transaction_read_only", "off", false).ok());
+  EXPECT_TRUE(ParameterStatusProblem("application_name", "x", true).ok());
+}
+
+// The messages go on the wire (the refusal at login, the error that ends the session).
+TEST(SessionSettings, ServerReportsSayWhy) {
+  absl::Status off = ParameterStatusProblem("standard_conforming_strings", "off", false);
+  EXPECT_EQ(off.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(off.message(), "the server reports standard_conforming_strings off");
+  absl::Status sjis = ParameterStatusProblem("Client_Encoding", "SJIS", false);
+  EXPECT_EQ(sjis.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(sjis.message(), "the server reports client_encoding SJIS");
+  absl::Status writable = ParameterStatusProblem("default_transaction_read_only", "off", true);
+  EXPECT_EQ(writable.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(writable.message(),
+            "the server reports default_transaction_read_only off on a read-only session");
 }
 
 TEST(SessionSettings, WhichTextsAreLookedAtForSettings) {
