@@ -4,6 +4,7 @@ Each test gets a temp dir; processes listen on port 0 and report their ports thr
 their data dirs; every wait is a poll of a condition with a deadline, never a fixed sleep.
 """
 
+import errno
 import json
 import os
 import shutil
@@ -580,3 +581,34 @@ def chained_payload(stored, recordings):
         return stored
     data = recordings[(f[4].decode(), f[1])]
     return stored + b"\x7a" + _put_varint(len(data)) + data
+
+
+def fill(path):
+    """Writes zeros to `path` until its volume is full; returns the bytes written."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    written = 0
+    try:
+        for block in (1 << 20, 4096):
+            try:
+                while True:
+                    written += os.write(fd, b"\0" * block)
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+    finally:
+        os.close(fd)
+    return written
+
+
+def mount_for_test(test, path, *args):
+    """Mounts (`mount *args path`) for the length of a unittest test: lazily unmounted at its end,
+    after the cleanups registered later (processes using it stop first)."""
+    os.makedirs(path, exist_ok=True)
+    subprocess.run(["mount", *args, path], check=True)
+    test.addCleanup(lambda: subprocess.run(["umount", "-l", path], check=False))
+    return path
+
+
+def mount_tmpfs(test, path, size):
+    """A tmpfs of `size` at `path` (mode 0700) for the length of a test."""
+    return mount_for_test(test, path, "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs")

@@ -24,9 +24,8 @@ import unittest
 
 import psycopg
 
-from harness import (CONTROLPLANE, PG_BIN, Agent, ControlPlane, PostgresServer, Process, Stack, TokenIssuer,
+from harness import (CONTROLPLANE, fill, mount_for_test, mount_tmpfs, PG_BIN, Agent, ControlPlane, PostgresServer, Process, Stack, TokenIssuer,
                      Workdir, wait_for)
-from test_disk_faults import fill
 
 REFUSES = "the control plane's store refuses writes"
 RESUMED = "the control plane's store takes writes again"
@@ -93,15 +92,12 @@ class ControlPlaneDiskFaultsTest(unittest.TestCase):
         cls.idp = TokenIssuer()
 
     def mount(self, path, *args):
-        os.makedirs(path, exist_ok=True)
-        subprocess.run(["mount", *args, path], check=True)
-        self.addCleanup(lambda: subprocess.run(["umount", "-l", path], check=False))
-        return path
+        return mount_for_test(self, path, *args)
 
     def volume(self, name, size):
         """A directory `name` whose cp-data is a tmpfs of `size` (unmounted at the end)."""
         home = os.path.join(self.work.path, name)
-        self.mount(os.path.join(home, "cp-data"), "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs")
+        mount_tmpfs(self, os.path.join(home, "cp-data"), size)
         return home
 
     def ext4_volume(self, name):

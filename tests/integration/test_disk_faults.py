@@ -8,7 +8,6 @@ in the trail. With the control plane down, an agent killed while its disk is ful
 on the full disk (refusing new sessions), and what only its journal held is written to the spool
 once it can: a kill -9 right after loses nothing. (SLUICE_KEEP_LOGS=1 keeps the logs.)"""
 
-import errno
 import json
 import os
 import re
@@ -18,30 +17,13 @@ import unittest
 
 import psycopg
 
-from harness import (AGENT, PG_BIN, Agent, ControlPlane, PostgresServer, Process, Stack, TokenIssuer,
+from harness import (AGENT, fill, mount_tmpfs, PG_BIN, Agent, ControlPlane, PostgresServer, Process, Stack, TokenIssuer,
                      Workdir, event_fields, stored_chunks, wait_for)
 
 REFUSAL = "Sluice: the agent cannot record audit events now"
 # A statement whose event (with its recording) takes ~40 KB: the spool's writes outgrow the slack
 # of the last page of a segment after a few.
 WIDE = "SELECT repeat('x', 2000) FROM generate_series(1, 20)"
-
-
-def fill(path):
-    """Writes zeros to `path` until its volume is full; returns the bytes written."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    written = 0
-    try:
-        for block in (1 << 20, 4096):
-            try:
-                while True:
-                    written += os.write(fd, b"\0" * block)
-            except OSError as e:
-                if e.errno != errno.ENOSPC:
-                    raise
-    finally:
-        os.close(fd)
-    return written
 
 
 class DiskFaultsTest(unittest.TestCase):
@@ -64,11 +46,7 @@ class DiskFaultsTest(unittest.TestCase):
 
     def volume(self, name, size):
         """A tmpfs of `size` as the data dir of agent `name` (unmounted at the end of the test)."""
-        path = os.path.join(self.work.path, f"agent-{name}")
-        os.makedirs(path)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", path], check=True)
-        self.addCleanup(lambda: subprocess.run(["umount", "-l", path], check=True))
-        return path
+        return mount_tmpfs(self, os.path.join(self.work.path, f"agent-{name}"), size)
 
     def agent(self, name):
         a = Agent(self.work.path, name, self.cp, self.cp.enroll(f"agent-{name}", "vpc=a"))
