@@ -45,6 +45,16 @@ std::string HexEncode(absl::string_view bytes) { return absl::BytesToHexString(b
 
 std::string RandomHex(size_t n) { return HexEncode(RandomBytes(n)); }
 
+std::string Sha1(absl::string_view data) {
+  std::string out(20, '\0');
+  unsigned int len = 0;
+  if (EVP_Digest(data.data(), data.size(), reinterpret_cast<unsigned char*>(out.data()), &len,
+                 EVP_sha1(), nullptr) != 1) {
+    std::abort();  // without memory or without the default provider
+  }
+  return out;
+}
+
 std::string Sha256(absl::string_view data) {
   // The audit chain hashes every event: the algorithm is fetched from the provider once (an
   // implicit fetch per call cost as much as the hash of a small event) and each thread reuses one

@@ -16,6 +16,8 @@ std::string RandomHex(size_t n);
 std::string HexEncode(absl::string_view bytes);
 std::string Sha256(absl::string_view data);  // raw 32 bytes
 std::string Sha256Hex(absl::string_view data);
+// SHA-1, raw 20 bytes: only where a protocol requires it (MySQL's mysql_native_password).
+std::string Sha1(absl::string_view data);
 std::string HmacSha256(absl::string_view key, absl::string_view data);  // raw 32 bytes
 bool ConstantTimeEquals(absl::string_view a, absl::string_view b);
 
