@@ -232,7 +232,9 @@ class MemoryRows : public TrailStorage {
 class AuditTrailTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    const std::string dir = ::testing::TempDir() + "/audit_trail_test";
+    // One directory per test: ctest runs the tests of this file in parallel processes.
+    const std::string dir = ::testing::TempDir() + "/audit_trail_test_" +
+                            ::testing::UnitTest::GetInstance()->current_test_info()->name();
     std::filesystem::remove_all(dir);
     std::filesystem::create_directories(dir);
     bool created = false;
