@@ -43,10 +43,11 @@ std::string ResumeDetail(const ChainResume& resume) {
                       resume.resumed_after_sequence);
 }
 
-absl::StatusOr<std::string> StoredRecordHash(const v1::AuditEvent& e, absl::string_view payload,
-                                             const std::map<uint64_t, std::string>& recording) {
+absl::StatusOr<std::string> StoredRecordHash(TrailStorage& rows, const v1::AuditEvent& e,
+                                             absl::string_view payload) {
   if (!e.purged_hash().empty()) return e.purged_hash();
   if (e.recording_bytes() == 0) return audit::ChainHash(payload);
+  ASSIGN_OR_RETURN(const auto recording, rows.Recordings(e.session_id(), e.sequence() - 1));
   auto slice = recording.find(e.sequence());
   if (slice == recording.end() || slice->second.size() != e.recording_bytes()) {
     return absl::DataLossError(
@@ -311,11 +312,7 @@ absl::StatusOr<std::optional<std::string>> AuditTrail::StoredHashAt(
     if (hash) {
       ++after;
     } else if (e.sequence() == sequence) {
-      std::map<uint64_t, std::string> recording;
-      if (e.purged_hash().empty() && e.recording_bytes() != 0) {
-        ASSIGN_OR_RETURN(recording, rows.Recordings(e.session_id(), e.sequence() - 1));
-      }
-      ASSIGN_OR_RETURN(std::string h, StoredRecordHash(e, *payload, recording));
+      ASSIGN_OR_RETURN(std::string h, StoredRecordHash(rows, e, *payload));
       hash = std::move(h);
     }
   }
@@ -429,12 +426,7 @@ absl::Status AuditTrail::AnchorStored(TrailStorage& rows) const {
     v1::AuditEvent e;
     if (!payload || !e.ParseFromArray(payload->data(), static_cast<int>(payload->size())))
       return std::nullopt;
-    std::map<uint64_t, std::string> recording;
-    if (e.purged_hash().empty() && e.recording_bytes() != 0) {
-      auto read = rows.Recordings(e.session_id(), e.sequence() - 1);
-      if (read.ok()) recording = std::move(*read);
-    }
-    auto hash = StoredRecordHash(e, *payload, recording);
+    auto hash = StoredRecordHash(rows, e, *payload);
     return Edge{e.sequence(), hash.ok() ? *hash : std::string(), e.time_unix_ms()};
   };
   TrailTotals totals;

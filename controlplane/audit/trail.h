@@ -51,10 +51,10 @@ absl::Status SplitRecordings(const std::string& agent_id, const EventBatch& batc
                              std::map<std::string, std::vector<RecordingSlice>>* slices);
 
 // The chain hash of a stored record (`payload`, the event `e`): a purged record's kept hash, or the
-// hash of the payload with its recording slice put back (`recording`: the session's slices,
-// by sequence).
-absl::StatusOr<std::string> StoredRecordHash(const v1::AuditEvent& e, absl::string_view payload,
-                                             const std::map<uint64_t, std::string>& recording);
+// hash of the payload with its recording slice put back (read from `rows`; DataLoss when it is
+// gone).
+absl::StatusOr<std::string> StoredRecordHash(TrailStorage& rows, const v1::AuditEvent& e,
+                                             absl::string_view payload);
 
 // A checkpoint event's claim (the record `sequence` has `hash`, signed by the agent); nullopt for
 // another event, sequence 0 (never valid) when malformed.
