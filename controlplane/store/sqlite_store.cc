@@ -474,12 +474,6 @@ absl::Status SqliteStore::AnchorStoredTrailsLocked() {
   return trail_.AnchorStored(rows);
 }
 
-absl::StatusOr<absl::string_view> SqliteStore::StoredChunkLocked(absl::string_view records) {
-  chunk_buffer_.clear();
-  RETURN_IF_ERROR(chunk_zstd_.AppendFrame(records, &chunk_buffer_));
-  return absl::string_view(chunk_buffer_);
-}
-
 absl::StatusOr<uint64_t> SqliteStore::AppendAgentEvents(const std::string& agent_id,
                                                         const EventBatch& batch) {
   absl::MutexLock lock(&mu_);
@@ -888,7 +882,7 @@ absl::Status SqliteStore::RewritePurgedChunksLocked(
         const std::string rewritten,
         PurgedChunk(chunk, records, purged, tombstone_body, slices, &tombstones[chunk_agent], out));
     Stmt w(db_, "UPDATE event_chunks SET records = ?2 WHERE id = ?1");
-    ASSIGN_OR_RETURN(absl::string_view compressed, StoredChunkLocked(rewritten));
+    ASSIGN_OR_RETURN(absl::string_view compressed, RowsLocked().StoredChunk(rewritten));
     w.Bind(1, chunk).BindBlobNoCopy(2, compressed);
     RETURN_IF_ERROR(w.Run());
   }

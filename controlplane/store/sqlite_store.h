@@ -177,10 +177,6 @@ class SqliteStore : public Store {
   absl::StatusOr<std::map<uint64_t, std::string>> ReadRecordingsLocked(
       const std::string& session_id, uint64_t after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<uint64_t> BumpVersionLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // What event_chunks.records holds for `records` (framed records): one zstd frame, valid until
-  // the next call (ChunkRecords in the .cc reads it back).
-  absl::StatusOr<absl::string_view> StoredChunkLocked(absl::string_view records)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::vector<StoredResource>> QueryResourcesLocked(const std::string& where,
                                                                    const std::string& kind,
                                                                    const std::string& name)
@@ -200,7 +196,7 @@ class SqliteStore : public Store {
   // bytes through the WAL, its checkpoints and the database file. Chunks stored before are raw
   // records and read as they are.
   ZstdCompressor chunk_zstd_ ABSL_GUARDED_BY(mu_);
-  std::string chunk_buffer_ ABSL_GUARDED_BY(mu_);  // StoredChunkLocked's result
+  std::string chunk_buffer_ ABSL_GUARDED_BY(mu_);  // SqliteTrailRows::StoredChunk's result
   const std::unique_ptr<TrailSigner> signer_;      // the trail key: signs heads, totals, tombstones
   const AuditTrail trail_;                         // the audit domain's rules, signing with signer_
 };

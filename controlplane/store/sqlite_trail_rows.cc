@@ -101,19 +101,23 @@ absl::Status SqliteTrailRows::SetAgentChain(const std::string& agent_id,
   return mark.Run();
 }
 
+absl::StatusOr<absl::string_view> SqliteTrailRows::StoredChunk(absl::string_view records) {
+  chunk_buffer_.clear();
+  RETURN_IF_ERROR(chunk_zstd_.AppendFrame(records, &chunk_buffer_));
+  return absl::string_view(chunk_buffer_);
+}
+
 absl::StatusOr<int64_t> SqliteTrailRows::PutChunk(const std::string& agent_id,
                                                   const ChunkSpan& span,
                                                   absl::string_view records) {
-  // Stored event chunks are one zstd frame each.
-  chunk_buffer_.clear();
-  RETURN_IF_ERROR(chunk_zstd_.AppendFrame(records, &chunk_buffer_));
+  ASSIGN_OR_RETURN(absl::string_view stored, StoredChunk(records));
   Stmt put(db_, statements_,
            "INSERT INTO event_chunks(agent_id, first_sequence, last_sequence, first_time_ms, "
            "last_time_ms, events, records) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
   put.Bind(1, agent_id).Bind(2, static_cast<int64_t>(span.first_sequence));
   put.Bind(3, static_cast<int64_t>(span.last_sequence)).Bind(4, span.first_time_ms);
   put.Bind(5, span.last_time_ms).Bind(6, static_cast<int64_t>(span.events));
-  put.BindBlobNoCopy(7, chunk_buffer_);
+  put.BindBlobNoCopy(7, stored);
   RETURN_IF_ERROR(put.Run());
   return sqlite3_last_insert_rowid(db_);
 }

@@ -27,7 +27,7 @@ absl::StatusOr<std::string> StoredChunkRecords(std::string stored, int64_t chunk
 
 class SqliteTrailRows : public TrailStorage {
  public:
-  // `chunk_buffer` holds the compressed chunk PutChunk binds, until the next PutChunk.
+  // `chunk_buffer` holds the compressed chunk StoredChunk returns, until its next call.
   SqliteTrailRows(sqlite3* db, StmtCache& statements, RecordingFiles& recordings,
                   ZstdCompressor& chunk_zstd, std::string& chunk_buffer)
       : db_(db),
@@ -35,6 +35,10 @@ class SqliteTrailRows : public TrailStorage {
         recordings_(recordings),
         chunk_zstd_(chunk_zstd),
         chunk_buffer_(chunk_buffer) {}
+
+  // What event_chunks.records holds for `records` (framed records): one zstd frame
+  // (StoredChunkRecords reads it back), valid until the next call.
+  absl::StatusOr<absl::string_view> StoredChunk(absl::string_view records);
 
   absl::StatusOr<AgentChainRow> AgentChain(const std::string& agent_id) override;
   absl::Status SetAgentChain(const std::string& agent_id, std::optional<uint64_t> committed,
