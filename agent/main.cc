@@ -14,6 +14,7 @@
 #include "agent/audit/spool.h"
 #include "agent/control_client.h"
 #include "agent/memory_trimmer.h"
+#include "agent/mysql/listener.h"
 #include "agent/net/worker_pool.h"
 #include "agent/policy_holder.h"
 #include "agent/postgres/listener.h"
@@ -61,6 +62,14 @@ ABSL_FLAG(std::string, postgres_tls_key, "", "private key (PEM) of --postgres-tl
 ABSL_FLAG(bool, postgres_allow_plaintext, false,
           "accept PostgreSQL sessions without TLS (tokens then cross the network in clear: only "
           "for loopback and tests)");
+ABSL_FLAG(std::string, mysql_listen, "127.0.0.1:3307",
+          "address of the MySQL port (host:port; port 0 = any free port; empty = off)");
+ABSL_FLAG(std::string, mysql_tls_cert, "",
+          "certificate chain (PEM) of the MySQL port; without it the port uses the PostgreSQL "
+          "port's certificate (the one given, issued or created)");
+ABSL_FLAG(std::string, mysql_tls_key, "", "private key (PEM) of --mysql-tls-cert");
+ABSL_FLAG(absl::Duration, mysql_login_timeout, absl::Seconds(30),
+          "a MySQL client must finish TLS and authentication within this time");
 ABSL_FLAG(std::string, tls_names, "",
           "host names and IP addresses clients use to reach this agent, a,b: put in the listener "
           "certificate the control plane issues at enrollment (they must be granted with "
@@ -140,9 +149,11 @@ absl::StatusOr<ControlClientOptions> ControlOptionsFromFlags() {
   RETURN_IF_ERROR(EnsureDir(opts.data_dir, 0700));
 
   const bool postgres_on = !absl::GetFlag(FLAGS_postgres_listen).empty();
-  // Without a certificate of its own, the PostgreSQL listener uses one issued by the control
-  // plane's agent CA at enrollment, for --tls-names and the loopback names.
-  opts.request_certificate = postgres_on && absl::GetFlag(FLAGS_postgres_tls_cert).empty();
+  const bool mysql_on = !absl::GetFlag(FLAGS_mysql_listen).empty();
+  // Without a certificate of their own, the listeners use one issued by the control plane's
+  // agent CA at enrollment, for --tls-names and the loopback names.
+  opts.request_certificate = (postgres_on && absl::GetFlag(FLAGS_postgres_tls_cert).empty()) ||
+                             (mysql_on && absl::GetFlag(FLAGS_mysql_tls_cert).empty());
   for (absl::string_view n :
        absl::StrSplit(absl::GetFlag(FLAGS_tls_names), ',', absl::SkipEmpty())) {
     std::string name(absl::StripAsciiWhitespace(n));
@@ -152,6 +163,69 @@ absl::StatusOr<ControlClientOptions> ControlOptionsFromFlags() {
   }
 
   return opts;
+}
+
+struct ListenerTls {
+  std::string cert;
+  std::string key;
+};
+
+// A listener's certificate: the one given (--<flag>-tls-cert/-key), else the one the control
+// plane issued at enrollment, else one of the agent's own private CA.
+absl::StatusOr<ListenerTls> ListenerTlsFromFlags(const ControlClientOptions& opts,
+                                                 const std::string& cert, const std::string& key,
+                                                 const char* flag, const char* what) {
+  if (cert.empty() != key.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, "-tls-cert and --", flag, "-tls-key go together"));
+  }
+  if (!cert.empty()) return ListenerTls{cert, key};
+  if (auto issued = FindIssuedTls(opts.data_dir)) {
+    LogInfo(what, " TLS: certificate from the control plane's agent CA; clients verify with ",
+            issued->ca);
+    return ListenerTls{issued->cert, issued->key};
+  }
+  ASSIGN_OR_RETURN(ServerTlsFiles tls, EnsureServerTls(opts.data_dir + "/tls", opts.tls_names));
+  LogInfo(what, " TLS: the agent's own private CA (", tls.ca_cert,
+          "); the control plane issued no certificate");
+  return ListenerTls{tls.server_cert, tls.server_key};
+}
+
+// The recording limits from the flags.
+absl::StatusOr<session::RecordingLimits> RecordingFromFlags() {
+  session::RecordingLimits r;
+  r.enabled = absl::GetFlag(FLAGS_record_sessions);
+  if (absl::GetFlag(FLAGS_record_max_rows) < 0 || absl::GetFlag(FLAGS_record_max_bytes) < 0 ||
+      absl::GetFlag(FLAGS_record_max_bytes) > (16 << 20)) {
+    return absl::InvalidArgumentError(
+        "--record-max-rows must be at least 0, --record-max-bytes between 0 and 16777216");
+  }
+  r.max_rows = static_cast<uint64_t>(absl::GetFlag(FLAGS_record_max_rows));
+  r.max_bytes = static_cast<uint64_t>(absl::GetFlag(FLAGS_record_max_bytes));
+  return r;
+}
+
+// The MySQL listener's options from the flags (its certificate: as the PostgreSQL port's when it
+// has none of its own).
+absl::StatusOr<mysql::ListenerOptions> MysqlOptionsFromFlags(const ControlClientOptions& opts,
+                                                             InflightTable* inflight,
+                                                             SessionLimiter* limiter) {
+  mysql::ListenerOptions lo;
+  lo.listen = absl::GetFlag(FLAGS_mysql_listen);
+  lo.login_timeout = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_mysql_login_timeout));
+  lo.inflight = inflight;
+  lo.limiter = limiter;
+  ASSIGN_OR_RETURN(lo.recording, RecordingFromFlags());
+  std::string cert = absl::GetFlag(FLAGS_mysql_tls_cert);
+  std::string key = absl::GetFlag(FLAGS_mysql_tls_key);
+  if (cert.empty() && key.empty()) {
+    cert = absl::GetFlag(FLAGS_postgres_tls_cert);
+    key = absl::GetFlag(FLAGS_postgres_tls_key);
+  }
+  ASSIGN_OR_RETURN(ListenerTls tls, ListenerTlsFromFlags(opts, cert, key, "mysql", "MySQL"));
+  lo.tls_cert_file = tls.cert;
+  lo.tls_key_file = tls.key;
+  return lo;
 }
 
 // The PostgreSQL listener's options from the flags, its certificate: the one given, else the one
@@ -167,29 +241,11 @@ absl::StatusOr<postgres::ListenerOptions> PostgresOptionsFromFlags(const Control
   lo.login_timeout = absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_postgres_login_timeout));
   lo.inflight = inflight;
   lo.limiter = limiter;
-  lo.recording.enabled = absl::GetFlag(FLAGS_record_sessions);
-  if (absl::GetFlag(FLAGS_record_max_rows) < 0 || absl::GetFlag(FLAGS_record_max_bytes) < 0 ||
-      absl::GetFlag(FLAGS_record_max_bytes) > (16 << 20)) {
-    return absl::InvalidArgumentError(
-        "--record-max-rows must be at least 0, --record-max-bytes between 0 and 16777216");
-  }
-  lo.recording.max_rows = static_cast<uint64_t>(absl::GetFlag(FLAGS_record_max_rows));
-  lo.recording.max_bytes = static_cast<uint64_t>(absl::GetFlag(FLAGS_record_max_bytes));
-  if (lo.tls_cert_file.empty() != lo.tls_key_file.empty()) {
-    return absl::InvalidArgumentError("--postgres-tls-cert and --postgres-tls-key go together");
-  }
-  if (auto issued = FindIssuedTls(opts.data_dir); lo.tls_cert_file.empty() && issued) {
-    lo.tls_cert_file = issued->cert;
-    lo.tls_key_file = issued->key;
-    LogInfo("PostgreSQL TLS: certificate from the control plane's agent CA; clients verify with ",
-            issued->ca);
-  } else if (lo.tls_cert_file.empty()) {
-    ASSIGN_OR_RETURN(ServerTlsFiles tls, EnsureServerTls(opts.data_dir + "/tls", opts.tls_names));
-    lo.tls_cert_file = tls.server_cert;
-    lo.tls_key_file = tls.server_key;
-    LogInfo("PostgreSQL TLS: the agent's own private CA (", tls.ca_cert,
-            "); the control plane issued no certificate");
-  }
+  ASSIGN_OR_RETURN(lo.recording, RecordingFromFlags());
+  ASSIGN_OR_RETURN(ListenerTls tls, ListenerTlsFromFlags(opts, lo.tls_cert_file, lo.tls_key_file,
+                                                         "postgres", "PostgreSQL"));
+  lo.tls_cert_file = tls.cert;
+  lo.tls_key_file = tls.key;
   return lo;
 }
 
@@ -280,15 +336,24 @@ absl::Status Run() {
     LogInfo("PostgreSQL port ", pg_port,
             lo.allow_plaintext ? " (TLS, plaintext allowed)" : " (TLS required)");
   }
+  std::unique_ptr<mysql::Listener> my;
+  if (!absl::GetFlag(FLAGS_mysql_listen).empty() && client.fatal_error().empty()) {
+    ASSIGN_OR_RETURN(mysql::ListenerOptions lo,
+                     MysqlOptionsFromFlags(opts, spool->inflight(), &limiter));
+    my = std::make_unique<mysql::Listener>(lo, &pool, &policy, &events, &approvals);
+    ASSIGN_OR_RETURN(int my_port, my->Start());
+    WritePortFile(opts.data_dir, "mysql", my_port);
+    LogInfo("MySQL port ", my_port, " (TLS required)");
+  }
   http.SetReady(true);
   // Memory freed after a load of many sessions goes back to the system (agent/memory_trimmer.h).
   MemoryTrimmer trimmer(MemoryTrimmer::Options{});
-  LogInfo("sluice-agent ", kAgentVersion,
-          " running; the MySQL and HTTP listeners are not built yet");
+  LogInfo("sluice-agent ", kAgentVersion, " running; the HTTP listener is not built yet");
 
   WaitForShutdownSignal([&client] { return client.fatal_error().empty(); });
   std::string fatal = client.fatal_error();
   if (pg) pg->Stop();
+  if (my) my->Stop();
   pool.Stop();  // the sessions end here
   client.Stop();
   http.Stop();

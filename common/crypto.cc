@@ -5,6 +5,7 @@
 #include <openssl/hmac.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
+#include <openssl/rsa.h>
 
 #include <memory>
 
@@ -191,6 +192,34 @@ absl::StatusOr<Pkey> ReadEd25519(const std::string& pem) {
 }
 
 }  // namespace
+
+absl::StatusOr<std::string> RsaOaepEncrypt(absl::string_view public_key_pem,
+                                           absl::string_view plaintext) {
+  if (public_key_pem.size() > (64 << 10)) return absl::InvalidArgumentError("RSA key too long");
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(
+      BIO_new_mem_buf(public_key_pem.data(), static_cast<int>(public_key_pem.size())), BIO_free);
+  std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(
+      PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr), EVP_PKEY_free);
+  if (!key || EVP_PKEY_base_id(key.get()) != EVP_PKEY_RSA) {
+    return absl::InvalidArgumentError("not an RSA public key in PEM form");
+  }
+  std::unique_ptr<EVP_PKEY_CTX, decltype(&EVP_PKEY_CTX_free)> ctx(
+      EVP_PKEY_CTX_new(key.get(), nullptr), EVP_PKEY_CTX_free);
+  size_t size = 0;
+  const auto* in = reinterpret_cast<const unsigned char*>(plaintext.data());
+  if (!ctx || EVP_PKEY_encrypt_init(ctx.get()) <= 0 ||
+      EVP_PKEY_CTX_set_rsa_padding(ctx.get(), RSA_PKCS1_OAEP_PADDING) <= 0 ||
+      EVP_PKEY_encrypt(ctx.get(), nullptr, &size, in, plaintext.size()) <= 0) {
+    return absl::InvalidArgumentError("RSA encryption cannot be set up with this key");
+  }
+  std::string out(size, '\0');
+  if (EVP_PKEY_encrypt(ctx.get(), reinterpret_cast<unsigned char*>(out.data()), &size, in,
+                       plaintext.size()) <= 0) {
+    return absl::InvalidArgumentError("the text is too long for RSA encryption with this key");
+  }
+  out.resize(size);
+  return out;
+}
 
 absl::StatusOr<std::string> LoadOrCreateEd25519Key(const std::string& path, bool* created) {
   *created = false;

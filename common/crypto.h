@@ -34,6 +34,12 @@ absl::StatusOr<std::string> AesGcmOpen(absl::string_view key, absl::string_view 
 // Ed25519 signing keys (the agent's audit checkpoint key). Private keys are PKCS#8 PEM; public
 // keys and signatures are raw (32 and 64 bytes).
 // Loads the private key from `path`, or creates it with mode 0600 when the file does not exist.
+// RSA encryption with OAEP padding (SHA-1, as MySQL's caching_sha2_password and sha256_password
+// use it to send a password without TLS) under a PEM public key. InvalidArgument for a key that
+// is not an RSA public key, or a plaintext too long for it.
+absl::StatusOr<std::string> RsaOaepEncrypt(absl::string_view public_key_pem,
+                                           absl::string_view plaintext);
+
 absl::StatusOr<std::string> LoadOrCreateEd25519Key(const std::string& path, bool* created);
 absl::StatusOr<std::string> Ed25519PublicKey(const std::string& private_pem);
 absl::StatusOr<std::string> Ed25519Sign(const std::string& private_pem, absl::string_view message);

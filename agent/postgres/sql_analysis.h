@@ -15,6 +15,7 @@
 #include "absl/strings/string_view.h"
 #include "agent/postgres/lineage.h"
 #include "agent/session/decision.h"
+#include "agent/session/statement_facts.h"
 #include "common/sql/lexer.h"
 
 namespace sluice::agent::postgres {
@@ -23,12 +24,8 @@ namespace sluice::agent::postgres {
 using session::ClassName;
 using session::StatementClass;
 
-// A table a statement names: schema empty when unqualified.
-struct Relation {
-  std::string schema;
-  std::string table;
-  bool operator==(const Relation&) const = default;
-};
+// A table a statement names: schema empty when unqualified (agent/session/statement_facts.h).
+using Relation = session::Relation;
 
 // A session setting a statement changes: SET / SET LOCAL / RESET / SET ... TO DEFAULT,
 // set_config(), and transaction characteristics (BEGIN READ WRITE, SET TRANSACTION ...,
@@ -41,15 +38,11 @@ struct SettingChange {
   bool operator==(const SettingChange&) const = default;
 };
 
-struct StatementFacts {
-  StatementClass cls = StatementClass::kUnknown;
-  std::string kind;  // the parser's node name, e.g. "DeleteStmt" (empty when unparseable)
-  // What guardrails match on, found anywhere in the statement (CTEs, subqueries, EXPLAIN
-  // ANALYZE included): drop_database, drop_table, truncate, delete_without_where,
-  // update_without_where, alter_system, copy_program. (ddl, dcl and unknown come from `cls`.)
-  std::vector<std::string> guarded;
-  std::vector<Relation> relations;      // every table it names
-  std::vector<std::string> functions;   // every function it calls, lower-case, without schema
+// The neutral facts (agent/session/statement_facts.h): `kind` is the parser's node name, e.g.
+// "DeleteStmt" (empty when unparseable); `guarded` is found anywhere in the statement (CTEs,
+// subqueries, EXPLAIN ANALYZE included) and adds alter_system and copy_program to the common
+// kinds. Then what only PostgreSQL's path uses:
+struct StatementFacts : session::StatementFacts {
   std::vector<SettingChange> settings;  // session settings it changes
   // Runs code the agent cannot see into (DO, CALL, functions that run SQL from a string): what.
   std::string runs_hidden_code;

@@ -10,18 +10,15 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "agent/net/upstream.h"
 #include "agent/postgres/stream.h"
 #include "common/wire/postgres/messages.h"
 #include "sluice/v1/policy.pb.h"
 
 namespace sluice::agent::postgres {
 
-struct UpstreamTarget {
-  std::string host;
-  uint16_t port = 0;
-  v1::UpstreamTls tls = v1::UPSTREAM_TLS_REQUIRE;
-  std::string ca_file;  // for verify-full; empty = system CAs
-};
+using net::TargetOf;
+using net::UpstreamTarget;
 
 struct UpstreamLogin {
   std::string user;
@@ -40,8 +37,6 @@ struct UpstreamSession {
   std::vector<std::string> notices;  // NoticeResponse messages (encoded) sent during login
   char transaction_status = 'I';
 };
-
-UpstreamTarget TargetOf(const v1::Connection& connection);
 
 // Opens a TCP connection to the target and negotiates TLS per its mode.
 asio::awaitable<

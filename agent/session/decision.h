@@ -13,7 +13,8 @@
 namespace sluice::agent::session {
 
 // What a statement does, as a protocol's SQL analysis classifies it (agent/postgres/sql_analysis.h
-// for PostgreSQL). Ordered by privilege: a string's class is the highest of its statements'.
+// for PostgreSQL, agent/mysql/sql_analysis.h for MySQL and MariaDB). Ordered by privilege: a
+// string's class is the highest of its statements'.
 enum class StatementClass {
   kEmpty,    // nothing but whitespace and comments
   kRead,     // SELECT (no writing CTE, no INTO), SHOW, EXPLAIN without ANALYZE, COPY ... TO STDOUT,
@@ -31,8 +32,8 @@ enum class StatementClass {
 // "empty", "read", "other", "write", "ddl", "dcl", "unknown" (the audit's `classification`).
 const char* ClassName(StatementClass c);
 
-// What the guardrails say of a statement: the rule that decided it, by name (agent/postgres/
-// guardrails.h evaluates the rules over PostgreSQL's grammar).
+// What the guardrails say of a statement: the rule that decided it, by name
+// (agent/session/guardrails.h evaluates the rules over a protocol's statement facts).
 struct GuardrailDecision {
   enum Action { kAllow = 0, kAlert = 1, kRequireApproval = 2, kBlock = 3 };
   Action action = kAllow;

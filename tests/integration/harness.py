@@ -178,7 +178,8 @@ class Agent:
              "--enroll-token-file", token_file, "--data-dir", self.data_dir,
              "--protocols", self.protocols, "--status-listen", "127.0.0.1:0",
              "--reconnect-max-backoff", "1s", "--heartbeat-interval", "1s",
-             "--labels", self.labels, "--postgres-listen", "127.0.0.1:0", *self.extra_args],
+             "--labels", self.labels, "--postgres-listen", "127.0.0.1:0",
+             "--mysql-listen", "127.0.0.1:0", *self.extra_args],
             os.path.join(self.workdir, f"agent-{self.name}.log"), env=env)
 
         def port():
@@ -202,6 +203,18 @@ class Agent:
             with open(os.path.join(self.data_dir, "postgres.port")) as f:
                 return int(f.read().strip())
         return wait_for(read, what=f"agent {self.name} PostgreSQL port")
+
+    def mysql_port(self):
+        def read():
+            if not self.process.alive():
+                raise AssertionError(f"agent {self.name} exited:\n" + self.process.output())
+            with open(os.path.join(self.data_dir, "mysql.port")) as f:
+                return int(f.read().strip())
+        return wait_for(read, what=f"agent {self.name} MySQL port")
+
+    def tls_ca(self):
+        """The CA that signed the agent's listener certificate (issued at enrollment)."""
+        return os.path.join(self.cp.data_dir, "tls", "ca.crt")
 
     def snapshot_on_disk(self):
         with open(os.path.join(self.data_dir, "snapshot.json")) as f:
@@ -313,6 +326,200 @@ class PostgresServer:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+
+
+
+MARIADB_DEMO_SQL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples",
+                                "demo-mariadb.sql")
+
+
+def make_test_ca(directory, server_names=("IP:127.0.0.1", "DNS:localhost")):
+    """A throwaway CA and, signed by it, a server certificate for `server_names` and a client
+    certificate, written with openssl into `directory` under the names sysbench expects in its
+    working directory: cacert.pem, server-cert.pem, server-key.pem, client-cert.pem,
+    client-key.pem. Returns {name: path}."""
+    os.makedirs(directory, exist_ok=True)
+    path = {n: os.path.join(directory, f"{n}.pem") for n in
+            ("cacert", "ca-key", "server-cert", "server-key", "client-cert", "client-key")}
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def openssl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+    openssl("req", "-x509", *ec, "-days", "2", "-subj", "/CN=Sluice test CA",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout", path["ca-key"], "-out", path["cacert"])
+    for who, cn, ext in (("server", "127.0.0.1", f"subjectAltName={','.join(server_names)}"),
+                         ("client", "sluice-test-client", "extendedKeyUsage=clientAuth")):
+        csr = os.path.join(directory, f"{who}.csr")
+        openssl("req", "-new", *ec, "-subj", f"/CN={cn}", "-keyout", path[f"{who}-key"],
+                "-out", csr)
+        extfile = os.path.join(directory, f"{who}.ext")
+        with open(extfile, "w") as f:
+            f.write(ext + "\n")
+        openssl("x509", "-req", "-in", csr, "-CA", path["cacert"], "-CAkey", path["ca-key"],
+                "-CAcreateserial", "-days", "2", "-extfile", extfile, "-out", path[f"{who}-cert"])
+    for key in ("ca-key", "server-key", "client-key"):
+        os.chmod(path[key], 0o600)
+    return path
+
+
+class MariaDbServer:
+    """A real MariaDB 10.11 in a temp dir on a free port of 127.0.0.1, run as root
+    (`--user=root`), small buffers, no performance schema.
+
+    On start, unless demo=False: database `demo` with examples/demo-mariadb.sql loaded (the
+    PostgreSQL demo's tables and rows), and users `app_native` (mysql_native_password) and
+    `app_ed25519` (ed25519), both with password `app_password` and all privileges on `demo`.
+    root logs in over the unix socket without a password (`sql()`).
+
+    tls: also serve TLS with a server certificate for 127.0.0.1 from a throwaway CA (`ca_file`;
+    a client certificate too, `tls_files`); require_tls: refuse TCP logins without TLS.
+    """
+
+    APP_USERS = ("app_native", "app_ed25519")
+
+    def __init__(self, workdir, name="mariadb", tls=False, require_tls=False, max_connections=100,
+                 demo=True, app_password="pw", extra_args=()):
+        self.dir = os.path.join(workdir, name)
+        self.data = os.path.join(self.dir, "data")
+        self.socket = os.path.join(self.dir, "mariadb.sock")
+        self.log_path = os.path.join(self.dir, "mariadbd.log")
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        self.tls, self.require_tls = tls or require_tls, require_tls
+        self.max_connections = max_connections
+        self.demo, self.app_password = demo, app_password
+        self.extra_args = list(extra_args)
+        self.tls_files = {}
+        self.ca_file = None
+        self.process = None
+
+    def _server_options(self):
+        return ["--no-defaults", f"--datadir={self.data}", "--user=root",
+                "--skip-name-resolve", "--performance-schema=off",
+                "--innodb-buffer-pool-size=32M", "--innodb-log-file-size=8M",
+                "--innodb-log-buffer-size=2M", "--key-buffer-size=1M", "--aria-pagecache-buffer-size=8M",
+                "--innodb-flush-log-at-trx-commit=2", "--lc-messages=en_US",
+                "--debug-no-sync"]  # no fsync (a test's data need not survive a crash): ~4x faster
+
+    def start(self):
+        os.makedirs(self.dir, exist_ok=True)
+        r = subprocess.run(["mariadb-install-db", *self._server_options(),
+                            "--auth-root-authentication-method=normal", "--skip-test-db"],
+                           capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            raise AssertionError(f"mariadb-install-db failed:\n{r.stdout}\n{r.stderr}")
+        args = ["mariadbd", *self._server_options(), f"--socket={self.socket}",
+                f"--port={self.port}", f"--bind-address={self.host}",
+                f"--pid-file={os.path.join(self.dir, 'mariadbd.pid')}",
+                f"--log-error={self.log_path}", f"--max-connections={self.max_connections}",
+                "--skip-log-bin", "--character-set-server=utf8mb4",
+                "--collation-server=utf8mb4_general_ci"]
+        if self.tls:
+            self.tls_files = make_test_ca(os.path.join(self.dir, "tls"))
+            self.ca_file = self.tls_files["cacert"]
+            args += [f"--ssl-ca={self.ca_file}", f"--ssl-cert={self.tls_files['server-cert']}",
+                     f"--ssl-key={self.tls_files['server-key']}"]
+            if self.require_tls:
+                args.append("--require-secure-transport=ON")
+        with open(os.path.join(self.dir, "mariadbd.out"), "ab") as out:
+            self.process = subprocess.Popen([*args, *self.extra_args], stdout=out,
+                                            stderr=subprocess.STDOUT)
+
+        def ready():
+            if self.process.poll() is not None:
+                return "exited"
+            return subprocess.run(["mariadb-admin", "--no-defaults", f"--socket={self.socket}",
+                                   "-uroot", "--connect-timeout=2", "ping"],
+                                  capture_output=True).returncode == 0
+        try:
+            if wait_for(ready, timeout=60, what="mariadbd to accept connections") == "exited":
+                raise AssertionError("mariadbd exited:\n" + self.log())
+            # root only over the unix socket: drop the password-less TCP root accounts
+            # (127.0.0.1, ::1, the host name) that mariadb-install-db creates.
+            for host in self.sql("SELECT host FROM mysql.global_priv WHERE user = 'root' "
+                                 "AND host <> 'localhost'").splitlines():
+                self.sql(f"DROP USER 'root'@'{host}'")
+        except AssertionError:
+            self.stop()
+            raise
+        if self.demo:
+            self.create_demo()
+        return self
+
+    def create_demo(self):
+        """Database `demo` with the demo data, and the users APP_USERS with all privileges on it."""
+        pw = self.app_password.replace("\\", "\\\\").replace("'", "\\'")
+        self.sql("INSTALL SONAME 'auth_ed25519'")
+        self.sql("CREATE DATABASE demo CHARACTER SET utf8mb4;\n"
+                 "CREATE USER app_native@'%' IDENTIFIED VIA mysql_native_password "
+                 f"USING PASSWORD('{pw}');\n"
+                 f"CREATE USER app_ed25519@'%' IDENTIFIED VIA ed25519 USING PASSWORD('{pw}');\n"
+                 "GRANT ALL PRIVILEGES ON demo.* TO app_native@'%';\n"
+                 "GRANT ALL PRIVILEGES ON demo.* TO app_ed25519@'%';")
+        with open(MARIADB_DEMO_SQL) as f:
+            self.sql(f.read(), database="demo")
+
+    def log(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def sql(self, statement, database=None, check=True):
+        """Runs SQL (one or more `;`-terminated statements) as root over the unix socket with the
+        mariadb CLI in batch mode; returns its tab-separated output without column names."""
+        r = self.cli("--socket=" + self.socket, "-uroot", "--batch", "--skip-column-names",
+                     *([database] if database else []), stdin=statement)
+        if check and r.returncode != 0:
+            raise AssertionError(f"mariadb failed ({r.returncode}): {r.stderr}")
+        return r.stdout.strip() if check else r
+
+    @staticmethod
+    def cli(*args, stdin=None, env=None, timeout=60):
+        """The mariadb CLI without option files (Debian's /etc/mysql ones do not apply)."""
+        return subprocess.run(["mariadb", "--no-defaults", *args], input=stdin,
+                              capture_output=True, text=True, timeout=timeout, env=env)
+
+    def tcp_args(self, user, password=None, tls=None, verify=True):
+        """mariadb CLI arguments for a TCP login as `user` (tls: None = as the server offers,
+        True = TLS verified against ca_file (or only required, verify=False), False = no TLS)."""
+        args = [f"--host={self.host}", f"--port={self.port}", f"--user={user}", "--protocol=TCP"]
+        if password is not None:
+            args.append(f"--password={password}")
+        if tls is True:
+            args += ["--ssl", f"--ssl-ca={self.ca_file}"]
+            if verify:
+                args.append("--ssl-verify-server-cert")
+        elif tls is False:
+            args.append("--skip-ssl")
+        return args
+
+    def connect(self, user="app_native", password=None, database="demo", **kw):
+        """A pymysql connection over TCP (python3-pymysql), as `user` (default: the app password)."""
+        import pymysql
+        return pymysql.connect(host=self.host, port=self.port, user=user,
+                               password=self.app_password if password is None else password,
+                               database=database, connect_timeout=10, **kw)
+
+    def rss_kb(self):
+        """mariadbd's resident memory, in KiB."""
+        with open(f"/proc/{self.process.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)  # a normal shutdown
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
 
 
 class TokenIssuer:

@@ -100,7 +100,7 @@ class DiskFaultsTest(unittest.TestCase):
             f.write(self.cp.enroll(f"agent-{name}", "vpc=a") + "\n")
         p = Process([AGENT, "--control-plane", self.cp.address, "--ca-file", self.cp.ca_file,
                      "--enroll-token-file", token_file, "--data-dir", path, "--status-listen", "127.0.0.1:0",
-                     "--postgres-listen", "127.0.0.1:0"], os.path.join(self.work.path, f"agent-{name}.log"))
+                     "--postgres-listen", "127.0.0.1:0", "--mysql-listen", "127.0.0.1:0"], os.path.join(self.work.path, f"agent-{name}.log"))
         self.addCleanup(p.stop)
         code = p.proc.wait(timeout=20)
         return code, p.output()
@@ -273,7 +273,7 @@ class DiskFaultsTest(unittest.TestCase):
         agent.process = Process(
             [AGENT, "--control-plane", self.cp.address, "--ca-file", self.cp.ca_file, "--data-dir", agent.data_dir,
              "--status-listen", "127.0.0.1:0", "--reconnect-max-backoff", "1s", "--heartbeat-interval", "1s",
-             "--postgres-listen", "127.0.0.1:0"], log)
+             "--postgres-listen", "127.0.0.1:0", "--mysql-listen", "127.0.0.1:0"], log)
 
         def ports():
             self.assertTrue(agent.process.alive(), agent.process.output()[skip:])

@@ -27,4 +27,15 @@ std::string CachingSha2Reply(absl::string_view password, absl::string_view scram
   return Xor(m1, Sha256(absl::StrCat(m2, scramble)));
 }
 
+absl::StatusOr<std::string> Sha2RsaReply(absl::string_view password, absl::string_view scramble,
+                                         absl::string_view public_key_pem) {
+  if (scramble.empty()) return absl::InvalidArgumentError("the server sent no scramble");
+  std::string plain(password);
+  plain.push_back('\0');
+  for (size_t i = 0; i < plain.size(); ++i) {
+    plain[i] = static_cast<char>(plain[i] ^ scramble[i % scramble.size()]);
+  }
+  return RsaOaepEncrypt(public_key_pem, plain);
+}
+
 }  // namespace sluice::wire::mysql

@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
 namespace sluice::wire::mysql {
@@ -16,5 +17,11 @@ std::string NativePasswordReply(absl::string_view password, absl::string_view sc
 // caching_sha2_password's fast path: SHA256(password) XOR SHA256(SHA256(SHA256(password)) ||
 // scramble); empty for an empty password.
 std::string CachingSha2Reply(absl::string_view password, absl::string_view scramble);
+
+// caching_sha2_password's (and sha256_password's) full authentication without TLS: the password
+// with its NUL, XORed with the scramble (repeated), RSA-OAEP-encrypted under the server's public
+// key (PEM, as the server sends it).
+absl::StatusOr<std::string> Sha2RsaReply(absl::string_view password, absl::string_view scramble,
+                                         absl::string_view public_key_pem);
 
 }  // namespace sluice::wire::mysql

@@ -407,6 +407,24 @@ absl::StatusOr<ErrPacket> ErrPacket::Decode(absl::string_view payload) {
   return e;
 }
 
+std::string AuthSwitchRequest::Encode() const {
+  std::string out;
+  PutInt1(&out, 0xFE);
+  PutNulString(&out, plugin);
+  out += data;
+  return out;
+}
+
+absl::StatusOr<AuthSwitchRequest> AuthSwitchRequest::Decode(absl::string_view payload) {
+  Reader r(payload);
+  if (r.Int1() != 0xFE) return Malformed("AuthSwitchRequest");
+  AuthSwitchRequest a;
+  a.plugin = std::string(r.NulString());
+  a.data = std::string(r.Rest());
+  if (!r.ok() || a.plugin.empty()) return Malformed("AuthSwitchRequest");
+  return a;
+}
+
 bool IsEofPacket(absl::string_view payload) {
   return !payload.empty() && static_cast<uint8_t>(payload[0]) == 0xFE && payload.size() < 9;
 }

@@ -167,6 +167,16 @@ struct ErrPacket {
   static absl::StatusOr<ErrPacket> Decode(absl::string_view payload);
 };
 
+// AuthSwitchRequest (0xFE during authentication): answer with another plugin, over `data` (its
+// scramble; a trailing NUL that servers add is kept as sent).
+struct AuthSwitchRequest {
+  std::string plugin;
+  std::string data;
+
+  std::string Encode() const;
+  static absl::StatusOr<AuthSwitchRequest> Decode(absl::string_view payload);
+};
+
 // The legacy EOF packet (0xFE, payload under 9 bytes).
 bool IsEofPacket(absl::string_view payload);
 bool IsErrPacket(absl::string_view payload);

@@ -202,6 +202,22 @@ TEST(MysqlPackets, OkErrAndEofPackets) {
   EXPECT_FALSE(IsEofPacket(std::string(9, '\xFE')));  // a row starting with a long lenenc
 }
 
+TEST(MysqlPackets, AuthSwitchRequestRoundTripsAndEveryPrefixIsRefused) {
+  AuthSwitchRequest a;
+  a.plugin = "caching_sha2_password";
+  a.data = std::string("0123456789abcdefghij\0", 21);
+  std::string payload = a.Encode();
+  auto back = AuthSwitchRequest::Decode(payload);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->plugin, a.plugin);
+  EXPECT_EQ(back->data, a.data);
+  // Up to the plugin name's NUL, a prefix is malformed (no name, or no end to it).
+  for (size_t n = 0; n <= a.plugin.size() + 1; ++n) {
+    EXPECT_FALSE(AuthSwitchRequest::Decode(payload.substr(0, n)).ok()) << n;
+  }
+  EXPECT_FALSE(AuthSwitchRequest::Decode(std::string("\x00x\0", 3)).ok());
+}
+
 TEST(MysqlPackets, ColumnDefinitionsNameTheirBaseColumn) {
   ColumnDefinition c;
   c.schema = "demo";

@@ -1,0 +1,208 @@
+// The MySQL session's class (session.h has the contract), split over session.cc (greeting,
+// token, upstream login, pins) and session_commands.cc (the command loop and the relay of
+// answers). Internal to agent/mysql.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/time/time.h"
+#include "agent/masking/policy.h"
+#include "agent/mysql/packet_stream.h"
+#include "agent/mysql/recorder.h"
+#include "agent/mysql/result_masking.h"
+#include "agent/mysql/session.h"
+#include "agent/mysql/sql_analysis.h"
+#include "agent/mysql/upstream.h"
+#include "agent/session/admission.h"
+#include "agent/session/approval_hold.h"
+#include "agent/session/gate.h"
+#include "agent/session/guardrails.h"
+#include "agent/session/session_audit.h"
+#include "common/audit/events.h"
+
+namespace sluice::agent::mysql::session_internal {
+
+using audit::RefusalKind;
+
+// Statement analyses, cached by shape per worker thread (a session runs on one worker). A
+// reference is valid until the next Get on the thread: look it up again after a wait.
+StatementCache& Statements();
+
+// Statements that read the previous statement's warnings rather than replace them (SHOW
+// WARNINGS / ERRORS / COUNT(*) WARNINGS, GET DIAGNOSTICS).
+bool KeepsWarnings(const StatementInfo& info);
+
+// How one command's answer is masked (session_masking.cc). Off when no MaskingRule applies.
+struct ResultMasking {
+  bool on = false;
+  bool binary = false;  // rows in the binary protocol (COM_STMT_EXECUTE)
+  // The statement names tables with masked columns (`masked_tables`): the server's error text
+  // could quote their values, and is withheld.
+  bool withhold_messages = false;
+  std::string masked_tables;
+  // SHOW WARNINGS / SHOW ERRORS after such a statement: every text column is masked whole.
+  bool redact_all = false;
+  std::vector<session::Relation> relations;
+  std::vector<std::string> defined_names;
+  // The result set being relayed.
+  std::vector<wire::mysql::ColumnDefinition> columns;
+  ResultPlan plan;
+  std::string masked;  // a masked row, reused
+  // For the event.
+  std::vector<std::string> rules;
+  int64_t masked_rows = 0;
+};
+
+// What the relay of one command's answer saw, for its event.
+struct Answer {
+  int64_t rows = 0;
+  int64_t bytes = 0;
+  uint64_t affected_rows = 0;
+  int results = 0;
+  std::string error;      // the server's ERR message, if it ended with one
+  std::string sql_state;  // and its SQLSTATE
+  uint16_t error_code = 0;
+  std::string masked_by;  // masking rules that applied, comma-separated
+  int64_t masked_rows = 0;
+};
+
+class Session {
+ public:
+  Session(asio::ip::tcp::socket socket, SessionDeps deps);
+  asio::awaitable<void> Run();
+
+ private:
+  // ---- Login (session.cc) ----
+  asio::awaitable<absl::Status> Serve();
+  asio::awaitable<absl::Status> LoginDeadline();
+  // The greeting, TLS, and the client's HandshakeResponse.
+  asio::awaitable<absl::Status> Greet(wire::mysql::HandshakeResponse41* response);
+  // The token (caching_sha2_password full authentication), then admission.
+  asio::awaitable<absl::Status> Admit(const wire::mysql::HandshakeResponse41& response);
+  asio::awaitable<absl::StatusOr<std::string>> ReadToken(
+      const wire::mysql::HandshakeResponse41& response);
+  asio::awaitable<absl::Status> LoginUpstream(const wire::mysql::HandshakeResponse41& response);
+  // The session's pins on an idle upstream: read-only for a read grant (checked), and the SQL
+  // mode the agent lexes statements in. Again after COM_RESET_CONNECTION.
+  asio::awaitable<absl::Status> Pin();
+  asio::awaitable<absl::Status> Welcome(const wire::mysql::HandshakeResponse41& response);
+  // A refused login: its ERR packet and event; the session ends.
+  asio::awaitable<absl::Status> RefuseLogin(session::Refuse refusal);
+  asio::awaitable<absl::Status> FailLogin(RefusalKind kind, std::string message);
+  audit::Who Who() const;
+
+  // ---- Commands (session_commands.cc) ----
+  asio::awaitable<absl::Status> Commands();
+  asio::awaitable<absl::Status> Query(const OwnedPacket& command);
+  // A KILL the client sends (its statement allowed): mapped to the upstream thread of one of the
+  // caller's own sessions on this connection, or refused.
+  asio::awaitable<absl::Status> Kill(const OwnedPacket& command, absl::Time started);
+  asio::awaitable<absl::Status> InitDb(const OwnedPacket& command);
+  asio::awaitable<absl::Status> ResetConnection(const OwnedPacket& command);
+  // Prepared statements (session_prepared.cc).
+  asio::awaitable<absl::Status> Prepare(const OwnedPacket& command);
+  asio::awaitable<absl::Status> Execute(const OwnedPacket& command);
+  // COM_STMT_SEND_LONG_DATA, COM_STMT_RESET, COM_STMT_CLOSE.
+  asio::awaitable<absl::Status> StatementCommand(const OwnedPacket& command);
+  // Forwards a command that passed and relays its answer (`kind` says how it ends).
+  enum class Reply { kResultSets, kOnePacket, kFieldList };
+  // `masking` (null: none) says how result sets are masked.
+  asio::awaitable<absl::StatusOr<Answer>> Forward(const OwnedPacket& command, Reply kind,
+                                                  ResultMasking* masking = nullptr);
+  asio::awaitable<absl::Status> RelayResultSets(Answer* answer, ResultMasking* masking);
+  asio::awaitable<absl::Status> RelayUntilEnd(Answer* answer);
+  // ---- Masking (session_masking.cc) ----
+  // How the answer of `info`'s statement is masked (off when no rule applies).
+  ResultMasking MaskingFor(absl::string_view sql, const StatementInfo& info, bool binary);
+  // Why the statement's results could not be kept masked (empty: they can): values it would
+  // carry past masking (user variables, SQL-level PREPARE, diagnostics that quote them).
+  std::string Unmaskable(absl::string_view sql, const StatementInfo& info) const;
+  // The tables with masked columns whose values the statement can carry (it names one of their
+  // masked columns, or `*`), comma-separated; empty when none.
+  std::string MaskedMentions(absl::string_view sql, const StatementInfo& info) const;
+  // A column definition of a masked answer, taken in; after the last one the result's plan.
+  absl::Status MaskingColumn(absl::string_view payload, bool last, ResultMasking* m);
+  // A row of a masked answer: relayed masked (an error when it cannot be: never unmasked).
+  absl::Status RelayMaskedRow(const wire::mysql::DecodeResult& r, ResultMasking* m);
+  // The server's ERR of a masked answer: its text withheld or searched by the detectors.
+  void RelayMaskedError(const wire::mysql::DecodeResult& r, const ResultMasking& m);
+  // After a masked answer: what the event says, and whether warnings may quote masked values.
+  void MaskingDone(const ResultMasking& m, bool show_warnings, Answer* answer);
+  // Relays one packet of the server's, or `replacement` as its payload; sequence ids after a
+  // packet that changed how many packets it takes are shifted along.
+  void RelayPacket(const wire::mysql::DecodeResult& r, absl::string_view replacement);
+
+  // An ERR answer of the agent's own to the command (sequence 1); the session goes on.
+  asio::awaitable<absl::Status> RefuseCommand(const session::Refuse& refusal);
+  // The statement's decision, recorded when refused or alerted on.
+  // `protocol`: how it came (text, prepare, binary), for its event.
+  session::Decision Decide(absl::string_view sql, const StatementInfo& info, const char* protocol);
+  asio::awaitable<session::Decision> HoldForApproval(absl::string_view sql,
+                                                     const StatementInfo& info,
+                                                     const session::GuardrailDecision& d);
+  void EmitAnswered(absl::string_view sql, const StatementInfo* info, const Answer& answer,
+                    absl::Time started, const char* protocol);
+  void SetEventText(audit::StatementText* t, absl::string_view sql, const StatementInfo* info,
+                    const char* protocol);
+  // Rules follow policy changes (a long session gets new guardrails too).
+  void FollowPolicy();
+  // Relayed bytes to the client, recorded packet by packet by the relay.
+  asio::awaitable<absl::Status> Flush();
+  // Moves the upstream's next `wire_size` bytes (whole packets, as the server framed them) to
+  // what goes to the client.
+  void PassThrough(size_t wire_size) {
+    const absl::string_view bytes = upstream_.stream->buffer().data().substr(0, wire_size);
+    out_.append(bytes.data(), bytes.size());
+    upstream_.stream->Consume(wire_size);
+  }
+  asio::awaitable<absl::Status> EndUnaudited();
+  bool deprecate_eof() const { return (capabilities_ & wire::mysql::kClientDeprecateEof) != 0; }
+
+  SessionDeps deps_;
+  PacketStream client_;
+  std::string peer_;
+  absl::Time started_;
+  SessionRecorder recorder_;
+  session::SessionAudit audit_;
+  session::ApprovalHold hold_;
+  session::Admission admission_;
+  session::StatementGate gate_;
+  session::GuardrailSet guardrails_;
+  masking::MaskingPolicy masking_;
+  uint64_t policy_generation_ = ~uint64_t{0};
+  std::shared_ptr<const AgentPolicy>
+      guardrails_policy_;  // what guardrails_ and masking_ point into
+
+  bool logged_in_ = false;
+  uint32_t connection_id_;     // the agent's id of this session, in its greeting
+  uint8_t sequence_ = 0;       // the next packet's sequence id during the login
+  std::string scramble_;       // the agent's, in its greeting
+  uint32_t capabilities_ = 0;  // negotiated with the client
+  std::string user_;           // as the client gave it
+  std::string connection_name_;
+  jwt::Identity identity_;
+  Grant grant_;
+  SessionTicket ticket_;
+  session::Credentials credentials_;
+  UpstreamSession upstream_;
+  std::string upstream_database_;  // the Connection's database (USE of the Connection's name maps)
+  LexMode lex_mode_;
+  // Prepared statements by the server's id: their text (decided again at each execution).
+  struct Prepared {
+    std::string sql;
+  };
+  static constexpr size_t kMaxPrepared = 16384;
+  absl::flat_hash_map<uint32_t, Prepared> prepared_;
+  std::string out_;    // relayed bytes not yet written to the client
+  int seq_shift_ = 0;  // added to the server's sequence ids of the answer being relayed
+  // The last statement read tables with masked columns: its warnings could quote their values.
+  bool warnings_may_quote_ = false;
+  int64_t bytes_from_client_ = 0;
+  int64_t bytes_from_server_ = 0;
+};
+
+}  // namespace sluice::agent::mysql::session_internal

@@ -1,0 +1,131 @@
+// Server-side prepared statements (COM_STMT_PREPARE / EXECUTE / SEND_LONG_DATA / RESET / CLOSE):
+// a statement is decided when it is prepared (a refused one never reaches the server) and again
+// at every execution under the policy then in force (a hold asks approvers per execution); the
+// statement ids the server gives are the session's own, kept with their text.
+// https://mariadb.com/kb/en/com_stmt_prepare/
+#include <variant>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "agent/mysql/refusal.h"
+#include "agent/mysql/session_internal.h"
+
+namespace sluice::agent::mysql::session_internal {
+
+using wire::mysql::DecodeResult;
+
+namespace {
+
+// COM_STMT_EXECUTE's cursor flags: rows then come by COM_STMT_FETCH (not relayed yet).
+constexpr uint8_t kCursorFlags = 0x0F;
+
+uint32_t StatementId(absl::string_view payload) {
+  wire::mysql::Reader r(payload.substr(1));
+  const uint32_t id = r.Int4();
+  return r.ok() ? id : 0;
+}
+
+}  // namespace
+
+asio::awaitable<absl::Status> Session::Prepare(const OwnedPacket& command) {
+  const absl::string_view sql = absl::string_view(command.payload).substr(1);
+  FollowPolicy();
+  const StatementInfo& info = Statements().Get(sql, lex_mode_);
+  session::Decision d = Decide(sql, info, "prepare");
+  if (const auto* refused = std::get_if<session::Refuse>(&d)) {
+    co_return co_await RefuseCommand(*refused);
+  }
+  absl::Status st = co_await upstream_.stream->WritePacket(command.payload, 0);
+  if (!st.ok()) co_return st;
+  const wire::mysql::DecodeLimits& limits = deps_.config->limits;
+  PacketStream& up = *upstream_.stream;
+  st = co_await up.FillPacket(limits);
+  if (!st.ok()) co_return st;
+  DecodeResult r = up.Peek(limits);
+  absl::string_view payload = r.packet.payload;
+  if (payload.empty() || static_cast<uint8_t>(payload[0]) != 0x00) {
+    // The server refused it (ERR): relayed as it is.
+    recorder_.ToClient(kRecordedErr, payload);
+    PassThrough(r.packet.wire_size);
+    co_return co_await Flush();
+  }
+  wire::mysql::Reader reader(payload.substr(1));
+  const uint32_t id = reader.Int4();
+  const uint16_t columns = reader.Int2();
+  const uint16_t params = reader.Int2();
+  if (!reader.ok()) co_return absl::InvalidArgumentError("malformed COM_STMT_PREPARE answer");
+  recorder_.ToClient(kRecordedPrepareOk, payload);
+  PassThrough(r.packet.wire_size);
+  // The parameters' and then the columns' definitions, each list ended by EOF unless deprecated.
+  int definitions = params + columns;
+  if (!deprecate_eof()) definitions += (params > 0 ? 1 : 0) + (columns > 0 ? 1 : 0);
+  for (int i = 0; i < definitions; ++i) {
+    st = co_await up.FillPacket(limits);
+    if (!st.ok()) co_return st;
+    r = up.Peek(limits);
+    recorder_.ToClient(wire::mysql::IsEofPacket(r.packet.payload) ? kRecordedEof : kRecordedColumn,
+                       r.packet.payload);
+    PassThrough(r.packet.wire_size);
+  }
+  if (prepared_.size() >= kMaxPrepared && !prepared_.contains(id)) {
+    co_return absl::ResourceExhaustedError("too many prepared statements in one session");
+  }
+  prepared_[id] = Prepared{std::string(sql)};
+  co_return co_await Flush();
+}
+
+asio::awaitable<absl::Status> Session::Execute(const OwnedPacket& command) {
+  const absl::Time started = absl::Now();
+  const uint32_t id = StatementId(command.payload);
+  auto it = prepared_.find(id);
+  if (it == prepared_.end()) {
+    // Unknown to the agent: the server would not know it either, say so as it would.
+    co_return co_await RefuseCommand(gate_.Refusal(
+        RefusalKind::kProtocolError, absl::StrCat("no prepared statement has id ", id)));
+  }
+  if (command.payload.size() > 5 && (static_cast<uint8_t>(command.payload[5]) & kCursorFlags)) {
+    co_return co_await RefuseCommand(gate_.Refusal(
+        RefusalKind::kNotSupported,
+        "cursors on prepared statements are not relayed yet; execute without a cursor"));
+  }
+  // Its own copy: another command may replace the entry while this one waits for approval.
+  const std::string sql = it->second.sql;
+  FollowPolicy();
+  session::Decision d = Decide(sql, Statements().Get(sql, lex_mode_), "binary");
+  if (const auto* hold = std::get_if<session::Hold>(&d)) {
+    session::GuardrailDecision g = hold->guardrail;
+    d = co_await HoldForApproval(sql, Statements().Get(sql, lex_mode_), g);
+  }
+  if (const auto* refused = std::get_if<session::Refuse>(&d)) {
+    co_return co_await RefuseCommand(*refused);
+  }
+  ResultMasking masking = MaskingFor(sql, Statements().Get(sql, lex_mode_), true);
+  audit_.Forwarding(sql);
+  auto answer = co_await Forward(command, Reply::kResultSets, &masking);
+  if (!answer.ok()) co_return answer.status();
+  MaskingDone(masking, masking.redact_all, &*answer);
+  EmitAnswered(sql, &Statements().Get(sql, lex_mode_), *answer, started, "binary");
+  co_return absl::OkStatus();
+}
+
+asio::awaitable<absl::Status> Session::StatementCommand(const OwnedPacket& command) {
+  const uint8_t c = static_cast<uint8_t>(command.payload[0]);
+  const uint32_t id = StatementId(command.payload);
+  if (!prepared_.contains(id)) {
+    if (c == static_cast<uint8_t>(wire::mysql::Command::kStmtClose)) co_return absl::OkStatus();
+    co_return co_await RefuseCommand(gate_.Refusal(
+        RefusalKind::kProtocolError, absl::StrCat("no prepared statement has id ", id)));
+  }
+  switch (static_cast<wire::mysql::Command>(c)) {
+    case wire::mysql::Command::kStmtClose:
+      prepared_.erase(id);
+      [[fallthrough]];
+    case wire::mysql::Command::kStmtSendLongData:
+      // No answer to these.
+      co_return co_await upstream_.stream->WritePacket(command.payload, 0);
+    default:  // COM_STMT_RESET: OK or ERR
+      co_return (co_await Forward(command, Reply::kOnePacket)).status();
+  }
+}
+
+}  // namespace sluice::agent::mysql::session_internal
