@@ -20,24 +20,6 @@ namespace {
 constexpr size_t kMaxCellChars = 48;
 constexpr size_t kMaxTextChars = 2000;
 
-// Printable on one line: control characters escaped, long values cut.
-std::string Printable(absl::string_view v, size_t max) {
-  std::string out;
-  for (char c : v.substr(0, max)) {
-    if (c == '\n') {
-      out += "\\n";
-    } else if (c == '\t') {
-      out += "\\t";
-    } else if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
-      out += absl::StrFormat("\\x%02x", static_cast<unsigned char>(c));
-    } else {
-      out.push_back(c);
-    }
-  }
-  if (v.size() > max) out += "...";
-  return out;
-}
-
 // A value as the client got it: text as it is; the common binary types decoded, others as hex.
 std::string Value(const std::optional<std::string>& v, int32_t type_oid, int16_t format) {
   if (!v) return "NULL";
@@ -60,6 +42,23 @@ std::string Quoted(const audit::StatementText& t) {
 }
 
 }  // namespace
+
+std::string Printable(absl::string_view v, size_t max) {
+  std::string out;
+  for (char c : v.substr(0, max)) {
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+      out += absl::StrFormat("\\x%02x", static_cast<unsigned char>(c));
+    } else {
+      out.push_back(c);
+    }
+  }
+  if (v.size() > max) out += "...";
+  return out;
+}
 
 void TranscriptPrinter::Header(const v1::SessionSummary& s) {
   std::fprintf(out_, "session %s on agent %s\n", s.session_id().c_str(), s.agent_id().c_str());
@@ -130,6 +129,10 @@ void TranscriptPrinter::Omitted(uint64_t offset_us, uint64_t messages, uint64_t 
 
 void TranscriptPrinter::Message(char kind, uint64_t offset_us, char type,
                                 const std::string& payload) {
+  if (protocol_ == audit::kProtocolMysql) {
+    MysqlMessage(kind, offset_us, type, payload);
+    return;
+  }
   const bool from_client = kind == audit::kRecordedFromClient;
   if (!(type == 'D' && !from_client && table_open_)) FlushTable();
   if (from_client) {
@@ -244,6 +247,10 @@ void TranscriptPrinter::Message(char kind, uint64_t offset_us, char type,
 }
 
 void TranscriptPrinter::Event(const v1::StoredEvent& e) {
+  if (e.type() == audit::SessionStartEvent::kType) {
+    const audit::SessionStartEvent start = audit::SessionStartEvent::Read(e.json());
+    if (!start.protocol.empty()) protocol_ = start.protocol;
+  }
   if (!e.recording().empty()) {
     audit::RecordingReader reader(e.recording());
     audit::RecordedEntry entry;

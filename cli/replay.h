@@ -1,6 +1,8 @@
 // `sluicectl sessions replay`: a session's recording and events as a readable transcript —
 // each statement as the client sent it, the policy's decision on it, its result as a table
-// (the values the client saw, so masked ones masked), notices, errors and timing.
+// (the values the client saw, so masked ones masked), notices, errors and timing. The session's
+// protocol (its start event) says how its recorded messages read: PostgreSQL messages
+// (replay.cc), or MySQL packets typed by the agent (replay_mysql.cc, agent/mysql/recorder.h).
 #pragma once
 
 #include <cstdint>
@@ -8,9 +10,13 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/string_view.h"
 #include "sluice/v1/admin.pb.h"
 
 namespace sluice::cli {
+
+// `v` printable on one line: control characters escaped, cut after `max` bytes ("...").
+std::string Printable(absl::string_view v, size_t max);
 
 class TranscriptPrinter {
  public:
@@ -25,17 +31,20 @@ class TranscriptPrinter {
 
  private:
   void Message(char kind, uint64_t offset_us, char type, const std::string& payload);
+  void MysqlMessage(char kind, uint64_t offset_us, char type, const std::string& payload);
   void Omitted(uint64_t offset_us, uint64_t messages, uint64_t bytes);
   void FlushTable();
   void Line(uint64_t offset_us, const std::string& text);
   void Note(const std::string& text);
 
   std::FILE* out_;
+  std::string protocol_ = "postgres";  // the session's (from its start event)
   // The result being collected: column names, formats and types, and its rows.
   struct Column {
     std::string name;
-    int32_t type_oid = 0;
+    int32_t type_oid = 0;  // MySQL: the column type
     int16_t format = 0;
+    bool is_unsigned = false;  // MySQL
   };
   std::vector<Column> columns_;
   std::vector<std::vector<std::string>> rows_;

@@ -69,8 +69,9 @@ struct ColumnPlan {
 
 struct ResultPlan {
   std::vector<ColumnPlan> columns;
-  bool active = false;                      // some column is not kPass
-  std::vector<std::string> rules;           // the rules that apply (for audit)
+  std::vector<uint8_t> types;      // the columns' types, as wire::mysql::SplitBinaryRow takes them
+  bool active = false;             // some column is not kPass
+  std::vector<std::string> rules;  // the rules that apply (for audit)
   std::vector<std::string> masked_columns;  // labels of the columns masked whole
 };
 

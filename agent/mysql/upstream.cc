@@ -21,8 +21,10 @@ constexpr char kClear[] = "mysql_clear_password";
 constexpr char kEd25519[] = "client_ed25519";
 constexpr int kMaxAuthRounds = 8;
 
-// The scramble a plugin answers over: servers end it with a NUL that is not part of it.
-std::string ScrambleOf(absl::string_view data) {
+// The scramble `plugin` answers over: servers end the 20-byte ones with a NUL that is not part of
+// it; client_ed25519's is 32 bytes of any value, a last 0 included.
+std::string ScrambleOf(absl::string_view plugin, absl::string_view data) {
+  if (plugin == kEd25519) return std::string(data.substr(0, 32));
   if (!data.empty() && data.back() == '\0') data.remove_suffix(1);
   return std::string(data);
 }
@@ -41,11 +43,7 @@ absl::StatusOr<std::string> FirstAnswer(absl::string_view plugin, const std::str
     }
     return absl::StrCat(password, absl::string_view("\0", 1));
   }
-  if (plugin == kEd25519) {
-    return absl::UnimplementedError(
-        "the database user authenticates with MariaDB's ed25519, which the agent cannot answer "
-        "yet; give the connection's user mysql_native_password");
-  }
+  if (plugin == kEd25519) return wire::mysql::Ed25519PasswordReply(password, scramble);
   return absl::UnimplementedError(absl::StrCat("the database asks for the authentication method \"",
                                                plugin.substr(0, 64),
                                                "\", which the agent does not speak"));
@@ -140,7 +138,7 @@ asio::awaitable<absl::StatusOr<UpstreamSession>> ConnectUpstream(asio::any_io_ex
     response.ssl_request = false;
   }
   std::string plugin = greeting->auth_plugin.empty() ? kNative : greeting->auth_plugin;
-  std::string scramble = ScrambleOf(greeting->auth_data);
+  std::string scramble = ScrambleOf(plugin, greeting->auth_data);
   auto answer = FirstAnswer(plugin, login.password, scramble, tls);
   // A method the agent cannot answer first may still be switched away from: answer nothing.
   response.auth_plugin = plugin;
@@ -170,7 +168,7 @@ asio::awaitable<absl::StatusOr<UpstreamSession>> ConnectUpstream(asio::any_io_ex
       auto sw = AuthSwitchRequest::Decode(p->payload);
       if (!sw.ok()) co_return sw.status();
       plugin = sw->plugin;
-      scramble = ScrambleOf(sw->data);
+      scramble = ScrambleOf(plugin, sw->data);
       auto next = FirstAnswer(plugin, login.password, scramble, tls);
       if (!next.ok()) co_return next.status();
       reply = *std::move(next);

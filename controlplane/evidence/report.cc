@@ -307,6 +307,8 @@ class Collector {
   Counts statement_decisions_;  // refused, blocked, denied (statement events); alerted; approval
                                 // outcomes
   Counts by_access_;
+  // Sessions granted and refused by their connection's protocol (postgres, mysql).
+  Counts granted_by_protocol_, refused_by_protocol_;
   Counts access_rule_hits_;
   std::map<std::string, GuardrailHits> guardrail_hits_;
   std::map<std::string, Counts> approval_policy_hits_;
@@ -466,6 +468,7 @@ void Collector::SessionStart(const std::string& agent, const std::string& id,
   const audit::SessionStartEvent start = audit::SessionStartEvent::Read(e.json());
   const Who& w = Decided(e, WhoFrom(start.who, start.access, start.rule), SessionTally::kGranted);
   ++sessions_started_;
+  ++granted_by_protocol_[start.protocol.empty() ? audit::kProtocolPostgres : start.protocol];
   ++by_access_[w.access];
   ++access_rule_hits_[w.rule];
   for (Control c : {kAC2, kAC3, kAC6, kAC17, kSC8, kIA2}) Cite(c, id);
@@ -536,6 +539,7 @@ void Collector::SessionRefused(const std::string& agent, const std::string& id,
   const audit::SessionRefusedEvent refused = audit::SessionRefusedEvent::Read(e.json());
   const Who& w = Decided(e, WhoFrom(refused.who), SessionTally::kRefused);
   ++sessions_refused_;
+  ++refused_by_protocol_[refused.protocol.empty() ? audit::kProtocolPostgres : refused.protocol];
   const std::string kind(audit::RefusalKindName(refused.refusal_kind));
   ++refused_by_kind_[kind];
   Cite(kAC3, id);
@@ -904,6 +908,8 @@ ControlReport Collector::AccessEnforcement() const {
   control.counts["sessions_granted"] = sessions_started_;
   control.counts["sessions_refused"] = sessions_refused_;
   control.counts["refused_by_reason"] = ToJson(refused_by_kind_);
+  control.counts["sessions_granted_by_protocol"] = ToJson(granted_by_protocol_);
+  control.counts["sessions_refused_by_protocol"] = ToJson(refused_by_protocol_);
   int64_t refused_statements = 0;
   Counts stmt;
   for (const char* d : {"refused", "blocked", "denied"}) {

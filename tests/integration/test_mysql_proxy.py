@@ -306,5 +306,51 @@ class MysqlProxyTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
 
 
+    def test_replay_renders_a_mysql_session(self):
+        ssn = self.db_value("SELECT ssn FROM customers WHERE id = 3")
+        r = self.stack.mariadb("SELECT id, ssn, name FROM customers WHERE id = 3; "
+                               "INSERT INTO customers (id, name) VALUES (3, 'x')",
+                               self.token(sub="replay-bot"), extra=["--force"])
+        self.assertIn("ERROR 1792", r.stderr)
+        r = self.stack.prepared("SELECT id, ssn FROM customers WHERE id = ?",
+                                self.token(sub="replay-bot"), "3")
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+        def sessions():
+            return json.loads(self.stack.cp.ctl("sessions", "list", "--identity", "replay-bot",
+                                                "-o", "json").stdout).get("sessions", [])
+        listed = wait_for(lambda: len([x for x in sessions() if x.get("ended_unix_ms")]) >= 2 and sessions(),
+                          what="both sessions stored")
+        texts = [self.stack.cp.ctl("sessions", "replay", x["session_id"]).stdout for x in listed]
+        text = "\n".join(texts)
+        self.assertIn("> SELECT id, ssn, name FROM customers WHERE id = 3", text)
+        self.assertIn("[REDACTED]", text)
+        self.assertNotIn(ssn, text)
+        self.assertIn("REFUSED", text)
+        self.assertIn("> prepare: SELECT id, ssn FROM customers WHERE id = ?", text)
+        self.assertIn("> execute statement", text)
+        self.assertIn("masked by pii-ids", text)
+
+
+    def test_evidence_counts_mysql_sessions_and_refusals(self):
+        import datetime
+        self.stack.mariadb("SELECT 1", self.token(sub="evidence-bot"))
+        self.stack.mariadb("SELECT 1", "forged-token")
+        now = datetime.datetime.now(datetime.timezone.utc)
+
+        def ac3():
+            out = self.stack.cp.ctl("evidence", "export", "--from",
+                                    (now - datetime.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                    "--to", (now + datetime.timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")).stdout
+            control = next(c for c in json.loads(out)["controls"] if c["id"] == "AC-3")
+            counts = control["counts"]
+            if (counts.get("sessions_granted_by_protocol", {}).get("mysql", 0) >= 1
+                    and counts.get("sessions_refused_by_protocol", {}).get("mysql", 0) >= 1):
+                return counts
+            return None
+        counts = wait_for(ac3, what="MySQL sessions in the evidence")
+        self.assertGreaterEqual(counts["refused_by_reason"].get("token_rejected", 0), 1)
+
+
 if __name__ == "__main__":
     unittest.main()

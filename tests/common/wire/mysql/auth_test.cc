@@ -1,16 +1,20 @@
 // The replies are checked the way a server checks them: from what it stores (SHA1(SHA1(pw)), or
 // SHA256(SHA256(pw))) and the scramble it sent, it recovers the client's first stage and hashes it
-// again. A reply for another password or another scramble does not pass.
+// again. A reply for another password or another scramble does not pass. client_ed25519's reply
+// is checked as the server checks it: a standard Ed25519 signature under the stored public key.
 #include "common/wire/mysql/auth.h"
 
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
+#include <sodium.h>
 
 #include <memory>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "common/crypto.h"
 
 namespace sluice::wire::mysql {
@@ -83,6 +87,80 @@ TEST(MysqlAuth, Sha2RsaReplyIsWhatTheServerDecrypts) {
 
   EXPECT_FALSE(Sha2RsaReply("pw", scramble, "not a key").ok());
   EXPECT_FALSE(Sha2RsaReply(std::string(300, 'x'), scramble, pem).ok());  // too long for 2048 bits
+}
+
+// What MariaDB stores for an ed25519 user: base64 of the public key, without padding.
+std::string StoredEd25519(absl::string_view password) {
+  std::string b64 = absl::Base64Escape(Ed25519PasswordPublicKey(password));
+  while (!b64.empty() && b64.back() == '=') b64.pop_back();
+  return b64;
+}
+
+bool Ed25519ServerAccepts(absl::string_view public_key, absl::string_view scramble,
+                          absl::string_view reply) {
+  return public_key.size() == crypto_sign_ed25519_PUBLICKEYBYTES &&
+         reply.size() == crypto_sign_ed25519_BYTES &&
+         crypto_sign_ed25519_verify_detached(
+             reinterpret_cast<const unsigned char*>(reply.data()),
+             reinterpret_cast<const unsigned char*>(scramble.data()), scramble.size(),
+             reinterpret_cast<const unsigned char*>(public_key.data())) == 0;
+}
+
+// MariaDB 10.11.19's own answers (`SELECT ed25519_password(pw)`, and the authentication_string of
+// a user created IDENTIFIED VIA ed25519 USING PASSWORD(pw)), taken once from the server.
+TEST(MysqlAuth, Ed25519PublicKeyIsWhatMariaDbStores) {
+  EXPECT_EQ(StoredEd25519("secret"), "ZIgUREUg5PVgQ6LskhXmO+eZLS0nC8be6HPjYWR4YJY");
+  EXPECT_EQ(StoredEd25519("foo"), "vubFBzIrapbfHct1/J72dnUryz5VS7lA6XHH8sIx4TI");
+  EXPECT_EQ(StoredEd25519(""), "4LH+dBF+G5W2CKTyId8xR3SyDqZoQjUNUVNxx8aWbG4");
+  EXPECT_EQ(StoredEd25519("a much longer password of more than thirty-two bytes, with "
+                          "\xc3\xbc"
+                          "n\xc3\xaf"
+                          "code"),
+            "ueiVKsPgeeqqIRpHmwKW9hhtPCIm5pUNb0Nv6ufwShg");
+}
+
+TEST(MysqlAuth, Ed25519ReplyIsASignatureUnderThePasswordsKey) {
+  const std::string scramble("0123456789abcdefghijklmnopqrstu\0", 32);  // the 0 is part of it
+  ASSERT_EQ(scramble.size(), 32u);
+  const std::string key = Ed25519PasswordPublicKey("app_password");
+  ASSERT_EQ(key.size(), 32u);
+
+  auto reply = Ed25519PasswordReply("app_password", scramble);
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  ASSERT_EQ(reply->size(), 64u);
+  EXPECT_TRUE(Ed25519ServerAccepts(key, scramble, *reply));
+  EXPECT_TRUE(Ed25519Verify(key, scramble, *reply));  // OpenSSL agrees with libsodium
+  // Deterministic, as Ed25519 is: the same password and scramble sign the same.
+  EXPECT_EQ(*Ed25519PasswordReply("app_password", scramble), *reply);
+
+  // Another password signs under another key; another scramble's signature does not fit this one.
+  auto wrong = Ed25519PasswordReply("app_passworD", scramble);
+  ASSERT_TRUE(wrong.ok());
+  EXPECT_FALSE(Ed25519ServerAccepts(key, scramble, *wrong));
+  std::string other_scramble = scramble;
+  other_scramble[0] = 'X';
+  auto other = Ed25519PasswordReply("app_password", other_scramble);
+  ASSERT_TRUE(other.ok());
+  EXPECT_FALSE(Ed25519ServerAccepts(key, scramble, *other));
+  EXPECT_TRUE(Ed25519ServerAccepts(key, other_scramble, *other));
+  std::string flipped = *reply;
+  flipped[40] = static_cast<char>(flipped[40] ^ 1);
+  EXPECT_FALSE(Ed25519ServerAccepts(key, scramble, flipped));
+
+  // Passwords of any length, the empty one included, hash to a key of their own.
+  for (const std::string& password : {std::string(), std::string(1, 'x'), std::string(200, 'y')}) {
+    auto r = Ed25519PasswordReply(password, scramble);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_TRUE(Ed25519ServerAccepts(Ed25519PasswordPublicKey(password), scramble, *r));
+    EXPECT_FALSE(Ed25519ServerAccepts(key, scramble, *r));
+  }
+}
+
+TEST(MysqlAuth, Ed25519ReplyNeedsA32ByteScramble) {
+  for (size_t size : {0, 20, 31, 33}) {
+    auto r = Ed25519PasswordReply("app_password", std::string(size, 's'));
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << size;
+  }
 }
 
 }  // namespace
