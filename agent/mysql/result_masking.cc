@@ -207,7 +207,12 @@ absl::StatusOr<bool> MaskTextRow(absl::string_view payload, const ResultPlan& pl
 absl::StatusOr<bool> MaskBinaryRow(absl::string_view payload, const ResultPlan& plan,
                                    const MaskingPolicy& policy, std::string* out) {
   std::vector<wire::mysql::RowValue> values;
-  absl::Status split = wire::mysql::SplitBinaryRow(payload, plan.types, &values);
+  std::vector<uint8_t> own_types;  // for a plan made by hand, without `types`
+  if (plan.types.size() != plan.columns.size()) {
+    for (const ColumnPlan& c : plan.columns) own_types.push_back(c.type);
+  }
+  absl::Status split = wire::mysql::SplitBinaryRow(
+      payload, own_types.empty() ? plan.types : own_types, &values);
   if (!split.ok()) return split;
   const size_t values_at = 1 + (values.size() + 7 + 2) / 8;  // after the header and bitmap
   bool changed = false;
