@@ -24,24 +24,29 @@ TEST(YamlCodec, ParsesTheExamplePolicy) {
   ASSERT_TRUE(text.ok());
   ParsedDocuments p = ParseYamlDocuments(*text);
   ASSERT_TRUE(p.errors.empty()) << ::testing::PrintToString(Errors(p));
-  ASSERT_EQ(p.resources.size(), 6u);
+  ASSERT_EQ(p.resources.size(), 7u);
   const v1::Connection& c = p.resources[0].connection();
   EXPECT_EQ(c.name(), "demo-pg");
   EXPECT_EQ(c.protocol(), v1::PROTOCOL_POSTGRES);
   EXPECT_EQ(c.upstream().port(), 55432u);
   EXPECT_EQ(c.upstream().tls(), v1::UPSTREAM_TLS_DISABLE);
   EXPECT_EQ(c.agents().at("site"), "local");
-  EXPECT_EQ(p.resources[1].access_rule().access(), v1::ACCESS_READ);
-  EXPECT_EQ(p.resources[2].access_rule().access(), v1::ACCESS_ADMIN);
-  const v1::ApprovalPolicy& ap = p.resources[3].approval_policy();
+  const v1::Connection& m = p.resources[1].connection();
+  EXPECT_EQ(m.name(), "demo-mysql");
+  EXPECT_EQ(m.protocol(), v1::PROTOCOL_MYSQL);
+  EXPECT_EQ(m.upstream().port(), 53306u);
+  EXPECT_EQ(p.resources[2].access_rule().access(), v1::ACCESS_READ);
+  EXPECT_EQ(p.resources[2].access_rule().connections().names_size(), 2);
+  EXPECT_EQ(p.resources[3].access_rule().access(), v1::ACCESS_ADMIN);
+  const v1::ApprovalPolicy& ap = p.resources[4].approval_policy();
   EXPECT_EQ(ap.timeout().seconds(), 300);
-  const v1::Guardrail& g = p.resources[4].guardrail();
+  const v1::Guardrail& g = p.resources[5].guardrail();
   ASSERT_EQ(g.rules_size(), 6);
   EXPECT_EQ(g.rules(3).action(), v1::GUARDRAIL_ACTION_REQUIRE_APPROVAL);
   EXPECT_EQ(g.rules(4).match(), "unknown");  // DO blocks wait for a DBA, like DDL
   EXPECT_EQ(g.rules(4).action(), v1::GUARDRAIL_ACTION_REQUIRE_APPROVAL);
   EXPECT_EQ(g.rules(5).match(), "dangerous_function");
-  EXPECT_EQ(p.resources[5].masking_rule().strategy(), v1::MASKING_STRATEGY_PARTIAL);
+  EXPECT_EQ(p.resources[6].masking_rule().strategy(), v1::MASKING_STRATEGY_PARTIAL);
 }
 
 TEST(YamlCodec, YamlRoundTripIsLossless) {
