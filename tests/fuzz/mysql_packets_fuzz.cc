@@ -5,8 +5,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <vector>
 
 #include "common/wire/mysql/packets.h"
+#include "common/wire/mysql/rows.h"
 
 namespace my = sluice::wire::mysql;
 
@@ -18,7 +20,18 @@ void Typed(absl::string_view p) {
   (void)my::OkPacket::Decode(p);
   (void)my::ErrPacket::Decode(p);
   (void)my::ColumnDefinition::Decode(p);
+  (void)my::AuthSwitchRequest::Decode(p);
   (void)my::IsEofPacket(p);
+  // Result rows: as text rows of a few widths, and as binary rows whose column types are the
+  // payload's first bytes (every value of a split row rendered as text).
+  std::vector<my::RowValue> values;
+  for (size_t columns : {1, 3, 17}) (void)my::SplitTextRow(p, columns, &values);
+  std::vector<uint8_t> types(p.begin(), p.begin() + std::min<size_t>(p.size(), 12));
+  if (my::SplitBinaryRow(p, types, &values).ok()) {
+    for (size_t i = 0; i < values.size(); ++i) {
+      if (!values[i].null) (void)my::BinaryValueText(values[i].data, types[i], i % 2 == 0);
+    }
+  }
   my::Reader r(p);
   while (r.ok() && r.remaining() > 0) r.LenencString();
 }
