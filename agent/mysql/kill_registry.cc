@@ -22,6 +22,18 @@ std::optional<KillTarget> KillRegistry::Lookup(uint32_t agent_id) const {
   return it->second;
 }
 
+std::optional<std::string> KillRegistry::OnlyConnectionOf(absl::string_view issuer,
+                                                          absl::string_view subject) const {
+  absl::MutexLock lock(&mu_);
+  std::optional<std::string> found;
+  for (const auto& [id, target] : entries_) {
+    if (target.issuer != issuer || target.subject != subject) continue;
+    if (found && *found != target.connection) return std::nullopt;
+    found = target.connection;
+  }
+  return found;
+}
+
 std::optional<KillRequest> ParseKill(const std::string& sql, const LexMode& mode) {
   LexResult lexed = Lex(sql, mode);
   if (!lexed.error.empty()) return std::nullopt;

@@ -11,6 +11,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "agent/mysql/sql_lexer.h"
 
@@ -30,6 +31,10 @@ class KillRegistry {
   void Register(uint32_t agent_id, KillTarget target);
   void Unregister(uint32_t agent_id);
   std::optional<KillTarget> Lookup(uint32_t agent_id) const;
+  // The Connection that the caller `issuer` / `subject` has sessions on, when they are all on
+  // one; nullopt when the caller has none, or has sessions on several.
+  std::optional<std::string> OnlyConnectionOf(absl::string_view issuer,
+                                              absl::string_view subject) const;
 
  private:
   mutable absl::Mutex mu_;

@@ -199,11 +199,21 @@ asio::awaitable<absl::Status> Session::Admit(const HandshakeResponse41& response
     co_return co_await FailLogin(RefusalKind::kProtocolError,
                                  "Sluice: no database or user name names the connection");
   }
-  if (auto refused = admission_.Open(connection_name_)) {
-    co_return co_await RefuseLogin(*std::move(refused));
-  }
+  std::optional<session::Refuse> unknown = admission_.Open(connection_name_);
+  if (unknown && !response.database.empty()) co_return co_await RefuseLogin(*std::move(unknown));
   auto token = co_await ReadToken(response);
   if (!token.ok()) co_return token.status();
+  if (unknown) {
+    // The mariadb and mysql CLIs cancel a statement (Ctrl-C) from a second connection that logs
+    // in with the same user and password but no database: when that user names no Connection,
+    // the caller's token says which one (see CancelConnection).
+    auto found = CancelConnection(*token);
+    if (!found) co_return co_await RefuseLogin(*std::move(unknown));
+    connection_name_ = *std::move(found);
+    if (auto refused = admission_.Open(connection_name_)) {
+      co_return co_await RefuseLogin(*std::move(refused));
+    }
+  }
   auto admitted = admission_.Admit(*token, absl::Now(), peer_);
   identity_ = admission_.identity();
   if (auto* refused = std::get_if<session::Refuse>(&admitted)) {
@@ -214,6 +224,17 @@ asio::awaitable<absl::Status> Session::Admit(const HandshakeResponse41& response
   ticket_ = std::move(caller.ticket);
   credentials_ = std::move(caller.credentials);
   co_return absl::OkStatus();
+}
+
+std::optional<std::string> Session::CancelConnection(absl::string_view token) const {
+  const std::shared_ptr<const AgentPolicy>& policy = admission_.policy();
+  if (!policy || !policy->verifier) return std::nullopt;
+  auto identity = policy->verifier->Verify(token, absl::Now());
+  if (!identity.ok()) return std::nullopt;
+  // Only the Connection of the caller's own open sessions, and only when there is one: the login
+  // is then admitted there like any other (Admission::Admit checks the token and the access rule
+  // again), so it reaches nothing the caller could not open by naming it.
+  return deps_.kills->OnlyConnectionOf(identity->issuer, identity->subject);
 }
 
 asio::awaitable<absl::StatusOr<std::string>> Session::ReadToken(

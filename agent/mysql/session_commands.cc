@@ -1,6 +1,7 @@
 // The command loop: each client command decided, forwarded and its answer relayed packet by
 // packet (what each packet is comes from where it falls in the answer: a MySQL packet does not
 // say), with its event. https://mariadb.com/kb/en/result-set-packets/
+#include <asio/experimental/awaitable_operators.hpp>
 #include <variant>
 
 #include "absl/strings/str_cat.h"
@@ -62,6 +63,28 @@ bool Refused(uint8_t c) {
     default:
       return false;
   }
+}
+
+// While a statement is held its client waits for the answer and sends nothing (a KILL QUERY comes
+// on another connection); what it sends anyway is read into its buffer, not consumed, for the
+// commands after. A client that goes away withdraws the statement as a cancel does: no approval
+// runs it for nobody. Returns only once cancelled (the hold is over).
+asio::awaitable<void> WithdrawIfClientLeaves(PacketStream& client,
+                                             const session::ApprovalHold& hold, size_t max_buffer) {
+  absl::Status st;
+  while (st.ok()) {
+    // No read is started once cancelled (the coroutine would throw).
+    asio::cancellation_state cs = co_await asio::this_coro::cancellation_state;
+    if (cs.cancelled() != asio::cancellation_type::none) co_return;
+    st = co_await client.ReadMore(max_buffer);
+  }
+  asio::cancellation_state cs = co_await asio::this_coro::cancellation_state;
+  if (cs.cancelled() != asio::cancellation_type::none) co_return;
+  // A full buffer (a client sending ahead) is not a client gone: it is just not watched any more.
+  if (!absl::IsResourceExhausted(st)) hold.Cancel();
+  asio::steady_timer until_cancelled(co_await asio::this_coro::executor,
+                                     asio::steady_timer::time_point::max());
+  co_await until_cancelled.async_wait(kNoThrow);
 }
 
 }  // namespace
@@ -171,7 +194,7 @@ asio::awaitable<absl::Status> Session::Query(const OwnedPacket& command) {
   session::Decision d = Decide(sql, info, "text");
   if (const auto* hold = std::get_if<session::Hold>(&d)) {
     session::GuardrailDecision g = hold->guardrail;
-    d = co_await HoldForApproval(sql, info, g);
+    d = co_await HoldForApproval(sql, info, g, "text");
   }
   if (const auto* refused = std::get_if<session::Refuse>(&d)) {
     co_return co_await RefuseCommand(*refused);
@@ -203,26 +226,29 @@ asio::awaitable<absl::Status> Session::Query(const OwnedPacket& command) {
 
 asio::awaitable<absl::Status> Session::Kill(const OwnedPacket& command, absl::Time started) {
   const std::string sql = command.payload.substr(1);
-  auto refuse = [&](std::string problem) {
+  // The refusal is recorded here and answered by the caller: RefuseCommand takes it by reference,
+  // so it must outlive the coroutine that answers it (a lambda's local would not).
+  auto refusal = [&](std::string problem) {
     session::Refuse r = gate_.Refusal(RefusalKind::kNotSupported, problem);
     audit::StatementText text;
     SetEventText(&text, sql, nullptr, "text");
     audit_.StatementRefused(std::move(text), r, StatementError(r.kind).sql_state);
-    return RefuseCommand(r);
+    return r;
   };
+  std::optional<session::Refuse> refused;
   auto request = ParseKill(sql, lex_mode_);
+  std::optional<KillTarget> target;
+  if (request) target = deps_.kills->Lookup(request->id);
   if (!request) {
-    co_return co_await refuse(
-        "only KILL [QUERY | CONNECTION] <id> of one of your own sessions is relayed");
+    refused = refusal("only KILL [QUERY | CONNECTION] <id> of one of your own sessions is relayed");
+  } else if (!target || target->issuer != identity_.issuer ||
+             target->subject != identity_.subject) {
+    refused = refusal(absl::StrCat("no session of yours has id ", request->id));
+  } else if (target->connection != connection_name_) {
+    refused = refusal(absl::StrCat("session ", request->id, " is on connection \"",
+                                   target->connection, "\"; send KILL through it"));
   }
-  auto target = deps_.kills->Lookup(request->id);
-  if (!target || target->issuer != identity_.issuer || target->subject != identity_.subject) {
-    co_return co_await refuse(absl::StrCat("no session of yours has id ", request->id));
-  }
-  if (target->connection != connection_name_) {
-    co_return co_await refuse(absl::StrCat("session ", request->id, " is on connection \"",
-                                           target->connection, "\"; send KILL through it"));
-  }
+  if (refused) co_return co_await RefuseCommand(*refused);
   if (request->query_only && target->cancel_hold && target->cancel_hold()) {
     // The statement was waiting for approvers: withdrawn, nothing to stop upstream.
     wire::mysql::OkPacket ok;
@@ -294,7 +320,8 @@ session::Decision Session::Decide(absl::string_view sql, const StatementInfo& in
 
 asio::awaitable<session::Decision> Session::HoldForApproval(absl::string_view sql,
                                                             const StatementInfo& info,
-                                                            const session::GuardrailDecision& d) {
+                                                            const session::GuardrailDecision& d,
+                                                            const char* protocol) {
   session::HeldStatement held;
   held.sql = std::string(sql);
   held.fingerprint = info.shape.fingerprint;
@@ -306,14 +333,24 @@ asio::awaitable<session::Decision> Session::HoldForApproval(absl::string_view sq
   session::ApprovalHold::Notify notify = [](const std::string&) -> asio::awaitable<absl::Status> {
     co_return absl::OkStatus();
   };
-  auto waited = co_await hold_.Wait(held, caller, timeout, notify);
+  using namespace asio::experimental::awaitable_operators;
+  auto ended =
+      co_await (hold_.Wait(held, caller, timeout, notify) ||
+                WithdrawIfClientLeaves(client_, hold_, deps_.config->limits.max_payload_bytes));
+  if (ended.index() != 0) {
+    // The watch ends first only when both are cancelled: the session is ending (the hold
+    // withdrew its request).
+    co_return gate_.Refusal(RefusalKind::kCancelled,
+                            "the session ended while the statement was held");
+  }
+  auto& waited = std::get<0>(ended);
   if (!waited.ok()) {
     session::Refuse r = gate_.Refusal(RefusalKind::kCancelled, waited.status().message());
     co_return r;
   }
   // Other sessions on this thread used the cache meanwhile: the facts are looked up again.
   audit::StatementText text;
-  SetEventText(&text, sql, &Statements().Get(sql, lex_mode_), "text");
+  SetEventText(&text, sql, &Statements().Get(sql, lex_mode_), protocol);
   const char* decision = audit_.Approval(std::move(text), d, waited->approval_id, waited->outcome);
   LogInfo("approval request ", waited->approval_id, " for ", identity_.subject, " on ",
           connection_name_, ": ", decision);

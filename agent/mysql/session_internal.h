@@ -85,6 +85,11 @@ class Session {
   asio::awaitable<absl::Status> Admit(const wire::mysql::HandshakeResponse41& response);
   asio::awaitable<absl::StatusOr<std::string>> ReadToken(
       const wire::mysql::HandshakeResponse41& response);
+  // A login without a database whose user names no Connection: the mariadb / mysql CLI's
+  // cancel connection (Ctrl-C sends `KILL QUERY <id>` from it). The Connection that the token's
+  // caller has its open sessions on when they are all on one; nullopt otherwise (the login is
+  // refused as naming an unknown connection).
+  std::optional<std::string> CancelConnection(absl::string_view token) const;
   asio::awaitable<absl::Status> LoginUpstream(const wire::mysql::HandshakeResponse41& response);
   // The session's pins on an idle upstream: read-only for a read grant (checked), and the SQL
   // mode the agent lexes statements in. Again after COM_RESET_CONNECTION.
@@ -141,9 +146,12 @@ class Session {
   // The statement's decision, recorded when refused or alerted on.
   // `protocol`: how it came (text, prepare, binary), for its event.
   session::Decision Decide(absl::string_view sql, const StatementInfo& info, const char* protocol);
+  // A held statement's decision (see agent/session/approval_hold.h), with its approval event;
+  // `protocol` as for Decide.
   asio::awaitable<session::Decision> HoldForApproval(absl::string_view sql,
                                                      const StatementInfo& info,
-                                                     const session::GuardrailDecision& d);
+                                                     const session::GuardrailDecision& d,
+                                                     const char* protocol);
   void EmitAnswered(absl::string_view sql, const StatementInfo* info, const Answer& answer,
                     absl::Time started, const char* protocol);
   void SetEventText(audit::StatementText* t, absl::string_view sql, const StatementInfo* info,

@@ -94,7 +94,7 @@ asio::awaitable<absl::Status> Session::Execute(const OwnedPacket& command) {
   session::Decision d = Decide(sql, Statements().Get(sql, lex_mode_), "binary");
   if (const auto* hold = std::get_if<session::Hold>(&d)) {
     session::GuardrailDecision g = hold->guardrail;
-    d = co_await HoldForApproval(sql, Statements().Get(sql, lex_mode_), g);
+    d = co_await HoldForApproval(sql, Statements().Get(sql, lex_mode_), g, "binary");
   }
   if (const auto* refused = std::get_if<session::Refuse>(&d)) {
     co_return co_await RefuseCommand(*refused);
