@@ -282,6 +282,7 @@ asio::awaitable<absl::Status> Session::LoginUpstream(const HandshakeResponse41& 
   login.user = std::move(credentials_.username);
   login.password = std::move(credentials_.password);
   upstream_database_ = connection->upstream().database();
+  current_database_ = upstream_database_;
   login.database = upstream_database_;
   login.relayed = response.capabilities & kRelayedCapabilities;
   login.charset = response.charset;

@@ -190,26 +190,45 @@ asio::awaitable<absl::Status> Session::Query(const OwnedPacket& command) {
   const absl::Time started = absl::Now();
   const absl::string_view sql = absl::string_view(command.payload).substr(1);
   FollowPolicy();
-  const StatementInfo& info = Statements().Get(sql, lex_mode_);
-  session::Decision d = Decide(sql, info, "text");
+  const StatementInfo* info = &Statements().Get(sql, lex_mode_);
+  session::Decision d = Decide(sql, *info, "text");
   if (const auto* hold = std::get_if<session::Hold>(&d)) {
     session::GuardrailDecision g = hold->guardrail;
-    d = co_await HoldForApproval(sql, info, g, "text");
+    d = co_await HoldForApproval(sql, *info, g, "text");
+    // Other sessions on this thread used the cache meanwhile: the facts are looked up again.
+    info = &Statements().Get(sql, lex_mode_);
   }
   if (const auto* refused = std::get_if<session::Refuse>(&d)) {
     co_return co_await RefuseCommand(*refused);
   }
-  if (info.statements.size() == 1 && info.statements[0].kind == "KILL") {
+  if (info->statements.size() == 1 && info->statements[0].kind == "KILL") {
     co_return co_await Kill(command, started);
   }
-  const bool mode_changes = info.changes_sql_mode;
-  ResultMasking masking = MaskingFor(sql, info, false);
-  const bool show_warnings = KeepsWarnings(info);
+  const bool mode_changes = info->changes_sql_mode;
+  // USE in the text: the session's database after it (read back if the text failed part way).
+  std::string use;
+  for (const StatementFacts& f : info->statements) {
+    if (!f.database.empty()) use = f.database;
+  }
+  ResultMasking masking = MaskingFor(sql, *info, false);
+  const bool show_warnings = KeepsWarnings(*info);
   audit_.Forwarding(sql);
   auto answer = co_await Forward(command, Reply::kResultSets, &masking);
   if (!answer.ok()) co_return answer.status();
   MaskingDone(masking, show_warnings, &*answer);
-  EmitAnswered(sql, &Statements().Get(sql, lex_mode_), *answer, started, "text");
+  // A cache entry stays put; an analysis that was not kept is made again.
+  EmitAnswered(sql, Statements().Kept(*info) ? info : &Statements().Get(sql, lex_mode_), *answer,
+               started, "text");
+  if (!use.empty() && answer->error.empty()) {
+    current_database_ = std::move(use);
+  } else if (!use.empty()) {
+    auto db = co_await RunQuery(upstream_.stream.get(), "SELECT DATABASE()", deprecate_eof(),
+                                deps_.config->limits);
+    if (!db.ok() || db->rows.size() != 1 || db->rows[0].size() != 1) {
+      co_return absl::FailedPreconditionError("the session's database could not be read");
+    }
+    current_database_ = db->rows[0][0].value_or("");
+  }
   if (mode_changes) {
     // The server is asked what the mode is now, whatever part of the text ran.
     auto mode = co_await RunQuery(upstream_.stream.get(), "SELECT @@session.sql_mode",
@@ -281,13 +300,17 @@ asio::awaitable<absl::Status> Session::InitDb(const OwnedPacket& command) {
   auto answer = co_await Forward(forwarded, Reply::kOnePacket);
   if (!answer.ok()) co_return answer.status();
   EmitAnswered(text, nullptr, *answer, started, "COM_INIT_DB");
+  if (answer->error.empty()) current_database_ = forwarded.payload.substr(1);
   co_return absl::OkStatus();
 }
 
 asio::awaitable<absl::Status> Session::ResetConnection(const OwnedPacket& command) {
   auto answer = co_await Forward(command, Reply::kOnePacket);
   if (!answer.ok()) co_return answer.status();
-  // The server dropped the session's state, read-only included: the pins again, checked.
+  // The server dropped the session's state, read-only included: the pins again, checked. Its
+  // prepared statements and warnings are gone too.
+  prepared_.clear();
+  warnings_may_quote_ = false;
   co_return co_await Pin();
 }
 
@@ -301,7 +324,7 @@ session::Decision Session::Decide(absl::string_view sql, const StatementInfo& in
   s.unsafe_lifts_read_only = info.unsafe_lifts_read_only;
   const std::string unmaskable = Unmaskable(sql, info);
   s.unmaskable = unmaskable;
-  session::GuardrailDecision g = guardrails_.Decide(info.statements, upstream_database_);
+  session::GuardrailDecision g = guardrails_.Decide(info.statements, current_database_);
   s.guardrail = &g;
   session::Decision d = gate_.Decide(s);
   if (const auto* refused = std::get_if<session::Refuse>(&d)) {

@@ -198,10 +198,15 @@ class Session {
   session::Credentials credentials_;
   UpstreamSession upstream_;
   std::string upstream_database_;  // the Connection's database (USE of the Connection's name maps)
+  // The session's database now (COM_INIT_DB, USE): where unqualified tables are, for guardrails.
+  std::string current_database_;
   LexMode lex_mode_;
   // Prepared statements by the server's id: their text (decided again at each execution).
   struct Prepared {
-    std::string sql;
+    std::shared_ptr<const std::string> sql;  // shared with an execution that waits
+    LexMode mode;                            // the lexing mode it was prepared (and parsed) in
+    // Its analysis, when the thread's cache keeps it (entries stay put): no lookup per execution.
+    const StatementInfo* info = nullptr;
   };
   static constexpr size_t kMaxPrepared = 16384;
   absl::flat_hash_map<uint32_t, Prepared> prepared_;

@@ -70,7 +70,9 @@ asio::awaitable<absl::Status> Session::Prepare(const OwnedPacket& command) {
   if (prepared_.size() >= kMaxPrepared && !prepared_.contains(id)) {
     co_return absl::ResourceExhaustedError("too many prepared statements in one session");
   }
-  prepared_[id] = Prepared{std::string(sql)};
+  const StatementInfo& analysed = Statements().Get(sql, lex_mode_);
+  prepared_[id] = Prepared{std::make_shared<const std::string>(sql), lex_mode_,
+                           Statements().Kept(analysed) ? &analysed : nullptr};
   co_return co_await Flush();
 }
 
@@ -88,23 +90,27 @@ asio::awaitable<absl::Status> Session::Execute(const OwnedPacket& command) {
         RefusalKind::kNotSupported,
         "cursors on prepared statements are not relayed yet; execute without a cursor"));
   }
-  // Its own copy: another command may replace the entry while this one waits for approval.
-  const std::string sql = it->second.sql;
+  // Its own reference: another command may replace the entry while this one waits for approval.
+  const Prepared prepared = it->second;
+  const std::string& sql = *prepared.sql;
+  auto facts = [&]() -> const StatementInfo& {
+    return prepared.info != nullptr ? *prepared.info : Statements().Get(sql, prepared.mode);
+  };
   FollowPolicy();
-  session::Decision d = Decide(sql, Statements().Get(sql, lex_mode_), "binary");
+  session::Decision d = Decide(sql, facts(), "binary");
   if (const auto* hold = std::get_if<session::Hold>(&d)) {
     session::GuardrailDecision g = hold->guardrail;
-    d = co_await HoldForApproval(sql, Statements().Get(sql, lex_mode_), g, "binary");
+    d = co_await HoldForApproval(sql, facts(), g, "binary");
   }
   if (const auto* refused = std::get_if<session::Refuse>(&d)) {
     co_return co_await RefuseCommand(*refused);
   }
-  ResultMasking masking = MaskingFor(sql, Statements().Get(sql, lex_mode_), true);
+  ResultMasking masking = MaskingFor(sql, facts(), true);
   audit_.Forwarding(sql);
   auto answer = co_await Forward(command, Reply::kResultSets, &masking);
   if (!answer.ok()) co_return answer.status();
   MaskingDone(masking, masking.redact_all, &*answer);
-  EmitAnswered(sql, &Statements().Get(sql, lex_mode_), *answer, started, "binary");
+  EmitAnswered(sql, &facts(), *answer, started, "binary");
   co_return absl::OkStatus();
 }
 
