@@ -31,11 +31,14 @@ asio::awaitable<absl::StatusOr<OwnedPacket>> PacketStream::ReadPacket(const Deco
 
 asio::awaitable<absl::Status> PacketStream::WritePacket(absl::string_view payload, uint8_t sequence,
                                                         uint8_t* next) {
-  std::string wire;
-  wire.reserve(payload.size() + 8);
-  uint8_t after = wire::mysql::EncodePacket(payload, sequence, &wire);
+  // One write at a time per stream (a session's commands are serial): the framing buffer is
+  // reused, so a command costs no allocation once it has grown.
+  framed_.clear();
+  uint8_t after = wire::mysql::EncodePacket(payload, sequence, &framed_);
   if (next != nullptr) *next = after;
-  co_return co_await Write(wire);
+  absl::Status st = co_await Write(framed_);
+  if (framed_.capacity() > (256 << 10)) std::string().swap(framed_);
+  co_return st;
 }
 
 }  // namespace sluice::agent::mysql

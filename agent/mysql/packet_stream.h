@@ -36,6 +36,9 @@ class PacketStream : public net::Stream {
   // Writes `payload` framed from `sequence`; returns the next sequence id through `*next`.
   asio::awaitable<absl::Status> WritePacket(absl::string_view payload, uint8_t sequence,
                                             uint8_t* next = nullptr);
+
+ private:
+  std::string framed_;  // WritePacket's framing, reused (up to 256 KiB kept)
 };
 
 }  // namespace sluice::agent::mysql

@@ -16,7 +16,8 @@
 //          UNLOCK TABLES, SELECT ... INTO @var, SIGNAL, GET DIAGNOSTICS;
 //   write: INSERT, REPLACE, UPDATE, DELETE (multi-table too), LOAD DATA / XML, CALL, DO, HANDLER,
 //          LOCK TABLES, XA, SELECT ... INTO OUTFILE / DUMPFILE (the server writes a file),
-//          calls of WritingFunctions();
+//          calls of WritingFunctions() and of functions that may be stored ones (`db.f()`, or a
+//          name MariaDB does not have built in);
 //   ddl:   CREATE / ALTER / DROP / RENAME / TRUNCATE, OPTIMIZE / REPAIR / ANALYZE / CHECK TABLE,
 //          FLUSH, INSTALL / UNINSTALL, SET GLOBAL / PERSIST, RESET, PURGE, CHANGE MASTER,
 //          START / STOP SLAVE / REPLICA, SHUTDOWN, BACKUP, CACHE / LOAD INDEX;
@@ -69,7 +70,8 @@ struct SettingChange {
 // 'a' = 'a', x = x, ... OR 1 = 1). Then what only the MySQL path uses:
 struct StatementFacts : session::StatementFacts {
   std::vector<SettingChange> settings;  // session settings it changes
-  // Runs code the agent cannot see into (CALL of a procedure): what.
+  // Runs code the agent cannot see into (CALL of a procedure, a call of a function that is not
+  // built in, which may be a stored function or a UDF): what.
   std::string runs_hidden_code;
   // Why the agent cannot let it run, whatever the grant ("" when it can): sql_mode set to what
   // the lexer cannot follow, a character set other than utf8mb4 / utf8mb3 / utf8 / latin1 /
@@ -117,8 +119,10 @@ const std::vector<std::string>& DangerousFunctions();
 
 // Functions with effects a read-only transaction does not stop: a statement calling one is a
 // write. Named locks (get_lock, release_lock, release_all_locks), the UDFs that run commands
-// (sys_exec, sys_eval, sys_set) and sequences (nextval, setval, NEXT VALUE FOR). Stored
-// functions are not known by name: the read-only upstream session stops their writes.
+// (sys_exec, sys_eval, sys_set) and sequences (nextval, setval, NEXT VALUE FOR). Besides these,
+// a call of any function MariaDB does not have built in (sql_builtin_functions.h), and every
+// qualified call `db.f()`, may be a stored function or a UDF: the statement is at least a write
+// and its `runs_hidden_code` names the function.
 const std::vector<std::string>& WritingFunctions();
 
 // Texts longer than this are not analyzed (kUnknown).

@@ -71,8 +71,11 @@ void CollectDefinedNames(Tokens t, std::vector<std::string>* out);
 // Whether the statement stores a value in a user variable (`@v := ...`, `... INTO @v`,
 // `SET @v = ...`), where it outlives the statement and a later one can read it back.
 bool AssignsUserVariables(Tokens t);
-// Functions called anywhere in the statement, lower-case, without schema.
-void CollectFunctions(Tokens t, std::vector<std::string>* out);
+// Functions called anywhere in the statement, lower-case, without schema; and in `stored` (when
+// not null) the calls the server may resolve to a stored function or a UDF: every qualified call
+// (as `db.f`), and each unqualified one that is not built in (sql_builtin_functions.h).
+void CollectFunctions(Tokens t, std::vector<std::string>* out,
+                      std::vector<std::string>* stored = nullptr);
 // Whether the statement (an UPDATE or DELETE) changes every row: no top-level WHERE, or a
 // constant-true one.
 bool WithoutWhere(Tokens t, size_t from, bool* sensitive);

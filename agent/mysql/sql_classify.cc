@@ -428,11 +428,19 @@ StatementFacts Classify(Tokens t, Context* ctx) {
   CollectRelations(t, &f.relations);
   CollectDefinedNames(t, &f.defined_names);
   f.assigns_user_variables = AssignsUserVariables(t);
-  CollectFunctions(t, &f.functions);
+  std::vector<std::string> stored;
+  CollectFunctions(t, &f.functions, &stored);
   const auto& writers = WritingFunctions();
   for (const std::string& fn : f.functions) {
     if (f.cls < C::kWrite && std::find(writers.begin(), writers.end(), fn) != writers.end()) {
       f.cls = C::kWrite;
+    }
+  }
+  // A stored function or UDF runs code the agent cannot see, which may write.
+  if (!stored.empty()) {
+    if (f.cls < C::kWrite) f.cls = C::kWrite;
+    if (f.runs_hidden_code.empty()) {
+      f.runs_hidden_code = absl::StrCat(stored.front(), "(), which may be a stored function");
     }
   }
   return f;

@@ -6,8 +6,10 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "agent/mysql/sql_analysis_internal.h"
+#include "agent/mysql/sql_builtin_functions.h"
 
 namespace sluice::agent::mysql::sql_analysis_internal {
 namespace {
@@ -232,8 +234,10 @@ bool ConstantValue(Tokens t, std::string* value) {
 
 namespace {
 
-// ReadTableList, `depth` parenthesized join lists deep.
-size_t ReadTableListAt(Tokens t, size_t i, std::vector<Relation>* out, int depth) {
+// ReadTableList, `depth` parenthesized join lists deep; the index of each table function's name
+// (JSON_TABLE) goes to `table_functions` when it is not null.
+size_t ReadTableListAt(Tokens t, size_t i, std::vector<Relation>* out,
+                       std::vector<size_t>* table_functions, int depth) {
   while (i < t.size()) {
     if (WordAt(t, i, "if") && WordAt(t, i + 1, "not") && WordAt(t, i + 2, "exists")) i += 3;
     if (WordAt(t, i, "if") && WordAt(t, i + 1, "exists")) i += 2;
@@ -243,13 +247,16 @@ size_t ReadTableListAt(Tokens t, size_t i, std::vector<Relation>* out, int depth
                    WordAt(t, i + 1, "values") || WordAt(t, i + 1, "table") ||
                    PunctAt(t, i + 1, "(");
       if (!query && depth < 8) {
-        ReadTableListAt(t.subspan(0, end > 0 ? end - 1 : 0), i + 1, out, depth + 1);
+        ReadTableListAt(t.subspan(0, end > 0 ? end - 1 : 0), i + 1, out, table_functions,
+                        depth + 1);
       }
       i = SkipReferenceTail(t, end);
     } else {
       Relation r;
+      const size_t name_at = i;
       if ((t[i].kind == TokenKind::kWord && Reserved(t[i])) || !ReadName(t, &i, &r)) return i;
       if (r.schema.empty() && r.table == "json_table" && PunctAt(t, i, "(")) {
+        if (table_functions != nullptr) table_functions->push_back(name_at);
         i = SkipReferenceTail(t, SkipParens(t, i));  // a table function, not a table
       } else {
         AddUnique(out, std::move(r));
@@ -265,7 +272,7 @@ size_t ReadTableListAt(Tokens t, size_t i, std::vector<Relation>* out, int depth
 }  // namespace
 
 size_t ReadTableList(Tokens t, size_t i, std::vector<Relation>* out) {
-  return ReadTableListAt(t, i, out, 0);
+  return ReadTableListAt(t, i, out, nullptr, 0);
 }
 
 void CollectRelations(Tokens t, std::vector<Relation>* out) {
@@ -320,25 +327,86 @@ bool AssignsUserVariables(Tokens t) {
   return false;
 }
 
-void CollectFunctions(Tokens t, std::vector<std::string>* out) {
-  auto after_table_word = [&](size_t i) {
-    auto table_word = [&](size_t k) {
-      return OneOf(t[k],
-                   {"into", "table", "references", "exists", "update", "join", "from", "insert",
-                    "replace", "low_priority", "delayed", "high_priority", "ignore"});
-    };
-    if (i >= 1 && table_word(i - 1)) return true;
-    return i >= 3 && PunctAt(t, i - 1, ".") && table_word(i - 3);
+namespace {
+
+// Where a name followed by `(` is not a call: a table with a column list (INSERT [INTO] t (a),
+// REFERENCES t (a), [CREATE] TABLE t (a), LOAD DATA ... INTO TABLE t (a)), JSON_TABLE ( in a FROM
+// list, and what a definition names (CREATE FUNCTION f (, CREATE VIEW v (, CREATE INDEX i ON t (,
+// SELECT ... PROCEDURE ANALYSE (). Only these places: in TRIM(x FROM f()) or SELECT HIGH_PRIORITY
+// f() the name is a call.
+absl::flat_hash_set<size_t> NotCalls(Tokens t) {
+  absl::flat_hash_set<size_t> out;
+  auto name_then_paren = [&](size_t k) {
+    if (WordAt(t, k, "if")) {
+      while (WordAt(t, k, "if") || WordAt(t, k, "not") || WordAt(t, k, "exists")) ++k;
+    }
+    if (!NameAt(t, k)) return;
+    while (PunctAt(t, k + 1, ".") && NameAt(t, k + 2)) k += 2;
+    if (PunctAt(t, k + 1, "(")) out.insert(k);
   };
+  std::vector<Relation> ignored;
+  std::vector<size_t> table_functions;
+  for (size_t i = 0; i < t.size(); ++i) {
+    if (t[i].kind != TokenKind::kWord) continue;
+    if (OneOf(t[i], {"from", "join", "straight_join"})) {
+      ReadTableListAt(t, i + 1, &ignored, &table_functions, 0);
+    } else if (OneOf(t[i], {"into", "table", "references", "function", "view"})) {
+      name_then_paren(i + 1);
+    } else if (OneOf(t[i], {"insert", "replace"})) {
+      size_t k = i + 1;
+      while (k < t.size() && OneOf(t[k], {"low_priority", "delayed", "high_priority", "ignore"})) {
+        ++k;
+      }
+      if (!WordAt(t, k, "into")) name_then_paren(k);  // INSERT t (a); INTO is seen by itself
+    } else if (t[i].text == "on" && i >= 2 && WordAt(t, i - 2, "index")) {
+      name_then_paren(i + 1);  // CREATE INDEX i ON t (a)
+    } else if (t[i].text == "procedure" && WordAt(t, i + 1, "analyse")) {
+      out.insert(i + 1);
+    }
+  }
+  out.insert(table_functions.begin(), table_functions.end());
+  return out;
+}
+
+}  // namespace
+
+void CollectFunctions(Tokens t, std::vector<std::string>* out, std::vector<std::string>* stored) {
+  const absl::flat_hash_set<size_t> not_calls = NotCalls(t);
   for (size_t i = 0; i < t.size(); ++i) {
     if (WordAt(t, i, "value") && WordAt(t, i + 1, "for") && i >= 1) {
       if (WordAt(t, i - 1, "next")) AddUnique<std::string>(out, "nextval");
       if (WordAt(t, i - 1, "previous")) AddUnique<std::string>(out, "lastval");
     }
-    if (!NameAt(t, i) || !PunctAt(t, i + 1, "(")) continue;
-    if (t[i].kind == TokenKind::kWord && NotAFunction(t[i])) continue;
-    if (after_table_word(i)) continue;
-    AddUnique(out, absl::AsciiStrToLower(t[i].text));
+    if (!NameAt(t, i) || !PunctAt(t, i + 1, "(") || not_calls.contains(i)) continue;
+    // A common table expression's column list: `c (a, b) AS (`.
+    const size_t after = SkipParens(t, i + 1);
+    if (WordAt(t, after, "as") && PunctAt(t, after + 1, "(")) continue;
+    std::string name = absl::AsciiStrToLower(t[i].text);
+    if (!(t[i].kind == TokenKind::kWord && NotAFunction(t[i]))) AddUnique(out, name);
+    if (stored == nullptr) continue;
+    if (i >= 2 && PunctAt(t, i - 1, ".") && NameAt(t, i - 2)) {  // db.f(: a stored function
+      AddUnique(stored, absl::StrCat(absl::AsciiStrToLower(t[i - 2].text), ".", name));
+      continue;
+    }
+    // Keywords in syntax rather than calls: right after a literal or `)` (MATCH (a) AGAINST (,
+    // JSON_TABLE's '$' COLUMNS (, ... WITHIN GROUP (), where a call cannot start; AS OF (.
+    if (i >= 1 && (t[i - 1].kind == TokenKind::kString || t[i - 1].kind == TokenKind::kNumber ||
+                   PunctAt(t, i - 1, ")"))) {
+      continue;
+    }
+    if (name == "of" && i >= 1 && (WordAt(t, i - 1, "as") || WordAt(t, i - 1, "member"))) continue;
+    size_t arguments = 0;
+    if (!PunctAt(t, i + 2, ")")) {
+      arguments = 1;
+      const size_t close = after > 0 ? after - 1 : 0;
+      for (size_t k = i + 2; k < close; k = PunctAt(t, k, "(") ? SkipParens(t, k) : k + 1) {
+        if (PunctAt(t, k, ",")) ++arguments;
+      }
+    }
+    CallSpelling spelling = t[i].kind == TokenKind::kQuoted ? CallSpelling::kQuoted
+                            : t[i + 1].space_before         ? CallSpelling::kSpaced
+                                                            : CallSpelling::kBare;
+    if (MayCallStoredFunction(name, arguments, spelling)) AddUnique(stored, std::move(name));
   }
 }
 

@@ -27,6 +27,10 @@ Cases the server rejects (syntax errors and others) count as whatever they did b
 (usually nothing). Statements run with COMMIT after them (an open transaction's writes count) and
 max_statement_time, so a case cannot hang the test.
 
+The classifier takes a call of a function MariaDB does not have built in for a stored function's
+(a write): its table of built-ins (agent/mysql/sql_builtin_functions.cc) is checked against this
+server too, by tests/tools/mysql_builtin_functions.py.
+
 Environment: SLUICE_MYSQL_CLASSIFY (the classifier binary), SLUICE_MYSQL_CORPUS (the corpus file),
 SLUICE_MYSQL_OBSERVED (write every case's observation to this JSON-lines file, e.g. to fill in a
 corpus's expected classes).
@@ -37,6 +41,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 import unittest
 
@@ -249,14 +254,19 @@ def load_corpus(path):
         if "expected_class" in c:
             expected["class"] = c["expected_class"]
         cases.append({"sql": c["sql"], "sql_mode": c.get("sql_mode"), "expected": expected,
+                      "mariadb_version": c.get("mariadb_version"),
                       "name": c.get("name") or c.get("id") or f"{os.path.basename(path)}:{i + 1}"})
     return cases
 
 
 def classify(cases, default_sql_mode):
     """The classifier's answers, one dict per case, in order."""
+    # A case's mariadb_version is the server version its expected class assumes (versioned
+    # comments); without one the classifier is told none, as for a server it cannot identify.
     lines = "".join(json.dumps({"sql": c["sql"], "sql_mode": c["sql_mode"] if c["sql_mode"]
-                                is not None else default_sql_mode}) + "\n" for c in cases)
+                                is not None else default_sql_mode,
+                                **({"mariadb_version": c["mariadb_version"]}
+                                   if c.get("mariadb_version") else {})}) + "\n" for c in cases)
     r = subprocess.run([CLASSIFIER], input=lines, capture_output=True, text=True, timeout=120)
     if r.returncode != 0:
         raise AssertionError(f"{CLASSIFIER} exited {r.returncode}:\n{r.stderr[-2000:]}")
@@ -570,7 +580,11 @@ def check(case, answer, normal, read_only):
         problems.append("the case lifted READ ONLY (a write succeeded after it) "
                         "but lifts_read_only is not set")
     for key, want in case["expected"].items():
-        if answer.get(key) != want:
+        got_value = answer.get(key)
+        if key == "unsafe" and isinstance(want, bool) and isinstance(got_value, str):
+            # The corpus says whether it is unsafe; the classifier says why ("" when it is not).
+            got_value = bool(got_value)
+        if got_value != want:
             problems.append(f"{key}: expected {want!r}, got {answer.get(key)!r}")
     return problems
 
@@ -621,6 +635,17 @@ class MysqlClassificationTest(unittest.TestCase):
         self.assertIn("1792", r["error"] or "")
         r = self.run_case("SET SESSION TRANSACTION READ WRITE", read_only=True)
         self.assertEqual((r["effects"], r["lifted"]), ([], True))
+
+    def test_builtin_function_table_matches_the_server(self):
+        """agent/mysql/sql_builtin_functions.cc (which calls are the server's own, not a stored
+        function's) is what this server says (tests/tools/mysql_builtin_functions.py)."""
+        if not shutil.which("strings"):
+            self.skipTest("no `strings` (binutils) to list the server binary's names")
+        script = os.path.join(HERE, "../tools/mysql_builtin_functions.py")
+        r = subprocess.run([sys.executable, script, "--socket", self.obs.db.socket,
+                            "--binary", shutil.which("mariadbd") or "/usr/sbin/mariadbd"],
+                           capture_output=True, text=True, timeout=600)
+        self.assertEqual(r.returncode, 0, f"regenerate with {script} --write:\n{r.stderr[-4000:]}")
 
     def test_classifier_agrees_with_the_server(self):
         if not os.access(CLASSIFIER, os.X_OK):

@@ -166,6 +166,90 @@ TEST(MysqlSqlAnalysis, GuardedKindsRelationsAndFunctions) {
   EXPECT_EQ(Analyze("CALL p()").statements[0].runs_hidden_code, "CALL of a procedure");
 }
 
+// A call of a function MariaDB does not have built in may be a stored function or a UDF, with
+// effects the agent cannot see: at least a write, naming the function. Built-ins stay reads.
+TEST(MysqlSqlAnalysis, CallsOfFunctionsNotBuiltInAreWrites) {
+  StatementInfo info = Analyze("SELECT f_write()");
+  EXPECT_EQ(info.overall, C::kWrite);
+  EXPECT_EQ(info.statements[0].kind, "SELECT");
+  EXPECT_EQ(info.statements[0].runs_hidden_code, "f_write(), which may be a stored function");
+  EXPECT_EQ(Analyze("SELECT Shop.Audit(1) FROM t").statements[0].runs_hidden_code,
+            "shop.audit(), which may be a stored function");
+  for (const char* sql : {
+           "SELECT f_read() FROM t",
+           "SELECT db.concat('a')",  // qualified: a stored function, whatever its name
+           "SELECT `f`()",
+           "SET @x = my_func(1)",
+           "SELECT 1 FROM t WHERE id = f(2) ORDER BY 1",
+           "SELECT count (id) FROM t",   // with a space (no IGNORE_SPACE): a stored `count`
+           "SELECT `count`(id) FROM t",  // quoted: the same
+           "SELECT now (), 1",
+           "SELECT point()",        // only point(x, y) is built in
+           "SELECT json_table(1)",  // outside a FROM list
+           "PREPARE s FROM 'SELECT f()'",
+           "EXPLAIN SELECT f()",
+           "SELECT (SELECT f(id) FROM t LIMIT 1)",
+           "SELECT TRIM(LEADING 'x' FROM f()), EXTRACT(DAY FROM now())",  // FROM: not a table
+           "SELECT SUBSTRING('abc' FROM f())",
+           "SELECT HIGH_PRIORITY f()",
+           "SELECT STRAIGHT_JOIN f() FROM t",
+           "SELECT * FROM t JOIN u ON f(t.id) = u.id",
+           "SELECT f (1)",
+           "WITH c AS (SELECT f()) SELECT * FROM c",
+       }) {
+    EXPECT_EQ(ClassOf(sql), "write") << sql;
+  }
+  for (const char* sql : {
+           "SELECT now(), concat('a', 'b'), json_object('k', 1), group_concat(v), count(*) FROM t",
+           "SELECT count(DISTINCT v), sum(n), max(n), avg(n), std(n) FROM t",
+           "SELECT `concat`('a', v), concat ('b', v), CONCAT_WS(',', v) FROM t",
+           "SELECT extractvalue('<a>1</a>', '/a'), updatexml('<a/>', '/a', '<b/>')",
+           "SELECT CAST(n AS DECIMAL(10,2)), CAST(v AS CHAR(10) CHARACTER SET utf8mb4) FROM t",
+           "SELECT CONVERT(n, DATETIME(6)), CONVERT(v USING latin1), CHAR(65 USING utf8mb4)",
+           "SELECT IF(1, 2, 3), IFNULL(a, 1), COALESCE(a, b), DATE(now()), TIME(now())",
+           "SELECT TRIM(LEADING 'x' FROM v), SUBSTRING(v FROM 1 FOR 2), POSITION('a' IN v) FROM t",
+           "SELECT EXTRACT(YEAR FROM now()), DATE_ADD(now(), INTERVAL 1 DAY), GET_FORMAT(DATE, "
+           "'USA')",
+           "SELECT row_number() OVER (ORDER BY id), lag(n, 1) OVER w FROM t WINDOW w AS (ORDER BY "
+           "id)",
+           "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY n) OVER () FROM t",
+           "SELECT json_arrayagg(v), json_value('{}', '$.a'), json_extract('{}', '$') FROM t",
+           "SELECT point(1, 2), polygon(linestring(point(0, 0), point(1, 1), point(0, 0)))",
+           "SELECT st_astext(st_geomfromtext('POINT(1 1)')), uuid(), sys_guid()",
+           "WITH c(a, b) AS (SELECT 1, 2), d (x) AS (SELECT 3) SELECT * FROM c, d",
+           "SELECT * FROM t, JSON_TABLE('[1]', '$[*]' COLUMNS (a INT PATH '$', NESTED PATH '$' "
+           "COLUMNS (b DATETIME(6) PATH '$'))) AS j",
+           "SELECT * FROM JSON_TABLE('[1]', '$[*]' COLUMNS (a INT PATH '$')) j",
+           "SELECT id FROM t WHERE MATCH (v) AGAINST ('x' IN BOOLEAN MODE)",
+           "SELECT * FROM t FORCE INDEX (i) WHERE id IN (1, 2) AND EXISTS (SELECT 1) AND "
+           "v = ANY (SELECT v FROM u) AND ROW(1, 2) = (1, 2)",
+           "SELECT a FROM t PROCEDURE ANALYSE()",
+           "SELECT VALUES(a) FROM t",
+           "SELECT DEFAULT(a), BINARY(v), NOT(1), INTERVAL(1, 2), MOD(5, 2) FROM t",
+           "SELECT * FROM t FOR SYSTEM_TIME AS OF (now())",
+           "SELECT (1) UNION (SELECT 2)",
+           "SHOW COUNT(*) WARNINGS",
+       }) {
+    StatementInfo read = Analyze(sql);
+    EXPECT_EQ(std::string(ClassName(read.overall)), "read") << sql << " " << read.parse_error;
+    EXPECT_EQ(read.statements[0].runs_hidden_code, "") << sql;
+  }
+  EXPECT_EQ(ClassOf("SELECT a INTO @x FROM t WHERE a = lower('A')"), "other");
+  EXPECT_EQ(ClassOf("KILL CONNECTION_ID()"), "other");
+  // Definitions are not calls (and DDL is above write anyway).
+  EXPECT_EQ(Analyze("CREATE FUNCTION f(a INT) RETURNS INT RETURN a").statements[0].runs_hidden_code,
+            "");
+  EXPECT_EQ(Analyze("INSERT INTO db.t (a) VALUES (1)").statements[0].runs_hidden_code, "");
+  EXPECT_EQ(Analyze("INSERT IGNORE t (a) VALUES (1)").statements[0].runs_hidden_code, "");
+  EXPECT_EQ(Analyze("INSERT INTO t (a) VALUES (f())").statements[0].runs_hidden_code,
+            "f(), which may be a stored function");
+  EXPECT_EQ(Analyze("CREATE TABLE IF NOT EXISTS t (a INT, FOREIGN KEY (a) REFERENCES u (id))")
+                .statements[0]
+                .runs_hidden_code,
+            "");
+  EXPECT_EQ(Analyze("CREATE INDEX i ON db.t (a)").statements[0].runs_hidden_code, "");
+}
+
 // What masking needs beyond tables: names the statement gives its own row sources (a result
 // column claiming one is computed), and values it keeps in user variables for later.
 TEST(MysqlSqlAnalysis, DefinedNamesAndUserVariables) {
@@ -342,6 +426,9 @@ TEST(MysqlSqlAnalysis, AdversarialTextsStayCheap) {
       repeat("EXPLAIN ANALYZE ", "", "SELECT 1"),
       repeat("a OR ", "DELETE FROM t WHERE ", "b"),
       repeat("f(", "SELECT ", ""),
+      repeat("f(1, ", "SELECT ", ""),
+      repeat("JSON_TABLE(1) j, ", "SELECT * FROM ", "t"),
+      repeat("c(a) AS (SELECT 1), ", "WITH ", "d AS (SELECT 1) SELECT 1"),
       repeat("/*!50000 1 */ + ", "SELECT ", "1"),
       repeat("SELECT 1;", "", ""),
   };
