@@ -211,8 +211,8 @@ absl::StatusOr<bool> MaskBinaryRow(absl::string_view payload, const ResultPlan& 
   if (plan.types.size() != plan.columns.size()) {
     for (const ColumnPlan& c : plan.columns) own_types.push_back(c.type);
   }
-  absl::Status split = wire::mysql::SplitBinaryRow(
-      payload, own_types.empty() ? plan.types : own_types, &values);
+  absl::Status split =
+      wire::mysql::SplitBinaryRow(payload, own_types.empty() ? plan.types : own_types, &values);
   if (!split.ok()) return split;
   const size_t values_at = 1 + (values.size() + 7 + 2) / 8;  // after the header and bitmap
   bool changed = false;
