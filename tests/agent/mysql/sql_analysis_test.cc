@@ -6,7 +6,6 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
-#include "absl/time/clock.h"
 #include "agent/session/guardrails.h"
 
 namespace sluice::agent::mysql {
@@ -432,12 +431,12 @@ TEST(MysqlSqlAnalysis, AdversarialTextsStayCheap) {
       repeat("/*!50000 1 */ + ", "SELECT ", "1"),
       repeat("SELECT 1;", "", ""),
   };
-  const absl::Time start = absl::Now();
+  // No clock here (speed is the benchmarks' business): a pass that were quadratic in these 1 MiB
+  // texts would not finish within the test's ctest timeout.
   for (const std::string& sql : texts) {
     StatementInfo info = AnalyzeStatement(sql, LexMode());
     EXPECT_FALSE(info.statements.empty());
   }
-  EXPECT_LT(absl::Now() - start, absl::Seconds(20));
 }
 
 TEST(MysqlSqlAnalysis, ShapeAndCache) {
