@@ -122,11 +122,7 @@ const std::vector<std::string>& WritingFunctions() {
 }
 
 absl::string_view StatementInfo::deciding_kind() const {
-  for (const auto& s : statements) {
-    if (s.cls != overall) continue;
-    return s.kind.empty() ? absl::string_view("unparsed text") : absl::string_view(s.kind);
-  }
-  return "";
+  return session::DecidingKind(statements, overall);
 }
 
 StatementInfo AnalyzeStatement(absl::string_view sql, const LexMode& mode) {

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/string_view.h"
 #include "agent/session/decision.h"
 
 namespace sluice::agent::session {
@@ -32,5 +33,16 @@ struct StatementFacts {
   std::vector<Relation> relations;     // every table it names
   std::vector<std::string> functions;  // every function it calls, lower-case, without schema
 };
+
+// The kind of the statement that decided a string's overall class (for messages): the first of
+// `statements` of class `overall`; "unparsed text" when it could not be read. A view into it.
+template <typename Facts>
+absl::string_view DecidingKind(const std::vector<Facts>& statements, StatementClass overall) {
+  for (const StatementFacts& s : statements) {
+    if (s.cls != overall) continue;
+    return s.kind.empty() ? absl::string_view("unparsed text") : absl::string_view(s.kind);
+  }
+  return "";
+}
 
 }  // namespace sluice::agent::session
