@@ -131,8 +131,13 @@ asio::awaitable<absl::Status> Session::Greet(HandshakeResponse41* response) {
   greeting.connection_id = connection_id_;
   scramble_ = Scramble();
   greeting.auth_data = scramble_;
-  greeting.capabilities = kBaseCapabilities | kRelayedCapabilities |
-                          wire::mysql::kClientConnectWithDb | wire::mysql::kClientConnectAttrs;
+  // Without CLIENT_LONG_PASSWORD, as MariaDB greets: its clients then read the extended
+  // capabilities, of which the agent offers COM_STMT_BULK_EXECUTE (used only when the database
+  // has it too; refused otherwise).
+  greeting.capabilities =
+      (kBaseCapabilities & ~wire::mysql::kClientLongPassword) | kRelayedCapabilities |
+      wire::mysql::kClientConnectWithDb | wire::mysql::kClientConnectAttrs;
+  greeting.mariadb_capabilities = wire::mysql::kMariaDbStmtBulkOperations;
   if (deps_.config->tls_available) greeting.capabilities |= wire::mysql::kClientSsl;
   greeting.charset = 45;  // utf8mb4_general_ci
   greeting.status = kStatusAutocommit;
@@ -285,6 +290,9 @@ asio::awaitable<absl::Status> Session::LoginUpstream(const HandshakeResponse41& 
   current_database_ = upstream_database_;
   login.database = upstream_database_;
   login.relayed = response.capabilities & kRelayedCapabilities;
+  if (!(response.capabilities & wire::mysql::kClientLongPassword)) {
+    login.mariadb_relayed = response.mariadb_capabilities & wire::mysql::kMariaDbStmtBulkOperations;
+  }
   login.charset = response.charset;
   asio::any_io_executor executor = co_await asio::this_coro::executor;
   auto up = co_await ConnectUpstream(executor, TargetOf(*connection), login, deps_.config->limits);
@@ -296,6 +304,7 @@ asio::awaitable<absl::Status> Session::LoginUpstream(const HandshakeResponse41& 
                                               "\": ", up.status().message()));
   }
   upstream_ = *std::move(up);
+  bulk_ = (upstream_.mariadb_capabilities & wire::mysql::kMariaDbStmtBulkOperations) != 0;
   co_return absl::OkStatus();
 }
 

@@ -20,6 +20,10 @@ namespace {
 
 // SERVER_MORE_RESULTS_EXISTS in an OK's or EOF's status: another result set follows.
 constexpr uint16_t kMoreResults = 0x0008;
+// SERVER_STATUS_CURSOR_EXISTS / SERVER_STATUS_LAST_ROW_SENT: a cursor is open (its rows come by
+// COM_STMT_FETCH); the fetch sent its last row.
+constexpr uint16_t kCursorExists = 0x0040;
+constexpr uint16_t kLastRowSent = 0x0080;
 // Relayed bytes are written to the client once this many are waiting, or when the server's
 // next packet has not arrived yet.
 constexpr size_t kFlushBytes = 256 << 10;
@@ -144,6 +148,12 @@ asio::awaitable<absl::Status> Session::Commands() {
         break;
       case Command::kStmtExecute:
         st = co_await Execute(*p);
+        break;
+      case Command::kStmtFetch:
+        st = co_await Fetch(*p);
+        break;
+      case Command::kStmtBulkExecute:
+        st = co_await BulkExecute(*p);
         break;
       case Command::kStmtSendLongData:
       case Command::kStmtReset:
@@ -450,18 +460,8 @@ asio::awaitable<absl::Status> Session::RelayResultSets(Answer* answer, ResultMas
     char type = kRecordedOther;
     bool done = false;
     if (h == 0xFF) {  // an error ends the answer, in any phase
-      auto e = wire::mysql::ErrPacket::Decode(payload);
-      if (e.ok()) {
-        answer->error = e->message;
-        answer->sql_state = e->sql_state;
-        answer->error_code = e->code;
-      }
-      if (masking != nullptr && masking->on) {
-        RelayMaskedError(r, *masking);
-        co_return absl::OkStatus();
-      }
-      type = kRecordedErr;
-      done = true;
+      RelayError(r, masking, answer);
+      co_return absl::OkStatus();
     } else if (phase == Phase::kHeader) {
       if (h == 0x00) {
         type = kRecordedOk;
@@ -487,6 +487,9 @@ asio::awaitable<absl::Status> Session::RelayResultSets(Answer* answer, ResultMas
     } else if (phase == Phase::kColumns) {
       type = kRecordedColumn;
       if (--columns_left == 0) phase = deprecate_eof() ? Phase::kRows : Phase::kColumnsEof;
+      if (masking != nullptr && masking->keep_columns) {
+        masking->column_payloads.emplace_back(payload);
+      }
       if (masking != nullptr && masking->on) {
         absl::Status st = MaskingColumn(payload, columns_left == 0, masking);
         if (!st.ok()) co_return st;
@@ -497,25 +500,28 @@ asio::awaitable<absl::Status> Session::RelayResultSets(Answer* answer, ResultMas
       }
       type = kRecordedEof;
       phase = Phase::kRows;
+      if (StatusOf(payload) & kCursorExists) {
+        // A cursor was opened: its rows come by COM_STMT_FETCH, and this ends the answer.
+        answer->cursor_opened = true;
+        ++answer->results;
+        done = true;
+      }
     } else if (h == 0xFE && payload.size() < wire::mysql::kMaxPayloadPerPacket &&
                (deprecate_eof() || payload.size() < 9)) {
       type = kRecordedEof;
       ++answer->results;
-      done = (StatusOf(payload) & kMoreResults) == 0;
+      const uint16_t status = StatusOf(payload);
+      if (status & kCursorExists) answer->cursor_opened = true;
+      done = (status & kMoreResults) == 0;
       phase = Phase::kHeader;
     } else {
-      ++answer->rows;
-      answer->bytes += static_cast<int64_t>(payload.size());
-      if (masking != nullptr && masking->on && masking->plan.active) {
-        absl::Status st = RelayMaskedRow(r, masking);
+      absl::Status st = RelayRow(r, masking, answer);
+      if (!st.ok()) co_return st;
+      if (out_.size() >= kFlushBytes) {
+        st = co_await Flush();
         if (!st.ok()) co_return st;
-        if (out_.size() >= kFlushBytes) {
-          st = co_await Flush();
-          if (!st.ok()) co_return st;
-        }
-        continue;
       }
-      type = masking != nullptr && masking->binary ? kRecordedBinaryRow : kRecordedTextRow;
+      continue;
     }
     recorder_.ToClient(type, payload);
     RelayPacket(r, {});
@@ -524,6 +530,64 @@ asio::awaitable<absl::Status> Session::RelayResultSets(Answer* answer, ResultMas
       absl::Status st = co_await Flush();
       if (!st.ok()) co_return st;
     }
+  }
+}
+
+absl::Status Session::RelayRow(const DecodeResult& r, ResultMasking* masking, Answer* answer) {
+  ++answer->rows;
+  answer->bytes += static_cast<int64_t>(r.packet.payload.size());
+  if (masking != nullptr && masking->on && masking->plan.active) return RelayMaskedRow(r, masking);
+  recorder_.ToClient(masking != nullptr && masking->binary ? kRecordedBinaryRow : kRecordedTextRow,
+                     r.packet.payload);
+  RelayPacket(r, {});
+  return absl::OkStatus();
+}
+
+void Session::RelayError(const DecodeResult& r, const ResultMasking* masking, Answer* answer) {
+  auto e = wire::mysql::ErrPacket::Decode(r.packet.payload);
+  if (e.ok()) {
+    answer->error = e->message;
+    answer->sql_state = e->sql_state;
+    answer->error_code = e->code;
+  }
+  if (masking != nullptr && masking->on) {
+    RelayMaskedError(r, *masking);
+    return;
+  }
+  recorder_.ToClient(kRecordedErr, r.packet.payload);
+  RelayPacket(r, {});
+}
+
+asio::awaitable<absl::Status> Session::RelayFetchedRows(Answer* answer, ResultMasking* masking) {
+  const wire::mysql::DecodeLimits& limits = deps_.config->limits;
+  PacketStream& up = *upstream_.stream;
+  while (true) {
+    DecodeResult r = up.Peek(limits);
+    if (r.status == DecodeStatus::kNeedMore) {
+      absl::Status st = co_await Flush();
+      if (st.ok()) st = co_await up.FillPacket(limits);
+      if (!st.ok()) co_return st;
+      continue;
+    }
+    if (r.status == DecodeStatus::kError) co_return absl::InvalidArgumentError(r.error);
+    const absl::string_view payload = r.packet.payload;
+    const uint8_t h = Header(payload);
+    if (h == 0xFF) {
+      RelayError(r, masking, answer);
+      co_return absl::OkStatus();
+    }
+    // Binary rows start with 0x00: 0xFE is the EOF (or OK) that ends this batch.
+    if (h == 0xFE && payload.size() < wire::mysql::kMaxPayloadPerPacket) {
+      const uint16_t status = StatusOf(payload);
+      answer->cursor_closed = (status & kLastRowSent) != 0 || (status & kCursorExists) == 0;
+      recorder_.ToClient(kRecordedEof, payload);
+      RelayPacket(r, {});
+      co_return absl::OkStatus();
+    }
+    if (h != 0x00) co_return absl::InvalidArgumentError("a fetched row is not a binary row");
+    absl::Status st = RelayRow(r, masking, answer);
+    if (st.ok() && out_.size() >= kFlushBytes) st = co_await Flush();
+    if (!st.ok()) co_return st;
   }
 }
 

@@ -51,6 +51,10 @@ struct ResultMasking {
   // The result set being relayed.
   std::vector<wire::mysql::ColumnDefinition> columns;
   ResultPlan plan;
+  // The column definitions as the server sent them, kept when `keep_columns` (a cursor's result:
+  // its rows are masked at each COM_STMT_FETCH under the policy then in force).
+  bool keep_columns = false;
+  std::vector<std::string> column_payloads;
   std::string masked;  // a masked row, reused
   // For the event.
   std::vector<std::string> rules;
@@ -68,6 +72,8 @@ struct Answer {
   uint16_t error_code = 0;
   std::string masked_by;  // masking rules that applied, comma-separated
   int64_t masked_rows = 0;
+  bool cursor_opened = false;  // COM_STMT_EXECUTE opened a cursor (its rows come by FETCH)
+  bool cursor_closed = false;  // COM_STMT_FETCH sent the cursor's last row
 };
 
 class Session {
@@ -111,6 +117,12 @@ class Session {
   // Prepared statements (session_prepared.cc).
   asio::awaitable<absl::Status> Prepare(const OwnedPacket& command);
   asio::awaitable<absl::Status> Execute(const OwnedPacket& command);
+  size_t OpenCursors() const;
+  // COM_STMT_FETCH: more rows of a cursor that COM_STMT_EXECUTE opened, masked as its result.
+  asio::awaitable<absl::Status> Fetch(const OwnedPacket& command);
+  // MariaDB's COM_STMT_BULK_EXECUTE: one prepared statement over many rows of parameters,
+  // decided as one execution of it.
+  asio::awaitable<absl::Status> BulkExecute(const OwnedPacket& command);
   // COM_STMT_SEND_LONG_DATA, COM_STMT_RESET, COM_STMT_CLOSE.
   asio::awaitable<absl::Status> StatementCommand(const OwnedPacket& command);
   // Forwards a command that passed and relays its answer (`kind` says how it ends).
@@ -119,6 +131,14 @@ class Session {
   asio::awaitable<absl::StatusOr<Answer>> Forward(const OwnedPacket& command, Reply kind,
                                                   ResultMasking* masking = nullptr);
   asio::awaitable<absl::Status> RelayResultSets(Answer* answer, ResultMasking* masking);
+  // The rows a COM_STMT_FETCH gets, up to the EOF (or OK) that ends them, or the server's ERR.
+  asio::awaitable<absl::Status> RelayFetchedRows(Answer* answer, ResultMasking* masking);
+  // One result row, masked when the answer is (an error when it cannot be).
+  absl::Status RelayRow(const wire::mysql::DecodeResult& r, ResultMasking* masking,
+                        Answer* answer);
+  // The server's ERR that ends an answer: its text masked or withheld when the answer is.
+  void RelayError(const wire::mysql::DecodeResult& r, const ResultMasking* masking,
+                  Answer* answer);
   asio::awaitable<absl::Status> RelayUntilEnd(Answer* answer);
   // ---- Masking (session_masking.cc) ----
   // How the answer of `info`'s statement is masked (off when no rule applies).
@@ -207,8 +227,18 @@ class Session {
     LexMode mode;                            // the lexing mode it was prepared (and parsed) in
     // Its analysis, when the thread's cache keeps it (entries stay put): no lookup per execution.
     const StatementInfo* info = nullptr;
+    // The cursor its last execution opened (COM_STMT_FETCH reads it), or null.
+    struct Cursor {
+      ResultMasking masking;    // its result's columns and how its rows are masked
+      uint64_t generation = 0;  // the policy that masking was planned under
+    };
+    std::shared_ptr<Cursor> cursor;
   };
   static constexpr size_t kMaxPrepared = 16384;
+  // Open cursors per session: each keeps its result's column definitions.
+  static constexpr size_t kMaxCursors = 64;
+  // The client asked for COM_STMT_BULK_EXECUTE and the server has it.
+  bool bulk_ = false;
   absl::flat_hash_map<uint32_t, Prepared> prepared_;
   std::string out_;    // relayed bytes not yet written to the client
   int seq_shift_ = 0;  // added to the server's sequence ids of the answer being relayed

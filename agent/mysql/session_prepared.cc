@@ -16,7 +16,7 @@ using wire::mysql::DecodeResult;
 
 namespace {
 
-// COM_STMT_EXECUTE's cursor flags: rows then come by COM_STMT_FETCH (not relayed yet).
+// COM_STMT_EXECUTE's cursor flags: rows then come by COM_STMT_FETCH.
 constexpr uint8_t kCursorFlags = 0x0F;
 
 uint32_t StatementId(absl::string_view payload) {
@@ -72,7 +72,7 @@ asio::awaitable<absl::Status> Session::Prepare(const OwnedPacket& command) {
   }
   const StatementInfo& analysed = Statements().Get(sql, lex_mode_);
   prepared_[id] = Prepared{std::make_shared<const std::string>(sql), lex_mode_,
-                           Statements().Kept(analysed) ? &analysed : nullptr};
+                           Statements().Kept(analysed) ? &analysed : nullptr, nullptr};
   co_return co_await Flush();
 }
 
@@ -85,10 +85,16 @@ asio::awaitable<absl::Status> Session::Execute(const OwnedPacket& command) {
     co_return co_await RefuseCommand(gate_.Refusal(
         RefusalKind::kProtocolError, absl::StrCat("no prepared statement has id ", id)));
   }
-  if (command.payload.size() > 5 && (static_cast<uint8_t>(command.payload[5]) & kCursorFlags)) {
+  const bool cursor =
+      command.payload.size() > 5 && (static_cast<uint8_t>(command.payload[5]) & kCursorFlags);
+  // Executing again closes the statement's cursor on the server.
+  it->second.cursor.reset();
+  if (cursor && OpenCursors() >= kMaxCursors) {
     co_return co_await RefuseCommand(gate_.Refusal(
         RefusalKind::kNotSupported,
-        "cursors on prepared statements are not relayed yet; execute without a cursor"));
+        absl::StrCat("at most ", kMaxCursors,
+                     " cursors are open in one session; close one (COM_STMT_RESET or "
+                     "COM_STMT_CLOSE) first")));
   }
   // Its own reference: another command may replace the entry while this one waits for approval.
   const Prepared prepared = it->second;
@@ -106,11 +112,134 @@ asio::awaitable<absl::Status> Session::Execute(const OwnedPacket& command) {
     co_return co_await RefuseCommand(*refused);
   }
   ResultMasking masking = MaskingFor(sql, facts(), true);
+  masking.keep_columns = cursor;
   audit_.Forwarding(sql);
   auto answer = co_await Forward(command, Reply::kResultSets, &masking);
   if (!answer.ok()) co_return answer.status();
   MaskingDone(masking, masking.redact_all, &*answer);
   EmitAnswered(sql, &facts(), *answer, started, "binary");
+  if (answer->cursor_opened) {
+    auto open = prepared_.find(id);
+    if (open == prepared_.end()) {
+      co_return absl::InternalError("a cursor was opened on a statement the session closed");
+    }
+    auto kept = std::make_shared<Prepared::Cursor>();
+    kept->masking = std::move(masking);
+    kept->masking.masked_rows = 0;
+    kept->generation = policy_generation_;
+    open->second.cursor = std::move(kept);
+  }
+  co_return absl::OkStatus();
+}
+
+size_t Session::OpenCursors() const {
+  size_t n = 0;
+  for (const auto& [id, p] : prepared_) n += p.cursor != nullptr ? 1 : 0;
+  return n;
+}
+
+asio::awaitable<absl::Status> Session::Fetch(const OwnedPacket& command) {
+  const absl::Time started = absl::Now();
+  const uint32_t id = StatementId(command.payload);
+  auto it = prepared_.find(id);
+  if (it == prepared_.end() || it->second.cursor == nullptr) {
+    co_return co_await RefuseCommand(gate_.Refusal(
+        RefusalKind::kProtocolError,
+        absl::StrCat("no cursor is open on prepared statement ", id,
+                     "; execute it with a cursor first")));
+  }
+  const Prepared prepared = it->second;  // the cursor is shared, the entry may change meanwhile
+  Prepared::Cursor& cursor = *prepared.cursor;
+  const std::string& sql = *prepared.sql;
+  auto facts = [&]() -> const StatementInfo& {
+    return prepared.info != nullptr ? *prepared.info : Statements().Get(sql, prepared.mode);
+  };
+  FollowPolicy();
+  if (cursor.generation != policy_generation_) {
+    // The policy changed since the cursor was opened: its rows go out under the one in force.
+    session::Decision d = Decide(sql, facts(), "fetch");
+    if (std::holds_alternative<session::Hold>(d)) {
+      session::Refuse r = gate_.Refusal(
+          RefusalKind::kApprovalUnavailable,
+          "the policy changed since this cursor was opened and now holds the statement for "
+          "approval; execute it again to ask for one");
+      audit::StatementText text;
+      SetEventText(&text, sql, &facts(), "fetch");
+      audit_.StatementRefused(std::move(text), r, StatementError(r.kind).sql_state);
+      d = std::move(r);
+    }
+    if (const auto* refused = std::get_if<session::Refuse>(&d)) {
+      co_return co_await RefuseCommand(*refused);
+    }
+    ResultMasking replanned = MaskingFor(sql, facts(), true);
+    replanned.keep_columns = true;
+    replanned.column_payloads = std::move(cursor.masking.column_payloads);
+    const size_t n = replanned.column_payloads.size();
+    if (replanned.on) {
+      for (size_t i = 0; i < n; ++i) {
+        absl::Status st = MaskingColumn(replanned.column_payloads[i], i + 1 == n, &replanned);
+        if (!st.ok()) co_return st;
+      }
+    }
+    cursor.masking = std::move(replanned);
+    cursor.generation = policy_generation_;
+  }
+  cursor.masking.masked_rows = 0;
+  audit_.Forwarding(sql);
+  absl::Status st = co_await upstream_.stream->WritePacket(command.payload, 0);
+  if (!st.ok()) co_return st;
+  Answer answer;
+  seq_shift_ = 0;
+  st = co_await RelayFetchedRows(&answer, &cursor.masking);
+  if (st.ok()) st = co_await Flush();
+  if (!st.ok()) co_return st;
+  if (answer.cursor_closed || !answer.error.empty()) {
+    auto open = prepared_.find(id);
+    if (open != prepared_.end() && open->second.cursor == prepared.cursor) {
+      open->second.cursor.reset();
+    }
+  }
+  MaskingDone(cursor.masking, false, &answer);
+  EmitAnswered(sql, &facts(), answer, started, "fetch");
+  co_return absl::OkStatus();
+}
+
+asio::awaitable<absl::Status> Session::BulkExecute(const OwnedPacket& command) {
+  const absl::Time started = absl::Now();
+  const uint32_t id = StatementId(command.payload);
+  auto it = prepared_.find(id);
+  if (it == prepared_.end()) {
+    co_return co_await RefuseCommand(gate_.Refusal(
+        RefusalKind::kProtocolError, absl::StrCat("no prepared statement has id ", id)));
+  }
+  if (!bulk_) {
+    // Not offered to this client, or the server lacks it: nothing would read the answer right.
+    co_return co_await RefuseCommand(gate_.Refusal(
+        RefusalKind::kNotSupported,
+        "COM_STMT_BULK_EXECUTE is not available on this connection (the database does not "
+        "offer it); execute the statement once per row"));
+  }
+  it->second.cursor.reset();
+  const Prepared prepared = it->second;
+  const std::string& sql = *prepared.sql;
+  auto facts = [&]() -> const StatementInfo& {
+    return prepared.info != nullptr ? *prepared.info : Statements().Get(sql, prepared.mode);
+  };
+  FollowPolicy();
+  session::Decision d = Decide(sql, facts(), "bulk");
+  if (const auto* hold = std::get_if<session::Hold>(&d)) {
+    session::GuardrailDecision g = hold->guardrail;
+    d = co_await HoldForApproval(sql, facts(), g, "bulk");
+  }
+  if (const auto* refused = std::get_if<session::Refuse>(&d)) {
+    co_return co_await RefuseCommand(*refused);
+  }
+  ResultMasking masking = MaskingFor(sql, facts(), true);
+  audit_.Forwarding(sql);
+  auto answer = co_await Forward(command, Reply::kResultSets, &masking);
+  if (!answer.ok()) co_return answer.status();
+  MaskingDone(masking, false, &*answer);
+  EmitAnswered(sql, &facts(), *answer, started, "bulk");
   co_return absl::OkStatus();
 }
 
@@ -129,7 +258,8 @@ asio::awaitable<absl::Status> Session::StatementCommand(const OwnedPacket& comma
     case wire::mysql::Command::kStmtSendLongData:
       // No answer to these.
       co_return co_await upstream_.stream->WritePacket(command.payload, 0);
-    default:  // COM_STMT_RESET: OK or ERR
+    default:  // COM_STMT_RESET (it closes the statement's cursor): OK or ERR
+      prepared_[id].cursor.reset();
       co_return (co_await Forward(command, Reply::kOnePacket)).status();
   }
 }

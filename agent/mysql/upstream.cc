@@ -124,6 +124,11 @@ asio::awaitable<absl::StatusOr<UpstreamSession>> ConnectUpstream(asio::any_io_ex
 
   HandshakeResponse41 response;
   response.capabilities = *caps;
+  // MariaDB's extended capabilities go in a field that only a MariaDB greeting defines.
+  if (!(*caps & wire::mysql::kClientLongPassword)) {
+    session.mariadb_capabilities = login.mariadb_relayed & greeting->mariadb_capabilities;
+    response.mariadb_capabilities = session.mariadb_capabilities;
+  }
   response.max_packet_size = 1 << 30;
   response.charset = login.charset;
   uint8_t seq = static_cast<uint8_t>(first->sequence + 1);

@@ -291,6 +291,70 @@ class MysqlClientsTest(unittest.TestCase):
         self.assertEqual(self.db("SELECT body IS NULL, amount, at IS NULL FROM client_notes "
                                  "WHERE id = 301"), "1\t7.25\t1")
 
+    # ---- 6b. Connector/C: cursors (COM_STMT_FETCH) and bulk execution ----
+
+    def stmt_client(self, mode, token, *args):
+        binary = os.path.join(os.environ["SLUICE_BIN_DIR"], "tests", "mysql_stmt_client")
+        return subprocess.run([binary, mode, "127.0.0.1", str(self.stack.port), "ci", "demo-mysql",
+                               self.stack.agent.tls_ca(), *args], capture_output=True, text=True,
+                              timeout=120, env=dict(os.environ, SLUICE_TOKEN=token))
+
+    def statement_events(self, sub):
+        return [b for t, b in self.stack.events(sub) if t == "statement"]
+
+    def test_cursor_rows_come_by_fetch_and_are_masked(self):
+        expected = [line.split("\t")[0:2] for line in
+                    self.db("SELECT id, name FROM customers ORDER BY id").splitlines()]
+        self.assertGreater(len(expected), 2)
+        # Two rows per COM_STMT_FETCH: the rows come over several fetches.
+        r = self.stmt_client("cursor", self.token(sub="cursor-bot"), "2",
+                             "SELECT id, name, ssn FROM customers ORDER BY id")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        first, second = r.stdout.split("--\n")
+        for half in (first, second):
+            rows = [line.split("\t") for line in half.splitlines()]
+            self.assertEqual([row[:2] for row in rows], expected)
+            # ssn is masked in the fetched binary rows.
+            self.assertEqual({row[2] for row in rows}, {"[REDACTED]"})
+        for ssn in self.db("SELECT ssn FROM customers").splitlines():
+            self.assertNotIn(ssn, r.stdout)
+
+        def fetches():
+            return [e for e in self.statement_events("cursor-bot") if e.get("protocol") == "fetch"]
+        found = wait_for(lambda: sum(e.get("rows", 0) for e in fetches()) == 2 * len(expected)
+                         and fetches(), what="fetch events")
+        self.assertTrue(all("ssn" in e["statement"] for e in found))
+        self.assertTrue(any(e.get("masked_by") == "pii-ids" for e in found), found)
+        # The executions that opened the cursors carried no rows themselves.
+        opened = [e for e in self.statement_events("cursor-bot") if e.get("protocol") == "binary"]
+        self.assertEqual([e.get("rows", 0) for e in opened], [0, 0])
+
+    def test_a_cursor_over_no_rows(self):
+        # The cursor opens and its first fetch ends it at once, twice.
+        r = self.stmt_client("cursor", self.token(sub="cursor-nothing"), "1",
+                             "SELECT id FROM customers WHERE id < 0")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout, "--\n")
+
+    def test_bulk_execute_inserts_every_row_as_one_decided_execution(self):
+        r = self.stmt_client("bulk", self.writer(sub="bulk-writer"),
+                             "INSERT INTO client_notes (id, body) VALUES (?, ?)",
+                             "401|first", "402|\\N", "403|it's")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.strip(), "affected 3")
+        self.assertEqual(self.db("SELECT id, body FROM client_notes WHERE id BETWEEN 401 AND 403 "
+                                 "ORDER BY id"), "401\tfirst\n402\tNULL\n403\tit's")
+        found = wait_for(lambda: [e for e in self.statement_events("bulk-writer")
+                                  if e.get("protocol") == "bulk"], what="bulk event")
+        self.assertEqual(found[0]["classification"], "write")
+        self.assertIn("affected 3", found[0].get("command_tags", ""))
+        # On a read grant the statement is refused when it is prepared, before any row runs.
+        r = self.stmt_client("bulk", self.token(sub="bulk-reader"),
+                             "INSERT INTO client_notes (id, body) VALUES (?, ?)", "404|no")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("ERROR 1792 (25006)", r.stderr)
+        self.assertEqual(self.db("SELECT count(*) FROM client_notes WHERE id = 404"), "0")
+
     # ---- 7. Multiple result sets and large results ----
 
     def test_multiple_result_sets(self):

@@ -40,6 +40,8 @@ inline constexpr uint32_t kClientPluginAuthLenencClientData = 1u << 21;
 inline constexpr uint32_t kClientSessionTrack = 1u << 23;
 inline constexpr uint32_t kClientDeprecateEof = 1u << 24;
 inline constexpr uint32_t kClientZstdCompression = 1u << 26;
+// MariaDB's extended capabilities (HandshakeV10::mariadb_capabilities): COM_STMT_BULK_EXECUTE.
+inline constexpr uint32_t kMariaDbStmtBulkOperations = 1u << 2;
 
 // One packet's payload is at most this long; a longer payload continues in the next packet.
 inline constexpr size_t kMaxPayloadPerPacket = 0xFFFFFF;
