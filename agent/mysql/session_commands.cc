@@ -354,11 +354,13 @@ session::Decision Session::Decide(absl::string_view sql, const StatementInfo& in
 asio::awaitable<session::Decision> Session::HoldForApproval(absl::string_view sql,
                                                             const StatementInfo& info,
                                                             const session::GuardrailDecision& d,
-                                                            const char* protocol) {
+                                                            const char* protocol,
+                                                            std::vector<std::string> parameters) {
   session::HeldStatement held;
   held.sql = std::string(sql);
   held.fingerprint = info.shape.fingerprint;
   held.guardrail = d;
+  held.parameters = std::move(parameters);
   session::HoldCaller caller{connection_name_, identity_};
   const absl::Duration timeout =
       session::ApprovalHold::Timeout(guardrails_policy_->snapshot, d.approval);

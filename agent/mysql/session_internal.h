@@ -168,10 +168,9 @@ class Session {
   session::Decision Decide(absl::string_view sql, const StatementInfo& info, const char* protocol);
   // A held statement's decision (see agent/session/approval_hold.h), with its approval event;
   // `protocol` as for Decide.
-  asio::awaitable<session::Decision> HoldForApproval(absl::string_view sql,
-                                                     const StatementInfo& info,
-                                                     const session::GuardrailDecision& d,
-                                                     const char* protocol);
+  asio::awaitable<session::Decision> HoldForApproval(
+      absl::string_view sql, const StatementInfo& info, const session::GuardrailDecision& d,
+      const char* protocol, std::vector<std::string> parameters = {});
   void EmitAnswered(absl::string_view sql, const StatementInfo* info, const Answer& answer,
                     absl::Time started, const char* protocol);
   void SetEventText(audit::StatementText* t, absl::string_view sql, const StatementInfo* info,
@@ -233,10 +232,22 @@ class Session {
       uint64_t generation = 0;  // the policy that masking was planned under
     };
     std::shared_ptr<Cursor> cursor;
+    // Its parameters: how many, the types the client bound last (they apply until it binds
+    // others), and which came by COM_STMT_SEND_LONG_DATA since the last execution. What an
+    // approver of a held execution is shown is read with them.
+    struct Parameters {
+      uint16_t count = 0;
+      std::string types;
+      std::vector<bool> long_data;
+    };
+    std::shared_ptr<Parameters> parameters;
   };
   static constexpr size_t kMaxPrepared = 16384;
   // Open cursors per session: each keeps its result's column definitions.
   static constexpr size_t kMaxCursors = 64;
+  // The values a COM_STMT_EXECUTE binds, as text for an approver (the types it binds are kept
+  // for the statement's later executions, whatever is decided).
+  std::vector<std::string> BoundValues(const OwnedPacket& command, Prepared::Parameters* bound);
   // The client asked for COM_STMT_BULK_EXECUTE and the server has it.
   bool bulk_ = false;
   absl::flat_hash_map<uint32_t, Prepared> prepared_;

@@ -3,12 +3,15 @@
 // at every execution under the policy then in force (a hold asks approvers per execution); the
 // statement ids the server gives are the session's own, kept with their text.
 // https://mariadb.com/kb/en/com_stmt_prepare/
+#include <algorithm>
 #include <variant>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "agent/mysql/refusal.h"
 #include "agent/mysql/session_internal.h"
+#include "common/crypto.h"
+#include "common/wire/mysql/rows.h"
 
 namespace sluice::agent::mysql::session_internal {
 
@@ -71,8 +74,11 @@ asio::awaitable<absl::Status> Session::Prepare(const OwnedPacket& command) {
     co_return absl::ResourceExhaustedError("too many prepared statements in one session");
   }
   const StatementInfo& analysed = Statements().Get(sql, lex_mode_);
+  auto parameters = std::make_shared<Prepared::Parameters>();
+  parameters->count = params;
   prepared_[id] = Prepared{std::make_shared<const std::string>(sql), lex_mode_,
-                           Statements().Kept(analysed) ? &analysed : nullptr, nullptr};
+                           Statements().Kept(analysed) ? &analysed : nullptr, nullptr,
+                           std::move(parameters)};
   co_return co_await Flush();
 }
 
@@ -102,11 +108,12 @@ asio::awaitable<absl::Status> Session::Execute(const OwnedPacket& command) {
   auto facts = [&]() -> const StatementInfo& {
     return prepared.info != nullptr ? *prepared.info : Statements().Get(sql, prepared.mode);
   };
+  std::vector<std::string> values = BoundValues(command, prepared.parameters.get());
   FollowPolicy();
   session::Decision d = Decide(sql, facts(), "binary");
   if (const auto* hold = std::get_if<session::Hold>(&d)) {
     session::GuardrailDecision g = hold->guardrail;
-    d = co_await HoldForApproval(sql, facts(), g, "binary");
+    d = co_await HoldForApproval(sql, facts(), g, "binary", std::move(values));
   }
   if (const auto* refused = std::get_if<session::Refuse>(&d)) {
     co_return co_await RefuseCommand(*refused);
@@ -130,6 +137,43 @@ asio::awaitable<absl::Status> Session::Execute(const OwnedPacket& command) {
     open->second.cursor = std::move(kept);
   }
   co_return absl::OkStatus();
+}
+
+std::vector<std::string> Session::BoundValues(const OwnedPacket& command,
+                                             Prepared::Parameters* bound) {
+  constexpr size_t kMax = 100;
+  constexpr size_t kMaxBytes = 1024;
+  std::vector<std::string> out;
+  thread_local std::vector<wire::mysql::ExecuteParameter> values;
+  absl::Status decoded = wire::mysql::DecodeExecuteParameters(command.payload, bound->count,
+                                                              &bound->types, bound->long_data,
+                                                              &values);
+  bound->long_data.clear();  // the server forgets long data once the statement executes
+  if (!decoded.ok()) {
+    // The server refuses it (or it uses a type this decoder does not know): the approver is told.
+    if (bound->count > 0) out.push_back(absl::StrCat("(not shown: ", decoded.message(), ")"));
+    return out;
+  }
+  for (size_t i = 0; i < values.size() && i < kMax; ++i) {
+    const wire::mysql::ExecuteParameter& p = values[i];
+    std::string v;
+    if (p.null) {
+      v = "NULL";
+    } else if (p.long_data) {
+      v = "(sent as long data)";
+    } else if (wire::mysql::BinaryTypeOf(p.type).layout == wire::mysql::BinaryLayout::kLenenc) {
+      const bool text = std::all_of(p.data.begin(), p.data.end(), [](char c) {
+        return static_cast<uint8_t>(c) >= 0x20 || c == '\t' || c == '\n' || c == '\r';
+      });
+      v = text ? std::string(p.data.substr(0, kMaxBytes + 1))
+               : "\\x" + HexEncode(p.data.substr(0, kMaxBytes / 2 + 1));
+    } else {
+      v = wire::mysql::BinaryValueText(p.data, p.type, p.is_unsigned);
+    }
+    if (v.size() > kMaxBytes) v = v.substr(0, kMaxBytes) + "...";
+    out.push_back(std::move(v));
+  }
+  return out;
 }
 
 size_t Session::OpenCursors() const {
@@ -254,12 +298,23 @@ asio::awaitable<absl::Status> Session::StatementCommand(const OwnedPacket& comma
   switch (static_cast<wire::mysql::Command>(c)) {
     case wire::mysql::Command::kStmtClose:
       prepared_.erase(id);
-      [[fallthrough]];
-    case wire::mysql::Command::kStmtSendLongData:
-      // No answer to these.
+      // No answer to this one or to long data.
       co_return co_await upstream_.stream->WritePacket(command.payload, 0);
-    default:  // COM_STMT_RESET (it closes the statement's cursor): OK or ERR
+    case wire::mysql::Command::kStmtSendLongData: {
+      // Which parameter: its value is not in the next COM_STMT_EXECUTE.
+      wire::mysql::Reader r(absl::string_view(command.payload).substr(5));
+      const uint16_t param = r.Int2();
+      Prepared::Parameters& bound = *prepared_[id].parameters;
+      if (r.ok() && param < bound.count) {
+        if (bound.long_data.size() <= param) bound.long_data.resize(param + 1u, false);
+        bound.long_data[param] = true;
+      }
+      co_return co_await upstream_.stream->WritePacket(command.payload, 0);
+    }
+      co_return co_await upstream_.stream->WritePacket(command.payload, 0);
+    default:  // COM_STMT_RESET (it closes the statement's cursor, forgets long data): OK or ERR
       prepared_[id].cursor.reset();
+      prepared_[id].parameters->long_data.clear();
       co_return (co_await Forward(command, Reply::kOnePacket)).status();
   }
 }

@@ -304,11 +304,15 @@ class MysqlApprovalsTest(unittest.TestCase):
         url = (f"jdbc:mariadb://127.0.0.1:{self.stack.port}/demo-mysql?useServerPrepStmts=true"
                f"&useSsl=true&serverSslCert={self.stack.agent.tls_ca()}")
         proc = subprocess.Popen(["java", "-cp", CONNECTOR_J, f"{CLIENTS}/MysqlPrepared.java", url, "ci",
-                                 "UPDATE items SET n = n + ?", "5"],
+                                 "UPDATE items SET n = n + ? + IF(? IS NULL, 0, 0) + IF(? IS NULL, 0, 0)",
+                                 "int:5", "held 'value'", "\\N"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=dict(os.environ, SLUICE_TOKEN=self.token("jdbc-bot")))
         first = self.pending("UPDATE items SET n = n + ?")
         self.assertIsNone(proc.poll())
+        # The approver sees the values the execution binds, not only the placeholders.
+        shown = self.stack.cp.ctl("approvals", "show", str(first)).stdout
+        self.assertIn("parameters  5, held 'value', NULL", shown)
         self.assertEqual(int(self.n(3)), before)
         self.decide(first, "approve")
         second = self.pending("UPDATE items SET n = n + ?", after=first)

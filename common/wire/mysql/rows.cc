@@ -15,6 +15,11 @@ absl::Status RowError(absl::string_view what, size_t column) {
       absl::StrCat("malformed result row: ", what, " (column ", column + 1, ")"));
 }
 
+absl::Status ParamError(absl::string_view what, size_t param) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("malformed COM_STMT_EXECUTE: ", what, " (parameter ", param + 1, ")"));
+}
+
 uint64_t LittleEndian(absl::string_view bytes) {
   uint64_t v = 0;
   for (size_t i = bytes.size(); i > 0; --i) v = v << 8 | static_cast<uint8_t>(bytes[i - 1]);
@@ -178,6 +183,63 @@ absl::Status SplitBinaryRow(absl::string_view payload, const std::vector<uint8_t
   if (r.remaining() != 0) {
     return absl::InvalidArgumentError(absl::StrCat("malformed binary result row: ", r.remaining(),
                                                    " bytes after its ", n, " values"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DecodeExecuteParameters(absl::string_view payload, size_t count, std::string* types,
+                                     const std::vector<bool>& long_data,
+                                     std::vector<ExecuteParameter>* out) {
+  out->clear();
+  // command, statement id, flags, iteration count
+  constexpr size_t kHeader = 1 + 4 + 1 + 4;
+  if (payload.size() < kHeader) {
+    return absl::InvalidArgumentError("malformed COM_STMT_EXECUTE: shorter than its header");
+  }
+  if (count == 0) return absl::OkStatus();
+  Reader r(payload.substr(kHeader));
+  const absl::string_view bitmap = r.Bytes((count + 7) / 8);
+  const uint8_t new_types = r.Int1();
+  if (!r.ok()) return absl::InvalidArgumentError("malformed COM_STMT_EXECUTE: no NULL bitmap");
+  if (new_types == 1) {
+    const absl::string_view bound = r.Bytes(2 * count);
+    if (!r.ok()) return absl::InvalidArgumentError("malformed COM_STMT_EXECUTE: no types");
+    types->assign(bound.data(), bound.size());
+  } else if (types->size() != 2 * count) {
+    return absl::InvalidArgumentError(
+        "malformed COM_STMT_EXECUTE: no parameter types bound before");
+  }
+  for (size_t i = 0; i < count; ++i) {
+    ExecuteParameter p;
+    p.type = static_cast<uint8_t>((*types)[2 * i]);
+    p.is_unsigned = (static_cast<uint8_t>((*types)[2 * i + 1]) & 0x80) != 0;
+    p.null = (static_cast<uint8_t>(bitmap[i / 8]) >> (i % 8) & 1) != 0;
+    p.long_data = !p.null && i < long_data.size() && long_data[i];
+    if (!p.null && !p.long_data) {
+      const BinaryType t = BinaryTypeOf(p.type);
+      switch (t.layout) {
+        case BinaryLayout::kLenenc: {
+          std::optional<uint64_t> length = r.LenencInt();
+          if (!r.ok() || !length || *length > r.remaining()) {
+            return ParamError("a parameter's length is past the packet's end", i);
+          }
+          p.data = r.Bytes(static_cast<size_t>(*length));
+          break;
+        }
+        case BinaryLayout::kFixed:
+          p.data = r.Bytes(t.size);
+          break;
+        case BinaryLayout::kLengthByte:
+          p.data = r.Bytes(r.Int1());
+          break;
+        case BinaryLayout::kNothing:
+          break;
+        case BinaryLayout::kUnknown:
+          return ParamError(absl::StrCat("a parameter of unknown type ", p.type), i);
+      }
+      if (!r.ok()) return ParamError("the parameters end early", i);
+    }
+    out->push_back(p);
   }
   return absl::OkStatus();
 }

@@ -85,4 +85,20 @@ absl::Status SplitBinaryRow(absl::string_view payload, const std::vector<uint8_t
 // as 'YYYY-MM-DD hh:mm:ss[.ffffff]'; the bytes themselves for string-like layouts.
 std::string BinaryValueText(absl::string_view data, uint8_t type, bool is_unsigned);
 
+// One bound value of a COM_STMT_EXECUTE.
+struct ExecuteParameter {
+  bool null = false;
+  bool long_data = false;  // sent before by COM_STMT_SEND_LONG_DATA: not in this packet
+  uint8_t type = 0;
+  bool is_unsigned = false;
+  absl::string_view data;  // the value's bytes (no length prefix)
+};
+// The bound values of a COM_STMT_EXECUTE `payload` (command byte included) of a statement with
+// `count` parameters. `*types` holds the types bound by an earlier execution (2 bytes each: the
+// type, then 0x80 for UNSIGNED), replaced when this one binds new ones; `long_data` flags the
+// parameters sent by COM_STMT_SEND_LONG_DATA (shorter than `count`: none after it).
+absl::Status DecodeExecuteParameters(absl::string_view payload, size_t count, std::string* types,
+                                     const std::vector<bool>& long_data,
+                                     std::vector<ExecuteParameter>* out);
+
 }  // namespace sluice::wire::mysql

@@ -71,5 +71,48 @@ TEST(MysqlRows, BinaryRowsSplitByTypeAndRenderAsText) {
   EXPECT_FALSE(SplitBinaryRow(row, unknown, &v).ok());
 }
 
+TEST(MysqlRows, ExecuteParametersDecodeWithTypesBoundNowOrBefore) {
+  // COM_STMT_EXECUTE of statement 7, no cursor, one iteration; 4 parameters: an unsigned
+  // LONGLONG, NULL, a string, a DATE.
+  std::string head = "\x17" + Little(7, 4) + std::string(1, '\0') + Little(1, 4);
+  std::string bound = head;
+  bound += std::string(1, static_cast<char>(1 << 1));  // NULL bitmap: parameter 2
+  bound += std::string(1, '\x01');                     // new types bound
+  bound += std::string(1, static_cast<char>(kTypeLongLong)) + "\x80";
+  bound += std::string(1, static_cast<char>(kTypeNull)) + std::string(1, '\0');
+  bound += std::string(1, static_cast<char>(kTypeVarString)) + std::string(1, '\0');
+  bound += std::string(1, static_cast<char>(kTypeDate)) + std::string(1, '\0');
+  const std::string values =
+      Little(~uint64_t{0}, 8) + std::string("\x04it's") + "\x04" + Little(2026, 2) + "\x0c\x07";
+  bound += values;
+  std::string types;
+  std::vector<ExecuteParameter> p;
+  const absl::Status decoded = DecodeExecuteParameters(bound, 4, &types, {}, &p);
+  ASSERT_TRUE(decoded.ok()) << decoded;
+  ASSERT_EQ(p.size(), 4u);
+  EXPECT_EQ(BinaryValueText(p[0].data, p[0].type, p[0].is_unsigned), "18446744073709551615");
+  EXPECT_TRUE(p[1].null);
+  EXPECT_EQ(p[2].data, "it's");
+  EXPECT_EQ(BinaryValueText(p[3].data, p[3].type, false), "2026-12-07");
+  EXPECT_EQ(types.size(), 8u);
+  for (size_t n = 0; n < bound.size(); ++n) {
+    std::string none;
+    EXPECT_FALSE(DecodeExecuteParameters(bound.substr(0, n), 4, &none, {}, &p).ok()) << n;
+  }
+  // The next execution binds no types: the earlier ones apply. Parameter 3 came as long data.
+  std::string again = head + std::string(1, static_cast<char>(1 << 1)) + std::string(1, '\0') +
+                      Little(5, 8) + "\x04" + Little(1999, 2) + "\x01\x02";
+  ASSERT_TRUE(DecodeExecuteParameters(again, 4, &types, {false, false, true}, &p).ok());
+  EXPECT_EQ(BinaryValueText(p[0].data, p[0].type, true), "5");
+  EXPECT_TRUE(p[2].long_data);
+  EXPECT_EQ(BinaryValueText(p[3].data, p[3].type, false), "1999-01-02");
+  // Without types from before, the values cannot be read.
+  std::string none;
+  EXPECT_FALSE(DecodeExecuteParameters(again, 4, &none, {}, &p).ok());
+  // A statement without parameters has nothing after the header.
+  EXPECT_TRUE(DecodeExecuteParameters(head, 0, &none, {}, &p).ok());
+  EXPECT_TRUE(p.empty());
+}
+
 }  // namespace
 }  // namespace sluice::wire::mysql
