@@ -14,6 +14,7 @@
 #include "agent/audit/spool.h"
 #include "agent/control_client.h"
 #include "agent/memory_trimmer.h"
+#include "agent/gcs/listener.h"
 #include "agent/mysql/listener.h"
 #include "agent/net/worker_pool.h"
 #include "agent/policy_holder.h"
@@ -45,7 +46,7 @@ ABSL_FLAG(
     "cap of the on-disk audit spool (<data-dir>/spool) in bytes; when it is full, new sessions "
     "are refused until the control plane has acknowledged what it holds");
 ABSL_FLAG(
-    std::string, protocols, "postgres,mysql,http",
+    std::string, protocols, "postgres,mysql,gcs",
     "protocols this agent serves; a snapshot with a connection of another protocol is NACKed");
 ABSL_FLAG(
     std::string, status_listen, "127.0.0.1:7081",
@@ -68,6 +69,9 @@ ABSL_FLAG(std::string, mysql_tls_cert, "",
           "certificate chain (PEM) of the MySQL port; without it the port uses the PostgreSQL "
           "port's certificate (the one given, issued or created)");
 ABSL_FLAG(std::string, mysql_tls_key, "", "private key (PEM) of --mysql-tls-cert");
+ABSL_FLAG(std::string, gcs_listen, "127.0.0.1:8443",
+          "HTTPS address of the Cloud Storage port (host:port, port 0 = any free port; empty = "
+          "off); its certificate is the MySQL port's");
 ABSL_FLAG(absl::Duration, mysql_login_timeout, absl::Seconds(30),
           "a MySQL client must finish TLS and authentication within this time");
 ABSL_FLAG(std::string, tls_names, "",
@@ -134,9 +138,11 @@ absl::StatusOr<ControlClientOptions> ControlOptionsFromFlags() {
   ASSIGN_OR_RETURN(opts.labels, ParseLabels(absl::GetFlag(FLAGS_labels)));
   for (absl::string_view p :
        absl::StrSplit(absl::GetFlag(FLAGS_protocols), ',', absl::SkipEmpty())) {
-    if (p != "postgres" && p != "mysql" && p != "http") {
+    // "http", the name before the HTTP APIs had their own: every one of them (gcs today).
+    if (p == "http") p = "gcs";
+    if (p != "postgres" && p != "mysql" && p != "gcs") {
       return absl::InvalidArgumentError(
-          absl::StrCat("--protocols: unknown protocol '", p, "' (postgres, mysql, http)"));
+          absl::StrCat("--protocols: unknown protocol '", p, "' (postgres, mysql, gcs)"));
     }
     opts.capabilities.emplace_back(p);
   }
@@ -345,15 +351,32 @@ absl::Status Run() {
     WritePortFile(opts.data_dir, "mysql", my_port);
     LogInfo("MySQL port ", my_port, " (TLS required)");
   }
+  std::unique_ptr<gcs::Listener> cloud_storage;
+  if (!absl::GetFlag(FLAGS_gcs_listen).empty() && client.fatal_error().empty()) {
+    ASSIGN_OR_RETURN(mysql::ListenerOptions my_lo,
+                     MysqlOptionsFromFlags(opts, spool->inflight(), &limiter));
+    gcs::ListenerOptions lo;
+    lo.listen = absl::GetFlag(FLAGS_gcs_listen);
+    lo.tls_cert_file = my_lo.tls_cert_file;
+    lo.tls_key_file = my_lo.tls_key_file;
+    lo.events = &events;
+    lo.inflight = spool->inflight();
+    lo.limiter = &limiter;
+    cloud_storage = std::make_unique<gcs::Listener>(lo, &policy);
+    ASSIGN_OR_RETURN(int gcs_port, cloud_storage->Start());
+    WritePortFile(opts.data_dir, "gcs", gcs_port);
+    LogInfo("Cloud Storage port ", gcs_port, " (HTTPS)");
+  }
   http.SetReady(true);
   // Memory freed after a load of many sessions goes back to the system (agent/memory_trimmer.h).
   MemoryTrimmer trimmer(MemoryTrimmer::Options{});
-  LogInfo("sluice-agent ", kAgentVersion, " running; the HTTP listener is not built yet");
+  LogInfo("sluice-agent ", kAgentVersion, " running");
 
   WaitForShutdownSignal([&client] { return client.fatal_error().empty(); });
   std::string fatal = client.fatal_error();
   if (pg) pg->Stop();
   if (my) my->Stop();
+  if (cloud_storage) cloud_storage->Stop();
   pool.Stop();  // the sessions end here
   client.Stop();
   http.Stop();

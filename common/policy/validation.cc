@@ -8,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/cloud/service_account.h"
 #include "common/files.h"
 #include "common/policy/resource.h"
 
@@ -76,7 +77,9 @@ class Checker {
 void CheckConnection(const v1::Connection& c, Checker& ck) {
   ck.Name(c.name());
   if (c.protocol() == v1::PROTOCOL_UNSPECIFIED)
-    ck.Fail("protocol", "required: postgres, mysql or http");
+    ck.Fail("protocol", "required: postgres, mysql or gcs");
+  if (c.protocol() == v1::PROTOCOL_HTTP)
+    ck.Fail("protocol", "http is not a Connection's protocol: name its API (gcs)");
   if (!c.has_upstream()) {
     ck.Fail("upstream", "required: {host, port}");
   } else {
@@ -101,6 +104,16 @@ void CheckConnection(const v1::Connection& c, Checker& ck) {
         !(absl::StartsWith(cr.password_from(), "env:") && cr.password_from().size() > 4) &&
         !(absl::StartsWith(cr.password_from(), "file:/") && cr.password_from().size() > 6)) {
       ck.Fail("credentials.password_from", "must be env:NAME or file:/absolute/path");
+    }
+    if (c.protocol() == v1::PROTOCOL_GCS && inline_pw && cr.password() != kRedacted) {
+      // The service account's JSON key (one kept by password_from is checked on the agent).
+      auto key = cloud::ParseServiceAccountKey(cr.password());
+      if (!key.ok()) {
+        ck.Fail("credentials.password", std::string(key.status().message()));
+      } else if (key->client_email != cr.username()) {
+        ck.Fail("credentials.username",
+                absl::StrCat("must be the key's client_email (", key->client_email, ")"));
+      }
     }
   }
   if (c.agents().empty()) {
@@ -270,6 +283,8 @@ std::string ProtocolName(v1::Protocol protocol) {
       return "mysql";
     case v1::PROTOCOL_HTTP:
       return "http";
+    case v1::PROTOCOL_GCS:
+      return "gcs";
     default:
       return "unspecified";
   }

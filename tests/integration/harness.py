@@ -149,7 +149,7 @@ class ControlPlane:
 
 
 class Agent:
-    def __init__(self, workdir, name, controlplane, token, protocols="postgres,mysql,http",
+    def __init__(self, workdir, name, controlplane, token, protocols="postgres,mysql,gcs",
                  env=None, labels="", extra_args=(), binary=None):
         self.name = name
         self.binary = binary or AGENT  # another build of the agent (bench/pg_proxy --agent)
@@ -179,7 +179,7 @@ class Agent:
              "--protocols", self.protocols, "--status-listen", "127.0.0.1:0",
              "--reconnect-max-backoff", "1s", "--heartbeat-interval", "1s",
              "--labels", self.labels, "--postgres-listen", "127.0.0.1:0",
-             "--mysql-listen", "127.0.0.1:0", *self.extra_args],
+             "--mysql-listen", "127.0.0.1:0", "--gcs-listen", "127.0.0.1:0", *self.extra_args],
             os.path.join(self.workdir, f"agent-{self.name}.log"), env=env)
 
         def port():
@@ -211,6 +211,14 @@ class Agent:
             with open(os.path.join(self.data_dir, "mysql.port")) as f:
                 return int(f.read().strip())
         return wait_for(read, what=f"agent {self.name} MySQL port")
+
+    def gcs_port(self):
+        def read():
+            if not self.process.alive():
+                raise AssertionError(f"agent {self.name} exited:\n" + self.process.output())
+            with open(os.path.join(self.data_dir, "gcs.port")) as f:
+                return int(f.read().strip())
+        return wait_for(read, what=f"agent {self.name} Cloud Storage port")
 
     def tls_ca(self):
         """The CA that signed the agent's listener certificate (issued at enrollment)."""

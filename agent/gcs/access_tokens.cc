@@ -1,0 +1,122 @@
+#include "agent/gcs/access_tokens.h"
+
+#include <httplib.h>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+
+namespace sluice::agent::gcs {
+
+namespace {
+
+constexpr absl::Duration kRefreshBefore = absl::Minutes(5);
+constexpr size_t kMaxTokenResponse = 64 << 10;
+
+struct Endpoint {
+  std::string host;
+  int port = 443;
+  std::string path;
+};
+
+// https://host[:port]/path, nothing else (no user info).
+absl::StatusOr<Endpoint> SplitHttpsUrl(absl::string_view url) {
+  constexpr absl::string_view kScheme = "https://";
+  if (!absl::StartsWith(url, kScheme)) return absl::InvalidArgumentError("not an https:// URL");
+  absl::string_view rest = url.substr(kScheme.size());
+  const size_t slash = rest.find('/');
+  absl::string_view authority = rest.substr(0, slash);
+  Endpoint e;
+  e.path = slash == absl::string_view::npos ? "/" : std::string(rest.substr(slash));
+  if (authority.empty() || absl::StrContains(authority, '@')) {
+    return absl::InvalidArgumentError("no host in the URL");
+  }
+  const size_t colon = authority.rfind(':');
+  if (colon != absl::string_view::npos && authority.find(']') == absl::string_view::npos) {
+    if (!absl::SimpleAtoi(authority.substr(colon + 1), &e.port) || e.port <= 0 ||
+        e.port > 65535) {
+      return absl::InvalidArgumentError("a bad port in the URL");
+    }
+    authority = authority.substr(0, colon);
+  }
+  e.host = std::string(authority);
+  return e;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> AccessTokens::Get(const cloud::ServiceAccountKey& key,
+                                              const v1::Upstream& upstream) {
+  const std::string id = absl::StrCat(key.client_email, "\n", key.private_key_id, "\n",
+                                      key.token_uri, "\n", upstream.ca_file());
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = cache_.find(id);
+    if (it != cache_.end() && absl::Now() < it->second.refresh_at) return it->second.token;
+  }
+  // Minted outside the lock: a slow endpoint does not hold up the other Connections' requests.
+  auto minted = Mint(key, upstream);
+  if (!minted.ok()) return minted.status();
+  absl::MutexLock lock(&mu_);
+  cache_[id] = *minted;
+  return minted->token;
+}
+
+absl::StatusOr<AccessTokens::Cached> AccessTokens::Mint(const cloud::ServiceAccountKey& key,
+                                                        const v1::Upstream& upstream) {
+  auto endpoint = SplitHttpsUrl(key.token_uri);
+  if (!endpoint.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the service account key's token_uri: ", endpoint.status().message()));
+  }
+  const absl::Time now = absl::Now();
+  auto assertion = cloud::JwtBearerAssertion(key, kStorageScope, now);
+  if (!assertion.ok()) {
+    return absl::InternalError("the service account key could not sign the token request");
+  }
+  httplib::SSLClient client(endpoint->host, endpoint->port);
+  if (!upstream.ca_file().empty()) client.set_ca_cert_path(upstream.ca_file());
+  client.enable_server_certificate_verification(true);
+  client.set_connection_timeout(10);
+  client.set_read_timeout(20);
+  client.set_write_timeout(20);
+  std::string body;
+  bool too_long = false;
+  auto res = client.Post(
+      endpoint->path.c_str(), httplib::Headers{}, cloud::JwtBearerRequestBody(*assertion),
+      "application/x-www-form-urlencoded");
+  if (!res) {
+    return absl::UnavailableError(absl::StrCat("the token endpoint ", endpoint->host,
+                                               " could not be reached (",
+                                               httplib::to_string(res.error()), ")"));
+  }
+  body = res->body;
+  too_long = body.size() > kMaxTokenResponse;
+  nlohmann::json j = too_long ? nlohmann::json()
+                              : nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (res->status != 200) {
+    std::string code = j.is_object() ? j.value("error", "") : "";
+    return absl::UnavailableError(absl::StrCat(
+        "the token endpoint refused the service account's grant (HTTP ", res->status,
+        code.empty() ? "" : ", ", code.substr(0, 64), ")"));
+  }
+  if (!j.is_object() || !j.contains("access_token") || !j["access_token"].is_string()) {
+    return absl::UnavailableError("the token endpoint's answer has no access_token");
+  }
+  Cached c;
+  c.token = j["access_token"].get<std::string>();
+  if (c.token.empty() || c.token.size() > 4096) {
+    return absl::UnavailableError("the token endpoint's access_token is empty or too long");
+  }
+  int64_t expires_in = 3600;
+  if (j.contains("expires_in") && j["expires_in"].is_number_integer()) {
+    expires_in = j["expires_in"].get<int64_t>();
+  }
+  c.refresh_at = now + absl::Seconds(expires_in) - kRefreshBefore;
+  return c;
+}
+
+}  // namespace sluice::agent::gcs

@@ -1,0 +1,40 @@
+// Access tokens of the Connections' service accounts, minted with the OAuth 2.0 JWT-bearer grant
+// at the key's token URI (common/cloud/service_account.h) and cached, per key, until five
+// minutes before they expire. Thread-safe. Neither the key nor a token is ever logged: an error
+// says what failed (the endpoint's status and OAuth error code), not with what.
+#pragma once
+
+#include <string>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/cloud/service_account.h"
+#include "sluice/v1/policy.pb.h"
+
+namespace sluice::agent::gcs {
+
+// The scope asked for: Cloud Storage, full control (what the agent lets through is decided by
+// the policy, not by the token's scope).
+inline constexpr char kStorageScope[] = "https://www.googleapis.com/auth/devstorage.full_control";
+
+class AccessTokens {
+ public:
+  // A token for `key`. `upstream` says how the token endpoint's certificate is checked: its
+  // ca_file when set (a private endpoint, the tests' stand-in), else the system's CAs.
+  absl::StatusOr<std::string> Get(const cloud::ServiceAccountKey& key,
+                                  const v1::Upstream& upstream);
+
+ private:
+  struct Cached {
+    std::string token;
+    absl::Time refresh_at;
+  };
+  absl::StatusOr<Cached> Mint(const cloud::ServiceAccountKey& key, const v1::Upstream& upstream);
+
+  absl::Mutex mu_;
+  absl::flat_hash_map<std::string, Cached> cache_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace sluice::agent::gcs

@@ -1,0 +1,384 @@
+#include "agent/gcs/listener.h"
+
+#include <httplib.h>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "agent/auth/authorizer.h"
+#include "agent/gcs/classify.h"
+#include "agent/session/admission.h"
+#include "agent/session/gate.h"
+#include "agent/session/guardrails.h"
+#include "agent/session/session_audit.h"
+#include "common/crypto.h"
+#include "common/log.h"
+
+namespace sluice::agent::gcs {
+
+namespace {
+
+using audit::RefusalKind;
+
+constexpr size_t kMaxTarget = 8192;
+
+int StatusOf(RefusalKind kind) {
+  switch (kind) {
+    case RefusalKind::kTokenRejected:
+      return 401;
+    case RefusalKind::kUnknownConnection:
+      return 404;
+    case RefusalKind::kSessionLimit:
+      return 429;
+    case RefusalKind::kAuditUnavailable:
+      return 503;
+    case RefusalKind::kUpstreamUnavailable:
+      return 502;
+    case RefusalKind::kProtocolError:
+      return 400;
+    default:
+      return 403;
+  }
+}
+
+const char* ReasonOf(int status) {
+  switch (status) {
+    case 400:
+      return "invalid";
+    case 401:
+      return "required";
+    case 404:
+      return "notFound";
+    case 413:
+      return "uploadTooLarge";
+    case 429:
+      return "rateLimitExceeded";
+    case 502:
+    case 503:
+      return "backendError";
+    default:
+      return "forbidden";
+  }
+}
+
+// Google's JSON error shape, which the client libraries and gcloud show.
+void SendError(httplib::Response& res, int status, const std::string& message) {
+  nlohmann::json e = {{"code", status},
+                      {"message", message},
+                      {"errors", nlohmann::json::array({{{"message", message},
+                                                         {"domain", "global"},
+                                                         {"reason", ReasonOf(status)}}})}};
+  res.status = status;
+  if (status == 401) res.set_header("WWW-Authenticate", "Bearer realm=\"sluice\"");
+  res.set_content(nlohmann::json({{"error", e}}).dump(), "application/json; charset=UTF-8");
+}
+
+// Request headers the upstream gets from the caller; everything else (Authorization, cookies,
+// hop-by-hop headers, method overrides) stays at the agent.
+bool ForwardedRequestHeader(const std::string& name) {
+  const std::string n = absl::AsciiStrToLower(name);
+  static const char* const kKept[] = {
+      "content-type",      "content-md5",      "content-encoding",  "content-disposition",
+      "content-language",  "cache-control",    "if-match",          "if-none-match",
+      "if-modified-since", "if-unmodified-since", "range",          "user-agent",
+      "accept",            "x-upload-content-type", "x-upload-content-length"};
+  for (const char* k : kKept) {
+    if (n == k) return true;
+  }
+  return absl::StartsWith(n, "x-goog-") && !absl::StrContains(n, "override");
+}
+
+// Response headers the caller gets; capability URLs (Location, upload ids) and cookies do not.
+bool ForwardedResponseHeader(const std::string& name) {
+  const std::string n = absl::AsciiStrToLower(name);
+  static const char* const kKept[] = {
+      "content-disposition", "content-language", "content-encoding", "cache-control", "etag",
+      "last-modified",       "expires",          "vary",             "accept-ranges",  "content-range",
+      "x-goog-generation",   "x-goog-metageneration", "x-goog-stored-content-length",
+      "x-goog-stored-content-encoding", "x-goog-hash", "x-goog-storage-class"};
+  for (const char* k : kKept) {
+    if (n == k) return true;
+  }
+  return false;
+}
+
+// The upstream's error message (Google's JSON shape), for the event.
+std::string UpstreamMessage(const std::string& body) {
+  nlohmann::json j = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (j.is_object() && j.contains("error") && j["error"].is_object()) {
+    return j["error"].value("message", "").substr(0, 512);
+  }
+  return "";
+}
+
+std::multimap<std::string, std::string> QueryOf(const httplib::Request& req) {
+  std::multimap<std::string, std::string> q;
+  for (const auto& [k, v] : req.params) q.emplace(k, v);
+  return q;
+}
+
+}  // namespace
+
+Listener::Listener(ListenerOptions options, PolicyHolder* policy)
+    : options_(std::move(options)), policy_(policy) {}
+
+Listener::~Listener() { Stop(); }
+
+absl::StatusOr<int> Listener::Start() {
+  server_ = std::make_unique<httplib::SSLServer>(options_.tls_cert_file.c_str(),
+                                                 options_.tls_key_file.c_str());
+  if (!server_->is_valid()) {
+    return absl::InvalidArgumentError(absl::StrCat("Cloud Storage port: cannot load the TLS "
+                                                   "certificate ",
+                                                   options_.tls_cert_file, " and its key"));
+  }
+  server_->set_payload_max_length(options_.max_body_bytes);
+  server_->set_read_timeout(60);
+  server_->set_write_timeout(60);
+  server_->set_keep_alive_timeout(30);
+  auto handler = [this](const httplib::Request& req, httplib::Response& res) { Handle(req, res); };
+  server_->Get(".*", handler);
+  server_->Post(".*", handler);
+  server_->Put(".*", handler);
+  server_->Patch(".*", handler);
+  server_->Delete(".*", handler);
+  server_->Options(".*", handler);
+  const size_t colon = options_.listen.rfind(':');
+  int port = 0;
+  if (colon == std::string::npos || !absl::SimpleAtoi(options_.listen.substr(colon + 1), &port)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--gcs-listen: ", options_.listen, " is not host:port"));
+  }
+  const std::string host = options_.listen.substr(0, colon);
+  int bound = port == 0 ? server_->bind_to_any_port(host.c_str())
+                        : (server_->bind_to_port(host.c_str(), port) ? port : -1);
+  if (bound <= 0) {
+    return absl::UnavailableError(absl::StrCat("--gcs-listen: cannot listen on ", options_.listen));
+  }
+  thread_ = std::thread([this] { server_->listen_after_bind(); });
+  return bound;
+}
+
+void Listener::Stop() {
+  if (server_) server_->stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
+  const absl::Time started = absl::Now();
+  session::SessionAudit audit(options_.events, options_.inflight, RandomHex(8),
+                              audit::kProtocolGcs, nullptr);
+  session::Admission admission(policy_, options_.limiter, v1::PROTOCOL_GCS, "gcs");
+  audit::Who who;
+  who.client_addr = absl::StrCat(req.remote_addr, ":", req.remote_port);
+  who.tls = true;
+  auto refuse_login = [&](session::Refuse refusal) {
+    who.subject = admission.identity().subject;
+    who.issuer = admission.identity().issuer;
+    who.groups = admission.identity().groups;
+    audit.Refused(who, refusal, "");
+    SendError(res, StatusOf(refusal.kind), refusal.message);
+  };
+
+  // The Connection: the first path segment when it names one, else the agent's only one.
+  const std::string target = req.target.substr(0, kMaxTarget);
+  const size_t q = target.find('?');
+  std::string path = target.substr(0, q);
+  const std::string query_string = q == std::string::npos ? "" : target.substr(q);
+  {
+    auto current = policy_->Get();
+    std::vector<std::string> names;
+    if (current) {
+      for (const auto& c : current->snapshot.connections()) {
+        if (c.protocol() == v1::PROTOCOL_GCS) names.push_back(c.name());
+      }
+    }
+    // The first segment as sent (a Connection's name needs no escaping).
+    const size_t begin = path.find_first_not_of('/');
+    const std::string first =
+        begin == std::string::npos ? "" : path.substr(begin, path.find('/', begin) - begin);
+    if (!first.empty() && std::find(names.begin(), names.end(), first) != names.end()) {
+      who.connection = first;
+      path = path.substr(begin + first.size());
+    } else if (names.size() == 1) {
+      who.connection = names[0];
+    } else {
+      session::Refuse r;
+      r.kind = RefusalKind::kUnknownConnection;
+      r.message =
+          "Sluice: name the connection as the first path segment "
+          "(https://<agent>/<connection>/storage/v1/...)";
+      return refuse_login(std::move(r));
+    }
+  }
+  if (auto refused = session::Admission::CheckAudit(options_.events->Full())) {
+    return refuse_login(*std::move(refused));
+  }
+  if (auto refused = admission.Open(who.connection)) return refuse_login(*std::move(refused));
+  const std::string authorization = req.get_header_value("Authorization");
+  if (!absl::StartsWithIgnoreCase(authorization, "Bearer ")) {
+    session::Refuse r;
+    r.kind = RefusalKind::kTokenRejected;
+    r.message = "Sluice: send the caller's OIDC token as the bearer token (Authorization: Bearer)";
+    r.detail = "no bearer token";
+    return refuse_login(std::move(r));
+  }
+  auto admitted = admission.Admit(absl::string_view(authorization).substr(7), absl::Now(),
+                                  who.client_addr);
+  if (auto* refused = std::get_if<session::Refuse>(&admitted)) {
+    return refuse_login(std::move(*refused));
+  }
+  session::Admitted& caller = std::get<session::Admitted>(admitted);
+  who.subject = caller.identity.subject;
+  who.issuer = caller.identity.issuer;
+  who.groups = caller.identity.groups;
+  who.attribution = caller.identity.attribution;
+  const v1::Connection& connection = *admission.connection();
+
+  audit::SessionStartEvent start;
+  start.who = who;
+  start.access = AccessName(caller.grant.access);
+  start.rule = caller.grant.rule;
+  start.protocol_version = absl::StrCat("HTTP/", req.version.substr(5, 8));
+  start.application_name = req.get_header_value("User-Agent").substr(0, 256);
+  if (req.ssl != nullptr) {
+    start.tls_version = SSL_get_version(req.ssl);
+    start.tls_cipher = SSL_get_cipher_name(req.ssl);
+  }
+  start.upstream_tls = connection.upstream().tls() != v1::UPSTREAM_TLS_DISABLE;
+  start.token_alg = caller.identity.algorithm;
+  start.token_expires_unix = caller.identity.expires_unix;
+  start.token_issued_unix = caller.identity.issued_at_unix;
+  audit.Started(std::move(start));
+  int64_t bytes_out = 0;
+  auto end = [&](absl::string_view reason) {
+    audit.Ended(reason, absl::Now() - started, static_cast<int64_t>(req.body.size()), bytes_out);
+  };
+
+  // What the request does, and the decision.
+  GcsRequest request = ClassifyGcs(req.method, path, QueryOf(req),
+                                   req.get_header_value("Content-Type"), req.body);
+  audit::StatementText text;
+  text.SetStatement(absl::StrCat(req.method, " ", path.substr(0, 2048)));
+  text.fingerprint = request.kind;
+  text.classification = session::ClassName(request.cls);
+  text.query_protocol = "json";
+  session::StatementGate gate(who.connection, who.subject, caller.grant, /*can_hold=*/false);
+  auto refuse = [&](const session::Refuse& r) {
+    audit.StatementRefused(text, r, "");
+    SendError(res, StatusOf(r.kind), r.message);
+    end("closed");
+  };
+  if (!request.refusal.empty()) return refuse(gate.Refusal(request.refusal_kind, request.refusal));
+  auto key = cloud::ParseServiceAccountKey(caller.credentials.password);
+  if (!key.ok()) {
+    return refuse(gate.Refusal(RefusalKind::kUpstreamUnavailable,
+                               absl::StrCat("the connection's credentials: ", key.status().message())));
+  }
+  if (!request.project.empty() && request.project != key->project_id) {
+    return refuse(gate.Refusal(
+        RefusalKind::kNotSupported,
+        absl::StrCat("project \"", request.project.substr(0, 64),
+                     "\" is not the connection's project (", key->project_id, ")")));
+  }
+  if (caller.grant.access == v1::ACCESS_WRITE &&
+      (request.cls == session::StatementClass::kDdl ||
+       request.cls == session::StatementClass::kDcl)) {
+    // The service account may do anything: a write grant's limit is the agent's to keep.
+    return refuse(gate.Refusal(
+        RefusalKind::kReadOnly,
+        absl::StrCat("your access (rule ", caller.grant.rule, ") is write: ", request.kind,
+                     request.cls == session::StatementClass::kDcl ? " changes access control"
+                                                                  : " changes bucket settings",
+                     ", which needs admin access")));
+  }
+  session::GuardrailSet guardrails(admission.policy()->snapshot, connection, nullptr);
+  session::GuardrailDecision g = guardrails.Decide(std::vector<GcsRequest>{request}, "");
+  session::StatementSummary summary;
+  summary.cls = request.cls;
+  summary.kind = request.kind;
+  summary.guardrail = &g;
+  summary.holdable = false;
+  session::Decision d = gate.Decide(summary);
+  if (const auto* refused = std::get_if<session::Refuse>(&d)) return refuse(*refused);
+  if (const auto* alert = std::get_if<session::Alert>(&d)) audit.Alerted(text, alert->guardrail);
+
+  // The service account's token in, the caller's out.
+  auto token = tokens_.Get(*key, connection.upstream());
+  if (!token.ok()) {
+    LogWarning("gcs connection ", who.connection, ": no access token: ", token.status().message());
+    return refuse(gate.Refusal(RefusalKind::kUpstreamUnavailable,
+                               absl::StrCat("no access token for the connection's service "
+                                            "account: ",
+                                            token.status().message())));
+  }
+  const v1::Upstream& up = connection.upstream();
+  const bool tls = up.tls() != v1::UPSTREAM_TLS_DISABLE;
+  httplib::Client client(absl::StrCat(tls ? "https://" : "http://", up.host(), ":", up.port()));
+  if (tls) {
+    client.enable_server_certificate_verification(up.tls() == v1::UPSTREAM_TLS_VERIFY_FULL);
+    if (!up.ca_file().empty()) client.set_ca_cert_path(up.ca_file());
+  }
+  client.set_decompress(false);
+  client.set_connection_timeout(10);
+  client.set_read_timeout(120);
+  client.set_write_timeout(120);
+  httplib::Request out;
+  out.method = req.method;
+  out.path = absl::StrCat(up.database(), path, query_string);
+  for (const auto& [name, value] : req.headers) {
+    if (ForwardedRequestHeader(name)) out.headers.emplace(name, value);
+  }
+  out.headers.emplace("Authorization", absl::StrCat("Bearer ", *token));
+  out.body = req.body;
+  std::string body;
+  bool too_large = false;
+  out.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
+    if (body.size() + n > options_.max_body_bytes) {
+      too_large = true;
+      return false;
+    }
+    body.append(data, n);
+    return true;
+  };
+  audit.Forwarding(text.statement);
+  auto answer = client.send(out);
+  audit::StatementEvent& event = audit.Answer();
+  event.text = text;
+  event.duration_us = absl::ToInt64Microseconds(absl::Now() - started);
+  if (!answer || too_large) {
+    const std::string why =
+        too_large ? absl::StrCat("the answer is over the agent's limit of ", options_.max_body_bytes,
+                                 " bytes")
+                  : absl::StrCat("the service could not be reached (",
+                                 httplib::to_string(answer.error()), ")");
+    event.error = why;
+    event.command_tags = "HTTP 502";
+    audit.Answered();
+    SendError(res, 502, absl::StrCat("Sluice: ", why));
+    end("closed");
+    return;
+  }
+  res.status = answer->status;
+  for (const auto& [name, value] : answer->headers) {
+    if (ForwardedResponseHeader(name)) res.set_header(name, value);
+  }
+  bytes_out = static_cast<int64_t>(body.size());
+  event.bytes = bytes_out;
+  event.command_tags = absl::StrCat("HTTP ", answer->status);
+  if (answer->status >= 400) {
+    event.error = absl::StrCat("HTTP ", answer->status, ": ", UpstreamMessage(body));
+  }
+  audit.Answered();
+  const std::string content_type = answer->get_header_value("Content-Type");
+  res.set_content(std::move(body),
+                  content_type.empty() ? "application/octet-stream" : content_type);
+  end("closed");
+}
+
+}  // namespace sluice::agent::gcs

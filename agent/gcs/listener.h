@@ -1,0 +1,70 @@
+// The agent's Cloud Storage port: HTTPS (HTTP/1.1, keep-alive, chunked bodies; cpp-httplib's
+// server on its own thread pool — the data-path event loops serve the database protocols), the
+// Cloud Storage JSON API as Google serves it, under an optional first path segment naming the
+// Connection (`https://agent:port/<connection>/storage/v1/...`; without it, the agent's only
+// `gcs` Connection).
+//
+// Each request is a session of one statement for the audit trail: the caller's OIDC JWT as the
+// bearer token is admitted by the session core (token, access rule, session limits), the request
+// is classified (agent/gcs/classify.h) and decided by the statement gate and the Connection's
+// guardrails, its Authorization replaced by an access token of the Connection's service account
+// (agent/gcs/access_tokens.h), and it is forwarded; the answer goes back with the upstream's
+// status and its content headers. Refusals are Google's JSON error shape with the reason, and an
+// event.
+//
+// Not built yet (refused, fail closed, or left out): approval holds (a require_approval
+// guardrail refuses), resumable uploads and batch requests, masking of object bodies, request
+// recording, bodies over `max_body_bytes` (413 / 502: both directions are held in memory).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "agent/audit/event_sink.h"
+#include "agent/audit/inflight.h"
+#include "agent/gcs/access_tokens.h"
+#include "agent/policy_holder.h"
+#include "agent/session/limits.h"
+
+namespace httplib {
+class SSLServer;
+struct Request;
+struct Response;
+}  // namespace httplib
+
+namespace sluice::agent::gcs {
+
+struct ListenerOptions {
+  std::string listen = "127.0.0.1:8443";
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  size_t max_body_bytes = 32 << 20;
+  EventSink* events = nullptr;
+  InflightTable* inflight = nullptr;  // may be null
+  SessionLimiter* limiter = nullptr;  // may be null
+};
+
+class Listener {
+ public:
+  Listener(ListenerOptions options, PolicyHolder* policy);
+  ~Listener();
+  Listener(const Listener&) = delete;
+  Listener& operator=(const Listener&) = delete;
+
+  // Binds and serves on background threads; returns the bound port.
+  absl::StatusOr<int> Start();
+  void Stop();
+
+ private:
+  void Handle(const httplib::Request& req, httplib::Response& res);
+
+  ListenerOptions options_;
+  PolicyHolder* policy_;
+  AccessTokens tokens_;
+  std::unique_ptr<httplib::SSLServer> server_;
+  std::thread thread_;
+};
+
+}  // namespace sluice::agent::gcs

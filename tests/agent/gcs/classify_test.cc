@@ -1,0 +1,118 @@
+#include "agent/gcs/classify.h"
+
+#include <gtest/gtest.h>
+
+namespace sluice::agent::gcs {
+namespace {
+
+using session::StatementClass;
+using Query = std::multimap<std::string, std::string>;
+
+GcsRequest Classify(absl::string_view method, absl::string_view path, Query query = {},
+                    absl::string_view content_type = "", absl::string_view body = "") {
+  return ClassifyGcs(method, path, query, content_type, body);
+}
+
+TEST(GcsClassify, ReadsWritesAndDeletesByWhatTheyDo) {
+  GcsRequest r = Classify("GET", "/storage/v1/b/bkt/o/a%2Fb.txt", {{"alt", "media"}});
+  EXPECT_EQ(r.kind, "objects.get");
+  EXPECT_EQ(r.cls, StatementClass::kRead);
+  EXPECT_EQ(r.bucket, "bkt");
+  EXPECT_EQ(r.object, "a/b.txt");
+  ASSERT_EQ(r.relations.size(), 1u);
+  EXPECT_EQ(r.relations[0], (session::Relation{"bkt", "a/b.txt"}));
+  EXPECT_TRUE(r.refusal.empty());
+
+  EXPECT_EQ(Classify("GET", "/download/storage/v1/b/bkt/o/x", {{"alt", "media"}}).cls,
+            StatementClass::kRead);
+  EXPECT_EQ(Classify("GET", "/storage/v1/b/bkt/o", {{"prefix", "logs/"}}).relations[0].table,
+            "logs/*");
+  r = Classify("POST", "/upload/storage/v1/b/bkt/o", {{"uploadType", "media"}, {"name", "n"}});
+  EXPECT_EQ(r.kind, "objects.insert");
+  EXPECT_EQ(r.cls, StatementClass::kWrite);
+  r = Classify("DELETE", "/storage/v1/b/bkt/o/logs%2Fx");
+  EXPECT_EQ(r.cls, StatementClass::kWrite);
+  EXPECT_EQ(r.guarded, std::vector<std::string>{"drop_table"});
+  r = Classify("DELETE", "/storage/v1/b/bkt");
+  EXPECT_EQ(r.cls, StatementClass::kDdl);
+  EXPECT_EQ(r.guarded, std::vector<std::string>{"drop_database"});
+  r = Classify("POST", "/storage/v1/b/bkt/o/src/copyTo/b/other/o/dst");
+  EXPECT_EQ(r.kind, "objects.copy");
+  EXPECT_EQ(r.relations.size(), 2u);
+  EXPECT_EQ(r.relations[1], (session::Relation{"other", "dst"}));
+}
+
+TEST(GcsClassify, AccessControlIsDclWhereverItHides) {
+  EXPECT_EQ(Classify("PUT", "/storage/v1/b/bkt/iam").cls, StatementClass::kDcl);
+  EXPECT_EQ(Classify("GET", "/storage/v1/b/bkt/iam").cls, StatementClass::kRead);
+  EXPECT_EQ(Classify("POST", "/storage/v1/b/bkt/acl").cls, StatementClass::kDcl);
+  EXPECT_EQ(Classify("PATCH", "/storage/v1/b/bkt/o/x", {{"predefinedAcl", "publicRead"}}).cls,
+            StatementClass::kDcl);
+  EXPECT_EQ(Classify("PATCH", "/storage/v1/b/bkt/o/x", {}, "application/json",
+                     R"({"metadata": {"k": "v"}})")
+                .cls,
+            StatementClass::kWrite);
+  EXPECT_EQ(Classify("PATCH", "/storage/v1/b/bkt/o/x", {}, "application/json",
+                     R"({"acl": [{"entity": "allUsers", "role": "READER"}]})")
+                .cls,
+            StatementClass::kDcl);
+  EXPECT_EQ(Classify("PATCH", "/storage/v1/b/bkt", {}, "application/json",
+                     R"({"iamConfiguration": {"publicAccessPrevention": "inherited"}})")
+                .cls,
+            StatementClass::kDcl);
+  const std::string multipart =
+      "--b1\r\nContent-Type: application/json\r\n\r\n"
+      R"({"name": "x", "acl": [{"entity": "allUsers", "role": "READER"}]})"
+      "\r\n--b1\r\nContent-Type: text/plain\r\n\r\nhello\r\n--b1--\r\n";
+  GcsRequest r = Classify("POST", "/upload/storage/v1/b/bkt/o", {{"uploadType", "multipart"}},
+                          "multipart/related; boundary=b1", multipart);
+  EXPECT_EQ(r.cls, StatementClass::kDcl) << r.refusal;
+  EXPECT_EQ(r.object, "x");
+  r = Classify("POST", "/upload/storage/v1/b/bkt/o", {{"uploadType", "multipart"}},
+               "multipart/related; boundary=\"b1\"", multipart);
+  EXPECT_EQ(r.cls, StatementClass::kDcl) << r.refusal;
+}
+
+TEST(GcsClassify, ALifecycleRuleThatDeletesIsADelete) {
+  GcsRequest r = Classify("PATCH", "/storage/v1/b/bkt", {}, "application/json",
+                          R"({"lifecycle": {"rule": [{"action": {"type": "Delete"},
+                                                       "condition": {"age": 1}}]}})");
+  EXPECT_EQ(r.cls, StatementClass::kDdl);
+  EXPECT_EQ(r.guarded, std::vector<std::string>{"drop_table"});
+  r = Classify("PATCH", "/storage/v1/b/bkt", {}, "application/json",
+               R"({"lifecycle": {"rule": [{"action": {"type": "SetStorageClass"}}]}})");
+  EXPECT_TRUE(r.guarded.empty());
+}
+
+TEST(GcsClassify, RefusesWhatItCannotDecideOrWouldCarryACredential) {
+  for (const auto& [method, path, query] : std::vector<std::tuple<std::string, std::string, Query>>{
+           {"POST", "/storage/v1/projects/p/hmacKeys", {}},
+           {"GET", "/storage/v1/projects/p/hmacKeys/id", {}},
+           {"GET", "/storage/v1/b/bkt/o/x", {{"X-Goog-Signature", "s"}}},
+           {"GET", "/storage/v1/b/bkt/o/x", {{"access_token", "t"}}},
+           {"GET", "/storage/v1/b/bkt/o/x", {{"key", "api-key"}}},
+           {"POST", "/batch/storage/v1", {}},
+           {"POST", "/upload/storage/v1/b/bkt/o", {{"uploadType", "resumable"}, {"name", "n"}}},
+           {"PUT", "/upload/storage/v1/b/bkt/o", {{"upload_id", "u"}}},
+           {"POST", "/upload/storage/v1/b/bkt/o", {{"uploadType", "media"}}},  // no name
+           {"GET", "/storage/v1/b/bkt/o/x/unknown", {}},
+           {"POST", "/storage/v1/b/bkt/o/watch", {}},
+           {"GET", "/storage/v2/b", {}},
+           {"GET", "/storage/v1/b/bkt/o/%ZZ", {}},
+           {"GET", "/storage/v1/b/bkt/o/a%00b", {}},
+           {"GET", "/", {}},
+       }) {
+    GcsRequest r = Classify(method, path, query);
+    EXPECT_FALSE(r.refusal.empty()) << method << " " << path;
+    EXPECT_EQ(r.cls, StatementClass::kUnknown) << method << " " << path;
+  }
+  // A multipart upload whose metadata cannot be read is not guessed at.
+  EXPECT_FALSE(Classify("POST", "/upload/storage/v1/b/bkt/o", {{"uploadType", "multipart"}},
+                        "multipart/related; boundary=b1", "no parts here")
+                   .refusal.empty());
+  EXPECT_FALSE(Classify("PATCH", "/storage/v1/b/bkt/o/x", {}, "application/json", "[1, 2]")
+                   .refusal.empty());
+}
+
+}  // namespace
+}  // namespace sluice::agent::gcs

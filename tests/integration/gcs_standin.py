@@ -1,0 +1,474 @@
+"""Stand-ins for Google's OAuth token endpoint and Cloud Storage JSON API, for integration tests.
+
+No real Google service runs here: these are small HTTPS servers on loopback, with certificates
+from a throwaway test CA, that behave like the parts of Google the agent talks to when it injects
+a Connection's service account. The token endpoint verifies the RS256 JWT-bearer assertion against
+the public half of a key the test made and issues opaque access tokens; the storage stand-in
+accepts only those tokens. Both record every request they get, so tests can assert what the
+upstream saw (and what it never saw).
+"""
+
+import base64
+import hashlib
+import json
+import os
+import re
+import secrets
+import socket
+import ssl
+import sys
+import threading
+import time
+import urllib.parse
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from harness import make_test_ca
+
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+_JSON = "application/json; charset=UTF-8"
+
+
+class ServiceAccount:
+    """A Google service account the test owns: an RSA 2048 key and the key file Google would
+    give out for it."""
+
+    def __init__(self, email="sluice-test@demo-project.iam.gserviceaccount.com",
+                 project_id="demo-project"):
+        self.email, self.project_id = email, project_id
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.private_key_id = secrets.token_hex(20)
+        self.client_id = str(10**20 + secrets.randbelow(9 * 10**20))
+
+    def public_pem(self):
+        return self.key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+    def key_json(self, token_uri):
+        """The JSON text of this account's key file, naming `token_uri` as its token endpoint;
+        the private key is PKCS#8 PEM, as Google writes it."""
+        pem = self.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption()).decode()
+        return json.dumps({
+            "type": "service_account", "project_id": self.project_id,
+            "private_key_id": self.private_key_id, "private_key": pem,
+            "client_email": self.email, "client_id": self.client_id,
+            "auth_uri": "https://accounts.google.com/o/oauth2/auth", "token_uri": token_uri,
+            "auth_provider_x509_cert_url": "https://www.googleapis.com/oauth2/v1/certs",
+            "client_x509_cert_url": "https://www.googleapis.com/robot/v1/metadata/x509/"
+                                    + urllib.parse.quote(self.email, safe=""),
+            "universe_domain": "googleapis.com",
+        }, indent=2) + "\n"
+
+    def assertion(self, aud, scope="https://www.googleapis.com/auth/devstorage.read_write",
+                  lifetime=3600, **overrides):
+        """A JWT-bearer assertion signed with this key, as a client library makes one; a claim
+        given as None in `overrides` is left out."""
+        now = int(time.time())
+        claims = {"iss": self.email, "scope": scope, "aud": aud, "iat": now, "exp": now + lifetime}
+        claims.update(overrides)
+        claims = {k: v for k, v in claims.items() if v is not None}
+        return jwt.encode(claims, self.key, algorithm="RS256",
+                          headers={"kid": self.private_key_id})
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Reads one request (Content-Length or chunked body) and hands it to the stand-in."""
+    protocol_version = "HTTP/1.1"
+    timeout = 30
+    standin = None  # set per server by _HttpsStandin
+
+    def setup(self):
+        super().setup()
+        self.standin._track(self.connection, True)
+
+    def finish(self):
+        self.standin._track(self.connection, False)
+        super().finish()
+
+    def _dispatch(self):
+        self.standin._handle(self, self._read_body())
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch
+
+    def _read_body(self):
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            body = bytearray()
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return bytes(body)
+                body += self.rfile.read(size)
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def reply(self, status, body=b"", content_type=None, headers=()):
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body).encode()
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        if status != 204:
+            self.send_header("Content-Type", content_type or _JSON)
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], OSError):  # TLS and connection errors are expected
+            super().handle_error(request, client_address)
+
+
+class _HttpsStandin:
+    """A threaded HTTPS server on 127.0.0.1 (port chosen by the kernel, listening from
+    construction) whose requests go to self._handle(handler, body)."""
+
+    def __init__(self, tls_files):
+        self.tls_files = tls_files
+        self.ca_file = tls_files["cacert"]
+        self.requests = []
+        self._lock = threading.Lock()
+        self._connections = set()
+        self._server = _Server(("127.0.0.1", 0), type("Handler", (_Handler,), {"standin": self}))
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(tls_files["server-cert"], tls_files["server-key"])
+        # The handshake runs in the connection's thread, so a silent client holds up nobody.
+        self._server.socket = context.wrap_socket(self._server.socket, server_side=True,
+                                                  do_handshake_on_connect=False)
+        self.port = self._server.server_address[1]
+        self._thread = None
+
+    def start(self):
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self):
+        """Stops listening and cuts open keep-alive connections, so a stopped upstream is down."""
+        if self._thread:
+            self._server.shutdown()
+            self._thread.join()
+            self._thread = None
+        self._server.server_close()
+        with self._lock:
+            for conn in list(self._connections):
+                try:
+                    socket.socket.shutdown(conn, socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def _track(self, conn, is_open):
+        with self._lock:
+            (self._connections.add if is_open else self._connections.discard)(conn)
+
+    def _record(self, entry):
+        with self._lock:
+            self.requests.append(entry)
+        return entry
+
+
+class TokenEndpoint(_HttpsStandin):
+    """Google's OAuth 2.0 token endpoint for the JWT-bearer grant: POST /token with
+    grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&assertion=<RS256 JWT>.
+
+    `workdir` gets the test CA (harness.make_test_ca) unless `tls_files` (its output) is given.
+    `requests` holds {path, form, outcome, claims} per request (outcome "issued" or the reason
+    for refusing); `issued` holds every access token handed out. `expires_in` may be lowered
+    before a request to make tokens expire sooner."""
+
+    def __init__(self, workdir, tls_files=None, expires_in=3599):
+        super().__init__(tls_files or make_test_ca(os.path.join(workdir, "tls")))
+        self.url = f"https://127.0.0.1:{self.port}/token"
+        self.expires_in = expires_in
+        self.issued = []
+        self._accounts = {}
+        self._expiry = {}
+
+    def add_account(self, sa):
+        with self._lock:
+            self._accounts[sa.email] = sa
+
+    def valid(self, token):
+        """Whether `token` was issued here and has not expired."""
+        with self._lock:
+            return self._expiry.get(token, 0) > time.time()
+
+    def _handle(self, h, body):
+        form = dict(urllib.parse.parse_qsl(body.decode(errors="replace"), keep_blank_values=True))
+        entry = self._record({"path": h.path, "form": form, "outcome": None, "claims": None})
+        if h.command != "POST" or h.path.partition("?")[0] != "/token":
+            entry["outcome"] = "not found"
+            return h.reply(404, {"error": "not_found", "error_description": "no such endpoint"})
+        if form.get("grant_type") != JWT_BEARER:
+            entry["outcome"] = "Invalid grant_type: " + form.get("grant_type", "")
+            return h.reply(400, {"error": "unsupported_grant_type",
+                                 "error_description": entry["outcome"]})
+        try:
+            claims = self._verify(form.get("assertion", ""))
+        except (jwt.InvalidTokenError, ValueError) as e:
+            entry["outcome"] = str(e) or type(e).__name__
+            return h.reply(400, {"error": "invalid_grant", "error_description": entry["outcome"]})
+        token = "ya29.test-" + secrets.token_urlsafe(24)
+        with self._lock:
+            self.issued.append(token)
+            self._expiry[token] = time.time() + self.expires_in
+        entry.update(outcome="issued", claims=claims)
+        h.reply(200, {"access_token": token, "expires_in": self.expires_in,
+                      "token_type": "Bearer"}, headers=[("Cache-Control", "no-store")])
+
+    def _verify(self, assertion):
+        """The assertion's claims if it is an RS256 JWT from a registered account, for this
+        endpoint, live, at most an hour long and with a scope; raises otherwise."""
+        iss = jwt.decode(assertion, options={"verify_signature": False}).get("iss")
+        with self._lock:
+            sa = self._accounts.get(iss)
+        if sa is None:
+            raise ValueError(f"Invalid JWT: unknown issuer {iss!r}")
+        claims = jwt.decode(assertion, sa.public_pem(), algorithms=["RS256"], audience=self.url,
+                            issuer=sa.email,
+                            options={"require": ["iss", "aud", "iat", "exp", "scope"]})
+        if claims["exp"] - claims["iat"] > 3600:
+            raise ValueError("Invalid JWT: expiration more than an hour after issue")
+        return claims
+
+
+def _error(status, reason, message, headers=()):
+    """A reply (the arguments of _Handler.reply) in Google's JSON API error shape."""
+    return (status, {"error": {"code": status, "message": message, "errors": [
+        {"message": message, "domain": "global", "reason": reason}]}}, _JSON, headers)
+
+
+def _rfc3339(t):
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
+
+
+_ROUTE = re.compile(r"/(upload/|download/)?storage/v1/b(?:/([^/]+)(/o(?:/(.+))?)?)?")
+
+
+class FakeGcs(_HttpsStandin):
+    """The Cloud Storage JSON API v1 (buckets and simple object reads, media/multipart uploads,
+    listing and deletes), answering only `Authorization: Bearer` tokens that `token_endpoint`
+    issued. Serves with the token endpoint's test CA unless `tls_files` is given.
+
+    `buckets` is {bucket: {object name: (bytes, content_type)}}; `requests` holds, per request,
+    {method, path (raw), query, headers (lower-case names), body_length, status}."""
+
+    def __init__(self, token_endpoint, tls_files=None):
+        super().__init__(tls_files or token_endpoint.tls_files)
+        self.url = f"https://127.0.0.1:{self.port}"
+        self.token_endpoint = token_endpoint
+        self.buckets = {}
+        self.bucket_meta = {}
+        self._stamps = {}  # (bucket, object name) -> (generation, time written)
+        self._last_generation = 0
+
+    def add_bucket(self, name, project="demo-project"):
+        with self._lock:
+            self._create_bucket(name, project)
+
+    def put(self, bucket, name, data, content_type="application/octet-stream"):
+        with self._lock:
+            return self._put(bucket, name, data, content_type)
+
+    def _create_bucket(self, name, project):
+        now = _rfc3339(time.time())
+        self.buckets[name] = {}
+        self.bucket_meta[name] = {
+            "kind": "storage#bucket", "id": name, "selfLink": f"{self.url}/storage/v1/b/{name}",
+            "projectNumber": "123456789012", "project": project, "name": name,
+            "timeCreated": now, "updated": now, "metageneration": "1", "location": "US",
+            "locationType": "multi-region", "storageClass": "STANDARD", "etag": "CAE="}
+        return self.bucket_meta[name]
+
+    def _put(self, bucket, name, data, content_type):
+        self._last_generation = max(time.time_ns() // 1000, self._last_generation + 1)
+        self.buckets[bucket][name] = (bytes(data), content_type)
+        self._stamps[(bucket, name)] = (self._last_generation, time.time())
+        return self._resource(bucket, name)
+
+    def _resource(self, bucket, name):
+        data, content_type = self.buckets[bucket][name]
+        generation, written = self._stamps[(bucket, name)]
+        quoted = urllib.parse.quote(name, safe="")
+        md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
+        return {
+            "kind": "storage#object", "id": f"{bucket}/{name}/{generation}",
+            "selfLink": f"{self.url}/storage/v1/b/{bucket}/o/{quoted}",
+            "mediaLink": f"{self.url}/download/storage/v1/b/{bucket}/o/{quoted}"
+                         f"?generation={generation}&alt=media",
+            "name": name, "bucket": bucket, "generation": str(generation), "metageneration": "1",
+            "contentType": content_type, "storageClass": "STANDARD", "size": str(len(data)),
+            "md5Hash": md5, "etag": base64.b64encode(str(generation).encode()).decode(),
+            "timeCreated": _rfc3339(written), "updated": _rfc3339(written),
+            "timeStorageClassUpdated": _rfc3339(written)}
+
+    def _handle(self, h, body):
+        raw_path, _, raw_query = h.path.partition("?")
+        query = dict(urllib.parse.parse_qsl(raw_query, keep_blank_values=True))
+        entry = self._record({"method": h.command, "path": raw_path, "query": query,
+                              "headers": {k.lower(): v for k, v in h.headers.items()},
+                              "body_length": len(body), "status": None})
+        try:
+            response = self._route(h, raw_path, query, body)
+        except ValueError as e:  # a malformed JSON body, page token, number or multipart body
+            response = _error(400, "invalid", f"Invalid argument: {e}")
+        entry["status"] = response[0]
+        h.reply(*response)
+
+    def _route(self, h, raw_path, query, body):
+        auth = h.headers.get("Authorization", "")
+        if not auth.startswith("Bearer ") or not self.token_endpoint.valid(auth[7:]):
+            reason, message = (("authError", "Invalid Credentials") if auth else
+                               ("required", "Anonymous caller does not have storage access."))
+            return _error(401, reason, message,
+                          [("WWW-Authenticate", 'Bearer realm="https://accounts.google.com/"')])
+        m = _ROUTE.fullmatch(raw_path)
+        if m is None:
+            return _error(404, "notFound", "Not Found")
+        kind, bucket, o, obj = m.groups()
+        bucket = bucket and urllib.parse.unquote(bucket)
+        obj = obj and urllib.parse.unquote(obj)
+        with self._lock:
+            if bucket is None and not kind:
+                return self._buckets_op(h, query, body)
+            if bucket not in self.buckets:
+                return _error(404, "notFound", "The specified bucket does not exist.")
+            if kind == "upload/" and o and obj is None and h.command == "POST":
+                return self._upload(h, bucket, query, body)
+            if kind == "download/" and obj and h.command == "GET":
+                return self._object_op(h, bucket, obj, dict(query, alt="media"))
+            if kind:
+                return _error(404, "notFound", "Not Found")
+            if o is None:
+                return self._bucket_op(h, bucket, body)
+            if obj is None and h.command == "GET":
+                return self._list(bucket, query)
+            if obj is not None:
+                return self._object_op(h, bucket, obj, query)
+            return _error(404, "notFound", "Not Found")
+
+    def _buckets_op(self, h, query, body):
+        if "project" not in query:
+            return _error(400, "required", "Required parameter: project")
+        if h.command == "GET":
+            items = [dict(m) for m in self.bucket_meta.values() if m["project"] == query["project"]]
+            return (200, {"kind": "storage#buckets", **({"items": items} if items else {})})
+        if h.command == "POST":
+            name = json.loads(body or b"{}").get("name")
+            if not name:
+                return _error(400, "required", "Required")
+            if name in self.buckets:
+                return _error(409, "conflict", "Your previous request to create the named bucket "
+                                           "succeeded and you already own it.")
+            return (200, dict(self._create_bucket(name, query["project"])))
+        return _error(404, "notFound", "Not Found")
+
+    def _bucket_op(self, h, bucket, body):
+        if h.command == "GET":
+            return (200, dict(self.bucket_meta[bucket]))
+        if h.command == "PATCH":
+            self.bucket_meta[bucket].update(json.loads(body or b"{}"))
+            return (200, dict(self.bucket_meta[bucket]))
+        if h.command == "DELETE":
+            if self.buckets[bucket]:
+                return _error(409, "conflict", "The bucket you tried to delete is not empty.")
+            del self.buckets[bucket], self.bucket_meta[bucket]
+            return (204,)
+        return _error(404, "notFound", "Not Found")
+
+    def _list(self, bucket, query):
+        prefix, delimiter = query.get("prefix", ""), query.get("delimiter", "")
+        entries = {}  # name or prefix -> is a prefix
+        for name in self.buckets[bucket]:
+            if not name.startswith(prefix):
+                continue
+            cut = name.find(delimiter, len(prefix)) if delimiter else -1
+            if cut >= 0:
+                entries[name[:cut + len(delimiter)]] = True
+            else:
+                entries[name] = False
+        names = sorted(entries)
+        if "pageToken" in query:
+            start = base64.urlsafe_b64decode(query["pageToken"]).decode()
+            names = [n for n in names if n >= start]
+        page_size = int(query.get("maxResults") or 1000)
+        page, rest = names[:page_size], names[page_size:]
+        result = {"kind": "storage#objects"}
+        prefixes = [n for n in page if entries[n]]
+        items = [self._resource(bucket, n) for n in page if not entries[n]]
+        if prefixes:
+            result["prefixes"] = prefixes
+        if items:
+            result["items"] = items
+        if rest:
+            result["nextPageToken"] = base64.urlsafe_b64encode(rest[0].encode()).decode()
+        return (200, result)
+
+    def _object_op(self, h, bucket, name, query):
+        if name not in self.buckets[bucket]:
+            return _error(404, "notFound", f"No such object: {bucket}/{name}")
+        if h.command == "DELETE":
+            del self.buckets[bucket][name], self._stamps[(bucket, name)]
+            return (204,)
+        if h.command != "GET":
+            return _error(404, "notFound", "Not Found")
+        resource = self._resource(bucket, name)
+        if query.get("alt") != "media":
+            return (200, resource)
+        data, content_type = self.buckets[bucket][name]
+        headers = [("x-goog-generation", resource["generation"]),
+                   ("x-goog-hash", "md5=" + resource["md5Hash"]),
+                   ("x-goog-stored-content-length", resource["size"])]
+        r = re.fullmatch(r"bytes=(\d+)-(\d*)", h.headers.get("Range", ""))
+        if r and int(r[1]) < len(data):
+            end = min(int(r[2]) if r[2] else len(data) - 1, len(data) - 1)
+            headers.append(("Content-Range", f"bytes {r[1]}-{end}/{len(data)}"))
+            return (206, data[int(r[1]):end + 1], content_type, headers)
+        return (200, data, content_type, headers)
+
+    def _upload(self, h, bucket, query, body):
+        kind = query.get("uploadType")
+        name, content_type = query.get("name"), h.headers.get("Content-Type")
+        if kind == "multipart":
+            metadata, body, media_type = _split_multipart(content_type, body)
+            name = metadata.get("name") or name
+            content_type = metadata.get("contentType") or media_type
+        elif kind != "media":
+            return _error(400, "invalid", f"Unsupported uploadType: {kind}")
+        if not name:
+            return _error(400, "required", "Required")
+        return (200, self._put(bucket, name, body, content_type or "application/octet-stream"))
+
+
+def _split_multipart(content_type, body):
+    """(JSON metadata, media bytes, media content type) of a multipart/related upload body."""
+    header = Message()
+    header["Content-Type"] = content_type or ""
+    boundary = header.get_param("boundary")
+    if header.get_content_type() != "multipart/related" or not boundary:
+        raise ValueError("not multipart/related with a boundary")
+    # Each delimiter is CRLF "--" boundary (RFC 2046 5.1.1); the CRLF belongs to it, not the part.
+    parts = (b"\r\n" + body).split(b"\r\n--" + boundary.encode())
+    if len(parts) < 4 or not parts[3].startswith(b"--"):
+        raise ValueError("expected a metadata part and a media part")
+    split = []
+    for part in parts[1:3]:
+        head, sep, content = part.partition(b"\r\n\r\n")
+        if not sep:
+            raise ValueError("a part without a blank line after its headers")
+        fields = dict(line.split(b":", 1) for line in head.split(b"\r\n") if b":" in line)
+        fields = {k.strip().lower().decode(): v.strip().decode() for k, v in fields.items()}
+        split.append((fields.get("content-type"), content))
+    return json.loads(split[0][1] or b"{}"), split[1][1], split[1][0]

@@ -1,0 +1,310 @@
+"""Cloud Storage's JSON API through the agent (issue 26, first part): the caller's OIDC JWT as the
+bearer token in, an access token of the Connection's service account out, every request
+classified and decided by the same policy documents as SQL, and one audit event each.
+
+No Google service runs here: the upstreams are stand-ins (gcs_standin.py) — a token endpoint that
+verifies the agent's RS256 JWT-bearer assertion against the public half of a service-account key
+the test made, and a Cloud Storage server that accepts only the access tokens that endpoint
+issued. The caller is plain HTTPS (urllib) speaking the JSON API as Google's clients do."""
+
+import datetime
+import json
+import ssl
+import unittest
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from gcs_standin import FakeGcs, ServiceAccount, TokenEndpoint
+from harness import Agent, ControlPlane, Stack, TokenIssuer, Workdir, wait_for
+
+
+class GcsStack:
+    """The stand-ins, a control plane, one agent labelled vpc=a, an OIDC issuer, and the
+    Connection `demo-gcs` over the bucket `demo-bucket`."""
+
+    def __enter__(self):
+        self.work = Workdir("gcs-proxy")
+        self.tokens = self.gcs = self.cp = self.agent = None
+        try:
+            self.tokens = TokenEndpoint(self.work.path).start()
+            self.account = ServiceAccount()
+            self.tokens.add_account(self.account)
+            self.gcs = FakeGcs(self.tokens).start()
+            self.gcs.add_bucket("demo-bucket")
+            self.gcs.put("demo-bucket", "reports/q1.csv", b"id,total\n1,100\n", "text/csv")
+            self.gcs.put("demo-bucket", "logs/app.log", b"started\n", "text/plain")
+            self.cp = ControlPlane(self.work.path).start()
+            self.agent = Agent(self.work.path, "a", self.cp, self.cp.enroll("agent-a", "vpc=a")).start()
+            self.idp = TokenIssuer()
+            self.port = self.agent.gcs_port()
+            self.apply_and_wait(self.policy())
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        for p in (self.agent, self.cp):
+            if p:
+                p.stop()
+        for s in (self.gcs, self.tokens):
+            if s:
+                s.stop()
+        self.work.cleanup(keep=exc[0] is not None)
+        return False
+
+    def connection_yaml(self):
+        key = self.account.key_json(self.tokens.url)
+        return ("kind: Connection\nname: demo-gcs\nprotocol: gcs\n"
+                f"upstream: {{host: 127.0.0.1, port: {self.gcs.port}, tls: verify_full, "
+                f"ca_file: {self.gcs.ca_file}}}\n"
+                f"credentials: {{username: {self.account.email}, password: {json.dumps(key)}}}\n"
+                "agents: {vpc: a}\n")
+
+    def policy(self, extra=""):
+        rules = ""
+        for name, group, access in (("readers", "ci", "read"), ("writers", "writers", "write"),
+                                    ("admins", "admins", "admin")):
+            rules += (f"---\nkind: AccessRule\nname: {name}\nsubjects: {{groups: [{group}]}}\n"
+                      f"connections: {{names: [demo-gcs]}}\naccess: {access}\n")
+        return (self.connection_yaml() + Stack.inline_issuer_yaml(self.idp) + rules
+                + "---\nkind: Guardrail\nname: storage-safety\nconnections: {names: [demo-gcs]}\n"
+                  "rules:\n"
+                  "  - {match: drop_database, action: block}\n"
+                  "  - {match: drop_table, action: block, tables: ['logs/*']}\n" + extra)
+
+    def apply_and_wait(self, yaml_text):
+        out = self.cp.apply(yaml_text).stdout
+        version = int(out.rsplit("policy version ", 1)[1])
+        wait_for(lambda: self.agent.status()["applied_version"] == version, what="policy applied")
+        return version
+
+    def request(self, method, path, token=None, body=None, headers=None, authorization=None):
+        """One request to the agent's Cloud Storage port: (status, headers, body bytes)."""
+        ctx = ssl.create_default_context(cafile=self.agent.tls_ca())
+        h = dict(headers or {})
+        if authorization is not None:
+            h["Authorization"] = authorization
+        elif token is not None:
+            h["Authorization"] = f"Bearer {token}"
+        req = urllib.request.Request(f"https://localhost:{self.port}{path}", data=body,
+                                     headers=h, method=method)
+        try:
+            with urllib.request.urlopen(req, context=ctx, timeout=30) as r:
+                return r.status, dict(r.headers), r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read()
+
+    def events(self, identity):
+        out = []
+        listed = json.loads(self.cp.ctl("sessions", "list", "--identity", identity, "-o",
+                                        "json").stdout).get("sessions", [])
+        for s in listed:
+            d = json.loads(self.cp.ctl("sessions", "show", s["session_id"], "-o", "json").stdout)
+            out += [(e["type"], json.loads(e["json"])) for e in d.get("events", [])]
+        return out
+
+    def ac3_counts(self):
+        """The evidence export's AC-3 counts over the last hour."""
+        now = datetime.datetime.now(datetime.timezone.utc)
+        out = self.cp.ctl("evidence", "export", "--from",
+                          (now - datetime.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                          "--to", (now + datetime.timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")).stdout
+        return next(c for c in json.loads(out)["controls"] if c["id"] == "AC-3")["counts"]
+
+
+class GcsProxyTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.stack = GcsStack().__enter__()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.stack.__exit__(None, None, None)
+
+    def token(self, sub, groups=("ci",), **kw):
+        return self.stack.idp.token(sub=sub, groups=groups, **kw)
+
+    def upstream_requests(self, path_part):
+        return [r for r in self.stack.gcs.requests if path_part in r["path"]]
+
+    def statements(self, sub):
+        return [b for t, b in self.stack.events(sub) if t == "statement"]
+
+    def error_of(self, body):
+        e = json.loads(body)["error"]
+        self.assertEqual(e["errors"][0]["message"], e["message"])
+        return e
+
+    # ---- the token in, the service account's token out ----
+
+    def test_list_and_read_objects_with_the_callers_token(self):
+        jwt = self.token("reader-bot")
+        status, _, body = self.stack.request(
+            "GET", "/storage/v1/b/demo-bucket/o?prefix=reports/", jwt)
+        self.assertEqual(status, 200, body)
+        self.assertEqual([o["name"] for o in json.loads(body)["items"]], ["reports/q1.csv"])
+        status, headers, body = self.stack.request(
+            "GET", "/demo-gcs/storage/v1/b/demo-bucket/o/reports%2Fq1.csv?alt=media", jwt)
+        self.assertEqual((status, body), (200, b"id,total\n1,100\n"))
+        self.assertTrue(headers["Content-Type"].startswith("text/csv"), headers)
+        # The upstream saw the service account's token, never the caller's JWT.
+        seen = self.upstream_requests("/o/reports%2Fq1.csv")
+        self.assertTrue(seen)
+        for r in seen:
+            bearer = r["headers"]["authorization"].split(" ", 1)[1]
+            self.assertNotEqual(bearer, jwt)
+            self.assertTrue(self.stack.tokens.valid(bearer))
+        # One event per request: who, what, how it went.
+        found = wait_for(lambda: [s for s in self.statements("reader-bot")
+                                  if s.get("fingerprint") == "objects.get"], what="statement event")
+        self.assertEqual(found[0]["classification"], "read")
+        self.assertEqual(found[0]["command_tags"], "HTTP 200")
+        self.assertEqual(found[0]["bytes"], len(b"id,total\n1,100\n"))
+        self.assertIn("GET /storage/v1/b/demo-bucket/o/reports%2Fq1.csv", found[0]["statement"])
+        start = [b for t, b in self.stack.events("reader-bot") if t == "session_start"]
+        self.assertEqual(start[0]["connection_protocol"], "gcs")
+        self.assertEqual(start[0]["connection"], "demo-gcs")
+
+    def test_the_access_token_is_minted_once_and_cached(self):
+        before = len([r for r in self.stack.tokens.requests if r["outcome"] == "issued"])
+        for _ in range(3):
+            status, _, _ = self.stack.request("GET", "/storage/v1/b/demo-bucket", self.token("cache-bot"))
+            self.assertEqual(status, 200)
+        after = [r for r in self.stack.tokens.requests if r["outcome"] == "issued"]
+        self.assertLessEqual(len(after) - before, 1)
+        # The assertion named the service account and the token endpoint, signed with its key.
+        claims = after[-1]["claims"]
+        self.assertEqual((claims["iss"], claims["aud"]), (self.stack.account.email, self.stack.tokens.url))
+
+    def test_token_failures_are_401_in_googles_error_shape_with_an_event(self):
+        for auth in (None, "Basic dXNlcjpwdw==", "Bearer not-a-jwt",
+                     "Bearer " + TokenIssuer().token(sub="forger"),
+                     "Bearer " + self.token("late-bot", lifetime=-600)):
+            status, headers, body = self.stack.request("GET", "/storage/v1/b/demo-bucket/o",
+                                                       authorization=auth)
+            self.assertEqual(status, 401, (auth, body))
+            self.assertIn("Bearer", headers.get("WWW-Authenticate", ""))
+            self.assertEqual(self.error_of(body)["code"], 401)
+        self.assertFalse([r for r in self.stack.gcs.requests
+                          if r["headers"].get("authorization", "").endswith("not-a-jwt")])
+        # On record as refused Cloud Storage sessions, for the evidence's AC-3.
+        wait_for(lambda: self.stack.ac3_counts().get("sessions_refused_by_protocol", {})
+                 .get("gcs", 0) >= 5, what="refused gcs sessions in the evidence")
+
+    def test_a_caller_without_an_access_rule_is_refused(self):
+        status, _, body = self.stack.request("GET", "/storage/v1/b/demo-bucket/o",
+                                             self.token("stranger", groups=("nobody",)))
+        self.assertEqual(status, 403, body)
+        self.assertIn("demo-gcs", self.error_of(body)["message"])
+
+    # ---- decided on what the request does ----
+
+    def test_a_read_grant_cannot_upload_or_delete(self):
+        jwt = self.token("ro-bot")
+        before = len(self.stack.gcs.requests)
+        status, _, body = self.stack.request(
+            "POST", "/upload/storage/v1/b/demo-bucket/o?uploadType=media&name=x.txt", jwt,
+            body=b"nope", headers={"Content-Type": "text/plain"})
+        self.assertEqual(status, 403, body)
+        self.assertIn("read-only", self.error_of(body)["message"])
+        status, _, body = self.stack.request(
+            "DELETE", "/storage/v1/b/demo-bucket/o/reports%2Fq1.csv", jwt)
+        self.assertEqual(status, 403, body)
+        self.assertEqual(len(self.stack.gcs.requests), before)  # nothing reached the upstream
+        self.assertIn("reports/q1.csv", self.stack.gcs.buckets["demo-bucket"])
+        refused = wait_for(lambda: [s for s in self.statements("ro-bot")
+                                    if s.get("refusal_kind") == "read_only"], what="events")
+        self.assertEqual({s["fingerprint"] for s in refused}, {"objects.insert", "objects.delete"})
+
+    def test_a_writer_uploads_and_deletes(self):
+        jwt = self.token("rw-bot", groups=("writers",))
+        status, _, body = self.stack.request(
+            "POST", "/upload/storage/v1/b/demo-bucket/o?uploadType=media&name=out%2Fa.txt", jwt,
+            body=b"hello", headers={"Content-Type": "text/plain"})
+        self.assertEqual(status, 200, body)
+        self.assertEqual(json.loads(body)["name"], "out/a.txt")
+        self.assertEqual(self.stack.gcs.buckets["demo-bucket"]["out/a.txt"][0], b"hello")
+        boundary = "sluice-test-boundary"
+        multipart = (f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n"
+                     + json.dumps({"name": "out/b.json", "contentType": "application/json"})
+                     + f"\r\n--{boundary}\r\nContent-Type: application/json\r\n\r\n"
+                     + '{"k": 1}' + f"\r\n--{boundary}--\r\n").encode()
+        status, _, body = self.stack.request(
+            "POST", "/upload/storage/v1/b/demo-bucket/o?uploadType=multipart", jwt, body=multipart,
+            headers={"Content-Type": f"multipart/related; boundary={boundary}"})
+        self.assertEqual(status, 200, body)
+        self.assertEqual(self.stack.gcs.buckets["demo-bucket"]["out/b.json"][0], b'{"k": 1}')
+        status, _, body = self.stack.request("DELETE", "/storage/v1/b/demo-bucket/o/out%2Fa.txt", jwt)
+        self.assertEqual(status, 204, body)
+        self.assertNotIn("out/a.txt", self.stack.gcs.buckets["demo-bucket"])
+        # An ACL in the upload's metadata is access control: a write grant does not reach it.
+        acl = multipart.replace(b'"contentType"', b'"acl": [{"entity": "allUsers", "role": '
+                                b'"READER"}], "contentType"')
+        status, _, body = self.stack.request(
+            "POST", "/upload/storage/v1/b/demo-bucket/o?uploadType=multipart", jwt, body=acl,
+            headers={"Content-Type": f"multipart/related; boundary={boundary}"})
+        self.assertEqual(status, 403, body)
+        self.assertIn("needs admin access", self.error_of(body)["message"])
+        status, _, body = self.stack.request(
+            "PATCH", "/storage/v1/b/demo-bucket/o/out%2Fb.json?predefinedAcl=publicRead", jwt,
+            body=b"{}", headers={"Content-Type": "application/json"})
+        self.assertEqual(status, 403, body)
+        events = wait_for(lambda: [s for s in self.statements("rw-bot")
+                                   if s.get("command_tags") == "HTTP 204"], what="delete event")
+        self.assertEqual(events[0]["classification"], "write")
+
+    def test_guardrails_block_a_bucket_delete_and_deletes_under_a_prefix(self):
+        jwt = self.token("admin-bot", groups=("admins",))
+        status, _, body = self.stack.request("DELETE", "/storage/v1/b/demo-bucket", jwt)
+        self.assertEqual(status, 403, body)
+        self.assertIn('guardrail "storage-safety": drop_database', self.error_of(body)["message"])
+        status, _, body = self.stack.request("DELETE", "/storage/v1/b/demo-bucket/o/logs%2Fapp.log", jwt)
+        self.assertEqual(status, 403, body)
+        self.assertIn("drop_table", self.error_of(body)["message"])
+        self.assertIn("logs/app.log", self.stack.gcs.buckets["demo-bucket"])
+        self.assertIn("demo-bucket", self.stack.gcs.buckets)
+        blocked = wait_for(lambda: [s for s in self.statements("admin-bot")
+                                    if s.get("decision") == "blocked"], what="blocked events")
+        self.assertEqual(len(blocked), 2)
+
+    def test_credentials_never_leave_through_the_gateway(self):
+        jwt = self.token("leak-bot", groups=("admins",))
+        for method, path in (("POST", "/storage/v1/projects/demo-project/hmacKeys?serviceAccountEmail=x"),
+                             ("GET", "/storage/v1/projects/demo-project/hmacKeys"),
+                             ("GET", "/storage/v1/b/demo-bucket/o/logs%2Fapp.log?alt=media"
+                                     "&X-Goog-Signature=abc&X-Goog-Credential=x"),
+                             ("GET", "/storage/v1/b/demo-bucket/o?access_token=ya29.x"),
+                             ("POST", "/batch/storage/v1"),
+                             ("GET", "/storage/v1/b/demo-bucket/o/logs%2Fapp.log/unknownVerb"),
+                             ("GET", "/compute/v1/projects/demo-project/zones")):
+            status, _, body = self.stack.request(method, path, jwt, body=b"" if method == "POST" else None)
+            self.assertEqual(status, 403, (path, body))
+        # Bucket lists and creation are kept to the Connection's project.
+        status, _, body = self.stack.request("GET", "/storage/v1/b?project=other-project", jwt)
+        self.assertEqual(status, 403, body)
+        status, _, body = self.stack.request("GET", "/storage/v1/b?project=demo-project", jwt)
+        self.assertEqual(status, 200, body)
+        # Nothing the caller gets carries the service account's access token or key.
+        issued = self.stack.tokens.issued
+        self.assertTrue(issued)
+        for token in issued:
+            self.assertNotIn(token.encode(), body)
+        self.assertNotIn(b"PRIVATE KEY", body)
+        for _, event in self.stack.events("leak-bot"):
+            text = json.dumps(event)
+            for token in issued:
+                self.assertNotIn(token, text)
+            self.assertNotIn("PRIVATE KEY", text)
+
+    def test_a_bad_service_account_key_is_refused_at_apply(self):
+        bad = self.stack.connection_yaml().replace("service_account", "user_account", 1)
+        r = self.stack.cp.ctl("apply", "-f", "-", stdin=bad, check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("credentials.password: not a service account's JSON key", r.stdout + r.stderr)
+        self.assertNotIn("PRIVATE KEY", r.stdout + r.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
