@@ -50,27 +50,41 @@ bool CarriesCredential(const std::string& name) {
          absl::StartsWith(n, "x-goog-") || absl::StartsWith(n, "x-amz-");
 }
 
-// The first part of a multipart/related upload: the object's JSON metadata. Empty when the body
-// is not one.
+// The first part of a multipart/related upload: the object's JSON metadata. Null when the body
+// is not one. Both line ends clients use (CRLF; bare LF from Google's apitools) and both quotes
+// around the boundary are read; a preamble before the first delimiter is not (refused).
 absl::string_view MetadataPart(absl::string_view content_type, absl::string_view body) {
   size_t at = absl::AsciiStrToLower(content_type).find("boundary=");
   if (at == std::string::npos) return {};
   absl::string_view boundary = content_type.substr(at + 9);
   boundary = boundary.substr(0, boundary.find(';'));
   boundary = absl::StripAsciiWhitespace(boundary);
-  if (boundary.size() >= 2 && boundary.front() == '"' && boundary.back() == '"') {
+  if (boundary.size() >= 2 && (boundary.front() == '"' || boundary.front() == '\'') &&
+      boundary.back() == boundary.front()) {
     boundary = boundary.substr(1, boundary.size() - 2);
   }
   if (boundary.empty() || boundary.size() > 200) return {};
   const std::string delimiter = absl::StrCat("--", boundary);
-  size_t start = body.find(delimiter);
-  if (start == absl::string_view::npos) return {};
-  size_t headers_end = body.find("\r\n\r\n", start);
+  if (!absl::StartsWith(body, delimiter)) return {};
+  absl::string_view rest = body.substr(delimiter.size());
+  absl::string_view eol;
+  if (absl::StartsWith(rest, "\r\n")) {
+    eol = "\r\n";
+  } else if (absl::StartsWith(rest, "\n")) {
+    eol = "\n";
+  } else {
+    return {};
+  }
+  const std::string blank = absl::StrCat(eol, eol);
+  size_t headers_end = rest.find(blank);
   if (headers_end == absl::string_view::npos) return {};
-  size_t data = headers_end + 4;
-  size_t end = body.find(absl::StrCat("\r\n", delimiter), data);
+  // Headers start right after the delimiter's line end (an empty header block is allowed).
+  size_t data = headers_end + blank.size();
+  if (absl::StartsWith(rest, blank)) data = blank.size();
+  size_t end = rest.find(absl::StrCat(eol, delimiter), data);
   if (end == absl::string_view::npos) return {};
-  return body.substr(data, end - data);
+  absl::string_view part = rest.substr(data, end - data);
+  return part.data() == nullptr ? absl::string_view("", 0) : part;
 }
 
 // What a JSON resource (a bucket's or an object's metadata) changes: access control makes it DCL,

@@ -375,9 +375,19 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
     event.error = absl::StrCat("HTTP ", answer->status, ": ", UpstreamMessage(body));
   }
   audit.Answered();
-  const std::string content_type = answer->get_header_value("Content-Type");
-  res.set_content(std::move(body),
-                  content_type.empty() ? "application/octet-stream" : content_type);
+  std::string content_type = answer->get_header_value("Content-Type");
+  if (content_type.empty()) content_type = "application/octet-stream";
+  if (!body.empty()) {
+    // As the service sent it: a content provider, which the server does not compress again (a
+    // media download is the object's stored bytes, whatever the caller accepts).
+    auto kept = std::make_shared<const std::string>(std::move(body));
+    res.set_content_provider(kept->size(), content_type,
+                             [kept](size_t offset, size_t length, httplib::DataSink& sink) {
+                               return sink.write(kept->data() + offset, length);
+                             });
+  } else if (answer->status != 204 && answer->status != 304) {
+    res.set_header("Content-Type", content_type);
+  }
   end("closed");
 }
 

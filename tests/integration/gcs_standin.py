@@ -459,16 +459,19 @@ def _split_multipart(content_type, body):
     boundary = header.get_param("boundary")
     if header.get_content_type() != "multipart/related" or not boundary:
         raise ValueError("not multipart/related with a boundary")
+    boundary = boundary.strip("'")  # gcloud's apitools quotes it so
     # Each delimiter is CRLF "--" boundary (RFC 2046 5.1.1); the CRLF belongs to it, not the part.
-    parts = (b"\r\n" + body).split(b"\r\n--" + boundary.encode())
+    # apitools ends its lines with a bare LF, which Cloud Storage takes too.
+    eol = b"\r\n" if body.startswith(b"--" + boundary.encode() + b"\r\n") else b"\n"
+    parts = (eol + body).split(eol + b"--" + boundary.encode())
     if len(parts) < 4 or not parts[3].startswith(b"--"):
         raise ValueError("expected a metadata part and a media part")
     split = []
     for part in parts[1:3]:
-        head, sep, content = part.partition(b"\r\n\r\n")
+        head, sep, content = part.partition(eol + eol)
         if not sep:
             raise ValueError("a part without a blank line after its headers")
-        fields = dict(line.split(b":", 1) for line in head.split(b"\r\n") if b":" in line)
+        fields = dict(line.split(b":", 1) for line in head.split(eol) if b":" in line)
         fields = {k.strip().lower().decode(): v.strip().decode() for k, v in fields.items()}
         split.append((fields.get("content-type"), content))
     return json.loads(split[0][1] or b"{}"), split[1][1], split[1][0]

@@ -9,7 +9,10 @@ issued. The caller is plain HTTPS (urllib) speaking the JSON API as Google's cli
 
 import datetime
 import json
+import os
+import shutil
 import ssl
+import subprocess
 import unittest
 import urllib.error
 import urllib.parse
@@ -145,9 +148,12 @@ class GcsProxyTest(unittest.TestCase):
             "GET", "/storage/v1/b/demo-bucket/o?prefix=reports/", jwt)
         self.assertEqual(status, 200, body)
         self.assertEqual([o["name"] for o in json.loads(body)["items"]], ["reports/q1.csv"])
+        # The object's bytes as stored, also to a client that accepts compressed answers.
         status, headers, body = self.stack.request(
-            "GET", "/demo-gcs/storage/v1/b/demo-bucket/o/reports%2Fq1.csv?alt=media", jwt)
+            "GET", "/demo-gcs/storage/v1/b/demo-bucket/o/reports%2Fq1.csv?alt=media", jwt,
+            headers={"Accept-Encoding": "gzip"})
         self.assertEqual((status, body), (200, b"id,total\n1,100\n"))
+        self.assertNotIn("Content-Encoding", headers)
         self.assertTrue(headers["Content-Type"].startswith("text/csv"), headers)
         # The upstream saw the service account's token, never the caller's JWT.
         seen = self.upstream_requests("/o/reports%2Fq1.csv")
@@ -297,6 +303,41 @@ class GcsProxyTest(unittest.TestCase):
             for token in issued:
                 self.assertNotIn(token, text)
             self.assertNotIn("PRIVATE KEY", text)
+
+    # ---- gcloud, pointed at the agent ----
+
+    def gcloud(self, sub, groups, *args):
+        """`gcloud storage ...` through the agent with the caller's JWT as its access token."""
+        token_file = os.path.join(self.stack.work.path, f"{sub}.jwt")
+        with open(token_file, "w") as f:
+            f.write(self.token(sub, groups=groups))
+        env = dict(os.environ,
+                   CLOUDSDK_API_ENDPOINT_OVERRIDES_STORAGE=f"https://localhost:{self.stack.port}/storage/v1/",
+                   CLOUDSDK_AUTH_ACCESS_TOKEN_FILE=token_file,
+                   CLOUDSDK_CONFIG=os.path.join(self.stack.work.path, "gcloud"),
+                   CLOUDSDK_CORE_PROJECT="demo-project", CLOUDSDK_CORE_DISABLE_PROMPTS="1",
+                   REQUESTS_CA_BUNDLE=self.stack.agent.tls_ca())
+        return subprocess.run(["gcloud", "storage", *args], env=env, capture_output=True,
+                              text=True, timeout=180)
+
+    @unittest.skipUnless(shutil.which("gcloud"),
+                         "google-cloud-cli is not installed (it is on the machine image, not in "
+                         "Debian's archive)")
+    def test_gcloud_storage_through_the_agent(self):
+        r = self.gcloud("gcloud-reader", ("ci",), "ls", "-r", "gs://demo-bucket/**")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("gs://demo-bucket/reports/q1.csv", r.stdout.split())
+        r = self.gcloud("gcloud-reader", ("ci",), "cat", "gs://demo-bucket/reports/q1.csv")
+        self.assertEqual((r.returncode, r.stdout), (0, "id,total\n1,100\n"), r.stderr)
+        source = os.path.join(self.stack.work.path, "upload.txt")
+        with open(source, "w") as f:
+            f.write("from gcloud\n")
+        r = self.gcloud("gcloud-reader", ("ci",), "cp", source, "gs://demo-bucket/up/g.txt")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("read-only", r.stderr)
+        r = self.gcloud("gcloud-writer", ("writers",), "cp", source, "gs://demo-bucket/up/g.txt")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.stack.gcs.buckets["demo-bucket"]["up/g.txt"][0], b"from gcloud\n")
 
     def test_a_bad_service_account_key_is_refused_at_apply(self):
         bad = self.stack.connection_yaml().replace("service_account", "user_account", 1)

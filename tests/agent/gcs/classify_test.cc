@@ -71,6 +71,19 @@ TEST(GcsClassify, AccessControlIsDclWhereverItHides) {
   r = Classify("POST", "/upload/storage/v1/b/bkt/o", {{"uploadType", "multipart"}},
                "multipart/related; boundary=\"b1\"", multipart);
   EXPECT_EQ(r.cls, StatementClass::kDcl) << r.refusal;
+  // gcloud's apitools: a single-quoted boundary, bare LF line ends.
+  const std::string apitools =
+      "--==b2==\nContent-Type: application/json\nMIME-Version: 1.0\n\n"
+      R"({"bucket": "bkt", "name": "up/h.txt", "acl": []})"
+      "\n--==b2==\nContent-Type: application/octet-stream\n\nvm\n\n--==b2==--\n";
+  r = Classify("POST", "/upload/storage/v1/b/bkt/o", {{"uploadType", "multipart"}},
+               "multipart/related; boundary='==b2=='", apitools);
+  EXPECT_EQ(r.cls, StatementClass::kDcl) << r.refusal;
+  EXPECT_EQ(r.object, "up/h.txt");
+  // A preamble before the first part is not read past.
+  r = Classify("POST", "/upload/storage/v1/b/bkt/o", {{"uploadType", "multipart"}},
+               "multipart/related; boundary=b1", "preamble\r\n" + multipart);
+  EXPECT_FALSE(r.refusal.empty());
 }
 
 TEST(GcsClassify, ALifecycleRuleThatDeletesIsADelete) {
