@@ -12,6 +12,7 @@
 #include "absl/time/clock.h"
 #include "agent/auth/authorizer.h"
 #include "agent/gcs/classify.h"
+#include "agent/masking/policy.h"
 #include "agent/session/admission.h"
 #include "agent/session/gate.h"
 #include "agent/session/guardrails.h"
@@ -275,6 +276,15 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
     end("closed");
   };
   if (!request.refusal.empty()) return refuse(gate.Refusal(request.refusal_kind, request.refusal));
+  if (!masking::MaskingPolicy(admission.policy()->snapshot, connection, caller.identity.issuer,
+                              caller.identity.subject, caller.identity.groups)
+           .empty()) {
+    // Fail closed: nothing this port relays is masked yet, so nothing goes out unmasked.
+    return refuse(gate.Refusal(
+        RefusalKind::kUnmaskable,
+        "a MaskingRule applies to you on this connection, and the agent does not mask Cloud "
+        "Storage answers yet, so the request is refused"));
+  }
   auto key = cloud::ParseServiceAccountKey(caller.credentials.password);
   if (!key.ok()) {
     return refuse(gate.Refusal(RefusalKind::kUpstreamUnavailable,

@@ -304,6 +304,30 @@ class GcsProxyTest(unittest.TestCase):
                 self.assertNotIn(token, text)
             self.assertNotIn("PRIVATE KEY", text)
 
+    def test_answers_are_refused_while_a_masking_rule_applies(self):
+        """Masking Cloud Storage answers is not built: a caller a MaskingRule applies to gets
+        nothing rather than unmasked bytes; an exempt caller is served."""
+        self.stack.apply_and_wait(self.stack.policy(
+            "---\nkind: AccessRule\nname: analysts\nsubjects: {groups: [analysts]}\n"
+            "connections: {names: [demo-gcs]}\naccess: read\n"
+            "---\nkind: MaskingRule\nname: storage-pii\nconnections: {names: [demo-gcs]}\n"
+            "detectors: [email]\nstrategy: redact\nexempt: {groups: [ci, writers, admins]}\n"))
+        try:
+            status, _, body = self.stack.request(
+                "GET", "/storage/v1/b/demo-bucket/o/reports%2Fq1.csv?alt=media",
+                self.token("analyst-bot", groups=("analysts",)))
+            self.assertEqual(status, 403, body)
+            self.assertIn("does not mask Cloud Storage answers yet", self.error_of(body)["message"])
+            status, _, body = self.stack.request(
+                "GET", "/storage/v1/b/demo-bucket/o/reports%2Fq1.csv?alt=media",
+                self.token("exempt-bot"))
+            self.assertEqual((status, body), (200, b"id,total\n1,100\n"))
+            refused = wait_for(lambda: [s for s in self.statements("analyst-bot")
+                                        if s.get("refusal_kind") == "unmaskable"], what="event")
+            self.assertEqual(refused[0]["fingerprint"], "objects.get")
+        finally:
+            self.stack.apply_and_wait(self.stack.policy())
+
     # ---- gcloud, pointed at the agent ----
 
     def gcloud(self, sub, groups, *args):
