@@ -36,8 +36,7 @@ absl::StatusOr<Endpoint> SplitHttpsUrl(absl::string_view url) {
   }
   const size_t colon = authority.rfind(':');
   if (colon != absl::string_view::npos && authority.find(']') == absl::string_view::npos) {
-    if (!absl::SimpleAtoi(authority.substr(colon + 1), &e.port) || e.port <= 0 ||
-        e.port > 65535) {
+    if (!absl::SimpleAtoi(authority.substr(colon + 1), &e.port) || e.port <= 0 || e.port > 65535) {
       return absl::InvalidArgumentError("a bad port in the URL");
     }
     authority = authority.substr(0, colon);
@@ -85,9 +84,9 @@ absl::StatusOr<AccessTokens::Cached> AccessTokens::Mint(const cloud::ServiceAcco
   client.set_write_timeout(20);
   std::string body;
   bool too_long = false;
-  auto res = client.Post(
-      endpoint->path.c_str(), httplib::Headers{}, cloud::JwtBearerRequestBody(*assertion),
-      "application/x-www-form-urlencoded");
+  auto res =
+      client.Post(endpoint->path.c_str(), httplib::Headers{},
+                  cloud::JwtBearerRequestBody(*assertion), "application/x-www-form-urlencoded");
   if (!res) {
     return absl::UnavailableError(absl::StrCat("the token endpoint ", endpoint->host,
                                                " could not be reached (",
@@ -99,9 +98,9 @@ absl::StatusOr<AccessTokens::Cached> AccessTokens::Mint(const cloud::ServiceAcco
                               : nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (res->status != 200) {
     std::string code = j.is_object() ? j.value("error", "") : "";
-    return absl::UnavailableError(absl::StrCat(
-        "the token endpoint refused the service account's grant (HTTP ", res->status,
-        code.empty() ? "" : ", ", code.substr(0, 64), ")"));
+    return absl::UnavailableError(
+        absl::StrCat("the token endpoint refused the service account's grant (HTTP ", res->status,
+                     code.empty() ? "" : ", ", code.substr(0, 64), ")"));
   }
   if (!j.is_object() || !j.contains("access_token") || !j["access_token"].is_string()) {
     return absl::UnavailableError("the token endpoint's answer has no access_token");

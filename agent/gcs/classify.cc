@@ -102,9 +102,8 @@ bool ReadMetadata(absl::string_view json, bool bucket, GcsRequest* r) {
       auto rules = lifecycle->find("rule");
       if (rules != lifecycle->end() && rules->is_array()) {
         for (const auto& rule : *rules) {
-          const nlohmann::json* action = rule.is_object() && rule.contains("action")
-                                             ? &rule["action"]
-                                             : nullptr;
+          const nlohmann::json* action =
+              rule.is_object() && rule.contains("action") ? &rule["action"] : nullptr;
           if (action != nullptr && action->is_object() && action->value("type", "") == "Delete") {
             r->guarded.push_back("drop_table");
             r->relations.push_back({r->bucket, "*"});
@@ -156,8 +155,8 @@ GcsRequest ClassifyGcs(absl::string_view method, absl::string_view path,
     return r;
   };
   auto unknown = [&]() {
-    return refuse(absl::StrCat("the agent does not know what ", method, " ",
-                               path.substr(0, 200), " does, so it is refused"));
+    return refuse(absl::StrCat("the agent does not know what ", method, " ", path.substr(0, 200),
+                               " does, so it is refused"));
   };
   for (const auto& [name, value] : query) {
     if (CarriesCredential(name)) {
@@ -384,7 +383,8 @@ GcsRequest ClassifyGcs(absl::string_view method, absl::string_view path,
     if (j.contains("sourceObjects") && j["sourceObjects"].is_array()) {
       for (const auto& src : j["sourceObjects"]) {
         if (src.is_object() && src.contains("name") && src["name"].is_string()) {
-          r.relations.push_back({r.bucket, src["name"].get<std::string>().substr(0, kMaxNameBytes)});
+          r.relations.push_back(
+              {r.bucket, src["name"].get<std::string>().substr(0, kMaxNameBytes)});
         }
       }
     }

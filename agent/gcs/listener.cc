@@ -69,11 +69,12 @@ const char* ReasonOf(int status) {
 
 // Google's JSON error shape, which the client libraries and gcloud show.
 void SendError(httplib::Response& res, int status, const std::string& message) {
-  nlohmann::json e = {{"code", status},
-                      {"message", message},
-                      {"errors", nlohmann::json::array({{{"message", message},
-                                                         {"domain", "global"},
-                                                         {"reason", ReasonOf(status)}}})}};
+  nlohmann::json e = {
+      {"code", status},
+      {"message", message},
+      {"errors",
+       nlohmann::json::array(
+           {{{"message", message}, {"domain", "global"}, {"reason", ReasonOf(status)}}})}};
   res.status = status;
   if (status == 401) res.set_header("WWW-Authenticate", "Bearer realm=\"sluice\"");
   res.set_content(nlohmann::json({{"error", e}}).dump(), "application/json; charset=UTF-8");
@@ -83,11 +84,21 @@ void SendError(httplib::Response& res, int status, const std::string& message) {
 // hop-by-hop headers, method overrides) stays at the agent.
 bool ForwardedRequestHeader(const std::string& name) {
   const std::string n = absl::AsciiStrToLower(name);
-  static const char* const kKept[] = {
-      "content-type",      "content-md5",      "content-encoding",  "content-disposition",
-      "content-language",  "cache-control",    "if-match",          "if-none-match",
-      "if-modified-since", "if-unmodified-since", "range",          "user-agent",
-      "accept",            "x-upload-content-type", "x-upload-content-length"};
+  static const char* const kKept[] = {"content-type",
+                                      "content-md5",
+                                      "content-encoding",
+                                      "content-disposition",
+                                      "content-language",
+                                      "cache-control",
+                                      "if-match",
+                                      "if-none-match",
+                                      "if-modified-since",
+                                      "if-unmodified-since",
+                                      "range",
+                                      "user-agent",
+                                      "accept",
+                                      "x-upload-content-type",
+                                      "x-upload-content-length"};
   for (const char* k : kKept) {
     if (n == k) return true;
   }
@@ -97,11 +108,22 @@ bool ForwardedRequestHeader(const std::string& name) {
 // Response headers the caller gets; capability URLs (Location, upload ids) and cookies do not.
 bool ForwardedResponseHeader(const std::string& name) {
   const std::string n = absl::AsciiStrToLower(name);
-  static const char* const kKept[] = {
-      "content-disposition", "content-language", "content-encoding", "cache-control", "etag",
-      "last-modified",       "expires",          "vary",             "accept-ranges",  "content-range",
-      "x-goog-generation",   "x-goog-metageneration", "x-goog-stored-content-length",
-      "x-goog-stored-content-encoding", "x-goog-hash", "x-goog-storage-class"};
+  static const char* const kKept[] = {"content-disposition",
+                                      "content-language",
+                                      "content-encoding",
+                                      "cache-control",
+                                      "etag",
+                                      "last-modified",
+                                      "expires",
+                                      "vary",
+                                      "accept-ranges",
+                                      "content-range",
+                                      "x-goog-generation",
+                                      "x-goog-metageneration",
+                                      "x-goog-stored-content-length",
+                                      "x-goog-stored-content-encoding",
+                                      "x-goog-hash",
+                                      "x-goog-storage-class"};
   for (const char* k : kKept) {
     if (n == k) return true;
   }
@@ -134,9 +156,10 @@ absl::StatusOr<int> Listener::Start() {
   server_ = std::make_unique<httplib::SSLServer>(options_.tls_cert_file.c_str(),
                                                  options_.tls_key_file.c_str());
   if (!server_->is_valid()) {
-    return absl::InvalidArgumentError(absl::StrCat("Cloud Storage port: cannot load the TLS "
-                                                   "certificate ",
-                                                   options_.tls_cert_file, " and its key"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("Cloud Storage port: cannot load the TLS "
+                     "certificate ",
+                     options_.tls_cert_file, " and its key"));
   }
   server_->set_payload_max_length(options_.max_body_bytes);
   server_->set_read_timeout(60);
@@ -172,8 +195,8 @@ void Listener::Stop() {
 
 void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
   const absl::Time started = absl::Now();
-  session::SessionAudit audit(options_.events, options_.inflight, RandomHex(8),
-                              audit::kProtocolGcs, nullptr);
+  session::SessionAudit audit(options_.events, options_.inflight, RandomHex(8), audit::kProtocolGcs,
+                              nullptr);
   session::Admission admission(policy_, options_.limiter, v1::PROTOCOL_GCS, "gcs");
   audit::Who who;
   who.client_addr = absl::StrCat(req.remote_addr, ":", req.remote_port);
@@ -229,8 +252,8 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
     r.detail = "no bearer token";
     return refuse_login(std::move(r));
   }
-  auto admitted = admission.Admit(absl::string_view(authorization).substr(7), absl::Now(),
-                                  who.client_addr);
+  auto admitted =
+      admission.Admit(absl::string_view(authorization).substr(7), absl::Now(), who.client_addr);
   if (auto* refused = std::get_if<session::Refuse>(&admitted)) {
     return refuse_login(std::move(*refused));
   }
@@ -262,8 +285,8 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
   };
 
   // What the request does, and the decision.
-  GcsRequest request = ClassifyGcs(req.method, path, QueryOf(req),
-                                   req.get_header_value("Content-Type"), req.body);
+  GcsRequest request =
+      ClassifyGcs(req.method, path, QueryOf(req), req.get_header_value("Content-Type"), req.body);
   audit::StatementText text;
   text.SetStatement(absl::StrCat(req.method, " ", path.substr(0, 2048)));
   text.fingerprint = request.kind;
@@ -287,18 +310,18 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
   }
   auto key = cloud::ParseServiceAccountKey(caller.credentials.password);
   if (!key.ok()) {
-    return refuse(gate.Refusal(RefusalKind::kUpstreamUnavailable,
-                               absl::StrCat("the connection's credentials: ", key.status().message())));
+    return refuse(
+        gate.Refusal(RefusalKind::kUpstreamUnavailable,
+                     absl::StrCat("the connection's credentials: ", key.status().message())));
   }
   if (!request.project.empty() && request.project != key->project_id) {
-    return refuse(gate.Refusal(
-        RefusalKind::kNotSupported,
-        absl::StrCat("project \"", request.project.substr(0, 64),
-                     "\" is not the connection's project (", key->project_id, ")")));
+    return refuse(
+        gate.Refusal(RefusalKind::kNotSupported,
+                     absl::StrCat("project \"", request.project.substr(0, 64),
+                                  "\" is not the connection's project (", key->project_id, ")")));
   }
-  if (caller.grant.access == v1::ACCESS_WRITE &&
-      (request.cls == session::StatementClass::kDdl ||
-       request.cls == session::StatementClass::kDcl)) {
+  if (caller.grant.access == v1::ACCESS_WRITE && (request.cls == session::StatementClass::kDdl ||
+                                                  request.cls == session::StatementClass::kDcl)) {
     // The service account may do anything: a write grant's limit is the agent's to keep.
     return refuse(gate.Refusal(
         RefusalKind::kReadOnly,
@@ -362,11 +385,10 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
   event.text = text;
   event.duration_us = absl::ToInt64Microseconds(absl::Now() - started);
   if (!answer || too_large) {
-    const std::string why =
-        too_large ? absl::StrCat("the answer is over the agent's limit of ", options_.max_body_bytes,
-                                 " bytes")
-                  : absl::StrCat("the service could not be reached (",
-                                 httplib::to_string(answer.error()), ")");
+    const std::string why = too_large ? absl::StrCat("the answer is over the agent's limit of ",
+                                                     options_.max_body_bytes, " bytes")
+                                      : absl::StrCat("the service could not be reached (",
+                                                     httplib::to_string(answer.error()), ")");
     event.error = why;
     event.command_tags = "HTTP 502";
     audit.Answered();

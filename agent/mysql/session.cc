@@ -134,9 +134,9 @@ asio::awaitable<absl::Status> Session::Greet(HandshakeResponse41* response) {
   // Without CLIENT_LONG_PASSWORD, as MariaDB greets: its clients then read the extended
   // capabilities, of which the agent offers COM_STMT_BULK_EXECUTE (used only when the database
   // has it too; refused otherwise).
-  greeting.capabilities =
-      (kBaseCapabilities & ~wire::mysql::kClientLongPassword) | kRelayedCapabilities |
-      wire::mysql::kClientConnectWithDb | wire::mysql::kClientConnectAttrs;
+  greeting.capabilities = (kBaseCapabilities & ~wire::mysql::kClientLongPassword) |
+                          kRelayedCapabilities | wire::mysql::kClientConnectWithDb |
+                          wire::mysql::kClientConnectAttrs;
   greeting.mariadb_capabilities = wire::mysql::kMariaDbStmtBulkOperations;
   if (deps_.config->tls_available) greeting.capabilities |= wire::mysql::kClientSsl;
   greeting.charset = 45;  // utf8mb4_general_ci

@@ -134,11 +134,9 @@ class Session {
   // The rows a COM_STMT_FETCH gets, up to the EOF (or OK) that ends them, or the server's ERR.
   asio::awaitable<absl::Status> RelayFetchedRows(Answer* answer, ResultMasking* masking);
   // One result row, masked when the answer is (an error when it cannot be).
-  absl::Status RelayRow(const wire::mysql::DecodeResult& r, ResultMasking* masking,
-                        Answer* answer);
+  absl::Status RelayRow(const wire::mysql::DecodeResult& r, ResultMasking* masking, Answer* answer);
   // The server's ERR that ends an answer: its text masked or withheld when the answer is.
-  void RelayError(const wire::mysql::DecodeResult& r, const ResultMasking* masking,
-                  Answer* answer);
+  void RelayError(const wire::mysql::DecodeResult& r, const ResultMasking* masking, Answer* answer);
   asio::awaitable<absl::Status> RelayUntilEnd(Answer* answer);
   // ---- Masking (session_masking.cc) ----
   // How the answer of `info`'s statement is masked (off when no rule applies).
@@ -168,9 +166,11 @@ class Session {
   session::Decision Decide(absl::string_view sql, const StatementInfo& info, const char* protocol);
   // A held statement's decision (see agent/session/approval_hold.h), with its approval event;
   // `protocol` as for Decide.
-  asio::awaitable<session::Decision> HoldForApproval(
-      absl::string_view sql, const StatementInfo& info, const session::GuardrailDecision& d,
-      const char* protocol, std::vector<std::string> parameters = {});
+  asio::awaitable<session::Decision> HoldForApproval(absl::string_view sql,
+                                                     const StatementInfo& info,
+                                                     const session::GuardrailDecision& d,
+                                                     const char* protocol,
+                                                     std::vector<std::string> parameters = {});
   void EmitAnswered(absl::string_view sql, const StatementInfo* info, const Answer& answer,
                     absl::Time started, const char* protocol);
   void SetEventText(audit::StatementText* t, absl::string_view sql, const StatementInfo* info,

@@ -76,9 +76,9 @@ asio::awaitable<absl::Status> Session::Prepare(const OwnedPacket& command) {
   const StatementInfo& analysed = Statements().Get(sql, lex_mode_);
   auto parameters = std::make_shared<Prepared::Parameters>();
   parameters->count = params;
-  prepared_[id] = Prepared{std::make_shared<const std::string>(sql), lex_mode_,
-                           Statements().Kept(analysed) ? &analysed : nullptr, nullptr,
-                           std::move(parameters)};
+  prepared_[id] =
+      Prepared{std::make_shared<const std::string>(sql), lex_mode_,
+               Statements().Kept(analysed) ? &analysed : nullptr, nullptr, std::move(parameters)};
   co_return co_await Flush();
 }
 
@@ -96,11 +96,11 @@ asio::awaitable<absl::Status> Session::Execute(const OwnedPacket& command) {
   // Executing again closes the statement's cursor on the server.
   it->second.cursor.reset();
   if (cursor && OpenCursors() >= kMaxCursors) {
-    co_return co_await RefuseCommand(gate_.Refusal(
-        RefusalKind::kNotSupported,
-        absl::StrCat("at most ", kMaxCursors,
-                     " cursors are open in one session; close one (COM_STMT_RESET or "
-                     "COM_STMT_CLOSE) first")));
+    co_return co_await RefuseCommand(
+        gate_.Refusal(RefusalKind::kNotSupported,
+                      absl::StrCat("at most ", kMaxCursors,
+                                   " cursors are open in one session; close one (COM_STMT_RESET or "
+                                   "COM_STMT_CLOSE) first")));
   }
   // Its own reference: another command may replace the entry while this one waits for approval.
   const Prepared prepared = it->second;
@@ -140,14 +140,13 @@ asio::awaitable<absl::Status> Session::Execute(const OwnedPacket& command) {
 }
 
 std::vector<std::string> Session::BoundValues(const OwnedPacket& command,
-                                             Prepared::Parameters* bound) {
+                                              Prepared::Parameters* bound) {
   constexpr size_t kMax = 100;
   constexpr size_t kMaxBytes = 1024;
   std::vector<std::string> out;
   thread_local std::vector<wire::mysql::ExecuteParameter> values;
-  absl::Status decoded = wire::mysql::DecodeExecuteParameters(command.payload, bound->count,
-                                                              &bound->types, bound->long_data,
-                                                              &values);
+  absl::Status decoded = wire::mysql::DecodeExecuteParameters(
+      command.payload, bound->count, &bound->types, bound->long_data, &values);
   bound->long_data.clear();  // the server forgets long data once the statement executes
   if (!decoded.ok()) {
     // The server refuses it (or it uses a type this decoder does not know): the approver is told.
@@ -188,9 +187,8 @@ asio::awaitable<absl::Status> Session::Fetch(const OwnedPacket& command) {
   auto it = prepared_.find(id);
   if (it == prepared_.end() || it->second.cursor == nullptr) {
     co_return co_await RefuseCommand(gate_.Refusal(
-        RefusalKind::kProtocolError,
-        absl::StrCat("no cursor is open on prepared statement ", id,
-                     "; execute it with a cursor first")));
+        RefusalKind::kProtocolError, absl::StrCat("no cursor is open on prepared statement ", id,
+                                                  "; execute it with a cursor first")));
   }
   const Prepared prepared = it->second;  // the cursor is shared, the entry may change meanwhile
   Prepared::Cursor& cursor = *prepared.cursor;

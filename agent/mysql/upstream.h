@@ -43,17 +43,17 @@ inline constexpr uint32_t kBaseCapabilities =
 struct UpstreamLogin {
   std::string user;
   std::string password;
-  std::string database;  // empty: none
-  uint32_t relayed = 0;  // the client's choice of kRelayedCapabilities
+  std::string database;          // empty: none
+  uint32_t relayed = 0;          // the client's choice of kRelayedCapabilities
   uint32_t mariadb_relayed = 0;  // and of MariaDB's extended ones (COM_STMT_BULK_EXECUTE)
-  uint8_t charset = 45;  // utf8mb4_general_ci
+  uint8_t charset = 45;          // utf8mb4_general_ci
 };
 
 struct UpstreamSession {
   std::unique_ptr<asio::ssl::context> tls_context;  // what the stream's TLS refers to
   std::unique_ptr<PacketStream> stream;
-  uint32_t connection_id = 0;  // the server's thread id (KILL QUERY)
-  uint32_t capabilities = 0;   // as negotiated
+  uint32_t connection_id = 0;         // the server's thread id (KILL QUERY)
+  uint32_t capabilities = 0;          // as negotiated
   uint32_t mariadb_capabilities = 0;  // MariaDB's extended ones, as negotiated
   std::string server_version;
   std::string auth_plugin;  // the method that logged in

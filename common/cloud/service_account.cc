@@ -14,8 +14,7 @@ namespace {
 constexpr size_t kMaxKeyBytes = 64 << 10;
 
 absl::Status Wrong(absl::string_view what) {
-  return absl::InvalidArgumentError(
-      absl::StrCat("not a service account's JSON key: ", what));
+  return absl::InvalidArgumentError(absl::StrCat("not a service account's JSON key: ", what));
 }
 
 // application/x-www-form-urlencoded: unreserved bytes as they are, the rest %XX.

@@ -123,8 +123,8 @@ TEST(GcsClassify, RefusesWhatItCannotDecideOrWouldCarryACredential) {
   EXPECT_FALSE(Classify("POST", "/upload/storage/v1/b/bkt/o", {{"uploadType", "multipart"}},
                         "multipart/related; boundary=b1", "no parts here")
                    .refusal.empty());
-  EXPECT_FALSE(Classify("PATCH", "/storage/v1/b/bkt/o/x", {}, "application/json", "[1, 2]")
-                   .refusal.empty());
+  EXPECT_FALSE(
+      Classify("PATCH", "/storage/v1/b/bkt/o/x", {}, "application/json", "[1, 2]").refusal.empty());
 }
 
 }  // namespace
