@@ -326,7 +326,12 @@ class GcsProxyTest(unittest.TestCase):
                                         if s.get("refusal_kind") == "unmaskable"], what="event")
             self.assertEqual(refused[0]["fingerprint"], "objects.get")
         finally:
-            self.stack.apply_and_wait(self.stack.policy())
+            # (apply adds and replaces; what it does not name stays)
+            self.stack.cp.ctl("delete", "masking_rule", "storage-pii")
+            out = self.stack.cp.ctl("delete", "access_rule", "analysts").stdout
+            version = int(out.rsplit("policy version ", 1)[1].split()[0])
+            wait_for(lambda: self.stack.agent.status()["applied_version"] == version,
+                     what="policy applied")
 
     # ---- gcloud, pointed at the agent ----
 
