@@ -147,14 +147,13 @@ asio::awaitable<absl::Status> Session::Commands() {
         st = co_await Prepare(*p);
         break;
       case Command::kStmtExecute:
+      case Command::kStmtBulkExecute:
         st = co_await Execute(*p);
         break;
       case Command::kStmtFetch:
         st = co_await Fetch(*p);
         break;
-      case Command::kStmtBulkExecute:
-        st = co_await BulkExecute(*p);
-        break;
+
       case Command::kStmtSendLongData:
       case Command::kStmtReset:
       case Command::kStmtClose:
@@ -443,20 +442,12 @@ asio::awaitable<absl::Status> Session::Flush() {
 
 asio::awaitable<absl::Status> Session::RelayResultSets(Answer* answer, ResultMasking* masking) {
   enum class Phase { kHeader, kColumns, kColumnsEof, kRows };
-  const wire::mysql::DecodeLimits& limits = deps_.config->limits;
-  PacketStream& up = *upstream_.stream;
   Phase phase = Phase::kHeader;
   uint64_t columns_left = 0;
+  DecodeResult r;
   while (true) {
-    DecodeResult r = up.Peek(limits);
-    if (r.status == DecodeStatus::kNeedMore) {
-      // Nothing more to relay until the server sends: what is waiting goes to the client now.
-      absl::Status st = co_await Flush();
-      if (st.ok()) st = co_await up.FillPacket(limits);
-      if (!st.ok()) co_return st;
-      continue;
-    }
-    if (r.status == DecodeStatus::kError) co_return absl::InvalidArgumentError(r.error);
+    absl::Status next = co_await NextUpstreamPacket(&r);
+    if (!next.ok()) co_return next;
     const absl::string_view payload = r.packet.payload;
     const uint8_t h = Header(payload);
     char type = kRecordedOther;
@@ -560,18 +551,25 @@ void Session::RelayError(const DecodeResult& r, const ResultMasking* masking, An
   RelayPacket(r, {});
 }
 
-asio::awaitable<absl::Status> Session::RelayFetchedRows(Answer* answer, ResultMasking* masking) {
+asio::awaitable<absl::Status> Session::NextUpstreamPacket(DecodeResult* r) {
   const wire::mysql::DecodeLimits& limits = deps_.config->limits;
   PacketStream& up = *upstream_.stream;
   while (true) {
-    DecodeResult r = up.Peek(limits);
-    if (r.status == DecodeStatus::kNeedMore) {
-      absl::Status st = co_await Flush();
-      if (st.ok()) st = co_await up.FillPacket(limits);
-      if (!st.ok()) co_return st;
-      continue;
-    }
-    if (r.status == DecodeStatus::kError) co_return absl::InvalidArgumentError(r.error);
+    *r = up.Peek(limits);
+    if (r->status == DecodeStatus::kPacket) co_return absl::OkStatus();
+    if (r->status == DecodeStatus::kError) co_return absl::InvalidArgumentError(r->error);
+    // Nothing more to relay until the server sends: what is waiting goes to the client now.
+    absl::Status st = co_await Flush();
+    if (st.ok()) st = co_await up.FillPacket(limits);
+    if (!st.ok()) co_return st;
+  }
+}
+
+asio::awaitable<absl::Status> Session::RelayFetchedRows(Answer* answer, ResultMasking* masking) {
+  DecodeResult r;
+  while (true) {
+    absl::Status next = co_await NextUpstreamPacket(&r);
+    if (!next.ok()) co_return next;
     const absl::string_view payload = r.packet.payload;
     const uint8_t h = Header(payload);
     if (h == 0xFF) {

@@ -116,13 +116,12 @@ class Session {
   asio::awaitable<absl::Status> ResetConnection(const OwnedPacket& command);
   // Prepared statements (session_prepared.cc).
   asio::awaitable<absl::Status> Prepare(const OwnedPacket& command);
+  // COM_STMT_EXECUTE, and MariaDB's COM_STMT_BULK_EXECUTE (one prepared statement over many
+  // rows of parameters, decided as one execution of it).
   asio::awaitable<absl::Status> Execute(const OwnedPacket& command);
   size_t OpenCursors() const;
   // COM_STMT_FETCH: more rows of a cursor that COM_STMT_EXECUTE opened, masked as its result.
   asio::awaitable<absl::Status> Fetch(const OwnedPacket& command);
-  // MariaDB's COM_STMT_BULK_EXECUTE: one prepared statement over many rows of parameters,
-  // decided as one execution of it.
-  asio::awaitable<absl::Status> BulkExecute(const OwnedPacket& command);
   // COM_STMT_SEND_LONG_DATA, COM_STMT_RESET, COM_STMT_CLOSE.
   asio::awaitable<absl::Status> StatementCommand(const OwnedPacket& command);
   // Forwards a command that passed and relays its answer (`kind` says how it ends).
@@ -131,6 +130,9 @@ class Session {
   asio::awaitable<absl::StatusOr<Answer>> Forward(const OwnedPacket& command, Reply kind,
                                                   ResultMasking* masking = nullptr);
   asio::awaitable<absl::Status> RelayResultSets(Answer* answer, ResultMasking* masking);
+  // The upstream's next whole packet in `*r` (a view into the stream's buffer until it is
+  // consumed); what waits for the client is written first when the server has sent nothing more.
+  asio::awaitable<absl::Status> NextUpstreamPacket(wire::mysql::DecodeResult* r);
   // The rows a COM_STMT_FETCH gets, up to the EOF (or OK) that ends them, or the server's ERR.
   asio::awaitable<absl::Status> RelayFetchedRows(Answer* answer, ResultMasking* masking);
   // One result row, masked when the answer is (an error when it cannot be).

@@ -91,8 +91,19 @@ asio::awaitable<absl::Status> Session::Execute(const OwnedPacket& command) {
     co_return co_await RefuseCommand(gate_.Refusal(
         RefusalKind::kProtocolError, absl::StrCat("no prepared statement has id ", id)));
   }
-  const bool cursor =
-      command.payload.size() > 5 && (static_cast<uint8_t>(command.payload[5]) & kCursorFlags);
+  // MariaDB's COM_STMT_BULK_EXECUTE: the statement over many rows of parameters, one decision.
+  const bool bulk = static_cast<uint8_t>(command.payload[0]) ==
+                    static_cast<uint8_t>(wire::mysql::Command::kStmtBulkExecute);
+  const char* protocol = bulk ? "bulk" : "binary";
+  if (bulk && !bulk_) {
+    // Not offered to this client, or the server lacks it: nothing would read the answer right.
+    co_return co_await RefuseCommand(gate_.Refusal(
+        RefusalKind::kNotSupported,
+        "COM_STMT_BULK_EXECUTE is not available on this connection (the database does not "
+        "offer it); execute the statement once per row"));
+  }
+  const bool cursor = !bulk && command.payload.size() > 5 &&
+                      (static_cast<uint8_t>(command.payload[5]) & kCursorFlags);
   // Executing again closes the statement's cursor on the server.
   it->second.cursor.reset();
   if (cursor && OpenCursors() >= kMaxCursors) {
@@ -108,12 +119,14 @@ asio::awaitable<absl::Status> Session::Execute(const OwnedPacket& command) {
   auto facts = [&]() -> const StatementInfo& {
     return prepared.info != nullptr ? *prepared.info : Statements().Get(sql, prepared.mode);
   };
-  std::vector<std::string> values = BoundValues(command, prepared.parameters.get());
+  // (A bulk execution's rows of values are not decoded: its approvers see the statement.)
+  std::vector<std::string> values =
+      bulk ? std::vector<std::string>() : BoundValues(command, prepared.parameters.get());
   FollowPolicy();
-  session::Decision d = Decide(sql, facts(), "binary");
+  session::Decision d = Decide(sql, facts(), protocol);
   if (const auto* hold = std::get_if<session::Hold>(&d)) {
     session::GuardrailDecision g = hold->guardrail;
-    d = co_await HoldForApproval(sql, facts(), g, "binary", std::move(values));
+    d = co_await HoldForApproval(sql, facts(), g, protocol, std::move(values));
   }
   if (const auto* refused = std::get_if<session::Refuse>(&d)) {
     co_return co_await RefuseCommand(*refused);
@@ -124,7 +137,7 @@ asio::awaitable<absl::Status> Session::Execute(const OwnedPacket& command) {
   auto answer = co_await Forward(command, Reply::kResultSets, &masking);
   if (!answer.ok()) co_return answer.status();
   MaskingDone(masking, masking.redact_all, &*answer);
-  EmitAnswered(sql, &facts(), *answer, started, "binary");
+  EmitAnswered(sql, &facts(), *answer, started, protocol);
   if (answer->cursor_opened) {
     auto open = prepared_.find(id);
     if (open == prepared_.end()) {
@@ -243,45 +256,6 @@ asio::awaitable<absl::Status> Session::Fetch(const OwnedPacket& command) {
   }
   MaskingDone(cursor.masking, false, &answer);
   EmitAnswered(sql, &facts(), answer, started, "fetch");
-  co_return absl::OkStatus();
-}
-
-asio::awaitable<absl::Status> Session::BulkExecute(const OwnedPacket& command) {
-  const absl::Time started = absl::Now();
-  const uint32_t id = StatementId(command.payload);
-  auto it = prepared_.find(id);
-  if (it == prepared_.end()) {
-    co_return co_await RefuseCommand(gate_.Refusal(
-        RefusalKind::kProtocolError, absl::StrCat("no prepared statement has id ", id)));
-  }
-  if (!bulk_) {
-    // Not offered to this client, or the server lacks it: nothing would read the answer right.
-    co_return co_await RefuseCommand(gate_.Refusal(
-        RefusalKind::kNotSupported,
-        "COM_STMT_BULK_EXECUTE is not available on this connection (the database does not "
-        "offer it); execute the statement once per row"));
-  }
-  it->second.cursor.reset();
-  const Prepared prepared = it->second;
-  const std::string& sql = *prepared.sql;
-  auto facts = [&]() -> const StatementInfo& {
-    return prepared.info != nullptr ? *prepared.info : Statements().Get(sql, prepared.mode);
-  };
-  FollowPolicy();
-  session::Decision d = Decide(sql, facts(), "bulk");
-  if (const auto* hold = std::get_if<session::Hold>(&d)) {
-    session::GuardrailDecision g = hold->guardrail;
-    d = co_await HoldForApproval(sql, facts(), g, "bulk");
-  }
-  if (const auto* refused = std::get_if<session::Refuse>(&d)) {
-    co_return co_await RefuseCommand(*refused);
-  }
-  ResultMasking masking = MaskingFor(sql, facts(), true);
-  audit_.Forwarding(sql);
-  auto answer = co_await Forward(command, Reply::kResultSets, &masking);
-  if (!answer.ok()) co_return answer.status();
-  MaskingDone(masking, false, &*answer);
-  EmitAnswered(sql, &facts(), *answer, started, "bulk");
   co_return absl::OkStatus();
 }
 

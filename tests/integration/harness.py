@@ -341,6 +341,17 @@ MARIADB_DEMO_SQL = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
                                 "demo-mariadb.sql")
 
 
+def session_events(cp, identity):
+    """Every stored event of `identity`'s sessions on control plane `cp`: (type, body)."""
+    out = []
+    listed = json.loads(cp.ctl("sessions", "list", "--identity", identity, "-o",
+                               "json").stdout).get("sessions", [])
+    for s in listed:
+        d = json.loads(cp.ctl("sessions", "show", s["session_id"], "-o", "json").stdout)
+        out += [(e["type"], json.loads(e["json"])) for e in d.get("events", [])]
+    return out
+
+
 def make_test_ca(directory, server_names=("IP:127.0.0.1", "DNS:localhost")):
     """A throwaway CA and, signed by it, a server certificate for `server_names` and a client
     certificate, written with openssl into `directory` under the names sysbench expects in its

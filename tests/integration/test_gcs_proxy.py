@@ -19,7 +19,8 @@ import urllib.parse
 import urllib.request
 
 from gcs_standin import FakeGcs, ServiceAccount, TokenEndpoint
-from harness import Agent, ControlPlane, Stack, TokenIssuer, Workdir, wait_for
+from harness import (Agent, ControlPlane, Stack, TokenIssuer, Workdir, session_events,
+                     wait_for)
 
 
 class GcsStack:
@@ -100,13 +101,7 @@ class GcsStack:
             return e.code, dict(e.headers), e.read()
 
     def events(self, identity):
-        out = []
-        listed = json.loads(self.cp.ctl("sessions", "list", "--identity", identity, "-o",
-                                        "json").stdout).get("sessions", [])
-        for s in listed:
-            d = json.loads(self.cp.ctl("sessions", "show", s["session_id"], "-o", "json").stdout)
-            out += [(e["type"], json.loads(e["json"])) for e in d.get("events", [])]
-        return out
+        return session_events(self.cp, identity)
 
     def ac3_counts(self):
         """The evidence export's AC-3 counts over the last hour."""

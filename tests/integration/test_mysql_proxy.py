@@ -7,7 +7,8 @@ import os
 import subprocess
 import unittest
 
-from harness import Agent, ControlPlane, MariaDbServer, Stack, TokenIssuer, Workdir, wait_for
+from harness import (Agent, ControlPlane, MariaDbServer, Stack, TokenIssuer, Workdir, session_events,
+                     wait_for)
 
 CLIENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "clients")
 CONNECTOR_J = "/usr/share/java/mariadb-java-client.jar"
@@ -103,13 +104,7 @@ class MysqlStack:
 
     def events(self, identity):
         """Every stored event of `identity`'s sessions: (type, body)."""
-        out = []
-        listed = json.loads(self.cp.ctl("sessions", "list", "--identity", identity, "-o",
-                                        "json").stdout).get("sessions", [])
-        for s in listed:
-            d = json.loads(self.cp.ctl("sessions", "show", s["session_id"], "-o", "json").stdout)
-            out += [(e["type"], json.loads(e["json"])) for e in d.get("events", [])]
-        return out
+        return session_events(self.cp, identity)
 
 
 class MysqlProxyTest(unittest.TestCase):

@@ -64,6 +64,28 @@ std::string TimeText(absl::string_view d) {
   return out;
 }
 
+// One binary-protocol value of layout `t` off the front of `*r`; false when it does not fit.
+bool ReadBinaryValue(Reader* r, BinaryType t, absl::string_view* out) {
+  switch (t.layout) {
+    case BinaryLayout::kLenenc: {
+      std::optional<uint64_t> length = r->LenencInt();
+      if (!r->ok() || !length || *length > r->remaining()) return false;
+      *out = r->Bytes(static_cast<size_t>(*length));
+      break;
+    }
+    case BinaryLayout::kFixed:
+      *out = r->Bytes(t.size);
+      break;
+    case BinaryLayout::kLengthByte:
+      *out = r->Bytes(r->Int1());
+      break;
+    case BinaryLayout::kNothing:
+    case BinaryLayout::kUnknown:
+      break;
+  }
+  return r->ok();
+}
+
 }  // namespace
 
 BinaryType BinaryTypeOf(uint8_t type) {
@@ -156,26 +178,7 @@ absl::Status SplitBinaryRow(absl::string_view payload, const std::vector<uint8_t
     v.begin = v.end = payload.size() - r.remaining();
     v.null = (static_cast<uint8_t>(bitmap[(i + 2) / 8]) >> ((i + 2) % 8) & 1) != 0;
     if (!v.null) {
-      switch (t.layout) {
-        case BinaryLayout::kLenenc: {
-          std::optional<uint64_t> length = r.LenencInt();
-          if (!r.ok() || !length || *length > r.remaining()) {
-            return RowError("a value's length is past the row's end", i);
-          }
-          v.data = r.Bytes(static_cast<size_t>(*length));
-          break;
-        }
-        case BinaryLayout::kFixed:
-          v.data = r.Bytes(t.size);
-          break;
-        case BinaryLayout::kLengthByte:
-          v.data = r.Bytes(r.Int1());
-          break;
-        case BinaryLayout::kNothing:
-        case BinaryLayout::kUnknown:
-          break;
-      }
-      if (!r.ok()) return RowError("the row ends early", i);
+      if (!ReadBinaryValue(&r, t, &v.data)) return RowError("the row ends early", i);
       v.end = payload.size() - r.remaining();
     }
     out->push_back(v);
@@ -217,27 +220,10 @@ absl::Status DecodeExecuteParameters(absl::string_view payload, size_t count, st
     p.long_data = !p.null && i < long_data.size() && long_data[i];
     if (!p.null && !p.long_data) {
       const BinaryType t = BinaryTypeOf(p.type);
-      switch (t.layout) {
-        case BinaryLayout::kLenenc: {
-          std::optional<uint64_t> length = r.LenencInt();
-          if (!r.ok() || !length || *length > r.remaining()) {
-            return ParamError("a parameter's length is past the packet's end", i);
-          }
-          p.data = r.Bytes(static_cast<size_t>(*length));
-          break;
-        }
-        case BinaryLayout::kFixed:
-          p.data = r.Bytes(t.size);
-          break;
-        case BinaryLayout::kLengthByte:
-          p.data = r.Bytes(r.Int1());
-          break;
-        case BinaryLayout::kNothing:
-          break;
-        case BinaryLayout::kUnknown:
-          return ParamError(absl::StrCat("a parameter of unknown type ", p.type), i);
+      if (t.layout == BinaryLayout::kUnknown) {
+        return ParamError(absl::StrCat("a parameter of unknown type ", p.type), i);
       }
-      if (!r.ok()) return ParamError("the parameters end early", i);
+      if (!ReadBinaryValue(&r, t, &p.data)) return ParamError("the parameters end early", i);
     }
     out->push_back(p);
   }
