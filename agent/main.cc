@@ -362,6 +362,7 @@ absl::Status Run() {
     lo.events = &events;
     lo.inflight = spool->inflight();
     lo.limiter = &limiter;
+    lo.approvals = &approvals;
     cloud_storage = std::make_unique<gcs::Listener>(lo, &policy);
     ASSIGN_OR_RETURN(int gcs_port, cloud_storage->Start());
     WritePortFile(opts.data_dir, "gcs", gcs_port);

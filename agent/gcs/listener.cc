@@ -14,6 +14,7 @@
 #include "agent/gcs/classify.h"
 #include "agent/masking/policy.h"
 #include "agent/session/admission.h"
+#include "agent/session/approval_hold.h"
 #include "agent/session/gate.h"
 #include "agent/session/guardrails.h"
 #include "agent/session/session_audit.h"
@@ -193,6 +194,41 @@ void Listener::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
+session::Decision Listener::Hold(const audit::StatementText& text,
+                                 const session::GuardrailDecision& d,
+                                 const session::Admission& admission,
+                                 const session::Admitted& caller, session::SessionAudit* audit) {
+  session::HeldStatement held;
+  held.sql = text.statement;
+  held.fingerprint = text.fingerprint;
+  held.guardrail = d;
+  const session::HoldCaller hold_caller{admission.connection()->name(), caller.identity};
+  const absl::Duration timeout =
+      session::ApprovalHold::Timeout(admission.policy()->snapshot, d.approval);
+  // HTTP has no message for "your request waits": the caller just waits.
+  const session::ApprovalHold::Notify notify =
+      [](const std::string&) -> asio::awaitable<absl::Status> { co_return absl::OkStatus(); };
+  session::ApprovalHold hold(options_.approvals, audit->session_id());
+  absl::StatusOr<session::ApprovalHold::Waited> waited =
+      absl::UnavailableError("the hold did not run");
+  // The hold is a coroutine: it runs on a loop of this server thread's own until it ends.
+  asio::io_context loop(1);
+  asio::co_spawn(
+      loop,
+      [&]() -> asio::awaitable<void> {
+        waited = co_await hold.Wait(held, hold_caller, timeout, notify);
+      },
+      asio::detached);
+  loop.run();
+  session::StatementGate gate(admission.connection()->name(), caller.identity.subject, caller.grant,
+                              true);
+  if (!waited.ok()) return gate.Refusal(RefusalKind::kCancelled, waited.status().message());
+  const char* decision = audit->Approval(text, d, waited->approval_id, waited->outcome);
+  LogInfo("approval request ", waited->approval_id, " for ", caller.identity.subject, " on ",
+          admission.connection()->name(), ": ", decision);
+  return session::ApprovalHold::Verdict(waited->outcome, d);
+}
+
 void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
   const absl::Time started = absl::Now();
   session::SessionAudit audit(options_.events, options_.inflight, RandomHex(8), audit::kProtocolGcs,
@@ -292,7 +328,8 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
   text.fingerprint = request.kind;
   text.classification = session::ClassName(request.cls);
   text.query_protocol = "json";
-  session::StatementGate gate(who.connection, who.subject, caller.grant, /*can_hold=*/false);
+  session::StatementGate gate(who.connection, who.subject, caller.grant,
+                              /*can_hold=*/options_.approvals != nullptr);
   auto refuse = [&](const session::Refuse& r) {
     audit.StatementRefused(text, r, "");
     SendError(res, StatusOf(r.kind), r.message);
@@ -336,8 +373,16 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
   summary.cls = request.cls;
   summary.kind = request.kind;
   summary.guardrail = &g;
-  summary.holdable = false;
   session::Decision d = gate.Decide(summary);
+  if (const auto* hold = std::get_if<session::Hold>(&d)) {
+    const session::GuardrailDecision held = hold->guardrail;
+    d = Hold(text, held, admission, caller, &audit);
+    if (const auto* refused = std::get_if<session::Refuse>(&d)) {
+      // (its approval event says so already)
+      SendError(res, StatusOf(refused->kind), refused->message);
+      return end("closed");
+    }
+  }
   if (const auto* refused = std::get_if<session::Refuse>(&d)) return refuse(*refused);
   if (const auto* alert = std::get_if<session::Alert>(&d)) audit.Alerted(text, alert->guardrail);
 

@@ -12,9 +12,13 @@
 // status and its content headers. Refusals are Google's JSON error shape with the reason, and an
 // event.
 //
-// Not built yet (refused, fail closed, or left out): approval holds (a require_approval
-// guardrail refuses), resumable uploads and batch requests, masking of object bodies, request
-// recording, bodies over `max_body_bytes` (413 / 502: both directions are held in memory).
+// A require_approval guardrail holds the request on its server thread until approvers decide
+// (the caller just waits), then forwards it or answers 403 with the decision.
+//
+// Not built yet (refused, fail closed, or left out): resumable uploads and batch requests,
+// masking of object bodies, request recording, withdrawing a held request when its caller goes
+// away (it waits for the decision or the timeout), bodies over `max_body_bytes` (413 / 502: both
+// directions are held in memory).
 #pragma once
 
 #include <memory>
@@ -22,11 +26,14 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "agent/approvals/broker.h"
 #include "agent/audit/event_sink.h"
 #include "agent/audit/inflight.h"
 #include "agent/gcs/access_tokens.h"
 #include "agent/policy_holder.h"
+#include "agent/session/admission.h"
 #include "agent/session/limits.h"
+#include "agent/session/session_audit.h"
 
 namespace httplib {
 class SSLServer;
@@ -42,8 +49,9 @@ struct ListenerOptions {
   std::string tls_key_file;
   size_t max_body_bytes = 32 << 20;
   EventSink* events = nullptr;
-  InflightTable* inflight = nullptr;  // may be null
-  SessionLimiter* limiter = nullptr;  // may be null
+  InflightTable* inflight = nullptr;    // may be null
+  SessionLimiter* limiter = nullptr;    // may be null
+  ApprovalBroker* approvals = nullptr;  // requests held for approval; null = none can be held
 };
 
 class Listener {
@@ -59,6 +67,11 @@ class Listener {
 
  private:
   void Handle(const httplib::Request& req, httplib::Response& res);
+  // A request a guardrail holds: its approval request, the wait, the approval event; the
+  // decision (Allow when approved).
+  session::Decision Hold(const audit::StatementText& text, const session::GuardrailDecision& d,
+                         const session::Admission& admission, const session::Admitted& caller,
+                         session::SessionAudit* audit);
 
   ListenerOptions options_;
   PolicyHolder* policy_;

@@ -13,6 +13,7 @@ import os
 import shutil
 import ssl
 import subprocess
+import threading
 import unittest
 import urllib.error
 import urllib.parse
@@ -73,10 +74,14 @@ class GcsStack:
             rules += (f"---\nkind: AccessRule\nname: {name}\nsubjects: {{groups: [{group}]}}\n"
                       f"connections: {{names: [demo-gcs]}}\naccess: {access}\n")
         return (self.connection_yaml() + Stack.inline_issuer_yaml(self.idp) + rules
+                + "---\nkind: ApprovalPolicy\nname: storage-approvers\n"
+                  "approvers: {groups: [dba]}\ntimeout: 60s\n"
                 + "---\nkind: Guardrail\nname: storage-safety\nconnections: {names: [demo-gcs]}\n"
                   "rules:\n"
                   "  - {match: drop_database, action: block}\n"
-                  "  - {match: drop_table, action: block, tables: ['logs/*']}\n" + extra)
+                  "  - {match: drop_table, action: block, tables: ['logs/*']}\n"
+                  "  - {match: ddl, action: require_approval, approval: storage-approvers}\n"
+                + extra)
 
     def apply_and_wait(self, yaml_text):
         out = self.cp.apply(yaml_text).stdout
@@ -327,6 +332,59 @@ class GcsProxyTest(unittest.TestCase):
             version = int(out.rsplit("policy version ", 1)[1].split()[0])
             wait_for(lambda: self.stack.agent.status()["applied_version"] == version,
                      what="policy applied")
+
+    # ---- approval holds ----
+
+    def pending(self, statement_part, after=0):
+        def listed():
+            out = json.loads(self.stack.cp.ctl("approvals", "list", "--status", "pending", "-o",
+                                               "json").stdout)
+            for a in out.get("approvals", []):
+                if statement_part in a["statement"] and int(a["id"]) > after:
+                    return int(a["id"])
+            return None
+        return wait_for(listed, timeout=20, what=f"a pending approval for {statement_part!r}")
+
+    def decide(self, approval_id, verb, reason=None):
+        args = ["--token", self.stack.idp.token(sub="dora", groups=["dba"]), "approvals", verb,
+                str(approval_id)]
+        return self.stack.cp.ctl(*args, *(["--reason", reason] if reason else []))
+
+    def test_a_bucket_change_waits_for_an_approval(self):
+        """A require_approval guardrail (ddl) holds the request: the caller just waits; approved,
+        it goes through; denied, it is a 403 with the decision, and the bucket is unchanged."""
+        jwt = self.token("held-bot", groups=("admins",))
+        results = []
+
+        def patch(labels):
+            results.append(self.stack.request(
+                "PATCH", "/storage/v1/b/demo-bucket", jwt, body=json.dumps({"labels": labels}).encode(),
+                headers={"Content-Type": "application/json"}))
+        waiting = threading.Thread(target=patch, args=({"team": "data"},))
+        waiting.start()
+        first = self.pending("PATCH /storage/v1/b/demo-bucket")
+        self.assertTrue(waiting.is_alive())
+        self.assertNotIn("labels", self.stack.gcs.bucket_meta["demo-bucket"])
+        self.decide(first, "approve")
+        waiting.join(30)
+        status, _, body = results[0]
+        self.assertEqual(status, 200, body)
+        self.assertEqual(self.stack.gcs.bucket_meta["demo-bucket"]["labels"], {"team": "data"})
+
+        waiting = threading.Thread(target=patch, args=({"team": "nobody"},))
+        waiting.start()
+        second = self.pending("PATCH /storage/v1/b/demo-bucket", after=first)
+        self.decide(second, "deny", reason="not today")
+        waiting.join(30)
+        status, _, body = results[1]
+        self.assertEqual(status, 403, body)
+        self.assertIn("not today", self.error_of(body)["message"])
+        self.assertEqual(self.stack.gcs.bucket_meta["demo-bucket"]["labels"], {"team": "data"})
+        approvals = wait_for(lambda: [b for t, b in self.stack.events("held-bot") if t == "approval"]
+                             if len([t for t, _ in self.stack.events("held-bot") if t == "approval"]) == 2
+                             else None, what="approval events")
+        self.assertEqual(sorted((a["approval_id"], a["decision"]) for a in approvals),
+                         [(first, "approved"), (second, "denied")])
 
     # ---- gcloud, pointed at the agent ----
 
