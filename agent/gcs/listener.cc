@@ -8,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "agent/auth/authorizer.h"
@@ -140,6 +141,36 @@ std::string UpstreamMessage(const std::string& body) {
   return "";
 }
 
+// The links a JSON answer carries (selfLink, mediaLink) name the service's host: they are made to
+// name the agent as the caller reached it (its Host header, and the Connection's path segment
+// when the caller used one), so that a client that follows them stays behind the gate. Nothing
+// is rewritten when the Host header is not a plain host[:port].
+void RewriteLinks(const v1::Upstream& up, absl::string_view host, absl::string_view prefix,
+                  std::string* body) {
+  if (host.empty() || host.size() > 255 || !std::all_of(host.begin(), host.end(), [](char c) {
+        return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' ||
+               c == ':' || c == '[' || c == ']';
+      })) {
+    return;
+  }
+  const std::string agent = absl::StrCat("https://", host, prefix);
+  const bool tls = up.tls() != v1::UPSTREAM_TLS_DISABLE;
+  std::vector<std::string> origins = {
+      absl::StrCat(tls ? "https://" : "http://", up.host(), ":", up.port())};
+  if ((tls && up.port() == 443) || (!tls && up.port() == 80)) {
+    origins.push_back(absl::StrCat(tls ? "https://" : "http://", up.host()));
+  }
+  if (absl::EndsWith(up.host(), ".googleapis.com")) {
+    // Google's selfLinks name www.googleapis.com, its mediaLinks storage.googleapis.com.
+    origins.push_back("https://www.googleapis.com");
+    origins.push_back("https://storage.googleapis.com");
+  }
+  for (const std::string& origin : origins) {
+    // Only as a JSON string's start, followed by a path: "https://host/...
+    absl::StrReplaceAll({{absl::StrCat("\"", origin, "/"), absl::StrCat("\"", agent, "/")}}, body);
+  }
+}
+
 std::multimap<std::string, std::string> QueryOf(const httplib::Request& req) {
   std::multimap<std::string, std::string> q;
   for (const auto& [k, v] : req.params) q.emplace(k, v);
@@ -250,6 +281,7 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
   const size_t q = target.find('?');
   std::string path = target.substr(0, q);
   const std::string query_string = q == std::string::npos ? "" : target.substr(q);
+  std::string prefix;  // "/<connection>" when the caller named it in the path
   {
     auto current = policy_->Get();
     std::vector<std::string> names;
@@ -264,6 +296,7 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
         begin == std::string::npos ? "" : path.substr(begin, path.find('/', begin) - begin);
     if (!first.empty() && std::find(names.begin(), names.end(), first) != names.end()) {
       who.connection = first;
+      prefix = absl::StrCat("/", first);
       path = path.substr(begin + first.size());
     } else if (names.size() == 1) {
       who.connection = names[0];
@@ -454,6 +487,9 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
   audit.Answered();
   std::string content_type = answer->get_header_value("Content-Type");
   if (content_type.empty()) content_type = "application/octet-stream";
+  if (absl::StartsWith(content_type, "application/json")) {
+    RewriteLinks(up, req.get_header_value("Host"), prefix, &body);
+  }
   if (!body.empty()) {
     // As the service sent it: a content provider, which the server does not compress again (a
     // media download is the object's stored bytes, whatever the caller accepts).

@@ -155,6 +155,16 @@ class GcsProxyTest(unittest.TestCase):
         self.assertEqual((status, body), (200, b"id,total\n1,100\n"))
         self.assertNotIn("Content-Encoding", headers)
         self.assertTrue(headers["Content-Type"].startswith("text/csv"), headers)
+        # The links in metadata name the agent as the caller reached it, not the service.
+        status, _, body = self.stack.request(
+            "GET", "/demo-gcs/storage/v1/b/demo-bucket/o/reports%2Fq1.csv", jwt)
+        self.assertEqual(status, 200, body)
+        media = json.loads(body)["mediaLink"]
+        self.assertTrue(media.startswith(f"https://localhost:{self.stack.port}/demo-gcs/download/"),
+                        media)
+        self.assertNotIn(f":{self.stack.gcs.port}", body.decode())
+        status, _, body = self.stack.request("GET", media.split(f":{self.stack.port}", 1)[1], jwt)
+        self.assertEqual((status, body), (200, b"id,total\n1,100\n"))
         # The upstream saw the service account's token, never the caller's JWT.
         seen = self.upstream_requests("/o/reports%2Fq1.csv")
         self.assertTrue(seen)
@@ -163,12 +173,15 @@ class GcsProxyTest(unittest.TestCase):
             self.assertNotEqual(bearer, jwt)
             self.assertTrue(self.stack.tokens.valid(bearer))
         # One event per request: who, what, how it went.
-        found = wait_for(lambda: [s for s in self.statements("reader-bot")
-                                  if s.get("fingerprint") == "objects.get"], what="statement event")
-        self.assertEqual(found[0]["classification"], "read")
-        self.assertEqual(found[0]["command_tags"], "HTTP 200")
-        self.assertEqual(found[0]["bytes"], len(b"id,total\n1,100\n"))
-        self.assertIn("GET /storage/v1/b/demo-bucket/o/reports%2Fq1.csv", found[0]["statement"])
+        def gets():
+            found = [s for s in self.statements("reader-bot") if s.get("fingerprint") == "objects.get"]
+            return found if len(found) == 3 else None
+        found = wait_for(gets, what="three objects.get events")
+        self.assertEqual({(e["classification"], e["command_tags"]) for e in found}, {("read", "HTTP 200")})
+        download = [e for e in found if e["statement"].startswith("GET /download/")]
+        self.assertEqual(download[0]["bytes"], len(b"id,total\n1,100\n"))
+        self.assertIn("GET /storage/v1/b/demo-bucket/o/reports%2Fq1.csv",
+                      [e["statement"] for e in found])
         start = [b for t, b in self.stack.events("reader-bot") if t == "session_start"]
         self.assertEqual(start[0]["connection_protocol"], "gcs")
         self.assertEqual(start[0]["connection"], "demo-gcs")
