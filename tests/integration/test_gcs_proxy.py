@@ -200,17 +200,20 @@ class GcsProxyTest(unittest.TestCase):
     def test_token_failures_are_401_in_googles_error_shape_with_an_event(self):
         for auth in (None, "Basic dXNlcjpwdw==", "Bearer not-a-jwt",
                      "Bearer " + TokenIssuer().token(sub="forger"),
-                     "Bearer " + self.token("late-bot", lifetime=-600)):
+                     "Bearer " + self.token("late-bot", lifetime=-600),
+                     "Bearer " + self.token("elsewhere-bot", aud="another-audience")):
             status, headers, body = self.stack.request("GET", "/storage/v1/b/demo-bucket/o",
                                                        authorization=auth)
             self.assertEqual(status, 401, (auth, body))
             self.assertIn("Bearer", headers.get("WWW-Authenticate", ""))
             self.assertEqual(self.error_of(body)["code"], 401)
+        # The refusal says why (here: the token was made for another service).
+        self.assertIn("audience 'another-audience' is not accepted", self.error_of(body)["message"])
         self.assertFalse([r for r in self.stack.gcs.requests
                           if r["headers"].get("authorization", "").endswith("not-a-jwt")])
         # On record as refused Cloud Storage sessions, for the evidence's AC-3.
         wait_for(lambda: self.stack.ac3_counts().get("sessions_refused_by_protocol", {})
-                 .get("gcs", 0) >= 5, what="refused gcs sessions in the evidence")
+                 .get("gcs", 0) >= 6, what="refused gcs sessions in the evidence")
 
     def test_a_caller_without_an_access_rule_is_refused(self):
         status, _, body = self.stack.request("GET", "/storage/v1/b/demo-bucket/o",
@@ -433,6 +436,14 @@ class GcsProxyTest(unittest.TestCase):
         r = self.gcloud("gcloud-writer", ("writers",), "cp", source, "gs://demo-bucket/up/g.txt")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(self.stack.gcs.buckets["demo-bucket"]["up/g.txt"][0], b"from gcloud\n")
+        r = self.gcloud("gcloud-writer", ("writers",), "rm", "gs://demo-bucket/up/g.txt")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertNotIn("up/g.txt", self.stack.gcs.buckets["demo-bucket"])
+        # A guardrail's refusal reaches gcloud's user with its reason.
+        r = self.gcloud("gcloud-admin", ("admins",), "rm", "gs://demo-bucket/logs/app.log")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn('blocked by guardrail "storage-safety"', r.stderr)
+        self.assertIn("logs/app.log", self.stack.gcs.buckets["demo-bucket"])
 
     def test_a_bad_service_account_key_is_refused_at_apply(self):
         bad = self.stack.connection_yaml().replace("service_account", "user_account", 1)
