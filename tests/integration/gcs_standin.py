@@ -250,6 +250,16 @@ def _error(status, reason, message, headers=()):
         {"message": message, "domain": "global", "reason": reason}]}}, _JSON, headers)
 
 
+def _crc32c(data):
+    """CRC-32C (Castagnoli), as Cloud Storage reports it in `crc32c` and `x-goog-hash`."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
 def _rfc3339(t):
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
 
@@ -310,7 +320,9 @@ class FakeGcs(_HttpsStandin):
                          f"?generation={generation}&alt=media",
             "name": name, "bucket": bucket, "generation": str(generation), "metageneration": "1",
             "contentType": content_type, "storageClass": "STANDARD", "size": str(len(data)),
-            "md5Hash": md5, "etag": base64.b64encode(str(generation).encode()).decode(),
+            "md5Hash": md5,
+            "crc32c": base64.b64encode(_crc32c(data).to_bytes(4, "big")).decode(),
+            "etag": base64.b64encode(str(generation).encode()).decode(),
             "timeCreated": _rfc3339(written), "updated": _rfc3339(written),
             "timeStorageClassUpdated": _rfc3339(written)}
 
@@ -430,6 +442,7 @@ class FakeGcs(_HttpsStandin):
         data, content_type = self.buckets[bucket][name]
         headers = [("x-goog-generation", resource["generation"]),
                    ("x-goog-hash", "md5=" + resource["md5Hash"]),
+                   ("x-goog-hash", "crc32c=" + resource["crc32c"]),
                    ("x-goog-stored-content-length", resource["size"])]
         r = re.fullmatch(r"bytes=(\d+)-(\d*)", h.headers.get("Range", ""))
         if r and int(r[1]) < len(data):

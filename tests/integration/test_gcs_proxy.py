@@ -24,6 +24,9 @@ from harness import (Agent, ControlPlane, Stack, TokenIssuer, Workdir, session_e
                      wait_for)
 
 
+CLIENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "clients")
+
+
 class GcsStack:
     """The stand-ins, a control plane, one agent labelled vpc=a, an OIDC issuer, and the
     Connection `demo-gcs` over the bucket `demo-bucket`."""
@@ -401,6 +404,36 @@ class GcsProxyTest(unittest.TestCase):
                              else None, what="approval events")
         self.assertEqual(sorted((a["approval_id"], a["decision"]) for a in approvals),
                          [(first, "approved"), (second, "denied")])
+
+    # ---- Google's Node.js client library ----
+
+    def node_client(self, sub, groups, *args):
+        npm = os.environ.get("SLUICE_NPM_DIR", os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                            "..", "..", "build", "npm"))
+        modules = os.path.join(npm, "node_modules")
+        if not os.path.exists(os.path.join(modules, "@google-cloud", "storage", "package.json")):
+            self.fail(f"npm @google-cloud/storage is not installed in {npm}: scripts/test installs it")
+        return subprocess.run(["node", os.path.join(CLIENTS, "gcs_storage.js"),
+                               f"https://localhost:{self.stack.port}", *args],
+                              capture_output=True, text=True, timeout=120,
+                              env=dict(os.environ, SLUICE_TOKEN=self.token(sub, groups=groups),
+                                       NODE_EXTRA_CA_CERTS=self.stack.agent.tls_ca(),
+                                       NODE_PATH=modules))
+
+    def test_googles_node_client_library(self):
+        r = self.node_client("node-reader", ("ci",), "ls", "demo-bucket", "reports/")
+        self.assertEqual((r.returncode, r.stdout), (0, "reports/q1.csv\n"), r.stderr)
+        r = self.node_client("node-reader", ("ci",), "cat", "demo-bucket", "reports/q1.csv")
+        self.assertEqual((r.returncode, r.stdout), (0, "id,total\n1,100\n"), r.stderr)
+        r = self.node_client("node-reader", ("ci",), "put", "demo-bucket", "node/x.txt", "no")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("ERROR 403: Sluice: your access to connection \"demo-gcs\" is read-only", r.stderr)
+        # The upload's checksums (crc32c, md5) are the client's to check: they match.
+        r = self.node_client("node-writer", ("writers",), "put", "demo-bucket", "node/x.txt", "hello")
+        self.assertEqual((r.returncode, r.stdout), (0, "uploaded\n"), r.stderr)
+        self.assertEqual(self.stack.gcs.buckets["demo-bucket"]["node/x.txt"][0], b"hello")
+        r = self.node_client("node-writer", ("writers",), "rm", "demo-bucket", "node/x.txt")
+        self.assertEqual((r.returncode, r.stdout), (0, "deleted\n"), r.stderr)
 
     # ---- gcloud, pointed at the agent ----
 
