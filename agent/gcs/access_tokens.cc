@@ -97,7 +97,8 @@ absl::StatusOr<AccessTokens::Cached> AccessTokens::Mint(const cloud::ServiceAcco
   nlohmann::json j = too_long ? nlohmann::json()
                               : nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (res->status != 200) {
-    std::string code = j.is_object() ? j.value("error", "") : "";
+    const bool has_code = j.is_object() && j.contains("error") && j["error"].is_string();
+    const std::string code = has_code ? j["error"].get<std::string>() : "";
     return absl::UnavailableError(
         absl::StrCat("the token endpoint refused the service account's grant (HTTP ", res->status,
                      code.empty() ? "" : ", ", code.substr(0, 64), ")"));

@@ -104,7 +104,8 @@ bool ReadMetadata(absl::string_view json, bool bucket, GcsRequest* r) {
         for (const auto& rule : *rules) {
           const nlohmann::json* action =
               rule.is_object() && rule.contains("action") ? &rule["action"] : nullptr;
-          if (action != nullptr && action->is_object() && action->value("type", "") == "Delete") {
+          if (action != nullptr && action->is_object() && action->contains("type") &&
+              (*action)["type"].is_string() && (*action)["type"].get<std::string>() == "Delete") {
             r->guarded.push_back("drop_table");
             r->relations.push_back({r->bucket, "*"});
           }

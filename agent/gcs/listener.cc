@@ -135,8 +135,9 @@ bool ForwardedResponseHeader(const std::string& name) {
 // The upstream's error message (Google's JSON shape), for the event.
 std::string UpstreamMessage(const std::string& body) {
   nlohmann::json j = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (j.is_object() && j.contains("error") && j["error"].is_object()) {
-    return j["error"].value("message", "").substr(0, 512);
+  if (j.is_object() && j.contains("error") && j["error"].is_object() &&
+      j["error"].contains("message") && j["error"]["message"].is_string()) {
+    return j["error"]["message"].get<std::string>().substr(0, 512);
   }
   return "";
 }
@@ -337,7 +338,7 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
   start.who = who;
   start.access = AccessName(caller.grant.access);
   start.rule = caller.grant.rule;
-  start.protocol_version = absl::StrCat("HTTP/", req.version.substr(5, 8));
+  start.protocol_version = req.version.substr(0, 16);  // "HTTP/1.1"
   start.application_name = req.get_header_value("User-Agent").substr(0, 256);
   if (req.ssl != nullptr) {
     start.tls_version = SSL_get_version(req.ssl);

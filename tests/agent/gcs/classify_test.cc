@@ -95,6 +95,20 @@ TEST(GcsClassify, ALifecycleRuleThatDeletesIsADelete) {
   r = Classify("PATCH", "/storage/v1/b/bkt", {}, "application/json",
                R"({"lifecycle": {"rule": [{"action": {"type": "SetStorageClass"}}]}})");
   EXPECT_TRUE(r.guarded.empty());
+  // Values of the wrong JSON type are not what the agent expects, and do not stop it.
+  for (const char* odd : {R"({"lifecycle": {"rule": [{"action": {"type": 5}}]}})",
+                          R"({"lifecycle": {"rule": [{"action": "Delete"}, 7, null]}})",
+                          R"({"lifecycle": {"rule": {"action": {}}}})", R"({"lifecycle": 1})",
+                          R"({"name": 5, "acl": null})"}) {
+    r = Classify("PATCH", "/storage/v1/b/bkt", {}, "application/json", odd);
+    EXPECT_TRUE(r.refusal.empty()) << odd;
+  }
+  EXPECT_EQ(Classify("POST", "/storage/v1/b", {}, "application/json", R"({"name": 5})").cls,
+            StatementClass::kUnknown);
+  EXPECT_EQ(Classify("POST", "/storage/v1/b/bkt/o/x/compose", {}, "application/json",
+                     R"({"sourceObjects": [1, {"name": 2}, {"name": "a"}], "destination": 3})")
+                .kind,
+            "objects.compose");
 }
 
 TEST(GcsClassify, RefusesWhatItCannotDecideOrWouldCarryACredential) {
