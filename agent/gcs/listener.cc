@@ -199,6 +199,20 @@ absl::StatusOr<int> Listener::Start() {
   server_->set_write_timeout(60);
   server_->set_keep_alive_timeout(30);
   auto handler = [this](const httplib::Request& req, httplib::Response& res) { Handle(req, res); };
+  // Nothing in Handle is meant to throw; if something does, the caller gets a plain 502 (the
+  // server's default would put the exception's text in a header) and the log says what.
+  server_->set_exception_handler(
+      [](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
+        std::string what = "unknown";
+        try {
+          std::rethrow_exception(ep);
+        } catch (const std::exception& e) {
+          what = e.what();
+        } catch (...) {
+        }
+        LogError("Cloud Storage port: a request (", req.method, ") failed: ", what);
+        SendError(res, 502, "Sluice: the agent could not handle this request");
+      });
   server_->Get(".*", handler);
   server_->Post(".*", handler);
   server_->Put(".*", handler);
