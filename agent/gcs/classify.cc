@@ -160,6 +160,10 @@ GcsRequest ClassifyGcs(absl::string_view method, absl::string_view path,
                                " does, so it is refused"));
   };
   for (const auto& [name, value] : query) {
+    if (query.count(name) > 1) {
+      // Which one the service takes is its business: the agent decides on one reading only.
+      return refuse(absl::StrCat("the query parameter ", name.substr(0, 64), " is given twice"));
+    }
     if (CarriesCredential(name)) {
       return refuse(absl::StrCat("a credential in the query string (", name.substr(0, 64),
                                  ") is refused: the caller's token goes in the Authorization "
@@ -167,10 +171,13 @@ GcsRequest ClassifyGcs(absl::string_view method, absl::string_view path,
     }
   }
   std::vector<std::string> s;
+  if (absl::StrContains(path, "//")) return refuse("an empty path segment");
   for (absl::string_view part : absl::StrSplit(path, '/')) {
     if (part.empty()) continue;
     std::string decoded;
     if (!PercentDecode(part, &decoded)) return refuse("a malformed path segment");
+    // A server that resolves dot segments would run another request than the one decided.
+    if (decoded == "." || decoded == "..") return refuse("a \".\" or \"..\" path segment");
     if (decoded.size() > kMaxNameBytes) return refuse("a name in the path is over 1024 bytes");
     s.push_back(std::move(decoded));
   }

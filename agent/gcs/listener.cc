@@ -291,8 +291,17 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
     SendError(res, StatusOf(refusal.kind), refusal.message);
   };
 
+  if (req.target.size() > kMaxTarget || req.get_header_value_count("Content-Type") > 1 ||
+      req.get_header_value_count("Authorization") > 1) {
+    session::Refuse r;
+    r.kind = RefusalKind::kProtocolError;
+    r.message = req.target.size() > kMaxTarget
+                    ? "Sluice: the request's target is over 8 KiB"
+                    : "Sluice: a Content-Type or Authorization header given twice";
+    return refuse_login(std::move(r));
+  }
   // The Connection: the first path segment when it names one, else the agent's only one.
-  const std::string target = req.target.substr(0, kMaxTarget);
+  const std::string& target = req.target;
   const size_t q = target.find('?');
   std::string path = target.substr(0, q);
   const std::string query_string = q == std::string::npos ? "" : target.substr(q);

@@ -128,6 +128,13 @@ TEST(GcsClassify, RefusesWhatItCannotDecideOrWouldCarryACredential) {
            {"GET", "/storage/v1/b/bkt/o/%ZZ", {}},
            {"GET", "/storage/v1/b/bkt/o/a%00b", {}},
            {"GET", "/", {}},
+           {"GET", "/storage/v1/b/bkt/o/x/..", {}},
+           {"GET", "/storage/v1/b/bkt/o/%2E%2E", {}},
+           {"DELETE", "/storage/v1/b/other/../bkt/o/x", {}},
+           {"GET", "/storage/v1/b/bkt/o//x", {}},
+           {"POST",
+            "/upload/storage/v1/b/bkt/o",
+            {{"uploadType", "media"}, {"uploadType", "resumable"}, {"name", "n"}}},
        }) {
     GcsRequest r = Classify(method, path, query);
     EXPECT_FALSE(r.refusal.empty()) << method << " " << path;
