@@ -67,6 +67,20 @@ TEST(YamlCodec, YamlRoundTripIsLossless) {
   }
 }
 
+TEST(YamlCodec, AServiceAccountKeysErrorNeverQuotesTheKey) {
+  ParsedDocuments p = ParseYamlDocuments(
+      "kind: Connection\nname: g\nprotocol: gcs\nupstream: {host: h, port: 443}\n"
+      "credentials: {username: sa@p.iam.gserviceaccount.com, password: '{\"type\": "
+      "\"service_account\", \"client_email\": \"sa@p.iam.gserviceaccount.com\", "
+      "\"private_key\": \"-----BEGIN PRIVATE KEY-----s3cret\", \"token_uri\": "
+      "\"https://oauth2.googleapis.com/token\"}'}\nagents: {vpc: a}\n");
+  ASSERT_FALSE(p.errors.empty());
+  for (const std::string& e : Errors(p)) {
+    EXPECT_THAT(e, ::testing::Not(HasSubstr("s3cret")));
+  }
+  EXPECT_THAT(Errors(p), ::testing::Contains(HasSubstr("\"private_key\" is not a usable RSA key")));
+}
+
 struct BadCase {
   std::string yaml;
   std::string expected;  // a substring of the error
@@ -103,6 +117,19 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"kind: Connection\nname: c\nprotocol: postgres\nupstream: {host: db, port: 5432}\n"
                 "credentials: {username: u}\nagents: {vpc: a}\n",
                 "credentials: set exactly one of password and password_from"},
+        BadCase{"kind: Connection\nname: h\nprotocol: http\nupstream: {host: h, port: 443}\n"
+                "credentials: {username: u, password: p}\nagents: {vpc: a}\n",
+                "protocol: http is not a Connection's protocol: name its API (gcs)"},
+        BadCase{"kind: Connection\nname: g\nprotocol: gcs\nupstream: {host: h, port: 443}\n"
+                "credentials: {username: sa@p.iam.gserviceaccount.com, password: not-a-key}\n"
+                "agents: {vpc: a}\n",
+                "credentials.password: not a service account's JSON key: not a JSON object"},
+        BadCase{"kind: Connection\nname: g\nprotocol: gcs\nupstream: {host: h, port: 443}\n"
+                "credentials: {username: sa@p.iam.gserviceaccount.com, password: "
+                "'{\"type\": \"authorized_user\", \"private_key\": \"s3cret\"}'}\n"
+                "agents: {vpc: a}\n",
+                "credentials.password: not a service account's JSON key: \"type\" is not "
+                "\"service_account\""},
         BadCase{"kind: Connection\nname: c\nprotocol: postgres\nupstream: {host: db, port: 5432}\n"
                 "credentials: {username: u, password_from: vault:x}\nagents: {vpc: a}\n",
                 "credentials.password_from: must be env:NAME or file:/absolute/path"},
