@@ -2,7 +2,10 @@
 
 #include <httplib.h>
 
+#include <atomic>
+#include <deque>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -10,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "agent/auth/authorizer.h"
 #include "agent/gcs/classify.h"
@@ -29,6 +33,28 @@ namespace {
 using audit::RefusalKind;
 
 constexpr size_t kMaxTarget = 8192;
+// A streamed answer's bytes read from the service ahead of the caller, at most.
+constexpr size_t kStreamWindow = 1 << 20;
+
+// One answer on its way from the service's thread to the caller's. Every field is read and
+// written under `mu` (not annotated: absl::Condition's predicates run with it held, which the
+// analysis cannot see), but for `thread` and `released`.
+struct Pipe {
+  absl::Mutex mu;
+  bool have_head = false;  // status and headers are set
+  bool whole = false;      // the body is taken whole (JSON, unknown length), not streamed
+  bool finished = false;   // the service's thread is done
+  bool abandoned = false;  // the caller's side is gone: stop reading
+  int status = 0;
+  httplib::Headers headers;
+  std::string error;  // why the answer failed (for the caller and the event)
+  std::deque<std::string> chunks;
+  size_t queued = 0;    // bytes in `chunks`
+  size_t received = 0;  // from the service
+  size_t sent = 0;      // to the caller (streamed)
+  std::thread thread;
+  std::atomic<bool> released{false};
+};
 
 int StatusOf(RefusalKind kind) {
   switch (kind) {
@@ -277,8 +303,10 @@ session::Decision Listener::Hold(const audit::StatementText& text,
 
 void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
   const absl::Time started = absl::Now();
-  session::SessionAudit audit(options_.events, options_.inflight, RandomHex(8), audit::kProtocolGcs,
-                              nullptr);
+  // On the heap: a streamed answer's end is recorded after this returns (its releaser).
+  auto audit_ptr = std::make_shared<session::SessionAudit>(
+      options_.events, options_.inflight, RandomHex(8), audit::kProtocolGcs, nullptr);
+  session::SessionAudit& audit = *audit_ptr;
   session::Admission admission(policy_, options_.limiter, v1::PROTOCOL_GCS, "gcs");
   audit::Who who;
   who.client_addr = absl::StrCat(req.remote_addr, ":", req.remote_port);
@@ -350,7 +378,10 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
   if (auto* refused = std::get_if<session::Refuse>(&admitted)) {
     return refuse_login(std::move(*refused));
   }
-  session::Admitted& caller = std::get<session::Admitted>(admitted);
+  // (its place under the session limits is held until the answer's last byte)
+  auto admitted_ptr =
+      std::make_shared<session::Admitted>(std::move(std::get<session::Admitted>(admitted)));
+  session::Admitted& caller = *admitted_ptr;
   who.subject = caller.identity.subject;
   who.issuer = caller.identity.issuer;
   who.groups = caller.identity.groups;
@@ -452,17 +483,8 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
                                             "account: ",
                                             token.status().message())));
   }
-  const v1::Upstream& up = connection.upstream();
+  const v1::Upstream up = connection.upstream();
   const bool tls = up.tls() != v1::UPSTREAM_TLS_DISABLE;
-  httplib::Client client(absl::StrCat(tls ? "https://" : "http://", up.host(), ":", up.port()));
-  if (tls) {
-    client.enable_server_certificate_verification(up.tls() == v1::UPSTREAM_TLS_VERIFY_FULL);
-    if (!up.ca_file().empty()) client.set_ca_cert_path(up.ca_file());
-  }
-  client.set_decompress(false);
-  client.set_connection_timeout(10);
-  client.set_read_timeout(120);
-  client.set_write_timeout(120);
   httplib::Request out;
   out.method = req.method;
   out.path = absl::StrCat(up.database(), path, query_string);
@@ -471,61 +493,169 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
   }
   out.headers.emplace("Authorization", absl::StrCat("Bearer ", *token));
   out.body = req.body;
-  std::string body;
-  bool too_large = false;
-  out.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
-    if (body.size() + n > options_.max_body_bytes) {
-      too_large = true;
-      return false;
+  // The answer comes through a pipe from a thread of its own: its head first, then its body —
+  // whole (JSON, whose links are rewritten, and answers of unknown length: up to the limit), or
+  // streamed to the caller through a window of kStreamWindow bytes.
+  auto pipe = std::make_shared<Pipe>();
+  const size_t limit = options_.max_body_bytes;
+  out.response_handler = [pipe](const httplib::Response& r) {
+    absl::MutexLock lock(&pipe->mu);
+    pipe->status = r.status;
+    pipe->headers = r.headers;
+    pipe->whole = absl::StartsWith(r.get_header_value("Content-Type"), "application/json") ||
+                  !r.has_header("Content-Length");
+    pipe->have_head = true;
+    return true;
+  };
+  out.content_receiver = [pipe, limit](const char* data, size_t n, uint64_t, uint64_t) {
+    absl::MutexLock lock(&pipe->mu);
+    if (pipe->whole) {
+      if (pipe->received + n > limit) {
+        pipe->error = absl::StrCat("the answer is over the agent's limit of ", limit, " bytes");
+        return false;
+      }
+    } else {
+      pipe->mu.Await(absl::Condition(
+          +[](Pipe* p) { return p->queued < kStreamWindow || p->abandoned; }, pipe.get()));
+      if (pipe->abandoned) return false;
     }
-    body.append(data, n);
+    pipe->chunks.emplace_back(data, n);
+    pipe->queued += n;
+    pipe->received += n;
     return true;
   };
   audit.Forwarding(text.statement);
-  auto answer = client.send(out);
-  audit::StatementEvent& event = audit.Answer();
-  event.text = text;
-  event.duration_us = absl::ToInt64Microseconds(absl::Now() - started);
-  if (!answer || too_large) {
-    const std::string why = too_large ? absl::StrCat("the answer is over the agent's limit of ",
-                                                     options_.max_body_bytes, " bytes")
-                                      : absl::StrCat("the service could not be reached (",
-                                                     httplib::to_string(answer.error()), ")");
-    event.error = why;
-    event.command_tags = "HTTP 502";
+  pipe->thread = std::thread([pipe, up, tls, out = std::move(out)]() {
+    httplib::Client client(absl::StrCat(tls ? "https://" : "http://", up.host(), ":", up.port()));
+    if (tls) {
+      client.enable_server_certificate_verification(up.tls() == v1::UPSTREAM_TLS_VERIFY_FULL);
+      if (!up.ca_file().empty()) client.set_ca_cert_path(up.ca_file());
+    }
+    client.set_decompress(false);
+    client.set_connection_timeout(10);
+    client.set_read_timeout(120);
+    client.set_write_timeout(120);
+    auto result = client.send(out);
+    absl::MutexLock lock(&pipe->mu);
+    if (result && !pipe->have_head) {
+      // No body to read (204, HEAD): the client never called the response handler.
+      pipe->status = result->status;
+      pipe->headers = result->headers;
+      pipe->whole = true;
+      pipe->have_head = true;
+    }
+    if (!result && pipe->error.empty() && !pipe->abandoned) {
+      pipe->error = absl::StrCat("the service could not be reached (",
+                                 httplib::to_string(result.error()), ")");
+    }
+    pipe->finished = true;
+  });
+  bool streamed = false;
+  {
+    absl::MutexLock lock(&pipe->mu);
+    pipe->mu.Await(absl::Condition(
+        +[](Pipe* p) { return p->have_head || p->finished; }, pipe.get()));
+    streamed = pipe->have_head && !pipe->whole;
+    if (!streamed) pipe->mu.Await(absl::Condition(&pipe->finished));
+  }
+  const std::string content_type = [&] {
+    for (const auto& [name, value] : pipe->headers) {
+      if (absl::EqualsIgnoreCase(name, "Content-Type")) return value;
+    }
+    return std::string("application/octet-stream");
+  }();
+  if (!streamed) {
+    pipe->thread.join();
+    audit::StatementEvent& event = audit.Answer();
+    event.text = text;
+    event.duration_us = absl::ToInt64Microseconds(absl::Now() - started);
+    if (!pipe->have_head || !pipe->error.empty()) {
+      const std::string why = pipe->error.empty() ? "the service sent no answer" : pipe->error;
+      event.error = why;
+      event.command_tags = "HTTP 502";
+      audit.Answered();
+      SendError(res, 502, absl::StrCat("Sluice: ", why));
+      return end("closed");
+    }
+    std::string body;
+    body.reserve(pipe->received);
+    for (const std::string& c : pipe->chunks) body += c;
+    pipe->chunks.clear();
+    res.status = pipe->status;
+    for (const auto& [name, value] : pipe->headers) {
+      if (ForwardedResponseHeader(name)) res.set_header(name, value);
+    }
+    event.command_tags = absl::StrCat("HTTP ", pipe->status);
+    if (pipe->status >= 400) {
+      event.error = absl::StrCat("HTTP ", pipe->status, ": ", UpstreamMessage(body));
+    }
+    if (absl::StartsWith(content_type, "application/json")) {
+      RewriteLinks(up, req.get_header_value("Host"), prefix, &body);
+    }
+    bytes_out = static_cast<int64_t>(body.size());
+    event.bytes = bytes_out;
     audit.Answered();
-    SendError(res, 502, absl::StrCat("Sluice: ", why));
-    end("closed");
-    return;
+    if (!body.empty()) {
+      // A content provider, which the server does not compress again.
+      auto kept = std::make_shared<const std::string>(std::move(body));
+      res.set_content_provider(kept->size(), content_type,
+                               [kept](size_t offset, size_t length, httplib::DataSink& sink) {
+                                 return sink.write(kept->data() + offset, length);
+                               });
+    } else if (pipe->status != 204 && pipe->status != 304) {
+      res.set_header("Content-Type", content_type);
+    }
+    return end("closed");
   }
-  res.status = answer->status;
-  for (const auto& [name, value] : answer->headers) {
+
+  // Streamed: the object's bytes as the service sends them (a content provider of the declared
+  // length, which the server does not compress again). The event and the session's end are
+  // written when the last byte left, or the transfer broke (the response's releaser).
+  res.status = pipe->status;
+  size_t length = 0;
+  for (const auto& [name, value] : pipe->headers) {
     if (ForwardedResponseHeader(name)) res.set_header(name, value);
+    if (absl::EqualsIgnoreCase(name, "Content-Length")) (void)absl::SimpleAtoi(value, &length);
   }
-  bytes_out = static_cast<int64_t>(body.size());
-  event.bytes = bytes_out;
-  event.command_tags = absl::StrCat("HTTP ", answer->status);
-  if (answer->status >= 400) {
-    event.error = absl::StrCat("HTTP ", answer->status, ": ", UpstreamMessage(body));
-  }
-  audit.Answered();
-  std::string content_type = answer->get_header_value("Content-Type");
-  if (content_type.empty()) content_type = "application/octet-stream";
-  if (absl::StartsWith(content_type, "application/json")) {
-    RewriteLinks(up, req.get_header_value("Host"), prefix, &body);
-  }
-  if (!body.empty()) {
-    // As the service sent it: a content provider, which the server does not compress again (a
-    // media download is the object's stored bytes, whatever the caller accepts).
-    auto kept = std::make_shared<const std::string>(std::move(body));
-    res.set_content_provider(kept->size(), content_type,
-                             [kept](size_t offset, size_t length, httplib::DataSink& sink) {
-                               return sink.write(kept->data() + offset, length);
-                             });
-  } else if (answer->status != 204 && answer->status != 304) {
-    res.set_header("Content-Type", content_type);
-  }
-  end("closed");
+  const int64_t bytes_in = static_cast<int64_t>(req.body.size());
+  auto provider = [pipe](size_t, size_t length, httplib::DataSink& sink) {
+    std::string chunk;
+    {
+      absl::MutexLock lock(&pipe->mu);
+      pipe->mu.Await(absl::Condition(
+          +[](Pipe* p) { return !p->chunks.empty() || p->finished; }, pipe.get()));
+      if (pipe->chunks.empty()) return false;  // the service's answer ended short
+      chunk = std::move(pipe->chunks.front());
+      pipe->chunks.pop_front();
+      pipe->queued -= chunk.size();
+    }
+    const size_t n = std::min(chunk.size(), length);
+    if (!sink.write(chunk.data(), n)) return false;
+    absl::MutexLock lock(&pipe->mu);
+    pipe->sent += n;
+    return true;
+  };
+  auto release = [pipe, audit_ptr, admitted_ptr, text, started, bytes_in](bool success) {
+    if (pipe->released.exchange(true)) return;
+    {
+      absl::MutexLock lock(&pipe->mu);
+      pipe->abandoned = true;  // a receiver waiting for room stops
+    }
+    pipe->thread.join();
+    audit::StatementEvent& event = audit_ptr->Answer();
+    event.text = text;
+    event.duration_us = absl::ToInt64Microseconds(absl::Now() - started);
+    event.command_tags = absl::StrCat("HTTP ", pipe->status);
+    event.bytes = static_cast<int64_t>(pipe->sent);
+    if (!success) {
+      event.error = pipe->error.empty()
+                        ? std::string("the transfer to the caller ended before the last byte")
+                        : pipe->error;
+    }
+    audit_ptr->Answered();
+    audit_ptr->Ended("closed", absl::Now() - started, bytes_in, static_cast<int64_t>(pipe->sent));
+  };
+  res.set_content_provider(length, content_type, provider, release);
 }
 
 }  // namespace sluice::agent::gcs

@@ -17,8 +17,10 @@
 //
 // Not built yet (refused, fail closed, or left out): resumable uploads and batch requests,
 // masking of object bodies, request recording, withdrawing a held request when its caller goes
-// away (it waits for the decision or the timeout), bodies over `max_body_bytes` (413 / 502: both
-// directions are held in memory).
+// away (it waits for the decision or the timeout), streamed uploads (a request body is held in
+// memory up to `max_body_bytes`, 413 beyond). Answers of declared length that are not JSON (an
+// object's bytes) are streamed through a window of 1 MiB; JSON answers (whose links are rewritten)
+// and answers of unknown length are held whole up to `max_body_bytes` (502 beyond).
 #pragma once
 
 #include <memory>

@@ -250,6 +250,11 @@ def _error(status, reason, message, headers=()):
         {"message": message, "domain": "global", "reason": reason}]}}, _JSON, headers)
 
 
+# Objects over this size get no crc32c (computed in Python, it would take seconds per MiB);
+# clients then check the md5 alone.
+_CRC32C_MAX = 1 << 20
+
+
 def _crc32c(data):
     """CRC-32C (Castagnoli), as Cloud Storage reports it in `crc32c` and `x-goog-hash`."""
     crc = 0xFFFFFFFF
@@ -321,10 +326,11 @@ class FakeGcs(_HttpsStandin):
             "name": name, "bucket": bucket, "generation": str(generation), "metageneration": "1",
             "contentType": content_type, "storageClass": "STANDARD", "size": str(len(data)),
             "md5Hash": md5,
-            "crc32c": base64.b64encode(_crc32c(data).to_bytes(4, "big")).decode(),
             "etag": base64.b64encode(str(generation).encode()).decode(),
             "timeCreated": _rfc3339(written), "updated": _rfc3339(written),
-            "timeStorageClassUpdated": _rfc3339(written)}
+            "timeStorageClassUpdated": _rfc3339(written),
+            **({"crc32c": base64.b64encode(_crc32c(data).to_bytes(4, "big")).decode()}
+               if len(data) <= _CRC32C_MAX else {})}
 
     def _handle(self, h, body):
         raw_path, _, raw_query = h.path.partition("?")
@@ -442,7 +448,8 @@ class FakeGcs(_HttpsStandin):
         data, content_type = self.buckets[bucket][name]
         headers = [("x-goog-generation", resource["generation"]),
                    ("x-goog-hash", "md5=" + resource["md5Hash"]),
-                   ("x-goog-hash", "crc32c=" + resource["crc32c"]),
+                   *([("x-goog-hash", "crc32c=" + resource["crc32c"])] if "crc32c" in resource
+                     else []),
                    ("x-goog-stored-content-length", resource["size"])]
         r = re.fullmatch(r"bytes=(\d+)-(\d*)", h.headers.get("Range", ""))
         if r and int(r[1]) < len(data):

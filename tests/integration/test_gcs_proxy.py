@@ -352,6 +352,48 @@ class GcsProxyTest(unittest.TestCase):
             wait_for(lambda: self.stack.agent.status()["applied_version"] == version,
                      what="policy applied")
 
+    # ---- large objects ----
+
+    def agent_peak_rss_kib(self):
+        with open(f"/proc/{self.stack.agent.process.proc.pid}/status") as f:
+            return int(next(l for l in f if l.startswith("VmHWM:")).split()[1])
+
+    def test_a_large_download_streams_in_bounded_memory(self):
+        """An object larger than the agent holds in memory (32 MiB) comes through whole: the agent
+        streams it through a 1 MiB window; its peak memory does not grow by the object's size."""
+        import hashlib
+        data = bytes(range(256)) * (40 * 4096)  # 40 MiB
+        self.stack.gcs.put("demo-bucket", "big/blob.bin", data)
+        peak_before = self.agent_peak_rss_kib()
+        ctx = ssl.create_default_context(cafile=self.stack.agent.tls_ca())
+        req = urllib.request.Request(
+            f"https://localhost:{self.stack.port}/storage/v1/b/demo-bucket/o/big%2Fblob.bin?alt=media",
+            headers={"Authorization": f"Bearer {self.token('big-bot')}"})
+        digest, size = hashlib.sha256(), 0
+        with urllib.request.urlopen(req, context=ctx, timeout=120) as r:
+            self.assertEqual(r.headers["Content-Length"], str(len(data)))
+            while chunk := r.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+        self.assertEqual((size, digest.hexdigest()), (len(data), hashlib.sha256(data).hexdigest()))
+        self.assertLess(self.agent_peak_rss_kib() - peak_before, 16 * 1024)
+        found = wait_for(lambda: [s for s in self.statements("big-bot")
+                                  if s.get("fingerprint") == "objects.get"], what="event")
+        self.assertEqual((found[0]["bytes"], found[0]["command_tags"]), (len(data), "HTTP 200"))
+        self.assertNotIn("error", found[0])
+
+        # A caller that stops reading half-way: the transfer ends, on record as cut short.
+        with urllib.request.urlopen(urllib.request.Request(
+                req.full_url, headers={"Authorization": f"Bearer {self.token('quitter-bot')}"}),
+                context=ctx, timeout=120) as r:
+            r.read(2 << 20)
+        cut = wait_for(lambda: [s for s in self.statements("quitter-bot")
+                                if s.get("fingerprint") == "objects.get"], timeout=60,
+                       what="the cut-short event")
+        self.assertLess(cut[0]["bytes"], len(data))
+        self.assertIn("ended before the last byte", cut[0]["error"])
+        del self.stack.gcs.buckets["demo-bucket"]["big/blob.bin"]
+
     # ---- approval holds ----
 
     def pending(self, statement_part, after=0):
