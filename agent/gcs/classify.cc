@@ -228,17 +228,27 @@ GcsRequest ClassifyGcs(absl::string_view method, absl::string_view path,
   }
 
   if (surface == "upload") {
-    if (p.size() != 3 || p[2] != "o" || !post) {
-      if (method == "PUT" || Has(query, "upload_id")) {
-        return refuse(
-            "resumable uploads are not relayed yet; upload in one request (uploadType=media or "
-            "multipart)");
-      }
-      return unknown();
-    }
-    const std::string type = First(query, "uploadType");
+    if (p.size() != 3 || p[2] != "o") return unknown();
     r.kind = "objects.insert";
     Raise(&r, StatementClass::kWrite);
+    const std::string type = First(query, "uploadType");
+    if (Has(query, "upload_id")) {
+      // A resumable upload's next step, on the session its start opened: what it writes was
+      // decided then (the listener finds the session, its owner and its object by the id).
+      if (type != "resumable" || query.size() != 2) {
+        return refuse("a resumable upload's session URI with other parameters than its own");
+      }
+      if (method == "PUT" || post) {
+        r.upload = UploadStep::kContinue;
+      } else if (del) {
+        r.upload = UploadStep::kCancel;
+      } else {
+        return unknown();
+      }
+      r.upload_id = First(query, "upload_id").substr(0, 256);
+      return r;
+    }
+    if (!post) return unknown();
     r.object = First(query, "name").substr(0, kMaxNameBytes + 1);
     if (type == "multipart") {
       absl::string_view metadata = MetadataPart(content_type, body);
@@ -246,12 +256,14 @@ GcsRequest ClassifyGcs(absl::string_view method, absl::string_view path,
         return refuse("a multipart upload whose metadata part cannot be read");
       }
     } else if (type == "resumable") {
-      return refuse(
-          "resumable uploads are not relayed yet; upload in one request (uploadType=media or "
-          "multipart)");
+      // The start of a resumable upload: its body is the object's metadata (JSON, or none).
+      if (!body.empty() && !ReadMetadata(body, false, &r)) {
+        return refuse("a resumable upload's metadata that is not JSON");
+      }
+      r.upload = UploadStep::kStart;
     } else if (type != "media") {
       return refuse(absl::StrCat("an upload of type \"", type.substr(0, 32),
-                                 "\" (media and multipart are relayed)"));
+                                 "\" (media, multipart and resumable are relayed)"));
     }
     if (r.object.empty()) return refuse("an upload without an object name");
     if (r.object.size() > kMaxNameBytes) return refuse("an object name over 1024 bytes");

@@ -13,8 +13,12 @@
 // that deletes objects) is `drop_table`: a rule's `schemas` patterns select buckets, its `tables`
 // patterns object names ("logs/*"). Anything the agent does not know is refused (fail closed),
 // and so are requests that would carry a credential out of the gateway or bring one in (HMAC
-// keys; signed-URL and access-token query parameters), and those not built yet (resumable uploads,
-// batch requests). https://cloud.google.com/storage/docs/json_api/v1
+// keys; signed-URL and access-token query parameters), and those not built yet (batch requests).
+//
+// A resumable upload is decided at its start (the POST that names the object and carries its
+// metadata); its later steps (PUT of bytes, DELETE to cancel) name only the session's id, and the
+// listener binds them to the caller and the object of the start.
+// https://cloud.google.com/storage/docs/json_api/v1
 #pragma once
 
 #include <map>
@@ -27,11 +31,16 @@
 
 namespace sluice::agent::gcs {
 
+// Where a request stands in a resumable upload.
+enum class UploadStep { kNone, kStart, kContinue, kCancel };
+
 struct GcsRequest : session::StatementFacts {
   // `kind` (StatementFacts) is the API method: "objects.get", "buckets.delete", ...
   std::string bucket;
   std::string object;   // decoded
   std::string project;  // a `project` parameter (bucket list and create)
+  UploadStep upload = UploadStep::kNone;
+  std::string upload_id;  // kContinue, kCancel: the session's id as the caller sent it
   // Non-empty: refused before anything is sent, with this reason (and refusal_kind).
   std::string refusal;
   audit::RefusalKind refusal_kind = audit::RefusalKind::kNotSupported;

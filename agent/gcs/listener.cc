@@ -5,17 +5,20 @@
 #include <atomic>
 #include <deque>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "agent/auth/authorizer.h"
+#include "agent/gcs/body_masking.h"
 #include "agent/gcs/classify.h"
 #include "agent/masking/policy.h"
 #include "agent/session/admission.h"
@@ -123,6 +126,7 @@ bool ForwardedRequestHeader(const std::string& name) {
                                       "if-modified-since",
                                       "if-unmodified-since",
                                       "range",
+                                      "content-range",  // a resumable upload's step
                                       "user-agent",
                                       "accept",
                                       "x-upload-content-type",
@@ -146,6 +150,7 @@ bool ForwardedResponseHeader(const std::string& name) {
                                       "vary",
                                       "accept-ranges",
                                       "content-range",
+                                      "range",  // what a resumable upload's service holds (308)
                                       "x-goog-generation",
                                       "x-goog-metageneration",
                                       "x-goog-stored-content-length",
@@ -172,15 +177,15 @@ std::string UpstreamMessage(const std::string& body) {
 // name the agent as the caller reached it (its Host header, and the Connection's path segment
 // when the caller used one), so that a client that follows them stays behind the gate. Nothing
 // is rewritten when the Host header is not a plain host[:port].
-void RewriteLinks(const v1::Upstream& up, absl::string_view host, absl::string_view prefix,
-                  std::string* body) {
-  if (host.empty() || host.size() > 255 || !std::all_of(host.begin(), host.end(), [](char c) {
-        return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' ||
-               c == ':' || c == '[' || c == ']';
-      })) {
-    return;
-  }
-  const std::string agent = absl::StrCat("https://", host, prefix);
+bool PlainHost(absl::string_view host) {
+  return !host.empty() && host.size() <= 255 && std::all_of(host.begin(), host.end(), [](char c) {
+    return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == ':' ||
+           c == '[' || c == ']';
+  });
+}
+
+// The origins (scheme://host[:port]) the service's links and session URIs name.
+std::vector<std::string> ServiceOrigins(const v1::Upstream& up) {
   const bool tls = up.tls() != v1::UPSTREAM_TLS_DISABLE;
   std::vector<std::string> origins = {
       absl::StrCat(tls ? "https://" : "http://", up.host(), ":", up.port())};
@@ -192,19 +197,217 @@ void RewriteLinks(const v1::Upstream& up, absl::string_view host, absl::string_v
     origins.push_back("https://www.googleapis.com");
     origins.push_back("https://storage.googleapis.com");
   }
-  for (const std::string& origin : origins) {
+  return origins;
+}
+
+void RewriteLinks(const v1::Upstream& up, absl::string_view host, absl::string_view prefix,
+                  std::string* body) {
+  if (!PlainHost(host)) return;
+  const std::string agent = absl::StrCat("https://", host, prefix);
+  for (const std::string& origin : ServiceOrigins(up)) {
     // Only as a JSON string's start, followed by a path: "https://host/...
     absl::StrReplaceAll({{absl::StrCat("\"", origin, "/"), absl::StrCat("\"", agent, "/")}}, body);
   }
 }
 
-std::multimap<std::string, std::string> QueryOf(const httplib::Request& req) {
-  std::multimap<std::string, std::string> q;
-  for (const auto& [k, v] : req.params) q.emplace(k, v);
-  return q;
+// The headers that describe the service's bytes, which a masked answer no longer matches.
+constexpr const char* kHashHeaders[] = {"x-goog-hash", "x-goog-stored-content-length",
+                                        "content-md5"};
+// The longest line of an object the detectors search at once.
+constexpr size_t kMaxMaskedLine = 1 << 20;
+
+bool HasContentEncoding(const httplib::Headers& headers) {
+  for (const auto& [name, value] : headers) {
+    if (absl::EqualsIgnoreCase(name, "Content-Encoding") && !value.empty() &&
+        !absl::EqualsIgnoreCase(value, "identity")) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Why an object's bytes of this answer cannot be searched by detectors; empty when they can.
+std::string Unsearchable(const std::string& content_type, const httplib::Headers& headers) {
+  if (!SearchableContentType(content_type)) {
+    return absl::StrCat("an object of type \"", content_type.substr(0, 100),
+                        "\" cannot be searched for what the rules' detectors find");
+  }
+  if (HasContentEncoding(headers))
+    return "a compressed answer (Content-Encoding) cannot be searched";
+  return "";
+}
+
+// A whole answer masked by the detectors: an API's JSON (metadata, lists; their object hashes
+// dropped), or an object's bytes (`media`: JSON as a document, other text line by line).
+absl::Status MaskWhole(const masking::MaskingPolicy& masking, bool media,
+                       const std::string& content_type, const httplib::Headers& headers,
+                       std::string* body, audit::StatementEvent* event) {
+  int64_t changed = 0;
+  if (absl::StartsWith(content_type, "application/json") && !HasContentEncoding(headers)) {
+    auto n = MaskJsonAnswer(masking, body, /*drop_hashes=*/!media);
+    if (!n.ok()) return n.status();
+    changed = *n;
+  } else {
+    const std::string why = Unsearchable(content_type, headers);
+    if (!why.empty()) return absl::FailedPreconditionError(why);
+    LineMasker lines(&masking, kMaxMaskedLine);
+    std::string out;
+    absl::Status st = lines.Feed(*body, &out);
+    if (st.ok()) st = lines.Finish(&out);
+    if (!st.ok()) return st;
+    *body = std::move(out);
+    changed = lines.masked_lines();
+  }
+  if (changed > 0) {
+    event->masked_by = absl::StrJoin(masking.detector_rules(), ",");
+    event->masked_rows = changed;
+  }
+  return absl::OkStatus();
+}
+
+// An object's bytes streamed to the caller masked, line by line (chunked: its length changes);
+// or, when they cannot be searched, a 403 and nothing of them. The event and the session's end
+// are written when the last byte left, or the transfer broke (the response's releaser).
+void StreamMasked(std::shared_ptr<const masking::MaskingPolicy> masking,
+                  const std::string& content_type, std::shared_ptr<Pipe> pipe,
+                  std::shared_ptr<session::SessionAudit> audit,
+                  std::shared_ptr<session::Admitted> admitted, const audit::StatementText& text,
+                  absl::Time started, const std::string& connection, const httplib::Request& req,
+                  httplib::Response& res) {
+  const int64_t bytes_in = static_cast<int64_t>(req.body.size());
+  const std::string why = Unsearchable(content_type, pipe->headers);
+  if (!why.empty()) {
+    {
+      absl::MutexLock lock(&pipe->mu);
+      pipe->abandoned = true;
+    }
+    pipe->thread.join();
+    audit::StatementEvent& event = audit->Answer();
+    event.text = text;
+    event.duration_us = absl::ToInt64Microseconds(absl::Now() - started);
+    event.command_tags = "HTTP 403";
+    event.error = absl::StrCat("unmaskable: ", why);
+    audit->Answered();
+    SendError(res, 403,
+              absl::StrCat("Sluice: answers are masked for you on connection \"", connection,
+                           "\": ", why));
+    audit->Ended("closed", absl::Now() - started, bytes_in, 0);
+    return;
+  }
+  res.status = pipe->status;
+  for (const auto& [name, value] : pipe->headers) {
+    if (!ForwardedResponseHeader(name)) continue;
+    if (std::any_of(std::begin(kHashHeaders), std::end(kHashHeaders),
+                    [&](const char* h) { return absl::EqualsIgnoreCase(name, h); })) {
+      continue;
+    }
+    res.set_header(name, value);
+  }
+  auto lines = std::make_shared<LineMasker>(masking.get(), kMaxMaskedLine);
+  auto provider = [pipe, masking, lines](size_t, httplib::DataSink& sink) {
+    std::string chunk;
+    bool last = false;
+    {
+      absl::MutexLock lock(&pipe->mu);
+      pipe->mu.Await(absl::Condition(
+          +[](Pipe* p) { return !p->chunks.empty() || p->finished; }, pipe.get()));
+      if (pipe->chunks.empty()) {
+        if (!pipe->error.empty()) return false;  // the service's answer broke off
+        last = true;
+      } else {
+        chunk = std::move(pipe->chunks.front());
+        pipe->chunks.pop_front();
+        pipe->queued -= chunk.size();
+      }
+    }
+    std::string out;
+    absl::Status st = last ? lines->Finish(&out) : lines->Feed(chunk, &out);
+    if (!st.ok()) {
+      absl::MutexLock lock(&pipe->mu);
+      pipe->error = absl::StrCat("unmaskable: ", st.message());
+      return false;
+    }
+    if (!out.empty() && !sink.write(out.data(), out.size())) return false;
+    {
+      absl::MutexLock lock(&pipe->mu);
+      pipe->sent += out.size();
+    }
+    if (last) sink.done();
+    return true;
+  };
+  auto release = [pipe, masking, lines, audit, admitted, text, started, bytes_in](bool success) {
+    if (pipe->released.exchange(true)) return;
+    {
+      absl::MutexLock lock(&pipe->mu);
+      pipe->abandoned = true;
+    }
+    pipe->thread.join();
+    audit::StatementEvent& event = audit->Answer();
+    event.text = text;
+    event.duration_us = absl::ToInt64Microseconds(absl::Now() - started);
+    event.command_tags = absl::StrCat("HTTP ", pipe->status);
+    event.bytes = static_cast<int64_t>(pipe->sent);
+    if (lines->masked_lines() > 0) {
+      event.masked_by = absl::StrJoin(masking->detector_rules(), ",");
+      event.masked_rows = lines->masked_lines();
+    }
+    if (!success || !pipe->error.empty()) {
+      event.error = pipe->error.empty()
+                        ? std::string("the transfer to the caller ended before the last byte")
+                        : pipe->error;
+    }
+    audit->Answered();
+    audit->Ended("closed", absl::Now() - started, bytes_in, static_cast<int64_t>(pipe->sent));
+  };
+  res.set_chunked_content_provider(content_type, provider, release);
+}
+
+// The query parameters of the target as sent (decoded). Not the server's `params`, which also
+// holds the fields of a form-encoded body: those are not query parameters to the service.
+std::multimap<std::string, std::string> QueryOf(const std::string& query_string) {
+  httplib::Params params;
+  if (query_string.size() > 1) httplib::detail::parse_query_text(query_string.substr(1), params);
+  return {params.begin(), params.end()};
 }
 
 }  // namespace
+
+absl::StatusOr<std::string> Listener::OpenUpload(const GcsRequest& request, const audit::Who& who,
+                                                 uint64_t policy_version, const v1::Upstream& up,
+                                                 absl::string_view service_location,
+                                                 absl::string_view host, absl::string_view prefix,
+                                                 absl::string_view path) {
+  if (service_location.empty()) {
+    return absl::UnavailableError("the service started the upload without a session URI");
+  }
+  std::string target;
+  for (const std::string& origin : ServiceOrigins(up)) {
+    if (absl::StartsWith(service_location, absl::StrCat(origin, "/"))) {
+      target = std::string(service_location.substr(origin.size()));
+      break;
+    }
+  }
+  if (target.empty() || target.size() > kMaxTarget) {
+    return absl::UnavailableError("the service's session URI names another host, or is too long");
+  }
+  if (!PlainHost(host)) {
+    return absl::InvalidArgumentError(
+        "the request's Host header is not a plain host[:port], so the agent cannot name itself in "
+        "the upload's session URI");
+  }
+  UploadSession s;
+  s.upstream_target = std::move(target);
+  s.connection = who.connection;
+  s.issuer = who.issuer;
+  s.subject = who.subject;
+  s.bucket = request.bucket;
+  s.object = request.object;
+  s.cls = request.cls;
+  s.policy_version = policy_version;
+  auto id = uploads_.Open(std::move(s), absl::Now());
+  if (!id.ok()) return id.status();
+  return absl::StrCat("https://", host, prefix, path, "?uploadType=resumable&upload_id=", *id);
+}
 
 Listener::Listener(ListenerOptions options, PolicyHolder* policy)
     : options_(std::move(options)), policy_(policy) {}
@@ -303,6 +506,10 @@ session::Decision Listener::Hold(const audit::StatementText& text,
 
 void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
   const absl::Time started = absl::Now();
+  // A Range header goes to the service, which answers with the range (206); the server must not
+  // cut that answer again by the same range (it would, from the parsed ranges). The request is
+  // the server's own object, handed here as const.
+  const_cast<httplib::Request&>(req).ranges.clear();
   // On the heap: a streamed answer's end is recorded after this returns (its releaser).
   auto audit_ptr = std::make_shared<session::SessionAudit>(
       options_.events, options_.inflight, RandomHex(8), audit::kProtocolGcs, nullptr);
@@ -409,8 +616,9 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
   };
 
   // What the request does, and the decision.
+  const std::multimap<std::string, std::string> query = QueryOf(query_string);
   GcsRequest request =
-      ClassifyGcs(req.method, path, QueryOf(req), req.get_header_value("Content-Type"), req.body);
+      ClassifyGcs(req.method, path, query, req.get_header_value("Content-Type"), req.body);
   audit::StatementText text;
   text.SetStatement(absl::StrCat(req.method, " ", path.substr(0, 2048)));
   text.fingerprint = request.kind;
@@ -424,14 +632,50 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
     end("closed");
   };
   if (!request.refusal.empty()) return refuse(gate.Refusal(request.refusal_kind, request.refusal));
-  if (!masking::MaskingPolicy(admission.policy()->snapshot, connection, caller.identity.issuer,
-                              caller.identity.subject, caller.identity.groups)
-           .empty()) {
-    // Fail closed: nothing this port relays is masked yet, so nothing goes out unmasked.
+  // A resumable upload's later step goes to the session its start opened, and only the caller
+  // who started it may take it: it then writes what the start was decided for.
+  std::optional<UploadSession> upload;
+  if (request.upload == UploadStep::kContinue || request.upload == UploadStep::kCancel) {
+    upload = uploads_.Find(request.upload_id, who.connection, request.bucket, who.issuer,
+                           who.subject, absl::Now());
+    if (!upload) {
+      const bool another =
+          uploads_.OwnedByAnother(request.upload_id, who.issuer, who.subject, absl::Now());
+      session::Refuse r = gate.Refusal(
+          another ? RefusalKind::kNotOwner : RefusalKind::kNotSupported,
+          "no such upload session (unknown, expired, not yours, or started through another "
+          "agent): start the upload again");
+      audit.StatementRefused(text, r, "");
+      SendError(res, 404, r.message);
+      return end("closed");
+    }
+    request.object = upload->object;
+    request.cls = upload->cls;
+    request.relations = {{request.bucket, request.object}};
+    text.SetStatement(absl::StrCat(req.method, " ", path.substr(0, 2048), " (resumable upload of ",
+                                   request.bucket, "/", request.object, ")"));
+    text.classification = session::ClassName(request.cls);
+  }
+  // Masking: objects have no columns, so a rule's detectors are what applies here (body_masking.h).
+  auto masking = std::make_shared<const masking::MaskingPolicy>(
+      admission.policy()->snapshot, connection, caller.identity.issuer, caller.identity.subject,
+      caller.identity.groups);
+  const bool masked = masking->has_detectors();
+  // An object's bytes rather than the API's JSON.
+  const bool media = request.kind == "objects.get" &&
+                     ((query.find("alt") != query.end() && query.find("alt")->second == "media") ||
+                      absl::StartsWith(path, "/download/"));
+  if (masking->has_column_rules()) {
     return refuse(gate.Refusal(
         RefusalKind::kUnmaskable,
-        "a MaskingRule applies to you on this connection, and the agent does not mask Cloud "
-        "Storage answers yet, so the request is refused"));
+        "a MaskingRule that masks table columns applies to you on this connection; Cloud Storage "
+        "objects have no columns to mask it by, so the request is refused (rules with detectors "
+        "mask objects)"));
+  }
+  if (masked && req.has_header("Range")) {
+    return refuse(gate.Refusal(RefusalKind::kUnmaskable,
+                               "answers are masked for you on this connection, and a byte range "
+                               "of an object cannot be: read the whole object"));
   }
   auto key = cloud::ParseServiceAccountKey(caller.credentials.password);
   if (!key.ok()) {
@@ -462,6 +706,17 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
   summary.kind = request.kind;
   summary.guardrail = &g;
   session::Decision d = gate.Decide(summary);
+  if (upload && std::holds_alternative<session::Hold>(d)) {
+    // The start was held and approved under this policy; a policy that changed since then may
+    // want it asked for again, which a step in the middle of an upload cannot do.
+    if (admission.policy()->snapshot.version() == upload->policy_version) {
+      d = session::Allow{};
+    } else {
+      d = gate.Refusal(RefusalKind::kApprovalUnavailable,
+                       "the policy changed since this upload started and now holds it for an "
+                       "approval: start the upload again to ask for one");
+    }
+  }
   if (const auto* hold = std::get_if<session::Hold>(&d)) {
     const session::GuardrailDecision held = hold->guardrail;
     d = Hold(text, held, admission, caller, &audit);
@@ -487,7 +742,7 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
   const bool tls = up.tls() != v1::UPSTREAM_TLS_DISABLE;
   httplib::Request out;
   out.method = req.method;
-  out.path = absl::StrCat(up.database(), path, query_string);
+  out.path = upload ? upload->upstream_target : absl::StrCat(up.database(), path, query_string);
   for (const auto& [name, value] : req.headers) {
     if (ForwardedRequestHeader(name)) out.headers.emplace(name, value);
   }
@@ -498,12 +753,14 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
   // streamed to the caller through a window of kStreamWindow bytes.
   auto pipe = std::make_shared<Pipe>();
   const size_t limit = options_.max_body_bytes;
-  out.response_handler = [pipe](const httplib::Response& r) {
+  const bool upload_step = request.upload != UploadStep::kNone;  // short answers, kept whole
+  out.response_handler = [pipe, upload_step](const httplib::Response& r) {
     absl::MutexLock lock(&pipe->mu);
     pipe->status = r.status;
     pipe->headers = r.headers;
-    pipe->whole = absl::StartsWith(r.get_header_value("Content-Type"), "application/json") ||
-                  !r.has_header("Content-Length");
+    pipe->whole = upload_step ||
+                  absl::StartsWith(r.get_header_value("Content-Type"), "application/json") ||
+                  !r.has_header("Content-Length") || (r.status != 200 && r.status != 206);
     pipe->have_head = true;
     return true;
   };
@@ -586,11 +843,48 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
       if (ForwardedResponseHeader(name)) res.set_header(name, value);
     }
     event.command_tags = absl::StrCat("HTTP ", pipe->status);
+    if (request.upload == UploadStep::kStart && pipe->status == 200) {
+      // The service's session URI stays here; the caller gets the agent's, bound to it.
+      std::string service_location;
+      for (const auto& [name, value] : pipe->headers) {
+        if (absl::EqualsIgnoreCase(name, "Location")) service_location = value;
+      }
+      auto location = OpenUpload(request, who, admission.policy()->snapshot.version(), up,
+                                 service_location, req.get_header_value("Host"), prefix, path);
+      if (!location.ok()) {
+        const int status = absl::IsResourceExhausted(location.status()) ? 429 : 502;
+        event.error = std::string(location.status().message());
+        event.command_tags = absl::StrCat("HTTP ", status);
+        audit.Answered();
+        SendError(res, status, absl::StrCat("Sluice: ", location.status().message()));
+        return end("closed");
+      }
+      res.set_header("Location", *location);
+    } else if (upload && (pipe->status == 200 || pipe->status == 201 || pipe->status == 499 ||
+                          pipe->status == 404 || pipe->status == 410)) {
+      // Finished (200, 201), cancelled (499) or gone at the service (404, 410): it is over.
+      uploads_.Close(request.upload_id);
+    }
     if (pipe->status >= 400) {
       event.error = absl::StrCat("HTTP ", pipe->status, ": ", UpstreamMessage(body));
     }
     if (absl::StartsWith(content_type, "application/json")) {
       RewriteLinks(up, req.get_header_value("Host"), prefix, &body);
+    }
+    if (masked && !body.empty()) {
+      absl::Status unmaskable =
+          MaskWhole(*masking, media, content_type, pipe->headers, &body, &event);
+      if (!unmaskable.ok()) {
+        event.error = absl::StrCat("unmaskable: ", unmaskable.message());
+        event.command_tags = "HTTP 403";
+        audit.Answered();
+        res.headers.clear();
+        SendError(res, 403,
+                  absl::StrCat("Sluice: answers are masked for you on connection \"",
+                               who.connection, "\": ", unmaskable.message()));
+        return end("closed");
+      }
+      for (const char* h : kHashHeaders) res.headers.erase(h);
     }
     bytes_out = static_cast<int64_t>(body.size());
     event.bytes = bytes_out;
@@ -611,6 +905,10 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
   // Streamed: the object's bytes as the service sends them (a content provider of the declared
   // length, which the server does not compress again). The event and the session's end are
   // written when the last byte left, or the transfer broke (the response's releaser).
+  if (masked) {
+    return StreamMasked(std::move(masking), content_type, pipe, std::move(audit_ptr),
+                        std::move(admitted_ptr), text, started, who.connection, req, res);
+  }
   res.status = pipe->status;
   size_t length = 0;
   for (const auto& [name, value] : pipe->headers) {

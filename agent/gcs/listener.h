@@ -15,12 +15,16 @@
 // A require_approval guardrail holds the request on its server thread until approvers decide
 // (the caller just waits), then forwards it or answers 403 with the decision.
 //
-// Not built yet (refused, fail closed, or left out): resumable uploads and batch requests,
-// masking of object bodies, request recording, withdrawing a held request when its caller goes
-// away (it waits for the decision or the timeout), streamed uploads (a request body is held in
-// memory up to `max_body_bytes`, 413 beyond). Answers of declared length that are not JSON (an
-// object's bytes) are streamed through a window of 1 MiB; JSON answers (whose links are rewritten)
-// and answers of unknown length are held whole up to `max_body_bytes` (502 beyond).
+// Resumable uploads: the start is decided like any upload; the service's session URI stays at the
+// agent (upload_sessions.h), and the caller gets the agent's, bound to it. Each later step is
+// that caller's only, re-decided as a write of the same object, and forwarded to the kept URI.
+//
+// Not built yet (refused, fail closed, or left out): batch requests, masking of object bodies,
+// request recording, withdrawing a held request when its caller goes away (it waits for the
+// decision or the timeout), streamed uploads (a request body — a resumable upload's chunk too —
+// is held in memory up to `max_body_bytes`, 413 beyond). Answers of declared length that are not
+// JSON (an object's bytes) are streamed through a window of 1 MiB; JSON answers (whose links are
+// rewritten) and answers of unknown length are held whole up to `max_body_bytes` (502 beyond).
 #pragma once
 
 #include <memory>
@@ -32,6 +36,8 @@
 #include "agent/audit/event_sink.h"
 #include "agent/audit/inflight.h"
 #include "agent/gcs/access_tokens.h"
+#include "agent/gcs/classify.h"
+#include "agent/gcs/upload_sessions.h"
 #include "agent/policy_holder.h"
 #include "agent/session/admission.h"
 #include "agent/session/limits.h"
@@ -74,10 +80,18 @@ class Listener {
   session::Decision Hold(const audit::StatementText& text, const session::GuardrailDecision& d,
                          const session::Admission& admission, const session::Admitted& caller,
                          session::SessionAudit* audit);
+  // A resumable upload the service started: its session URI (`service_location`) is kept, bound
+  // to the caller; returns the agent's URI for it, as the caller reached the agent (`host`,
+  // `prefix`, the upload's `path`).
+  absl::StatusOr<std::string> OpenUpload(const GcsRequest& request, const audit::Who& who,
+                                         uint64_t policy_version, const v1::Upstream& up,
+                                         absl::string_view service_location, absl::string_view host,
+                                         absl::string_view prefix, absl::string_view path);
 
   ListenerOptions options_;
   PolicyHolder* policy_;
   AccessTokens tokens_;
+  UploadSessions uploads_;
   std::unique_ptr<httplib::SSLServer> server_;
   std::thread thread_;
 };

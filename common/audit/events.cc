@@ -21,7 +21,7 @@ namespace {
 using Json = nlohmann::json;
 
 // Every kind with its name, in declaration order (the enum's values index it).
-constexpr std::array<std::pair<RefusalKind, absl::string_view>, 20> kKinds = {{
+constexpr std::array<std::pair<RefusalKind, absl::string_view>, 21> kKinds = {{
     {RefusalKind::kNone, ""},
     {RefusalKind::kTokenRejected, "token_rejected"},
     {RefusalKind::kNoAccessRule, "no_access_rule"},
@@ -41,6 +41,7 @@ constexpr std::array<std::pair<RefusalKind, absl::string_view>, 20> kKinds = {{
     {RefusalKind::kApprovalTimedOut, "approval_timed_out"},
     {RefusalKind::kApprovalUnavailable, "approval_unavailable"},
     {RefusalKind::kCancelled, "cancelled"},
+    {RefusalKind::kNotOwner, "not_owner"},
     {RefusalKind::kOther, "other"},
 }};
 

@@ -108,6 +108,9 @@ enum class RefusalKind {
   kApprovalUnavailable,  // approval_unavailable: it needs an approval that cannot be asked for now
                          // (the control plane unreachable or refusing, or the agent cannot hold it)
   kCancelled,            // cancelled: the client cancelled it while it was held
+  kNotOwner,             // not_owner: it names something another caller started (a resumable
+                         // upload session, a job): everything upstream runs as one account, so
+                         // the agent keeps who owns what
   kOther,                // other: a name this reader does not know (a newer agent), or an old
                          // event it cannot place
 };

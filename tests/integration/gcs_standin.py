@@ -273,8 +273,8 @@ _ROUTE = re.compile(r"/(upload/|download/)?storage/v1/b(?:/([^/]+)(/o(?:/(.+))?)
 
 
 class FakeGcs(_HttpsStandin):
-    """The Cloud Storage JSON API v1 (buckets and simple object reads, media/multipart uploads,
-    listing and deletes), answering only `Authorization: Bearer` tokens that `token_endpoint`
+    """The Cloud Storage JSON API v1 (buckets and simple object reads, media/multipart/resumable
+    uploads, listing and deletes), answering only `Authorization: Bearer` tokens that `token_endpoint`
     issued. Serves with the token endpoint's test CA unless `tls_files` is given.
 
     `buckets` is {bucket: {object name: (bytes, content_type)}}; `requests` holds, per request,
@@ -288,6 +288,8 @@ class FakeGcs(_HttpsStandin):
         self.bucket_meta = {}
         self._stamps = {}  # (bucket, object name) -> (generation, time written)
         self._last_generation = 0
+        # Resumable upload sessions: upload_id -> {bucket, name, content_type, data (bytearray)}.
+        self.upload_sessions = {}
 
     def add_bucket(self, name, project="demo-project"):
         with self._lock:
@@ -363,6 +365,8 @@ class FakeGcs(_HttpsStandin):
                 return self._buckets_op(h, query, body)
             if bucket not in self.buckets:
                 return _error(404, "notFound", "The specified bucket does not exist.")
+            if kind == "upload/" and o and obj is None and "upload_id" in query:
+                return self._resumable_step(h, bucket, query, body)
             if kind == "upload/" and o and obj is None and h.command == "POST":
                 return self._upload(h, bucket, query, body)
             if kind == "download/" and obj and h.command == "GET":
@@ -465,11 +469,63 @@ class FakeGcs(_HttpsStandin):
             metadata, body, media_type = _split_multipart(content_type, body)
             name = metadata.get("name") or name
             content_type = metadata.get("contentType") or media_type
+        elif kind == "resumable":
+            # The start: metadata in the body; the answer's Location is the session URI (a
+            # capability: it names the service's session id, and anyone holding it may write).
+            metadata = json.loads(body or b"{}")
+            name = metadata.get("name") or name
+            if not name:
+                return _error(400, "required", "Required")
+            upload_id = secrets.token_urlsafe(24)
+            self.upload_sessions[upload_id] = {
+                "bucket": bucket, "name": name, "data": bytearray(),
+                "content_type": (metadata.get("contentType") or h.headers.get("X-Upload-Content-Type")
+                                 or "application/octet-stream")}
+            location = (f"{self.url}/upload/storage/v1/b/{urllib.parse.quote(bucket, safe='')}/o"
+                        f"?uploadType=resumable&name={urllib.parse.quote(name, safe='')}"
+                        f"&upload_id={upload_id}")
+            return (200, b"", "text/plain; charset=utf-8",
+                    [("Location", location), ("X-GUploader-UploadID", upload_id)])
         elif kind != "media":
             return _error(400, "invalid", f"Unsupported uploadType: {kind}")
         if not name:
             return _error(400, "required", "Required")
         return (200, self._put(bucket, name, body, content_type or "application/octet-stream"))
+
+    def _resumable_step(self, h, bucket, query, body):
+        """A PUT of bytes (Content-Range `bytes a-b/total`, `bytes a-b/*`, `bytes */total`; none:
+        the whole object) or a DELETE (cancel) on a resumable session."""
+        upload_id = query["upload_id"]
+        session = self.upload_sessions.get(upload_id)
+        if session is None or session["bucket"] != bucket:
+            return _error(404, "notFound", "No such upload session")
+        if h.command == "DELETE":
+            del self.upload_sessions[upload_id]
+            return (499, b"", "text/plain; charset=utf-8")
+        if h.command not in ("PUT", "POST"):
+            return _error(405, "invalid", "Method not allowed")
+        data = session["data"]
+        content_range = h.headers.get("Content-Range")
+        total = None
+        if content_range is None:
+            start, total = 0, len(body)
+        else:
+            m = re.fullmatch(r"bytes (?:(\d+)-(\d+)|\*)/(\d+|\*)", content_range.strip())
+            if m is None:
+                raise ValueError(f"Content-Range {content_range!r}")
+            start = int(m[1]) if m[1] is not None else len(data)
+            if m[1] is not None and int(m[2]) - start + 1 != len(body):
+                raise ValueError("Content-Range does not match the body's length")
+            total = int(m[3]) if m[3] != "*" else None
+        if start > len(data):
+            return _error(400, "invalid", "Bytes are missing before this range")
+        del data[start:]
+        data += body
+        if total is not None and len(data) == total:
+            del self.upload_sessions[upload_id]
+            return (200, self._put(bucket, session["name"], bytes(data), session["content_type"]))
+        headers = [("Range", f"bytes=0-{len(data) - 1}")] if data else []
+        return (308, b"", "text/plain; charset=utf-8", headers)
 
 
 def _split_multipart(content_type, body):

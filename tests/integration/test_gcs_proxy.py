@@ -7,6 +7,7 @@ verifies the agent's RS256 JWT-bearer assertion against the public half of a ser
 the test made, and a Cloud Storage server that accepts only the access tokens that endpoint
 issued. The caller is plain HTTPS (urllib) speaking the JSON API as Google's clients do."""
 
+import base64
 import datetime
 import json
 import os
@@ -145,6 +146,16 @@ class GcsProxyTest(unittest.TestCase):
 
     # ---- the token in, the service account's token out ----
 
+    def test_a_byte_range_is_the_services_answer_uncut(self):
+        """A Range read (resumed and sliced downloads) gets exactly the bytes the service sends for
+        it: the agent's server does not apply the range a second time."""
+        for first, last in ((0, 1), (3, 7), (9, 14)):
+            status, headers, body = self.stack.request(
+                "GET", "/storage/v1/b/demo-bucket/o/reports%2Fq1.csv?alt=media",
+                self.token("ranger-bot"), headers={"Range": f"bytes={first}-{last}"})
+            self.assertEqual((status, body), (206, b"id,total\n1,100\n"[first:last + 1]))
+            self.assertEqual(headers["Content-Range"], f"bytes {first}-{last}/15")
+
     def test_list_and_read_objects_with_the_callers_token(self):
         jwt = self.token("reader-bot")
         status, _, body = self.stack.request(
@@ -239,8 +250,10 @@ class GcsProxyTest(unittest.TestCase):
         self.assertEqual(status, 403, body)
         self.assertEqual(len(self.stack.gcs.requests), before)  # nothing reached the upstream
         self.assertIn("reports/q1.csv", self.stack.gcs.buckets["demo-bucket"])
-        refused = wait_for(lambda: [s for s in self.statements("ro-bot")
-                                    if s.get("refusal_kind") == "read_only"], what="events")
+        # Events arrive one by one: wait for both, not for the first.
+        refused = wait_for(lambda: (lambda r: r if len(r) >= 2 else None)(
+            [s for s in self.statements("ro-bot") if s.get("refusal_kind") == "read_only"]),
+            what="both read_only events")
         self.assertEqual({s["fingerprint"] for s in refused}, {"objects.insert", "objects.delete"})
 
     def test_a_writer_uploads_and_deletes(self):
@@ -290,8 +303,9 @@ class GcsProxyTest(unittest.TestCase):
         self.assertIn("drop_table", self.error_of(body)["message"])
         self.assertIn("logs/app.log", self.stack.gcs.buckets["demo-bucket"])
         self.assertIn("demo-bucket", self.stack.gcs.buckets)
-        blocked = wait_for(lambda: [s for s in self.statements("admin-bot")
-                                    if s.get("decision") == "blocked"], what="blocked events")
+        blocked = wait_for(lambda: (lambda b: b if len(b) >= 2 else None)(
+            [s for s in self.statements("admin-bot") if s.get("decision") == "blocked"]),
+            what="both blocked events")
         self.assertEqual(len(blocked), 2)
 
     def test_credentials_never_leave_through_the_gateway(self):
@@ -323,34 +337,91 @@ class GcsProxyTest(unittest.TestCase):
                 self.assertNotIn(token, text)
             self.assertNotIn("PRIVATE KEY", text)
 
-    def test_answers_are_refused_while_a_masking_rule_applies(self):
-        """Masking Cloud Storage answers is not built: a caller a MaskingRule applies to gets
-        nothing rather than unmasked bytes; an exempt caller is served."""
+    def test_answers_are_masked_by_the_rules_detectors(self):
+        """A MaskingRule's detectors mask what a caller reads: an object's text line by line as it
+        streams (a line cut by the service's chunks included), the API's JSON; what cannot be
+        searched (binary types, byte ranges) is refused rather than relayed; an exempt caller
+        gets the bytes as stored."""
+        lines = [f"{i},user{i}@example.com,{'x' * 40}" for i in range(60000)]  # ~4 MiB
+        contacts = ("id,email,note\n" + "\n".join(lines) + "\n").encode()
+        self.stack.gcs.put("demo-bucket", "people/contacts.csv", contacts, "text/csv")
+        self.stack.gcs.put("demo-bucket", "people/owner.json", b'{"owner": "carol@example.net"}',
+                           "application/json")
+        self.stack.gcs.put("demo-bucket", "people/photo.bin", b"\x89PNG alice@example.com",
+                           "application/octet-stream")
         self.stack.apply_and_wait(self.stack.policy(
             "---\nkind: AccessRule\nname: analysts\nsubjects: {groups: [analysts]}\n"
             "connections: {names: [demo-gcs]}\naccess: read\n"
             "---\nkind: MaskingRule\nname: storage-pii\nconnections: {names: [demo-gcs]}\n"
             "detectors: [email]\nstrategy: redact\nexempt: {groups: [ci, writers, admins]}\n"))
+        analyst = self.token("analyst-bot", groups=("analysts",))
         try:
+            status, headers, body = self.stack.request(
+                "GET", "/storage/v1/b/demo-bucket/o/people%2Fcontacts.csv?alt=media", analyst)
+            self.assertEqual(status, 200, body[:200])
+            self.assertNotIn(b"@example.com", body)
+            self.assertEqual(body.count(b"\n"), contacts.count(b"\n"))
+            self.assertTrue(body.startswith(b"id,email,note\n0,"), body[:100])
+            self.assertTrue(all(line.endswith(b"x" * 40) for line in body.split(b"\n")[1:-1]))
+            self.assertNotIn("x-goog-hash", {k.lower() for k in headers})  # it no longer matches
             status, _, body = self.stack.request(
-                "GET", "/storage/v1/b/demo-bucket/o/reports%2Fq1.csv?alt=media",
-                self.token("analyst-bot", groups=("analysts",)))
+                "GET", "/download/storage/v1/b/demo-bucket/o/people%2Fowner.json?alt=media", analyst)
+            self.assertEqual(status, 200, body)
+            self.assertNotIn(b"carol@example.net", body)
+            self.assertIn("owner", json.loads(body))
+            # The API's JSON: masked too, and without the hashes of bytes the caller gets masked.
+            status, _, body = self.stack.request(
+                "GET", "/storage/v1/b/demo-bucket/o?prefix=people%2F", analyst)
+            self.assertEqual(status, 200, body)
+            self.assertEqual(len(json.loads(body)["items"]), 3)
+            self.assertNotIn(b"md5Hash", body)
+            # Nothing that cannot be searched goes out.
+            status, _, body = self.stack.request(
+                "GET", "/storage/v1/b/demo-bucket/o/people%2Fphoto.bin?alt=media", analyst)
             self.assertEqual(status, 403, body)
-            self.assertIn("does not mask Cloud Storage answers yet", self.error_of(body)["message"])
+            self.assertIn("cannot be searched", self.error_of(body)["message"])
+            self.assertNotIn(b"alice", body)
             status, _, body = self.stack.request(
-                "GET", "/storage/v1/b/demo-bucket/o/reports%2Fq1.csv?alt=media",
+                "GET", "/storage/v1/b/demo-bucket/o/people%2Fcontacts.csv?alt=media", analyst,
+                headers={"Range": "bytes=0-99"})
+            self.assertEqual(status, 403, body)
+            self.assertIn("byte range", self.error_of(body)["message"])
+            # Google's Node client reads the masked object (no hash to disagree with).
+            r = self.node_client("node-analyst", ("analysts",), "cat", "demo-bucket",
+                                 "people/owner.json")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertNotIn("carol@example.net", r.stdout)
+            # An exempt caller gets the bytes as stored.
+            status, _, body = self.stack.request(
+                "GET", "/storage/v1/b/demo-bucket/o/people%2Fcontacts.csv?alt=media",
                 self.token("exempt-bot"))
-            self.assertEqual((status, body), (200, b"id,total\n1,100\n"))
+            self.assertEqual((status, body == contacts), (200, True))
+            events = wait_for(lambda: [s for s in self.statements("analyst-bot")
+                                       if s.get("masked_by")], what="masked events")
+            self.assertEqual(events[0]["masked_by"], "storage-pii")
             refused = wait_for(lambda: [s for s in self.statements("analyst-bot")
-                                        if s.get("refusal_kind") == "unmaskable"], what="event")
-            self.assertEqual(refused[0]["fingerprint"], "objects.get")
+                                        if "unmaskable" in s.get("error", "")
+                                        or s.get("refusal_kind") == "unmaskable"], what="refusals")
+            self.assertTrue(refused)
+            # A rule by table column has nothing to mask objects by: refused, not ignored.
+            self.stack.apply_and_wait(
+                "kind: MaskingRule\nname: storage-cols\nconnections: {names: [demo-gcs]}\n"
+                "columns: [customers.email]\nstrategy: redact\n"
+                "exempt: {groups: [ci, writers, admins]}\n")
+            status, _, body = self.stack.request(
+                "GET", "/storage/v1/b/demo-bucket/o/people%2Fcontacts.csv?alt=media", analyst)
+            self.assertEqual(status, 403, body)
+            self.assertIn("no columns", self.error_of(body)["message"])
         finally:
             # (apply adds and replaces; what it does not name stays)
+            self.stack.cp.ctl("delete", "masking_rule", "storage-cols", check=False)
             self.stack.cp.ctl("delete", "masking_rule", "storage-pii")
             out = self.stack.cp.ctl("delete", "access_rule", "analysts").stdout
             version = int(out.rsplit("policy version ", 1)[1].split()[0])
             wait_for(lambda: self.stack.agent.status()["applied_version"] == version,
                      what="policy applied")
+            for name in ("contacts.csv", "owner.json", "photo.bin"):
+                del self.stack.gcs.buckets["demo-bucket"][f"people/{name}"]
 
     # ---- large objects ----
 
@@ -477,6 +548,118 @@ class GcsProxyTest(unittest.TestCase):
         self.assertEqual(self.stack.gcs.buckets["demo-bucket"]["node/x.txt"][0], b"hello")
         r = self.node_client("node-writer", ("writers",), "rm", "demo-bucket", "node/x.txt")
         self.assertEqual((r.returncode, r.stdout), (0, "deleted\n"), r.stderr)
+
+    # ---- resumable uploads ----
+
+    def start_resumable(self, jwt, name, metadata=None):
+        status, headers, body = self.stack.request(
+            "POST", "/upload/storage/v1/b/demo-bucket/o?uploadType=resumable", jwt,
+            body=json.dumps(dict({"name": name}, **(metadata or {}))).encode(),
+            headers={"Content-Type": "application/json; charset=UTF-8",
+                     "X-Upload-Content-Type": "text/plain"})
+        return status, headers, body
+
+    def test_a_resumable_upload_is_bound_to_the_caller_who_started_it(self):
+        alice, mallory = (self.token("alice-bot", groups=("writers",)),
+                          self.token("mallory-bot", groups=("writers",)))
+        before = set(self.stack.gcs.upload_sessions)
+        status, headers, body = self.start_resumable(alice, "up/resumable.txt")
+        self.assertEqual(status, 200, body)
+        location = headers["Location"]
+        # The caller gets the agent's session URI: the service's (a capability that writes as the
+        # service account) stays at the agent, and so does its upload id header.
+        service_ids = set(self.stack.gcs.upload_sessions) - before
+        self.assertEqual(len(service_ids), 1)
+        self.assertTrue(location.startswith(f"https://localhost:{self.stack.port}/upload/storage/v1/"
+                                            "b/demo-bucket/o?uploadType=resumable&upload_id="),
+                        location)
+        self.assertFalse(any(i in location for i in service_ids), location)
+        self.assertFalse(any(i in v for i in service_ids for v in headers.values()), headers)
+        session_path = location.split(f":{self.stack.port}", 1)[1]
+        # Another caller with the same grant cannot write through it (nor probe it), and the
+        # service's own id is no use at the agent.
+        for jwt, target in ((mallory, session_path),
+                            (alice, session_path.split("upload_id=")[0] + "upload_id="
+                             + next(iter(service_ids)))):
+            status, _, body = self.stack.request("PUT", target, jwt, body=b"evil",
+                                                 headers={"Content-Range": "bytes 0-3/4"})
+            self.assertEqual(status, 404, body)
+            self.assertIn("no such upload session", self.error_of(body)["message"])
+        self.assertEqual(self.stack.gcs.upload_sessions[next(iter(service_ids))]["data"], b"")
+        # The owner sends the bytes in two steps: 308 with what the service holds, then the object.
+        status, headers, body = self.stack.request("PUT", session_path, alice, body=b"hello ",
+                                                   headers={"Content-Range": "bytes 0-5/*"})
+        self.assertEqual((status, headers.get("Range")), (308, "bytes=0-5"), body)
+        status, _, body = self.stack.request("PUT", session_path, alice, body=b"world",
+                                             headers={"Content-Range": "bytes 6-10/11"})
+        self.assertEqual(status, 200, body)
+        self.assertEqual(json.loads(body)["name"], "up/resumable.txt")
+        self.assertEqual(self.stack.gcs.buckets["demo-bucket"]["up/resumable.txt"],
+                         (b"hello world", "text/plain"))
+        # Finished: the session is gone at the agent too.
+        status, _, _ = self.stack.request("PUT", session_path, alice, body=b"",
+                                          headers={"Content-Range": "bytes */11"})
+        self.assertEqual(status, 404)
+        refused = wait_for(lambda: [s for s in self.statements("mallory-bot")
+                                    if s.get("refusal_kind") == "not_owner"], what="not_owner event")
+        self.assertEqual(refused[0]["statement"], "PUT /upload/storage/v1/b/demo-bucket/o")
+        steps = wait_for(lambda: (lambda e: e if len(e) >= 3 else None)(
+            [s for s in self.statements("alice-bot") if s.get("fingerprint") == "objects.insert"
+             and "command_tags" in s]), what="the upload's three forwarded steps")
+        self.assertEqual(sorted(s["command_tags"] for s in steps), ["HTTP 200", "HTTP 200", "HTTP 308"])
+        self.assertTrue(all(s["classification"] == "write" for s in steps))
+        del self.stack.gcs.buckets["demo-bucket"]["up/resumable.txt"]
+
+    def test_a_resumable_upload_is_decided_at_its_start_and_again_when_the_policy_changes(self):
+        before = dict(self.stack.gcs.upload_sessions)
+        reader = self.token("ro-up-bot", groups=("ci",))
+        status, _, body = self.start_resumable(reader, "up/no.txt")
+        self.assertEqual(status, 403, body)
+        self.assertIn("read-only", self.error_of(body)["message"])
+        writer = self.token("acl-up-bot", groups=("writers",))
+        status, _, body = self.start_resumable(
+            writer, "up/acl.txt", {"acl": [{"entity": "allUsers", "role": "READER"}]})
+        self.assertEqual(status, 403, body)
+        self.assertIn("needs admin access", self.error_of(body)["message"])
+        self.assertEqual(self.stack.gcs.upload_sessions, before)
+        # Cancelled by its owner: the service's session ends too.
+        status, headers, body = self.start_resumable(writer, "up/cancel.txt")
+        self.assertEqual(status, 200, body)
+        session_path = headers["Location"].split(f":{self.stack.port}", 1)[1]
+        status, _, _ = self.stack.request("DELETE", session_path, writer)
+        self.assertEqual(status, 499)
+        self.assertEqual(self.stack.gcs.upload_sessions, before)
+        # A grant taken away between the start and the bytes: the step is refused.
+        status, headers, body = self.start_resumable(writer, "up/late.txt")
+        self.assertEqual(status, 200, body)
+        session_path = headers["Location"].split(f":{self.stack.port}", 1)[1]
+        rule = ("kind: AccessRule\nname: writers\nsubjects: {groups: [writers]}\n"
+                "connections: {names: [demo-gcs]}\naccess: %s\n")
+        self.stack.apply_and_wait(rule % "read")
+        try:
+            status, _, body = self.stack.request("PUT", session_path, writer, body=b"late",
+                                                 headers={"Content-Range": "bytes 0-3/4"})
+            self.assertEqual(status, 403, body)
+            self.assertIn("read-only", self.error_of(body)["message"])
+            self.assertNotIn("up/late.txt", self.stack.gcs.buckets["demo-bucket"])
+        finally:
+            self.stack.apply_and_wait(rule % "write")
+
+    def test_googles_node_client_uploads_resumably_in_chunks(self):
+        import hashlib
+        size = 600 * 1024  # three chunks of 256 KiB at most
+        r = self.node_client("node-resumer", ("writers",), "put-resumable", "demo-bucket",
+                             "node/big.bin", str(size))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        data = bytes(i % 251 for i in range(size))
+        stored = self.stack.gcs.buckets["demo-bucket"]["node/big.bin"][0]
+        self.assertEqual(stored, data)
+        md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
+        self.assertEqual(r.stdout.split(), [str(size), md5])
+        puts = [q for q in self.stack.gcs.requests if q["method"] == "PUT"
+                and q["path"].startswith("/upload/")]
+        self.assertGreaterEqual(len(puts), 3)
+        del self.stack.gcs.buckets["demo-bucket"]["node/big.bin"]
 
     # ---- gcloud, pointed at the agent ----
 

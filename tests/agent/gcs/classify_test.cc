@@ -111,6 +111,34 @@ TEST(GcsClassify, ALifecycleRuleThatDeletesIsADelete) {
             "objects.compose");
 }
 
+TEST(GcsClassify, AResumableUploadIsDecidedAtItsStartAndItsStepsNameTheSession) {
+  GcsRequest r = Classify("POST", "/upload/storage/v1/b/bkt/o", {{"uploadType", "resumable"}},
+                          "application/json", R"({"name": "logs/a.txt"})");
+  EXPECT_EQ(r.upload, UploadStep::kStart);
+  EXPECT_EQ(r.kind, "objects.insert");
+  EXPECT_EQ(r.cls, StatementClass::kWrite);
+  EXPECT_EQ(r.object, "logs/a.txt");
+  ASSERT_EQ(r.relations.size(), 1u);
+  EXPECT_EQ(r.relations[0], (session::Relation{"bkt", "logs/a.txt"}));
+  // An ACL in the start's metadata is access control.
+  r = Classify("POST", "/upload/storage/v1/b/bkt/o", {{"uploadType", "resumable"}, {"name", "n"}},
+               "application/json", R"({"acl": [{"entity": "allUsers", "role": "READER"}]})");
+  EXPECT_EQ(r.cls, StatementClass::kDcl);
+  EXPECT_FALSE(Classify("POST", "/upload/storage/v1/b/bkt/o",
+                        {{"uploadType", "resumable"}, {"name", "n"}}, "application/json", "[")
+                   .refusal.empty());
+  r = Classify("PUT", "/upload/storage/v1/b/bkt/o",
+               {{"uploadType", "resumable"}, {"upload_id", "u1"}});
+  EXPECT_EQ(r.upload, UploadStep::kContinue);
+  EXPECT_EQ(r.upload_id, "u1");
+  EXPECT_EQ(r.cls, StatementClass::kWrite);
+  EXPECT_TRUE(r.refusal.empty());
+  EXPECT_EQ(Classify("DELETE", "/upload/storage/v1/b/bkt/o",
+                     {{"uploadType", "resumable"}, {"upload_id", "u1"}})
+                .upload,
+            UploadStep::kCancel);
+}
+
 TEST(GcsClassify, RefusesWhatItCannotDecideOrWouldCarryACredential) {
   for (const auto& [method, path, query] : std::vector<std::tuple<std::string, std::string, Query>>{
            {"POST", "/storage/v1/projects/p/hmacKeys", {}},
@@ -119,8 +147,13 @@ TEST(GcsClassify, RefusesWhatItCannotDecideOrWouldCarryACredential) {
            {"GET", "/storage/v1/b/bkt/o/x", {{"access_token", "t"}}},
            {"GET", "/storage/v1/b/bkt/o/x", {{"key", "api-key"}}},
            {"POST", "/batch/storage/v1", {}},
-           {"POST", "/upload/storage/v1/b/bkt/o", {{"uploadType", "resumable"}, {"name", "n"}}},
-           {"PUT", "/upload/storage/v1/b/bkt/o", {{"upload_id", "u"}}},
+           {"PUT", "/upload/storage/v1/b/bkt/o", {{"upload_id", "u"}}},  // no uploadType
+           {"PUT",
+            "/upload/storage/v1/b/bkt/o",
+            {{"uploadType", "resumable"}, {"upload_id", "u"}, {"predefinedAcl", "publicRead"}}},
+           {"GET", "/upload/storage/v1/b/bkt/o", {{"uploadType", "resumable"}, {"upload_id", "u"}}},
+           {"POST", "/upload/storage/v1/b/bkt/o", {{"uploadType", "resumable"}}},  // no name
+           {"POST", "/upload/storage/v1/b/bkt/o", {{"uploadType", "chunked"}, {"name", "n"}}},
            {"POST", "/upload/storage/v1/b/bkt/o", {{"uploadType", "media"}}},  // no name
            {"GET", "/storage/v1/b/bkt/o/x/unknown", {}},
            {"POST", "/storage/v1/b/bkt/o/watch", {}},

@@ -147,6 +147,7 @@ TEST(AuditEvents, RefusalKindNamesAreStable) {
                                              "approval_timed_out",
                                              "approval_unavailable",
                                              "cancelled",
+                                             "not_owner",
                                              "other"};
   std::vector<std::string> names;
   for (RefusalKind kind : AllRefusalKinds()) {

@@ -6,6 +6,9 @@
 //   node gcs_storage.js <api endpoint> ls <bucket> [prefix]    -> one object name per line
 //   node gcs_storage.js <api endpoint> cat <bucket> <object>   -> the object's bytes
 //   node gcs_storage.js <api endpoint> put <bucket> <object> <text>
+//   node gcs_storage.js <api endpoint> put-resumable <bucket> <object> <bytes>
+//       -> a resumable upload of <bytes> bytes (byte i is i mod 251) in 256 KiB chunks; prints
+//          the uploaded object's size and md5 as the service reports them
 //   node gcs_storage.js <api endpoint> rm <bucket> <object>
 const {Storage} = require('@google-cloud/storage');
 const {OAuth2Client} = require('google-auth-library');
@@ -31,6 +34,22 @@ async function main() {
   } else if (op === 'put') {
     await bucket.file(name).save(text, {resumable: false, contentType: 'text/plain'});
     console.log('uploaded');
+  } else if (op === 'put-resumable') {
+    const size = Number(text);
+    const data = Buffer.alloc(size);
+    for (let i = 0; i < size; i++) data[i] = i % 251;
+    const file = bucket.file(name);
+    // This client version sends a resumable upload's steps to a custom endpoint without
+    // credentials (its upload config leaves out useAuthWithCustomEndpoint, so the steps go out
+    // unauthenticated): a request interceptor, a documented client feature, adds the bearer.
+    file.interceptors.push({request: (opts) => {
+      opts.headers = {...(opts.headers || {}), Authorization: `Bearer ${process.env.SLUICE_TOKEN}`};
+      return opts;
+    }});
+    await file.save(data, {resumable: true, chunkSize: 256 * 1024,
+                           contentType: 'application/octet-stream'});
+    const [meta] = await file.getMetadata();
+    console.log(`${meta.size} ${meta.md5Hash}`);
   } else if (op === 'rm') {
     await bucket.file(name).delete();
     console.log('deleted');
