@@ -15,9 +15,9 @@ bool SearchableContentType(absl::string_view content_type) {
   std::string type = absl::AsciiStrToLower(content_type.substr(0, content_type.find(';')));
   absl::StripAsciiWhitespace(&type);
   if (absl::StartsWith(type, "text/")) return true;
-  for (const char* t : {"application/json", "application/x-ndjson", "application/ndjson",
-                        "application/jsonl", "application/csv", "application/xml",
-                        "application/yaml", "application/x-yaml"}) {
+  for (const char* t :
+       {"application/json", "application/x-ndjson", "application/ndjson", "application/jsonl",
+        "application/csv", "application/xml", "application/yaml", "application/x-yaml"}) {
     if (type == t) return true;
   }
   return absl::EndsWith(type, "+json") || absl::EndsWith(type, "+xml");
@@ -51,7 +51,8 @@ absl::StatusOr<int64_t> MaskJsonAnswer(const masking::MaskingPolicy& policy, std
     nlohmann::json j = nlohmann::json::parse(o == Outcome::kReplaced ? masked : *body, nullptr,
                                              /*allow_exceptions=*/false);
     if (j.is_discarded()) {
-      return absl::FailedPreconditionError("the service's JSON answer could not be read to mask it");
+      return absl::FailedPreconditionError(
+          "the service's JSON answer could not be read to mask it");
     }
     DropHashes(j);
     *body = j.dump();

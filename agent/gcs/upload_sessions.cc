@@ -21,8 +21,8 @@ absl::StatusOr<std::string> UploadSessions::Open(UploadSession s, absl::Time now
     return absl::ResourceExhaustedError(absl::StrCat(
         "the agent holds ", max_sessions_, " open resumable uploads, its limit; try again later"));
   }
-  const size_t mine = static_cast<size_t>(
-      std::count_if(sessions_.begin(), sessions_.end(), [&](const auto& entry) {
+  const size_t mine =
+      static_cast<size_t>(std::count_if(sessions_.begin(), sessions_.end(), [&](const auto& entry) {
         return entry.second.issuer == s.issuer && entry.second.subject == s.subject;
       }));
   if (mine >= max_per_caller_) {
