@@ -195,9 +195,9 @@ GcsRequest ClassifyGcs(absl::string_view method, absl::string_view path,
     return unknown();
   }
   if (surface == "batch") {
-    return refuse(
-        "batch requests are not relayed yet (each request in one must be decided on its own); "
-        "send the requests one by one");
+    // The listener takes POST /batch/storage/v1 apart and decides each request in it; what
+    // reaches here is another batch path, or a batch inside a batch.
+    return refuse("a batch other than one POST /batch/storage/v1 (nor a batch inside a batch)");
   }
   const std::vector<std::string> p(s.begin() + static_cast<long>(api), s.end());
   const bool get = method == "GET" || method == "HEAD";

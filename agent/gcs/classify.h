@@ -13,7 +13,8 @@
 // that deletes objects) is `drop_table`: a rule's `schemas` patterns select buckets, its `tables`
 // patterns object names ("logs/*"). Anything the agent does not know is refused (fail closed),
 // and so are requests that would carry a credential out of the gateway or bring one in (HMAC
-// keys; signed-URL and access-token query parameters), and those not built yet (batch requests).
+// keys; signed-URL and access-token query parameters). A batch is taken apart by the listener
+// (batch.h), and each of its requests classified here on its own.
 //
 // A resumable upload is decided at its start (the POST that names the object and carries its
 // metadata); its later steps (PUT of bytes, DELETE to cancel) name only the session's id, and the

@@ -18,6 +18,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "agent/auth/authorizer.h"
+#include "agent/gcs/batch.h"
 #include "agent/gcs/body_masking.h"
 #include "agent/gcs/classify.h"
 #include "agent/masking/policy.h"
@@ -98,17 +99,23 @@ const char* ReasonOf(int status) {
   }
 }
 
+constexpr char kJsonType[] = "application/json; charset=UTF-8";
+
 // Google's JSON error shape, which the client libraries and gcloud show.
-void SendError(httplib::Response& res, int status, const std::string& message) {
+std::string ErrorBody(int status, const std::string& message) {
   nlohmann::json e = {
       {"code", status},
       {"message", message},
       {"errors",
        nlohmann::json::array(
            {{{"message", message}, {"domain", "global"}, {"reason", ReasonOf(status)}}})}};
+  return nlohmann::json({{"error", e}}).dump();
+}
+
+void SendError(httplib::Response& res, int status, const std::string& message) {
   res.status = status;
   if (status == 401) res.set_header("WWW-Authenticate", "Bearer realm=\"sluice\"");
-  res.set_content(nlohmann::json({{"error", e}}).dump(), "application/json; charset=UTF-8");
+  res.set_content(ErrorBody(status, message), kJsonType);
 }
 
 // Request headers the upstream gets from the caller; everything else (Authorization, cookies,
@@ -208,6 +215,29 @@ void RewriteLinks(const v1::Upstream& up, absl::string_view host, absl::string_v
     // Only as a JSON string's start, followed by a path: "https://host/...
     absl::StrReplaceAll({{absl::StrCat("\"", origin, "/"), absl::StrCat("\"", agent, "/")}}, body);
   }
+}
+
+// A client of the Connection's service (TLS as the Connection says), answers as they come.
+std::unique_ptr<httplib::Client> ServiceClient(const v1::Upstream& up) {
+  const bool tls = up.tls() != v1::UPSTREAM_TLS_DISABLE;
+  auto client = std::make_unique<httplib::Client>(
+      absl::StrCat(tls ? "https://" : "http://", up.host(), ":", up.port()));
+  if (tls) {
+    client->enable_server_certificate_verification(up.tls() == v1::UPSTREAM_TLS_VERIFY_FULL);
+    if (!up.ca_file().empty()) client->set_ca_cert_path(up.ca_file());
+  }
+  client->set_decompress(false);
+  client->set_connection_timeout(10);
+  client->set_read_timeout(120);
+  client->set_write_timeout(120);
+  return client;
+}
+
+std::string ContentTypeOf(const httplib::Headers& headers) {
+  for (const auto& [name, value] : headers) {
+    if (absl::EqualsIgnoreCase(name, "Content-Type")) return value;
+  }
+  return "application/octet-stream";
 }
 
 // The headers that describe the service's bytes, which a masked answer no longer matches.
@@ -504,6 +534,356 @@ session::Decision Listener::Hold(const audit::StatementText& text,
   return session::ApprovalHold::Verdict(waited->outcome, d);
 }
 
+// ---- One call: decided, sent, concluded ----
+
+// One admitted caller's HTTP request: what each call it makes shares.
+struct Listener::Exchange {
+  audit::Who who;
+  session::Admission* admission = nullptr;
+  session::Admitted* caller = nullptr;
+  session::SessionAudit* audit = nullptr;
+  const v1::Connection* connection = nullptr;
+  std::shared_ptr<const masking::MaskingPolicy> masking;
+  std::string prefix;  // "/<connection>" when the caller named it in the path
+  std::string host;    // the caller's Host header
+};
+
+// A request the service is asked to run: the HTTP request itself, or a part of a batch.
+struct Listener::Call {
+  std::string method;
+  std::string path;          // as sent (percent-encoded), without the Connection's segment
+  std::string query_string;  // "?..." or ""
+  std::multimap<std::string, std::string> query;
+  httplib::Headers headers;
+  std::string body;
+};
+
+// What Decide found: the call's record, and either a refusal (already on record; its status and
+// message for the caller) or the go-ahead with the service account's access token.
+struct Listener::Verdict {
+  GcsRequest request;
+  audit::StatementText text;
+  std::optional<UploadSession> upload;
+  bool media = false;  // an object's bytes rather than the API's JSON
+  int status = 0;      // non-zero: refused
+  std::string message;
+  std::string token;
+};
+
+// An answer for the caller, whole.
+struct Listener::Reply {
+  int status = 0;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string content_type = kJsonType;
+  std::string body;
+};
+
+Listener::Verdict Listener::Decide(Exchange& x, const Call& c) {
+  session::Admission& admission = *x.admission;
+  session::Admitted& caller = *x.caller;
+  session::SessionAudit& audit = *x.audit;
+  const std::string content_type =
+      c.headers.count("Content-Type") ? c.headers.find("Content-Type")->second : std::string();
+  Verdict v;
+  v.request = ClassifyGcs(c.method, c.path, c.query, content_type, c.body);
+  GcsRequest& request = v.request;
+  audit::StatementText& text = v.text;
+  text.SetStatement(absl::StrCat(c.method, " ", c.path.substr(0, 2048)));
+  text.fingerprint = request.kind;
+  text.classification = session::ClassName(request.cls);
+  text.query_protocol = "json";
+  session::StatementGate gate(x.who.connection, x.who.subject, caller.grant,
+                              /*can_hold=*/options_.approvals != nullptr);
+  auto refuse = [&](const session::Refuse& r, int status = 0) {
+    audit.StatementRefused(text, r, "");
+    v.status = status != 0 ? status : StatusOf(r.kind);
+    v.message = r.message;
+    return v;
+  };
+  if (!request.refusal.empty()) return refuse(gate.Refusal(request.refusal_kind, request.refusal));
+  // A resumable upload's later step goes to the session its start opened, and only the caller
+  // who started it may take it: it then writes what the start was decided for.
+  if (request.upload == UploadStep::kContinue || request.upload == UploadStep::kCancel) {
+    v.upload = uploads_.Find(request.upload_id, x.who.connection, request.bucket, x.who.issuer,
+                             x.who.subject, absl::Now());
+    if (!v.upload) {
+      const bool another =
+          uploads_.OwnedByAnother(request.upload_id, x.who.issuer, x.who.subject, absl::Now());
+      return refuse(gate.Refusal(another ? RefusalKind::kNotOwner : RefusalKind::kNotSupported,
+                                 "no such upload session (unknown, expired, not yours, or "
+                                 "started through another agent): start the upload again"),
+                    404);
+    }
+    request.object = v.upload->object;
+    request.cls = v.upload->cls;
+    request.relations = {{request.bucket, request.object}};
+    text.SetStatement(absl::StrCat(c.method, " ", c.path.substr(0, 2048), " (resumable upload of ",
+                                   request.bucket, "/", request.object, ")"));
+    text.classification = session::ClassName(request.cls);
+  }
+  auto alt = c.query.find("alt");
+  v.media = request.kind == "objects.get" && ((alt != c.query.end() && alt->second == "media") ||
+                                              absl::StartsWith(c.path, "/download/"));
+  // Masking: objects have no columns, so a rule's detectors are what applies here (body_masking.h).
+  if (x.masking->has_column_rules()) {
+    return refuse(gate.Refusal(
+        RefusalKind::kUnmaskable,
+        "a MaskingRule that masks table columns applies to you on this connection; Cloud Storage "
+        "objects have no columns to mask it by, so the request is refused (rules with detectors "
+        "mask objects)"));
+  }
+  if (x.masking->has_detectors() && c.headers.count("Range") > 0) {
+    return refuse(gate.Refusal(RefusalKind::kUnmaskable,
+                               "answers are masked for you on this connection, and a byte range "
+                               "of an object cannot be: read the whole object"));
+  }
+  auto key = cloud::ParseServiceAccountKey(caller.credentials.password);
+  if (!key.ok()) {
+    return refuse(
+        gate.Refusal(RefusalKind::kUpstreamUnavailable,
+                     absl::StrCat("the connection's credentials: ", key.status().message())));
+  }
+  if (!request.project.empty() && request.project != key->project_id) {
+    return refuse(
+        gate.Refusal(RefusalKind::kNotSupported,
+                     absl::StrCat("project \"", request.project.substr(0, 64),
+                                  "\" is not the connection's project (", key->project_id, ")")));
+  }
+  if (caller.grant.access == v1::ACCESS_WRITE && (request.cls == session::StatementClass::kDdl ||
+                                                  request.cls == session::StatementClass::kDcl)) {
+    // The service account may do anything: a write grant's limit is the agent's to keep.
+    return refuse(gate.Refusal(
+        RefusalKind::kReadOnly,
+        absl::StrCat("your access (rule ", caller.grant.rule, ") is write: ", request.kind,
+                     request.cls == session::StatementClass::kDcl ? " changes access control"
+                                                                  : " changes bucket settings",
+                     ", which needs admin access")));
+  }
+  session::GuardrailSet guardrails(admission.policy()->snapshot, *x.connection, nullptr);
+  session::GuardrailDecision g = guardrails.Decide(std::vector<GcsRequest>{request}, "");
+  session::StatementSummary summary;
+  summary.cls = request.cls;
+  summary.kind = request.kind;
+  summary.guardrail = &g;
+  session::Decision d = gate.Decide(summary);
+  if (v.upload && std::holds_alternative<session::Hold>(d)) {
+    // The start was held and approved under this policy; a policy that changed since then may
+    // want it asked for again, which a step in the middle of an upload cannot do.
+    if (admission.policy()->snapshot.version() == v.upload->policy_version) {
+      d = session::Allow{};
+    } else {
+      d = gate.Refusal(RefusalKind::kApprovalUnavailable,
+                       "the policy changed since this upload started and now holds it for an "
+                       "approval: start the upload again to ask for one");
+    }
+  }
+  if (const auto* hold = std::get_if<session::Hold>(&d)) {
+    const session::GuardrailDecision held = hold->guardrail;
+    d = Hold(text, held, admission, caller, &audit);
+    if (const auto* refused = std::get_if<session::Refuse>(&d)) {
+      // (its approval event says so already)
+      v.status = StatusOf(refused->kind);
+      v.message = refused->message;
+      return v;
+    }
+  }
+  if (const auto* refused = std::get_if<session::Refuse>(&d)) return refuse(*refused);
+  if (const auto* alert = std::get_if<session::Alert>(&d)) audit.Alerted(text, alert->guardrail);
+
+  // The service account's token in, the caller's out.
+  auto token = tokens_.Get(*key, x.connection->upstream());
+  if (!token.ok()) {
+    LogWarning("gcs connection ", x.who.connection,
+               ": no access token: ", token.status().message());
+    return refuse(gate.Refusal(RefusalKind::kUpstreamUnavailable,
+                               absl::StrCat("no access token for the connection's service "
+                                            "account: ",
+                                            token.status().message())));
+  }
+  v.token = *std::move(token);
+  return v;
+}
+
+httplib::Request Listener::Outbound(const Exchange& x, const Call& c, const Verdict& v) const {
+  const v1::Upstream& up = x.connection->upstream();
+  httplib::Request out;
+  out.method = c.method;
+  out.path =
+      v.upload ? v.upload->upstream_target : absl::StrCat(up.database(), c.path, c.query_string);
+  for (const auto& [name, value] : c.headers) {
+    if (ForwardedRequestHeader(name)) out.headers.emplace(name, value);
+  }
+  out.headers.emplace("Authorization", absl::StrCat("Bearer ", v.token));
+  out.body = c.body;
+  return out;
+}
+
+Listener::Reply Listener::Conclude(Exchange& x, const Call& c, const Verdict& v, bool answered,
+                                   int status, const httplib::Headers& headers, std::string body,
+                                   const std::string& error, absl::Time started) {
+  session::SessionAudit& audit = *x.audit;
+  const GcsRequest& request = v.request;
+  const v1::Upstream& up = x.connection->upstream();
+  Reply reply;
+  audit::StatementEvent& event = audit.Answer();
+  event.text = v.text;
+  event.duration_us = absl::ToInt64Microseconds(absl::Now() - started);
+  auto fail = [&](int code, const std::string& why, absl::string_view event_error = {}) {
+    event.error = event_error.empty() ? why : std::string(event_error);
+    event.command_tags = absl::StrCat("HTTP ", code);
+    audit.Answered();
+    reply.status = code;
+    reply.headers.clear();
+    reply.content_type = kJsonType;
+    reply.body = ErrorBody(code, absl::StrCat("Sluice: ", why));
+    return reply;
+  };
+  if (!answered || !error.empty()) {
+    return fail(502, error.empty() ? "the service sent no answer" : error);
+  }
+  reply.status = status;
+  reply.content_type = ContentTypeOf(headers);
+  for (const auto& [name, value] : headers) {
+    if (ForwardedResponseHeader(name)) reply.headers.emplace_back(name, value);
+  }
+  event.command_tags = absl::StrCat("HTTP ", status);
+  if (request.upload == UploadStep::kStart && status == 200) {
+    // The service's session URI stays here; the caller gets the agent's, bound to it.
+    std::string service_location;
+    for (const auto& [name, value] : headers) {
+      if (absl::EqualsIgnoreCase(name, "Location")) service_location = value;
+    }
+    auto location = OpenUpload(request, x.who, x.admission->policy()->snapshot.version(), up,
+                               service_location, x.host, x.prefix, c.path);
+    if (!location.ok()) {
+      return fail(absl::IsResourceExhausted(location.status()) ? 429 : 502,
+                  std::string(location.status().message()));
+    }
+    reply.headers.emplace_back("Location", *location);
+  } else if (v.upload &&
+             (status == 200 || status == 201 || status == 499 || status == 404 || status == 410)) {
+    // Finished (200, 201), cancelled (499) or gone at the service (404, 410): it is over.
+    uploads_.Close(request.upload_id);
+  }
+  if (status >= 400) event.error = absl::StrCat("HTTP ", status, ": ", UpstreamMessage(body));
+  if (absl::StartsWith(reply.content_type, "application/json")) {
+    RewriteLinks(up, x.host, x.prefix, &body);
+  }
+  if (x.masking->has_detectors() && !body.empty()) {
+    absl::Status unmaskable =
+        MaskWhole(*x.masking, v.media, reply.content_type, headers, &body, &event);
+    if (!unmaskable.ok()) {
+      return fail(403,
+                  absl::StrCat("answers are masked for you on connection \"", x.who.connection,
+                               "\": ", unmaskable.message()),
+                  absl::StrCat("unmaskable: ", unmaskable.message()));
+    }
+    reply.headers.erase(
+        std::remove_if(reply.headers.begin(), reply.headers.end(),
+                       [](const auto& h) {
+                         return std::any_of(
+                             std::begin(kHashHeaders), std::end(kHashHeaders),
+                             [&](const char* k) { return absl::EqualsIgnoreCase(h.first, k); });
+                       }),
+        reply.headers.end());
+  }
+  event.bytes = static_cast<int64_t>(body.size());
+  audit.Answered();
+  reply.body = std::move(body);
+  return reply;
+}
+
+Listener::Reply Listener::Batch(Exchange& x, const Call& batch) {
+  session::StatementGate gate(x.who.connection, x.who.subject, x.caller->grant, false);
+  auto unreadable = [&](const std::string& target, const std::string& why) {
+    audit::StatementText text;
+    text.SetStatement(target.substr(0, 2048));
+    text.fingerprint = "batch";
+    text.classification = session::ClassName(session::StatementClass::kUnknown);
+    text.query_protocol = "json";
+    session::Refuse r = gate.Refusal(RefusalKind::kProtocolError, why);
+    x.audit->StatementRefused(text, r, "");
+    Reply reply;
+    reply.status = 400;
+    reply.body = ErrorBody(400, r.message);
+    return reply;
+  };
+  auto parts = ParseBatch(ContentTypeOf(batch.headers), batch.body);
+  if (!parts.ok())
+    return unreadable("POST /batch/storage/v1", std::string(parts.status().message()));
+  const v1::Upstream up = x.connection->upstream();
+  size_t budget = options_.max_body_bytes;  // for all the answers together
+  std::vector<BatchResponse> answers;
+  for (BatchRequest& part : *parts) {
+    const absl::Time started = absl::Now();
+    Reply r;
+    Call c;
+    c.method = part.method;
+    const size_t q = part.target.find('?');
+    c.path = part.target.substr(0, q);
+    c.query_string = q == std::string::npos ? "" : part.target.substr(q);
+    if (!x.prefix.empty() && absl::StartsWith(c.path, absl::StrCat(x.prefix, "/"))) {
+      c.path = c.path.substr(x.prefix.size());
+    }
+    c.query = QueryOf(c.query_string);
+    for (auto& [name, value] : part.headers) c.headers.emplace(name, value);
+    c.body = std::move(part.body);
+    const std::string what = absl::StrCat(part.method, " ", c.path);
+    if (!part.error.empty()) {
+      r = unreadable(what.size() > 1 ? what : "(unreadable)",
+                     absl::StrCat("a request of the batch cannot be read: ", part.error));
+    } else if (!absl::StartsWith(c.path, "/storage/v1/") || c.query.count("alt") > 0) {
+      // As at the service: a batch carries JSON API calls, not media, uploads or batches.
+      r = unreadable(what,
+                     "a batch carries JSON API calls only (no uploads, object bytes or batches): "
+                     "send that request on its own");
+    } else if (c.headers.count("Content-Type") > 1 || c.headers.count("Authorization") > 1) {
+      r = unreadable(what, "a request of the batch gives Content-Type or Authorization twice");
+    } else {
+      Verdict v = Decide(x, c);
+      if (v.status != 0) {
+        r.status = v.status;
+        r.body = ErrorBody(v.status, v.message);
+      } else {
+        httplib::Request out = Outbound(x, c, v);
+        std::string body;
+        std::string error;
+        const size_t limit = budget;
+        out.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
+          if (body.size() + n > limit) {
+            error = absl::StrCat("the batch's answers are over the agent's limit of ",
+                                 options_.max_body_bytes, " bytes");
+            return false;
+          }
+          body.append(data, n);
+          return true;
+        };
+        x.audit->Forwarding(v.text.statement);
+        auto result = ServiceClient(up)->send(out);
+        if (!result && error.empty()) {
+          error = absl::StrCat("the service could not be reached (",
+                               httplib::to_string(result.error()), ")");
+        }
+        r = Conclude(x, c, v, static_cast<bool>(result), result ? result->status : 0,
+                     result ? result->headers : httplib::Headers{}, std::move(body), error,
+                     started);
+      }
+    }
+    budget -= std::min(budget, r.body.size());
+    BatchResponse a;
+    a.content_id = part.content_id;
+    a.status = r.status;
+    a.headers = std::move(r.headers);
+    a.content_type = std::move(r.content_type);
+    a.body = std::move(r.body);
+    answers.push_back(std::move(a));
+  }
+  Reply reply;
+  reply.status = 200;
+  reply.body = WriteBatchResponse(answers, &reply.content_type);
+  return reply;
+}
+
 void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
   const absl::Time started = absl::Now();
   // A Range header goes to the service, which answers with the range (206); the server must not
@@ -615,145 +995,53 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
     audit.Ended(reason, absl::Now() - started, static_cast<int64_t>(req.body.size()), bytes_out);
   };
 
-  // What the request does, and the decision.
-  const std::multimap<std::string, std::string> query = QueryOf(query_string);
-  GcsRequest request =
-      ClassifyGcs(req.method, path, query, req.get_header_value("Content-Type"), req.body);
-  audit::StatementText text;
-  text.SetStatement(absl::StrCat(req.method, " ", path.substr(0, 2048)));
-  text.fingerprint = request.kind;
-  text.classification = session::ClassName(request.cls);
-  text.query_protocol = "json";
-  session::StatementGate gate(who.connection, who.subject, caller.grant,
-                              /*can_hold=*/options_.approvals != nullptr);
-  auto refuse = [&](const session::Refuse& r) {
-    audit.StatementRefused(text, r, "");
-    SendError(res, StatusOf(r.kind), r.message);
-    end("closed");
-  };
-  if (!request.refusal.empty()) return refuse(gate.Refusal(request.refusal_kind, request.refusal));
-  // A resumable upload's later step goes to the session its start opened, and only the caller
-  // who started it may take it: it then writes what the start was decided for.
-  std::optional<UploadSession> upload;
-  if (request.upload == UploadStep::kContinue || request.upload == UploadStep::kCancel) {
-    upload = uploads_.Find(request.upload_id, who.connection, request.bucket, who.issuer,
-                           who.subject, absl::Now());
-    if (!upload) {
-      const bool another =
-          uploads_.OwnedByAnother(request.upload_id, who.issuer, who.subject, absl::Now());
-      session::Refuse r = gate.Refusal(
-          another ? RefusalKind::kNotOwner : RefusalKind::kNotSupported,
-          "no such upload session (unknown, expired, not yours, or started through another "
-          "agent): start the upload again");
-      audit.StatementRefused(text, r, "");
-      SendError(res, 404, r.message);
-      return end("closed");
-    }
-    request.object = upload->object;
-    request.cls = upload->cls;
-    request.relations = {{request.bucket, request.object}};
-    text.SetStatement(absl::StrCat(req.method, " ", path.substr(0, 2048), " (resumable upload of ",
-                                   request.bucket, "/", request.object, ")"));
-    text.classification = session::ClassName(request.cls);
-  }
-  // Masking: objects have no columns, so a rule's detectors are what applies here (body_masking.h).
-  auto masking = std::make_shared<const masking::MaskingPolicy>(
+  Exchange x;
+  x.who = who;
+  x.admission = &admission;
+  x.caller = &caller;
+  x.audit = &audit;
+  x.connection = &connection;
+  x.masking = std::make_shared<const masking::MaskingPolicy>(
       admission.policy()->snapshot, connection, caller.identity.issuer, caller.identity.subject,
       caller.identity.groups);
-  const bool masked = masking->has_detectors();
-  // An object's bytes rather than the API's JSON.
-  const bool media = request.kind == "objects.get" &&
-                     ((query.find("alt") != query.end() && query.find("alt")->second == "media") ||
-                      absl::StartsWith(path, "/download/"));
-  if (masking->has_column_rules()) {
-    return refuse(gate.Refusal(
-        RefusalKind::kUnmaskable,
-        "a MaskingRule that masks table columns applies to you on this connection; Cloud Storage "
-        "objects have no columns to mask it by, so the request is refused (rules with detectors "
-        "mask objects)"));
-  }
-  if (masked && req.has_header("Range")) {
-    return refuse(gate.Refusal(RefusalKind::kUnmaskable,
-                               "answers are masked for you on this connection, and a byte range "
-                               "of an object cannot be: read the whole object"));
-  }
-  auto key = cloud::ParseServiceAccountKey(caller.credentials.password);
-  if (!key.ok()) {
-    return refuse(
-        gate.Refusal(RefusalKind::kUpstreamUnavailable,
-                     absl::StrCat("the connection's credentials: ", key.status().message())));
-  }
-  if (!request.project.empty() && request.project != key->project_id) {
-    return refuse(
-        gate.Refusal(RefusalKind::kNotSupported,
-                     absl::StrCat("project \"", request.project.substr(0, 64),
-                                  "\" is not the connection's project (", key->project_id, ")")));
-  }
-  if (caller.grant.access == v1::ACCESS_WRITE && (request.cls == session::StatementClass::kDdl ||
-                                                  request.cls == session::StatementClass::kDcl)) {
-    // The service account may do anything: a write grant's limit is the agent's to keep.
-    return refuse(gate.Refusal(
-        RefusalKind::kReadOnly,
-        absl::StrCat("your access (rule ", caller.grant.rule, ") is write: ", request.kind,
-                     request.cls == session::StatementClass::kDcl ? " changes access control"
-                                                                  : " changes bucket settings",
-                     ", which needs admin access")));
-  }
-  session::GuardrailSet guardrails(admission.policy()->snapshot, connection, nullptr);
-  session::GuardrailDecision g = guardrails.Decide(std::vector<GcsRequest>{request}, "");
-  session::StatementSummary summary;
-  summary.cls = request.cls;
-  summary.kind = request.kind;
-  summary.guardrail = &g;
-  session::Decision d = gate.Decide(summary);
-  if (upload && std::holds_alternative<session::Hold>(d)) {
-    // The start was held and approved under this policy; a policy that changed since then may
-    // want it asked for again, which a step in the middle of an upload cannot do.
-    if (admission.policy()->snapshot.version() == upload->policy_version) {
-      d = session::Allow{};
-    } else {
-      d = gate.Refusal(RefusalKind::kApprovalUnavailable,
-                       "the policy changed since this upload started and now holds it for an "
-                       "approval: start the upload again to ask for one");
-    }
-  }
-  if (const auto* hold = std::get_if<session::Hold>(&d)) {
-    const session::GuardrailDecision held = hold->guardrail;
-    d = Hold(text, held, admission, caller, &audit);
-    if (const auto* refused = std::get_if<session::Refuse>(&d)) {
-      // (its approval event says so already)
-      SendError(res, StatusOf(refused->kind), refused->message);
-      return end("closed");
-    }
-  }
-  if (const auto* refused = std::get_if<session::Refuse>(&d)) return refuse(*refused);
-  if (const auto* alert = std::get_if<session::Alert>(&d)) audit.Alerted(text, alert->guardrail);
+  x.prefix = prefix;
+  x.host = req.get_header_value("Host");
 
-  // The service account's token in, the caller's out.
-  auto token = tokens_.Get(*key, connection.upstream());
-  if (!token.ok()) {
-    LogWarning("gcs connection ", who.connection, ": no access token: ", token.status().message());
-    return refuse(gate.Refusal(RefusalKind::kUpstreamUnavailable,
-                               absl::StrCat("no access token for the connection's service "
-                                            "account: ",
-                                            token.status().message())));
+  Call call;
+  call.method = req.method;
+  call.path = path;
+  call.query_string = query_string;
+  call.query = QueryOf(query_string);
+  call.headers = req.headers;
+  call.body = req.body;
+  if (path == "/batch/storage/v1" && req.method == "POST") {
+    Reply reply = Batch(x, call);
+    res.status = reply.status;
+    bytes_out = static_cast<int64_t>(reply.body.size());
+    auto kept = std::make_shared<const std::string>(std::move(reply.body));
+    res.set_content_provider(kept->size(), reply.content_type,
+                             [kept](size_t offset, size_t length, httplib::DataSink& sink) {
+                               return sink.write(kept->data() + offset, length);
+                             });
+    return end("closed");
   }
-  const v1::Upstream up = connection.upstream();
-  const bool tls = up.tls() != v1::UPSTREAM_TLS_DISABLE;
-  httplib::Request out;
-  out.method = req.method;
-  out.path = upload ? upload->upstream_target : absl::StrCat(up.database(), path, query_string);
-  for (const auto& [name, value] : req.headers) {
-    if (ForwardedRequestHeader(name)) out.headers.emplace(name, value);
+
+  // What the request does, and the decision.
+  Verdict v = Decide(x, call);
+  if (v.status != 0) {
+    SendError(res, v.status, v.message);
+    return end("closed");
   }
-  out.headers.emplace("Authorization", absl::StrCat("Bearer ", *token));
-  out.body = req.body;
-  // The answer comes through a pipe from a thread of its own: its head first, then its body —
-  // whole (JSON, whose links are rewritten, and answers of unknown length: up to the limit), or
-  // streamed to the caller through a window of kStreamWindow bytes.
+  const GcsRequest& request = v.request;
+  const audit::StatementText& text = v.text;
+  const bool masked = x.masking->has_detectors();
   auto pipe = std::make_shared<Pipe>();
   const size_t limit = options_.max_body_bytes;
   const bool upload_step = request.upload != UploadStep::kNone;  // short answers, kept whole
+  httplib::Request out = Outbound(x, call, v);
+  // The answer comes through a pipe from a thread of its own: its head first, then its body —
+  // whole (JSON, whose links are rewritten, and answers of unknown length: up to the limit), or
+  // streamed to the caller through a window of kStreamWindow bytes.
   out.response_handler = [pipe, upload_step](const httplib::Response& r) {
     absl::MutexLock lock(&pipe->mu);
     pipe->status = r.status;
@@ -782,17 +1070,10 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
     return true;
   };
   audit.Forwarding(text.statement);
-  pipe->thread = std::thread([pipe, up, tls, out = std::move(out)]() {
-    httplib::Client client(absl::StrCat(tls ? "https://" : "http://", up.host(), ":", up.port()));
-    if (tls) {
-      client.enable_server_certificate_verification(up.tls() == v1::UPSTREAM_TLS_VERIFY_FULL);
-      if (!up.ca_file().empty()) client.set_ca_cert_path(up.ca_file());
-    }
-    client.set_decompress(false);
-    client.set_connection_timeout(10);
-    client.set_read_timeout(120);
-    client.set_write_timeout(120);
-    auto result = client.send(out);
+  const v1::Upstream up = connection.upstream();
+  pipe->thread = std::thread([pipe, up, out = std::move(out)]() {
+    auto client = ServiceClient(up);
+    auto result = client->send(out);
     absl::MutexLock lock(&pipe->mu);
     if (result && !pipe->have_head) {
       // No body to read (204, HEAD): the client never called the response handler.
@@ -815,89 +1096,27 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
     streamed = pipe->have_head && !pipe->whole;
     if (!streamed) pipe->mu.Await(absl::Condition(&pipe->finished));
   }
-  const std::string content_type = [&] {
-    for (const auto& [name, value] : pipe->headers) {
-      if (absl::EqualsIgnoreCase(name, "Content-Type")) return value;
-    }
-    return std::string("application/octet-stream");
-  }();
+  const std::string content_type = ContentTypeOf(pipe->headers);
   if (!streamed) {
     pipe->thread.join();
-    audit::StatementEvent& event = audit.Answer();
-    event.text = text;
-    event.duration_us = absl::ToInt64Microseconds(absl::Now() - started);
-    if (!pipe->have_head || !pipe->error.empty()) {
-      const std::string why = pipe->error.empty() ? "the service sent no answer" : pipe->error;
-      event.error = why;
-      event.command_tags = "HTTP 502";
-      audit.Answered();
-      SendError(res, 502, absl::StrCat("Sluice: ", why));
-      return end("closed");
-    }
     std::string body;
     body.reserve(pipe->received);
     for (const std::string& c : pipe->chunks) body += c;
     pipe->chunks.clear();
-    res.status = pipe->status;
-    for (const auto& [name, value] : pipe->headers) {
-      if (ForwardedResponseHeader(name)) res.set_header(name, value);
-    }
-    event.command_tags = absl::StrCat("HTTP ", pipe->status);
-    if (request.upload == UploadStep::kStart && pipe->status == 200) {
-      // The service's session URI stays here; the caller gets the agent's, bound to it.
-      std::string service_location;
-      for (const auto& [name, value] : pipe->headers) {
-        if (absl::EqualsIgnoreCase(name, "Location")) service_location = value;
-      }
-      auto location = OpenUpload(request, who, admission.policy()->snapshot.version(), up,
-                                 service_location, req.get_header_value("Host"), prefix, path);
-      if (!location.ok()) {
-        const int status = absl::IsResourceExhausted(location.status()) ? 429 : 502;
-        event.error = std::string(location.status().message());
-        event.command_tags = absl::StrCat("HTTP ", status);
-        audit.Answered();
-        SendError(res, status, absl::StrCat("Sluice: ", location.status().message()));
-        return end("closed");
-      }
-      res.set_header("Location", *location);
-    } else if (upload && (pipe->status == 200 || pipe->status == 201 || pipe->status == 499 ||
-                          pipe->status == 404 || pipe->status == 410)) {
-      // Finished (200, 201), cancelled (499) or gone at the service (404, 410): it is over.
-      uploads_.Close(request.upload_id);
-    }
-    if (pipe->status >= 400) {
-      event.error = absl::StrCat("HTTP ", pipe->status, ": ", UpstreamMessage(body));
-    }
-    if (absl::StartsWith(content_type, "application/json")) {
-      RewriteLinks(up, req.get_header_value("Host"), prefix, &body);
-    }
-    if (masked && !body.empty()) {
-      absl::Status unmaskable =
-          MaskWhole(*masking, media, content_type, pipe->headers, &body, &event);
-      if (!unmaskable.ok()) {
-        event.error = absl::StrCat("unmaskable: ", unmaskable.message());
-        event.command_tags = "HTTP 403";
-        audit.Answered();
-        res.headers.clear();
-        SendError(res, 403,
-                  absl::StrCat("Sluice: answers are masked for you on connection \"",
-                               who.connection, "\": ", unmaskable.message()));
-        return end("closed");
-      }
-      for (const char* h : kHashHeaders) res.headers.erase(h);
-    }
-    bytes_out = static_cast<int64_t>(body.size());
-    event.bytes = bytes_out;
-    audit.Answered();
-    if (!body.empty()) {
+    Reply reply = Conclude(x, call, v, pipe->have_head, pipe->status, pipe->headers,
+                           std::move(body), pipe->error, started);
+    res.status = reply.status;
+    for (const auto& [name, value] : reply.headers) res.set_header(name, value);
+    bytes_out = static_cast<int64_t>(reply.body.size());
+    if (!reply.body.empty()) {
       // A content provider, which the server does not compress again.
-      auto kept = std::make_shared<const std::string>(std::move(body));
-      res.set_content_provider(kept->size(), content_type,
+      auto kept = std::make_shared<const std::string>(std::move(reply.body));
+      res.set_content_provider(kept->size(), reply.content_type,
                                [kept](size_t offset, size_t length, httplib::DataSink& sink) {
                                  return sink.write(kept->data() + offset, length);
                                });
-    } else if (pipe->status != 204 && pipe->status != 304) {
-      res.set_header("Content-Type", content_type);
+    } else if (reply.status != 204 && reply.status != 304) {
+      res.set_header("Content-Type", reply.content_type);
     }
     return end("closed");
   }
@@ -906,7 +1125,7 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
   // length, which the server does not compress again). The event and the session's end are
   // written when the last byte left, or the transfer broke (the response's releaser).
   if (masked) {
-    return StreamMasked(std::move(masking), content_type, pipe, std::move(audit_ptr),
+    return StreamMasked(x.masking, content_type, pipe, std::move(audit_ptr),
                         std::move(admitted_ptr), text, started, who.connection, req, res);
   }
   res.status = pipe->status;

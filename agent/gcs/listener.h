@@ -15,17 +15,24 @@
 // A require_approval guardrail holds the request on its server thread until approvers decide
 // (the caller just waits), then forwards it or answers 403 with the decision.
 //
+// A batch (POST /batch/storage/v1, multipart/mixed) is split into its requests (batch.h), each
+// decided on its own like a request of its own and sent to the service alone; their answers go
+// back as one multipart/mixed answer, in order, by Content-ID. A batch carries JSON API calls
+// only, as at the service (no uploads, object bytes or nested batches).
+//
 // Resumable uploads: the start is decided like any upload; the service's session URI stays at the
 // agent (upload_sessions.h), and the caller gets the agent's, bound to it. Each later step is
 // that caller's only, re-decided as a write of the same object, and forwarded to the kept URI.
 //
-// Not built yet (refused, fail closed, or left out): batch requests, masking of object bodies,
-// request recording, withdrawing a held request when its caller goes away (it waits for the
-// decision or the timeout), streamed uploads (a request body — a resumable upload's chunk too —
-// is held in memory up to `max_body_bytes`, 413 beyond). Answers of declared length that are not
-// JSON (an object's bytes) are streamed through a window of 1 MiB; JSON answers (whose links are
-// rewritten) and answers of unknown length are held whole up to `max_body_bytes` (502 beyond).
+// Not built yet (refused, fail closed, or left out): request recording, withdrawing a held request
+// when its caller goes away (it waits for the decision or the timeout), streamed uploads (a request
+// body — a resumable upload's chunk too — is held in memory up to `max_body_bytes`, 413 beyond).
+// Answers of declared length that are not JSON (an object's bytes) are streamed through a window of
+// 1 MiB; JSON answers (whose links are rewritten) and answers of unknown length are held whole up
+// to `max_body_bytes` (502 beyond).
 #pragma once
+
+#include <httplib.h>
 
 #include <memory>
 #include <string>
@@ -42,12 +49,6 @@
 #include "agent/session/admission.h"
 #include "agent/session/limits.h"
 #include "agent/session/session_audit.h"
-
-namespace httplib {
-class SSLServer;
-struct Request;
-struct Response;
-}  // namespace httplib
 
 namespace sluice::agent::gcs {
 
@@ -74,7 +75,26 @@ class Listener {
   void Stop();
 
  private:
+  struct Exchange;
+  struct Call;
+  struct Verdict;
+  struct Reply;
+
   void Handle(const httplib::Request& req, httplib::Response& res);
+  // One call of an admitted caller: classified, its ownership and masking checked, decided by
+  // the gate and the guardrails (held for approval when they say so), every refusal on record.
+  Verdict Decide(Exchange& x, const Call& c);
+  // The request for the service: the call with an allow-list of its headers and the service
+  // account's token.
+  httplib::Request Outbound(const Exchange& x, const Call& c, const Verdict& v) const;
+  // A whole answer from the service made the caller's: its event, links rewritten, masked, a
+  // resumable upload's session URI kept and replaced; a 502 when there was none.
+  Reply Conclude(Exchange& x, const Call& c, const Verdict& v, bool answered, int status,
+                 const httplib::Headers& headers, std::string body, const std::string& error,
+                 absl::Time started);
+  // A batch (POST /batch/storage/v1): each request in it decided and sent on its own, the
+  // answers gathered into one multipart/mixed answer.
+  Reply Batch(Exchange& x, const Call& batch);
   // A request a guardrail holds: its approval request, the wait, the approval event; the
   // decision (Allow when approved).
   session::Decision Hold(const audit::StatementText& text, const session::GuardrailDecision& d,

@@ -16,7 +16,7 @@ RUN apt-get update \
       libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev \
       libssl-dev libsodium-dev libsqlite3-dev zlib1g-dev libzstd-dev libisal-dev \
       libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libasio-dev \
-      libpg-query-dev libre2-dev \
+      libpg-query-dev libre2-dev libgmime-3.0-dev libhttp-parser-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .

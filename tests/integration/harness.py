@@ -258,9 +258,12 @@ class PostgresServer:
     """A real PostgreSQL 15 in a temp dir, run as the postgres user (initdb refuses root).
 
     auth: "scram-sha-256", "md5" or "trust" for TCP logins; tls: also require TLS on TCP.
+    host: the address it listens on (and takes TCP logins from, with 127.0.0.1).
     """
 
-    def __init__(self, workdir, name="pg", auth="scram-sha-256", tls=False, max_connections=100):
+    def __init__(self, workdir, name="pg", auth="scram-sha-256", tls=False, max_connections=100,
+                 host="127.0.0.1"):
+        self.host = host
         self.dir = os.path.join(workdir, name)
         self.data = os.path.join(self.dir, "data")
         self.socket_dir = os.path.join(self.dir, "sock")
@@ -284,11 +287,12 @@ class PostgresServer:
         subprocess.run(["chown", "-R", "postgres:postgres", self.dir], check=True)
         self._as_postgres(f"{PG_BIN}/initdb", "-D", self.data, "-U", "postgres", "-A", "trust",
                           "--no-sync")
-        conf = [f"listen_addresses = '127.0.0.1'", f"port = {self.port}",
+        conf = [f"listen_addresses = '{self.host}'", f"port = {self.port}",
                 f"unix_socket_directories = '{self.socket_dir}'", "fsync = off",
                 f"max_connections = {self.max_connections}",
                 f"password_encryption = '{'md5' if self.auth == 'md5' else 'scram-sha-256'}'"]
         hba = ["local all all trust"]
+        clients = sorted({"127.0.0.1/32", f"{self.host}/32"})
         if self.tls:
             subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
                             "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj",
@@ -300,10 +304,10 @@ class PostgresServer:
                             os.path.join(self.data, "server.crt")], check=True)
             os.chmod(os.path.join(self.data, "server.key"), 0o600)
             conf.append("ssl = on")
-            hba.append(f"hostssl all all 127.0.0.1/32 {self.auth}")
-            hba.append("hostnossl all all 127.0.0.1/32 reject")
+            hba += [f"hostssl all all {c} {self.auth}" for c in clients]
+            hba += [f"hostnossl all all {c} reject" for c in clients]
         else:
-            hba.append(f"host all all 127.0.0.1/32 {self.auth}")
+            hba += [f"host all all {c} {self.auth}" for c in clients]
         with open(os.path.join(self.data, "postgresql.auto.conf"), "a") as f:
             f.write("\n".join(conf) + "\n")
         with open(os.path.join(self.data, "pg_hba.conf"), "w") as f:

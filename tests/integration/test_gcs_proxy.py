@@ -315,7 +315,6 @@ class GcsProxyTest(unittest.TestCase):
                              ("GET", "/storage/v1/b/demo-bucket/o/logs%2Fapp.log?alt=media"
                                      "&X-Goog-Signature=abc&X-Goog-Credential=x"),
                              ("GET", "/storage/v1/b/demo-bucket/o?access_token=ya29.x"),
-                             ("POST", "/batch/storage/v1"),
                              ("GET", "/storage/v1/b/demo-bucket/o/logs%2Fapp.log/unknownVerb"),
                              ("GET", "/compute/v1/projects/demo-project/zones")):
             status, _, body = self.stack.request(method, path, jwt, body=b"" if method == "POST" else None)
@@ -548,6 +547,101 @@ class GcsProxyTest(unittest.TestCase):
         self.assertEqual(self.stack.gcs.buckets["demo-bucket"]["node/x.txt"][0], b"hello")
         r = self.node_client("node-writer", ("writers",), "rm", "demo-bucket", "node/x.txt")
         self.assertEqual((r.returncode, r.stdout), (0, "deleted\n"), r.stderr)
+
+    # ---- batches ----
+
+    @staticmethod
+    def batch_body(boundary, requests):
+        """A multipart/mixed batch body, as Google's client libraries write one: each request an
+        application/http part with a Content-ID."""
+        out = b""
+        for i, request in enumerate(requests):
+            out += (f"--{boundary}\r\nContent-Type: application/http\r\n"
+                    f"Content-Transfer-Encoding: binary\r\nContent-ID: <req-{i + 1}>\r\n\r\n"
+                    ).encode() + request + b"\r\n"
+        return out + f"--{boundary}--\r\n".encode()
+
+    @staticmethod
+    def batch_answers(headers, body):
+        """{content id: (status, headers, body)} of a multipart/mixed batch answer."""
+        import email.parser
+        import http.client
+        import io
+        message = email.parser.BytesParser().parsebytes(
+            f"Content-Type: {headers['Content-Type']}\r\n\r\n".encode() + body)
+        assert message.is_multipart(), body[:200]
+        out = {}
+
+        class Sock:
+            def __init__(self, data):
+                self.data = data
+
+            def makefile(self, *args, **kwargs):
+                return io.BytesIO(self.data)
+        for part in message.get_payload():
+            raw = part.get_payload(decode=True)
+            r = http.client.HTTPResponse(Sock(raw))
+            r.begin()
+            out[part["Content-ID"]] = (r.status, dict(r.getheaders()), r.read())
+        return out
+
+    def test_a_batch_is_many_requests_each_decided_on_its_own(self):
+        self.stack.gcs.put("demo-bucket", "tmp/x.txt", b"scratch", "text/plain")
+        acl = json.dumps({"acl": [{"entity": "allUsers", "role": "READER"}]}).encode()
+        body = self.batch_body("batch_sluice_test", [
+            b"GET /storage/v1/b/demo-bucket/o/reports%2Fq1.csv HTTP/1.1\r\nAccept: application/json\r\n",
+            b"DELETE /storage/v1/b/demo-bucket/o/logs%2Fapp.log HTTP/1.1\r\n",
+            b"PATCH /storage/v1/b/demo-bucket/o/reports%2Fq1.csv HTTP/1.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: " + str(len(acl)).encode()
+            + b"\r\n\r\n" + acl,
+            b"DELETE /storage/v1/b/demo-bucket/o/tmp%2Fx.txt HTTP/1.1\r\n",
+            b"POST /batch/storage/v1 HTTP/1.1\r\n",
+            b"GET /download/storage/v1/b/demo-bucket/o/reports%2Fq1.csv?alt=media HTTP/1.1\r\n",
+            b"this is not an HTTP request",
+        ])
+        before = len(self.stack.gcs.requests)
+        status, headers, answer = self.stack.request(
+            "POST", "/batch/storage/v1", self.token("batch-bot", groups=("writers",)), body=body,
+            headers={"Content-Type": "multipart/mixed; boundary=batch_sluice_test"})
+        self.assertEqual(status, 200, answer[:300])
+        self.assertTrue(headers["Content-Type"].startswith("multipart/mixed; boundary="), headers)
+        parts = self.batch_answers(headers, answer)
+        self.assertEqual(len(parts), 7)
+        status, _, got = parts["<response-req-1>"]
+        self.assertEqual((status, json.loads(got)["name"]), (200, "reports/q1.csv"))
+        self.assertNotIn(f":{self.stack.gcs.port}", got.decode())  # links name the agent
+        status, _, got = parts["<response-req-2>"]
+        self.assertEqual(status, 403)
+        self.assertIn('guardrail "storage-safety"', self.error_of(got)["message"])
+        status, _, got = parts["<response-req-3>"]
+        self.assertEqual(status, 403)
+        self.assertIn("needs admin access", self.error_of(got)["message"])
+        self.assertEqual(parts["<response-req-4>"][0], 204)
+        for i in (5, 6, 7):
+            status, _, got = parts[f"<response-req-{i}>"]
+            self.assertEqual(status, 400, got)
+        self.assertIn("JSON API calls only", self.error_of(parts["<response-req-6>"][2])["message"])
+        self.assertIn("cannot be read", self.error_of(parts["<response-req-7>"][2])["message"])
+        # What ran is what was decided: the service saw the two allowed requests, one by one.
+        seen = [(r["method"], r["path"]) for r in self.stack.gcs.requests[before:]]
+        self.assertEqual(seen, [("GET", "/storage/v1/b/demo-bucket/o/reports%2Fq1.csv"),
+                                ("DELETE", "/storage/v1/b/demo-bucket/o/tmp%2Fx.txt")])
+        self.assertIn("logs/app.log", self.stack.gcs.buckets["demo-bucket"])
+        self.assertNotIn("tmp/x.txt", self.stack.gcs.buckets["demo-bucket"])
+        events = wait_for(lambda: (lambda e: e if len(e) >= 7 else None)(
+            self.statements("batch-bot")), what="an event per request of the batch")
+        self.assertEqual(sorted(e.get("decision", e.get("command_tags")) for e in events),
+                         sorted(["HTTP 200", "blocked", "refused", "HTTP 204", "refused",
+                                 "refused", "refused"]))
+        # A body that is no batch, or a batch of more than 100 requests, is refused whole.
+        for bad_body, content_type in (
+                (b"plain", "text/plain"),
+                (self.batch_body("b", [b"GET /storage/v1/b/demo-bucket HTTP/1.1\r\n"] * 101),
+                 "multipart/mixed; boundary=b")):
+            status, _, got = self.stack.request(
+                "POST", "/batch/storage/v1", self.token("batch-bot", groups=("writers",)),
+                body=bad_body, headers={"Content-Type": content_type})
+            self.assertEqual(status, 400, got)
 
     # ---- resumable uploads ----
 
