@@ -123,21 +123,36 @@ void ReadRequest(absl::string_view bytes, BatchRequest* out) {
 
 const char* Reason(int status) {
   switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 204: return "No Content";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 409: return "Conflict";
-    case 412: return "Precondition Failed";
-    case 429: return "Too Many Requests";
-    case 500: return "Internal Server Error";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    default: return "Status";
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 204:
+      return "No Content";
+    case 304:
+      return "Not Modified";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 409:
+      return "Conflict";
+    case 412:
+      return "Precondition Failed";
+    case 429:
+      return "Too Many Requests";
+    case 500:
+      return "Internal Server Error";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    default:
+      return "Status";
   }
 }
 
@@ -171,7 +186,8 @@ absl::StatusOr<std::vector<BatchRequest>> ParseBatch(absl::string_view content_t
   for (int i = 0; i < count; ++i) {
     BatchRequest& r = out[static_cast<size_t>(i)];
     GMimeObject* part = g_mime_multipart_get_part(multipart, i);
-    if (const char* id = g_mime_object_get_content_id(part)) r.content_id = std::string(id).substr(0, 256);
+    if (const char* id = g_mime_object_get_content_id(part))
+      r.content_id = std::string(id).substr(0, 256);
     if (!GMIME_IS_PART(part)) {
       r.error = "the part is not a single request";
       continue;
@@ -204,7 +220,8 @@ std::string WriteBatchResponse(const std::vector<BatchResponse>& responses,
   std::string out;
   for (const BatchResponse& r : responses) {
     absl::StrAppend(&out, "--", boundary, "\r\nContent-Type: application/http\r\n");
-    if (!r.content_id.empty()) absl::StrAppend(&out, "Content-ID: <response-", r.content_id, ">\r\n");
+    if (!r.content_id.empty())
+      absl::StrAppend(&out, "Content-ID: <response-", r.content_id, ">\r\n");
     absl::StrAppend(&out, "\r\nHTTP/1.1 ", r.status, " ", Reason(r.status), "\r\n");
     for (const auto& [name, value] : r.headers) absl::StrAppend(&out, name, ": ", value, "\r\n");
     if (!r.body.empty() || (r.status != 204 && r.status != 304)) {

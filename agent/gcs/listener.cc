@@ -58,7 +58,30 @@ struct Pipe {
   size_t sent = 0;      // to the caller (streamed)
   std::thread thread;
   std::atomic<bool> released{false};
+  // A streamed upload: the caller's body on its way to the service, read by the caller's thread
+  // into a window of kStreamWindow bytes and sent from the service's.
+  std::deque<std::string> up_chunks;
+  size_t up_queued = 0;
+  bool up_done = false;    // the caller's body was read to its end
+  bool up_failed = false;  // the caller's body broke off
 };
+
+// Cloud Storage's largest object: the most a streamed upload may declare.
+constexpr size_t kMaxObjectBytes = size_t{5} << 40;
+// What the agent reads and drops of a body it refused without reading, so that the caller gets
+// its answer on a connection that stays usable; beyond this, the connection is closed instead.
+constexpr size_t kDrainBytes = 16 << 20;
+
+// Whether a request's body is an object's bytes that stream to the service as they arrive: a
+// media upload, or a resumable upload's step. (Other bodies — JSON metadata, multipart uploads,
+// batches — are read whole first: what they say is part of the decision.)
+bool StreamsObjectBytes(const std::string& method, absl::string_view path,
+                        const std::multimap<std::string, std::string>& query) {
+  if (!absl::StartsWith(path, "/upload/storage/v1/")) return false;
+  if (query.count("upload_id") > 0) return method == "PUT" || method == "POST";
+  auto type = query.find("uploadType");
+  return method == "POST" && type != query.end() && type->second == "media";
+}
 
 int StatusOf(RefusalKind kind) {
   switch (kind) {
@@ -302,9 +325,8 @@ void StreamMasked(std::shared_ptr<const masking::MaskingPolicy> masking,
                   const std::string& content_type, std::shared_ptr<Pipe> pipe,
                   std::shared_ptr<session::SessionAudit> audit,
                   std::shared_ptr<session::Admitted> admitted, const audit::StatementText& text,
-                  absl::Time started, const std::string& connection, const httplib::Request& req,
+                  absl::Time started, const std::string& connection, int64_t bytes_in,
                   httplib::Response& res) {
-  const int64_t bytes_in = static_cast<int64_t>(req.body.size());
   const std::string why = Unsearchable(content_type, pipe->headers);
   if (!why.empty()) {
     {
@@ -453,11 +475,29 @@ absl::StatusOr<int> Listener::Start() {
                      "certificate ",
                      options_.tls_cert_file, " and its key"));
   }
-  server_->set_payload_max_length(options_.max_body_bytes);
+  // Bodies are read by Handle (whole, up to max_body_bytes, or streamed); the server's own limit
+  // is the largest object a streamed upload may declare.
+  server_->set_payload_max_length(kMaxObjectBytes);
+  // A request without a body (GET, HEAD, OPTIONS) that comes with one is refused before it is
+  // read: nothing would bound it.
+  server_->set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
+    const bool bodiless = req.method == "GET" || req.method == "HEAD" || req.method == "OPTIONS";
+    const bool has_body =
+        req.has_header("Transfer-Encoding") ||
+        (req.has_header("Content-Length") && req.get_header_value("Content-Length") != "0");
+    if (!bodiless || !has_body) return httplib::Server::HandlerResponse::Unhandled;
+    res.set_header("Connection", "close");
+    SendError(res, 400, absl::StrCat("Sluice: a ", req.method, " request with a body"));
+    return httplib::Server::HandlerResponse::Handled;
+  });
   server_->set_read_timeout(60);
   server_->set_write_timeout(60);
   server_->set_keep_alive_timeout(30);
-  auto handler = [this](const httplib::Request& req, httplib::Response& res) { Handle(req, res); };
+  auto handler = [this](const httplib::Request& req, httplib::Response& res) {
+    Handle(req, res, nullptr);
+  };
+  auto with_body = [this](const httplib::Request& req, httplib::Response& res,
+                          const httplib::ContentReader& reader) { Handle(req, res, &reader); };
   // Nothing in Handle is meant to throw; if something does, the caller gets a plain 502 (the
   // server's default would put the exception's text in a header) and the log says what.
   server_->set_exception_handler(
@@ -473,11 +513,16 @@ absl::StatusOr<int> Listener::Start() {
         SendError(res, 502, "Sluice: the agent could not handle this request");
       });
   server_->Get(".*", handler);
-  server_->Post(".*", handler);
-  server_->Put(".*", handler);
-  server_->Patch(".*", handler);
-  server_->Delete(".*", handler);
   server_->Options(".*", handler);
+  // (the server takes a request with a body to the first kind, one without to the second)
+  server_->Post(".*", with_body);
+  server_->Post(".*", handler);
+  server_->Put(".*", with_body);
+  server_->Put(".*", handler);
+  server_->Patch(".*", with_body);
+  server_->Patch(".*", handler);
+  server_->Delete(".*", with_body);
+  server_->Delete(".*", handler);
   const size_t colon = options_.listen.rfind(':');
   int port = 0;
   if (colon == std::string::npos || !absl::SimpleAtoi(options_.listen.substr(colon + 1), &port)) {
@@ -884,7 +929,8 @@ Listener::Reply Listener::Batch(Exchange& x, const Call& batch) {
   return reply;
 }
 
-void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
+void Listener::Handle(const httplib::Request& req, httplib::Response& res,
+                      const httplib::ContentReader* reader) {
   const absl::Time started = absl::Now();
   // A Range header goes to the service, which answers with the range (206); the server must not
   // cut that answer again by the same range (it would, from the parsed ranges). The request is
@@ -898,6 +944,25 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
   audit::Who who;
   who.client_addr = absl::StrCat(req.remote_addr, ":", req.remote_port);
   who.tls = true;
+  // The caller's body: read whole below, or streamed to the service once the request is decided
+  // (an object's bytes). One refused before it was read is drained, or its connection closed.
+  std::string body;
+  int64_t bytes_in = 0;
+  bool body_read = reader == nullptr;
+  struct Drain {
+    const httplib::ContentReader* reader;
+    const bool* read;
+    httplib::Response* res;
+    ~Drain() {
+      if (*read) return;
+      size_t seen = 0;
+      const bool drained = (*reader)([&seen](const char*, size_t n) {
+        seen += n;
+        return seen <= kDrainBytes;
+      });
+      if (!drained) res->set_header("Connection", "close");
+    }
+  } drain{reader, &body_read, &res};
   auto refuse_login = [&](session::Refuse refusal) {
     who.subject = admission.identity().subject;
     who.issuer = admission.identity().issuer;
@@ -948,6 +1013,32 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
       return refuse_login(std::move(r));
     }
   }
+  const bool streamed_upload =
+      reader != nullptr && StreamsObjectBytes(req.method, path, QueryOf(query_string));
+  if (reader != nullptr && !streamed_upload) {
+    bool over = false;
+    const bool read = (*reader)([&](const char* data, size_t n) {
+      if (body.size() + n > options_.max_body_bytes) {
+        over = true;
+        return false;
+      }
+      body.append(data, n);
+      return true;
+    });
+    bytes_in = static_cast<int64_t>(body.size());
+    if (over || !read) {
+      res.set_header("Connection", "close");
+      SendError(res, over ? 413 : 400,
+                over ? absl::StrCat("Sluice: the request's body is over the agent's limit of ",
+                                    options_.max_body_bytes,
+                                    " bytes (an object's bytes stream: upload them with "
+                                    "uploadType=media or resumable)")
+                     : std::string("Sluice: the request's body could not be read"));
+      body_read = true;  // (as far as it goes: the connection closes)
+      return;
+    }
+    body_read = true;
+  }
   if (auto refused = session::Admission::CheckAudit(options_.events->Full())) {
     return refuse_login(*std::move(refused));
   }
@@ -992,7 +1083,7 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
   audit.Started(std::move(start));
   int64_t bytes_out = 0;
   auto end = [&](absl::string_view reason) {
-    audit.Ended(reason, absl::Now() - started, static_cast<int64_t>(req.body.size()), bytes_out);
+    audit.Ended(reason, absl::Now() - started, bytes_in, bytes_out);
   };
 
   Exchange x;
@@ -1013,7 +1104,7 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
   call.query_string = query_string;
   call.query = QueryOf(query_string);
   call.headers = req.headers;
-  call.body = req.body;
+  call.body = std::move(body);
   if (path == "/batch/storage/v1" && req.method == "POST") {
     Reply reply = Batch(x, call);
     res.status = reply.status;
@@ -1039,6 +1130,34 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
   const size_t limit = options_.max_body_bytes;
   const bool upload_step = request.upload != UploadStep::kNone;  // short answers, kept whole
   httplib::Request out = Outbound(x, call, v);
+  if (streamed_upload) {
+    // The object's bytes go to the service as the caller sends them, through the pipe's window.
+    size_t length = 0;
+    const bool chunked = !absl::SimpleAtoi(req.get_header_value("Content-Length"), &length);
+    out.is_chunked_content_provider_ = chunked;
+    out.content_length_ = chunked ? 0 : length;
+    if (chunked) out.headers.emplace("Transfer-Encoding", "chunked");  // (the client writes it so)
+    out.content_provider_ = [pipe, chunked](size_t, size_t room, httplib::DataSink& sink) {
+      std::string chunk;
+      {
+        absl::MutexLock lock(&pipe->mu);
+        pipe->mu.Await(absl::Condition(
+            +[](Pipe* p) { return !p->up_chunks.empty() || p->up_done || p->up_failed; },
+            pipe.get()));
+        if (pipe->up_chunks.empty()) {
+          // The caller's body ended: the end of a chunked one; short of its declared length, or
+          // broken off, the request to the service is abandoned.
+          if (pipe->up_failed || !chunked) return false;
+          sink.done();
+          return true;
+        }
+        chunk = std::move(pipe->up_chunks.front());
+        pipe->up_chunks.pop_front();
+        pipe->up_queued -= chunk.size();
+      }
+      return sink.write(chunk.data(), chunked ? chunk.size() : std::min(chunk.size(), room));
+    };
+  }
   // The answer comes through a pipe from a thread of its own: its head first, then its body —
   // whole (JSON, whose links are rewritten, and answers of unknown length: up to the limit), or
   // streamed to the caller through a window of kStreamWindow bytes.
@@ -1088,6 +1207,29 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
     }
     pipe->finished = true;
   });
+  if (streamed_upload) {
+    // The caller's body, read on this thread into the pipe while the service's thread sends it.
+    const bool read = (*reader)([&](const char* data, size_t n) {
+      absl::MutexLock lock(&pipe->mu);
+      pipe->mu.Await(absl::Condition(
+          +[](Pipe* p) { return p->up_queued < kStreamWindow || p->finished; }, pipe.get()));
+      if (pipe->finished) return false;  // the service's side ended: read no more
+      pipe->up_chunks.emplace_back(data, n);
+      pipe->up_queued += n;
+      bytes_in += static_cast<int64_t>(n);
+      return true;
+    });
+    body_read = true;
+    absl::MutexLock lock(&pipe->mu);
+    if (read) {
+      pipe->up_done = true;
+    } else {
+      pipe->up_failed = true;
+      if (pipe->error.empty() && !pipe->finished) {
+        pipe->error = "the caller's upload broke off before its end";
+      }
+    }
+  }
   bool streamed = false;
   {
     absl::MutexLock lock(&pipe->mu);
@@ -1126,7 +1268,7 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
   // written when the last byte left, or the transfer broke (the response's releaser).
   if (masked) {
     return StreamMasked(x.masking, content_type, pipe, std::move(audit_ptr),
-                        std::move(admitted_ptr), text, started, who.connection, req, res);
+                        std::move(admitted_ptr), text, started, who.connection, bytes_in, res);
   }
   res.status = pipe->status;
   size_t length = 0;
@@ -1134,7 +1276,6 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res) {
     if (ForwardedResponseHeader(name)) res.set_header(name, value);
     if (absl::EqualsIgnoreCase(name, "Content-Length")) (void)absl::SimpleAtoi(value, &length);
   }
-  const int64_t bytes_in = static_cast<int64_t>(req.body.size());
   auto provider = [pipe](size_t, size_t length, httplib::DataSink& sink) {
     std::string chunk;
     {

@@ -25,11 +25,14 @@
 // that caller's only, re-decided as a write of the same object, and forwarded to the kept URI.
 //
 // Not built yet (refused, fail closed, or left out): request recording, withdrawing a held request
-// when its caller goes away (it waits for the decision or the timeout), streamed uploads (a request
-// body — a resumable upload's chunk too — is held in memory up to `max_body_bytes`, 413 beyond).
-// Answers of declared length that are not JSON (an object's bytes) are streamed through a window of
-// 1 MiB; JSON answers (whose links are rewritten) and answers of unknown length are held whole up
-// to `max_body_bytes` (502 beyond).
+// when its caller goes away (it waits for the decision or the timeout).
+//
+// Bodies: an object's bytes (a media upload, a resumable upload's step) stream to the service as
+// the caller sends them, through a window of 1 MiB, once the request is decided; other bodies
+// (JSON metadata, multipart uploads, batches) are read whole first, up to `max_body_bytes` (413
+// beyond), since what they say is part of the decision. Answers of declared length that are not
+// JSON (an object's bytes) are streamed through a window of 1 MiB; JSON answers (whose links are
+// rewritten) and answers of unknown length are held whole up to `max_body_bytes` (502 beyond).
 #pragma once
 
 #include <httplib.h>
@@ -80,7 +83,9 @@ class Listener {
   struct Verdict;
   struct Reply;
 
-  void Handle(const httplib::Request& req, httplib::Response& res);
+  // `reader`: the caller's body, unread (POST, PUT, PATCH, DELETE); null when there is none.
+  void Handle(const httplib::Request& req, httplib::Response& res,
+              const httplib::ContentReader* reader);
   // One call of an admitted caller: classified, its ownership and masking checked, decided by
   // the gate and the guardrails (held for approval when they say so), every refusal on record.
   Verdict Decide(Exchange& x, const Call& c);

@@ -493,8 +493,8 @@ class FakeGcs(_HttpsStandin):
         return (200, self._put(bucket, name, body, content_type or "application/octet-stream"))
 
     def _resumable_step(self, h, bucket, query, body):
-        """A PUT of bytes (Content-Range `bytes a-b/total`, `bytes a-b/*`, `bytes */total`; none:
-        the whole object) or a DELETE (cancel) on a resumable session."""
+        """A PUT of bytes (Content-Range `bytes a-b/total`, `bytes a-b/*`, `bytes a-*/*`,
+        `bytes */total`; none: the whole object) or a DELETE (cancel) on a resumable session."""
         upload_id = query["upload_id"]
         session = self.upload_sessions.get(upload_id)
         if session is None or session["bucket"] != bucket:
@@ -510,13 +510,17 @@ class FakeGcs(_HttpsStandin):
         if content_range is None:
             start, total = 0, len(body)
         else:
-            m = re.fullmatch(r"bytes (?:(\d+)-(\d+)|\*)/(\d+|\*)", content_range.strip())
+            m = re.fullmatch(r"bytes (?:(\d+)-(\d+|\*)|\*)/(\d+|\*)", content_range.strip())
             if m is None:
                 raise ValueError(f"Content-Range {content_range!r}")
             start = int(m[1]) if m[1] is not None else len(data)
-            if m[1] is not None and int(m[2]) - start + 1 != len(body):
+            if m[1] is not None and m[2] != "*" and int(m[2]) - start + 1 != len(body):
                 raise ValueError("Content-Range does not match the body's length")
             total = int(m[3]) if m[3] != "*" else None
+            if m[2] == "*":
+                # A step of a length its sender did not know: its request's end is the object's
+                # end, as Cloud Storage takes Node's one-request streamed upload.
+                total = start + len(body)
         if start > len(data):
             return _error(400, "invalid", "Bytes are missing before this range")
         del data[start:]

@@ -6,15 +6,16 @@
 //   node gcs_storage.js <api endpoint> ls <bucket> [prefix]    -> one object name per line
 //   node gcs_storage.js <api endpoint> cat <bucket> <object>   -> the object's bytes
 //   node gcs_storage.js <api endpoint> put <bucket> <object> <text>
-//   node gcs_storage.js <api endpoint> put-resumable <bucket> <object> <bytes>
-//       -> a resumable upload of <bytes> bytes (byte i is i mod 251) in 256 KiB chunks; prints
-//          the uploaded object's size and md5 as the service reports them
+//   node gcs_storage.js <api endpoint> put-resumable <bucket> <object> <bytes> [chunk KiB]
+//       -> a resumable upload of <bytes> bytes (byte i is i mod 251) in chunks of the given size
+//          (default 256 KiB; 0: the whole object in one streamed request), checked by md5;
+//          prints the uploaded object's size and md5 as the service reports them
 //   node gcs_storage.js <api endpoint> rm <bucket> <object>
 const {Storage} = require('@google-cloud/storage');
 const {OAuth2Client} = require('google-auth-library');
 
 async function main() {
-  const [endpoint, op, bucketName, name, text] = process.argv.slice(2);
+  const [endpoint, op, bucketName, name, text, chunkKiB] = process.argv.slice(2);
   const auth = new OAuth2Client();
   auth.setCredentials({access_token: process.env.SLUICE_TOKEN});
   const storage = new Storage({
@@ -46,7 +47,9 @@ async function main() {
       opts.headers = {...(opts.headers || {}), Authorization: `Bearer ${process.env.SLUICE_TOKEN}`};
       return opts;
     }});
-    await file.save(data, {resumable: true, chunkSize: 256 * 1024,
+    const kib = chunkKiB === undefined ? 256 : Number(chunkKiB);
+    await file.save(data, {resumable: true, validation: 'md5',
+                           ...(kib > 0 ? {chunkSize: kib * 1024} : {}),
                            contentType: 'application/octet-stream'});
     const [meta] = await file.getMetadata();
     console.log(`${meta.size} ${meta.md5Hash}`);
