@@ -169,6 +169,11 @@ std::string ControlClient::StatusJson() const {
   return j.dump(2) + "\n";
 }
 
+ControlClient::LinkState ControlClient::link_state() const {
+  absl::MutexLock lock(&mu_);
+  return LinkState{applied_version_, state_ == "connected", reconnects_};
+}
+
 void ControlClient::Loop() {
   absl::BitGen rng;
   int attempt = 0;

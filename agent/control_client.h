@@ -72,6 +72,13 @@ class ControlClient {
   bool enrolled() const;
   // The agent's status as JSON, for /status.
   std::string StatusJson() const;
+  // What /metrics shows of the link (agent/agent_metrics.h).
+  struct LinkState {
+    uint64_t applied_version = 0;  // of the snapshot enforced now (0: none)
+    bool connected = false;        // a stream is up and has sent a snapshot
+    uint64_t reconnects = 0;
+  };
+  LinkState link_state() const;
 
  private:
   struct Link;  // one connection (control_client.cc)

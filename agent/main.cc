@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
+#include "agent/agent_metrics.h"
 #include "agent/audit/spool.h"
 #include "agent/control_client.h"
 #include "agent/gcs/listener.h"
@@ -20,12 +21,14 @@
 #include "agent/policy_holder.h"
 #include "agent/postgres/listener.h"
 #include "agent/session/limits.h"
+#include "agent/session/metrics.h"
 #include "agent/test_faults.h"
 #include "common/crypto.h"
 #include "common/daemon.h"
 #include "common/files.h"
 #include "common/http_server.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/status_macros.h"
 #include "common/tls.h"
 
@@ -50,7 +53,8 @@ ABSL_FLAG(
     "protocols this agent serves; a snapshot with a connection of another protocol is NACKed");
 ABSL_FLAG(
     std::string, status_listen, "127.0.0.1:7081",
-    "address of the HTTP status port (/healthz, /readyz, /status); empty = off; port 0 = any");
+    "address of the HTTP status port (/healthz, /readyz, /status, /metrics); empty = off; port "
+    "0 = any");
 ABSL_FLAG(absl::Duration, reconnect_max_backoff, absl::Seconds(30),
           "upper bound of the reconnect backoff (exponential with full jitter)");
 ABSL_FLAG(absl::Duration, heartbeat_interval, absl::Seconds(10), "heartbeat period on the stream");
@@ -306,6 +310,12 @@ absl::Status Run() {
 
   HttpServer http;
   http.AddGet("/status", "application/json", [&client] { return client.StatusJson(); });
+  // Prometheus: the session core's counters (registered now, so that they read 0 before the first
+  // session) and the agent's own state, read at each scrape.
+  session::SessionMetrics::Default();
+  AddAgentMetrics(&metrics::DefaultRegistry(), &client, &events, &approvals);
+  http.AddGet("/metrics", metrics::kContentType,
+              [] { return metrics::DefaultRegistry().Render(); });
   if (!absl::GetFlag(FLAGS_status_listen).empty()) {
     ASSIGN_OR_RETURN(int port, http.Start(absl::GetFlag(FLAGS_status_listen)));
     LogInfo(
@@ -363,6 +373,7 @@ absl::Status Run() {
     lo.inflight = spool->inflight();
     lo.limiter = &limiter;
     lo.approvals = &approvals;
+    ASSIGN_OR_RETURN(lo.recording, RecordingFromFlags());
     cloud_storage = std::make_unique<gcs::Listener>(lo, &policy);
     ASSIGN_OR_RETURN(int gcs_port, cloud_storage->Start());
     WritePortFile(opts.data_dir, "gcs", gcs_port);

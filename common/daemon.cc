@@ -5,12 +5,20 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <ctime>
+#include <string>
 
+#include "absl/flags/flag.h"
 #include "absl/flags/usage.h"
 #include "absl/synchronization/mutex.h"
 #include "common/flags.h"
 #include "common/log.h"
+
+ABSL_FLAG(std::string, log_format, "text",
+          "how log lines are written to stderr: text, or json (one JSON object per line: time, "
+          "level, component, message)");
 
 namespace sluice {
 namespace {
@@ -52,6 +60,13 @@ void InitDaemon(int argc, char** argv, absl::string_view component, absl::string
   absl::SetProgramUsageMessage(usage);
   ParseFlags(argc, argv);
   SetLogComponent(component);
+  LogFormat format = LogFormat::kText;
+  if (!ParseLogFormat(absl::GetFlag(FLAGS_log_format), &format)) {
+    std::fprintf(stderr, "--log-format: '%s' is not text or json\n",
+                 absl::GetFlag(FLAGS_log_format).c_str());
+    std::exit(2);
+  }
+  SetLogFormat(format);
 }
 
 int WaitForShutdownSignal(const std::function<bool()>& keep_waiting) {

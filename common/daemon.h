@@ -11,7 +11,8 @@ namespace sluice {
 // Call first in main(), before any thread starts: blocks SIGINT and SIGTERM (so that only
 // WaitForShutdownSignal receives them), ignores SIGPIPE, sets umask 077 (keys, tokens and
 // databases are private to this user), raises the open-file limit to the hard limit, parses the
-// flags and names the log component.
+// flags, names the log component and sets the log format (--log-format=text|json; exits with
+// status 2 on another value).
 void InitDaemon(int argc, char** argv, absl::string_view component, absl::string_view usage);
 
 // Blocks until SIGINT or SIGTERM arrives (returns the signal), or until `keep_waiting` returns

@@ -23,6 +23,7 @@
 #include "common/html.h"
 #include "common/http_server.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/status_macros.h"
 #include "common/tls.h"
 #include "controlplane/approvals/desk.h"
@@ -32,6 +33,7 @@
 #include "controlplane/service/agent_service.h"
 #include "controlplane/service/dev_issuer.h"
 #include "controlplane/service/jwks_fetcher.h"
+#include "controlplane/service/metrics.h"
 #include "controlplane/service/policy_manager.h"
 #include "controlplane/service/retention.h"
 #include "controlplane/service/worker.h"
@@ -246,6 +248,8 @@ void StoreDuties(GuardedStore& store, ApprovalDesk& desk, AgentHub& hub) {
   const int64_t now_ms = NowUnixMs();
   if (!store.WriteFault()) {
     desk.ExpireDue(now_ms);
+    if (auto pending = store.ListApprovals(kPending, 1000); pending.ok())
+      ControlPlaneMetrics::Default().SetApprovalsPending(pending->size());
     return;
   }
   if (!store.TryResume(now_ms)) return;
@@ -253,63 +257,6 @@ void StoreDuties(GuardedStore& store, ApprovalDesk& desk, AgentHub& hub) {
       "the control plane's store takes writes again: send what it did not acknowledge");
   if (closed > 0)
     LogInfo(closed, " agent stream(s) closed, so that their agents send what was not stored");
-}
-
-std::string Metrics(const AgentHub& hub, const GuardedStore& store) {
-  std::string out = absl::StrCat(
-      "# HELP sluice_policy_version Current global policy version.\n"
-      "# TYPE sluice_policy_version gauge\n"
-      "sluice_policy_version ",
-      hub.version(), "\n",
-      "# HELP sluice_agents_connected Agents with a live stream.\n"
-      "# TYPE sluice_agents_connected gauge\n"
-      "sluice_agents_connected ",
-      hub.connected_count(), "\n",
-      "# HELP sluice_store_refusing_writes 1 while the control plane's store refuses writes "
-      "because its data "
-      "directory is full, read-only or failing: agents' audit batches are not acknowledged (the "
-      "agents keep them) "
-      "and changes are refused.\n"
-      "# TYPE sluice_store_refusing_writes gauge\n"
-      "sluice_store_refusing_writes ",
-      store.WriteFault() ? 1 : 0, "\n",
-      "# HELP sluice_store_write_faults_total Times the store started refusing writes for a disk "
-      "fault.\n"
-      "# TYPE sluice_store_write_faults_total counter\n"
-      "sluice_store_write_faults_total ",
-      store.faults(), "\n",
-      "# HELP sluice_store_writes_refused_total Writes the store refused for a disk fault (audit "
-      "batches, changes, "
-      "records).\n"
-      "# TYPE sluice_store_writes_refused_total counter\n"
-      "sluice_store_writes_refused_total ",
-      store.refused_writes(), "\n",
-      "# HELP sluice_store_audit_records_lost_total Control-plane audit records (admin calls, "
-      "approvals, agents' "
-      "refusals) that could not be stored; each is logged.\n"
-      "# TYPE sluice_store_audit_records_lost_total counter\n"
-      "sluice_store_audit_records_lost_total ",
-      store.audit_records_lost(), "\n",
-      "# HELP sluice_agents_audit_refusing Connected agents that refuse new sessions because they "
-      "cannot record "
-      "audit events (their spool cannot be written or is full).\n"
-      "# TYPE sluice_agents_audit_refusing gauge\n"
-      "sluice_agents_audit_refusing ",
-      hub.audit_refusing_count(), "\n",
-      "# HELP sluice_agent_audit_ok Per connected agent: 1 while it records audit events, 0 while "
-      "it refuses new "
-      "sessions because it cannot.\n"
-      "# TYPE sluice_agent_audit_ok gauge\n");
-  for (const auto& [id, live] : hub.LiveStatus()) {
-    std::string label;  // a Prometheus label value: backslash, quote and newline escaped
-    for (char c : id) {
-      if (c == '\\' || c == '"') label += '\\';
-      label += c == '\n' ? std::string("\\n") : std::string(1, c);
-    }
-    absl::StrAppend(&out, "sluice_agent_audit_ok{agent=\"", label, "\"} ",
-                    live.audit_error.empty() ? 1 : 0, "\n");
-  }
-  return out;
 }
 
 // The server's TLS identity: --tls-cert and --tls-key, or a private CA and server certificate
@@ -505,8 +452,12 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> StartGrpc(const ServerIdentity& id
 // it listens on.
 absl::StatusOr<int> StartHttp(HttpServer& http, const AgentHub& hub, GuardedStore& store,
                               Worker& worker, ApprovalDesk& desk, PolicyManager& policy) {
-  http.AddGet("/metrics", "text/plain; version=0.0.4",
-              [&hub, &store] { return Metrics(hub, store); });
+  // What is read at scrape time from the hub and the store, after the families updated where
+  // things happen (controlplane/service/metrics.h).
+  ControlPlaneMetrics::Default();
+  AddControlPlaneCollector(&metrics::DefaultRegistry(), &hub, &store);
+  http.AddGet("/metrics", metrics::kContentType,
+              [] { return metrics::DefaultRegistry().Render(); });
   // Not ready while the store refuses writes: agents' events would not be stored.
   http.SetReadyCheck([&store]() -> std::string {
     auto fault = store.WriteFault();

@@ -44,7 +44,11 @@ void EventSink::StartSpooling(Spool* spool) {
   {
     absl::MutexLock lock(&mu_);
     journal_ = spool->journal();
+    const int64_t now_ms = NowUnixMs();
     for (auto it = recovered.rbegin(); it != recovered.rend(); ++it) {
+      // Waiting since this start, as far as the delivery lag tells (their events' own times are
+      // in the records, not read here).
+      if (it->first_emit_ms == 0) it->first_emit_ms = now_ms;
       bytes_ += it->records.size();
       queued_events_ += it->count;
       queued_.push_front(std::move(*it));
@@ -368,6 +372,7 @@ bool EventSink::Emit(absl::string_view type, absl::string_view session_id, absl:
     EventChunk& fresh = queued_.emplace_back();
     fresh.records.reserve(chunk_bytes_ + 4096);
     fresh.first_sequence = next_sequence_;
+    fresh.first_emit_ms = event.time_unix_ms();
   }
   EventChunk& chunk = queued_.back();
   size_t before = chunk.records.size();
@@ -653,12 +658,20 @@ EventSink::Stats EventSink::stats() const {
     absl::MutexLock lock(&mu_);
     s = Stats{emitted_, queued_events_, in_flight_events_,    bytes_, 0, 0, 0, 0,
               0,        spool_error_,   disk_error_since_ms_, ""};
+    auto oldest = [&s](const EventChunk& c) {
+      if (c.count > 0 && c.first_emit_ms > 0 &&
+          (s.oldest_unacked_ms == 0 || c.first_emit_ms < s.oldest_unacked_ms)) {
+        s.oldest_unacked_ms = c.first_emit_ms;
+      }
+    };
     for (const EventChunk& c : queued_) {
+      oldest(c);
       if (!c.spooled) s.unspooled_events += c.count;
       if (c.evicted) s.evicted_events += c.count;
       if (c.spooled && !c.on_disk) s.unwritten_events += c.count;
     }
     for (const EventChunk& c : in_flight_) {
+      oldest(c);
       if (!c.on_disk) s.unwritten_events += c.count;
     }
     if (journal_ != nullptr) s.journal_overflows = journal_->overflows();  // counted under mu_

@@ -55,11 +55,12 @@ struct EventChunk {
   uint64_t first_sequence = 0;
   uint64_t last_sequence = 0;
   size_t count = 0;
-  bool sealed = false;    // nothing more is appended (it is being spooled)
-  bool spooled = false;   // on disk: it may be sent
-  bool evicted = false;   // on disk only: `records` is empty until it is read back to be sent
-  bool on_disk = false;   // written to a spool segment (a failed write leaves it false)
-  std::string last_hash;  // SHA-256 of its last record's payload (the chain head after it)
+  bool sealed = false;        // nothing more is appended (it is being spooled)
+  bool spooled = false;       // on disk: it may be sent
+  bool evicted = false;       // on disk only: `records` is empty until it is read back to be sent
+  bool on_disk = false;       // written to a spool segment (a failed write leaves it false)
+  std::string last_hash;      // SHA-256 of its last record's payload (the chain head after it)
+  int64_t first_emit_ms = 0;  // when its first record was emitted (read back: when it was read)
 };
 
 class InflightTable;
@@ -176,6 +177,9 @@ class EventSink {
     std::string refusing;              // RefusalReason()
     uint64_t journal_overflows = 0;    // records too many for the journal's half (not journaled)
     uint64_t inflight_uncovered = 0;   // sessions the in-flight table had no slot for
+    // When the oldest event the control plane has not acknowledged was emitted (0: none waits):
+    // the audit delivery lag is now minus this.
+    int64_t oldest_unacked_ms = 0;
   };
   Stats stats() const;
 

@@ -16,11 +16,15 @@ void SessionAudit::Refused(audit::Who who, const Refuse& refusal, absl::string_v
   refused.reason = refusal.message;
   refused.sqlstate = std::string(code);
   refused.detail = refusal.detail;
+  metrics_->SessionRefused(protocol_, refused.who.connection, refusal.kind);
   Emit(refused);
 }
 
 void SessionAudit::Started(audit::SessionStartEvent start) {
   start.protocol = protocol_;
+  series_ = metrics_->For(protocol_, start.who.connection);
+  series_->started->Inc();
+  series_->active->Add(1);
   Emit(start);
   started_ = true;
   // Requests in flight are noted where a killed agent keeps them (agent/audit/inflight.h).
@@ -33,11 +37,20 @@ void SessionAudit::Ended(absl::string_view reason, absl::Duration duration,
   end.reason = std::string(reason);
   end.totals = audit::SessionTotals{absl::ToInt64Microseconds(duration), statements_,
                                     bytes_from_client, bytes_from_server};
+  if (series_ != nullptr) {
+    series_->active->Add(-1);
+    (reason == "closed" ? series_->closed : series_->error)->Inc();
+  }
   Emit(end);
 }
 
 void SessionAudit::Answered() {
   ++statements_;
+  if (series_ != nullptr) {
+    series_->allowed->Inc();
+    if (answered_.failed()) series_->statement_errors->Inc();
+    series_->duration->Observe(static_cast<double>(answered_.duration_us) * 1e-6);
+  }
   Emit(answered_, /*settles=*/true);
 }
 
@@ -55,6 +68,14 @@ void SessionAudit::StatementRefused(audit::StatementText text, const Refuse& ref
   event.reason = refusal.message;
   event.sqlstate = std::string(code);
   ++statements_;
+  if (series_ != nullptr) {
+    const absl::string_view decision = refusal.decision;
+    (decision == audit::StatementEvent::kBlocked  ? series_->blocked
+     : decision == audit::StatementEvent::kDenied ? series_->denied
+                                                  : series_->refused)
+        ->Inc();
+    if (refusal.kind == RefusalKind::kUpstreamUnavailable) series_->upstream_errors->Inc();
+  }
   Emit(event);
 }
 
@@ -62,6 +83,7 @@ void SessionAudit::Alerted(audit::StatementText text, const GuardrailDecision& g
   audit::AlertEvent alert;
   alert.text = std::move(text);
   alert.guardrail = HitOf(guardrail);
+  if (series_ != nullptr) series_->alerts->Inc();
   Emit(alert);
 }
 
@@ -91,6 +113,28 @@ ApprovalVerdict VerdictOf(ApprovalOutcome::Kind kind) {
 
 }  // namespace
 
+// An approved statement is counted as allowed once the server answered it.
+void SessionAudit::CountApproval(ApprovalOutcome::Kind kind) {
+  switch (kind) {
+    case ApprovalOutcome::kApproved:
+      series_->approved->Inc();
+      return;
+    case ApprovalOutcome::kCancelled:
+      series_->approval_cancelled->Inc();
+      series_->cancelled->Inc();
+      return;
+    case ApprovalOutcome::kUnavailable:
+      series_->approval_unavailable->Inc();
+      series_->unavailable->Inc();
+      return;
+    case ApprovalOutcome::kTimedOut:
+    case ApprovalOutcome::kDenied:
+      break;
+  }
+  series_->approval_denied->Inc();
+  series_->denied->Inc();
+}
+
 audit::ApprovalEvent SessionAudit::ApprovalEventOf(audit::StatementText text,
                                                    const GuardrailDecision& guardrail,
                                                    uint64_t approval_id,
@@ -112,6 +156,7 @@ audit::ApprovalEvent SessionAudit::ApprovalEventOf(audit::StatementText text,
 const char* SessionAudit::Approval(audit::StatementText text, const GuardrailDecision& guardrail,
                                    uint64_t approval_id, const ApprovalOutcome& outcome) {
   if (outcome.kind != ApprovalOutcome::kApproved) ++statements_;
+  if (series_ != nullptr) CountApproval(outcome.kind);
   Emit(ApprovalEventOf(std::move(text), guardrail, approval_id, outcome));
   return VerdictOf(outcome.kind).decision;
 }

@@ -4,6 +4,8 @@
 // previous event and its in-flight accounting (agent/audit/inflight.h: a request noted before it
 // is forwarded, settled by the statement event that answers it).
 //
+// The same calls count the session in the agent's metrics (agent/session/metrics.h).
+//
 // Fail closed: once an event cannot be queued (the sink is full or failing), failed() is true
 // and the protocol adapter ends the session. One SessionAudit per session, used on the session's
 // thread only. What the adapter knows of its wire comes in as values: the statement's text
@@ -19,6 +21,7 @@
 #include "agent/audit/event_sink.h"
 #include "agent/audit/inflight.h"
 #include "agent/session/decision.h"
+#include "agent/session/metrics.h"
 #include "agent/session/recorder.h"
 #include "common/audit/events.h"
 
@@ -31,14 +34,16 @@ class SessionAudit {
   static constexpr size_t kRecordingFlushBytes = 256 << 10;
 
   // `protocol`: the connection's (audit::kProtocolPostgres); `inflight` may be null (no table);
-  // `recorder` (not owned) is the session's, whose recording travels with each event.
+  // `recorder` (not owned) is the session's, whose recording travels with each event. `metrics`
+  // (not owned): where the session is counted (null: SessionMetrics::Default()).
   SessionAudit(EventSink* events, InflightTable* inflight, std::string session_id,
-               const char* protocol, Recorder* recorder)
+               const char* protocol, Recorder* recorder, SessionMetrics* metrics = nullptr)
       : events_(events),
         inflight_(inflight),
         session_id_(std::move(session_id)),
         protocol_(protocol),
-        recorder_(recorder) {}
+        recorder_(recorder),
+        metrics_(metrics != nullptr ? metrics : &SessionMetrics::Default()) {}
   SessionAudit(const SessionAudit&) = delete;
   SessionAudit& operator=(const SessionAudit&) = delete;
 
@@ -106,13 +111,16 @@ class SessionAudit {
 
  private:
   void EmitJson(absl::string_view type, absl::string_view json, bool failed, bool settles);
+  void CountApproval(ApprovalOutcome::Kind kind);  // after Started
 
   EventSink* events_;
   InflightTable* inflight_;
   std::string session_id_;
   const char* protocol_;
   Recorder* recorder_;
-  int inflight_slot_ = -1;  // this session's slot in inflight_ (-1: none)
+  SessionMetrics* metrics_;
+  const SessionMetrics::Series* series_ = nullptr;  // the connection's, once Started
+  int inflight_slot_ = -1;                          // this session's slot in inflight_ (-1: none)
   bool started_ = false;
   bool failed_ = false;
   int64_t statements_ = 0;

@@ -17,6 +17,7 @@
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "common/tls.h"
+#include "controlplane/service/metrics.h"
 #include "controlplane/store/disk_fault.h"
 
 namespace sluice::controlplane {
@@ -78,6 +79,9 @@ void StoreBatch(Store* store, AgentHub* hub, const std::string& id, IngestState*
   if (ingest->paused) return;
   auto committed = store->AppendAgentEvents(id, batch);
   if (committed.ok()) {
+    ControlPlaneMetrics::Default().BatchStored(
+        id, batch.events.size(), batch.events.empty() ? 0 : batch.events.front().time_unix_ms(),
+        NowUnixMs());
     v1::ControlMessage ack;
     ack.mutable_audit_ack()->set_committed_sequence(*committed);
     hub->SendTo(id, std::move(ack));

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/audit/records.h"
+#include "common/clock.h"
 
 namespace sluice::agent {
 namespace {
@@ -66,6 +67,23 @@ TEST(EventSink, AckDropsAndRequeueResendsFromTheFirstUnacknowledged) {
   EXPECT_EQ(st.queued_events + st.in_flight_events, 0u);
   EXPECT_EQ(st.bytes, 0u);
   EXPECT_EQ(st.emitted, 7u);
+}
+
+TEST(EventSink, TheOldestUnacknowledgedEventGivesTheDeliveryLag) {
+  EventSink sink(1 << 20, 100);
+  EXPECT_EQ(sink.stats().oldest_unacked_ms, 0);  // nothing waits
+  const int64_t before = NowUnixMs();
+  for (int i = 0; i < 6; ++i) ASSERT_TRUE(sink.Emit("statement", "s", "{}"));
+  const int64_t oldest = sink.stats().oldest_unacked_ms;
+  EXPECT_GE(oldest, before);
+  EXPECT_LE(oldest, NowUnixMs());
+  auto first = sink.TakeChunk();
+  ASSERT_TRUE(first);
+  EXPECT_EQ(sink.stats().oldest_unacked_ms, oldest);  // in flight is not acknowledged
+  sink.Ack(first->last_sequence);
+  EXPECT_GE(sink.stats().oldest_unacked_ms, oldest);  // the next chunk's first event
+  while (auto chunk = sink.TakeChunk()) sink.Ack(chunk->last_sequence);
+  EXPECT_EQ(sink.stats().oldest_unacked_ms, 0);
 }
 
 TEST(EventSink, FullBufferRefusesInsteadOfDropping) {
