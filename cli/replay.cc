@@ -133,6 +133,10 @@ void TranscriptPrinter::Message(char kind, uint64_t offset_us, char type,
     MysqlMessage(kind, offset_us, type, payload);
     return;
   }
+  if (protocol_ == audit::kProtocolGcs) {
+    HttpMessage(kind, offset_us, type, payload);
+    return;
+  }
   const bool from_client = kind == audit::kRecordedFromClient;
   if (!(type == 'D' && !from_client && table_open_)) FlushTable();
   if (from_client) {
@@ -279,12 +283,18 @@ void TranscriptPrinter::Event(const v1::StoredEvent& e) {
       Note(absl::StrCat("OUTCOME UNKNOWN: ", Quoted(s.text), ": ", Printable(s.error, 400)));
       return;
     }
-    std::string text =
-        absl::StrCat(s.text.classification, " ", Quoted(s.text), ": ", s.rows, " rows, ",
-                     absl::StrFormat("%.1f", static_cast<double>(s.duration_us) / 1000), " ms");
+    const std::string took =
+        absl::StrFormat("%.1f", static_cast<double>(s.duration_us) / 1000) + " ms";
+    std::string text = protocol_ == audit::kProtocolGcs
+                           ? absl::StrCat(s.text.classification, " ", Quoted(s.text), ": ",
+                                          s.command_tags, ", ", s.bytes, " bytes, ", took)
+                           : absl::StrCat(s.text.classification, " ", Quoted(s.text), ": ", s.rows,
+                                          " rows, ", took);
     if (!s.masked_by.empty())
       absl::StrAppend(&text, ", masked by ", s.masked_by, " (", s.masked_rows, " rows)");
     if (!s.sqlstate.empty()) absl::StrAppend(&text, ", failed with ", s.sqlstate);
+    if (protocol_ == audit::kProtocolGcs && !s.error.empty())
+      absl::StrAppend(&text, ": ", Printable(s.error, 400));
     Note(text);
   } else if (e.type() == audit::ApprovalEvent::kType) {
     FlushTable();

@@ -2,7 +2,8 @@
 // each statement as the client sent it, the policy's decision on it, its result as a table
 // (the values the client saw, so masked ones masked), notices, errors and timing. The session's
 // protocol (its start event) says how its recorded messages read: PostgreSQL messages
-// (replay.cc), or MySQL packets typed by the agent (replay_mysql.cc, agent/mysql/recorder.h).
+// (replay.cc), MySQL packets typed by the agent (replay_mysql.cc, agent/mysql/recorder.h), or an
+// HTTP request and its answer (replay_http.cc, agent/gcs/recorder.h).
 #pragma once
 
 #include <cstdint>
@@ -32,6 +33,7 @@ class TranscriptPrinter {
  private:
   void Message(char kind, uint64_t offset_us, char type, const std::string& payload);
   void MysqlMessage(char kind, uint64_t offset_us, char type, const std::string& payload);
+  void HttpMessage(char kind, uint64_t offset_us, char type, const std::string& payload);
   void Omitted(uint64_t offset_us, uint64_t messages, uint64_t bytes);
   void FlushTable();
   void Line(uint64_t offset_us, const std::string& text);
@@ -51,6 +53,7 @@ class TranscriptPrinter {
   uint64_t omitted_rows_ = 0;
   uint64_t omitted_bytes_ = 0;
   bool table_open_ = false;
+  std::string http_body_;  // the beginning of the HTTP body being recorded
   uint64_t table_offset_ = 0;
 };
 

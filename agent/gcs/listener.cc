@@ -21,6 +21,7 @@
 #include "agent/gcs/batch.h"
 #include "agent/gcs/body_masking.h"
 #include "agent/gcs/classify.h"
+#include "agent/gcs/recorder.h"
 #include "agent/masking/policy.h"
 #include "agent/session/admission.h"
 #include "agent/session/approval_hold.h"
@@ -64,6 +65,16 @@ struct Pipe {
   size_t up_queued = 0;
   bool up_done = false;    // the caller's body was read to its end
   bool up_failed = false;  // the caller's body broke off
+};
+
+// A request's session: its recording and its audit, which sends the recording with its events
+// (together: a streamed answer ends after Handle returns).
+struct SessionRecord {
+  SessionRecord(const ListenerOptions& o, absl::Time started)
+      : recorder(o.recording, started),
+        audit(o.events, o.inflight, RandomHex(8), audit::kProtocolGcs, &recorder) {}
+  HttpRecorder recorder;
+  session::SessionAudit audit;
 };
 
 // Cloud Storage's largest object: the most a streamed upload may declare.
@@ -240,6 +251,18 @@ void RewriteLinks(const v1::Upstream& up, absl::string_view host, absl::string_v
   }
 }
 
+// The headers of a request or an answer as recorded: those that cross the agent.
+std::vector<std::pair<std::string, std::string>> RecordedHeaders(const httplib::Headers& headers,
+                                                                 bool request) {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& [name, value] : headers) {
+    if (request ? ForwardedRequestHeader(name) : ForwardedResponseHeader(name)) {
+      out.emplace_back(name, value);
+    }
+  }
+  return out;
+}
+
 // A client of the Connection's service (TLS as the Connection says), answers as they come.
 std::unique_ptr<httplib::Client> ServiceClient(const v1::Upstream& up) {
   const bool tls = up.tls() != v1::UPSTREAM_TLS_DISABLE;
@@ -324,6 +347,7 @@ absl::Status MaskWhole(const masking::MaskingPolicy& masking, bool media,
 void StreamMasked(std::shared_ptr<const masking::MaskingPolicy> masking,
                   const std::string& content_type, std::shared_ptr<Pipe> pipe,
                   std::shared_ptr<session::SessionAudit> audit,
+                  std::shared_ptr<HttpRecorder> recorder,
                   std::shared_ptr<session::Admitted> admitted, const audit::StatementText& text,
                   absl::Time started, const std::string& connection, int64_t bytes_in,
                   httplib::Response& res) {
@@ -339,10 +363,13 @@ void StreamMasked(std::shared_ptr<const masking::MaskingPolicy> masking,
     event.duration_us = absl::ToInt64Microseconds(absl::Now() - started);
     event.command_tags = "HTTP 403";
     event.error = absl::StrCat("unmaskable: ", why);
-    audit->Answered();
     SendError(res, 403,
               absl::StrCat("Sluice: answers are masked for you on connection \"", connection,
                            "\": ", why));
+    recorder->Answer(403, {});
+    recorder->AnswerBody(res.body);
+    recorder->AnswerEnd(res.body.size());
+    audit->Answered();
     audit->Ended("closed", absl::Now() - started, bytes_in, 0);
     return;
   }
@@ -356,7 +383,10 @@ void StreamMasked(std::shared_ptr<const masking::MaskingPolicy> masking,
     res.set_header(name, value);
   }
   auto lines = std::make_shared<LineMasker>(masking.get(), kMaxMaskedLine);
-  auto provider = [pipe, masking, lines](size_t, httplib::DataSink& sink) {
+  std::vector<std::pair<std::string, std::string>> recorded(res.headers.begin(), res.headers.end());
+  recorded.emplace_back("Content-Type", content_type);
+  recorder->Answer(pipe->status, recorded);
+  auto provider = [pipe, masking, lines, recorder](size_t, httplib::DataSink& sink) {
     std::string chunk;
     bool last = false;
     {
@@ -379,6 +409,7 @@ void StreamMasked(std::shared_ptr<const masking::MaskingPolicy> masking,
       pipe->error = absl::StrCat("unmaskable: ", st.message());
       return false;
     }
+    recorder->AnswerBody(out);
     if (!out.empty() && !sink.write(out.data(), out.size())) return false;
     {
       absl::MutexLock lock(&pipe->mu);
@@ -387,7 +418,8 @@ void StreamMasked(std::shared_ptr<const masking::MaskingPolicy> masking,
     if (last) sink.done();
     return true;
   };
-  auto release = [pipe, masking, lines, audit, admitted, text, started, bytes_in](bool success) {
+  auto release = [pipe, masking, lines, audit, admitted, recorder, text, started,
+                  bytes_in](bool success) {
     if (pipe->released.exchange(true)) return;
     {
       absl::MutexLock lock(&pipe->mu);
@@ -408,6 +440,7 @@ void StreamMasked(std::shared_ptr<const masking::MaskingPolicy> masking,
                         ? std::string("the transfer to the caller ended before the last byte")
                         : pipe->error;
     }
+    recorder->AnswerEnd(pipe->sent);
     audit->Answered();
     audit->Ended("closed", absl::Now() - started, bytes_in, static_cast<int64_t>(pipe->sent));
   };
@@ -591,6 +624,7 @@ struct Listener::Exchange {
   std::shared_ptr<const masking::MaskingPolicy> masking;
   std::string prefix;  // "/<connection>" when the caller named it in the path
   std::string host;    // the caller's Host header
+  HttpRecorder* recorder = nullptr;
 };
 
 // A request the service is asked to run: the HTTP request itself, or a part of a batch.
@@ -622,6 +656,20 @@ struct Listener::Reply {
   std::string content_type = kJsonType;
   std::string body;
 };
+
+namespace {
+
+// A whole answer as the client gets it, in the recording.
+void RecordAnswer(HttpRecorder* recorder, int status,
+                  std::vector<std::pair<std::string, std::string>> headers,
+                  const std::string& content_type, const std::string& body) {
+  headers.emplace_back("Content-Type", content_type);
+  recorder->Answer(status, headers);
+  recorder->AnswerBody(body);
+  recorder->AnswerEnd(body.size());
+}
+
+}  // namespace
 
 Listener::Verdict Listener::Decide(Exchange& x, const Call& c) {
   session::Admission& admission = *x.admission;
@@ -776,11 +824,12 @@ Listener::Reply Listener::Conclude(Exchange& x, const Call& c, const Verdict& v,
   auto fail = [&](int code, const std::string& why, absl::string_view event_error = {}) {
     event.error = event_error.empty() ? why : std::string(event_error);
     event.command_tags = absl::StrCat("HTTP ", code);
-    audit.Answered();
     reply.status = code;
     reply.headers.clear();
     reply.content_type = kJsonType;
     reply.body = ErrorBody(code, absl::StrCat("Sluice: ", why));
+    RecordAnswer(x.recorder, reply.status, reply.headers, reply.content_type, reply.body);
+    audit.Answered();
     return reply;
   };
   if (!answered || !error.empty()) {
@@ -833,8 +882,9 @@ Listener::Reply Listener::Conclude(Exchange& x, const Call& c, const Verdict& v,
         reply.headers.end());
   }
   event.bytes = static_cast<int64_t>(body.size());
-  audit.Answered();
   reply.body = std::move(body);
+  RecordAnswer(x.recorder, reply.status, reply.headers, reply.content_type, reply.body);
+  audit.Answered();
   return reply;
 }
 
@@ -885,6 +935,10 @@ Listener::Reply Listener::Batch(Exchange& x, const Call& batch) {
     } else if (c.headers.count("Content-Type") > 1 || c.headers.count("Authorization") > 1) {
       r = unreadable(what, "a request of the batch gives Content-Type or Authorization twice");
     } else {
+      x.recorder->Request(c.method, part.target.substr(0, kMaxTarget),
+                          RecordedHeaders(c.headers, true));
+      x.recorder->RequestBody(c.body);
+      x.recorder->RequestEnd(c.body.size());
       Verdict v = Decide(x, c);
       if (v.status != 0) {
         r.status = v.status;
@@ -937,8 +991,9 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res,
   // the server's own object, handed here as const.
   const_cast<httplib::Request&>(req).ranges.clear();
   // On the heap: a streamed answer's end is recorded after this returns (its releaser).
-  auto audit_ptr = std::make_shared<session::SessionAudit>(
-      options_.events, options_.inflight, RandomHex(8), audit::kProtocolGcs, nullptr);
+  auto record = std::make_shared<SessionRecord>(options_, started);
+  std::shared_ptr<session::SessionAudit> audit_ptr(record, &record->audit);
+  std::shared_ptr<HttpRecorder> recorder(record, &record->recorder);
   session::SessionAudit& audit = *audit_ptr;
   session::Admission admission(policy_, options_.limiter, v1::PROTOCOL_GCS, "gcs");
   audit::Who who;
@@ -1081,6 +1136,13 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res,
   start.token_expires_unix = caller.identity.expires_unix;
   start.token_issued_unix = caller.identity.issued_at_unix;
   audit.Started(std::move(start));
+  // What the client sent, as the service gets it (a batch's requests are recorded one by one).
+  recorder->Request(req.method, absl::StrCat(path, query_string).substr(0, kMaxTarget),
+                    RecordedHeaders(req.headers, true));
+  if (body_read && !(path == "/batch/storage/v1" && req.method == "POST")) {
+    recorder->RequestBody(body);
+    recorder->RequestEnd(body.size());
+  }
   int64_t bytes_out = 0;
   auto end = [&](absl::string_view reason) {
     audit.Ended(reason, absl::Now() - started, bytes_in, bytes_out);
@@ -1097,6 +1159,7 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res,
       caller.identity.groups);
   x.prefix = prefix;
   x.host = req.get_header_value("Host");
+  x.recorder = recorder.get();
 
   Call call;
   call.method = req.method;
@@ -1121,6 +1184,9 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res,
   Verdict v = Decide(x, call);
   if (v.status != 0) {
     SendError(res, v.status, v.message);
+    recorder->Answer(v.status, {});
+    recorder->AnswerBody(res.body);
+    recorder->AnswerEnd(res.body.size());
     return end("closed");
   }
   const GcsRequest& request = v.request;
@@ -1217,9 +1283,11 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res,
       pipe->up_chunks.emplace_back(data, n);
       pipe->up_queued += n;
       bytes_in += static_cast<int64_t>(n);
+      recorder->RequestBody(absl::string_view(data, n));
       return true;
     });
     body_read = true;
+    recorder->RequestEnd(static_cast<uint64_t>(bytes_in));
     absl::MutexLock lock(&pipe->mu);
     if (read) {
       pipe->up_done = true;
@@ -1267,7 +1335,7 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res,
   // length, which the server does not compress again). The event and the session's end are
   // written when the last byte left, or the transfer broke (the response's releaser).
   if (masked) {
-    return StreamMasked(x.masking, content_type, pipe, std::move(audit_ptr),
+    return StreamMasked(x.masking, content_type, pipe, std::move(audit_ptr), recorder,
                         std::move(admitted_ptr), text, started, who.connection, bytes_in, res);
   }
   res.status = pipe->status;
@@ -1276,7 +1344,8 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res,
     if (ForwardedResponseHeader(name)) res.set_header(name, value);
     if (absl::EqualsIgnoreCase(name, "Content-Length")) (void)absl::SimpleAtoi(value, &length);
   }
-  auto provider = [pipe](size_t, size_t length, httplib::DataSink& sink) {
+  recorder->Answer(pipe->status, RecordedHeaders(pipe->headers, false));
+  auto provider = [pipe, recorder](size_t, size_t length, httplib::DataSink& sink) {
     std::string chunk;
     {
       absl::MutexLock lock(&pipe->mu);
@@ -1288,12 +1357,13 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res,
       pipe->queued -= chunk.size();
     }
     const size_t n = std::min(chunk.size(), length);
+    recorder->AnswerBody(absl::string_view(chunk.data(), n));
     if (!sink.write(chunk.data(), n)) return false;
     absl::MutexLock lock(&pipe->mu);
     pipe->sent += n;
     return true;
   };
-  auto release = [pipe, audit_ptr, admitted_ptr, text, started, bytes_in](bool success) {
+  auto release = [pipe, audit_ptr, admitted_ptr, recorder, text, started, bytes_in](bool success) {
     if (pipe->released.exchange(true)) return;
     {
       absl::MutexLock lock(&pipe->mu);
@@ -1310,6 +1380,7 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res,
                         ? std::string("the transfer to the caller ended before the last byte")
                         : pipe->error;
     }
+    recorder->AnswerEnd(pipe->sent);
     audit_ptr->Answered();
     audit_ptr->Ended("closed", absl::Now() - started, bytes_in, static_cast<int64_t>(pipe->sent));
   };

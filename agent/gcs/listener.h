@@ -24,8 +24,11 @@
 // agent (upload_sessions.h), and the caller gets the agent's, bound to it. Each later step is
 // that caller's only, re-decided as a write of the same object, and forwarded to the kept URI.
 //
-// Not built yet (refused, fail closed, or left out): request recording, withdrawing a held request
-// when its caller goes away (it waits for the decision or the timeout).
+// Each request is recorded (recorder.h): its head and body, and the answer as the caller got it
+// (masked), bodies capped by `recording`.
+//
+// Not built yet: withdrawing a held request when its caller goes away (it waits for the decision
+// or the timeout).
 //
 // Bodies: an object's bytes (a media upload, a resumable upload's step) stream to the service as
 // the caller sends them, through a window of 1 MiB, once the request is decided; other bodies
@@ -51,6 +54,7 @@
 #include "agent/policy_holder.h"
 #include "agent/session/admission.h"
 #include "agent/session/limits.h"
+#include "agent/session/recorder.h"
 #include "agent/session/session_audit.h"
 
 namespace sluice::agent::gcs {
@@ -64,6 +68,7 @@ struct ListenerOptions {
   InflightTable* inflight = nullptr;    // may be null
   SessionLimiter* limiter = nullptr;    // may be null
   ApprovalBroker* approvals = nullptr;  // requests held for approval; null = none can be held
+  session::RecordingLimits recording;   // what of each body the recording keeps (recorder.h)
 };
 
 class Listener {

@@ -548,6 +548,47 @@ class GcsProxyTest(unittest.TestCase):
         r = self.node_client("node-writer", ("writers",), "rm", "demo-bucket", "node/x.txt")
         self.assertEqual((r.returncode, r.stdout), (0, "deleted\n"), r.stderr)
 
+    # ---- recording ----
+
+    def replay(self, identity):
+        """`sluicectl sessions replay` of each of `identity`'s sessions, joined."""
+        listed = json.loads(self.stack.cp.ctl("sessions", "list", "--identity", identity, "-o",
+                                              "json").stdout).get("sessions", [])
+        return "\n".join(self.stack.cp.ctl("sessions", "replay", s["session_id"]).stdout
+                         for s in listed)
+
+    def test_requests_are_recorded_and_replayed(self):
+        """Each request is recorded — its head (without the caller's token) and body, the answer
+        as the caller got it — with bodies capped, and `sluicectl sessions replay` shows it."""
+        jwt = self.token("recorded-bot", groups=("writers",))
+        status, _, body = self.stack.request(
+            "POST", "/upload/storage/v1/b/demo-bucket/o?uploadType=media&name=rec%2Fnote.txt", jwt,
+            body=b"recorded words", headers={"Content-Type": "text/plain"})
+        self.assertEqual(status, 200, body)
+        big = b"0123456789abcdef" * (16 << 10)  # 256 KiB: over the recording's cap
+        status, _, body = self.stack.request(
+            "POST", "/upload/storage/v1/b/demo-bucket/o?uploadType=media&name=rec%2Fbig.bin", jwt,
+            body=big, headers={"Content-Type": "application/octet-stream"})
+        self.assertEqual(status, 200, body)
+        status, _, body = self.stack.request(
+            "DELETE", "/storage/v1/b/demo-bucket/o/logs%2Fapp.log", jwt)
+        self.assertEqual(status, 403, body)
+        wait_for(lambda: len([s for s in self.statements("recorded-bot")]) >= 3, what="events")
+        text = wait_for(lambda: (lambda t: t if t.count("session ended") >= 3 else None)(
+            self.replay("recorded-bot")), what="three replayable sessions")
+        self.assertIn("> POST /upload/storage/v1/b/demo-bucket/o?uploadType=media&name=rec%2Fnote.txt",
+                      text)
+        self.assertIn("body (14 bytes): recorded words", text)
+        self.assertIn("< HTTP 200", text)
+        self.assertIn('"name": "rec/note.txt"', text.replace('":"', '": "'))
+        self.assertIn("not recorded)", text)  # the big body's cap, counted
+        self.assertIn("body (262144 bytes)", text)
+        self.assertIn("BLOCKED by guardrail storage-safety", text)
+        self.assertNotIn(jwt, text)
+        self.assertNotIn("Bearer", text)
+        for name in ("note.txt", "big.bin"):
+            del self.stack.gcs.buckets["demo-bucket"][f"rec/{name}"]
+
     # ---- batches ----
 
     @staticmethod

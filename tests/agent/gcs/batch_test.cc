@@ -39,10 +39,10 @@ TEST(GcsBatch, EachPartIsOneRequestWithItsIdHeadersAndBody) {
 }
 
 TEST(GcsBatch, WhatCannotBeReadSaysSoPerPartOrWhole) {
-  auto parts = ParseBatch("multipart/mixed; boundary=b1",
-                          Part("a", "not http at all") +
-                              Part("b", "POST /x HTTP/1.1\r\n\r\nbody without a length") +
-                              "--b1--\r\n");
+  auto parts =
+      ParseBatch("multipart/mixed; boundary=b1",
+                 Part("a", "not http at all") +
+                     Part("b", "POST /x HTTP/1.1\r\n\r\nbody without a length") + "--b1--\r\n");
   ASSERT_TRUE(parts.ok()) << parts.status();
   ASSERT_EQ(parts->size(), 2u);
   EXPECT_FALSE((*parts)[0].error.empty());
