@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -45,7 +46,98 @@ absl::StatusOr<Endpoint> SplitHttpsUrl(absl::string_view url) {
   return e;
 }
 
+constexpr char kGoogleIamCredentials[] = "https://iamcredentials.googleapis.com";
+
+// The characters a path segment keeps as they are (RFC 3986 unreserved, and '@').
+std::string EscapeSegment(absl::string_view s) {
+  std::string out;
+  for (char c : s) {
+    if (absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_' ||
+        c == '~' || c == '@') {
+      out.push_back(c);
+    } else {
+      absl::StrAppend(&out, "%", absl::Hex(static_cast<unsigned char>(c), absl::kZeroPad2));
+    }
+  }
+  return out;
+}
+
 }  // namespace
+
+absl::StatusOr<std::string> AccessTokens::Impersonated(const cloud::ServiceAccountKey& key,
+                                                       const v1::Upstream& upstream,
+                                                       const std::string& iam_url,
+                                                       const std::string& email) {
+  const std::string base = iam_url.empty() ? kGoogleIamCredentials : iam_url;
+  const std::string id = absl::StrCat("as\n", email, "\n", key.client_email, "\n",
+                                      key.private_key_id, "\n", base, "\n", upstream.ca_file());
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = cache_.find(id);
+    if (it != cache_.end() && absl::Now() < it->second.refresh_at) return it->second.token;
+  }
+  auto own = Get(key, upstream);
+  if (!own.ok()) return own.status();
+  auto endpoint = SplitHttpsUrl(base);
+  if (!endpoint.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the connection's iam_credentials_url: ", endpoint.status().message()));
+  }
+  const absl::Time now = absl::Now();
+  httplib::SSLClient client(endpoint->host, endpoint->port);
+  if (!upstream.ca_file().empty()) client.set_ca_cert_path(upstream.ca_file());
+  client.enable_server_certificate_verification(true);
+  client.set_connection_timeout(10);
+  client.set_read_timeout(20);
+  client.set_write_timeout(20);
+  std::string prefix = endpoint->path == "/" ? "" : endpoint->path;
+  while (absl::EndsWith(prefix, "/")) prefix.pop_back();
+  const std::string path = absl::StrCat(prefix, "/v1/projects/-/serviceAccounts/",
+                                        EscapeSegment(email), ":generateAccessToken");
+  const nlohmann::json request = {{"scope", nlohmann::json::array({kStorageScope})},
+                                  {"lifetime", "3600s"}};
+  auto res =
+      client.Post(path.c_str(), httplib::Headers{{"Authorization", absl::StrCat("Bearer ", *own)}},
+                  request.dump(), "application/json");
+  if (!res) {
+    return absl::UnavailableError(absl::StrCat("the IAM Credentials API at ", endpoint->host,
+                                               " could not be reached (",
+                                               httplib::to_string(res.error()), ")"));
+  }
+  nlohmann::json j = res->body.size() > kMaxTokenResponse
+                         ? nlohmann::json()
+                         : nlohmann::json::parse(res->body, nullptr, /*allow_exceptions=*/false);
+  if (res->status != 200) {
+    std::string why;
+    if (j.is_object() && j.contains("error") && j["error"].is_object() &&
+        j["error"].contains("status") && j["error"]["status"].is_string()) {
+      why = j["error"]["status"].get<std::string>().substr(0, 64);
+    }
+    return absl::PermissionDeniedError(
+        absl::StrCat("the connection's service account may not act as ", email,
+                     " (IAM Credentials: HTTP ", res->status, why.empty() ? "" : ", ", why, ")"));
+  }
+  if (!j.is_object() || !j.contains("accessToken") || !j["accessToken"].is_string()) {
+    return absl::UnavailableError("the IAM Credentials API's answer has no accessToken");
+  }
+  Cached c;
+  c.token = j["accessToken"].get<std::string>();
+  if (c.token.empty() || c.token.size() > 4096) {
+    return absl::UnavailableError("the IAM Credentials API's accessToken is empty or too long");
+  }
+  absl::Time expires = now + absl::Hours(1);
+  std::string err;
+  if (j.contains("expireTime") && j["expireTime"].is_string()) {
+    absl::Time parsed;
+    if (absl::ParseTime(absl::RFC3339_full, j["expireTime"].get<std::string>(), &parsed, &err)) {
+      expires = std::min(parsed, expires);
+    }
+  }
+  c.refresh_at = expires - kRefreshBefore;
+  absl::MutexLock lock(&mu_);
+  cache_[id] = c;
+  return c.token;
+}
 
 absl::StatusOr<std::string> AccessTokens::Get(const cloud::ServiceAccountKey& key,
                                               const v1::Upstream& upstream) {

@@ -1,6 +1,7 @@
 // Access tokens of the Connections' service accounts, minted with the OAuth 2.0 JWT-bearer grant
-// at the key's token URI (common/cloud/service_account.h) and cached, per key, until five
-// minutes before they expire. Thread-safe. Neither the key nor a token is ever logged: an error
+// at the key's token URI (common/cloud/service_account.h), and of the accounts callers run as
+// (impersonated: IAM Credentials' generateAccessToken), cached until five minutes before they
+// expire. Thread-safe. Neither the key nor a token is ever logged: an error
 // says what failed (the endpoint's status and OAuth error code), not with what.
 #pragma once
 
@@ -25,6 +26,11 @@ class AccessTokens {
   // ca_file when set (a private endpoint, the tests' stand-in), else the system's CAs.
   absl::StatusOr<std::string> Get(const cloud::ServiceAccountKey& key,
                                   const v1::Upstream& upstream);
+  // A token of the service account `email`, minted by `key`'s account with the IAM Credentials
+  // API's generateAccessToken at `iam_url` ("" = Google's), and cached the same way.
+  absl::StatusOr<std::string> Impersonated(const cloud::ServiceAccountKey& key,
+                                           const v1::Upstream& upstream, const std::string& iam_url,
+                                           const std::string& email);
 
  private:
   struct Cached {

@@ -30,6 +30,7 @@
 #include "agent/session/session_audit.h"
 #include "common/crypto.h"
 #include "common/log.h"
+#include "common/policy/selectors.h"
 
 namespace sluice::agent::gcs {
 
@@ -625,6 +626,7 @@ struct Listener::Exchange {
   std::string prefix;  // "/<connection>" when the caller named it in the path
   std::string host;    // the caller's Host header
   HttpRecorder* recorder = nullptr;
+  std::string run_as;  // the service account to impersonate; "" = the key's own
 };
 
 // A request the service is asked to run: the HTTP request itself, or a part of a batch.
@@ -784,7 +786,10 @@ Listener::Verdict Listener::Decide(Exchange& x, const Call& c) {
   if (const auto* alert = std::get_if<session::Alert>(&d)) audit.Alerted(text, alert->guardrail);
 
   // The service account's token in, the caller's out.
-  auto token = tokens_.Get(*key, x.connection->upstream());
+  auto token = x.run_as.empty()
+                   ? tokens_.Get(*key, x.connection->upstream())
+                   : tokens_.Impersonated(*key, x.connection->upstream(),
+                                          x.connection->iam_credentials_url(), x.run_as);
   if (!token.ok()) {
     LogWarning("gcs connection ", x.who.connection,
                ": no access token: ", token.status().message());
@@ -1132,6 +1137,16 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res,
     start.tls_cipher = SSL_get_cipher_name(req.ssl);
   }
   start.upstream_tls = connection.upstream().tls() != v1::UPSTREAM_TLS_DISABLE;
+  // The service account the caller runs as: its group's, or the key's own.
+  std::string run_as;
+  for (const v1::Impersonation& imp : connection.impersonate()) {
+    if (policy::SelectsCaller(imp.callers(), caller.identity.issuer, caller.identity.subject,
+                              caller.identity.groups)) {
+      run_as = imp.service_account();
+      break;
+    }
+  }
+  start.upstream_user = run_as.empty() ? connection.credentials().username() : run_as;
   start.token_alg = caller.identity.algorithm;
   start.token_expires_unix = caller.identity.expires_unix;
   start.token_issued_unix = caller.identity.issued_at_unix;
@@ -1160,6 +1175,7 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res,
   x.prefix = prefix;
   x.host = req.get_header_value("Host");
   x.recorder = recorder.get();
+  x.run_as = run_as;
 
   Call call;
   call.method = req.method;

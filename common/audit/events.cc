@@ -224,6 +224,7 @@ void SessionStartEvent::WriteJson(std::string* out) const {
   w.Str("token_alg", token_alg).Int("token_expires_unix", token_expires_unix);
   if (token_issued_unix != 0) w.Int("token_issued_unix", token_issued_unix);
   if (!protocol.empty()) w.Str("connection_protocol", protocol);
+  if (!upstream_user.empty()) w.Str("upstream_user", upstream_user);
   w.Close();
 }
 
@@ -241,6 +242,7 @@ SessionStartEvent SessionStartEvent::Read(absl::string_view json) {
   e.upstream_tls = OptionalBool(j, "upstream_tls");
   e.upstream_tls_version = Str(j, "upstream_tls_version");
   e.upstream_tls_cipher = Str(j, "upstream_tls_cipher");
+  e.upstream_user = Str(j, "upstream_user");
   e.token_alg = Str(j, "token_alg");
   e.token_expires_unix = Int(j, "token_expires_unix");
   e.token_issued_unix = Int(j, "token_issued_unix");

@@ -153,6 +153,9 @@ struct SessionStartEvent {
   std::string tls_version, tls_cipher;  // the client leg (TLS only)
   std::optional<bool> upstream_tls;     // absent in events of older agents
   std::string upstream_tls_version, upstream_tls_cipher;
+  // Who the session runs as upstream, when the agent chose among several: a cloud Connection's
+  // service account (its key's, or one the caller's group runs as).
+  std::string upstream_user;
   std::string token_alg;
   int64_t token_expires_unix = 0;
   int64_t token_issued_unix = 0;  // 0: the token has no iat

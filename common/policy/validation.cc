@@ -121,6 +121,29 @@ void CheckConnection(const v1::Connection& c, Checker& ck) {
   }
   ck.Labels("agents", c.agents());
   ck.Labels("tags", c.tags());
+  if (c.protocol() != v1::PROTOCOL_GCS &&
+      (!c.impersonate().empty() || !c.iam_credentials_url().empty())) {
+    ck.Fail(c.impersonate().empty() ? "iam_credentials_url" : "impersonate",
+            "only a cloud Connection (protocol gcs) runs callers as other service accounts");
+  }
+  if (c.impersonate_size() > 100) ck.Fail("impersonate", "at most 100 entries");
+  for (int i = 0; i < c.impersonate_size(); ++i) {
+    const v1::Impersonation& imp = c.impersonate(i);
+    const std::string field = absl::StrCat("impersonate[", i, "]");
+    ck.Subjects(field + ".callers", imp.callers(), true);
+    const std::string& email = imp.service_account();
+    const size_t at = email.find('@');
+    if (email.empty()) {
+      ck.Fail(field + ".service_account", "required: the service account's email");
+    } else if (at == std::string::npos || at == 0 || at + 1 == email.size() || email.size() > 254 ||
+               email.find_first_of("/?#: \t\n") != std::string::npos) {
+      ck.Fail(field + ".service_account",
+              absl::StrCat("\"", email.substr(0, 64), "\" is not a service account's email"));
+    }
+  }
+  if (!c.iam_credentials_url().empty() && !absl::StartsWith(c.iam_credentials_url(), "https://")) {
+    ck.Fail("iam_credentials_url", "must be an https:// URL");
+  }
   const uint32_t total = c.limits().max_sessions();
   const uint32_t per_identity = c.limits().max_sessions_per_identity();
   if (total > kMaxSessionLimit) {

@@ -195,10 +195,19 @@ class TokenEndpoint(_HttpsStandin):
         self.issued = []
         self._accounts = {}
         self._expiry = {}
+        # IAM Credentials' generateAccessToken, on the same server: who may act as whom (the
+        # Service Account Token Creator role), and whose each issued token is.
+        self.token_creators = {}  # target email -> set of emails allowed to mint its tokens
+        self._owner = {}  # token -> the service account it acts as
 
     def add_account(self, sa):
         with self._lock:
             self._accounts[sa.email] = sa
+
+    def account_of(self, token):
+        """The service account `token` acts as (None: not issued here)."""
+        with self._lock:
+            return self._owner.get(token)
 
     def valid(self, token):
         """Whether `token` was issued here and has not expired."""
@@ -206,6 +215,10 @@ class TokenEndpoint(_HttpsStandin):
             return self._expiry.get(token, 0) > time.time()
 
     def _handle(self, h, body):
+        m = re.fullmatch(r"/v1/projects/-/serviceAccounts/([^/:]+):generateAccessToken",
+                         h.path.partition("?")[0])
+        if m is not None and h.command == "POST":
+            return self._generate_access_token(h, urllib.parse.unquote(m[1]), body)
         form = dict(urllib.parse.parse_qsl(body.decode(errors="replace"), keep_blank_values=True))
         entry = self._record({"path": h.path, "form": form, "outcome": None, "claims": None})
         if h.command != "POST" or h.path.partition("?")[0] != "/token":
@@ -224,9 +237,40 @@ class TokenEndpoint(_HttpsStandin):
         with self._lock:
             self.issued.append(token)
             self._expiry[token] = time.time() + self.expires_in
+            self._owner[token] = claims["iss"]
         entry.update(outcome="issued", claims=claims)
         h.reply(200, {"access_token": token, "expires_in": self.expires_in,
                       "token_type": "Bearer"}, headers=[("Cache-Control", "no-store")])
+
+    def _generate_access_token(self, h, target, body):
+        """IAM Credentials: a token of `target` for a caller whose own token's account holds
+        the Token Creator role on it."""
+        entry = self._record({"path": h.path, "form": {}, "outcome": None, "claims": None})
+        auth = h.headers.get("Authorization", "")
+        source = self.account_of(auth[7:]) if auth.startswith("Bearer ") else None
+        if source is None or not self.valid(auth[7:]):
+            entry["outcome"] = "unauthenticated"
+            return h.reply(401, {"error": {"code": 401, "message": "Request had invalid "
+                                           "authentication credentials.",
+                                           "status": "UNAUTHENTICATED"}})
+        with self._lock:
+            allowed = source in self.token_creators.get(target, set())
+        request = json.loads(body or b"{}")
+        if not allowed or not request.get("scope"):
+            entry["outcome"] = f"{source} may not act as {target}"
+            return h.reply(403, {"error": {"code": 403, "message": "Permission "
+                                           "'iam.serviceAccounts.getAccessToken' denied on "
+                                           "resource (or it may not exist).",
+                                           "status": "PERMISSION_DENIED"}})
+        token = "ya29.test-" + secrets.token_urlsafe(24)
+        with self._lock:
+            self.issued.append(token)
+            self._expiry[token] = time.time() + self.expires_in
+            self._owner[token] = target
+        entry["outcome"] = f"issued for {target} to {source}"
+        h.reply(200, {"accessToken": token,
+                      "expireTime": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                  time.gmtime(time.time() + self.expires_in))})
 
     def _verify(self, assertion):
         """The assertion's claims if it is an RS256 JWT from a registered account, for this

@@ -548,6 +548,58 @@ class GcsProxyTest(unittest.TestCase):
         r = self.node_client("node-writer", ("writers",), "rm", "demo-bucket", "node/x.txt")
         self.assertEqual((r.returncode, r.stdout), (0, "deleted\n"), r.stderr)
 
+    # ---- attribution: a service account per group ----
+
+    def test_callers_run_as_their_groups_service_account(self):
+        """A Connection's `impersonate` entries run a group's callers as its own service account
+        (minted through IAM Credentials by the key's account), so the service's logs name it;
+        others run as the key's account; an account the key may not act as is refused."""
+        auditors = "auditors@demo-project.iam.gserviceaccount.com"
+        self.stack.tokens.token_creators[auditors] = {self.stack.account.email}
+        connection = self.stack.connection_yaml().replace(
+            "agents: {vpc: a}\n",
+            "agents: {vpc: a}\n"
+            f"iam_credentials_url: https://127.0.0.1:{self.stack.tokens.port}\n"
+            "impersonate:\n"
+            f"  - {{callers: {{groups: [auditors]}}, service_account: {auditors}}}\n"
+            "  - {callers: {groups: [rogue]}, service_account: "
+            "owner@demo-project.iam.gserviceaccount.com}\n")
+        rules = "".join(f"---\nkind: AccessRule\nname: {g}\nsubjects: {{groups: [{g}]}}\n"
+                        "connections: {names: [demo-gcs]}\naccess: read\n"
+                        for g in ("auditors", "rogue"))
+        self.stack.apply_and_wait(connection + rules)
+        try:
+            path = "/storage/v1/b/demo-bucket/o/reports%2Fq1.csv?alt=media"
+            for _ in range(2):
+                status, _, body = self.stack.request("GET", path, self.token("auditor-bot",
+                                                                             groups=("auditors",)))
+                self.assertEqual((status, body), (200, b"id,total\n1,100\n"))
+            status, _, body = self.stack.request("GET", path, self.token("plain-reader"))
+            self.assertEqual(status, 200, body)
+            seen = [self.stack.tokens.account_of(r["headers"]["authorization"][7:])
+                    for r in self.upstream_requests("/o/reports%2Fq1.csv")[-3:]]
+            self.assertEqual(seen, [auditors, auditors, self.stack.account.email])
+            # Minted once, then cached.
+            mints = [r for r in self.stack.tokens.requests
+                     if r["path"].endswith(":generateAccessToken")]
+            self.assertEqual([r["outcome"] for r in mints],
+                             [f"issued for {auditors} to {self.stack.account.email}"])
+            status, _, body = self.stack.request("GET", path, self.token("rogue-bot",
+                                                                         groups=("rogue",)))
+            self.assertEqual(status, 502, body)
+            self.assertIn("may not act as owner@demo-project.iam.gserviceaccount.com",
+                          self.error_of(body)["message"])
+            starts = wait_for(lambda: [b for t, b in self.stack.events("auditor-bot")
+                                       if t == "session_start"], what="session_start")
+            self.assertEqual(starts[0]["upstream_user"], auditors)
+            starts = wait_for(lambda: [b for t, b in self.stack.events("plain-reader")
+                                       if t == "session_start"], what="session_start")
+            self.assertEqual(starts[0]["upstream_user"], self.stack.account.email)
+        finally:
+            for g in ("auditors", "rogue"):
+                self.stack.cp.ctl("delete", "access_rule", g)
+            self.stack.apply_and_wait(self.stack.connection_yaml())
+
     # ---- recording ----
 
     def replay(self, identity):

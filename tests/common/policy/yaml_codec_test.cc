@@ -130,6 +130,23 @@ INSTANTIATE_TEST_SUITE_P(
                 "agents: {vpc: a}\n",
                 "credentials.password: not a service account's JSON key: \"type\" is not "
                 "\"service_account\""},
+        BadCase{std::string(kGoodConnection) +
+                    "impersonate: [{callers: {groups: [g]}, service_account: a@b.c}]\n",
+                "impersonate: only a cloud Connection (protocol gcs) runs callers as other "
+                "service accounts"},
+        BadCase{"kind: Connection\nname: g\nprotocol: gcs\nupstream: {host: h, port: 443}\n"
+                "credentials: {username: sa@p.iam.gserviceaccount.com, password_from: env:K}\n"
+                "agents: {vpc: a}\nimpersonate: [{callers: {groups: [g]}, service_account: "
+                "'x/y'}]\n",
+                "impersonate[0].service_account: \"x/y\" is not a service account's email"},
+        BadCase{"kind: Connection\nname: g\nprotocol: gcs\nupstream: {host: h, port: 443}\n"
+                "credentials: {username: sa@p.iam.gserviceaccount.com, password_from: env:K}\n"
+                "agents: {vpc: a}\nimpersonate: [{service_account: a@p.iam.gserviceaccount.com}]\n",
+                "impersonate[0].callers: required: list subjects or groups"},
+        BadCase{"kind: Connection\nname: g\nprotocol: gcs\nupstream: {host: h, port: 443}\n"
+                "credentials: {username: sa@p.iam.gserviceaccount.com, password_from: env:K}\n"
+                "agents: {vpc: a}\niam_credentials_url: http://iam.local\n",
+                "iam_credentials_url: must be an https:// URL"},
         BadCase{"kind: Connection\nname: c\nprotocol: postgres\nupstream: {host: db, port: 5432}\n"
                 "credentials: {username: u, password_from: vault:x}\nagents: {vpc: a}\n",
                 "credentials.password_from: must be env:NAME or file:/absolute/path"},
