@@ -290,6 +290,10 @@ std::string ContentTypeOf(const httplib::Headers& headers) {
 // The headers that describe the service's bytes, which a masked answer no longer matches.
 constexpr const char* kHashHeaders[] = {"x-goog-hash", "x-goog-stored-content-length",
                                         "content-md5"};
+bool IsHashHeader(absl::string_view name) {
+  return std::any_of(std::begin(kHashHeaders), std::end(kHashHeaders),
+                     [name](const char* h) { return absl::EqualsIgnoreCase(name, h); });
+}
 // The longest line of an object the detectors search at once.
 constexpr size_t kMaxMaskedLine = 1 << 20;
 
@@ -377,11 +381,7 @@ void StreamMasked(std::shared_ptr<const masking::MaskingPolicy> masking,
   res.status = pipe->status;
   for (const auto& [name, value] : pipe->headers) {
     if (!ForwardedResponseHeader(name)) continue;
-    if (std::any_of(std::begin(kHashHeaders), std::end(kHashHeaders),
-                    [&](const char* h) { return absl::EqualsIgnoreCase(name, h); })) {
-      continue;
-    }
-    res.set_header(name, value);
+    if (!IsHashHeader(name)) res.set_header(name, value);
   }
   auto lines = std::make_shared<LineMasker>(masking.get(), kMaxMaskedLine);
   std::vector<std::pair<std::string, std::string>> recorded(res.headers.begin(), res.headers.end());
@@ -877,14 +877,9 @@ Listener::Reply Listener::Conclude(Exchange& x, const Call& c, const Verdict& v,
                                "\": ", unmaskable.message()),
                   absl::StrCat("unmaskable: ", unmaskable.message()));
     }
-    reply.headers.erase(
-        std::remove_if(reply.headers.begin(), reply.headers.end(),
-                       [](const auto& h) {
-                         return std::any_of(
-                             std::begin(kHashHeaders), std::end(kHashHeaders),
-                             [&](const char* k) { return absl::EqualsIgnoreCase(h.first, k); });
-                       }),
-        reply.headers.end());
+    reply.headers.erase(std::remove_if(reply.headers.begin(), reply.headers.end(),
+                                       [](const auto& h) { return IsHashHeader(h.first); }),
+                        reply.headers.end());
   }
   event.bytes = static_cast<int64_t>(body.size());
   reply.body = std::move(body);
