@@ -243,6 +243,10 @@ class Session {
       std::vector<bool> long_data;
     };
     std::shared_ptr<Parameters> parameters;
+    // Its analysis: the kept one, or the thread's cache's (analysed again if it was dropped).
+    const StatementInfo& Facts() const {
+      return info != nullptr ? *info : Statements().Get(*sql, mode);
+    }
   };
   static constexpr size_t kMaxPrepared = 16384;
   // Open cursors per session: each keeps its result's column definitions.

@@ -116,28 +116,25 @@ asio::awaitable<absl::Status> Session::Execute(const OwnedPacket& command) {
   // Its own reference: another command may replace the entry while this one waits for approval.
   const Prepared prepared = it->second;
   const std::string& sql = *prepared.sql;
-  auto facts = [&]() -> const StatementInfo& {
-    return prepared.info != nullptr ? *prepared.info : Statements().Get(sql, prepared.mode);
-  };
   // (A bulk execution's rows of values are not decoded: its approvers see the statement.)
   std::vector<std::string> values =
       bulk ? std::vector<std::string>() : BoundValues(command, prepared.parameters.get());
   FollowPolicy();
-  session::Decision d = Decide(sql, facts(), protocol);
+  session::Decision d = Decide(sql, prepared.Facts(), protocol);
   if (const auto* hold = std::get_if<session::Hold>(&d)) {
     session::GuardrailDecision g = hold->guardrail;
-    d = co_await HoldForApproval(sql, facts(), g, protocol, std::move(values));
+    d = co_await HoldForApproval(sql, prepared.Facts(), g, protocol, std::move(values));
   }
   if (const auto* refused = std::get_if<session::Refuse>(&d)) {
     co_return co_await RefuseCommand(*refused);
   }
-  ResultMasking masking = MaskingFor(sql, facts(), true);
+  ResultMasking masking = MaskingFor(sql, prepared.Facts(), true);
   masking.keep_columns = cursor;
   audit_.Forwarding(sql);
   auto answer = co_await Forward(command, Reply::kResultSets, &masking);
   if (!answer.ok()) co_return answer.status();
   MaskingDone(masking, masking.redact_all, &*answer);
-  EmitAnswered(sql, &facts(), *answer, started, protocol);
+  EmitAnswered(sql, &prepared.Facts(), *answer, started, protocol);
   if (answer->cursor_opened) {
     auto open = prepared_.find(id);
     if (open == prepared_.end()) {
@@ -206,27 +203,24 @@ asio::awaitable<absl::Status> Session::Fetch(const OwnedPacket& command) {
   const Prepared prepared = it->second;  // the cursor is shared, the entry may change meanwhile
   Prepared::Cursor& cursor = *prepared.cursor;
   const std::string& sql = *prepared.sql;
-  auto facts = [&]() -> const StatementInfo& {
-    return prepared.info != nullptr ? *prepared.info : Statements().Get(sql, prepared.mode);
-  };
   FollowPolicy();
   if (cursor.generation != policy_generation_) {
     // The policy changed since the cursor was opened: its rows go out under the one in force.
-    session::Decision d = Decide(sql, facts(), "fetch");
+    session::Decision d = Decide(sql, prepared.Facts(), "fetch");
     if (std::holds_alternative<session::Hold>(d)) {
       session::Refuse r = gate_.Refusal(
           RefusalKind::kApprovalUnavailable,
           "the policy changed since this cursor was opened and now holds the statement for "
           "approval; execute it again to ask for one");
       audit::StatementText text;
-      SetEventText(&text, sql, &facts(), "fetch");
+      SetEventText(&text, sql, &prepared.Facts(), "fetch");
       audit_.StatementRefused(std::move(text), r, StatementError(r.kind).sql_state);
       d = std::move(r);
     }
     if (const auto* refused = std::get_if<session::Refuse>(&d)) {
       co_return co_await RefuseCommand(*refused);
     }
-    ResultMasking replanned = MaskingFor(sql, facts(), true);
+    ResultMasking replanned = MaskingFor(sql, prepared.Facts(), true);
     replanned.keep_columns = true;
     replanned.column_payloads = std::move(cursor.masking.column_payloads);
     const size_t n = replanned.column_payloads.size();
@@ -255,7 +249,7 @@ asio::awaitable<absl::Status> Session::Fetch(const OwnedPacket& command) {
     }
   }
   MaskingDone(cursor.masking, false, &answer);
-  EmitAnswered(sql, &facts(), answer, started, "fetch");
+  EmitAnswered(sql, &prepared.Facts(), answer, started, "fetch");
   co_return absl::OkStatus();
 }
 
