@@ -2,6 +2,7 @@
 
 #include <httplib.h>
 
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/ascii.h"
@@ -46,6 +47,29 @@ absl::StatusOr<Endpoint> SplitHttpsUrl(absl::string_view url) {
   return e;
 }
 
+std::unique_ptr<httplib::SSLClient> ClientOf(const Endpoint& e, const v1::Upstream& upstream) {
+  auto client = std::make_unique<httplib::SSLClient>(e.host, e.port);
+  if (!upstream.ca_file().empty()) client->set_ca_cert_path(upstream.ca_file());
+  client->enable_server_certificate_verification(true);
+  client->set_connection_timeout(10);
+  client->set_read_timeout(20);
+  client->set_write_timeout(20);
+  return client;
+}
+
+// The token in an answer's `field`, which must be a non-empty string of sane length.
+absl::StatusOr<std::string> TokenOf(const nlohmann::json& j, const char* field,
+                                    absl::string_view who) {
+  if (!j.is_object() || !j.contains(field) || !j[field].is_string()) {
+    return absl::UnavailableError(absl::StrCat(who, "'s answer has no ", field));
+  }
+  std::string token = j[field].get<std::string>();
+  if (token.empty() || token.size() > 4096) {
+    return absl::UnavailableError(absl::StrCat(who, "'s ", field, " is empty or too long"));
+  }
+  return token;
+}
+
 constexpr char kGoogleIamCredentials[] = "https://iamcredentials.googleapis.com";
 
 // The characters a path segment keeps as they are (RFC 3986 unreserved, and '@').
@@ -84,12 +108,7 @@ absl::StatusOr<std::string> AccessTokens::Impersonated(const cloud::ServiceAccou
         absl::StrCat("the connection's iam_credentials_url: ", endpoint.status().message()));
   }
   const absl::Time now = absl::Now();
-  httplib::SSLClient client(endpoint->host, endpoint->port);
-  if (!upstream.ca_file().empty()) client.set_ca_cert_path(upstream.ca_file());
-  client.enable_server_certificate_verification(true);
-  client.set_connection_timeout(10);
-  client.set_read_timeout(20);
-  client.set_write_timeout(20);
+  auto client = ClientOf(*endpoint, upstream);
   std::string prefix = endpoint->path == "/" ? "" : endpoint->path;
   while (absl::EndsWith(prefix, "/")) prefix.pop_back();
   const std::string path = absl::StrCat(prefix, "/v1/projects/-/serviceAccounts/",
@@ -97,8 +116,8 @@ absl::StatusOr<std::string> AccessTokens::Impersonated(const cloud::ServiceAccou
   const nlohmann::json request = {{"scope", nlohmann::json::array({kStorageScope})},
                                   {"lifetime", "3600s"}};
   auto res =
-      client.Post(path.c_str(), httplib::Headers{{"Authorization", absl::StrCat("Bearer ", *own)}},
-                  request.dump(), "application/json");
+      client->Post(path.c_str(), httplib::Headers{{"Authorization", absl::StrCat("Bearer ", *own)}},
+                   request.dump(), "application/json");
   if (!res) {
     return absl::UnavailableError(absl::StrCat("the IAM Credentials API at ", endpoint->host,
                                                " could not be reached (",
@@ -117,14 +136,10 @@ absl::StatusOr<std::string> AccessTokens::Impersonated(const cloud::ServiceAccou
         absl::StrCat("the connection's service account may not act as ", email,
                      " (IAM Credentials: HTTP ", res->status, why.empty() ? "" : ", ", why, ")"));
   }
-  if (!j.is_object() || !j.contains("accessToken") || !j["accessToken"].is_string()) {
-    return absl::UnavailableError("the IAM Credentials API's answer has no accessToken");
-  }
   Cached c;
-  c.token = j["accessToken"].get<std::string>();
-  if (c.token.empty() || c.token.size() > 4096) {
-    return absl::UnavailableError("the IAM Credentials API's accessToken is empty or too long");
-  }
+  auto token = TokenOf(j, "accessToken", "the IAM Credentials API");
+  if (!token.ok()) return token.status();
+  c.token = *std::move(token);
   absl::Time expires = now + absl::Hours(1);
   std::string err;
   if (j.contains("expireTime") && j["expireTime"].is_string()) {
@@ -168,17 +183,12 @@ absl::StatusOr<AccessTokens::Cached> AccessTokens::Mint(const cloud::ServiceAcco
   if (!assertion.ok()) {
     return absl::InternalError("the service account key could not sign the token request");
   }
-  httplib::SSLClient client(endpoint->host, endpoint->port);
-  if (!upstream.ca_file().empty()) client.set_ca_cert_path(upstream.ca_file());
-  client.enable_server_certificate_verification(true);
-  client.set_connection_timeout(10);
-  client.set_read_timeout(20);
-  client.set_write_timeout(20);
+  auto client = ClientOf(*endpoint, upstream);
   std::string body;
   bool too_long = false;
   auto res =
-      client.Post(endpoint->path.c_str(), httplib::Headers{},
-                  cloud::JwtBearerRequestBody(*assertion), "application/x-www-form-urlencoded");
+      client->Post(endpoint->path.c_str(), httplib::Headers{},
+                   cloud::JwtBearerRequestBody(*assertion), "application/x-www-form-urlencoded");
   if (!res) {
     return absl::UnavailableError(absl::StrCat("the token endpoint ", endpoint->host,
                                                " could not be reached (",
@@ -195,14 +205,10 @@ absl::StatusOr<AccessTokens::Cached> AccessTokens::Mint(const cloud::ServiceAcco
         absl::StrCat("the token endpoint refused the service account's grant (HTTP ", res->status,
                      code.empty() ? "" : ", ", code.substr(0, 64), ")"));
   }
-  if (!j.is_object() || !j.contains("access_token") || !j["access_token"].is_string()) {
-    return absl::UnavailableError("the token endpoint's answer has no access_token");
-  }
   Cached c;
-  c.token = j["access_token"].get<std::string>();
-  if (c.token.empty() || c.token.size() > 4096) {
-    return absl::UnavailableError("the token endpoint's access_token is empty or too long");
-  }
+  auto token = TokenOf(j, "access_token", "the token endpoint");
+  if (!token.ok()) return token.status();
+  c.token = *std::move(token);
   int64_t expires_in = 3600;
   if (j.contains("expires_in") && j["expires_in"].is_number_integer()) {
     expires_in = j["expires_in"].get<int64_t>();

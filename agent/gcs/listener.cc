@@ -346,6 +346,21 @@ absl::Status MaskWhole(const masking::MaskingPolicy& masking, bool media,
   return absl::OkStatus();
 }
 
+// The service's side of a streamed answer stopped (a receiver waiting for room stops too) and
+// its thread joined; the answer's event, with its statement and duration.
+audit::StatementEvent& EndPipe(Pipe* pipe, session::SessionAudit* audit,
+                               const audit::StatementText& text, absl::Time started) {
+  {
+    absl::MutexLock lock(&pipe->mu);
+    pipe->abandoned = true;
+  }
+  pipe->thread.join();
+  audit::StatementEvent& event = audit->Answer();
+  event.text = text;
+  event.duration_us = absl::ToInt64Microseconds(absl::Now() - started);
+  return event;
+}
+
 // An object's bytes streamed to the caller masked, line by line (chunked: its length changes);
 // or, when they cannot be searched, a 403 and nothing of them. The event and the session's end
 // are written when the last byte left, or the transfer broke (the response's releaser).
@@ -358,14 +373,7 @@ void StreamMasked(std::shared_ptr<const masking::MaskingPolicy> masking,
                   httplib::Response& res) {
   const std::string why = Unsearchable(content_type, pipe->headers);
   if (!why.empty()) {
-    {
-      absl::MutexLock lock(&pipe->mu);
-      pipe->abandoned = true;
-    }
-    pipe->thread.join();
-    audit::StatementEvent& event = audit->Answer();
-    event.text = text;
-    event.duration_us = absl::ToInt64Microseconds(absl::Now() - started);
+    audit::StatementEvent& event = EndPipe(pipe.get(), audit.get(), text, started);
     event.command_tags = "HTTP 403";
     event.error = absl::StrCat("unmaskable: ", why);
     SendError(res, 403,
@@ -422,14 +430,7 @@ void StreamMasked(std::shared_ptr<const masking::MaskingPolicy> masking,
   auto release = [pipe, masking, lines, audit, admitted, recorder, text, started,
                   bytes_in](bool success) {
     if (pipe->released.exchange(true)) return;
-    {
-      absl::MutexLock lock(&pipe->mu);
-      pipe->abandoned = true;
-    }
-    pipe->thread.join();
-    audit::StatementEvent& event = audit->Answer();
-    event.text = text;
-    event.duration_us = absl::ToInt64Microseconds(absl::Now() - started);
+    audit::StatementEvent& event = EndPipe(pipe.get(), audit.get(), text, started);
     event.command_tags = absl::StrCat("HTTP ", pipe->status);
     event.bytes = static_cast<int64_t>(pipe->sent);
     if (lines->masked_lines() > 0) {
@@ -1376,14 +1377,7 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res,
   };
   auto release = [pipe, audit_ptr, admitted_ptr, recorder, text, started, bytes_in](bool success) {
     if (pipe->released.exchange(true)) return;
-    {
-      absl::MutexLock lock(&pipe->mu);
-      pipe->abandoned = true;  // a receiver waiting for room stops
-    }
-    pipe->thread.join();
-    audit::StatementEvent& event = audit_ptr->Answer();
-    event.text = text;
-    event.duration_us = absl::ToInt64Microseconds(absl::Now() - started);
+    audit::StatementEvent& event = EndPipe(pipe.get(), audit_ptr.get(), text, started);
     event.command_tags = absl::StrCat("HTTP ", pipe->status);
     event.bytes = static_cast<int64_t>(pipe->sent);
     if (!success) {
