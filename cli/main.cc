@@ -79,7 +79,30 @@ std::string Labels(const google::protobuf::Map<std::string, std::string>& m) {
   return absl::StrJoin(parts, ",");
 }
 
-int Apply(AdminClient& client, const std::string& file) {
+// "k=v,k=v" into `out`; false (with the message printed) when a part is not k=v.
+bool ParseLabelList(const std::string& flag, const std::string& text,
+                    google::protobuf::Map<std::string, std::string>* out) {
+  for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipEmpty())) {
+    part = absl::StripAsciiWhitespace(part);
+    size_t eq = part.find('=');
+    if (eq == absl::string_view::npos || eq == 0) {
+      std::fprintf(stderr, "error: %s: '%s' is not k=v\n", flag.c_str(), std::string(part).c_str());
+      return false;
+    }
+    (*out)[std::string(part.substr(0, eq))] = std::string(part.substr(eq + 1));
+  }
+  return true;
+}
+
+int Apply(AdminClient& client, const std::string& file, const std::string& canary) {
+  v1::ApplyRequest req;
+  if (!canary.empty()) {
+    if (!ParseLabelList("--canary", canary, req.mutable_canary())) return 2;
+    if (req.canary().empty()) {
+      std::fprintf(stderr, "error: --canary: give the canary agents' labels, k=v[,k=v]\n");
+      return 2;
+    }
+  }
   absl::StatusOr<std::string> text;
   if (file == "-") {
     std::string in((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
@@ -96,7 +119,6 @@ int Apply(AdminClient& client, const std::string& file) {
     return 1;
   }
   if (parsed.resources.empty()) return Fail(absl::StrCat(file, ": no documents"));
-  v1::ApplyRequest req;
   req.set_source(file);
   for (auto& r : parsed.resources) *req.add_resources() = std::move(r);
   for (int p : parsed.positions) req.add_positions(p);
@@ -107,6 +129,17 @@ int Apply(AdminClient& client, const std::string& file) {
       "applied %d document(s) from %s: %d created, %d updated, %d unchanged; policy version %llu\n",
       req.resources_size(), file.c_str(), resp.created(), resp.updated(), resp.unchanged(),
       static_cast<unsigned long long>(resp.version()));
+  if (resp.rollout_id() != 0) {
+    std::printf(
+        "rollout %llu started: version %llu goes only to the %u canary agent(s) with %s; the "
+        "others "
+        "keep version %llu until `sluicectl rollout promote` (see `sluicectl rollout status`)\n",
+        static_cast<unsigned long long>(resp.rollout_id()),
+        static_cast<unsigned long long>(resp.version()), resp.canary_agents(),
+        Labels(req.canary()).c_str(), static_cast<unsigned long long>(resp.version() - 1));
+  } else if (!canary.empty()) {
+    std::printf("nothing changed: no rollout started\n");
+  }
   return 0;
 }
 
@@ -685,11 +718,105 @@ int DecideApproval(AdminClient& client, uint64_t id, bool approve, const std::st
   return 0;
 }
 
+// How an agent stands in a rollout, for the table (RolloutAgent.answer).
+std::string AnswerText(const v1::RolloutAgent& a) {
+  if (a.answer() == "ack") return "ACK";
+  if (a.answer() == "nack") return "NACK: " + a.nack_error();
+  if (a.answer() == "held") return "held (not in the canary)";
+  return a.answer();
+}
+
+void PrintRolloutStatus(const v1::RolloutStatus& st) {
+  if (!st.has_rollout()) {
+    std::printf("no rollout was started (sluicectl apply -f FILE --canary k=v starts one)\n");
+    return;
+  }
+  const v1::Rollout& r = st.rollout();
+  std::printf(
+      "rollout %llu: policy version %llu to the canary agents %s (the others kept version %llu)\n",
+      static_cast<unsigned long long>(r.id()), static_cast<unsigned long long>(r.version()),
+      Labels(r.canary()).c_str(), static_cast<unsigned long long>(r.previous_version()));
+  std::string state = r.state();
+  if (r.state() == "aborted" && r.restored_version() != 0) {
+    state += absl::StrCat(": version ", r.restored_version(), " holds version ",
+                          r.previous_version(), "'s documents again");
+  }
+  std::printf("state:   %s\n", state.c_str());
+  if (!r.reason().empty()) std::printf("reason:  %s\n", r.reason().c_str());
+  std::printf("started: %s by %s\nupdated: %s by %s\npolicy version now: %llu\n\n",
+              Ago(r.created_unix_ms()).c_str(), r.created_by().c_str(),
+              Ago(r.updated_unix_ms()).c_str(), r.updated_by().c_str(),
+              static_cast<unsigned long long>(st.policy_version()));
+  if (st.agents().empty()) {
+    std::printf("no agents enrolled\n");
+    return;
+  }
+  std::vector<std::vector<std::string>> rows = {
+      {"AGENT", "LABELS", "CANARY", "CONNECTED", "SENT", "APPLIED", "TARGET", "ANSWER"}};
+  for (const auto& a : st.agents()) {
+    rows.push_back({a.agent_id(), Labels(a.labels()), a.canary() ? "yes" : "no",
+                    a.connected() ? "yes" : "no",
+                    a.desired_version() ? absl::StrCat(a.desired_version()) : "-",
+                    a.applied_version() ? absl::StrCat(a.applied_version()) : "-",
+                    absl::StrCat(a.target_version()), AnswerText(a)});
+  }
+  PrintTable(rows);
+}
+
+int RolloutStatus(AdminClient& client, uint64_t id, const std::string& output) {
+  if (output != "table" && output != "json") {
+    std::fprintf(stderr, "error: -o must be table or json\n");
+    return 2;
+  }
+  v1::GetRolloutRequest req;
+  req.set_id(id);
+  v1::RolloutStatus resp;
+  grpc::Status st = client.stub()->GetRollout(client.Context().get(), req, &resp);
+  if (!st.ok()) return FailRpc(st);
+  if (output == "json") {
+    std::printf("%s", PrintJson(resp, /*all_fields=*/true).c_str());
+  } else {
+    PrintRolloutStatus(resp);
+  }
+  return 0;
+}
+
+int PromoteRollout(AdminClient& client, bool force, const std::string& reason) {
+  v1::PromoteRolloutRequest req;
+  req.set_force(force);
+  req.set_reason(reason);
+  v1::RolloutStatus resp;
+  grpc::Status st = client.stub()->PromoteRollout(client.Context().get(), req, &resp);
+  if (!st.ok()) return FailRpc(st);
+  std::printf("rollout %llu promoted: policy version %llu goes to every agent\n\n",
+              static_cast<unsigned long long>(resp.rollout().id()),
+              static_cast<unsigned long long>(resp.rollout().version()));
+  PrintRolloutStatus(resp);
+  return 0;
+}
+
+int AbortRollout(AdminClient& client, const std::string& reason) {
+  v1::AbortRolloutRequest req;
+  req.set_reason(reason);
+  v1::RolloutStatus resp;
+  grpc::Status st = client.stub()->AbortRollout(client.Context().get(), req, &resp);
+  if (!st.ok()) return FailRpc(st);
+  std::printf("rollout %llu aborted: version %llu's documents are stored again as version %llu\n\n",
+              static_cast<unsigned long long>(resp.rollout().id()),
+              static_cast<unsigned long long>(resp.rollout().previous_version()),
+              static_cast<unsigned long long>(resp.rollout().restored_version()));
+  PrintRolloutStatus(resp);
+  return 0;
+}
+
 // Every flag's and argument's value; some are shared by several subcommands (-o, --limit,
 // --reason, the session id).
 struct Args {
   ClientConfig flags;
   std::string file, kind, name, output = "table", labels, agent_name, tls_names;
+  std::string canary;
+  uint64_t rollout_id = 0;
+  bool force = false;
   uint32_t ttl = 0;
   std::string identity, connection, since, until, session_id, decision, rule, attribution;
   uint32_t limit = 100;
@@ -728,8 +855,12 @@ void AddPolicyCommands(CLI::App& app, Args& args, Commands& commands) {
   auto* apply = app.add_subcommand("apply", "validate and store policy documents (all or nothing)");
   apply->add_option("-f,--filename", args.file, "multi-document YAML file, or - for stdin")
       ->required();
-  commands.push_back(
-      {apply, [](AdminClient& c, const ClientConfig&, const Args& a) { return Apply(c, a.file); }});
+  apply->add_option("--canary", args.canary,
+                    "start a staged rollout: only agents with these labels (k=v,k=v) get the "
+                    "change until `rollout promote`");
+  commands.push_back({apply, [](AdminClient& c, const ClientConfig&, const Args& a) {
+                        return Apply(c, a.file, a.canary);
+                      }});
   auto* get = app.add_subcommand("get",
                                  "show resources (KIND: connection, issuer, access_rule, "
                                  "guardrail, masking_rule, approval_policy, webhook, all)");
@@ -765,6 +896,34 @@ void AddAgentCommands(CLI::App& app, Args& args, Commands& commands) {
   list->add_option("-o,--output", args.output, "table or json");
   commands.push_back({list, [](AdminClient& c, const ClientConfig&, const Args& a) {
                         return ListAgents(c, a.output);
+                      }});
+}
+
+// rollout status, promote, abort.
+void AddRolloutCommands(CLI::App& app, Args& args, Commands& commands) {
+  auto* rollout = app.add_subcommand(
+      "rollout", "staged rollouts of policy changes (apply --canary starts one)");
+  rollout->require_subcommand(1);
+  auto* status = rollout->add_subcommand(
+      "status", "the latest rollout and every agent's answer (ACK, NACK) to its version");
+  status->add_option("--id", args.rollout_id, "another rollout than the latest");
+  status->add_option("-o,--output", args.output, "table or json");
+  commands.push_back({status, [](AdminClient& c, const ClientConfig&, const Args& a) {
+                        return RolloutStatus(c, a.rollout_id, a.output);
+                      }});
+  auto* promote = rollout->add_subcommand(
+      "promote", "send the rollout's version to every agent (once every canary ACKed it)");
+  promote->add_flag("--force", args.force,
+                    "promote a halted rollout, or one whose canaries did not all ACK");
+  promote->add_option("--reason", args.reason, "recorded with the promotion");
+  commands.push_back({promote, [](AdminClient& c, const ClientConfig&, const Args& a) {
+                        return PromoteRollout(c, a.force, a.reason);
+                      }});
+  auto* abort = rollout->add_subcommand(
+      "abort", "return the canaries, and the stored policy, to the version before the rollout");
+  abort->add_option("--reason", args.reason, "recorded with the abort");
+  commands.push_back({abort, [](AdminClient& c, const ClientConfig&, const Args& a) {
+                        return AbortRollout(c, a.reason);
                       }});
 }
 
@@ -949,6 +1108,7 @@ int main(int argc, char** argv) {
   AddGlobalOptions(app, args.flags);
   AddPolicyCommands(app, args, commands);
   AddAgentCommands(app, args, commands);
+  AddRolloutCommands(app, args, commands);
   AddSessionCommands(app, args, commands);
   AddRetentionCommands(app, args, commands);
   AddApprovalCommands(app, args, commands);

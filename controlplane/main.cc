@@ -4,6 +4,7 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <future>
@@ -370,8 +371,16 @@ absl::StatusOr<std::unique_ptr<DevIssuer>> StartDevIssuer(const std::string& dat
 // inline in the snapshots.
 std::vector<std::string> JwksUrls(const AgentHub& hub) {
   std::vector<std::string> urls;
-  for (const auto& i : hub.state()->issuers) {
-    if (!i.jwks().url().empty()) urls.push_back(i.jwks().url());
+  std::shared_ptr<const PolicyState> state = hub.state();
+  // While a staged rollout is in progress, the agents outside its canary are served the previous
+  // version's issuers: their keys are fetched too.
+  for (const PolicyState* s : {state.get(), state->previous.get()}) {
+    if (s == nullptr) continue;
+    for (const auto& i : s->issuers) {
+      const std::string& url = i.jwks().url();
+      if (!url.empty() && std::find(urls.begin(), urls.end(), url) == urls.end())
+        urls.push_back(url);
+    }
   }
   return urls;
 }
@@ -440,6 +449,11 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> StartGrpc(const ServerIdentity& id
   // Agents send keepalive pings; accept them as often as every 10 s even on an idle stream.
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  // And ping them: a stream whose agent went silent (its network cut, no reset ever coming) ends
+  // within about 30 s, so that `agents list` stops calling it connected, instead of after TCP's
+  // retransmission timeout (minutes) or gRPC's default of two hours.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || *port == 0) {
     return absl::UnavailableError(

@@ -14,6 +14,26 @@ bool SelectorMatches(const google::protobuf::Map<std::string, std::string>& sele
   return true;
 }
 
+bool SelectorMatches(const Labels& selector, const Labels& labels) {
+  if (selector.empty()) return false;
+  for (const auto& [k, v] : selector) {
+    auto it = labels.find(k);
+    if (it == labels.end() || it->second != v) return false;
+  }
+  return true;
+}
+
+std::string LabelsText(const Labels& labels) {
+  std::string out;
+  for (const auto& [k, v] : labels) {
+    if (!out.empty()) out += ',';
+    out += k;
+    out += '=';
+    out += v;
+  }
+  return out;
+}
+
 bool SelectsConnection(const v1::ConnectionSelector& selector, const v1::Connection& connection) {
   if (std::find(selector.names().begin(), selector.names().end(), connection.name()) !=
       selector.names().end()) {

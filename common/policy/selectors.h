@@ -16,6 +16,10 @@ using Labels = std::map<std::string, std::string>;
 // True when every key/value of `selector` is in `labels`. An empty selector matches nothing.
 bool SelectorMatches(const google::protobuf::Map<std::string, std::string>& selector,
                      const Labels& labels);
+bool SelectorMatches(const Labels& selector, const Labels& labels);
+
+// Labels or a label selector as people write them: "k=v,k=v", sorted by key.
+std::string LabelsText(const Labels& labels);
 
 // True when `selector` names the connection or all its tags are on the connection.
 bool SelectsConnection(const v1::ConnectionSelector& selector, const v1::Connection& connection);

@@ -348,6 +348,7 @@ class Collector {
   int64_t votes_ = 0;
   int64_t webhook_deliveries_ = 0, webhook_failures_ = 0;
   Listed approvals_list_, self_refused_list_, issuer_changes_, policy_changes_, purges_, holds_;
+  Listed rollouts_;  // Rollout.* records: staged rollouts started, halted, promoted, aborted
   int64_t admin_calls_ = 0, admin_refused_ = 0, admin_unauthenticated_ = 0,
           audit_ingest_refused_ = 0, audit_key_mismatch_ = 0, approvals_expired_ = 0,
           audit_records_ = 0;
@@ -772,6 +773,7 @@ void Collector::AuditRecord(const controlplane::AuditRecord& r) {
     }
     if (r.outcome == "UNAUTHENTICATED") ++admin_unauthenticated_;
   }
+  if (absl::StartsWith(r.action, "Rollout.")) Add(rollouts_, entry());
   if (absl::StartsWith(r.action, "Policy.")) {
     Add(policy_changes_, entry());
     if (absl::StartsWith(r.target, "Issuer/")) Add(issuer_changes_, entry());
@@ -1255,6 +1257,7 @@ ControlReport Collector::ChangeRestriction() const {
   control.counts["policy_changes"] = policy_changes_.items.size() + policy_changes_.left_out;
   ddl_list_.Into(control.evidence, "ddl");
   policy_changes_.Into(control.evidence, "policy_changes");
+  rollouts_.Into(control.evidence, "rollouts");
   control.summary = absl::StrCat(
       ddl_ran_, " DDL statement(s) ran (", ddl_with_approval_, " with an approval), ", ddl_stopped_,
       " stopped; ", control.counts["policy_changes"].get<int64_t>(), " policy change(s)");

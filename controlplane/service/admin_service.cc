@@ -1,6 +1,7 @@
 #include "controlplane/service/admin_service.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -17,6 +18,7 @@
 #include "common/tls.h"
 #include "controlplane/evidence/report.h"
 #include "controlplane/service/retention.h"
+#include "controlplane/service/rollout.h"
 #include "controlplane/store/disk_fault.h"
 
 namespace sluice::controlplane {
@@ -218,12 +220,20 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Apply(grpc::CallbackServerContext* c
              [this, req, resp](const Caller& caller, std::string* target) {
                *target = absl::StrCat(
                    req->resources_size(), " document(s)",
-                   req->source().empty() ? "" : " from " + req->source().substr(0, 256));
+                   req->source().empty() ? "" : " from " + req->source().substr(0, 256),
+                   req->canary().empty()
+                       ? ""
+                       : " canary " + policy::LabelsText(policy::Labels(req->canary().begin(),
+                                                                        req->canary().end()))
+                                          .substr(0, 256));
                uint64_t before = policy_->state()->version;
                RETURN_IF_ERROR(policy_->Apply(*req, caller.actor, resp));
                if (policy_->state()->version != before) {
                  int pushed = hub_->PushState(policy_->state());
-                 LogInfo("policy version ", resp->version(), ": pushed to ", pushed, " agent(s)");
+                 LogInfo("policy version ", resp->version(), ": pushed to ", pushed, " agent(s)",
+                         resp->rollout_id() != 0
+                             ? absl::StrCat(" (rollout ", resp->rollout_id(), ", canary only)")
+                             : "");
                  if (on_policy_change_) on_policy_change_();
                }
                return absl::OkStatus();
@@ -502,6 +512,92 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ExportEvidence(grpc::CallbackServerC
         resp->set_json(report.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
         return absl::OkStatus();
       });
+}
+
+}  // namespace sluice::controlplane
+
+namespace sluice::controlplane {
+
+absl::StatusOr<v1::RolloutStatus> AdminServiceImpl::RolloutStatusOf(int64_t id) {
+  ASSIGN_OR_RETURN(std::optional<RolloutRecord> r, store_->GetRollout(id));
+  if (!r && id != 0) return absl::NotFoundError(absl::StrCat("rollout ", id, " does not exist"));
+  ASSIGN_OR_RETURN(auto agents, store_->ListAgents());
+  return DescribeRollout(r, agents, hub_->LiveStatus(), policy_->state()->version);
+}
+
+absl::StatusOr<RolloutRecord> AdminServiceImpl::RolloutInProgress() {
+  ASSIGN_OR_RETURN(std::optional<RolloutRecord> r, store_->GetRollout(0));
+  if (!r) {
+    return absl::FailedPreconditionError(
+        "no rollout was started (sluicectl apply -f FILE --canary k=v starts one)");
+  }
+  if (!r->in_progress()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("no rollout is in progress: the latest, rollout ", r->id, " of version ",
+                     r->version, ", is ", r->state));
+  }
+  return *std::move(r);
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::GetRollout(grpc::CallbackServerContext* ctx,
+                                                       const v1::GetRolloutRequest* req,
+                                                       v1::RolloutStatus* resp) {
+  return Run(ctx, "AdminService.GetRollout", Need::kRead,
+             [this, req, resp](const Caller&, std::string* target) {
+               if (req->id() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+                 return absl::InvalidArgumentError("id: out of range");
+               if (req->id() != 0) *target = absl::StrCat("Rollout/", req->id());
+               ASSIGN_OR_RETURN(*resp, RolloutStatusOf(static_cast<int64_t>(req->id())));
+               return absl::OkStatus();
+             });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::PromoteRollout(grpc::CallbackServerContext* ctx,
+                                                           const v1::PromoteRolloutRequest* req,
+                                                           v1::RolloutStatus* resp) {
+  return Run(ctx, "AdminService.PromoteRollout", Need::kAdmin,
+             [this, req, resp](const Caller& caller, std::string* target) {
+               if (req->reason().size() > 1000)
+                 return absl::InvalidArgumentError("reason: at most 1000 characters");
+               ASSIGN_OR_RETURN(RolloutRecord r, RolloutInProgress());
+               *target = absl::StrCat("Rollout/", r.id, req->force() ? " --force" : "");
+               ASSIGN_OR_RETURN(auto agents, store_->ListAgents());
+               RETURN_IF_ERROR(CheckPromote(r, agents, hub_->LiveStatus(), req->force()));
+               std::string reason = req->reason();
+               if (req->force()) {
+                 reason = absl::StrCat("forced by ", caller.actor, " while ", r.state,
+                                       r.reason.empty() ? "" : " (" + r.reason + ")",
+                                       reason.empty() ? "" : ": " + reason);
+               }
+               ASSIGN_OR_RETURN(RolloutRecord promoted,
+                                policy_->PromoteRollout(r.id, caller.actor, reason));
+               int pushed = hub_->PushState(policy_->state());
+               LogInfo("rollout ", promoted.id, " promoted: policy version ", promoted.version,
+                       " pushed to ", pushed, " more agent(s)");
+               ASSIGN_OR_RETURN(*resp, RolloutStatusOf(promoted.id));
+               return absl::OkStatus();
+             });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::AbortRollout(grpc::CallbackServerContext* ctx,
+                                                         const v1::AbortRolloutRequest* req,
+                                                         v1::RolloutStatus* resp) {
+  return Run(ctx, "AdminService.AbortRollout", Need::kAdmin,
+             [this, req, resp](const Caller& caller, std::string* target) {
+               if (req->reason().size() > 1000)
+                 return absl::InvalidArgumentError("reason: at most 1000 characters");
+               ASSIGN_OR_RETURN(RolloutRecord r, RolloutInProgress());
+               *target = absl::StrCat("Rollout/", r.id);
+               ASSIGN_OR_RETURN(RolloutRecord aborted,
+                                policy_->AbortRollout(r.id, caller.actor, req->reason()));
+               int pushed = hub_->PushState(policy_->state());
+               LogInfo("rollout ", aborted.id, " aborted: policy version ",
+                       aborted.restored_version, " restores version ", aborted.previous_version,
+                       "; pushed to ", pushed, " agent(s)");
+               if (on_policy_change_) on_policy_change_();
+               ASSIGN_OR_RETURN(*resp, RolloutStatusOf(aborted.id));
+               return absl::OkStatus();
+             });
 }
 
 }  // namespace sluice::controlplane

@@ -100,6 +100,15 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   grpc::ServerUnaryReactor* ExportEvidence(grpc::CallbackServerContext* ctx,
                                            const v1::ExportEvidenceRequest* req,
                                            v1::ExportEvidenceResponse* resp) override;
+  grpc::ServerUnaryReactor* GetRollout(grpc::CallbackServerContext* ctx,
+                                       const v1::GetRolloutRequest* req,
+                                       v1::RolloutStatus* resp) override;
+  grpc::ServerUnaryReactor* PromoteRollout(grpc::CallbackServerContext* ctx,
+                                           const v1::PromoteRolloutRequest* req,
+                                           v1::RolloutStatus* resp) override;
+  grpc::ServerUnaryReactor* AbortRollout(grpc::CallbackServerContext* ctx,
+                                         const v1::AbortRolloutRequest* req,
+                                         v1::RolloutStatus* resp) override;
 
   // What a call needs: admin (changes), read (admin or auditor), approvals (admin, auditor or
   // approver), decide (an approver's own OIDC identity).
@@ -131,6 +140,10 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   // finished: nullopt).
   std::optional<Caller> Admit(grpc::ServerUnaryReactor* reactor, const std::string& action,
                               const std::string& peer, Need need, const std::string& token);
+  // On the store worker: rollout `id` (0: the latest) as GetRollout answers it.
+  absl::StatusOr<v1::RolloutStatus> RolloutStatusOf(int64_t id);
+  // On the store worker: the rollout in progress (FailedPrecondition naming the latest when none).
+  absl::StatusOr<RolloutRecord> RolloutInProgress();
   // On the store worker: audits the outcome of a call and finishes it.
   void Conclude(grpc::ServerUnaryReactor* reactor, const std::string& action,
                 const std::string& peer, const std::string& actor, const std::string& target,

@@ -49,6 +49,7 @@ int AgentHub::PushState(std::shared_ptr<const PolicyState> state) {
   for (auto& [id, live] : live_) {
     v1::PolicySnapshot snap = BuildSnapshot(*state_, live.stream->labels());
     std::string digest = SnapshotDigest(snap);
+    live.status.checked_version = snap.version();
     if (digest == live.digest) continue;
     SendSnapshotLocked(live, std::move(snap), std::move(digest));
     ++pushed;
@@ -67,6 +68,7 @@ void AgentHub::Register(AgentStreamHandle* stream) {
   live.status.connected = true;
   v1::PolicySnapshot snap = BuildSnapshot(*state_, stream->labels());
   std::string digest = SnapshotDigest(snap);
+  live.status.checked_version = snap.version();
   SendSnapshotLocked(live, std::move(snap), std::move(digest));
 }
 

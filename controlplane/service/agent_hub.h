@@ -1,6 +1,8 @@
 // The control plane's view of its agents: their credentials (cached from the store), the live
 // streams, and the snapshot each one was sent. When the policy changes, PushState cuts a
-// snapshot per connected agent and sends it only to the agents whose view changed.
+// snapshot per connected agent and sends it only to the agents whose view changed. While a staged
+// rollout is in progress the state carries the previous version's state too, and agents outside
+// its canary are served that (StateFor in snapshot_builder.h).
 //
 // Thread-safe. Lock order: AgentHub::mu_ before any stream's own lock; streams never call into
 // the hub while holding their lock.
@@ -39,6 +41,9 @@ struct LiveAgentStatus {
   bool connected = false;
   uint64_t desired_version = 0;  // version of the last snapshot sent
   uint64_t applied_version = 0;  // version of the last ACK on this stream
+  // The version of the state the agent's view was last compared at: its last snapshot is that
+  // version's view for it, sent (desired_version) or found unchanged (desired_version is older).
+  uint64_t checked_version = 0;
   std::string pending_nonce;
   // Why the agent refuses new sessions for its audit trail, as it last said (Hello, Heartbeat);
   // empty while it accepts them.

@@ -111,6 +111,21 @@ void StoreBatch(Store* store, AgentHub* hub, const std::string& id, IngestState*
   }
 }
 
+// On the store worker: a NACK of the version of a rollout in canary halts it (only canary agents
+// are sent that version): nothing more is promoted. Refused for a disk fault, the stream is closed
+// once the store takes writes again, and the agent NACKs again on its next one.
+void HaltRolloutOnNack(Store* store, AgentHub* hub, const std::string& id, IngestState* ingest,
+                       uint64_t version, const std::string& error) {
+  auto halted = store->HaltRollout(version, id, error, NowUnixMs());
+  if (PauseOnDiskFault(halted.status(), hub, id, ingest)) return;
+  if (!halted.ok()) {
+    LogError("cannot halt the rollout of version ", version, " on agent ", id,
+             "'s NACK: ", halted.status().message());
+  } else if (*halted) {
+    LogWarning("rollout ", (*halted)->id, " of version ", version, " halted: ", (*halted)->reason);
+  }
+}
+
 // Agents present "Agent <id>:<secret>".
 bool ParseAgentAuth(const grpc::CallbackServerContext* ctx, std::string* id, std::string* secret) {
   auto it = ctx->client_metadata().find("authorization");
@@ -258,8 +273,10 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
         Store* store = store_;
         AgentHub* hub = hub_;
         worker_->Post([store, hub, id, version, error, ingest = ingest_] {
-          PauseOnDiskFault(store->RecordNack(id, version, error, NowUnixMs()), hub, id,
-                           ingest.get());
+          if (PauseOnDiskFault(store->RecordNack(id, version, error, NowUnixMs()), hub, id,
+                               ingest.get()))
+            return;
+          HaltRolloutOnNack(store, hub, id, ingest.get(), version, error);
         });
         return grpc::Status::OK;
       }

@@ -10,8 +10,10 @@
 #include "common/crypto.h"
 #include "common/log.h"
 #include "common/policy/resource.h"
+#include "common/policy/selectors.h"
 #include "common/policy/validation.h"
 #include "common/status_macros.h"
+#include "controlplane/service/rollout.h"
 
 namespace sluice::controlplane {
 
@@ -30,11 +32,24 @@ absl::Status PolicyManager::Load() {
 }
 
 absl::StatusOr<std::shared_ptr<const PolicyState>> PolicyManager::BuildState() {
+  ASSIGN_OR_RETURN(uint64_t version, store_->PolicyVersion());
+  ASSIGN_OR_RETURN(auto rows, store_->ListResources(""));
+  ASSIGN_OR_RETURN(std::shared_ptr<PolicyState> state, StateOf(version, std::move(rows)));
+  ASSIGN_OR_RETURN(std::optional<RolloutRecord> rollout, store_->GetRollout(0));
+  if (rollout && rollout->in_progress()) {
+    ASSIGN_OR_RETURN(auto previous_rows, store_->RolloutPreviousResources(rollout->id));
+    ASSIGN_OR_RETURN(state->previous, StateOf(rollout->previous_version, std::move(previous_rows)));
+    state->canary_selector = rollout->selector;
+  }
+  return std::shared_ptr<const PolicyState>(std::move(state));
+}
+
+absl::StatusOr<std::shared_ptr<PolicyState>> PolicyManager::StateOf(
+    uint64_t version, std::vector<StoredResource> rows) {
   auto state = std::make_shared<PolicyState>();
-  ASSIGN_OR_RETURN(state->version, store_->PolicyVersion());
+  state->version = version;
   // Derived, not stored: the same master key always gives the same tokens.
   state->masking_hash_key = HmacSha256(master_key_, "sluice masking hash key v1");
-  ASSIGN_OR_RETURN(auto rows, store_->ListResources(""));
   for (StoredResource& sr : rows) {
     if (!sr.sealed_secret.empty()) {
       auto secret = AesGcmOpen(master_key_, sr.sealed_secret, SecretAad(sr.resource));
@@ -53,11 +68,13 @@ absl::StatusOr<std::shared_ptr<const PolicyState>> PolicyManager::BuildState() {
     }
     state->Add(sr.resource);
   }
-  return std::shared_ptr<const PolicyState>(std::move(state));
+  return state;
 }
 
 absl::Status PolicyManager::Apply(const v1::ApplyRequest& request, const std::string& actor,
                                   v1::ApplyResponse* response) {
+  const Labels canary(request.canary().begin(), request.canary().end());
+  if (!canary.empty()) RETURN_IF_ERROR(CheckCanarySelector(canary));
   std::vector<v1::Resource> batch(request.resources().begin(), request.resources().end());
   for (auto& r : batch) r.clear_meta();
   std::vector<policy::DocumentError> errors = policy::ValidateBatch(batch);
@@ -140,13 +157,48 @@ absl::Status PolicyManager::Apply(const v1::ApplyRequest& request, const std::st
     return absl::OkStatus();
   }
   int64_t now_ms = absl::ToUnixMillis(absl::Now());
-  ASSIGN_OR_RETURN(uint64_t version, store_->UpsertResources(changed, actor, now_ms));
+  uint64_t version = 0;
+  if (canary.empty()) {
+    ASSIGN_OR_RETURN(version, store_->UpsertResources(changed, actor, now_ms));
+  } else {
+    ASSIGN_OR_RETURN(auto agents, store_->ListAgents());
+    uint32_t in_canary = 0;
+    for (const AgentRecord& a : agents) in_canary += policy::SelectorMatches(canary, a.labels);
+    if (in_canary == 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("no enrolled agent has the labels ", policy::LabelsText(canary),
+                       ": a canary needs at least one; nothing was applied"));
+    }
+    ASSIGN_OR_RETURN(RolloutRecord rollout, store_->StartRollout(changed, canary, actor, now_ms));
+    version = rollout.version;
+    response->set_rollout_id(static_cast<uint64_t>(rollout.id));
+    response->set_canary_agents(in_canary);
+  }
   for (const auto& [target, was_created] : changes) {
     RecordChange(actor, was_created ? "Policy.create" : "Policy.update", target, version, now_ms);
   }
   response->set_version(version);
   ASSIGN_OR_RETURN(state_, BuildState());
   return absl::OkStatus();
+}
+
+absl::StatusOr<RolloutRecord> PolicyManager::PromoteRollout(int64_t id, const std::string& actor,
+                                                            const std::string& reason) {
+  ASSIGN_OR_RETURN(RolloutRecord r,
+                   store_->PromoteRollout(id, actor, reason, absl::ToUnixMillis(absl::Now())));
+  ASSIGN_OR_RETURN(state_, BuildState());
+  return r;
+}
+
+absl::StatusOr<RolloutRecord> PolicyManager::AbortRollout(int64_t id, const std::string& actor,
+                                                          const std::string& reason) {
+  const int64_t now_ms = absl::ToUnixMillis(absl::Now());
+  ASSIGN_OR_RETURN(RolloutAbort aborted, store_->AbortRollout(id, actor, reason, now_ms));
+  for (const ResourceChange& c : aborted.changes) {
+    RecordChange(actor, c.action.c_str(), c.target, aborted.rollout.restored_version, now_ms);
+  }
+  ASSIGN_OR_RETURN(state_, BuildState());
+  return aborted.rollout;
 }
 
 absl::Status PolicyManager::SetFetchedJwks(const std::string& url, const std::string& jwks) {

@@ -27,9 +27,19 @@ class PolicyManager {
   // Validates `request` whole, then stores the documents that differ from what is stored, in one
   // transaction. On a bad batch returns InvalidArgument and fills `response->errors`. Each stored
   // change, and each delete, gets its own audit record (Policy.create / Policy.update /
-  // Policy.delete, target "Kind/name", by `actor`).
+  // Policy.delete, target "Kind/name", by `actor`). With `request.canary` and a change, the change
+  // starts a staged rollout (rollout.h) to the enrolled agents with those labels
+  // (FailedPrecondition when there is none); the state then serves the others the version before.
+  // Any change is refused (FailedPrecondition) while a rollout is in progress.
   absl::Status Apply(const v1::ApplyRequest& request, const std::string& actor,
                      v1::ApplyResponse* response);
+  // Ends the rollout in progress, `id`: promoted (the state serves its version to every agent), or
+  // aborted (the previous version's documents stored again as a new version, each change audited
+  // like an apply's). The caller checked that it may (CheckPromote).
+  absl::StatusOr<RolloutRecord> PromoteRollout(int64_t id, const std::string& actor,
+                                               const std::string& reason);
+  absl::StatusOr<RolloutRecord> AbortRollout(int64_t id, const std::string& actor,
+                                             const std::string& reason);
   // Secrets redacted.
   absl::StatusOr<v1::Resource> Get(const std::string& kind, const std::string& name);
   absl::StatusOr<v1::ListResponse> List(const std::string& kind);
@@ -44,7 +54,12 @@ class PolicyManager {
   absl::Status SetFetchedJwks(const std::string& url, const std::string& jwks);
 
  private:
+  // The state of the stored documents, with the previous version's state while a rollout is in
+  // progress.
   absl::StatusOr<std::shared_ptr<const PolicyState>> BuildState();
+  // The state of `rows` at `version` (secrets decrypted, fetched JWKS filled in).
+  absl::StatusOr<std::shared_ptr<PolicyState>> StateOf(uint64_t version,
+                                                       std::vector<StoredResource> rows);
   static std::string SecretAad(const v1::Resource& resource);
   void RecordChange(const std::string& actor, const char* action, const std::string& target,
                     uint64_t version, int64_t now_ms);

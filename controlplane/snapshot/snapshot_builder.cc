@@ -53,7 +53,14 @@ bool SelectsAny(const Rule& rule, const google::protobuf::RepeatedPtrField<v1::C
 
 }  // namespace
 
-v1::PolicySnapshot BuildSnapshot(const PolicyState& state, const Labels& labels) {
+const PolicyState& StateFor(const PolicyState& state, const Labels& labels) {
+  if (state.previous == nullptr || policy::SelectorMatches(state.canary_selector, labels))
+    return state;
+  return *state.previous;
+}
+
+v1::PolicySnapshot BuildSnapshot(const PolicyState& served, const Labels& labels) {
+  const PolicyState& state = StateFor(served, labels);
   v1::PolicySnapshot snap;
   snap.set_version(state.version);
   for (const auto& c : state.connections) {

@@ -12,6 +12,8 @@
 
 namespace sluice::controlplane {
 
+using policy::Labels;
+
 // Every resource at one policy version, with inline secrets decrypted. Immutable once built and
 // shared by pointer between the store worker and the agent streams.
 struct PolicyState {
@@ -26,14 +28,22 @@ struct PolicyState {
   std::vector<v1::RetentionPolicy> retention_policies;  // control plane only
   // The `hash` masking strategy's key, shipped with masking rules (see PolicySnapshot).
   std::string masking_hash_key;
+  // While a staged rollout of this version is in progress (canary or halted: docs/deploy.md,
+  // "Staged rollout"), only agents whose labels match `canary_selector` are served this state;
+  // every other agent is served `previous`, the state of the version before the rollout. Null
+  // otherwise.
+  std::shared_ptr<const PolicyState> previous;
+  Labels canary_selector;
 
   // Adds one resource to the matching list.
   void Add(const v1::Resource& resource);
 };
 
-using policy::Labels;
+// The state an agent with `labels` is served: `state`, or its `previous` while a rollout is in
+// progress and the agent is not in its canary.
+const PolicyState& StateFor(const PolicyState& state, const Labels& labels);
 
-// The snapshot for an agent with `labels`:
+// The snapshot for an agent with `labels`, cut from StateFor(state, labels):
 // - connections whose `agents` selector matches the labels (with their credentials);
 // - access rules, guardrails and masking rules that select at least one of those connections;
 // - approval policies those guardrails reference (without webhooks: they stay here);

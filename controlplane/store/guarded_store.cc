@@ -126,6 +126,30 @@ absl::StatusOr<uint64_t> GuardedStore::DeleteResource(const std::string& kind,
   return Write([&] { return inner_->DeleteResource(kind, name); });
 }
 
+absl::StatusOr<RolloutRecord> GuardedStore::StartRollout(
+    const std::vector<StoredResource>& batch, const std::map<std::string, std::string>& selector,
+    const std::string& actor, int64_t now_ms) {
+  return Write([&] { return inner_->StartRollout(batch, selector, actor, now_ms); });
+}
+
+absl::StatusOr<std::optional<RolloutRecord>> GuardedStore::HaltRollout(uint64_t version,
+                                                                       const std::string& agent_id,
+                                                                       const std::string& error,
+                                                                       int64_t now_ms) {
+  return Write([&] { return inner_->HaltRollout(version, agent_id, error, now_ms); });
+}
+
+absl::StatusOr<RolloutRecord> GuardedStore::PromoteRollout(int64_t id, const std::string& actor,
+                                                           const std::string& reason,
+                                                           int64_t now_ms) {
+  return Write([&] { return inner_->PromoteRollout(id, actor, reason, now_ms); });
+}
+
+absl::StatusOr<RolloutAbort> GuardedStore::AbortRollout(int64_t id, const std::string& actor,
+                                                        const std::string& reason, int64_t now_ms) {
+  return Write([&] { return inner_->AbortRollout(id, actor, reason, now_ms); });
+}
+
 absl::Status GuardedStore::CreateEnrollment(const EnrollmentRecord& enrollment) {
   return Write([&] { return inner_->CreateEnrollment(enrollment); });
 }

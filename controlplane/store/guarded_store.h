@@ -66,6 +66,23 @@ class GuardedStore : public Store {
                                              const std::string& name) override {
     return Read([&] { return inner_->GetResource(kind, name); });
   }
+  absl::StatusOr<RolloutRecord> StartRollout(const std::vector<StoredResource>& batch,
+                                             const std::map<std::string, std::string>& selector,
+                                             const std::string& actor, int64_t now_ms) override;
+  absl::StatusOr<std::optional<RolloutRecord>> GetRollout(int64_t id) override {
+    return Read([&] { return inner_->GetRollout(id); });
+  }
+  absl::StatusOr<std::vector<StoredResource>> RolloutPreviousResources(int64_t id) override {
+    return Read([&] { return inner_->RolloutPreviousResources(id); });
+  }
+  absl::StatusOr<std::optional<RolloutRecord>> HaltRollout(uint64_t version,
+                                                           const std::string& agent_id,
+                                                           const std::string& error,
+                                                           int64_t now_ms) override;
+  absl::StatusOr<RolloutRecord> PromoteRollout(int64_t id, const std::string& actor,
+                                               const std::string& reason, int64_t now_ms) override;
+  absl::StatusOr<RolloutAbort> AbortRollout(int64_t id, const std::string& actor,
+                                            const std::string& reason, int64_t now_ms) override;
   absl::Status CreateEnrollment(const EnrollmentRecord& enrollment) override;
   absl::StatusOr<AgentRecord> ConsumeEnrollment(const std::string& token_hash,
                                                 const std::string& secret_hash, int64_t now_ms,

@@ -218,6 +218,33 @@ const std::vector<const char*>& Migrations() {
           signature BLOB NOT NULL,
           PRIMARY KEY (agent_id, held_through_sequence, resumed_after_sequence)) WITHOUT ROWID;
       )sql",
+      // 14: staged rollouts (store.h, RolloutRecord), and the documents of each in-progress
+      // rollout's previous version (a copy of the resources rows as they were), kept until it ends.
+      R"sql(
+        CREATE TABLE rollouts (
+          id INTEGER PRIMARY KEY AUTOINCREMENT,
+          version INTEGER NOT NULL,
+          previous_version INTEGER NOT NULL,
+          selector TEXT NOT NULL,
+          state TEXT NOT NULL,
+          reason TEXT NOT NULL DEFAULT '',
+          created_ms INTEGER NOT NULL,
+          created_by TEXT NOT NULL,
+          updated_ms INTEGER NOT NULL,
+          updated_by TEXT NOT NULL,
+          restored_version INTEGER NOT NULL DEFAULT 0);
+        CREATE INDEX rollouts_state ON rollouts(state);
+        CREATE TABLE rollout_resources (
+          rollout_id INTEGER NOT NULL,
+          kind TEXT NOT NULL,
+          name TEXT NOT NULL,
+          version INTEGER NOT NULL,
+          spec BLOB NOT NULL,
+          sealed_secret BLOB,
+          updated_ms INTEGER NOT NULL,
+          updated_by TEXT NOT NULL,
+          PRIMARY KEY (rollout_id, kind, name));
+      )sql",
   };
   return *m;
 }

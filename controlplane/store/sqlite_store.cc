@@ -22,6 +22,7 @@
 #include "common/crypto.h"
 #include "common/log.h"
 #include "common/policy/resource.h"
+#include "common/policy/selectors.h"
 #include "common/status_macros.h"
 #include "controlplane/audit/session_index.h"
 #include "controlplane/audit/trail.h"
@@ -211,11 +212,8 @@ absl::StatusOr<uint64_t> SqliteStore::BumpVersionLocked() {
   return static_cast<uint64_t>(std::stoull(s.Text(0)));
 }
 
-absl::StatusOr<uint64_t> SqliteStore::UpsertResources(const std::vector<StoredResource>& batch,
-                                                      const std::string& actor, int64_t now_ms) {
-  absl::MutexLock lock(&mu_);
-  Txn txn(db_);
-  RETURN_IF_ERROR(txn.begun());
+absl::StatusOr<uint64_t> SqliteStore::UpsertResourcesLocked(
+    const std::vector<StoredResource>& batch, const std::string& actor, int64_t now_ms) {
   ASSIGN_OR_RETURN(uint64_t version, BumpVersionLocked());
   for (const StoredResource& sr : batch) {
     v1::Resource spec = sr.resource;
@@ -234,6 +232,16 @@ absl::StatusOr<uint64_t> SqliteStore::UpsertResources(const std::vector<StoredRe
     s.BindBlob(4, bytes).BindBlob(5, sr.sealed_secret).Bind(6, now_ms).Bind(7, actor);
     RETURN_IF_ERROR(s.Run());
   }
+  return version;
+}
+
+absl::StatusOr<uint64_t> SqliteStore::UpsertResources(const std::vector<StoredResource>& batch,
+                                                      const std::string& actor, int64_t now_ms) {
+  absl::MutexLock lock(&mu_);
+  Txn txn(db_);
+  RETURN_IF_ERROR(txn.begun());
+  RETURN_IF_ERROR(RefuseDuringRolloutLocked());
+  ASSIGN_OR_RETURN(uint64_t version, UpsertResourcesLocked(batch, actor, now_ms));
   RETURN_IF_ERROR(txn.Commit());
   return version;
 }
@@ -243,6 +251,7 @@ absl::StatusOr<uint64_t> SqliteStore::DeleteResource(const std::string& kind,
   absl::MutexLock lock(&mu_);
   Txn txn(db_);
   RETURN_IF_ERROR(txn.begun());
+  RETURN_IF_ERROR(RefuseDuringRolloutLocked());
   Stmt s(db_, "DELETE FROM resources WHERE kind = ?1 AND name = ?2");
   s.Bind(1, kind).Bind(2, name);
   RETURN_IF_ERROR(s.Run());
@@ -251,6 +260,292 @@ absl::StatusOr<uint64_t> SqliteStore::DeleteResource(const std::string& kind,
   ASSIGN_OR_RETURN(uint64_t version, BumpVersionLocked());
   RETURN_IF_ERROR(txn.Commit());
   return version;
+}
+
+namespace {
+
+constexpr char kRolloutColumns[] =
+    "SELECT id, version, previous_version, selector, state, reason, created_ms, created_by, "
+    "updated_ms, updated_by, restored_version FROM rollouts ";
+
+RolloutRecord ReadRollout(Stmt& s) {
+  RolloutRecord r;
+  r.id = s.Int(0);
+  r.version = static_cast<uint64_t>(s.Int(1));
+  r.previous_version = static_cast<uint64_t>(s.Int(2));
+  r.selector = LabelsFromJson(s.Text(3));
+  r.state = s.Text(4);
+  r.reason = s.Text(5);
+  r.created_ms = s.Int(6);
+  r.created_by = s.Text(7);
+  r.updated_ms = s.Int(8);
+  r.updated_by = s.Text(9);
+  r.restored_version = static_cast<uint64_t>(s.Int(10));
+  return r;
+}
+
+// A resources row as compared by an abort.
+struct ResourceRow {
+  int64_t version = 0;
+  std::string spec;
+  std::string sealed_secret;
+  int64_t updated_ms = 0;
+  std::string updated_by;
+};
+using ResourceRows = std::map<std::pair<std::string, std::string>, ResourceRow>;
+
+absl::StatusOr<ResourceRows> ReadResourceRows(sqlite3* db, const char* sql, int64_t rollout_id) {
+  Stmt s(db, sql);
+  RETURN_IF_ERROR(s.status());
+  if (rollout_id != 0) s.Bind(1, rollout_id);
+  ResourceRows rows;
+  int rc;
+  while ((rc = s.Step()) == SQLITE_ROW) {
+    rows[{s.Text(0), s.Text(1)}] = ResourceRow{s.Int(2), s.Text(3), s.Text(4), s.Int(5), s.Text(6)};
+  }
+  if (rc != SQLITE_DONE) return SqliteError(db);
+  return rows;
+}
+
+}  // namespace
+
+absl::StatusOr<std::optional<RolloutRecord>> SqliteStore::ReadRolloutLocked(int64_t id) {
+  std::string sql = absl::StrCat(kRolloutColumns, id > 0    ? "WHERE id = ?1"
+                                                  : id == 0 ? "ORDER BY id DESC LIMIT 1"
+                                                            : "WHERE state IN ('canary', 'halted') "
+                                                              "ORDER BY id DESC LIMIT 1");
+  Stmt s(db_, sql.c_str());
+  RETURN_IF_ERROR(s.status());
+  if (id > 0) s.Bind(1, id);
+  int rc = s.Step();
+  if (rc == SQLITE_DONE) return std::nullopt;
+  if (rc != SQLITE_ROW) return SqliteError(db_);
+  return ReadRollout(s);
+}
+
+absl::Status SqliteStore::RefuseDuringRolloutLocked() {
+  ASSIGN_OR_RETURN(std::optional<RolloutRecord> r, ReadRolloutLocked(-1));
+  if (!r) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "rollout ", r->id, " of policy version ", r->version, " to the canary agents ",
+      policy::LabelsText(r->selector), " is in progress (", r->state,
+      "); promote it (sluicectl rollout promote) or abort it (sluicectl rollout abort) before "
+      "changing the policy"));
+}
+
+absl::StatusOr<RolloutRecord> SqliteStore::StartRollout(
+    const std::vector<StoredResource>& batch, const std::map<std::string, std::string>& selector,
+    const std::string& actor, int64_t now_ms) {
+  if (selector.empty()) return absl::InvalidArgumentError("canary: give at least one label k=v");
+  if (batch.empty()) return absl::InvalidArgumentError("a rollout needs a change to roll out");
+  absl::MutexLock lock(&mu_);
+  Txn txn(db_);
+  RETURN_IF_ERROR(txn.begun());
+  RETURN_IF_ERROR(RefuseDuringRolloutLocked());
+  RolloutRecord r;
+  {
+    Stmt v(db_, "SELECT value FROM meta WHERE key = 'policy_version'");
+    RETURN_IF_ERROR(v.status());
+    if (v.Step() != SQLITE_ROW) return absl::InternalError("meta.policy_version is missing");
+    r.previous_version = static_cast<uint64_t>(std::stoull(v.Text(0)));
+  }
+  r.selector = selector;
+  r.state = kRolloutCanary;
+  r.created_ms = r.updated_ms = now_ms;
+  r.created_by = r.updated_by = actor;
+  Stmt ins(db_,
+           "INSERT INTO rollouts(version, previous_version, selector, state, created_ms, "
+           "created_by, updated_ms, updated_by) VALUES (0, ?1, ?2, ?3, ?4, ?5, ?4, ?5)");
+  ins.Bind(1, static_cast<int64_t>(r.previous_version)).Bind(2, LabelsToJson(selector));
+  ins.Bind(3, r.state).Bind(4, now_ms).Bind(5, actor);
+  RETURN_IF_ERROR(ins.Run());
+  r.id = sqlite3_last_insert_rowid(db_);
+  // The previous version's documents, as they are before the change.
+  Stmt keep(db_,
+            "INSERT INTO rollout_resources(rollout_id, kind, name, version, spec, sealed_secret, "
+            "updated_ms, updated_by) SELECT ?1, kind, name, version, spec, sealed_secret, "
+            "updated_ms, updated_by FROM resources");
+  keep.Bind(1, r.id);
+  RETURN_IF_ERROR(keep.Run());
+  ASSIGN_OR_RETURN(r.version, UpsertResourcesLocked(batch, actor, now_ms));
+  Stmt set(db_, "UPDATE rollouts SET version = ?2 WHERE id = ?1");
+  set.Bind(1, r.id).Bind(2, static_cast<int64_t>(r.version));
+  RETURN_IF_ERROR(set.Run());
+  RETURN_IF_ERROR(
+      AppendAuditLocked({0, now_ms, actor, "Rollout.start", absl::StrCat("Rollout/", r.id), "ok",
+                         absl::StrCat("policy version ", r.version, " to the canary agents ",
+                                      policy::LabelsText(selector), "; the others keep version ",
+                                      r.previous_version)})
+          .status());
+  RETURN_IF_ERROR(txn.Commit());
+  return r;
+}
+
+absl::StatusOr<std::optional<RolloutRecord>> SqliteStore::GetRollout(int64_t id) {
+  absl::MutexLock lock(&mu_);
+  return ReadRolloutLocked(std::max<int64_t>(id, 0));
+}
+
+absl::StatusOr<std::vector<StoredResource>> SqliteStore::RolloutPreviousResources(int64_t id) {
+  absl::MutexLock lock(&mu_);
+  Stmt s(db_,
+         "SELECT spec, sealed_secret, version, updated_ms, updated_by FROM rollout_resources "
+         "WHERE rollout_id = ?1 ORDER BY kind, name");
+  RETURN_IF_ERROR(s.status());
+  s.Bind(1, id);
+  std::vector<StoredResource> out;
+  int rc;
+  while ((rc = s.Step()) == SQLITE_ROW) {
+    StoredResource sr;
+    if (!sr.resource.ParseFromString(s.Text(0))) {
+      return absl::DataLossError("a stored resource of a rollout cannot be decoded");
+    }
+    sr.sealed_secret = s.Text(1);
+    sr.resource.mutable_meta()->set_version(static_cast<uint64_t>(s.Int(2)));
+    sr.resource.mutable_meta()->set_updated_unix_ms(s.Int(3));
+    sr.resource.mutable_meta()->set_updated_by(s.Text(4));
+    out.push_back(std::move(sr));
+  }
+  if (rc != SQLITE_DONE) return SqliteError(db_);
+  return out;
+}
+
+absl::StatusOr<RolloutRecord> SqliteStore::EndRolloutLocked(int64_t id, const std::string& state,
+                                                            const std::string& reason,
+                                                            const std::string& actor,
+                                                            int64_t now_ms,
+                                                            const std::string& only_from) {
+  ASSIGN_OR_RETURN(std::optional<RolloutRecord> r, ReadRolloutLocked(id));
+  if (!r) return absl::NotFoundError(absl::StrCat("rollout ", id, " does not exist"));
+  if (!r->in_progress() || (!only_from.empty() && r->state != only_from)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("rollout ", r->id, " is ", r->state, ", not in progress"));
+  }
+  r->state = state;
+  r->reason = reason;
+  r->updated_ms = now_ms;
+  r->updated_by = actor;
+  Stmt up(db_,
+          "UPDATE rollouts SET state = ?2, reason = ?3, updated_ms = ?4, updated_by = ?5 "
+          "WHERE id = ?1");
+  up.Bind(1, r->id).Bind(2, state).Bind(3, reason).Bind(4, now_ms).Bind(5, actor);
+  RETURN_IF_ERROR(up.Run());
+  if (state == kRolloutPromoted || state == kRolloutAborted) {
+    Stmt drop(db_, "DELETE FROM rollout_resources WHERE rollout_id = ?1");
+    drop.Bind(1, r->id);
+    RETURN_IF_ERROR(drop.Run());
+  }
+  return *std::move(r);
+}
+
+absl::StatusOr<std::optional<RolloutRecord>> SqliteStore::HaltRollout(uint64_t version,
+                                                                      const std::string& agent_id,
+                                                                      const std::string& error,
+                                                                      int64_t now_ms) {
+  absl::MutexLock lock(&mu_);
+  Txn txn(db_);
+  RETURN_IF_ERROR(txn.begun());
+  ASSIGN_OR_RETURN(std::optional<RolloutRecord> r, ReadRolloutLocked(-1));
+  if (!r || r->state != kRolloutCanary || r->version != version) return std::nullopt;
+  std::string reason = absl::StrCat("agent ", agent_id, " NACKed version ", version, ": ", error);
+  ASSIGN_OR_RETURN(RolloutRecord halted,
+                   EndRolloutLocked(r->id, kRolloutHalted, reason, "agent:" + agent_id, now_ms));
+  RETURN_IF_ERROR(AppendAuditLocked({0, now_ms, "agent:" + agent_id, "Rollout.halt",
+                                     absl::StrCat("Rollout/", r->id), "ok", reason})
+                      .status());
+  RETURN_IF_ERROR(txn.Commit());
+  return halted;
+}
+
+absl::StatusOr<RolloutRecord> SqliteStore::PromoteRollout(int64_t id, const std::string& actor,
+                                                          const std::string& reason,
+                                                          int64_t now_ms) {
+  absl::MutexLock lock(&mu_);
+  Txn txn(db_);
+  RETURN_IF_ERROR(txn.begun());
+  ASSIGN_OR_RETURN(RolloutRecord r, EndRolloutLocked(id, kRolloutPromoted, reason, actor, now_ms));
+  RETURN_IF_ERROR(
+      AppendAuditLocked({0, now_ms, actor, "Rollout.promote", absl::StrCat("Rollout/", r.id), "ok",
+                         absl::StrCat("policy version ", r.version, " to every agent",
+                                      reason.empty() ? "" : "; " + reason)})
+          .status());
+  RETURN_IF_ERROR(txn.Commit());
+  return r;
+}
+
+absl::StatusOr<RolloutAbort> SqliteStore::AbortRollout(int64_t id, const std::string& actor,
+                                                       const std::string& reason, int64_t now_ms) {
+  absl::MutexLock lock(&mu_);
+  Txn txn(db_);
+  RETURN_IF_ERROR(txn.begun());
+  // Read the previous documents before EndRolloutLocked drops them.
+  ASSIGN_OR_RETURN(
+      ResourceRows before,
+      ReadResourceRows(db_,
+                       "SELECT kind, name, version, spec, sealed_secret, updated_ms, updated_by "
+                       "FROM rollout_resources WHERE rollout_id = ?1",
+                       id));
+  ASSIGN_OR_RETURN(
+      ResourceRows now,
+      ReadResourceRows(db_,
+                       "SELECT kind, name, version, spec, sealed_secret, updated_ms, updated_by "
+                       "FROM resources",
+                       0));
+  RolloutAbort out;
+  ASSIGN_OR_RETURN(out.rollout, EndRolloutLocked(id, kRolloutAborted, reason, actor, now_ms));
+  // What differs from the previous version's documents goes back to them. Sealed secrets are
+  // compared as stored: a resource the rollout did not touch keeps its very bytes.
+  std::vector<std::pair<const ResourceRows::key_type*, const ResourceRow*>> put;
+  std::vector<const ResourceRows::key_type*> remove;
+  for (const auto& [key, row] : before) {
+    auto it = now.find(key);
+    if (it != now.end() && it->second.spec == row.spec &&
+        it->second.sealed_secret == row.sealed_secret)
+      continue;
+    put.emplace_back(&key, &row);
+    out.changes.push_back({absl::StrCat(key.first, "/", key.second),
+                           it == now.end() ? "Policy.create" : "Policy.update"});
+  }
+  for (const auto& [key, row] : now) {
+    if (before.count(key)) continue;
+    remove.push_back(&key);
+    out.changes.push_back({absl::StrCat(key.first, "/", key.second), "Policy.delete"});
+  }
+  if (!out.changes.empty()) {
+    ASSIGN_OR_RETURN(out.rollout.restored_version, BumpVersionLocked());
+    for (const auto& [key, row] : put) {
+      Stmt s(db_,
+             "INSERT INTO resources(kind, name, version, spec, sealed_secret, updated_ms, "
+             "updated_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) "
+             "ON CONFLICT(kind, name) DO UPDATE SET version = ?3, spec = ?4, sealed_secret = ?5, "
+             "updated_ms = ?6, updated_by = ?7");
+      s.Bind(1, key->first).Bind(2, key->second);
+      s.Bind(3, static_cast<int64_t>(out.rollout.restored_version));
+      s.BindBlob(4, row->spec).BindBlob(5, row->sealed_secret).Bind(6, now_ms).Bind(7, actor);
+      RETURN_IF_ERROR(s.Run());
+    }
+    for (const auto* key : remove) {
+      Stmt s(db_, "DELETE FROM resources WHERE kind = ?1 AND name = ?2");
+      s.Bind(1, key->first).Bind(2, key->second);
+      RETURN_IF_ERROR(s.Run());
+    }
+    Stmt set(db_, "UPDATE rollouts SET restored_version = ?2 WHERE id = ?1");
+    set.Bind(1, out.rollout.id).Bind(2, static_cast<int64_t>(out.rollout.restored_version));
+    RETURN_IF_ERROR(set.Run());
+  }
+  RETURN_IF_ERROR(
+      AppendAuditLocked(
+          {0, now_ms, actor, "Rollout.abort", absl::StrCat("Rollout/", out.rollout.id), "ok",
+           absl::StrCat(
+               "policy version ", out.rollout.version, " withdrawn; ",
+               out.changes.empty()
+                   ? std::string("no document to restore")
+                   : absl::StrCat("the documents of version ", out.rollout.previous_version,
+                                  " stored again as version ", out.rollout.restored_version),
+               reason.empty() ? "" : "; " + reason)})
+          .status());
+  RETURN_IF_ERROR(txn.Commit());
+  return out;
 }
 
 absl::StatusOr<std::vector<StoredResource>> SqliteStore::QueryResourcesLocked(

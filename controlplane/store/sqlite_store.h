@@ -43,6 +43,19 @@ class SqliteStore : public Store {
   absl::StatusOr<std::vector<StoredResource>> ListResources(const std::string& kind) override;
   absl::StatusOr<StoredResource> GetResource(const std::string& kind,
                                              const std::string& name) override;
+  absl::StatusOr<RolloutRecord> StartRollout(const std::vector<StoredResource>& batch,
+                                             const std::map<std::string, std::string>& selector,
+                                             const std::string& actor, int64_t now_ms) override;
+  absl::StatusOr<std::optional<RolloutRecord>> GetRollout(int64_t id) override;
+  absl::StatusOr<std::vector<StoredResource>> RolloutPreviousResources(int64_t id) override;
+  absl::StatusOr<std::optional<RolloutRecord>> HaltRollout(uint64_t version,
+                                                           const std::string& agent_id,
+                                                           const std::string& error,
+                                                           int64_t now_ms) override;
+  absl::StatusOr<RolloutRecord> PromoteRollout(int64_t id, const std::string& actor,
+                                               const std::string& reason, int64_t now_ms) override;
+  absl::StatusOr<RolloutAbort> AbortRollout(int64_t id, const std::string& actor,
+                                            const std::string& reason, int64_t now_ms) override;
 
   absl::Status CreateEnrollment(const EnrollmentRecord& enrollment) override;
   absl::StatusOr<AgentRecord> ConsumeEnrollment(const std::string& token_hash,
@@ -177,6 +190,22 @@ class SqliteStore : public Store {
   absl::StatusOr<std::map<uint64_t, std::string>> ReadRecordingsLocked(
       const std::string& session_id, uint64_t after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<uint64_t> BumpVersionLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Writes `batch` at a new policy version (inside the caller's transaction); returns it.
+  absl::StatusOr<uint64_t> UpsertResourcesLocked(const std::vector<StoredResource>& batch,
+                                                 const std::string& actor, int64_t now_ms)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Rollout `id` (the latest when 0, the one in progress when -1); nullopt when there is none.
+  absl::StatusOr<std::optional<RolloutRecord>> ReadRolloutLocked(int64_t id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // FailedPrecondition naming the rollout in progress, if there is one: policy changes wait.
+  absl::Status RefuseDuringRolloutLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sets an in-progress rollout's state, reason and who changed it; FailedPrecondition unless it is
+  // in progress (or in `only_from`, when given).
+  absl::StatusOr<RolloutRecord> EndRolloutLocked(int64_t id, const std::string& state,
+                                                 const std::string& reason,
+                                                 const std::string& actor, int64_t now_ms,
+                                                 const std::string& only_from = "")
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::vector<StoredResource>> QueryResourcesLocked(const std::string& where,
                                                                    const std::string& kind,
                                                                    const std::string& name)

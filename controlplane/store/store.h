@@ -119,6 +119,43 @@ struct ApprovalRecord {
   std::string agent_request_id;  // the agent's id for it, echoed in the decision
 };
 
+// A staged rollout (docs/deploy.md, "Staged rollout"): policy `version` served first only to the
+// agents whose labels match `selector`, the others kept on `previous_version`. In progress while
+// canary or halted; then promoted (every agent gets it) or aborted (the documents of
+// previous_version stored again as `restored_version`). At most one is in progress.
+inline constexpr char kRolloutCanary[] = "canary";
+inline constexpr char kRolloutHalted[] = "halted";
+inline constexpr char kRolloutPromoted[] = "promoted";
+inline constexpr char kRolloutAborted[] = "aborted";
+
+struct RolloutRecord {
+  int64_t id = 0;  // assigned by the store
+  uint64_t version = 0;
+  uint64_t previous_version = 0;
+  std::map<std::string, std::string> selector;
+  std::string state;   // kRolloutCanary, kRolloutHalted, kRolloutPromoted or kRolloutAborted
+  std::string reason;  // why it was halted (the agent and its NACK), aborted or forced
+  int64_t created_ms = 0;
+  std::string created_by;
+  int64_t updated_ms = 0;
+  std::string updated_by;
+  uint64_t restored_version = 0;
+
+  bool in_progress() const { return state == kRolloutCanary || state == kRolloutHalted; }
+};
+
+// One resource an abort stored again: "Kind/name" and its Policy.* audit action.
+struct ResourceChange {
+  std::string target;
+  std::string action;  // Policy.create, Policy.update or Policy.delete
+};
+
+// What AbortRollout did.
+struct RolloutAbort {
+  RolloutRecord rollout;                // as it is now (aborted)
+  std::vector<ResourceChange> changes;  // what the new version changed (empty: no new version)
+};
+
 // Why a store refuses writes (guarded_store.h): its data directory is full, read-only or failing.
 struct StoreFault {
   std::string error;  // the first failure: the file and the fault
@@ -135,11 +172,45 @@ class Store {
 
   // Creates or replaces every resource of `batch` in one transaction and bumps the policy version
   // once; returns the new version. Each stored resource gets that version in its meta.
+  // FailedPrecondition while a rollout is in progress (it says which, and how to end it).
   virtual absl::StatusOr<uint64_t> UpsertResources(const std::vector<StoredResource>& batch,
                                                    const std::string& actor, int64_t now_ms) = 0;
-  // Deletes one resource and bumps the version. NotFound when it does not exist.
+  // Deletes one resource and bumps the version. NotFound when it does not exist;
+  // FailedPrecondition while a rollout is in progress.
   virtual absl::StatusOr<uint64_t> DeleteResource(const std::string& kind,
                                                   const std::string& name) = 0;
+
+  // Staged rollouts (RolloutRecord). StartRollout stores `batch` as UpsertResources does and starts
+  // a rollout of the new version to the agents matching `selector` (not empty), in one
+  // transaction with its audit record (Rollout.start): the documents as they were before (the
+  // previous version's) are kept with it, for the other agents and for an abort, until it ends.
+  // FailedPrecondition while another rollout is in progress.
+  virtual absl::StatusOr<RolloutRecord> StartRollout(
+      const std::vector<StoredResource>& batch, const std::map<std::string, std::string>& selector,
+      const std::string& actor, int64_t now_ms) = 0;
+  // Rollout `id`, or the latest when `id` is 0; nullopt when there is none.
+  virtual absl::StatusOr<std::optional<RolloutRecord>> GetRollout(int64_t id) = 0;
+  // The documents of an in-progress rollout's previous version (as ListResources returns them).
+  virtual absl::StatusOr<std::vector<StoredResource>> RolloutPreviousResources(int64_t id) = 0;
+  // An agent NACKed `version`: the rollout of that version, if it is in canary, is halted (by
+  // "agent:<agent_id>", the reason naming the agent and `error`), with an audit record
+  // (Rollout.halt). Returns it, or nullopt when no rollout in canary has that version (only canary
+  // agents are sent a version in canary, so any NACK of it is a canary's).
+  virtual absl::StatusOr<std::optional<RolloutRecord>> HaltRollout(uint64_t version,
+                                                                   const std::string& agent_id,
+                                                                   const std::string& error,
+                                                                   int64_t now_ms) = 0;
+  // Ends in-progress rollout `id` as promoted, with an audit record (Rollout.promote). The caller
+  // decided it may (every canary ACKed, or forced). FailedPrecondition unless it is in progress.
+  virtual absl::StatusOr<RolloutRecord> PromoteRollout(int64_t id, const std::string& actor,
+                                                       const std::string& reason,
+                                                       int64_t now_ms) = 0;
+  // Ends in-progress rollout `id` as aborted, in one transaction: the resources return to the
+  // previous version's documents (those the rollout's version added are deleted), stored as a new
+  // policy version (`restored_version`; the resources that change get it in their meta), with an
+  // audit record (Rollout.abort). FailedPrecondition unless it is in progress.
+  virtual absl::StatusOr<RolloutAbort> AbortRollout(int64_t id, const std::string& actor,
+                                                    const std::string& reason, int64_t now_ms) = 0;
   // `kind` "" lists every kind. Ordered by kind, then name.
   virtual absl::StatusOr<std::vector<StoredResource>> ListResources(const std::string& kind) = 0;
   virtual absl::StatusOr<StoredResource> GetResource(const std::string& kind,

@@ -441,12 +441,12 @@ TEST(TrailUpgrade, AStoreFromBeforeAnchoringIsAnchoredAsFound) {
     ASSERT_EQ(store->PurgeSessions(purge)->events(), 2u);
   }
   {
-    // What a build before migration 12 left: no heads, totals, tombstones, chain resumes or trail
-    // key.
+    // What a build before migration 12 left: no heads, totals, tombstones, chain resumes,
+    // rollouts or trail key.
     Tamper t(path);
     t.Exec(
         "DROP TABLE trail_heads; DROP TABLE trail_totals; DROP TABLE purge_tombstones; DROP TABLE "
-        "chain_resumes;"
+        "chain_resumes; DROP TABLE rollouts; DROP TABLE rollout_resources;"
         "DELETE FROM schema_migrations WHERE version >= 12; DELETE FROM meta WHERE key = "
         "'trail_public_key'");
     ASSERT_EQ(t.Int("SELECT MAX(version) FROM schema_migrations"), 11);
