@@ -476,16 +476,19 @@ class Dockerfiles(unittest.TestCase):
             self.assertNotIn("command", c)  # the image's ENTRYPOINT runs, with the chart's args
             self.assertEqual(files[image]["user"], f"{spec['securityContext']['runAsUser']}:"
                              f"{spec['securityContext']['runAsGroup']}")
-        sanitizer = re.compile(r"^lib(asan|ubsan|lsan|tsan|clang_rt)")
         for name, d in files.items():
             with self.subTest(name):
                 self.assertEqual(d["froms"], ["debian:bookworm", "debian:bookworm-slim"])
                 self.assertIn(f"--target {name}", re.sub(r"\\\n\s*", " ", d["text"]))
                 self.assertNotRegex(d["user"], r"^(0|root)\b")
-                # The runtime stage installs the package of every library the binary names.
+                # The runtime stage installs the package of every library the binary names —
+                # the release build's, which the images hold: the sanitizer build is linked
+                # otherwise (Debug, without --as-needed), so its list is not the images'.
+                if os.environ.get("SLUICE_SANITIZE"):
+                    continue
                 needed = subprocess.run(["objdump", "-p", BINARIES[name]], capture_output=True,
                                         text=True, check=True).stdout
-                libs = [l for l in re.findall(r"NEEDED\s+(\S+)", needed) if not sanitizer.match(l)]
+                libs = re.findall(r"NEEDED\s+(\S+)", needed)
                 missing = []
                 for lib in libs:
                     pkg = library_package(lib)
