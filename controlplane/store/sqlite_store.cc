@@ -307,6 +307,26 @@ absl::StatusOr<ResourceRows> ReadResourceRows(sqlite3* db, const char* sql, int6
   return rows;
 }
 
+// The resources a statement's rows hold (spec, sealed_secret, version, updated_ms, updated_by).
+absl::StatusOr<std::vector<StoredResource>> ReadStoredResources(sqlite3* db, Stmt* s,
+                                                                absl::string_view what) {
+  std::vector<StoredResource> out;
+  int rc;
+  while ((rc = s->Step()) == SQLITE_ROW) {
+    StoredResource sr;
+    if (!sr.resource.ParseFromString(s->Text(0))) {
+      return absl::DataLossError(absl::StrCat(what, " cannot be decoded"));
+    }
+    sr.sealed_secret = s->Text(1);
+    sr.resource.mutable_meta()->set_version(static_cast<uint64_t>(s->Int(2)));
+    sr.resource.mutable_meta()->set_updated_unix_ms(s->Int(3));
+    sr.resource.mutable_meta()->set_updated_by(s->Text(4));
+    out.push_back(std::move(sr));
+  }
+  if (rc != SQLITE_DONE) return SqliteError(db);
+  return out;
+}
+
 }  // namespace
 
 absl::StatusOr<std::optional<RolloutRecord>> SqliteStore::ReadRolloutLocked(int64_t id) {
@@ -393,21 +413,7 @@ absl::StatusOr<std::vector<StoredResource>> SqliteStore::RolloutPreviousResource
          "WHERE rollout_id = ?1 ORDER BY kind, name");
   RETURN_IF_ERROR(s.status());
   s.Bind(1, id);
-  std::vector<StoredResource> out;
-  int rc;
-  while ((rc = s.Step()) == SQLITE_ROW) {
-    StoredResource sr;
-    if (!sr.resource.ParseFromString(s.Text(0))) {
-      return absl::DataLossError("a stored resource of a rollout cannot be decoded");
-    }
-    sr.sealed_secret = s.Text(1);
-    sr.resource.mutable_meta()->set_version(static_cast<uint64_t>(s.Int(2)));
-    sr.resource.mutable_meta()->set_updated_unix_ms(s.Int(3));
-    sr.resource.mutable_meta()->set_updated_by(s.Text(4));
-    out.push_back(std::move(sr));
-  }
-  if (rc != SQLITE_DONE) return SqliteError(db_);
-  return out;
+  return ReadStoredResources(db_, &s, "a stored resource of a rollout");
 }
 
 absl::StatusOr<RolloutRecord> SqliteStore::EndRolloutLocked(int64_t id, const std::string& state,
@@ -557,21 +563,7 @@ absl::StatusOr<std::vector<StoredResource>> SqliteStore::QueryResourcesLocked(
   RETURN_IF_ERROR(s.status());
   if (!kind.empty()) s.Bind(1, kind);
   if (!name.empty()) s.Bind(2, name);
-  std::vector<StoredResource> out;
-  int rc;
-  while ((rc = s.Step()) == SQLITE_ROW) {
-    StoredResource sr;
-    if (!sr.resource.ParseFromString(s.Text(0))) {
-      return absl::DataLossError("a stored resource cannot be decoded");
-    }
-    sr.sealed_secret = s.Text(1);
-    sr.resource.mutable_meta()->set_version(static_cast<uint64_t>(s.Int(2)));
-    sr.resource.mutable_meta()->set_updated_unix_ms(s.Int(3));
-    sr.resource.mutable_meta()->set_updated_by(s.Text(4));
-    out.push_back(std::move(sr));
-  }
-  if (rc != SQLITE_DONE) return SqliteError(db_);
-  return out;
+  return ReadStoredResources(db_, &s, "a stored resource");
 }
 
 absl::StatusOr<std::vector<StoredResource>> SqliteStore::ListResources(const std::string& kind) {
