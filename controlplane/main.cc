@@ -34,10 +34,12 @@
 #include "controlplane/service/agent_service.h"
 #include "controlplane/service/dev_issuer.h"
 #include "controlplane/service/jwks_fetcher.h"
+#include "controlplane/service/master_keys.h"
 #include "controlplane/service/metrics.h"
 #include "controlplane/service/policy_manager.h"
 #include "controlplane/service/retention.h"
 #include "controlplane/service/worker.h"
+#include "controlplane/store/backup.h"
 #include "controlplane/store/disk_fault.h"
 #include "controlplane/store/guarded_store.h"
 #include "controlplane/store/sqlite_store.h"
@@ -61,6 +63,14 @@ ABSL_FLAG(std::string, tls_hosts, "",
 ABSL_FLAG(std::string, master_key_file, "",
           "32-byte key (64 hex chars) that encrypts secrets at rest; created 0600 if absent "
           "(default: <data-dir>/master.key)");
+ABSL_FLAG(std::string, backup_to, "",
+          "back up the store of --data-dir (the database as of one instant, then the recordings) "
+          "into this new or empty directory, and exit; the control plane may be running. Keys "
+          "are not copied (docs/deploy.md, \"Back up\")");
+ABSL_FLAG(std::string, previous_master_key_file, "",
+          "the master key this data dir used until now, to change keys: everything sealed under "
+          "it is sealed again under --master-key-file at start, in one transaction (keep giving "
+          "it until the start has logged the change; docs/deploy.md)");
 ABSL_FLAG(
     std::string, trail_key_file, "",
     "Ed25519 private key (PEM) that signs each agent's audit trail head, the trails' totals and "
@@ -275,6 +285,18 @@ absl::StatusOr<std::string> LoadMasterKey(const std::string& data_dir) {
   if (created)
     LogInfo("created master key ", key_path, " (0600); back it up: secrets at rest need it");
   return master_key;
+}
+
+// --previous-master-key-file's key (empty without the flag); never created.
+absl::StatusOr<std::string> LoadPreviousMasterKey() {
+  const std::string path = absl::GetFlag(FLAGS_previous_master_key_file);
+  if (path.empty()) return std::string();
+  if (!FileExists(path)) {
+    return absl::NotFoundError(
+        absl::StrCat("--previous-master-key-file: ", path, " does not exist"));
+  }
+  bool created = false;
+  return LoadOrCreateMasterKey(path, &created);
 }
 
 // The bootstrap admin token; `*token_path` is where it is kept.
@@ -530,7 +552,15 @@ absl::Status Run() {
   ASSIGN_OR_RETURN(auto sqlite_store, SqliteStore::Open(data_dir + "/sluice.db", files.trail_key));
   // Everything uses the store through its guard: a disk fault makes it refuse writes, not crash.
   auto store = std::make_unique<GuardedStore>(sqlite_store.get(), data_dir);
-  PolicyManager policy(store.get(), files.master_key);
+  ASSIGN_OR_RETURN(const std::string previous_key, LoadPreviousMasterKey());
+  ASSIGN_OR_RETURN(const MasterKeys keys,
+                   OpenMasterKeys(sqlite_store.get(), files.master_key, previous_key));
+  if (keys.resealed > 0) {
+    LogInfo("sealed ", keys.resealed,
+            " value(s) again under the new master key; --previous-master-key-file is no longer "
+            "needed");
+  }
+  PolicyManager policy(store.get(), files.master_key, keys.masking_hash_key);
   RETURN_IF_ERROR(policy.Load());
   ASSIGN_OR_RETURN(std::unique_ptr<DevIssuer> dev_issuer, StartDevIssuer(data_dir, policy));
   AgentHub hub;
@@ -551,14 +581,13 @@ absl::Status Run() {
       });
   jwks.Start();
 
-  // Approvals: requests from agents, webhooks, callback links signed with a key derived from
-  // the master key.
+  // Approvals: requests from agents, webhooks, callback links signed with a key the store keeps
+  // sealed under the master key (master_keys.h).
   std::unique_ptr<ApprovalDesk> desk;
   WebhookSender webhooks([&worker, &desk](uint64_t id, v1::WebhookDelivery delivery) {
     worker.Post([&desk, id, delivery] { desk->RecordDelivery(id, delivery); });
   });
-  desk = std::make_unique<ApprovalDesk>(store.get(), &hub, &webhooks,
-                                        HmacSha256(files.master_key, "sluice approval links v1"),
+  desk = std::make_unique<ApprovalDesk>(store.get(), &hub, &webhooks, keys.approval_link_key,
                                         absl::GetFlag(FLAGS_public_url));
   std::atomic<bool> stopping{false};
   std::thread expiry([&] { RunBackgroundDuties(stopping, worker, *store, *desk, hub, policy); });
@@ -599,6 +628,19 @@ absl::Status Run() {
   return absl::OkStatus();
 }
 
+// --backup-to: a backup, reported on stdout, and nothing else.
+absl::Status RunBackup() {
+  const std::string dest = absl::GetFlag(FLAGS_backup_to);
+  ASSIGN_OR_RETURN(BackupSummary b, BackUpStore(absl::GetFlag(FLAGS_data_dir), dest));
+  std::printf(
+      "backed up to %s: the database (%llu bytes, policy version %llu) and %d recording file(s) "
+      "(%llu bytes)\nkeys are not in it: keep the master key and the trail key apart\n",
+      dest.c_str(), static_cast<unsigned long long>(b.database_bytes),
+      static_cast<unsigned long long>(b.policy_version), b.recording_files,
+      static_cast<unsigned long long>(b.recording_bytes));
+  return absl::OkStatus();
+}
+
 }  // namespace
 }  // namespace sluice::controlplane
 
@@ -606,5 +648,7 @@ int main(int argc, char** argv) {
   sluice::InitDaemon(argc, argv, "controlplane",
                      "sluice-controlplane [flags]: the Sluice control plane");
   if (absl::GetFlag(FLAGS_verbose)) sluice::SetLogLevel(sluice::LogLevel::kDebug);
+  if (!absl::GetFlag(FLAGS_backup_to).empty())
+    return sluice::ExitCode(sluice::controlplane::RunBackup());
   return sluice::ExitCode(sluice::controlplane::Run());
 }

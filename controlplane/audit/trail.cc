@@ -199,8 +199,22 @@ absl::StatusOr<uint64_t> AuditTrail::Append(TrailStorage& rows, const std::strin
   while (first_new < batch.events.size() && batch.events[first_new].sequence() <= committed)
     ++first_new;
   if (first_new == batch.events.size()) return committed;  // all resent: stored already
-  ASSIGN_OR_RETURN(const BatchChain chain,
-                   CheckBatchChain(agent_id, batch, first_new, agent.head, agent.audit_key));
+  auto checked = CheckBatchChain(agent_id, batch, first_new, agent.head, agent.audit_key);
+  const v1::AuditEvent& next = batch.events[first_new];
+  if (absl::IsDataLoss(checked.status()) && next.sequence() > committed + 1) {
+    // The agent goes on past records this store does not hold: after a restore of the store from
+    // an older copy, the ones this control plane acknowledged after the copy was made.
+    return absl::DataLossError(absl::StrCat(
+        checked.status().message(),
+        ". The control plane holds this agent's trail only through "
+        "sequence ",
+        committed, " and the agent goes on from sequence ", next.sequence(),
+        ": if the store was restored from an older copy, the records in between are missing from "
+        "it, and the agent no longer has them. Its audit batches are refused (the agent keeps "
+        "them, and refuses new sessions once its buffers fill); docs/deploy.md, \"Restore\", "
+        "says how to go on"));
+  }
+  ASSIGN_OR_RETURN(const BatchChain chain, std::move(checked));
 
   // Recordings leave the events here: each slice goes to its session's recording, and the event
   // is stored without it (audit::StripRecording); Verify joins them again.

@@ -19,8 +19,10 @@ namespace sluice::controlplane {
 
 using google::protobuf::util::MessageDifferencer;
 
-PolicyManager::PolicyManager(Store* store, std::string master_key)
-    : store_(store), master_key_(std::move(master_key)) {}
+PolicyManager::PolicyManager(Store* store, std::string master_key, std::string masking_hash_key)
+    : store_(store),
+      master_key_(std::move(master_key)),
+      masking_hash_key_(std::move(masking_hash_key)) {}
 
 std::string PolicyManager::SecretAad(const v1::Resource& resource) {
   return absl::StrCat("sluice/v1/", policy::KindOf(resource), "/", policy::NameOf(resource));
@@ -48,8 +50,7 @@ absl::StatusOr<std::shared_ptr<PolicyState>> PolicyManager::StateOf(
     uint64_t version, std::vector<StoredResource> rows) {
   auto state = std::make_shared<PolicyState>();
   state->version = version;
-  // Derived, not stored: the same master key always gives the same tokens.
-  state->masking_hash_key = HmacSha256(master_key_, "sluice masking hash key v1");
+  state->masking_hash_key = masking_hash_key_;
   for (StoredResource& sr : rows) {
     if (!sr.sealed_secret.empty()) {
       auto secret = AesGcmOpen(master_key_, sr.sealed_secret, SecretAad(sr.resource));

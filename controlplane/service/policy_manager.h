@@ -18,8 +18,12 @@ namespace sluice::controlplane {
 
 class PolicyManager {
  public:
-  // `master_key` is the 32-byte AES-256-GCM key that seals inline secrets.
-  PolicyManager(Store* store, std::string master_key);
+  // `master_key` is the 32-byte AES-256-GCM key that seals inline secrets; `masking_hash_key`
+  // the key of the `hash` masking strategy's tokens (master_keys.h keeps both).
+  PolicyManager(Store* store, std::string master_key, std::string masking_hash_key);
+
+  // The additional data an inline secret is sealed with (its resource's kind and name).
+  static std::string SecretAad(const v1::Resource& resource);
 
   // Loads the current state from the store (decrypting secrets). Call once at start.
   absl::Status Load();
@@ -60,12 +64,12 @@ class PolicyManager {
   // The state of `rows` at `version` (secrets decrypted, fetched JWKS filled in).
   absl::StatusOr<std::shared_ptr<PolicyState>> StateOf(uint64_t version,
                                                        std::vector<StoredResource> rows);
-  static std::string SecretAad(const v1::Resource& resource);
   void RecordChange(const std::string& actor, const char* action, const std::string& target,
                     uint64_t version, int64_t now_ms);
 
   Store* store_;
   std::string master_key_;
+  std::string masking_hash_key_;
   std::shared_ptr<const PolicyState> state_ = std::make_shared<PolicyState>();
   std::map<std::string, std::string> fetched_jwks_;  // url -> JWKS document
 };

@@ -245,6 +245,14 @@ const std::vector<const char*>& Migrations() {
           updated_by TEXT NOT NULL,
           PRIMARY KEY (rollout_id, kind, name));
       )sql",
+      // 15: keys the control plane keeps sealed under its master key (the masking hash key, the
+      // approval links' key), so that a new master key does not change them
+      // (controlplane/service/master_keys.h).
+      R"sql(
+        CREATE TABLE sealed_keys (
+          name TEXT PRIMARY KEY,
+          sealed BLOB NOT NULL);
+      )sql",
   };
   return *m;
 }

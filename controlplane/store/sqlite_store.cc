@@ -579,6 +579,97 @@ absl::StatusOr<StoredResource> SqliteStore::GetResource(const std::string& kind,
   return std::move(rows[0]);
 }
 
+absl::StatusOr<int> SqliteStore::ResealAll(const Resealer& reseal) {
+  absl::MutexLock lock(&mu_);
+  Txn txn(db_);
+  RETURN_IF_ERROR(txn.begun());
+  // Read first, then write: no statement steps over a table while it changes.
+  struct Row {
+    SealedRow sealed;
+    int64_t rollout_id = 0;
+    std::string kind, name;
+  };
+  std::vector<Row> rows;
+  auto read = [&](const char* sql, SealedRow::Source source) -> absl::Status {
+    Stmt s(db_, sql);
+    RETURN_IF_ERROR(s.status());
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW) {
+      Row r;
+      r.sealed.source = source;
+      if (source == SealedRow::Source::kKey) {
+        r.sealed.name = s.Text(0);
+        r.sealed.sealed = s.Text(1);
+      } else {
+        r.kind = s.Text(0);
+        r.name = s.Text(1);
+        r.rollout_id = s.Int(2);
+        r.sealed.spec = s.Text(3);
+        r.sealed.sealed = s.Text(4);
+      }
+      rows.push_back(std::move(r));
+    }
+    return rc == SQLITE_DONE ? absl::OkStatus() : SqliteError(db_);
+  };
+  RETURN_IF_ERROR(
+      read("SELECT kind, name, 0, spec, sealed_secret FROM resources "
+           "WHERE length(sealed_secret) > 0",
+           SealedRow::Source::kResource));
+  RETURN_IF_ERROR(
+      read("SELECT kind, name, rollout_id, spec, sealed_secret FROM rollout_resources "
+           "WHERE length(sealed_secret) > 0",
+           SealedRow::Source::kRolloutResource));
+  RETURN_IF_ERROR(read("SELECT name, sealed FROM sealed_keys", SealedRow::Source::kKey));
+  int changed = 0;
+  for (const Row& r : rows) {
+    ASSIGN_OR_RETURN(std::string sealed, reseal(r.sealed));
+    if (sealed == r.sealed.sealed) continue;
+    ++changed;
+    switch (r.sealed.source) {
+      case SealedRow::Source::kResource: {
+        Stmt s(db_, "UPDATE resources SET sealed_secret = ?1 WHERE kind = ?2 AND name = ?3");
+        s.BindBlob(1, sealed).Bind(2, r.kind).Bind(3, r.name);
+        RETURN_IF_ERROR(s.Run());
+        break;
+      }
+      case SealedRow::Source::kRolloutResource: {
+        Stmt s(db_,
+               "UPDATE rollout_resources SET sealed_secret = ?1 "
+               "WHERE rollout_id = ?2 AND kind = ?3 AND name = ?4");
+        s.BindBlob(1, sealed).Bind(2, r.rollout_id).Bind(3, r.kind).Bind(4, r.name);
+        RETURN_IF_ERROR(s.Run());
+        break;
+      }
+      case SealedRow::Source::kKey: {
+        Stmt s(db_, "UPDATE sealed_keys SET sealed = ?1 WHERE name = ?2");
+        s.BindBlob(1, sealed).Bind(2, r.sealed.name);
+        RETURN_IF_ERROR(s.Run());
+        break;
+      }
+    }
+  }
+  RETURN_IF_ERROR(txn.Commit());
+  return changed;
+}
+
+absl::StatusOr<std::optional<std::string>> SqliteStore::SealedKey(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  Stmt s(db_, "SELECT sealed FROM sealed_keys WHERE name = ?1");
+  RETURN_IF_ERROR(s.status());
+  s.Bind(1, name);
+  const int rc = s.Step();
+  if (rc == SQLITE_ROW) return std::optional<std::string>(s.Text(0));
+  if (rc != SQLITE_DONE) return SqliteError(db_);
+  return std::optional<std::string>();
+}
+
+absl::Status SqliteStore::AddSealedKey(const std::string& name, const std::string& sealed) {
+  absl::MutexLock lock(&mu_);
+  Stmt s(db_, "INSERT INTO sealed_keys(name, sealed) VALUES (?1, ?2)");
+  s.Bind(1, name).BindBlob(2, sealed);
+  return s.Run();
+}
+
 absl::Status SqliteStore::CreateEnrollment(const EnrollmentRecord& e) {
   absl::MutexLock lock(&mu_);
   Stmt s(db_,

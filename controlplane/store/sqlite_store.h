@@ -3,6 +3,7 @@
 
 #include <sqlite3.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -56,6 +57,23 @@ class SqliteStore : public Store {
                                                const std::string& reason, int64_t now_ms) override;
   absl::StatusOr<RolloutAbort> AbortRollout(int64_t id, const std::string& actor,
                                             const std::string& reason, int64_t now_ms) override;
+
+  // What is sealed under the master key (controlplane/service/master_keys.h): the inline
+  // secrets of the resources and of a rollout's saved documents, and the sealed keys. Each goes
+  // through `reseal`, which returns what to store (the same bytes leave the row as it is); all
+  // in one transaction, which an error from `reseal` rolls back. Returns how many rows changed.
+  struct SealedRow {
+    enum class Source { kResource, kRolloutResource, kKey };
+    Source source = Source::kResource;
+    std::string spec;  // the resource's (kResource, kRolloutResource)
+    std::string name;  // the key's (kKey)
+    std::string sealed;
+  };
+  using Resealer = std::function<absl::StatusOr<std::string>(const SealedRow&)>;
+  absl::StatusOr<int> ResealAll(const Resealer& reseal);
+  // A sealed key by name (nullopt when none is stored), and storing one that is not there yet.
+  absl::StatusOr<std::optional<std::string>> SealedKey(const std::string& name);
+  absl::Status AddSealedKey(const std::string& name, const std::string& sealed);
 
   absl::Status CreateEnrollment(const EnrollmentRecord& enrollment) override;
   absl::StatusOr<AgentRecord> ConsumeEnrollment(const std::string& token_hash,

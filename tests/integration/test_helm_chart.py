@@ -257,6 +257,8 @@ class ChartRenders(unittest.TestCase):
             ("a master key of the wrong length", [],
              ["--set", "controlPlane.masterKey.value=abcd"],
              ["controlPlane.masterKey.value: Does not match pattern"]),
+            ("a log format the binaries do not write", [], ["--set", "logFormat=xml"],
+             ["logFormat: logFormat must be one of the following"]),
             ("a CIDR that is not one", [with_agent(networkPolicy={"upstreams": [
                 {"cidr": "10.0.0.0", "ports": [5432]}]})], [],
              ["agents.0.networkPolicy.upstreams.0.cidr: Does not match pattern"]),
@@ -459,6 +461,29 @@ class ChartRenders(unittest.TestCase):
         self.assertEqual([p["path"] for p in ing["rules"][0]["http"]["paths"]], ["/approvals"])
         self.assertEqual(find(objects, "Service", "sluice-controlplane")["spec"]["ports"],
                          [{"name": "grpc", "port": 7443, "targetPort": "grpc", "protocol": "TCP"}])
+
+    def test_master_key_rotation_and_log_format_values(self):
+        def cp_spec(objects):
+            return find(objects, "StatefulSet", "sluice-controlplane")["spec"]["template"]["spec"]
+        # By default: JSON log lines from both binaries, and no previous key.
+        objects = render(("one-network.yaml",))
+        c = cp_spec(objects)["containers"][0]
+        self.assertEqual(flag(c, "log-format"), "json")
+        self.assertIsNone(flag(c, "previous-master-key-file"))
+        agent = find(objects, "StatefulSet", "sluice-agent-vpc-a")["spec"]["template"]["spec"]
+        self.assertEqual(flag(agent["containers"][0], "log-format"), "json")
+        # While changing keys, the old key comes from its Secret, read-only.
+        objects = render(("external-tls.yaml",), ["--set", "logFormat=text", "--set",
+                                                  "controlPlane.masterKey.previousSecret=old-key"])
+        spec = cp_spec(objects)
+        c = spec["containers"][0]
+        self.assertEqual(flag(c, "log-format"), "text")
+        self.assertEqual(flag(c, "previous-master-key-file"),
+                         "/etc/sluice/previous-master-key/master.key")
+        self.assertIn({"name": "previous-master-key", "mountPath": "/etc/sluice/previous-master-key",
+                       "readOnly": True}, c["volumeMounts"])
+        volume = [v for v in spec["volumes"] if v["name"] == "previous-master-key"][0]
+        self.assertEqual(volume["secret"]["secretName"], "old-key")
 
 
 class Dockerfiles(unittest.TestCase):

@@ -14,6 +14,8 @@
 namespace sluice::controlplane {
 namespace {
 
+constexpr char kMaskingKey[] = "masking-hash-key-of-32-bytes!!!!";
+
 using ::testing::HasSubstr;
 
 class PolicyManagerTest : public ::testing::Test {
@@ -25,7 +27,7 @@ class PolicyManagerTest : public ::testing::Test {
     std::filesystem::create_directories(dir_);
     store_ = *SqliteStore::Open(dir_ + "/sluice.db");
     key_ = RandomBytes(kAesKeyBytes);
-    manager_ = std::make_unique<PolicyManager>(store_.get(), key_);
+    manager_ = std::make_unique<PolicyManager>(store_.get(), key_, kMaskingKey);
     ASSERT_TRUE(manager_->Load().ok());
   }
 
@@ -78,10 +80,10 @@ TEST_F(PolicyManagerTest, SecretsAreEncryptedAtRestAndRedactedOnRead) {
   EXPECT_EQ(manager_->state()->connections[0].credentials().password(), "Tr0ub4dor-orders");
 
   // A new manager with the same key reads it back; with another key it refuses to start.
-  PolicyManager again(store_.get(), key_);
+  PolicyManager again(store_.get(), key_, kMaskingKey);
   ASSERT_TRUE(again.Load().ok());
   EXPECT_EQ(again.state()->connections[0].credentials().password(), "Tr0ub4dor-orders");
-  PolicyManager wrong(store_.get(), RandomBytes(kAesKeyBytes));
+  PolicyManager wrong(store_.get(), RandomBytes(kAesKeyBytes), kMaskingKey);
   absl::Status st = wrong.Load();
   EXPECT_EQ(st.code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(st.message(), HasSubstr("--master-key-file"));

@@ -20,6 +20,8 @@
 namespace sluice::controlplane {
 namespace {
 
+constexpr char kMaskingKey[] = "masking-hash-key-of-32-bytes!!!!";
+
 using ::testing::HasSubstr;
 
 LiveAgentStatus Live(uint64_t desired, uint64_t applied, uint64_t checked) {
@@ -63,7 +65,7 @@ class RolloutTest : public ::testing::Test {
     manager_.reset();
     store_.reset();
     store_ = *SqliteStore::Open(dir_ + "/sluice.db");
-    manager_ = std::make_unique<PolicyManager>(store_.get(), key_);
+    manager_ = std::make_unique<PolicyManager>(store_.get(), key_, kMaskingKey);
     ASSERT_TRUE(manager_->Load().ok());
   }
 

@@ -442,11 +442,12 @@ TEST(TrailUpgrade, AStoreFromBeforeAnchoringIsAnchoredAsFound) {
   }
   {
     // What a build before migration 12 left: no heads, totals, tombstones, chain resumes,
-    // rollouts or trail key.
+    // rollouts, sealed keys or trail key.
     Tamper t(path);
     t.Exec(
         "DROP TABLE trail_heads; DROP TABLE trail_totals; DROP TABLE purge_tombstones; DROP TABLE "
-        "chain_resumes; DROP TABLE rollouts; DROP TABLE rollout_resources;"
+        "chain_resumes; DROP TABLE rollouts; DROP TABLE rollout_resources; DROP TABLE "
+        "sealed_keys;"
         "DELETE FROM schema_migrations WHERE version >= 12; DELETE FROM meta WHERE key = "
         "'trail_public_key'");
     ASSERT_EQ(t.Int("SELECT MAX(version) FROM schema_migrations"), 11);
