@@ -590,8 +590,9 @@ absl::StatusOr<int> SqliteStore::ResealAll(const Resealer& reseal) {
     std::string kind, name;
   };
   std::vector<Row> rows;
-  auto read = [&](const char* sql, SealedRow::Source source) -> absl::Status {
-    Stmt s(db_, sql);
+  sqlite3* db = db_;  // the lambda runs under the lock taken above
+  auto read = [&rows, db](const char* sql, SealedRow::Source source) -> absl::Status {
+    Stmt s(db, sql);
     RETURN_IF_ERROR(s.status());
     int rc;
     while ((rc = s.Step()) == SQLITE_ROW) {
@@ -609,7 +610,7 @@ absl::StatusOr<int> SqliteStore::ResealAll(const Resealer& reseal) {
       }
       rows.push_back(std::move(r));
     }
-    return rc == SQLITE_DONE ? absl::OkStatus() : SqliteError(db_);
+    return rc == SQLITE_DONE ? absl::OkStatus() : SqliteError(db);
   };
   RETURN_IF_ERROR(
       read("SELECT kind, name, 0, spec, sealed_secret FROM resources "
