@@ -1,7 +1,13 @@
 #include "agent/gcs/listener.h"
 
+#include <arpa/inet.h>
+#include <dirent.h>
 #include <httplib.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 
+#include <asio/experimental/as_tuple.hpp>
 #include <atomic>
 #include <deque>
 #include <nlohmann/json.hpp>
@@ -501,6 +507,66 @@ Listener::Listener(ListenerOptions options, PolicyHolder* policy)
 
 Listener::~Listener() { Stop(); }
 
+namespace {
+
+constexpr auto kNoThrow = asio::experimental::as_tuple(asio::use_awaitable);
+constexpr auto kCallerCheck = std::chrono::milliseconds(250);
+
+// The address and port of a socket's end, as text and number; false when it has none.
+bool EndOf(int fd, bool peer, std::string* addr, int* port) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  const int rc = peer ? ::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len)
+                      : ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
+  if (rc != 0) return false;
+  char text[INET6_ADDRSTRLEN] = {0};
+  if (ss.ss_family == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(&ss);
+    ::inet_ntop(AF_INET, &in->sin_addr, text, sizeof(text));
+    *port = ntohs(in->sin_port);
+  } else if (ss.ss_family == AF_INET6) {
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&ss);
+    ::inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof(text));
+    *port = ntohs(in6->sin6_port);
+  } else {
+    return false;
+  }
+  *addr = text;
+  return true;
+}
+
+}  // namespace
+
+// The server's socket of a caller's connection, found by its two ends (cpp-httplib 0.11 gives a
+// handler no access to it); -1 when none matches. The handler runs on the connection's own
+// thread, so the socket stays open for as long as the handler looks at it.
+int Listener::CallerSocket(const std::string& peer_addr, int peer_port, int local_port) {
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (dir == nullptr) return -1;
+  int found = -1;
+  while (dirent* entry = ::readdir(dir)) {
+    int fd = -1;
+    if (!absl::SimpleAtoi(entry->d_name, &fd) || fd == ::dirfd(dir)) continue;
+    struct stat st;
+    if (::fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) continue;
+    std::string addr;
+    int port = 0;
+    if (!EndOf(fd, /*peer=*/true, &addr, &port) || port != peer_port || addr != peer_addr) continue;
+    if (!EndOf(fd, /*peer=*/false, &addr, &port) || port != local_port) continue;
+    found = fd;
+    break;
+  }
+  ::closedir(dir);
+  return found;
+}
+
+// The caller closed its end (or the connection broke). Data it sends (a pipelined request) is not
+// a leave.
+bool Listener::CallerGone(int socket) {
+  pollfd p{socket, POLLRDHUP, 0};
+  return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
 absl::StatusOr<int> Listener::Start() {
   server_ = std::make_unique<httplib::SSLServer>(options_.tls_cert_file.c_str(),
                                                  options_.tls_key_file.c_str());
@@ -570,6 +636,7 @@ absl::StatusOr<int> Listener::Start() {
   if (bound <= 0) {
     return absl::UnavailableError(absl::StrCat("--gcs-listen: cannot listen on ", options_.listen));
   }
+  port_ = bound;
   thread_ = std::thread([this] { server_->listen_after_bind(); });
   return bound;
 }
@@ -579,10 +646,28 @@ void Listener::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-session::Decision Listener::Hold(const audit::StatementText& text,
-                                 const session::GuardrailDecision& d,
-                                 const session::Admission& admission,
-                                 const session::Admitted& caller, session::SessionAudit* audit) {
+// One admitted caller's HTTP request: what each call it makes shares.
+struct Listener::Exchange {
+  audit::Who who;
+  session::Admission* admission = nullptr;
+  session::Admitted* caller = nullptr;
+  session::SessionAudit* audit = nullptr;
+  const v1::Connection* connection = nullptr;
+  std::shared_ptr<const masking::MaskingPolicy> masking;
+  std::string prefix;  // "/<connection>" when the caller named it in the path
+  std::string host;    // the caller's Host header
+  HttpRecorder* recorder = nullptr;
+  std::string run_as;  // the service account to impersonate; "" = the key's own
+  // The caller's end of the connection, to see it go away while a request is held.
+  std::string peer_addr;
+  int peer_port = 0;
+};
+
+session::Decision Listener::Hold(const Exchange& x, const audit::StatementText& text,
+                                 const session::GuardrailDecision& d) {
+  const session::Admission& admission = *x.admission;
+  const session::Admitted& caller = *x.caller;
+  session::SessionAudit* audit = x.audit;
   session::HeldStatement held;
   held.sql = text.statement;
   held.fingerprint = text.fingerprint;
@@ -598,12 +683,35 @@ session::Decision Listener::Hold(const audit::StatementText& text,
       absl::UnavailableError("the hold did not run");
   // The hold is a coroutine: it runs on a loop of this server thread's own until it ends.
   asio::io_context loop(1);
+  // A caller that goes away withdraws its request, as a cancel does: no approval runs it for
+  // nobody. Its connection is looked at every kCallerCheck while the request waits.
+  const int socket = CallerSocket(x.peer_addr, x.peer_port, port_);
+  asio::steady_timer check(loop);
+  bool waiting = true;
   asio::co_spawn(
       loop,
       [&]() -> asio::awaitable<void> {
         waited = co_await hold.Wait(held, hold_caller, timeout, notify);
+        waiting = false;
+        check.cancel();
       },
       asio::detached);
+  if (socket >= 0) {
+    asio::co_spawn(
+        loop,
+        [&]() -> asio::awaitable<void> {
+          while (waiting) {
+            check.expires_after(kCallerCheck);
+            (void)co_await check.async_wait(kNoThrow);
+            if (!waiting) co_return;
+            if (CallerGone(socket)) {
+              hold.Cancel();
+              co_return;
+            }
+          }
+        },
+        asio::detached);
+  }
   loop.run();
   session::StatementGate gate(admission.connection()->name(), caller.identity.subject, caller.grant,
                               true);
@@ -615,20 +723,6 @@ session::Decision Listener::Hold(const audit::StatementText& text,
 }
 
 // ---- One call: decided, sent, concluded ----
-
-// One admitted caller's HTTP request: what each call it makes shares.
-struct Listener::Exchange {
-  audit::Who who;
-  session::Admission* admission = nullptr;
-  session::Admitted* caller = nullptr;
-  session::SessionAudit* audit = nullptr;
-  const v1::Connection* connection = nullptr;
-  std::shared_ptr<const masking::MaskingPolicy> masking;
-  std::string prefix;  // "/<connection>" when the caller named it in the path
-  std::string host;    // the caller's Host header
-  HttpRecorder* recorder = nullptr;
-  std::string run_as;  // the service account to impersonate; "" = the key's own
-};
 
 // A request the service is asked to run: the HTTP request itself, or a part of a batch.
 struct Listener::Call {
@@ -775,7 +869,7 @@ Listener::Verdict Listener::Decide(Exchange& x, const Call& c) {
   }
   if (const auto* hold = std::get_if<session::Hold>(&d)) {
     const session::GuardrailDecision held = hold->guardrail;
-    d = Hold(text, held, admission, caller, &audit);
+    d = Hold(x, text, held);
     if (const auto* refused = std::get_if<session::Refuse>(&d)) {
       // (its approval event says so already)
       v.status = StatusOf(refused->kind);
@@ -1161,6 +1255,8 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res,
 
   Exchange x;
   x.who = who;
+  x.peer_addr = req.remote_addr;
+  x.peer_port = req.remote_port;
   x.admission = &admission;
   x.caller = &caller;
   x.audit = &audit;

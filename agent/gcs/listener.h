@@ -27,8 +27,8 @@
 // Each request is recorded (recorder.h): its head and body, and the answer as the caller got it
 // (masked), bodies capped by `recording`.
 //
-// Not built yet: withdrawing a held request when its caller goes away (it waits for the decision
-// or the timeout).
+// A held request whose caller goes away (its connection closed) is withdrawn, as a cancel would:
+// its approval request is cancelled and nothing is sent to the service.
 //
 // Bodies: an object's bytes (a media upload, a resumable upload's step) stream to the service as
 // the caller sends them, through a window of 1 MiB, once the request is decided; other bodies
@@ -107,9 +107,9 @@ class Listener {
   Reply Batch(Exchange& x, const Call& batch);
   // A request a guardrail holds: its approval request, the wait, the approval event; the
   // decision (Allow when approved).
-  session::Decision Hold(const audit::StatementText& text, const session::GuardrailDecision& d,
-                         const session::Admission& admission, const session::Admitted& caller,
-                         session::SessionAudit* audit);
+  // The caller going away while it waits withdraws the request (refused as cancelled).
+  session::Decision Hold(const Exchange& x, const audit::StatementText& text,
+                         const session::GuardrailDecision& d);
   // A resumable upload the service started: its session URI (`service_location`) is kept, bound
   // to the caller; returns the agent's URI for it, as the caller reached the agent (`host`,
   // `prefix`, the upload's `path`).
@@ -122,6 +122,10 @@ class Listener {
   PolicyHolder* policy_;
   AccessTokens tokens_;
   UploadSessions uploads_;
+  static int CallerSocket(const std::string& peer_addr, int peer_port, int local_port);
+  static bool CallerGone(int socket);
+
+  int port_ = 0;  // bound
   std::unique_ptr<httplib::SSLServer> server_;
   std::thread thread_;
 };

@@ -12,6 +12,7 @@ import datetime
 import json
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import threading
@@ -517,6 +518,37 @@ class GcsProxyTest(unittest.TestCase):
                              else None, what="approval events")
         self.assertEqual(sorted((a["approval_id"], a["decision"]) for a in approvals),
                          [(first, "approved"), (second, "denied")])
+
+    def test_a_caller_that_goes_away_withdraws_its_held_request(self):
+        """The caller's connection closes while its request waits: the approval request is
+        withdrawn (an approver can no longer run it for nobody), the service never sees the
+        request, and the approval event says cancelled."""
+        jwt = self.token("gone-bot", groups=("admins",))
+        body = json.dumps({"labels": {"team": "gone"}}).encode()
+        listed = json.loads(self.stack.cp.ctl("approvals", "list", "-o", "json").stdout)
+        last = max([int(a["id"]) for a in listed.get("approvals", [])] or [0])
+        patches = lambda: len([q for q in self.stack.gcs.requests if q["method"] == "PATCH"])
+        sent = patches()
+        ctx = ssl.create_default_context(cafile=self.stack.agent.tls_ca())
+        raw = socket.create_connection(("localhost", self.stack.port), timeout=30)
+        conn = ctx.wrap_socket(raw, server_hostname="localhost")
+        conn.sendall(b"PATCH /storage/v1/b/demo-bucket HTTP/1.1\r\nHost: localhost\r\n"
+                     + f"Authorization: Bearer {jwt}\r\nContent-Type: application/json\r\n"
+                       f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        approval_id = self.pending("PATCH /storage/v1/b/demo-bucket", after=last)
+        conn.close()
+        wait_for(lambda: "withdrawn" in self.stack.cp.ctl("approvals", "show",
+                                                          str(approval_id)).stdout,
+                 what=f"request {approval_id} to be withdrawn")
+        r = self.stack.cp.ctl("--token", self.stack.idp.token(sub="dora", groups=["dba"]),
+                              "approvals", "approve", str(approval_id), check=False)
+        self.assertIn(f"approval request {approval_id} is already withdrawn", r.stderr)
+        self.assertNotEqual(self.stack.gcs.bucket_meta["demo-bucket"].get("labels"),
+                            {"team": "gone"})
+        self.assertEqual(patches(), sent)
+        approval = wait_for(lambda: [b for t, b in self.stack.events("gone-bot") if t == "approval"],
+                            what="the approval event")[0]
+        self.assertEqual((approval["decision"], approval["refusal_kind"]), ("cancelled", "cancelled"))
 
     # ---- Google's Node.js client library ----
 
