@@ -10,6 +10,7 @@
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -21,6 +22,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "common/crypto.h"
 #include "common/status_macros.h"
 #include "sluice/v1/policy.pb.h"
 
@@ -550,8 +553,20 @@ absl::StatusOr<KeySet> ParseJwks(absl::string_view json) {
   return set;
 }
 
+// Tokens verified by one Verifier: by SHA-256 of the token, the identity and when it is valid.
+struct Verifier::Verified {
+  static constexpr size_t kMaxTokens = 4096;
+  struct Entry {
+    Identity identity;
+    absl::Time from, until;
+  };
+  absl::Mutex mu;
+  absl::flat_hash_map<std::string, Entry> tokens ABSL_GUARDED_BY(mu);
+};
+
 absl::StatusOr<Verifier> Verifier::Create(std::vector<TrustedIssuer> issuers) {
   Verifier v;
+  v.verified_ = std::make_shared<Verified>();
   for (TrustedIssuer& ti : issuers) {
     if (ti.name.empty()) return absl::InvalidArgumentError("a trusted issuer has no name");
     if (ti.issuer.empty() || ti.audience.empty()) {
@@ -667,7 +682,7 @@ absl::StatusOr<std::vector<const Jwk*>> CandidateKeys(const Json& header, const 
 }
 
 // exp (required), nbf and iat, with the clock leeway.
-absl::Status CheckTimes(const Json& payload, absl::Time now, Identity* id) {
+absl::Status CheckTimes(const Json& payload, absl::Time now, Identity* id, absl::Time* valid_from) {
   bool present = false;
   RETURN_IF_ERROR(DateClaim(payload, "exp", &present, &id->expires_unix));
   if (!present) return Refused("token has no expiry ('exp')");
@@ -684,6 +699,7 @@ absl::Status CheckTimes(const Json& payload, absl::Time now, Identity* id) {
     return Refused(absl::StrCat("token is not valid before ", FormatUnix(id->issued_at_unix),
                                 " (it was issued in the future; check the clocks)"));
   }
+  *valid_from = absl::FromUnixSeconds(std::max(nbf, id->issued_at_unix)) - kClockLeeway;
   return absl::OkStatus();
 }
 
@@ -734,6 +750,28 @@ absl::Status ReadIdentity(const Json& payload, const TrustedIssuer& issuer, Iden
 }  // namespace
 
 absl::StatusOr<Identity> Verifier::Verify(absl::string_view token, absl::Time now) const {
+  std::string digest;
+  if (verified_ != nullptr && token.size() <= kMaxTokenBytes) {
+    digest = Sha256(token);
+    absl::MutexLock lock(&verified_->mu);
+    auto it = verified_->tokens.find(digest);
+    if (it != verified_->tokens.end() && now >= it->second.from && now < it->second.until) {
+      return it->second.identity;
+    }
+  }
+  absl::Time valid_from = absl::InfinitePast();
+  ASSIGN_OR_RETURN(Identity id, VerifyWhole(token, now, &valid_from));
+  if (verified_ != nullptr && !digest.empty()) {
+    absl::MutexLock lock(&verified_->mu);
+    if (verified_->tokens.size() >= Verified::kMaxTokens) verified_->tokens.clear();
+    verified_->tokens[digest] =
+        Verified::Entry{id, valid_from, absl::FromUnixSeconds(id.expires_unix) + kClockLeeway};
+  }
+  return id;
+}
+
+absl::StatusOr<Identity> Verifier::VerifyWhole(absl::string_view token, absl::Time now,
+                                               absl::Time* valid_from) const {
   if (token.size() > kMaxTokenBytes) {
     return Refused(absl::StrCat("token is too long: ", token.size(), " bytes; at most ",
                                 kMaxTokenBytes, " are accepted"));
@@ -777,7 +815,7 @@ absl::StatusOr<Identity> Verifier::Verify(absl::string_view token, absl::Time no
   // Claims, now that they are known to come from the issuer.
   RETURN_IF_ERROR(CheckAudience(payload, issuer.audience));
   Identity id;
-  RETURN_IF_ERROR(CheckTimes(payload, now, &id));
+  RETURN_IF_ERROR(CheckTimes(payload, now, &id, valid_from));
   RETURN_IF_ERROR(ReadIdentity(payload, issuer, &id));
   id.issuer = issuer.name;
   id.key_id = verified_by->kid;

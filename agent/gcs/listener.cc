@@ -270,22 +270,6 @@ std::vector<std::pair<std::string, std::string>> RecordedHeaders(const httplib::
   return out;
 }
 
-// A client of the Connection's service (TLS as the Connection says), answers as they come.
-std::unique_ptr<httplib::Client> ServiceClient(const v1::Upstream& up) {
-  const bool tls = up.tls() != v1::UPSTREAM_TLS_DISABLE;
-  auto client = std::make_unique<httplib::Client>(
-      absl::StrCat(tls ? "https://" : "http://", up.host(), ":", up.port()));
-  if (tls) {
-    client->enable_server_certificate_verification(up.tls() == v1::UPSTREAM_TLS_VERIFY_FULL);
-    if (!up.ca_file().empty()) client->set_ca_cert_path(up.ca_file());
-  }
-  client->set_decompress(false);
-  client->set_connection_timeout(10);
-  client->set_read_timeout(120);
-  client->set_write_timeout(120);
-  return client;
-}
-
 std::string ContentTypeOf(const httplib::Headers& headers) {
   for (const auto& [name, value] : headers) {
     if (absl::EqualsIgnoreCase(name, "Content-Type")) return value;
@@ -511,6 +495,8 @@ namespace {
 
 constexpr auto kNoThrow = asio::experimental::as_tuple(asio::use_awaitable);
 constexpr auto kCallerCheck = std::chrono::milliseconds(250);
+constexpr size_t kServerThreads = 64;
+constexpr size_t kKeepAliveRequests = 1000;
 
 // The address and port of a socket's end, as text and number; false when it has none.
 bool EndOf(int fd, bool peer, std::string* addr, int* port) {
@@ -567,6 +553,23 @@ bool Listener::CallerGone(int socket) {
   return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
 }
 
+absl::StatusOr<cloud::ServiceAccountKey> Listener::KeyOf(const std::string& json) {
+  // Parsing checks the key by signing with it (milliseconds of CPU): once per key, not per
+  // request.
+  const std::string digest = Sha256(json);
+  {
+    absl::MutexLock lock(&keys_mu_);
+    auto it = keys_.find(digest);
+    if (it != keys_.end()) return it->second;
+  }
+  auto key = cloud::ParseServiceAccountKey(json);
+  if (!key.ok()) return key.status();
+  absl::MutexLock lock(&keys_mu_);
+  if (keys_.size() >= kMaxKeys) keys_.clear();  // keys of Connections long gone
+  keys_.emplace(digest, *key);
+  return key;
+}
+
 absl::StatusOr<int> Listener::Start() {
   server_ = std::make_unique<httplib::SSLServer>(options_.tls_cert_file.c_str(),
                                                  options_.tls_key_file.c_str());
@@ -594,6 +597,15 @@ absl::StatusOr<int> Listener::Start() {
   server_->set_read_timeout(60);
   server_->set_write_timeout(60);
   server_->set_keep_alive_timeout(30);
+  // The server gives each connection a thread of its pool for as long as the connection lasts
+  // (kept alive between requests): the pool bounds the callers served at once, the others wait for
+  // a thread. A connection serves up to kKeepAliveRequests requests, then the caller reconnects
+  // (the library's default, 5, made every fifth request pay a TLS handshake).
+  server_->new_task_queue = [] { return new httplib::ThreadPool(kServerThreads); };
+  server_->set_keep_alive_max_count(kKeepAliveRequests);
+  // An answer's head and body go out in separate writes: with Nagle's algorithm the body would
+  // wait for the caller's delayed ACK (40 ms a request).
+  server_->set_tcp_nodelay(true);
   auto handler = [this](const httplib::Request& req, httplib::Response& res) {
     Handle(req, res, nullptr);
   };
@@ -827,7 +839,7 @@ Listener::Verdict Listener::Decide(Exchange& x, const Call& c) {
                                "answers are masked for you on this connection, and a byte range "
                                "of an object cannot be: read the whole object"));
   }
-  auto key = cloud::ParseServiceAccountKey(caller.credentials.password);
+  auto key = KeyOf(caller.credentials.password);
   if (!key.ok()) {
     return refuse(
         gate.Refusal(RefusalKind::kUpstreamUnavailable,
@@ -1053,7 +1065,9 @@ Listener::Reply Listener::Batch(Exchange& x, const Call& batch) {
           return true;
         };
         x.audit->Forwarding(v.text.statement);
-        auto result = ServiceClient(up)->send(out);
+        auto client = clients_->Take(up);
+        auto result = client->send(out);
+        if (result && error.empty()) clients_->Give(up, std::move(client));
         if (!result && error.empty()) {
           error = absl::StrCat("the service could not be reached (",
                                httplib::to_string(result.error()), ")");
@@ -1364,10 +1378,13 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res,
   };
   audit.Forwarding(text.statement);
   const v1::Upstream up = connection.upstream();
-  pipe->thread = std::thread([pipe, up, out = std::move(out)]() {
-    auto client = ServiceClient(up);
+  pipe->thread = std::thread([pipe, up, out = std::move(out), clients = clients_]() {
+    auto client = clients->Take(up);
     auto result = client->send(out);
     absl::MutexLock lock(&pipe->mu);
+    // Read whole (a receiver that stopped early fails the send): the connection is clean for
+    // another request, even if the caller's side is done with the pipe already.
+    if (result && pipe->error.empty()) clients->Give(up, std::move(client));
     if (result && !pipe->have_head) {
       // No body to read (204, HEAD): the client never called the response handler.
       pipe->status = result->status;

@@ -44,18 +44,22 @@
 #include <string>
 #include <thread>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "agent/approvals/broker.h"
 #include "agent/audit/event_sink.h"
 #include "agent/audit/inflight.h"
 #include "agent/gcs/access_tokens.h"
 #include "agent/gcs/classify.h"
+#include "agent/gcs/service_clients.h"
 #include "agent/gcs/upload_sessions.h"
 #include "agent/policy_holder.h"
 #include "agent/session/admission.h"
 #include "agent/session/limits.h"
 #include "agent/session/recorder.h"
 #include "agent/session/session_audit.h"
+#include "common/cloud/service_account.h"
 
 namespace sluice::agent::gcs {
 
@@ -122,10 +126,16 @@ class Listener {
   PolicyHolder* policy_;
   AccessTokens tokens_;
   UploadSessions uploads_;
+  // The Connection's service-account key, parsed (and checked) once per key.
+  absl::StatusOr<cloud::ServiceAccountKey> KeyOf(const std::string& json);
   static int CallerSocket(const std::string& peer_addr, int peer_port, int local_port);
   static bool CallerGone(int socket);
 
+  static constexpr size_t kMaxKeys = 256;
+  absl::Mutex keys_mu_;
+  absl::flat_hash_map<std::string, cloud::ServiceAccountKey> keys_ ABSL_GUARDED_BY(keys_mu_);
   int port_ = 0;  // bound
+  std::shared_ptr<ServiceClients> clients_ = std::make_shared<ServiceClients>();
   std::unique_ptr<httplib::SSLServer> server_;
   std::thread thread_;
 };

@@ -433,6 +433,28 @@ TEST_F(JwtTest, ExpiryBeyondLeewayIsRefused) {
   EXPECT_TRUE(id.ok()) << id.status();
 }
 
+TEST_F(JwtTest, AVerifiedTokenIsKnownOnlyWhileItIsValid) {
+  json claims = Claims();
+  claims["nbf"] = kNow - 5;
+  const std::string token = Es(*ec1_, "ec-1", claims);
+  ASSERT_TRUE(Verify(token).ok());
+  // Known now (the same identity), and still checked against the clock: after its expiry and
+  // before its nbf it is refused as a token seen for the first time would be.
+  absl::StatusOr<Identity> again = Verify(token);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->subject, "alice@example.com");
+  EXPECT_REFUSED(Verify(token, Now() + absl::Hours(2)), "token expired at 2026-01-01T01:00:00Z");
+  EXPECT_REFUSED(Verify(token, Now() - absl::Minutes(10)),
+                 "token is not valid before 2025-12-31T23:59:55Z");
+  // A verifier of another policy (the key gone from its JWKS) knows nothing of it.
+  Verifier other = MakeVerifier(JwksOf({Jwk(*ec2_, "ec-2")}));
+  EXPECT_FALSE(other.Verify(token, Now()).ok());
+  // A changed token is not the known one.
+  std::string tampered = token;
+  tampered[tampered.size() - 3] = tampered[tampered.size() - 3] == 'A' ? 'B' : 'A';
+  EXPECT_FALSE(Verify(tampered).ok());
+}
+
 TEST_F(JwtTest, ExpiryIsRequired) {
   json claims = Claims();
   claims.erase("exp");
