@@ -50,7 +50,7 @@ constexpr size_t kStreamWindow = 1 << 20;
 
 // One answer on its way from the service's thread to the caller's. Every field is read and
 // written under `mu` (not annotated: absl::Condition's predicates run with it held, which the
-// analysis cannot see), but for `thread` and `released`.
+// analysis cannot see), but for `released`.
 struct Pipe {
   absl::Mutex mu;
   bool have_head = false;  // status and headers are set
@@ -64,8 +64,13 @@ struct Pipe {
   size_t queued = 0;    // bytes in `chunks`
   size_t received = 0;  // from the service
   size_t sent = 0;      // to the caller (streamed)
-  std::thread thread;
   std::atomic<bool> released{false};
+  // Waits until the service's side is done: its worker no longer touches the pipe (but to let go
+  // of it).
+  void Join() {
+    absl::MutexLock lock(&mu);
+    mu.Await(absl::Condition(&finished));
+  }
   // A streamed upload: the caller's body on its way to the service, read by the caller's thread
   // into a window of kStreamWindow bytes and sent from the service's.
   std::deque<std::string> up_chunks;
@@ -344,7 +349,7 @@ audit::StatementEvent& EndPipe(Pipe* pipe, session::SessionAudit* audit,
     absl::MutexLock lock(&pipe->mu);
     pipe->abandoned = true;
   }
-  pipe->thread.join();
+  pipe->Join();
   audit::StatementEvent& event = audit->Answer();
   event.text = text;
   event.duration_us = absl::ToInt64Microseconds(absl::Now() - started);
@@ -649,6 +654,9 @@ absl::StatusOr<int> Listener::Start() {
     return absl::UnavailableError(absl::StrCat("--gcs-listen: cannot listen on ", options_.listen));
   }
   port_ = bound;
+  // One worker per request talking to the service at a time (each waits on its caller's thread,
+  // which the server's pool bounds), with room for those finishing.
+  pipes_ = std::make_unique<httplib::ThreadPool>(2 * kServerThreads);
   thread_ = std::thread([this] { server_->listen_after_bind(); });
   return bound;
 }
@@ -656,6 +664,10 @@ absl::StatusOr<int> Listener::Start() {
 void Listener::Stop() {
   if (server_) server_->stop();
   if (thread_.joinable()) thread_.join();
+  if (pipes_) {
+    pipes_->shutdown();
+    pipes_.reset();
+  }
 }
 
 // One admitted caller's HTTP request: what each call it makes shares.
@@ -1378,7 +1390,7 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res,
   };
   audit.Forwarding(text.statement);
   const v1::Upstream up = connection.upstream();
-  pipe->thread = std::thread([pipe, up, out = std::move(out), clients = clients_]() {
+  pipes_->enqueue([pipe, up, out = std::move(out), clients = clients_]() {
     auto client = clients->Take(up);
     auto result = client->send(out);
     absl::MutexLock lock(&pipe->mu);
@@ -1433,7 +1445,7 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res,
   }
   const std::string content_type = ContentTypeOf(pipe->headers);
   if (!streamed) {
-    pipe->thread.join();
+    pipe->Join();
     std::string body;
     body.reserve(pipe->received);
     for (const std::string& c : pipe->chunks) body += c;

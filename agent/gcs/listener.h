@@ -137,6 +137,7 @@ class Listener {
   int port_ = 0;  // bound
   std::shared_ptr<ServiceClients> clients_ = std::make_shared<ServiceClients>();
   std::unique_ptr<httplib::SSLServer> server_;
+  std::unique_ptr<httplib::ThreadPool> pipes_;  // the service's side of each answer
   std::thread thread_;
 };
 
