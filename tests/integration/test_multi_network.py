@@ -430,6 +430,11 @@ class MultiNetworkTest(unittest.TestCase):
         cls.base_policy += ("---\nkind: AccessRule\nname: ci-read\nsubjects: {groups: [ci]}\n"
                             "connections: {tags: {env: prod}}\naccess: read\n")
         cls.version = cls.apply_and_wait(cls.base_policy)
+        # A first start opens its listeners once enrollment brought their certificate, which can
+        # be after the first snapshot is applied: the tests begin when they are open.
+        for agent in cls.agents.values():
+            agent.postgres_port()
+            agent.mysql_port()
 
     def tearDown(self):
         result = self._outcome.result
