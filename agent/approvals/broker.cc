@@ -30,8 +30,12 @@ ApprovalWaiter::State ApprovalWaiter::state() const {
 }
 
 void ApprovalWaiter::Wake() {
-  // The timer belongs to the session's event loop: cancel it there.
-  asio::post(timer_.get_executor(), [self = shared_from_this()] { self->timer_.cancel(); });
+  // The timer belongs to the session's event loop: cancel it there. The task holds no reference:
+  // a waiter its session let go of has no timer to cancel (and a loop that owns a task that owns
+  // the waiter that owns the loop would never be freed).
+  asio::post(timer_.get_executor(), [weak = weak_from_this()] {
+    if (auto self = weak.lock()) self->timer_.cancel();
+  });
 }
 
 bool ApprovalBroker::Submit(v1::ApprovalRequest request, std::shared_ptr<ApprovalWaiter> waiter) {

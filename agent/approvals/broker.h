@@ -31,7 +31,11 @@ struct ApprovalOutcome {
 // may arrive on any thread and wake the session.
 class ApprovalWaiter : public std::enable_shared_from_this<ApprovalWaiter> {
  public:
-  explicit ApprovalWaiter(asio::any_io_executor executor) : timer_(executor) {}
+  // `keep_alive` (optional) owns the event loop `executor` runs on, for a loop that lives only as
+  // long as its hold (the HTTP port's): the waiter keeps it until its timer is gone, whichever
+  // thread lets go of the waiter last.
+  explicit ApprovalWaiter(asio::any_io_executor executor, std::shared_ptr<void> keep_alive = {})
+      : keep_alive_(std::move(keep_alive)), timer_(executor) {}
 
   // Any thread.
   void Registered(uint64_t approval_id, std::string error);
@@ -50,6 +54,7 @@ class ApprovalWaiter : public std::enable_shared_from_this<ApprovalWaiter> {
 
  private:
   void Wake();
+  std::shared_ptr<void> keep_alive_;  // destroyed after the timer
   asio::steady_timer timer_;
   mutable absl::Mutex mu_;
   State state_ ABSL_GUARDED_BY(mu_);

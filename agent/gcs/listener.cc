@@ -705,15 +705,18 @@ session::Decision Listener::Hold(const Exchange& x, const audit::StatementText& 
   session::ApprovalHold hold(options_.approvals, audit->session_id());
   absl::StatusOr<session::ApprovalHold::Waited> waited =
       absl::UnavailableError("the hold did not run");
-  // The hold is a coroutine: it runs on a loop of this server thread's own until it ends.
-  asio::io_context loop(1);
+  // The hold is a coroutine: it runs on a loop of this server thread's own until it ends. The
+  // loop is shared with the hold's waiter, which the approval broker may let go of last (on its
+  // own thread, after this returns).
+  auto loop = std::make_shared<asio::io_context>(1);
+  hold.KeepAlive(loop);
   // A caller that goes away withdraws its request, as a cancel does: no approval runs it for
   // nobody. Its connection is looked at every kCallerCheck while the request waits.
   const int socket = CallerSocket(x.peer_addr, x.peer_port, port_);
-  asio::steady_timer check(loop);
+  asio::steady_timer check(*loop);
   bool waiting = true;
   asio::co_spawn(
-      loop,
+      *loop,
       [&]() -> asio::awaitable<void> {
         waited = co_await hold.Wait(held, hold_caller, timeout, notify);
         waiting = false;
@@ -722,7 +725,7 @@ session::Decision Listener::Hold(const Exchange& x, const audit::StatementText& 
       asio::detached);
   if (socket >= 0) {
     asio::co_spawn(
-        loop,
+        *loop,
         [&]() -> asio::awaitable<void> {
           while (waiting) {
             check.expires_after(kCallerCheck);
@@ -736,7 +739,7 @@ session::Decision Listener::Hold(const Exchange& x, const audit::StatementText& 
         },
         asio::detached);
   }
-  loop.run();
+  loop->run();
   session::StatementGate gate(admission.connection()->name(), caller.identity.subject, caller.grant,
                               true);
   if (!waited.ok()) return gate.Refusal(RefusalKind::kCancelled, waited.status().message());

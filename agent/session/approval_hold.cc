@@ -21,7 +21,7 @@ asio::awaitable<absl::StatusOr<ApprovalHold::Waited>> ApprovalHold::Wait(const H
                                                                          const Notify& notify) {
   v1::ApprovalRequest req = Request(held, caller, ++holds_);
   asio::any_io_executor executor = co_await asio::this_coro::executor;
-  auto waiter = std::make_shared<ApprovalWaiter>(executor);
+  auto waiter = std::make_shared<ApprovalWaiter>(executor, keep_alive_);
   Hold(waiter);
   Waited waited;
   std::string request_id = req.request_id();

@@ -64,6 +64,10 @@ class ApprovalHold {
   asio::awaitable<absl::StatusOr<Waited>> Wait(const HeldStatement& held, const HoldCaller& caller,
                                                absl::Duration timeout, const Notify& notify);
 
+  // For holds whose event loop lives only as long as the hold (the HTTP port's): the waiters it
+  // makes own `loop` too, so that a decision arriving as the hold ends finds it (ApprovalWaiter).
+  void KeepAlive(std::shared_ptr<void> loop) { keep_alive_ = std::move(loop); }
+
   // Withdraws the statement held now, if any, as cancelled by the client (any thread; a cancel
   // request from another connection). False when none is held.
   bool Cancel() const { return CancelHeld(slot_); }
@@ -103,6 +107,7 @@ class ApprovalHold {
   ApprovalBroker* broker_;
   std::string session_id_;
   uint64_t holds_ = 0;
+  std::shared_ptr<void> keep_alive_;
   std::shared_ptr<Slot> slot_ = std::make_shared<Slot>();
 };
 
