@@ -255,8 +255,13 @@ void TranscriptPrinter::Event(const v1::StoredEvent& e) {
     const audit::SessionStartEvent start = audit::SessionStartEvent::Read(e.json());
     if (!start.protocol.empty()) protocol_ = start.protocol;
   }
-  if (!e.recording().empty()) {
-    audit::RecordingReader reader(e.recording());
+  std::string inflated;
+  auto entries = e.recording().empty() ? absl::StatusOr<absl::string_view>(absl::string_view())
+                                       : audit::SliceEntries(e.recording(), &inflated);
+  if (!entries.ok()) {
+    Note(absl::StrCat("the recording is damaged: ", entries.status().message()));
+  } else if (!entries->empty()) {
+    audit::RecordingReader reader(*entries);
     audit::RecordedEntry entry;
     while (reader.Next(&entry)) {
       if (entry.kind == audit::kRecordedOmitted) {

@@ -340,8 +340,13 @@ bool EventSink::Emit(absl::string_view type, absl::string_view session_id, absl:
   event.mutable_session_id()->assign(session_id.data(), session_id.size());
   event.mutable_json()->assign(json.data(), json.size());
   if (!recording.empty()) {
-    event.set_recording_bytes(static_cast<uint32_t>(recording.size()));
-    event.mutable_recording()->assign(recording.data(), recording.size());
+    // Compressed here, outside the lock: the slice is copied, hashed, journaled, sent and
+    // stored at a fraction of its size, and the control plane stores it as it is.
+    thread_local std::string compressed;
+    const absl::string_view slice = audit::CompressSlice(recording, &compressed);
+    event.set_recording_bytes(static_cast<uint32_t>(slice.size()));
+    event.mutable_recording()->assign(slice.data(), slice.size());
+    if (compressed.capacity() > (256 << 10)) std::string().swap(compressed);
   }
 
   absl::MutexLock lock(&mu_);

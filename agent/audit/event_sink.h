@@ -110,7 +110,8 @@ class EventSink {
 
   // Queues an event whose body is serialized JSON, with the session's recording since its
   // previous event (common/audit/recording.h), if any; false when the buffer is full (the caller
-  // must fail closed). A recording that would make the record too large is replaced by an
+  // must fail closed). The recording travels compressed when it is long enough
+  // (audit::CompressSlice). A recording that would make the record too large is replaced by an
   // omission entry.
   // `inflight` (optional) is the session's slot in the in-flight table: the event is accounted
   // there in the same critical section that copies it into the journal (agent/audit/inflight.h).

@@ -3,6 +3,8 @@
 #include <google/protobuf/io/coded_stream.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/audit/records.h"
+#include "common/zstd_codec.h"
 
 namespace sluice::audit {
 namespace {
@@ -16,6 +18,27 @@ size_t EncodeVarint(uint64_t v, char* p) {
 }
 
 }  // namespace
+
+// Level 1 and no content checksum: the hash chain covers the slice, and speed is what matters
+// on the agent's path (a recording is mostly protocol framing and repeated text).
+absl::string_view CompressSlice(absl::string_view entries, std::string* scratch) {
+  if (entries.size() < kCompressSliceFrom || entries.size() > kMaxRecordBytes) return entries;
+  thread_local ZstdCompressor zstd(1, false);
+  scratch->clear();
+  if (!zstd.AppendFrame(entries, scratch).ok() || scratch->size() >= entries.size()) return entries;
+  return *scratch;
+}
+
+absl::StatusOr<absl::string_view> SliceEntries(absl::string_view slice, std::string* buffer) {
+  if (!IsZstdFrame(slice)) return slice;
+  auto inflated = ZstdInflate(slice, kMaxRecordBytes);
+  if (!inflated.ok()) {
+    return absl::DataLossError(
+        absl::StrCat("a compressed recording slice: ", inflated.status().message()));
+  }
+  *buffer = *std::move(inflated);
+  return absl::string_view(*buffer);
+}
 
 // Every relayed message is recorded: the head is built on the stack and appended at once (byte
 // by byte push_back was a measurable part of the agent's time per statement).

@@ -12,12 +12,18 @@
 //
 // The format knows nothing of a particular protocol; the PostgreSQL recorder and the replay
 // renderer give the messages meaning.
+//
+// A slice of at least kCompressSliceFrom bytes travels and is stored compressed when that makes
+// it smaller: one zstd frame of the entries (CompressSlice). An entry never begins with the
+// frame's first byte, so a reader tells the two apart (SliceEntries). The hash chain covers the
+// slice as it travels, so the control plane verifies and stores it without inflating it.
 #pragma once
 
 #include <cstdint>
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
 namespace sluice::audit {
@@ -40,7 +46,20 @@ struct RecordedEntry {
   uint64_t bytes = 0;         // 'O'
 };
 
-// Reads the entries of a slice (or of slices concatenated).
+inline constexpr size_t kCompressSliceFrom = 512;
+
+// `entries` as it travels: the zstd frame that holds them (written to `*scratch`), or `entries`
+// itself when it is short, does not compress, or is too large for an event (the caller replaces
+// it by an omission then). Not thread-safe for one `scratch`; the compression context is per
+// thread.
+absl::string_view CompressSlice(absl::string_view entries, std::string* scratch);
+
+// The entries of a slice as it travels or is stored: `slice` itself, or the content of its zstd
+// frame (written to `*buffer`). DataLoss says why a frame cannot be read; a frame that inflates
+// past kMaxRecordBytes (more than an event can carry) is refused.
+absl::StatusOr<absl::string_view> SliceEntries(absl::string_view slice, std::string* buffer);
+
+// Reads the entries of a slice (or of slices concatenated), already inflated (SliceEntries).
 class RecordingReader {
  public:
   explicit RecordingReader(absl::string_view data) : data_(data) {}

@@ -17,8 +17,8 @@
 #include "absl/strings/str_format.h"
 #include "common/audit/records.h"
 #include "common/status_macros.h"
+#include "common/zstd_codec.h"
 #include "controlplane/store/disk_fault.h"
-#include "controlplane/store/zstd_codec.h"
 
 namespace sluice::controlplane {
 namespace {
@@ -26,6 +26,11 @@ namespace {
 // Blocks are bounded by what one batch can carry.
 constexpr uint64_t kMaxBlockBytes = 64 << 20;
 constexpr uint64_t kMaxInflatedBytes = 256 << 20;
+// A block with slices the agents compressed (common/audit/recording.h) is stored as it is, after
+// this marker (neither a zstd frame's magic nor a zlib header), unless its uncompressed slices
+// come to this many bytes.
+constexpr absl::string_view kStoredAsIs = "SLRW";
+constexpr size_t kCompressBlockFrom = 4096;
 
 // A disk fault (no space, a quota, read-only, I/O error) is named as such (disk_fault.h): the
 // batch is not stored, and the store refuses writes until the disk takes them again.
@@ -83,19 +88,31 @@ absl::StatusOr<std::pair<std::string, std::vector<RecordingBlock>>> RecordingFil
   std::string raw;
   for (const auto* slices : groups) {
     raw.clear();
+    size_t plain = 0;
+    bool agent_compressed = false;
     for (const RecordingSlice& s : *slices) {
       char head[12];
       absl::little_endian::Store64(head, s.sequence);
       absl::little_endian::Store32(head + 8, static_cast<uint32_t>(s.data.size()));
       raw.append(head, sizeof(head));
       raw.append(s.data);
+      if (IsZstdFrame(s.data)) {
+        agent_compressed = true;
+      } else {
+        plain += s.data.size();
+      }
     }
     const size_t at = out.size();
     starts.push_back(at);
     out.resize(at + 8);
-    absl::Status compressed = zstd_->AppendFrame(raw, &out);
-    if (!compressed.ok())
-      return absl::InternalError(absl::StrCat("recording block: ", compressed.message()));
+    if (agent_compressed && plain < kCompressBlockFrom) {
+      out.append(kStoredAsIs.data(), kStoredAsIs.size());
+      out.append(raw);
+    } else {
+      absl::Status compressed = zstd_->AppendFrame(raw, &out);
+      if (!compressed.ok())
+        return absl::InternalError(absl::StrCat("recording block: ", compressed.message()));
+    }
     const size_t size = out.size() - at - 8;
     absl::little_endian::Store32(out.data() + at, static_cast<uint32_t>(size));
     absl::little_endian::Store32(out.data() + at + 4,
@@ -159,7 +176,9 @@ absl::StatusOr<std::vector<RecordingSlice>> RecordingFiles::Read(
     return damaged("the block's checksum does not match (the file was changed)");
   }
   std::string raw;
-  if (IsZstdFrame(compressed)) {
+  if (absl::StartsWith(compressed, kStoredAsIs)) {
+    raw.assign(compressed.data() + kStoredAsIs.size(), compressed.size() - kStoredAsIs.size());
+  } else if (IsZstdFrame(compressed)) {
     auto inflated = ZstdInflate(compressed, kMaxInflatedBytes);
     if (!inflated.ok()) return damaged(absl::StrCat("the block: ", inflated.status().message()));
     raw = std::move(*inflated);

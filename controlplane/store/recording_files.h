@@ -7,9 +7,12 @@
 //   uint32 little-endian  CRC-32 of the compressed bytes
 //   compressed            entries back to back: uint64 LE sequence, uint32 LE size, the slice
 //
-// New blocks are one zstd frame (level 1, with its content size and checksum); blocks written
-// before zstd are zlib streams, told apart by the zstd frame's magic number, and read as they are.
-// zstd level 1 compresses recordings about 4 times as fast as zlib level 1 did, and smaller.
+// The entries are one zstd frame (level 1, with its content size and checksum), or, when the
+// slices came compressed from the agent (common/audit/recording.h) and the rest is short, "SLRW"
+// followed by the entries as they are (compressing them again would cost time for nothing);
+// blocks written before zstd are zlib streams. The three are told apart by their first bytes,
+// and all are read. zstd level 1 compresses recordings about 4 times as fast as zlib level 1 did,
+// and smaller.
 //
 // A slice is what one audit event carried (AuditEvent.recording). The hash chain covers every
 // slice (common/audit/records.h JoinRecording), so `audit verify` finds a changed file.
@@ -29,9 +32,11 @@
 #include "absl/strings/string_view.h"
 #include "controlplane/audit/trail_storage.h"
 
-namespace sluice::controlplane {
-
+namespace sluice {
 class ZstdCompressor;
+}  // namespace sluice
+
+namespace sluice::controlplane {
 
 struct RecordingBlock {
   uint64_t offset = 0;

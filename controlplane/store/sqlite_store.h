@@ -21,7 +21,7 @@
 #include "controlplane/store/sqlite_stmt.h"
 #include "controlplane/store/sqlite_trail_rows.h"
 #include "controlplane/store/store.h"
-#include "controlplane/store/zstd_codec.h"
+#include "common/zstd_codec.h"
 
 namespace sluice::controlplane {
 

@@ -17,7 +17,7 @@
 #include "controlplane/audit/trail_storage.h"
 #include "controlplane/store/recording_files.h"
 #include "controlplane/store/sqlite_stmt.h"
-#include "controlplane/store/zstd_codec.h"
+#include "common/zstd_codec.h"
 
 namespace sluice::controlplane {
 

@@ -730,11 +730,19 @@ def _unzstd(frame):
 # Session recordings as the control plane stores them (controlplane/store/recording_files.h),
 # read independently of the code under test.
 def inflate_recording_block(compressed):
-    """The entries of a recording block's compressed bytes: a zstd frame, or a zlib stream (blocks
-    written before zstd)."""
+    """The entries of a recording block's compressed bytes: a zstd frame, the entries as they are
+    after "SLRW" (slices the agent compressed), or a zlib stream (blocks written before zstd)."""
     if compressed[:4] == ZSTD_MAGIC:
         return _unzstd(compressed)
+    if compressed[:4] == b"SLRW":
+        return compressed[4:]
     return zlib.decompress(compressed)
+
+
+def slice_entries(data):
+    """A recording slice's entries (common/audit/recording.h): the slice, or its zstd frame's
+    content when the agent compressed it."""
+    return _unzstd(data) if data[:4] == ZSTD_MAGIC else data
 
 
 def stored_chunks(cp_data_dir):

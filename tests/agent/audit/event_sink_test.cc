@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/audit/recording.h"
 #include "common/audit/records.h"
 #include "common/clock.h"
 
@@ -43,6 +44,38 @@ TEST(EventSink, EventsTravelInOrderedChunks) {
   }
   EXPECT_EQ(sink.stats().in_flight_events, 10u);
   EXPECT_EQ(sink.stats().queued_events, 0u);
+}
+
+// A recording slice travels compressed once it is long enough; a short one, and one too large
+// for an event (replaced by an omission entry that counts it), as before.
+TEST(EventSink, RecordingSlicesTravelCompressedAndReadBackAsRecorded) {
+  EventSink sink(8 << 20, 1 << 20);
+  std::string rows;
+  for (int i = 0; i < 100; ++i)
+    audit::AppendRecordedMessage(&rows, 'S', 1000 + i, 'D', absl::StrCat("row ", i, " of 100"));
+  const std::string short_slice = rows.substr(0, 40);
+  std::string huge;
+  while (huge.size() <= audit::kMaxRecordBytes)
+    audit::AppendRecordedMessage(&huge, 'S', 1, 'D', std::string(1000, 'h'));
+  ASSERT_TRUE(sink.Emit("statement", "s1", "{}", false, rows));
+  ASSERT_TRUE(sink.Emit("statement", "s1", "{}", false, short_slice));
+  ASSERT_TRUE(sink.Emit("statement", "s1", "{}", false, huge));
+  std::vector<v1::AuditEvent> all;
+  while (auto chunk = sink.TakeChunk()) {
+    auto events = Decode(*chunk);
+    all.insert(all.end(), events.begin(), events.end());
+  }
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_LT(all[0].recording().size(), rows.size() / 2);
+  EXPECT_EQ(all[0].recording_bytes(), all[0].recording().size());
+  std::string buffer;
+  auto entries = audit::SliceEntries(all[0].recording(), &buffer);
+  ASSERT_TRUE(entries.ok()) << entries.status();
+  EXPECT_EQ(*entries, rows);
+  EXPECT_EQ(all[1].recording(), short_slice);
+  std::string omitted;
+  audit::AppendRecordedOmission(&omitted, 0, 1, huge.size());
+  EXPECT_EQ(all[2].recording(), omitted);
 }
 
 TEST(EventSink, AckDropsAndRequeueResendsFromTheFirstUnacknowledged) {

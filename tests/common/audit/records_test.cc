@@ -4,6 +4,7 @@
 #include <zlib.h>
 
 #include "common/audit/recording.h"
+#include "common/zstd_codec.h"
 
 namespace sluice::audit {
 namespace {
@@ -63,6 +64,51 @@ TEST(AuditRecording, EntriesRoundTripAtEveryVarintWidth) {
   }
   EXPECT_FALSE(reader.Next(&e));
   EXPECT_TRUE(reader.status().ok()) << reader.status();
+}
+
+// A slice long enough is compressed; it reads back as the same entries. Short slices, slices that
+// do not compress, and damaged or oversized frames are told apart and named.
+TEST(AuditRecording, CompressedSlicesReadBackAsTheirEntries) {
+  std::string entries;
+  for (int i = 0; i < 100; ++i)
+    AppendRecordedMessage(&entries, kRecordedToClient, i, 'D', "a row of the result");
+  std::string scratch;
+  absl::string_view slice = CompressSlice(entries, &scratch);
+  ASSERT_EQ(slice.data(), scratch.data());
+  EXPECT_LT(slice.size(), entries.size());
+  std::string buffer;
+  auto back = SliceEntries(slice, &buffer);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(*back, entries);
+
+  const std::string short_slice = entries.substr(0, kCompressSliceFrom - 1);
+  EXPECT_EQ(CompressSlice(short_slice, &scratch).data(), short_slice.data());
+  back = SliceEntries(short_slice, &buffer);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->data(), short_slice.data());
+
+  std::string noise;  // does not compress: travels as it is
+  uint32_t x = 12345;
+  for (int i = 0; i < 4000; ++i) {
+    x = x * 1103515245u + 12345u;
+    noise.push_back(static_cast<char>(x >> 24));
+  }
+  EXPECT_EQ(CompressSlice(noise, &scratch).data(), noise.data());
+
+  std::string damaged(CompressSlice(entries, &scratch));
+  damaged.resize(damaged.size() - 3);
+  back = SliceEntries(damaged, &buffer);
+  EXPECT_EQ(back.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(back.status().message().find("a compressed recording slice"), std::string::npos)
+      << back.status();
+
+  // More than an event can carry is refused, not inflated.
+  std::string big(kMaxRecordBytes + 1, 'b');
+  std::string frame;
+  ASSERT_TRUE(ZstdCompressor(1, false).AppendFrame(big, &frame).ok());
+  back = SliceEntries(frame, &buffer);
+  EXPECT_EQ(back.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(back.status().message().find("past the cap"), std::string::npos) << back.status();
 }
 
 TEST(AuditRecords, RoundTrip) {

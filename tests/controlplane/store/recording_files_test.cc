@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "absl/base/internal/endian.h"
+#include "common/audit/recording.h"
 #include "common/audit/records.h"
 
 namespace sluice::controlplane {
@@ -85,6 +86,44 @@ TEST(RecordingFiles, NewBlocksAreZstdAndBlocksWrittenWithZlibStillRead) {
   ASSERT_TRUE(back.ok()) << back.status();
   ASSERT_EQ(back->size(), 2u);
   EXPECT_EQ((*back)[1].data, std::string(5000, 'x'));
+}
+
+TEST(RecordingFiles, SlicesTheAgentCompressedAreStoredAsTheyAre) {
+  const std::string dir = FreshDir("as_is");
+  RecordingFiles files(dir);
+  std::string entries;
+  for (int i = 0; i < 200; ++i)
+    audit::AppendRecordedMessage(&entries, 'S', i, 'D', "a row of the result " + std::to_string(i));
+  std::string scratch;
+  const std::string frame(audit::CompressSlice(entries, &scratch));
+  ASSERT_EQ(absl::little_endian::Load32(frame.data()), 0xFD2FB528u);
+  // Compressed slices with a short plain one: stored as they are, after "SLRW".
+  std::vector<RecordingSlice> compressed = {{1, frame}, {2, "C short"}};
+  // Plain slices past the threshold beside a compressed one: compressed again as a whole.
+  std::vector<RecordingSlice> mixed = {{3, frame}, {4, std::string(8000, 'y')}};
+  auto written = files.Append({&compressed, &mixed});
+  ASSERT_TRUE(written.ok()) << written.status();
+  std::ifstream in(dir + "/" + written->first, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(bytes.substr(written->second[0].offset + 8, 4), "SLRW");
+  EXPECT_EQ(absl::little_endian::Load32(bytes.data() + written->second[1].offset + 8), 0xFD2FB528u);
+  EXPECT_LT(written->second[1].length, frame.size() + 1000);
+  for (size_t i = 0; i < 2; ++i) {
+    auto back = files.Read(written->first, written->second[i]);
+    ASSERT_TRUE(back.ok()) << back.status();
+    const auto& want = i == 0 ? compressed : mixed;
+    ASSERT_EQ(back->size(), 2u);
+    for (size_t j = 0; j < 2; ++j) {
+      EXPECT_EQ((*back)[j].sequence, want[j].sequence);
+      EXPECT_EQ((*back)[j].data, want[j].data);
+    }
+  }
+  // And the slice reads back as the entries the agent recorded.
+  std::string buffer;
+  auto back = files.Read(written->first, written->second[0]);
+  auto read = audit::SliceEntries((*back)[0].data, &buffer);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(*read, entries);
 }
 
 TEST(RecordingFiles, ZstdBlocksThatDoNotDecodeAreReportedDamaged) {

@@ -12,7 +12,7 @@
 #include "common/crypto.h"
 #include "controlplane/store/migrations.h"
 #include "controlplane/store/sqlite_store.h"
-#include "controlplane/store/zstd_codec.h"
+#include "common/zstd_codec.h"
 #include "tests/controlplane/store/event_chain.h"
 
 namespace sluice::controlplane {

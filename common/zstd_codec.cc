@@ -1,11 +1,11 @@
-#include "controlplane/store/zstd_codec.h"
+#include "common/zstd_codec.h"
 
 #include <zstd.h>
 
 #include "absl/base/internal/endian.h"
 #include "absl/strings/str_cat.h"
 
-namespace sluice::controlplane {
+namespace sluice {
 
 bool IsZstdFrame(absl::string_view bytes) {
   return bytes.size() >= 4 && absl::little_endian::Load32(bytes.data()) == kZstdMagic;
@@ -47,4 +47,4 @@ absl::StatusOr<std::string> ZstdInflate(absl::string_view frame, uint64_t max_by
   return raw;
 }
 
-}  // namespace sluice::controlplane
+}  // namespace sluice

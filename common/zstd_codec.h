@@ -1,6 +1,7 @@
-// zstd frames for the store's compressed blobs: session recording blocks (recording_files.h)
-// and stored event chunks (event_chunks.records). A frame carries its content size, so reading
-// one back allocates once and within a cap.
+// zstd frames: the control plane's recording blocks (controlplane/store/recording_files.h) and
+// stored event chunks (event_chunks.records), and the recording slices the agent compresses
+// before they travel (agent/audit/event_sink.h). A frame carries its content size, so reading one
+// back allocates once and within a cap.
 #pragma once
 
 #include <cstdint>
@@ -12,7 +13,7 @@
 
 struct ZSTD_CCtx_s;
 
-namespace sluice::controlplane {
+namespace sluice {
 
 // The first four bytes of a zstd frame, read little-endian.
 inline constexpr uint32_t kZstdMagic = 0xFD2FB528;
@@ -40,4 +41,4 @@ class ZstdCompressor {
 // that says what is wrong (the caller names where the frame came from).
 absl::StatusOr<std::string> ZstdInflate(absl::string_view frame, uint64_t max_bytes);
 
-}  // namespace sluice::controlplane
+}  // namespace sluice
