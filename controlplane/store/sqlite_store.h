@@ -16,12 +16,12 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
+#include "common/zstd_codec.h"
 #include "controlplane/audit/trail.h"
 #include "controlplane/store/recording_files.h"
 #include "controlplane/store/sqlite_stmt.h"
 #include "controlplane/store/sqlite_trail_rows.h"
 #include "controlplane/store/store.h"
-#include "common/zstd_codec.h"
 
 namespace sluice::controlplane {
 

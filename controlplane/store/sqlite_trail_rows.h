@@ -14,10 +14,10 @@
 #include <utility>
 #include <vector>
 
+#include "common/zstd_codec.h"
 #include "controlplane/audit/trail_storage.h"
 #include "controlplane/store/recording_files.h"
 #include "controlplane/store/sqlite_stmt.h"
-#include "common/zstd_codec.h"
 
 namespace sluice::controlplane {
 

@@ -8,8 +8,8 @@
 
 #include "common/audit/records.h"
 #include "common/crypto.h"
-#include "controlplane/store/migrations.h"
 #include "common/zstd_codec.h"
+#include "controlplane/store/migrations.h"
 #include "tests/controlplane/store/event_chain.h"
 
 namespace sluice::controlplane {

@@ -10,9 +10,9 @@
 #include "absl/strings/str_cat.h"
 #include "common/audit/records.h"
 #include "common/crypto.h"
+#include "common/zstd_codec.h"
 #include "controlplane/store/migrations.h"
 #include "controlplane/store/sqlite_store.h"
-#include "common/zstd_codec.h"
 #include "tests/controlplane/store/event_chain.h"
 
 namespace sluice::controlplane {
