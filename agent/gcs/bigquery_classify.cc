@@ -16,11 +16,6 @@ using session::StatementClass;
 
 constexpr size_t kMaxSegmentBytes = 1024;
 
-bool CarriesCredential(const std::string& name) {
-  const std::string n = absl::AsciiStrToLower(name);
-  return n == "access_token" || n == "key" || absl::StartsWith(n, "x-goog-");
-}
-
 // A job's SQL and where its rows go: the SQL's own class, raised to a write when the job writes
 // a table (a destination, a write disposition that truncates or appends).
 void ReadQuery(const nlohmann::json& q, absl::string_view dataset, BigQueryRequest* r) {

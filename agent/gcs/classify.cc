@@ -43,13 +43,6 @@ std::string First(const std::multimap<std::string, std::string>& query, const ch
   return it == query.end() ? std::string() : it->second;
 }
 
-// Query parameters that carry a credential: a signed URL's, an API key, an OAuth token.
-bool CarriesCredential(const std::string& name) {
-  const std::string n = absl::AsciiStrToLower(name);
-  return n == "access_token" || n == "key" || n == "signature" || n == "googleaccessid" ||
-         absl::StartsWith(n, "x-goog-") || absl::StartsWith(n, "x-amz-");
-}
-
 // The first part of a multipart/related upload: the object's JSON metadata. Null when the body
 // is not one. Both line ends clients use (CRLF; bare LF from Google's apitools) and both quotes
 // around the boundary are read; a preamble before the first delimiter is not (refused).
@@ -120,6 +113,12 @@ bool ReadMetadata(absl::string_view json, bool bucket, GcsRequest* r) {
 }
 
 }  // namespace
+
+bool CarriesCredential(const std::string& name) {
+  const std::string n = absl::AsciiStrToLower(name);
+  return n == "access_token" || n == "key" || n == "signature" || n == "googleaccessid" ||
+         absl::StartsWith(n, "x-goog-") || absl::StartsWith(n, "x-amz-");
+}
 
 bool PercentDecode(absl::string_view in, std::string* out) {
   out->clear();

@@ -53,6 +53,10 @@ GcsRequest ClassifyGcs(absl::string_view method, absl::string_view path,
                        const std::multimap<std::string, std::string>& query,
                        absl::string_view content_type, absl::string_view body);
 
+// Whether a query parameter named `name` carries a credential: a signed URL's, an API key, an
+// OAuth token (refused, never relayed or re-signed).
+bool CarriesCredential(const std::string& name);
+
 // Percent-decoding of one path segment; false when it is malformed (or decodes to a NUL).
 bool PercentDecode(absl::string_view in, std::string* out);
 

@@ -455,26 +455,6 @@ class Classifier {
   GoogleSqlStatement out_;
 };
 
-int Rank(StatementClass c) {
-  switch (c) {
-    case StatementClass::kEmpty:
-      return 0;
-    case StatementClass::kRead:
-      return 1;
-    case StatementClass::kOther:
-      return 2;
-    case StatementClass::kWrite:
-      return 3;
-    case StatementClass::kDdl:
-      return 4;
-    case StatementClass::kDcl:
-      return 5;
-    case StatementClass::kUnknown:
-      return 6;
-  }
-  return 6;
-}
-
 }  // namespace
 
 GoogleSqlAnalysis AnalyzeGoogleSql(absl::string_view sql, absl::string_view default_dataset) {
@@ -497,7 +477,8 @@ GoogleSqlAnalysis AnalyzeGoogleSql(absl::string_view sql, absl::string_view defa
     if (tokens.empty()) continue;
     GoogleSqlStatement s =
         Classifier(tokens, absl::AsciiStrToLower(default_dataset), &out.projects).Run();
-    if (Rank(s.cls) > Rank(out.overall)) out.overall = s.cls;
+    out.overall =
+        std::max(out.overall, s.cls);  // the order of StatementClass: most privileged last
     if (s.cls == StatementClass::kUnknown && out.parse_error.empty())
       out.parse_error = s.parse_error;
     out.statements.push_back(std::move(s));
