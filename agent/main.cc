@@ -3,6 +3,7 @@
 // next issues on) proxies PostgreSQL, MySQL and HTTP callers under that policy.
 #include <unistd.h>
 
+#include <algorithm>
 #include <map>
 
 #include "absl/flags/flag.h"
@@ -48,9 +49,9 @@ ABSL_FLAG(
     std::string, spool_max_bytes, "1073741824",
     "cap of the on-disk audit spool (<data-dir>/spool) in bytes; when it is full, new sessions "
     "are refused until the control plane has acknowledged what it holds");
-ABSL_FLAG(
-    std::string, protocols, "postgres,mysql,gcs",
-    "protocols this agent serves; a snapshot with a connection of another protocol is NACKed");
+ABSL_FLAG(std::string, protocols, "postgres,mysql,gcs",
+          "protocols this agent serves; a snapshot with a connection of another protocol is NACKed "
+          "(gcs and bigquery share the Google APIs port: either names both)");
 ABSL_FLAG(
     std::string, status_listen, "127.0.0.1:7081",
     "address of the HTTP status port (/healthz, /readyz, /status, /metrics); empty = off; port "
@@ -142,11 +143,20 @@ absl::StatusOr<ControlClientOptions> ControlOptionsFromFlags() {
   ASSIGN_OR_RETURN(opts.labels, ParseLabels(absl::GetFlag(FLAGS_labels)));
   for (absl::string_view p :
        absl::StrSplit(absl::GetFlag(FLAGS_protocols), ',', absl::SkipEmpty())) {
-    // "http", the name before the HTTP APIs had their own: every one of them (gcs today).
-    if (p == "http") p = "gcs";
-    if (p != "postgres" && p != "mysql" && p != "gcs") {
+    // "http", the name before the HTTP APIs had their own: every one of them. Cloud Storage and
+    // BigQuery are served on one port (the Google APIs listener): either names both.
+    if (p == "http" || p == "gcs" || p == "bigquery") {
+      for (const char* api : {"gcs", "bigquery"}) {
+        if (std::find(opts.capabilities.begin(), opts.capabilities.end(), api) ==
+            opts.capabilities.end()) {
+          opts.capabilities.emplace_back(api);
+        }
+      }
+      continue;
+    }
+    if (p != "postgres" && p != "mysql") {
       return absl::InvalidArgumentError(
-          absl::StrCat("--protocols: unknown protocol '", p, "' (postgres, mysql, gcs)"));
+          absl::StrCat("--protocols: unknown protocol '", p, "' (postgres, mysql, gcs, bigquery)"));
     }
     opts.capabilities.emplace_back(p);
   }

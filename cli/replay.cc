@@ -133,7 +133,7 @@ void TranscriptPrinter::Message(char kind, uint64_t offset_us, char type,
     MysqlMessage(kind, offset_us, type, payload);
     return;
   }
-  if (protocol_ == audit::kProtocolGcs) {
+  if (HttpProtocol()) {
     HttpMessage(kind, offset_us, type, payload);
     return;
   }
@@ -290,7 +290,7 @@ void TranscriptPrinter::Event(const v1::StoredEvent& e) {
     }
     const std::string took =
         absl::StrFormat("%.1f", static_cast<double>(s.duration_us) / 1000) + " ms";
-    std::string text = protocol_ == audit::kProtocolGcs
+    std::string text = HttpProtocol()
                            ? absl::StrCat(s.text.classification, " ", Quoted(s.text), ": ",
                                           s.command_tags, ", ", s.bytes, " bytes, ", took)
                            : absl::StrCat(s.text.classification, " ", Quoted(s.text), ": ", s.rows,
@@ -298,8 +298,7 @@ void TranscriptPrinter::Event(const v1::StoredEvent& e) {
     if (!s.masked_by.empty())
       absl::StrAppend(&text, ", masked by ", s.masked_by, " (", s.masked_rows, " rows)");
     if (!s.sqlstate.empty()) absl::StrAppend(&text, ", failed with ", s.sqlstate);
-    if (protocol_ == audit::kProtocolGcs && !s.error.empty())
-      absl::StrAppend(&text, ": ", Printable(s.error, 400));
+    if (HttpProtocol() && !s.error.empty()) absl::StrAppend(&text, ": ", Printable(s.error, 400));
     Note(text);
   } else if (e.type() == audit::ApprovalEvent::kType) {
     FlushTable();

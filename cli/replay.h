@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/string_view.h"
+#include "common/audit/events.h"
 #include "sluice/v1/admin.pb.h"
 
 namespace sluice::cli {
@@ -41,6 +42,10 @@ class TranscriptPrinter {
 
   std::FILE* out_;
   std::string protocol_ = "postgres";  // the session's (from its start event)
+  // A cloud API's session: one HTTP request and its answer.
+  bool HttpProtocol() const {
+    return protocol_ == audit::kProtocolGcs || protocol_ == audit::kProtocolBigquery;
+  }
   // The result being collected: column names, formats and types, and its rows.
   struct Column {
     std::string name;

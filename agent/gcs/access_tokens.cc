@@ -91,16 +91,18 @@ std::string EscapeSegment(absl::string_view s) {
 absl::StatusOr<std::string> AccessTokens::Impersonated(const cloud::ServiceAccountKey& key,
                                                        const v1::Upstream& upstream,
                                                        const std::string& iam_url,
-                                                       const std::string& email) {
+                                                       const std::string& email,
+                                                       const char* scope) {
   const std::string base = iam_url.empty() ? kGoogleIamCredentials : iam_url;
-  const std::string id = absl::StrCat("as\n", email, "\n", key.client_email, "\n",
-                                      key.private_key_id, "\n", base, "\n", upstream.ca_file());
+  const std::string id =
+      absl::StrCat("as\n", email, "\n", key.client_email, "\n", key.private_key_id, "\n", base,
+                   "\n", upstream.ca_file(), "\n", scope);
   {
     absl::MutexLock lock(&mu_);
     auto it = cache_.find(id);
     if (it != cache_.end() && absl::Now() < it->second.refresh_at) return it->second.token;
   }
-  auto own = Get(key, upstream);
+  auto own = Get(key, upstream, scope);
   if (!own.ok()) return own.status();
   auto endpoint = SplitHttpsUrl(base);
   if (!endpoint.ok()) {
@@ -113,8 +115,7 @@ absl::StatusOr<std::string> AccessTokens::Impersonated(const cloud::ServiceAccou
   while (absl::EndsWith(prefix, "/")) prefix.pop_back();
   const std::string path = absl::StrCat(prefix, "/v1/projects/-/serviceAccounts/",
                                         EscapeSegment(email), ":generateAccessToken");
-  const nlohmann::json request = {{"scope", nlohmann::json::array({kStorageScope})},
-                                  {"lifetime", "3600s"}};
+  const nlohmann::json request = {{"scope", nlohmann::json::array({scope})}, {"lifetime", "3600s"}};
   auto res =
       client->Post(path.c_str(), httplib::Headers{{"Authorization", absl::StrCat("Bearer ", *own)}},
                    request.dump(), "application/json");
@@ -155,16 +156,16 @@ absl::StatusOr<std::string> AccessTokens::Impersonated(const cloud::ServiceAccou
 }
 
 absl::StatusOr<std::string> AccessTokens::Get(const cloud::ServiceAccountKey& key,
-                                              const v1::Upstream& upstream) {
+                                              const v1::Upstream& upstream, const char* scope) {
   const std::string id = absl::StrCat(key.client_email, "\n", key.private_key_id, "\n",
-                                      key.token_uri, "\n", upstream.ca_file());
+                                      key.token_uri, "\n", upstream.ca_file(), "\n", scope);
   {
     absl::MutexLock lock(&mu_);
     auto it = cache_.find(id);
     if (it != cache_.end() && absl::Now() < it->second.refresh_at) return it->second.token;
   }
   // Minted outside the lock: a slow endpoint does not hold up the other Connections' requests.
-  auto minted = Mint(key, upstream);
+  auto minted = Mint(key, upstream, scope);
   if (!minted.ok()) return minted.status();
   absl::MutexLock lock(&mu_);
   cache_[id] = *minted;
@@ -172,14 +173,15 @@ absl::StatusOr<std::string> AccessTokens::Get(const cloud::ServiceAccountKey& ke
 }
 
 absl::StatusOr<AccessTokens::Cached> AccessTokens::Mint(const cloud::ServiceAccountKey& key,
-                                                        const v1::Upstream& upstream) {
+                                                        const v1::Upstream& upstream,
+                                                        const char* scope) {
   auto endpoint = SplitHttpsUrl(key.token_uri);
   if (!endpoint.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("the service account key's token_uri: ", endpoint.status().message()));
   }
   const absl::Time now = absl::Now();
-  auto assertion = cloud::JwtBearerAssertion(key, kStorageScope, now);
+  auto assertion = cloud::JwtBearerAssertion(key, scope, now);
   if (!assertion.ok()) {
     return absl::InternalError("the service account key could not sign the token request");
   }

@@ -19,25 +19,29 @@ namespace sluice::agent::gcs {
 // The scope asked for: Cloud Storage, full control (what the agent lets through is decided by
 // the policy, not by the token's scope).
 inline constexpr char kStorageScope[] = "https://www.googleapis.com/auth/devstorage.full_control";
+// BigQuery's scope, likewise.
+inline constexpr char kBigQueryScope[] = "https://www.googleapis.com/auth/bigquery";
 
 class AccessTokens {
  public:
-  // A token for `key`. `upstream` says how the token endpoint's certificate is checked: its
-  // ca_file when set (a private endpoint, the tests' stand-in), else the system's CAs.
-  absl::StatusOr<std::string> Get(const cloud::ServiceAccountKey& key,
-                                  const v1::Upstream& upstream);
+  // A token for `key`, for `scope`. `upstream` says how the token endpoint's certificate is
+  // checked: its ca_file when set (a private endpoint, the tests' stand-in), else the system's CAs.
+  absl::StatusOr<std::string> Get(const cloud::ServiceAccountKey& key, const v1::Upstream& upstream,
+                                  const char* scope = kStorageScope);
   // A token of the service account `email`, minted by `key`'s account with the IAM Credentials
   // API's generateAccessToken at `iam_url` ("" = Google's), and cached the same way.
   absl::StatusOr<std::string> Impersonated(const cloud::ServiceAccountKey& key,
                                            const v1::Upstream& upstream, const std::string& iam_url,
-                                           const std::string& email);
+                                           const std::string& email,
+                                           const char* scope = kStorageScope);
 
  private:
   struct Cached {
     std::string token;
     absl::Time refresh_at;
   };
-  absl::StatusOr<Cached> Mint(const cloud::ServiceAccountKey& key, const v1::Upstream& upstream);
+  absl::StatusOr<Cached> Mint(const cloud::ServiceAccountKey& key, const v1::Upstream& upstream,
+                              const char* scope);
 
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, Cached> cache_ ABSL_GUARDED_BY(mu_);

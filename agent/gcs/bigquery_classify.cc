@@ -86,6 +86,16 @@ session::Relation TableOf(const nlohmann::json& j) {
 
 }  // namespace
 
+bool IsBigQueryDiscovery(absl::string_view path) {
+  return path == "/$discovery/rest" || path == "/%24discovery/rest" ||
+         path == "/discovery/v1/apis/bigquery/v2/rest";
+}
+
+bool IsBigQueryPath(absl::string_view path) {
+  return IsBigQueryDiscovery(path) || absl::StartsWith(path, "/bigquery/") ||
+         absl::StartsWith(path, "/upload/bigquery/");
+}
+
 BigQueryRequest ClassifyBigQuery(absl::string_view method, absl::string_view path,
                                  const std::multimap<std::string, std::string>& query,
                                  absl::string_view body, absl::string_view project) {
@@ -98,6 +108,12 @@ BigQueryRequest ClassifyBigQuery(absl::string_view method, absl::string_view pat
   for (const auto& [name, value] : query) {
     if (CarriesCredential(name))
       return refuse(absl::StrCat("a credential in the query (", name, ") is not let through"));
+  }
+  if (IsBigQueryDiscovery(path)) {
+    if (method != "GET") return refuse("an unknown BigQuery method");
+    r.kind = "discovery.get";
+    r.cls = StatementClass::kRead;
+    return r;
   }
   if (absl::StartsWith(path, "/upload/"))
     return refuse(

@@ -45,6 +45,13 @@ struct BigQueryRequest : session::StatementFacts {
   audit::RefusalKind refusal_kind = audit::RefusalKind::kNotSupported;
 };
 
+// Whether `path` (without a Connection's segment) is BigQuery's discovery document
+// (`bq --api=...` fetches `/$discovery/rest?version=v2` first): read like any request, its links
+// rewritten to the agent's address on the way back.
+bool IsBigQueryDiscovery(absl::string_view path);
+// Whether `path` is BigQuery's rather than Cloud Storage's.
+bool IsBigQueryPath(absl::string_view path);
+
 // `path`: the request's path after the service's root (it begins "/bigquery/v2/"),
 // percent-encoded, without the query; `query`: its decoded parameters; `body`: the request's (JSON
 // for the methods that carry one); `project`: the Connection's project (a request naming another

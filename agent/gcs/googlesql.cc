@@ -221,16 +221,18 @@ class Classifier {
     return true;
   }
 
-  // `front`: the statement's target, named first.
-  void AddRelation(size_t* i, bool front = false) {
+  // `front`: the statement's target, named first. Returns the table's name ("" when none).
+  std::string AddRelation(size_t* i, bool front = false) {
     session::Relation rel;
-    if (!Path(i, &rel)) return;
+    if (!Path(i, &rel)) return "";
+    std::string table = rel.table;
     auto at = std::find(out_.relations.begin(), out_.relations.end(), rel);
     if (at != out_.relations.end()) {
-      if (!front) return;
+      if (!front) return table;
       out_.relations.erase(at);
     }
     out_.relations.insert(front ? out_.relations.begin() : out_.relations.end(), std::move(rel));
+    return table;
   }
 
   // Every table named in a place that names tables, and every function called.
@@ -254,12 +256,14 @@ class Classifier {
       for (;;) {
         if (IsPunct(t_, j, '(') || IsWord(t_, j, "unnest")) break;
         const size_t before = j;
-        AddRelation(&j);
+        const std::string table = AddRelation(&j);
         if (j == before) break;
+        out_.aliases.emplace_back(table, table);
         // An alias, then a comma for the next table of a FROM list.
         if (IsWord(t_, j, "as")) ++j;
         if (j < t_.size() && (t_[j].kind == Tok::kWord || t_[j].kind == Tok::kQuoted) &&
             !(t_[j].kind == Tok::kWord && EndsTableReference(t_[j].text))) {
+          out_.aliases.emplace_back(t_[j].text, table);
           ++j;
         }
         if (tok.text == "from" && IsPunct(t_, j, ',') && !IsPunct(t_, j + 1, '(') &&
@@ -285,6 +289,85 @@ class Classifier {
       }
     }
     return i;
+  }
+
+  // The output columns of a plain SELECT (no set operation, no AS STRUCT / AS VALUE): each a
+  // column, a star, or an expression with the names it uses.
+  void SelectList() {
+    size_t i = 1;
+    if (IsWord(t_, i, "distinct") || IsWord(t_, i, "all")) ++i;
+    if (IsWord(t_, i, "as")) return;  // AS STRUCT, AS VALUE: one column of everything
+    int depth = 0;
+    for (size_t k = i; k < t_.size(); ++k) {
+      if (IsPunct(t_, k, '(')) ++depth;
+      if (IsPunct(t_, k, ')')) --depth;
+      if (depth == 0 &&
+          (IsWord(t_, k, "union") || IsWord(t_, k, "except") || IsWord(t_, k, "intersect"))) {
+        // EXCEPT right after a star is a column list, not a set operation.
+        if (IsWord(t_, k, "except") && k > 0 && IsPunct(t_, k - 1, '*')) continue;
+        return;
+      }
+    }
+    std::vector<SelectItem> items;
+    size_t begin = i;
+    depth = 0;
+    for (size_t k = i; k <= t_.size(); ++k) {
+      const bool end = k == t_.size() || (depth == 0 && IsWord(t_, k, "from"));
+      if (k < t_.size() && IsPunct(t_, k, '(')) ++depth;
+      if (k < t_.size() && IsPunct(t_, k, ')')) --depth;
+      if (!end && !(depth == 0 && IsPunct(t_, k, ','))) continue;
+      if (k == begin) return;  // an empty item: not a select list this reads
+      items.push_back(Item(begin, k));
+      begin = k + 1;
+      if (end) break;
+    }
+    out_.simple_select = true;
+    out_.select = std::move(items);
+  }
+
+  // One select item, tokens [b, e).
+  SelectItem Item(size_t b, size_t e) {
+    SelectItem item;
+    // A trailing alias: `expr AS name` or `expr name`.
+    std::string alias;
+    if (e - b >= 2 && (t_[e - 1].kind == Tok::kWord || t_[e - 1].kind == Tok::kQuoted) &&
+        (IsWord(t_, e - 2, "as") || t_[e - 2].kind == Tok::kWord ||
+         t_[e - 2].kind == Tok::kQuoted || IsPunct(t_, e - 2, ')'))) {
+      alias = t_[e - 1].text;
+      e -= IsWord(t_, e - 2, "as") ? 2 : 1;
+    }
+    // A path of names: a column (`c`, `t.c`), or a whole row (`t`).
+    bool path = true;
+    for (size_t k = b; k < e; ++k) {
+      const bool name = t_[k].kind == Tok::kWord || t_[k].kind == Tok::kQuoted;
+      if ((k - b) % 2 == 0 ? !name : !IsPunct(t_, k, '.')) path = false;
+    }
+    if (e > b && IsPunct(t_, e - 1, '*') && (e - b == 1 || IsPunct(t_, e - 2, '.'))) {
+      item.kind = SelectItem::kStar;
+      return item;
+    }
+    if (path && (e - b) % 2 == 1) {
+      std::string last = t_[e - 1].text;
+      const size_t dot = last.rfind('.');  // a quoted path holds its dots
+      if (dot != std::string::npos) last = last.substr(dot + 1);
+      item.kind = SelectItem::kColumn;
+      item.column = last;
+      item.name = alias.empty() ? last : alias;
+      item.identifiers.push_back(last);
+      return item;
+    }
+    item.kind = SelectItem::kExpression;
+    item.name = alias;
+    for (size_t k = b; k < e; ++k) {
+      if (t_[k].kind != Tok::kWord && t_[k].kind != Tok::kQuoted) continue;
+      if (IsPunct(t_, k + 1, '(')) continue;  // a function's name
+      std::string w = t_[k].text;
+      const size_t dot = w.rfind('.');
+      if (dot != std::string::npos) w = w.substr(dot + 1);
+      if (std::find(item.identifiers.begin(), item.identifiers.end(), w) == item.identifiers.end())
+        item.identifiers.push_back(std::move(w));
+    }
+    return item;
   }
 
   void Unknown(std::string why) {
@@ -333,6 +416,7 @@ class Classifier {
     if (w == "select") {
       out_.kind = "SELECT";
       out_.cls = StatementClass::kRead;
+      SelectList();
       return;
     }
     if (w == "with") {

@@ -41,8 +41,24 @@
 
 namespace sluice::agent::gcs {
 
+// One output column of a plain SELECT, for masking by lineage (agent/gcs/bigquery_masking.h).
+struct SelectItem {
+  enum Kind { kColumn, kStar, kExpression };
+  Kind kind = kExpression;
+  std::string column;  // kColumn: the column's name in its table (lower-case)
+  std::string name;    // the output's name: its alias, or the column's; "" when unknown
+  // Every name the item uses that is not a function's: columns, or tables and aliases standing
+  // for whole rows (TO_JSON_STRING(t)); lower-case, the last part of a path.
+  std::vector<std::string> identifiers;
+};
+
 struct GoogleSqlStatement : session::StatementFacts {
   std::string parse_error;  // why it is kUnknown ("" otherwise)
+  // A plain SELECT (no set operation, no AS STRUCT / AS VALUE) whose select list was read.
+  bool simple_select = false;
+  std::vector<SelectItem> select;
+  // Names that stand for a table in FROM / JOIN: {alias or table name, table}, lower-case.
+  std::vector<std::pair<std::string, std::string>> aliases;
 };
 
 struct GoogleSqlAnalysis {

@@ -25,6 +25,8 @@
 #include "absl/time/clock.h"
 #include "agent/auth/authorizer.h"
 #include "agent/gcs/batch.h"
+#include "agent/gcs/bigquery_classify.h"
+#include "agent/gcs/bigquery_masking.h"
 #include "agent/gcs/body_masking.h"
 #include "agent/gcs/classify.h"
 #include "agent/gcs/recorder.h"
@@ -82,9 +84,9 @@ struct Pipe {
 // A request's session: its recording and its audit, which sends the recording with its events
 // (together: a streamed answer ends after Handle returns).
 struct SessionRecord {
-  SessionRecord(const ListenerOptions& o, absl::Time started)
+  SessionRecord(const ListenerOptions& o, absl::Time started, const char* protocol)
       : recorder(o.recording, started),
-        audit(o.events, o.inflight, RandomHex(8), audit::kProtocolGcs, &recorder) {}
+        audit(o.events, o.inflight, RandomHex(8), protocol, &recorder) {}
   HttpRecorder recorder;
   session::SessionAudit audit;
 };
@@ -681,7 +683,8 @@ struct Listener::Exchange {
   std::string prefix;  // "/<connection>" when the caller named it in the path
   std::string host;    // the caller's Host header
   HttpRecorder* recorder = nullptr;
-  std::string run_as;  // the service account to impersonate; "" = the key's own
+  std::string run_as;     // the service account to impersonate; "" = the key's own
+  bool bigquery = false;  // BigQuery's API rather than Cloud Storage's
   // The caller's end of the connection, to see it go away while a request is held.
   std::string peer_addr;
   int peer_port = 0;
@@ -764,7 +767,9 @@ struct Listener::Call {
 // What Decide found: the call's record, and either a refusal (already on record; its status and
 // message for the caller) or the go-ahead with the service account's access token.
 struct Listener::Verdict {
-  GcsRequest request;
+  GcsRequest request;  // for BigQuery: its facts and refusal (and `bigquery` the rest)
+  std::optional<BigQueryRequest> bigquery;
+  std::shared_ptr<const GoogleSqlAnalysis> query;  // what a query (or a job's results) reads
   audit::StatementText text;
   std::optional<UploadSession> upload;
   bool media = false;  // an object's bytes rather than the API's JSON
@@ -802,10 +807,22 @@ Listener::Verdict Listener::Decide(Exchange& x, const Call& c) {
   const std::string content_type =
       c.headers.count("Content-Type") ? c.headers.find("Content-Type")->second : std::string();
   Verdict v;
-  v.request = ClassifyGcs(c.method, c.path, c.query, content_type, c.body);
+  if (x.bigquery) {
+    // (the project a request names is checked against the key's below)
+    v.bigquery = ClassifyBigQuery(c.method, c.path, c.query, c.body, "");
+    static_cast<session::StatementFacts&>(v.request) = *v.bigquery;
+    v.request.project = v.bigquery->project;
+    v.request.refusal = v.bigquery->refusal;
+    v.request.refusal_kind = v.bigquery->refusal_kind;
+  } else {
+    v.request = ClassifyGcs(c.method, c.path, c.query, content_type, c.body);
+  }
   GcsRequest& request = v.request;
   audit::StatementText& text = v.text;
   text.SetStatement(absl::StrCat(c.method, " ", c.path.substr(0, 2048)));
+  if (v.bigquery && !v.bigquery->sql.empty()) {
+    text.SetStatement(absl::StrCat(c.method, " ", c.path.substr(0, 2048), ": ", v.bigquery->sql));
+  }
   text.fingerprint = request.kind;
   text.classification = session::ClassName(request.cls);
   text.query_protocol = "json";
@@ -841,8 +858,35 @@ Listener::Verdict Listener::Decide(Exchange& x, const Call& c) {
   auto alt = c.query.find("alt");
   v.media = request.kind == "objects.get" && ((alt != c.query.end() && alt->second == "media") ||
                                               absl::StartsWith(c.path, "/download/"));
+  if (v.bigquery && !v.bigquery->job_id.empty()) {
+    // A job is its creator's: the service account would show anyone's.
+    auto job = jobs_.Find(x.who.connection, v.bigquery->project, v.bigquery->job_id, x.who.issuer,
+                          x.who.subject, absl::Now());
+    if (!job) {
+      const bool another =
+          jobs_.OwnedByAnother(x.who.connection, v.bigquery->project, v.bigquery->job_id,
+                               x.who.issuer, x.who.subject, absl::Now());
+      return refuse(gate.Refusal(another ? RefusalKind::kNotOwner : RefusalKind::kNotSupported,
+                                 absl::StrCat("Not found: Job ", v.bigquery->project, ":",
+                                              v.bigquery->job_id.substr(0, 128),
+                                              " (unknown, not yours, or started through another "
+                                              "agent)")),
+                    404);
+    }
+    v.query = job->query;
+  } else if (v.bigquery && v.bigquery->creates_job && !v.bigquery->sql.empty()) {
+    v.query = std::make_shared<const GoogleSqlAnalysis>(v.bigquery->analysis);
+  }
+  if (v.bigquery && request.kind == "tabledata.list" && !request.relations.empty() &&
+      x.masking->ForAnyColumnOf(request.relations.front().table)) {
+    return refuse(gate.Refusal(
+        RefusalKind::kUnmaskable,
+        absl::StrCat("a MaskingRule masks columns of table ", request.relations.front().table,
+                     " for you, and tabledata.list answers carry no column names to mask them "
+                     "by: read the table with a query")));
+  }
   // Masking: objects have no columns, so a rule's detectors are what applies here (body_masking.h).
-  if (x.masking->has_column_rules()) {
+  if (!v.bigquery && x.masking->has_column_rules()) {
     return refuse(gate.Refusal(
         RefusalKind::kUnmaskable,
         "a MaskingRule that masks table columns applies to you on this connection; Cloud Storage "
@@ -873,7 +917,8 @@ Listener::Verdict Listener::Decide(Exchange& x, const Call& c) {
         RefusalKind::kReadOnly,
         absl::StrCat("your access (rule ", caller.grant.rule, ") is write: ", request.kind,
                      request.cls == session::StatementClass::kDcl ? " changes access control"
-                                                                  : " changes bucket settings",
+                     : v.bigquery ? " changes datasets, tables or routines"
+                                  : " changes bucket settings",
                      ", which needs admin access")));
   }
   session::GuardrailSet guardrails(admission.policy()->snapshot, *x.connection, nullptr);
@@ -908,10 +953,11 @@ Listener::Verdict Listener::Decide(Exchange& x, const Call& c) {
   if (const auto* alert = std::get_if<session::Alert>(&d)) audit.Alerted(text, alert->guardrail);
 
   // The service account's token in, the caller's out.
+  const char* scope = v.bigquery ? kBigQueryScope : kStorageScope;
   auto token = x.run_as.empty()
-                   ? tokens_.Get(*key, x.connection->upstream())
+                   ? tokens_.Get(*key, x.connection->upstream(), scope)
                    : tokens_.Impersonated(*key, x.connection->upstream(),
-                                          x.connection->iam_credentials_url(), x.run_as);
+                                          x.connection->iam_credentials_url(), x.run_as, scope);
   if (!token.ok()) {
     LogWarning("gcs connection ", x.who.connection,
                ": no access token: ", token.status().message());
@@ -987,10 +1033,20 @@ Listener::Reply Listener::Conclude(Exchange& x, const Call& c, const Verdict& v,
     uploads_.Close(request.upload_id);
   }
   if (status >= 400) event.error = absl::StrCat("HTTP ", status, ": ", UpstreamMessage(body));
+  bool rows_masked = false;
+  if (v.bigquery && status == 200) {
+    auto kept = BigQueryAnswer(x, v, &body, &event, &rows_masked);
+    if (!kept.ok()) {
+      return fail(403,
+                  absl::StrCat("answers are masked for you on connection \"", x.who.connection,
+                               "\": ", kept.message()),
+                  absl::StrCat("unmaskable: ", kept.message()));
+    }
+  }
   if (absl::StartsWith(reply.content_type, "application/json")) {
     RewriteLinks(up, x.host, x.prefix, &body);
   }
-  if (x.masking->has_detectors() && !body.empty()) {
+  if (x.masking->has_detectors() && !body.empty() && !rows_masked) {
     absl::Status unmaskable =
         MaskWhole(*x.masking, v.media, reply.content_type, headers, &body, &event);
     if (!unmaskable.ok()) {
@@ -1008,6 +1064,49 @@ Listener::Reply Listener::Conclude(Exchange& x, const Call& c, const Verdict& v,
   RecordAnswer(x.recorder, reply.status, reply.headers, reply.content_type, reply.body);
   audit.Answered();
   return reply;
+}
+
+absl::Status Listener::BigQueryAnswer(const Exchange& x, const Verdict& v, std::string* body,
+                                      audit::StatementEvent* event, bool* rows_masked) {
+  const BigQueryRequest& request = *v.bigquery;
+  const bool results = request.kind == "jobs.query" || request.kind == "jobs.getQueryResults";
+  if (!request.creates_job && !results) return absl::OkStatus();
+  nlohmann::json j = nlohmann::json::parse(*body, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) {
+    if (results && !x.masking->empty())
+      return absl::FailedPreconditionError("the service's answer is not JSON");
+    return absl::OkStatus();
+  }
+  if (request.creates_job) {
+    // The job is the caller's from now on.
+    auto ref = j.find("jobReference");
+    if (ref != j.end() && ref->is_object() && ref->contains("jobId") &&
+        (*ref)["jobId"].is_string()) {
+      BigQueryJob job;
+      job.connection = x.who.connection;
+      job.project = request.project;
+      job.job_id = (*ref)["jobId"].get<std::string>();
+      job.issuer = x.who.issuer;
+      job.subject = x.who.subject;
+      job.query = v.query;
+      if (!jobs_.Bind(std::move(job), absl::Now())) {
+        return absl::FailedPreconditionError("the service named a job another caller owns");
+      }
+    }
+  }
+  if (!results || !j.contains("rows")) return absl::OkStatus();
+  if (j["rows"].is_array()) event->rows = static_cast<int64_t>(j["rows"].size());
+  if (x.masking->empty()) return absl::OkStatus();
+  if (v.query == nullptr) return absl::FailedPreconditionError("the job's SQL is not known here");
+  auto masked = MaskQueryAnswer(*x.masking, *v.query, &j);
+  if (!masked.ok()) return masked.status();
+  *rows_masked = true;
+  if (masked->rows > 0) {
+    event->masked_by = absl::StrJoin(masked->rules, ",");
+    event->masked_rows = masked->rows;
+    *body = j.dump();
+  }
+  return absl::OkStatus();
 }
 
 Listener::Reply Listener::Batch(Exchange& x, const Call& batch) {
@@ -1114,12 +1213,24 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res,
   // cut that answer again by the same range (it would, from the parsed ranges). The request is
   // the server's own object, handed here as const.
   const_cast<httplib::Request&>(req).ranges.clear();
+  // Which API the path is for: BigQuery's (bigquery_classify.h) or Cloud Storage's, with or
+  // without a Connection's segment before it.
+  bool bigquery = false;
+  {
+    const absl::string_view p = absl::string_view(req.target).substr(0, req.target.find('?'));
+    const size_t second = p.find('/', 1);
+    bigquery = IsBigQueryPath(p) ||
+               (second != absl::string_view::npos && IsBigQueryPath(p.substr(second)));
+  }
   // On the heap: a streamed answer's end is recorded after this returns (its releaser).
-  auto record = std::make_shared<SessionRecord>(options_, started);
+  auto record = std::make_shared<SessionRecord>(
+      options_, started, bigquery ? audit::kProtocolBigquery : audit::kProtocolGcs);
   std::shared_ptr<session::SessionAudit> audit_ptr(record, &record->audit);
   std::shared_ptr<HttpRecorder> recorder(record, &record->recorder);
   session::SessionAudit& audit = *audit_ptr;
-  session::Admission admission(policy_, options_.limiter, v1::PROTOCOL_GCS, "gcs");
+  session::Admission admission(policy_, options_.limiter,
+                               bigquery ? v1::PROTOCOL_BIGQUERY : v1::PROTOCOL_GCS,
+                               bigquery ? "bigquery" : "gcs");
   audit::Who who;
   who.client_addr = absl::StrCat(req.remote_addr, ":", req.remote_port);
   who.tls = true;
@@ -1170,7 +1281,8 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res,
     std::vector<std::string> names;
     if (current) {
       for (const auto& c : current->snapshot.connections()) {
-        if (c.protocol() == v1::PROTOCOL_GCS) names.push_back(c.name());
+        if (c.protocol() == (bigquery ? v1::PROTOCOL_BIGQUERY : v1::PROTOCOL_GCS))
+          names.push_back(c.name());
       }
     }
     // The first segment as sent (a Connection's name needs no escaping).
@@ -1186,14 +1298,15 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res,
     } else {
       session::Refuse r;
       r.kind = RefusalKind::kUnknownConnection;
-      r.message =
-          "Sluice: name the connection as the first path segment "
-          "(https://<agent>/<connection>/storage/v1/...)";
+      r.message = bigquery ? "Sluice: name the connection as the first path segment "
+                             "(https://<agent>/<connection>/bigquery/v2/...)"
+                           : "Sluice: name the connection as the first path segment "
+                             "(https://<agent>/<connection>/storage/v1/...)";
       return refuse_login(std::move(r));
     }
   }
   const bool streamed_upload =
-      reader != nullptr && StreamsObjectBytes(req.method, path, QueryOf(query_string));
+      reader != nullptr && !bigquery && StreamsObjectBytes(req.method, path, QueryOf(query_string));
   if (reader != nullptr && !streamed_upload) {
     bool over = false;
     const bool read = (*reader)([&](const char* data, size_t n) {
@@ -1297,6 +1410,7 @@ void Listener::Handle(const httplib::Request& req, httplib::Response& res,
   x.host = req.get_header_value("Host");
   x.recorder = recorder.get();
   x.run_as = run_as;
+  x.bigquery = bigquery;
 
   Call call;
   call.method = req.method;

@@ -51,6 +51,7 @@
 #include "agent/audit/event_sink.h"
 #include "agent/audit/inflight.h"
 #include "agent/gcs/access_tokens.h"
+#include "agent/gcs/bigquery_jobs.h"
 #include "agent/gcs/classify.h"
 #include "agent/gcs/service_clients.h"
 #include "agent/gcs/upload_sessions.h"
@@ -106,6 +107,10 @@ class Listener {
   Reply Conclude(Exchange& x, const Call& c, const Verdict& v, bool answered, int status,
                  const httplib::Headers& headers, std::string body, const std::string& error,
                  absl::Time started);
+  // A BigQuery answer (200) made the caller's: a job it created bound to it, query results
+  // masked (`*rows_masked`: rows were, detectors included). An error when they cannot be.
+  absl::Status BigQueryAnswer(const Exchange& x, const Verdict& v, std::string* body,
+                              audit::StatementEvent* event, bool* rows_masked);
   // A batch (POST /batch/storage/v1): each request in it decided and sent on its own, the
   // answers gathered into one multipart/mixed answer.
   Reply Batch(Exchange& x, const Call& batch);
@@ -126,6 +131,7 @@ class Listener {
   PolicyHolder* policy_;
   AccessTokens tokens_;
   UploadSessions uploads_;
+  BigQueryJobs jobs_;
   // The Connection's service-account key, parsed (and checked) once per key.
   absl::StatusOr<cloud::ServiceAccountKey> KeyOf(const std::string& json);
   static int CallerSocket(const std::string& peer_addr, int peer_port, int local_port);

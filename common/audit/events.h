@@ -124,7 +124,8 @@ std::vector<RefusalKind> AllRefusalKinds();
 // The Connection's protocol, as `connection_protocol` spells it.
 inline constexpr char kProtocolPostgres[] = "postgres";
 inline constexpr char kProtocolMysql[] = "mysql";
-inline constexpr char kProtocolGcs[] = "gcs";  // Cloud Storage's JSON API over HTTPS
+inline constexpr char kProtocolGcs[] = "gcs";            // Cloud Storage's JSON API over HTTPS
+inline constexpr char kProtocolBigquery[] = "bigquery";  // BigQuery's API v2 over HTTPS
 
 // Statement texts are recorded up to this many bytes (the rest: `truncated`).
 inline constexpr size_t kMaxStatementBytes = 64 << 10;

@@ -77,9 +77,9 @@ class Checker {
 void CheckConnection(const v1::Connection& c, Checker& ck) {
   ck.Name(c.name());
   if (c.protocol() == v1::PROTOCOL_UNSPECIFIED)
-    ck.Fail("protocol", "required: postgres, mysql or gcs");
+    ck.Fail("protocol", "required: postgres, mysql, gcs or bigquery");
   if (c.protocol() == v1::PROTOCOL_HTTP)
-    ck.Fail("protocol", "http is not a Connection's protocol: name its API (gcs)");
+    ck.Fail("protocol", "http is not a Connection's protocol: name its API (gcs, bigquery)");
   if (!c.has_upstream()) {
     ck.Fail("upstream", "required: {host, port}");
   } else {
@@ -105,7 +105,7 @@ void CheckConnection(const v1::Connection& c, Checker& ck) {
         !(absl::StartsWith(cr.password_from(), "file:/") && cr.password_from().size() > 6)) {
       ck.Fail("credentials.password_from", "must be env:NAME or file:/absolute/path");
     }
-    if (c.protocol() == v1::PROTOCOL_GCS && inline_pw && cr.password() != kRedacted) {
+    if (IsCloudProtocol(c.protocol()) && inline_pw && cr.password() != kRedacted) {
       // The service account's JSON key (one kept by password_from is checked on the agent).
       auto key = cloud::ParseServiceAccountKey(cr.password());
       if (!key.ok()) {
@@ -121,10 +121,11 @@ void CheckConnection(const v1::Connection& c, Checker& ck) {
   }
   ck.Labels("agents", c.agents());
   ck.Labels("tags", c.tags());
-  if (c.protocol() != v1::PROTOCOL_GCS &&
+  if (!IsCloudProtocol(c.protocol()) &&
       (!c.impersonate().empty() || !c.iam_credentials_url().empty())) {
     ck.Fail(c.impersonate().empty() ? "iam_credentials_url" : "impersonate",
-            "only a cloud Connection (protocol gcs) runs callers as other service accounts");
+            "only a cloud Connection (protocol gcs or bigquery) runs callers as other service "
+            "accounts");
   }
   if (c.impersonate_size() > 100) ck.Fail("impersonate", "at most 100 entries");
   for (int i = 0; i < c.impersonate_size(); ++i) {
@@ -308,6 +309,8 @@ std::string ProtocolName(v1::Protocol protocol) {
       return "http";
     case v1::PROTOCOL_GCS:
       return "gcs";
+    case v1::PROTOCOL_BIGQUERY:
+      return "bigquery";
     default:
       return "unspecified";
   }

@@ -23,6 +23,11 @@ const std::vector<std::string>& GuardrailMatches();
 const std::vector<std::string>& MaskingDetectors();
 // The protocol names agents advertise as capabilities ("postgres", "mysql", "http").
 std::string ProtocolName(v1::Protocol protocol);
+// A cloud API's Connection (gcs, bigquery): a service-account key for credentials, callers
+// possibly run as other service accounts.
+inline bool IsCloudProtocol(v1::Protocol p) {
+  return p == v1::PROTOCOL_GCS || p == v1::PROTOCOL_BIGQUERY;
+}
 
 // "" when `name` is a valid resource (or agent) name, else why not: [a-z0-9][a-z0-9._-]*, at
 // most 63 characters.

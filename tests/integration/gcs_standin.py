@@ -15,6 +15,7 @@ import os
 import re
 import secrets
 import socket
+import sqlite3
 import ssl
 import sys
 import threading
@@ -599,3 +600,127 @@ def _split_multipart(content_type, body):
         fields = {k.strip().lower().decode(): v.strip().decode() for k, v in fields.items()}
         split.append((fields.get("content-type"), content))
     return json.loads(split[0][1] or b"{}"), split[1][1], split[1][0]
+
+
+# BigQuery's discovery document as google-cloud-cli ships it (bq reads it from the API's host first).
+BQ_DISCOVERY = "/usr/lib/google-cloud-sdk/platform/bq/discovery_next/bigquery.json"
+
+
+class FakeBigQuery(_HttpsStandin):
+    """The BigQuery API v2 subset `bq ls`, `bq query` and plain clients use — datasets, tables,
+    jobs (query jobs only), jobs.query, jobs.getQueryResults, tabledata.list and the discovery
+    document — answering only `Authorization: Bearer` tokens that `token_endpoint` issued (the
+    discovery document too, as bq sends its token with it). Queries run in SQLite over the tables
+    added with add_table: a GoogleSQL `dataset.table` becomes the SQLite table `dataset__table`,
+    STRING_AGG becomes group_concat; enough for the tests' queries, not a SQL engine.
+
+    `requests` holds, per request, {method, path, query, headers (lower-case names), body,
+    status}; `deleted` the datasets and tables deleted."""
+
+    def __init__(self, token_endpoint, project="demo-project", tls_files=None):
+        super().__init__(tls_files or token_endpoint.tls_files)
+        self.url = f"https://127.0.0.1:{self.port}"
+        self.token_endpoint = token_endpoint
+        self.project = project
+        self.tables = {}  # (dataset, table) -> [(column, type)]
+        self.jobs = {}
+        self.deleted = []
+        self._db = sqlite3.connect(":memory:", check_same_thread=False)
+
+    def add_table(self, dataset, table, columns, rows):
+        """columns: [(name, "STRING" | "INTEGER")]; rows: tuples."""
+        with self._lock:
+            self.tables[(dataset, table)] = columns
+            names = ", ".join(c for c, _ in columns)
+            self._db.execute(f"CREATE TABLE {dataset}__{table} ({names})")
+            self._db.executemany(f"INSERT INTO {dataset}__{table} VALUES ({', '.join('?' * len(columns))})", rows)
+
+    def _run(self, sql):
+        text = re.sub(r"`?\b([a-z_][a-z0-9_]*)\.([a-z_][a-z0-9_]*)\b`?", lambda m: f"{m.group(1)}__{m.group(2)}"
+                      if (m.group(1), m.group(2)) in self.tables else m.group(0), sql, flags=re.I)
+        text = re.sub(r"\bSTRING_AGG\b", "group_concat", text, flags=re.I)
+        cur = self._db.execute(text)
+        fields = [{"name": d[0], "type": "STRING", "mode": "NULLABLE"} for d in cur.description]
+        rows = cur.fetchall()
+        for i, f in enumerate(fields):
+            if rows and all(isinstance(r[i], int) for r in rows):
+                f["type"] = "INTEGER"
+        return ({"fields": fields},
+                [{"f": [{"v": None if v is None else str(v)} for v in r]} for r in rows])
+
+    def _handle(self, h, body):
+        raw_path, _, raw_query = h.path.partition("?")
+        query = dict(urllib.parse.parse_qsl(raw_query, keep_blank_values=True))
+        entry = self._record({"method": h.command, "path": raw_path, "query": query,
+                              "headers": {k.lower(): v for k, v in h.headers.items()},
+                              "body": body, "status": None})
+        auth = h.headers.get("Authorization", "")
+        if not auth.startswith("Bearer ") or not self.token_endpoint.valid(auth[7:]):
+            response = _error(401, "authError", "Invalid Credentials")
+        else:
+            try:
+                with self._lock:
+                    response = self._route(h.command, raw_path, body)
+            except (ValueError, KeyError, sqlite3.Error) as e:
+                response = _error(400, "invalidQuery", f"Invalid: {e}")
+        entry["status"] = response[0]
+        h.reply(*response)
+
+    def _job(self, job_id, configuration, sql):
+        schema, rows = self._run(sql)
+        job = {"kind": "bigquery#job", "id": f"{self.project}:US.{job_id}",
+               "selfLink": f"{self.url}/bigquery/v2/projects/{self.project}/jobs/{job_id}?location=US",
+               "jobReference": {"projectId": self.project, "jobId": job_id, "location": "US"},
+               "configuration": configuration, "status": {"state": "DONE"},
+               "statistics": {"query": {"schema": schema, "statementType": "SELECT",
+                                        "totalBytesProcessed": "0"}}}
+        self.jobs[job_id] = (job, schema, rows)
+        return job
+
+    def _route(self, method, path, body):
+        if path in ("/$discovery/rest", "/discovery/v1/apis/bigquery/v2/rest"):
+            with open(BQ_DISCOVERY) as f:
+                doc = json.load(f)
+            doc["rootUrl"] = f"{self.url}/"
+            doc["baseUrl"] = f"{self.url}/bigquery/v2/"
+            doc.pop("mtlsRootUrl", None)
+            return 200, doc
+        parts = path.strip("/").split("/")
+        if parts[:3] != ["bigquery", "v2", "projects"] or len(parts) < 4:
+            return _error(404, "notFound", f"Not found: {path}")
+        if parts[3] != self.project:
+            return _error(403, "accessDenied", f"Access Denied: Project {parts[3]}")
+        rest = parts[4:]
+        if rest == ["datasets"] and method == "GET":
+            names = sorted({d for d, _ in self.tables})
+            return 200, {"kind": "bigquery#datasetList", "datasets": [
+                {"kind": "bigquery#dataset", "id": f"{self.project}:{d}",
+                 "datasetReference": {"projectId": self.project, "datasetId": d}} for d in names]}
+        if len(rest) == 2 and rest[0] == "datasets" and method == "DELETE":
+            self.deleted.append(rest[1])
+            return 204, b""
+        if len(rest) == 4 and rest[0] == "datasets" and rest[2] == "tables" and method == "GET":
+            columns = self.tables[(rest[1], rest[3])]
+            return 200, {"kind": "bigquery#table", "id": f"{self.project}:{rest[1]}.{rest[3]}",
+                         "tableReference": {"projectId": self.project, "datasetId": rest[1], "tableId": rest[3]},
+                         "schema": {"fields": [{"name": c, "type": t} for c, t in columns]}}
+        if len(rest) == 5 and rest[0] == "datasets" and rest[4] == "data" and method == "GET":
+            _, rows = self._run(f"SELECT * FROM {rest[1]}.{rest[3]}")
+            return 200, {"kind": "bigquery#tableDataList", "totalRows": str(len(rows)), "rows": rows}
+        if rest == ["jobs"] and method == "POST":
+            j = json.loads(body)
+            job_id = j.get("jobReference", {}).get("jobId") or f"job_{len(self.jobs) + 1}"
+            return 200, self._job(job_id, j["configuration"], j["configuration"]["query"]["query"])
+        if rest == ["queries"] and method == "POST":
+            j = json.loads(body)
+            job = self._job(f"job_q{len(self.jobs) + 1}", {"query": j}, j["query"])
+            _, schema, rows = self.jobs[job["jobReference"]["jobId"]]
+            return 200, {"kind": "bigquery#queryResponse", "jobReference": job["jobReference"],
+                         "schema": schema, "rows": rows, "totalRows": str(len(rows)), "jobComplete": True}
+        if len(rest) == 2 and rest[0] == "jobs" and method == "GET" and rest[1] in self.jobs:
+            return 200, self.jobs[rest[1]][0]
+        if len(rest) == 2 and rest[0] == "queries" and method == "GET" and rest[1] in self.jobs:
+            job, schema, rows = self.jobs[rest[1]]
+            return 200, {"kind": "bigquery#getQueryResultsResponse", "jobReference": job["jobReference"],
+                         "schema": schema, "rows": rows, "totalRows": str(len(rows)), "jobComplete": True}
+        return _error(404, "notFound", f"Not found: {method} {path}")
