@@ -31,7 +31,7 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       ca-certificates libgrpc++1.51 libgrpc29 libprotobuf32 libabsl20220623 libssl3 libsodium23 \
       libisal2 libcpp-httplib0.11 libpg-query1504.0 libre2-9 libgmime-3.0-0 libglib2.0-0 \
-      libhttp-parser2.9 libstdc++6 \
+      libhttp-parser2.9 libzstd1 libstdc++6 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 sluice \
  && useradd --system --uid 10001 --gid sluice --home-dir /var/lib/sluice-agent --no-create-home \
