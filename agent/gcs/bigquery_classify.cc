@@ -53,8 +53,17 @@ void ReadQuery(const nlohmann::json& q, absl::string_view dataset, BigQueryReque
     for (const auto& rel : s.relations) r->relations.push_back(rel);
     for (const auto& f : s.functions) r->functions.push_back(f);
   }
+  for (const auto& s : r->analysis.statements) {
+    // A statement that writes what it reads: its sources, past its target.
+    const bool copies = absl::StartsWith(s.kind, "INSERT") || absl::StartsWith(s.kind, "MERGE") ||
+                        absl::StartsWith(s.kind, "CREATE") || s.kind == "EXPORT DATA";
+    const size_t from = s.kind == "EXPORT DATA" ? 0 : 1;
+    for (size_t i = from; copies && i < s.relations.size(); ++i)
+      r->copied_from.push_back(s.relations[i]);
+  }
   auto dest = q.find("destinationTable");
   if (dest != q.end() && dest->is_object()) {
+    r->copied_from = r->relations;
     if (r->cls == StatementClass::kRead || r->cls == StatementClass::kEmpty ||
         r->cls == StatementClass::kOther) {
       r->cls = StatementClass::kWrite;
@@ -212,11 +221,13 @@ BigQueryRequest ClassifyBigQuery(absl::string_view method, absl::string_view pat
         r.cls = StatementClass::kWrite;
         r.guarded.push_back("export_data");
         r.relations.push_back(TableOf((*config)["extract"].value("sourceTable", nlohmann::json())));
+        r.copied_from = r.relations;
       } else {
         r.cls = StatementClass::kWrite;
         const nlohmann::json& copy = (*config)["copy"];
         r.relations.push_back(TableOf(copy.value("destinationTable", nlohmann::json())));
         r.relations.push_back(TableOf(copy.value("sourceTable", nlohmann::json())));
+        r.copied_from = {r.relations.back()};
       }
       return r;
     }

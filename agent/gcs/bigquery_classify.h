@@ -39,6 +39,10 @@ struct BigQueryRequest : session::StatementFacts {
   std::string job_id;        // a job the request names (the caller must own it)
   bool creates_job = false;  // jobs.insert, jobs.query: the answer's job is the caller's
   std::string sql;           // a query's SQL, as the caller sent it
+  // Tables whose rows it copies somewhere the agent cannot mask them (a table, Cloud Storage): an
+  // extract's or a copy's source, what a query with a destination table reads, the sources of
+  // INSERT ... SELECT, MERGE, CREATE ... AS SELECT and EXPORT DATA.
+  std::vector<session::Relation> copied_from;
   GoogleSqlAnalysis analysis;
   // Non-empty: refused before anything is sent, with this reason (and refusal_kind).
   std::string refusal;

@@ -788,6 +788,33 @@ struct Listener::Reply {
 
 namespace {
 
+// Why a BigQuery request cannot be let through for a caller whose answers are masked by columns:
+// it reads rows with no column names to mask them by, or copies masked columns where the agent
+// cannot mask them; "" when it can go.
+std::string BigQueryUnmaskable(const masking::MaskingPolicy& masking, const BigQueryRequest& r) {
+  if (r.kind == "tabledata.list" && !r.relations.empty()) {
+    const session::Relation& t = r.relations.front();
+    // Query results land in hidden datasets ("_..."): they are read through the job, masked.
+    if (absl::StartsWith(t.schema, "_")) {
+      return "query results are read through their job (jobs.getQueryResults), where they are "
+             "masked for you, not as a table";
+    }
+    if (masking.ForAnyColumnOf(t.table)) {
+      return absl::StrCat("a MaskingRule masks columns of table ", t.table,
+                          " for you, and tabledata.list answers carry no column names to mask "
+                          "them by: read the table with a query");
+    }
+  }
+  for (const session::Relation& t : r.copied_from) {
+    if (masking.ForAnyColumnOf(t.table)) {
+      return absl::StrCat(r.kind, " would copy rows of table ", t.table,
+                          ", whose columns a MaskingRule masks for you, where the agent cannot "
+                          "mask them");
+    }
+  }
+  return "";
+}
+
 // A whole answer as the client gets it, in the recording.
 void RecordAnswer(HttpRecorder* recorder, int status,
                   std::vector<std::pair<std::string, std::string>> headers,
@@ -877,13 +904,9 @@ Listener::Verdict Listener::Decide(Exchange& x, const Call& c) {
   } else if (v.bigquery && v.bigquery->creates_job && !v.bigquery->sql.empty()) {
     v.query = std::make_shared<const GoogleSqlAnalysis>(v.bigquery->analysis);
   }
-  if (v.bigquery && request.kind == "tabledata.list" && !request.relations.empty() &&
-      x.masking->ForAnyColumnOf(request.relations.front().table)) {
-    return refuse(gate.Refusal(
-        RefusalKind::kUnmaskable,
-        absl::StrCat("a MaskingRule masks columns of table ", request.relations.front().table,
-                     " for you, and tabledata.list answers carry no column names to mask them "
-                     "by: read the table with a query")));
+  if (v.bigquery && x.masking->has_column_rules()) {
+    if (auto why = BigQueryUnmaskable(*x.masking, *v.bigquery); !why.empty())
+      return refuse(gate.Refusal(RefusalKind::kUnmaskable, why));
   }
   // Masking: objects have no columns, so a rule's detectors are what applies here (body_masking.h).
   if (!v.bigquery && x.masking->has_column_rules()) {

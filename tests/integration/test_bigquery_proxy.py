@@ -218,6 +218,31 @@ class BigQueryProxyTest(unittest.TestCase):
                            or None, what="the blocked statements' events")
         self.assertTrue(any("DROP SCHEMA" in b["statement"] for b in blocked))
 
+    def test_masked_columns_are_not_copied_where_they_cannot_be_masked(self):
+        writer = self.token("bq-writer", ("writers",))
+        before = len(self.bq.requests)
+        for body in ({"configuration": {"extract": {"sourceTable": {"projectId": PROJECT, "datasetId": "crm",
+                                                                    "tableId": "customers"},
+                                                    "destinationUris": ["gs://b/out-*.csv"]}}},
+                     {"configuration": {"query": {"query": "SELECT * FROM crm.customers", "useLegacySql": False,
+                                                  "destinationTable": {"projectId": PROJECT, "datasetId": "crm",
+                                                                       "tableId": "plain"}}}}):
+            status, answer = self.request("POST", f"/bigquery/v2/projects/{PROJECT}/jobs", writer, body)
+            self.assertEqual(status, 403, answer)
+            self.assertIn("where the agent cannot mask them", json.loads(answer)["error"]["message"])
+        status, answer = self.query("bq-writer", "INSERT crm.plain SELECT ssn FROM crm.customers",
+                                    groups=("writers",))
+        self.assertEqual(status, 403, answer)
+        # Query results are read through their job, not as the hidden table they land in.
+        status, answer = self.request("GET", f"/bigquery/v2/projects/{PROJECT}/datasets/_anon1/tables/anon1/data",
+                                      self.token("bq-reader"))
+        self.assertEqual(status, 403, answer)
+        self.assertIn("jobs.getQueryResults", json.loads(answer)["error"]["message"])
+        status, answer = self.request("GET", f"/bigquery/v2/projects/{PROJECT}/datasets/crm/tables/customers/data",
+                                      self.token("bq-reader"))
+        self.assertEqual(status, 403, answer)
+        self.assertEqual(len(self.bq.requests), before)
+
     def test_the_discovery_document_names_the_agent(self):
         status, body = self.request("GET", "/$discovery/rest?version=v2", self.token("bq-lister"))
         self.assertEqual(status, 200, body[:300])

@@ -130,6 +130,17 @@ TEST(BigQueryClassify, AJobIsWhatItsConfigurationDoes) {
   EXPECT_EQ(r.cls, StatementClass::kWrite);
   EXPECT_EQ(r.relations, (std::vector<Relation>{{"a", "t"}, {"crm", "customers"}}));
 
+  // What each copies where the agent cannot mask it.
+  EXPECT_EQ(r.copied_from, (std::vector<Relation>{{"crm", "customers"}}));  // (the copy job)
+  r = C("POST", "/bigquery/v2/projects/demo/queries",
+        R"({"query":"INSERT crm.t2 SELECT ssn FROM crm.customers; INSERT crm.t3 VALUES (1);)"
+        R"( EXPORT DATA OPTIONS (uri = 'gs://b/*') AS SELECT * FROM crm.orders",)"
+        R"("useLegacySql":false})");
+  EXPECT_EQ(r.copied_from, (std::vector<Relation>{{"crm", "customers"}, {"crm", "orders"}}));
+  r = C("POST", "/bigquery/v2/projects/demo/queries",
+        R"({"query":"SELECT ssn FROM crm.customers","useLegacySql":false})");
+  EXPECT_TRUE(r.copied_from.empty());
+
   for (absl::string_view bad :
        {R"({})", R"({"configuration":{}})",
         R"({"configuration":{"query":{"query":"SELECT 1","useLegacySql":false},
