@@ -615,7 +615,7 @@ class FakeBigQuery(_HttpsStandin):
     STRING_AGG becomes group_concat; enough for the tests' queries, not a SQL engine.
 
     `requests` holds, per request, {method, path, query, headers (lower-case names), body,
-    status}; `deleted` the datasets and tables deleted."""
+    status}; `deleted` the datasets deleted, `patched` the dataset changes (name, body)."""
 
     def __init__(self, token_endpoint, project="demo-project", tls_files=None):
         super().__init__(tls_files or token_endpoint.tls_files)
@@ -625,6 +625,7 @@ class FakeBigQuery(_HttpsStandin):
         self.tables = {}  # (dataset, table) -> [(column, type)]
         self.jobs = {}
         self.deleted = []
+        self.patched = []
         self._db = sqlite3.connect(":memory:", check_same_thread=False)
 
     def add_table(self, dataset, table, columns, rows):
@@ -696,6 +697,11 @@ class FakeBigQuery(_HttpsStandin):
             return 200, {"kind": "bigquery#datasetList", "datasets": [
                 {"kind": "bigquery#dataset", "id": f"{self.project}:{d}",
                  "datasetReference": {"projectId": self.project, "datasetId": d}} for d in names]}
+        if len(rest) == 2 and rest[0] == "datasets" and method == "PATCH":
+            self.patched.append((rest[1], json.loads(body)))
+            return 200, {"kind": "bigquery#dataset", "id": f"{self.project}:{rest[1]}",
+                         "datasetReference": {"projectId": self.project, "datasetId": rest[1]},
+                         **json.loads(body)}
         if len(rest) == 2 and rest[0] == "datasets" and method == "DELETE":
             self.deleted.append(rest[1])
             return 204, b""

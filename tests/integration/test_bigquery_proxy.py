@@ -13,6 +13,7 @@ import os
 import shutil
 import ssl
 import subprocess
+import threading
 import unittest
 import urllib.error
 import urllib.request
@@ -75,10 +76,12 @@ class BigQueryProxyTest(unittest.TestCase):
                 + Stack.inline_issuer_yaml(cls.idp) + rules
                 + "---\nkind: MaskingRule\nname: pii\nconnections: {names: [demo-bq]}\n"
                   "columns: [customers.ssn]\nstrategy: redact\n"
+                + "---\nkind: ApprovalPolicy\nname: bq-approvers\napprovers: {groups: [dba]}\ntimeout: 60s\n"
                 + "---\nkind: Guardrail\nname: bq-safety\nconnections: {names: [demo-bq]}\n"
                   "rules:\n"
                   "  - {match: drop_database, action: block}\n"
-                  "  - {match: delete_without_where, action: block}\n")
+                  "  - {match: delete_without_where, action: block}\n"
+                  "  - {match: ddl, action: require_approval, approval: bq-approvers}\n")
 
     def token(self, sub, groups=("ci",)):
         return self.idp.token(sub=sub, groups=list(groups))
@@ -242,6 +245,33 @@ class BigQueryProxyTest(unittest.TestCase):
                                       self.token("bq-reader"))
         self.assertEqual(status, 403, answer)
         self.assertEqual(len(self.bq.requests), before)
+
+    def test_a_dataset_change_waits_for_an_approval_and_replays(self):
+        admin = self.token("bq-held", ("admins",))
+        results = []
+        waiting = threading.Thread(target=lambda: results.append(self.request(
+            "PATCH", f"/bigquery/v2/projects/{PROJECT}/datasets/crm", admin, {"description": "held"})))
+        waiting.start()
+
+        def pending():
+            out = json.loads(self.cp.ctl("approvals", "list", "--status", "pending", "-o", "json").stdout)
+            return next((int(a["id"]) for a in out.get("approvals", [])
+                         if "datasets/crm" in a["statement"]), None)
+        approval = wait_for(pending, what="the dataset change's approval request")
+        self.assertTrue(waiting.is_alive())
+        self.assertEqual(self.bq.patched, [])
+        self.cp.ctl("--token", self.idp.token(sub="dora", groups=["dba"]), "approvals", "approve", str(approval))
+        waiting.join(30)
+        self.assertEqual(results[0][0], 200, results[0][1])
+        self.assertEqual(self.bq.patched, [("crm", {"description": "held"})])
+        # The session replays: the request, the approval, the answer.
+        session = wait_for(lambda: (json.loads(self.cp.ctl("sessions", "list", "--identity", "bq-held", "-o",
+                                                           "json").stdout).get("sessions") or [{}])[0]
+                           .get("session_id"), what="the held request's session")
+        out = wait_for(lambda: (lambda o: o if "HTTP 200" in o else None)(
+            self.cp.ctl("sessions", "replay", session).stdout), what="the replayed answer")
+        self.assertIn("PATCH /bigquery/v2/projects/demo-project/datasets/crm", out)
+        self.assertIn("APPROVED by dora", out)
 
     def test_the_discovery_document_names_the_agent(self):
         status, body = self.request("GET", "/$discovery/rest?version=v2", self.token("bq-lister"))
