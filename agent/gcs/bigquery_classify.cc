@@ -1,5 +1,7 @@
 #include "agent/gcs/bigquery_classify.h"
 
+#include <algorithm>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <vector>
 
@@ -16,9 +18,63 @@ using session::StatementClass;
 
 constexpr size_t kMaxSegmentBytes = 1024;
 
+// The options of a query (jobs.query's QueryRequest, a query job's JobConfigurationQuery) the
+// agent knows what they do; any other is refused. Left out on purpose: tableDefinitions (external
+// tables: Cloud Storage objects read as the service account, past Cloud Storage's own policy),
+// userDefinedFunctionResources (code loaded from Cloud Storage), scriptOptions,
+// connectionProperties and createSession (sessions carry temporary state between requests).
+bool KnownQueryOption(const std::string& name) {
+  static const char* const kKnown[] = {"kind",
+                                       "query",
+                                       "useLegacySql",
+                                       "defaultDataset",
+                                       "destinationTable",
+                                       "writeDisposition",
+                                       "createDisposition",
+                                       "priority",
+                                       "useQueryCache",
+                                       "maximumBytesBilled",
+                                       "queryParameters",
+                                       "parameterMode",
+                                       "dryRun",
+                                       "labels",
+                                       "location",
+                                       "timeoutMs",
+                                       "maxResults",
+                                       "requestId",
+                                       "formatOptions",
+                                       "preserveNulls",
+                                       "jobTimeoutMs",
+                                       "continuous",
+                                       "flattenResults",
+                                       "allowLargeResults",
+                                       "jobCreationMode",
+                                       "maximumBillingTier",
+                                       "schemaUpdateOptions",
+                                       "destinationEncryptionConfiguration",
+                                       "clustering",
+                                       "timePartitioning",
+                                       "rangePartitioning"};
+  for (const char* k : kKnown) {
+    if (name == k) return true;
+  }
+  return false;
+}
+
 // A job's SQL and where its rows go: the SQL's own class, raised to a write when the job writes
 // a table (a destination, a write disposition that truncates or appends).
 void ReadQuery(const nlohmann::json& q, absl::string_view dataset, BigQueryRequest* r) {
+  for (const auto& [name, value] : q.items()) {
+    if (!KnownQueryOption(name)) {
+      r->refusal = absl::StrCat("Sluice: the query option ", name.substr(0, 64),
+                                " is not let through (the agent does not know what it does)");
+      return;
+    }
+  }
+  if (q.contains("continuous") && !(q["continuous"].is_boolean() && !q["continuous"].get<bool>())) {
+    r->refusal = "Sluice: continuous queries are not let through";
+    return;
+  }
   auto legacy = q.find("useLegacySql");
   const bool standard_marker =
       q.contains("query") && q["query"].is_string() &&
@@ -206,6 +262,14 @@ BigQueryRequest ClassifyBigQuery(absl::string_view method, absl::string_view pat
       }
       auto config = j.find("configuration");
       if (config == j.end() || !config->is_object()) return refuse("the job has no configuration");
+      for (const auto& [name, value] : config->items()) {
+        static const char* const kKnown[] = {"query",  "load",   "extract",      "copy",
+                                             "dryRun", "labels", "jobTimeoutMs", "jobType"};
+        if (std::find(std::begin(kKnown), std::end(kKnown), name) == std::end(kKnown)) {
+          return refuse(absl::StrCat("the job option ", name.substr(0, 64),
+                                     " is not let through (the agent does not know what it does)"));
+        }
+      }
       int kinds = 0;
       for (const char* k : {"query", "load", "extract", "copy"}) kinds += config->contains(k);
       if (kinds != 1) return refuse("a job must be exactly one of query, load, extract or copy");

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_cat.h"
+
 namespace sluice::agent::gcs {
 namespace {
 
@@ -90,6 +92,26 @@ TEST(BigQueryClassify, QueriesAreDecidedByTheirSql) {
   EXPECT_EQ(r.cls, StatementClass::kWrite);
   EXPECT_TRUE(Has(r.guarded, "delete_without_where"));
   EXPECT_EQ(r.relations, (std::vector<Relation>{{"crm", "t"}}));
+
+  // Options the agent does not know what they do are refused: external tables would read Cloud
+  // Storage as the service account, sessions carry state between requests.
+  for (const char* option : {R"("tableDefinitions":{"t":{"sourceUris":["gs://b/*"]}})",
+                             R"("createSession":true)", R"("connectionProperties":[])",
+                             R"("userDefinedFunctionResources":[])", R"("continuous":true)"}) {
+    r = C("POST", "/bigquery/v2/projects/demo/queries",
+          absl::StrCat(R"({"query":"SELECT 1","useLegacySql":false,)", option, "}"));
+    EXPECT_FALSE(r.refusal.empty()) << option;
+    EXPECT_EQ(r.cls, StatementClass::kUnknown) << option;
+  }
+  r = C("POST", "/bigquery/v2/projects/demo/jobs",
+        R"({"configuration":{"query":{"query":"SELECT 1","useLegacySql":false},
+            "reservation":"x"}})");
+  EXPECT_NE(r.refusal.find("the job option reservation"), std::string::npos) << r.refusal;
+  // What bq sends is known.
+  EXPECT_TRUE(C("POST", "/bigquery/v2/projects/demo/jobs",
+                R"({"configuration":{"query":{"query":"SELECT 1","useLegacySql":false,
+                    "continuous":false}},"jobReference":{"jobId":"j","projectId":"demo"}})")
+                  .refusal.empty());
 
   // A #standardSQL marker is GoogleSQL too; legacy SQL (the API's default) is refused.
   EXPECT_TRUE(
