@@ -109,6 +109,17 @@ void ReadQuery(const nlohmann::json& q, absl::string_view dataset, BigQueryReque
     for (const auto& rel : s.relations) r->relations.push_back(rel);
     for (const auto& f : s.functions) r->functions.push_back(f);
   }
+  for (const auto& rel : r->relations) {
+    // Every job runs as the one service account: the views of its jobs and sessions show every
+    // caller's SQL, as listing the project's jobs would.
+    if (rel.schema == "information_schema" &&
+        (absl::StartsWith(rel.table, "jobs") || absl::StartsWith(rel.table, "sessions"))) {
+      r->refusal = absl::StrCat("Sluice: INFORMATION_SCHEMA.", absl::AsciiStrToUpper(rel.table),
+                                " is not let through: it shows other callers' jobs");
+      r->cls = StatementClass::kUnknown;
+      return;
+    }
+  }
   for (const auto& s : r->analysis.statements) {
     // A statement that writes what it reads: its sources, past its target.
     const bool copies = absl::StartsWith(s.kind, "INSERT") || absl::StartsWith(s.kind, "MERGE") ||

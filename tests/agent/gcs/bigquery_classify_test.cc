@@ -113,6 +113,18 @@ TEST(BigQueryClassify, QueriesAreDecidedByTheirSql) {
                     "continuous":false}},"jobReference":{"jobId":"j","projectId":"demo"}})")
                   .refusal.empty());
 
+  // The service account's job history shows every caller's SQL.
+  for (const char* sql : {"SELECT query FROM `region-us`.INFORMATION_SCHEMA.JOBS",
+                          "SELECT query FROM region-us.INFORMATION_SCHEMA.JOBS_BY_PROJECT",
+                          "SELECT * FROM `demo.region-eu.INFORMATION_SCHEMA.SESSIONS_BY_USER`"}) {
+    r = C("POST", "/bigquery/v2/projects/demo/queries",
+          absl::StrCat(R"({"useLegacySql":false,"query":")", sql, R"("})"));
+    EXPECT_NE(r.refusal.find("other callers' jobs"), std::string::npos) << sql << ": " << r.refusal;
+  }
+  EXPECT_TRUE(C("POST", "/bigquery/v2/projects/demo/queries",
+                R"({"useLegacySql":false,"query":"SELECT * FROM crm.INFORMATION_SCHEMA.TABLES"})")
+                  .refusal.empty());
+
   // A #standardSQL marker is GoogleSQL too; legacy SQL (the API's default) is refused.
   EXPECT_TRUE(
       C("POST", "/bigquery/v2/projects/demo/queries", R"({"query":"#standardSQL\nSELECT 1"})")
