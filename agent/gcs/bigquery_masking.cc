@@ -56,14 +56,16 @@ ColumnPlan PlanQueryMasking(const masking::MaskingPolicy& policy, const GoogleSq
     return plan;
   }
   const GoogleSqlStatement& s = query.statements[0];
-  bool star = false, renamed = false;
+  bool star = false, renamed = false, replaced = false;
   for (const SelectItem& item : s.select) {
     star = star || item.kind == SelectItem::kStar;
+    replaced = replaced || item.star_replace;
     renamed = renamed || item.kind == SelectItem::kExpression ||
               (item.kind == SelectItem::kColumn && item.name != item.column);
   }
-  if (star && renamed) {
-    // A star's columns and renamed ones side by side: positions cannot be told apart.
+  if ((star && renamed) || replaced || (!star && plan.size() != s.select.size())) {
+    // A star's columns and renamed ones side by side, a star whose columns may hold anything,
+    // or not one output per item: positions cannot be told apart.
     const auto any = AnyOf(policy, all);
     for (auto& p : plan) p = any;
     return plan;
@@ -71,9 +73,8 @@ ColumnPlan PlanQueryMasking(const masking::MaskingPolicy& policy, const GoogleSq
   for (size_t i = 0; i < plan.size(); ++i) {
     const std::string name = absl::AsciiStrToLower(output_names[i]);
     Stricter(&plan[i], policy.ForLabel(name));
-    if (star || i >= s.select.size()) {
+    if (star) {
       Stricter(&plan[i], ColumnOfAny(policy, all, name));
-      if (!star) Stricter(&plan[i], AnyOf(policy, all));  // more outputs than items: unknown
       continue;
     }
     const SelectItem& item = s.select[i];

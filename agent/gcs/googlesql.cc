@@ -328,6 +328,20 @@ class Classifier {
   // One select item, tokens [b, e).
   SelectItem Item(size_t b, size_t e) {
     SelectItem item;
+    // A star with a modifier: `* EXCEPT (a, b)` only leaves columns out (they keep their names);
+    // `* REPLACE (expr AS c)` puts anything under a column's name.
+    for (size_t k = b; k + 1 < e; ++k) {
+      if (!IsPunct(t_, k, '*') || !(k == b || IsPunct(t_, k - 1, '.'))) continue;
+      if (IsWord(t_, k + 1, "except")) {
+        item.kind = SelectItem::kStar;
+        return item;
+      }
+      if (IsWord(t_, k + 1, "replace")) {
+        item.kind = SelectItem::kExpression;
+        item.star_replace = true;
+        return item;
+      }
+    }
     // A trailing alias: `expr AS name` or `expr name`.
     std::string alias;
     if (e - b >= 2 && (t_[e - 1].kind == Tok::kWord || t_[e - 1].kind == Tok::kQuoted) &&

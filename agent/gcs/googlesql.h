@@ -50,6 +50,7 @@ struct SelectItem {
   // Every name the item uses that is not a function's: columns, or tables and aliases standing
   // for whole rows (TO_JSON_STRING(t)); lower-case, the last part of a path.
   std::vector<std::string> identifiers;
+  bool star_replace = false;  // `* REPLACE (...)`: a star whose columns may hold anything
 };
 
 struct GoogleSqlStatement : session::StatementFacts {

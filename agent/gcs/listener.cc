@@ -805,6 +805,15 @@ std::string BigQueryUnmaskable(const masking::MaskingPolicy& masking, const BigQ
                           "them by: read the table with a query");
     }
   }
+  for (const session::Relation& t : r.relations) {
+    // A wildcard table (`crm.cust*`) reads tables the rules cannot be matched against by name.
+    if (absl::StrContains(t.table, '*') && r.kind != "tabledata.list" &&
+        (r.kind == "jobs.query" || r.kind == "jobs.insert")) {
+      return absl::StrCat("a wildcard table (", t.schema, ".", t.table,
+                          ") may read tables whose columns a MaskingRule masks for you: name the "
+                          "tables");
+    }
+  }
   for (const session::Relation& t : r.copied_from) {
     if (masking.ForAnyColumnOf(t.table)) {
       return absl::StrCat(r.kind, " would copy rows of table ", t.table,

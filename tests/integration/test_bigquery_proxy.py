@@ -160,6 +160,10 @@ class BigQueryProxyTest(unittest.TestCase):
             for v in values:
                 self.assertNotIn(SSNS[0], v or "", sql)
                 self.assertEqual(v, "[REDACTED]", sql)
+        # A wildcard table or a star's REPLACE could carry it under another name: refused / masked.
+        status, answer = self.query("bq-reader", "SELECT ssn FROM crm.cust*")
+        self.assertEqual(status, 403, answer)
+        self.assertIn("wildcard table", answer["error"]["message"])
         # A count carries no ssn: not masked.
         status, answer = self.query("bq-reader", "SELECT COUNT(*) AS n FROM crm.customers")
         self.assertEqual(self.column(answer, "n"), ["3"])

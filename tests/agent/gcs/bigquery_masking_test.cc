@@ -47,6 +47,14 @@ TEST(BigQueryMasking, EachOutputColumnIsFollowedToWhatItIsMadeOf) {
   EXPECT_EQ(Masked("SELECT UPPER(name) AS u FROM crm.customers", {"u"}), (V{false}));
   // A star: by name.
   EXPECT_EQ(Masked("SELECT * FROM crm.customers", {"id", "ssn"}), (V{false, true}));
+  // EXCEPT leaves columns out, under their names; REPLACE may put anything under one.
+  EXPECT_EQ(Masked("SELECT * EXCEPT (id, name) FROM crm.customers", {"ssn"}), (V{true}));
+  EXPECT_EQ(Masked("SELECT c.* EXCEPT (ssn) FROM crm.customers c", {"id", "name"}),
+            (V{false, false}));
+  EXPECT_EQ(Masked("SELECT * REPLACE (ssn AS name) FROM crm.customers", {"id", "name"}),
+            (V{true, true}));
+  // Not one output per item (the agent misread the list): every column of a masked table.
+  EXPECT_EQ(Masked("SELECT id FROM crm.customers", {"id", "extra"}), (V{true, true}));
   // A star beside a renamed column cannot be told apart: every column of a masked table.
   EXPECT_EQ(Masked("SELECT *, ssn AS x FROM crm.customers", {"id", "ssn", "x"}),
             (V{true, true, true}));
