@@ -119,7 +119,7 @@ INSTANTIATE_TEST_SUITE_P(
                 "credentials: set exactly one of password and password_from"},
         BadCase{"kind: Connection\nname: h\nprotocol: http\nupstream: {host: h, port: 443}\n"
                 "credentials: {username: u, password: p}\nagents: {vpc: a}\n",
-                "protocol: http is not a Connection's protocol: name its API (gcs)"},
+                "protocol: http is not a Connection's protocol: name its API (gcs, bigquery)"},
         BadCase{"kind: Connection\nname: g\nprotocol: gcs\nupstream: {host: h, port: 443}\n"
                 "credentials: {username: sa@p.iam.gserviceaccount.com, password: not-a-key}\n"
                 "agents: {vpc: a}\n",
@@ -130,10 +130,14 @@ INSTANTIATE_TEST_SUITE_P(
                 "agents: {vpc: a}\n",
                 "credentials.password: not a service account's JSON key: \"type\" is not "
                 "\"service_account\""},
+        BadCase{"kind: Connection\nname: q\nprotocol: bigquery\nupstream: {host: h, port: 443}\n"
+                "credentials: {username: sa@p.iam.gserviceaccount.com, password: not-a-key}\n"
+                "agents: {vpc: a}\n",
+                "credentials.password: not a service account's JSON key: not a JSON object"},
         BadCase{std::string(kGoodConnection) +
                     "impersonate: [{callers: {groups: [g]}, service_account: a@b.c}]\n",
-                "impersonate: only a cloud Connection (protocol gcs) runs callers as other "
-                "service accounts"},
+                "impersonate: only a cloud Connection (protocol gcs or bigquery) runs callers as "
+                "other service accounts"},
         BadCase{"kind: Connection\nname: g\nprotocol: gcs\nupstream: {host: h, port: 443}\n"
                 "credentials: {username: sa@p.iam.gserviceaccount.com, password_from: env:K}\n"
                 "agents: {vpc: a}\nimpersonate: [{callers: {groups: [g]}, service_account: "
