@@ -29,6 +29,7 @@
 #include "absl/strings/string_view.h"
 #include "agent/session/statement_facts.h"
 #include "common/audit/events.h"
+#include "common/url_encoding.h"
 
 namespace sluice::agent::gcs {
 
@@ -57,7 +58,6 @@ GcsRequest ClassifyGcs(absl::string_view method, absl::string_view path,
 // OAuth token (refused, never relayed or re-signed).
 bool CarriesCredential(const std::string& name);
 
-// Percent-decoding of one path segment; false when it is malformed (or decodes to a NUL).
-bool PercentDecode(absl::string_view in, std::string* out);
+using ::sluice::PercentDecode;  // (common/url_encoding.h)
 
 }  // namespace sluice::agent::gcs

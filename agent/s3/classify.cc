@@ -7,6 +7,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/url_encoding.h"
 
 namespace sluice::agent::s3 {
 namespace {
@@ -14,31 +15,6 @@ namespace {
 using session::StatementClass;
 
 constexpr size_t kMaxKeyBytes = 1024;  // S3's own cap on object keys
-
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  c = absl::ascii_tolower(c);
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return -1;
-}
-
-bool Decode(absl::string_view in, std::string* out) {
-  out->clear();
-  for (size_t i = 0; i < in.size(); ++i) {
-    if (in[i] != '%') {
-      out->push_back(in[i]);
-      continue;
-    }
-    if (i + 2 >= in.size()) return false;
-    const int hi = HexValue(in[i + 1]), lo = HexValue(in[i + 2]);
-    if (hi < 0 || lo < 0) return false;
-    const char c = static_cast<char>(hi * 16 + lo);
-    if (c == '\0') return false;
-    out->push_back(c);
-    i += 2;
-  }
-  return true;
-}
 
 std::string Header(const std::vector<std::pair<std::string, std::string>>& headers,
                    absl::string_view name) {
@@ -128,8 +104,8 @@ S3Request ClassifyS3(absl::string_view method, absl::string_view path, absl::str
   for (absl::string_view pair : absl::StrSplit(query, '&', absl::SkipEmpty())) {
     std::string name, value;
     const size_t eq = pair.find('=');
-    if (!Decode(pair.substr(0, eq), &name) ||
-        (eq != absl::string_view::npos && !Decode(pair.substr(eq + 1), &value))) {
+    if (!PercentDecode(pair.substr(0, eq), &name) ||
+        (eq != absl::string_view::npos && !PercentDecode(pair.substr(eq + 1), &value))) {
       return refuse("a malformed query");
     }
     if (CarriesCredential(name)) {
@@ -142,8 +118,8 @@ S3Request ClassifyS3(absl::string_view method, absl::string_view path, absl::str
   if (path.empty() || path[0] != '/') return refuse("a path that does not begin with '/'");
   absl::string_view rest = path.substr(1);
   const size_t slash = rest.find('/');
-  if (!Decode(rest.substr(0, slash), &r.bucket)) return refuse("a malformed bucket name");
-  if (slash != absl::string_view::npos && !Decode(rest.substr(slash + 1), &r.key))
+  if (!PercentDecode(rest.substr(0, slash), &r.bucket)) return refuse("a malformed bucket name");
+  if (slash != absl::string_view::npos && !PercentDecode(rest.substr(slash + 1), &r.key))
     return refuse("a malformed object key");
   if (r.key.size() > kMaxKeyBytes) return refuse("an object key over 1024 bytes");
   const std::string m(method);
@@ -227,7 +203,7 @@ S3Request ClassifyS3(absl::string_view method, absl::string_view path, absl::str
     absl::string_view s = copy_source;
     s = s.substr(0, s.find('?'));  // ?versionId=
     absl::ConsumePrefix(&s, "/");
-    if (!Decode(s, &source) || source.find('/') == std::string::npos || m != "PUT")
+    if (!PercentDecode(s, &source) || source.find('/') == std::string::npos || m != "PUT")
       return refuse("a malformed x-amz-copy-source");
     const size_t at = source.find('/');
     r.relations.push_back({source.substr(0, at), source.substr(at + 1)});

@@ -9,6 +9,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/crypto.h"
+#include "common/url_encoding.h"
 
 namespace sluice::cloud {
 namespace {
@@ -17,31 +18,6 @@ constexpr size_t kMaxSignedHeaders = 64;
 
 bool Unreserved(unsigned char c) {
   return absl::ascii_isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~';
-}
-
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  c = absl::ascii_tolower(c);
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return -1;
-}
-
-// Percent-decoding; false when a '%' is not followed by two hex digits.
-bool Decode(absl::string_view in, std::string* out) {
-  out->clear();
-  for (size_t i = 0; i < in.size(); ++i) {
-    if (in[i] == '%') {
-      if (i + 2 >= in.size()) return false;
-      const int hi = HexValue(in[i + 1]);
-      const int lo = HexValue(in[i + 2]);
-      if (hi < 0 || lo < 0) return false;
-      out->push_back(static_cast<char>(hi * 16 + lo));
-      i += 2;
-    } else {
-      out->push_back(in[i]);
-    }
-  }
-  return true;
 }
 
 std::string Trimmed(absl::string_view v) {
@@ -103,8 +79,9 @@ absl::StatusOr<SigV4Authorization> ParseSigV4Authorization(absl::string_view hea
         return bad("SignedHeaders is not sorted");
       headers = true;
     } else if (absl::ConsumePrefix(&part, "Signature=")) {
-      if (part.size() != 64 ||
-          !std::all_of(part.begin(), part.end(), [](char c) { return HexValue(c) >= 0; })) {
+      if (part.size() != 64 || !std::all_of(part.begin(), part.end(), [](char c) {
+            return absl::ascii_isxdigit(static_cast<unsigned char>(c));
+          })) {
         return bad("Signature is not 64 hex digits");
       }
       a.signature = absl::AsciiStrToLower(part);
@@ -122,7 +99,7 @@ absl::StatusOr<std::string> SigV4CanonicalRequest(const SigV4Request& request,
                                                   const std::vector<std::string>& signed_headers) {
   std::string out = absl::StrCat(request.method, "\n");
   std::string decoded;
-  if (!Decode(request.path, &decoded)) return absl::InvalidArgumentError("a malformed path");
+  if (!PercentDecode(request.path, &decoded)) return absl::InvalidArgumentError("a malformed path");
   absl::StrAppend(&out, SigV4Encode(decoded.empty() ? "/" : decoded, true), "\n");
   std::vector<std::pair<std::string, std::string>> params;
   if (!request.query.empty()) {
@@ -130,8 +107,8 @@ absl::StatusOr<std::string> SigV4CanonicalRequest(const SigV4Request& request,
       if (pair.empty()) continue;
       const size_t eq = pair.find('=');
       std::string name, value;
-      if (!Decode(pair.substr(0, eq), &name) ||
-          (eq != absl::string_view::npos && !Decode(pair.substr(eq + 1), &value))) {
+      if (!PercentDecode(pair.substr(0, eq), &name) ||
+          (eq != absl::string_view::npos && !PercentDecode(pair.substr(eq + 1), &value))) {
         return absl::InvalidArgumentError("a malformed query");
       }
       params.emplace_back(SigV4Encode(name, false), SigV4Encode(value, false));
