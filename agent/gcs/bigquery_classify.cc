@@ -61,19 +61,29 @@ bool KnownQueryOption(const std::string& name) {
   return false;
 }
 
+// A table reference of a job's configuration ({projectId, datasetId, tableId}).
+session::Relation TableOf(const nlohmann::json& j) {
+  session::Relation rel;
+  if (!j.is_object()) return rel;
+  if (j.contains("datasetId") && j["datasetId"].is_string())
+    rel.schema = absl::AsciiStrToLower(j["datasetId"].get<std::string>());
+  if (j.contains("tableId") && j["tableId"].is_string())
+    rel.table = absl::AsciiStrToLower(j["tableId"].get<std::string>());
+  return rel;
+}
+
 // A job's SQL and where its rows go: the SQL's own class, raised to a write when the job writes
-// a table (a destination, a write disposition that truncates or appends).
-void ReadQuery(const nlohmann::json& q, absl::string_view dataset, BigQueryRequest* r) {
+// a table (a destination, a write disposition that truncates or appends). Returns why the query
+// is refused ("" when it is not).
+std::string ReadQuery(const nlohmann::json& q, absl::string_view dataset, BigQueryRequest* r) {
   for (const auto& [name, value] : q.items()) {
     if (!KnownQueryOption(name)) {
-      r->refusal = absl::StrCat("Sluice: the query option ", name.substr(0, 64),
-                                " is not let through (the agent does not know what it does)");
-      return;
+      return absl::StrCat("the query option ", name.substr(0, 64),
+                          " is not let through (the agent does not know what it does)");
     }
   }
   if (q.contains("continuous") && !(q["continuous"].is_boolean() && !q["continuous"].get<bool>())) {
-    r->refusal = "Sluice: continuous queries are not let through";
-    return;
+    return "continuous queries are not let through";
   }
   auto legacy = q.find("useLegacySql");
   const bool standard_marker =
@@ -82,14 +92,11 @@ void ReadQuery(const nlohmann::json& q, absl::string_view dataset, BigQueryReque
                                  "#standardsql");
   // jobs.query and query jobs run legacy SQL unless told otherwise.
   if (!standard_marker && (legacy == q.end() || !legacy->is_boolean() || legacy->get<bool>())) {
-    r->refusal =
-        "Sluice: legacy SQL is not let through; send the query as GoogleSQL "
-        "(useLegacySql: false, or bq query --nouse_legacy_sql)";
-    return;
+    return "legacy SQL is not let through; send the query as GoogleSQL "
+           "(useLegacySql: false, or bq query --nouse_legacy_sql)";
   }
   if (!q.contains("query") || !q["query"].is_string()) {
-    r->refusal = "Sluice: the query job has no SQL";
-    return;
+    return "the query job has no SQL";
   }
   r->sql = q["query"].get<std::string>();
   std::string default_dataset(dataset);
@@ -101,8 +108,7 @@ void ReadQuery(const nlohmann::json& q, absl::string_view dataset, BigQueryReque
   r->analysis = AnalyzeGoogleSql(r->sql, default_dataset);
   r->cls = r->analysis.overall;
   if (r->cls == StatementClass::kUnknown) {
-    r->refusal = absl::StrCat("Sluice: the query cannot be let through: ", r->analysis.parse_error);
-    return;
+    return absl::StrCat("the query cannot be let through: ", r->analysis.parse_error);
   }
   for (const auto& s : r->analysis.statements) {
     for (const auto& g : s.guarded) r->guarded.push_back(g);
@@ -114,10 +120,8 @@ void ReadQuery(const nlohmann::json& q, absl::string_view dataset, BigQueryReque
     // caller's SQL, as listing the project's jobs would.
     if (rel.schema == "information_schema" &&
         (absl::StartsWith(rel.table, "jobs") || absl::StartsWith(rel.table, "sessions"))) {
-      r->refusal = absl::StrCat("Sluice: INFORMATION_SCHEMA.", absl::AsciiStrToUpper(rel.table),
-                                " is not let through: it shows other callers' jobs");
-      r->cls = StatementClass::kUnknown;
-      return;
+      return absl::StrCat("INFORMATION_SCHEMA.", absl::AsciiStrToUpper(rel.table),
+                          " is not let through: it shows other callers' jobs");
     }
   }
   for (const auto& s : r->analysis.statements) {
@@ -135,29 +139,14 @@ void ReadQuery(const nlohmann::json& q, absl::string_view dataset, BigQueryReque
         r->cls == StatementClass::kOther) {
       r->cls = StatementClass::kWrite;
     }
-    session::Relation rel;
-    if (dest->contains("datasetId") && (*dest)["datasetId"].is_string())
-      rel.schema = absl::AsciiStrToLower((*dest)["datasetId"].get<std::string>());
-    if (dest->contains("tableId") && (*dest)["tableId"].is_string())
-      rel.table = absl::AsciiStrToLower((*dest)["tableId"].get<std::string>());
-    r->relations.insert(r->relations.begin(), rel);
+    r->relations.insert(r->relations.begin(), TableOf(*dest));
     auto disposition = q.find("writeDisposition");
     if (disposition != q.end() && disposition->is_string() &&
         disposition->get<std::string>() == "WRITE_TRUNCATE") {
       r->guarded.push_back("truncate");
     }
   }
-}
-
-// A table reference of a job's configuration ({projectId, datasetId, tableId}).
-session::Relation TableOf(const nlohmann::json& j) {
-  session::Relation rel;
-  if (!j.is_object()) return rel;
-  if (j.contains("datasetId") && j["datasetId"].is_string())
-    rel.schema = absl::AsciiStrToLower(j["datasetId"].get<std::string>());
-  if (j.contains("tableId") && j["tableId"].is_string())
-    rel.table = absl::AsciiStrToLower(j["tableId"].get<std::string>());
-  return rel;
+  return "";
 }
 
 }  // namespace
@@ -243,8 +232,7 @@ BigQueryRequest ClassifyBigQuery(absl::string_view method, absl::string_view pat
       set("jobs.query", StatementClass::kUnknown);
       if (!json_body()) return refuse("the query's body is not a JSON object");
       r.creates_job = true;
-      ReadQuery(j, "", &r);
-      if (!r.refusal.empty()) r.cls = StatementClass::kUnknown;
+      if (std::string why = ReadQuery(j, "", &r); !why.empty()) return refuse(why);
       return r;
     }
     if (n == 4 && get) {
@@ -285,8 +273,8 @@ BigQueryRequest ClassifyBigQuery(absl::string_view method, absl::string_view pat
       for (const char* k : {"query", "load", "extract", "copy"}) kinds += config->contains(k);
       if (kinds != 1) return refuse("a job must be exactly one of query, load, extract or copy");
       if (config->contains("query")) {
-        ReadQuery((*config)["query"], "", &r);
-        if (!r.refusal.empty()) r.cls = StatementClass::kUnknown;
+        if (std::string why = ReadQuery((*config)["query"], "", &r); !why.empty())
+          return refuse(why);
       } else if (config->contains("load")) {
         r.cls = StatementClass::kWrite;
         r.guarded.push_back("load_data");

@@ -135,6 +135,10 @@ absl::StatusOr<MaskedRows> MaskQueryAnswer(const masking::MaskingPolicy& policy,
                         : std::string());
   }
   const ColumnPlan plan = PlanQueryMasking(policy, query, names);
+  auto add_rule = [&out](const std::string& rule) {
+    if (std::find(out.rules.begin(), out.rules.end(), rule) == out.rules.end())
+      out.rules.push_back(rule);
+  };
   for (auto& row : rows) {
     if (!row.is_object() || !row.contains("f") || !row["f"].is_array() ||
         row["f"].size() != names.size()) {
@@ -155,20 +159,14 @@ absl::StatusOr<MaskedRows> MaskQueryAnswer(const masking::MaskingPolicy& policy,
           v = nullptr;
         }
         ++changed;
-        if (plan[i]->rule != nullptr &&
-            std::find(out.rules.begin(), out.rules.end(), *plan[i]->rule) == out.rules.end()) {
-          out.rules.push_back(*plan[i]->rule);
-        }
+        if (plan[i]->rule != nullptr) add_rule(*plan[i]->rule);
         continue;
       }
       if (policy.has_detectors()) {
         int64_t before = changed;
         Detect(policy, &v, &changed);
         if (changed > before) {
-          for (const auto& r : policy.detector_rules()) {
-            if (std::find(out.rules.begin(), out.rules.end(), r) == out.rules.end())
-              out.rules.push_back(r);
-          }
+          for (const auto& r : policy.detector_rules()) add_rule(r);
         }
       }
     }

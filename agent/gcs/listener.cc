@@ -807,8 +807,7 @@ std::string BigQueryUnmaskable(const masking::MaskingPolicy& masking, const BigQ
   }
   for (const session::Relation& t : r.relations) {
     // A wildcard table (`crm.cust*`) reads tables the rules cannot be matched against by name.
-    if (absl::StrContains(t.table, '*') && r.kind != "tabledata.list" &&
-        (r.kind == "jobs.query" || r.kind == "jobs.insert")) {
+    if (absl::StrContains(t.table, '*') && (r.kind == "jobs.query" || r.kind == "jobs.insert")) {
       return absl::StrCat("a wildcard table (", t.schema, ".", t.table,
                           ") may read tables whose columns a MaskingRule masks for you: name the "
                           "tables");
